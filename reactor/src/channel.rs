@@ -1,0 +1,115 @@
+//! Typed channels into a reactor: a bounded lock-free queue per channel
+//! (crossbeam's `ArrayQueue`), sharing the reactor's doorbell and sleep
+//! handshake. Items are stored inline: no allocation per item.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::error::TrySendError;
+use crate::reactor::{Context, Shared};
+
+struct Inner<T> {
+    queue: ArrayQueue<T>,
+    reactor: Arc<Shared>,
+    closed: AtomicBool,
+}
+
+/// The sending side of a typed channel into one reactor; `Clone` and `Send`,
+/// usable from any thread, including other reactors.
+pub struct Sender<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Send> Sender<T> {
+    /// Queues `item` for the reactor and wakes it if it may be asleep.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] when the queue holds `capacity` items (the item
+    /// is handed back; retry later or shed load), [`TrySendError::Stopped`]
+    /// when the receiving reactor stopped or the channel closed.
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(TrySendError::Stopped(item));
+        }
+        self.inner.queue.push(item).map_err(TrySendError::Full)?;
+        self.inner.reactor.notify();
+        Ok(())
+    }
+
+    /// The CPU of the receiving reactor.
+    pub fn core(&self) -> usize {
+        self.inner.reactor.core
+    }
+
+    /// Items queued and not yet handled.
+    pub fn len(&self) -> usize {
+        self.inner.queue.len()
+    }
+
+    /// Whether no item is queued.
+    pub fn is_empty(&self) -> bool {
+        self.inner.queue.is_empty()
+    }
+}
+
+/// The receiving side, owned by the reactor loop.
+pub(crate) trait ChannelDrain {
+    /// Hands up to `budget` items to the handler; returns how many.
+    fn drain(&mut self, cx: &mut Context, budget: usize) -> usize;
+    fn has_items(&self) -> bool;
+    /// No sender is left and nothing is queued.
+    fn orphaned(&self) -> bool;
+    fn close(&self);
+}
+
+struct Receiver<T, F> {
+    inner: Arc<Inner<T>>,
+    handler: F,
+}
+
+impl<T, F: FnMut(&mut Context, T)> ChannelDrain for Receiver<T, F> {
+    fn drain(&mut self, cx: &mut Context, budget: usize) -> usize {
+        let mut n = 0;
+        while n < budget {
+            let Some(item) = self.inner.queue.pop() else { break };
+            (self.handler)(cx, item);
+            n += 1;
+        }
+        n
+    }
+
+    fn has_items(&self) -> bool {
+        !self.inner.queue.is_empty()
+    }
+
+    fn orphaned(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1 && self.inner.queue.is_empty()
+    }
+
+    fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+    }
+}
+
+pub(crate) fn new<T: Send + 'static>(
+    capacity: usize,
+    reactor: Arc<Shared>,
+    handler: impl FnMut(&mut Context, T) + 'static,
+) -> (Sender<T>, Box<dyn ChannelDrain>) {
+    let inner = Arc::new(Inner {
+        queue: ArrayQueue::new(capacity.max(1)),
+        reactor,
+        closed: AtomicBool::new(false),
+    });
+    (Sender { inner: inner.clone() }, Box::new(Receiver { inner, handler }))
+}

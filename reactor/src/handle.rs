@@ -1,0 +1,115 @@
+//! [`ReactorHandle`]: what any thread holds to talk to one reactor.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::error::TrySendError;
+use crate::mode::Mode;
+use crate::reactor::{Context, Message, Shared, duration_ns};
+use crate::stats::StatsSnapshot;
+
+/// A cheap, cloneable, `Send + Sync` reference to one reactor.
+///
+/// ```no_run
+/// use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
+/// let reactors = Reactors::start(ReactorConfig::new(CoreList::parse("0")?))?;
+/// let r = &reactors.handles()[0];
+/// r.try_send(|cx| println!("hello from core {}", cx.core())).ok();
+/// r.set_mode(Mode::Interrupt);
+/// println!("{:?}", r.stats());
+/// reactors.shutdown()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct ReactorHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ReactorHandle {
+    /// The CPU the reactor is pinned to.
+    pub fn core(&self) -> usize {
+        self.shared.core
+    }
+
+    /// Position in the reactor set (0-based).
+    pub fn index(&self) -> usize {
+        self.shared.index
+    }
+
+    /// Sends a closure to run once on the reactor's thread.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] when the inbox holds `inbox_capacity` messages:
+    /// the message comes back (as a [`Message`]) and nothing is dropped;
+    /// [`TrySendError::Stopped`] after shutdown.
+    pub fn try_send(&self, f: impl FnOnce(&mut Context) + Send + 'static) -> Result<(), TrySendError<Message>> {
+        self.try_send_message(Message::new(f))
+    }
+
+    /// As [`try_send`](Self::try_send), for a message already boxed (a retry).
+    ///
+    /// # Errors
+    /// As [`try_send`](Self::try_send).
+    pub fn try_send_message(&self, msg: Message) -> Result<(), TrySendError<Message>> {
+        if self.shared.stop.load(Ordering::Acquire) {
+            return Err(TrySendError::Stopped(msg));
+        }
+        self.shared.inbox.push(msg).map_err(TrySendError::Full)?;
+        self.shared.notify();
+        Ok(())
+    }
+
+    /// Asks the reactor to switch mode at the top of its next loop iteration.
+    /// Mode requests travel in their own one-slot mailbox (the latest request
+    /// wins), so a full inbox can neither refuse nor delay them.
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.mode_request.store(mode.to_u8(), Ordering::Release);
+        self.shared.notify();
+    }
+
+    /// The mode the reactor runs in now (a request not yet applied is not shown).
+    pub fn mode(&self) -> Mode {
+        self.shared.stats.mode()
+    }
+
+    /// Sets hybrid mode's spin window (`idle_poll_us`); read by the reactor on
+    /// every iteration, so it takes effect at once.
+    pub fn set_idle_poll(&self, idle_poll: Duration) {
+        self.shared
+            .idle_poll_ns
+            .store(duration_ns(idle_poll), Ordering::Relaxed);
+    }
+
+    /// Hybrid mode's spin window.
+    pub fn idle_poll(&self) -> Duration {
+        Duration::from_nanos(self.shared.idle_poll_ns.load(Ordering::Relaxed))
+    }
+
+    /// Whether the reactor has announced it is sleeping (or about to).
+    pub fn is_sleeping(&self) -> bool {
+        self.shared.wake.is_sleeping()
+    }
+
+    /// The reactor's counters now; lock-free.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared
+            .stats
+            .snapshot(self.shared.core, self.shared.wake.is_sleeping())
+    }
+
+    pub(crate) fn request_stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        // Unconditional: the reactor may be between its re-check and epoll_wait.
+        self.shared.doorbell.ring();
+    }
+}
+
+impl std::fmt::Debug for ReactorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReactorHandle")
+            .field("core", &self.core())
+            .field("mode", &self.mode())
+            .finish()
+    }
+}

@@ -1,0 +1,55 @@
+//! `lull-reactor`: one pinned, shared-nothing reactor per core.
+//!
+//! A reactor runs [`Poller`]s, timers and cross-core messages on one thread.
+//! It waits in one of three [`Mode`]s, switchable at run time without losing
+//! an event: `Poll` (spin), `Interrupt` (sleep in `epoll_wait`) and `Hybrid`
+//! (spin for `idle_poll_us`, then sleep). The [`supervisor`] moves reactors
+//! between modes under a [`Policy`].
+//!
+//! Words, each in its own module: [`Reactors`] (a started set),
+//! [`ReactorHandle`] (any thread's reference to one), [`Context`] (what runs on
+//! a reactor receives), [`Poller`] / [`PollerId`] / [`Interest`] /
+//! [`Readiness`], [`TimerId`], [`Sender`] (typed channel), [`StatsSnapshot`],
+//! [`CoreList`]. Linux system calls live in one private `sys` module.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lull_reactor::{CoreList, Mode, PollStatus, ReactorConfig, Reactors};
+//!
+//! let reactors = Reactors::start(ReactorConfig::new(CoreList::parse("0-1")?).mode(Mode::Interrupt))?;
+//! reactors.handles()[1].try_send(|cx| {
+//!     // Runs on core 1: a poller woken every 100 us, even while the reactor sleeps.
+//!     cx.register_timed(Duration::from_micros(100), |_cx: &mut lull_reactor::Context, _| PollStatus::Idle).unwrap();
+//! }).ok();
+//! reactors.shutdown()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Requires Linux 5.11 or later (`epoll_pwait2` gives timers nanosecond
+//! resolution without a timerfd; see docs/architecture.md).
+
+mod channel;
+mod cores;
+mod error;
+mod handle;
+mod mode;
+mod poller;
+mod reactor;
+mod reactors;
+mod stats;
+pub mod supervisor;
+mod sys;
+mod timer;
+mod wake;
+
+pub use channel::Sender;
+pub use cores::{CoreList, CoreListError, MAX_CORE};
+pub use error::{ReactorError, TrySendError};
+pub use handle::ReactorHandle;
+pub use mode::{Mode, ParseModeError};
+pub use poller::{FdPoller, FdSource, Interest, PollStatus, Poller, PollerId, Readiness};
+pub use reactor::{Context, Message};
+pub use reactors::{DEFAULT_IDLE_POLL, DEFAULT_INBOX_CAPACITY, MAX_IDLE_POLL, ReactorConfig, Reactors};
+pub use stats::StatsSnapshot;
+pub use supervisor::{Policy, SupervisorConfig};
+pub use timer::TimerId;

@@ -1,0 +1,197 @@
+//! Pollers: units of work that a reactor runs when their wakeup source fires.
+//!
+//! Every poller names the source that can wake a sleeping reactor for it: a
+//! file descriptor with an [`Interest`] (socket, eventfd, io_uring's eventfd)
+//! or a period. A poller with neither cannot exist, so nothing registered can
+//! keep a sleeping reactor from noticing work (the bug class of SPDK's
+//! non-interrupt bdev modules and Longhorn's `queued_reqs`).
+//!
+//! A poller does a bounded amount of work per call and returns
+//! [`PollStatus::Busy`] if it did any. Work it leaves behind must stay visible
+//! to the kernel: data left in a socket keeps a level-triggered fd ready; bytes
+//! queued for sending need [`Interest::WRITABLE`] until they are gone.
+
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::reactor::Context;
+
+/// What a poller reports after a call; feeds busy/idle accounting and the
+/// hybrid mode's spin window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollStatus {
+    /// Useful work was done.
+    Busy,
+    /// Nothing to do.
+    Idle,
+}
+
+impl PollStatus {
+    /// `Busy` when `work` is true.
+    pub fn from_work(work: bool) -> Self {
+        if work { PollStatus::Busy } else { PollStatus::Idle }
+    }
+}
+
+/// Which readiness of an fd wakes its poller (level-triggered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interest(u8);
+
+impl Interest {
+    /// Data to read, a connection to accept, or an eventfd counter above 0 (EPOLLIN).
+    pub const READABLE: Interest = Interest(1);
+    /// Room in the send buffer, or a non-blocking connect finished (EPOLLOUT).
+    pub const WRITABLE: Interest = Interest(2);
+    /// Both.
+    pub const BOTH: Interest = Interest(3);
+
+    /// Whether EPOLLIN is asked for.
+    pub fn is_readable(self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    /// Whether EPOLLOUT is asked for.
+    pub fn is_writable(self) -> bool {
+        self.0 & 2 != 0
+    }
+
+    pub(crate) fn epoll_flags(self) -> rustix::event::epoll::EventFlags {
+        use rustix::event::epoll::EventFlags;
+        let mut f = EventFlags::RDHUP;
+        if self.is_readable() {
+            f |= EventFlags::IN;
+        }
+        if self.is_writable() {
+            f |= EventFlags::OUT;
+        }
+        f
+    }
+}
+
+impl std::ops::BitOr for Interest {
+    type Output = Interest;
+    fn bitor(self, rhs: Interest) -> Interest {
+        Interest(self.0 | rhs.0)
+    }
+}
+
+/// Why a poller is being run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// The fd is readable (EPOLLIN).
+    pub readable: bool,
+    /// The fd is writable (EPOLLOUT).
+    pub writable: bool,
+    /// The peer closed its end, or the fd hung up (EPOLLRDHUP / EPOLLHUP).
+    /// Stays reported while the fd is registered: the poller must unregister.
+    pub hangup: bool,
+    /// An error is pending on the fd (EPOLLERR); same rule as `hangup`.
+    pub error: bool,
+    /// The poller's period elapsed.
+    pub timer: bool,
+}
+
+impl Readiness {
+    pub(crate) fn from_epoll(flags: rustix::event::epoll::EventFlags) -> Self {
+        use rustix::event::epoll::EventFlags;
+        Readiness {
+            readable: flags.contains(EventFlags::IN),
+            writable: flags.contains(EventFlags::OUT),
+            hangup: flags.intersects(EventFlags::HUP | EventFlags::RDHUP),
+            error: flags.contains(EventFlags::ERR),
+            timer: false,
+        }
+    }
+
+    pub(crate) const TIMER: Readiness = Readiness {
+        readable: false,
+        writable: false,
+        hangup: false,
+        error: false,
+        timer: true,
+    };
+}
+
+/// A unit of work run by one reactor. Implemented for every
+/// `FnMut(&mut Context, Readiness) -> PollStatus + 'static`.
+///
+/// ```
+/// use lull_reactor::{PollStatus, Poller, Readiness, Context};
+/// struct Counter(u64);
+/// impl Poller for Counter {
+///     fn poll(&mut self, _cx: &mut Context, _ready: Readiness) -> PollStatus {
+///         self.0 += 1;
+///         PollStatus::Busy
+///     }
+/// }
+/// ```
+pub trait Poller: 'static {
+    /// Does a bounded amount of work. Runs on the owning reactor's thread only.
+    fn poll(&mut self, cx: &mut Context, ready: Readiness) -> PollStatus;
+}
+
+impl<F> Poller for F
+where
+    F: FnMut(&mut Context, Readiness) -> PollStatus + 'static,
+{
+    fn poll(&mut self, cx: &mut Context, ready: Readiness) -> PollStatus {
+        self(cx, ready)
+    }
+}
+
+/// A poller that owns the file descriptor that wakes it. The reactor keeps the
+/// fd in its epoll set for exactly as long as it owns the poller, so the fd
+/// cannot be closed while registered. `as_fd` must return the same fd for the
+/// poller's whole life.
+pub trait FdPoller: Poller + AsFd {}
+
+impl<T: Poller + AsFd> FdPoller for T {}
+
+/// Glue for a source and a closure: `FdSource::new(socket, |cx, sock, ready| ...)`.
+pub struct FdSource<S, F> {
+    source: S,
+    f: F,
+}
+
+impl<S, F> FdSource<S, F>
+where
+    S: AsFd + 'static,
+    F: FnMut(&mut Context, &mut S, Readiness) -> PollStatus + 'static,
+{
+    /// Binds `f` to `source`; `f` gets `&mut source` on every run.
+    pub fn new(source: S, f: F) -> Self {
+        Self { source, f }
+    }
+}
+
+impl<S: AsFd + 'static, F: FnMut(&mut Context, &mut S, Readiness) -> PollStatus + 'static> Poller for FdSource<S, F> {
+    fn poll(&mut self, cx: &mut Context, ready: Readiness) -> PollStatus {
+        (self.f)(cx, &mut self.source, ready)
+    }
+}
+
+impl<S: AsFd, F> AsFd for FdSource<S, F> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.source.as_fd()
+    }
+}
+
+/// Names one registered poller on one reactor. Stale ids (after unregister)
+/// are detected, not confused with a later poller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PollerId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+impl PollerId {
+    pub(crate) fn token(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    pub(crate) fn from_token(token: u64) -> Self {
+        PollerId {
+            index: token as u32,
+            generation: (token >> 32) as u32,
+        }
+    }
+}

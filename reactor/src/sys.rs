@@ -1,0 +1,133 @@
+//! The Linux system calls the reactor uses, in one place: epoll, eventfd, CPU
+//! affinity, thread CPU clocks and the online-CPU list.
+//!
+//! Everything above this module speaks in reactor words (tokens, interests,
+//! doorbells); nothing here knows about pollers or modes.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use rustix::event::{EventfdFlags, epoll, eventfd};
+use rustix::time::Timespec;
+
+/// An epoll instance, level-triggered throughout.
+pub(crate) struct Epoll {
+    fd: OwnedFd,
+}
+
+impl Epoll {
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Self {
+            fd: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+        })
+    }
+
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, token: u64, flags: epoll::EventFlags) -> io::Result<()> {
+        Ok(epoll::add(&self.fd, fd, epoll::EventData::new_u64(token), flags)?)
+    }
+
+    pub(crate) fn modify(&self, fd: BorrowedFd<'_>, token: u64, flags: epoll::EventFlags) -> io::Result<()> {
+        Ok(epoll::modify(&self.fd, fd, epoll::EventData::new_u64(token), flags)?)
+    }
+
+    pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        Ok(epoll::delete(&self.fd, fd)?)
+    }
+
+    /// Waits for events into `events` (cleared first). `None` waits forever;
+    /// `Some(ZERO)` only checks. The timeout has nanosecond resolution because
+    /// rustix is built for Linux 5.11 and uses `epoll_pwait2`.
+    pub(crate) fn wait(&self, events: &mut Vec<epoll::Event>, timeout: Option<Duration>) -> io::Result<usize> {
+        events.clear();
+        let ts = timeout.map(|d| Timespec {
+            tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(d.subsec_nanos()),
+        });
+        loop {
+            match epoll::wait(&self.fd, rustix::buffer::spare_capacity(events), ts.as_ref()) {
+                Ok(n) => return Ok(n),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// The eventfd a sleeping reactor is woken by.
+pub(crate) struct Doorbell {
+    fd: OwnedFd,
+}
+
+impl Doorbell {
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Self {
+            fd: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
+        })
+    }
+
+    pub(crate) fn ring(&self) {
+        // The only failure of a write of 1 to a non-blocking eventfd is EAGAIN
+        // when the counter is at u64::MAX - 1: it is then readable already,
+        // which is all a ring has to achieve.
+        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+    }
+
+    /// Resets the counter so that level-triggered epoll stops reporting it.
+    pub(crate) fn drain(&self) {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&self.fd, &mut buf);
+    }
+}
+
+impl AsFd for Doorbell {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Pins the calling thread to one CPU.
+pub(crate) fn pin_current_thread(core: usize) -> io::Result<()> {
+    if core >= rustix::thread::CpuSet::MAX_CPU {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(core);
+    Ok(rustix::thread::sched_setaffinity(None, &set)?)
+}
+
+/// The CPUs this process may run on (its affinity mask).
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    let set = rustix::thread::sched_getaffinity(None)?;
+    Ok((0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| set.is_set(c))
+        .collect())
+}
+
+/// The calling thread's CPU-time clock id, readable from any thread of the
+/// process while this thread lives.
+pub(crate) fn current_thread_cpu_clock() -> Option<libc::clockid_t> {
+    let mut id: libc::clockid_t = 0;
+    // SAFETY: pthread_self() is always a valid handle for the calling thread, and
+    // `id` is a valid out-pointer for the duration of the call.
+    let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
+    (rc == 0).then_some(id)
+}
+
+/// Reads a CPU-time clock in nanoseconds; `None` once its thread has exited.
+pub(crate) fn read_cpu_clock(id: libc::clockid_t) -> Option<u64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; an id of a thread that has exited makes
+    // clock_gettime fail with EINVAL, it does not touch freed memory.
+    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// Raw fd helper for the fds the reactor keeps registered on behalf of pollers.
+///
+/// # Safety
+/// `fd` must stay open for as long as the returned value is used.
+pub(crate) unsafe fn borrow(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: forwarded to the caller.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}

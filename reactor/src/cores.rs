@@ -120,7 +120,8 @@ impl CoreList {
         Ok(Self { cores })
     }
 
-    /// Every CPU that is online and in this process's affinity mask.
+    /// Every CPU that is online and in the calling thread's affinity mask
+    /// (which the threads it starts inherit).
     ///
     /// # Errors
     /// [`CoreListError::System`] when `/sys/devices/system/cpu/online` or the

@@ -507,7 +507,12 @@ mod tests {
     }
 
     fn adaptive() -> Supervisor {
-        Supervisor::new(SupervisorConfig { up_samples: 2, down_samples: 3, ..Default::default() }).unwrap()
+        Supervisor::new(SupervisorConfig {
+            up_samples: 2,
+            down_samples: 3,
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     #[test]
@@ -524,10 +529,16 @@ mod tests {
     fn steps_up_only_after_consecutive_high_samples() {
         let mut s = adaptive();
         let mut r = Fake::new(Mode::Interrupt);
-        assert!(s.sample(&[r.tick(0.0, 0, 0, 0)]).is_empty(), "first sample is the baseline");
+        assert!(
+            s.sample(&[r.tick(0.0, 0, 0, 0)]).is_empty(),
+            "first sample is the baseline"
+        );
         // 40 % work + 5000 wakeups x 20 us = 80 % load: high, but once is not enough.
         assert!(s.sample(&[r.tick(0.4, 5000, 5000, 20_000)]).is_empty());
-        assert!(s.sample(&[r.tick(0.05, 100, 100, 20_000)]).is_empty(), "a low sample resets the run");
+        assert!(
+            s.sample(&[r.tick(0.05, 100, 100, 20_000)]).is_empty(),
+            "a low sample resets the run"
+        );
         assert!(s.sample(&[r.tick(0.4, 5000, 5000, 20_000)]).is_empty());
         let d = s.sample(&[r.tick(0.4, 5000, 5000, 20_000)]);
         assert_eq!(d.len(), 1);
@@ -567,7 +578,10 @@ mod tests {
         assert!(s.sample(&[r.tick(0.01, 50, 0, 0)]).is_empty());
         let d = s.sample(&[r.tick(0.01, 50, 0, 0)]);
         assert_eq!((d[0].from, d[0].to), (Mode::Poll, Mode::Hybrid));
-        assert_eq!(d[0].reason, "estimated interrupt-mode load 1.4% <= adaptive_low_mark 15% for 3 samples");
+        assert_eq!(
+            d[0].reason,
+            "estimated interrupt-mode load 1.4% <= adaptive_low_mark 15% for 3 samples"
+        );
         r.snap.mode = Mode::Hybrid;
         let mut last = Vec::new();
         for _ in 0..3 {
@@ -585,20 +599,38 @@ mod tests {
         let e = |c: SupervisorConfig| c.validate().unwrap_err().to_string();
         let d = SupervisorConfig::default();
         assert_eq!(
-            e(SupervisorConfig { interval: Duration::from_millis(5), ..d.clone() }),
+            e(SupervisorConfig {
+                interval: Duration::from_millis(5),
+                ..d.clone()
+            }),
             "supervisor_interval_ms = 5: 10 to 60000 milliseconds"
         );
         assert_eq!(
-            e(SupervisorConfig { low_mark: 0.0, ..d.clone() }),
+            e(SupervisorConfig {
+                low_mark: 0.0,
+                ..d.clone()
+            }),
             "adaptive_low_mark = 0: above 0 and below 1, and below adaptive_high_mark"
         );
         assert_eq!(
-            e(SupervisorConfig { high_mark: 0.1, ..d.clone() }),
+            e(SupervisorConfig {
+                high_mark: 0.1,
+                ..d.clone()
+            }),
             "adaptive_high_mark = 0.1: above adaptive_low_mark, at most 1"
         );
-        assert_eq!(e(SupervisorConfig { up_samples: 0, ..d.clone() }), "adaptive_up_samples = 0: 1 to 1000 samples");
         assert_eq!(
-            e(SupervisorConfig { down_samples: 5000, ..d.clone() }),
+            e(SupervisorConfig {
+                up_samples: 0,
+                ..d.clone()
+            }),
+            "adaptive_up_samples = 0: 1 to 1000 samples"
+        );
+        assert_eq!(
+            e(SupervisorConfig {
+                down_samples: 5000,
+                ..d.clone()
+            }),
             "adaptive_down_samples = 5000: 1 to 1000 samples"
         );
         assert_eq!(

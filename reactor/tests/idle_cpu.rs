@@ -25,19 +25,27 @@ fn idle_cpu_by_mode() {
         let h = &reactors.handles()[0];
         // A realistic idle reactor: a keep-alive-like 10 ms timed poller.
         h.try_send(|cx| {
-            cx.register_timed(Duration::from_millis(10), |_: &mut Context, _| PollStatus::Idle).unwrap();
+            cx.register_timed(Duration::from_millis(10), |_: &mut Context, _| PollStatus::Idle)
+                .unwrap();
         })
         .unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let share = cpu_share(h, window);
-        println!("{mode}: idle reactor used {:.3} % of a core over {window:?}", share * 100.0);
+        println!(
+            "{mode}: idle reactor used {:.3} % of a core over {window:?}",
+            share * 100.0
+        );
         match mode {
             Mode::Poll => assert!(share > 0.50, "poll mode must spin: {:.1} %", share * 100.0),
             _ => assert!(share < 0.05, "{mode} mode must sleep: {:.1} %", share * 100.0),
         }
         let s = h.stats();
         if mode != Mode::Poll {
-            assert!(s.wakeups >= 100 && s.wakeups < 1000, "{mode}: ~100 timer wakeups/s, got {}", s.wakeups);
+            assert!(
+                s.wakeups >= 100 && s.wakeups < 1000,
+                "{mode}: ~100 timer wakeups/s, got {}",
+                s.wakeups
+            );
         } else {
             assert_eq!(s.wakeups, 0, "poll mode never sleeps");
         }

@@ -55,14 +55,15 @@ fn deliver(cx: &mut Context, seq: u64, sent: Instant, state: Arc<State>) {
     side.received.fetch_add(1, Ordering::Relaxed);
 
     let r = mix(seq);
-    if r % 61 == 0 {
+    if r.is_multiple_of(61) {
         let mode = [Mode::Poll, Mode::Interrupt, Mode::Hybrid][(r >> 8) as usize % 3];
         cx.set_mode(mode);
         // Short spin windows make hybrid fall asleep between messages too.
-        cx.handle().set_idle_poll(Duration::from_micros([0, 3, 20, 200][(r >> 16) as usize % 4]));
+        cx.handle()
+            .set_idle_poll(Duration::from_micros([0, 3, 20, 200][(r >> 16) as usize % 4]));
         state.switches_requested.fetch_add(1, Ordering::Relaxed);
     }
-    if r % 13 == 0 {
+    if r.is_multiple_of(13) {
         // Reply late, so that the other side is caught falling asleep.
         let spin = Duration::from_nanos((r >> 24) % 40_000);
         let t = Instant::now();
@@ -80,7 +81,8 @@ fn deliver(cx: &mut Context, seq: u64, sent: Instant, state: Arc<State>) {
 fn send(to: &ReactorHandle, seq: u64, state: Arc<State>) {
     let sent = Instant::now();
     // One message is in flight at a time, so the inbox can never be full.
-    to.try_send(move |cx| deliver(cx, seq, sent, state)).expect("inbox has room");
+    to.try_send(move |cx| deliver(cx, seq, sent, state))
+        .expect("inbox has room");
 }
 
 #[test]
@@ -108,7 +110,10 @@ fn million_messages_with_random_mode_changes() {
             last.1.elapsed() < Duration::from_secs(2),
             "message {n} stranded for 2 s (lost wakeup?); reactors (mode, sleeping): {modes:?}"
         );
-        assert!(started.elapsed() < Duration::from_secs(600), "too slow: {n} messages in 600 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "too slow: {n} messages in 600 s"
+        );
     }
     // Nothing more arrives after the last message.
     std::thread::sleep(Duration::from_millis(20));
@@ -119,7 +124,11 @@ fn million_messages_with_random_mode_changes() {
     assert_eq!(state.sides[0].received.load(Ordering::Relaxed), MESSAGES / 2);
     assert_eq!(state.sides[1].received.load(Ordering::Relaxed), MESSAGES / 2);
     for (i, s) in state.sides.iter().enumerate() {
-        assert_eq!(s.out_of_order.load(Ordering::Relaxed), 0, "side {i} saw messages out of order");
+        assert_eq!(
+            s.out_of_order.load(Ordering::Relaxed),
+            0,
+            "side {i} saw messages out of order"
+        );
     }
     let late = state.late_over_10ms.load(Ordering::Relaxed);
     let switches: u64 = stats.iter().map(|s| s.mode_switches).sum();

@@ -79,20 +79,32 @@ fn timers_fire_in_every_mode() {
         };
         let mut got = Vec::new();
         for _ in 0..2 {
-            let (what, t0) = rx.recv_timeout(SECOND * 5).unwrap_or_else(|_| panic!("{mode}: timer did not fire"));
+            let (what, t0) = rx
+                .recv_timeout(SECOND * 5)
+                .unwrap_or_else(|_| panic!("{mode}: timer did not fire"));
             assert_eq!(t0, armed);
             let at = t0.elapsed();
             if what == "once" {
-                assert!(at >= Duration::from_millis(5), "{mode}: one-shot fired early, after {at:?}");
+                assert!(
+                    at >= Duration::from_millis(5),
+                    "{mode}: one-shot fired early, after {at:?}"
+                );
             } else {
-                assert!(at >= Duration::from_millis(20), "{mode}: 20 periods of 1 ms took only {at:?}");
+                assert!(
+                    at >= Duration::from_millis(20),
+                    "{mode}: 20 periods of 1 ms took only {at:?}"
+                );
             }
             got.push(what);
         }
         got.sort();
         assert_eq!(got, ["once", "periodic"]);
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(ticks.load(Ordering::Relaxed), 20, "{mode}: the periodic timer stopped when cancelled");
+        assert_eq!(
+            ticks.load(Ordering::Relaxed),
+            20,
+            "{mode}: the periodic timer stopped when cancelled"
+        );
         assert!(rx.try_recv().is_err(), "{mode}: the one-shot fired once");
         assert!(matches!(
             on(h, |cx| cx.timer_periodic(Duration::ZERO, |_| {}).map(|_| ())),
@@ -117,11 +129,18 @@ fn timed_pollers_run_pause_resume_and_change_period_in_every_mode() {
             })
             .unwrap()
         });
-        assert!(wait_until(SECOND * 5, || runs.load(Ordering::Relaxed) >= 5), "{mode}: timed poller runs");
+        assert!(
+            wait_until(SECOND * 5, || runs.load(Ordering::Relaxed) >= 5),
+            "{mode}: timed poller runs"
+        );
         on(h, move |cx| cx.pause(id).unwrap());
         let paused_at = runs.load(Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(runs.load(Ordering::Relaxed), paused_at, "{mode}: a paused poller does not run");
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            paused_at,
+            "{mode}: a paused poller does not run"
+        );
         on(h, move |cx| {
             cx.resume(id).unwrap();
             cx.set_period(id, Duration::from_millis(1)).unwrap();
@@ -133,10 +152,19 @@ fn timed_pollers_run_pause_resume_and_change_period_in_every_mode() {
         on(h, move |cx| cx.unregister(id).unwrap());
         let stopped_at = runs.load(Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(runs.load(Ordering::Relaxed), stopped_at, "{mode}: an unregistered poller does not run");
-        assert!(matches!(on(h, move |cx| cx.unregister(id)), Err(ReactorError::UnknownPoller)));
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            stopped_at,
+            "{mode}: an unregistered poller does not run"
+        );
         assert!(matches!(
-            on(h, |cx| cx.register_timed(Duration::ZERO, |_: &mut Context, _| PollStatus::Idle).map(|_| ())),
+            on(h, move |cx| cx.unregister(id)),
+            Err(ReactorError::UnknownPoller)
+        ));
+        assert!(matches!(
+            on(h, |cx| cx
+                .register_timed(Duration::ZERO, |_: &mut Context, _| PollStatus::Idle)
+                .map(|_| ())),
             Err(ReactorError::ZeroPeriod)
         ));
         reactors.shutdown().unwrap();
@@ -162,11 +190,16 @@ fn fd_poller_wakes_a_sleeping_reactor() {
             cx.register_fd(p, Interest::READABLE).unwrap();
         });
         for round in 0..20 {
-            assert!(wait_until(SECOND * 5, || h.is_sleeping()), "{mode}: reactor goes to sleep");
+            assert!(
+                wait_until(SECOND * 5, || h.is_sleeping()),
+                "{mode}: reactor goes to sleep"
+            );
             let before = h.stats();
             let t = Instant::now();
             ring(&efd);
-            let ran = rx.recv_timeout(SECOND * 5).unwrap_or_else(|_| panic!("{mode} round {round}: poller not run"));
+            let ran = rx
+                .recv_timeout(SECOND * 5)
+                .unwrap_or_else(|_| panic!("{mode} round {round}: poller not run"));
             assert!(ran >= t);
             // Counters are published at the end of the loop iteration that ran the poller.
             assert!(
@@ -207,12 +240,23 @@ fn paused_fd_poller_does_not_run_and_leaves_the_reactor_asleep() {
             let a = h.stats();
             std::thread::sleep(Duration::from_millis(50));
             let b = h.stats();
-            assert!(b.loops - a.loops < 20, "{mode}: reactor kept looping ({} loops)", b.loops - a.loops);
+            assert!(
+                b.loops - a.loops < 20,
+                "{mode}: reactor kept looping ({} loops)",
+                b.loops - a.loops
+            );
         }
         on(h, move |cx| cx.resume(id).unwrap());
-        assert!(wait_until(SECOND * 5, || runs.load(Ordering::Relaxed) == 1), "{mode}: resumed poller ran");
+        assert!(
+            wait_until(SECOND * 5, || runs.load(Ordering::Relaxed) == 1),
+            "{mode}: resumed poller ran"
+        );
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(runs.load(Ordering::Relaxed), 1, "{mode}: drained fd does not run the poller again");
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            1,
+            "{mode}: drained fd does not run the poller again"
+        );
         reactors.shutdown().unwrap();
     }
 }
@@ -232,7 +276,8 @@ fn interest_changes_take_effect() {
                 if ready.writable {
                     w2.fetch_add(1, Ordering::Relaxed);
                     // Like a connection whose send queue just emptied: back to reads only.
-                    cx.set_interest(cx.current_poller().unwrap(), Interest::READABLE).unwrap();
+                    cx.set_interest(cx.current_poller().unwrap(), Interest::READABLE)
+                        .unwrap();
                 }
                 if ready.readable {
                     let mut buf = [0u8; 64];
@@ -245,14 +290,30 @@ fn interest_changes_take_effect() {
             cx.register_fd(p, Interest::READABLE).unwrap()
         });
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(writable_runs.load(Ordering::Relaxed), 0, "{mode}: READABLE alone does not report writes");
-        on(h, move |cx| cx.set_interest(id, Interest::READABLE | Interest::WRITABLE).unwrap());
-        assert!(wait_until(SECOND * 5, || writable_runs.load(Ordering::Relaxed) == 1), "{mode}: WRITABLE runs it");
+        assert_eq!(
+            writable_runs.load(Ordering::Relaxed),
+            0,
+            "{mode}: READABLE alone does not report writes"
+        );
+        on(h, move |cx| {
+            cx.set_interest(id, Interest::READABLE | Interest::WRITABLE).unwrap()
+        });
+        assert!(
+            wait_until(SECOND * 5, || writable_runs.load(Ordering::Relaxed) == 1),
+            "{mode}: WRITABLE runs it"
+        );
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(writable_runs.load(Ordering::Relaxed), 1, "{mode}: dropping WRITABLE stops it");
+        assert_eq!(
+            writable_runs.load(Ordering::Relaxed),
+            1,
+            "{mode}: dropping WRITABLE stops it"
+        );
         b.write_all(b"ping").unwrap();
         assert_eq!(rx.recv_timeout(SECOND * 5).unwrap(), b"ping");
-        assert!(matches!(on(h, move |cx| cx.set_period(id, SECOND)), Err(ReactorError::NotTimedPoller)));
+        assert!(matches!(
+            on(h, move |cx| cx.set_period(id, SECOND)),
+            Err(ReactorError::NotTimedPoller)
+        ));
         reactors.shutdown().unwrap();
     }
 }
@@ -279,7 +340,11 @@ fn hangup_is_reported_and_unregister_from_inside_stops_it() {
     drop(b);
     assert!(wait_until(SECOND * 5, || runs.load(Ordering::Relaxed) >= 1));
     std::thread::sleep(Duration::from_millis(30));
-    assert_eq!(runs.load(Ordering::Relaxed), 1, "unregistered on hangup, never run again");
+    assert_eq!(
+        runs.load(Ordering::Relaxed),
+        1,
+        "unregistered on hangup, never run again"
+    );
     // The poller owned `a`; dropping it closed it, while our dup stays open.
     drop(raw);
     reactors.shutdown().unwrap();
@@ -328,7 +393,11 @@ fn a_full_inbox_hands_the_message_back_and_loses_nothing() {
             }
         }
         assert!(wait_until(SECOND * 5, || order.lock().unwrap().len() == 5));
-        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4], "{mode}: every message ran once, in order");
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec![0, 1, 2, 3, 4],
+            "{mode}: every message ran once, in order"
+        );
         reactors.shutdown().unwrap();
     }
 }
@@ -362,13 +431,19 @@ fn typed_channels_deliver_in_order_and_report_full() {
     });
     assert!(wait_until(SECOND * 5, || sum.load(Ordering::Relaxed) == 9_999 * 10_000 / 2));
     reactors.shutdown().unwrap();
-    assert!(matches!(tx.try_send(1), Err(TrySendError::Stopped(1))), "stopped reactor refuses items");
+    assert!(
+        matches!(tx.try_send(1), Err(TrySendError::Stopped(1))),
+        "stopped reactor refuses items"
+    );
 }
 
 #[test]
 fn shutdown_stops_sleeping_reactors_and_reports_panics() {
     let reactors = common::start(2, Mode::Interrupt);
-    assert!(wait_until(SECOND * 5, || reactors.handles().iter().all(|h| h.is_sleeping())));
+    assert!(wait_until(SECOND * 5, || reactors
+        .handles()
+        .iter()
+        .all(|h| h.is_sleeping())));
     let h = reactors.handles()[0].clone();
     let t = Instant::now();
     reactors.shutdown().unwrap();
@@ -389,14 +464,21 @@ fn shutdown_stops_sleeping_reactors_and_reports_panics() {
 fn mode_requests_apply_and_are_counted() {
     let reactors = common::start(1, Mode::Poll);
     let h = &reactors.handles()[0];
-    for (i, mode) in [Mode::Interrupt, Mode::Hybrid, Mode::Poll, Mode::Interrupt].into_iter().enumerate() {
+    for (i, mode) in [Mode::Interrupt, Mode::Hybrid, Mode::Poll, Mode::Interrupt]
+        .into_iter()
+        .enumerate()
+    {
         h.set_mode(mode);
         assert!(wait_until(SECOND * 5, || h.mode() == mode), "switch to {mode}");
         assert_eq!(h.stats().mode_switches, i as u64 + 1);
     }
     h.set_mode(Mode::Interrupt);
     std::thread::sleep(Duration::from_millis(10));
-    assert_eq!(h.stats().mode_switches, 4, "a request for the current mode is no switch");
+    assert_eq!(
+        h.stats().mode_switches,
+        4,
+        "a request for the current mode is no switch"
+    );
     assert_eq!(on(h, |cx| cx.mode()), Mode::Interrupt);
     reactors.shutdown().unwrap();
 }

@@ -13,14 +13,33 @@ use lull_reactor::{Context, Mode, PollStatus};
 #[test]
 fn static_policy_sets_every_reactor() {
     let reactors = common::start(2, Mode::Poll);
-    let cfg = SupervisorConfig { interval: Duration::from_millis(10), ..SupervisorConfig::with_policy(Policy::Interrupt) };
+    let cfg = SupervisorConfig {
+        interval: Duration::from_millis(10),
+        ..SupervisorConfig::with_policy(Policy::Interrupt)
+    };
     let sup = supervisor::start(&reactors, cfg.clone()).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || reactors.handles().iter().all(|h| h.mode() == Mode::Interrupt)));
+    assert!(wait_until(Duration::from_secs(5), || reactors
+        .handles()
+        .iter()
+        .all(|h| h.mode() == Mode::Interrupt)));
     assert_eq!(sup.switches(), 2);
-    sup.set_config(SupervisorConfig { policy: Policy::Hybrid, ..cfg }).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || reactors.handles().iter().all(|h| h.mode() == Mode::Hybrid)));
+    sup.set_config(SupervisorConfig {
+        policy: Policy::Hybrid,
+        ..cfg
+    })
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || reactors
+        .handles()
+        .iter()
+        .all(|h| h.mode() == Mode::Hybrid)));
     assert_eq!(sup.config().policy, Policy::Hybrid);
-    assert!(sup.set_config(SupervisorConfig { up_samples: 0, ..SupervisorConfig::default() }).is_err());
+    assert!(
+        sup.set_config(SupervisorConfig {
+            up_samples: 0,
+            ..SupervisorConfig::default()
+        })
+        .is_err()
+    );
     reactors.shutdown().unwrap();
 }
 
@@ -53,7 +72,10 @@ fn adaptive_follows_load_up_and_back_down() {
             .unwrap();
         })
         .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || worker.mode() == Mode::Poll), "loaded reactor reaches poll");
+    assert!(
+        wait_until(Duration::from_secs(10), || worker.mode() == Mode::Poll),
+        "loaded reactor reaches poll"
+    );
     // It stays there while loaded (no flapping)...
     let switches = sup.switches();
     std::thread::sleep(Duration::from_millis(300));
@@ -66,6 +88,9 @@ fn adaptive_follows_load_up_and_back_down() {
         wait_until(Duration::from_secs(10), || worker.mode() == Mode::Interrupt),
         "unloaded reactor goes back to interrupt"
     );
-    assert!(worker.stats().mode_switches >= 4, "interrupt -> hybrid -> poll -> hybrid -> interrupt");
+    assert!(
+        worker.stats().mode_switches >= 4,
+        "interrupt -> hybrid -> poll -> hybrid -> interrupt"
+    );
     reactors.shutdown().unwrap();
 }

@@ -1,0 +1,111 @@
+//! `lull`: the command line.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use lull_perf::reactor_bench::{self, BenchOptions};
+use lull_reactor::CoreList;
+
+/// lull: a thread-per-core NVMe/TCP block storage engine that sleeps when idle.
+#[derive(Parser)]
+#[command(name = "lull", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Reactor modes side by side: message round trip, fd wake latency, idle CPU.
+    ///
+    /// Example: lull bench reactor --cores 2,3 --json
+    Reactor(ReactorBenchArgs),
+}
+
+#[derive(Args)]
+struct ReactorBenchArgs {
+    /// Two CPUs to run on, e.g. `0,1` (default: the first two usable CPUs).
+    #[arg(long, value_parser = parse_cores)]
+    cores: Option<CoreList>,
+    /// Round-trip measuring time per configuration, ms (split over --rounds).
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    rtt_ms: u64,
+    /// Rounds alternating the configurations (A B A B).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Idle-CPU window, s.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    idle_secs: u64,
+    /// fd wake samples per configuration.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    wake_samples: u32,
+    /// Hybrid spin windows to measure, us (comma-separated, each 0 to 1000000).
+    #[arg(long, value_delimiter = ',', default_values_t = [10u64, 50, 200, 1000], value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    idle_poll_us: Vec<u64>,
+    /// Skip the glommio reference.
+    #[arg(long)]
+    no_glommio: bool,
+    /// Print a JSON array (one object per configuration) instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_cores(s: &str) -> Result<CoreList, String> {
+    CoreList::parse(s).map_err(|e| e.to_string())
+}
+
+fn bench_reactor(a: ReactorBenchArgs) -> Result<(), String> {
+    let mut o = BenchOptions::for_this_machine().map_err(|e| e.to_string())?;
+    if let Some(c) = &a.cores {
+        o = o.with_cores(c).map_err(|e| format!("--cores: {e}"))?;
+    }
+    o.rtt = Duration::from_millis(a.rtt_ms);
+    o.rounds = a.rounds;
+    o.idle = Duration::from_secs(a.idle_secs);
+    o.wake_samples = a.wake_samples;
+    o.idle_poll_us = a.idle_poll_us;
+    o.glommio &= !a.no_glommio;
+    let est = o.rtt.as_secs_f64() * 10.0
+        + o.idle.as_secs_f64()
+        + f64::from(o.wake_samples) * 0.0025 * (2 + o.idle_poll_us.len()) as f64;
+    eprintln!(
+        "lull bench reactor: CPUs {} and {}{}; about {:.0} s",
+        o.cores.0,
+        o.cores.1,
+        if o.pinned { "" } else { " (one CPU: unpinned)" },
+        est
+    );
+    let rows = reactor_bench::run(&o, |step| eprintln!("  {step}"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", reactor_bench::table(&rows));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LULL_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(Bench::Reactor(a)) => bench_reactor(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lull: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

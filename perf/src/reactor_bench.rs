@@ -482,7 +482,7 @@ pub fn table(rows: &[BenchRow]) -> String {
             cell(r.wake_p50_us, 2),
             cell(r.wake_p99_us, 2),
             cell(r.wake_cpu_us, 2),
-            cell(r.idle_cpu_pct, 3),
+            cell(r.idle_cpu_pct, 4),
         ]);
     }
     let widths: Vec<usize> = (0..head.len())

@@ -704,7 +704,12 @@ impl Context {
     // ---- the loop -------------------------------------------------------
 
     fn apply_mode_requests(&mut self, now: Instant, last_work: &mut Instant) {
-        let remote = Mode::from_u8(self.shared.mode_request.swap(0, Ordering::Acquire));
+        // Load before swapping: a locked write on every iteration would pull the
+        // cache line senders read away from them on every message.
+        let remote = match self.shared.mode_request.load(Ordering::Relaxed) {
+            0 => None,
+            _ => Mode::from_u8(self.shared.mode_request.swap(0, Ordering::Acquire)),
+        };
         for requested in [remote, self.local_mode_request.take()].into_iter().flatten() {
             if requested != self.mode {
                 tracing::debug!(core = self.core(), from = %self.mode, to = %requested, "reactor mode switch");

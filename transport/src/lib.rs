@@ -1,11 +1,15 @@
 //! `lull-transport`: the NVMe/TCP transport binding (NVMe/TCP 1.0).
 //!
-//! It will own, in this order of dependency:
-//! - the wire format (PDUs, common header checks, HDGST/DDGST), pure code
-//!   that never touches a socket or a clock;
-//! - the target-side and host-side queue-pair state machines, fed bytes and
-//!   "now", yielding bytes to send, commands to execute and timers to arm;
-//! - the thin glue that drives those machines from a reactor's fd pollers.
+//! - [`pdu`]: PDUs, common header, digests, fatal errors (pure, no I/O);
+//! - [`nvme`]: SQE, CQE, SGL descriptors, status codes, opcodes;
+//! - [`fabrics`]: Connect, Property Get/Set, Disconnect;
+//! - [`target`]: the controller side of one queue pair as a state machine,
+//!   fed bytes and yielding commands, bytes to send and errors.
 //!
-//! It is empty until the NVMe/TCP target lands; the layering is fixed here so
-//! that imports keep pointing one way: reactor <- transport <- engine <- tools.
+//! Nothing here touches a socket or a clock (the quinn-proto style): every
+//! protocol path is tested with byte vectors, and fuzzed.
+
+pub mod fabrics;
+pub mod nvme;
+pub mod pdu;
+pub mod target;

@@ -1,0 +1,707 @@
+//! The controller side of one NVMe/TCP queue pair, as a state machine
+//! (NVMe/TCP 1.0 sections 3.3 and 3.6).
+//!
+//! The glue feeds received bytes in ([`TargetQueue::recv_buffer`] then
+//! [`TargetQueue::received`]), calls [`TargetQueue::process`] to parse every
+//! complete PDU, and gets back commands ready to execute ([`Command`]: the
+//! SQE and, for host-to-controller transfers, all of the data, gathered from
+//! in-capsule data or R2T/H2CData). The engine answers with
+//! [`TargetQueue::complete`] or [`TargetQueue::complete_with_data`]; the
+//! bytes to send accumulate in [`TargetQueue::pending_send`].
+//!
+//! A peer's bad PDU ends the queue: `process` returns the [`FatalError`],
+//! a C2HTermReq carrying its FES/FEI and the offending header is queued, and
+//! nothing more is parsed. Every length is checked against a negotiated
+//! bound from the header alone, before any byte of payload is buffered, so no
+//! allocation is ever sized by a peer's PLEN or DATAL.
+
+use std::collections::HashMap;
+
+use crate::fabrics::fctype;
+use crate::nvme::{Cqe, SQE_LEN, Sqe, Status, admin_opc, sgl_id, status};
+use crate::pdu::{
+    CH_LEN, CommonHeader, DIGEST_LEN, DataHeader, Digests, FatalError, Fes, IC_HLEN, IcReq, IcResp, PduType,
+    TERM_REQ_MAX_PLEN, TermReq, data_offset_for, flags, le32,
+};
+
+/// In-capsule data the admin queue accepts, bytes: the Linux host sizes admin
+/// capsules to 8 KiB of data regardless of IOCCSZ (`NVME_TCP_ADMIN_CCSZ`).
+pub const ADMIN_IN_CAPSULE_DATA: u32 = 8192;
+
+/// What a target queue negotiates and enforces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetQueueConfig {
+    /// MAXH2CDATA advertised in ICResp, bytes: a multiple of 4, at least 4096.
+    pub maxh2cdata: u32,
+    /// In-capsule data accepted on I/O queues, bytes (IOCCSZ x 16 - 64).
+    pub io_in_capsule_data: u32,
+    /// Largest data transfer of one command, bytes (MDTS).
+    pub max_transfer: u32,
+    /// Grant a header digest when the host asks for one.
+    pub allow_header_digest: bool,
+    /// Grant a data digest when the host asks for one.
+    pub allow_data_digest: bool,
+    /// Largest C2HData PDU we send, bytes.
+    pub c2h_chunk: u32,
+}
+
+impl Default for TargetQueueConfig {
+    fn default() -> Self {
+        TargetQueueConfig {
+            maxh2cdata: 131072,
+            io_in_capsule_data: 8192,
+            max_transfer: 131072,
+            allow_header_digest: true,
+            allow_data_digest: true,
+            c2h_chunk: 131072,
+        }
+    }
+}
+
+/// A command ready to execute.
+#[derive(Debug)]
+pub struct Command {
+    /// The submission queue entry.
+    pub sqe: Sqe,
+    /// Host-to-controller data (in-capsule or gathered from H2CData), empty otherwise.
+    pub data: Vec<u8>,
+    /// For controller-to-host transfers: the most bytes the host's SGL accepts.
+    pub c2h_len: u32,
+}
+
+/// What `process` produced besides commands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueueEvent {
+    /// ICReq accepted and ICResp queued.
+    Initialized {
+        /// Digests granted.
+        digests: Digests,
+    },
+    /// The host sent H2CTermReq; the queue is over (close it).
+    HostTerminated(TermReq),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    AwaitIcReq,
+    Live,
+    Terminated,
+}
+
+/// Data transfer direction of a command (NVMe Base 2.0 figure 88: opcode
+/// bits 1:0; for Fabrics commands, FCTYPE bits 1:0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// No data.
+    None,
+    /// Host to controller (write-like).
+    HostToController,
+    /// Controller to host (read-like).
+    ControllerToHost,
+    /// Both (not used by NVMe/TCP commands lull supports).
+    Bidirectional,
+}
+
+impl Direction {
+    /// The direction of an SQE.
+    pub fn of(sqe: &Sqe) -> Direction {
+        let bits = if sqe.opc() == admin_opc::FABRICS {
+            sqe.fctype()
+        } else {
+            sqe.opc()
+        } & 3;
+        match bits {
+            0 => Direction::None,
+            1 => Direction::HostToController,
+            2 => Direction::ControllerToHost,
+            _ => Direction::Bidirectional,
+        }
+    }
+}
+
+/// A command waiting for H2CData after our R2T.
+struct Transfer {
+    cid: u16,
+    sqe: Sqe,
+    buf: Vec<u8>,
+    /// Next DATAO we expect.
+    next: u32,
+    digest_error: bool,
+}
+
+/// The controller side of one queue pair.
+pub struct TargetQueue {
+    config: TargetQueueConfig,
+    state: State,
+    digests: Digests,
+    hpda: u8,
+    qid: u16,
+    /// Submission queue size (entries), set when Connect succeeds.
+    sq_entries: u32,
+    sqhd: u16,
+    sq_flow_control_disabled: bool,
+    /// CIDs of commands received and not yet completed.
+    outstanding: HashMap<u16, ()>,
+    /// TTAG = index; `None` when free.
+    transfers: Vec<Option<Transfer>>,
+    recv: Vec<u8>,
+    rpos: usize,
+    send: Vec<u8>,
+    spos: usize,
+    commands: Vec<Command>,
+    events: Vec<QueueEvent>,
+}
+
+/// Outstanding commands allowed before Connect sets the queue size (the
+/// Connect itself, plus slack for a host that pipelines).
+const INITIAL_SQ_ENTRIES: u32 = 32;
+/// Largest SQ the target accepts (entries); MQES in CAP is one less.
+pub const MAX_SQ_ENTRIES: u32 = 1024;
+
+impl TargetQueue {
+    /// A queue awaiting its ICReq.
+    pub fn new(config: TargetQueueConfig) -> Self {
+        TargetQueue {
+            config,
+            state: State::AwaitIcReq,
+            digests: Digests::default(),
+            hpda: 0,
+            qid: 0,
+            sq_entries: INITIAL_SQ_ENTRIES,
+            sqhd: 0,
+            sq_flow_control_disabled: false,
+            outstanding: HashMap::new(),
+            transfers: Vec::new(),
+            recv: Vec::new(),
+            rpos: 0,
+            send: Vec::new(),
+            spos: 0,
+            commands: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Whether the ICReq/ICResp exchange is done.
+    pub fn is_live(&self) -> bool {
+        self.state == State::Live
+    }
+
+    /// Whether the queue ended (fatal error sent, or the host terminated).
+    pub fn is_terminated(&self) -> bool {
+        self.state == State::Terminated
+    }
+
+    /// Digests negotiated.
+    pub fn digests(&self) -> Digests {
+        self.digests
+    }
+
+    /// Commands received and not yet completed.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Applies what a successful Connect established: queue id, SQ size in
+    /// entries (SQSIZE + 1) and whether SQ flow control is disabled.
+    pub fn set_connected(&mut self, qid: u16, sq_entries: u32, sq_flow_control_disabled: bool) {
+        self.qid = qid;
+        self.sq_entries = sq_entries.clamp(1, MAX_SQ_ENTRIES);
+        self.sq_flow_control_disabled = sq_flow_control_disabled;
+    }
+
+    fn in_capsule_limit(&self) -> u32 {
+        if self.qid == 0 {
+            ADMIN_IN_CAPSULE_DATA.max(self.config.io_in_capsule_data)
+        } else {
+            self.config.io_in_capsule_data
+        }
+    }
+
+    // ---- receive side -------------------------------------------------
+
+    /// A buffer of at least `want` bytes to read socket data into; follow
+    /// with [`received`](Self::received) and the count read.
+    pub fn recv_buffer(&mut self, want: usize) -> &mut [u8] {
+        if self.rpos > 0 && (self.rpos == self.recv.len() || self.rpos > 64 * 1024) {
+            self.recv.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        let len = self.recv.len();
+        self.recv.resize(len + want, 0);
+        &mut self.recv[len..]
+    }
+
+    /// Commits `n` bytes read into the last [`recv_buffer`](Self::recv_buffer).
+    pub fn received(&mut self, want: usize, n: usize) {
+        let len = self.recv.len();
+        // A terminated queue parses nothing more, so it keeps nothing more.
+        let keep = if self.state == State::Terminated {
+            0
+        } else {
+            n.min(want)
+        };
+        self.recv.truncate(len - want + keep);
+    }
+
+    /// Feeds bytes directly (tests, fuzzing).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.recv_buffer(bytes.len()).copy_from_slice(bytes);
+        self.received(bytes.len(), bytes.len());
+    }
+
+    /// Bytes received and not yet parsed.
+    pub fn buffered(&self) -> usize {
+        self.recv.len() - self.rpos
+    }
+
+    /// Parses every complete PDU received so far. Commands ready to run are
+    /// taken with [`take_commands`](Self::take_commands), other happenings
+    /// with [`take_events`](Self::take_events).
+    ///
+    /// # Errors
+    /// The first fatal PDU error. A C2HTermReq for it is queued to send and
+    /// the queue is terminated: flush [`pending_send`](Self::pending_send),
+    /// then close the connection.
+    pub fn process(&mut self) -> Result<(), FatalError> {
+        while self.state != State::Terminated {
+            match self.next_pdu() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err((err, header_len)) => {
+                    let end = (self.rpos + header_len.min(TERM_REQ_MAX_PLEN - 24)).min(self.recv.len());
+                    let header = self.recv[self.rpos..end].to_vec();
+                    crate::pdu::encode_term_req(&mut self.send, PduType::C2HTermReq, err, &header);
+                    self.state = State::Terminated;
+                    self.recv.clear();
+                    self.rpos = 0;
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commands parsed by `process`, in arrival order.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// Events parsed by `process`.
+    pub fn take_events(&mut self) -> Vec<QueueEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Tries to parse one PDU. `Ok(false)`: not enough bytes yet.
+    /// `Err((error, bytes of header to copy into the TermReq))`.
+    fn next_pdu(&mut self) -> Result<bool, (FatalError, usize)> {
+        let avail = &self.recv[self.rpos..];
+        let Some(ch) = CommonHeader::parse(avail) else {
+            return Ok(false);
+        };
+        let fail = |e: FatalError| (e, ch.hlen.max(CH_LEN as u8) as usize);
+        let t = self.check_common_header(&ch).map_err(fail)?;
+        let hlen = t.hlen();
+        let hd = self.digests.hdgst_len(t);
+        if avail.len() < hlen + hd {
+            return Ok(false);
+        }
+        if hd > 0 {
+            let want = le32(avail, hlen);
+            if crate::pdu::crc32c(&avail[..hlen]) != want {
+                return Err(fail(FatalError::status(Fes::HeaderDigestError)));
+            }
+        }
+        // Payload bounds from the header alone.
+        let plen = ch.plen as usize;
+        let data_len = self.check_data_layout(t, &ch, hd).map_err(fail)?;
+        if t == PduType::H2CData {
+            self.check_h2c_header(&DataHeader::parse(avail), data_len)
+                .map_err(fail)?;
+        }
+        if avail.len() < plen {
+            return Ok(false);
+        }
+        let pdu = self.recv[self.rpos..self.rpos + plen].to_vec();
+        self.rpos += plen;
+        self.handle_pdu(t, &ch, &pdu, data_len).map_err(|e| (e, hlen))?;
+        Ok(true)
+    }
+
+    fn check_common_header(&self, ch: &CommonHeader) -> Result<PduType, FatalError> {
+        let t = PduType::from_u8(ch.pdu_type)
+            .filter(|t| t.is_host_to_controller())
+            .ok_or(FatalError::field(crate::pdu::offset::PDU_TYPE))?;
+        match (self.state, t) {
+            (State::AwaitIcReq, PduType::IcReq) | (State::Live, PduType::H2CTermReq) => {}
+            (_, PduType::H2CTermReq) => {}
+            (State::AwaitIcReq, _) | (State::Live, PduType::IcReq) => {
+                return Err(FatalError::status(Fes::PduSequenceError));
+            }
+            _ => {}
+        }
+        if ch.hlen as usize != t.hlen() {
+            return Err(FatalError::field(crate::pdu::offset::HLEN));
+        }
+        // HDGSTF must match what was negotiated; DDGSTF only on PDUs with data.
+        let want_hd = self.digests.hdgst_len(t) > 0;
+        if (ch.flags & flags::HDGSTF != 0) != want_hd {
+            return Err(FatalError::field(crate::pdu::offset::FLAGS));
+        }
+        if ch.flags & flags::DDGSTF != 0 && !(self.digests.data && t.may_have_data()) {
+            return Err(FatalError::field(crate::pdu::offset::FLAGS));
+        }
+        let plen = ch.plen as usize;
+        let hd = self.digests.hdgst_len(t);
+        let plen_ok = match t {
+            PduType::IcReq => plen == IC_HLEN,
+            PduType::H2CTermReq => (t.hlen()..=TERM_REQ_MAX_PLEN).contains(&plen),
+            _ => plen >= t.hlen() + hd,
+        };
+        if !plen_ok {
+            return Err(FatalError::field(crate::pdu::offset::PLEN));
+        }
+        Ok(t)
+    }
+
+    /// Checks PDO and the data digest flag; returns the data length.
+    fn check_data_layout(&self, t: PduType, ch: &CommonHeader, hd: usize) -> Result<usize, FatalError> {
+        let plen = ch.plen as usize;
+        let header_end = t.hlen() + hd;
+        if !t.may_have_data() || plen == header_end {
+            if t.may_have_data() && ch.flags & flags::DDGSTF != 0 {
+                return Err(FatalError::field(crate::pdu::offset::FLAGS));
+            }
+            if t == PduType::H2CData {
+                // An H2CData PDU without data is invalid (DATAL must be > 0).
+                return Err(FatalError::field(crate::pdu::offset::PLEN));
+            }
+            return Ok(0);
+        }
+        let dd = if self.digests.data { DIGEST_LEN } else { 0 };
+        if (ch.flags & flags::DDGSTF != 0) != (dd > 0) {
+            return Err(FatalError::field(crate::pdu::offset::FLAGS));
+        }
+        let pdo = ch.pdo as usize;
+        // CPDA is 0: data starts at a dword boundary after the header and HDGST.
+        if pdo < header_end || !pdo.is_multiple_of(4) || pdo > data_offset_for_max(header_end) {
+            return Err(FatalError::field(crate::pdu::offset::PDO));
+        }
+        if plen < pdo + dd {
+            return Err(FatalError::field(crate::pdu::offset::PLEN));
+        }
+        let data_len = plen - pdo - dd;
+        let limit = match t {
+            PduType::CapsuleCmd => self.in_capsule_limit(),
+            _ => self.config.maxh2cdata,
+        } as usize;
+        if data_len > limit {
+            return Err(FatalError::status(Fes::DataTransferLimitExceeded));
+        }
+        Ok(data_len)
+    }
+
+    fn check_h2c_header(&self, h: &DataHeader, data_len: usize) -> Result<(), FatalError> {
+        use crate::pdu::data_offset as off;
+        let tr = self
+            .transfers
+            .get(h.ttag as usize)
+            .and_then(Option::as_ref)
+            .ok_or(FatalError::field(off::TTAG))?;
+        if tr.cid != h.cccid {
+            return Err(FatalError::field(off::CCCID));
+        }
+        if h.datal > self.config.maxh2cdata {
+            return Err(FatalError::status(Fes::DataTransferLimitExceeded));
+        }
+        if h.datao != tr.next || u64::from(h.datao) + u64::from(h.datal) > tr.buf.len() as u64 {
+            return Err(FatalError::status(Fes::DataTransferOutOfRange));
+        }
+        if h.datal as usize != data_len {
+            return Err(FatalError::field(crate::pdu::offset::PLEN));
+        }
+        Ok(())
+    }
+
+    fn handle_pdu(&mut self, t: PduType, ch: &CommonHeader, pdu: &[u8], data_len: usize) -> Result<(), FatalError> {
+        let data = &pdu[pdu.len()
+            - data_len
+            - if data_len > 0 && self.digests.data {
+                DIGEST_LEN
+            } else {
+                0
+            }..];
+        let (data, ddgst_ok) = if data_len > 0 && self.digests.data {
+            let (d, dg) = data.split_at(data_len);
+            (d, crate::pdu::crc32c(d) == le32(dg, 0))
+        } else {
+            (&data[..data_len], true)
+        };
+        match t {
+            PduType::IcReq => {
+                let mut b = [0u8; IC_HLEN];
+                b.copy_from_slice(&pdu[..IC_HLEN]);
+                let req = IcReq::parse(&b)?;
+                let granted = Digests {
+                    header: req.digests.header && self.config.allow_header_digest,
+                    data: req.digests.data && self.config.allow_data_digest,
+                };
+                self.send.extend_from_slice(
+                    &IcResp {
+                        pfv: 0,
+                        cpda: 0,
+                        digests: granted,
+                        maxh2cdata: self.config.maxh2cdata,
+                    }
+                    .encode(),
+                );
+                self.digests = granted;
+                self.hpda = req.hpda;
+                self.state = State::Live;
+                self.events.push(QueueEvent::Initialized { digests: granted });
+            }
+            PduType::H2CTermReq => {
+                self.events.push(QueueEvent::HostTerminated(TermReq::parse(pdu)));
+                self.state = State::Terminated;
+            }
+            PduType::CapsuleCmd => {
+                let Some(sqe) = Sqe::from_bytes(&pdu[CH_LEN..CH_LEN + SQE_LEN]) else {
+                    return Err(FatalError::field(crate::pdu::offset::PLEN));
+                };
+                let _ = ch;
+                self.on_capsule(sqe, data, ddgst_ok)?;
+            }
+            PduType::H2CData => {
+                let h = DataHeader::parse(pdu);
+                let last = ch.flags & flags::LAST_PDU != 0;
+                self.on_h2c_data(h, data, ddgst_ok, last)?;
+            }
+            _ => return Err(FatalError::field(crate::pdu::offset::PDU_TYPE)),
+        }
+        Ok(())
+    }
+
+    fn on_capsule(&mut self, sqe: Sqe, data: &[u8], ddgst_ok: bool) -> Result<(), FatalError> {
+        let cid = sqe.cid();
+        if self.outstanding.len() as u32 >= self.sq_entries {
+            // The host overran the submission queue it negotiated.
+            return Err(FatalError::status(Fes::PduSequenceError));
+        }
+        self.sqhd = ((u32::from(self.sqhd) + 1) % self.sq_entries.max(1)) as u16;
+        if self.outstanding.contains_key(&cid) {
+            // Answer without tracking: the first command with this CID keeps its slot.
+            self.send_cqe(Cqe {
+                cid,
+                status: status::COMMAND_ID_CONFLICT.with_dnr(),
+                ..Cqe::default()
+            });
+            return Ok(());
+        }
+        self.outstanding.insert(cid, ());
+        if !ddgst_ok {
+            self.complete(Cqe {
+                cid,
+                status: status::TRANSIENT_TRANSPORT_ERROR,
+                ..Cqe::default()
+            });
+            return Ok(());
+        }
+        let dir = Direction::of(&sqe);
+        let sgl = sqe.sgl1();
+        let fail = |q: &mut Self, s: Status| {
+            q.complete(Cqe {
+                cid,
+                status: s.with_dnr(),
+                ..Cqe::default()
+            });
+        };
+        match (sgl.id, dir) {
+            (_, Direction::Bidirectional) => fail(self, status::INVALID_FIELD),
+            (sgl_id::DATA_BLOCK_OFFSET, Direction::HostToController) => {
+                let (off, len) = (sgl.address, u64::from(sgl.length));
+                if off + len > data.len() as u64 || off > data.len() as u64 {
+                    // The SGL promises more in-capsule data than the capsule carries.
+                    fail(self, status::INVALID_FIELD);
+                } else {
+                    let d = data[off as usize..(off + len) as usize].to_vec();
+                    self.commands.push(Command {
+                        sqe,
+                        data: d,
+                        c2h_len: 0,
+                    });
+                }
+            }
+            (sgl_id::DATA_BLOCK_OFFSET, _) if sgl.length == 0 && data.is_empty() => {
+                self.commands.push(Command {
+                    sqe,
+                    data: Vec::new(),
+                    c2h_len: 0,
+                });
+            }
+            (sgl_id::DATA_BLOCK_OFFSET, _) => fail(self, status::SGL_DESCRIPTOR_TYPE_INVALID),
+            (_, _) if !data.is_empty() => fail(self, status::INVALID_FIELD),
+            (sgl_id::TRANSPORT_DATA_BLOCK, Direction::HostToController) if sgl.length > 0 => {
+                if sgl.length > self.config.max_transfer {
+                    fail(self, status::DATA_SGL_LENGTH_INVALID);
+                } else {
+                    self.start_transfer(sqe, sgl.length);
+                }
+            }
+            (sgl_id::TRANSPORT_DATA_BLOCK, Direction::ControllerToHost) => self.commands.push(Command {
+                sqe,
+                data: Vec::new(),
+                c2h_len: sgl.length.min(self.config.max_transfer),
+            }),
+            (sgl_id::TRANSPORT_DATA_BLOCK, _) => self.commands.push(Command {
+                sqe,
+                data: Vec::new(),
+                c2h_len: 0,
+            }),
+            // An SGL of any other kind on a command without data is ignored (hosts leave it zeroed).
+            (_, Direction::None) => self.commands.push(Command {
+                sqe,
+                data: Vec::new(),
+                c2h_len: 0,
+            }),
+            _ => fail(self, status::SGL_DESCRIPTOR_TYPE_INVALID),
+        }
+        Ok(())
+    }
+
+    fn start_transfer(&mut self, sqe: Sqe, len: u32) {
+        let ttag = match self.transfers.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.transfers.push(None);
+                self.transfers.len() - 1
+            }
+        };
+        let cid = sqe.cid();
+        self.transfers[ttag] = Some(Transfer {
+            cid,
+            sqe,
+            buf: vec![0; len as usize],
+            next: 0,
+            digest_error: false,
+        });
+        // One R2T for the whole transfer: the host splits it at MAXH2CDATA.
+        crate::pdu::encode_r2t(&mut self.send, cid, ttag as u16, 0, len, self.digests);
+    }
+
+    fn on_h2c_data(&mut self, h: DataHeader, data: &[u8], ddgst_ok: bool, last: bool) -> Result<(), FatalError> {
+        let Some(tr) = self.transfers.get_mut(h.ttag as usize).and_then(Option::as_mut) else {
+            return Err(FatalError::field(crate::pdu::data_offset::TTAG));
+        };
+        let at = h.datao as usize;
+        tr.buf[at..at + data.len()].copy_from_slice(data);
+        tr.next += h.datal;
+        tr.digest_error |= !ddgst_ok;
+        let done = tr.next as usize == tr.buf.len();
+        if last != done {
+            // LAST_PDU must be set on, and only on, the PDU that ends the transfer.
+            return Err(FatalError::field(crate::pdu::offset::FLAGS));
+        }
+        if done && let Some(tr) = self.transfers[h.ttag as usize].take() {
+            if tr.digest_error {
+                self.complete(Cqe {
+                    cid: tr.cid,
+                    status: status::TRANSIENT_TRANSPORT_ERROR,
+                    ..Cqe::default()
+                });
+            } else {
+                self.commands.push(Command {
+                    sqe: tr.sqe,
+                    data: tr.buf,
+                    c2h_len: 0,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    // ---- send side ------------------------------------------------------
+
+    fn send_cqe(&mut self, mut cqe: Cqe) {
+        cqe.sqhd = if self.sq_flow_control_disabled { 0 } else { self.sqhd };
+        cqe.sqid = self.qid;
+        crate::pdu::encode_capsule_resp(&mut self.send, &cqe.encode(), self.digests);
+    }
+
+    /// Completes a command: queues its CapsuleResp (SQHD and SQID are filled
+    /// in). A CID that is not outstanding is ignored (returns false).
+    pub fn complete(&mut self, cqe: Cqe) -> bool {
+        if self.state == State::Terminated || self.outstanding.remove(&cqe.cid).is_none() {
+            return false;
+        }
+        self.send_cqe(cqe);
+        true
+    }
+
+    /// Completes a controller-to-host command with its data: C2HData PDUs of
+    /// at most `c2h_chunk` bytes, then the CapsuleResp, or, when the host
+    /// disabled SQ flow control and the completion is a plain success, the
+    /// SUCCESS flag on the last C2HData instead (NVMe/TCP 1.0 section 3.6.2.8).
+    pub fn complete_with_data(&mut self, cqe: Cqe, data: &[u8]) -> bool {
+        if self.state == State::Terminated || !self.outstanding.contains_key(&cqe.cid) {
+            return false;
+        }
+        if data.is_empty() {
+            return self.complete(cqe);
+        }
+        let chunk = self.config.c2h_chunk.max(4096) as usize;
+        let success_flag = self.sq_flow_control_disabled && cqe.status.is_success() && cqe.dw0 == 0 && cqe.dw1 == 0;
+        let n = data.len().div_ceil(chunk);
+        for (i, part) in data.chunks(chunk).enumerate() {
+            let last = i + 1 == n;
+            let mut f = if last { flags::LAST_PDU } else { 0 };
+            if last && success_flag {
+                f |= flags::SUCCESS;
+            }
+            let h = DataHeader {
+                cccid: cqe.cid,
+                ttag: 0,
+                datao: (i * chunk) as u32,
+                datal: part.len() as u32,
+            };
+            crate::pdu::encode_data_pdu(&mut self.send, PduType::C2HData, h, part, f, self.digests, self.hpda);
+        }
+        if success_flag {
+            self.outstanding.remove(&cqe.cid);
+            true
+        } else {
+            self.complete(cqe)
+        }
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn pending_send(&self) -> &[u8] {
+        &self.send[self.spos..]
+    }
+
+    /// Marks `n` bytes of [`pending_send`](Self::pending_send) as sent.
+    pub fn sent(&mut self, n: usize) {
+        self.spos = (self.spos + n).min(self.send.len());
+        if self.spos == self.send.len() {
+            self.send.clear();
+            self.spos = 0;
+        }
+    }
+
+    /// Whether bytes are waiting to be sent.
+    pub fn wants_send(&self) -> bool {
+        self.spos < self.send.len()
+    }
+
+    /// The kind of the command with this CID's fabrics type, for the engine.
+    pub fn is_fabrics_connect(sqe: &Sqe) -> bool {
+        sqe.opc() == admin_opc::FABRICS && sqe.fctype() == fctype::CONNECT
+    }
+}
+
+/// The largest PDO a host may use with CPDA 0: header, HDGST, then data at
+/// the next dword (hosts do not pad further when CPDA is 0).
+fn data_offset_for_max(header_end: usize) -> usize {
+    data_offset_for(header_end, 0, 0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,732 @@
+//! Byte-level tests of the target queue, including the target fault cases
+//! (B08, B09, B10, B12, B15, B16's transport part, B20, B30).
+
+use super::*;
+use crate::nvme::{Sgl, io_opc};
+use crate::pdu::{CommonHeader, TermReq, encode_data_pdu};
+
+const ICREQ0: [u8; 8] = [0x00, 0x00, 0x80, 0x00, 0x80, 0x00, 0x00, 0x00];
+
+fn icreq(dgst: u8) -> Vec<u8> {
+    let mut b = vec![0u8; 128];
+    b[..8].copy_from_slice(&ICREQ0);
+    b[11] = dgst;
+    b
+}
+
+fn live(dgst: u8) -> TargetQueue {
+    let mut q = TargetQueue::new(TargetQueueConfig::default());
+    q.feed(&icreq(dgst));
+    q.process().unwrap();
+    let resp = q.pending_send().to_vec();
+    q.sent(resp.len());
+    q.take_events();
+    q.set_connected(1, 128, false);
+    q
+}
+
+/// A CapsuleCmd PDU: SQE plus optional in-capsule data, with digests as negotiated.
+fn capsule(sqe: &Sqe, data: &[u8], d: Digests) -> Vec<u8> {
+    let hd = if d.header { 4 } else { 0 };
+    let dd = if d.data && !data.is_empty() { 4 } else { 0 };
+    let pdo = if data.is_empty() { 0 } else { 72 + hd };
+    let plen = 72 + hd + data.len() + dd;
+    let mut b = vec![0u8; 72];
+    let mut f = 0;
+    if hd > 0 {
+        f |= flags::HDGSTF;
+    }
+    if dd > 0 {
+        f |= flags::DDGSTF;
+    }
+    CommonHeader {
+        pdu_type: 4,
+        flags: f,
+        hlen: 72,
+        pdo: pdo as u8,
+        plen: plen as u32,
+    }
+    .write(&mut b);
+    b[8..72].copy_from_slice(&sqe.0);
+    if hd > 0 {
+        let c = crate::pdu::crc32c(&b[..72]);
+        b.extend_from_slice(&c.to_le_bytes());
+    }
+    b.extend_from_slice(data);
+    if dd > 0 {
+        b.extend_from_slice(&crate::pdu::crc32c(data).to_le_bytes());
+    }
+    b
+}
+
+fn h2c(cccid: u16, ttag: u16, datao: u32, data: &[u8], last: bool, d: Digests) -> Vec<u8> {
+    let mut v = Vec::new();
+    let h = DataHeader {
+        cccid,
+        ttag,
+        datao,
+        datal: 0,
+    };
+    encode_data_pdu(
+        &mut v,
+        PduType::H2CData,
+        h,
+        data,
+        if last { flags::LAST_PDU } else { 0 },
+        d,
+        0,
+    );
+    v
+}
+
+fn write_sqe(cid: u16, nlb0: u32, sgl: Sgl) -> Sqe {
+    let mut s = Sqe([0; 64]);
+    s.0[0] = io_opc::WRITE;
+    s.set_cid(cid);
+    s.0[4] = 1;
+    s.set_cdw(12, nlb0);
+    s.set_sgl1(sgl);
+    s
+}
+
+fn read_sqe(cid: u16, len: u32) -> Sqe {
+    let mut s = Sqe([0; 64]);
+    s.0[0] = io_opc::READ;
+    s.set_cid(cid);
+    s.0[4] = 1;
+    s.set_sgl1(Sgl {
+        address: 0,
+        length: len,
+        id: sgl_id::TRANSPORT_DATA_BLOCK,
+    });
+    s
+}
+
+/// Feeds `bytes`, expects a fatal error, and checks the C2HTermReq on the wire.
+fn expect_fatal(q: &mut TargetQueue, bytes: &[u8], fes: Fes, fei: u32) -> Vec<u8> {
+    q.feed(bytes);
+    let e = q.process().expect_err("fatal error expected");
+    assert_eq!((e.fes, e.fei), (fes, fei), "got {e}");
+    assert!(q.is_terminated());
+    let out = q.pending_send().to_vec();
+    // Exactly one TermReq is the last thing sent.
+    let term = last_pdu(&out);
+    let ch = CommonHeader::parse(term).unwrap();
+    assert_eq!(ch.pdu_type, PduType::C2HTermReq as u8);
+    assert!((24..=152).contains(&(ch.plen as usize)));
+    assert_eq!(ch.plen as usize, term.len());
+    let t = TermReq::parse(term);
+    assert_eq!((t.fes, t.fei), (fes as u16, fei));
+    // Nothing more is parsed, whatever follows.
+    q.feed(&icreq(0));
+    assert!(q.process().is_ok());
+    assert!(q.take_commands().is_empty());
+    term.to_vec()
+}
+
+/// Splits a byte stream into PDUs by PLEN and returns the last.
+fn last_pdu(mut b: &[u8]) -> &[u8] {
+    loop {
+        let plen = CommonHeader::parse(b).unwrap().plen as usize;
+        if plen >= b.len() {
+            return b;
+        }
+        b = &b[plen..];
+    }
+}
+
+fn pdus(mut b: &[u8]) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    while !b.is_empty() {
+        let plen = CommonHeader::parse(b).unwrap().plen as usize;
+        v.push(b[..plen].to_vec());
+        b = &b[plen..];
+    }
+    v
+}
+
+#[test]
+fn icreq_gets_icresp_with_the_requested_digests() {
+    // B30: every DGST combination is granted as asked.
+    for dgst in 0..4u8 {
+        let mut q = TargetQueue::new(TargetQueueConfig::default());
+        q.feed(&icreq(dgst));
+        q.process().unwrap();
+        let r = q.pending_send();
+        assert_eq!(r.len(), 128);
+        assert_eq!(&r[..8], &[0x01, 0, 0x80, 0, 0x80, 0, 0, 0]);
+        assert_eq!(&r[8..11], &[0, 0, 0], "PFV 0, CPDA 0");
+        assert_eq!(r[11], dgst);
+        assert_eq!(le32(r, 12), 131072);
+        assert!(r[16..].iter().all(|&b| b == 0));
+        assert_eq!(
+            q.take_events(),
+            vec![QueueEvent::Initialized {
+                digests: Digests::from_dgst(dgst)
+            }]
+        );
+    }
+    // A target that does not allow digests grants none.
+    let cfg = TargetQueueConfig {
+        allow_header_digest: false,
+        allow_data_digest: false,
+        ..Default::default()
+    };
+    let mut q = TargetQueue::new(cfg);
+    q.feed(&icreq(3));
+    q.process().unwrap();
+    assert_eq!(q.pending_send()[11], 0);
+}
+
+#[test]
+fn b08_pdu_sequence_errors() {
+    let mut q = live(0);
+    let term = expect_fatal(&mut q, &icreq(0), Fes::PduSequenceError, 0);
+    // The offending header is copied: 24 + 128 bytes of the ICReq.
+    assert_eq!(term.len(), 152);
+    assert_eq!(&term[24..32], &ICREQ0);
+
+    // CapsuleCmd before any ICReq.
+    let mut q = TargetQueue::new(TargetQueueConfig::default());
+    let sqe = read_sqe(1, 512);
+    expect_fatal(
+        &mut q,
+        &capsule(&sqe, &[], Digests::default()),
+        Fes::PduSequenceError,
+        0,
+    );
+    assert!(q.pending_send().len() <= 152, "no ICResp was sent");
+}
+
+#[test]
+fn b09_header_length_and_field_validation() {
+    let mut b = icreq(0);
+    b[2] = 0x18;
+    expect_fatal(
+        &mut TargetQueue::new(Default::default()),
+        &b,
+        Fes::InvalidHeaderField,
+        2,
+    );
+    let mut b = icreq(0);
+    b[4] = 0x7F;
+    expect_fatal(
+        &mut TargetQueue::new(Default::default()),
+        &b[..127],
+        Fes::InvalidHeaderField,
+        4,
+    );
+    let mut b = icreq(0);
+    b[8] = 1;
+    expect_fatal(
+        &mut TargetQueue::new(Default::default()),
+        &b,
+        Fes::UnsupportedParameter,
+        8,
+    );
+    let mut b = icreq(0);
+    b[10] = 0x20;
+    expect_fatal(
+        &mut TargetQueue::new(Default::default()),
+        &b,
+        Fes::InvalidHeaderField,
+        10,
+    );
+
+    let d = Digests::default();
+    let w = write_sqe(
+        1,
+        0,
+        Sgl {
+            address: 0,
+            length: 512,
+            id: sgl_id::DATA_BLOCK_OFFSET,
+        },
+    );
+    let mut c = capsule(&w, &[0u8; 512], d);
+    c[2] = 0x10;
+    expect_fatal(&mut live(0), &c, Fes::InvalidHeaderField, 2);
+    let mut c = capsule(&w, &[0u8; 512], d);
+    c[3] = 0x10;
+    expect_fatal(&mut live(0), &c, Fes::InvalidHeaderField, 3);
+    let mut c = capsule(&w, &[0u8; 512], d);
+    c[3] = 76;
+    expect_fatal(&mut live(0), &c, Fes::InvalidHeaderField, 3);
+    let mut c = capsule(&w, &[], d);
+    c[4..8].copy_from_slice(&0x40u32.to_le_bytes());
+    expect_fatal(&mut live(0), &c, Fes::InvalidHeaderField, 4);
+    let mut c = capsule(&w, &[], d);
+    c[0] = 0x08;
+    expect_fatal(&mut live(0), &c, Fes::InvalidHeaderField, 0);
+    // B01's bytes: unknown PDU-Type 0xFF.
+    expect_fatal(&mut live(0), &[0xFF, 0, 8, 0, 8, 0, 0, 0], Fes::InvalidHeaderField, 0);
+    // A controller-to-host type from the host.
+    let mut c = capsule(&w, &[], d);
+    c[0] = PduType::CapsuleResp as u8;
+    c[2] = 24;
+    expect_fatal(&mut live(0), &c, Fes::InvalidHeaderField, 0);
+    // HDGSTF set without a negotiated header digest.
+    let mut c = capsule(&w, &[], d);
+    c[1] = flags::HDGSTF;
+    expect_fatal(&mut live(0), &c, Fes::InvalidHeaderField, 1);
+}
+
+#[test]
+fn in_capsule_write_and_r2t_write_deliver_the_data() {
+    for dgst in 0..4u8 {
+        let d = Digests::from_dgst(dgst);
+        let mut q = live(dgst);
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+        let w = write_sqe(
+            7,
+            7,
+            Sgl {
+                address: 0,
+                length: 4096,
+                id: sgl_id::DATA_BLOCK_OFFSET,
+            },
+        );
+        q.feed(&capsule(&w, &data, d));
+        q.process().unwrap();
+        let cmds = q.take_commands();
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(cmds[0].sqe.cid(), 7);
+        assert_eq!(cmds[0].data, data);
+
+        // 8 KiB by R2T, answered in two H2CData PDUs.
+        let big: Vec<u8> = (0..8192u32).map(|i| (i ^ 0x5A) as u8).collect();
+        let w = write_sqe(
+            0x10,
+            15,
+            Sgl {
+                address: 0,
+                length: 0x2000,
+                id: sgl_id::TRANSPORT_DATA_BLOCK,
+            },
+        );
+        q.feed(&capsule(&w, &[], d));
+        q.process().unwrap();
+        assert!(q.take_commands().is_empty());
+        let out = q.pending_send().to_vec();
+        let r2t = &out[..];
+        let ch = CommonHeader::parse(r2t).unwrap();
+        assert_eq!(ch.pdu_type, PduType::R2T as u8);
+        assert_eq!(ch.flags & flags::HDGSTF != 0, d.header);
+        let h = DataHeader::parse(r2t);
+        assert_eq!((h.cccid, h.datao, h.datal), (0x10, 0, 0x2000));
+        q.sent(out.len());
+        q.feed(&h2c(0x10, h.ttag, 0, &big[..4096], false, d));
+        q.feed(&h2c(0x10, h.ttag, 4096, &big[4096..], true, d));
+        q.process().unwrap();
+        let cmds = q.take_commands();
+        assert_eq!(cmds.len(), 1, "dgst {dgst}");
+        assert_eq!(cmds[0].data, big);
+        assert_eq!(q.outstanding(), 2);
+        assert!(q.complete(Cqe {
+            cid: 7,
+            ..Default::default()
+        }));
+        assert!(q.complete(Cqe {
+            cid: 0x10,
+            ..Default::default()
+        }));
+        assert!(
+            !q.complete(Cqe {
+                cid: 0x10,
+                ..Default::default()
+            }),
+            "completed once"
+        );
+        let resps = pdus(q.pending_send());
+        assert_eq!(resps.len(), 2);
+        for r in &resps {
+            let ch = CommonHeader::parse(r).unwrap();
+            assert_eq!(ch.pdu_type, PduType::CapsuleResp as u8);
+            assert_eq!(ch.plen as usize, 24 + if d.header { 4 } else { 0 });
+            if d.header {
+                assert_eq!(le32(r, 24), crate::pdu::crc32c(&r[..24]));
+            }
+        }
+        let cqe = Cqe::parse(&resps[1][8..24]).unwrap();
+        assert_eq!((cqe.cid, cqe.sqid, cqe.status), (0x10, 1, Status::SUCCESS));
+    }
+}
+
+/// Starts an 8 KiB R2T write with CID 0x0010 and returns the queue and TTAG.
+fn r2t_write() -> (TargetQueue, u16) {
+    let mut q = live(0);
+    let w = write_sqe(
+        0x10,
+        15,
+        Sgl {
+            address: 0,
+            length: 0x2000,
+            id: sgl_id::TRANSPORT_DATA_BLOCK,
+        },
+    );
+    q.feed(&capsule(&w, &[], Digests::default()));
+    q.process().unwrap();
+    let ttag = DataHeader::parse(q.pending_send()).ttag;
+    let n = q.pending_send().len();
+    q.sent(n);
+    (q, ttag)
+}
+
+#[test]
+fn b10_bad_h2c_data_headers() {
+    let d = Digests::default();
+    let data = vec![0xAAu8; 0x2000];
+    // (a) unknown TTAG.
+    let (mut q, _) = r2t_write();
+    expect_fatal(
+        &mut q,
+        &h2c(0x10, 0xFFFF, 0, &data, true, d),
+        Fes::InvalidHeaderField,
+        10,
+    );
+    // (b) right TTAG, wrong CCCID.
+    let (mut q, t) = r2t_write();
+    expect_fatal(&mut q, &h2c(0x11, t, 0, &data, true, d), Fes::InvalidHeaderField, 8);
+    // (c) DATAO 0x1000 where 0 is expected.
+    let (mut q, t) = r2t_write();
+    expect_fatal(
+        &mut q,
+        &h2c(0x10, t, 0x1000, &data[..0x1000], true, d),
+        Fes::DataTransferOutOfRange,
+        0,
+    );
+    // (d) DATAL 0x4000, beyond R2TL.
+    let (mut q, t) = r2t_write();
+    expect_fatal(
+        &mut q,
+        &h2c(0x10, t, 0, &[0u8; 0x4000], true, d),
+        Fes::DataTransferOutOfRange,
+        0,
+    );
+    // (e) DATAL 0x2000 but PLEN 24 + 100.
+    let (mut q, t) = r2t_write();
+    let mut p = h2c(0x10, t, 0, &data[..100], true, d);
+    p[16..20].copy_from_slice(&0x2000u32.to_le_bytes());
+    expect_fatal(&mut q, &p, Fes::InvalidHeaderField, 4);
+    // (f) the same range twice.
+    let (mut q, t) = r2t_write();
+    q.feed(&h2c(0x10, t, 0, &data[..0x1000], false, d));
+    q.process().unwrap();
+    expect_fatal(
+        &mut q,
+        &h2c(0x10, t, 0, &data[..0x1000], false, d),
+        Fes::DataTransferOutOfRange,
+        0,
+    );
+    // After the last PDU the TTAG is gone: a duplicate names TTAG.
+    let (mut q, t) = r2t_write();
+    q.feed(&h2c(0x10, t, 0, &data, true, d));
+    q.process().unwrap();
+    assert_eq!(q.take_commands().len(), 1);
+    expect_fatal(&mut q, &h2c(0x10, t, 0, &data, true, d), Fes::InvalidHeaderField, 10);
+    // LAST_PDU on a PDU that does not end the transfer.
+    let (mut q, t) = r2t_write();
+    expect_fatal(
+        &mut q,
+        &h2c(0x10, t, 0, &data[..0x1000], true, d),
+        Fes::InvalidHeaderField,
+        1,
+    );
+}
+
+#[test]
+fn b12_oversized_datal_is_refused_from_the_header_alone() {
+    let (mut q, t) = r2t_write();
+    let mut hdr = [0u8; 24];
+    hdr[..8].copy_from_slice(&[0x06, 0x04, 0x18, 0x18, 0x08, 0x00, 0x00, 0x80]);
+    hdr[8..10].copy_from_slice(&0x10u16.to_le_bytes());
+    hdr[10..12].copy_from_slice(&t.to_le_bytes());
+    hdr[16..20].copy_from_slice(&0x7FFF_FFF0u32.to_le_bytes());
+    // Only the 24-byte header has arrived: the decision needs nothing more.
+    let term = expect_fatal(&mut q, &hdr, Fes::DataTransferLimitExceeded, 0);
+    assert_eq!(&term[24..48], &hdr);
+    assert_eq!(q.buffered(), 0, "nothing buffered by PLEN");
+}
+
+#[test]
+fn b15_errors_in_every_receive_state_end_the_queue() {
+    // (a) wrong header digest.
+    let mut q = live(1);
+    let mut c = capsule(
+        &read_sqe(1, 512),
+        &[],
+        Digests {
+            header: true,
+            data: false,
+        },
+    );
+    c[72] ^= 0xFF;
+    expect_fatal(&mut q, &c, Fes::HeaderDigestError, 0);
+    // (b) more commands than the queue has entries.
+    let mut q = live(0);
+    q.set_connected(1, 4, false);
+    let mut bytes = Vec::new();
+    for cid in 0..5 {
+        bytes.extend(capsule(&read_sqe(cid, 512), &[], Digests::default()));
+    }
+    q.feed(&bytes);
+    assert_eq!(q.process().unwrap_err().fes, Fes::PduSequenceError);
+    assert_eq!(q.take_commands().len(), 4);
+    // (c) the SGL promises 0x1000 in-capsule bytes, the capsule carries 0x800:
+    // a status, with exactly PLEN consumed and the queue still working.
+    let mut q = live(0);
+    let w = write_sqe(
+        9,
+        7,
+        Sgl {
+            address: 0,
+            length: 0x1000,
+            id: sgl_id::DATA_BLOCK_OFFSET,
+        },
+    );
+    q.feed(&capsule(&w, &[0u8; 0x800], Digests::default()));
+    q.feed(&capsule(&read_sqe(10, 512), &[], Digests::default()));
+    q.process().unwrap();
+    let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
+    assert_eq!((cqe.cid, cqe.status.0), (9, 0x8004));
+    assert_eq!(q.take_commands().len(), 1, "the next command still parses");
+    // In-capsule data above the queue's limit.
+    let mut q = live(0);
+    let w = write_sqe(
+        9,
+        0,
+        Sgl {
+            address: 0,
+            length: 0x4000,
+            id: sgl_id::DATA_BLOCK_OFFSET,
+        },
+    );
+    expect_fatal(
+        &mut q,
+        &capsule(&w, &[0u8; 0x4000], Digests::default()),
+        Fes::DataTransferLimitExceeded,
+        0,
+    );
+}
+
+#[test]
+fn data_digest_error_completes_with_transient_transport_error() {
+    let d = Digests {
+        header: false,
+        data: true,
+    };
+    let mut q = live(2);
+    let w = write_sqe(
+        3,
+        0,
+        Sgl {
+            address: 0,
+            length: 512,
+            id: sgl_id::DATA_BLOCK_OFFSET,
+        },
+    );
+    let mut c = capsule(&w, &[1u8; 512], d);
+    let n = c.len();
+    c[n - 1] ^= 1;
+    q.feed(&c);
+    q.process().unwrap();
+    assert!(q.take_commands().is_empty());
+    let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
+    assert_eq!((cqe.cid, cqe.status.0), (3, 0x0044));
+    assert_eq!(q.outstanding(), 0);
+}
+
+#[test]
+fn b20_connect_data_by_r2t_is_gathered() {
+    let mut q = TargetQueue::new(TargetQueueConfig::default());
+    q.feed(&icreq(0));
+    q.process().unwrap();
+    q.sent(128);
+    let mut sqe = Sqe([0; 64]);
+    crate::fabrics::ConnectCmd {
+        recfmt: 0,
+        qid: 0,
+        sqsize: 31,
+        cattr: 0,
+        kato: 30000,
+    }
+    .write(&mut sqe);
+    sqe.set_sgl1(Sgl {
+        address: 0,
+        length: 0x400,
+        id: sgl_id::TRANSPORT_DATA_BLOCK,
+    });
+    q.feed(&capsule(&sqe, &[], Digests::default()));
+    q.process().unwrap();
+    let h = DataHeader::parse(q.pending_send());
+    assert_eq!((h.datao, h.datal), (0, 0x400));
+    q.feed(&h2c(0, h.ttag, 0, &[0x11; 0x400], true, Digests::default()));
+    q.process().unwrap();
+    let c = q.take_commands();
+    assert_eq!(c.len(), 1);
+    assert!(TargetQueue::is_fabrics_connect(&c[0].sqe));
+    assert_eq!(c[0].data.len(), 0x400);
+}
+
+#[test]
+fn reads_are_sent_as_c2h_data_then_capsule_resp_or_success() {
+    let mut q = live(3);
+    q.feed(&capsule(
+        &read_sqe(5, 8192),
+        &[],
+        Digests {
+            header: true,
+            data: true,
+        },
+    ));
+    q.process().unwrap();
+    let c = q.take_commands();
+    assert_eq!(c[0].c2h_len, 8192);
+    let data: Vec<u8> = (0..8192u32).map(|i| i as u8).collect();
+    assert!(q.complete_with_data(
+        Cqe {
+            cid: 5,
+            ..Default::default()
+        },
+        &data
+    ));
+    let p = pdus(q.pending_send());
+    assert_eq!(p.len(), 2);
+    let ch = CommonHeader::parse(&p[0]).unwrap();
+    assert_eq!(ch.pdu_type, PduType::C2HData as u8);
+    assert_eq!(ch.flags, flags::HDGSTF | flags::DDGSTF | flags::LAST_PDU);
+    assert_eq!(ch.pdo, 28);
+    assert_eq!(&p[0][28..28 + 8192], &data[..]);
+    assert_eq!(le32(&p[0], 28 + 8192), crate::pdu::crc32c(&data));
+    assert_eq!(CommonHeader::parse(&p[1]).unwrap().pdu_type, PduType::CapsuleResp as u8);
+
+    // SQ flow control disabled: SUCCESS on the last C2HData and no CapsuleResp.
+    let mut q = live(0);
+    q.set_connected(1, 128, true);
+    q.feed(&capsule(&read_sqe(6, 300_000), &[], Digests::default()));
+    q.process().unwrap();
+    let c = q.take_commands();
+    assert_eq!(c[0].c2h_len, 131072, "capped at the largest transfer");
+    let data = vec![9u8; 131072];
+    q.complete_with_data(
+        Cqe {
+            cid: 6,
+            ..Default::default()
+        },
+        &data,
+    );
+    let p = pdus(q.pending_send());
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        CommonHeader::parse(&p[0]).unwrap().flags,
+        flags::LAST_PDU | flags::SUCCESS
+    );
+    assert_eq!(q.outstanding(), 0);
+}
+
+#[test]
+fn cid_conflict_is_answered_without_disturbing_the_first() {
+    let mut q = live(0);
+    q.feed(&capsule(&read_sqe(1, 512), &[], Digests::default()));
+    q.feed(&capsule(&read_sqe(1, 512), &[], Digests::default()));
+    q.process().unwrap();
+    assert_eq!(q.take_commands().len(), 1);
+    let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
+    assert_eq!(cqe.status, status::COMMAND_ID_CONFLICT.with_dnr());
+    assert_eq!(q.outstanding(), 1);
+}
+
+#[test]
+fn host_term_req_ends_the_queue() {
+    let mut q = live(0);
+    let mut v = Vec::new();
+    crate::pdu::encode_term_req(&mut v, PduType::H2CTermReq, FatalError::field(4), &[0; 24]);
+    q.feed(&v);
+    q.process().unwrap();
+    assert_eq!(
+        q.take_events(),
+        vec![QueueEvent::HostTerminated(TermReq { fes: 1, fei: 4 })]
+    );
+    assert!(q.is_terminated());
+}
+
+mod framing {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A session: handshake, in-capsule writes, an R2T write, reads.
+    fn session(dgst: u8) -> (Vec<u8>, Vec<u8>) {
+        let d = Digests::from_dgst(dgst);
+        let mut host = icreq(dgst);
+        for cid in 0..4u16 {
+            let w = write_sqe(
+                cid,
+                0,
+                Sgl {
+                    address: 0,
+                    length: 512,
+                    id: sgl_id::DATA_BLOCK_OFFSET,
+                },
+            );
+            host.extend(capsule(&w, &[cid as u8; 512], d));
+        }
+        host.extend(capsule(&read_sqe(9, 4096), &[], d));
+        let w = write_sqe(
+            0x20,
+            15,
+            Sgl {
+                address: 0,
+                length: 0x2000,
+                id: sgl_id::TRANSPORT_DATA_BLOCK,
+            },
+        );
+        host.extend(capsule(&w, &[], d));
+        // TTAG 0: the first transfer slot.
+        host.extend(h2c(0x20, 0, 0, &[0x77; 0x1000], false, d));
+        host.extend(h2c(0x20, 0, 0x1000, &[0x78; 0x1000], true, d));
+        let mut whole = TargetQueue::new(TargetQueueConfig::default());
+        whole.feed(&host);
+        whole.process().unwrap();
+        let cmds: Vec<u8> = whole.take_commands().iter().flat_map(|c| c.data.clone()).collect();
+        assert_eq!(cmds.len(), 4 * 512 + 0x2000);
+        (host, cmds)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// B09 (6): the parser never depends on segment boundaries.
+        #[test]
+        fn any_segmentation_gives_the_same_commands(dgst in 0u8..4, cuts in proptest::collection::vec(1usize..300, 1..64)) {
+            let (host, expected) = session(dgst);
+            let mut q = TargetQueue::new(TargetQueueConfig::default());
+            let mut at = 0;
+            let mut got = Vec::new();
+            let mut i = 0;
+            while at < host.len() {
+                let n = cuts[i % cuts.len()].min(host.len() - at);
+                q.feed(&host[at..at + n]);
+                q.process().unwrap();
+                got.extend(q.take_commands().iter().flat_map(|c| c.data.clone()));
+                at += n;
+                i += 1;
+            }
+            prop_assert_eq!(got, expected);
+        }
+
+        /// Arbitrary bytes after a good handshake never panic, and an error
+        /// always leaves exactly one well-formed C2HTermReq at the end.
+        #[test]
+        fn garbage_never_panics(dgst in 0u8..4, junk in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut q = live(dgst);
+            q.feed(&junk);
+            if let Err(e) = q.process() {
+                let out = q.pending_send().to_vec();
+                let t = last_pdu(&out);
+                prop_assert_eq!(t[0], PduType::C2HTermReq as u8);
+                prop_assert_eq!(TermReq::parse(t).fes, e.fes as u16);
+            }
+            prop_assert!(q.buffered() <= junk.len());
+        }
+    }
+}

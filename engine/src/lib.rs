@@ -1,6 +1,18 @@
 //! `lull-engine`: block devices (bdevs), NVMe-oF subsystems, namespaces and
-//! controllers, the discovery controller, host access control, settings and
-//! the control plane.
+//! controllers, the discovery controller and host access control.
 //!
-//! It is empty until the NVMe/TCP target lands (it builds on
-//! `lull-transport`'s queue pairs and `lull-reactor`'s pollers).
+//! - [`bdev`]: `ram`, `null`;
+//! - [`subsystem`]: subsystems, namespaces, NQN rules;
+//! - [`controller`]: the dynamic controller, admin/Fabrics command execution,
+//!   keep-alive;
+//! - [`io`]: NVM I/O command execution;
+//! - [`identify`], [`logpage`]: the data structures hosts read;
+//! - [`target`]: the whole target, and serving it on reactors.
+
+pub mod bdev;
+pub mod controller;
+pub mod identify;
+pub mod io;
+pub mod logpage;
+pub mod subsystem;
+pub mod target;

@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use lull_perf::reactor_bench::{self, BenchOptions};
 use lull_reactor::CoreList;
 
+mod target_cmd;
+
 /// lull: a thread-per-core NVMe/TCP block storage engine that sleeps when idle.
 #[derive(Parser)]
 #[command(name = "lull", version, about, long_about = None)]
@@ -17,6 +19,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run an NVMe/TCP target in the foreground until SIGINT/SIGTERM.
+    ///
+    /// Example: lull target --listen 127.0.0.1:4420 --ram-bdev Ram0:256MiB --subnqn nqn.2024-01.io.lull:vol0 --allow-any-host --mode interrupt
+    Target(target_cmd::TargetArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(Bench),
@@ -100,6 +106,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(Bench::Reactor(a)) => bench_reactor(a),
+        Command::Target(a) => target_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,11 +4,13 @@
 //! - [`nvme`]: SQE, CQE, SGL descriptors, status codes, opcodes;
 //! - [`fabrics`]: Connect, Property Get/Set, Disconnect;
 //! - [`target`]: the controller side of one queue pair as a state machine,
-//!   fed bytes and yielding commands, bytes to send and errors.
+//!   fed bytes and yielding commands, bytes to send and errors;
+//! - [`conn`]: the glue that drives a target queue from a reactor's fd pollers.
 //!
-//! Nothing here touches a socket or a clock (the quinn-proto style): every
+//! Except for `conn`, nothing here touches a socket or a clock (the quinn-proto style): every
 //! protocol path is tested with byte vectors, and fuzzed.
 
+pub mod conn;
 pub mod fabrics;
 pub mod nvme;
 pub mod pdu;

@@ -1,0 +1,597 @@
+//! NVMe-oF controllers (dynamic model) and the execution of their admin,
+//! Fabrics and I/O commands.
+//!
+//! A controller is created by an admin-queue Connect and lives until its
+//! admin queue closes, its keep-alive timer expires, or the host disables it.
+//! Its queues may sit on different reactors; the controller's state is
+//! behind a mutex touched only by admin and Connect commands, never by I/O.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use lull_reactor::{Context, PollerId, ReactorHandle, TimerId};
+use lull_transport::conn::QueueHandler;
+use lull_transport::fabrics::{
+    ConnectCmd, ConnectData, InvalidParameter, PropertyCmd, connect_offset, fctype, property,
+};
+use lull_transport::nvme::{Cqe, Status, admin_opc, status};
+use lull_transport::target::{Command, TargetQueue};
+
+use crate::identify::{self, ControllerIdentity};
+use crate::io;
+use crate::logpage::{self, lid};
+use crate::subsystem::{Subsystem, SubsystemKind};
+use crate::target::Target;
+
+/// Feature identifiers handled (NVMe Base 2.0 figure 271).
+mod fid {
+    pub const NUMBER_OF_QUEUES: u8 = 0x07;
+    pub const ASYNC_EVENT_CONFIG: u8 = 0x0B;
+    pub const KEEP_ALIVE_TIMER: u8 = 0x0F;
+}
+
+/// Most I/O queues a controller grants (Set Features Number of Queues).
+pub const MAX_IO_QUEUES: u16 = 128;
+
+/// Mutable controller state.
+struct State {
+    cc: u32,
+    csts: u32,
+    kato: Duration,
+    aec: u32,
+    io_queues: u16,
+    last_keep_alive: Instant,
+    /// Outstanding Asynchronous Event Requests (CIDs on the admin queue).
+    aers: Vec<u16>,
+    /// Every queue of this controller: (reactor, connection poller) to close them.
+    queues: Vec<(u16, ReactorHandle, PollerId)>,
+    dead: bool,
+}
+
+/// One controller.
+pub struct Controller {
+    /// CNTLID.
+    pub cntlid: u16,
+    /// Its subsystem.
+    pub subsystem: Arc<Subsystem>,
+    /// The host's NQN.
+    pub hostnqn: String,
+    /// The host's HOSTID.
+    pub hostid: [u8; 16],
+    ready: AtomicBool,
+    state: Mutex<State>,
+}
+
+impl Controller {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether CSTS.RDY is set (I/O is accepted).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Closes every queue of this controller (keep-alive expiry, admin queue
+    /// gone). Idempotent.
+    pub fn shut_down(&self, why: &str) {
+        let queues = {
+            let mut s = self.state();
+            if s.dead {
+                return;
+            }
+            s.dead = true;
+            std::mem::take(&mut s.queues)
+        };
+        self.ready.store(false, Ordering::Release);
+        tracing::info!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, hostnqn = %self.hostnqn, "controller torn down: {why}");
+        for (_, reactor, id) in queues {
+            let _ = reactor.try_send(move |cx| {
+                let _ = cx.unregister(id);
+            });
+        }
+    }
+
+    fn is_dead(&self) -> bool {
+        self.state().dead
+    }
+}
+
+/// CAP (NVMe Base 2.0 figure 36): MQES, CQR, TO = 7.5 s, CSS NVM, MPSMIN 4 KiB.
+fn cap() -> u64 {
+    let mqes = u64::from(lull_transport::target::MAX_SQ_ENTRIES - 1);
+    mqes | 1 << 16 | 15 << 24 | 1 << 37
+}
+
+/// The per-connection side of a queue pair: which controller and queue it is.
+pub struct QueueBinding {
+    target: Arc<Target>,
+    peer: SocketAddr,
+    io_in_capsule_data: u32,
+    ctrl: Option<Arc<Controller>>,
+    qid: u16,
+    kato_timer: Option<TimerId>,
+    disconnecting: bool,
+    buf: Vec<u8>,
+}
+
+impl QueueBinding {
+    /// A binding for a new connection (no controller until Connect).
+    pub fn new(target: Arc<Target>, peer: SocketAddr, io_in_capsule_data: u32) -> Self {
+        QueueBinding {
+            target,
+            peer,
+            io_in_capsule_data,
+            ctrl: None,
+            qid: 0,
+            kato_timer: None,
+            disconnecting: false,
+            buf: Vec::new(),
+        }
+    }
+
+    fn connect(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: &Command) -> Cqe {
+        let cid = cmd.sqe.cid();
+        let c = ConnectCmd::parse(&cmd.sqe);
+        let invalid = |p: InvalidParameter| Cqe {
+            cid,
+            dw0: p.dw0(),
+            status: status::CONNECT_INVALID_PARAMETERS.with_dnr(),
+            ..Cqe::default()
+        };
+        if c.recfmt != 0 {
+            return Cqe {
+                cid,
+                status: status::CONNECT_INCOMPATIBLE_FORMAT.with_dnr(),
+                ..Cqe::default()
+            };
+        }
+        if cmd.data.len() != lull_transport::fabrics::CONNECT_DATA_LEN {
+            return Cqe {
+                cid,
+                status: status::INVALID_FIELD.with_dnr(),
+                ..Cqe::default()
+            };
+        }
+        let data = match ConnectData::parse(&cmd.data) {
+            Ok(d) => d,
+            Err(p) => return invalid(p),
+        };
+        let max_entries = lull_transport::target::MAX_SQ_ENTRIES;
+        // SQSIZE is 0's based; a 1-entry queue is not allowed, the admin queue needs 32.
+        let min_sqsize = if c.qid == 0 { 31 } else { 1 };
+        if c.sqsize < min_sqsize || u32::from(c.sqsize) + 1 > max_entries {
+            return invalid(InvalidParameter::sqe(connect_offset::SQSIZE));
+        }
+        let Some(subsystem) = self.target.subsystem(&data.subnqn) else {
+            return invalid(InvalidParameter::data(connect_offset::SUBNQN));
+        };
+        if !subsystem.allows(&data.hostnqn) {
+            tracing::warn!(peer = %self.peer, hostnqn = %data.hostnqn, subnqn = %data.subnqn, "Connect refused: host not allowed");
+            return Cqe {
+                cid,
+                status: status::CONNECT_INVALID_HOST.with_dnr(),
+                ..Cqe::default()
+            };
+        }
+        let me = (c.qid, cx.handle(), cx.current_poller());
+        let ctrl = if c.qid == 0 {
+            if data.cntlid != 0xFFFF {
+                return invalid(InvalidParameter::data(connect_offset::CNTLID));
+            }
+            let kato = Duration::from_millis(u64::from(c.kato));
+            let Some(ctrl) = self
+                .target
+                .new_controller(subsystem, &data, |cntlid, subsystem| Controller {
+                    cntlid,
+                    subsystem,
+                    hostnqn: data.hostnqn.clone(),
+                    hostid: data.hostid,
+                    ready: AtomicBool::new(false),
+                    state: Mutex::new(State {
+                        cc: 0,
+                        csts: 0,
+                        kato,
+                        aec: 0,
+                        io_queues: 0,
+                        last_keep_alive: Instant::now(),
+                        aers: Vec::new(),
+                        queues: Vec::new(),
+                        dead: false,
+                    }),
+                })
+            else {
+                return Cqe {
+                    cid,
+                    status: status::CONNECT_CONTROLLER_BUSY,
+                    ..Cqe::default()
+                };
+            };
+            self.arm_keep_alive(cx, &ctrl, kato);
+            ctrl
+        } else {
+            let Some(ctrl) = self.target.controller(data.cntlid) else {
+                return invalid(InvalidParameter::data(connect_offset::CNTLID));
+            };
+            if ctrl.subsystem.nqn != data.subnqn || ctrl.hostnqn != data.hostnqn {
+                return invalid(InvalidParameter::data(connect_offset::CNTLID));
+            }
+            if ctrl.subsystem.kind == SubsystemKind::Discovery || !ctrl.is_ready() {
+                return invalid(InvalidParameter::sqe(connect_offset::QID));
+            }
+            let s = ctrl.state();
+            if c.qid > s.io_queues.max(1) || s.queues.iter().any(|(qid, _, _)| *qid == c.qid) {
+                drop(s);
+                return invalid(InvalidParameter::sqe(connect_offset::QID));
+            }
+            drop(s);
+            ctrl
+        };
+        if let (qid, handle, Some(id)) = me {
+            ctrl.state().queues.push((qid, handle, id));
+        }
+        self.qid = c.qid;
+        q.set_connected(c.qid, u32::from(c.sqsize) + 1, c.sq_flow_control_disabled());
+        tracing::debug!(peer = %self.peer, cntlid = ctrl.cntlid, qid = c.qid, sqsize = c.sqsize, "Connect");
+        let cntlid = ctrl.cntlid;
+        self.ctrl = Some(ctrl);
+        Cqe {
+            cid,
+            dw0: u32::from(cntlid),
+            ..Cqe::default()
+        }
+    }
+
+    fn arm_keep_alive(&mut self, cx: &mut Context, ctrl: &Arc<Controller>, kato: Duration) {
+        if let Some(t) = self.kato_timer.take() {
+            cx.cancel_timer(t);
+        }
+        if kato.is_zero() {
+            return;
+        }
+        // Check at a tenth of KATO (at least every 100 ms), so expiry is seen
+        // within KATO + KATO/10.
+        let period = (kato / 10).max(Duration::from_millis(100));
+        let weak: Weak<Controller> = Arc::downgrade(ctrl);
+        let me: Rc<Cell<Option<TimerId>>> = Rc::new(Cell::new(None));
+        let me2 = me.clone();
+        let timer = cx.timer_periodic(period, move |cx| {
+            let ctrl = weak.upgrade().filter(|c| !c.is_dead());
+            let Some(ctrl) = ctrl else {
+                // The controller is gone: this timer has nothing left to watch.
+                if let Some(id) = me2.get() {
+                    cx.cancel_timer(id);
+                }
+                return;
+            };
+            let (expired, kato) = {
+                let s = ctrl.state();
+                (!s.kato.is_zero() && s.last_keep_alive.elapsed() > s.kato, s.kato)
+            };
+            if expired {
+                ctrl.shut_down(&format!("no Keep Alive within KATO {} ms", kato.as_millis()));
+            }
+        });
+        me.set(timer.as_ref().ok().copied());
+        self.kato_timer = timer.ok();
+    }
+
+    fn fabrics(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: &Command, ctrl: &Arc<Controller>) -> Cqe {
+        let cid = cmd.sqe.cid();
+        let ok = Cqe { cid, ..Cqe::default() };
+        match cmd.sqe.fctype() {
+            fctype::CONNECT => Cqe {
+                cid,
+                status: status::COMMAND_SEQUENCE_ERROR.with_dnr(),
+                ..Cqe::default()
+            },
+            fctype::PROPERTY_GET | fctype::PROPERTY_SET if self.qid != 0 => Cqe {
+                cid,
+                status: status::INVALID_FIELD.with_dnr(),
+                ..Cqe::default()
+            },
+            fctype::PROPERTY_GET => {
+                let Some(p) = PropertyCmd::parse(&cmd.sqe) else {
+                    return Cqe {
+                        cid,
+                        status: status::INVALID_FIELD.with_dnr(),
+                        ..Cqe::default()
+                    };
+                };
+                let s = ctrl.state();
+                let v: u64 = match (p.offset, p.size) {
+                    (property::CAP, 8) => cap(),
+                    (property::VS, 4) => u64::from(identify::NVME_VERSION),
+                    (property::CC, 4) => u64::from(s.cc),
+                    (property::CSTS, 4) => u64::from(s.csts),
+                    _ => {
+                        return Cqe {
+                            cid,
+                            status: status::INVALID_FIELD.with_dnr(),
+                            ..Cqe::default()
+                        };
+                    }
+                };
+                Cqe {
+                    cid,
+                    dw0: v as u32,
+                    dw1: (v >> 32) as u32,
+                    ..Cqe::default()
+                }
+            }
+            fctype::PROPERTY_SET => {
+                let Some(p) = PropertyCmd::parse(&cmd.sqe) else {
+                    return Cqe {
+                        cid,
+                        status: status::INVALID_FIELD.with_dnr(),
+                        ..Cqe::default()
+                    };
+                };
+                if p.offset != property::CC || p.size != 4 {
+                    return Cqe {
+                        cid,
+                        status: status::INVALID_FIELD.with_dnr(),
+                        ..Cqe::default()
+                    };
+                }
+                self.set_cc(ctrl, p.value as u32);
+                let _ = (cx, q);
+                ok
+            }
+            fctype::DISCONNECT => {
+                // The queue closes after the response is sent (wants_close).
+                if let Some(c) = &self.ctrl {
+                    let mut s = c.state();
+                    let qid = self.qid;
+                    s.queues.retain(|(q, _, _)| *q != qid);
+                }
+                self.disconnecting = true;
+                ok
+            }
+            _ => Cqe {
+                cid,
+                status: status::INVALID_OPCODE.with_dnr(),
+                ..Cqe::default()
+            },
+        }
+    }
+
+    fn set_cc(&self, ctrl: &Arc<Controller>, cc: u32) {
+        let mut s = ctrl.state();
+        let (was_enabled, enable) = (s.cc & 1 != 0, cc & 1 != 0);
+        s.cc = cc;
+        if enable && !was_enabled {
+            // CC.EN 0 -> 1: ready at once.
+            s.csts |= 1;
+            ctrl.ready.store(true, Ordering::Release);
+        } else if !enable && was_enabled {
+            // CC.EN 1 -> 0: controller reset; I/O queues go away.
+            s.csts &= !1;
+            ctrl.ready.store(false, Ordering::Release);
+        }
+        let shn = (cc >> 14) & 3;
+        if shn != 0 {
+            // Shutdown notification: nothing to flush in memory; report complete (SHST = 10b).
+            s.csts = (s.csts & !(3 << 2)) | (2 << 2);
+            ctrl.ready.store(false, Ordering::Release);
+        } else {
+            s.csts &= !(3 << 2);
+        }
+    }
+
+    fn admin(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: &Command, ctrl: &Arc<Controller>) {
+        let sqe = &cmd.sqe;
+        let cid = sqe.cid();
+        let fail = |s: Status| Cqe {
+            cid,
+            status: s.with_dnr(),
+            ..Cqe::default()
+        };
+        if sqe.opc() == admin_opc::FABRICS {
+            let cqe = self.fabrics(cx, q, cmd, ctrl);
+            q.complete(cqe);
+            return;
+        }
+        if !ctrl.is_ready() {
+            q.complete(fail(status::COMMAND_SEQUENCE_ERROR));
+            return;
+        }
+        let discovery = ctrl.subsystem.kind == SubsystemKind::Discovery;
+        match sqe.opc() {
+            admin_opc::IDENTIFY => {
+                let cns = sqe.cdw(10) as u8;
+                let s = &ctrl.subsystem;
+                let data = match cns {
+                    0x01 => Some(identify::controller(&ControllerIdentity {
+                        subsystem: s,
+                        cntlid: ctrl.cntlid,
+                        io_in_capsule_data: self.io_in_capsule_data,
+                    })),
+                    0x00 if !discovery => match s.namespace(sqe.nsid()) {
+                        Some(ns) => Some(identify::namespace(ns)),
+                        // An inactive but valid NSID reads as zeroes.
+                        None if sqe.nsid() != 0 && sqe.nsid() <= identify::MAX_NAMESPACES => {
+                            Some(vec![0u8; identify::IDENTIFY_LEN])
+                        }
+                        None => None,
+                    },
+                    0x02 if !discovery && sqe.nsid() < 0xFFFF_FFFE => Some(identify::active_namespaces(s, sqe.nsid())),
+                    0x03 if !discovery => s.namespace(sqe.nsid()).map(identify::namespace_descriptors),
+                    _ => None,
+                };
+                match data {
+                    Some(d) => {
+                        let n = d.len().min(cmd.c2h_len as usize);
+                        q.complete_with_data(Cqe { cid, ..Cqe::default() }, &d[..n]);
+                    }
+                    None if cns == 0x00 || cns == 0x03 => {
+                        q.complete(fail(status::INVALID_NAMESPACE));
+                    }
+                    None => {
+                        q.complete(fail(status::INVALID_FIELD));
+                    }
+                }
+            }
+            admin_opc::GET_LOG_PAGE => {
+                let cdw10 = sqe.cdw(10);
+                let log = cdw10 as u8;
+                let numd = (u64::from(sqe.cdw(11) & 0xFFFF) << 16 | u64::from(cdw10 >> 16)) + 1;
+                let offset = u64::from(sqe.cdw(12)) | u64::from(sqe.cdw(13)) << 32;
+                let len = (numd * 4) as usize;
+                if !offset.is_multiple_of(4) || len > cmd.c2h_len as usize {
+                    q.complete(fail(status::INVALID_FIELD));
+                    return;
+                }
+                let page = match (log, discovery) {
+                    (lid::ERROR, _) => logpage::error_log(),
+                    (lid::SMART, false) => logpage::smart(&ctrl.subsystem),
+                    (lid::FIRMWARE_SLOT, false) => logpage::firmware_slot(),
+                    (lid::CHANGED_NS, false) => logpage::changed_namespaces(),
+                    (lid::COMMANDS_EFFECTS, false) => logpage::commands_effects(),
+                    (lid::DISCOVERY, true) => self.target.discovery_log(&ctrl.hostnqn),
+                    _ => {
+                        q.complete(fail(status::INVALID_LOG_PAGE));
+                        return;
+                    }
+                };
+                if offset >= page.len() as u64 && offset != 0 {
+                    q.complete(fail(status::INVALID_FIELD));
+                    return;
+                }
+                q.complete_with_data(Cqe { cid, ..Cqe::default() }, &logpage::slice(&page, offset, len));
+            }
+            admin_opc::SET_FEATURES | admin_opc::GET_FEATURES => {
+                let set = sqe.opc() == admin_opc::SET_FEATURES;
+                let cdw10 = sqe.cdw(10);
+                if set && cdw10 & (1 << 31) != 0 {
+                    q.complete(fail(status::FEATURE_NOT_SAVEABLE));
+                    return;
+                }
+                let mut s = ctrl.state();
+                let dw0 = match (cdw10 as u8, set) {
+                    (fid::NUMBER_OF_QUEUES, _) if discovery => None,
+                    (fid::NUMBER_OF_QUEUES, true) => {
+                        let cdw11 = sqe.cdw(11);
+                        let (nsqr, ncqr) = ((cdw11 & 0xFFFF) as u16, (cdw11 >> 16) as u16);
+                        if nsqr == 0xFFFF || ncqr == 0xFFFF {
+                            None
+                        } else {
+                            let granted = nsqr.max(ncqr).min(MAX_IO_QUEUES - 1);
+                            s.io_queues = granted + 1;
+                            Some(u32::from(granted) << 16 | u32::from(granted))
+                        }
+                    }
+                    (fid::NUMBER_OF_QUEUES, false) => {
+                        let g = u32::from(s.io_queues.max(1) - 1);
+                        Some(g << 16 | g)
+                    }
+                    (fid::ASYNC_EVENT_CONFIG, true) => {
+                        s.aec = sqe.cdw(11);
+                        Some(0)
+                    }
+                    (fid::ASYNC_EVENT_CONFIG, false) => Some(s.aec),
+                    (fid::KEEP_ALIVE_TIMER, true) => {
+                        s.kato = Duration::from_millis(u64::from(sqe.cdw(11)));
+                        s.last_keep_alive = Instant::now();
+                        let kato = s.kato;
+                        drop(s);
+                        self.arm_keep_alive(cx, ctrl, kato);
+                        q.complete(Cqe { cid, ..Cqe::default() });
+                        return;
+                    }
+                    (fid::KEEP_ALIVE_TIMER, false) => Some(s.kato.as_millis() as u32),
+                    _ => None,
+                };
+                drop(s);
+                let cqe = match dw0 {
+                    Some(dw0) => Cqe {
+                        cid,
+                        dw0,
+                        ..Cqe::default()
+                    },
+                    None => fail(status::INVALID_FIELD),
+                };
+                q.complete(cqe);
+            }
+            admin_opc::KEEP_ALIVE => {
+                ctrl.state().last_keep_alive = Instant::now();
+                q.complete(Cqe { cid, ..Cqe::default() });
+            }
+            admin_opc::ASYNC_EVENT_REQUEST => {
+                let mut s = ctrl.state();
+                if s.aers.len() > usize::from(identify::AERL) {
+                    drop(s);
+                    q.complete(Cqe {
+                        cid,
+                        status: status::AER_LIMIT_EXCEEDED,
+                        ..Cqe::default()
+                    });
+                } else {
+                    // Held until an event occurs; lull raises none yet, so it stays outstanding.
+                    s.aers.push(cid);
+                }
+            }
+            admin_opc::ABORT => {
+                // Abort is best effort: lull completes commands as they arrive, so
+                // report "not aborted" (DW0 bit 0 set), as the specification allows.
+                q.complete(Cqe {
+                    cid,
+                    dw0: 1,
+                    ..Cqe::default()
+                });
+            }
+            _ => {
+                q.complete(fail(status::INVALID_OPCODE));
+            }
+        }
+    }
+}
+
+impl QueueHandler for QueueBinding {
+    fn on_command(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: Command) {
+        let Some(ctrl) = self.ctrl.clone() else {
+            let cqe = if TargetQueue::is_fabrics_connect(&cmd.sqe) {
+                self.connect(cx, q, &cmd)
+            } else {
+                // Nothing but Connect is allowed before Connect.
+                Cqe {
+                    cid: cmd.sqe.cid(),
+                    status: status::COMMAND_SEQUENCE_ERROR.with_dnr(),
+                    ..Cqe::default()
+                }
+            };
+            q.complete(cqe);
+            return;
+        };
+        if self.qid == 0 {
+            self.admin(cx, q, &cmd, &ctrl);
+        } else if cmd.sqe.opc() == admin_opc::FABRICS {
+            let cqe = self.fabrics(cx, q, &cmd, &ctrl);
+            q.complete(cqe);
+        } else {
+            io::execute(q, &cmd, &ctrl.subsystem, ctrl.is_ready(), &mut self.buf);
+        }
+    }
+
+    fn wants_close(&self) -> bool {
+        self.disconnecting || self.ctrl.as_ref().is_some_and(|c| c.is_dead())
+    }
+}
+
+impl Drop for QueueBinding {
+    fn drop(&mut self) {
+        if let Some(ctrl) = self.ctrl.take() {
+            if self.qid == 0 {
+                ctrl.shut_down("admin queue closed");
+                self.target.remove_controller(ctrl.cntlid);
+            } else {
+                let qid = self.qid;
+                ctrl.state().queues.retain(|(q, _, _)| *q != qid);
+            }
+        }
+    }
+}

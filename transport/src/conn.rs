@@ -1,0 +1,276 @@
+//! The socket glue: a listener poller that accepts NVMe/TCP connections and
+//! hands each to a reactor, and a connection poller that moves bytes between
+//! a socket and a [`TargetQueue`].
+//!
+//! Nothing here blocks. A send that would block keeps its bytes in the
+//! queue's send buffer and arms EPOLLOUT until they are gone, so no work is
+//! ever left where epoll cannot see it. A connection that has not sent its
+//! ICReq within [`ICREQ_TIMEOUT`] is closed. A fatal PDU error is answered
+//! with a C2HTermReq and the connection is closed at once.
+
+use std::cell::Cell;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use lull_reactor::{Context, Interest, PollStatus, Poller, Readiness};
+
+use crate::target::{Command, QueueEvent, TargetQueue, TargetQueueConfig};
+
+/// How long a new connection may take to send its ICReq.
+pub const ICREQ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from one socket per poller run, so one busy connection cannot
+/// starve the others on its reactor.
+const READ_BUDGET: usize = 512 * 1024;
+/// Read size.
+const READ_CHUNK: usize = 128 * 1024;
+
+/// What executes the commands of one queue pair. Lives on the connection's
+/// reactor; its `Drop` runs when the connection closes, whatever the reason.
+pub trait QueueHandler: 'static {
+    /// Executes a command; completes it on `queue` (now, or later from a
+    /// message or timer on this reactor through the connection's poller).
+    fn on_command(&mut self, cx: &mut Context, queue: &mut TargetQueue, cmd: Command);
+
+    /// Whether the handler wants the connection closed (for instance after a
+    /// controller shutdown); checked after every batch of commands.
+    fn wants_close(&self) -> bool {
+        false
+    }
+}
+
+/// Makes a handler for each new connection, on the reactor that will own it.
+pub type HandlerFactory<H> = Arc<dyn Fn(&mut Context, SocketAddr) -> H + Send + Sync>;
+
+/// One accepted connection: socket, queue state machine and handler.
+pub struct Connection<H: QueueHandler> {
+    stream: TcpStream,
+    peer: SocketAddr,
+    queue: TargetQueue,
+    handler: H,
+    writable_armed: bool,
+    live: Rc<Cell<bool>>,
+}
+
+impl<H: QueueHandler> AsFd for Connection<H> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+impl<H: QueueHandler> Connection<H> {
+    /// Registers a connection on this reactor, with its ICReq timeout.
+    ///
+    /// # Errors
+    /// When the socket cannot be made non-blocking or registered.
+    pub fn register(
+        cx: &mut Context,
+        stream: TcpStream,
+        peer: SocketAddr,
+        config: TargetQueueConfig,
+        handler: H,
+    ) -> std::io::Result<()> {
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        let live = Rc::new(Cell::new(false));
+        let conn = Connection {
+            stream,
+            peer,
+            queue: TargetQueue::new(config),
+            handler,
+            writable_armed: false,
+            live,
+        };
+        let live = conn.live.clone();
+        let id = cx
+            .register_fd(conn, Interest::READABLE)
+            .map_err(std::io::Error::other)?;
+        cx.timer_once(ICREQ_TIMEOUT, move |cx| {
+            if !live.get() && cx.unregister(id).is_ok() {
+                tracing::warn!(%peer, "no ICReq within {ICREQ_TIMEOUT:?}: connection closed");
+            }
+        });
+        Ok(())
+    }
+
+    /// Reads what the socket has (bounded). Returns (bytes read, peer closed).
+    fn read(&mut self) -> std::io::Result<(usize, bool)> {
+        let mut total = 0;
+        while total < READ_BUDGET && !self.queue.is_terminated() {
+            let buf = self.queue.recv_buffer(READ_CHUNK);
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    self.queue.received(READ_CHUNK, 0);
+                    return Ok((total, true));
+                }
+                Ok(n) => {
+                    self.queue.received(READ_CHUNK, n);
+                    total += n;
+                    if n < READ_CHUNK {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.queue.received(READ_CHUNK, 0);
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => self.queue.received(READ_CHUNK, 0),
+                Err(e) => {
+                    self.queue.received(READ_CHUNK, 0);
+                    return Err(e);
+                }
+            }
+        }
+        Ok((total, false))
+    }
+
+    /// Writes what is pending. Returns whether everything went out.
+    fn flush(&mut self) -> std::io::Result<bool> {
+        while self.queue.wants_send() {
+            match self.stream.write(self.queue.pending_send()) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => self.queue.sent(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn run(&mut self, cx: &mut Context, ready: Readiness) -> Result<bool, String> {
+        let mut work = false;
+        if ready.readable || ready.hangup || ready.error {
+            let (n, eof) = self.read().map_err(|e| format!("read: {e}"))?;
+            work |= n > 0;
+            let result = self.queue.process();
+            for ev in self.queue.take_events() {
+                match ev {
+                    QueueEvent::Initialized { digests } => {
+                        self.live.set(true);
+                        tracing::debug!(peer = %self.peer, ?digests, "ICReq accepted");
+                    }
+                    QueueEvent::HostTerminated(t) => return Err(format!("host sent H2CTermReq: {t}")),
+                }
+            }
+            for cmd in self.queue.take_commands() {
+                self.handler.on_command(cx, &mut self.queue, cmd);
+                work = true;
+            }
+            if let Err(e) = result {
+                // Best effort: the TermReq is queued; send what the socket takes and close.
+                let _ = self.flush();
+                return Err(format!("fatal PDU error, C2HTermReq sent: {e}"));
+            }
+            if eof {
+                let _ = self.flush();
+                return Err("peer closed the connection".to_string());
+            }
+        }
+        if self.handler.wants_close() {
+            let _ = self.flush();
+            return Err("controller closed the queue".to_string());
+        }
+        let all_sent = self.flush().map_err(|e| format!("write: {e}"))?;
+        if all_sent == self.writable_armed
+            && let Some(id) = cx.current_poller()
+        {
+            let interest = if all_sent { Interest::READABLE } else { Interest::BOTH };
+            cx.set_interest(id, interest).map_err(|e| e.to_string())?;
+            self.writable_armed = !all_sent;
+        }
+        Ok(work)
+    }
+
+    /// The queue, for handlers that complete commands later.
+    pub fn queue(&mut self) -> &mut TargetQueue {
+        &mut self.queue
+    }
+}
+
+impl<H: QueueHandler> Poller for Connection<H> {
+    fn poll(&mut self, cx: &mut Context, ready: Readiness) -> PollStatus {
+        match self.run(cx, ready) {
+            Ok(work) => PollStatus::from_work(work),
+            Err(why) => {
+                tracing::debug!(peer = %self.peer, "closing connection: {why}");
+                if let Some(id) = cx.current_poller() {
+                    let _ = cx.unregister(id);
+                }
+                PollStatus::Busy
+            }
+        }
+    }
+}
+
+/// Accepts connections and hands each to a reactor, round robin.
+pub struct Listener<H: QueueHandler> {
+    listener: TcpListener,
+    config: TargetQueueConfig,
+    factory: HandlerFactory<H>,
+    next: Arc<AtomicUsize>,
+}
+
+impl<H: QueueHandler> AsFd for Listener<H> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+}
+
+impl<H: QueueHandler> Listener<H> {
+    /// Registers a listening socket on this reactor.
+    ///
+    /// # Errors
+    /// When the socket cannot be made non-blocking or registered.
+    pub fn register(
+        cx: &mut Context,
+        listener: TcpListener,
+        config: TargetQueueConfig,
+        factory: HandlerFactory<H>,
+    ) -> std::io::Result<lull_reactor::PollerId> {
+        listener.set_nonblocking(true)?;
+        let l = Listener {
+            listener,
+            config,
+            factory,
+            next: Arc::new(AtomicUsize::new(0)),
+        };
+        cx.register_fd(l, Interest::READABLE).map_err(std::io::Error::other)
+    }
+}
+
+impl<H: QueueHandler> Poller for Listener<H> {
+    fn poll(&mut self, cx: &mut Context, _ready: Readiness) -> PollStatus {
+        let mut accepted = 0;
+        while accepted < 64 {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have.
+                    tracing::warn!(error = %e, "accept failed");
+                    break;
+                }
+            };
+            accepted += 1;
+            let peers = cx.peers();
+            let target = peers[self.next.fetch_add(1, Ordering::Relaxed) % peers.len()].clone();
+            let (config, factory) = (self.config.clone(), self.factory.clone());
+            let sent = target.try_send(move |cx| {
+                let handler = factory(cx, peer);
+                if let Err(e) = Connection::register(cx, stream, peer, config, handler) {
+                    tracing::warn!(%peer, error = %e, "cannot register connection");
+                }
+            });
+            if sent.is_err() {
+                tracing::warn!(%peer, core = target.core(), "reactor inbox full or stopped: connection refused");
+            }
+        }
+        PollStatus::from_work(accepted > 0)
+    }
+}

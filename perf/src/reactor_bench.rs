@@ -259,15 +259,16 @@ impl Rig {
         })
     }
 
-    fn set(&self, mode: Mode, idle_poll: Duration) {
+    fn set(&self, mode: Mode, idle_poll: Duration) -> Result<(), String> {
         for h in self.reactors.handles() {
-            h.set_idle_poll(idle_poll);
+            h.set_idle_poll(idle_poll).map_err(|e| e.to_string())?;
             h.set_mode(mode);
         }
+        Ok(())
     }
 
     fn rtt(&self, mode: Mode, idle_poll: Duration, run: Duration) -> Result<Latency, String> {
-        self.set(mode, idle_poll);
+        self.set(mode, idle_poll)?;
         std::thread::sleep(Duration::from_millis(20));
         let (done, rx) = mpsc::channel();
         self.driver
@@ -284,7 +285,7 @@ impl Rig {
     /// Wake latency of an fd poller on the first reactor, woken from the second core.
     fn wake(&self, o: &BenchOptions, mode: Mode, idle_poll: Duration) -> Result<(Latency, f64), String> {
         let (a, b) = (&self.reactors.handles()[0], &self.reactors.handles()[1]);
-        a.set_idle_poll(idle_poll);
+        a.set_idle_poll(idle_poll).map_err(|e| e.to_string())?;
         a.set_mode(mode);
         b.set_mode(Mode::Interrupt);
         let efd: OwnedFd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC).map_err(|e| e.to_string())?;
@@ -310,8 +311,11 @@ impl Rig {
         std::thread::sleep(Duration::from_millis(20));
         let mut lat = Latency::new();
         let cpu0 = a.stats().thread_cpu_ns;
+        // The gap must outlast the spin window, or a hybrid reactor is still
+        // spinning when the fd fires and the sample is no wakeup at all.
+        let gap = o.wake_gap.max(idle_poll * 2);
         for _ in 0..o.wake_samples {
-            std::thread::sleep(o.wake_gap);
+            std::thread::sleep(gap);
             stamp.store(base.elapsed().as_nanos() as u64, Ordering::Release);
             let _ = rustix::io::write(&efd, &1u64.to_ne_bytes());
             match rx.recv_timeout(Duration::from_secs(5)) {
@@ -361,7 +365,8 @@ fn idle_cpu(o: &BenchOptions, subjects: &[Subject]) -> Vec<(Subject, Result<f64,
     let glommio_threads: Vec<(Subject, std::thread::JoinHandle<Result<f64, String>>)> =
         std::mem::take(&mut glommio_threads);
     // Let every reactor settle (hybrid windows expire) before the window opens.
-    std::thread::sleep(Duration::from_millis(100));
+    let longest = o.idle_poll_us.iter().copied().max().unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(100).max(Duration::from_micros(longest * 2)));
     let before: Vec<_> = sets.iter().map(|(_, r)| r.handles()[0].stats()).collect();
     std::thread::sleep(o.idle);
     for ((s, r), a) in sets.into_iter().zip(before) {
@@ -399,13 +404,17 @@ pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Bench
             ));
             let r = match s {
                 Subject::Reactor(mode, us) => rig.rtt(mode, Duration::from_micros(us), slice),
-                Subject::Spin => Ok(crate::baseline::spin_rtt(o.cores, slice)),
-                Subject::Epoll => crate::baseline::epoll_rtt(o.cores, slice).map_err(|e| e.to_string()),
+                // The references run on the same CPUs: park our reactors first.
+                Subject::Spin => rig
+                    .set(Mode::Interrupt, Duration::ZERO)
+                    .map(|()| crate::baseline::spin_rtt(o.cores, slice)),
+                Subject::Epoll => rig
+                    .set(Mode::Interrupt, Duration::ZERO)
+                    .and_then(|()| crate::baseline::epoll_rtt(o.cores, slice).map_err(|e| e.to_string())),
                 #[cfg(feature = "glommio")]
-                Subject::Glommio(spin) => {
-                    rig.set(Mode::Interrupt, Duration::ZERO);
-                    crate::glommio_ref::rtt(o.cores, spin.map(Duration::from_micros), slice)
-                }
+                Subject::Glommio(spin) => rig
+                    .set(Mode::Interrupt, Duration::ZERO)
+                    .and_then(|()| crate::glommio_ref::rtt(o.cores, spin.map(Duration::from_micros), slice)),
                 #[cfg(not(feature = "glommio"))]
                 Subject::Glommio(_) => Err("built without the glommio feature".into()),
             };

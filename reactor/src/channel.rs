@@ -38,7 +38,7 @@ impl<T: Send> Sender<T> {
     /// is handed back; retry later or shed load), [`TrySendError::Stopped`]
     /// when the receiving reactor stopped or the channel closed.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        if self.inner.closed.load(Ordering::Acquire) {
+        if self.inner.closed.load(Ordering::Acquire) || self.inner.reactor.stop.load(Ordering::Acquire) {
             return Err(TrySendError::Stopped(item));
         }
         self.inner.queue.push(item).map_err(TrySendError::Full)?;

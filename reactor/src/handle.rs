@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::error::TrySendError;
+use crate::error::{ReactorError, TrySendError};
 use crate::mode::Mode;
 use crate::reactor::{Context, Message, Shared, duration_ns};
+use crate::reactors::MAX_IDLE_POLL;
 use crate::stats::StatsSnapshot;
 
 /// A cheap, cloneable, `Send + Sync` reference to one reactor.
@@ -75,10 +76,22 @@ impl ReactorHandle {
 
     /// Sets hybrid mode's spin window (`idle_poll_us`); read by the reactor on
     /// every iteration, so it takes effect at once.
-    pub fn set_idle_poll(&self, idle_poll: Duration) {
+    ///
+    /// # Errors
+    /// [`ReactorError::InvalidSetting`] above [`MAX_IDLE_POLL`] (1 s): a longer
+    /// spin is poll mode, and should be asked for as such.
+    pub fn set_idle_poll(&self, idle_poll: Duration) -> Result<(), ReactorError> {
+        if idle_poll > MAX_IDLE_POLL {
+            return Err(ReactorError::InvalidSetting {
+                field: "idle_poll_us",
+                value: idle_poll.as_micros().to_string(),
+                allowed: "0 to 1000000 microseconds",
+            });
+        }
         self.shared
             .idle_poll_ns
             .store(duration_ns(idle_poll), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Hybrid mode's spin window.

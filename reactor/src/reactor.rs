@@ -15,7 +15,8 @@
 //! Every fd stays registered, level-triggered, in every mode, so a mode
 //! switch cannot lose an event: it only changes how step 4 waits.
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ use crate::handle::ReactorHandle;
 use crate::mode::Mode;
 use crate::poller::{FdPoller, Interest, PollStatus, Poller, PollerId, Readiness};
 use crate::stats::{Counter, LocalStats, Stats};
-use crate::sys::{self, Doorbell, Epoll};
+use crate::sys::{Doorbell, Epoll};
 use crate::timer::{self, Deadlines, Target, TimerId};
 use crate::wake::WakeState;
 
@@ -101,6 +102,29 @@ impl Shared {
     }
 }
 
+struct StopOnExit(Arc<Shared>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Release);
+    }
+}
+
+/// `now + d`, or a deadline a century away when that overflows `Instant`
+/// (a timer that long is one that never fires).
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+fn entry_of(pollers: &mut [PollerSlot], id: PollerId) -> Result<&mut PollerEntry, ReactorError> {
+    match pollers.get_mut(id.index as usize) {
+        Some(slot) if slot.generation == id.generation => slot.entry.as_mut().ok_or(ReactorError::UnknownPoller),
+        _ => Err(ReactorError::UnknownPoller),
+    }
+}
+
 pub(crate) fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -119,10 +143,11 @@ impl Boxed {
     }
 }
 
-#[derive(Clone, Copy)]
 enum Source {
-    /// `fd` is owned by the poller, which the reactor owns while registered.
-    Fd { fd: RawFd, interest: Interest },
+    /// `fd` is the reactor's own duplicate of the poller's fd: the epoll
+    /// registration is made and removed through it, so it stays valid and
+    /// unique whatever the poller does with its own fd.
+    Fd { fd: OwnedFd, interest: Interest },
     /// `arm` changes on pause, resume and period change; stale deadlines are skipped.
     Period { period: Duration, arm: u32 },
 }
@@ -166,6 +191,7 @@ pub struct Context {
     free_timers: Vec<u32>,
     deadlines: Deadlines,
     channels: Vec<Option<Box<dyn ChannelDrain>>>,
+    free_channels: Vec<usize>,
     mode: Mode,
     local_mode_request: Option<Mode>,
     current: Option<PollerId>,
@@ -191,6 +217,7 @@ impl Context {
             free_timers: Vec::new(),
             deadlines: Deadlines::default(),
             channels: Vec::new(),
+            free_channels: Vec::new(),
             mode,
             local_mode_request: None,
             current: None,
@@ -249,13 +276,23 @@ impl Context {
 
     /// Registers a poller woken by its own fd with `interest` (level-triggered).
     ///
+    /// The reactor keeps a duplicate of the fd (one `fcntl(F_DUPFD_CLOEXEC)`)
+    /// and registers that, so the registration is the reactor's alone: it is
+    /// removed exactly when the poller is unregistered, and a poller that
+    /// replaces or closes its own fd cannot disturb another poller. The
+    /// connection the fd refers to therefore stays open until the poller is
+    /// unregistered.
+    ///
     /// # Errors
-    /// [`ReactorError::Io`] when epoll refuses the fd (for instance `EPERM`
-    /// for a regular file, `EEXIST` if it is registered already).
+    /// [`ReactorError::Io`] when the fd cannot be duplicated or epoll refuses
+    /// it (`EPERM` for a regular file).
     pub fn register_fd<P: FdPoller>(&mut self, poller: P, interest: Interest) -> Result<PollerId, ReactorError> {
-        let fd = poller.as_fd().as_raw_fd();
+        let fd = poller
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| ReactorError::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
         let id = self.alloc_poller();
-        if let Err(e) = self.epoll.add(poller.as_fd(), id.token(), interest.epoll_flags()) {
+        if let Err(e) = self.epoll.add(fd.as_fd(), id.token(), interest.epoll_flags()) {
             self.free_poller(id.index);
             return Err(ReactorError::io("epoll_ctl(ADD)", e));
         }
@@ -283,8 +320,8 @@ impl Context {
             source: Source::Period { period, arm: 0 },
             paused: false,
         });
-        self.deadlines.push(
-            Instant::now() + period,
+        self.push_deadline(
+            deadline_after(period),
             Target::Poller {
                 index: id.index,
                 generation: id.generation,
@@ -301,22 +338,20 @@ impl Context {
     /// # Errors
     /// [`ReactorError::UnknownPoller`], [`ReactorError::NotFdPoller`], or epoll's error.
     pub fn set_interest(&mut self, id: PollerId, interest: Interest) -> Result<(), ReactorError> {
-        let entry = self.entry_mut(id)?;
-        let Source::Fd { fd, interest: old } = entry.source else {
+        let epoll = &self.epoll;
+        let entry = entry_of(&mut self.pollers, id)?;
+        let Source::Fd { fd, interest: current } = &mut entry.source else {
             return Err(ReactorError::NotFdPoller);
         };
-        if old == interest {
+        if *current == interest {
             return Ok(());
         }
-        entry.source = Source::Fd { fd, interest };
         if !entry.paused {
-            // SAFETY: the poller that owns `fd` is owned by this reactor (in its
-            // slot, or on the stack of the runner while it runs), so `fd` is open.
-            let bfd = unsafe { sys::borrow(fd) };
-            self.epoll
-                .modify(bfd, id.token(), interest.epoll_flags())
+            epoll
+                .modify(fd.as_fd(), id.token(), interest.epoll_flags())
                 .map_err(|e| ReactorError::io("epoll_ctl(MOD)", e))?;
         }
+        *current = interest;
         Ok(())
     }
 
@@ -328,15 +363,15 @@ impl Context {
         if period.is_zero() {
             return Err(ReactorError::ZeroPeriod);
         }
-        let entry = self.entry_mut(id)?;
+        let entry = entry_of(&mut self.pollers, id)?;
         let Source::Period { arm, .. } = entry.source else {
             return Err(ReactorError::NotTimedPoller);
         };
         let arm = arm.wrapping_add(1);
         entry.source = Source::Period { period, arm };
         if !entry.paused {
-            self.deadlines.push(
-                Instant::now() + period,
+            self.push_deadline(
+                deadline_after(period),
                 Target::Poller {
                     index: id.index,
                     generation: id.generation,
@@ -351,88 +386,78 @@ impl Context {
     /// epoll set (so a hung-up fd cannot spin the reactor), its period stops.
     ///
     /// # Errors
-    /// [`ReactorError::UnknownPoller`], or epoll's error.
+    /// [`ReactorError::UnknownPoller`], or epoll's error (the poller then stays unpaused).
     pub fn pause(&mut self, id: PollerId) -> Result<(), ReactorError> {
-        let entry = self.entry_mut(id)?;
+        let epoll = &self.epoll;
+        let entry = entry_of(&mut self.pollers, id)?;
         if entry.paused {
             return Ok(());
         }
-        entry.paused = true;
-        match entry.source {
+        match &mut entry.source {
             Source::Fd { fd, .. } => {
-                self.armed_fd_pollers -= 1;
-                // SAFETY: as in `set_interest`, the owning poller keeps `fd` open.
-                let bfd = unsafe { sys::borrow(fd) };
-                self.epoll
-                    .delete(bfd)
+                epoll
+                    .delete(fd.as_fd())
                     .map_err(|e| ReactorError::io("epoll_ctl(DEL)", e))?;
+                self.armed_fd_pollers -= 1;
             }
-            Source::Period { period, arm } => {
-                entry.source = Source::Period {
-                    period,
-                    arm: arm.wrapping_add(1),
-                }
-            }
+            Source::Period { arm, .. } => *arm = arm.wrapping_add(1),
         }
+        entry.paused = true;
         Ok(())
     }
 
     /// Undoes [`pause`](Self::pause). A timed poller's next run is one period from now.
     ///
     /// # Errors
-    /// [`ReactorError::UnknownPoller`], or epoll's error.
+    /// [`ReactorError::UnknownPoller`], or epoll's error (the poller then stays paused).
     pub fn resume(&mut self, id: PollerId) -> Result<(), ReactorError> {
-        let entry = self.entry_mut(id)?;
+        let epoll = &self.epoll;
+        let entry = entry_of(&mut self.pollers, id)?;
         if !entry.paused {
             return Ok(());
         }
-        entry.paused = false;
-        match entry.source {
+        let deadline = match &entry.source {
             Source::Fd { fd, interest } => {
-                // SAFETY: as in `set_interest`, the owning poller keeps `fd` open.
-                let bfd = unsafe { sys::borrow(fd) };
-                self.epoll
-                    .add(bfd, id.token(), interest.epoll_flags())
+                epoll
+                    .add(fd.as_fd(), id.token(), interest.epoll_flags())
                     .map_err(|e| ReactorError::io("epoll_ctl(ADD)", e))?;
                 self.armed_fd_pollers += 1;
+                None
             }
-            Source::Period { period, arm } => {
-                self.deadlines.push(
-                    Instant::now() + period,
-                    Target::Poller {
-                        index: id.index,
-                        generation: id.generation,
-                        arm,
-                    },
-                );
-            }
+            Source::Period { period, arm } => Some((*period, *arm)),
+        };
+        entry.paused = false;
+        if let Some((period, arm)) = deadline {
+            self.push_deadline(
+                deadline_after(period),
+                Target::Poller {
+                    index: id.index,
+                    generation: id.generation,
+                    arm,
+                },
+            );
         }
         Ok(())
     }
 
     /// Removes a poller and drops it (after its current run, if it is the one
-    /// running). Its fd leaves the epoll set before the poller, which owns
-    /// it, is dropped.
+    /// running). Its fd leaves the epoll set, then the poller is dropped.
     ///
     /// # Errors
     /// [`ReactorError::UnknownPoller`] for a stale or foreign id.
     pub fn unregister(&mut self, id: PollerId) -> Result<(), ReactorError> {
-        self.entry_mut(id)?;
+        entry_of(&mut self.pollers, id)?;
         let slot = &mut self.pollers[id.index as usize];
         let Some(entry) = slot.entry.take() else {
             return Err(ReactorError::UnknownPoller);
         };
         slot.generation = slot.generation.wrapping_add(1);
-        if let Source::Fd { fd, .. } = entry.source
+        if let Source::Fd { fd, .. } = &entry.source
             && !entry.paused
         {
             self.armed_fd_pollers -= 1;
-            // SAFETY: the entry's poller (or the runner holding it) still owns `fd`;
-            // it is dropped only after this call.
-            let bfd = unsafe { sys::borrow(fd) };
-            // The fd may have been closed by the poller behind our back; the
-            // registration then vanished with it, which is what we want anyway.
-            let _ = self.epoll.delete(bfd);
+            // Our own duplicate is open, so this cannot hit another registration.
+            let _ = self.epoll.delete(fd.as_fd());
         }
         self.free_pollers.push(id.index);
         drop(entry);
@@ -440,9 +465,16 @@ impl Context {
     }
 
     fn entry_mut(&mut self, id: PollerId) -> Result<&mut PollerEntry, ReactorError> {
-        match self.pollers.get_mut(id.index as usize) {
-            Some(slot) if slot.generation == id.generation => slot.entry.as_mut().ok_or(ReactorError::UnknownPoller),
-            _ => Err(ReactorError::UnknownPoller),
+        entry_of(&mut self.pollers, id)
+    }
+
+    /// Pushes a deadline, compacting the heap when cancelled entries
+    /// outnumber the live sources four to one (so pause/resume or period
+    /// churn cannot grow it without bound while nothing falls due).
+    fn push_deadline(&mut self, at: Instant, target: Target) {
+        self.deadlines.push(at, target);
+        if self.deadlines.len() > 64 && self.deadlines.len() > 4 * (self.pollers.len() + self.timers.len()) {
+            self.compact_deadlines();
         }
     }
 
@@ -468,6 +500,8 @@ impl Context {
     }
 
     /// Runs one poller; false if the id is stale, paused, or of another kind.
+    /// A poller that panics is logged, counted and unregistered: a bug in one
+    /// connection must not take down every other one on this core.
     fn run_poller(&mut self, id: PollerId, ready: Readiness) -> bool {
         let Some(slot) = self.pollers.get_mut(id.index as usize) else {
             return false;
@@ -483,9 +517,18 @@ impl Context {
             return false;
         };
         let outer = self.current.replace(id);
-        let status = poller.poll(self, ready);
+        let result = catch_unwind(AssertUnwindSafe(|| poller.poll(self, ready)));
         self.current = outer;
         self.stats.add(Counter::PollerRuns, 1);
+        let status = match result {
+            Ok(status) => status,
+            Err(payload) => {
+                self.note_panic("poller", &*payload);
+                let _ = self.unregister(id);
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(poller)));
+                return true;
+            }
+        };
         // Put it back unless it was unregistered while running.
         if let Some(slot) = self.pollers.get_mut(id.index as usize)
             && slot.generation == id.generation
@@ -496,12 +539,22 @@ impl Context {
         status == PollStatus::Busy
     }
 
+    fn note_panic(&mut self, what: &str, payload: &(dyn std::any::Any + Send)) {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_string());
+        tracing::error!(core = self.core(), "a {what} panicked and was removed: {msg}");
+        self.stats.add(Counter::Panics, 1);
+    }
+
     // ---- timers ---------------------------------------------------------
 
     /// Runs `f` once, `delay` from now (0 = on the next loop iteration).
     pub fn timer_once(&mut self, delay: Duration, f: impl FnOnce(&mut Context) + 'static) -> TimerId {
         let id = self.alloc_timer(TimerFn::Once(Box::new(f)));
-        self.deadlines.push(Instant::now() + delay, id.into());
+        self.push_deadline(deadline_after(delay), id.into());
         id
     }
 
@@ -518,7 +571,7 @@ impl Context {
             return Err(ReactorError::ZeroPeriod);
         }
         let id = self.alloc_timer(TimerFn::Periodic(Box::new(f), period));
-        self.deadlines.push(Instant::now() + period, id.into());
+        self.push_deadline(deadline_after(period), id.into());
         Ok(id)
     }
 
@@ -589,10 +642,6 @@ impl Context {
                 }
             }
         }
-        // Lazily cancelled entries accumulate when timers are re-armed often.
-        if self.deadlines.len() > 64 && self.deadlines.len() > 4 * (self.pollers.len() + self.timers.len()) {
-            self.compact_deadlines();
-        }
         work
     }
 
@@ -609,10 +658,16 @@ impl Context {
                 slot.live = false;
                 slot.generation = slot.generation.wrapping_add(1);
                 self.free_timers.push(id.index);
-                f(self);
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+                    self.note_panic("timer", &*p);
+                }
             }
             Some(TimerFn::Periodic(mut f, period)) => {
-                f(self);
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+                    self.note_panic("periodic timer", &*p);
+                    self.cancel_timer(id);
+                    return true;
+                }
                 if let Some(slot) = self.timers.get_mut(id.index as usize)
                     && slot.generation == id.generation
                     && slot.live
@@ -646,7 +701,8 @@ impl Context {
     /// Creates a typed channel into this reactor: items sent on the returned
     /// [`Sender`] (from any thread) are handed to `handler` on this reactor,
     /// in order, with no allocation per item. `capacity` bounds the queue;
-    /// a full queue makes `try_send` return the item (back-pressure).
+    /// a full queue makes `try_send` return the item (back-pressure);
+    /// a capacity of 0 is taken as 1.
     /// The channel closes when every `Sender` is dropped and it is empty.
     pub fn channel<T: Send + 'static>(
         &mut self,
@@ -654,8 +710,10 @@ impl Context {
         handler: impl FnMut(&mut Context, T) + 'static,
     ) -> Sender<T> {
         let (tx, rx) = channel::new(capacity, self.shared.clone(), handler);
-        let slot = self.channels.iter().position(Option::is_none);
-        match slot {
+        // Only slots freed by closed channels are reused: an empty slot may
+        // also be a channel being drained right now (this call can come from
+        // its handler).
+        match self.free_channels.pop() {
             Some(i) => self.channels[i] = Some(rx),
             None => self.channels.push(Some(rx)),
         }
@@ -668,9 +726,19 @@ impl Context {
             let Some(mut ch) = self.channels[i].take() else {
                 continue;
             };
-            handled += ch.drain(self, MESSAGE_BATCH);
+            match catch_unwind(AssertUnwindSafe(|| ch.drain(self, MESSAGE_BATCH))) {
+                Ok(n) => handled += n,
+                Err(p) => {
+                    // Its handler may be half-updated: close the channel; senders get Stopped.
+                    self.note_panic("channel handler", &*p);
+                    ch.close();
+                    self.free_channels.push(i);
+                    continue;
+                }
+            }
             if ch.orphaned() {
                 ch.close();
+                self.free_channels.push(i);
             } else {
                 self.channels[i] = Some(ch);
             }
@@ -685,7 +753,9 @@ impl Context {
             let Some(Message(f)) = self.shared.inbox.pop() else {
                 break;
             };
-            f(self);
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+                self.note_panic("message", &*p);
+            }
             handled += 1;
         }
         self.stats.add(Counter::Messages, handled as u64);
@@ -726,6 +796,9 @@ impl Context {
     pub(crate) fn run(mut self) {
         let shared = self.shared.clone();
         shared.stats.attach_thread();
+        // If the loop itself unwinds (a reactor bug, not a handler's), senders
+        // must learn the reactor is gone instead of filling its queues.
+        let _guard = StopOnExit(shared.clone());
         let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENT_BATCH);
         let mut t_prev = Instant::now();
         let mut last_work = t_prev;
@@ -762,6 +835,8 @@ impl Context {
                 } else {
                     sleeping = true;
                     timeout = next.map(|d| d - t_sleep);
+                    // Readers must not see counters that lag by a whole sleep.
+                    shared.stats.publish(&self.stats);
                 }
             }
             if sleeping || self.armed_fd_pollers > 0 {

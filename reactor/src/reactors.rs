@@ -194,7 +194,13 @@ impl Reactors {
             h.request_stop();
         }
         let mut result = Ok(());
+        let me = std::thread::current().id();
         for (core, t) in self.threads.drain(..) {
+            if t.thread().id() == me {
+                // Dropped on one of its own reactors: that thread ends when this
+                // call returns to its loop, which sees the stop flag.
+                continue;
+            }
             if t.join().is_err() && result.is_ok() {
                 result = Err(ReactorError::Panicked { core });
             }

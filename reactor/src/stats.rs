@@ -40,10 +40,11 @@ pub(crate) enum Counter {
     PollerRuns,
     TimerRuns,
     ModeSwitches,
+    Panics,
 }
 
 impl Counter {
-    const COUNT: usize = 11;
+    const COUNT: usize = 12;
 }
 
 /// The owner's private copy; published to [`Stats`] once per loop iteration.
@@ -133,6 +134,7 @@ impl Stats {
             poller_runs: g(Counter::PollerRuns),
             timer_runs: g(Counter::TimerRuns),
             mode_switches: g(Counter::ModeSwitches),
+            panics: g(Counter::Panics),
         }
     }
 }
@@ -173,6 +175,9 @@ pub struct StatsSnapshot {
     pub timer_runs: u64,
     /// Mode changes applied.
     pub mode_switches: u64,
+    /// Pollers, messages, timers and channel handlers that panicked (each was
+    /// logged and removed; the reactor carried on).
+    pub panics: u64,
 }
 
 impl StatsSnapshot {
@@ -197,6 +202,7 @@ impl StatsSnapshot {
             poller_runs: d(self.poller_runs, earlier.poller_runs),
             timer_runs: d(self.timer_runs, earlier.timer_runs),
             mode_switches: d(self.mode_switches, earlier.mode_switches),
+            panics: d(self.panics, earlier.panics),
         }
     }
 

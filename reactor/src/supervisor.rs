@@ -360,18 +360,26 @@ impl SupervisorHandle {
     ///
     /// # Errors
     /// [`ReactorError::InvalidSetting`] before anything changes;
-    /// [`ReactorError::Io`] (`NotConnected`) once the reactors have stopped.
+    /// [`ReactorError::Io`]: `NotConnected` once the reactors have stopped,
+    /// `TimedOut` if the supervisor's reactor has not taken a request in 5 s.
     pub fn set_config(&self, config: SupervisorConfig) -> Result<(), ReactorError> {
         config.validate()?;
         let mut pending = Command::SetConfig(config);
-        // A full queue means a burst of setting changes; wait for room (a
-        // control-plane thread, never a reactor, calls this).
+        // A full queue means a burst of setting changes; wait a while for room
+        // (a control-plane thread, never a reactor, calls this).
+        let give_up = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             match self.tx.try_send(pending) {
                 Ok(()) => return Ok(()),
-                Err(TrySendError::Full(c)) => {
+                Err(TrySendError::Full(c)) if std::time::Instant::now() < give_up => {
                     pending = c;
                     std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TrySendError::Full(_)) => {
+                    return Err(ReactorError::io(
+                        "supervisor",
+                        std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    ));
                 }
                 Err(TrySendError::Stopped(_)) => {
                     return Err(ReactorError::io(
@@ -478,6 +486,7 @@ mod tests {
                     poller_runs: 0,
                     timer_runs: 0,
                     mode_switches: 0,
+                    panics: 0,
                 },
             }
         }

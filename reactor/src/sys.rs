@@ -5,7 +5,7 @@
 //! doorbells); nothing here knows about pollers or modes.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::event::{EventfdFlags, epoll, eventfd};
@@ -121,13 +121,4 @@ pub(crate) fn read_cpu_clock(id: libc::clockid_t) -> Option<u64> {
     // clock_gettime fail with EINVAL, it does not touch freed memory.
     let rc = unsafe { libc::clock_gettime(id, &mut ts) };
     (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
-}
-
-/// Raw fd helper for the fds the reactor keeps registered on behalf of pollers.
-///
-/// # Safety
-/// `fd` must stay open for as long as the returned value is used.
-pub(crate) unsafe fn borrow(fd: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: forwarded to the caller.
-    unsafe { BorrowedFd::borrow_raw(fd) }
 }

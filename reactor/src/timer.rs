@@ -85,8 +85,12 @@ impl Deadlines {
 /// `now`: one period later, or one period after `now` when the reactor fell
 /// more than a period behind (missed periods are skipped, not replayed).
 pub(crate) fn next_period(due: Instant, period: Duration, now: Instant) -> Instant {
-    let next = due + period;
-    if next <= now { now + period } else { next }
+    match due.checked_add(period) {
+        Some(next) if next > now => next,
+        _ => now
+            .checked_add(period)
+            .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400)),
+    }
 }
 
 #[cfg(test)]

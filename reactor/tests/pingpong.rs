@@ -60,7 +60,8 @@ fn deliver(cx: &mut Context, seq: u64, sent: Instant, state: Arc<State>) {
         cx.set_mode(mode);
         // Short spin windows make hybrid fall asleep between messages too.
         cx.handle()
-            .set_idle_poll(Duration::from_micros([0, 3, 20, 200][(r >> 16) as usize % 4]));
+            .set_idle_poll(Duration::from_micros([0, 3, 20, 200][(r >> 16) as usize % 4]))
+            .unwrap();
         state.switches_requested.fetch_add(1, Ordering::Relaxed);
     }
     if r.is_multiple_of(13) {

@@ -176,7 +176,7 @@ fn fd_poller_wakes_a_sleeping_reactor() {
     for mode in [Mode::Interrupt, Mode::Hybrid] {
         let reactors = common::start(1, mode);
         let h = &reactors.handles()[0];
-        h.set_idle_poll(Duration::from_micros(50));
+        h.set_idle_poll(Duration::from_micros(50)).unwrap();
         let efd = Arc::new(new_eventfd());
         let (tx, rx) = mpsc::channel::<Instant>();
         let poller_fd = efd.try_clone().unwrap();
@@ -449,15 +449,209 @@ fn shutdown_stops_sleeping_reactors_and_reports_panics() {
     reactors.shutdown().unwrap();
     assert!(t.elapsed() < SECOND * 5);
     assert!(matches!(h.try_send(|_| {}), Err(TrySendError::Stopped(_))));
+}
 
+#[test]
+fn panics_in_handlers_are_contained_and_counted() {
     let reactors = common::start(1, Mode::Interrupt);
-    let core = reactors.handles()[0].core();
-    reactors.handles()[0].try_send(|_| panic!("poller bug")).unwrap();
+    let h = &reactors.handles()[0];
+    h.try_send(|_| panic!("message bug")).unwrap();
+    assert!(
+        wait_until(SECOND * 5, || h.stats().panics == 1),
+        "message panic counted"
+    );
+    // A panicking fd poller is unregistered; its fd leaves the epoll set.
+    let efd = Arc::new(new_eventfd());
+    let fd2 = efd.try_clone().unwrap();
+    on(h, move |cx| {
+        let p = FdSource::new(fd2, |_: &mut Context, _: &mut OwnedFd, _| -> PollStatus {
+            panic!("poller bug")
+        });
+        cx.register_fd(p, Interest::READABLE).unwrap();
+        cx.timer_once(Duration::ZERO, |_| panic!("timer bug"));
+    });
+    ring(&efd);
+    assert!(
+        wait_until(SECOND * 5, || h.stats().panics == 3),
+        "poller and timer panics counted: {}",
+        h.stats().panics
+    );
+    // A channel whose handler panics is closed.
+    let tx = on(h, |cx| {
+        cx.channel(4, |_: &mut Context, v: u32| assert!(v < 5, "channel bug"))
+    });
+    tx.try_send(9).unwrap();
+    assert!(
+        wait_until(SECOND * 5, || h.stats().panics == 4),
+        "panics counted: {}",
+        h.stats().panics
+    );
+    assert!(wait_until(SECOND, || matches!(
+        tx.try_send(1),
+        Err(TrySendError::Stopped(1))
+    )));
+    // The reactor carries on, and sleeps: the ready eventfd no longer wakes it.
+    assert_eq!(on(h, |cx| cx.core()), h.core());
+    let a = h.stats();
     std::thread::sleep(Duration::from_millis(50));
-    match reactors.shutdown() {
-        Err(ReactorError::Panicked { core: c }) => assert_eq!(c, core),
-        other => panic!("expected Panicked, got {other:?}"),
-    }
+    assert!(h.stats().loops - a.loops < 20, "reactor spins on a removed poller's fd");
+    reactors.shutdown().unwrap();
+}
+
+#[test]
+fn huge_durations_do_not_overflow() {
+    let reactors = common::start(1, Mode::Interrupt);
+    let h = &reactors.handles()[0];
+    on(h, |cx| {
+        cx.timer_once(Duration::MAX, |_| panic!("fired"));
+        cx.timer_periodic(Duration::MAX, |_| panic!("fired")).unwrap();
+        let id = cx
+            .register_timed(Duration::MAX, |_: &mut Context, _| PollStatus::Idle)
+            .unwrap();
+        cx.set_period(id, Duration::MAX).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(h.stats().panics, 0);
+    assert!(h.set_idle_poll(Duration::MAX).is_err());
+    assert!(h.set_idle_poll(Duration::from_secs(1)).is_ok());
+    reactors.shutdown().unwrap();
+}
+
+#[test]
+fn a_channel_made_inside_a_channel_handler_works() {
+    let reactors = common::start(1, Mode::Interrupt);
+    let h = &reactors.handles()[0];
+    let (back_tx, back_rx) = mpsc::channel();
+    let got = Arc::new(AtomicU64::new(0));
+    let g = got.clone();
+    let outer = on(h, move |cx| {
+        cx.channel(4, move |cx: &mut Context, ()| {
+            let g = g.clone();
+            let inner = cx.channel(4, move |_: &mut Context, v: u64| {
+                g.fetch_add(v, Ordering::Relaxed);
+            });
+            back_tx.send(inner).unwrap();
+        })
+    });
+    outer.try_send(()).unwrap();
+    let inner = back_rx.recv_timeout(SECOND * 5).unwrap();
+    inner.try_send(5).unwrap();
+    outer.try_send(()).unwrap();
+    let inner2 = back_rx.recv_timeout(SECOND * 5).unwrap();
+    inner2.try_send(7).unwrap();
+    assert!(
+        wait_until(SECOND * 5, || got.load(Ordering::Relaxed) == 12),
+        "got {}",
+        got.load(Ordering::Relaxed)
+    );
+    reactors.shutdown().unwrap();
+}
+
+#[test]
+fn pollers_sharing_a_file_or_swapping_their_fd_stay_independent() {
+    let reactors = common::start(1, Mode::Interrupt);
+    let h = &reactors.handles()[0];
+    let efd = Arc::new(new_eventfd());
+    let (a_runs, b_runs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (a2, b2, fa, fb) = (a_runs.clone(), b_runs.clone(), efd.clone(), efd.clone());
+    let (a, b) = on(h, move |cx| {
+        // Two pollers on the same eventfd; the second drains it.
+        let a = cx
+            .register_fd(
+                FdSource::new(fa, move |_: &mut Context, _: &mut Arc<OwnedFd>, _| {
+                    a2.fetch_add(1, Ordering::Relaxed);
+                    PollStatus::Idle
+                }),
+                Interest::READABLE,
+            )
+            .unwrap();
+        cx.pause(a).unwrap();
+        let b = cx
+            .register_fd(
+                FdSource::new(fb, move |_: &mut Context, fd: &mut Arc<OwnedFd>, _| {
+                    b2.fetch_add(1, Ordering::Relaxed);
+                    PollStatus::from_work(drain(fd))
+                }),
+                Interest::READABLE,
+            )
+            .unwrap();
+        cx.resume(a).unwrap();
+        (a, b)
+    });
+    ring(&efd);
+    assert!(wait_until(SECOND * 5, || b_runs.load(Ordering::Relaxed) == 1));
+    on(h, move |cx| cx.unregister(a).unwrap());
+    ring(&efd);
+    assert!(
+        wait_until(SECOND * 5, || b_runs.load(Ordering::Relaxed) == 2),
+        "unregistering A left B registered"
+    );
+    on(h, move |cx| cx.unregister(b).unwrap());
+
+    // A poller that swaps its own fd (closing the one it registered) cannot
+    // disturb a later poller that is handed the same fd number.
+    let e1 = new_eventfd();
+    let e1_ring = e1.try_clone().unwrap();
+    let swapped = Arc::new(AtomicU64::new(0));
+    let s2 = swapped.clone();
+    let x = on(h, move |cx| {
+        cx.register_fd(
+            FdSource::new(e1, move |_: &mut Context, fd: &mut OwnedFd, _| {
+                drain(fd);
+                *fd = new_eventfd(); // closes the registered fd
+                s2.fetch_add(1, Ordering::Relaxed);
+                PollStatus::Busy
+            }),
+            Interest::READABLE,
+        )
+        .unwrap()
+    });
+    ring(&e1_ring);
+    assert!(wait_until(SECOND * 5, || swapped.load(Ordering::Relaxed) == 1));
+    let f = Arc::new(new_eventfd());
+    let (y_runs, y2, ff) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), f.clone());
+    let y2c = y2.clone();
+    let y = on(h, move |cx| {
+        cx.register_fd(
+            FdSource::new(ff, move |_: &mut Context, fd: &mut Arc<OwnedFd>, _| {
+                y2c.fetch_add(1, Ordering::Relaxed);
+                PollStatus::from_work(drain(fd))
+            }),
+            Interest::READABLE,
+        )
+        .unwrap()
+    });
+    let _ = y_runs;
+    on(h, move |cx| cx.unregister(x).unwrap());
+    ring(&f);
+    assert!(
+        wait_until(SECOND * 5, || y2.load(Ordering::Relaxed) == 1),
+        "Y lost its registration"
+    );
+    // X's old file stays quiet after X is gone: ringing it wakes nobody.
+    ring(&e1_ring);
+    let a = h.stats();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(h.stats().loops - a.loops < 20, "a stale registration spins the reactor");
+    on(h, move |cx| cx.unregister(y).unwrap());
+    reactors.shutdown().unwrap();
+}
+
+#[test]
+fn dropping_the_set_on_its_own_reactor_does_not_deadlock() {
+    let reactors = common::start(1, Mode::Interrupt);
+    let h = reactors.handles()[0].clone();
+    let (tx, rx) = mpsc::channel();
+    h.try_send(move |_| {
+        drop(reactors);
+        tx.send(()).unwrap();
+    })
+    .unwrap();
+    rx.recv_timeout(SECOND * 5).expect("drop returned");
+    assert!(wait_until(SECOND * 5, || matches!(
+        h.try_send(|_| {}),
+        Err(TrySendError::Stopped(_))
+    )));
 }
 
 #[test]

@@ -41,20 +41,20 @@ struct ReactorBenchArgs {
     /// Two CPUs to run on, e.g. `0,1` (default: the first two usable CPUs).
     #[arg(long, value_parser = parse_cores)]
     cores: Option<CoreList>,
-    /// Round-trip measuring time per configuration, ms (split over --rounds).
-    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    /// Round-trip measuring time per configuration, ms (10 to 600000; split over --rounds).
+    #[arg(long, default_value_t = 1500, allow_negative_numbers = true, value_parser = ranged(10, 600_000))]
     rtt_ms: u64,
-    /// Rounds alternating the configurations (A B A B).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
-    rounds: u32,
-    /// Idle-CPU window, s.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    /// Rounds alternating the configurations (A B A B), 1 to 100.
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = ranged(1, 100))]
+    rounds: u64,
+    /// Idle-CPU window, s (1 to 3600).
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = ranged(1, 3600))]
     idle_secs: u64,
-    /// fd wake samples per configuration.
-    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    wake_samples: u32,
-    /// Hybrid spin windows to measure, us (comma-separated, each 0 to 1000000).
-    #[arg(long, value_delimiter = ',', default_values_t = [10u64, 50, 200, 1000], value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    /// fd wake samples per configuration (1 to 1000000).
+    #[arg(long, default_value_t = 400, allow_negative_numbers = true, value_parser = ranged(1, 1_000_000))]
+    wake_samples: u64,
+    /// Hybrid spin windows to measure, us (comma-separated, each 0 to 10000).
+    #[arg(long, value_delimiter = ',', default_values_t = [10u64, 50, 200, 1000], allow_negative_numbers = true, value_parser = ranged(0, 10_000))]
     idle_poll_us: Vec<u64>,
     /// Skip the glommio reference.
     #[arg(long)]
@@ -62,6 +62,14 @@ struct ReactorBenchArgs {
     /// Print a JSON array (one object per configuration) instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// A parser for an integer in `min..=max` whose error states the range.
+pub(crate) fn ranged(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.trim().parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(format!("must be an integer from {min} to {max}")),
+    }
 }
 
 fn parse_cores(s: &str) -> Result<CoreList, String> {
@@ -74,9 +82,9 @@ fn bench_reactor(a: ReactorBenchArgs) -> Result<(), String> {
         o = o.with_cores(c).map_err(|e| format!("--cores: {e}"))?;
     }
     o.rtt = Duration::from_millis(a.rtt_ms);
-    o.rounds = a.rounds;
+    o.rounds = a.rounds as u32;
     o.idle = Duration::from_secs(a.idle_secs);
-    o.wake_samples = a.wake_samples;
+    o.wake_samples = a.wake_samples as u32;
     o.idle_poll_us = a.idle_poll_us;
     o.glommio &= !a.no_glommio;
     let est = o.rtt.as_secs_f64() * 10.0

@@ -25,7 +25,7 @@ pub struct TargetArgs {
     #[arg(long = "null-bdev", value_name = "NAME:SIZE", value_parser = parse_bdev_spec)]
     null_bdev: Vec<(String, u64)>,
     /// Block size of the bdevs, bytes: 512 or 4096.
-    #[arg(long, default_value_t = 512, value_parser = parse_block_size)]
+    #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = parse_block_size)]
     block_size: u32,
     /// The subsystem NQN.
     #[arg(long, default_value = "nqn.2024-01.io.lull:vol0")]
@@ -49,13 +49,13 @@ pub struct TargetArgs {
     #[arg(long, value_parser = parse_cores)]
     cores: Option<CoreList>,
     /// Hybrid spin window after the last work, us (0 to 1000000).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = crate::ranged(0, 1_000_000))]
     idle_poll_us: u64,
     /// In-capsule data accepted on I/O queues, bytes (0 to 131072, multiple of 16).
-    #[arg(long, default_value_t = 8192, value_parser = parse_in_capsule)]
+    #[arg(long, default_value_t = 8192, allow_negative_numbers = true, value_parser = parse_in_capsule)]
     in_capsule_data: u32,
     /// MAXH2CDATA advertised, bytes (4096 to 1048576, multiple of 4).
-    #[arg(long, default_value_t = 131072, value_parser = parse_maxh2cdata)]
+    #[arg(long, default_value_t = 131072, allow_negative_numbers = true, value_parser = parse_maxh2cdata)]
     max_h2c_data: u32,
     /// Refuse header digests (granted when a host asks, by default).
     #[arg(long)]

@@ -34,7 +34,10 @@ pub fn target(mode: Mode) -> Tgt {
     let usable = CoreList::usable().unwrap();
     let cores: Vec<usize> = usable.cores().iter().copied().take(2).collect();
     let reactors = Reactors::start(ReactorConfig::new(CoreList::try_from(cores).unwrap()).mode(mode)).unwrap();
-    let target = Target::new(TargetQueueConfig { io_in_capsule_data: 4096, ..Default::default() });
+    let target = Target::new(TargetQueueConfig {
+        io_in_capsule_data: 4096,
+        ..Default::default()
+    });
     let mut s = Subsystem::new(SUBNQN, "SN0001", "lull test").unwrap();
     s.hosts = vec![HOSTNQN.into(), OTHER_HOST.into()];
     let ram: Arc<dyn Bdev> = Arc::new(RamBdev::new("Ram0", NS1_BLOCKS * 512, 512).unwrap());
@@ -60,7 +63,12 @@ pub struct Pdu {
 
 impl Pdu {
     pub fn cqe(&self) -> Cqe {
-        assert_eq!(self.ch.pdu_type, PduType::CapsuleResp as u8, "expected CapsuleResp, got {:?}", self.ch);
+        assert_eq!(
+            self.ch.pdu_type,
+            PduType::CapsuleResp as u8,
+            "expected CapsuleResp, got {:?}",
+            self.ch
+        );
         Cqe::parse(&self.bytes[8..24]).unwrap()
     }
     pub fn data_header(&self) -> DataHeader {
@@ -79,7 +87,27 @@ impl Host {
         let s = TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Host { s, d: Digests::default(), cid: 0 }
+        Host {
+            s,
+            d: Digests::default(),
+            cid: 0,
+        }
+    }
+
+    /// Connects with SO_RCVBUF set before the handshake (so the window is small from the start).
+    pub fn connect_small_rcvbuf(addr: SocketAddr, size: usize) -> Host {
+        use rustix::net::{AddressFamily, SocketType, ipproto, socket, sockopt};
+        let fd = socket(AddressFamily::INET, SocketType::STREAM, Some(ipproto::TCP)).unwrap();
+        sockopt::set_socket_recv_buffer_size(&fd, size).unwrap();
+        rustix::net::connect(&fd, &addr).unwrap();
+        let s = TcpStream::from(fd);
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Host {
+            s,
+            d: Digests::default(),
+            cid: 0,
+        }
     }
 
     pub fn send(&mut self, b: &[u8]) {
@@ -121,9 +149,17 @@ impl Host {
     /// Expects exactly one C2HTermReq with FES/FEI, then the connection closed within 1 s.
     pub fn expect_fatal(&mut self, fes: u16, fei: u32) {
         let p = self.recv().expect("a C2HTermReq");
-        assert_eq!(p.ch.pdu_type, PduType::C2HTermReq as u8, "expected C2HTermReq, got {:?}", p.ch);
+        assert_eq!(
+            p.ch.pdu_type,
+            PduType::C2HTermReq as u8,
+            "expected C2HTermReq, got {:?}",
+            p.ch
+        );
         assert!((24..=152).contains(&p.bytes.len()));
-        let got = (u16::from_le_bytes([p.bytes[8], p.bytes[9]]), u32::from_le_bytes(p.bytes[10..14].try_into().unwrap()));
+        let got = (
+            u16::from_le_bytes([p.bytes[8], p.bytes[9]]),
+            u32::from_le_bytes(p.bytes[10..14].try_into().unwrap()),
+        );
         assert_eq!(got, (fes, fei), "FES/FEI");
         self.expect_closed(Duration::from_secs(1));
     }
@@ -143,8 +179,14 @@ impl Host {
         let pdo = if data.is_empty() { 0 } else { 72 + hd };
         let mut b = vec![0u8; 72];
         let f = if hd > 0 { flags::HDGSTF } else { 0 } | if dd > 0 { flags::DDGSTF } else { 0 };
-        CommonHeader { pdu_type: 4, flags: f, hlen: 72, pdo: pdo as u8, plen: (72 + hd + data.len() + dd) as u32 }
-            .write(&mut b);
+        CommonHeader {
+            pdu_type: 4,
+            flags: f,
+            hlen: 72,
+            pdo: pdo as u8,
+            plen: (72 + hd + data.len() + dd) as u32,
+        }
+        .write(&mut b);
         b[8..72].copy_from_slice(&sqe.0);
         if hd > 0 {
             let c = crc32c(&b[..72]);
@@ -167,9 +209,18 @@ impl Host {
         let cid = self.next_cid();
         sqe.set_cid(cid);
         if !data.is_empty() && sqe.sgl1().id == 0 {
-            sqe.set_sgl1(Sgl { address: 0, length: data.len() as u32, id: sgl_id::DATA_BLOCK_OFFSET });
+            sqe.set_sgl1(Sgl {
+                address: 0,
+                length: data.len() as u32,
+                id: sgl_id::DATA_BLOCK_OFFSET,
+            });
         }
-        let b = self.capsule_bytes(&sqe, data);
+        let in_capsule = if sqe.sgl1().id == sgl_id::DATA_BLOCK_OFFSET {
+            data
+        } else {
+            &[][..]
+        };
+        let b = self.capsule_bytes(&sqe, in_capsule);
         self.send(&b);
         let mut read = Vec::new();
         loop {
@@ -193,7 +244,12 @@ impl Host {
                     lull_transport::pdu::encode_data_pdu(
                         &mut v,
                         PduType::H2CData,
-                        DataHeader { cccid: cid, ttag: h.ttag, datao: h.datao, datal: 0 },
+                        DataHeader {
+                            cccid: cid,
+                            ttag: h.ttag,
+                            datao: h.datao,
+                            datal: 0,
+                        },
                         part,
                         flags::LAST_PDU,
                         self.d,
@@ -213,13 +269,31 @@ impl Host {
 
     pub fn connect_sqe(qid: u16, sqsize: u16, kato: u32, len: u32, id: u8) -> Sqe {
         let mut sqe = Sqe([0; 64]);
-        ConnectCmd { recfmt: 0, qid, sqsize, cattr: 0, kato }.write(&mut sqe);
-        sqe.set_sgl1(Sgl { address: 0, length: len, id });
+        ConnectCmd {
+            recfmt: 0,
+            qid,
+            sqsize,
+            cattr: 0,
+            kato,
+        }
+        .write(&mut sqe);
+        sqe.set_sgl1(Sgl {
+            address: 0,
+            length: len,
+            id,
+        });
         sqe
     }
 
     pub fn connect_data(subnqn: &str, hostnqn: &str, cntlid: u16) -> Vec<u8> {
-        ConnectData { hostid: [7; 16], cntlid, subnqn: subnqn.into(), hostnqn: hostnqn.into() }.encode().to_vec()
+        ConnectData {
+            hostid: [7; 16],
+            cntlid,
+            subnqn: subnqn.into(),
+            hostnqn: hostnqn.into(),
+        }
+        .encode()
+        .to_vec()
     }
 
     /// Fabrics Connect; returns the CQE.
@@ -256,7 +330,11 @@ impl Host {
 
     /// An I/O queue of controller `cntlid`.
     pub fn io(addr: SocketAddr, dgst: u8, cntlid: u16) -> Host {
-        let mut h = Host::connect(addr);
+        Self::io_on(Host::connect(addr), dgst, cntlid)
+    }
+
+    /// An I/O queue of controller `cntlid` on an already connected socket.
+    pub fn io_on(mut h: Host, dgst: u8, cntlid: u16) -> Host {
         h.icreq(dgst);
         let c = h.fabric_connect(1, SUBNQN, HOSTNQN, cntlid, 0);
         assert!(c.status.is_success(), "I/O Connect: {}", c.status);
@@ -270,12 +348,20 @@ impl Host {
         sqe.set_cdw(10, slba as u32);
         sqe.set_cdw(11, (slba >> 32) as u32);
         sqe.set_cdw(12, nlb - 1);
-        sqe.set_sgl1(Sgl { address: 0, length: len, id });
+        sqe.set_sgl1(Sgl {
+            address: 0,
+            length: len,
+            id,
+        });
         sqe
     }
 
     pub fn write(&mut self, slba: u64, data: &[u8]) -> Cqe {
-        let id = if data.len() <= 4096 { sgl_id::DATA_BLOCK_OFFSET } else { sgl_id::TRANSPORT_DATA_BLOCK };
+        let id = if data.len() <= 4096 {
+            sgl_id::DATA_BLOCK_OFFSET
+        } else {
+            sgl_id::TRANSPORT_DATA_BLOCK
+        };
         let sqe = Self::rw_sqe(0x01, 1, slba, (data.len() / 512) as u32, data.len() as u32, id);
         self.command(sqe, data).1
     }
@@ -293,4 +379,50 @@ pub fn discovery_nqn() -> &'static str {
 /// Open fds of this process (for leak checks).
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Polls `cond` for up to 5 s.
+pub fn wait(mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}
+
+/// A healthy queue pair doing 4 KiB verified writes and reads, for checking
+/// that faults on other connections leave it alone.
+pub struct Healthy {
+    _admin: Host,
+    pub io: Host,
+    n: u64,
+}
+
+impl Healthy {
+    pub fn new(t: &Tgt) -> Self {
+        let (admin, cntlid) = Host::admin(t.addr, 0, SUBNQN, 0);
+        let io = Host::io(t.addr, 0, cntlid);
+        Healthy {
+            _admin: admin,
+            io,
+            n: 0,
+        }
+    }
+
+    pub fn check(&mut self) {
+        self.n += 1;
+        let data: Vec<u8> = (0..4096u32).map(|i| (i as u64 ^ self.n) as u8).collect();
+        let t = Instant::now();
+        assert!(self.io.write(self.n % 1000 * 8, &data).status.is_success());
+        let (back, c) = self.io.read(self.n % 1000 * 8, 8);
+        assert!(c.status.is_success() && back == data, "healthy connection corrupted");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "healthy connection stalled {:?}",
+            t.elapsed()
+        );
+    }
 }

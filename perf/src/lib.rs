@@ -2,13 +2,17 @@
 //!
 //! [`reactor_bench`] compares the reactor's modes side by side in one process
 //! (cross-core message round trip, fd wake latency, idle CPU), with raw
-//! eventfd/spin baselines and glommio's executors as references.
+//! eventfd/spin baselines and glommio's executors as references;
+//! [`target_bench`] drives the NVMe/TCP target in each mode from a load
+//! generator ([`nvmf_client`]) on another core.
 
 mod affinity;
 mod baseline;
 #[cfg(feature = "glommio")]
 mod glommio_ref;
 mod latency;
+pub mod nvmf_client;
 pub mod reactor_bench;
+pub mod target_bench;
 
 pub use latency::Latency;

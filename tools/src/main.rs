@@ -34,6 +34,27 @@ enum Bench {
     ///
     /// Example: lull bench reactor --cores 2,3 --json
     Reactor(ReactorBenchArgs),
+    /// The NVMe/TCP target in each reactor mode against a load generator on
+    /// another core: IOPS, latency and target CPU, then idle CPU.
+    ///
+    /// Example: lull bench target --time 5 --json
+    Target(TargetBenchArgs),
+}
+
+#[derive(Args)]
+struct TargetBenchArgs {
+    /// Two CPUs: the target's reactor, then the load generator, e.g. `0,1`.
+    #[arg(long, value_parser = parse_cores)]
+    cores: Option<CoreList>,
+    /// Measuring time per workload, s (1 to 3600).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = ranged(1, 3600))]
+    time: u64,
+    /// Idle window with connections open, s (1 to 3600).
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = ranged(1, 3600))]
+    idle_secs: u64,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -106,6 +127,40 @@ fn bench_reactor(a: ReactorBenchArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn bench_target(a: TargetBenchArgs) -> Result<(), String> {
+    let mut o = lull_perf::target_bench::TargetBenchOptions::for_this_machine()?;
+    if let Some(c) = &a.cores {
+        c.validate_online().map_err(|e| format!("--cores: {e}"))?;
+        match c.cores() {
+            [t, l] => {
+                o.target_core = *t;
+                o.client_core = *l;
+                o.pinned = true;
+            }
+            _ => {
+                return Err(format!(
+                    "--cores {c}: give exactly two CPUs, the target's then the load generator's"
+                ));
+            }
+        }
+    }
+    o.time = Duration::from_secs(a.time);
+    o.idle = Duration::from_secs(a.idle_secs);
+    eprintln!(
+        "lull bench target: target on CPU {}, load generator on CPU {}{}",
+        o.target_core,
+        o.client_core,
+        if o.pinned { "" } else { " (one CPU: unpinned)" }
+    );
+    let rows = lull_perf::target_bench::run(&o, |s| eprintln!("  {s}"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", lull_perf::target_bench::table(&rows));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LULL_LOG").unwrap_or_else(|_| "warn".into()))
@@ -114,6 +169,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(Bench::Reactor(a)) => bench_reactor(a),
+        Command::Bench(Bench::Target(a)) => bench_target(a),
         Command::Target(a) => target_cmd::run(a),
     };
     match result {

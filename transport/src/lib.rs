@@ -5,13 +5,16 @@
 //! - [`fabrics`]: Connect, Property Get/Set, Disconnect;
 //! - [`target`]: the controller side of one queue pair as a state machine,
 //!   fed bytes and yielding commands, bytes to send and errors;
+//! - [`host`]: the host side of one queue pair, as a state machine;
 //! - [`conn`]: the glue that drives a target queue from a reactor's fd pollers.
 //!
 //! Except for `conn`, nothing here touches a socket or a clock (the quinn-proto style): every
 //! protocol path is tested with byte vectors, and fuzzed.
 
+mod buf;
 pub mod conn;
 pub mod fabrics;
+pub mod host;
 pub mod nvme;
 pub mod pdu;
 pub mod target;

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 
+use crate::buf::{RecvBuf, SendBuf};
 use crate::fabrics::fctype;
 use crate::nvme::{Cqe, SQE_LEN, Sqe, Status, admin_opc, sgl_id, status};
 use crate::pdu::{
@@ -144,10 +145,8 @@ pub struct TargetQueue {
     outstanding: HashMap<u16, ()>,
     /// TTAG = index; `None` when free.
     transfers: Vec<Option<Transfer>>,
-    recv: Vec<u8>,
-    rpos: usize,
-    send: Vec<u8>,
-    spos: usize,
+    recv: RecvBuf,
+    send: SendBuf,
     commands: Vec<Command>,
     events: Vec<QueueEvent>,
 }
@@ -172,10 +171,8 @@ impl TargetQueue {
             sq_flow_control_disabled: false,
             outstanding: HashMap::new(),
             transfers: Vec::new(),
-            recv: Vec::new(),
-            rpos: 0,
-            send: Vec::new(),
-            spos: 0,
+            recv: RecvBuf::default(),
+            send: SendBuf::default(),
             commands: Vec::new(),
             events: Vec::new(),
         }
@@ -222,25 +219,14 @@ impl TargetQueue {
     /// A buffer of at least `want` bytes to read socket data into; follow
     /// with [`received`](Self::received) and the count read.
     pub fn recv_buffer(&mut self, want: usize) -> &mut [u8] {
-        if self.rpos > 0 && (self.rpos == self.recv.len() || self.rpos > 64 * 1024) {
-            self.recv.drain(..self.rpos);
-            self.rpos = 0;
-        }
-        let len = self.recv.len();
-        self.recv.resize(len + want, 0);
-        &mut self.recv[len..]
+        self.recv.space(want)
     }
 
     /// Commits `n` bytes read into the last [`recv_buffer`](Self::recv_buffer).
     pub fn received(&mut self, want: usize, n: usize) {
-        let len = self.recv.len();
         // A terminated queue parses nothing more, so it keeps nothing more.
-        let keep = if self.state == State::Terminated {
-            0
-        } else {
-            n.min(want)
-        };
-        self.recv.truncate(len - want + keep);
+        let keep = self.state != State::Terminated;
+        self.recv.commit(want, n, keep);
     }
 
     /// Feeds bytes directly (tests, fuzzing).
@@ -251,7 +237,7 @@ impl TargetQueue {
 
     /// Bytes received and not yet parsed.
     pub fn buffered(&self) -> usize {
-        self.recv.len() - self.rpos
+        self.recv.len()
     }
 
     /// Parses every complete PDU received so far. Commands ready to run are
@@ -268,12 +254,11 @@ impl TargetQueue {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err((err, header_len)) => {
-                    let end = (self.rpos + header_len.min(TERM_REQ_MAX_PLEN - 24)).min(self.recv.len());
-                    let header = self.recv[self.rpos..end].to_vec();
-                    crate::pdu::encode_term_req(&mut self.send, PduType::C2HTermReq, err, &header);
+                    let avail = self.recv.avail();
+                    let header = avail[..header_len.min(TERM_REQ_MAX_PLEN - 24).min(avail.len())].to_vec();
+                    crate::pdu::encode_term_req(&mut self.send.out, PduType::C2HTermReq, err, &header);
                     self.state = State::Terminated;
                     self.recv.clear();
-                    self.rpos = 0;
                     return Err(err);
                 }
             }
@@ -294,7 +279,7 @@ impl TargetQueue {
     /// Tries to parse one PDU. `Ok(false)`: not enough bytes yet.
     /// `Err((error, bytes of header to copy into the TermReq))`.
     fn next_pdu(&mut self) -> Result<bool, (FatalError, usize)> {
-        let avail = &self.recv[self.rpos..];
+        let avail = self.recv.avail();
         let Some(ch) = CommonHeader::parse(avail) else {
             return Ok(false);
         };
@@ -321,8 +306,8 @@ impl TargetQueue {
         if avail.len() < plen {
             return Ok(false);
         }
-        let pdu = self.recv[self.rpos..self.rpos + plen].to_vec();
-        self.rpos += plen;
+        let pdu = avail[..plen].to_vec();
+        self.recv.consume(plen);
         self.handle_pdu(t, &ch, &pdu, data_len).map_err(|e| (e, hlen))?;
         Ok(true)
     }
@@ -445,7 +430,7 @@ impl TargetQueue {
                     header: req.digests.header && self.config.allow_header_digest,
                     data: req.digests.data && self.config.allow_data_digest,
                 };
-                self.send.extend_from_slice(
+                self.send.out.extend_from_slice(
                     &IcResp {
                         pfv: 0,
                         cpda: 0,
@@ -584,7 +569,7 @@ impl TargetQueue {
             digest_error: false,
         });
         // One R2T for the whole transfer: the host splits it at MAXH2CDATA.
-        crate::pdu::encode_r2t(&mut self.send, cid, ttag as u16, 0, len, self.digests);
+        crate::pdu::encode_r2t(&mut self.send.out, cid, ttag as u16, 0, len, self.digests);
     }
 
     fn on_h2c_data(&mut self, h: DataHeader, data: &[u8], ddgst_ok: bool, last: bool) -> Result<(), FatalError> {
@@ -623,7 +608,7 @@ impl TargetQueue {
     fn send_cqe(&mut self, mut cqe: Cqe) {
         cqe.sqhd = if self.sq_flow_control_disabled { 0 } else { self.sqhd };
         cqe.sqid = self.qid;
-        crate::pdu::encode_capsule_resp(&mut self.send, &cqe.encode(), self.digests);
+        crate::pdu::encode_capsule_resp(&mut self.send.out, &cqe.encode(), self.digests);
     }
 
     /// Completes a command: queues its CapsuleResp (SQHD and SQID are filled
@@ -662,7 +647,15 @@ impl TargetQueue {
                 datao: (i * chunk) as u32,
                 datal: part.len() as u32,
             };
-            crate::pdu::encode_data_pdu(&mut self.send, PduType::C2HData, h, part, f, self.digests, self.hpda);
+            crate::pdu::encode_data_pdu(
+                &mut self.send.out,
+                PduType::C2HData,
+                h,
+                part,
+                f,
+                self.digests,
+                self.hpda,
+            );
         }
         if success_flag {
             self.outstanding.remove(&cqe.cid);
@@ -674,21 +667,17 @@ impl TargetQueue {
 
     /// Bytes waiting to be sent.
     pub fn pending_send(&self) -> &[u8] {
-        &self.send[self.spos..]
+        self.send.pending()
     }
 
     /// Marks `n` bytes of [`pending_send`](Self::pending_send) as sent.
     pub fn sent(&mut self, n: usize) {
-        self.spos = (self.spos + n).min(self.send.len());
-        if self.spos == self.send.len() {
-            self.send.clear();
-            self.spos = 0;
-        }
+        self.send.sent(n);
     }
 
     /// Whether bytes are waiting to be sent.
     pub fn wants_send(&self) -> bool {
-        self.spos < self.send.len()
+        !self.send.is_empty()
     }
 
     /// The kind of the command with this CID's fabrics type, for the engine.

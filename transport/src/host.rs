@@ -1,0 +1,565 @@
+//! The host side of one NVMe/TCP queue pair, as a state machine (NVMe/TCP
+//! 1.0 sections 3.3 and 3.6): what an initiator needs to talk to a target.
+//!
+//! [`HostQueue::new`] queues the ICReq. Commands are submitted with their
+//! write data or the length of their read data; the machine chooses
+//! in-capsule data or R2T/H2CData (split at the target's MAXH2CDATA),
+//! gathers C2HData, and yields a [`Completion`] per command once its
+//! CapsuleResp (or a C2HData with SUCCESS) arrives. Every received length
+//! and offset is checked against the command it claims to belong to; a bad
+//! PDU ends the queue with an H2CTermReq.
+
+use std::collections::HashMap;
+
+use crate::buf::{RecvBuf, SendBuf};
+use crate::nvme::{CQE_LEN, Cqe, SQE_LEN, Sgl, Sqe, sgl_id};
+use crate::pdu::{
+    CH_LEN, CommonHeader, DIGEST_LEN, DataHeader, Digests, FatalError, Fes, IC_HLEN, IcReq, IcResp, PduType, TermReq,
+    crc32c, data_offset_for, flags, le32,
+};
+
+/// Why the host queue stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// The target sent a PDU we refuse; an H2CTermReq carrying it was queued.
+    #[error("protocol error from the target: {0}")]
+    Fatal(FatalError),
+    /// The target ended the connection with a C2HTermReq.
+    #[error("the target terminated the connection: {0}")]
+    Terminated(TermReq),
+    /// A submission that cannot be sent as asked.
+    #[error("{0}")]
+    Submit(&'static str),
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Completion {
+    /// The completion queue entry.
+    pub cqe: Cqe,
+    /// Data read (controller-to-host commands).
+    pub data: Vec<u8>,
+}
+
+struct Inflight {
+    write: Vec<u8>,
+    read: Vec<u8>,
+    read_len: usize,
+    /// An R2T was answered for this range already (MAXR2T 0: one at a time).
+    r2t_active: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    AwaitIcResp,
+    Live,
+    Terminated,
+}
+
+/// The host side of one queue pair.
+pub struct HostQueue {
+    state: State,
+    asked: Digests,
+    digests: Digests,
+    maxh2cdata: u32,
+    cpda: u8,
+    in_capsule_limit: u32,
+    inflight: HashMap<u16, Inflight>,
+    recv: RecvBuf,
+    send: SendBuf,
+    done: Vec<Completion>,
+}
+
+impl HostQueue {
+    /// A queue asking for `digests`, with the ICReq already queued to send.
+    /// `in_capsule_limit` is the in-capsule data the target accepts on this
+    /// queue (8 KiB on admin queues; IOCCSZ x 16 - 64 on I/O queues).
+    pub fn new(digests: Digests, in_capsule_limit: u32) -> Self {
+        let mut send = SendBuf::default();
+        send.out.extend_from_slice(
+            &IcReq {
+                pfv: 0,
+                hpda: 0,
+                digests,
+                maxr2t: 0,
+            }
+            .encode(),
+        );
+        HostQueue {
+            state: State::AwaitIcResp,
+            asked: digests,
+            digests: Digests::default(),
+            maxh2cdata: 4096,
+            cpda: 0,
+            in_capsule_limit,
+            inflight: HashMap::new(),
+            recv: RecvBuf::default(),
+            send,
+            done: Vec::new(),
+        }
+    }
+
+    /// Whether the ICResp was accepted.
+    pub fn is_live(&self) -> bool {
+        self.state == State::Live
+    }
+
+    /// Whether the queue ended.
+    pub fn is_terminated(&self) -> bool {
+        self.state == State::Terminated
+    }
+
+    /// Digests in force.
+    pub fn digests(&self) -> Digests {
+        self.digests
+    }
+
+    /// MAXH2CDATA the target granted.
+    pub fn maxh2cdata(&self) -> u32 {
+        self.maxh2cdata
+    }
+
+    /// Sets the in-capsule data limit (after reading IOCCSZ from Identify).
+    pub fn set_in_capsule_limit(&mut self, bytes: u32) {
+        self.in_capsule_limit = bytes;
+    }
+
+    /// Commands submitted and not completed.
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Queues a command. `write` is its host-to-controller data (sent
+    /// in-capsule when it fits, else on the target's R2T); `read_len` the
+    /// controller-to-host data it expects. The SQE's SGL1 is filled in.
+    ///
+    /// # Errors
+    /// [`HostError::Submit`] when the queue is not live, the CID is in
+    /// flight, or both directions are asked for.
+    pub fn submit(&mut self, mut sqe: Sqe, write: &[u8], read_len: u32) -> Result<(), HostError> {
+        if self.state != State::Live {
+            return Err(HostError::Submit("the queue is not live"));
+        }
+        if !write.is_empty() && read_len > 0 {
+            return Err(HostError::Submit("a command moves data in one direction only"));
+        }
+        let cid = sqe.cid();
+        if self.inflight.contains_key(&cid) {
+            return Err(HostError::Submit("CID already in flight"));
+        }
+        let in_capsule = !write.is_empty() && write.len() <= self.in_capsule_limit as usize;
+        let sgl = if in_capsule {
+            Sgl {
+                address: 0,
+                length: write.len() as u32,
+                id: sgl_id::DATA_BLOCK_OFFSET,
+            }
+        } else {
+            Sgl {
+                address: 0,
+                length: (write.len() as u32).max(read_len),
+                id: sgl_id::TRANSPORT_DATA_BLOCK,
+            }
+        };
+        sqe.set_sgl1(sgl);
+        let data: &[u8] = if in_capsule { write } else { &[] };
+        self.encode_capsule(&sqe, data);
+        self.inflight.insert(
+            cid,
+            Inflight {
+                write: if in_capsule { Vec::new() } else { write.to_vec() },
+                read: Vec::with_capacity(read_len as usize),
+                read_len: read_len as usize,
+                r2t_active: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn encode_capsule(&mut self, sqe: &Sqe, data: &[u8]) {
+        let d = self.digests;
+        let hd = d.hdgst_len(PduType::CapsuleCmd);
+        let dd = if d.data && !data.is_empty() { DIGEST_LEN } else { 0 };
+        let pdo = if data.is_empty() {
+            0
+        } else {
+            data_offset_for(72, hd, self.cpda)
+        };
+        let plen = if data.is_empty() {
+            72 + hd
+        } else {
+            pdo + data.len() + dd
+        };
+        let out = &mut self.send.out;
+        let start = out.len();
+        out.resize(start + 72, 0);
+        let f = if hd > 0 { flags::HDGSTF } else { 0 } | if dd > 0 { flags::DDGSTF } else { 0 };
+        CommonHeader {
+            pdu_type: PduType::CapsuleCmd as u8,
+            flags: f,
+            hlen: 72,
+            pdo: pdo as u8,
+            plen: plen as u32,
+        }
+        .write(&mut out[start..]);
+        out[start + CH_LEN..start + CH_LEN + SQE_LEN].copy_from_slice(&sqe.0);
+        if hd > 0 {
+            let c = crc32c(&out[start..start + 72]);
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        if !data.is_empty() {
+            out.resize(start + pdo, 0);
+            out.extend_from_slice(data);
+            if dd > 0 {
+                out.extend_from_slice(&crc32c(data).to_le_bytes());
+            }
+        }
+    }
+
+    // ---- receive --------------------------------------------------------
+
+    /// Buffer to read socket bytes into; follow with [`received`](Self::received).
+    pub fn recv_buffer(&mut self, want: usize) -> &mut [u8] {
+        self.recv.space(want)
+    }
+
+    /// Commits `n` of the `want` bytes last handed out.
+    pub fn received(&mut self, want: usize, n: usize) {
+        let keep = self.state != State::Terminated;
+        self.recv.commit(want, n, keep);
+    }
+
+    /// Feeds bytes directly.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.recv_buffer(bytes.len()).copy_from_slice(bytes);
+        self.received(bytes.len(), bytes.len());
+    }
+
+    /// Parses every complete PDU.
+    ///
+    /// # Errors
+    /// [`HostError::Fatal`] (an H2CTermReq is queued) or [`HostError::Terminated`];
+    /// the queue is over either way: flush and close.
+    pub fn process(&mut self) -> Result<(), HostError> {
+        while self.state != State::Terminated {
+            match self.next_pdu() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(HostError::Fatal(e)) => {
+                    let avail = self.recv.avail();
+                    let header = avail[..avail.len().min(128)].to_vec();
+                    crate::pdu::encode_term_req(&mut self.send.out, PduType::H2CTermReq, e, &header);
+                    self.state = State::Terminated;
+                    self.recv.clear();
+                    return Err(HostError::Fatal(e));
+                }
+                Err(e) => {
+                    self.state = State::Terminated;
+                    self.recv.clear();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Completed commands, in completion order.
+    pub fn take_completions(&mut self) -> Vec<Completion> {
+        std::mem::take(&mut self.done)
+    }
+
+    fn next_pdu(&mut self) -> Result<bool, HostError> {
+        let fatal = |fei: u32| HostError::Fatal(FatalError::field(fei));
+        let avail = self.recv.avail();
+        let Some(ch) = CommonHeader::parse(avail) else {
+            return Ok(false);
+        };
+        let t = PduType::from_u8(ch.pdu_type)
+            .filter(|t| !t.is_host_to_controller())
+            .ok_or(fatal(0))?;
+        match (self.state, t) {
+            (State::AwaitIcResp, PduType::IcResp | PduType::C2HTermReq) => {}
+            (State::Live, t) if t != PduType::IcResp => {}
+            _ => return Err(HostError::Fatal(FatalError::status(Fes::PduSequenceError))),
+        }
+        if ch.hlen as usize != t.hlen() {
+            return Err(fatal(2));
+        }
+        let hd = self.digests.hdgst_len(t);
+        let plen = ch.plen as usize;
+        let max = match t {
+            PduType::IcResp => IC_HLEN,
+            PduType::C2HTermReq => 152,
+            PduType::C2HData => data_offset_for(24, hd, 0) + self.max_read() + DIGEST_LEN,
+            _ => t.hlen() + hd,
+        };
+        if plen < t.hlen() + hd || plen > max || (t == PduType::IcResp && plen != IC_HLEN) {
+            return Err(fatal(4));
+        }
+        if avail.len() < plen {
+            return Ok(false);
+        }
+        let pdu = avail[..plen].to_vec();
+        self.recv.consume(plen);
+        if hd > 0 && crc32c(&pdu[..t.hlen()]) != le32(&pdu, t.hlen()) {
+            return Err(HostError::Fatal(FatalError::status(Fes::HeaderDigestError)));
+        }
+        match t {
+            PduType::IcResp => self.on_icresp(&pdu)?,
+            PduType::C2HTermReq => return Err(HostError::Terminated(TermReq::parse(&pdu))),
+            PduType::CapsuleResp => {
+                let cqe = Cqe::parse(&pdu[8..8 + CQE_LEN]).ok_or(fatal(4))?;
+                // CID is at byte 12 of the CQE, which starts at byte 8 of the PDU.
+                let Some(f) = self.inflight.remove(&cqe.cid) else {
+                    return Err(fatal(8 + 12));
+                };
+                self.done.push(Completion { cqe, data: f.read });
+            }
+            PduType::C2HData => self.on_c2h(&ch, &pdu, hd)?,
+            PduType::R2T => self.on_r2t(&pdu)?,
+            _ => return Err(fatal(0)),
+        }
+        Ok(true)
+    }
+
+    fn max_read(&self) -> usize {
+        self.inflight.values().map(|f| f.read_len).max().unwrap_or(0)
+    }
+
+    fn on_icresp(&mut self, pdu: &[u8]) -> Result<(), HostError> {
+        let mut b = [0u8; IC_HLEN];
+        b.copy_from_slice(&pdu[..IC_HLEN]);
+        let r = IcResp::parse(&b).map_err(HostError::Fatal)?;
+        if r.digests != self.asked {
+            // The Linux host refuses a target that grants other digests than asked.
+            return Err(HostError::Fatal(FatalError::field(11)));
+        }
+        self.digests = r.digests;
+        self.maxh2cdata = r.maxh2cdata;
+        self.cpda = r.cpda;
+        self.state = State::Live;
+        Ok(())
+    }
+
+    fn on_c2h(&mut self, ch: &CommonHeader, pdu: &[u8], hd: usize) -> Result<(), HostError> {
+        use crate::pdu::data_offset as off;
+        let h = DataHeader::parse(pdu);
+        let dd = if self.digests.data { DIGEST_LEN } else { 0 };
+        let pdo = ch.pdo as usize;
+        if pdo < 24 + hd || pdo + h.datal as usize + dd != pdu.len() {
+            return Err(HostError::Fatal(FatalError::field(4)));
+        }
+        let f = self
+            .inflight
+            .get_mut(&h.cccid)
+            .ok_or(HostError::Fatal(FatalError::field(off::CCCID)))?;
+        if h.datao as usize != f.read.len() || f.read.len() + h.datal as usize > f.read_len {
+            return Err(HostError::Fatal(FatalError::status(Fes::DataTransferOutOfRange)));
+        }
+        let data = &pdu[pdo..pdo + h.datal as usize];
+        if dd > 0 && crc32c(data) != le32(pdu, pdo + h.datal as usize) {
+            // A data digest error fails the command, not the queue.
+            let f = self.inflight.remove(&h.cccid);
+            let status = crate::nvme::status::TRANSIENT_TRANSPORT_ERROR;
+            drop(f);
+            self.done.push(Completion {
+                cqe: Cqe {
+                    cid: h.cccid,
+                    status,
+                    ..Cqe::default()
+                },
+                data: Vec::new(),
+            });
+            return Ok(());
+        }
+        f.read.extend_from_slice(data);
+        let last = ch.flags & flags::LAST_PDU != 0;
+        if ch.flags & flags::SUCCESS != 0 {
+            if !last {
+                return Err(HostError::Fatal(FatalError::field(1)));
+            }
+            if let Some(f) = self.inflight.remove(&h.cccid) {
+                self.done.push(Completion {
+                    cqe: Cqe {
+                        cid: h.cccid,
+                        ..Cqe::default()
+                    },
+                    data: f.read,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn on_r2t(&mut self, pdu: &[u8]) -> Result<(), HostError> {
+        use crate::pdu::data_offset as off;
+        let h = DataHeader::parse(pdu);
+        let f = self
+            .inflight
+            .get_mut(&h.cccid)
+            .ok_or(HostError::Fatal(FatalError::field(off::CCCID)))?;
+        if f.write.is_empty() {
+            // An R2T for a command with no data left to send (a read, or in-capsule data).
+            return Err(HostError::Fatal(FatalError::field(off::CCCID)));
+        }
+        if h.datal == 0 {
+            return Err(HostError::Fatal(FatalError::field(off::DATAL)));
+        }
+        if u64::from(h.datao) + u64::from(h.datal) > f.write.len() as u64 {
+            return Err(HostError::Fatal(FatalError::status(Fes::DataTransferOutOfRange)));
+        }
+        if f.r2t_active {
+            return Err(HostError::Fatal(FatalError::status(Fes::DataTransferLimitExceeded)));
+        }
+        f.r2t_active = true;
+        let (start, end) = (h.datao as usize, (h.datao + h.datal) as usize);
+        let chunk = self.maxh2cdata.max(4096) as usize;
+        let mut at = start;
+        let write = std::mem::take(&mut f.write);
+        while at < end {
+            let n = chunk.min(end - at);
+            let last = at + n == end;
+            let hdr = DataHeader {
+                cccid: h.cccid,
+                ttag: h.ttag,
+                datao: at as u32,
+                datal: 0,
+            };
+            crate::pdu::encode_data_pdu(
+                &mut self.send.out,
+                PduType::H2CData,
+                hdr,
+                &write[at..at + n],
+                if last { flags::LAST_PDU } else { 0 },
+                self.digests,
+                self.cpda,
+            );
+            at += n;
+        }
+        if let Some(f) = self.inflight.get_mut(&h.cccid) {
+            f.write = write;
+            f.r2t_active = false;
+        }
+        Ok(())
+    }
+
+    // ---- send -------------------------------------------------------------
+
+    /// Bytes waiting to be sent.
+    pub fn pending_send(&self) -> &[u8] {
+        self.send.pending()
+    }
+
+    /// Marks `n` bytes sent.
+    pub fn sent(&mut self, n: usize) {
+        self.send.sent(n);
+    }
+
+    /// Whether bytes wait to be sent.
+    pub fn wants_send(&self) -> bool {
+        !self.send.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::{TargetQueue, TargetQueueConfig};
+
+    /// Runs a host and a target queue against each other until quiet.
+    fn pump(h: &mut HostQueue, t: &mut TargetQueue) {
+        for _ in 0..64 {
+            let out = h.pending_send().to_vec();
+            h.sent(out.len());
+            t.feed(&out);
+            t.process().unwrap();
+            for c in t.take_commands() {
+                let cqe = Cqe {
+                    cid: c.sqe.cid(),
+                    ..Default::default()
+                };
+                if c.c2h_len > 0 {
+                    let data: Vec<u8> = (0..c.c2h_len).map(|i| (i % 253) as u8).collect();
+                    t.complete_with_data(cqe, &data);
+                } else {
+                    assert!(
+                        c.data.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8),
+                        "write data intact"
+                    );
+                    t.complete(Cqe {
+                        dw0: c.data.len() as u32,
+                        ..cqe
+                    });
+                }
+            }
+            let back = t.pending_send().to_vec();
+            t.sent(back.len());
+            h.feed(&back);
+            h.process().unwrap();
+            if out.is_empty() && back.is_empty() {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn host_and_target_agree_on_every_path() {
+        for dgst in 0..4u8 {
+            let d = Digests::from_dgst(dgst);
+            let cfg = TargetQueueConfig {
+                maxh2cdata: 8192,
+                io_in_capsule_data: 4096,
+                ..Default::default()
+            };
+            let mut t = TargetQueue::new(cfg);
+            let mut h = HostQueue::new(d, 4096);
+            pump(&mut h, &mut t);
+            assert!(h.is_live() && t.is_live());
+            assert_eq!((h.digests(), h.maxh2cdata()), (d, 8192));
+            t.set_connected(1, 64, dgst == 3);
+            // In-capsule write, R2T write split at MAXH2CDATA, read.
+            for (cid, len) in [(1u16, 4096usize), (2, 65536)] {
+                let mut sqe = Sqe([0; 64]);
+                sqe.0[0] = 0x01;
+                sqe.set_cid(cid);
+                let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                h.submit(sqe, &data, 0).unwrap();
+            }
+            let mut sqe = Sqe([0; 64]);
+            sqe.0[0] = 0x02;
+            sqe.set_cid(3);
+            h.submit(sqe, &[], 100_000).unwrap();
+            assert!(h.submit(sqe, &[], 1).is_err(), "CID in flight");
+            pump(&mut h, &mut t);
+            let mut done = h.take_completions();
+            done.sort_by_key(|c| c.cqe.cid);
+            assert_eq!(done.len(), 3);
+            assert_eq!(done[0].cqe.dw0, 4096);
+            assert_eq!(done[1].cqe.dw0, 65536);
+            assert_eq!(done[2].data.len(), 100_000);
+            assert!(done[2].data.iter().enumerate().all(|(i, &b)| b == (i % 253) as u8));
+            assert_eq!(h.inflight(), 0);
+        }
+    }
+
+    #[test]
+    fn icresp_with_other_digests_is_refused() {
+        let mut h = HostQueue::new(
+            Digests {
+                header: true,
+                data: true,
+            },
+            4096,
+        );
+        let r = IcResp {
+            pfv: 0,
+            cpda: 0,
+            digests: Digests::default(),
+            maxh2cdata: 131072,
+        }
+        .encode();
+        h.feed(&r);
+        assert!(matches!(h.process(), Err(HostError::Fatal(e)) if e.fei == 11));
+        assert!(h.is_terminated());
+    }
+}

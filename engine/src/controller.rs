@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use lull_reactor::{Context, PollerId, ReactorHandle, TimerId};
-use lull_transport::conn::QueueHandler;
+use lull_transport::conn::{Completer, QueueHandler};
 use lull_transport::fabrics::{
     ConnectCmd, ConnectData, InvalidParameter, PropertyCmd, connect_offset, fctype, property,
 };
@@ -552,7 +552,7 @@ impl QueueBinding {
 }
 
 impl QueueHandler for QueueBinding {
-    fn on_command(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: Command) {
+    fn on_command(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: Command, later: &Completer) {
         let Some(ctrl) = self.ctrl.clone() else {
             let cqe = if TargetQueue::is_fabrics_connect(&cmd.sqe) {
                 self.connect(cx, q, &cmd)
@@ -573,7 +573,7 @@ impl QueueHandler for QueueBinding {
             let cqe = self.fabrics(cx, q, &cmd, &ctrl);
             q.complete(cqe);
         } else {
-            io::execute(q, &cmd, &ctrl.subsystem, ctrl.is_ready(), &mut self.buf);
+            io::execute(cx, q, cmd, &ctrl.subsystem, ctrl.is_ready(), &mut self.buf, later);
         }
     }
 

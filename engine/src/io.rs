@@ -1,10 +1,16 @@
 //! I/O command execution against a namespace's bdev (NVM Command Set 1.0
 //! section 3): Read, Write, Flush, Write Zeroes, Dataset Management, Compare.
 
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use lull_reactor::Context;
+use lull_transport::conn::Completer;
 use lull_transport::nvme::{Cqe, Status, io_opc, status};
 use lull_transport::target::{Command, TargetQueue};
 
-use crate::bdev::{Bdev, BdevError};
+use crate::bdev::{Bdev, BdevError, BdevIo};
 use crate::identify::MAX_TRANSFER;
 use crate::subsystem::Subsystem;
 
@@ -33,9 +39,31 @@ fn transfer(bdev: &dyn Bdev, slba: u64, nlb: u64) -> Result<usize, Status> {
     Ok(bytes as usize)
 }
 
-/// Executes one I/O command and completes it on `q`. `buf` is a scratch
-/// buffer reused across commands of this queue.
-pub fn execute(q: &mut TargetQueue, cmd: &Command, subsystem: &Subsystem, ready: bool, buf: &mut Vec<u8>) {
+/// Executes one I/O command: completes it on `q` at once for a synchronous
+/// bdev (`buf` is a scratch buffer reused across commands of this queue), or
+/// through `later` when an asynchronous bdev finishes.
+pub fn execute(
+    cx: &mut Context,
+    q: &mut TargetQueue,
+    cmd: Command,
+    subsystem: &Arc<Subsystem>,
+    ready: bool,
+    buf: &mut Vec<u8>,
+    later: &Completer,
+) {
+    let asynchronous = ready
+        && match cmd.sqe.nsid() {
+            0xFFFF_FFFF => subsystem.namespaces.iter().any(|n| n.bdev.is_async()),
+            nsid => subsystem.namespace(nsid).is_some_and(|n| n.bdev.is_async()),
+        };
+    if asynchronous {
+        execute_async(cx, cmd, subsystem, later);
+    } else {
+        execute_sync(q, &cmd, subsystem, ready, buf);
+    }
+}
+
+fn execute_sync(q: &mut TargetQueue, cmd: &Command, subsystem: &Subsystem, ready: bool, buf: &mut Vec<u8>) {
     let cid = cmd.sqe.cid();
     let done = |q: &mut TargetQueue, s: Status| {
         q.complete(Cqe {
@@ -108,36 +136,201 @@ pub fn execute(q: &mut TargetQueue, cmd: &Command, subsystem: &Subsystem, ready:
             let r = bdev.write_zeroes(slba, nlb);
             done(q, r.map_or_else(|e| bdev_status(&e), |()| Status::SUCCESS))
         }
-        io_opc::DATASET_MANAGEMENT => {
-            let nr = (cmd.sqe.cdw(10) & 0xFF) as usize + 1;
-            let deallocate = cmd.sqe.cdw(11) & (1 << 2) != 0;
-            if cmd.data.len() < nr * 16 {
-                return done(q, status::DATA_SGL_LENGTH_INVALID.with_dnr());
-            }
-            // Check every range before touching any.
-            let ranges: Vec<(u64, u64)> = cmd.data[..nr * 16]
-                .chunks(16)
-                .map(|r| {
-                    let len = u64::from(u32::from_le_bytes([r[4], r[5], r[6], r[7]]));
-                    let lba = u64::from_le_bytes([r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]]);
-                    (lba, len)
-                })
-                .collect();
-            if let Some(e) = ranges
-                .iter()
-                .find_map(|&(l, n)| crate::bdev::check_range(l, n, bdev.num_blocks()).err())
-            {
-                return done(q, bdev_status(&e));
-            }
-            if deallocate {
-                for (lba, n) in ranges {
-                    if let Err(e) = bdev.unmap(lba, n) {
-                        return done(q, bdev_status(&e));
+        io_opc::DATASET_MANAGEMENT => match dsm_ranges(cmd, bdev) {
+            Err(s) => done(q, s),
+            Ok((deallocate, ranges)) => {
+                if deallocate {
+                    for (lba, n) in ranges {
+                        if let Err(e) = bdev.unmap(lba, n) {
+                            return done(q, bdev_status(&e));
+                        }
                     }
                 }
+                done(q, Status::SUCCESS)
             }
-            done(q, Status::SUCCESS)
-        }
+        },
         _ => done(q, status::INVALID_OPCODE.with_dnr()),
+    }
+}
+
+/// Parses and checks the DSM ranges (each 16 bytes: attributes, length in
+/// blocks, starting LBA); deallocation is requested by CDW11 bit 2.
+fn dsm_ranges(cmd: &Command, bdev: &dyn Bdev) -> Result<(bool, Vec<(u64, u64)>), Status> {
+    let nr = (cmd.sqe.cdw(10) & 0xFF) as usize + 1;
+    let deallocate = cmd.sqe.cdw(11) & (1 << 2) != 0;
+    if cmd.data.len() < nr * 16 {
+        return Err(status::DATA_SGL_LENGTH_INVALID.with_dnr());
+    }
+    let ranges: Vec<(u64, u64)> = cmd.data[..nr * 16]
+        .chunks(16)
+        .map(|r| {
+            let len = u64::from(u32::from_le_bytes([r[4], r[5], r[6], r[7]]));
+            let lba = u64::from_le_bytes([r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]]);
+            (lba, len)
+        })
+        .collect();
+    if let Some(e) = ranges
+        .iter()
+        .find_map(|&(l, n)| crate::bdev::check_range(l, n, bdev.num_blocks()).err())
+    {
+        return Err(bdev_status(&e));
+    }
+    Ok((deallocate, ranges))
+}
+
+/// Completes `cid` once `parts` operations have ended, with the first error.
+fn join(later: &Completer, cid: u16, parts: usize) -> impl Fn(&mut Context, Result<&[u8], BdevError>) + Clone + use<> {
+    let left = Rc::new(Cell::new(parts));
+    let first_error: Rc<Cell<Option<Status>>> = Rc::new(Cell::new(None));
+    let later = later.clone();
+    move |cx: &mut Context, r: Result<&[u8], BdevError>| {
+        if let Err(e) = r
+            && first_error.get().is_none()
+        {
+            first_error.set(Some(bdev_status(&e)));
+        }
+        left.set(left.get() - 1);
+        if left.get() == 0 {
+            later.complete(
+                cx,
+                Cqe {
+                    cid,
+                    status: first_error.get().unwrap_or(Status::SUCCESS),
+                    ..Cqe::default()
+                },
+            );
+        }
+    }
+}
+
+/// The asynchronous path: every operation goes through `Bdev::submit` and
+/// completes through `later`.
+fn execute_async(cx: &mut Context, cmd: Command, subsystem: &Arc<Subsystem>, later: &Completer) {
+    let cid = cmd.sqe.cid();
+    let opc = cmd.sqe.opc();
+    let nsid = cmd.sqe.nsid();
+    let fail = |cx: &mut Context, s: Status| {
+        later.complete(
+            cx,
+            Cqe {
+                cid,
+                status: s,
+                ..Cqe::default()
+            },
+        )
+    };
+    if opc == io_opc::FLUSH && nsid == 0xFFFF_FFFF {
+        let n = subsystem.namespaces.len();
+        let done = join(later, cid, n);
+        for ns in &subsystem.namespaces {
+            ns.bdev.submit(cx, BdevIo::Flush, Box::new(done.clone()));
+        }
+        return;
+    }
+    let Some(ns) = subsystem.namespace(nsid) else {
+        return fail(cx, status::INVALID_NAMESPACE.with_dnr());
+    };
+    let bdev = ns.bdev.clone();
+    match opc {
+        io_opc::READ | io_opc::COMPARE => {
+            let (slba, nlb) = range(&cmd);
+            let len = match transfer(bdev.as_ref(), slba, nlb) {
+                Ok(l) => l,
+                Err(s) => return fail(cx, s),
+            };
+            if opc == io_opc::READ && (cmd.c2h_len as usize) < len {
+                return fail(cx, status::DATA_SGL_LENGTH_INVALID.with_dnr());
+            }
+            if opc == io_opc::COMPARE && cmd.data.len() != len {
+                return fail(cx, status::DATA_SGL_LENGTH_INVALID.with_dnr());
+            }
+            let (later, subsystem, expected) = (later.clone(), subsystem.clone(), cmd.data);
+            bdev.submit(
+                cx,
+                BdevIo::Read { lba: slba, blocks: nlb },
+                Box::new(move |cx: &mut Context, r: Result<&[u8], BdevError>| {
+                    let cqe = Cqe { cid, ..Cqe::default() };
+                    match r {
+                        Ok(data) if opc == io_opc::READ => {
+                            subsystem.counters.read(data.len() as u64);
+                            later.complete_with_data(cx, cqe, data.to_vec());
+                        }
+                        Ok(data) if data == &expected[..] => later.complete(cx, cqe),
+                        Ok(_) => later.complete(
+                            cx,
+                            Cqe {
+                                status: status::COMPARE_FAILURE.with_dnr(),
+                                ..cqe
+                            },
+                        ),
+                        Err(e) => later.complete(
+                            cx,
+                            Cqe {
+                                status: bdev_status(&e),
+                                ..cqe
+                            },
+                        ),
+                    }
+                }),
+            );
+        }
+        io_opc::WRITE => {
+            let (slba, nlb) = range(&cmd);
+            let len = match transfer(bdev.as_ref(), slba, nlb) {
+                Ok(l) => l,
+                Err(s) => return fail(cx, s),
+            };
+            if cmd.data.len() != len {
+                return fail(cx, status::DATA_SGL_LENGTH_INVALID.with_dnr());
+            }
+            let (later, subsystem) = (later.clone(), subsystem.clone());
+            bdev.submit(
+                cx,
+                BdevIo::Write {
+                    lba: slba,
+                    data: cmd.data,
+                },
+                Box::new(move |cx: &mut Context, r: Result<&[u8], BdevError>| {
+                    let status = match r {
+                        Ok(_) => {
+                            subsystem.counters.wrote(len as u64);
+                            Status::SUCCESS
+                        }
+                        Err(e) => bdev_status(&e),
+                    };
+                    later.complete(
+                        cx,
+                        Cqe {
+                            cid,
+                            status,
+                            ..Cqe::default()
+                        },
+                    );
+                }),
+            );
+        }
+        io_opc::FLUSH => bdev.submit(cx, BdevIo::Flush, Box::new(join(later, cid, 1))),
+        io_opc::WRITE_ZEROES => {
+            let (slba, nlb) = range(&cmd);
+            if let Err(e) = crate::bdev::check_range(slba, nlb, bdev.num_blocks()) {
+                return fail(cx, bdev_status(&e));
+            }
+            bdev.submit(
+                cx,
+                BdevIo::WriteZeroes { lba: slba, blocks: nlb },
+                Box::new(join(later, cid, 1)),
+            );
+        }
+        io_opc::DATASET_MANAGEMENT => match dsm_ranges(&cmd, bdev.as_ref()) {
+            Err(s) => fail(cx, s),
+            Ok((false, _)) => fail(cx, Status::SUCCESS),
+            Ok((true, ranges)) => {
+                let done = join(later, cid, ranges.len());
+                for (lba, blocks) in ranges {
+                    bdev.submit(cx, BdevIo::Unmap { lba, blocks }, Box::new(done.clone()));
+                }
+            }
+        },
+        _ => fail(cx, status::INVALID_OPCODE.with_dnr()),
     }
 }

@@ -460,6 +460,20 @@ pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Bench
             }
         }
     }
+    for r in &mut rows {
+        for v in [
+            &mut r.rtt_p50_us,
+            &mut r.rtt_p99_us,
+            &mut r.rtt_p999_us,
+            &mut r.rtt_p50_vs_poll,
+            &mut r.wake_p50_us,
+            &mut r.wake_p99_us,
+            &mut r.wake_cpu_us,
+        ] {
+            *v = v.map(|x| (x * 1000.0).round() / 1000.0);
+        }
+        r.idle_cpu_pct = r.idle_cpu_pct.map(|x| (x * 10_000.0).round() / 10_000.0);
+    }
     Ok(rows)
 }
 

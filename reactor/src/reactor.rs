@@ -195,6 +195,8 @@ pub struct Context {
     mode: Mode,
     local_mode_request: Option<Mode>,
     current: Option<PollerId>,
+    /// Pollers asked to run on the next iteration whatever their fd says.
+    woken: Vec<PollerId>,
     now: Instant,
     stats: LocalStats,
 }
@@ -221,6 +223,7 @@ impl Context {
             mode,
             local_mode_request: None,
             current: None,
+            woken: Vec::new(),
             now: Instant::now(),
             stats: LocalStats::default(),
         })
@@ -265,6 +268,17 @@ impl Context {
     /// Handles to every reactor of the set, in core-list order.
     pub fn peers(&self) -> &[ReactorHandle] {
         &self.peers
+    }
+
+    /// Asks for `id` to run on the next loop iteration (with an empty
+    /// [`Readiness`]) even if its fd has nothing to report: for work that
+    /// became ready on this core without touching the kernel, such as an
+    /// asynchronous completion for a connection. The reactor does not sleep
+    /// while a poller is woken. A stale id is ignored when its turn comes.
+    pub fn wake(&mut self, id: PollerId) {
+        if !self.woken.contains(&id) {
+            self.woken.push(id);
+        }
     }
 
     /// The poller being run right now, if any (so a poller can change its own interest).
@@ -769,6 +783,7 @@ impl Context {
             || self.shared.stop.load(Ordering::Relaxed)
             || self.shared.mode_request.load(Ordering::Relaxed) != 0
             || self.local_mode_request.is_some()
+            || !self.woken.is_empty()
     }
 
     // ---- the loop -------------------------------------------------------
@@ -812,6 +827,9 @@ impl Context {
             let mut work = self.drain_inbox();
             work |= self.drain_channels();
             work |= self.run_deadlines();
+            for id in std::mem::take(&mut self.woken) {
+                work |= self.run_poller(id, Readiness::default());
+            }
 
             let want_sleep = match self.mode {
                 Mode::Poll => false,

@@ -15,8 +15,7 @@
 //! receiver's fence comes first, the sender's load sees SLEEPING (or a later
 //! value, which means the reactor is awake again and will re-check before its
 //! next sleep). If the sender's fence comes first, the receiver's re-check
-//! sees the published item. `tests/loom_wake.rs`-style model checking of this
-//! module runs with `RUSTFLAGS="--cfg loom" cargo test -p lull-reactor --lib wake`.
+//! sees the published item. The model check of this module runs with `RUSTFLAGS="--cfg loom" cargo test -p lull-reactor --lib wake::`.
 
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU8, Ordering, fence};

@@ -32,7 +32,7 @@ enum Command {
 enum Bench {
     /// Reactor modes side by side: message round trip, fd wake latency, idle CPU.
     ///
-    /// Example: lull bench reactor --cores 2,3 --json
+    /// Example: lull bench reactor --cores 0,1 --json
     Reactor(ReactorBenchArgs),
     /// The NVMe/TCP target in each reactor mode against a load generator on
     /// another core: IOPS, latency and target CPU, then idle CPU.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use lull_engine::bdev::{Bdev, NullBdev, RamBdev};
+use lull_engine::bdev::{Bdev, FileBdev, NullBdev, RamBdev};
 use lull_engine::subsystem::Subsystem;
 use lull_engine::target::Target;
 use lull_reactor::supervisor::{self, Policy, SupervisorConfig};
@@ -24,6 +24,10 @@ pub struct TargetArgs {
     /// A null bdev NAME:SIZE (discards writes, reads zeroes; repeatable).
     #[arg(long = "null-bdev", value_name = "NAME:SIZE", value_parser = parse_bdev_spec)]
     null_bdev: Vec<(String, u64)>,
+    /// A file or block-device bdev NAME:PATH, driven by io_uring (repeatable).
+    /// The file must exist; its size must be a multiple of the block size.
+    #[arg(long = "file-bdev", value_name = "NAME:PATH", value_parser = parse_file_spec)]
+    file_bdev: Vec<(String, std::path::PathBuf)>,
     /// Block size of the bdevs, bytes: 512 or 4096.
     #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = parse_block_size)]
     block_size: u32,
@@ -120,13 +124,29 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is not a size above 0 that fits in 64 bits"))
 }
 
+fn parse_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(format!("`{name}`: a bdev name is letters, digits, `_` and `-`"));
+    }
+    Ok(())
+}
+
+fn parse_file_spec(s: &str) -> Result<(String, std::path::PathBuf), String> {
+    let (name, path) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}`: expected NAME:PATH, e.g. File0:/dev/nvme1n1"))?;
+    parse_name(name)?;
+    if path.is_empty() {
+        return Err(format!("`{s}`: the path is empty"));
+    }
+    Ok((name.to_string(), path.into()))
+}
+
 fn parse_bdev_spec(s: &str) -> Result<(String, u64), String> {
     let (name, size) = s
         .split_once(':')
         .ok_or_else(|| format!("`{s}`: expected NAME:SIZE, e.g. Ram0:256MiB"))?;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(format!("`{name}`: a bdev name is letters, digits, `_` and `-`"));
-    }
+    parse_name(name)?;
     Ok((name.to_string(), parse_size(size)?))
 }
 
@@ -148,6 +168,13 @@ pub fn run(a: TargetArgs) -> Result<(), String> {
     let mut bdevs: Vec<Arc<dyn Bdev>> = Vec::new();
     for (name, size) in &a.ram_bdev {
         let b = RamBdev::new(name, *size, a.block_size).map_err(|e| format!("--ram-bdev {name}: {e}"))?;
+        bdevs.push(Arc::new(b));
+    }
+    for (name, path) in &a.file_bdev {
+        let b = FileBdev::open(name, path, a.block_size).map_err(|e| format!("--file-bdev {name}: {e}"))?;
+        if !b.is_direct() {
+            tracing::warn!(bdev = %name, path = %path.display(), "O_DIRECT not supported here: using the page cache");
+        }
         bdevs.push(Arc::new(b));
     }
     for (name, size) in &a.null_bdev {

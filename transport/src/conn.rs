@@ -17,7 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lull_reactor::{Context, Interest, PollStatus, Poller, Readiness};
+use std::cell::RefCell;
+
+use lull_reactor::{Context, Interest, PollStatus, Poller, PollerId, Readiness};
+
+use crate::nvme::Cqe;
 
 use crate::target::{Command, QueueEvent, TargetQueue, TargetQueueConfig};
 
@@ -29,12 +33,57 @@ const READ_BUDGET: usize = 512 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 128 * 1024;
 
+/// A command's completion decided after `on_command` returned (an
+/// asynchronous bdev finished): the data to send, if any, and the CQE.
+struct Deferred {
+    cqe: Cqe,
+    data: Option<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Mailbox {
+    done: RefCell<Vec<Deferred>>,
+    poller: Cell<Option<PollerId>>,
+    /// The connection drains the mailbox right after its handler returns, so
+    /// completions posted meanwhile need no wakeup.
+    in_handler: Cell<bool>,
+}
+
+/// Completes commands of one connection later, from anything running on
+/// the connection's reactor (an io_uring completion poller, a timer).
+/// Cheap to clone; completing after the connection closed does nothing.
+#[derive(Clone)]
+pub struct Completer {
+    mailbox: Rc<Mailbox>,
+}
+
+impl Completer {
+    fn post(&self, cx: &mut Context, d: Deferred) {
+        self.mailbox.done.borrow_mut().push(d);
+        if !self.mailbox.in_handler.get()
+            && let Some(id) = self.mailbox.poller.get()
+        {
+            cx.wake(id);
+        }
+    }
+
+    /// Completes a command with its CQE.
+    pub fn complete(&self, cx: &mut Context, cqe: Cqe) {
+        self.post(cx, Deferred { cqe, data: None });
+    }
+
+    /// Completes a controller-to-host command with its data and CQE.
+    pub fn complete_with_data(&self, cx: &mut Context, cqe: Cqe, data: Vec<u8>) {
+        self.post(cx, Deferred { cqe, data: Some(data) });
+    }
+}
+
 /// What executes the commands of one queue pair. Lives on the connection's
 /// reactor; its `Drop` runs when the connection closes, whatever the reason.
 pub trait QueueHandler: 'static {
-    /// Executes a command; completes it on `queue` (now, or later from a
-    /// message or timer on this reactor through the connection's poller).
-    fn on_command(&mut self, cx: &mut Context, queue: &mut TargetQueue, cmd: Command);
+    /// Executes a command: completes it on `queue` before returning, or later
+    /// through (a clone of) `later`.
+    fn on_command(&mut self, cx: &mut Context, queue: &mut TargetQueue, cmd: Command, later: &Completer);
 
     /// Whether the handler wants the connection closed (for instance after a
     /// controller shutdown); checked after every batch of commands.
@@ -54,6 +103,7 @@ pub struct Connection<H: QueueHandler> {
     handler: H,
     writable_armed: bool,
     live: Rc<Cell<bool>>,
+    later: Completer,
 }
 
 impl<H: QueueHandler> AsFd for Connection<H> {
@@ -77,6 +127,10 @@ impl<H: QueueHandler> Connection<H> {
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
         let live = Rc::new(Cell::new(false));
+        let later = Completer {
+            mailbox: Rc::new(Mailbox::default()),
+        };
+        let mailbox = later.mailbox.clone();
         let conn = Connection {
             stream,
             peer,
@@ -84,11 +138,13 @@ impl<H: QueueHandler> Connection<H> {
             handler,
             writable_armed: false,
             live,
+            later,
         };
         let live = conn.live.clone();
         let id = cx
             .register_fd(conn, Interest::READABLE)
             .map_err(std::io::Error::other)?;
+        mailbox.poller.set(Some(id));
         cx.timer_once(ICREQ_TIMEOUT, move |cx| {
             if !live.get() && cx.unregister(id).is_ok() {
                 tracing::warn!(%peer, "no ICReq within {ICREQ_TIMEOUT:?}: connection closed");
@@ -142,8 +198,21 @@ impl<H: QueueHandler> Connection<H> {
         Ok(true)
     }
 
+    /// Applies completions posted through the [`Completer`].
+    fn apply_deferred(&mut self) -> bool {
+        let done = std::mem::take(&mut *self.later.mailbox.done.borrow_mut());
+        let any = !done.is_empty();
+        for d in done {
+            match d.data {
+                Some(data) => self.queue.complete_with_data(d.cqe, &data),
+                None => self.queue.complete(d.cqe),
+            };
+        }
+        any
+    }
+
     fn run(&mut self, cx: &mut Context, ready: Readiness) -> Result<bool, String> {
-        let mut work = false;
+        let mut work = self.apply_deferred();
         if ready.readable || ready.hangup || ready.error {
             let (n, eof) = self.read().map_err(|e| format!("read: {e}"))?;
             work |= n > 0;
@@ -157,10 +226,12 @@ impl<H: QueueHandler> Connection<H> {
                     QueueEvent::HostTerminated(t) => return Err(format!("host sent H2CTermReq: {t}")),
                 }
             }
+            self.later.mailbox.in_handler.set(true);
             for cmd in self.queue.take_commands() {
-                self.handler.on_command(cx, &mut self.queue, cmd);
+                self.handler.on_command(cx, &mut self.queue, cmd, &self.later);
                 work = true;
             }
+            self.later.mailbox.in_handler.set(false);
             if let Err(e) = result {
                 // Best effort: the TermReq is queued; send what the socket takes and close.
                 let _ = self.flush();
@@ -171,6 +242,7 @@ impl<H: QueueHandler> Connection<H> {
                 return Err("peer closed the connection".to_string());
             }
         }
+        work |= self.apply_deferred();
         if self.handler.wants_close() {
             let _ = self.flush();
             return Err("controller closed the queue".to_string());

@@ -503,16 +503,17 @@ impl TargetQueue {
             (_, Direction::Bidirectional) => fail(self, status::INVALID_FIELD),
             (sgl_id::DATA_BLOCK_OFFSET, Direction::HostToController) => {
                 let (off, len) = (sgl.address, u64::from(sgl.length));
-                if off + len > data.len() as u64 || off > data.len() as u64 {
+                match off.checked_add(len).filter(|&end| end <= data.len() as u64) {
                     // The SGL promises more in-capsule data than the capsule carries.
-                    fail(self, status::INVALID_FIELD);
-                } else {
-                    let d = data[off as usize..(off + len) as usize].to_vec();
-                    self.commands.push(Command {
-                        sqe,
-                        data: d,
-                        c2h_len: 0,
-                    });
+                    None => fail(self, status::INVALID_FIELD),
+                    Some(end) => {
+                        let d = data[off as usize..end as usize].to_vec();
+                        self.commands.push(Command {
+                            sqe,
+                            data: d,
+                            c2h_len: 0,
+                        });
+                    }
                 }
             }
             (sgl_id::DATA_BLOCK_OFFSET, _) if sgl.length == 0 && data.is_empty() => {

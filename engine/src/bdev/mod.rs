@@ -4,13 +4,57 @@
 //! take `&self` and are `Send + Sync`. Addresses and lengths are in blocks of
 //! [`Bdev::block_size`] bytes; buffers are whole blocks.
 
+mod aligned;
+mod file;
 mod null;
 mod ram;
 
+pub use aligned::AlignedBuf;
+pub use file::FileBdev;
 pub use null::NullBdev;
 pub use ram::RamBdev;
 
+use lull_reactor::Context;
 use thiserror::Error;
+
+/// One operation for [`Bdev::submit`].
+#[derive(Debug)]
+pub enum BdevIo {
+    /// Read `blocks` blocks from `lba`.
+    Read {
+        /// First block.
+        lba: u64,
+        /// Block count.
+        blocks: u64,
+    },
+    /// Write `data` (whole blocks) at `lba`.
+    Write {
+        /// First block.
+        lba: u64,
+        /// The data.
+        data: Vec<u8>,
+    },
+    /// Zero `blocks` blocks at `lba`.
+    WriteZeroes {
+        /// First block.
+        lba: u64,
+        /// Block count.
+        blocks: u64,
+    },
+    /// Deallocate `blocks` blocks at `lba`.
+    Unmap {
+        /// First block.
+        lba: u64,
+        /// Block count.
+        blocks: u64,
+    },
+    /// Make completed writes durable.
+    Flush,
+}
+
+/// Called once when a submitted operation ends, on the submitting reactor:
+/// the data read (empty for other operations), or the error.
+pub type BdevDone = Box<dyn for<'a> FnOnce(&mut Context, Result<&'a [u8], BdevError>)>;
 
 /// Why a bdev operation failed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -75,6 +119,31 @@ pub trait Bdev: Send + Sync {
     /// # Errors
     /// [`BdevError`].
     fn flush(&self) -> Result<(), BdevError>;
+
+    /// Whether operations complete later, through [`submit`](Bdev::submit),
+    /// rather than within the blocking calls above (which such a bdev still
+    /// offers, for use off the reactors).
+    fn is_async(&self) -> bool {
+        false
+    }
+
+    /// Starts `io` from a reactor and calls `done` on this reactor when it
+    /// ends. The default runs the blocking call and calls `done` at once.
+    fn submit(&self, cx: &mut Context, io: BdevIo, done: BdevDone) {
+        match io {
+            BdevIo::Read { lba, blocks } => {
+                let mut buf = vec![0u8; (blocks * u64::from(self.block_size())) as usize];
+                match self.read(lba, &mut buf) {
+                    Ok(()) => done(cx, Ok(&buf)),
+                    Err(e) => done(cx, Err(e)),
+                }
+            }
+            BdevIo::Write { lba, data } => done(cx, self.write(lba, &data).map(|()| &[][..])),
+            BdevIo::WriteZeroes { lba, blocks } => done(cx, self.write_zeroes(lba, blocks).map(|()| &[][..])),
+            BdevIo::Unmap { lba, blocks } => done(cx, self.unmap(lba, blocks).map(|()| &[][..])),
+            BdevIo::Flush => done(cx, self.flush().map(|()| &[][..])),
+        }
+    }
 }
 
 /// Checks `lba .. lba + blocks` against `num_blocks`.

@@ -730,3 +730,22 @@ mod framing {
         }
     }
 }
+
+#[test]
+fn in_capsule_sgl_offset_near_u64_max_is_a_status_not_a_panic() {
+    // Found by the fuzzer: SGL address + length overflowed.
+    let mut q = live(0);
+    let w = write_sqe(
+        4,
+        0,
+        Sgl {
+            address: u64::MAX - 10,
+            length: 512,
+            id: sgl_id::DATA_BLOCK_OFFSET,
+        },
+    );
+    q.feed(&capsule(&w, &[0u8; 512], Digests::default()));
+    q.process().unwrap();
+    let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
+    assert_eq!((cqe.cid, cqe.status), (4, status::INVALID_FIELD.with_dnr()));
+}

@@ -257,12 +257,13 @@ fn discovery_controller_serves_the_log_and_honours_keep_alive() {
             std::thread::sleep(Duration::from_millis(600));
             assert!(d.command(admin_sqe(0x18, 0, 0, 0), &[]).1.status.is_success());
         }
-        // No more Keep Alive: torn down between KATO and KATO + 1 s.
+        // No more Keep Alive: torn down after KATO, within the KATO/10 check period
+        // (plus scheduling margin: tests of this binary run in parallel on 2 CPUs).
         let quiet = Instant::now();
-        d.expect_closed(Duration::from_millis(3500));
+        d.expect_closed(Duration::from_millis(5000));
         let after = quiet.elapsed();
         assert!(
-            after >= Duration::from_millis(1900) && after < Duration::from_millis(3200),
+            after >= Duration::from_millis(1900) && after < Duration::from_millis(4000),
             "{mode}: closed after {after:?}"
         );
         assert!(common::wait(|| t.target.controller_count() == 0), "controller freed");

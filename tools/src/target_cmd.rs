@@ -157,8 +157,17 @@ pub fn run(a: TargetArgs) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
-    let mut subsystem =
-        Subsystem::new(&a.subnqn, &a.serial, &a.model).map_err(|e| format!("--subnqn/--serial/--model: {e}"))?;
+    lull_engine::subsystem::validate_nqn(&a.subnqn).map_err(|e| format!("--subnqn: {e}"))?;
+    let mut subsystem = Subsystem::new(&a.subnqn, &a.serial, &a.model).map_err(|e| {
+        let field = if e.starts_with("serial") {
+            "--serial"
+        } else if e.starts_with("model") {
+            "--model"
+        } else {
+            "--subnqn"
+        };
+        format!("{field}: {e}")
+    })?;
     subsystem.allow_any_host = a.allow_any_host;
     subsystem.hosts = a.allow_host.clone();
     if !a.allow_any_host && a.allow_host.is_empty() {

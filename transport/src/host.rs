@@ -43,10 +43,12 @@ pub struct Completion {
 
 struct Inflight {
     write: Vec<u8>,
+    /// Bytes of `write` already sent in answer to R2Ts: the next R2TO.
+    r2t_done: usize,
     read: Vec<u8>,
     read_len: usize,
-    /// An R2T was answered for this range already (MAXR2T 0: one at a time).
-    r2t_active: bool,
+    /// A data digest failed: the command completes with Transient Transport Error.
+    digest_error: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -168,9 +170,10 @@ impl HostQueue {
             cid,
             Inflight {
                 write: if in_capsule { Vec::new() } else { write.to_vec() },
+                r2t_done: 0,
                 read: Vec::with_capacity(read_len as usize),
                 read_len: read_len as usize,
-                r2t_active: false,
+                digest_error: false,
             },
         );
         Ok(())
@@ -290,10 +293,22 @@ impl HostQueue {
         let max = match t {
             PduType::IcResp => IC_HLEN,
             PduType::C2HTermReq => 152,
-            PduType::C2HData => data_offset_for(24, hd, 0) + self.max_read() + DIGEST_LEN,
+            // Bounded by the largest read in flight (at least 128 KiB, so that a
+            // PDU for no command is judged by its CCCID, not refused for length).
+            PduType::C2HData => data_offset_for(24, hd, 0) + self.max_read().max(131_072) + DIGEST_LEN,
             _ => t.hlen() + hd,
         };
         if plen < t.hlen() + hd || plen > max || (t == PduType::IcResp && plen != IC_HLEN) {
+            if t == PduType::C2HTermReq {
+                // The target is ending the connection anyway: never answer a
+                // TermReq with one, and never wait for a PLEN it made up.
+                let t = if avail.len() >= 14 {
+                    TermReq::parse(avail)
+                } else {
+                    TermReq { fes: 0, fei: 0 }
+                };
+                return Err(HostError::Terminated(t));
+            }
             return Err(fatal(4));
         }
         if avail.len() < plen {
@@ -320,6 +335,15 @@ impl HostQueue {
             _ => return Err(fatal(0)),
         }
         Ok(true)
+    }
+
+    fn finish(&mut self, mut cqe: Cqe, f: Inflight) {
+        if f.digest_error {
+            cqe.status = crate::nvme::status::TRANSIENT_TRANSPORT_ERROR;
+            self.done.push(Completion { cqe, data: Vec::new() });
+        } else {
+            self.done.push(Completion { cqe, data: f.read });
+        }
     }
 
     fn max_read(&self) -> usize {
@@ -358,34 +382,28 @@ impl HostQueue {
         }
         let data = &pdu[pdo..pdo + h.datal as usize];
         if dd > 0 && crc32c(data) != le32(pdu, pdo + h.datal as usize) {
-            // A data digest error fails the command, not the queue.
-            let f = self.inflight.remove(&h.cccid);
-            let status = crate::nvme::status::TRANSIENT_TRANSPORT_ERROR;
-            drop(f);
-            self.done.push(Completion {
-                cqe: Cqe {
-                    cid: h.cccid,
-                    status,
-                    ..Cqe::default()
-                },
-                data: Vec::new(),
-            });
-            return Ok(());
+            // A data digest error fails the command, not the queue: the rest of
+            // its data is taken in and dropped, and its completion reports it.
+            f.digest_error = true;
         }
-        f.read.extend_from_slice(data);
+        if f.digest_error {
+            f.read.resize(f.read.len() + data.len(), 0);
+        } else {
+            f.read.extend_from_slice(data);
+        }
         let last = ch.flags & flags::LAST_PDU != 0;
         if ch.flags & flags::SUCCESS != 0 {
             if !last {
                 return Err(HostError::Fatal(FatalError::field(1)));
             }
             if let Some(f) = self.inflight.remove(&h.cccid) {
-                self.done.push(Completion {
-                    cqe: Cqe {
+                self.finish(
+                    Cqe {
                         cid: h.cccid,
                         ..Cqe::default()
                     },
-                    data: f.read,
-                });
+                    f,
+                );
             }
         }
         Ok(())
@@ -405,13 +423,13 @@ impl HostQueue {
         if h.datal == 0 {
             return Err(HostError::Fatal(FatalError::field(off::DATAL)));
         }
-        if u64::from(h.datao) + u64::from(h.datal) > f.write.len() as u64 {
-            return Err(HostError::Fatal(FatalError::status(Fes::DataTransferOutOfRange)));
-        }
-        if f.r2t_active {
+        if f.r2t_done >= f.write.len() {
+            // Everything was sent already: one R2T too many (MAXR2T is 0).
             return Err(HostError::Fatal(FatalError::status(Fes::DataTransferLimitExceeded)));
         }
-        f.r2t_active = true;
+        if h.datao as usize != f.r2t_done || u64::from(h.datao) + u64::from(h.datal) > f.write.len() as u64 {
+            return Err(HostError::Fatal(FatalError::status(Fes::DataTransferOutOfRange)));
+        }
         let (start, end) = (h.datao as usize, (h.datao + h.datal) as usize);
         let chunk = self.maxh2cdata.max(4096) as usize;
         let mut at = start;
@@ -438,7 +456,7 @@ impl HostQueue {
         }
         if let Some(f) = self.inflight.get_mut(&h.cccid) {
             f.write = write;
-            f.r2t_active = false;
+            f.r2t_done = end;
         }
         Ok(())
     }
@@ -561,5 +579,283 @@ mod tests {
         h.feed(&r);
         assert!(matches!(h.process(), Err(HostError::Fatal(e)) if e.fei == 11));
         assert!(h.is_terminated());
+    }
+}
+
+/// The initiator fault cases (B21-B25 of the fault-case list) against a
+/// scripted target: bytes in, the exact verdict out.
+#[cfg(test)]
+mod fault_cases {
+    use super::*;
+    use crate::pdu::{encode_data_pdu, encode_r2t};
+
+    fn live(dgst: u8, maxh2cdata: u32) -> HostQueue {
+        let d = Digests::from_dgst(dgst);
+        let mut h = HostQueue::new(d, 4096);
+        let n = h.pending_send().len();
+        h.sent(n);
+        h.feed(
+            &IcResp {
+                pfv: 0,
+                cpda: 0,
+                digests: d,
+                maxh2cdata,
+            }
+            .encode(),
+        );
+        h.process().unwrap();
+        h
+    }
+
+    fn sqe(opc: u8, cid: u16) -> Sqe {
+        let mut s = Sqe([0; 64]);
+        s.0[0] = opc;
+        s.set_cid(cid);
+        s
+    }
+
+    fn fatal(h: &mut HostQueue, bytes: &[u8]) -> FatalError {
+        let before = h.pending_send().len();
+        h.feed(bytes);
+        match h.process() {
+            Err(HostError::Fatal(e)) => {
+                let out = &h.pending_send()[before..];
+                assert_eq!(out[0], PduType::H2CTermReq as u8, "an H2CTermReq is queued");
+                assert_eq!(TermReq::parse(out).fes, e.fes as u16);
+                assert!(h.is_terminated());
+                assert!(
+                    h.take_completions().iter().all(|c| !c.cqe.status.is_success()),
+                    "nothing reported successful"
+                );
+                e
+            }
+            other => panic!("expected a fatal error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn b21_header_lengths_are_checked_before_anything_is_read() {
+        let mut h = live(1, 131072);
+        h.submit(sqe(0x7F, 1), &[], 0).unwrap();
+        let mut b = vec![0x05, 0x01, 0xFF, 0x00, 0x1C, 0x00, 0x00, 0x00];
+        b.extend([0u8; 20]);
+        assert_eq!(fatal(&mut h, &b), FatalError::field(2));
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x02, 1), &[], 4096).unwrap();
+        assert_eq!(
+            fatal(&mut h, &[0x07, 0x00, 0x10, 0x10, 0x10, 0, 0, 0]),
+            FatalError::field(2)
+        );
+        let mut h = live(0, 131072);
+        assert_eq!(
+            fatal(&mut h, &[0x09, 0x00, 0x80, 0x00, 0x80, 0, 0, 0]),
+            FatalError::field(2)
+        );
+        let mut h = HostQueue::new(Digests::default(), 4096);
+        assert_eq!(
+            fatal(&mut h, &[0x01, 0x00, 0x18, 0x00, 0x80, 0, 0, 0]),
+            FatalError::field(2)
+        );
+    }
+
+    #[test]
+    fn b22_c2h_term_req_is_decoded_or_ends_the_queue_without_reply() {
+        // (a) PLEN 20, (b) PLEN 64 KiB with 24 bytes: torn down at once, nothing sent.
+        for b in [
+            [&[0x03u8, 0, 0x18, 0, 0x14, 0, 0, 0][..], &[0u8; 12]].concat(),
+            [&[0x03u8, 0, 0x18, 0, 0x00, 0, 0x01, 0][..], &[0u8; 16]].concat(),
+        ] {
+            let mut h = live(0, 131072);
+            h.feed(&b);
+            assert!(matches!(h.process(), Err(HostError::Terminated(_))));
+            assert!(h.pending_send().is_empty(), "never answer a TermReq");
+            assert!(h.is_terminated());
+        }
+        // (c) a valid one, (d) an undefined FES: decoded for the log.
+        let mut c = vec![0x03, 0, 0x18, 0, 0x30, 0, 0, 0, 0x01, 0, 0x02, 0, 0, 0];
+        c.resize(0x30, 0);
+        let mut h = live(0, 131072);
+        h.feed(&c);
+        match h.process() {
+            Err(HostError::Terminated(t)) => assert_eq!(t.to_string(), "Invalid PDU Header Field, offset 2"),
+            other => panic!("{other:?}"),
+        }
+        c[8] = 7;
+        let mut h = live(0, 131072);
+        h.feed(&c);
+        assert!(matches!(h.process(), Err(HostError::Terminated(t)) if t.to_string() == "unknown FES 7"));
+    }
+
+    #[test]
+    fn b23_h2c_data_is_split_at_maxh2cdata() {
+        let mut h = live(0, 4096);
+        let data: Vec<u8> = (0..65536u32).map(|i| i as u8).collect();
+        h.submit(sqe(0x01, 0x10), &data, 0).unwrap();
+        let n = h.pending_send().len();
+        h.sent(n);
+        let mut r = Vec::new();
+        encode_r2t(&mut r, 0x10, 3, 0, 0x10000, Digests::default());
+        h.feed(&r);
+        h.process().unwrap();
+        let out = h.pending_send().to_vec();
+        let mut at = 0;
+        let mut got = Vec::new();
+        for i in 0..16 {
+            let ch = CommonHeader::parse(&out[at..]).unwrap();
+            let dh = DataHeader::parse(&out[at..]);
+            assert_eq!(ch.pdu_type, PduType::H2CData as u8);
+            assert_eq!((dh.cccid, dh.ttag, dh.datao, dh.datal), (0x10, 3, i * 4096, 4096));
+            assert_eq!(ch.flags & flags::LAST_PDU != 0, i == 15);
+            got.extend_from_slice(&out[at + ch.pdo as usize..at + ch.plen as usize]);
+            at += ch.plen as usize;
+        }
+        assert_eq!(at, out.len());
+        assert_eq!(got, data);
+        // Bad MAXH2CDATA values abort setup before Connect.
+        for bad in [0xFFFu32, 0x800, 0, 0x1002] {
+            let mut h = HostQueue::new(Digests::default(), 4096);
+            let mut b = IcResp {
+                pfv: 0,
+                cpda: 0,
+                digests: Digests::default(),
+                maxh2cdata: 4096,
+            }
+            .encode();
+            b[12..16].copy_from_slice(&bad.to_le_bytes());
+            h.feed(&b);
+            assert!(
+                matches!(h.process(), Err(HostError::Fatal(e)) if e.fei == 12),
+                "MAXH2CDATA {bad:#x}"
+            );
+            assert!(
+                h.submit(sqe(0x7F, 1), &[], 0).is_err(),
+                "no Connect after a refused ICResp"
+            );
+        }
+    }
+
+    #[test]
+    fn b24_bad_r2ts_send_no_data() {
+        let write = vec![0xEEu8; 8192];
+        let case = |r2to: u32, r2tl: u32, cccid: u16| {
+            let mut h = live(0, 131072);
+            h.submit(sqe(0x01, 0x10), &write, 0).unwrap();
+            let n = h.pending_send().len();
+            h.sent(n);
+            let mut r = Vec::new();
+            encode_r2t(&mut r, cccid, 1, r2to, r2tl, Digests::default());
+            let e = fatal(&mut h, &r);
+            // Only the H2CTermReq went out: no H2CData.
+            let out = h.pending_send();
+            assert!(
+                out[0] == PduType::H2CTermReq as u8 && CommonHeader::parse(out).unwrap().plen as usize == out.len()
+            );
+            e
+        };
+        assert_eq!(case(0, 0, 0x10), FatalError::field(16), "(a) R2TL 0");
+        assert_eq!(
+            case(0, 0x3000, 0x10).fes,
+            Fes::DataTransferOutOfRange,
+            "(b) beyond the command"
+        );
+        assert_eq!(
+            case(0x1000, 0x1000, 0x10).fes,
+            Fes::DataTransferOutOfRange,
+            "(c) first R2TO not 0"
+        );
+        assert_eq!(case(0, 0x2000, 0x99), FatalError::field(8), "(d) unknown CCCID");
+        // (e) a second R2T after all data was sent.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x01, 0x10), &write, 0).unwrap();
+        let mut r = Vec::new();
+        encode_r2t(&mut r, 0x10, 1, 0, 0x2000, Digests::default());
+        h.feed(&r);
+        h.process().unwrap();
+        assert_eq!(fatal(&mut h, &r).fes, Fes::DataTransferLimitExceeded);
+        // (f) an R2T for a read.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x02, 0x20), &[], 8192).unwrap();
+        let mut r = Vec::new();
+        encode_r2t(&mut r, 0x20, 1, 0, 0x2000, Digests::default());
+        assert_eq!(fatal(&mut h, &r), FatalError::field(8));
+    }
+
+    fn c2h(cccid: u16, datao: u32, data: &[u8], f: u8, d: Digests) -> Vec<u8> {
+        let mut v = Vec::new();
+        encode_data_pdu(
+            &mut v,
+            PduType::C2HData,
+            DataHeader {
+                cccid,
+                ttag: 0,
+                datao,
+                datal: 0,
+            },
+            data,
+            f,
+            d,
+            0,
+        );
+        v
+    }
+
+    #[test]
+    fn b25_bad_c2h_data_never_completes_a_read() {
+        let d = Digests::default();
+        let chunk = vec![0x42u8; 0x10000];
+        let read = |h: &mut HostQueue| h.submit(sqe(0x02, 0x20), &[], 0x20000).unwrap();
+        // (a) the same DATAO twice.
+        let mut h = live(0, 131072);
+        read(&mut h);
+        let b = [
+            c2h(0x20, 0, &chunk, 0, d),
+            c2h(0x20, 0, &chunk, flags::LAST_PDU | flags::SUCCESS, d),
+        ]
+        .concat();
+        assert_eq!(fatal(&mut h, &b).fes, Fes::DataTransferOutOfRange);
+        // (b) past the end of the read.
+        let mut h = live(0, 131072);
+        read(&mut h);
+        let b = [
+            c2h(0x20, 0, &chunk, 0, d),
+            c2h(0x20, 0x10000, &vec![0u8; 0x10004], flags::LAST_PDU, d),
+        ]
+        .concat();
+        assert_eq!(fatal(&mut h, &b).fes, Fes::DataTransferOutOfRange);
+        // (c) a CCCID not in flight.
+        let mut h = live(0, 131072);
+        read(&mut h);
+        assert_eq!(fatal(&mut h, &c2h(0x77, 0, &chunk, 0, d)), FatalError::field(8));
+        // (d) SUCCESS without LAST_PDU.
+        let mut h = live(0, 131072);
+        read(&mut h);
+        assert_eq!(
+            fatal(&mut h, &c2h(0x20, 0, &chunk, flags::SUCCESS, d)),
+            FatalError::field(1)
+        );
+        // (e) a wrong data digest on the first PDU: completed once, with 0x0044.
+        let dd = Digests {
+            header: false,
+            data: true,
+        };
+        let mut h = live(2, 131072);
+        read(&mut h);
+        let mut first = c2h(0x20, 0, &chunk, 0, dd);
+        let n = first.len();
+        first[n - 1] ^= 1;
+        h.feed(&first);
+        h.feed(&c2h(0x20, 0x10000, &chunk, flags::LAST_PDU | flags::SUCCESS, dd));
+        h.process().unwrap();
+        let done = h.take_completions();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].cqe.status.0, 0x0044);
+        assert!(done[0].data.is_empty(), "no data of a failed read is handed out");
+        // (f) data after the command completed.
+        let mut h = live(0, 131072);
+        read(&mut h);
+        h.feed(&c2h(0x20, 0, &vec![1u8; 0x20000], flags::LAST_PDU | flags::SUCCESS, d));
+        h.process().unwrap();
+        assert_eq!(h.take_completions().len(), 1);
+        assert_eq!(fatal(&mut h, &c2h(0x20, 0, &chunk, 0, d)), FatalError::field(8));
     }
 }

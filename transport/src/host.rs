@@ -314,27 +314,36 @@ impl HostQueue {
         if avail.len() < plen {
             return Ok(false);
         }
-        let pdu = avail[..plen].to_vec();
+        // Handled in place, consumed only on success (a TermReq then copies this PDU).
+        let recv = std::mem::take(&mut self.recv);
+        let r = self.handle(t, &ch, &recv.avail()[..plen], hd);
+        self.recv = recv;
+        r?;
         self.recv.consume(plen);
-        if hd > 0 && crc32c(&pdu[..t.hlen()]) != le32(&pdu, t.hlen()) {
+        Ok(true)
+    }
+
+    fn handle(&mut self, t: PduType, ch: &CommonHeader, pdu: &[u8], hd: usize) -> Result<(), HostError> {
+        let fatal = |fei: u32| HostError::Fatal(FatalError::field(fei));
+        if hd > 0 && crc32c(&pdu[..t.hlen()]) != le32(pdu, t.hlen()) {
             return Err(HostError::Fatal(FatalError::status(Fes::HeaderDigestError)));
         }
         match t {
-            PduType::IcResp => self.on_icresp(&pdu)?,
-            PduType::C2HTermReq => return Err(HostError::Terminated(TermReq::parse(&pdu))),
+            PduType::IcResp => self.on_icresp(pdu)?,
+            PduType::C2HTermReq => return Err(HostError::Terminated(TermReq::parse(pdu))),
             PduType::CapsuleResp => {
                 let cqe = Cqe::parse(&pdu[8..8 + CQE_LEN]).ok_or(fatal(4))?;
                 // CID is at byte 12 of the CQE, which starts at byte 8 of the PDU.
                 let Some(f) = self.inflight.remove(&cqe.cid) else {
                     return Err(fatal(8 + 12));
                 };
-                self.done.push(Completion { cqe, data: f.read });
+                self.finish(cqe, f);
             }
-            PduType::C2HData => self.on_c2h(&ch, &pdu, hd)?,
-            PduType::R2T => self.on_r2t(&pdu)?,
+            PduType::C2HData => self.on_c2h(ch, pdu, hd)?,
+            PduType::R2T => self.on_r2t(pdu)?,
             _ => return Err(fatal(0)),
         }
-        Ok(true)
+        Ok(())
     }
 
     fn finish(&mut self, mut cqe: Cqe, f: Inflight) {
@@ -850,6 +859,28 @@ mod fault_cases {
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].cqe.status.0, 0x0044);
         assert!(done[0].data.is_empty(), "no data of a failed read is handed out");
+        // (e') the same with a CapsuleResp (no SUCCESS flag).
+        let mut h = live(2, 131072);
+        read(&mut h);
+        let mut first = c2h(0x20, 0, &chunk, 0, dd);
+        let n = first.len();
+        first[n - 1] ^= 1;
+        h.feed(&first);
+        h.feed(&c2h(0x20, 0x10000, &chunk, flags::LAST_PDU, dd));
+        let mut resp = Vec::new();
+        crate::pdu::encode_capsule_resp(
+            &mut resp,
+            &Cqe {
+                cid: 0x20,
+                ..Cqe::default()
+            }
+            .encode(),
+            Digests::default(),
+        );
+        h.feed(&resp);
+        h.process().unwrap();
+        let done = h.take_completions();
+        assert_eq!((done.len(), done[0].cqe.status.0), (1, 0x0044));
         // (f) data after the command completed.
         let mut h = live(0, 131072);
         read(&mut h);

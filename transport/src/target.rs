@@ -306,9 +306,13 @@ impl TargetQueue {
         if avail.len() < plen {
             return Ok(false);
         }
-        let pdu = avail[..plen].to_vec();
+        // Handled in place (no copy): the buffer is lent out for the call. It is
+        // consumed only on success, so a TermReq copies this PDU's header.
+        let recv = std::mem::take(&mut self.recv);
+        let r = self.handle_pdu(t, &ch, &recv.avail()[..plen], data_len);
+        self.recv = recv;
+        r.map_err(|e| (e, hlen))?;
         self.recv.consume(plen);
-        self.handle_pdu(t, &ch, &pdu, data_len).map_err(|e| (e, hlen))?;
         Ok(true)
     }
 

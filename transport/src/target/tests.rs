@@ -749,3 +749,16 @@ fn in_capsule_sgl_offset_near_u64_max_is_a_status_not_a_panic() {
     let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
     assert_eq!((cqe.cid, cqe.status), (4, status::INVALID_FIELD.with_dnr()));
 }
+
+#[test]
+fn term_req_copies_the_offending_header_for_every_kind_of_error() {
+    // An error found while handling the PDU (PFV) copies that PDU's header,
+    // not what follows it.
+    let mut b = icreq(0);
+    b[8] = 1;
+    let mut q = TargetQueue::new(TargetQueueConfig::default());
+    let mut stream = b.clone();
+    stream.extend([0xFFu8; 64]);
+    let term = expect_fatal(&mut q, &stream, Fes::UnsupportedParameter, 8);
+    assert_eq!(&term[24..24 + 128], &b[..]);
+}

@@ -101,6 +101,19 @@ impl Controller {
     }
 }
 
+/// Whether a value written to CC is one this controller accepts (NVMe Base
+/// 2.0 figure 41): reserved bits clear; CSS NVM (0), MPS 4 KiB (0), AMS
+/// round robin (0), SHN not the reserved 11b; IOSQES 6 and IOCQES 4 (or 0
+/// while the controller is disabled).
+fn cc_valid(v: u64) -> bool {
+    let Ok(v) = u32::try_from(v) else { return false };
+    let reserved = 0xFF00_000E;
+    let (css, mps, ams, shn) = ((v >> 4) & 7, (v >> 7) & 0xF, (v >> 11) & 7, (v >> 14) & 3);
+    let (iosqes, iocqes) = ((v >> 16) & 0xF, (v >> 20) & 0xF);
+    let queues_ok = (iosqes == 6 && iocqes == 4) || (v & 1 == 0 && iosqes == 0 && iocqes == 0);
+    v & reserved == 0 && css == 0 && mps == 0 && ams == 0 && shn != 3 && queues_ok
+}
+
 /// CAP (NVMe Base 2.0 figure 36): MQES, CQR, TO = 7.5 s, CSS NVM, MPSMIN 4 KiB.
 fn cap() -> u64 {
     let mqes = u64::from(lull_transport::target::MAX_SQ_ENTRIES - 1);
@@ -331,7 +344,7 @@ impl QueueBinding {
                         ..Cqe::default()
                     };
                 };
-                if p.offset != property::CC || p.size != 4 {
+                if p.offset != property::CC || p.size != 4 || !cc_valid(p.value) {
                     return Cqe {
                         cid,
                         status: status::INVALID_FIELD.with_dnr(),
@@ -579,6 +592,10 @@ impl QueueHandler for QueueBinding {
 
     fn wants_close(&self) -> bool {
         self.disconnecting || self.ctrl.as_ref().is_some_and(|c| c.is_dead())
+    }
+
+    fn is_connected(&self) -> bool {
+        self.ctrl.is_some()
     }
 }
 

@@ -86,10 +86,70 @@ fn b18(mode: Mode) {
     t.reactors.shutdown().unwrap();
 }
 
+/// One test: the checks share the process's fd table and limit.
 #[test]
 fn faults_leave_no_fd_and_no_spinning_reactor() {
     for mode in [Mode::Poll, Mode::Interrupt] {
         b01(mode);
         b18(mode);
     }
+    accept_backoff_when_out_of_fds();
+    unconnected_connections_are_closed();
+}
+
+/// Out of fds: the listener rests instead of spinning on its ready socket.
+fn accept_backoff_when_out_of_fds() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let t = target(Mode::Interrupt);
+    let saved = getrlimit(Resource::Nofile);
+    let limit = open_fds() as u64 + 8;
+    setrlimit(
+        Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(limit),
+            maximum: saved.maximum,
+        },
+    )
+    .unwrap();
+    let clients: Vec<TcpStream> = (0..30).filter_map(|_| TcpStream::connect(t.addr).ok()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = |t: &Tgt| -> u64 { t.reactors.handles().iter().map(|h| h.stats().thread_cpu_ns).sum() };
+    let c0 = cpu(&t);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu(&t) - c0;
+    drop(clients);
+    setrlimit(Resource::Nofile, saved).unwrap();
+    assert!(
+        used < 100_000_000,
+        "reactors used {} ms in 1 s while out of fds",
+        used / 1_000_000
+    );
+    // Once fds are back, new hosts are served again.
+    let mut healthy = Healthy::new(&t);
+    healthy.check();
+    t.reactors.shutdown().unwrap();
+}
+
+/// An ICReq alone, or a stalled capsule, holds the connection only until the Connect timeout.
+fn unconnected_connections_are_closed() {
+    let t = target(Mode::Interrupt);
+    let mut only_icreq = Host::connect(t.addr);
+    only_icreq.icreq(0);
+    let mut stalled = Host::connect(t.addr);
+    stalled.icreq(0);
+    let b = stalled.capsule_bytes(
+        &Host::connect_sqe(0, 31, 0, 1024, lull_transport::nvme::sgl_id::DATA_BLOCK_OFFSET),
+        &[0u8; 1024],
+    );
+    stalled.send(&b[..40]);
+    let (_admin, _) = Host::admin(t.addr, 0, SUBNQN, 0);
+    let t0 = std::time::Instant::now();
+    only_icreq.expect_closed(Duration::from_secs(12));
+    stalled.expect_closed(Duration::from_secs(2));
+    assert!(
+        t0.elapsed() >= Duration::from_secs(9),
+        "closed too early: {:?}",
+        t0.elapsed()
+    );
+    t.reactors.shutdown().unwrap();
 }

@@ -150,6 +150,22 @@ fn parse_bdev_spec(s: &str) -> Result<(String, u64), String> {
     Ok((name.to_string(), parse_size(size)?))
 }
 
+/// Raises the soft open-file limit to the hard one: every connection costs
+/// two fds (its socket and the reactor's registration of it).
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: l.maximum,
+                maximum: l.maximum,
+            },
+        );
+    }
+}
+
 /// Runs the target until SIGINT or SIGTERM.
 pub fn run(a: TargetArgs) -> Result<(), String> {
     // Block the signals before any thread starts, so every thread inherits
@@ -158,6 +174,7 @@ pub fn run(a: TargetArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     lull_engine::subsystem::validate_nqn(&a.subnqn).map_err(|e| format!("--subnqn: {e}"))?;
+    raise_fd_limit();
     let mut subsystem = Subsystem::new(&a.subnqn, &a.serial, &a.model).map_err(|e| {
         let field = if e.starts_with("serial") {
             "--serial"

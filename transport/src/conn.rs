@@ -5,7 +5,8 @@
 //! Nothing here blocks. A send that would block keeps its bytes in the
 //! queue's send buffer and arms EPOLLOUT until they are gone, so no work is
 //! ever left where epoll cannot see it. A connection that has not sent its
-//! ICReq within [`ICREQ_TIMEOUT`] is closed. A fatal PDU error is answered
+//! Connect within [`CONNECT_TIMEOUT`] is closed (an ICReq alone holds
+//! nothing for long). A fatal PDU error is answered
 //! with a C2HTermReq and the connection is closed at once.
 
 use std::cell::Cell;
@@ -25,8 +26,14 @@ use crate::nvme::Cqe;
 
 use crate::target::{Command, QueueEvent, TargetQueue, TargetQueueConfig};
 
-/// How long a new connection may take to send its ICReq.
-pub const ICREQ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection may take to send its ICReq and have a Connect
+/// accepted: until then it belongs to no controller and no keep-alive
+/// timer watches it.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the listener rests after `accept` fails for want of resources
+/// (EMFILE, ENFILE, ENOMEM, ENOBUFS): level-triggered epoll would otherwise
+/// report the pending connection on every iteration.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Bytes read from one socket per poller run, so one busy connection cannot
 /// starve the others on its reactor.
 const READ_BUDGET: usize = 512 * 1024;
@@ -90,6 +97,10 @@ pub trait QueueHandler: 'static {
     fn wants_close(&self) -> bool {
         false
     }
+
+    /// Whether the queue is bound to a controller (its Connect succeeded).
+    /// A connection that is not within [`CONNECT_TIMEOUT`] is closed.
+    fn is_connected(&self) -> bool;
 }
 
 /// Makes a handler for each new connection, on the reactor that will own it.
@@ -145,9 +156,9 @@ impl<H: QueueHandler> Connection<H> {
             .register_fd(conn, Interest::READABLE)
             .map_err(std::io::Error::other)?;
         mailbox.poller.set(Some(id));
-        cx.timer_once(ICREQ_TIMEOUT, move |cx| {
+        cx.timer_once(CONNECT_TIMEOUT, move |cx| {
             if !live.get() && cx.unregister(id).is_ok() {
-                tracing::warn!(%peer, "no ICReq within {ICREQ_TIMEOUT:?}: connection closed");
+                tracing::warn!(%peer, "no ICReq and Connect within {CONNECT_TIMEOUT:?}: connection closed");
             }
         });
         Ok(())
@@ -220,7 +231,6 @@ impl<H: QueueHandler> Connection<H> {
             for ev in self.queue.take_events() {
                 match ev {
                     QueueEvent::Initialized { digests } => {
-                        self.live.set(true);
                         tracing::debug!(peer = %self.peer, ?digests, "ICReq accepted");
                     }
                     QueueEvent::HostTerminated(t) => return Err(format!("host sent H2CTermReq: {t}")),
@@ -232,6 +242,9 @@ impl<H: QueueHandler> Connection<H> {
                 work = true;
             }
             self.later.mailbox.in_handler.set(false);
+            if !self.live.get() && self.handler.is_connected() {
+                self.live.set(true);
+            }
             if let Err(e) = result {
                 // Best effort: the TermReq is queued; send what the socket takes and close.
                 let _ = self.flush();
@@ -324,8 +337,16 @@ impl<H: QueueHandler> Poller for Listener<H> {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and friends: keep serving the connections we have.
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and friends: keep serving the connections we have,
+                    // and stop looking at the listener for a while.
+                    tracing::warn!(error = %e, "accept failed; not accepting for {ACCEPT_BACKOFF:?}");
+                    if let Some(id) = cx.current_poller()
+                        && cx.pause(id).is_ok()
+                    {
+                        cx.timer_once(ACCEPT_BACKOFF, move |cx| {
+                            let _ = cx.resume(id);
+                        });
+                    }
                     break;
                 }
             };

@@ -507,8 +507,9 @@ impl TargetQueue {
             (_, Direction::Bidirectional) => fail(self, status::INVALID_FIELD),
             (sgl_id::DATA_BLOCK_OFFSET, Direction::HostToController) => {
                 let (off, len) = (sgl.address, u64::from(sgl.length));
-                match off.checked_add(len).filter(|&end| end <= data.len() as u64) {
-                    // The SGL promises more in-capsule data than the capsule carries.
+                match off.checked_add(len).filter(|&end| end == data.len() as u64) {
+                    // The SGL and the capsule must agree on the data: more promised
+                    // than carried, or data the SGL does not describe, is refused.
                     None => fail(self, status::INVALID_FIELD),
                     Some(end) => {
                         let d = data[off as usize..end as usize].to_vec();

@@ -762,3 +762,23 @@ fn term_req_copies_the_offending_header_for_every_kind_of_error() {
     let term = expect_fatal(&mut q, &stream, Fes::UnsupportedParameter, 8);
     assert_eq!(&term[24..24 + 128], &b[..]);
 }
+
+#[test]
+fn in_capsule_data_must_match_the_sgl() {
+    // 1024 bytes carried, 512 described: refused, the queue goes on.
+    let mut q = live(0);
+    let w = write_sqe(
+        6,
+        0,
+        Sgl {
+            address: 0,
+            length: 512,
+            id: sgl_id::DATA_BLOCK_OFFSET,
+        },
+    );
+    q.feed(&capsule(&w, &[0u8; 1024], Digests::default()));
+    q.process().unwrap();
+    assert!(q.take_commands().is_empty());
+    let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
+    assert_eq!((cqe.cid, cqe.status), (6, status::INVALID_FIELD.with_dnr()));
+}

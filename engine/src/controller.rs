@@ -197,27 +197,24 @@ impl QueueBinding {
                 return invalid(InvalidParameter::data(connect_offset::CNTLID));
             }
             let kato = Duration::from_millis(u64::from(c.kato));
-            let Some(ctrl) = self
-                .target
-                .new_controller(subsystem, &data, |cntlid, subsystem| Controller {
-                    cntlid,
-                    subsystem,
-                    hostnqn: data.hostnqn.clone(),
-                    hostid: data.hostid,
-                    ready: AtomicBool::new(false),
-                    state: Mutex::new(State {
-                        cc: 0,
-                        csts: 0,
-                        kato,
-                        aec: 0,
-                        io_queues: 0,
-                        last_keep_alive: Instant::now(),
-                        aers: Vec::new(),
-                        queues: Vec::new(),
-                        dead: false,
-                    }),
-                })
-            else {
+            let Some(ctrl) = self.target.new_controller(subsystem, |cntlid, subsystem| Controller {
+                cntlid,
+                subsystem,
+                hostnqn: data.hostnqn.clone(),
+                hostid: data.hostid,
+                ready: AtomicBool::new(false),
+                state: Mutex::new(State {
+                    cc: 0,
+                    csts: 0,
+                    kato,
+                    aec: 0,
+                    io_queues: 0,
+                    last_keep_alive: Instant::now(),
+                    aers: Vec::new(),
+                    queues: Vec::new(),
+                    dead: false,
+                }),
+            }) else {
                 return Cqe {
                     cid,
                     status: status::CONNECT_CONTROLLER_BUSY,

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use lull_reactor::Reactors;
 use lull_transport::conn::{HandlerFactory, Listener};
-use lull_transport::fabrics::{ConnectData, DISCOVERY_NQN};
 use lull_transport::target::TargetQueueConfig;
 
 use crate::controller::{Controller, QueueBinding};
@@ -82,7 +81,6 @@ impl Target {
     pub(crate) fn new_controller(
         &self,
         subsystem: Arc<Subsystem>,
-        _data: &ConnectData,
         make: impl FnOnce(u16, Arc<Subsystem>) -> Controller,
     ) -> Option<Arc<Controller>> {
         let mut r = self.registry();
@@ -152,10 +150,5 @@ impl Target {
             .map_err(|e| format!("{addr}: {e}"))?;
         tracing::info!(%local, "listening (NVMe/TCP and discovery)");
         Ok(local)
-    }
-
-    /// The discovery NQN, for callers that print connection hints.
-    pub fn discovery_nqn() -> &'static str {
-        DISCOVERY_NQN
     }
 }

@@ -37,12 +37,6 @@ fn file_target(mode: Mode, path: &std::path::Path) -> Tgt {
     Tgt { reactors, target, addr }
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
-        .collect()
-}
-
 #[test]
 fn io_through_io_uring_reaches_the_file() {
     for mode in [Mode::Interrupt, Mode::Poll] {

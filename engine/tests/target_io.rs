@@ -21,12 +21,6 @@ fn admin_sqe(opc: u8, nsid: u32, cdw10: u32, len: u32) -> Sqe {
     sqe
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
 #[test]
 fn admin_commands_answer_as_the_specification_says() {
     for mode in MODES {

@@ -426,3 +426,10 @@ impl Healthy {
         );
     }
 }
+
+/// A recognisable byte pattern: distinct for each `seed` and position.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}

@@ -190,6 +190,16 @@ impl Client {
         }
     }
 
+    /// Sends Keep Alive (on an admin queue) and waits for its completion.
+    ///
+    /// # Errors
+    /// Transport errors or a failed status.
+    pub fn keep_alive(&mut self) -> Result<(), ClientError> {
+        let mut sqe = Sqe([0; 64]);
+        sqe.0[0] = lull_transport::nvme::admin_opc::KEEP_ALIVE;
+        self.call(sqe, &[], 0).map(|_| ())
+    }
+
     /// An I/O queue of controller `cntlid`.
     ///
     /// # Errors

@@ -1,10 +1,11 @@
 //! `lull bench target`: lull's NVMe/TCP target in each reactor mode against
 //! a load generator on another core, over loopback, in one process.
 //!
-//! For each mode: 4 KiB random read at QD 1 (latency) and QD 32 (IOPS),
-//! 4 KiB random write at QD 32, 128 KiB sequential read at QD 16
-//! (bandwidth), each with the target reactor's CPU; then idle with 4
-//! connections open, target CPU and wakeups.
+//! 4 KiB random read at QD 1 (latency) and QD 32 (IOPS), 4 KiB random
+//! write at QD 32, 128 KiB sequential read at QD 16 (bandwidth), each in
+//! every mode with the target reactor's CPU; then idle with 4 connections
+//! open, target CPU and wakeups. One target serves every mode: its reactor
+//! is switched at run time between slices, in rounds (A B C A B C).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,8 +38,10 @@ pub struct TargetBenchOptions {
     pub client_core: usize,
     /// Pin (false on a 1-CPU machine).
     pub pinned: bool,
-    /// Measuring time per workload.
+    /// Measuring time per workload and mode, split over `rounds`.
     pub time: Duration,
+    /// Rounds alternating the modes (A B C A B C) within each workload.
+    pub rounds: u32,
     /// Warm-up before each measurement.
     pub ramp: Duration,
     /// Idle window with connections open.
@@ -65,6 +68,7 @@ impl TargetBenchOptions {
             client_core: b,
             pinned,
             time: Duration::from_secs(3),
+            rounds: 3,
             ramp: Duration::from_millis(500),
             idle: Duration::from_secs(5),
             modes: vec![(Mode::Poll, 0), (Mode::Interrupt, 0), (Mode::Hybrid, 200)],
@@ -234,60 +238,109 @@ fn run_workload(
 /// # Errors
 /// When a target cannot start or a connection fails.
 pub fn run(o: &TargetBenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<TargetBenchRow>, String> {
-    let mut rows = Vec::new();
-    for &(mode, idle_poll) in &o.modes {
-        let config = if mode == Mode::Hybrid {
+    let name = |mode: Mode, idle_poll: u64| {
+        if mode == Mode::Hybrid {
             format!("hybrid-{idle_poll}us")
         } else {
             mode.to_string()
-        };
-        let cores = CoreList::try_from(vec![if o.pinned { o.target_core } else { 0 }]).map_err(|e| e.to_string())?;
-        let mut rc = ReactorConfig::new(cores)
-            .mode(mode)
-            .idle_poll(Duration::from_micros(idle_poll));
-        rc.pin = o.pinned;
-        let reactors = Reactors::start(rc).map_err(|e| e.to_string())?;
-        let target = Target::new(TargetQueueConfig::default());
-        let mut s = Subsystem::new(NQN, "LULLBENCH0001", "lull bench").map_err(|e| e.to_string())?;
-        s.allow_any_host = true;
-        let bdev: Arc<dyn Bdev> = Arc::new(RamBdev::new("Ram0", BLOCKS * 512, 512)?);
-        s.add_namespace(1, bdev)?;
-        target.add_subsystem(s)?;
-        let addr: SocketAddr = target.listen(&reactors, "127.0.0.1:0".parse().map_err(|_| "addr")?)?;
-        let h = reactors.handles()[0].clone();
-        let _pin = PinGuard::pin(o.pinned.then_some(o.client_core));
-        let (_admin, cntlid) = Client::admin(addr, NQN, HOSTNQN, Digests::default())?;
-        let mut io = Client::io(addr, NQN, HOSTNQN, cntlid, Digests::default(), 8192)?;
-        // Fill the namespace once so reads return written data.
-        for lba in (0..BLOCKS).step_by(256) {
-            io.call(io_sqe(true, lba, 256), &vec![0xA5; 256 * 512], 0)?;
         }
-        for w in &WORKLOADS {
-            progress(&format!("{config}: {}", w.name));
-            let s0 = h.stats();
-            let (ops, lat, client_cpu, wall) = run_workload(&mut io, w, o.ramp, o.time)?;
-            let s1 = h.stats();
-            let secs = wall.as_secs_f64();
-            let d = s1.delta(&s0);
-            let span = s1.wall_ns_since(&s0) as f64;
+    };
+    // One target, one set of connections: the reactor's mode is switched at
+    // run time between slices, so the modes alternate (A B C A B C) and share
+    // the machine's drift.
+    let cores = CoreList::try_from(vec![if o.pinned { o.target_core } else { 0 }]).map_err(|e| e.to_string())?;
+    let mut rc = ReactorConfig::new(cores);
+    rc.pin = o.pinned;
+    let reactors = Reactors::start(rc).map_err(|e| e.to_string())?;
+    let target = Target::new(TargetQueueConfig::default());
+    let mut s = Subsystem::new(NQN, "LULLBENCH0001", "lull bench").map_err(|e| e.to_string())?;
+    s.allow_any_host = true;
+    let bdev: Arc<dyn Bdev> = Arc::new(RamBdev::new("Ram0", BLOCKS * 512, 512)?);
+    s.add_namespace(1, bdev)?;
+    target.add_subsystem(s)?;
+    let addr: SocketAddr = target.listen(&reactors, "127.0.0.1:0".parse().map_err(|_| "addr")?)?;
+    let h = reactors.handles()[0].clone();
+    let set_mode = |mode: Mode, idle_poll: u64| -> Result<(), String> {
+        h.set_idle_poll(Duration::from_micros(idle_poll))
+            .map_err(|e| e.to_string())?;
+        h.set_mode(mode);
+        let until = Instant::now() + Duration::from_secs(5);
+        while h.mode() != mode {
+            if Instant::now() > until {
+                return Err(format!("the reactor did not switch to {mode}"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    };
+    let _pin = PinGuard::pin(o.pinned.then_some(o.client_core));
+    // The admin queue's KATO is 30 s: Keep Alive goes out before every slice.
+    let (mut admin, cntlid) = Client::admin(addr, NQN, HOSTNQN, Digests::default())?;
+    let mut io = Client::io(addr, NQN, HOSTNQN, cntlid, Digests::default(), 8192)?;
+    // Fill the namespace once so reads return written data.
+    for lba in (0..BLOCKS).step_by(256) {
+        io.call(io_sqe(true, lba, 256), &vec![0xA5; 256 * 512], 0)?;
+    }
+    let rounds = o.rounds.max(1);
+    let slice = o.time / rounds;
+    let mut rows = Vec::new();
+    for w in &WORKLOADS {
+        // Per mode: ops, latency, client CPU ns, wall, target CPU ns, target wakeups, stats span ns.
+        let mut acc: Vec<(u64, Latency, u64, Duration, u64, u64, u64)> = o
+            .modes
+            .iter()
+            .map(|_| (0, Latency::new(), 0, Duration::ZERO, 0, 0, 0))
+            .collect();
+        for round in 0..rounds {
+            for (i, &(mode, idle_poll)) in o.modes.iter().enumerate() {
+                progress(&format!(
+                    "{}, round {}/{rounds}: {}",
+                    w.name,
+                    round + 1,
+                    name(mode, idle_poll)
+                ));
+                set_mode(mode, idle_poll)?;
+                admin.keep_alive()?;
+                let s0 = h.stats();
+                let (ops, lat, cpu, wall) = run_workload(&mut io, w, o.ramp / rounds, slice)?;
+                let s1 = h.stats();
+                let d = s1.delta(&s0);
+                let a = &mut acc[i];
+                a.0 += ops;
+                a.1.merge(&lat);
+                a.2 += cpu;
+                a.3 += wall;
+                a.4 += d.thread_cpu_ns;
+                a.5 += d.wakeups;
+                a.6 += s1.wall_ns_since(&s0);
+            }
+        }
+        for (&(mode, idle_poll), a) in o.modes.iter().zip(acc) {
+            let secs = a.3.as_secs_f64().max(1e-9);
+            let span = (a.6 as f64).max(1.0);
             rows.push(TargetBenchRow {
-                config: config.clone(),
+                config: name(mode, idle_poll),
                 workload: w.name.to_string(),
-                iops: ops as f64 / secs,
-                mib_s: ops as f64 * f64::from(w.blocks) * 512.0 / secs / (1 << 20) as f64,
-                lat_mean_us: lat.mean_us(),
-                lat_p50_us: lat.quantile_us(0.5),
-                lat_p99_us: lat.quantile_us(0.99),
-                target_cpu_pct: d.thread_cpu_ns as f64 / span * 100.0,
-                client_cpu_pct: client_cpu as f64 / wall.as_nanos() as f64 * 100.0,
-                target_wakeups_s: d.wakeups as f64 / (span / 1e9),
+                iops: a.0 as f64 / secs,
+                mib_s: a.0 as f64 * f64::from(w.blocks) * 512.0 / secs / (1 << 20) as f64,
+                lat_mean_us: a.1.mean_us(),
+                lat_p50_us: a.1.quantile_us(0.5),
+                lat_p99_us: a.1.quantile_us(0.99),
+                target_cpu_pct: a.4 as f64 / span * 100.0,
+                client_cpu_pct: a.2 as f64 / a.3.as_nanos().max(1) as f64 * 100.0,
+                target_wakeups_s: a.5 as f64 / (span / 1e9),
             });
         }
-        // Idle with 4 connections open: the admin queue, the I/O queue, and two more I/O queues... of
-        // another controller, each with its keep-alive running.
-        progress(&format!("{config}: idle, 4 connections"));
-        let (_a2, c2) = Client::admin(addr, NQN, HOSTNQN, Digests::default())?;
-        let _io2 = Client::io(addr, NQN, HOSTNQN, c2, Digests::default(), 8192)?;
+    }
+    // Idle with 4 connections open: two controllers' admin and I/O queues,
+    // keep-alive timers running, nothing sent.
+    let (mut a2, c2) = Client::admin(addr, NQN, HOSTNQN, Digests::default())?;
+    let _io2 = Client::io(addr, NQN, HOSTNQN, c2, Digests::default(), 8192)?;
+    for &(mode, idle_poll) in &o.modes {
+        progress(&format!("idle, 4 connections: {}", name(mode, idle_poll)));
+        set_mode(mode, idle_poll)?;
+        admin.keep_alive()?;
+        a2.keep_alive()?;
         std::thread::sleep(Duration::from_millis(300));
         let s0 = h.stats();
         std::thread::sleep(o.idle);
@@ -295,7 +348,7 @@ pub fn run(o: &TargetBenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec
         let d = s1.delta(&s0);
         let span = s1.wall_ns_since(&s0) as f64;
         rows.push(TargetBenchRow {
-            config: config.clone(),
+            config: name(mode, idle_poll),
             workload: "idle-4conn".into(),
             iops: 0.0,
             mib_s: 0.0,
@@ -306,9 +359,9 @@ pub fn run(o: &TargetBenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec
             client_cpu_pct: 0.0,
             target_wakeups_s: d.wakeups as f64 / (span / 1e9),
         });
-        drop(io);
-        reactors.shutdown().map_err(|e| e.to_string())?;
     }
+    drop(io);
+    reactors.shutdown().map_err(|e| e.to_string())?;
     Ok(rows)
 }
 

@@ -46,9 +46,12 @@ struct TargetBenchArgs {
     /// Two CPUs: the target's reactor, then the load generator, e.g. `0,1`.
     #[arg(long, value_parser = parse_cores)]
     cores: Option<CoreList>,
-    /// Measuring time per workload, s (1 to 3600).
+    /// Measuring time per workload and mode, s (1 to 3600; split over --rounds).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = ranged(1, 3600))]
     time: u64,
+    /// Rounds alternating the modes within each workload (1 to 100).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = ranged(1, 100))]
+    rounds: u64,
     /// Idle window with connections open, s (1 to 3600).
     #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = ranged(1, 3600))]
     idle_secs: u64,
@@ -145,6 +148,7 @@ fn bench_target(a: TargetBenchArgs) -> Result<(), String> {
         }
     }
     o.time = Duration::from_secs(a.time);
+    o.rounds = a.rounds as u32;
     o.idle = Duration::from_secs(a.idle_secs);
     eprintln!(
         "lull bench target: target on CPU {}, load generator on CPU {}{}",

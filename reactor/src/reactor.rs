@@ -334,14 +334,7 @@ impl Context {
             source: Source::Period { period, arm: 0 },
             paused: false,
         });
-        self.push_deadline(
-            deadline_after(period),
-            Target::Poller {
-                index: id.index,
-                generation: id.generation,
-                arm: 0,
-            },
-        );
+        self.arm_period(id, period, 0);
         Ok(id)
     }
 
@@ -384,14 +377,7 @@ impl Context {
         let arm = arm.wrapping_add(1);
         entry.source = Source::Period { period, arm };
         if !entry.paused {
-            self.push_deadline(
-                deadline_after(period),
-                Target::Poller {
-                    index: id.index,
-                    generation: id.generation,
-                    arm,
-                },
-            );
+            self.arm_period(id, period, arm);
         }
         Ok(())
     }
@@ -442,14 +428,7 @@ impl Context {
         };
         entry.paused = false;
         if let Some((period, arm)) = deadline {
-            self.push_deadline(
-                deadline_after(period),
-                Target::Poller {
-                    index: id.index,
-                    generation: id.generation,
-                    arm,
-                },
-            );
+            self.arm_period(id, period, arm);
         }
         Ok(())
     }
@@ -480,6 +459,16 @@ impl Context {
 
     fn entry_mut(&mut self, id: PollerId) -> Result<&mut PollerEntry, ReactorError> {
         entry_of(&mut self.pollers, id)
+    }
+
+    /// Schedules timed poller `id`'s next run one `period` from now, under arm `arm`.
+    fn arm_period(&mut self, id: PollerId, period: Duration, arm: u32) {
+        let target = Target::Poller {
+            index: id.index,
+            generation: id.generation,
+            arm,
+        };
+        self.push_deadline(deadline_after(period), target);
     }
 
     /// Pushes a deadline, compacting the heap when cancelled entries

@@ -1,18 +1,20 @@
 //! `lull-engine`: block devices (bdevs), NVMe-oF subsystems, namespaces and
 //! controllers, the discovery controller and host access control.
 //!
-//! - [`bdev`]: `ram`, `null`;
+//! - [`bdev`]: `ram`, `null`, `file`;
 //! - [`subsystem`]: subsystems, namespaces, NQN rules;
 //! - [`controller`]: the dynamic controller, admin/Fabrics command execution,
 //!   keep-alive;
 //! - [`io`]: NVM I/O command execution;
 //! - [`identify`], [`logpage`]: the data structures hosts read;
-//! - [`target`]: the whole target, and serving it on reactors.
+//! - [`target`]: the whole target, and serving it on reactors;
+//! - [`nvme`]: the NVMe/TCP initiator (remote controllers on reactors).
 
 pub mod bdev;
 pub mod controller;
 pub mod identify;
 pub mod io;
 pub mod logpage;
+pub mod nvme;
 pub mod subsystem;
 pub mod target;

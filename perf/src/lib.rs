@@ -4,15 +4,17 @@
 //! (cross-core message round trip, fd wake latency, idle CPU), with raw
 //! eventfd/spin baselines and glommio's executors as references;
 //! [`target_bench`] drives the NVMe/TCP target in each mode from a load
-//! generator ([`nvmf_client`]) on another core.
+//! generator (a blocking host queue) on another core.
 
 mod affinity;
 mod baseline;
 #[cfg(feature = "glommio")]
 mod glommio_ref;
+pub mod inproc;
 mod latency;
-pub mod nvmf_client;
+pub mod nvme_perf;
 pub mod reactor_bench;
 pub mod target_bench;
+pub mod verify;
 
 pub use latency::Latency;

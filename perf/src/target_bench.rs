@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::Latency;
 use crate::affinity::PinGuard;
-use crate::nvmf_client::Client;
+use lull_transport::host_sync::SyncQueue as Client;
 
 const NQN: &str = "nqn.2024-01.io.lull:bench";
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-00000000bec4";
@@ -140,6 +140,10 @@ const WORKLOADS: [Workload; 4] = [
     },
 ];
 
+fn es(e: lull_transport::host_sync::SyncError) -> String {
+    e.to_string()
+}
+
 fn thread_cpu_ns() -> u64 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -190,7 +194,7 @@ fn run_workload(
         }
     };
     for _ in 0..w.qd {
-        submit(io, &mut rng, &mut started)?;
+        submit(io, &mut rng, &mut started).map_err(es)?;
     }
     let t0 = Instant::now();
     let mut lat = Latency::new();
@@ -199,7 +203,7 @@ fn run_workload(
     let mut m0 = (t0, 0u64);
     loop {
         let mut stop = false;
-        for c in io.wait()? {
+        for c in io.wait().map_err(es)? {
             if !c.cqe.status.is_success() {
                 return Err(format!("{}: I/O failed: {}", w.name, c.cqe.status));
             }
@@ -217,14 +221,14 @@ fn run_workload(
             if measuring && now.duration_since(m0.0) >= time {
                 stop = true;
             } else {
-                submit(io, &mut rng, &mut started)?;
+                submit(io, &mut rng, &mut started).map_err(es)?;
             }
         }
         if stop {
             let (wall, cpu) = (m0.0.elapsed(), thread_cpu_ns() - m0.1);
             // Drain what is still in flight, then stop.
             while !started.is_empty() {
-                for c in io.wait()? {
+                for c in io.wait().map_err(es)? {
                     started.remove(&c.cqe.cid);
                 }
             }
@@ -275,11 +279,11 @@ pub fn run(o: &TargetBenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec
     };
     let _pin = PinGuard::pin(o.pinned.then_some(o.client_core));
     // The admin queue's KATO is 30 s: Keep Alive goes out before every slice.
-    let (mut admin, cntlid) = Client::admin(addr, NQN, HOSTNQN, Digests::default())?;
-    let mut io = Client::io(addr, NQN, HOSTNQN, cntlid, Digests::default(), 8192)?;
+    let (mut admin, cntlid) = Client::admin(addr, NQN, HOSTNQN, Digests::default(), 30_000).map_err(es)?;
+    let mut io = Client::io(addr, NQN, HOSTNQN, cntlid, Digests::default(), 8192).map_err(es)?;
     // Fill the namespace once so reads return written data.
     for lba in (0..BLOCKS).step_by(256) {
-        io.call(io_sqe(true, lba, 256), &vec![0xA5; 256 * 512], 0)?;
+        io.call("fill write", io_sqe(true, lba, 256), &vec![0xA5; 256 * 512], 0).map_err(es)?;
     }
     let rounds = o.rounds.max(1);
     let slice = o.time / rounds;
@@ -300,7 +304,7 @@ pub fn run(o: &TargetBenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec
                     name(mode, idle_poll)
                 ));
                 set_mode(mode, idle_poll)?;
-                admin.keep_alive()?;
+                admin.keep_alive().map_err(es)?;
                 let s0 = h.stats();
                 let (ops, lat, cpu, wall) = run_workload(&mut io, w, o.ramp / rounds, slice)?;
                 let s1 = h.stats();
@@ -334,13 +338,13 @@ pub fn run(o: &TargetBenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec
     }
     // Idle with 4 connections open: two controllers' admin and I/O queues,
     // keep-alive timers running, nothing sent.
-    let (mut a2, c2) = Client::admin(addr, NQN, HOSTNQN, Digests::default())?;
-    let _io2 = Client::io(addr, NQN, HOSTNQN, c2, Digests::default(), 8192)?;
+    let (mut a2, c2) = Client::admin(addr, NQN, HOSTNQN, Digests::default(), 30_000).map_err(es)?;
+    let _io2 = Client::io(addr, NQN, HOSTNQN, c2, Digests::default(), 8192).map_err(es)?;
     for &(mode, idle_poll) in &o.modes {
         progress(&format!("idle, 4 connections: {}", name(mode, idle_poll)));
         set_mode(mode, idle_poll)?;
-        admin.keep_alive()?;
-        a2.keep_alive()?;
+        admin.keep_alive().map_err(es)?;
+        a2.keep_alive().map_err(es)?;
         std::thread::sleep(Duration::from_millis(300));
         let s0 = h.stats();
         std::thread::sleep(o.idle);

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use lull_perf::reactor_bench::{self, BenchOptions};
 use lull_reactor::CoreList;
 
+mod perf_cmd;
 mod target_cmd;
 
 /// lull: a thread-per-core NVMe/TCP block storage engine that sleeps when idle.
@@ -23,6 +24,10 @@ enum Command {
     ///
     /// Example: lull target --listen 127.0.0.1:4420 --ram-bdev Ram0:256MiB --subnqn nqn.2024-01.io.lull:vol0 --allow-any-host --mode interrupt
     Target(target_cmd::TargetArgs),
+    /// Run a fio-style workload from lull's NVMe/TCP initiator.
+    ///
+    /// Example: lull perf --target 127.0.0.1:4420 --subnqn nqn.2024-01.io.lull:vol0 --rw randrw --bs 4k --qd 32 --time 20 --verify
+    Perf(perf_cmd::PerfArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(Bench),
@@ -175,6 +180,7 @@ fn main() -> ExitCode {
         Command::Bench(Bench::Reactor(a)) => bench_reactor(a),
         Command::Bench(Bench::Target(a)) => bench_target(a),
         Command::Target(a) => target_cmd::run(a),
+        Command::Perf(a) => perf_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

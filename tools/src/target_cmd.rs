@@ -73,7 +73,7 @@ fn parse_cores(s: &str) -> Result<CoreList, String> {
     CoreList::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_policy(s: &str) -> Result<Policy, String> {
+pub fn parse_policy(s: &str) -> Result<Policy, String> {
     s.parse::<Policy>().map_err(|e| e.to_string())
 }
 

@@ -271,6 +271,11 @@ impl HostQueue {
         std::mem::take(&mut self.done)
     }
 
+    /// Moves completed commands into `out` (keeps both vectors' capacity).
+    pub fn drain_completions(&mut self, out: &mut Vec<Completion>) {
+        out.append(&mut self.done);
+    }
+
     fn next_pdu(&mut self) -> Result<bool, HostError> {
         let fatal = |fei: u32| HostError::Fatal(FatalError::field(fei));
         let avail = self.recv.avail();

@@ -6,15 +6,19 @@
 //! - [`target`]: the controller side of one queue pair as a state machine,
 //!   fed bytes and yielding commands, bytes to send and errors;
 //! - [`host`]: the host side of one queue pair, as a state machine;
-//! - [`conn`]: the glue that drives a target queue from a reactor's fd pollers.
+//! - [`conn`]: the glue that drives a target queue from a reactor's fd pollers;
+//! - [`host_conn`]: the glue that drives a host queue from a reactor (the initiator's data path);
+//! - [`host_sync`]: a host queue over a blocking socket (the initiator's control path).
 //!
-//! Except for `conn`, nothing here touches a socket or a clock (the quinn-proto style): every
+//! Except for `conn`, `host_conn` and `host_sync`, nothing here touches a socket or a clock (the quinn-proto style): every
 //! protocol path is tested with byte vectors, and fuzzed.
 
 mod buf;
 pub mod conn;
 pub mod fabrics;
 pub mod host;
+pub mod host_conn;
+pub mod host_sync;
 pub mod nvme;
 pub mod pdu;
 pub mod target;

@@ -1,0 +1,276 @@
+//! Bringing up an association with a remote controller, on the control
+//! path (blocking sockets, bounded waits, off the reactors): admin queue,
+//! enable, Identify, Number of Queues, the I/O queues' Connects. The
+//! result is handed to the reactors, which run the data path.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lull_transport::fabrics::{ConnectData, property};
+use lull_transport::host_sync::{SyncError, SyncQueue};
+use lull_transport::nvme::{Sqe, admin_opc};
+use lull_transport::pdu::Digests;
+
+use super::options::NvmeOptions;
+
+/// Where a remote subsystem is and who we are (SPDK's "transport ID" plus the host identity).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NvmeTrid {
+    /// The target's address (`traddr`:`trsvcid`).
+    pub addr: SocketAddr,
+    /// The subsystem's NQN.
+    pub subnqn: String,
+    /// Our host NQN.
+    pub hostnqn: String,
+    /// Our Host Identifier.
+    pub hostid: [u8; 16],
+}
+
+impl NvmeTrid {
+    /// A host identity derived from `hostnqn` (stable across runs).
+    pub fn new(addr: SocketAddr, subnqn: &str, hostnqn: &str) -> Self {
+        NvmeTrid {
+            addr,
+            subnqn: subnqn.to_string(),
+            hostnqn: hostnqn.to_string(),
+            hostid: crate::bdev::uuid_from_name("hostid", hostnqn),
+        }
+    }
+}
+
+/// A namespace of the remote controller (from Identify Namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NsInfo {
+    /// Its NSID.
+    pub nsid: u32,
+    /// Logical block size, bytes (LBAF\[FLBAS\].LBADS).
+    pub block_size: u32,
+    /// Size in blocks (NSZE).
+    pub num_blocks: u64,
+    /// NGUID.
+    pub nguid: [u8; 16],
+}
+
+/// What Identify and the Connects told us about the remote controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CtrlrInfo {
+    /// CNTLID of this association.
+    pub cntlid: u16,
+    /// Serial number.
+    pub serial: String,
+    /// Model number.
+    pub model: String,
+    /// Firmware revision.
+    pub firmware: String,
+    /// The SUBNQN the controller reports.
+    pub subnqn: String,
+    /// In-capsule data the I/O queues accept, bytes (IOCCSZ x 16 - 64).
+    pub in_capsule_bytes: u32,
+    /// Largest transfer, bytes (from MDTS and CAP.MPSMIN); `None` = no limit.
+    pub max_transfer_bytes: Option<u32>,
+    /// I/O queues connected.
+    pub io_queues: u16,
+    /// Entries per I/O queue.
+    pub io_queue_size: u16,
+    /// MAXH2CDATA of the first I/O queue, bytes.
+    pub maxh2cdata: u32,
+    /// Digests in force (header, data).
+    pub digests: Digests,
+    /// Active namespaces.
+    pub namespaces: Vec<NsInfo>,
+}
+
+/// An association ready for the reactors: the enabled admin queue and the
+/// connected I/O queues, nothing in flight on any.
+pub(crate) struct Association {
+    pub admin: SyncQueue,
+    pub io: Vec<SyncQueue>,
+    pub info: CtrlrInfo,
+}
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin queue size (0's based SQSIZE 31: 32 entries).
+const ADMIN_SQSIZE: u16 = 31;
+
+fn ascii(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim_end_matches([' ', '\0']).to_string()
+}
+
+fn identify(admin: &mut SyncQueue, cns: u8, nsid: u32) -> Result<Vec<u8>, SyncError> {
+    let mut sqe = Sqe([0; 64]);
+    sqe.0[0] = admin_opc::IDENTIFY;
+    sqe.0[4..8].copy_from_slice(&nsid.to_le_bytes());
+    sqe.set_cdw(10, u32::from(cns));
+    Ok(admin
+        .call(&format!("Identify CNS {cns:#04x} NSID {nsid}"), sqe, &[], 4096)?
+        .data)
+}
+
+/// Parses Identify Namespace (NVMe base 2.0 figure 280 / NVM command set 1.0 figure 97).
+pub(crate) fn parse_namespace(nsid: u32, d: &[u8]) -> Option<NsInfo> {
+    if d.len() < 192 {
+        return None;
+    }
+    let nsze = u64::from_le_bytes(d[0..8].try_into().ok()?);
+    let flbas = d[26] & 0x0F;
+    let lbaf = 128 + 4 * flbas as usize;
+    let lbads = d[lbaf + 2];
+    if nsze == 0 || !(9..=16).contains(&lbads) {
+        return None;
+    }
+    let mut nguid = [0u8; 16];
+    nguid.copy_from_slice(&d[104..120]);
+    Some(NsInfo {
+        nsid,
+        block_size: 1 << lbads,
+        num_blocks: nsze,
+        nguid,
+    })
+}
+
+/// Reads the active namespace list and each namespace.
+fn namespaces(admin: &mut SyncQueue) -> Result<Vec<NsInfo>, SyncError> {
+    let list = identify(admin, 0x02, 0)?;
+    let mut out = Vec::new();
+    for c in list.chunks_exact(4) {
+        let nsid = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        if nsid == 0 {
+            break;
+        }
+        let d = identify(admin, 0x00, nsid)?;
+        if let Some(ns) = parse_namespace(nsid, &d) {
+            out.push(ns);
+        }
+    }
+    Ok(out)
+}
+
+fn digests(opts: &NvmeOptions) -> Digests {
+    Digests {
+        header: opts.hdgst,
+        data: opts.ddgst,
+    }
+}
+
+/// Connects one I/O queue `qid` of controller `cntlid`.
+pub(crate) fn connect_io_queue(
+    trid: &NvmeTrid,
+    opts: &NvmeOptions,
+    cntlid: u16,
+    qid: u16,
+    size: u16,
+    in_capsule: u32,
+) -> Result<SyncQueue, SyncError> {
+    let mut q = SyncQueue::connect(trid.addr, digests(opts), in_capsule, STEP_TIMEOUT)?;
+    let data = ConnectData {
+        hostid: trid.hostid,
+        cntlid,
+        subnqn: trid.subnqn.clone(),
+        hostnqn: trid.hostnqn.clone(),
+    };
+    q.fabric_connect(qid, size - 1, 0, &data)?;
+    Ok(q)
+}
+
+/// Brings up an association with `io_queues` I/O queues (fewer if the
+/// controller grants fewer).
+///
+/// # Errors
+/// The first step that failed, in words (connect, ICResp, Connect status,
+/// enable timeout, Identify).
+pub(crate) fn associate(trid: &NvmeTrid, opts: &NvmeOptions, io_queues: u16) -> Result<Association, SyncError> {
+    let mut admin = SyncQueue::connect(trid.addr, digests(opts), 8192, STEP_TIMEOUT)?;
+    let data = ConnectData {
+        hostid: trid.hostid,
+        cntlid: 0xFFFF,
+        subnqn: trid.subnqn.clone(),
+        hostnqn: trid.hostnqn.clone(),
+    };
+    let cntlid = admin.fabric_connect(0, ADMIN_SQSIZE, opts.keep_alive_timeout_ms, &data)?.dw0 as u16;
+    let cap = admin.property_get(property::CAP, 8)?;
+    // CAP.TO is in 500 ms units; CAP.MQES is 0's based.
+    let enable_timeout = Duration::from_millis(500 * ((cap >> 24) & 0xFF)).max(Duration::from_secs(1));
+    let mqes = (cap & 0xFFFF) as u16;
+    admin.enable(enable_timeout)?;
+
+    let id = identify(&mut admin, 0x01, 0)?;
+    if id.len() < 4096 {
+        return Err(SyncError::Protocol("Identify Controller returned less than 4096 bytes".into()));
+    }
+    let ioccsz = u32::from_le_bytes([id[1792], id[1793], id[1794], id[1795]]);
+    let in_capsule_bytes = (ioccsz.saturating_mul(16)).saturating_sub(64);
+    let mpsmin = 12 + ((cap >> 48) & 0xF) as u32;
+    let max_transfer_bytes = match id[77] {
+        0 => None,
+        m => 1u32.checked_shl(u32::from(m) + mpsmin),
+    };
+
+    // Number of Queues (Feature 07h): 0's based counts in both halves.
+    let want = io_queues.max(1);
+    let mut sqe = Sqe([0; 64]);
+    sqe.0[0] = admin_opc::SET_FEATURES;
+    sqe.set_cdw(10, 0x07);
+    sqe.set_cdw(11, u32::from(want - 1) | (u32::from(want - 1) << 16));
+    let granted = admin.call("Set Features (Number of Queues)", sqe, &[], 0)?.cqe.dw0;
+    let nsqa = (granted & 0xFFFF) as u16;
+    let ncqa = (granted >> 16) as u16;
+    let queues = want.min(nsqa.saturating_add(1)).min(ncqa.saturating_add(1));
+
+    // Namespace attribute notices, so namespace changes raise an AER; a
+    // controller that refuses the feature still serves I/O.
+    let mut sqe = Sqe([0; 64]);
+    sqe.0[0] = admin_opc::SET_FEATURES;
+    sqe.set_cdw(10, 0x0B);
+    sqe.set_cdw(11, 1 << 8);
+    if let Err(e) = admin.call("Set Features (Async Event Configuration)", sqe, &[], 0) {
+        tracing::debug!(error = %e, "the controller refused Async Event Configuration");
+    }
+
+    let namespaces = namespaces(&mut admin)?;
+    let size = opts.io_queue_size.min(mqes.saturating_add(1)).max(2);
+    let mut io = Vec::with_capacity(queues as usize);
+    for qid in 1..=queues {
+        io.push(connect_io_queue(trid, opts, cntlid, qid, size, in_capsule_bytes)?);
+    }
+    let (maxh2cdata, digests) = match io.first_mut() {
+        Some(q) => (q.queue_mut().maxh2cdata(), q.queue_mut().digests()),
+        None => (0, admin.queue_mut().digests()),
+    };
+    let info = CtrlrInfo {
+        cntlid,
+        serial: ascii(&id[4..24]),
+        model: ascii(&id[24..64]),
+        firmware: ascii(&id[64..72]),
+        subnqn: ascii(&id[768..1024]),
+        in_capsule_bytes,
+        max_transfer_bytes,
+        io_queues: queues,
+        io_queue_size: size,
+        maxh2cdata,
+        digests,
+        namespaces,
+    };
+    Ok(Association { admin, io, info })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identify_namespace_is_parsed_by_the_formatted_lba_size() {
+        let mut d = vec![0u8; 4096];
+        d[0..8].copy_from_slice(&1000u64.to_le_bytes());
+        d[26] = 1; // FLBAS: format 1
+        d[128 + 2] = 9; // format 0: 512 bytes
+        d[132 + 2] = 12; // format 1: 4096 bytes
+        d[104] = 0xAB;
+        let ns = parse_namespace(3, &d).unwrap();
+        assert_eq!((ns.nsid, ns.block_size, ns.num_blocks, ns.nguid[0]), (3, 4096, 1000, 0xAB));
+        d[132 + 2] = 30;
+        assert_eq!(parse_namespace(3, &d), None, "an absurd LBADS is refused");
+        d[132 + 2] = 12;
+        d[0..8].fill(0);
+        assert_eq!(parse_namespace(3, &d), None, "an inactive namespace is skipped");
+    }
+}

@@ -1,0 +1,761 @@
+//! A remote NVMe/TCP controller attached to a set of reactors: the admin
+//! queue (keep-alive, AER) on the first reactor, I/O queues spread over all
+//! of them, and the reset path that reconnects after the association is
+//! lost (SPDK bdev_nvme's `reconnect_delay_sec`, `ctrlr_loss_timeout_sec`,
+//! `fast_io_fail_timeout_sec`).
+//!
+//! Data path: each reactor keeps its queues in a thread-local table, so a
+//! submission touches no lock. Control path (attach, reconnect) runs on a
+//! plain thread with blocking sockets and bounded waits and hands finished
+//! queues to the reactors by message.
+//!
+//! While the controller resets, commands that were in flight and commands
+//! submitted meanwhile are held on their reactor and resubmitted in order on
+//! the new association; once `fast_io_fail_timeout_sec` has passed they fail
+//! with [`IoError::FastFail`] instead, and once the controller is lost with
+//! [`IoError::ControllerLost`].
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
+
+use lull_reactor::{Context, ReactorHandle, TimerId};
+use lull_transport::host::Completion;
+use lull_transport::host_conn::{Failed, HostConn, QueueError, QueueOptions};
+use lull_transport::host_sync::SyncError;
+use lull_transport::nvme::{Cqe, Sqe, Status, admin_opc};
+
+use super::associate::{Association, CtrlrInfo, NvmeTrid, associate};
+use super::options::NvmeOptions;
+
+/// Why an I/O failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IoError {
+    /// The controller completed it with an error status.
+    #[error("NVMe status {status} (SCT {sct:#x}, SC {sc:#04x}{dnr})", sct = status.sct(), sc = status.sc(), dnr = if status.dnr() { ", DNR" } else { "" })]
+    Status {
+        /// The status.
+        status: Status,
+        /// The whole CQE.
+        cqe: Cqe,
+    },
+    /// The path failed and `fast_io_fail_timeout_sec` passed while reconnecting.
+    #[error("the controller is reconnecting and fast_io_fail_timeout_sec has passed (path lost: {0})")]
+    FastFail(String),
+    /// The controller was lost (reconnect gave up or is disabled).
+    #[error("the controller is lost: {0}")]
+    ControllerLost(String),
+    /// The queue index does not exist on this reactor.
+    #[error("no I/O queue {0} of this controller on this reactor")]
+    NoQueue(usize),
+    /// The controller was detached.
+    #[error("the controller was detached")]
+    Detached,
+}
+
+/// Runs once per command on the reactor it was submitted on.
+pub type IoDone = Box<dyn FnOnce(&mut Context, Result<Completion, IoError>)>;
+
+/// Why attach or a control call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NvmeError {
+    /// Bad options.
+    #[error("{0}")]
+    Options(String),
+    /// Bringing up the association failed.
+    #[error("attaching to {addr} {subnqn}: {source}")]
+    Associate {
+        /// Target address.
+        addr: std::net::SocketAddr,
+        /// Subsystem.
+        subnqn: String,
+        /// The failed step.
+        source: SyncError,
+    },
+    /// A reactor did not take its queues.
+    #[error("reactor on core {core}: {reason}")]
+    Reactor {
+        /// Its core.
+        core: usize,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Where the controller stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CtrlrState {
+    /// Serving I/O.
+    Live,
+    /// Lost its association and trying to get one back.
+    Resetting {
+        /// Why.
+        reason: String,
+        /// Since when.
+        since: Instant,
+    },
+    /// Gave up; every I/O fails.
+    Lost(String),
+    /// Detached by its owner.
+    Detached,
+}
+
+struct Shared {
+    id: u64,
+    name: String,
+    trid: NvmeTrid,
+    opts: Mutex<NvmeOptions>,
+    reactors: Vec<ReactorHandle>,
+    want_queues: u16,
+    info: Mutex<CtrlrInfo>,
+    state: Mutex<(CtrlrState, u64)>,
+    resets: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A command waiting for a queue.
+struct Req {
+    sqe: Sqe,
+    write: Vec<u8>,
+    read_len: u32,
+    done: IoDone,
+}
+
+struct LocalQueue {
+    conn: Option<HostConn>,
+    held: VecDeque<Req>,
+}
+
+struct Admin {
+    conn: HostConn,
+    keep_alive: Option<TimerId>,
+}
+
+/// One controller's state on one reactor.
+struct Local {
+    shared: Arc<Shared>,
+    generation: u64,
+    queues: Vec<LocalQueue>,
+    admin: Option<Admin>,
+    fail_fast: Option<IoError>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<HashMap<u64, Local>> = RefCell::new(HashMap::new());
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A remote controller attached to reactors. Cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct NvmeController {
+    shared: Arc<Shared>,
+}
+
+/// One reactor's share of a new association.
+struct Install {
+    generation: u64,
+    io: Vec<(usize, std::net::TcpStream, lull_transport::host::HostQueue)>,
+    admin: Option<(std::net::TcpStream, lull_transport::host::HostQueue)>,
+}
+
+impl NvmeController {
+    /// Attaches: brings up the association on this thread (blocking, each
+    /// step bounded by 10 s), then starts the admin queue on `reactors[0]`
+    /// and `io_queues` I/O queues spread round-robin over `reactors` (queue
+    /// `i` lives on `reactors[i % reactors.len()]` as that reactor's local
+    /// queue `i / reactors.len()`).
+    ///
+    /// # Errors
+    /// Invalid options, the failed bring-up step, or a reactor that did not
+    /// take its queues.
+    pub fn attach(
+        name: &str,
+        trid: NvmeTrid,
+        opts: NvmeOptions,
+        reactors: &[ReactorHandle],
+        io_queues: u16,
+    ) -> Result<NvmeController, NvmeError> {
+        opts.validate().map_err(NvmeError::Options)?;
+        if reactors.is_empty() {
+            return Err(NvmeError::Options("attach needs at least one reactor".into()));
+        }
+        let assoc = associate(&trid, &opts, io_queues.max(1)).map_err(|source| NvmeError::Associate {
+            addr: trid.addr,
+            subnqn: trid.subnqn.clone(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name: name.to_string(),
+            trid,
+            opts: Mutex::new(opts),
+            reactors: reactors.to_vec(),
+            want_queues: io_queues.max(1),
+            info: Mutex::new(assoc.info.clone()),
+            state: Mutex::new((CtrlrState::Live, 1)),
+            resets: AtomicU64::new(0),
+        });
+        install(&shared, assoc, 1)?;
+        tracing::info!(name, cntlid = lock(&shared.info).cntlid, "NVMe controller attached");
+        Ok(NvmeController { shared })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Its transport ID.
+    pub fn trid(&self) -> &NvmeTrid {
+        &self.shared.trid
+    }
+
+    /// What the current association reported.
+    pub fn info(&self) -> CtrlrInfo {
+        lock(&self.shared.info).clone()
+    }
+
+    /// Where it stands.
+    pub fn state(&self) -> CtrlrState {
+        lock(&self.shared.state).0.clone()
+    }
+
+    /// Completed resets (reconnects).
+    pub fn resets(&self) -> u64 {
+        self.shared.resets.load(Ordering::Relaxed)
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> NvmeOptions {
+        lock(&self.shared.opts).clone()
+    }
+
+    /// The reactors it runs on.
+    pub fn reactors(&self) -> &[ReactorHandle] {
+        &self.shared.reactors
+    }
+
+    /// Local queue indices on reactor `reactor` (an index into [`reactors`](Self::reactors)).
+    pub fn queues_on(&self, reactor: usize) -> Vec<usize> {
+        let n = lock(&self.shared.info).io_queues as usize;
+        let r = self.shared.reactors.len();
+        (0..n).filter(|q| q % r == reactor).map(|q| q / r).collect()
+    }
+
+    /// Changes the poll periods (us; `None` keeps one) on every queue, without
+    /// reconnecting; later reconnects use them too.
+    ///
+    /// # Errors
+    /// An out-of-range value, naming the field.
+    pub fn set_poll_periods(&self, ioq_us: Option<u64>, adminq_us: Option<u64>) -> Result<(), String> {
+        let opts = {
+            let mut o = lock(&self.shared.opts);
+            let mut next = o.clone();
+            if let Some(v) = ioq_us {
+                next.nvme_ioq_poll_period_us = v;
+            }
+            if let Some(v) = adminq_us {
+                next.nvme_adminq_poll_period_us = v;
+            }
+            next.validate()?;
+            *o = next.clone();
+            next
+        };
+        let id = self.shared.id;
+        for r in &self.shared.reactors {
+            let (io, admin) = (opts.ioq_polling(), opts.adminq_polling());
+            let sent = r.try_send(move |cx| {
+                let (conns, admin_conn) = with_local(id, |l| {
+                    let conns: Vec<HostConn> = l.queues.iter().filter_map(|q| q.conn.clone()).collect();
+                    (conns, l.admin.as_ref().map(|a| a.conn.clone()))
+                })
+                .unwrap_or_default();
+                for c in conns {
+                    let _ = c.set_polling(cx, io);
+                }
+                if let Some(a) = admin_conn {
+                    let _ = a.set_polling(cx, admin);
+                }
+            });
+            if sent.is_err() {
+                return Err(format!("reactor on core {} is not accepting messages", r.core()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits a command on local queue `queue` of the calling reactor. The
+    /// SQE's CID and SGL are filled in by the queue; `done` runs on this
+    /// reactor with the completion (status success) or the error.
+    pub fn submit(&self, cx: &mut Context, queue: usize, sqe: Sqe, write: Vec<u8>, read_len: u32, done: IoDone) {
+        submit_local(
+            cx,
+            self.shared.id,
+            queue,
+            Req {
+                sqe,
+                write,
+                read_len,
+                done,
+            },
+        );
+    }
+
+    /// Detaches: closes every queue; held commands fail with [`IoError::Detached`].
+    /// Blocks until every reactor has done so (bounded by 5 s).
+    pub fn detach(&self) {
+        {
+            let mut st = lock(&self.shared.state);
+            st.0 = CtrlrState::Detached;
+            st.1 += 1;
+        }
+        let (tx, rx) = mpsc::channel();
+        let mut sent = 0;
+        for r in &self.shared.reactors {
+            let id = self.shared.id;
+            let tx = tx.clone();
+            if r.try_send(move |cx| {
+                teardown(cx, id, u64::MAX);
+                fail_held(cx, id, IoError::Detached, false);
+                LOCAL.with(|t| t.borrow_mut().remove(&id));
+                let _ = tx.send(());
+            })
+            .is_ok()
+            {
+                sent += 1;
+            }
+        }
+        for _ in 0..sent {
+            if rx.recv_timeout(Duration::from_secs(5)).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+fn with_local<R>(id: u64, f: impl FnOnce(&mut Local) -> R) -> Option<R> {
+    LOCAL.with(|t| t.borrow_mut().get_mut(&id).map(f))
+}
+
+/// Sends each reactor its queues of `assoc` and waits until all took them.
+fn install(shared: &Arc<Shared>, assoc: Association, generation: u64) -> Result<(), NvmeError> {
+    let Association { admin, io, info } = assoc;
+    *lock(&shared.info) = info;
+    let r = shared.reactors.len();
+    let mut per: Vec<Install> = (0..r)
+        .map(|_| Install {
+            generation,
+            io: Vec::new(),
+            admin: None,
+        })
+        .collect();
+    per[0].admin = Some(admin.into_parts());
+    for (i, q) in io.into_iter().enumerate() {
+        let (s, hq) = q.into_parts();
+        per[i % r].io.push((i / r, s, hq));
+    }
+    let (tx, rx) = mpsc::channel::<Result<(), String>>();
+    for (handle, inst) in shared.reactors.iter().zip(per) {
+        let sh = shared.clone();
+        let tx = tx.clone();
+        handle
+            .try_send(move |cx| {
+                let _ = tx.send(install_local(cx, sh, inst));
+            })
+            .map_err(|_| NvmeError::Reactor {
+                core: handle.core(),
+                reason: "not accepting messages".into(),
+            })?;
+    }
+    for h in &shared.reactors {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(NvmeError::Reactor { core: h.core(), reason }),
+            Err(_) => {
+                return Err(NvmeError::Reactor {
+                    core: h.core(),
+                    reason: "did not answer within 5 s".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// On a reactor: starts its queues of a new association and resubmits what was held.
+fn install_local(cx: &mut Context, shared: Arc<Shared>, inst: Install) -> Result<(), String> {
+    let id = shared.id;
+    let opts = lock(&shared.opts).clone();
+    let depth = lock(&shared.info).io_queue_size;
+    let qopts = QueueOptions {
+        polling: opts.ioq_polling(),
+        depth,
+        command_timeout: opts.command_timeout(),
+    };
+    let generation = inst.generation;
+    let mut conns = Vec::new();
+    for (local, sock, hq) in inst.io {
+        let conn = HostConn::start(cx, sock, hq, qopts).map_err(|e| format!("starting I/O queue {local}: {e}"))?;
+        let sh = shared.clone();
+        conn.on_fail(Box::new(move |_cx, e| path_lost(&sh, generation, e)));
+        conns.push((local, conn));
+    }
+    let admin = match inst.admin {
+        Some((sock, hq)) => {
+            let aopts = QueueOptions {
+                polling: opts.adminq_polling(),
+                depth: 32,
+                command_timeout: opts.command_timeout(),
+            };
+            let conn = HostConn::start(cx, sock, hq, aopts).map_err(|e| format!("starting the admin queue: {e}"))?;
+            let sh = shared.clone();
+            conn.on_fail(Box::new(move |_cx, e| path_lost(&sh, generation, e)));
+            Some(conn)
+        }
+        None => None,
+    };
+    let resubmit = LOCAL.with(|t| {
+        let mut t = t.borrow_mut();
+        let l = t.entry(id).or_insert_with(|| Local {
+            shared: shared.clone(),
+            generation,
+            queues: Vec::new(),
+            admin: None,
+            fail_fast: None,
+        });
+        l.generation = generation;
+        l.fail_fast = None;
+        let mut resubmit = Vec::new();
+        for (local, conn) in conns {
+            while l.queues.len() <= local {
+                l.queues.push(LocalQueue {
+                    conn: None,
+                    held: VecDeque::new(),
+                });
+            }
+            l.queues[local].conn = Some(conn);
+            resubmit.extend(l.queues[local].held.drain(..).map(|r| (local, r)));
+        }
+        // Queues this association did not bring back (fewer granted): their
+        // held commands move to queue 0.
+        for q in l.queues.iter_mut().filter(|q| q.conn.is_none()) {
+            resubmit.extend(q.held.drain(..).map(|r| (0, r)));
+        }
+        if let Some(conn) = admin.clone() {
+            l.admin = Some(Admin {
+                conn,
+                keep_alive: None,
+            });
+        }
+        resubmit
+    });
+    if let Some(conn) = admin {
+        start_admin(cx, id, &conn, &opts);
+    }
+    for (local, r) in resubmit {
+        submit_local(cx, id, local, r);
+    }
+    Ok(())
+}
+
+/// Keep Alive every KATO/2 on its own timer, and one outstanding AER.
+fn start_admin(cx: &mut Context, id: u64, conn: &HostConn, opts: &NvmeOptions) {
+    if opts.keep_alive_timeout_ms > 0 {
+        let every = Duration::from_millis(u64::from(opts.keep_alive_timeout_ms / 2).max(1));
+        let c = conn.clone();
+        let timer = cx.timer_periodic(every, move |cx| {
+            let mut sqe = Sqe([0; 64]);
+            sqe.0[0] = admin_opc::KEEP_ALIVE;
+            let r = c.submit(
+                cx,
+                sqe,
+                Vec::new(),
+                0,
+                Box::new(|_cx, r| {
+                    if let Ok(c) = r
+                        && !c.cqe.status.is_success()
+                    {
+                        tracing::warn!(status = %c.cqe.status, "Keep Alive failed");
+                    }
+                }),
+            );
+            // A failed queue reports itself through its failure hook.
+            drop(r);
+        });
+        match timer {
+            Ok(timer) => {
+                with_local(id, |l| {
+                    if let Some(a) = l.admin.as_mut() {
+                        a.keep_alive = Some(timer);
+                    }
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start the Keep Alive timer"),
+        }
+    }
+    submit_aer(cx, id, conn.clone());
+}
+
+/// One Asynchronous Event Request; on an event, read the log page it names
+/// (which re-arms that event type) and send the next request.
+fn submit_aer(cx: &mut Context, id: u64, conn: HostConn) {
+    let mut sqe = Sqe([0; 64]);
+    sqe.0[0] = admin_opc::ASYNC_EVENT_REQUEST;
+    let c2 = conn.clone();
+    let _ = conn.submit(
+        cx,
+        sqe,
+        Vec::new(),
+        0,
+        Box::new(move |cx, r| {
+            let Ok(done) = r else { return };
+            if !done.cqe.status.is_success() {
+                tracing::debug!(status = %done.cqe.status, "AER completed with an error; not re-armed");
+                return;
+            }
+            let dw0 = done.cqe.dw0;
+            let (kind, info, lid) = (dw0 & 7, (dw0 >> 8) & 0xFF, ((dw0 >> 16) & 0xFF) as u8);
+            tracing::info!(kind, info, log_page = lid, "asynchronous event from the controller");
+            let mut sqe = Sqe([0; 64]);
+            sqe.0[0] = admin_opc::GET_LOG_PAGE;
+            sqe.0[4..8].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+            let len: u32 = if lid == 0x04 { 4096 } else { 512 };
+            sqe.set_cdw(10, u32::from(lid) | ((len / 4 - 1) << 16));
+            let _ = c2.submit(cx, sqe, Vec::new(), len, Box::new(|_cx, _r| {}));
+            submit_aer(cx, id, c2.clone());
+        }),
+    );
+}
+
+/// A queue of association `generation` failed: start a reset, once.
+fn path_lost(shared: &Arc<Shared>, generation: u64, e: &QueueError) {
+    let reason = e.to_string();
+    {
+        let mut st = lock(&shared.state);
+        if st.1 != generation || st.0 != CtrlrState::Live {
+            return;
+        }
+        st.0 = CtrlrState::Resetting {
+            reason: reason.clone(),
+            since: Instant::now(),
+        };
+    }
+    tracing::warn!(name = %shared.name, %reason, "NVMe controller lost its association; resetting");
+    let sh = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("lull-reset-{}", shared.name))
+        .spawn(move || reset(sh, generation, reason));
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the reset thread; the controller is lost");
+        lock(&shared.state).0 = CtrlrState::Lost(format!("cannot start the reset thread: {e}"));
+    }
+}
+
+fn broadcast(shared: &Arc<Shared>, f: impl Fn(&mut Context, u64) + Clone + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let mut sent = 0;
+    for r in &shared.reactors {
+        let (f, tx, id) = (f.clone(), tx.clone(), shared.id);
+        if r.try_send(move |cx| {
+            f(cx, id);
+            let _ = tx.send(());
+        })
+        .is_ok()
+        {
+            sent += 1;
+        }
+    }
+    for _ in 0..sent {
+        if rx.recv_timeout(Duration::from_secs(5)).is_err() {
+            break;
+        }
+    }
+}
+
+/// The reset thread: tear the old association down, then reconnect every
+/// `reconnect_delay_sec` until it works or `ctrlr_loss_timeout_sec` passes.
+fn reset(shared: Arc<Shared>, generation: u64, reason: String) {
+    let since = Instant::now();
+    broadcast(&shared, move |cx, id| teardown(cx, id, generation));
+    let opts = lock(&shared.opts).clone();
+    let lost = |why: String| {
+        tracing::error!(name = %shared.name, %why, "NVMe controller lost");
+        {
+            let mut st = lock(&shared.state);
+            if st.0 == CtrlrState::Detached {
+                return;
+            }
+            st.0 = CtrlrState::Lost(why.clone());
+        }
+        broadcast(&shared, move |cx, id| {
+            fail_held(cx, id, IoError::ControllerLost(why.clone()), true)
+        });
+    };
+    if opts.ctrlr_loss_timeout_sec == 0 {
+        lost(format!("{reason} (ctrlr_loss_timeout_sec = 0: no reconnect)"));
+        return;
+    }
+    let loss = u64::try_from(opts.ctrlr_loss_timeout_sec).ok().map(Duration::from_secs);
+    let fast = (opts.fast_io_fail_timeout_sec > 0).then(|| Duration::from_secs(u64::from(opts.fast_io_fail_timeout_sec)));
+    let delay = Duration::from_secs(u64::from(opts.reconnect_delay_sec));
+    let mut fast_failed = false;
+    let mut attempt = 0u32;
+    loop {
+        let next = Instant::now() + delay;
+        while Instant::now() < next {
+            if lock(&shared.state).0 == CtrlrState::Detached {
+                return;
+            }
+            if !fast_failed && fast.is_some_and(|f| since.elapsed() >= f) {
+                fast_failed = true;
+                let why = reason.clone();
+                broadcast(&shared, move |cx, id| fail_held(cx, id, IoError::FastFail(why.clone()), true));
+            }
+            std::thread::sleep(Duration::from_millis(20).min(next.saturating_duration_since(Instant::now())));
+        }
+        attempt += 1;
+        let opts = lock(&shared.opts).clone();
+        match associate(&shared.trid, &opts, shared.want_queues) {
+            Ok(assoc) => {
+                let new_gen = generation + u64::from(attempt);
+                {
+                    let mut st = lock(&shared.state);
+                    if st.0 == CtrlrState::Detached {
+                        return;
+                    }
+                    st.1 = new_gen;
+                }
+                match install(&shared, assoc, new_gen) {
+                    Ok(()) => {
+                        lock(&shared.state).0 = CtrlrState::Live;
+                        shared.resets.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(name = %shared.name, attempt, after = ?since.elapsed(), "NVMe controller reconnected");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(name = %shared.name, attempt, error = %e, "installing the new association failed"),
+                }
+            }
+            Err(e) => tracing::warn!(name = %shared.name, attempt, error = %e, "reconnect attempt failed"),
+        }
+        if loss.is_some_and(|l| since.elapsed() >= l) {
+            lost(format!("{reason}; no reconnect within ctrlr_loss_timeout_sec = {}", opts.ctrlr_loss_timeout_sec));
+            return;
+        }
+    }
+}
+
+/// On a reactor: closes this controller's queues of `generation` (or all,
+/// with `u64::MAX`); their outstanding commands come back as held ones.
+fn teardown(cx: &mut Context, id: u64, generation: u64) {
+    let taken = with_local(id, |l| {
+        if generation != u64::MAX && l.generation != generation {
+            return (Vec::new(), None);
+        }
+        let conns: Vec<HostConn> = l.queues.iter_mut().filter_map(|q| q.conn.take()).collect();
+        (conns, l.admin.take())
+    });
+    let Some((conns, admin)) = taken else { return };
+    if let Some(a) = admin {
+        if let Some(t) = a.keep_alive {
+            cx.cancel_timer(t);
+        }
+        a.conn.close(cx);
+    }
+    for c in conns {
+        c.close(cx);
+    }
+}
+
+/// On a reactor: fails every held command with `e`; with `sticky`, later
+/// submissions fail at once too (until a new association is installed).
+fn fail_held(cx: &mut Context, id: u64, e: IoError, sticky: bool) {
+    let held = with_local(id, |l| {
+        if sticky {
+            l.fail_fast = Some(e.clone());
+        }
+        l.queues.iter_mut().flat_map(|q| q.held.drain(..)).collect::<Vec<_>>()
+    })
+    .unwrap_or_default();
+    for r in held {
+        (r.done)(cx, Err(e.clone()));
+    }
+}
+
+/// Submits on the local queue, or holds/fails the command when the queue is down.
+fn submit_local(cx: &mut Context, id: u64, queue: usize, r: Req) {
+    enum Route {
+        Send(HostConn, Req),
+        Fail(Req, IoError),
+        Held,
+    }
+    let route = LOCAL.with(|t| {
+        let mut t = t.borrow_mut();
+        let Some(l) = t.get_mut(&id) else {
+            return Route::Fail(r, IoError::NoQueue(queue));
+        };
+        if let Some(e) = &l.fail_fast {
+            return Route::Fail(r, e.clone());
+        }
+        let state = lock(&l.shared.state).0.clone();
+        match state {
+            CtrlrState::Lost(why) => return Route::Fail(r, IoError::ControllerLost(why)),
+            CtrlrState::Detached => return Route::Fail(r, IoError::Detached),
+            _ => {}
+        }
+        let Some(q) = l.queues.get_mut(queue) else {
+            return Route::Fail(r, IoError::NoQueue(queue));
+        };
+        match &q.conn {
+            Some(c) if c.error().is_none() && q.held.is_empty() => Route::Send(c.clone(), r),
+            _ => {
+                q.held.push_back(r);
+                Route::Held
+            }
+        }
+    });
+    match route {
+        Route::Held => {}
+        Route::Fail(r, e) => (r.done)(cx, Err(e)),
+        Route::Send(conn, r) => {
+            let Req { sqe, write, read_len, done } = r;
+            let cb = Box::new(move |cx: &mut Context, res: Result<Completion, Failed>| match res {
+                Ok(c) if c.cqe.status.is_success() => done(cx, Ok(c)),
+                Ok(c) => done(
+                    cx,
+                    Err(IoError::Status {
+                        status: c.cqe.status,
+                        cqe: c.cqe,
+                    }),
+                ),
+                Err(f) => hold(cx, id, queue, f, done),
+            });
+            if let Err(rejected) = conn.submit(cx, sqe, write, read_len, cb) {
+                // The queue failed since we looked: the callback holds it.
+                (rejected.cb)(cx, Err(rejected.failed));
+            }
+        }
+    }
+}
+
+/// A command came back from a failed queue: hold it for the next association.
+fn hold(cx: &mut Context, id: u64, queue: usize, f: Failed, done: IoDone) {
+    let mut sqe = f.sqe;
+    sqe.set_cid(0);
+    submit_local(
+        cx,
+        id,
+        queue,
+        Req {
+            sqe,
+            write: f.write,
+            read_len: f.read_len,
+            done,
+        },
+    );
+}

@@ -1,0 +1,14 @@
+//! The NVMe/TCP initiator: remote controllers attached to reactors.
+//!
+//! - [`options`]: settings under SPDK `bdev_nvme_set_options` names;
+//! - [`associate`]: the blocking control path that brings up an association;
+//! - [`ctrlr`]: the controller on the reactors (admin queue, keep-alive,
+//!   AER, I/O queues, reset and reconnect).
+
+pub mod associate;
+pub mod ctrlr;
+pub mod options;
+
+pub use associate::{CtrlrInfo, NsInfo, NvmeTrid};
+pub use ctrlr::{CtrlrState, IoDone, IoError, NvmeController, NvmeError};
+pub use options::NvmeOptions;

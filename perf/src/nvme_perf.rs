@@ -1,0 +1,680 @@
+//! fio/spdk_nvme_perf-style workloads over lull's initiator: one job per
+//! I/O queue, each on the reactor that owns the queue, keeping `qd`
+//! commands in flight; latency in an HDR histogram; CPU and wakeups of the
+//! initiator's reactors (and of the target's, when it is in-process or a
+//! process we can read).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use lull_engine::nvme::{IoError, NvmeController};
+use lull_reactor::{Context, ReactorHandle, StatsSnapshot};
+use lull_transport::host::Completion;
+use lull_transport::nvme::{Sqe, io_opc};
+use serde::Serialize;
+
+use crate::Latency;
+use crate::verify;
+
+/// The I/O pattern (fio's `--rw`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rw {
+    /// Random reads.
+    RandRead,
+    /// Random writes.
+    RandWrite,
+    /// Sequential reads.
+    Read,
+    /// Sequential writes.
+    Write,
+    /// Random mix, `rwmixread` % reads.
+    RandRw,
+}
+
+impl std::str::FromStr for Rw {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "randread" => Rw::RandRead,
+            "randwrite" => Rw::RandWrite,
+            "read" => Rw::Read,
+            "write" => Rw::Write,
+            "randrw" => Rw::RandRw,
+            _ => return Err(format!("{s:?} is not one of randread, randwrite, read, write, randrw")),
+        })
+    }
+}
+
+impl std::fmt::Display for Rw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rw::RandRead => "randread",
+            Rw::RandWrite => "randwrite",
+            Rw::Read => "read",
+            Rw::Write => "write",
+            Rw::RandRw => "randrw",
+        })
+    }
+}
+
+/// One workload.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    /// Pattern.
+    pub rw: Rw,
+    /// Reads in a `randrw` mix, % (0 to 100).
+    pub rwmixread: u8,
+    /// I/O size, bytes (a multiple of the namespace's block size).
+    pub bs: u32,
+    /// Commands in flight per queue.
+    pub qd: u32,
+    /// Measured time.
+    pub time: Duration,
+    /// Time before measuring starts (I/O runs, nothing is counted).
+    pub ramp: Duration,
+    /// Namespace.
+    pub nsid: u32,
+    /// Bytes of the namespace used from LBA 0 (`None`: all of it).
+    pub size: Option<u64>,
+    /// Write LBA+generation into every block and check it on every read.
+    pub verify: bool,
+}
+
+impl Workload {
+    /// A short name: `randread 4k qd32`.
+    pub fn label(&self) -> String {
+        let bs = if self.bs.is_multiple_of(1024) {
+            format!("{}k", self.bs / 1024)
+        } else {
+            format!("{}", self.bs)
+        };
+        match self.rw {
+            Rw::RandRw => format!("randrw{} {bs} qd{}", self.rwmixread, self.qd),
+            rw => format!("{rw} {bs} qd{}", self.qd),
+        }
+    }
+}
+
+/// Whose CPU the target's column shows.
+#[derive(Clone)]
+pub enum TargetCpu {
+    /// An in-process target's reactors.
+    Reactors(Vec<ReactorHandle>),
+    /// Another process on this machine (`/proc/PID/stat`).
+    Pid(u32),
+    /// Not measured.
+    None,
+}
+
+/// Results of one workload.
+#[derive(Clone, Debug, Serialize)]
+pub struct PerfReport {
+    /// The workload's label.
+    pub workload: String,
+    /// Completed I/Os per second in the measured window.
+    pub iops: f64,
+    /// Read I/Os per second.
+    pub read_iops: f64,
+    /// Write I/Os per second.
+    pub write_iops: f64,
+    /// KiB/s.
+    pub bw_kib_s: f64,
+    /// MiB/s.
+    pub bw_mib_s: f64,
+    /// Mean latency, us.
+    pub lat_mean_us: Option<f64>,
+    /// Median, us.
+    pub lat_p50_us: Option<f64>,
+    /// 90th percentile, us.
+    pub lat_p90_us: Option<f64>,
+    /// 99th percentile, us.
+    pub lat_p99_us: Option<f64>,
+    /// 99.9th percentile, us.
+    pub lat_p999_us: Option<f64>,
+    /// Largest, us.
+    pub lat_max_us: Option<f64>,
+    /// I/Os that failed (any status or path error).
+    pub errors: u64,
+    /// The first error, in words.
+    pub first_error: Option<String>,
+    /// Verify mismatches (each also counted in `errors`).
+    pub verify_failures: u64,
+    /// Measured seconds.
+    pub secs: f64,
+    /// CPU of the initiator's reactors, % of one core (summed over reactors).
+    pub initiator_cpu_pct: f64,
+    /// Reactor wakeups per second on the initiator.
+    pub initiator_wakeups_s: f64,
+    /// CPU of the target, % of one core, when measured.
+    pub target_cpu_pct: Option<f64>,
+    /// Target reactor wakeups per second, when in-process.
+    pub target_wakeups_s: Option<f64>,
+}
+
+#[derive(Default)]
+struct JobResult {
+    reads: u64,
+    writes: u64,
+    bytes: u64,
+    errors: u64,
+    verify_failures: u64,
+    first_error: Option<String>,
+    lat: Latency,
+}
+
+struct Job {
+    ctrlr: NvmeController,
+    queue: usize,
+    w: Arc<Workload>,
+    block_size: u32,
+    blocks_per_io: u64,
+    lo: u64,
+    units: u64,
+    rng: u64,
+    cursor: u64,
+    t_measure: Instant,
+    t_end: Instant,
+    stop: Arc<AtomicBool>,
+    outstanding: u32,
+    generations: Vec<u64>,
+    busy: Vec<bool>,
+    next_generation: u64,
+    template: Vec<u8>,
+    res: JobResult,
+    progress: Arc<AtomicU64>,
+    tx: Option<mpsc::Sender<JobResult>>,
+}
+
+type JobRc = Rc<RefCell<Job>>;
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    s.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// What one command is.
+struct Op {
+    unit: u64,
+    write: bool,
+    generation: u64,
+    t0: Instant,
+}
+
+impl Job {
+    fn pick(&mut self) -> Option<(u64, bool)> {
+        let write = match self.w.rw {
+            Rw::RandRead | Rw::Read => false,
+            Rw::RandWrite | Rw::Write => true,
+            Rw::RandRw => xorshift(&mut self.rng) % 100 >= u64::from(self.w.rwmixread),
+        };
+        let start = match self.w.rw {
+            Rw::Read | Rw::Write => {
+                let u = self.cursor;
+                self.cursor = (self.cursor + 1) % self.units;
+                u
+            }
+            _ => xorshift(&mut self.rng) % self.units,
+        };
+        if !self.w.verify {
+            return Some((start, write));
+        }
+        // Verify never has two commands on one unit: the last write is then
+        // the one a read must find.
+        (0..self.units)
+            .map(|i| (start + i) % self.units)
+            .find(|&u| !self.busy[u as usize])
+            .map(|u| (u, write))
+    }
+}
+
+fn issue(job: &JobRc, cx: &mut Context) {
+    let (ctrlr, queue, sqe, data, read_len, op) = {
+        let mut j = job.borrow_mut();
+        if j.stop.load(Ordering::Relaxed) || cx.now() >= j.t_end {
+            return;
+        }
+        let Some((unit, write)) = j.pick() else { return };
+        let lba = (j.lo + unit) * j.blocks_per_io;
+        let len = j.w.bs;
+        let mut sqe = Sqe([0; 64]);
+        sqe.0[0] = if write { io_opc::WRITE } else { io_opc::READ };
+        sqe.0[4..8].copy_from_slice(&j.w.nsid.to_le_bytes());
+        sqe.set_cdw(10, lba as u32);
+        sqe.set_cdw(11, (lba >> 32) as u32);
+        sqe.set_cdw(12, (j.blocks_per_io - 1) as u32);
+        let mut generation = 0;
+        let data = if !write {
+            Vec::new()
+        } else if j.w.verify {
+            generation = j.next_generation;
+            j.next_generation += 1;
+            let mut b = vec![0u8; len as usize];
+            verify::fill(&mut b, j.block_size as usize, lba, generation);
+            b
+        } else {
+            j.template.clone()
+        };
+        if j.w.verify {
+            j.busy[unit as usize] = true;
+        }
+        j.outstanding += 1;
+        let op = Op {
+            unit,
+            write,
+            generation,
+            t0: Instant::now(),
+        };
+        (j.ctrlr.clone(), j.queue, sqe, data, if write { 0 } else { len }, op)
+    };
+    let job2 = job.clone();
+    ctrlr.submit(
+        cx,
+        queue,
+        sqe,
+        data,
+        read_len,
+        Box::new(move |cx, r| on_done(&job2, cx, op, r)),
+    );
+}
+
+fn on_done(job: &JobRc, cx: &mut Context, op: Op, r: Result<Completion, IoError>) {
+    let now = Instant::now();
+    let failed = {
+        let mut j = job.borrow_mut();
+        j.outstanding -= 1;
+        let mut err: Option<String> = None;
+        match &r {
+            Ok(c) => {
+                let lba = (j.lo + op.unit) * j.blocks_per_io;
+                let idx = op.unit as usize;
+                if j.w.verify {
+                    if op.write {
+                        j.generations[idx] = op.generation;
+                    } else if j.generations[idx] != 0 {
+                        let expect = j.generations[idx];
+                        if let Err(m) = verify::check(&c.data, j.block_size as usize, lba, expect) {
+                            j.res.verify_failures += 1;
+                            err = Some(m.to_string());
+                            // A mismatch ends the run, as fio's verify does.
+                            j.stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    j.busy[idx] = false;
+                }
+            }
+            Err(e) => {
+                err = Some(e.to_string());
+                if j.w.verify {
+                    j.busy[op.unit as usize] = false;
+                }
+            }
+        }
+        if op.t0 >= j.t_measure && now <= j.t_end {
+            if let Some(e) = err.take() {
+                j.res.errors += 1;
+                if j.res.first_error.is_none() {
+                    j.res.first_error = Some(e);
+                }
+            } else {
+                j.res.lat.record_ns(now.duration_since(op.t0).as_nanos() as u64);
+                if op.write {
+                    j.res.writes += 1;
+                } else {
+                    j.res.reads += 1;
+                }
+                j.res.bytes += u64::from(j.w.bs);
+            }
+        } else if let Some(e) = err {
+            // Errors count wherever they happen: a run with one is not clean.
+            j.res.errors += 1;
+            if j.res.first_error.is_none() {
+                j.res.first_error = Some(e);
+            }
+        }
+        j.progress.fetch_add(1, Ordering::Relaxed);
+        r.is_err()
+    };
+    if failed {
+        // Not at once: a controller that fails every command synchronously
+        // would otherwise turn this into a busy loop.
+        let job2 = job.clone();
+        cx.timer_once(Duration::from_millis(1), move |cx| {
+            issue(&job2, cx);
+            finish_if_done(&job2);
+        });
+    } else {
+        issue(job, cx);
+    }
+    finish_if_done(job);
+}
+
+fn finish_if_done(job: &JobRc) {
+    let mut j = job.borrow_mut();
+    if j.outstanding == 0
+        && let Some(tx) = j.tx.take()
+    {
+        let res = std::mem::take(&mut j.res);
+        let _ = tx.send(res);
+    }
+}
+
+fn proc_cpu_ns(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: utime is field 14, stime 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = rustix::param::clock_ticks_per_second();
+    Some(ticks * 1_000_000_000 / hz.max(1))
+}
+
+struct CpuMark {
+    at: Instant,
+    init: Vec<StatsSnapshot>,
+    target: Vec<StatsSnapshot>,
+    pid_ns: Option<u64>,
+}
+
+fn mark(init: &[ReactorHandle], target: &TargetCpu) -> CpuMark {
+    CpuMark {
+        at: Instant::now(),
+        init: init.iter().map(ReactorHandle::stats).collect(),
+        target: match target {
+            TargetCpu::Reactors(h) => h.iter().map(ReactorHandle::stats).collect(),
+            _ => Vec::new(),
+        },
+        pid_ns: match target {
+            TargetCpu::Pid(p) => proc_cpu_ns(*p),
+            _ => None,
+        },
+    }
+}
+
+/// CPU % and wakeups/s between two marks: (initiator cpu, initiator wakeups, target cpu, target wakeups).
+fn cpu_between(a: &CpuMark, b: &CpuMark) -> (f64, f64, Option<f64>, Option<f64>) {
+    let wall = b.at.duration_since(a.at).as_nanos().max(1) as f64;
+    let sum = |x: &[StatsSnapshot], y: &[StatsSnapshot]| {
+        x.iter().zip(y).fold((0u64, 0u64), |acc, (s0, s1)| {
+            let d = s1.delta(s0);
+            (acc.0 + d.thread_cpu_ns, acc.1 + d.wakeups)
+        })
+    };
+    let (icpu, iwake) = sum(&a.init, &b.init);
+    let (tcpu, twake) = sum(&a.target, &b.target);
+    let (target_cpu, target_wake) = if !a.target.is_empty() {
+        (Some(tcpu as f64 / wall * 100.0), Some(twake as f64 / wall * 1e9))
+    } else if let (Some(p0), Some(p1)) = (a.pid_ns, b.pid_ns) {
+        (Some(p1.saturating_sub(p0) as f64 / wall * 100.0), None)
+    } else {
+        (None, None)
+    };
+    (icpu as f64 / wall * 100.0, iwake as f64 / wall * 1e9, target_cpu, target_wake)
+}
+
+/// Runs `w` on every I/O queue of `ctrlr`. `progress(elapsed, total, ios)`
+/// is called about every 200 ms; setting `stop` ends the run early (what
+/// was measured so far is reported).
+///
+/// # Errors
+/// A workload that does not fit the namespace (size, block size, MDTS), or
+/// a reactor that is gone.
+pub fn run(
+    ctrlr: &NvmeController,
+    w: &Workload,
+    stop: &Arc<AtomicBool>,
+    target: &TargetCpu,
+    mut progress: impl FnMut(Duration, Duration, u64),
+) -> Result<PerfReport, String> {
+    let info = ctrlr.info();
+    let ns = info
+        .namespaces
+        .iter()
+        .find(|n| n.nsid == w.nsid)
+        .ok_or_else(|| {
+            let have: Vec<String> = info.namespaces.iter().map(|n| n.nsid.to_string()).collect();
+            format!("--nsid {}: the controller has namespaces [{}]", w.nsid, have.join(", "))
+        })?
+        .clone();
+    if w.bs == 0 || !w.bs.is_multiple_of(ns.block_size) {
+        return Err(format!(
+            "--bs {}: must be a positive multiple of the namespace's {}-byte block size",
+            w.bs, ns.block_size
+        ));
+    }
+    if let Some(m) = info.max_transfer_bytes
+        && w.bs > m
+    {
+        return Err(format!("--bs {}: the controller's largest transfer (MDTS) is {m} bytes", w.bs));
+    }
+    if w.qd == 0 {
+        return Err("--qd: must be at least 1".into());
+    }
+    let blocks_per_io = u64::from(w.bs / ns.block_size);
+    let blocks = match w.size {
+        Some(bytes) => (bytes / u64::from(ns.block_size)).min(ns.num_blocks),
+        None => ns.num_blocks,
+    };
+    let units = blocks / blocks_per_io;
+    let mut jobs = Vec::new();
+    for (r, h) in ctrlr.reactors().iter().enumerate() {
+        for q in ctrlr.queues_on(r) {
+            jobs.push((h.clone(), q));
+        }
+    }
+    if jobs.is_empty() {
+        return Err("the controller has no I/O queue".into());
+    }
+    let per_job = units / jobs.len() as u64;
+    if per_job == 0 {
+        return Err(format!(
+            "the namespace's {units} I/O units of {} bytes cannot be shared by {} queues",
+            w.bs,
+            jobs.len()
+        ));
+    }
+    let w = Arc::new(w.clone());
+    let start = Instant::now() + Duration::from_millis(20);
+    let t_measure = start + w.ramp;
+    let t_end = t_measure + w.time;
+    let (tx, rx) = mpsc::channel();
+    let progress_count = Arc::new(AtomicU64::new(0));
+    let base_generation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() << 20)
+        .unwrap_or(1 << 40);
+    for (i, (h, queue)) in jobs.iter().enumerate() {
+        let (ctrlr, w, stop, tx, pc) = (ctrlr.clone(), w.clone(), stop.clone(), tx.clone(), progress_count.clone());
+        let (queue, block_size) = (*queue, ns.block_size);
+        let lo = i as u64 * per_job;
+        h.try_send(move |cx| {
+            let n = per_job as usize;
+            let (generations, busy) = if w.verify {
+                (vec![0u64; n], vec![false; n])
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            let template = if w.rw == Rw::RandRead || w.rw == Rw::Read {
+                Vec::new()
+            } else {
+                vec![0x5A; w.bs as usize]
+            };
+            let job = Rc::new(RefCell::new(Job {
+                ctrlr,
+                queue,
+                blocks_per_io,
+                block_size,
+                lo,
+                units: per_job,
+                rng: 0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) << 32),
+                cursor: 0,
+                t_measure,
+                t_end,
+                stop,
+                outstanding: 0,
+                generations,
+                busy,
+                next_generation: base_generation + 1,
+                template,
+                res: JobResult::default(),
+                progress: pc,
+                tx: Some(tx),
+                w: w.clone(),
+            }));
+            let delay = start.saturating_duration_since(Instant::now());
+            cx.timer_once(delay, move |cx| {
+                for _ in 0..w.qd {
+                    issue(&job, cx);
+                }
+                finish_if_done(&job);
+            });
+        })
+        .map_err(|_| format!("reactor on core {} is not accepting work", h.core()))?;
+    }
+    drop(tx);
+    let init = ctrlr.reactors().to_vec();
+    let total = t_end.duration_since(start);
+    while Instant::now() < t_measure && !stop.load(Ordering::Relaxed) {
+        progress(start.elapsed(), total, progress_count.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(50).min(t_measure.saturating_duration_since(Instant::now())));
+    }
+    let m0 = mark(&init, target);
+    while Instant::now() < t_end && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200).min(t_end.saturating_duration_since(Instant::now())));
+        progress(
+            Instant::now().saturating_duration_since(start),
+            total,
+            progress_count.load(Ordering::Relaxed),
+        );
+    }
+    let m1 = mark(&init, target);
+    let stopped_at = Instant::now().min(t_end);
+    // Jobs stop issuing at t_end (or on stop) and report once their queue
+    // drains; a reset may hold commands up to the controller-loss timeout.
+    let mut all = JobResult::default();
+    let opts = ctrlr.options();
+    let wait = Duration::from_secs(u64::try_from(opts.ctrlr_loss_timeout_sec).unwrap_or(60).max(10) + 10);
+    for _ in 0..jobs.len() {
+        let r = rx
+            .recv_timeout(wait)
+            .map_err(|_| format!("an I/O queue did not drain within {wait:?}"))?;
+        all.reads += r.reads;
+        all.writes += r.writes;
+        all.bytes += r.bytes;
+        all.errors += r.errors;
+        all.verify_failures += r.verify_failures;
+        if all.first_error.is_none() {
+            all.first_error = r.first_error;
+        }
+        all.lat.merge(&r.lat);
+    }
+    let secs = stopped_at.saturating_duration_since(t_measure).as_secs_f64().max(1e-9);
+    let (icpu, iwake, tcpu, twake) = cpu_between(&m0, &m1);
+    let ios = all.reads + all.writes;
+    Ok(PerfReport {
+        workload: w.label(),
+        iops: ios as f64 / secs,
+        read_iops: all.reads as f64 / secs,
+        write_iops: all.writes as f64 / secs,
+        bw_kib_s: all.bytes as f64 / 1024.0 / secs,
+        bw_mib_s: all.bytes as f64 / 1_048_576.0 / secs,
+        lat_mean_us: all.lat.mean_us(),
+        lat_p50_us: all.lat.quantile_us(0.5),
+        lat_p90_us: all.lat.quantile_us(0.9),
+        lat_p99_us: all.lat.quantile_us(0.99),
+        lat_p999_us: all.lat.quantile_us(0.999),
+        lat_max_us: all.lat.max_us(),
+        errors: all.errors,
+        first_error: all.first_error,
+        verify_failures: all.verify_failures,
+        secs,
+        initiator_cpu_pct: icpu,
+        initiator_wakeups_s: iwake,
+        target_cpu_pct: tcpu,
+        target_wakeups_s: twake,
+    })
+}
+
+/// Measures CPU and wakeups of both sides for `time` with connections open
+/// and no I/O (the `idle` row).
+pub fn idle(ctrlr: &NvmeController, time: Duration, target: &TargetCpu, stop: &Arc<AtomicBool>) -> PerfReport {
+    let init = ctrlr.reactors().to_vec();
+    let m0 = mark(&init, target);
+    let until = Instant::now() + time;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+    }
+    let m1 = mark(&init, target);
+    let (icpu, iwake, tcpu, twake) = cpu_between(&m0, &m1);
+    PerfReport {
+        workload: "idle".into(),
+        iops: 0.0,
+        read_iops: 0.0,
+        write_iops: 0.0,
+        bw_kib_s: 0.0,
+        bw_mib_s: 0.0,
+        lat_mean_us: None,
+        lat_p50_us: None,
+        lat_p90_us: None,
+        lat_p99_us: None,
+        lat_p999_us: None,
+        lat_max_us: None,
+        errors: 0,
+        first_error: None,
+        verify_failures: 0,
+        secs: m1.at.duration_since(m0.at).as_secs_f64(),
+        initiator_cpu_pct: icpu,
+        initiator_wakeups_s: iwake,
+        target_cpu_pct: tcpu,
+        target_wakeups_s: twake,
+    }
+}
+
+fn us(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
+}
+
+/// A human table of reports.
+pub fn table(rows: &[PerfReport]) -> String {
+    let mut s = format!(
+        "{:<22} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>9} {:>9} {:>10}\n",
+        "workload",
+        "IOPS",
+        "MiB/s",
+        "mean us",
+        "p50 us",
+        "p90 us",
+        "p99 us",
+        "p99.9 us",
+        "max us",
+        "errors",
+        "init CPU%",
+        "tgt CPU%",
+        "wakeups/s"
+    );
+    for r in rows {
+        s += &format!(
+            "{:<22} {:>10.0} {:>10.1} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>9.1} {:>9} {:>10.0}\n",
+            r.workload,
+            r.iops,
+            r.bw_mib_s,
+            us(r.lat_mean_us),
+            us(r.lat_p50_us),
+            us(r.lat_p90_us),
+            us(r.lat_p99_us),
+            us(r.lat_p999_us),
+            us(r.lat_max_us),
+            r.errors,
+            r.initiator_cpu_pct,
+            r.target_cpu_pct.map_or_else(|| "-".into(), |v| format!("{v:.1}")),
+            r.initiator_wakeups_s,
+        );
+    }
+    s
+}

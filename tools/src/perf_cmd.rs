@@ -1,0 +1,351 @@
+//! `lull perf`: a fio/spdk_nvme_perf-style workload from lull's initiator
+//! against a target (an external one with `--target`, else one started in
+//! this process on a RAM bdev).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+use lull_engine::nvme::{NvmeController, NvmeOptions, NvmeTrid};
+use lull_perf::inproc::{DEFAULT_HOSTNQN, INPROC_NQN, InprocTarget};
+use lull_perf::nvme_perf::{self, PerfReport, Rw, TargetCpu, Workload};
+use lull_reactor::supervisor::{self, Policy, SupervisorConfig, SupervisorHandle};
+use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
+
+use crate::target_cmd::{parse_policy, parse_size};
+
+/// Initiator settings shared by `lull perf` and `lull bench` (SPDK
+/// `bdev_nvme_set_options` names, with `-` for `_`).
+#[derive(Args, Clone, Debug)]
+pub struct InitiatorArgs {
+    /// Our host NQN.
+    #[arg(long, default_value = DEFAULT_HOSTNQN)]
+    pub hostnqn: String,
+    /// Ask for the header digest (HDGST).
+    #[arg(long)]
+    pub hdgst: bool,
+    /// Ask for the data digest (DDGST).
+    #[arg(long)]
+    pub ddgst: bool,
+    /// I/O queues to connect (spread over the initiator's cores), 1 to 64.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 64))]
+    pub queues: u64,
+    /// Entries per I/O queue, 2 to 4096.
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = crate::ranged(2, 4096))]
+    pub io_queue_size: u64,
+    /// I/O queue poll period, us, 0 to 10000000 (0 = every loop: polling in a
+    /// poll-mode reactor, event-driven in an interrupt-mode one).
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = crate::ranged(0, 10_000_000))]
+    pub nvme_ioq_poll_period_us: u64,
+    /// Admin queue poll period, us, 0 to 10000000 (completions and AERs; keep-alive has its own timer).
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = crate::ranged(0, 10_000_000))]
+    pub nvme_adminq_poll_period_us: u64,
+    /// KATO asked for, ms, 0 to 3600000 (0 = none); Keep Alive goes every KATO/2.
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = crate::ranged(0, 3_600_000))]
+    pub keep_alive_timeout_ms: u64,
+    /// Seconds between reconnect attempts, 0 to 3600.
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = crate::ranged(0, 3600))]
+    pub reconnect_delay_sec: u64,
+    /// Seconds before a lost controller gives up, -1 (forever) to 86400; 0 = no reconnect.
+    #[arg(long, default_value_t = 15, allow_negative_numbers = true, value_parser = ranged_i(-1, 86_400))]
+    pub ctrlr_loss_timeout_sec: i64,
+    /// Seconds after a loss from which I/O fails instead of waiting, 0 (never) to 86400.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = crate::ranged(0, 86_400))]
+    pub fast_io_fail_timeout_sec: u64,
+    /// Command timeout, us, 0 (none) to 3600000000; a timeout resets the association.
+    #[arg(long, default_value_t = 30_000_000, allow_negative_numbers = true, value_parser = crate::ranged(0, 3_600_000_000))]
+    pub timeout_us: u64,
+}
+
+impl InitiatorArgs {
+    /// The engine's options, validated.
+    pub fn options(&self) -> Result<NvmeOptions, String> {
+        let o = NvmeOptions {
+            nvme_ioq_poll_period_us: self.nvme_ioq_poll_period_us,
+            nvme_adminq_poll_period_us: self.nvme_adminq_poll_period_us,
+            keep_alive_timeout_ms: self.keep_alive_timeout_ms as u32,
+            reconnect_delay_sec: self.reconnect_delay_sec as u32,
+            ctrlr_loss_timeout_sec: self.ctrlr_loss_timeout_sec as i32,
+            fast_io_fail_timeout_sec: self.fast_io_fail_timeout_sec as u32,
+            timeout_us: self.timeout_us,
+            io_queue_size: self.io_queue_size as u16,
+            hdgst: self.hdgst,
+            ddgst: self.ddgst,
+        };
+        o.validate().map_err(|e| format!("--{}", e.replacen('_', "-", 8)))?;
+        Ok(o)
+    }
+}
+
+/// A parser for a signed integer in `min..=max` whose error states the range.
+pub fn ranged_i(min: i64, max: i64) -> impl Fn(&str) -> Result<i64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.trim().parse::<i64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(format!("must be an integer from {min} to {max}")),
+    }
+}
+
+fn parse_rw(s: &str) -> Result<Rw, String> {
+    s.parse()
+}
+
+fn parse_bs(s: &str) -> Result<u64, String> {
+    let v = parse_size(s)?;
+    if !(512..=(16 << 20)).contains(&v) || !v.is_multiple_of(512) {
+        return Err(format!("`{s}`: the I/O size must be 512 bytes to 16 MiB, a multiple of 512"));
+    }
+    Ok(v)
+}
+
+/// ADDR[:PORT] with port 4420 when none is given; names are resolved.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::{IpAddr, ToSocketAddrs};
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 4420));
+    }
+    let with_port = if s.contains(':') { s.to_string() } else { format!("{s}:4420") };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("`{s}`: not an address (ADDR[:PORT], port 4420 by default): {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{s}`: resolves to no address"))
+}
+
+/// `lull perf` arguments.
+#[derive(Args)]
+pub struct PerfArgs {
+    /// Target ADDR[:PORT] (port 4420 by default). Without it, a target is
+    /// started in this process with a RAM bdev (see --ram-size).
+    #[arg(long, value_parser = parse_addr)]
+    target: Option<SocketAddr>,
+    /// Subsystem NQN (default: the in-process target's, or nqn.2024-01.io.lull:vol0 with --target).
+    #[arg(long)]
+    subnqn: Option<String>,
+    /// Namespace ID.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 0xFFFF_FFFE))]
+    nsid: u64,
+    /// Pattern: randread, randwrite, read, write, randrw.
+    #[arg(long, default_value = "randread", value_parser = parse_rw)]
+    rw: Rw,
+    /// Reads in a randrw mix, % (0 to 100).
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = crate::ranged(0, 100))]
+    rwmixread: u64,
+    /// I/O size: bytes or with a suffix (4k, 128k, 1m).
+    #[arg(long, default_value = "4k", value_parser = parse_bs)]
+    bs: u64,
+    /// Commands in flight per queue, 1 to 4096.
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = crate::ranged(1, 4096))]
+    qd: u64,
+    /// Measured time, s (1 to 86400).
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = crate::ranged(1, 86_400))]
+    time: u64,
+    /// Ramp time before measuring, s (0 to 3600).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(0, 3600))]
+    ramp: u64,
+    /// Bytes of the namespace to use from LBA 0 (default: all).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+    /// Write each block's LBA and a generation; check them on every read; a
+    /// mismatch fails the run naming the LBA.
+    #[arg(long)]
+    verify: bool,
+    /// The initiator's CPUs (default: the last usable one).
+    #[arg(long, value_parser = crate::parse_cores)]
+    cores: Option<CoreList>,
+    /// The initiator reactors' mode: poll, interrupt, hybrid or adaptive.
+    #[arg(long, default_value = "interrupt", value_parser = parse_policy)]
+    mode: Policy,
+    /// Hybrid spin window before sleeping, us (0 to 1000000).
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = crate::ranged(0, 1_000_000))]
+    idle_poll_us: u64,
+    #[command(flatten)]
+    init: InitiatorArgs,
+    /// Another process whose CPU to report as the target's.
+    #[arg(long)]
+    target_pid: Option<u32>,
+    /// In-process target: its CPUs (default: the first usable one).
+    #[arg(long, value_parser = crate::parse_cores)]
+    target_cores: Option<CoreList>,
+    /// In-process target: its reactors' mode.
+    #[arg(long, default_value = "interrupt", value_parser = parse_policy)]
+    target_mode: Policy,
+    /// In-process target: RAM bdev size.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    ram_size: u64,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// Starts reactors on `cores` under `policy`, with a supervisor when adaptive.
+pub fn start_reactors(
+    cores: CoreList,
+    pin: bool,
+    policy: Policy,
+    idle_poll: Duration,
+) -> Result<(Reactors, SupervisorHandle), String> {
+    let mut rc = ReactorConfig::new(cores)
+        .mode(policy.fixed_mode().unwrap_or(Mode::Interrupt))
+        .idle_poll(idle_poll);
+    rc.pin = pin;
+    let reactors = Reactors::start(rc).map_err(|e| e.to_string())?;
+    let sup = supervisor::start(&reactors, SupervisorConfig::with_policy(policy)).map_err(|e| e.to_string())?;
+    Ok((reactors, sup))
+}
+
+/// The first and last usable CPUs: (target, initiator); one CPU gives both
+/// the same one, unpinned.
+pub fn default_split() -> Result<(usize, usize, bool), String> {
+    let usable = CoreList::usable().map_err(|e| e.to_string())?;
+    let c = usable.cores();
+    match (c.first(), c.last()) {
+        (Some(&a), Some(&b)) if a != b => Ok((a, b, true)),
+        (Some(&a), _) => Ok((a, a, false)),
+        _ => Err("no usable CPU".into()),
+    }
+}
+
+/// A Ctrl-C flag: set on SIGINT/SIGTERM.
+pub fn stop_flag() -> Result<Arc<AtomicBool>, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("installing a signal handler: {e}"))?;
+    }
+    Ok(stop)
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal or `quiet`).
+pub fn progress_bar(quiet: bool, label: &str) -> indicatif::ProgressBar {
+    let pb = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::with_draw_target(Some(1000), indicatif::ProgressDrawTarget::stderr())
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{prefix:>24} [{bar:30}] {elapsed:>4} {msg}") {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_prefix(label.to_string());
+    pb
+}
+
+pub fn run(a: PerfArgs) -> Result<(), String> {
+    let opts = a.init.options()?;
+    let stop = stop_flag()?;
+    let (tcore, icore, pin) = default_split()?;
+    let init_cores = match &a.cores {
+        Some(c) => {
+            c.validate_online().map_err(|e| format!("--cores: {e}"))?;
+            c.clone()
+        }
+        None => CoreList::try_from(vec![icore]).map_err(|e| e.to_string())?,
+    };
+    let mut inproc = None;
+    let (addr, subnqn, target_cpu) = match a.target {
+        Some(addr) => (
+            addr,
+            a.subnqn.clone().unwrap_or_else(|| "nqn.2024-01.io.lull:vol0".into()),
+            a.target_pid.map_or(TargetCpu::None, TargetCpu::Pid),
+        ),
+        None => {
+            let cores = match &a.target_cores {
+                Some(c) => c.clone(),
+                None => CoreList::try_from(vec![tcore]).map_err(|e| e.to_string())?,
+            };
+            let t = InprocTarget::start(
+                cores,
+                pin || a.target_cores.is_some(),
+                a.target_mode.fixed_mode().unwrap_or(Mode::Interrupt),
+                a.ram_size,
+            )
+            .map_err(|e| format!("in-process target: {e}"))?;
+            let sup = supervisor::start(&t.reactors, SupervisorConfig::with_policy(a.target_mode))
+                .map_err(|e| e.to_string())?;
+            let h = t.reactors.handles().to_vec();
+            let addr = t.addr;
+            inproc = Some((t, sup));
+            (
+                addr,
+                a.subnqn.clone().unwrap_or_else(|| INPROC_NQN.into()),
+                TargetCpu::Reactors(h),
+            )
+        }
+    };
+    let (reactors, _sup) = start_reactors(
+        init_cores,
+        pin || a.cores.is_some(),
+        a.mode,
+        Duration::from_micros(a.idle_poll_us),
+    )?;
+    let trid = NvmeTrid::new(addr, &subnqn, &a.init.hostnqn);
+    let ctrlr = NvmeController::attach("perf0", trid, opts, reactors.handles(), a.init.queues as u16)
+        .map_err(|e| e.to_string())?;
+    let w = Workload {
+        rw: a.rw,
+        rwmixread: a.rwmixread as u8,
+        bs: a.bs as u32,
+        qd: a.qd as u32,
+        time: Duration::from_secs(a.time),
+        ramp: Duration::from_secs(a.ramp),
+        nsid: a.nsid as u32,
+        size: a.size,
+        verify: a.verify,
+    };
+    let info = ctrlr.info();
+    eprintln!(
+        "lull perf: {} on {addr} {subnqn} (cntlid {}, {} I/O queue(s) of {}, MAXH2CDATA {}, in-capsule {} bytes), initiator {} on CPU(s) {}",
+        w.label(),
+        info.cntlid,
+        info.io_queues,
+        info.io_queue_size,
+        info.maxh2cdata,
+        info.in_capsule_bytes,
+        a.mode.as_str(),
+        reactors
+            .handles()
+            .iter()
+            .map(|h| h.core().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let pb = progress_bar(a.no_progress || a.json, &w.label());
+    let report = nvme_perf::run(&ctrlr, &w, &stop, &target_cpu, |el, total, ios| {
+        pb.set_position((el.as_secs_f64() / total.as_secs_f64().max(1e-9) * 1000.0) as u64);
+        pb.set_message(format!("{ios} I/Os"));
+    });
+    pb.finish_and_clear();
+    ctrlr.detach();
+    let _ = reactors.shutdown();
+    if let Some((t, _sup)) = inproc {
+        let _ = t.reactors.shutdown();
+    }
+    let report = report?;
+    print_reports(std::slice::from_ref(&report), a.json)?;
+    if stop.load(Ordering::Relaxed) && report.verify_failures == 0 && report.errors == 0 {
+        eprintln!("lull perf: stopped early; the numbers cover {:.1} s", report.secs);
+    }
+    if report.errors > 0 {
+        return Err(format!(
+            "{} I/O error(s); first: {}",
+            report.errors,
+            report.first_error.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+fn print_reports(rows: &[PerfReport], json: bool) -> Result<(), String> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", nvme_perf::table(rows));
+    }
+    Ok(())
+}

@@ -1,0 +1,648 @@
+//! The initiator's socket glue: one NVMe/TCP host queue pair driven by a
+//! reactor, with completions delivered to callbacks on that reactor.
+//!
+//! Two ways to notice completions ([`QueuePolling`]):
+//! - **Timed** (the `nvme_ioq_poll_period_us` design): a timed poller runs
+//!   every period and reaps whatever arrived. Submissions do not wait for it:
+//!   a submission made outside the queue's own poller wakes the poller for
+//!   the next loop iteration, which sends it, so a command costs at most one
+//!   period of waiting (SPDK's poller sends and reaps only on its period:
+//!   two). The poller pauses itself when nothing is outstanding, so an idle
+//!   queue never wakes its reactor.
+//! - **Event**: the socket is in the reactor's epoll set (a polling reactor
+//!   checks it on every iteration; a sleeping one wakes when bytes arrive).
+//!   With nothing outstanding nothing wakes the reactor at all.
+//!
+//! Either way, bytes that cannot be sent stay where the poller sees them:
+//! the event poller arms EPOLLOUT while its send buffer is not empty, the
+//! timed poller stays active and retries each period (fault case B03).
+//! Commands submitted inside a completion callback are batched: they are
+//! sent in one write after the whole batch of completions was handled.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use lull_reactor::{Context, Interest, PollStatus, Poller, PollerId, Readiness, TimerId};
+
+use crate::host::{Completion, HostError, HostQueue};
+use crate::nvme::Sqe;
+
+/// Bytes read from the socket per poller run (fairness between queues).
+const READ_BUDGET: usize = 1024 * 1024;
+/// Read size per `read` call.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// How a queue notices completions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueuePolling {
+    /// A timed poller every `period` (must not be zero; a period of zero
+    /// means "every loop iteration", which is [`QueuePolling::Event`]: the
+    /// socket in the epoll set that a polling reactor checks every time).
+    Timed(Duration),
+    /// The socket wakes the reactor.
+    Event,
+}
+
+impl QueuePolling {
+    /// The polling for `nvme_ioq_poll_period_us` = `period_us` (0 = every loop).
+    pub fn from_period_us(period_us: u64) -> Self {
+        match period_us {
+            0 => QueuePolling::Event,
+            us => QueuePolling::Timed(Duration::from_micros(us)),
+        }
+    }
+}
+
+/// Why a queue stopped; every command outstanding on it fails with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// The target closed the TCP connection.
+    #[error("the target closed the connection")]
+    Closed,
+    /// A socket call failed.
+    #[error("socket error: {0}")]
+    Io(String),
+    /// The target broke the protocol or terminated the connection.
+    #[error("{0}")]
+    Protocol(HostError),
+    /// A command was outstanding longer than the command timeout.
+    #[error("command {cid} (opcode {opc:#04x}) got no completion within {after:?}")]
+    Timeout {
+        /// Its CID.
+        cid: u16,
+        /// Its opcode.
+        opc: u8,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The queue was closed by its owner.
+    #[error("the queue was closed")]
+    Shutdown,
+}
+
+/// A command the queue could not complete, handed back whole so the owner
+/// can fail it or resubmit it elsewhere (after a reconnect).
+#[derive(Debug)]
+pub struct Failed {
+    /// Why.
+    pub error: QueueError,
+    /// The command as submitted (its CID is this queue's).
+    pub sqe: Sqe,
+    /// Its write data.
+    pub write: Vec<u8>,
+    /// Its read length in bytes.
+    pub read_len: u32,
+}
+
+/// Called once per command on the queue's reactor.
+pub type Callback = Box<dyn FnOnce(&mut Context, Result<Completion, Failed>)>;
+
+/// A submission refused at once, handed back with its callback (not called).
+pub struct Rejected {
+    /// The command and why.
+    pub failed: Failed,
+    /// Its callback.
+    pub cb: Callback,
+}
+
+impl std::fmt::Debug for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.failed.fmt(f)
+    }
+}
+
+/// Called once when the queue stops, before the commands' callbacks.
+pub type OnFail = Box<dyn FnOnce(&mut Context, &QueueError)>;
+
+/// Settings of one queue.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueOptions {
+    /// How completions are noticed.
+    pub polling: QueuePolling,
+    /// Commands in flight at most (the queue size the Connect asked for);
+    /// further submissions wait in the queue, in order.
+    pub depth: u16,
+    /// A command outstanding this long fails the whole queue with
+    /// [`QueueError::Timeout`] (the owner resets the association); `None`: never.
+    pub command_timeout: Option<Duration>,
+}
+
+struct Slot {
+    cb: Callback,
+    sqe: Sqe,
+    write: Vec<u8>,
+    read_len: u32,
+    submitted: Instant,
+}
+
+struct Waiting {
+    sqe: Sqe,
+    write: Vec<u8>,
+    read_len: u32,
+    cb: Callback,
+}
+
+struct Inner {
+    sock: Rc<TcpStream>,
+    q: HostQueue,
+    opts: QueueOptions,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u16>,
+    waiting: VecDeque<Waiting>,
+    poller: Option<PollerId>,
+    /// The timed poller is paused (nothing outstanding).
+    parked: bool,
+    writable_armed: bool,
+    in_poll: bool,
+    timeout_timer: Option<TimerId>,
+    failed: Option<QueueError>,
+    on_fail: Option<OnFail>,
+    done: Vec<Completion>,
+}
+
+/// One host queue pair on a reactor. Cheap to clone (a shared handle); use
+/// it only on the reactor that started it.
+#[derive(Clone)]
+pub struct HostConn {
+    inner: Rc<RefCell<Inner>>,
+}
+
+struct ConnPoller {
+    sock: Rc<TcpStream>,
+    inner: Weak<RefCell<Inner>>,
+}
+
+impl AsFd for ConnPoller {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+impl Poller for ConnPoller {
+    fn poll(&mut self, cx: &mut Context, _ready: Readiness) -> PollStatus {
+        match self.inner.upgrade() {
+            Some(inner) => HostConn { inner }.pump(cx),
+            None => PollStatus::Idle,
+        }
+    }
+}
+
+impl HostConn {
+    /// Takes over a connected socket whose queue is live (ICResp received,
+    /// usually Connect done) and starts polling it on this reactor. CIDs
+    /// `0..depth` become this queue's; the owner must not have commands in
+    /// flight on `q`.
+    ///
+    /// # Errors
+    /// When the socket cannot be made non-blocking or the poller not registered.
+    pub fn start(cx: &mut Context, sock: TcpStream, q: HostQueue, opts: QueueOptions) -> std::io::Result<HostConn> {
+        sock.set_nonblocking(true)?;
+        sock.set_nodelay(true)?;
+        let depth = opts.depth.max(1);
+        let inner = Rc::new(RefCell::new(Inner {
+            sock: Rc::new(sock),
+            q,
+            opts: QueueOptions { depth, ..opts },
+            slots: (0..depth).map(|_| None).collect(),
+            free: (0..depth).rev().collect(),
+            waiting: VecDeque::new(),
+            poller: None,
+            parked: false,
+            writable_armed: false,
+            in_poll: false,
+            timeout_timer: None,
+            failed: None,
+            on_fail: None,
+            done: Vec::new(),
+        }));
+        let conn = HostConn { inner };
+        conn.register_poller(cx).map_err(std::io::Error::other)?;
+        Ok(conn)
+    }
+
+    fn register_poller(&self, cx: &mut Context) -> Result<(), lull_reactor::ReactorError> {
+        let mut g = self.inner.borrow_mut();
+        let poller = ConnPoller {
+            sock: g.sock.clone(),
+            inner: Rc::downgrade(&self.inner),
+        };
+        let id = match g.opts.polling {
+            QueuePolling::Event => {
+                g.writable_armed = g.q.wants_send();
+                let interest = if g.writable_armed { Interest::BOTH } else { Interest::READABLE };
+                cx.register_fd(poller, interest)?
+            }
+            QueuePolling::Timed(period) => {
+                let id = cx.register_timed(period.max(Duration::from_micros(1)), poller)?;
+                if g.is_quiet() {
+                    cx.pause(id)?;
+                    g.parked = true;
+                } else {
+                    g.parked = false;
+                }
+                id
+            }
+        };
+        g.poller = Some(id);
+        Ok(())
+    }
+
+    /// Sets the hook called once when the queue fails (before the callbacks
+    /// of its outstanding commands run with the same error).
+    pub fn on_fail(&self, f: OnFail) {
+        self.inner.borrow_mut().on_fail = Some(f);
+    }
+
+    /// Changes how completions are noticed, without reconnecting.
+    ///
+    /// # Errors
+    /// When the new poller cannot be registered (the queue then fails).
+    pub fn set_polling(&self, cx: &mut Context, polling: QueuePolling) -> Result<(), lull_reactor::ReactorError> {
+        let old = {
+            let mut g = self.inner.borrow_mut();
+            if g.failed.is_some() || g.opts.polling == polling {
+                return Ok(());
+            }
+            if let (QueuePolling::Timed(_), QueuePolling::Timed(p), Some(id)) = (g.opts.polling, polling, g.poller) {
+                g.opts.polling = polling;
+                return cx.set_period(id, p);
+            }
+            g.opts.polling = polling;
+            g.poller.take()
+        };
+        if let Some(id) = old {
+            let _ = cx.unregister(id);
+        }
+        if let Err(e) = self.register_poller(cx) {
+            self.fail(cx, QueueError::Io(format!("re-registering the queue's poller: {e}")));
+            return Err(e);
+        }
+        self.kick(cx);
+        Ok(())
+    }
+
+    /// How completions are noticed now.
+    pub fn polling(&self) -> QueuePolling {
+        self.inner.borrow().opts.polling
+    }
+
+    /// Commands submitted and not completed (in flight and waiting for a CID).
+    pub fn outstanding(&self) -> usize {
+        let g = self.inner.borrow();
+        g.slots.len() - g.free.len() + g.waiting.len()
+    }
+
+    /// Why the queue stopped, once it has.
+    pub fn error(&self) -> Option<QueueError> {
+        self.inner.borrow().failed.clone()
+    }
+
+    /// The data digests and MAXH2CDATA in force, as (header digest, data digest, MAXH2CDATA bytes).
+    pub fn negotiated(&self) -> (bool, bool, u32) {
+        let g = self.inner.borrow();
+        let d = g.q.digests();
+        (d.header, d.data, g.q.maxh2cdata())
+    }
+
+    /// Queues a command: its CID is assigned here, its SGL filled in by the
+    /// queue. `write` is host-to-controller data, `read_len` the bytes the
+    /// command reads. `cb` runs on this reactor with the completion (any
+    /// NVMe status) or, if the queue fails first, with the command handed back.
+    ///
+    /// # Errors
+    /// The command and its callback back, the callback not called, when the
+    /// queue has already failed or the command moves data both ways.
+    #[allow(clippy::result_large_err)]
+    pub fn submit(
+        &self,
+        cx: &mut Context,
+        sqe: Sqe,
+        write: Vec<u8>,
+        read_len: u32,
+        cb: Callback,
+    ) -> Result<(), Rejected> {
+        {
+            let mut g = self.inner.borrow_mut();
+            let refused = match (&g.failed, !write.is_empty() && read_len > 0) {
+                (Some(e), _) => Some(e.clone()),
+                (None, true) => Some(QueueError::Protocol(HostError::Submit(
+                    "a command moves data in one direction only",
+                ))),
+                (None, false) => None,
+            };
+            if let Some(error) = refused {
+                return Err(Rejected {
+                    failed: Failed {
+                        error,
+                        sqe,
+                        write,
+                        read_len,
+                    },
+                    cb,
+                });
+            }
+            let w = Waiting {
+                sqe,
+                write,
+                read_len,
+                cb,
+            };
+            if g.waiting.is_empty() && !g.free.is_empty() {
+                g.issue(cx, w, &self.inner);
+            } else {
+                g.waiting.push_back(w);
+            }
+        }
+        self.kick(cx);
+        Ok(())
+    }
+
+    /// Makes sure the poller runs soon to send what was queued.
+    fn kick(&self, cx: &mut Context) {
+        let mut g = self.inner.borrow_mut();
+        if g.in_poll || g.failed.is_some() {
+            return;
+        }
+        let Some(id) = g.poller else { return };
+        if g.parked {
+            g.parked = false;
+            if let Err(e) = cx.resume(id) {
+                drop(g);
+                self.fail(cx, QueueError::Io(format!("resuming the queue's poller: {e}")));
+                return;
+            }
+        }
+        cx.wake(id);
+    }
+
+    /// Closes the queue: the socket is shut down and every outstanding
+    /// command fails with [`QueueError::Shutdown`].
+    pub fn close(&self, cx: &mut Context) {
+        self.fail(cx, QueueError::Shutdown);
+    }
+
+    /// Stops the queue with `error`: unregisters its poller, sends any
+    /// H2CTermReq the state machine queued, shuts the socket, calls the
+    /// failure hook, then every outstanding command's callback.
+    fn fail(&self, cx: &mut Context, error: QueueError) {
+        let (hook, failed) = {
+            let mut g = self.inner.borrow_mut();
+            if g.failed.is_some() {
+                return;
+            }
+            tracing::debug!(%error, outstanding = g.slots.len() - g.free.len(), "host queue failed");
+            g.failed = Some(error.clone());
+            if let Some(id) = g.poller.take() {
+                let _ = cx.unregister(id);
+            }
+            if let Some(t) = g.timeout_timer.take() {
+                cx.cancel_timer(t);
+            }
+            // Best effort: a queued H2CTermReq tells the target why.
+            let pending = g.q.pending_send().to_vec();
+            let _ = (&*g.sock).write(&pending);
+            let _ = g.sock.shutdown(Shutdown::Both);
+            let mut failed = Vec::new();
+            for slot in g.slots.iter_mut() {
+                if let Some(s) = slot.take() {
+                    failed.push((s.cb, s.sqe, s.write, s.read_len));
+                }
+            }
+            for w in g.waiting.drain(..) {
+                failed.push((w.cb, w.sqe, w.write, w.read_len));
+            }
+            (g.on_fail.take(), failed)
+        };
+        if let Some(h) = hook {
+            h(cx, &error);
+        }
+        for (cb, sqe, write, read_len) in failed {
+            cb(
+                cx,
+                Err(Failed {
+                    error: error.clone(),
+                    sqe,
+                    write,
+                    read_len,
+                }),
+            );
+        }
+    }
+
+    /// One poller run: send, receive, complete, send what the callbacks queued.
+    fn pump(&self, cx: &mut Context) -> PollStatus {
+        let mut work = false;
+        let mut done = {
+            let mut g = self.inner.borrow_mut();
+            g.in_poll = true;
+            std::mem::take(&mut g.done)
+        };
+        let step = (|| {
+            let mut g = self.inner.borrow_mut();
+            work |= g.flush()?;
+            work |= g.receive(&mut done)?;
+            Ok::<(), QueueError>(())
+        })();
+        if let Err(e) = step {
+            self.inner.borrow_mut().in_poll = false;
+            self.fail(cx, e);
+            return PollStatus::Busy;
+        }
+        for c in done.drain(..) {
+            let slot = {
+                let mut g = self.inner.borrow_mut();
+                let cid = c.cqe.cid;
+                let s = g.slots.get_mut(cid as usize).and_then(Option::take);
+                if s.is_some() {
+                    g.free.push(cid);
+                }
+                s
+            };
+            // The state machine only completes CIDs it has in flight, which are ours.
+            if let Some(s) = slot {
+                (s.cb)(cx, Ok(c));
+            }
+            if self.inner.borrow().failed.is_some() {
+                return PollStatus::Busy;
+            }
+        }
+        let mut g = self.inner.borrow_mut();
+        g.done = done;
+        if g.failed.is_some() {
+            return PollStatus::Busy;
+        }
+        while !g.free.is_empty()
+            && let Some(w) = g.waiting.pop_front()
+        {
+            g.issue(cx, w, &self.inner);
+        }
+        let flushed = g.flush();
+        g.in_poll = false;
+        let result = flushed.and_then(|w| {
+            work |= w;
+            g.settle(cx)
+        });
+        drop(g);
+        if let Err(e) = result {
+            self.fail(cx, e);
+        }
+        PollStatus::from_work(work)
+    }
+}
+
+impl Inner {
+    fn is_quiet(&self) -> bool {
+        self.free.len() == self.slots.len() && self.waiting.is_empty() && !self.q.wants_send()
+    }
+
+    /// Gives `w` a CID and encodes it; the caller checked a CID is free.
+    fn issue(&mut self, cx: &mut Context, w: Waiting, me: &Rc<RefCell<Inner>>) {
+        let Some(cid) = self.free.pop() else {
+            self.waiting.push_front(w);
+            return;
+        };
+        let mut sqe = w.sqe;
+        sqe.set_cid(cid);
+        if let Err(e) = self.q.submit(sqe, &w.write, w.read_len) {
+            // Only a queue that is not live refuses; the next receive fails it.
+            self.free.push(cid);
+            self.waiting.push_front(Waiting { sqe, ..w });
+            tracing::debug!(error = %e, "host queue refused a submission");
+            return;
+        }
+        self.slots[cid as usize] = Some(Slot {
+            cb: w.cb,
+            sqe,
+            write: w.write,
+            read_len: w.read_len,
+            submitted: cx.now(),
+        });
+        if let (Some(after), None) = (self.opts.command_timeout, self.timeout_timer) {
+            self.timeout_timer = Some(arm_timeout(cx, Rc::downgrade(me), after, after));
+        }
+    }
+
+    /// Writes what is queued until the socket would block.
+    fn flush(&mut self) -> Result<bool, QueueError> {
+        let mut work = false;
+        while self.q.wants_send() {
+            match (&*self.sock).write(self.q.pending_send()) {
+                Ok(0) => return Err(QueueError::Closed),
+                Ok(n) => {
+                    self.q.sent(n);
+                    work = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(QueueError::Io(format!("write: {e}"))),
+            }
+        }
+        Ok(work)
+    }
+
+    /// Reads and parses up to the budget; completions go to `done`.
+    fn receive(&mut self, done: &mut Vec<Completion>) -> Result<bool, QueueError> {
+        let mut total = 0;
+        let mut work = false;
+        while total < READ_BUDGET {
+            let buf = self.q.recv_buffer(READ_CHUNK);
+            let r = (&*self.sock).read(buf);
+            let n = match r {
+                Ok(0) => {
+                    self.q.received(READ_CHUNK, 0);
+                    return Err(QueueError::Closed);
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    self.q.received(READ_CHUNK, 0);
+                    match e.kind() {
+                        ErrorKind::WouldBlock => break,
+                        ErrorKind::Interrupted => continue,
+                        _ => return Err(QueueError::Io(format!("read: {e}"))),
+                    }
+                }
+            };
+            self.q.received(READ_CHUNK, n);
+            total += n;
+            work = true;
+            if let Err(e) = self.q.process() {
+                return Err(QueueError::Protocol(e));
+            }
+            self.q.drain_completions(done);
+            if n < READ_CHUNK {
+                break;
+            }
+        }
+        Ok(work)
+    }
+
+    /// After a run: EPOLLOUT only while bytes wait; a timed poller parks when quiet.
+    fn settle(&mut self, cx: &mut Context) -> Result<(), QueueError> {
+        let Some(id) = self.poller else { return Ok(()) };
+        match self.opts.polling {
+            QueuePolling::Event => {
+                let want = self.q.wants_send();
+                if want != self.writable_armed {
+                    self.writable_armed = want;
+                    let interest = if want { Interest::BOTH } else { Interest::READABLE };
+                    cx.set_interest(id, interest)
+                        .map_err(|e| QueueError::Io(format!("epoll_ctl: {e}")))?;
+                }
+            }
+            QueuePolling::Timed(_) => {
+                if !self.parked && self.is_quiet() {
+                    self.parked = true;
+                    cx.pause(id).map_err(|e| QueueError::Io(format!("pausing the poller: {e}")))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A one-shot timer, `delay` from now, that fails the queue if its oldest
+/// command is older than `after`, else re-arms itself for that command's
+/// deadline; it lapses when nothing is outstanding, so an idle queue has no timer.
+fn arm_timeout(cx: &mut Context, me: Weak<RefCell<Inner>>, after: Duration, delay: Duration) -> TimerId {
+    cx.timer_once(delay, move |cx| {
+        if let Some(inner) = me.upgrade() {
+            inner.borrow_mut().timeout_timer = None;
+            check_timeout(cx, inner, after);
+        }
+    })
+}
+
+fn check_timeout(cx: &mut Context, inner: Rc<RefCell<Inner>>, after: Duration) {
+    let now = cx.now();
+    let verdict = {
+        let g = inner.borrow();
+        if g.failed.is_some() {
+            return;
+        }
+        g.slots.iter().flatten().min_by_key(|s| s.submitted).map(|s| {
+            let age = now.saturating_duration_since(s.submitted);
+            if age >= after {
+                Err(QueueError::Timeout {
+                    cid: s.sqe.cid(),
+                    opc: s.sqe.opc(),
+                    after,
+                })
+            } else {
+                Ok(after - age)
+            }
+        })
+    };
+    match verdict {
+        None => {}
+        Some(Ok(left)) => {
+            let id = arm_timeout(cx, Rc::downgrade(&inner), after, left);
+            inner.borrow_mut().timeout_timer = Some(id);
+        }
+        Some(Err(e)) => HostConn { inner }.fail(cx, e),
+    }
+}

@@ -1,0 +1,320 @@
+//! One host queue pair over a blocking socket: the initiator's control path
+//! (TCP connect, ICReq/ICResp, fabrics Connect, Property Get/Set, Identify)
+//! and a simple load generator's data path. Every wait is bounded by the
+//! queue's timeout. Once set up, [`SyncQueue::into_parts`] hands the socket
+//! and the live state machine to [`crate::host_conn::HostConn`] on a reactor.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::fabrics::{ConnectCmd, ConnectData, PropertyCmd, fctype, property};
+use crate::host::{Completion, HostError, HostQueue};
+use crate::nvme::{Cqe, Sqe, Status};
+use crate::pdu::Digests;
+
+/// Why a control-path step failed, in words an operator can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    /// TCP connect or a socket call failed.
+    #[error("{0}")]
+    Io(String),
+    /// The target broke the protocol or terminated the connection.
+    #[error("{0}")]
+    Protocol(String),
+    /// A command completed with an error status.
+    #[error("{what} failed: {status} (status {code:#06x})")]
+    Status {
+        /// Which command.
+        what: String,
+        /// The status.
+        status: Status,
+        /// Its raw value (SCT/SC/DNR bits as in the CQE, phase bit excluded).
+        code: u16,
+    },
+    /// No answer in time.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+/// One queue pair over a blocking socket.
+pub struct SyncQueue {
+    sock: TcpStream,
+    q: HostQueue,
+    next_cid: u16,
+    timeout: Duration,
+}
+
+impl SyncQueue {
+    /// Connects (within `timeout`) and completes ICReq/ICResp. `in_capsule`
+    /// is the in-capsule data limit in bytes the target accepts on this queue.
+    ///
+    /// # Errors
+    /// [`SyncError::Io`] for TCP, [`SyncError::Protocol`] for an ICResp refused,
+    /// [`SyncError::Timeout`] when no ICResp comes in time.
+    pub fn connect(addr: SocketAddr, digests: Digests, in_capsule: u32, timeout: Duration) -> Result<Self, SyncError> {
+        let sock =
+            TcpStream::connect_timeout(&addr, timeout).map_err(|e| SyncError::Io(format!("connect to {addr}: {e}")))?;
+        sock.set_nodelay(true).map_err(|e| SyncError::Io(e.to_string()))?;
+        sock.set_read_timeout(Some(timeout))
+            .and_then(|()| sock.set_write_timeout(Some(timeout)))
+            .map_err(|e| SyncError::Io(e.to_string()))?;
+        let mut c = SyncQueue {
+            sock,
+            q: HostQueue::new(digests, in_capsule),
+            next_cid: 0,
+            timeout,
+        };
+        c.flush()?;
+        let until = Instant::now() + timeout;
+        while !c.q.is_live() {
+            if Instant::now() > until {
+                return Err(SyncError::Timeout(format!("no ICResp from {addr} within {timeout:?}")));
+            }
+            c.read_some()?;
+        }
+        Ok(c)
+    }
+
+    /// The socket and the live state machine, for a reactor to drive. No
+    /// command is in flight.
+    pub fn into_parts(self) -> (TcpStream, HostQueue) {
+        (self.sock, self.q)
+    }
+
+    /// The state machine (digests and MAXH2CDATA negotiated, in-capsule limit).
+    pub fn queue_mut(&mut self) -> &mut HostQueue {
+        &mut self.q
+    }
+
+    fn flush(&mut self) -> Result<(), SyncError> {
+        while self.q.wants_send() {
+            let n = self
+                .sock
+                .write(self.q.pending_send())
+                .map_err(|e| SyncError::Io(format!("write: {e}")))?;
+            self.q.sent(n);
+        }
+        Ok(())
+    }
+
+    fn read_some(&mut self) -> Result<(), SyncError> {
+        const CHUNK: usize = 256 * 1024;
+        let buf = self.q.recv_buffer(CHUNK);
+        let r = self.sock.read(buf);
+        let n = match r {
+            Ok(0) => {
+                self.q.received(CHUNK, 0);
+                return Err(SyncError::Io("the target closed the connection".into()));
+            }
+            Ok(n) => n,
+            Err(e) => {
+                self.q.received(CHUNK, 0);
+                let inflight = self.q.inflight();
+                return Err(match e.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => SyncError::Timeout(format!(
+                        "no answer within {:?} ({inflight} commands in flight)",
+                        self.timeout
+                    )),
+                    _ => SyncError::Io(format!("read: {e} ({inflight} commands in flight)")),
+                });
+            }
+        };
+        self.q.received(CHUNK, n);
+        match self.q.process() {
+            Ok(()) => Ok(()),
+            Err(e @ HostError::Fatal(_)) => {
+                let _ = self.flush();
+                Err(SyncError::Protocol(e.to_string()))
+            }
+            Err(e) => Err(SyncError::Protocol(e.to_string())),
+        }
+    }
+
+    /// Commands submitted and not completed.
+    pub fn inflight(&self) -> usize {
+        self.q.inflight()
+    }
+
+    /// A fresh CID.
+    pub fn cid(&mut self) -> u16 {
+        self.next_cid = self.next_cid.wrapping_add(1);
+        self.next_cid
+    }
+
+    /// Submits without waiting (the SQE's CID is the caller's).
+    ///
+    /// # Errors
+    /// When the queue refuses the submission.
+    pub fn submit(&mut self, sqe: Sqe, write: &[u8], read_len: u32) -> Result<(), SyncError> {
+        self.q
+            .submit(sqe, write, read_len)
+            .map_err(|e| SyncError::Protocol(e.to_string()))
+    }
+
+    /// Sends what is queued and waits for at least one completion.
+    ///
+    /// # Errors
+    /// Socket, protocol or timeout errors.
+    pub fn wait(&mut self) -> Result<Vec<Completion>, SyncError> {
+        self.flush()?;
+        loop {
+            let done = self.q.take_completions();
+            if !done.is_empty() {
+                return Ok(done);
+            }
+            self.read_some()?;
+            self.flush()?;
+        }
+    }
+
+    /// Runs one command to completion; `what` names it in errors.
+    ///
+    /// # Errors
+    /// Transport errors, or [`SyncError::Status`] for an unsuccessful status.
+    pub fn call(&mut self, what: &str, mut sqe: Sqe, write: &[u8], read_len: u32) -> Result<Completion, SyncError> {
+        let cid = self.cid();
+        sqe.set_cid(cid);
+        self.submit(sqe, write, read_len)?;
+        loop {
+            for c in self.wait()? {
+                if c.cqe.cid != cid {
+                    continue;
+                }
+                if !c.cqe.status.is_success() {
+                    return Err(SyncError::Status {
+                        what: what.to_string(),
+                        status: c.cqe.status,
+                        code: c.cqe.status.0 >> 1,
+                    });
+                }
+                return Ok(c);
+            }
+        }
+    }
+
+    /// Fabrics Connect (NVMe-oF 1.1 section 3.3): `qid` 0 creates the admin
+    /// queue of a dynamic controller (`cntlid` 0xFFFF), else an I/O queue of
+    /// controller `cntlid`. `sqsize` is 0's based; `kato_ms` admin only.
+    /// Returns the CQE (DW0 bits 15:0 = CNTLID on an admin Connect).
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); a refused host is a [`SyncError::Status`]
+    /// with Connect Invalid Host.
+    pub fn fabric_connect(&mut self, qid: u16, sqsize: u16, kato_ms: u32, data: &ConnectData) -> Result<Cqe, SyncError> {
+        let mut sqe = Sqe([0; 64]);
+        ConnectCmd {
+            recfmt: 0,
+            qid,
+            sqsize,
+            cattr: 0,
+            kato: kato_ms,
+        }
+        .write(&mut sqe);
+        let what = format!("Connect (queue {qid})");
+        Ok(self.call(&what, sqe, &data.encode(), 0)?.cqe)
+    }
+
+    /// Property Get; `size` 4 or 8 bytes. Returns the value.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub fn property_get(&mut self, offset: u32, size: u8) -> Result<u64, SyncError> {
+        let mut sqe = Sqe([0; 64]);
+        PropertyCmd { size, offset, value: 0 }.write(&mut sqe, fctype::PROPERTY_GET);
+        let c = self.call(&format!("Property Get {offset:#x}"), sqe, &[], 0)?;
+        Ok(u64::from(c.cqe.dw0) | (u64::from(c.cqe.dw1) << 32))
+    }
+
+    /// Property Set of a 4-byte property.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub fn property_set(&mut self, offset: u32, value: u64) -> Result<(), SyncError> {
+        let mut sqe = Sqe([0; 64]);
+        PropertyCmd { size: 4, offset, value }.write(&mut sqe, fctype::PROPERTY_SET);
+        self.call(&format!("Property Set {offset:#x}"), sqe, &[], 0).map(|_| ())
+    }
+
+    /// Sets CC.EN with 64-byte SQEs and 16-byte CQEs and waits up to
+    /// `timeout` for CSTS.RDY (NVMe base 2.0 section 3.5.1).
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); [`SyncError::Timeout`] when RDY stays 0;
+    /// [`SyncError::Protocol`] when CSTS.CFS is set.
+    pub fn enable(&mut self, timeout: Duration) -> Result<(), SyncError> {
+        self.property_set(property::CC, 1 | (6 << 16) | (4 << 20))?;
+        let until = Instant::now() + timeout;
+        loop {
+            let csts = self.property_get(property::CSTS, 4)?;
+            if csts & 2 != 0 {
+                return Err(SyncError::Protocol("the controller reports a fatal status (CSTS.CFS)".into()));
+            }
+            if csts & 1 == 1 {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                return Err(SyncError::Timeout(format!("CSTS.RDY not set within {timeout:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// An admin queue on a new dynamic controller, enabled: Connect, CC.EN,
+    /// CSTS.RDY. Returns the queue and its CNTLID.
+    ///
+    /// # Errors
+    /// Any failure on the way.
+    pub fn admin(
+        addr: SocketAddr,
+        subnqn: &str,
+        hostnqn: &str,
+        digests: Digests,
+        kato_ms: u32,
+    ) -> Result<(SyncQueue, u16), SyncError> {
+        let timeout = Duration::from_secs(10);
+        let mut c = SyncQueue::connect(addr, digests, 8192, timeout)?;
+        let data = ConnectData {
+            hostid: [0x11; 16],
+            cntlid: 0xFFFF,
+            subnqn: subnqn.into(),
+            hostnqn: hostnqn.into(),
+        };
+        let cntlid = c.fabric_connect(0, 31, kato_ms, &data)?.dw0 as u16;
+        c.enable(timeout)?;
+        Ok((c, cntlid))
+    }
+
+    /// Sends Keep Alive (on an admin queue) and waits for its completion.
+    ///
+    /// # Errors
+    /// Transport errors or a failed status.
+    pub fn keep_alive(&mut self) -> Result<(), SyncError> {
+        let mut sqe = Sqe([0; 64]);
+        sqe.0[0] = crate::nvme::admin_opc::KEEP_ALIVE;
+        self.call("Keep Alive", sqe, &[], 0).map(|_| ())
+    }
+
+    /// An I/O queue (QID 1, 128 entries) of controller `cntlid`.
+    ///
+    /// # Errors
+    /// Any failure on the way.
+    pub fn io(
+        addr: SocketAddr,
+        subnqn: &str,
+        hostnqn: &str,
+        cntlid: u16,
+        digests: Digests,
+        in_capsule: u32,
+    ) -> Result<SyncQueue, SyncError> {
+        let mut c = SyncQueue::connect(addr, digests, in_capsule, Duration::from_secs(10))?;
+        let data = ConnectData {
+            hostid: [0x11; 16],
+            cntlid,
+            subnqn: subnqn.into(),
+            hostnqn: hostnqn.into(),
+        };
+        c.fabric_connect(1, 127, 0, &data)?;
+        Ok(c)
+    }
+}

@@ -12,6 +12,7 @@ mod baseline;
 mod glommio_ref;
 pub mod inproc;
 mod latency;
+pub mod matrix;
 pub mod nvme_perf;
 pub mod reactor_bench;
 pub mod target_bench;

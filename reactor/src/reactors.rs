@@ -129,6 +129,9 @@ impl Reactors {
                         let _ = ready.send(Err(ReactorError::Pin { core, source }));
                         return;
                     }
+                    // Timed pollers run at 100 us periods; the kernel's default
+                    // 50 us slack would stretch each sleep by up to half of one.
+                    crate::sys::tight_timer_slack();
                     match Context::new(s, peers) {
                         Ok(cx) => {
                             let _ = ready.send(Ok(()));

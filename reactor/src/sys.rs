@@ -87,6 +87,13 @@ impl AsFd for Doorbell {
 }
 
 /// Pins the calling thread to one CPU.
+/// Asks for 1 ns timer slack on this thread, so sleeps end when asked
+/// (the default slack is 50 us). Best effort: a kernel that refuses leaves
+/// timers late, not wrong.
+pub(crate) fn tight_timer_slack() {
+    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
+}
+
 pub(crate) fn pin_current_thread(core: usize) -> io::Result<()> {
     if core >= rustix::thread::CpuSet::MAX_CPU {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));

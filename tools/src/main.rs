@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use lull_perf::reactor_bench::{self, BenchOptions};
 use lull_reactor::CoreList;
 
+mod bench_cmd;
 mod perf_cmd;
 mod target_cmd;
 
@@ -28,9 +29,22 @@ enum Command {
     ///
     /// Example: lull perf --target 127.0.0.1:4420 --subnqn nqn.2024-01.io.lull:vol0 --rw randrw --bs 4k --qd 32 --time 20 --verify
     Perf(perf_cmd::PerfArgs),
-    /// Benchmarks.
+    /// Benchmarks. With no subcommand: the comparison matrix (six
+    /// configurations x random/sequential read/write, QD 1 latency and idle),
+    /// in-process target and initiator on two cores; tables on stdout, CSV,
+    /// JSON and an SVG plot in an output directory.
+    ///
+    /// Example: lull bench --time 5 --out results/
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchArgs {
     #[command(subcommand)]
-    Bench(Bench),
+    which: Option<Bench>,
+    #[command(flatten)]
+    matrix: bench_cmd::MatrixArgs,
 }
 
 #[derive(Subcommand)]
@@ -101,7 +115,7 @@ pub(crate) fn ranged(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String>
     }
 }
 
-fn parse_cores(s: &str) -> Result<CoreList, String> {
+pub(crate) fn parse_cores(s: &str) -> Result<CoreList, String> {
     CoreList::parse(s).map_err(|e| e.to_string())
 }
 
@@ -177,8 +191,15 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(Bench::Reactor(a)) => bench_reactor(a),
-        Command::Bench(Bench::Target(a)) => bench_target(a),
+        Command::Bench(BenchArgs {
+            which: Some(Bench::Reactor(a)),
+            ..
+        }) => bench_reactor(a),
+        Command::Bench(BenchArgs {
+            which: Some(Bench::Target(a)),
+            ..
+        }) => bench_target(a),
+        Command::Bench(BenchArgs { which: None, matrix }) => bench_cmd::run(matrix),
         Command::Target(a) => target_cmd::run(a),
         Command::Perf(a) => perf_cmd::run(a),
     };

@@ -134,6 +134,8 @@ pub struct QueueOptions {
 
 struct Slot {
     cb: Callback,
+    /// Subject to the command timeout (an AER is not: it waits for an event).
+    timed: bool,
     sqe: Sqe,
     write: Vec<u8>,
     read_len: u32,
@@ -141,6 +143,7 @@ struct Slot {
 }
 
 struct Waiting {
+    timed: bool,
     sqe: Sqe,
     write: Vec<u8>,
     read_len: u32,
@@ -326,6 +329,37 @@ impl HostConn {
         read_len: u32,
         cb: Callback,
     ) -> Result<(), Rejected> {
+        self.submit_inner(cx, sqe, write, read_len, cb, true)
+    }
+
+    /// As [`submit`](Self::submit), for a command that may legitimately stay
+    /// outstanding forever (an Asynchronous Event Request): the command
+    /// timeout does not apply to it.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    #[allow(clippy::result_large_err)]
+    pub fn submit_untimed(
+        &self,
+        cx: &mut Context,
+        sqe: Sqe,
+        write: Vec<u8>,
+        read_len: u32,
+        cb: Callback,
+    ) -> Result<(), Rejected> {
+        self.submit_inner(cx, sqe, write, read_len, cb, false)
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn submit_inner(
+        &self,
+        cx: &mut Context,
+        sqe: Sqe,
+        write: Vec<u8>,
+        read_len: u32,
+        cb: Callback,
+        timed: bool,
+    ) -> Result<(), Rejected> {
         {
             let mut g = self.inner.borrow_mut();
             let refused = match (&g.failed, !write.is_empty() && read_len > 0) {
@@ -347,6 +381,7 @@ impl HostConn {
                 });
             }
             let w = Waiting {
+                timed,
                 sqe,
                 write,
                 read_len,
@@ -517,12 +552,13 @@ impl Inner {
         }
         self.slots[cid as usize] = Some(Slot {
             cb: w.cb,
+            timed: w.timed,
             sqe,
             write: w.write,
             read_len: w.read_len,
             submitted: cx.now(),
         });
-        if let (Some(after), None) = (self.opts.command_timeout, self.timeout_timer) {
+        if let (true, Some(after), None) = (w.timed, self.opts.command_timeout, self.timeout_timer) {
             self.timeout_timer = Some(arm_timeout(cx, Rc::downgrade(me), after, after));
         }
     }
@@ -624,7 +660,7 @@ fn check_timeout(cx: &mut Context, inner: Rc<RefCell<Inner>>, after: Duration) {
         if g.failed.is_some() {
             return;
         }
-        g.slots.iter().flatten().min_by_key(|s| s.submitted).map(|s| {
+        g.slots.iter().flatten().filter(|s| s.timed).min_by_key(|s| s.submitted).map(|s| {
             let age = now.saturating_duration_since(s.submitted);
             if age >= after {
                 Err(QueueError::Timeout {

@@ -508,7 +508,7 @@ fn submit_aer(cx: &mut Context, id: u64, conn: HostConn) {
     let mut sqe = Sqe([0; 64]);
     sqe.0[0] = admin_opc::ASYNC_EVENT_REQUEST;
     let c2 = conn.clone();
-    let _ = conn.submit(
+    let _ = conn.submit_untimed(
         cx,
         sqe,
         Vec::new(),

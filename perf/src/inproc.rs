@@ -42,10 +42,6 @@ impl InprocTarget {
         s.add_namespace(1, bdev)?;
         target.add_subsystem(s)?;
         let addr = target.listen(&reactors, SocketAddr::from(([127, 0, 0, 1], 0)))?;
-        Ok(InprocTarget {
-            reactors,
-            target,
-            addr,
-        })
+        Ok(InprocTarget { reactors, target, addr })
     }
 }

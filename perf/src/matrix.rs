@@ -358,7 +358,17 @@ pub fn tables(rows: &[BenchRow]) -> String {
     let _ = writeln!(
         s,
         "{:<22} {:<18} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
-        "configuration", "workload", "IOPS", "MiB/s", "mean us", "p50 us", "p99 us", "tgt CPU%", "init CPU%", "tgt wk/s", "init wk/s"
+        "configuration",
+        "workload",
+        "IOPS",
+        "MiB/s",
+        "mean us",
+        "p50 us",
+        "p99 us",
+        "tgt CPU%",
+        "init CPU%",
+        "tgt wk/s",
+        "init wk/s"
     );
     for r in rows {
         let _ = writeln!(
@@ -420,7 +430,13 @@ pub fn svg(rows: &[BenchRow]) -> String {
     let pts: Vec<(String, f64, f64)> = rows
         .iter()
         .filter(|r| r.workload == "randread 4k qd1")
-        .filter_map(|r| Some((r.config.clone(), r.target_cpu_pct.unwrap_or(0.0) + r.initiator_cpu_pct, r.lat_mean_us?)))
+        .filter_map(|r| {
+            Some((
+                r.config.clone(),
+                r.target_cpu_pct.unwrap_or(0.0) + r.initiator_cpu_pct,
+                r.lat_mean_us?,
+            ))
+        })
         .collect();
     let (w, h, ml, mb, mt, mr) = (720.0, 460.0, 70.0, 60.0, 40.0, 180.0);
     let xmax = pts.iter().map(|p| p.1).fold(10.0f64, f64::max) * 1.1;
@@ -459,7 +475,9 @@ pub fn svg(rows: &[BenchRow]) -> String {
         (mt + h - mb) / 2.0,
         (mt + h - mb) / 2.0
     );
-    let colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+    let colors = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    ];
     for (i, (name, cx, cy)) in pts.iter().enumerate() {
         let c = colors[i % colors.len()];
         let _ = writeln!(
@@ -539,7 +557,12 @@ mod tests {
         assert_eq!(s[0][9], "0.01 + 0.02");
         let c = csv(&rows);
         assert_eq!(c.lines().count(), 4);
-        assert!(c.lines().nth(1).unwrap().starts_with("\"a\",\"randread 4k qd32\",100000.0,400000.0,300.000"));
+        assert!(
+            c.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("\"a\",\"randread 4k qd32\",100000.0,400000.0,300.000")
+        );
         let g = svg(&rows);
         assert!(g.starts_with("<svg") && g.contains("a (30 %, 90 us)"), "{g}");
     }

@@ -415,7 +415,12 @@ fn cpu_between(a: &CpuMark, b: &CpuMark) -> (f64, f64, Option<f64>, Option<f64>)
     } else {
         (None, None)
     };
-    (icpu as f64 / wall * 100.0, iwake as f64 / wall * 1e9, target_cpu, target_wake)
+    (
+        icpu as f64 / wall * 100.0,
+        iwake as f64 / wall * 1e9,
+        target_cpu,
+        target_wake,
+    )
 }
 
 /// Runs `w` on every I/O queue of `ctrlr`. `progress(elapsed, total, ios)`
@@ -451,7 +456,10 @@ pub fn run(
     if let Some(m) = info.max_transfer_bytes
         && w.bs > m
     {
-        return Err(format!("--bs {}: the controller's largest transfer (MDTS) is {m} bytes", w.bs));
+        return Err(format!(
+            "--bs {}: the controller's largest transfer (MDTS) is {m} bytes",
+            w.bs
+        ));
     }
     if w.qd == 0 {
         return Err("--qd: must be at least 1".into());
@@ -490,7 +498,13 @@ pub fn run(
         .map(|d| d.as_secs() << 20)
         .unwrap_or(1 << 40);
     for (i, (h, queue)) in jobs.iter().enumerate() {
-        let (ctrlr, w, stop, tx, pc) = (ctrlr.clone(), w.clone(), stop.clone(), tx.clone(), progress_count.clone());
+        let (ctrlr, w, stop, tx, pc) = (
+            ctrlr.clone(),
+            w.clone(),
+            stop.clone(),
+            tx.clone(),
+            progress_count.clone(),
+        );
         let (queue, block_size) = (*queue, ns.block_size);
         let lo = i as u64 * per_job;
         h.try_send(move |cx| {

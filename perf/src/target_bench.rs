@@ -283,7 +283,8 @@ pub fn run(o: &TargetBenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec
     let mut io = Client::io(addr, NQN, HOSTNQN, cntlid, Digests::default(), 8192).map_err(es)?;
     // Fill the namespace once so reads return written data.
     for lba in (0..BLOCKS).step_by(256) {
-        io.call("fill write", io_sqe(true, lba, 256), &vec![0xA5; 256 * 512], 0).map_err(es)?;
+        io.call("fill write", io_sqe(true, lba, 256), &vec![0xA5; 256 * 512], 0)
+            .map_err(es)?;
     }
     let rounds = o.rounds.max(1);
     let slice = o.time / rounds;

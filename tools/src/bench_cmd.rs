@@ -54,7 +54,14 @@ pub struct MatrixArgs {
 }
 
 fn parse_config(s: &str) -> Result<usize, String> {
-    let names = ["poll", "interrupt-ioq1000", "interrupt-ioq100", "event-driven", "hybrid", "adaptive"];
+    let names = [
+        "poll",
+        "interrupt-ioq1000",
+        "interrupt-ioq100",
+        "event-driven",
+        "hybrid",
+        "adaptive",
+    ];
     names
         .iter()
         .position(|n| *n == s)
@@ -82,7 +89,12 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
     let core = |c| CoreList::try_from(vec![c]).map_err(|e| e.to_string());
     let mut inproc = None;
     let (addr, subnqn, target_side, target_cpu) = match a.target {
-        Some(addr) => (addr, a.subnqn.clone(), None, a.target_pid.map_or(TargetCpu::None, TargetCpu::Pid)),
+        Some(addr) => (
+            addr,
+            a.subnqn.clone(),
+            None,
+            a.target_pid.map_or(TargetCpu::None, TargetCpu::Pid),
+        ),
         None => {
             let t = InprocTarget::start(core(tcore)?, pin, Mode::Interrupt, 256 << 20)?;
             let sup = supervisor::start(&t.reactors, SupervisorConfig::with_policy(Policy::Interrupt))
@@ -106,7 +118,11 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
     let per_config = (time + ramp) * 6 + idle + Duration::from_millis(400);
     eprintln!(
         "lull bench: target {} on CPU {tcore}, initiator on CPU {icore}{}; {} configurations x 6 workloads x {} s + {} s idle: about {} s",
-        if a.target.is_some() { format!("{addr} (external)") } else { "in-process, RAM bdev".into() },
+        if a.target.is_some() {
+            format!("{addr} (external)")
+        } else {
+            "in-process, RAM bdev".into()
+        },
         if pin { "" } else { " (one CPU: both share it, unpinned)" },
         configs.len(),
         a.time,
@@ -153,7 +169,11 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
     }
     eprintln!(
         "lull bench: wrote {}",
-        files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let errors: u64 = rows.iter().map(|r| r.errors).sum();
     if errors > 0 {

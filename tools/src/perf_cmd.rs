@@ -94,7 +94,9 @@ fn parse_rw(s: &str) -> Result<Rw, String> {
 fn parse_bs(s: &str) -> Result<u64, String> {
     let v = parse_size(s)?;
     if !(512..=(16 << 20)).contains(&v) || !v.is_multiple_of(512) {
-        return Err(format!("`{s}`: the I/O size must be 512 bytes to 16 MiB, a multiple of 512"));
+        return Err(format!(
+            "`{s}`: the I/O size must be 512 bytes to 16 MiB, a multiple of 512"
+        ));
     }
     Ok(v)
 }
@@ -108,7 +110,11 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, 4420));
     }
-    let with_port = if s.contains(':') { s.to_string() } else { format!("{s}:4420") };
+    let with_port = if s.contains(':') {
+        s.to_string()
+    } else {
+        format!("{s}:4420")
+    };
     with_port
         .to_socket_addrs()
         .map_err(|e| format!("`{s}`: not an address (ADDR[:PORT], port 4420 by default): {e}"))?

@@ -237,7 +237,11 @@ impl HostConn {
         let id = match g.opts.polling {
             QueuePolling::Event => {
                 g.writable_armed = g.q.wants_send();
-                let interest = if g.writable_armed { Interest::BOTH } else { Interest::READABLE };
+                let interest = if g.writable_armed {
+                    Interest::BOTH
+                } else {
+                    Interest::READABLE
+                };
                 cx.register_fd(poller, interest)?
             }
             QueuePolling::Timed(period) => {
@@ -633,7 +637,8 @@ impl Inner {
             QueuePolling::Timed(_) => {
                 if !self.parked && self.is_quiet() {
                     self.parked = true;
-                    cx.pause(id).map_err(|e| QueueError::Io(format!("pausing the poller: {e}")))?;
+                    cx.pause(id)
+                        .map_err(|e| QueueError::Io(format!("pausing the poller: {e}")))?;
                 }
             }
         }
@@ -660,18 +665,23 @@ fn check_timeout(cx: &mut Context, inner: Rc<RefCell<Inner>>, after: Duration) {
         if g.failed.is_some() {
             return;
         }
-        g.slots.iter().flatten().filter(|s| s.timed).min_by_key(|s| s.submitted).map(|s| {
-            let age = now.saturating_duration_since(s.submitted);
-            if age >= after {
-                Err(QueueError::Timeout {
-                    cid: s.sqe.cid(),
-                    opc: s.sqe.opc(),
-                    after,
-                })
-            } else {
-                Ok(after - age)
-            }
-        })
+        g.slots
+            .iter()
+            .flatten()
+            .filter(|s| s.timed)
+            .min_by_key(|s| s.submitted)
+            .map(|s| {
+                let age = now.saturating_duration_since(s.submitted);
+                if age >= after {
+                    Err(QueueError::Timeout {
+                        cid: s.sqe.cid(),
+                        opc: s.sqe.opc(),
+                        after,
+                    })
+                } else {
+                    Ok(after - age)
+                }
+            })
     };
     match verdict {
         None => {}

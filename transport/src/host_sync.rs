@@ -201,7 +201,13 @@ impl SyncQueue {
     /// # Errors
     /// As [`call`](Self::call); a refused host is a [`SyncError::Status`]
     /// with Connect Invalid Host.
-    pub fn fabric_connect(&mut self, qid: u16, sqsize: u16, kato_ms: u32, data: &ConnectData) -> Result<Cqe, SyncError> {
+    pub fn fabric_connect(
+        &mut self,
+        qid: u16,
+        sqsize: u16,
+        kato_ms: u32,
+        data: &ConnectData,
+    ) -> Result<Cqe, SyncError> {
         let mut sqe = Sqe([0; 64]);
         ConnectCmd {
             recfmt: 0,
@@ -248,7 +254,9 @@ impl SyncQueue {
         loop {
             let csts = self.property_get(property::CSTS, 4)?;
             if csts & 2 != 0 {
-                return Err(SyncError::Protocol("the controller reports a fatal status (CSTS.CFS)".into()));
+                return Err(SyncError::Protocol(
+                    "the controller reports a fatal status (CSTS.CFS)".into(),
+                ));
             }
             if csts & 1 == 1 {
                 return Ok(());

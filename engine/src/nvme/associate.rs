@@ -186,7 +186,9 @@ pub(crate) fn associate(trid: &NvmeTrid, opts: &NvmeOptions, io_queues: u16) -> 
         subnqn: trid.subnqn.clone(),
         hostnqn: trid.hostnqn.clone(),
     };
-    let cntlid = admin.fabric_connect(0, ADMIN_SQSIZE, opts.keep_alive_timeout_ms, &data)?.dw0 as u16;
+    let cntlid = admin
+        .fabric_connect(0, ADMIN_SQSIZE, opts.keep_alive_timeout_ms, &data)?
+        .dw0 as u16;
     let cap = admin.property_get(property::CAP, 8)?;
     // CAP.TO is in 500 ms units; CAP.MQES is 0's based.
     let enable_timeout = Duration::from_millis(500 * ((cap >> 24) & 0xFF)).max(Duration::from_secs(1));
@@ -195,7 +197,9 @@ pub(crate) fn associate(trid: &NvmeTrid, opts: &NvmeOptions, io_queues: u16) -> 
 
     let id = identify(&mut admin, 0x01, 0)?;
     if id.len() < 4096 {
-        return Err(SyncError::Protocol("Identify Controller returned less than 4096 bytes".into()));
+        return Err(SyncError::Protocol(
+            "Identify Controller returned less than 4096 bytes".into(),
+        ));
     }
     let ioccsz = u32::from_le_bytes([id[1792], id[1793], id[1794], id[1795]]);
     let in_capsule_bytes = (ioccsz.saturating_mul(16)).saturating_sub(64);
@@ -266,7 +270,10 @@ mod tests {
         d[132 + 2] = 12; // format 1: 4096 bytes
         d[104] = 0xAB;
         let ns = parse_namespace(3, &d).unwrap();
-        assert_eq!((ns.nsid, ns.block_size, ns.num_blocks, ns.nguid[0]), (3, 4096, 1000, 0xAB));
+        assert_eq!(
+            (ns.nsid, ns.block_size, ns.num_blocks, ns.nguid[0]),
+            (3, 4096, 1000, 0xAB)
+        );
         d[132 + 2] = 30;
         assert_eq!(parse_namespace(3, &d), None, "an absurd LBADS is refused");
         d[132 + 2] = 12;

@@ -448,10 +448,7 @@ fn install_local(cx: &mut Context, shared: Arc<Shared>, inst: Install) -> Result
             resubmit.extend(q.held.drain(..).map(|r| (0, r)));
         }
         if let Some(conn) = admin.clone() {
-            l.admin = Some(Admin {
-                conn,
-                keep_alive: None,
-            });
+            l.admin = Some(Admin { conn, keep_alive: None });
         }
         resubmit
     });
@@ -499,12 +496,12 @@ fn start_admin(cx: &mut Context, id: u64, conn: &HostConn, opts: &NvmeOptions) {
             Err(e) => tracing::error!(error = %e, "cannot start the Keep Alive timer"),
         }
     }
-    submit_aer(cx, id, conn.clone());
+    submit_aer(cx, conn.clone());
 }
 
 /// One Asynchronous Event Request; on an event, read the log page it names
 /// (which re-arms that event type) and send the next request.
-fn submit_aer(cx: &mut Context, id: u64, conn: HostConn) {
+fn submit_aer(cx: &mut Context, conn: HostConn) {
     let mut sqe = Sqe([0; 64]);
     sqe.0[0] = admin_opc::ASYNC_EVENT_REQUEST;
     let c2 = conn.clone();
@@ -528,7 +525,7 @@ fn submit_aer(cx: &mut Context, id: u64, conn: HostConn) {
             let len: u32 = if lid == 0x04 { 4096 } else { 512 };
             sqe.set_cdw(10, u32::from(lid) | ((len / 4 - 1) << 16));
             let _ = c2.submit(cx, sqe, Vec::new(), len, Box::new(|_cx, _r| {}));
-            submit_aer(cx, id, c2.clone());
+            submit_aer(cx, c2.clone());
         }),
     );
 }
@@ -602,7 +599,8 @@ fn reset(shared: Arc<Shared>, generation: u64, reason: String) {
         return;
     }
     let loss = u64::try_from(opts.ctrlr_loss_timeout_sec).ok().map(Duration::from_secs);
-    let fast = (opts.fast_io_fail_timeout_sec > 0).then(|| Duration::from_secs(u64::from(opts.fast_io_fail_timeout_sec)));
+    let fast =
+        (opts.fast_io_fail_timeout_sec > 0).then(|| Duration::from_secs(u64::from(opts.fast_io_fail_timeout_sec)));
     let delay = Duration::from_secs(u64::from(opts.reconnect_delay_sec));
     let mut fast_failed = false;
     let mut attempt = 0u32;
@@ -615,7 +613,9 @@ fn reset(shared: Arc<Shared>, generation: u64, reason: String) {
             if !fast_failed && fast.is_some_and(|f| since.elapsed() >= f) {
                 fast_failed = true;
                 let why = reason.clone();
-                broadcast(&shared, move |cx, id| fail_held(cx, id, IoError::FastFail(why.clone()), true));
+                broadcast(&shared, move |cx, id| {
+                    fail_held(cx, id, IoError::FastFail(why.clone()), true)
+                });
             }
             std::thread::sleep(Duration::from_millis(20).min(next.saturating_duration_since(Instant::now())));
         }
@@ -638,13 +638,18 @@ fn reset(shared: Arc<Shared>, generation: u64, reason: String) {
                         tracing::info!(name = %shared.name, attempt, after = ?since.elapsed(), "NVMe controller reconnected");
                         return;
                     }
-                    Err(e) => tracing::warn!(name = %shared.name, attempt, error = %e, "installing the new association failed"),
+                    Err(e) => {
+                        tracing::warn!(name = %shared.name, attempt, error = %e, "installing the new association failed")
+                    }
                 }
             }
             Err(e) => tracing::warn!(name = %shared.name, attempt, error = %e, "reconnect attempt failed"),
         }
         if loss.is_some_and(|l| since.elapsed() >= l) {
-            lost(format!("{reason}; no reconnect within ctrlr_loss_timeout_sec = {}", opts.ctrlr_loss_timeout_sec));
+            lost(format!(
+                "{reason}; no reconnect within ctrlr_loss_timeout_sec = {}",
+                opts.ctrlr_loss_timeout_sec
+            ));
             return;
         }
     }
@@ -723,7 +728,12 @@ fn submit_local(cx: &mut Context, id: u64, queue: usize, r: Req) {
         Route::Held => {}
         Route::Fail(r, e) => (r.done)(cx, Err(e)),
         Route::Send(conn, r) => {
-            let Req { sqe, write, read_len, done } = r;
+            let Req {
+                sqe,
+                write,
+                read_len,
+                done,
+            } = r;
             let cb = Box::new(move |cx: &mut Context, res: Result<Completion, Failed>| match res {
                 Ok(c) if c.cqe.status.is_success() => done(cx, Ok(c)),
                 Ok(c) => done(

@@ -152,7 +152,11 @@ mod tests {
             nvme_ioq_poll_period_us: 10_000_001,
             ..Default::default()
         };
-        assert!(bad.validate().unwrap_err().starts_with("nvme_ioq_poll_period_us = 10000001"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("nvme_ioq_poll_period_us = 10000001")
+        );
         let bad = NvmeOptions {
             fast_io_fail_timeout_sec: 16,
             ..Default::default()
@@ -168,7 +172,10 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().unwrap_err().starts_with("ctrlr_loss_timeout_sec = -2"));
-        assert_eq!(NvmeOptions::default().ioq_polling(), QueuePolling::Timed(Duration::from_micros(100)));
+        assert_eq!(
+            NvmeOptions::default().ioq_polling(),
+            QueuePolling::Timed(Duration::from_micros(100))
+        );
         let ev = NvmeOptions {
             nvme_ioq_poll_period_us: 0,
             ..Default::default()

@@ -3,12 +3,15 @@
 //! - [`options`]: settings under SPDK `bdev_nvme_set_options` names;
 //! - [`associate`]: the blocking control path that brings up an association;
 //! - [`ctrlr`]: the controller on the reactors (admin queue, keep-alive,
-//!   AER, I/O queues, reset and reconnect).
+//!   AER, I/O queues, reset and reconnect);
+//! - [`bdev`]: a remote namespace as a bdev.
 
 pub mod associate;
+pub mod bdev;
 pub mod ctrlr;
 pub mod options;
 
+pub use bdev::NvmeBdev;
 pub use associate::{CtrlrInfo, NsInfo, NvmeTrid};
 pub use ctrlr::{CtrlrState, IoDone, IoError, NvmeController, NvmeError};
 pub use options::NvmeOptions;

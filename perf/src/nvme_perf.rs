@@ -657,9 +657,10 @@ fn us(v: Option<f64>) -> String {
 /// A human table of reports.
 pub fn table(rows: &[PerfReport]) -> String {
     let mut s = format!(
-        "{:<22} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>9} {:>9} {:>10}\n",
+        "{:<22} {:>10} {:>11} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>9} {:>9} {:>10} {:>10}\n",
         "workload",
         "IOPS",
+        "KiB/s",
         "MiB/s",
         "mean us",
         "p50 us",
@@ -670,13 +671,15 @@ pub fn table(rows: &[PerfReport]) -> String {
         "errors",
         "init CPU%",
         "tgt CPU%",
-        "wakeups/s"
+        "init wk/s",
+        "tgt wk/s"
     );
     for r in rows {
         s += &format!(
-            "{:<22} {:>10.0} {:>10.1} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>9.1} {:>9} {:>10.0}\n",
+            "{:<22} {:>10.0} {:>11.0} {:>9.1} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>9.1} {:>9} {:>10.0} {:>10}\n",
             r.workload,
             r.iops,
+            r.bw_kib_s,
             r.bw_mib_s,
             us(r.lat_mean_us),
             us(r.lat_p50_us),
@@ -688,6 +691,7 @@ pub fn table(rows: &[PerfReport]) -> String {
             r.initiator_cpu_pct,
             r.target_cpu_pct.map_or_else(|| "-".into(), |v| format!("{v:.1}")),
             r.initiator_wakeups_s,
+            r.target_wakeups_s.map_or_else(|| "-".into(), |v| format!("{v:.0}")),
         );
     }
     s

@@ -315,27 +315,11 @@ impl NvmeController {
             st.0 = CtrlrState::Detached;
             st.1 += 1;
         }
-        let (tx, rx) = mpsc::channel();
-        let mut sent = 0;
-        for r in &self.shared.reactors {
-            let id = self.shared.id;
-            let tx = tx.clone();
-            if r.try_send(move |cx| {
-                teardown(cx, id, u64::MAX);
-                fail_held(cx, id, IoError::Detached, false);
-                LOCAL.with(|t| t.borrow_mut().remove(&id));
-                let _ = tx.send(());
-            })
-            .is_ok()
-            {
-                sent += 1;
-            }
-        }
-        for _ in 0..sent {
-            if rx.recv_timeout(Duration::from_secs(5)).is_err() {
-                break;
-            }
-        }
+        broadcast(&self.shared, |cx, id| {
+            teardown(cx, id, u64::MAX);
+            fail_held(cx, id, IoError::Detached, false);
+            LOCAL.with(|t| t.borrow_mut().remove(&id));
+        });
     }
 }
 
@@ -554,6 +538,7 @@ fn path_lost(shared: &Arc<Shared>, generation: u64, e: &QueueError) {
     }
 }
 
+/// Runs `f` on every reactor of the controller and waits (5 s at most each) until all did.
 fn broadcast(shared: &Arc<Shared>, f: impl Fn(&mut Context, u64) + Clone + Send + 'static) {
     let (tx, rx) = mpsc::channel();
     let mut sent = 0;

@@ -175,9 +175,13 @@ pub struct HostConn {
     inner: Rc<RefCell<Inner>>,
 }
 
+/// The reactor owns the queue through its poller (as it owns a target
+/// connection): a queue lives until it fails or is closed, even if every
+/// handle to it was dropped, so its socket is never left in the epoll set
+/// with nobody to read it.
 struct ConnPoller {
     sock: Rc<TcpStream>,
-    inner: Weak<RefCell<Inner>>,
+    inner: Rc<RefCell<Inner>>,
 }
 
 impl AsFd for ConnPoller {
@@ -188,10 +192,10 @@ impl AsFd for ConnPoller {
 
 impl Poller for ConnPoller {
     fn poll(&mut self, cx: &mut Context, _ready: Readiness) -> PollStatus {
-        match self.inner.upgrade() {
-            Some(inner) => HostConn { inner }.pump(cx),
-            None => PollStatus::Idle,
+        HostConn {
+            inner: self.inner.clone(),
         }
+        .pump(cx)
     }
 }
 
@@ -232,7 +236,7 @@ impl HostConn {
         let mut g = self.inner.borrow_mut();
         let poller = ConnPoller {
             sock: g.sock.clone(),
-            inner: Rc::downgrade(&self.inner),
+            inner: self.inner.clone(),
         };
         let id = match g.opts.polling {
             QueuePolling::Event => {

@@ -383,12 +383,24 @@ fn install_local(cx: &mut Context, shared: Arc<Shared>, inst: Install) -> Result
         command_timeout: opts.command_timeout(),
     };
     let generation = inst.generation;
-    let mut conns = Vec::new();
+    let mut conns: Vec<(usize, HostConn)> = Vec::new();
+    // Queues started before a failure are closed again: a half-installed
+    // association must not keep sockets on this reactor.
+    let abandon = |cx: &mut Context, conns: &[(usize, HostConn)], why: String| {
+        for (_, c) in conns {
+            c.close(cx);
+        }
+        why
+    };
     for (local, sock, hq) in inst.io {
-        let conn = HostConn::start(cx, sock, hq, qopts).map_err(|e| format!("starting I/O queue {local}: {e}"))?;
-        let sh = shared.clone();
-        conn.on_fail(Box::new(move |_cx, e| path_lost(&sh, generation, e)));
-        conns.push((local, conn));
+        match HostConn::start(cx, sock, hq, qopts) {
+            Ok(conn) => {
+                let sh = shared.clone();
+                conn.on_fail(Box::new(move |_cx, e| path_lost(&sh, generation, e)));
+                conns.push((local, conn));
+            }
+            Err(e) => return Err(abandon(cx, &conns, format!("starting I/O queue {local}: {e}"))),
+        }
     }
     let admin = match inst.admin {
         Some((sock, hq)) => {
@@ -397,13 +409,18 @@ fn install_local(cx: &mut Context, shared: Arc<Shared>, inst: Install) -> Result
                 depth: 32,
                 command_timeout: opts.command_timeout(),
             };
-            let conn = HostConn::start(cx, sock, hq, aopts).map_err(|e| format!("starting the admin queue: {e}"))?;
-            let sh = shared.clone();
-            conn.on_fail(Box::new(move |_cx, e| path_lost(&sh, generation, e)));
-            Some(conn)
+            match HostConn::start(cx, sock, hq, aopts) {
+                Ok(conn) => {
+                    let sh = shared.clone();
+                    conn.on_fail(Box::new(move |_cx, e| path_lost(&sh, generation, e)));
+                    Some(conn)
+                }
+                Err(e) => return Err(abandon(cx, &conns, format!("starting the admin queue: {e}"))),
+            }
         }
         None => None,
     };
+    let mut replaced = Vec::new();
     let resubmit = LOCAL.with(|t| {
         let mut t = t.borrow_mut();
         let l = t.entry(id).or_insert_with(|| Local {
@@ -423,7 +440,7 @@ fn install_local(cx: &mut Context, shared: Arc<Shared>, inst: Install) -> Result
                     held: VecDeque::new(),
                 });
             }
-            l.queues[local].conn = Some(conn);
+            replaced.extend(l.queues[local].conn.replace(conn));
             resubmit.extend(l.queues[local].held.drain(..).map(|r| (local, r)));
         }
         // Queues this association did not bring back (fewer granted): their

@@ -349,7 +349,7 @@ pub fn tables(rows: &[BenchRow]) -> String {
         l.push('\n');
         l
     };
-    s += "Performance comparison (IOPS: 4k qd32; bandwidth: 128k qd16; latency: 4k qd1 mean; CPU: % of one core, mean over the loaded workloads; idle: 5 s, connections open)\n";
+    s += "Performance comparison (IOPS: 4k qd32; bandwidth: 128k qd16; latency: 4k qd1 mean; CPU: % of one core, mean over the loaded workloads; idle: connections open, no I/O)\n";
     s += &line(&head.map(String::from));
     for r in summary(rows) {
         s += &line(&r);

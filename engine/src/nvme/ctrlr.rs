@@ -631,17 +631,31 @@ fn reset(shared: Arc<Shared>, generation: u64, reason: String) {
                     if st.0 == CtrlrState::Detached {
                         return;
                     }
+                    // Live before the queues start: a queue of the new
+                    // association that fails while it is being installed
+                    // must start the next reset (path_lost ignores failures
+                    // while the state is not Live).
+                    st.0 = CtrlrState::Live;
                     st.1 = new_gen;
                 }
+                shared.resets.fetch_add(1, Ordering::Relaxed);
                 match install(&shared, assoc, new_gen) {
                     Ok(()) => {
-                        lock(&shared.state).0 = CtrlrState::Live;
-                        shared.resets.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(name = %shared.name, attempt, after = ?since.elapsed(), "NVMe controller reconnected");
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(name = %shared.name, attempt, error = %e, "installing the new association failed")
+                        tracing::warn!(name = %shared.name, attempt, error = %e, "installing the new association failed");
+                        shared.resets.fetch_sub(1, Ordering::Relaxed);
+                        let mut st = lock(&shared.state);
+                        if st.1 != new_gen || st.0 != CtrlrState::Live {
+                            // Detached, or a queue of it failed and a new reset took over.
+                            return;
+                        }
+                        st.0 = CtrlrState::Resetting {
+                            reason: reason.clone(),
+                            since,
+                        };
                     }
                 }
             }

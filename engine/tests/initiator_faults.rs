@@ -1,0 +1,1062 @@
+//! lull's initiator against a scripted FAKE target speaking raw NVMe/TCP on
+//! loopback: the initiator fault cases B03 (a target that stops reading)
+//! and B21-B25 (malformed PDUs from the target) over real sockets, plus a
+//! target that drops a fresh association while it is being installed.
+//!
+//! The fake answers the admin bring-up the initiator performs (Connect,
+//! Property Get/Set, Identify, Set Features, Keep Alive; AERs are held
+//! forever) on a thread of its own, accepts the I/O queue, and then runs
+//! the case's script on the I/O queue's socket.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{HOSTNQN, SUBNQN, pattern};
+use fake::{Cfg, Conn};
+use lull_engine::nvme::{CtrlrState, IoError, NvmeController, NvmeOptions, NvmeTrid};
+use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
+use lull_transport::host::Completion;
+use lull_transport::nvme::{Sqe, io_opc, status};
+use lull_transport::pdu::{PduType, flags};
+
+type Res = Result<Completion, IoError>;
+
+/// The longest any single wait in this file may take.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The scripted target.
+mod fake {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::thread::JoinHandle;
+    use std::time::{Duration, Instant};
+
+    use lull_transport::fabrics::fctype;
+    use lull_transport::nvme::{Cqe, Sqe, Status, admin_opc, sgl_id, status};
+    use lull_transport::pdu::{
+        CommonHeader, DataHeader, Digests, PduType, encode_capsule_resp, encode_data_pdu, encode_r2t, flags,
+    };
+
+    /// The CNTLID the fake hands out.
+    pub const CNTLID: u16 = 1;
+    /// NS1's size in 512-byte blocks.
+    pub const NSZE: u64 = 1 << 21;
+
+    /// What the fake advertises.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Cfg {
+        /// IOCCSZ (16-byte units): 4 = no in-capsule data, 260 = 4096 bytes.
+        pub ioccsz: u32,
+        /// MAXH2CDATA in every ICResp.
+        pub maxh2cdata: u32,
+        /// SO_RCVBUF of the I/O queue's socket (set on the listener before
+        /// the I/O queue is accepted, and again on the accepted socket).
+        pub io_rcvbuf: Option<usize>,
+    }
+
+    impl Default for Cfg {
+        fn default() -> Self {
+            Cfg {
+                ioccsz: 260,
+                maxh2cdata: 131_072,
+                io_rcvbuf: None,
+            }
+        }
+    }
+
+    /// One received PDU, whole.
+    pub struct Pdu {
+        pub ch: CommonHeader,
+        pub b: Vec<u8>,
+    }
+
+    impl Pdu {
+        pub fn is(&self, t: PduType) -> bool {
+            self.ch.pdu_type == t as u8
+        }
+        /// The data of a data-carrying PDU (from PDO, without DDGST).
+        pub fn data(&self) -> &[u8] {
+            let dd = if self.ch.flags & flags::DDGSTF != 0 { 4 } else { 0 };
+            let pdo = self.ch.pdo as usize;
+            if pdo == 0 {
+                return &[];
+            }
+            &self.b[pdo..self.b.len() - dd]
+        }
+    }
+
+    /// One accepted connection.
+    pub struct Conn {
+        pub s: TcpStream,
+        /// Digests granted in the ICResp.
+        pub d: Digests,
+    }
+
+    /// Accepts one connection within 10 s (the listener is non-blocking).
+    pub fn accept(l: &TcpListener) -> Conn {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            match l.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_nodelay(true).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    return Conn {
+                        s,
+                        d: Digests::default(),
+                    };
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < end => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => panic!("fake: no connection from the initiator: {e}"),
+            }
+        }
+    }
+
+    pub fn listen() -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    }
+
+    impl Conn {
+        pub fn send(&mut self, b: &[u8]) {
+            self.s.write_all(b).expect("fake: write");
+        }
+
+        /// Reads one PDU; `None` on EOF or reset. Panics on a timeout.
+        pub fn recv(&mut self) -> Option<Pdu> {
+            let mut ch = [0u8; 8];
+            match self.s.read_exact(&mut ch) {
+                Ok(()) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset) => return None,
+                Err(e) => panic!("fake: read: {e}"),
+            }
+            let h = CommonHeader::parse(&ch).unwrap();
+            assert!(h.plen >= 8 && h.plen < 1 << 24, "fake: absurd PLEN {}", h.plen);
+            let mut b = vec![0u8; h.plen as usize];
+            b[..8].copy_from_slice(&ch);
+            self.s.read_exact(&mut b[8..]).ok()?;
+            Some(Pdu { ch: h, b })
+        }
+
+        /// Reads the ICReq and grants what it asks for.
+        pub fn handshake(&mut self, maxh2cdata: u32) {
+            let p = self.recv().expect("fake: ICReq");
+            assert!(
+                p.is(PduType::IcReq) && p.b.len() == 128,
+                "fake: expected ICReq, got {:?}",
+                p.ch
+            );
+            self.d = Digests::from_dgst(p.b[11]);
+            self.send(&icresp(p.b[11], maxh2cdata));
+        }
+
+        /// Reads a CapsuleCmd: its SQE and in-capsule data. `None` on EOF.
+        pub fn recv_capsule(&mut self) -> Option<(Sqe, Vec<u8>)> {
+            let p = self.recv()?;
+            assert!(
+                p.is(PduType::CapsuleCmd),
+                "fake: expected a CapsuleCmd, got {:?} {:02x?}",
+                p.ch,
+                &p.b[..p.b.len().min(32)]
+            );
+            let sqe = Sqe::from_bytes(&p.b[8..72]).unwrap();
+            Some((sqe, p.data().to_vec()))
+        }
+
+        /// The command's write data: in-capsule, or fetched with one R2T.
+        pub fn write_data(&mut self, sqe: &Sqe, in_capsule: Vec<u8>) -> Vec<u8> {
+            let sgl = sqe.sgl1();
+            if sgl.id != sgl_id::TRANSPORT_DATA_BLOCK || sgl.length == 0 || !in_capsule.is_empty() {
+                return in_capsule;
+            }
+            let ttag = sqe.cid() ^ 0x5A5A;
+            self.r2t(sqe.cid(), ttag, 0, sgl.length);
+            self.collect_h2c(sqe.cid(), ttag, 0, sgl.length as usize)
+        }
+
+        /// Reads H2CData PDUs for `cccid`/`ttag` from `datao` until `len` bytes came.
+        pub fn collect_h2c(&mut self, cccid: u16, ttag: u16, datao: u32, len: usize) -> Vec<u8> {
+            let mut got = Vec::with_capacity(len);
+            while got.len() < len {
+                let p = self.recv().expect("fake: H2CData");
+                assert!(p.is(PduType::H2CData), "fake: expected H2CData, got {:?}", p.ch);
+                let h = DataHeader::parse(&p.b);
+                assert_eq!((h.cccid, h.ttag), (cccid, ttag), "fake: H2CData CCCID/TTAG");
+                assert_eq!(h.datao as usize, datao as usize + got.len(), "fake: contiguous DATAO");
+                got.extend_from_slice(p.data());
+                assert_eq!(
+                    p.ch.flags & flags::LAST_PDU != 0,
+                    got.len() == len,
+                    "fake: LAST_PDU on the last H2CData only"
+                );
+            }
+            got
+        }
+
+        pub fn r2t(&mut self, cccid: u16, ttag: u16, r2to: u32, r2tl: u32) {
+            let mut v = Vec::new();
+            encode_r2t(&mut v, cccid, ttag, r2to, r2tl, self.d);
+            self.send(&v);
+        }
+
+        pub fn respond(&mut self, cid: u16, st: Status, dw0: u32, dw1: u32) {
+            let mut v = Vec::new();
+            let cqe = Cqe {
+                dw0,
+                dw1,
+                sqhd: 0,
+                sqid: 0,
+                cid,
+                status: st,
+            };
+            encode_capsule_resp(&mut v, &cqe.encode(), self.d);
+            self.send(&v);
+        }
+
+        /// A C2HData PDU as bytes (DDGST as negotiated).
+        pub fn c2h_bytes(&self, cccid: u16, datao: u32, data: &[u8], f: u8) -> Vec<u8> {
+            let mut v = Vec::new();
+            encode_data_pdu(
+                &mut v,
+                PduType::C2HData,
+                DataHeader {
+                    cccid,
+                    ttag: 0,
+                    datao,
+                    datal: 0,
+                },
+                data,
+                f,
+                self.d,
+                0,
+            );
+            v
+        }
+
+        /// Reads with the whole data in one C2HData carrying SUCCESS.
+        pub fn read_reply(&mut self, cid: u16, data: &[u8]) {
+            let v = self.c2h_bytes(cid, 0, data, flags::LAST_PDU | flags::SUCCESS);
+            self.send(&v);
+        }
+
+        /// Reads the fabrics Connect (data in-capsule or by R2T) and accepts it.
+        pub fn accept_connect(&mut self, want_qid: u16) {
+            let (sqe, data) = self.recv_capsule().expect("fake: Connect");
+            assert_eq!((sqe.opc(), sqe.fctype()), (admin_opc::FABRICS, fctype::CONNECT));
+            let qid = u16::from_le_bytes([sqe.0[42], sqe.0[43]]);
+            assert_eq!(qid, want_qid, "fake: Connect QID");
+            let data = self.write_data(&sqe, data);
+            assert_eq!(data.len(), 1024, "fake: Connect data");
+            self.respond(sqe.cid(), Status::SUCCESS, u32::from(CNTLID), 0);
+        }
+
+        /// Expects the initiator's H2CTermReq next, then the connection closed
+        /// with nothing more; returns (FES, FEI).
+        pub fn expect_term(&mut self) -> (u16, u32) {
+            let p = self.recv().expect("fake: an H2CTermReq, got EOF");
+            assert!(
+                p.is(PduType::H2CTermReq),
+                "fake: expected H2CTermReq, got {:?} {:02x?}",
+                p.ch,
+                &p.b[..p.b.len().min(32)]
+            );
+            assert!((24..=152).contains(&p.b.len()), "TermReq PLEN {}", p.b.len());
+            let fes = u16::from_le_bytes([p.b[8], p.b[9]]);
+            let fei = u32::from_le_bytes(p.b[10..14].try_into().unwrap());
+            self.expect_eof(Duration::from_secs(2));
+            (fes, fei)
+        }
+
+        /// Expects the connection to close within `within` without a byte more.
+        pub fn expect_eof(&mut self, within: Duration) -> Duration {
+            let t = Instant::now();
+            self.s.set_read_timeout(Some(within)).unwrap();
+            let mut b = [0u8; 256];
+            match self.s.read(&mut b) {
+                Ok(0) => t.elapsed(),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => t.elapsed(),
+                Ok(n) => panic!("fake: the initiator sent {n} more bytes: {:02x?}", &b[..n.min(32)]),
+                Err(e) => panic!("fake: the initiator did not close within {within:?}: {e}"),
+            }
+        }
+
+        /// Serves I/O until EOF: reads return `pattern(len, slba)`, writes are
+        /// taken (by R2T when not in-capsule) and acknowledged.
+        pub fn serve_io(&mut self) {
+            while let Some((sqe, data)) = self.recv_capsule() {
+                match sqe.opc() {
+                    0x02 => {
+                        let len = sqe.sgl1().length as usize;
+                        let d = super::pattern(len, sqe.cdw(10) as u8);
+                        self.read_reply(sqe.cid(), &d);
+                    }
+                    0x01 => {
+                        let _ = self.write_data(&sqe, data);
+                        self.respond(sqe.cid(), Status::SUCCESS, 0, 0);
+                    }
+                    _ => self.respond(sqe.cid(), Status::SUCCESS, 0, 0),
+                }
+            }
+        }
+    }
+
+    pub fn icresp(dgst: u8, maxh2cdata: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 128];
+        b[..8].copy_from_slice(&[0x01, 0x00, 0x80, 0x00, 0x80, 0x00, 0x00, 0x00]);
+        b[11] = dgst;
+        b[12..16].copy_from_slice(&maxh2cdata.to_le_bytes());
+        b
+    }
+
+    fn identify_controller(cfg: &Cfg) -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        b[4..24].copy_from_slice(b"FAKE0001            ");
+        b[24..64].fill(b' ');
+        b[24..28].copy_from_slice(b"fake");
+        b[64..72].copy_from_slice(b"1.0     ");
+        b[77] = 0; // MDTS: no limit
+        b[78..80].copy_from_slice(&CNTLID.to_le_bytes());
+        let nqn = super::SUBNQN.as_bytes();
+        b[768..768 + nqn.len()].copy_from_slice(nqn);
+        b[1792..1796].copy_from_slice(&cfg.ioccsz.to_le_bytes());
+        b[1796..1800].copy_from_slice(&1u32.to_le_bytes()); // IORCSZ
+        b
+    }
+
+    fn identify_namespace() -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        for at in [0, 8, 16] {
+            b[at..at + 8].copy_from_slice(&NSZE.to_le_bytes());
+        }
+        b[26] = 0; // FLBAS: format 0
+        b[130] = 9; // LBAF0: 512-byte blocks
+        b
+    }
+
+    /// Answers one admin command; `false` for an AER (held, never answered).
+    fn admin_command(c: &mut Conn, cfg: &Cfg, sqe: &Sqe) -> bool {
+        let cid = sqe.cid();
+        match (sqe.opc(), sqe.fctype()) {
+            (admin_opc::FABRICS, fctype::PROPERTY_GET) => {
+                let value: u64 = match u32::from_le_bytes(sqe.0[44..48].try_into().unwrap()) {
+                    // CAP: MQES 127, CQR, TO 1 (500 ms), CSS NVM, MPSMIN 4 KiB.
+                    0x00 => 127 | 1 << 16 | 1 << 24 | 1 << 37,
+                    0x08 => 0x0002_0000,
+                    0x1C => 1, // CSTS.RDY
+                    _ => 0,
+                };
+                c.respond(cid, Status::SUCCESS, value as u32, (value >> 32) as u32);
+            }
+            (admin_opc::FABRICS, fctype::PROPERTY_SET) => c.respond(cid, Status::SUCCESS, 0, 0),
+            (admin_opc::IDENTIFY, _) => {
+                let d = match sqe.cdw(10) & 0xFF {
+                    0x01 => identify_controller(cfg),
+                    0x02 => {
+                        let mut l = vec![0u8; 4096];
+                        l[..4].copy_from_slice(&1u32.to_le_bytes());
+                        l
+                    }
+                    0x00 if sqe.nsid() == 1 => identify_namespace(),
+                    _ => vec![0u8; 4096],
+                };
+                c.read_reply(cid, &d);
+            }
+            // Number of Queues: one of each (0's based); Async Event Configuration.
+            (admin_opc::SET_FEATURES, _) => c.respond(cid, Status::SUCCESS, 0, 0),
+            (admin_opc::KEEP_ALIVE, _) => c.respond(cid, Status::SUCCESS, 0, 0),
+            (admin_opc::ASYNC_EVENT_REQUEST, _) => return false,
+            _ => c.respond(cid, status::INVALID_OPCODE, 0, 0),
+        }
+        true
+    }
+
+    /// Accepts the admin queue and serves it on a thread of its own until
+    /// the initiator closes it.
+    pub fn admin(l: &TcpListener, cfg: Cfg) -> JoinHandle<()> {
+        let mut c = accept(l);
+        std::thread::spawn(move || {
+            c.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            c.handshake(cfg.maxh2cdata);
+            c.accept_connect(0);
+            loop {
+                let p = match c.recv() {
+                    Some(p) => p,
+                    None => return,
+                };
+                if !p.is(PduType::CapsuleCmd) {
+                    return;
+                }
+                let sqe = Sqe::from_bytes(&p.b[8..72]).unwrap();
+                admin_command(&mut c, &cfg, &sqe);
+            }
+        })
+    }
+
+    /// Accepts an I/O queue (SO_RCVBUF as configured), ICReq and Connect.
+    pub fn io(l: &TcpListener, cfg: Cfg) -> Conn {
+        if let Some(size) = cfg.io_rcvbuf {
+            rustix::net::sockopt::set_socket_recv_buffer_size(l, size).unwrap();
+        }
+        let mut c = accept(l);
+        if let Some(size) = cfg.io_rcvbuf {
+            rustix::net::sockopt::set_socket_recv_buffer_size(&c.s, size).unwrap();
+        }
+        c.handshake(cfg.maxh2cdata);
+        c.accept_connect(1);
+        c
+    }
+}
+
+/// A fake target doing the admin bring-up and accepting one I/O queue,
+/// then running `script` on the I/O queue.
+fn fake_target<T: Send + 'static>(
+    cfg: Cfg,
+    script: impl FnOnce(&mut Conn) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<T>) {
+    let (l, addr) = fake::listen();
+    let h = std::thread::spawn(move || {
+        let _admin = fake::admin(&l, cfg);
+        let mut io = fake::io(&l, cfg);
+        script(&mut io)
+    });
+    (addr, h)
+}
+
+fn initiator(mode: Mode) -> Reactors {
+    let usable = CoreList::usable().unwrap();
+    let core = *usable.cores().last().unwrap();
+    Reactors::start(ReactorConfig::new(CoreList::try_from(vec![core]).unwrap()).mode(mode)).unwrap()
+}
+
+fn opts(ioq_us: u64) -> NvmeOptions {
+    NvmeOptions {
+        nvme_ioq_poll_period_us: ioq_us,
+        nvme_adminq_poll_period_us: 1000,
+        keep_alive_timeout_ms: 10_000,
+        ..Default::default()
+    }
+    .no_reconnect()
+}
+
+fn attach(addr: SocketAddr, o: NvmeOptions, r: &Reactors) -> NvmeController {
+    NvmeController::attach("Fake0", NvmeTrid::new(addr, SUBNQN, HOSTNQN), o, r.handles(), 1)
+        .unwrap_or_else(|e| panic!("attach to the fake: {e}"))
+}
+
+fn rw_sqe(opc: u8, slba: u64, blocks: u32) -> Sqe {
+    let mut sqe = Sqe([0; 64]);
+    sqe.0[0] = opc;
+    sqe.0[4..8].copy_from_slice(&1u32.to_le_bytes());
+    sqe.set_cdw(10, slba as u32);
+    sqe.set_cdw(11, (slba >> 32) as u32);
+    sqe.set_cdw(12, blocks - 1);
+    sqe
+}
+
+/// Submits on local queue 0 of the controller's reactor; the result goes to `tx`.
+fn submit(c: &NvmeController, sqe: Sqe, write: Vec<u8>, read_len: u32, tag: u64, tx: &mpsc::Sender<(u64, Res)>) {
+    let c2 = c.clone();
+    let tx = tx.clone();
+    c.reactors()[0]
+        .try_send(move |cx| {
+            c2.submit(
+                cx,
+                0,
+                sqe,
+                write,
+                read_len,
+                Box::new(move |_cx, r| {
+                    let _ = tx.send((tag, r));
+                }),
+            )
+        })
+        .expect("the initiator reactor takes the submission");
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < end, "{what}: not within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---- B03 ---------------------------------------------------------------
+
+#[test]
+fn b03_writes_progress_while_the_target_does_not_read() {
+    for period in [0u64, 1000] {
+        let cfg = Cfg {
+            ioccsz: 4, // no in-capsule data: every write (and the I/O Connect) by R2T
+            maxh2cdata: 32_768,
+            io_rcvbuf: Some(4096),
+        };
+        const N: usize = 64;
+        const LEN: usize = 128 * 1024;
+        let (addr, fake) = fake_target(cfg, |io| {
+            // Not reading for 200 ms while the initiator submits.
+            std::thread::sleep(Duration::from_millis(200));
+            let mut got: Vec<(u64, Vec<u8>)> = Vec::new();
+            // cid -> (slba, len, ttag, bytes so far)
+            let mut open: std::collections::HashMap<u16, (u64, usize, u16, Vec<u8>)> = Default::default();
+            let mut next_ttag = 0x100u16;
+            while got.len() < N {
+                let p = io.recv().expect("fake: the initiator closed during B03");
+                if p.is(PduType::CapsuleCmd) {
+                    let sqe = Sqe::from_bytes(&p.b[8..72]).unwrap();
+                    assert_eq!(sqe.opc(), io_opc::WRITE);
+                    assert!(p.data().is_empty(), "no in-capsule data with IOCCSZ 4");
+                    let len = sqe.sgl1().length as usize;
+                    assert_eq!(len, LEN);
+                    let slba = u64::from(sqe.cdw(10)) | u64::from(sqe.cdw(11)) << 32;
+                    next_ttag += 1;
+                    assert!(open.insert(sqe.cid(), (slba, len, next_ttag, Vec::new())).is_none());
+                    io.r2t(sqe.cid(), next_ttag, 0, len as u32);
+                } else {
+                    assert!(p.is(PduType::H2CData), "fake: unexpected {:?}", p.ch);
+                    let h = lull_transport::pdu::DataHeader::parse(&p.b);
+                    let (_, len, ttag, buf) = open.get_mut(&h.cccid).expect("H2CData for an open write");
+                    assert_eq!(h.ttag, *ttag, "TTAG echoed");
+                    assert_eq!(h.datao as usize, buf.len(), "contiguous DATAO");
+                    assert!(h.datal as usize <= 32_768, "DATAL within MAXH2CDATA");
+                    buf.extend_from_slice(p.data());
+                    let last = p.ch.flags & flags::LAST_PDU != 0;
+                    assert_eq!(last, buf.len() == *len, "LAST_PDU on the last H2CData only");
+                    if last {
+                        let (slba, _, _, buf) = open.remove(&h.cccid).unwrap();
+                        got.push((slba, buf));
+                        io.respond(h.cccid, lull_transport::nvme::Status::SUCCESS, 0, 0);
+                    }
+                }
+            }
+            got
+        });
+        let r = initiator(Mode::Interrupt);
+        let c = attach(addr, opts(period), &r);
+        assert_eq!(c.info().in_capsule_bytes, 0);
+        let (tx, rx) = mpsc::channel();
+        let t0 = Instant::now();
+        for i in 0..N as u64 {
+            submit(
+                &c,
+                rw_sqe(io_opc::WRITE, i * 256, 256),
+                pattern(LEN, i as u8),
+                0,
+                i,
+                &tx,
+            );
+        }
+        let mut seen = [false; N];
+        let mut worst = Duration::ZERO;
+        for _ in 0..N {
+            let (tag, res) = rx
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("period {period}: a write made no progress"));
+            assert!(res.is_ok(), "period {period}: write {tag}: {:?}", res.err());
+            assert!(!std::mem::replace(&mut seen[tag as usize], true), "write {tag} twice");
+            worst = worst.max(t0.elapsed());
+        }
+        let got = fake.join().expect("the fake target");
+        println!(
+            "B03 nvme_ioq_poll_period_us {period}: {N} x 128 KiB writes done in {worst:?} (the fake slept 200 ms)"
+        );
+        assert!(worst < Duration::from_secs(5), "took {worst:?}");
+        assert_eq!(got.len(), N);
+        for (slba, data) in got {
+            assert!(
+                data == pattern(LEN, (slba / 256) as u8),
+                "the fake received other bytes for LBA {slba}"
+            );
+        }
+        c.detach();
+        r.shutdown().unwrap();
+    }
+}
+
+// ---- B21-B25: one malformed PDU on a live I/O queue ----------------------
+
+/// What the case expects from the initiator on the wire.
+#[derive(Clone, Copy, Debug)]
+enum Wire {
+    /// An H2CTermReq with (FES, FEI), then the socket closed.
+    Term(u16, u32),
+    /// As `Term`, after at most one H2CData for the command (an R2T the
+    /// initiator accepted before the bad one).
+    TermAfterData(u16, u32),
+    /// Nothing at all (never answer a C2HTermReq), the socket closed at once.
+    Silent,
+}
+
+/// The command the initiator has outstanding when the fault comes.
+#[derive(Clone, Copy, Debug)]
+enum Io {
+    /// 128 KiB read.
+    Read,
+    /// 8 KiB write (by R2T: above the fake's 4096-byte in-capsule limit).
+    Write,
+}
+
+struct Case {
+    name: &'static str,
+    hdgst: bool,
+    io: Io,
+    /// The bytes the fake sends after receiving the command (CID given).
+    fault: fn(&Conn, u16) -> Vec<u8>,
+    wire: Wire,
+}
+
+const READ_LEN: usize = 0x20000;
+const WRITE_LEN: usize = 0x2000;
+/// A CID the initiator cannot have in flight (its CIDs are below the queue depth).
+const STRANGER: u16 = 0x0777;
+
+fn r2t(c: &Conn, cid: u16, r2to: u32, r2tl: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    lull_transport::pdu::encode_r2t(&mut v, cid, 1, r2to, r2tl, c.d);
+    v
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        // B21: a header length that does not match the PDU type.
+        Case {
+            name: "B21 CapsuleResp HLEN 0xFF with header digest",
+            hdgst: true,
+            io: Io::Read,
+            fault: |_, cid| {
+                let mut b = vec![0x05, 0x01, 0xFF, 0x00, 0x1C, 0x00, 0x00, 0x00];
+                let mut cqe = [0u8; 16];
+                cqe[12..14].copy_from_slice(&cid.to_le_bytes());
+                b.extend_from_slice(&cqe);
+                b.extend_from_slice(&[0u8; 4]);
+                b
+            },
+            wire: Wire::Term(1, 2),
+        },
+        Case {
+            name: "B21 C2HData HLEN 0x10",
+            hdgst: false,
+            io: Io::Read,
+            fault: |_, _| [&[0x07u8, 0x00, 0x10, 0x10, 0x10, 0, 0, 0][..], &[0u8; 8]].concat(),
+            wire: Wire::Term(1, 2),
+        },
+        Case {
+            name: "B21 R2T HLEN 0x80",
+            hdgst: false,
+            io: Io::Write,
+            fault: |_, _| [&[0x09u8, 0x00, 0x80, 0x00, 0x80, 0, 0, 0][..], &[0u8; 120]].concat(),
+            wire: Wire::Term(1, 2),
+        },
+        Case {
+            name: "B21 CapsuleResp PLEN 16 < HLEN 24",
+            hdgst: false,
+            io: Io::Read,
+            fault: |_, _| [&[0x05u8, 0x00, 0x18, 0x00, 0x10, 0, 0, 0][..], &[0u8; 8]].concat(),
+            wire: Wire::Term(1, 4),
+        },
+        // B22: C2HTermReq, malformed or not: torn down, never answered.
+        Case {
+            name: "B22(a) C2HTermReq PLEN 20",
+            hdgst: false,
+            io: Io::Read,
+            fault: |_, _| [&[0x03u8, 0, 0x18, 0, 0x14, 0, 0, 0][..], &[0u8; 12]].concat(),
+            wire: Wire::Silent,
+        },
+        Case {
+            name: "B22(b) C2HTermReq PLEN 64 KiB, 24 bytes sent",
+            hdgst: false,
+            io: Io::Read,
+            fault: |_, _| [&[0x03u8, 0, 0x18, 0, 0x00, 0, 0x01, 0][..], &[0u8; 16]].concat(),
+            wire: Wire::Silent,
+        },
+        Case {
+            name: "B22(c) valid C2HTermReq FES 1 FEI 2",
+            hdgst: false,
+            io: Io::Read,
+            fault: |_, _| {
+                let mut b = vec![0x03, 0, 0x18, 0, 0x30, 0, 0, 0, 0x01, 0, 0x02, 0, 0, 0];
+                b.resize(0x30, 0);
+                b
+            },
+            wire: Wire::Silent,
+        },
+        Case {
+            name: "B22(d) C2HTermReq FES 7 (undefined)",
+            hdgst: false,
+            io: Io::Read,
+            fault: |_, _| {
+                let mut b = vec![0x03, 0, 0x18, 0, 0x30, 0, 0, 0, 0x07, 0, 0, 0, 0, 0];
+                b.resize(0x30, 0);
+                b
+            },
+            wire: Wire::Silent,
+        },
+        // B24: bad R2Ts for an 8 KiB write: no data goes out.
+        Case {
+            name: "B24(a) R2TL 0",
+            hdgst: false,
+            io: Io::Write,
+            fault: |c, cid| r2t(c, cid, 0, 0),
+            wire: Wire::Term(1, 16),
+        },
+        Case {
+            name: "B24(b) R2TL beyond the command",
+            hdgst: false,
+            io: Io::Write,
+            fault: |c, cid| r2t(c, cid, 0, 0x3000),
+            wire: Wire::Term(4, 0),
+        },
+        Case {
+            name: "B24(c) first R2TO not 0",
+            hdgst: false,
+            io: Io::Write,
+            fault: |c, cid| r2t(c, cid, 0x1000, 0x1000),
+            wire: Wire::Term(4, 0),
+        },
+        Case {
+            name: "B24(d) R2T for a CCCID not in flight",
+            hdgst: false,
+            io: Io::Write,
+            fault: |c, _| r2t(c, STRANGER, 0, 0x2000),
+            wire: Wire::Term(1, 8),
+        },
+        Case {
+            name: "B24(e) two R2Ts for the whole command",
+            hdgst: false,
+            io: Io::Write,
+            fault: |c, cid| [r2t(c, cid, 0, 0x2000), r2t(c, cid, 0, 0x2000)].concat(),
+            wire: Wire::TermAfterData(5, 0),
+        },
+        Case {
+            name: "B24(f) R2T for a read",
+            hdgst: false,
+            io: Io::Read,
+            fault: |c, cid| r2t(c, cid, 0, 0x2000),
+            wire: Wire::Term(1, 8),
+        },
+        // B25: bad C2HData for a 128 KiB read: the read never succeeds.
+        Case {
+            name: "B25(a) the same DATAO twice",
+            hdgst: false,
+            io: Io::Read,
+            fault: |c, cid| {
+                let chunk = vec![0x42u8; 0x10000];
+                [
+                    c.c2h_bytes(cid, 0, &chunk, 0),
+                    c.c2h_bytes(cid, 0, &chunk, flags::LAST_PDU | flags::SUCCESS),
+                ]
+                .concat()
+            },
+            wire: Wire::Term(4, 0),
+        },
+        Case {
+            name: "B25(b) DATAO+DATAL past the end of the read",
+            hdgst: false,
+            io: Io::Read,
+            fault: |c, cid| {
+                [
+                    c.c2h_bytes(cid, 0, &vec![0x42u8; 0x10000], 0),
+                    c.c2h_bytes(cid, 0x10000, &vec![0u8; 0x10004], flags::LAST_PDU),
+                ]
+                .concat()
+            },
+            wire: Wire::Term(4, 0),
+        },
+        Case {
+            name: "B25(c) C2HData for a CCCID not in flight",
+            hdgst: false,
+            io: Io::Read,
+            fault: |c, _| c.c2h_bytes(STRANGER, 0, &vec![0x42u8; 0x10000], 0),
+            wire: Wire::Term(1, 8),
+        },
+        Case {
+            name: "B25(d) SUCCESS without LAST_PDU",
+            hdgst: false,
+            io: Io::Read,
+            fault: |c, cid| c.c2h_bytes(cid, 0, &vec![0x42u8; READ_LEN], flags::SUCCESS),
+            wire: Wire::Term(1, 1),
+        },
+        Case {
+            name: "B25 DATAO skipping ahead",
+            hdgst: false,
+            io: Io::Read,
+            fault: |c, cid| c.c2h_bytes(cid, 0x10000, &vec![0x42u8; 0x10000], flags::LAST_PDU | flags::SUCCESS),
+            wire: Wire::Term(4, 0),
+        },
+    ]
+}
+
+/// Runs one case: the command outstanding, the fault, the verdict.
+fn run_case(case: &Case, r: &Reactors) {
+    let (cmd_tx, cmd_rx) = mpsc::channel::<()>();
+    let (io, fault, wire, name) = (case.io, case.fault, case.wire, case.name);
+    let (addr, fake) = fake_target(Cfg::default(), move |c| {
+        let (sqe, data) = c.recv_capsule().expect("fake: the command");
+        let _ = cmd_tx.send(());
+        let want_opc = match io {
+            Io::Read => io_opc::READ,
+            Io::Write => io_opc::WRITE,
+        };
+        assert_eq!(sqe.opc(), want_opc, "{name}: the command");
+        assert!(data.is_empty(), "{name}: no in-capsule data");
+        let bytes = fault(c, sqe.cid());
+        c.send(&bytes);
+        match wire {
+            Wire::Term(fes, fei) => assert_eq!(c.expect_term(), (fes, fei), "{name}: H2CTermReq FES/FEI"),
+            Wire::TermAfterData(fes, fei) => {
+                // The first R2T was good: its data may go out before the verdict.
+                let p = c.recv().expect("fake: H2CData or H2CTermReq");
+                if p.is(PduType::H2CData) {
+                    let h = lull_transport::pdu::DataHeader::parse(&p.b);
+                    assert_eq!((h.cccid, h.datao, h.datal), (sqe.cid(), 0, WRITE_LEN as u32));
+                    assert!(p.data() == pattern(WRITE_LEN, 7), "{name}: the write's data");
+                    assert_eq!(c.expect_term(), (fes, fei), "{name}: H2CTermReq FES/FEI");
+                } else {
+                    assert!(p.is(PduType::H2CTermReq), "{name}: got {:?}", p.ch);
+                    let got = (
+                        u16::from_le_bytes([p.b[8], p.b[9]]),
+                        u32::from_le_bytes(p.b[10..14].try_into().unwrap()),
+                    );
+                    assert_eq!(got, (fes, fei), "{name}: H2CTermReq FES/FEI");
+                    c.expect_eof(Duration::from_secs(2));
+                }
+            }
+            Wire::Silent => {
+                let t = c.expect_eof(Duration::from_secs(2));
+                assert!(t < Duration::from_secs(1), "{name}: closed only after {t:?}");
+            }
+        }
+    });
+    let o = NvmeOptions {
+        hdgst: case.hdgst,
+        ..opts(0)
+    };
+    let c = attach(addr, o, r);
+    assert_eq!(c.info().digests.header, case.hdgst);
+    let (tx, rx) = mpsc::channel();
+    match case.io {
+        Io::Read => submit(&c, rw_sqe(io_opc::READ, 0, 256), Vec::new(), READ_LEN as u32, 1, &tx),
+        Io::Write => submit(&c, rw_sqe(io_opc::WRITE, 0, 16), pattern(WRITE_LEN, 7), 0, 1, &tx),
+    }
+    cmd_rx.recv_timeout(WAIT).expect("the fake received the command");
+    let t0 = Instant::now();
+    let (_, res) = rx
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("{name}: the command hung after the fault"));
+    assert!(
+        matches!(res, Err(IoError::ControllerLost(_))),
+        "{name}: expected ControllerLost, got {res:?}"
+    );
+    let took = t0.elapsed();
+    if let Err(p) = fake.join() {
+        std::panic::resume_unwind(p);
+    }
+    wait_for(name, || matches!(c.state(), CtrlrState::Lost(_)));
+    // Nothing completes twice; new commands fail at once.
+    assert!(rx.try_recv().is_err(), "{name}: a second completion");
+    submit(&c, rw_sqe(io_opc::READ, 0, 1), Vec::new(), 512, 2, &tx);
+    let (_, res) = rx.recv_timeout(WAIT).expect("a completion");
+    assert!(matches!(res, Err(IoError::ControllerLost(_))), "{name}: after: {res:?}");
+    println!("{name}: failed with ControllerLost {took:?} after the fault");
+    c.detach();
+}
+
+#[test]
+fn b21_to_b25_malformed_pdus_fail_the_queue_and_the_command() {
+    let r = initiator(Mode::Interrupt);
+    for case in cases() {
+        run_case(&case, &r);
+    }
+    r.shutdown().unwrap();
+}
+
+// ---- B21 during the bring-up ---------------------------------------------
+
+/// The fake's admin connection runs `script` from the very start (before ICReq).
+fn fake_admin_script<T: Send + 'static>(
+    script: impl FnOnce(&mut Conn) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<T>) {
+    let (l, addr) = fake::listen();
+    let h = std::thread::spawn(move || {
+        let mut c = fake::accept(&l);
+        script(&mut c)
+    });
+    (addr, h)
+}
+
+#[test]
+fn b21_bad_hlen_during_the_bring_up_fails_attach_cleanly() {
+    let r = initiator(Mode::Interrupt);
+    // An ICResp with HLEN 0x18.
+    let (addr, fake) = fake_admin_script(|c| {
+        let p = c.recv().expect("ICReq");
+        assert!(p.is(PduType::IcReq));
+        let mut b = fake::icresp(0, 131_072);
+        b[2] = 0x18;
+        c.send(&b);
+        c.expect_term()
+    });
+    let t0 = Instant::now();
+    let e = NvmeController::attach("Fake0", NvmeTrid::new(addr, SUBNQN, HOSTNQN), opts(0), r.handles(), 1)
+        .err()
+        .expect("attach refuses an ICResp with HLEN 0x18");
+    println!("ICResp HLEN 0x18: attach failed after {:?}: {e}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(fake.join().unwrap(), (1, 2));
+
+    // The admin Connect answered by a CapsuleResp with HLEN 0xFF (header digest on).
+    let (addr, fake) = fake_admin_script(|c| {
+        c.handshake(131_072);
+        assert!(c.d.header, "the initiator asked for a header digest");
+        let (sqe, _) = c.recv_capsule().expect("Connect");
+        let mut b = vec![0x05, 0x01, 0xFF, 0x00, 0x1C, 0x00, 0x00, 0x00];
+        let mut cqe = [0u8; 16];
+        cqe[12..14].copy_from_slice(&sqe.cid().to_le_bytes());
+        b.extend_from_slice(&cqe);
+        b.extend_from_slice(&[0u8; 4]);
+        c.send(&b);
+        c.expect_term()
+    });
+    let o = NvmeOptions { hdgst: true, ..opts(0) };
+    let t0 = Instant::now();
+    let e = NvmeController::attach("Fake0", NvmeTrid::new(addr, SUBNQN, HOSTNQN), o, r.handles(), 1)
+        .err()
+        .expect("attach refuses a CapsuleResp with HLEN 0xFF");
+    println!("Connect answer HLEN 0xFF: attach failed after {:?}: {e}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(fake.join().unwrap(), (1, 2));
+    r.shutdown().unwrap();
+}
+
+// ---- B25(e), (f): a bad data digest fails the command only; late data ------
+
+#[test]
+fn b25_data_digest_error_fails_only_the_command() {
+    let r = initiator(Mode::Interrupt);
+    let (addr, fake) = fake_target(Cfg::default(), |c| {
+        assert!(c.d.data, "data digest negotiated");
+        // First read: a wrong DDGST on the first of two C2HData PDUs.
+        let (sqe, _) = c.recv_capsule().unwrap();
+        let half = vec![0x42u8; READ_LEN / 2];
+        let mut first = c.c2h_bytes(sqe.cid(), 0, &half, 0);
+        let n = first.len();
+        first[n - 1] ^= 1;
+        let second = c.c2h_bytes(
+            sqe.cid(),
+            (READ_LEN / 2) as u32,
+            &half,
+            flags::LAST_PDU | flags::SUCCESS,
+        );
+        c.send(&[first, second].concat());
+        // The queue lives on: a second read is served properly.
+        c.serve_io();
+    });
+    let o = NvmeOptions { ddgst: true, ..opts(0) };
+    let c = attach(addr, o, &r);
+    let (tx, rx) = mpsc::channel();
+    submit(&c, rw_sqe(io_opc::READ, 0, 256), Vec::new(), READ_LEN as u32, 1, &tx);
+    let (_, res) = rx.recv_timeout(WAIT).expect("the first read completes");
+    match &res {
+        Err(IoError::Status { status: s, .. }) => assert_eq!(*s, status::TRANSIENT_TRANSPORT_ERROR),
+        other => panic!("expected Transient Transport Error, got {other:?}"),
+    }
+    submit(&c, rw_sqe(io_opc::READ, 5, 256), Vec::new(), READ_LEN as u32, 2, &tx);
+    let (_, res) = rx.recv_timeout(WAIT).expect("the second read completes");
+    let done = res.expect("the queue still serves reads");
+    assert!(done.data == pattern(READ_LEN, 5), "second read's data");
+    assert_eq!(c.state(), CtrlrState::Live);
+    assert!(rx.try_recv().is_err(), "nothing completes twice");
+    c.detach();
+    fake.join().unwrap();
+    r.shutdown().unwrap();
+}
+
+#[test]
+fn b25_data_after_the_completion_fails_the_queue() {
+    let r = initiator(Mode::Interrupt);
+    let (addr, fake) = fake_target(Cfg::default(), |c| {
+        let (sqe, _) = c.recv_capsule().unwrap();
+        let data = pattern(READ_LEN, 3);
+        c.read_reply(sqe.cid(), &data);
+        // Give the completion time to be delivered, then data for the same CID.
+        std::thread::sleep(Duration::from_millis(50));
+        let late = c.c2h_bytes(sqe.cid(), 0, &vec![0x42u8; 0x10000], 0);
+        c.send(&late);
+        c.expect_term()
+    });
+    let c = attach(addr, opts(0), &r);
+    let (tx, rx) = mpsc::channel();
+    submit(&c, rw_sqe(io_opc::READ, 3, 256), Vec::new(), READ_LEN as u32, 1, &tx);
+    let (_, res) = rx.recv_timeout(WAIT).expect("the read completes");
+    let done = res.expect("the read itself was answered properly");
+    assert!(done.data == pattern(READ_LEN, 3), "the read's data");
+    assert_eq!(fake.join().unwrap(), (1, 8), "late C2HData: FES 1, FEI 8 (CCCID)");
+    wait_for("the controller is lost", || matches!(c.state(), CtrlrState::Lost(_)));
+    assert!(rx.try_recv().is_err(), "nothing completes twice");
+    c.detach();
+    r.shutdown().unwrap();
+}
+
+// ---- A fresh association that dies while it is being installed -----------
+
+#[test]
+fn an_association_lost_during_install_is_reset_again() {
+    let (l, addr) = fake::listen();
+    let cfg = Cfg::default();
+    let fake = std::thread::spawn(move || {
+        // Association 1: serves one read, then the I/O queue goes away.
+        let a1 = fake::admin(&l, cfg);
+        let mut io = fake::io(&l, cfg);
+        let (sqe, _) = io.recv_capsule().unwrap();
+        io.read_reply(sqe.cid(), &pattern(4096, sqe.cdw(10) as u8));
+        drop(io);
+        a1.join().unwrap();
+        // Association 2: the I/O queue closes right after its Connect.
+        let a2 = fake::admin(&l, cfg);
+        let io = fake::io(&l, cfg);
+        drop(io);
+        a2.join().unwrap();
+        // Association 3: serves until the initiator detaches.
+        let a3 = fake::admin(&l, cfg);
+        let mut io = fake::io(&l, cfg);
+        io.serve_io();
+        a3.join().unwrap();
+    });
+    let r = initiator(Mode::Interrupt);
+    let o = NvmeOptions {
+        reconnect_delay_sec: 1,
+        ctrlr_loss_timeout_sec: 10,
+        fast_io_fail_timeout_sec: 0,
+        ..opts(0)
+    };
+    let c = attach(addr, o, &r);
+    let (tx, rx) = mpsc::channel();
+    submit(&c, rw_sqe(io_opc::READ, 1, 8), Vec::new(), 4096, 1, &tx);
+    let (_, res) = rx.recv_timeout(WAIT).expect("the first read");
+    assert!(res.expect("first read").data == pattern(4096, 1));
+    wait_for("the reset starts", || matches!(c.state(), CtrlrState::Resetting { .. }));
+    let t0 = Instant::now();
+    submit(&c, rw_sqe(io_opc::READ, 2, 8), Vec::new(), 4096, 2, &tx);
+    let (_, res) = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
+        panic!(
+            "the held read never completed: state {:?}, resets {}",
+            c.state(),
+            c.resets()
+        )
+    });
+    let done = res.expect("the held read succeeds on association 3");
+    assert!(done.data == pattern(4096, 2));
+    println!("held read completed {:?} after the first loss", t0.elapsed());
+    wait_for("two resets", || c.resets() == 2 && c.state() == CtrlrState::Live);
+    c.detach();
+    fake.join().unwrap();
+    r.shutdown().unwrap();
+}

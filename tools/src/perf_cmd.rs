@@ -54,6 +54,9 @@ pub struct InitiatorArgs {
     /// Seconds after a loss from which I/O fails instead of waiting, 0 (never) to 86400.
     #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = crate::ranged(0, 86_400))]
     pub fast_io_fail_timeout_sec: u64,
+    /// Retries of a command that failed with a status without DNR, 0 to 100.
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = crate::ranged(0, 100))]
+    pub bdev_retry_count: u64,
     /// Command timeout, us, 0 (none) to 3600000000; a timeout resets the association.
     #[arg(long, default_value_t = 30_000_000, allow_negative_numbers = true, value_parser = crate::ranged(0, 3_600_000_000))]
     pub timeout_us: u64,
@@ -71,6 +74,7 @@ impl InitiatorArgs {
             fast_io_fail_timeout_sec: self.fast_io_fail_timeout_sec as u32,
             timeout_us: self.timeout_us,
             io_queue_size: self.io_queue_size as u16,
+            bdev_retry_count: self.bdev_retry_count as u32,
             hdgst: self.hdgst,
             ddgst: self.ddgst,
         };

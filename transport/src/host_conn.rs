@@ -99,8 +99,18 @@ pub struct Failed {
     pub read_len: u32,
 }
 
+/// A command the target completed (with any status), with its write data
+/// handed back so the owner can resubmit it (a retry of a status without DNR).
+#[derive(Debug)]
+pub struct Done {
+    /// The completion (CQE and read data).
+    pub completion: Completion,
+    /// The command's write data.
+    pub write: Vec<u8>,
+}
+
 /// Called once per command on the queue's reactor.
-pub type Callback = Box<dyn FnOnce(&mut Context, Result<Completion, Failed>)>;
+pub type Callback = Box<dyn FnOnce(&mut Context, Result<Done, Failed>)>;
 
 /// A submission refused at once, handed back with its callback (not called).
 pub struct Rejected {
@@ -508,7 +518,13 @@ impl HostConn {
             };
             // The state machine only completes CIDs it has in flight, which are ours.
             if let Some(s) = slot {
-                (s.cb)(cx, Ok(c));
+                (s.cb)(
+                    cx,
+                    Ok(Done {
+                        completion: c,
+                        write: s.write,
+                    }),
+                );
             }
             if self.inner.borrow().failed.is_some() {
                 return PollStatus::Busy;

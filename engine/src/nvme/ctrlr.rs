@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use lull_reactor::{Context, ReactorHandle, TimerId};
 use lull_transport::host::Completion;
-use lull_transport::host_conn::{Failed, HostConn, QueueError, QueueOptions};
+use lull_transport::host_conn::{Done, Failed, HostConn, QueueError, QueueOptions};
 use lull_transport::host_sync::SyncError;
 use lull_transport::nvme::{Cqe, Sqe, Status, admin_opc};
 
@@ -124,6 +124,8 @@ struct Req {
     write: Vec<u8>,
     read_len: u32,
     done: IoDone,
+    /// Times it was retried after a status without DNR.
+    retries: u32,
 }
 
 struct LocalQueue {
@@ -303,6 +305,7 @@ impl NvmeController {
                 write,
                 read_len,
                 done,
+                retries: 0,
             },
         );
     }
@@ -476,10 +479,10 @@ fn start_admin(cx: &mut Context, id: u64, conn: &HostConn, opts: &NvmeOptions) {
                 Vec::new(),
                 0,
                 Box::new(|_cx, r| {
-                    if let Ok(c) = r
-                        && !c.cqe.status.is_success()
+                    if let Ok(d) = r
+                        && !d.completion.cqe.status.is_success()
                     {
-                        tracing::warn!(status = %c.cqe.status, "Keep Alive failed");
+                        tracing::warn!(status = %d.completion.cqe.status, "Keep Alive failed");
                     }
                 }),
             );
@@ -512,7 +515,7 @@ fn submit_aer(cx: &mut Context, conn: HostConn) {
         Vec::new(),
         0,
         Box::new(move |cx, r| {
-            let Ok(done) = r else { return };
+            let Ok(Done { completion: done, .. }) = r else { return };
             if !done.cqe.status.is_success() {
                 tracing::debug!(status = %done.cqe.status, "AER completed with an error; not re-armed");
                 return;
@@ -749,17 +752,21 @@ fn submit_local(cx: &mut Context, id: u64, queue: usize, r: Req) {
                 write,
                 read_len,
                 done,
+                retries,
             } = r;
-            let cb = Box::new(move |cx: &mut Context, res: Result<Completion, Failed>| match res {
-                Ok(c) if c.cqe.status.is_success() => done(cx, Ok(c)),
-                Ok(c) => done(
+            let cb = Box::new(move |cx: &mut Context, res: Result<Done, Failed>| match res {
+                Ok(d) if d.completion.cqe.status.is_success() => done(cx, Ok(d.completion)),
+                Ok(d) if !d.completion.cqe.status.dnr() && retries < retry_limit(id) => {
+                    retry(cx, id, queue, sqe, d.write, read_len, done, retries + 1)
+                }
+                Ok(d) => done(
                     cx,
                     Err(IoError::Status {
-                        status: c.cqe.status,
-                        cqe: c.cqe,
+                        status: d.completion.cqe.status,
+                        cqe: d.completion.cqe,
                     }),
                 ),
-                Err(f) => hold(cx, id, queue, f, done),
+                Err(f) => hold(cx, id, queue, f, done, retries),
             });
             if let Err(rejected) = conn.submit(cx, sqe, write, read_len, cb) {
                 // The queue failed since we looked: the callback holds it.
@@ -770,7 +777,7 @@ fn submit_local(cx: &mut Context, id: u64, queue: usize, r: Req) {
 }
 
 /// A command came back from a failed queue: hold it for the next association.
-fn hold(cx: &mut Context, id: u64, queue: usize, f: Failed, done: IoDone) {
+fn hold(cx: &mut Context, id: u64, queue: usize, f: Failed, done: IoDone, retries: u32) {
     let mut sqe = f.sqe;
     sqe.set_cid(0);
     submit_local(
@@ -782,6 +789,39 @@ fn hold(cx: &mut Context, id: u64, queue: usize, f: Failed, done: IoDone) {
             write: f.write,
             read_len: f.read_len,
             done,
+            retries,
         },
     );
+}
+
+/// `bdev_retry_count` of controller `id`, read on its reactor.
+fn retry_limit(id: u64) -> u32 {
+    with_local(id, |l| lock(&l.shared.opts).bdev_retry_count).unwrap_or(0)
+}
+
+/// Resubmits a command that completed with a status without DNR, after
+/// 1 ms x 2^(retry - 1): a controller that is going away answers with such
+/// statuses (Command Sequence Error while it shuts down), and an immediate
+/// retry would only meet the same answer.
+#[allow(clippy::too_many_arguments)]
+fn retry(
+    cx: &mut Context,
+    id: u64,
+    queue: usize,
+    mut sqe: Sqe,
+    write: Vec<u8>,
+    read_len: u32,
+    done: IoDone,
+    retries: u32,
+) {
+    sqe.set_cid(0);
+    let req = Req {
+        sqe,
+        write,
+        read_len,
+        done,
+        retries,
+    };
+    let delay = Duration::from_millis(1 << (retries - 1).min(10));
+    cx.timer_once(delay, move |cx| submit_local(cx, id, queue, req));
 }

@@ -30,6 +30,9 @@ pub struct NvmeOptions {
     pub timeout_us: u64,
     /// Entries per I/O queue (the Connect's SQSIZE + 1).
     pub io_queue_size: u16,
+    /// Times a command that completed with an error status without DNR is
+    /// retried (with a short back-off) before the error is returned.
+    pub bdev_retry_count: u32,
     /// Header digest asked for.
     pub hdgst: bool,
     /// Data digest asked for.
@@ -39,7 +42,7 @@ pub struct NvmeOptions {
 impl Default for NvmeOptions {
     /// Periods from the design brief; reconnect timings are Longhorn's
     /// (SPDK's own defaults, all 0, never reconnect); 30 s command timeout
-    /// as the Linux host's `io_timeout`.
+    /// as the Linux host's `io_timeout`; 3 retries as SPDK's `bdev_retry_count`.
     fn default() -> Self {
         NvmeOptions {
             nvme_ioq_poll_period_us: 100,
@@ -50,6 +53,7 @@ impl Default for NvmeOptions {
             fast_io_fail_timeout_sec: 10,
             timeout_us: 30_000_000,
             io_queue_size: 128,
+            bdev_retry_count: 3,
             hdgst: false,
             ddgst: false,
         }
@@ -79,6 +83,12 @@ impl NvmeOptions {
             return Err(format!(
                 "io_queue_size = {} is out of range: allowed 2..=4096 entries",
                 self.io_queue_size
+            ));
+        }
+        if self.bdev_retry_count > 100 {
+            return Err(format!(
+                "bdev_retry_count = {} is out of range: allowed 0..=100",
+                self.bdev_retry_count
             ));
         }
         if self.ctrlr_loss_timeout_sec < -1 {

@@ -69,8 +69,11 @@ fn a_target_serves_a_remote_namespace_through_the_initiator() {
 
         let (_aa, mut host) = io_queue(a_addr, A_NQN);
         // 128 KiB (the MDTS) at LBA 2048: through A's R2T path and on to B.
-        let data: Vec<u8> = (0..128 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-        host.call("write via A", rw(io_opc::WRITE, 1, 2048, 256), &data, 0).unwrap();
+        let data: Vec<u8> = (0..128 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        host.call("write via A", rw(io_opc::WRITE, 1, 2048, 256), &data, 0)
+            .unwrap();
         let (_ba, mut direct) = io_queue(b.addr, SUBNQN);
         let on_b = direct
             .call("read from B", rw(io_opc::READ, 1, 2048, 256), &[], 128 * 1024)
@@ -83,7 +86,8 @@ fn a_target_serves_a_remote_namespace_through_the_initiator() {
             .data;
         assert!(via_a == data, "{mode}: A returns B's data");
         // Write Zeroes and Flush pass through.
-        host.call("zeroes via A", rw(io_opc::WRITE_ZEROES, 1, 2048, 8), &[], 0).unwrap();
+        host.call("zeroes via A", rw(io_opc::WRITE_ZEROES, 1, 2048, 8), &[], 0)
+            .unwrap();
         let z = direct
             .call("read from B", rw(io_opc::READ, 1, 2048, 8), &[], 4096)
             .unwrap()
@@ -97,7 +101,10 @@ fn a_target_serves_a_remote_namespace_through_the_initiator() {
         let e = host
             .call("beyond", rw(io_opc::READ, 1, NS1_BLOCKS, 1), &[], 512)
             .unwrap_err();
-        assert!(e.to_string().contains("0x80") || e.to_string().to_lowercase().contains("range"), "{e}");
+        assert!(
+            e.to_string().contains("0x80") || e.to_string().to_lowercase().contains("range"),
+            "{e}"
+        );
         // B going away fails A's I/O with an error status, not a hang.
         ctrlr.detach();
         let e = host.call("after detach", rw(io_opc::READ, 1, 0, 1), &[], 512);

@@ -71,7 +71,14 @@ fn a_clean_verify_run_counts_ios_and_no_error() {
 #[test]
 fn a_block_changed_behind_the_initiator_fails_verify_naming_its_lba() {
     let (target, reactors, ctrlr) = setup(Mode::Interrupt);
-    let bdev = target.target.subsystem(INPROC_NQN).unwrap().namespace(1).unwrap().bdev.clone();
+    let bdev = target
+        .target
+        .subsystem(INPROC_NQN)
+        .unwrap()
+        .namespace(1)
+        .unwrap()
+        .bdev
+        .clone();
     let stop = Arc::new(AtomicBool::new(false));
     // Scribble on LBA 8 (the second 4 KiB unit) while the workload runs.
     let scribbling = Arc::new(AtomicBool::new(true));
@@ -82,7 +89,14 @@ fn a_block_changed_behind_the_initiator_fails_verify_naming_its_lba() {
             std::thread::sleep(Duration::from_millis(1));
         }
     });
-    let r = nvme_perf::run(&ctrlr, &workload(Duration::from_secs(3)), &stop, &TargetCpu::None, |_, _, _| {}).unwrap();
+    let r = nvme_perf::run(
+        &ctrlr,
+        &workload(Duration::from_secs(3)),
+        &stop,
+        &TargetCpu::None,
+        |_, _, _| {},
+    )
+    .unwrap();
     scribbling.store(false, std::sync::atomic::Ordering::Relaxed);
     scribbler.join().unwrap();
     assert!(r.verify_failures >= 1, "{r:?}");

@@ -274,8 +274,14 @@ impl Bdev for NvmeBdev {
                     sqe.set_cdw(10, 0);
                     sqe.set_cdw(11, 1 << 2);
                     let j = j.clone();
-                    self.ctrlr
-                        .submit(cx, queue, sqe, range, 0, Box::new(move |cx, r| piece_done(&j, cx, 0, r)));
+                    self.ctrlr.submit(
+                        cx,
+                        queue,
+                        sqe,
+                        range,
+                        0,
+                        Box::new(move |cx, r| piece_done(&j, cx, 0, r)),
+                    );
                 }
             }
             BdevIo::Flush => {
@@ -283,8 +289,14 @@ impl Bdev for NvmeBdev {
                 sqe.0[0] = io_opc::FLUSH;
                 sqe.0[4..8].copy_from_slice(&self.nsid.to_le_bytes());
                 let j = join(1, 0, done);
-                self.ctrlr
-                    .submit(cx, queue, sqe, Vec::new(), 0, Box::new(move |cx, r| piece_done(&j, cx, 0, r)));
+                self.ctrlr.submit(
+                    cx,
+                    queue,
+                    sqe,
+                    Vec::new(),
+                    0,
+                    Box::new(move |cx, r| piece_done(&j, cx, 0, r)),
+                );
             }
         }
     }

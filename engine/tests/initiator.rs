@@ -756,3 +756,44 @@ fn keep_alive_holds_an_idle_association() {
     assert_eq!(t.target.controller_count(), 1);
     shutdown(c, r);
 }
+
+#[test]
+fn a_polling_reactor_does_not_wait_for_the_poll_period() {
+    // With a 1 s period, a queue that waited for its ticks would need about
+    // a second per command; on a polling reactor it is checked on every loop
+    // iteration. Back in interrupt mode the queue still completes commands.
+    let t = std_target(Mode::Interrupt);
+    let r = initiator(Mode::Interrupt);
+    let opts = NvmeOptions {
+        nvme_ioq_poll_period_us: 1_000_000,
+        ..quick_opts()
+    };
+    let c = attach(t.addr, opts, &r);
+    let h = r.handles()[0].clone();
+    read_ok(&c, 0, 4096, "interrupt mode, 1 s period");
+    h.set_mode(Mode::Poll);
+    while h.mode() != Mode::Poll {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The first command after the switch may wait for one tick (the queue
+    // learns of the new mode at its next run); the rest must not.
+    read_ok(&c, 0, 4096, "first read in poll mode");
+    let t1 = Instant::now();
+    for i in 0..20 {
+        read_ok(&c, i * 8, 4096, "poll mode");
+    }
+    let polled = t1.elapsed();
+    assert!(
+        polled < Duration::from_millis(900),
+        "20 reads on a polling reactor: {polled:?}"
+    );
+    h.set_mode(Mode::Interrupt);
+    while h.mode() != Mode::Interrupt {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for i in 0..3 {
+        read_ok(&c, i * 8, 4096, "interrupt mode again");
+    }
+    shutdown(c, r);
+    t.reactors.shutdown().unwrap();
+}

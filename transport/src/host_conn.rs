@@ -13,6 +13,11 @@
 //!   checks it on every iteration; a sleeping one wakes when bytes arrive).
 //!   With nothing outstanding nothing wakes the reactor at all.
 //!
+//! The period is an interrupt-mode setting: while the reactor polls, a
+//! timed queue is checked on every loop iteration like an event-driven one
+//! (checked again after each run, so a mode change takes effect at the
+//! queue's next event).
+//!
 //! Either way, bytes that cannot be sent stay where the poller sees them:
 //! the event poller arms EPOLLOUT while its send buffer is not empty, the
 //! timed poller stays active and retries each period (fault case B03).
@@ -168,6 +173,11 @@ struct Inner {
     free: Vec<u16>,
     waiting: VecDeque<Waiting>,
     poller: Option<PollerId>,
+    /// How the registered poller works: `opts.polling`, except that a queue
+    /// on a polling reactor is checked on every loop iteration (the period
+    /// is an interrupt-mode setting, as Longhorn's
+    /// `data-engine-nvme-ioq-poll-period-us` is).
+    active: QueuePolling,
     /// The timed poller is paused (nothing outstanding).
     parked: bool,
     writable_armed: bool,
@@ -229,6 +239,7 @@ impl HostConn {
             free: (0..depth).rev().collect(),
             waiting: VecDeque::new(),
             poller: None,
+            active: effective(opts.polling, cx.mode()),
             parked: false,
             writable_armed: false,
             in_poll: false,
@@ -248,7 +259,7 @@ impl HostConn {
             sock: g.sock.clone(),
             inner: self.inner.clone(),
         };
-        let id = match g.opts.polling {
+        let id = match g.active {
             QueuePolling::Event => {
                 g.writable_armed = g.q.wants_send();
                 let interest = if g.writable_armed {
@@ -284,16 +295,25 @@ impl HostConn {
     /// # Errors
     /// When the new poller cannot be registered (the queue then fails).
     pub fn set_polling(&self, cx: &mut Context, polling: QueuePolling) -> Result<(), lull_reactor::ReactorError> {
+        self.inner.borrow_mut().opts.polling = polling;
+        self.reconcile(cx)
+    }
+
+    /// Registers the poller the configured polling and the reactor's mode
+    /// call for, if it is not the one registered. Runs after every poller
+    /// run, so a mode change takes effect at the queue's next event.
+    fn reconcile(&self, cx: &mut Context) -> Result<(), lull_reactor::ReactorError> {
         let old = {
             let mut g = self.inner.borrow_mut();
-            if g.failed.is_some() || g.opts.polling == polling {
+            let want = effective(g.opts.polling, cx.mode());
+            if g.failed.is_some() || g.active == want {
                 return Ok(());
             }
-            if let (QueuePolling::Timed(_), QueuePolling::Timed(p), Some(id)) = (g.opts.polling, polling, g.poller) {
-                g.opts.polling = polling;
+            if let (QueuePolling::Timed(_), QueuePolling::Timed(p), Some(id)) = (g.active, want, g.poller) {
+                g.active = want;
                 return cx.set_period(id, p);
             }
-            g.opts.polling = polling;
+            g.active = want;
             g.poller.take()
         };
         if let Some(id) = old {
@@ -549,8 +569,40 @@ impl HostConn {
         drop(g);
         if let Err(e) = result {
             self.fail(cx, e);
+        } else {
+            // Failure is handled inside.
+            let _ = self.reconcile(cx);
         }
         PollStatus::from_work(work)
+    }
+}
+
+/// The polling a queue uses on a reactor in `mode`: every loop iteration
+/// while the reactor polls, the configured one while it may sleep.
+fn effective(configured: QueuePolling, mode: lull_reactor::Mode) -> QueuePolling {
+    match mode {
+        lull_reactor::Mode::Poll => QueuePolling::Event,
+        _ => configured,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lull_reactor::Mode;
+
+    #[test]
+    fn a_polling_reactor_checks_every_queue_on_every_iteration() {
+        let timed = QueuePolling::Timed(Duration::from_millis(1));
+        assert_eq!(effective(timed, Mode::Poll), QueuePolling::Event);
+        assert_eq!(effective(timed, Mode::Interrupt), timed);
+        assert_eq!(effective(timed, Mode::Hybrid), timed);
+        assert_eq!(effective(QueuePolling::Event, Mode::Interrupt), QueuePolling::Event);
+        assert_eq!(QueuePolling::from_period_us(0), QueuePolling::Event);
+        assert_eq!(
+            QueuePolling::from_period_us(100),
+            QueuePolling::Timed(Duration::from_micros(100))
+        );
     }
 }
 
@@ -644,7 +696,7 @@ impl Inner {
     /// After a run: EPOLLOUT only while bytes wait; a timed poller parks when quiet.
     fn settle(&mut self, cx: &mut Context) -> Result<(), QueueError> {
         let Some(id) = self.poller else { return Ok(()) };
-        match self.opts.polling {
+        match self.active {
             QueuePolling::Event => {
                 let want = self.q.wants_send();
                 if want != self.writable_armed {

@@ -586,26 +586,6 @@ fn effective(configured: QueuePolling, mode: lull_reactor::Mode) -> QueuePolling
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use lull_reactor::Mode;
-
-    #[test]
-    fn a_polling_reactor_checks_every_queue_on_every_iteration() {
-        let timed = QueuePolling::Timed(Duration::from_millis(1));
-        assert_eq!(effective(timed, Mode::Poll), QueuePolling::Event);
-        assert_eq!(effective(timed, Mode::Interrupt), timed);
-        assert_eq!(effective(timed, Mode::Hybrid), timed);
-        assert_eq!(effective(QueuePolling::Event, Mode::Interrupt), QueuePolling::Event);
-        assert_eq!(QueuePolling::from_period_us(0), QueuePolling::Event);
-        assert_eq!(
-            QueuePolling::from_period_us(100),
-            QueuePolling::Timed(Duration::from_micros(100))
-        );
-    }
-}
-
 impl Inner {
     fn is_quiet(&self) -> bool {
         self.free.len() == self.slots.len() && self.waiting.is_empty() && !self.q.wants_send()
@@ -762,5 +742,25 @@ fn check_timeout(cx: &mut Context, inner: Rc<RefCell<Inner>>, after: Duration) {
             inner.borrow_mut().timeout_timer = Some(id);
         }
         Some(Err(e)) => HostConn { inner }.fail(cx, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lull_reactor::Mode;
+
+    #[test]
+    fn a_polling_reactor_checks_every_queue_on_every_iteration() {
+        let timed = QueuePolling::Timed(Duration::from_millis(1));
+        assert_eq!(effective(timed, Mode::Poll), QueuePolling::Event);
+        assert_eq!(effective(timed, Mode::Interrupt), timed);
+        assert_eq!(effective(timed, Mode::Hybrid), timed);
+        assert_eq!(effective(QueuePolling::Event, Mode::Interrupt), QueuePolling::Event);
+        assert_eq!(QueuePolling::from_period_us(0), QueuePolling::Event);
+        assert_eq!(
+            QueuePolling::from_period_us(100),
+            QueuePolling::Timed(Duration::from_micros(100))
+        );
     }
 }

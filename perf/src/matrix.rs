@@ -438,14 +438,15 @@ pub fn svg(rows: &[BenchRow]) -> String {
             ))
         })
         .collect();
-    let (w, h, ml, mb, mt, mr) = (720.0, 460.0, 70.0, 60.0, 40.0, 180.0);
-    let xmax = pts.iter().map(|p| p.1).fold(10.0f64, f64::max) * 1.1;
-    let ymax = pts.iter().map(|p| p.2).fold(10.0f64, f64::max) * 1.1;
+    // Latency spans four decades between the configurations: log scale.
+    let (w, h, ml, mb, mt, mr) = (960.0, 480.0, 70.0, 60.0, 40.0, 300.0);
+    let xmax = (pts.iter().map(|p| p.1).fold(10.0f64, f64::max) / 50.0).ceil() * 50.0;
+    let decades = pts.iter().map(|p| p.2.max(1.0).log10().ceil()).fold(2.0f64, f64::max);
     let x = |v: f64| ml + v / xmax * (w - ml - mr);
-    let y = |v: f64| h - mb - v / ymax * (h - mb - mt);
+    let y = |v: f64| h - mb - v.max(1.0).log10() / decades * (h - mb - mt);
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">4k random read, QD 1: mean latency against CPU (target + initiator)</text>\n",
-        w / 2.0
+        (ml + w - mr) / 2.0
     );
     let _ = writeln!(
         s,
@@ -457,19 +458,28 @@ pub fn svg(rows: &[BenchRow]) -> String {
     );
     for i in 0..=5 {
         let xv = xmax * f64::from(i) / 5.0;
-        let yv = ymax * f64::from(i) / 5.0;
         let _ = writeln!(
             s,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{xv:.0}</text><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{yv:.0}</text>",
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{xv:.0}</text>",
             x(xv),
-            h - mb + 18.0,
+            h - mb + 18.0
+        );
+    }
+    for d in 0..=decades as i32 {
+        let yv = 10f64.powi(d);
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{yv:.0}</text><line x1=\"{ml}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>",
             ml - 6.0,
-            y(yv) + 4.0
+            y(yv) + 4.0,
+            y(yv),
+            w - mr,
+            y(yv)
         );
     }
     let _ = writeln!(
         s,
-        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">CPU, % of one core (target + initiator)</text><text x=\"18\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {:.1})\">mean latency, us</text>",
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">CPU, % of one core (target + initiator)</text><text x=\"18\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {:.1})\">mean latency, us (log scale)</text>",
         (ml + w - mr) / 2.0,
         h - 18.0,
         (mt + h - mb) / 2.0,
@@ -482,9 +492,11 @@ pub fn svg(rows: &[BenchRow]) -> String {
         let c = colors[i % colors.len()];
         let _ = writeln!(
             s,
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"6\" fill=\"{c}\"/><rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{c}\"/><text x=\"{}\" y=\"{}\">{} ({cx:.0} %, {cy:.0} us)</text>",
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"{}\" fill=\"{c}\" fill-opacity=\"0.7\"/><rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{c}\"/><text x=\"{}\" y=\"{}\">{} ({cx:.0} %, {cy:.0} us)</text>",
             x(*cx),
             y(*cy),
+            // Configurations that land on one spot stay visible as rings.
+            9 - 1 * (i % 4),
             w - mr + 10.0,
             mt + 20.0 * i as f64,
             w - mr + 24.0,

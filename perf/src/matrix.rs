@@ -496,7 +496,7 @@ pub fn svg(rows: &[BenchRow]) -> String {
             x(*cx),
             y(*cy),
             // Configurations that land on one spot stay visible as rings.
-            9 - 1 * (i % 4),
+            9 - (i % 4),
             w - mr + 10.0,
             mt + 20.0 * i as f64,
             w - mr + 24.0,

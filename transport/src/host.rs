@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use crate::buf::{RecvBuf, SendBuf};
-use crate::nvme::{CQE_LEN, Cqe, SQE_LEN, Sgl, Sqe, sgl_id};
+use crate::nvme::{CQE_LEN, Cqe, SQE_LEN, Sgl, Sqe, psdt, sgl_id};
 use crate::pdu::{
     CH_LEN, CommonHeader, DIGEST_LEN, DataHeader, Digests, FatalError, Fes, IC_HLEN, IcReq, IcResp, PduType, TermReq,
     crc32c, data_offset_for, flags, le32,
@@ -164,6 +164,8 @@ impl HostQueue {
             }
         };
         sqe.set_sgl1(sgl);
+        // SGL1 describes the data: PSDT must say so (Fabrics allow only 01b).
+        sqe.set_psdt(psdt::SGL_MPTR_CONTIGUOUS);
         let data: &[u8] = if in_capsule { write } else { &[] };
         self.encode_capsule(&sqe, data);
         self.inflight.insert(
@@ -644,6 +646,21 @@ mod fault_cases {
                 e
             }
             other => panic!("expected a fatal error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn capsules_say_psdt_01b() {
+        // The Linux target (nvmet) refuses any other PSDT with Invalid Field.
+        let mut h = live(0, 131072);
+        for (opc, cid, write, read) in [(0x7Fu8, 1u16, 1024usize, 0u32), (0x01, 2, 65536, 0), (0x02, 3, 0, 4096)] {
+            let before = h.pending_send().len();
+            let mut s = sqe(opc, cid);
+            s.0[1] = 0x80; // a caller's PSDT is overridden
+            h.submit(s, &vec![0u8; write], read).unwrap();
+            let out = &h.pending_send()[before..];
+            assert_eq!(out[0], PduType::CapsuleCmd as u8);
+            assert_eq!(out[CH_LEN + 1], 0x40, "PSDT 01b, FUSE 00b");
         }
     }
 

@@ -81,6 +81,19 @@ impl Sqe {
     pub fn set_sgl1(&mut self, sgl: Sgl) {
         sgl.write(&mut self.0[24..40]);
     }
+
+    /// Sets PSDT (bits 7:6 of byte 1), keeping FUSE.
+    pub fn set_psdt(&mut self, psdt: u8) {
+        self.0[1] = (self.0[1] & !0xC0) | ((psdt & 0x3) << 6);
+    }
+}
+
+/// PSDT values (NVMe Base Specification, Command Dword 0).
+pub mod psdt {
+    /// SGLs; MPTR holds the address of one contiguous buffer. NVMe over
+    /// Fabrics allows only this value in a command capsule; the Linux target
+    /// (nvmet) refuses any other with Invalid Field in Command.
+    pub const SGL_MPTR_CONTIGUOUS: u8 = 0b01;
 }
 
 /// SGL descriptor identifier values used by NVMe/TCP (NVMe/TCP 1.0 section 3.4).

@@ -142,6 +142,9 @@ pub struct MatrixRun<'a> {
     pub ramp: Duration,
     /// Idle window.
     pub idle: Duration,
+    /// Rounds: every (configuration, workload) slice runs this many times,
+    /// the rounds interleaved; its row is the round with the median IOPS.
+    pub rounds: u32,
     /// Configurations to run (default: all of [`CONFIGS`]).
     pub configs: Vec<BenchConfig>,
 }
@@ -175,8 +178,10 @@ pub struct BenchRow {
     pub target_wakeups_s: Option<f64>,
     /// Initiator wakeups/s.
     pub initiator_wakeups_s: f64,
-    /// I/O errors.
+    /// I/O errors (summed over the rounds).
     pub errors: u64,
+    /// Rounds this row is the median of.
+    pub rounds: u32,
 }
 
 impl BenchRow {
@@ -196,6 +201,7 @@ impl BenchRow {
             target_wakeups_s: r.target_wakeups_s,
             initiator_wakeups_s: r.initiator_wakeups_s,
             errors: r.errors,
+            rounds: 1,
         }
     }
 }
@@ -210,7 +216,8 @@ pub fn run(
     mut progress: impl FnMut(&str, &str, usize, usize),
 ) -> Result<Vec<BenchRow>, String> {
     let ws = workloads(m.time, m.ramp);
-    let total = m.configs.len() * (ws.len() + 1);
+    let rounds = m.rounds.max(1) as usize;
+    let total = m.configs.len() * (ws.len() * rounds + 1);
     let mut rows = Vec::new();
     let mut step = 0;
     let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
@@ -224,17 +231,40 @@ pub fn run(
     // Configurations take turns within each workload, so a drift of the
     // machine over the run (this VM's neighbours) spreads over all of them
     // instead of landing on whichever ran last.
-    for w in &ws {
-        for c in &m.configs {
-            if stopped() {
-                return Ok(rows);
+    // The VM this is developed on is bimodal from one second to the next
+    // (a neighbour takes a host core): a median over short rounds resists
+    // that better than one long run.
+    let mut slices: Vec<Vec<PerfReport>> = vec![Vec::new(); ws.len() * m.configs.len()];
+    'rounds: for round in 0..rounds {
+        for (wi, w) in ws.iter().enumerate() {
+            for (ci, c) in m.configs.iter().enumerate() {
+                if stopped() {
+                    break 'rounds;
+                }
+                apply(c)?;
+                progress(
+                    c.name,
+                    &format!("{} (round {}/{rounds})", w.label(), round + 1),
+                    step,
+                    total,
+                );
+                step += 1;
+                let r = nvme_perf::run(m.ctrlr, w, stop, &m.target_cpu, |_, _, _| {})?;
+                slices[wi * m.configs.len() + ci].push(r);
             }
-            apply(c)?;
-            progress(c.name, &w.label(), step, total);
-            step += 1;
-            let r = nvme_perf::run(m.ctrlr, w, stop, &m.target_cpu, |_, _, _| {})?;
-            rows.push(BenchRow::from_report(c.name, &r));
         }
+    }
+    for (i, mut reports) in slices.into_iter().enumerate() {
+        if reports.is_empty() {
+            continue;
+        }
+        let errors = reports.iter().map(|r| r.errors).sum();
+        let n = reports.len() as u32;
+        reports.sort_by(|a, b| a.iops.total_cmp(&b.iops));
+        let mut row = BenchRow::from_report(m.configs[i % m.configs.len()].name, &reports[reports.len() / 2]);
+        row.errors = errors;
+        row.rounds = n;
+        rows.push(row);
     }
     for c in &m.configs {
         if stopped() {
@@ -349,7 +379,7 @@ pub fn tables(rows: &[BenchRow]) -> String {
         l.push('\n');
         l
     };
-    s += "Performance comparison (IOPS: 4k qd32; bandwidth: 128k qd16; latency: 4k qd1 mean; CPU: % of one core, mean over the loaded workloads; idle: connections open, no I/O)\n";
+    s += "Performance comparison (IOPS: 4k qd32; bandwidth: 128k qd16; latency: 4k qd1 mean; each the median round; CPU: % of one core, mean over the loaded workloads; idle: connections open, no I/O)\n";
     s += &line(&head.map(String::from));
     for r in summary(rows) {
         s += &line(&r);
@@ -393,13 +423,13 @@ pub fn tables(rows: &[BenchRow]) -> String {
 /// The rows as CSV (header line first).
 pub fn csv(rows: &[BenchRow]) -> String {
     let mut s = String::from(
-        "config,workload,iops,bw_kib_s,lat_mean_us,lat_p50_us,lat_p99_us,lat_p999_us,target_cpu_pct,initiator_cpu_pct,target_wakeups_s,initiator_wakeups_s,errors\n",
+        "config,workload,iops,bw_kib_s,lat_mean_us,lat_p50_us,lat_p99_us,lat_p999_us,target_cpu_pct,initiator_cpu_pct,target_wakeups_s,initiator_wakeups_s,errors,rounds\n",
     );
     let o = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.3}"));
     for r in rows {
         let _ = writeln!(
             s,
-            "\"{}\",\"{}\",{:.1},{:.1},{},{},{},{},{},{:.3},{},{:.1},{}",
+            "\"{}\",\"{}\",{:.1},{:.1},{},{},{},{},{},{:.3},{},{:.1},{},{}",
             r.config,
             r.workload,
             r.iops,
@@ -412,7 +442,8 @@ pub fn csv(rows: &[BenchRow]) -> String {
             r.initiator_cpu_pct,
             o(r.target_wakeups_s),
             r.initiator_wakeups_s,
-            r.errors
+            r.errors,
+            r.rounds
         );
     }
     s
@@ -550,6 +581,7 @@ mod tests {
             target_wakeups_s: Some(1.0),
             initiator_wakeups_s: 1.0,
             errors: 0,
+            rounds: 1,
         }
     }
 

@@ -17,12 +17,16 @@ use crate::perf_cmd::{InitiatorArgs, default_split, parse_addr, progress_bar, st
 /// `lull bench` (the matrix) arguments.
 #[derive(Args)]
 pub struct MatrixArgs {
-    /// Measured time per workload, s (1 to 3600).
-    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = crate::ranged(1, 3600))]
+    /// Measured time per workload and round, s (1 to 3600).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 3600))]
     time: u64,
     /// Ramp before each workload, ms (0 to 60000).
-    #[arg(long, default_value_t = 500, allow_negative_numbers = true, value_parser = crate::ranged(0, 60_000))]
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = crate::ranged(0, 60_000))]
     ramp_ms: u64,
+    /// Rounds (1 to 100): each configuration runs each workload this many
+    /// times, interleaved; the table shows the round with the median IOPS.
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = crate::ranged(1, 100))]
+    rounds: u64,
     /// Idle window per configuration, s (1 to 3600).
     #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = crate::ranged(1, 3600))]
     idle_secs: u64,
@@ -115,9 +119,10 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
     let time = Duration::from_secs(a.time);
     let ramp = Duration::from_millis(a.ramp_ms);
     let idle = Duration::from_secs(a.idle_secs);
-    let per_config = (time + ramp) * 6 + idle + Duration::from_millis(400);
+    let per_config =
+        (time + ramp + Duration::from_millis(40)) * 6 * a.rounds as u32 + idle + Duration::from_millis(400);
     eprintln!(
-        "lull bench: target {} on CPU {tcore}, initiator on CPU {icore}{}; {} configurations x 6 workloads x {} s + {} s idle: about {} s",
+        "lull bench: target {} on CPU {tcore}, initiator on CPU {icore}{}; {} configurations x 6 workloads x {} rounds x {} s + {} s idle: about {} s",
         if a.target.is_some() {
             format!("{addr} (external)")
         } else {
@@ -125,6 +130,7 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
         },
         if pin { "" } else { " (one CPU: both share it, unpinned)" },
         configs.len(),
+        a.rounds,
         a.time,
         a.idle_secs,
         (per_config * configs.len() as u32).as_secs()
@@ -140,6 +146,7 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
         time,
         ramp,
         idle,
+        rounds: a.rounds as u32,
         configs,
     };
     let pb = progress_bar(a.json, "lull bench");

@@ -726,17 +726,21 @@ fn submit_local(cx: &mut Context, id: u64, queue: usize, r: Req) {
         if let Some(e) = &l.fail_fast {
             return Route::Fail(r, e.clone());
         }
-        let state = lock(&l.shared.state).0.clone();
-        match state {
-            CtrlrState::Lost(why) => return Route::Fail(r, IoError::ControllerLost(why)),
-            CtrlrState::Detached => return Route::Fail(r, IoError::Detached),
-            _ => {}
-        }
         let Some(q) = l.queues.get_mut(queue) else {
             return Route::Fail(r, IoError::NoQueue(queue));
         };
-        match &q.conn {
-            Some(c) if c.error().is_none() && q.held.is_empty() => Route::Send(c.clone(), r),
+        // The data path: a live queue and nothing held before this command.
+        if let Some(c) = &q.conn
+            && c.error().is_none()
+            && q.held.is_empty()
+        {
+            return Route::Send(c.clone(), r);
+        }
+        // The queue is down: the controller's state (a lock, off the data path) decides.
+        let state = lock(&l.shared.state).0.clone();
+        match state {
+            CtrlrState::Lost(why) => Route::Fail(r, IoError::ControllerLost(why)),
+            CtrlrState::Detached => Route::Fail(r, IoError::Detached),
             _ => {
                 q.held.push_back(r);
                 Route::Held

@@ -42,13 +42,13 @@ pub const CONFIGS: [BenchConfig; 6] = [
         adminq_us: 10_000,
     },
     BenchConfig {
-        name: "interrupt, ioq 1000us",
+        name: "interrupt-ioq1000",
         policy: Policy::Interrupt,
         ioq_us: 1000,
         adminq_us: 10_000,
     },
     BenchConfig {
-        name: "interrupt, ioq 100us",
+        name: "interrupt-ioq100",
         policy: Policy::Interrupt,
         ioq_us: 100,
         adminq_us: 10_000,
@@ -535,6 +535,12 @@ pub fn svg(rows: &[BenchRow]) -> String {
             esc(name)
         );
     }
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" font-size=\"10\" fill=\"#555\">Circle sizes differ only so that configurations on one spot stay visible.</text>",
+        w - mr + 10.0,
+        mt + 20.0 * pts.len() as f64 + 10.0
+    );
     s += "</svg>\n";
     s
 }

@@ -142,6 +142,10 @@ pub struct PerfReport {
     pub errors: u64,
     /// The first error, in words.
     pub first_error: Option<String>,
+    /// Whether `--verify` was on.
+    pub verify: bool,
+    /// Reads whose blocks were checked (reads of blocks not written in this run are not).
+    pub verified_reads: u64,
     /// Verify mismatches (each also counted in `errors`).
     pub verify_failures: u64,
     /// Measured seconds.
@@ -163,6 +167,7 @@ struct JobResult {
     bytes: u64,
     errors: u64,
     verify_failures: u64,
+    verified_reads: u64,
     first_error: Option<String>,
     lat: Latency,
 }
@@ -299,6 +304,7 @@ fn on_done(job: &JobRc, cx: &mut Context, op: Op, r: Result<Completion, IoError>
                         j.generations[idx] = op.generation;
                     } else if j.generations[idx] != 0 {
                         let expect = j.generations[idx];
+                        j.res.verified_reads += 1;
                         if let Err(m) = verify::check(&c.data, j.block_size as usize, lba, expect) {
                             j.res.verify_failures += 1;
                             err = Some(m.to_string());
@@ -583,6 +589,7 @@ pub fn run(
         all.bytes += r.bytes;
         all.errors += r.errors;
         all.verify_failures += r.verify_failures;
+        all.verified_reads += r.verified_reads;
         if all.first_error.is_none() {
             all.first_error = r.first_error;
         }
@@ -606,6 +613,8 @@ pub fn run(
         lat_max_us: all.lat.max_us(),
         errors: all.errors,
         first_error: all.first_error,
+        verify: w.verify,
+        verified_reads: all.verified_reads,
         verify_failures: all.verify_failures,
         secs,
         initiator_cpu_pct: icpu,
@@ -641,6 +650,8 @@ pub fn idle(ctrlr: &NvmeController, time: Duration, target: &TargetCpu, stop: &A
         lat_max_us: None,
         errors: 0,
         first_error: None,
+        verify: false,
+        verified_reads: 0,
         verify_failures: 0,
         secs: m1.at.duration_since(m0.at).as_secs_f64(),
         initiator_cpu_pct: icpu,

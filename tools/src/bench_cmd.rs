@@ -87,9 +87,8 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
     } else {
         a.configs.iter().map(|&i| CONFIGS[i].clone()).collect()
     };
-    let mut opts = a.init.options()?;
-    // The matrix changes the periods itself; reconnects would blur a benchmark.
-    opts.nvme_ioq_poll_period_us = 0;
+    // Each configuration sets the periods itself (at run time).
+    let opts = a.init.options(0, 0)?;
     let core = |c| CoreList::try_from(vec![c]).map_err(|e| e.to_string());
     let mut inproc = None;
     let (addr, subnqn, target_side, target_cpu) = match a.target {

@@ -35,13 +35,6 @@ pub struct InitiatorArgs {
     /// Entries per I/O queue, 2 to 4096.
     #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = crate::ranged(2, 4096))]
     pub io_queue_size: u64,
-    /// I/O queue poll period, us, 0 to 10000000 (0 = every loop: polling in a
-    /// poll-mode reactor, event-driven in an interrupt-mode one).
-    #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = crate::ranged(0, 10_000_000))]
-    pub nvme_ioq_poll_period_us: u64,
-    /// Admin queue poll period, us, 0 to 10000000 (completions and AERs; keep-alive has its own timer).
-    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = crate::ranged(0, 10_000_000))]
-    pub nvme_adminq_poll_period_us: u64,
     /// KATO asked for, ms, 0 to 3600000 (0 = none); Keep Alive goes every KATO/2.
     #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = crate::ranged(0, 3_600_000))]
     pub keep_alive_timeout_ms: u64,
@@ -63,11 +56,11 @@ pub struct InitiatorArgs {
 }
 
 impl InitiatorArgs {
-    /// The engine's options, validated.
-    pub fn options(&self) -> Result<NvmeOptions, String> {
+    /// The engine's options with these poll periods (us), validated.
+    pub fn options(&self, ioq_us: u64, adminq_us: u64) -> Result<NvmeOptions, String> {
         let o = NvmeOptions {
-            nvme_ioq_poll_period_us: self.nvme_ioq_poll_period_us,
-            nvme_adminq_poll_period_us: self.nvme_adminq_poll_period_us,
+            nvme_ioq_poll_period_us: ioq_us,
+            nvme_adminq_poll_period_us: adminq_us,
             keep_alive_timeout_ms: self.keep_alive_timeout_ms as u32,
             reconnect_delay_sec: self.reconnect_delay_sec as u32,
             ctrlr_loss_timeout_sec: self.ctrlr_loss_timeout_sec as i32,
@@ -96,13 +89,12 @@ fn parse_rw(s: &str) -> Result<Rw, String> {
 }
 
 fn parse_bs(s: &str) -> Result<u64, String> {
-    let v = parse_size(s)?;
-    if !(512..=(16 << 20)).contains(&v) || !v.is_multiple_of(512) {
-        return Err(format!(
-            "`{s}`: the I/O size must be 512 bytes to 16 MiB, a multiple of 512"
-        ));
+    match parse_size(s) {
+        Ok(v) if (512..=(16 << 20)).contains(&v) && v.is_multiple_of(512) => Ok(v),
+        _ => Err(format!(
+            "`{s}`: the I/O size must be 512 bytes to 16 MiB, a multiple of 512 (examples: 4k, 128k, 1m)"
+        )),
     }
-    Ok(v)
 }
 
 /// ADDR[:PORT] with port 4420 when none is given; names are resolved.
@@ -173,6 +165,13 @@ pub struct PerfArgs {
     /// Hybrid spin window before sleeping, us (0 to 1000000).
     #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = crate::ranged(0, 1_000_000))]
     idle_poll_us: u64,
+    /// I/O queue poll period, us, 0 to 10000000 (0 = every loop: polling in a
+    /// poll-mode reactor, event-driven in an interrupt-mode one).
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = crate::ranged(0, 10_000_000))]
+    nvme_ioq_poll_period_us: u64,
+    /// Admin queue poll period, us, 0 to 10000000 (completions and AERs; keep-alive has its own timer).
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = crate::ranged(0, 10_000_000))]
+    nvme_adminq_poll_period_us: u64,
     #[command(flatten)]
     init: InitiatorArgs,
     /// Another process whose CPU to report as the target's.
@@ -247,7 +246,9 @@ pub fn progress_bar(quiet: bool, label: &str) -> indicatif::ProgressBar {
 }
 
 pub fn run(a: PerfArgs) -> Result<(), String> {
-    let opts = a.init.options()?;
+    let opts = a
+        .init
+        .options(a.nvme_ioq_poll_period_us, a.nvme_adminq_poll_period_us)?;
     let stop = stop_flag()?;
     let (tcore, icore, pin) = default_split()?;
     let init_cores = match &a.cores {
@@ -338,6 +339,12 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
     }
     let report = report?;
     print_reports(std::slice::from_ref(&report), a.json)?;
+    if report.verify && !a.json {
+        eprintln!(
+            "lull perf: verify: {} reads checked block by block, {} mismatches",
+            report.verified_reads, report.verify_failures
+        );
+    }
     if stop.load(Ordering::Relaxed) && report.verify_failures == 0 && report.errors == 0 {
         eprintln!("lull perf: stopped early; the numbers cover {:.1} s", report.secs);
     }

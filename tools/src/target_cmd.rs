@@ -47,7 +47,7 @@ pub struct TargetArgs {
     #[arg(long = "allow-host", value_name = "HOSTNQN")]
     allow_host: Vec<String>,
     /// Reactor mode policy: poll, interrupt, hybrid or adaptive.
-    #[arg(long, default_value = "poll", value_parser = parse_policy)]
+    #[arg(long, default_value = "interrupt", value_parser = parse_policy)]
     mode: Policy,
     /// CPUs to run reactors on, e.g. 0-3,6 (default: every usable CPU).
     #[arg(long, value_parser = parse_cores)]
@@ -74,7 +74,8 @@ fn parse_cores(s: &str) -> Result<CoreList, String> {
 }
 
 pub fn parse_policy(s: &str) -> Result<Policy, String> {
-    s.parse::<Policy>().map_err(|e| e.to_string())
+    s.parse::<Policy>()
+        .map_err(|_| format!("`{s}` is not a mode; use poll, interrupt, hybrid or adaptive"))
 }
 
 fn parse_block_size(s: &str) -> Result<u32, String> {

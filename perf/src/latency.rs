@@ -2,7 +2,8 @@
 
 use hdrhistogram::Histogram;
 
-/// Latencies from 1 ns to 10 s at 3 significant digits.
+/// Latencies from 1 ns to 1 hour at 3 significant digits (a command held
+/// through a reconnect can take minutes, and must not read as 10 s).
 #[derive(Clone)]
 pub struct Latency {
     hist: Histogram<u64>,
@@ -18,7 +19,7 @@ impl Latency {
     /// An empty recorder.
     pub fn new() -> Self {
         Latency {
-            hist: Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("static bounds are valid"),
+            hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds are valid"),
         }
     }
 

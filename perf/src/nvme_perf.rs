@@ -345,13 +345,20 @@ fn on_done(job: &JobRc, cx: &mut Context, op: Op, r: Result<Completion, IoError>
             }
         }
         j.progress.fetch_add(1, Ordering::Relaxed);
+        // Nothing more can succeed on a lost or detached controller: end the run.
+        if matches!(r, Err(IoError::ControllerLost(_) | IoError::Detached)) {
+            j.stop.store(true, Ordering::Relaxed);
+        }
         r.is_err()
     };
     if failed {
         // Not at once: a controller that fails every command synchronously
-        // would otherwise turn this into a busy loop.
+        // would otherwise turn this into a busy loop. The job stays
+        // unfinished until the timer has run.
         let job2 = job.clone();
+        job.borrow_mut().outstanding += 1;
         cx.timer_once(Duration::from_millis(1), move |cx| {
+            job2.borrow_mut().outstanding -= 1;
             issue(&job2, cx);
             finish_if_done(&job2);
         });
@@ -361,9 +368,14 @@ fn on_done(job: &JobRc, cx: &mut Context, op: Op, r: Result<Completion, IoError>
     finish_if_done(job);
 }
 
+/// Reports the job's results once nothing is outstanding and it will
+/// issue nothing more (its window ended or the run was stopped); a job
+/// whose commands all failed at once is still running: it retries.
 fn finish_if_done(job: &JobRc) {
     let mut j = job.borrow_mut();
+    let over = j.stop.load(Ordering::Relaxed) || Instant::now() >= j.t_end;
     if j.outstanding == 0
+        && over
         && let Some(tx) = j.tx.take()
     {
         let res = std::mem::take(&mut j.res);
@@ -578,12 +590,33 @@ pub fn run(
     // Jobs stop issuing at t_end (or on stop) and report once their queue
     // drains; a reset may hold commands up to the controller-loss timeout.
     let mut all = JobResult::default();
-    let opts = ctrlr.options();
-    let wait = Duration::from_secs(u64::try_from(opts.ctrlr_loss_timeout_sec).unwrap_or(60).max(10) + 10);
-    for _ in 0..jobs.len() {
-        let r = rx
-            .recv_timeout(wait)
-            .map_err(|_| format!("an I/O queue did not drain within {wait:?}"))?;
+    // Held commands (a controller reconnecting) would keep a job from
+    // finishing for up to ctrlr_loss_timeout_sec: after a grace period they
+    // are failed, and commands stuck on a live queue end at the command
+    // timeout (which resets the queue, so they too become held and fail).
+    let grace = Duration::from_secs(2);
+    let limit = ctrlr.options().command_timeout().unwrap_or(Duration::from_secs(30)) + Duration::from_secs(10);
+    let waiting_since = Instant::now();
+    let mut results = Vec::new();
+    while results.len() < jobs.len() {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => results.push(r),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err("an I/O queue's job was lost".into()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let waited = waiting_since.elapsed();
+                if waited > limit {
+                    return Err(format!(
+                        "{} I/O queue(s) did not drain within {limit:?} after the run (the target does not answer)",
+                        jobs.len() - results.len()
+                    ));
+                }
+                if waited > grace {
+                    ctrlr.abort_held();
+                }
+            }
+        }
+    }
+    for r in results {
         all.reads += r.reads;
         all.writes += r.writes;
         all.bytes += r.bytes;

@@ -106,3 +106,99 @@ fn a_block_changed_behind_the_initiator_fails_verify_naming_its_lba() {
     reactors.shutdown().unwrap();
     target.reactors.shutdown().unwrap();
 }
+
+fn attach_with(target: &InprocTarget, reactors: &Reactors, opts: NvmeOptions) -> NvmeController {
+    NvmeController::attach(
+        "t1",
+        NvmeTrid::new(target.addr, INPROC_NQN, DEFAULT_HOSTNQN),
+        opts,
+        reactors.handles(),
+        1,
+    )
+    .unwrap()
+}
+
+fn initiator_reactors() -> Reactors {
+    let c = CoreList::usable().unwrap();
+    let i = *c.cores().last().unwrap();
+    Reactors::start(ReactorConfig::new(CoreList::try_from(vec![i]).unwrap()).mode(Mode::Interrupt)).unwrap()
+}
+
+#[test]
+fn a_lost_controller_ends_the_run_at_once_with_its_errors_counted() {
+    let c = CoreList::usable().unwrap();
+    let target = InprocTarget::start(
+        CoreList::try_from(vec![c.cores()[0]]).unwrap(),
+        true,
+        Mode::Interrupt,
+        16 << 20,
+    )
+    .unwrap();
+    let reactors = initiator_reactors();
+    let opts = NvmeOptions {
+        nvme_ioq_poll_period_us: 0,
+        ..NvmeOptions::default().no_reconnect()
+    };
+    let ctrlr = attach_with(&target, &reactors, opts);
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = std::time::Instant::now();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        target.reactors.shutdown().unwrap();
+    });
+    let mut w = workload(Duration::from_secs(20));
+    w.verify = false;
+    let r = nvme_perf::run(&ctrlr, &w, &stop, &TargetCpu::None, |_, _, _| {}).unwrap();
+    killer.join().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the run ended early: {:?}",
+        t0.elapsed()
+    );
+    assert!(r.errors >= 1, "{r:?}");
+    assert!(r.first_error.as_deref().unwrap_or("").contains("lost"), "{r:?}");
+    assert!(r.iops > 0.0, "I/O before the loss was counted");
+    ctrlr.detach();
+    reactors.shutdown().unwrap();
+}
+
+#[test]
+fn commands_held_for_a_reconnect_do_not_keep_the_run_from_ending() {
+    let c = CoreList::usable().unwrap();
+    let target = InprocTarget::start(
+        CoreList::try_from(vec![c.cores()[0]]).unwrap(),
+        true,
+        Mode::Interrupt,
+        16 << 20,
+    )
+    .unwrap();
+    let reactors = initiator_reactors();
+    // Reconnect for up to a minute, never fail fast: held commands would
+    // keep the jobs open that long if nothing aborted them.
+    let opts = NvmeOptions {
+        nvme_ioq_poll_period_us: 0,
+        reconnect_delay_sec: 1,
+        ctrlr_loss_timeout_sec: 60,
+        fast_io_fail_timeout_sec: 0,
+        ..NvmeOptions::default()
+    };
+    let ctrlr = attach_with(&target, &reactors, opts);
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        target.reactors.shutdown().unwrap();
+    });
+    let mut w = workload(Duration::from_secs(1));
+    w.verify = false;
+    let t0 = std::time::Instant::now();
+    let r = nvme_perf::run(&ctrlr, &w, &stop, &TargetCpu::None, |_, _, _| {}).unwrap();
+    killer.join().unwrap();
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "held commands were aborted after the run: {took:?}"
+    );
+    assert!(r.errors >= 1, "{r:?}");
+    ctrlr.detach();
+    reactors.shutdown().unwrap();
+}

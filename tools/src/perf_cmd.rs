@@ -339,6 +339,12 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
     }
     let report = report?;
     print_reports(std::slice::from_ref(&report), a.json)?;
+    if report.iops == 0.0 && report.errors == 0 {
+        eprintln!(
+            "lull perf: warning: no command completed inside the measured {:.1} s (a poll period of {} us is longer than the run?)",
+            report.secs, a.nvme_ioq_poll_period_us
+        );
+    }
     if report.verify && !a.json {
         eprintln!(
             "lull perf: verify: {} reads checked block by block, {} mismatches",

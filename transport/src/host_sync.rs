@@ -43,6 +43,8 @@ pub struct SyncQueue {
     q: HostQueue,
     next_cid: u16,
     timeout: Duration,
+    /// Every wait ends by then, however slowly the target drips bytes.
+    deadline: Option<Instant>,
 }
 
 impl SyncQueue {
@@ -53,8 +55,27 @@ impl SyncQueue {
     /// [`SyncError::Io`] for TCP, [`SyncError::Protocol`] for an ICResp refused,
     /// [`SyncError::Timeout`] when no ICResp comes in time.
     pub fn connect(addr: SocketAddr, digests: Digests, in_capsule: u32, timeout: Duration) -> Result<Self, SyncError> {
+        Self::connect_by(addr, digests, in_capsule, timeout, None)
+    }
+
+    /// As [`connect`](Self::connect), with every wait of this queue (this
+    /// one and all later ones) ending by `deadline` at the latest.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); [`SyncError::Timeout`] at the deadline.
+    pub fn connect_by(
+        addr: SocketAddr,
+        digests: Digests,
+        in_capsule: u32,
+        timeout: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Self, SyncError> {
+        let first = deadline.map_or(timeout, |d| timeout.min(d.saturating_duration_since(Instant::now())));
+        if first.is_zero() {
+            return Err(SyncError::Timeout(format!("no time left to connect to {addr}")));
+        }
         let sock =
-            TcpStream::connect_timeout(&addr, timeout).map_err(|e| SyncError::Io(format!("connect to {addr}: {e}")))?;
+            TcpStream::connect_timeout(&addr, first).map_err(|e| SyncError::Io(format!("connect to {addr}: {e}")))?;
         sock.set_nodelay(true).map_err(|e| SyncError::Io(e.to_string()))?;
         sock.set_read_timeout(Some(timeout))
             .and_then(|()| sock.set_write_timeout(Some(timeout)))
@@ -64,14 +85,14 @@ impl SyncQueue {
             q: HostQueue::new(digests, in_capsule),
             next_cid: 0,
             timeout,
+            deadline,
         };
         c.flush()?;
-        let until = Instant::now() + timeout;
         while !c.q.is_live() {
-            if Instant::now() > until {
-                return Err(SyncError::Timeout(format!("no ICResp from {addr} within {timeout:?}")));
-            }
-            c.read_some()?;
+            c.read_some().map_err(|e| match e {
+                SyncError::Timeout(_) => SyncError::Timeout(format!("no ICResp from {addr} within {timeout:?}")),
+                e => e,
+            })?;
         }
         Ok(c)
     }
@@ -100,6 +121,18 @@ impl SyncQueue {
 
     fn read_some(&mut self) -> Result<(), SyncError> {
         const CHUNK: usize = 256 * 1024;
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(SyncError::Timeout(format!(
+                    "the step did not finish in time ({} commands in flight)",
+                    self.q.inflight()
+                )));
+            }
+            self.sock
+                .set_read_timeout(Some(left.min(self.timeout)))
+                .map_err(|e| SyncError::Io(e.to_string()))?;
+        }
         let buf = self.q.recv_buffer(CHUNK);
         let r = self.sock.read(buf);
         let n = match r {

@@ -4,7 +4,7 @@
 //! result is handed to the reactors, which run the data path.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lull_transport::fabrics::{ConnectData, property};
 use lull_transport::host_sync::{SyncError, SyncQueue};
@@ -89,6 +89,8 @@ pub(crate) struct Association {
 }
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a whole bring-up may take at attach.
+pub(crate) const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
 /// Admin queue size (0's based SQSIZE 31: 32 entries).
 const ADMIN_SQSIZE: u16 = 31;
 
@@ -160,8 +162,9 @@ pub(crate) fn connect_io_queue(
     qid: u16,
     size: u16,
     in_capsule: u32,
+    deadline: Instant,
 ) -> Result<SyncQueue, SyncError> {
-    let mut q = SyncQueue::connect(trid.addr, digests(opts), in_capsule, STEP_TIMEOUT)?;
+    let mut q = SyncQueue::connect_by(trid.addr, digests(opts), in_capsule, STEP_TIMEOUT, Some(deadline))?;
     let data = ConnectData {
         hostid: trid.hostid,
         cntlid,
@@ -173,13 +176,19 @@ pub(crate) fn connect_io_queue(
 }
 
 /// Brings up an association with `io_queues` I/O queues (fewer if the
-/// controller grants fewer).
+/// controller grants fewer), giving up at `deadline` (each wait is also
+/// bounded by 10 s).
 ///
 /// # Errors
 /// The first step that failed, in words (connect, ICResp, Connect status,
 /// enable timeout, Identify).
-pub(crate) fn associate(trid: &NvmeTrid, opts: &NvmeOptions, io_queues: u16) -> Result<Association, SyncError> {
-    let mut admin = SyncQueue::connect(trid.addr, digests(opts), 8192, STEP_TIMEOUT)?;
+pub(crate) fn associate(
+    trid: &NvmeTrid,
+    opts: &NvmeOptions,
+    io_queues: u16,
+    deadline: Instant,
+) -> Result<Association, SyncError> {
+    let mut admin = SyncQueue::connect_by(trid.addr, digests(opts), 8192, STEP_TIMEOUT, Some(deadline))?;
     let data = ConnectData {
         hostid: trid.hostid,
         cntlid: 0xFFFF,
@@ -234,7 +243,15 @@ pub(crate) fn associate(trid: &NvmeTrid, opts: &NvmeOptions, io_queues: u16) -> 
     let size = opts.io_queue_size.min(mqes.saturating_add(1)).max(2);
     let mut io = Vec::with_capacity(queues as usize);
     for qid in 1..=queues {
-        io.push(connect_io_queue(trid, opts, cntlid, qid, size, in_capsule_bytes)?);
+        io.push(connect_io_queue(
+            trid,
+            opts,
+            cntlid,
+            qid,
+            size,
+            in_capsule_bytes,
+            deadline,
+        )?);
     }
     let (maxh2cdata, digests) = match io.first_mut() {
         Some(q) => (q.queue_mut().maxh2cdata(), q.queue_mut().digests()),

@@ -53,6 +53,9 @@ pub enum IoError {
     /// The controller was detached.
     #[error("the controller was detached")]
     Detached,
+    /// A held command was failed by [`NvmeController::abort_held`].
+    #[error("aborted while waiting for the controller to reconnect")]
+    Aborted,
 }
 
 /// Runs once per command on the reactor it was submitted on.
@@ -187,7 +190,8 @@ impl NvmeController {
         if reactors.is_empty() {
             return Err(NvmeError::Options("attach needs at least one reactor".into()));
         }
-        let assoc = associate(&trid, &opts, io_queues.max(1)).map_err(|source| NvmeError::Associate {
+        let deadline = Instant::now() + super::associate::ATTACH_TIMEOUT;
+        let assoc = associate(&trid, &opts, io_queues.max(1), deadline).map_err(|source| NvmeError::Associate {
             addr: trid.addr,
             subnqn: trid.subnqn.clone(),
             source,
@@ -308,6 +312,14 @@ impl NvmeController {
                 retries: 0,
             },
         );
+    }
+
+    /// Fails every command held for a reconnect with [`IoError::Aborted`]
+    /// (commands in flight on live queues are not touched); later ones are
+    /// held again. For a caller that must stop waiting (a benchmark ending,
+    /// Ctrl-C). Blocks until every reactor has done so (5 s at most each).
+    pub fn abort_held(&self) {
+        broadcast(&self.shared, |cx, id| fail_held(cx, id, IoError::Aborted, false));
     }
 
     /// Detaches: closes every queue; held commands fail with [`IoError::Detached`].
@@ -626,7 +638,17 @@ fn reset(shared: Arc<Shared>, generation: u64, reason: String) {
         }
         attempt += 1;
         let opts = lock(&shared.opts).clone();
-        match associate(&shared.trid, &opts, shared.want_queues) {
+        // An attempt ends in time for the next deadline that matters: the
+        // fast-fail and loss clocks keep running while it waits.
+        let mut until = Instant::now() + super::associate::ATTACH_TIMEOUT;
+        if !fast_failed && let Some(f) = fast {
+            until = until.min(since + f);
+        }
+        if let Some(l) = loss {
+            until = until.min(since + l);
+        }
+        let until = until.max(Instant::now() + Duration::from_secs(1));
+        match associate(&shared.trid, &opts, shared.want_queues, until) {
             Ok(assoc) => {
                 let new_gen = generation + u64::from(attempt);
                 {

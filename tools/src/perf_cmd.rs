@@ -35,7 +35,7 @@ pub struct InitiatorArgs {
     /// Entries per I/O queue, 2 to 4096.
     #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = crate::ranged(2, 4096))]
     pub io_queue_size: u64,
-    /// KATO asked for, ms, 0 to 3600000 (0 = none); Keep Alive goes every KATO/2.
+    /// KATO asked for, ms: 0 (none) or 1000 to 3600000; Keep Alive goes every KATO/2.
     #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = crate::ranged(0, 3_600_000))]
     pub keep_alive_timeout_ms: u64,
     /// Seconds between reconnect attempts, 0 to 3600.

@@ -85,6 +85,12 @@ impl NvmeOptions {
                 self.io_queue_size
             ));
         }
+        if self.keep_alive_timeout_ms != 0 && !(1000..=3_600_000).contains(&self.keep_alive_timeout_ms) {
+            return Err(format!(
+                "keep_alive_timeout_ms = {} is out of range: allowed 0 (no keep-alive) or 1000..=3600000 ms",
+                self.keep_alive_timeout_ms
+            ));
+        }
         if self.bdev_retry_count > 100 {
             return Err(format!(
                 "bdev_retry_count = {} is out of range: allowed 0..=100",
@@ -172,6 +178,11 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().unwrap_err().starts_with("fast_io_fail_timeout_sec = 16"));
+        let bad = NvmeOptions {
+            keep_alive_timeout_ms: 1,
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().starts_with("keep_alive_timeout_ms = 1 "));
         let bad = NvmeOptions {
             io_queue_size: 1,
             ..Default::default()

@@ -39,10 +39,14 @@ pub struct Completion {
     pub cqe: Cqe,
     /// Data read (controller-to-host commands).
     pub data: Vec<u8>,
+    /// The command's write data, handed back (empty for other commands).
+    pub write: Vec<u8>,
 }
 
 struct Inflight {
     write: Vec<u8>,
+    /// `write` goes out in answer to R2Ts (it was too large to go in-capsule).
+    r2t: bool,
     /// Bytes of `write` already sent in answer to R2Ts: the next R2TO.
     r2t_done: usize,
     read: Vec<u8>,
@@ -138,16 +142,26 @@ impl HostQueue {
     /// # Errors
     /// [`HostError::Submit`] when the queue is not live, the CID is in
     /// flight, or both directions are asked for.
-    pub fn submit(&mut self, mut sqe: Sqe, write: &[u8], read_len: u32) -> Result<(), HostError> {
+    pub fn submit(&mut self, sqe: Sqe, write: &[u8], read_len: u32) -> Result<(), HostError> {
+        self.submit_owned(sqe, write.to_vec(), read_len).map_err(|(e, _)| e)
+    }
+
+    /// As [`submit`](Self::submit), taking the write data by value: it is
+    /// kept, not copied, until the completion hands it back
+    /// ([`Completion::write`]) or [`take_write`](Self::take_write) does.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit), with the write data handed back.
+    pub fn submit_owned(&mut self, mut sqe: Sqe, write: Vec<u8>, read_len: u32) -> Result<(), (HostError, Vec<u8>)> {
         if self.state != State::Live {
-            return Err(HostError::Submit("the queue is not live"));
+            return Err((HostError::Submit("the queue is not live"), write));
         }
         if !write.is_empty() && read_len > 0 {
-            return Err(HostError::Submit("a command moves data in one direction only"));
+            return Err((HostError::Submit("a command moves data in one direction only"), write));
         }
         let cid = sqe.cid();
         if self.inflight.contains_key(&cid) {
-            return Err(HostError::Submit("CID already in flight"));
+            return Err((HostError::Submit("CID already in flight"), write));
         }
         let in_capsule = !write.is_empty() && write.len() <= self.in_capsule_limit as usize;
         let sgl = if in_capsule {
@@ -166,12 +180,12 @@ impl HostQueue {
         sqe.set_sgl1(sgl);
         // SGL1 describes the data: PSDT must say so (Fabrics allow only 01b).
         sqe.set_psdt(psdt::SGL_MPTR_CONTIGUOUS);
-        let data: &[u8] = if in_capsule { write } else { &[] };
-        self.encode_capsule(&sqe, data);
+        self.encode_capsule(&sqe, if in_capsule { &write } else { &[] });
         self.inflight.insert(
             cid,
             Inflight {
-                write: if in_capsule { Vec::new() } else { write.to_vec() },
+                r2t: !in_capsule && !write.is_empty(),
+                write,
                 r2t_done: 0,
                 read: Vec::with_capacity(read_len as usize),
                 read_len: read_len as usize,
@@ -179,6 +193,15 @@ impl HostQueue {
             },
         );
         Ok(())
+    }
+
+    /// The write data of command `cid` in flight (empty if none): for a
+    /// queue that failed, whose commands go elsewhere.
+    pub fn take_write(&mut self, cid: u16) -> Vec<u8> {
+        self.inflight
+            .get_mut(&cid)
+            .map(|f| std::mem::take(&mut f.write))
+            .unwrap_or_default()
     }
 
     fn encode_capsule(&mut self, sqe: &Sqe, data: &[u8]) {
@@ -356,9 +379,17 @@ impl HostQueue {
     fn finish(&mut self, mut cqe: Cqe, f: Inflight) {
         if f.digest_error {
             cqe.status = crate::nvme::status::TRANSIENT_TRANSPORT_ERROR;
-            self.done.push(Completion { cqe, data: Vec::new() });
+            self.done.push(Completion {
+                cqe,
+                data: Vec::new(),
+                write: f.write,
+            });
         } else {
-            self.done.push(Completion { cqe, data: f.read });
+            self.done.push(Completion {
+                cqe,
+                data: f.read,
+                write: f.write,
+            });
         }
     }
 
@@ -432,8 +463,8 @@ impl HostQueue {
             .inflight
             .get_mut(&h.cccid)
             .ok_or(HostError::Fatal(FatalError::field(off::CCCID)))?;
-        if f.write.is_empty() {
-            // An R2T for a command with no data left to send (a read, or in-capsule data).
+        if !f.r2t {
+            // An R2T for a command with no data to send this way (a read, or in-capsule data).
             return Err(HostError::Fatal(FatalError::field(off::CCCID)));
         }
         if h.datal == 0 {

@@ -104,18 +104,10 @@ pub struct Failed {
     pub read_len: u32,
 }
 
-/// A command the target completed (with any status), with its write data
-/// handed back so the owner can resubmit it (a retry of a status without DNR).
-#[derive(Debug)]
-pub struct Done {
-    /// The completion (CQE and read data).
-    pub completion: Completion,
-    /// The command's write data.
-    pub write: Vec<u8>,
-}
-
 /// Called once per command on the queue's reactor.
-pub type Callback = Box<dyn FnOnce(&mut Context, Result<Done, Failed>)>;
+/// A completion carries any NVMe status and hands the write data back
+/// ([`Completion::write`]), so the owner can resubmit the command.
+pub type Callback = Box<dyn FnOnce(&mut Context, Result<Completion, Failed>)>;
 
 /// A submission refused at once, handed back with its callback (not called).
 pub struct Rejected {
@@ -152,7 +144,6 @@ struct Slot {
     /// Subject to the command timeout (an AER is not: it waits for an event).
     timed: bool,
     sqe: Sqe,
-    write: Vec<u8>,
     read_len: u32,
     submitted: Instant,
 }
@@ -481,9 +472,10 @@ impl HostConn {
             let _ = (&*g.sock).write(&pending);
             let _ = g.sock.shutdown(Shutdown::Both);
             let mut failed = Vec::new();
-            for slot in g.slots.iter_mut() {
-                if let Some(s) = slot.take() {
-                    failed.push((s.cb, s.sqe, s.write, s.read_len));
+            for cid in 0..g.slots.len() {
+                if let Some(s) = g.slots[cid].take() {
+                    let write = g.q.take_write(cid as u16);
+                    failed.push((s.cb, s.sqe, write, s.read_len));
                 }
             }
             for w in g.waiting.drain(..) {
@@ -538,13 +530,7 @@ impl HostConn {
             };
             // The state machine only completes CIDs it has in flight, which are ours.
             if let Some(s) = slot {
-                (s.cb)(
-                    cx,
-                    Ok(Done {
-                        completion: c,
-                        write: s.write,
-                    }),
-                );
+                (s.cb)(cx, Ok(c));
             }
             if self.inner.borrow().failed.is_some() {
                 return PollStatus::Busy;
@@ -599,22 +585,34 @@ impl Inner {
         };
         let mut sqe = w.sqe;
         sqe.set_cid(cid);
-        if let Err(e) = self.q.submit(sqe, &w.write, w.read_len) {
+        let Waiting {
+            timed,
+            write,
+            read_len,
+            cb,
+            ..
+        } = w;
+        if let Err((e, write)) = self.q.submit_owned(sqe, write, read_len) {
             // Only a queue that is not live refuses; the next receive fails it.
             self.free.push(cid);
-            self.waiting.push_front(Waiting { sqe, ..w });
+            self.waiting.push_front(Waiting {
+                timed,
+                sqe,
+                write,
+                read_len,
+                cb,
+            });
             tracing::debug!(error = %e, "host queue refused a submission");
             return;
         }
         self.slots[cid as usize] = Some(Slot {
-            cb: w.cb,
-            timed: w.timed,
+            cb,
+            timed,
             sqe,
-            write: w.write,
-            read_len: w.read_len,
+            read_len,
             submitted: cx.now(),
         });
-        if let (true, Some(after), None) = (w.timed, self.opts.command_timeout, self.timeout_timer) {
+        if let (true, Some(after), None) = (timed, self.opts.command_timeout, self.timeout_timer) {
             self.timeout_timer = Some(arm_timeout(cx, Rc::downgrade(me), after, after));
         }
     }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use lull_reactor::{Context, ReactorHandle, TimerId};
 use lull_transport::host::Completion;
-use lull_transport::host_conn::{Done, Failed, HostConn, QueueError, QueueOptions};
+use lull_transport::host_conn::{Failed, HostConn, QueueError, QueueOptions};
 use lull_transport::host_sync::SyncError;
 use lull_transport::nvme::{Cqe, Sqe, Status, admin_opc};
 
@@ -491,10 +491,10 @@ fn start_admin(cx: &mut Context, id: u64, conn: &HostConn, opts: &NvmeOptions) {
                 Vec::new(),
                 0,
                 Box::new(|_cx, r| {
-                    if let Ok(d) = r
-                        && !d.completion.cqe.status.is_success()
+                    if let Ok(c) = r
+                        && !c.cqe.status.is_success()
                     {
-                        tracing::warn!(status = %d.completion.cqe.status, "Keep Alive failed");
+                        tracing::warn!(status = %c.cqe.status, "Keep Alive failed");
                     }
                 }),
             );
@@ -527,7 +527,7 @@ fn submit_aer(cx: &mut Context, conn: HostConn) {
         Vec::new(),
         0,
         Box::new(move |cx, r| {
-            let Ok(Done { completion: done, .. }) = r else { return };
+            let Ok(done) = r else { return };
             if !done.cqe.status.is_success() {
                 tracing::debug!(status = %done.cqe.status, "AER completed with an error; not re-armed");
                 return;
@@ -780,16 +780,16 @@ fn submit_local(cx: &mut Context, id: u64, queue: usize, r: Req) {
                 done,
                 retries,
             } = r;
-            let cb = Box::new(move |cx: &mut Context, res: Result<Done, Failed>| match res {
-                Ok(d) if d.completion.cqe.status.is_success() => done(cx, Ok(d.completion)),
-                Ok(d) if !d.completion.cqe.status.dnr() && retries < retry_limit(id) => {
-                    retry(cx, id, queue, sqe, d.write, read_len, done, retries + 1)
+            let cb = Box::new(move |cx: &mut Context, res: Result<Completion, Failed>| match res {
+                Ok(c) if c.cqe.status.is_success() => done(cx, Ok(c)),
+                Ok(c) if !c.cqe.status.dnr() && retries < retry_limit(id) => {
+                    retry(cx, id, queue, sqe, c.write, read_len, done, retries + 1)
                 }
-                Ok(d) => done(
+                Ok(c) => done(
                     cx,
                     Err(IoError::Status {
-                        status: d.completion.cqe.status,
-                        cqe: d.completion.cqe,
+                        status: c.cqe.status,
+                        cqe: c.cqe,
                     }),
                 ),
                 Err(f) => hold(cx, id, queue, f, done, retries),

@@ -62,6 +62,8 @@ pub struct Controller {
     pub hostnqn: String,
     /// The host's HOSTID.
     pub hostid: [u8; 16],
+    /// The port its admin queue came through.
+    pub listener: SocketAddr,
     ready: AtomicBool,
     state: Mutex<State>,
 }
@@ -124,26 +126,35 @@ fn cap() -> u64 {
 pub struct QueueBinding {
     target: Arc<Target>,
     peer: SocketAddr,
+    listener: SocketAddr,
     io_in_capsule_data: u32,
     ctrl: Option<Arc<Controller>>,
     qid: u16,
     kato_timer: Option<TimerId>,
     disconnecting: bool,
     buf: Vec<u8>,
+    /// Commands left unanswered while the target quiesces.
+    held: usize,
+    /// The reactor index whose queue count this queue is in, once connected.
+    counted_on: Option<usize>,
 }
 
 impl QueueBinding {
-    /// A binding for a new connection (no controller until Connect).
-    pub fn new(target: Arc<Target>, peer: SocketAddr, io_in_capsule_data: u32) -> Self {
+    /// A binding for a new connection from `peer`, accepted on `listener`
+    /// (no controller until Connect).
+    pub fn new(target: Arc<Target>, peer: SocketAddr, listener: SocketAddr, io_in_capsule_data: u32) -> Self {
         QueueBinding {
             target,
             peer,
+            listener,
             io_in_capsule_data,
             ctrl: None,
             qid: 0,
             kato_timer: None,
             disconnecting: false,
             buf: Vec::new(),
+            held: 0,
+            counted_on: None,
         }
     }
 
@@ -183,6 +194,10 @@ impl QueueBinding {
         let Some(subsystem) = self.target.subsystem(&data.subnqn) else {
             return invalid(InvalidParameter::data(connect_offset::SUBNQN));
         };
+        if !self.target.reachable(&subsystem, self.listener) {
+            tracing::warn!(peer = %self.peer, listener = %self.listener, subnqn = %data.subnqn, "Connect refused: the subsystem does not listen on this port");
+            return invalid(InvalidParameter::data(connect_offset::SUBNQN));
+        }
         if !subsystem.allows(&data.hostnqn) {
             tracing::warn!(peer = %self.peer, hostnqn = %data.hostnqn, subnqn = %data.subnqn, "Connect refused: host not allowed");
             return Cqe {
@@ -196,12 +211,17 @@ impl QueueBinding {
             if data.cntlid != 0xFFFF {
                 return invalid(InvalidParameter::data(connect_offset::CNTLID));
             }
-            let kato = Duration::from_millis(u64::from(c.kato));
+            let Ok(kato) = self.target.kato_for(c.kato) else {
+                tracing::warn!(peer = %self.peer, kato_ms = c.kato, max_ms = self.target.settings().kato_max_ms, "Connect refused: KATO above kato_max_ms");
+                return invalid(InvalidParameter::sqe(connect_offset::KATO));
+            };
+            let listener = self.listener;
             let Some(ctrl) = self.target.new_controller(subsystem, |cntlid, subsystem| Controller {
                 cntlid,
                 subsystem,
                 hostnqn: data.hostnqn.clone(),
                 hostid: data.hostid,
+                listener,
                 ready: AtomicBool::new(false),
                 state: Mutex::new(State {
                     cc: 0,
@@ -245,6 +265,8 @@ impl QueueBinding {
             ctrl.state().queues.push((qid, handle, id));
         }
         self.qid = c.qid;
+        self.counted_on = Some(cx.index());
+        self.target.core_io(cx.index()).queues.fetch_add(1, Ordering::Relaxed);
         q.set_connected(c.qid, u32::from(c.sqsize) + 1, c.sq_flow_control_disabled());
         tracing::debug!(peer = %self.peer, cntlid = ctrl.cntlid, qid = c.qid, sqsize = c.sqsize, "Connect");
         let cntlid = ctrl.cntlid;
@@ -422,7 +444,7 @@ impl QueueBinding {
                         io_in_capsule_data: self.io_in_capsule_data,
                     })),
                     0x00 if !discovery => match s.namespace(sqe.nsid()) {
-                        Some(ns) => Some(identify::namespace(ns)),
+                        Some(ns) => Some(identify::namespace(&ns)),
                         // An inactive but valid NSID reads as zeroes.
                         None if sqe.nsid() != 0 && sqe.nsid() <= identify::MAX_NAMESPACES => {
                             Some(vec![0u8; identify::IDENTIFY_LEN])
@@ -430,7 +452,7 @@ impl QueueBinding {
                         None => None,
                     },
                     0x02 if !discovery && sqe.nsid() < 0xFFFF_FFFE => Some(identify::active_namespaces(s, sqe.nsid())),
-                    0x03 if !discovery => s.namespace(sqe.nsid()).map(identify::namespace_descriptors),
+                    0x03 if !discovery => s.namespace(sqe.nsid()).as_ref().map(identify::namespace_descriptors),
                     _ => None,
                 };
                 match data {
@@ -505,7 +527,12 @@ impl QueueBinding {
                     }
                     (fid::ASYNC_EVENT_CONFIG, false) => Some(s.aec),
                     (fid::KEEP_ALIVE_TIMER, true) => {
-                        s.kato = Duration::from_millis(u64::from(sqe.cdw(11)));
+                        let Ok(kato) = self.target.kato_for(sqe.cdw(11)) else {
+                            drop(s);
+                            q.complete(fail(status::INVALID_FIELD));
+                            return;
+                        };
+                        s.kato = kato;
                         s.last_keep_alive = Instant::now();
                         let kato = s.kato;
                         drop(s);
@@ -582,8 +609,12 @@ impl QueueHandler for QueueBinding {
         } else if cmd.sqe.opc() == admin_opc::FABRICS {
             let cqe = self.fabrics(cx, q, &cmd, &ctrl);
             q.complete(cqe);
+        } else if self.target.is_quiescing() {
+            // Held unanswered until the connection closes (see Target::quiesce).
+            self.held += 1;
         } else {
-            io::execute(cx, q, cmd, &ctrl.subsystem, ctrl.is_ready(), &mut self.buf, later);
+            let io = self.target.core_io(cx.index());
+            io::execute(cx, q, cmd, &ctrl.subsystem, ctrl.is_ready(), &mut self.buf, io, later);
         }
     }
 
@@ -598,6 +629,12 @@ impl QueueHandler for QueueBinding {
 
 impl Drop for QueueBinding {
     fn drop(&mut self) {
+        if let Some(i) = self.counted_on.take() {
+            self.target.core_io(i).queues.fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.held > 0 {
+            tracing::debug!(peer = %self.peer, held = self.held, "queue closed with commands held by the shutdown");
+        }
         if let Some(ctrl) = self.ctrl.take() {
             if self.qid == 0 {
                 ctrl.shut_down("admin queue closed");

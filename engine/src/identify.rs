@@ -97,7 +97,7 @@ pub fn namespace(ns: &Namespace) -> Vec<u8> {
 pub fn active_namespaces(s: &Subsystem, after: u32) -> Vec<u8> {
     let mut b = vec![0u8; IDENTIFY_LEN];
     for (i, ns) in s
-        .namespaces
+        .namespaces()
         .iter()
         .filter(|n| n.nsid > after)
         .take(IDENTIFY_LEN / 4)
@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn identify_fields_at_their_offsets() {
-        let mut s = Subsystem::new("nqn.2024-01.io.lull:t", "SN123", "lull model").unwrap();
+        let s = Subsystem::new("nqn.2024-01.io.lull:t", "SN123", "lull model").unwrap();
         let bdev: Arc<dyn Bdev> = Arc::new(RamBdev::new("Ram0", 1 << 20, 4096).unwrap());
         s.add_namespace(1, bdev).unwrap();
         let c = controller(&ControllerIdentity {
@@ -145,15 +145,15 @@ mod tests {
         assert_eq!(&c[768..768 + 21], b"nqn.2024-01.io.lull:t");
         assert_eq!(c[768 + 21], 0);
         assert_eq!(u32::from_le_bytes(c[1792..1796].try_into().unwrap()), (64 + 8192) / 16);
-        let n = namespace(&s.namespaces[0]);
+        let n = namespace(&s.namespaces()[0]);
         assert_eq!(u64::from_le_bytes(n[0..8].try_into().unwrap()), 256);
         assert_eq!(u32::from_le_bytes(n[128..132].try_into().unwrap()) >> 16, 12);
         let l = active_namespaces(&s, 0);
         assert_eq!(&l[..8], &[1, 0, 0, 0, 0, 0, 0, 0]);
         assert!(active_namespaces(&s, 1).iter().all(|&x| x == 0));
-        let d = namespace_descriptors(&s.namespaces[0]);
+        let d = namespace_descriptors(&s.namespaces()[0]);
         assert_eq!(&d[..4], &[2, 16, 0, 0]);
         assert_eq!(&d[20..24], &[3, 16, 0, 0]);
-        assert_eq!(&d[24..40], &s.namespaces[0].uuid);
+        assert_eq!(&d[24..40], &s.namespaces()[0].uuid);
     }
 }

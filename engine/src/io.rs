@@ -13,6 +13,7 @@ use lull_transport::target::{Command, TargetQueue};
 use crate::bdev::{Bdev, BdevError, BdevIo};
 use crate::identify::MAX_TRANSFER;
 use crate::subsystem::Subsystem;
+use crate::target::CoreIo;
 
 fn bdev_status(e: &BdevError) -> Status {
     match e {
@@ -42,6 +43,8 @@ fn transfer(bdev: &dyn Bdev, slba: u64, nlb: u64) -> Result<usize, Status> {
 /// Executes one I/O command: completes it on `q` at once for a synchronous
 /// bdev (`buf` is a scratch buffer reused across commands of this queue), or
 /// through `later` when an asynchronous bdev finishes.
+// The hot path takes its pieces as plain references rather than a context struct.
+#[allow(clippy::too_many_arguments)]
 pub fn execute(
     cx: &mut Context,
     q: &mut TargetQueue,
@@ -49,21 +52,31 @@ pub fn execute(
     subsystem: &Arc<Subsystem>,
     ready: bool,
     buf: &mut Vec<u8>,
+    io: &CoreIo,
     later: &Completer,
 ) {
-    let asynchronous = ready
-        && match cmd.sqe.nsid() {
-            0xFFFF_FFFF => subsystem.namespaces.iter().any(|n| n.bdev.is_async()),
-            nsid => subsystem.namespace(nsid).is_some_and(|n| n.bdev.is_async()),
-        };
+    let asynchronous = ready && {
+        let nss = subsystem.namespaces();
+        match cmd.sqe.nsid() {
+            0xFFFF_FFFF => nss.iter().any(|n| n.bdev.is_async()),
+            nsid => nss.iter().any(|n| n.nsid == nsid && n.bdev.is_async()),
+        }
+    };
     if asynchronous {
-        execute_async(cx, cmd, subsystem, later);
+        execute_async(cx, cmd, subsystem, io, later);
     } else {
-        execute_sync(q, &cmd, subsystem, ready, buf);
+        execute_sync(q, &cmd, subsystem, ready, buf, io);
     }
 }
 
-fn execute_sync(q: &mut TargetQueue, cmd: &Command, subsystem: &Subsystem, ready: bool, buf: &mut Vec<u8>) {
+fn execute_sync(
+    q: &mut TargetQueue,
+    cmd: &Command,
+    subsystem: &Subsystem,
+    ready: bool,
+    buf: &mut Vec<u8>,
+    io: &CoreIo,
+) {
     let cid = cmd.sqe.cid();
     let done = |q: &mut TargetQueue, s: Status| {
         q.complete(Cqe {
@@ -77,11 +90,12 @@ fn execute_sync(q: &mut TargetQueue, cmd: &Command, subsystem: &Subsystem, ready
     }
     let opc = cmd.sqe.opc();
     let nsid = cmd.sqe.nsid();
+    let nss = subsystem.namespaces();
     if opc == io_opc::FLUSH && nsid == 0xFFFF_FFFF {
-        let r = subsystem.namespaces.iter().try_for_each(|ns| ns.bdev.flush());
+        let r = nss.iter().try_for_each(|ns| ns.bdev.flush());
         return done(q, r.map_or_else(|e| bdev_status(&e), |()| Status::SUCCESS));
     }
-    let Some(ns) = subsystem.namespace(nsid) else {
+    let Some(ns) = nss.iter().find(|n| n.nsid == nsid) else {
         return done(q, status::INVALID_NAMESPACE.with_dnr());
     };
     let bdev = ns.bdev.as_ref();
@@ -99,6 +113,7 @@ fn execute_sync(q: &mut TargetQueue, cmd: &Command, subsystem: &Subsystem, ready
             match bdev.read(slba, &mut buf[..len]) {
                 Ok(()) => {
                     subsystem.counters.read(len as u64);
+                    io.read(len);
                     q.complete_with_data(Cqe { cid, ..Cqe::default() }, &buf[..len]);
                 }
                 Err(e) => done(q, bdev_status(&e)),
@@ -117,6 +132,7 @@ fn execute_sync(q: &mut TargetQueue, cmd: &Command, subsystem: &Subsystem, ready
                 match bdev.write(slba, &cmd.data) {
                     Ok(()) => {
                         subsystem.counters.wrote(len as u64);
+                        io.wrote(len);
                         done(q, Status::SUCCESS)
                     }
                     Err(e) => done(q, bdev_status(&e)),
@@ -178,8 +194,62 @@ fn dsm_ranges(cmd: &Command, bdev: &dyn Bdev) -> Result<(bool, Vec<(u64, u64)>),
     Ok((deallocate, ranges))
 }
 
+thread_local! {
+    /// I/O commands of this reactor handed to an asynchronous bdev and not yet answered.
+    static INFLIGHT: Cell<usize> = const { Cell::new(0) };
+}
+
+thread_local! {
+    /// (commands, total ns) of asynchronous commands completed on this reactor.
+    static ASYNC_LATENCY: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// Asynchronous I/O commands outstanding on the calling reactor's thread
+/// (a graceful shutdown waits for every reactor's to reach 0).
+pub fn inflight() -> usize {
+    INFLIGHT.with(Cell::get)
+}
+
+/// (commands, total ns) of asynchronous bdev commands (file, NVMe) that
+/// completed on the calling reactor's thread, submission to completion, timed
+/// with the reactor's loop clock (so at loop-iteration granularity).
+pub fn async_latency() -> (u64, u64) {
+    ASYNC_LATENCY.with(Cell::get)
+}
+
+/// A [`Completer`] that counts the command out of [`INFLIGHT`] and into
+/// [`ASYNC_LATENCY`] when it answers.
+#[derive(Clone)]
+struct Tracked(Completer, std::time::Instant);
+
+impl Tracked {
+    fn new(cx: &Context, later: &Completer) -> Self {
+        INFLIGHT.with(|n| n.set(n.get() + 1));
+        Tracked(later.clone(), cx.now())
+    }
+
+    fn done(&self, cx: &Context) {
+        INFLIGHT.with(|n| n.set(n.get().saturating_sub(1)));
+        let ns = cx.now().saturating_duration_since(self.1).as_nanos() as u64;
+        ASYNC_LATENCY.with(|l| {
+            let (n, t) = l.get();
+            l.set((n + 1, t.saturating_add(ns)));
+        });
+    }
+
+    fn complete(&self, cx: &mut Context, cqe: Cqe) {
+        self.done(cx);
+        self.0.complete(cx, cqe);
+    }
+
+    fn complete_with_data(&self, cx: &mut Context, cqe: Cqe, data: Vec<u8>) {
+        self.done(cx);
+        self.0.complete_with_data(cx, cqe, data);
+    }
+}
+
 /// Completes `cid` once `parts` operations have ended, with the first error.
-fn join(later: &Completer, cid: u16, parts: usize) -> impl Fn(&mut Context, Result<&[u8], BdevError>) + Clone + use<> {
+fn join(later: &Tracked, cid: u16, parts: usize) -> impl Fn(&mut Context, Result<&[u8], BdevError>) + Clone + use<> {
     let left = Rc::new(Cell::new(parts));
     let first_error: Rc<Cell<Option<Status>>> = Rc::new(Cell::new(None));
     let later = later.clone();
@@ -205,7 +275,8 @@ fn join(later: &Completer, cid: u16, parts: usize) -> impl Fn(&mut Context, Resu
 
 /// The asynchronous path: every operation goes through `Bdev::submit` and
 /// completes through `later`.
-fn execute_async(cx: &mut Context, cmd: Command, subsystem: &Arc<Subsystem>, later: &Completer) {
+fn execute_async(cx: &mut Context, cmd: Command, subsystem: &Arc<Subsystem>, io: &CoreIo, later: &Completer) {
+    let later = &Tracked::new(cx, later);
     let cid = cmd.sqe.cid();
     let opc = cmd.sqe.opc();
     let nsid = cmd.sqe.nsid();
@@ -220,9 +291,9 @@ fn execute_async(cx: &mut Context, cmd: Command, subsystem: &Arc<Subsystem>, lat
         )
     };
     if opc == io_opc::FLUSH && nsid == 0xFFFF_FFFF {
-        let n = subsystem.namespaces.len();
-        let done = join(later, cid, n);
-        for ns in &subsystem.namespaces {
+        let nss = subsystem.namespaces();
+        let done = join(later, cid, nss.len());
+        for ns in nss.iter() {
             ns.bdev.submit(cx, BdevIo::Flush, Box::new(done.clone()));
         }
         return;
@@ -243,6 +314,9 @@ fn execute_async(cx: &mut Context, cmd: Command, subsystem: &Arc<Subsystem>, lat
             }
             if opc == io_opc::COMPARE && cmd.data.len() != len {
                 return fail(cx, status::DATA_SGL_LENGTH_INVALID.with_dnr());
+            }
+            if opc == io_opc::READ {
+                io.read(len);
             }
             let (later, subsystem, expected) = (later.clone(), subsystem.clone(), cmd.data);
             bdev.submit(
@@ -283,6 +357,7 @@ fn execute_async(cx: &mut Context, cmd: Command, subsystem: &Arc<Subsystem>, lat
             if cmd.data.len() != len {
                 return fail(cx, status::DATA_SGL_LENGTH_INVALID.with_dnr());
             }
+            io.wrote(len);
             let (later, subsystem) = (later.clone(), subsystem.clone());
             bdev.submit(
                 cx,

@@ -8,13 +8,21 @@
 //! - [`io`]: NVM I/O command execution;
 //! - [`identify`], [`logpage`]: the data structures hosts read;
 //! - [`target`]: the whole target, and serving it on reactors;
-//! - [`nvme`]: the NVMe/TCP initiator (remote controllers on reactors).
+//! - [`nvme`]: the NVMe/TCP initiator (remote controllers on reactors);
+//! - [`config`]: the daemon's settings (TOML file and flags);
+//! - [`app`]: the running daemon and its control-plane operations;
+//! - [`rpc`]: the SPDK-compatible JSON-RPC server;
+//! - [`metrics`]: Prometheus text exposition.
 
+pub mod app;
 pub mod bdev;
+pub mod config;
 pub mod controller;
 pub mod identify;
 pub mod io;
 pub mod logpage;
+pub mod metrics;
 pub mod nvme;
+pub mod rpc;
 pub mod subsystem;
 pub mod target;

@@ -110,9 +110,10 @@ fn put_padded(b: &mut [u8], s: &str, pad: u8) {
 /// The discovery log page (70h): a 1024-byte header, then one 1024-byte
 /// entry per (subsystem, listener) the host may see, the discovery
 /// subsystem itself included (SUBTYPE 3).
-pub fn discovery(genctr: u64, subsystems: &[&Subsystem], listeners: &[ListenerEntry], hostnqn: &str) -> Vec<u8> {
+/// `subsystems` pairs each subsystem with the ports that reach it.
+pub fn discovery(genctr: u64, subsystems: &[(&Subsystem, Vec<ListenerEntry>)], hostnqn: &str) -> Vec<u8> {
     let mut entries = Vec::new();
-    for s in subsystems.iter().filter(|s| s.allows(hostnqn)) {
+    for (s, listeners) in subsystems.iter().filter(|(s, _)| s.allows(hostnqn)) {
         for l in listeners {
             let mut e = vec![0u8; 1024];
             e[0] = 3; // TRTYPE: TCP
@@ -161,16 +162,20 @@ mod tests {
 
     #[test]
     fn b29_discovery_entry_formats() {
-        let mut nvm = Subsystem::new("nqn.2024-01.test:sub1", "SN", "M").unwrap();
-        nvm.allow_any_host = true;
+        let nvm = Subsystem::new("nqn.2024-01.test:sub1", "SN", "M").unwrap();
+        nvm.set_allow_any_host(true);
         let disc = Subsystem::discovery();
-        let mut hidden = Subsystem::new("nqn.2024-01.test:hidden", "SN", "M").unwrap();
-        hidden.hosts.push("nqn.other".into());
+        let hidden = Subsystem::new("nqn.2024-01.test:hidden", "SN", "M").unwrap();
+        hidden.add_host("nqn.2024-01.test:other").unwrap();
         let l = [ListenerEntry {
             addr: "127.0.0.1:4420".parse().unwrap(),
             portid: 1,
         }];
-        let page = discovery(7, &[&disc, &nvm, &hidden], &l, "nqn.h");
+        let page = discovery(
+            7,
+            &[(&disc, l.to_vec()), (&nvm, l.to_vec()), (&hidden, l.to_vec())],
+            "nqn.2024-01.test:h",
+        );
         assert_eq!(u64::from_le_bytes(page[0..8].try_into().unwrap()), 7);
         assert_eq!(
             u64::from_le_bytes(page[8..16].try_into().unwrap()),

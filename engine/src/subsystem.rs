@@ -1,8 +1,11 @@
 //! NVMe-oF subsystems and namespaces (NVMe Base 2.0 section 2.4; NVMe-oF 1.1
 //! section 3.1), and host access control.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::{ArcSwap, Guard};
 
 use lull_transport::fabrics::{DISCOVERY_NQN, NQN_MAX_LEN};
 
@@ -70,7 +73,30 @@ impl IoCounters {
     }
 }
 
-/// An NVM subsystem (or the discovery subsystem).
+/// Who may connect, and through which listeners: read on Connect only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Any host may connect (`allow_any_host`).
+    pub allow_any_host: bool,
+    /// Host NQNs allowed when `allow_any_host` is false.
+    pub hosts: Vec<String>,
+    /// The subsystem's own listeners (`nvmf_subsystem_add_listener`): listed
+    /// in the discovery log page; with the target-wide ports, the only ones
+    /// that reach it.
+    pub listeners: Vec<SocketAddr>,
+}
+
+/// Highest NSID a namespace may take (Identify Controller NN).
+const NN: u32 = crate::identify::MAX_NAMESPACES;
+
+/// Most namespaces a subsystem may have by default (SPDK's `max_namespaces` default 32).
+pub const DEFAULT_MAX_NAMESPACES: u32 = 32;
+
+/// An NVM subsystem (or the discovery subsystem), shared by every reactor.
+///
+/// Namespaces are an immutable list swapped whole on change (read-copy-update):
+/// the I/O path reads it without a lock or a shared-counter write. Host and
+/// listener lists sit behind a mutex taken only by Connect and the control plane.
 pub struct Subsystem {
     /// NQN.
     pub nqn: String,
@@ -80,18 +106,18 @@ pub struct Subsystem {
     pub serial: String,
     /// Model number (MN, up to 40 ASCII characters).
     pub model: String,
-    /// Any host may connect.
-    pub allow_any_host: bool,
-    /// Host NQNs allowed when `allow_any_host` is false.
-    pub hosts: Vec<String>,
-    /// Namespaces, in NSID order.
-    pub namespaces: Vec<Namespace>,
+    /// Most namespaces (NN in Identify Controller), 1 to 1024.
+    pub max_namespaces: u32,
+    namespaces: ArcSwap<Vec<Namespace>>,
+    /// Serialises namespace changes (the swap itself is lock-free for readers).
+    ns_writer: Mutex<()>,
+    access: Mutex<Access>,
     /// I/O counters.
     pub counters: IoCounters,
 }
 
 impl Subsystem {
-    /// An NVM subsystem with no namespace yet.
+    /// An NVM subsystem with no namespace yet, no host allowed and no listener.
     ///
     /// # Errors
     /// A message naming the bad NQN, serial or model.
@@ -106,63 +132,157 @@ impl Subsystem {
         if model.is_empty() || model.len() > 40 || !model.bytes().all(|b| (0x20..0x7F).contains(&b)) {
             return Err(format!("model `{model}` must be 1 to 40 printable ASCII characters"));
         }
-        Ok(Subsystem {
+        Ok(Self::build(nqn, SubsystemKind::Nvm, serial, model, false))
+    }
+
+    fn build(nqn: &str, kind: SubsystemKind, serial: &str, model: &str, allow_any_host: bool) -> Self {
+        Subsystem {
             nqn: nqn.to_string(),
-            kind: SubsystemKind::Nvm,
+            kind,
             serial: serial.to_string(),
             model: model.to_string(),
-            allow_any_host: false,
-            hosts: Vec::new(),
-            namespaces: Vec::new(),
-            counters: IoCounters::default(),
-        })
-    }
-
-    /// The discovery subsystem (any host may connect to it).
-    pub fn discovery() -> Self {
-        Subsystem {
-            nqn: DISCOVERY_NQN.to_string(),
-            kind: SubsystemKind::Discovery,
-            serial: "lull-discovery".to_string(),
-            model: "lull discovery".to_string(),
-            allow_any_host: true,
-            hosts: Vec::new(),
-            namespaces: Vec::new(),
+            max_namespaces: DEFAULT_MAX_NAMESPACES,
+            namespaces: ArcSwap::from_pointee(Vec::new()),
+            ns_writer: Mutex::new(()),
+            access: Mutex::new(Access {
+                allow_any_host,
+                ..Access::default()
+            }),
             counters: IoCounters::default(),
         }
     }
 
-    /// Adds a namespace; `nsid` 0 takes the lowest free NSID.
+    /// The discovery subsystem (any host may connect to it, through any listener).
+    pub fn discovery() -> Self {
+        Self::build(
+            DISCOVERY_NQN,
+            SubsystemKind::Discovery,
+            "lull-discovery",
+            "lull discovery",
+            true,
+        )
+    }
+
+    /// Sets the most namespaces this subsystem takes (before it is shared).
     ///
     /// # Errors
-    /// A message when the NSID is taken or the bdev is already a namespace here.
-    pub fn add_namespace(&mut self, nsid: u32, bdev: Arc<dyn Bdev>) -> Result<u32, String> {
-        if self.namespaces.iter().any(|n| n.bdev.name() == bdev.name()) {
+    /// A message when `max` is outside 1..=1024.
+    pub fn with_max_namespaces(mut self, max: u32) -> Result<Self, String> {
+        if !(1..=1024).contains(&max) {
+            return Err(format!("max_namespaces {max} is outside 1..=1024"));
+        }
+        self.max_namespaces = max;
+        Ok(self)
+    }
+
+    /// The namespaces now, in NSID order: a snapshot that later changes do not alter.
+    pub fn namespaces(&self) -> Guard<Arc<Vec<Namespace>>> {
+        self.namespaces.load()
+    }
+
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        self.ns_writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a namespace; `nsid` 0 takes the lowest free NSID. Commands that
+    /// arrive after this returns see it.
+    ///
+    /// # Errors
+    /// A message when the NSID is taken or out of range, the subsystem is
+    /// full, or the bdev is already a namespace here.
+    pub fn add_namespace(&self, nsid: u32, bdev: Arc<dyn Bdev>) -> Result<u32, String> {
+        let _w = self.writer();
+        let now = self.namespaces.load_full();
+        if now.iter().any(|n| n.bdev.name() == bdev.name()) {
             return Err(format!("bdev {} is already a namespace of {}", bdev.name(), self.nqn));
         }
+        if now.len() >= self.max_namespaces as usize {
+            return Err(format!(
+                "subsystem {} already has its maximum of {} namespaces",
+                self.nqn, self.max_namespaces
+            ));
+        }
         let nsid = if nsid == 0 {
-            (1..)
-                .find(|i| !self.namespaces.iter().any(|n| n.nsid == *i))
-                .unwrap_or(1)
+            (1..=NN).find(|i| !now.iter().any(|n| n.nsid == *i)).unwrap_or(1)
         } else {
             nsid
         };
-        if nsid == 0xFFFF_FFFF || self.namespaces.iter().any(|n| n.nsid == nsid) {
+        if nsid > NN {
+            return Err(format!("NSID {nsid} is outside 1..={NN} (NN)"));
+        }
+        if now.iter().any(|n| n.nsid == nsid) {
             return Err(format!("NSID {nsid} is already in use in {}", self.nqn));
         }
-        self.namespaces.push(Namespace::new(nsid, bdev));
-        self.namespaces.sort_by_key(|n| n.nsid);
+        let mut next: Vec<Namespace> = now.as_ref().clone();
+        next.push(Namespace::new(nsid, bdev));
+        next.sort_by_key(|n| n.nsid);
+        self.namespaces.store(Arc::new(next));
         Ok(nsid)
     }
 
-    /// The namespace `nsid`.
-    pub fn namespace(&self, nsid: u32) -> Option<&Namespace> {
-        self.namespaces.iter().find(|n| n.nsid == nsid)
+    /// Removes namespace `nsid` and returns it; commands that arrive after
+    /// this returns get Invalid Namespace, those already running finish.
+    ///
+    /// # Errors
+    /// A message when there is no such namespace.
+    pub fn remove_namespace(&self, nsid: u32) -> Result<Namespace, String> {
+        let _w = self.writer();
+        let now = self.namespaces.load_full();
+        let Some(found) = now.iter().find(|n| n.nsid == nsid).cloned() else {
+            return Err(format!("subsystem {} has no namespace {nsid}", self.nqn));
+        };
+        let next: Vec<Namespace> = now.iter().filter(|n| n.nsid != nsid).cloned().collect();
+        self.namespaces.store(Arc::new(next));
+        Ok(found)
+    }
+
+    /// The namespace `nsid`, if it is there now.
+    pub fn namespace(&self, nsid: u32) -> Option<Namespace> {
+        self.namespaces.load().iter().find(|n| n.nsid == nsid).cloned()
+    }
+
+    /// Host and listener settings.
+    pub fn access(&self) -> MutexGuard<'_, Access> {
+        self.access.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets `allow_any_host`.
+    pub fn set_allow_any_host(&self, allow: bool) {
+        self.access().allow_any_host = allow;
+    }
+
+    /// Allows `hostnqn` to connect.
+    ///
+    /// # Errors
+    /// A message when the NQN is malformed or already allowed.
+    pub fn add_host(&self, hostnqn: &str) -> Result<(), String> {
+        validate_nqn(hostnqn)?;
+        let mut a = self.access();
+        if a.hosts.iter().any(|h| h == hostnqn) {
+            return Err(format!("host {hostnqn} is already allowed on {}", self.nqn));
+        }
+        a.hosts.push(hostnqn.to_string());
+        Ok(())
+    }
+
+    /// Stops allowing `hostnqn` (its controllers stay until they disconnect).
+    ///
+    /// # Errors
+    /// A message when the host was not allowed.
+    pub fn remove_host(&self, hostnqn: &str) -> Result<(), String> {
+        let mut a = self.access();
+        let before = a.hosts.len();
+        a.hosts.retain(|h| h != hostnqn);
+        if a.hosts.len() == before {
+            return Err(format!("host {hostnqn} is not allowed on {}", self.nqn));
+        }
+        Ok(())
     }
 
     /// Whether `hostnqn` may connect.
     pub fn allows(&self, hostnqn: &str) -> bool {
-        self.allow_any_host || self.hosts.iter().any(|h| h == hostnqn)
+        let a = self.access();
+        a.allow_any_host || a.hosts.iter().any(|h| h == hostnqn)
     }
 }
 
@@ -214,7 +334,7 @@ mod tests {
 
     #[test]
     fn namespaces_and_hosts() {
-        let mut s = Subsystem::new("nqn.2024-01.io.lull:a", "SN1", "lull").unwrap();
+        let s = Subsystem::new("nqn.2024-01.io.lull:a", "SN1", "lull").unwrap();
         let b: Arc<dyn Bdev> = Arc::new(RamBdev::new("Ram0", 1 << 20, 512).unwrap());
         assert_eq!(s.add_namespace(0, b.clone()).unwrap(), 1);
         assert!(s.add_namespace(0, b).is_err());
@@ -222,9 +342,23 @@ mod tests {
         assert!(s.add_namespace(1, c.clone()).is_err());
         assert_eq!(s.add_namespace(5, c).unwrap(), 5);
         assert_eq!(s.namespace(5).unwrap().bdev.name(), "Ram1");
-        assert!(!s.allows("nqn.h"));
-        s.hosts.push("nqn.h".into());
-        assert!(s.allows("nqn.h"));
+        assert!(!s.allows("nqn.2024-01.io.h:1"));
+        s.add_host("nqn.2024-01.io.h:1").unwrap();
+        assert!(s.add_host("nqn.2024-01.io.h:1").is_err());
+        assert!(s.allows("nqn.2024-01.io.h:1"));
+        s.remove_host("nqn.2024-01.io.h:1").unwrap();
+        assert!(!s.allows("nqn.2024-01.io.h:1"));
+        assert!(s.remove_host("nqn.2024-01.io.h:1").is_err());
+        let snapshot = s.namespaces();
+        assert_eq!(s.remove_namespace(1).unwrap().bdev.name(), "Ram0");
+        assert!(s.remove_namespace(1).is_err());
+        assert_eq!(
+            snapshot.len(),
+            2,
+            "a snapshot taken before the removal keeps its namespaces"
+        );
+        assert_eq!(s.namespaces().len(), 1);
+        assert!(s.namespace(1).is_none());
         assert!(Subsystem::new("nqn.2024-01.io.lull:a", "", "m").is_err());
         assert!(Subsystem::new(DISCOVERY_NQN, "s", "m").is_err());
     }

@@ -27,8 +27,8 @@ fn file_target(mode: Mode, path: &std::path::Path) -> Tgt {
         io_in_capsule_data: 4096,
         ..Default::default()
     });
-    let mut s = Subsystem::new(SUBNQN, "SNFILE", "lull file").unwrap();
-    s.hosts = vec![HOSTNQN.into()];
+    let s = Subsystem::new(SUBNQN, "SNFILE", "lull file").unwrap();
+    s.add_host(HOSTNQN).unwrap();
     let bdev: Arc<dyn Bdev> = Arc::new(FileBdev::open("File0", path, 512).unwrap());
     assert!(bdev.is_async());
     s.add_namespace(1, bdev).unwrap();

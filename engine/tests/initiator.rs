@@ -36,8 +36,8 @@ fn target_with(mode: Mode, cfg: TargetQueueConfig, addr: SocketAddr) -> Tgt {
     let cores: Vec<usize> = usable.cores().iter().copied().take(2).collect();
     let reactors = Reactors::start(ReactorConfig::new(CoreList::try_from(cores).unwrap()).mode(mode)).unwrap();
     let target = Target::new(cfg);
-    let mut s = Subsystem::new(SUBNQN, "SN0001", "lull test").unwrap();
-    s.hosts = vec![HOSTNQN.into()];
+    let s = Subsystem::new(SUBNQN, "SN0001", "lull test").unwrap();
+    s.add_host(HOSTNQN).unwrap();
     let ram: Arc<dyn Bdev> = Arc::new(RamBdev::new("Ram0", NS1_BLOCKS * 512, 512).unwrap());
     let null: Arc<dyn Bdev> = Arc::new(NullBdev::new("Null0", 1 << 20, 512).unwrap());
     s.add_namespace(1, ram).unwrap();

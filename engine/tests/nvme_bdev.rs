@@ -61,8 +61,8 @@ fn a_target_serves_a_remote_namespace_through_the_initiator() {
         assert_eq!((bdev.block_size(), bdev.num_blocks()), (512, NS1_BLOCKS));
         assert!(NvmeBdev::new("Nvme0n9", ctrlr.clone(), 9).is_err());
         let a = Target::new(TargetQueueConfig::default());
-        let mut s = Subsystem::new(A_NQN, "SNPASS", "lull passthrough").unwrap();
-        s.allow_any_host = true;
+        let s = Subsystem::new(A_NQN, "SNPASS", "lull passthrough").unwrap();
+        s.set_allow_any_host(true);
         s.add_namespace(1, Arc::new(bdev) as Arc<dyn Bdev>).unwrap();
         a.add_subsystem(s).unwrap();
         let a_addr = a.listen(&reactors, "127.0.0.1:0".parse().unwrap()).unwrap();

@@ -36,8 +36,8 @@ impl InprocTarget {
         rc.pin = pin;
         let reactors = Reactors::start(rc).map_err(|e| e.to_string())?;
         let target = Target::new(TargetQueueConfig::default());
-        let mut s = Subsystem::new(INPROC_NQN, "LULLINPROC0001", "lull in-process").map_err(|e| e.to_string())?;
-        s.allow_any_host = true;
+        let s = Subsystem::new(INPROC_NQN, "LULLINPROC0001", "lull in-process").map_err(|e| e.to_string())?;
+        s.set_allow_any_host(true);
         let bdev: Arc<dyn Bdev> = Arc::new(RamBdev::new("Ram0", bytes, 512)?);
         s.add_namespace(1, bdev)?;
         target.add_subsystem(s)?;

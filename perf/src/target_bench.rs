@@ -257,8 +257,8 @@ pub fn run(o: &TargetBenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec
     rc.pin = o.pinned;
     let reactors = Reactors::start(rc).map_err(|e| e.to_string())?;
     let target = Target::new(TargetQueueConfig::default());
-    let mut s = Subsystem::new(NQN, "LULLBENCH0001", "lull bench").map_err(|e| e.to_string())?;
-    s.allow_any_host = true;
+    let s = Subsystem::new(NQN, "LULLBENCH0001", "lull bench").map_err(|e| e.to_string())?;
+    s.set_allow_any_host(true);
     let bdev: Arc<dyn Bdev> = Arc::new(RamBdev::new("Ram0", BLOCKS * 512, 512)?);
     s.add_namespace(1, bdev)?;
     target.add_subsystem(s)?;

@@ -111,6 +111,8 @@ pub struct SupervisorConfig {
     pub up_samples: u32,
     /// `adaptive_down_samples`: consecutive low samples before stepping down.
     pub down_samples: u32,
+    /// Per-CPU policies that override `policy` on those cores (`lull mode set --core`).
+    pub core_policy: Vec<(usize, Policy)>,
 }
 
 /// Wake cost assumed until a reactor has slept once: the ~20 us measured for
@@ -126,11 +128,27 @@ impl Default for SupervisorConfig {
             low_mark: 0.15,
             up_samples: 2,
             down_samples: 8,
+            core_policy: Vec::new(),
         }
     }
 }
 
 impl SupervisorConfig {
+    /// The policy in force on `core`.
+    pub fn policy_for(&self, core: usize) -> Policy {
+        self.core_policy
+            .iter()
+            .find(|(c, _)| *c == core)
+            .map_or(self.policy, |(_, p)| *p)
+    }
+
+    /// Sets the policy of one core (replacing an earlier one for it).
+    pub fn set_core_policy(&mut self, core: usize, policy: Policy) {
+        self.core_policy.retain(|(c, _)| *c != core);
+        self.core_policy.push((core, policy));
+        self.core_policy.sort_unstable_by_key(|(c, _)| *c);
+    }
+
     /// The defaults with another policy.
     pub fn with_policy(policy: Policy) -> Self {
         SupervisorConfig {
@@ -262,14 +280,15 @@ impl Supervisor {
         let mut out = Vec::new();
         for (index, (snap, track)) in snaps.iter().zip(self.tracks.iter_mut()).enumerate() {
             let last = track.last.replace(snap.clone());
-            if let Some(mode) = self.config.policy.fixed_mode() {
+            let policy = self.config.policy_for(snap.core);
+            if let Some(mode) = policy.fixed_mode() {
                 if snap.mode != mode {
                     out.push(Decision {
                         index,
                         core: snap.core,
                         from: snap.mode,
                         to: mode,
-                        reason: format!("mode_policy is {}", self.config.policy),
+                        reason: format!("mode_policy is {policy}"),
                     });
                 }
                 continue;

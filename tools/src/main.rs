@@ -8,6 +8,7 @@ use lull_perf::reactor_bench::{self, BenchOptions};
 use lull_reactor::CoreList;
 
 mod bench_cmd;
+mod ctl_cmd;
 mod perf_cmd;
 mod target_cmd;
 
@@ -21,10 +22,50 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run an NVMe/TCP target in the foreground until SIGINT/SIGTERM.
+    /// Run the target daemon in the foreground until SIGINT/SIGTERM: from a
+    /// config file, from flags, or empty (then built over JSON-RPC).
     ///
-    /// Example: lull target --listen 127.0.0.1:4420 --ram-bdev Ram0:256MiB --subnqn nqn.2024-01.io.lull:vol0 --allow-any-host --mode interrupt
-    Target(target_cmd::TargetArgs),
+    /// Examples:
+    ///   lull target --config /etc/lull/lull.toml
+    ///   lull target --listen 127.0.0.1:4420 --ram-bdev Ram0:256MiB --allow-any-host --mode-policy adaptive
+    ///   lull target            (empty; then `lull bdev malloc ...`, `lull subsystem ...` or SPDK's rpc.py)
+    Target(Box<target_cmd::TargetArgs>),
+    /// Per-core status of the running daemon: mode, policy, busy %, wakeups/s,
+    /// connections, IOPS, MiB/s.
+    ///
+    /// Example: lull status; lull status --json --interval-ms 2000
+    Status(ctl_cmd::StatusArgs),
+    /// Reactor mode policy of the running daemon, for every core or one.
+    ///
+    /// Example: lull mode set adaptive; lull mode set poll --core 1; lull mode get
+    Mode(ctl_cmd::ModeArgs),
+    /// Change a live setting of the running daemon.
+    ///
+    /// Example: lull set nvme_ioq_poll_period_us 250; lull set idle_poll_us 50
+    Set(ctl_cmd::SetArgs),
+    /// Show the live settings of the running daemon (one, or all).
+    ///
+    /// Example: lull get; lull get nvme_ioq_poll_period_us
+    Get(ctl_cmd::GetArgs),
+    /// Bdevs of the running daemon: list, create, delete.
+    ///
+    /// Example: lull bdev malloc Malloc0 256MiB; lull bdev list
+    Bdev(ctl_cmd::BdevArgs),
+    /// NVMe-oF subsystems of the running daemon: namespaces, listeners, hosts.
+    ///
+    /// Example: lull subsystem create nqn.2024-01.io.lull:vol1 --allow-any-host
+    Subsystem(ctl_cmd::SubsystemArgs),
+    /// Call any JSON-RPC method of the running daemon (SPDK's names).
+    ///
+    /// Example: lull rpc nvmf_get_subsystems; lull rpc bdev_get_bdevs '{"name":"Malloc0"}'
+    Rpc(ctl_cmd::RpcArgs),
+    /// Print shell completions.
+    ///
+    /// Example: lull completions bash > /etc/bash_completion.d/lull
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Run a fio-style workload from lull's NVMe/TCP initiator.
     ///
     /// Example: lull perf --target 127.0.0.1:4420 --subnqn nqn.2024-01.io.lull:vol0 --rw randrw --bs 4k --qd 32 --time 20 --verify
@@ -184,12 +225,22 @@ fn bench_target(a: TargetBenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LULL_LOG").unwrap_or_else(|_| "warn".into()))
+/// Logs to stderr at `default` unless LULL_LOG gives a filter.
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LULL_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default))
+        .unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .try_init();
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Target(_)) {
+        init_logging("warn");
+    }
     let result = match cli.command {
         Command::Bench(BenchArgs {
             which: Some(Bench::Reactor(a)),
@@ -200,8 +251,20 @@ fn main() -> ExitCode {
             ..
         }) => bench_target(a),
         Command::Bench(BenchArgs { which: None, matrix }) => bench_cmd::run(matrix),
-        Command::Target(a) => target_cmd::run(a),
+        Command::Target(a) => target_cmd::run(*a, init_logging),
         Command::Perf(a) => perf_cmd::run(a),
+        Command::Status(a) => ctl_cmd::status(a),
+        Command::Mode(a) => ctl_cmd::mode(a),
+        Command::Set(a) => ctl_cmd::set(a),
+        Command::Get(a) => ctl_cmd::get(a),
+        Command::Bdev(a) => ctl_cmd::bdev(a),
+        Command::Subsystem(a) => ctl_cmd::subsystem(a),
+        Command::Rpc(a) => ctl_cmd::rpc(a),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "lull", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,12 @@ use lull_perf::nvme_perf::{self, PerfReport, Rw, TargetCpu, Workload};
 use lull_reactor::supervisor::{self, Policy, SupervisorConfig, SupervisorHandle};
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
 
-use crate::target_cmd::{parse_policy, parse_size};
+use lull_engine::config::parse_size;
+
+fn parse_policy(s: &str) -> Result<lull_reactor::supervisor::Policy, String> {
+    s.parse::<lull_reactor::supervisor::Policy>()
+        .map_err(|_| format!("`{s}` is not a mode; use poll, interrupt, hybrid or adaptive"))
+}
 
 /// Initiator settings shared by `lull perf` and `lull bench` (SPDK
 /// `bdev_nvme_set_options` names, with `-` for `_`).

@@ -1,154 +1,248 @@
-//! `lull target`: run an NVMe/TCP target in the foreground.
+//! `lull target`: the daemon, in the foreground. Settings come from a TOML
+//! file (`--config`), from flags with the same names, or both (flags win).
+//! With no storage given it starts empty (like `spdk_tgt`) and is built over
+//! JSON-RPC; SIGINT/SIGTERM stop it gracefully.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use clap::Args;
-use lull_engine::bdev::{Bdev, FileBdev, NullBdev, RamBdev};
-use lull_engine::subsystem::Subsystem;
-use lull_engine::target::Target;
-use lull_reactor::supervisor::{self, Policy, SupervisorConfig};
-use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
-use lull_transport::target::TargetQueueConfig;
+use lull_engine::app::App;
+use lull_engine::config::{self, BdevConfig, Config, NamespaceConfig, SizeValue, SubsystemConfig};
+use lull_engine::metrics::MetricsServer;
+use lull_engine::rpc::RpcServer;
 
-/// Arguments of `lull target`.
-#[derive(Args, Debug)]
+/// Arguments of `lull target`: every setting of the config file as a flag.
+#[derive(Args, Debug, Default)]
 pub struct TargetArgs {
-    /// Address to serve NVMe/TCP and discovery on (repeatable), e.g. 127.0.0.1:4420 or [::1]:4420.
-    #[arg(long = "listen", value_name = "ADDR:PORT", default_value = "127.0.0.1:4420")]
-    listen: Vec<SocketAddr>,
-    /// A RAM bdev NAME:SIZE (SIZE like 256MiB, 1GiB, 4096; repeatable); each becomes a namespace.
-    #[arg(long = "ram-bdev", value_name = "NAME:SIZE", value_parser = parse_bdev_spec)]
-    ram_bdev: Vec<(String, u64)>,
-    /// A null bdev NAME:SIZE (discards writes, reads zeroes; repeatable).
-    #[arg(long = "null-bdev", value_name = "NAME:SIZE", value_parser = parse_bdev_spec)]
-    null_bdev: Vec<(String, u64)>,
-    /// A file or block-device bdev NAME:PATH, driven by io_uring (repeatable).
-    /// The file must exist; its size must be a multiple of the block size.
-    #[arg(long = "file-bdev", value_name = "NAME:PATH", value_parser = parse_file_spec)]
-    file_bdev: Vec<(String, std::path::PathBuf)>,
-    /// Block size of the bdevs, bytes: 512 or 4096.
-    #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = parse_block_size)]
-    block_size: u32,
-    /// The subsystem NQN.
-    #[arg(long, default_value = "nqn.2024-01.io.lull:vol0")]
-    subnqn: String,
-    /// Serial number reported in Identify Controller (1-20 ASCII characters).
-    #[arg(long, default_value = "LULL0000000000000001")]
-    serial: String,
-    /// Model number reported in Identify Controller (1-40 ASCII characters).
-    #[arg(long, default_value = "lull NVMe/TCP target")]
-    model: String,
-    /// Let any host connect (otherwise only --allow-host NQNs may).
-    #[arg(long, conflicts_with = "allow_host")]
-    allow_any_host: bool,
-    /// A host NQN allowed to connect (repeatable).
-    #[arg(long = "allow-host", value_name = "HOSTNQN")]
-    allow_host: Vec<String>,
-    /// Reactor mode policy: poll, interrupt, hybrid or adaptive.
-    #[arg(long, default_value = "interrupt", value_parser = parse_policy)]
-    mode: Policy,
-    /// CPUs to run reactors on, e.g. 0-3,6 (default: every usable CPU).
-    #[arg(long, value_parser = parse_cores)]
-    cores: Option<CoreList>,
-    /// Hybrid spin window after the last work, us (0 to 1000000).
-    #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = crate::ranged(0, 1_000_000))]
-    idle_poll_us: u64,
-    /// In-capsule data accepted on I/O queues, bytes (0 to 131072, multiple of 16).
-    #[arg(long, default_value_t = 8192, allow_negative_numbers = true, value_parser = parse_in_capsule)]
-    in_capsule_data: u32,
-    /// MAXH2CDATA advertised, bytes (4096 to 1048576, multiple of 4).
-    #[arg(long, default_value_t = 131072, allow_negative_numbers = true, value_parser = parse_maxh2cdata)]
-    max_h2c_data: u32,
+    /// TOML config file (see deploy/lull.toml); flags given as well win.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// JSON-RPC Unix socket [default: /var/tmp/lull.sock].
+    #[arg(short = 'r', long = "rpc-socket", value_name = "PATH")]
+    rpc_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics on ADDR:PORT (GET /metrics), e.g. 127.0.0.1:9465.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<String>,
+    /// Log filter: error, warn, info, debug, trace [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
+    /// CPUs to run reactors on, e.g. 0-3,6 [default: every usable CPU].
+    #[arg(long)]
+    cores: Option<String>,
+    /// Reactor mode policy: poll, interrupt, hybrid or adaptive [default: interrupt].
+    #[arg(long = "mode-policy", visible_alias = "mode")]
+    mode_policy: Option<String>,
+    /// Reactors sleep when idle (true: interrupt policy, false: poll), when no --mode-policy.
+    #[arg(long, value_name = "BOOL", visible_alias = "data-engine-interrupt-mode-enabled")]
+    interrupt_mode: Option<bool>,
+    /// Hybrid spin window after the last work, us (0 to 1000000) [default: 200].
+    #[arg(long)]
+    idle_poll_us: Option<u64>,
+    /// Supervisor sampling interval, ms (10 to 60000) [default: 250].
+    #[arg(long)]
+    supervisor_interval_ms: Option<u64>,
+    /// Adaptive: load at or above which a reactor steps up (0..1] [default: 0.5].
+    #[arg(long)]
+    adaptive_high_mark: Option<f64>,
+    /// Adaptive: interrupt-mode load at or below which it steps down (0..1) [default: 0.15].
+    #[arg(long)]
+    adaptive_low_mark: Option<f64>,
+    /// Adaptive: high samples in a row before stepping up (1 to 1000) [default: 2].
+    #[arg(long)]
+    adaptive_up_samples: Option<u32>,
+    /// Adaptive: low samples in a row before stepping down (1 to 1000) [default: 8].
+    #[arg(long)]
+    adaptive_down_samples: Option<u32>,
+    /// Initiator I/O queue poll period, us (0 = event-driven) [default: 100].
+    #[arg(long, visible_alias = "data-engine-nvme-ioq-poll-period-us")]
+    nvme_ioq_poll_period_us: Option<u64>,
+    /// Initiator admin queue poll period, us [default: 10000].
+    #[arg(long)]
+    nvme_adminq_poll_period_us: Option<u64>,
+    /// Initiator KATO, ms (0 or 1000 to 3600000) [default: 10000].
+    #[arg(long)]
+    keep_alive_timeout_ms: Option<u32>,
+    /// Initiator reconnect delay, s [default: 2].
+    #[arg(long)]
+    reconnect_delay_sec: Option<u32>,
+    /// Initiator controller loss timeout, s (-1 forever, 0 no reconnect) [default: 15].
+    #[arg(long, allow_negative_numbers = true)]
+    ctrlr_loss_timeout_sec: Option<i32>,
+    /// Initiator fast I/O fail timeout, s [default: 10].
+    #[arg(long)]
+    fast_io_fail_timeout_sec: Option<u32>,
+    /// Initiator command timeout, us (0 = none) [default: 30000000].
+    #[arg(long)]
+    timeout_us: Option<u64>,
+    /// Initiator retries of a failed command without DNR (0 to 100) [default: 3].
+    #[arg(long)]
+    bdev_retry_count: Option<u32>,
+    /// Initiator I/O queue entries (2 to 4096) [default: 128].
+    #[arg(long)]
+    io_queue_size: Option<u16>,
+    /// In-capsule data accepted on I/O queues, bytes (0 to 131072, multiple of 16) [default: 8192].
+    #[arg(long, visible_alias = "in-capsule-data")]
+    in_capsule_data_size: Option<u32>,
+    /// MAXH2CDATA advertised, bytes (4096 to 1048576, multiple of 4) [default: 131072].
+    #[arg(long)]
+    max_h2c_data: Option<u32>,
     /// Refuse header digests (granted when a host asks, by default).
     #[arg(long)]
     no_header_digest: bool,
     /// Refuse data digests (granted when a host asks, by default).
     #[arg(long)]
     no_data_digest: bool,
+    /// Smallest non-zero KATO a host gets, ms (100 to 3600000) [default: 1000].
+    #[arg(long)]
+    kato_min_ms: Option<u32>,
+    /// Largest KATO a host may ask for, ms [default: 3600000].
+    #[arg(long)]
+    kato_max_ms: Option<u32>,
+    /// Target-wide listener (repeatable): every subsystem and discovery, e.g. 0.0.0.0:4420.
+    /// Default 127.0.0.1:4420 when storage is given by flags.
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    listen: Vec<String>,
+    /// A RAM bdev NAME:SIZE (SIZE like 256MiB, 1GiB, 4096; repeatable); each becomes a namespace of --subnqn.
+    #[arg(long = "ram-bdev", value_name = "NAME:SIZE")]
+    ram_bdev: Vec<String>,
+    /// A null bdev NAME:SIZE (discards writes, reads zeroes; repeatable).
+    #[arg(long = "null-bdev", value_name = "NAME:SIZE")]
+    null_bdev: Vec<String>,
+    /// A file or block-device bdev NAME:PATH on io_uring (repeatable; the file must exist,
+    /// its size a multiple of the block size).
+    #[arg(long = "file-bdev", value_name = "NAME:PATH")]
+    file_bdev: Vec<String>,
+    /// Block size of the flag bdevs, bytes: 512 or 4096 [default: 512].
+    #[arg(long)]
+    block_size: Option<u32>,
+    /// The NQN of the subsystem the flag bdevs go into [default: nqn.2024-01.io.lull:vol0].
+    #[arg(long)]
+    subnqn: Option<String>,
+    /// Its serial number (1-20 ASCII characters).
+    #[arg(long)]
+    serial: Option<String>,
+    /// Its model number (1-40 ASCII characters).
+    #[arg(long)]
+    model: Option<String>,
+    /// Let any host connect to it (otherwise only --allow-host NQNs may).
+    #[arg(long, conflicts_with = "allow_host")]
+    allow_any_host: bool,
+    /// A host NQN allowed to connect to it (repeatable).
+    #[arg(long = "allow-host", value_name = "HOSTNQN")]
+    allow_host: Vec<String>,
 }
 
-fn parse_cores(s: &str) -> Result<CoreList, String> {
-    CoreList::parse(s).map_err(|e| e.to_string())
+fn split_spec<'a>(flag: &str, s: &'a str, example: &str) -> Result<(&'a str, &'a str), String> {
+    s.split_once(':')
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+        .ok_or_else(|| format!("--{flag} `{s}`: expected {example}"))
 }
 
-pub fn parse_policy(s: &str) -> Result<Policy, String> {
-    s.parse::<Policy>()
-        .map_err(|_| format!("`{s}` is not a mode; use poll, interrupt, hybrid or adaptive"))
-}
-
-fn parse_block_size(s: &str) -> Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(v @ (512 | 4096)) => Ok(v),
-        _ => Err(format!("`{s}` is not a supported block size; use 512 or 4096")),
+impl TargetArgs {
+    /// The flags as a [`Config`] (fields not given stay unset).
+    fn to_config(&self) -> Result<Config, String> {
+        let mut c = Config {
+            cores: self.cores.clone(),
+            interrupt_mode: self.interrupt_mode,
+            mode_policy: self.mode_policy.clone(),
+            idle_poll_us: self.idle_poll_us,
+            supervisor_interval_ms: self.supervisor_interval_ms,
+            adaptive_high_mark: self.adaptive_high_mark,
+            adaptive_low_mark: self.adaptive_low_mark,
+            adaptive_up_samples: self.adaptive_up_samples,
+            adaptive_down_samples: self.adaptive_down_samples,
+            nvme_ioq_poll_period_us: self.nvme_ioq_poll_period_us,
+            nvme_adminq_poll_period_us: self.nvme_adminq_poll_period_us,
+            keep_alive_timeout_ms: self.keep_alive_timeout_ms,
+            reconnect_delay_sec: self.reconnect_delay_sec,
+            ctrlr_loss_timeout_sec: self.ctrlr_loss_timeout_sec,
+            fast_io_fail_timeout_sec: self.fast_io_fail_timeout_sec,
+            timeout_us: self.timeout_us,
+            bdev_retry_count: self.bdev_retry_count,
+            io_queue_size: self.io_queue_size,
+            in_capsule_data_size: self.in_capsule_data_size,
+            max_h2c_data: self.max_h2c_data,
+            header_digest: self.no_header_digest.then_some(false),
+            data_digest: self.no_data_digest.then_some(false),
+            kato_min_ms: self.kato_min_ms,
+            kato_max_ms: self.kato_max_ms,
+            log_level: self.log_level.clone(),
+            rpc_socket: self.rpc_socket.clone(),
+            metrics: self.metrics.clone(),
+            listen: (!self.listen.is_empty()).then(|| self.listen.clone()),
+            ..Config::default()
+        };
+        let block_size = self.block_size;
+        for s in &self.ram_bdev {
+            let (name, size) = split_spec("ram-bdev", s, "NAME:SIZE, e.g. Ram0:256MiB")?;
+            c.bdev.push(BdevConfig {
+                name: Some(name.into()),
+                kind: Some("malloc".into()),
+                size: Some(SizeValue::Text(size.into())),
+                block_size,
+                ..BdevConfig::default()
+            });
+        }
+        for s in &self.null_bdev {
+            let (name, size) = split_spec("null-bdev", s, "NAME:SIZE, e.g. Null0:1GiB")?;
+            c.bdev.push(BdevConfig {
+                name: Some(name.into()),
+                kind: Some("null".into()),
+                size: Some(SizeValue::Text(size.into())),
+                block_size,
+                ..BdevConfig::default()
+            });
+        }
+        for s in &self.file_bdev {
+            let (name, path) = split_spec("file-bdev", s, "NAME:PATH, e.g. File0:/dev/nvme1n1")?;
+            c.bdev.push(BdevConfig {
+                name: Some(name.into()),
+                kind: Some("uring".into()),
+                filename: Some(path.into()),
+                block_size,
+                ..BdevConfig::default()
+            });
+        }
+        let storage_flags = !c.bdev.is_empty();
+        if storage_flags {
+            if !self.allow_any_host && self.allow_host.is_empty() {
+                return Err("no host may connect: give --allow-any-host or --allow-host HOSTNQN".to_string());
+            }
+            c.subsystem.push(SubsystemConfig {
+                nqn: Some(
+                    self.subnqn
+                        .clone()
+                        .unwrap_or_else(|| "nqn.2024-01.io.lull:vol0".to_string()),
+                ),
+                serial_number: Some(
+                    self.serial
+                        .clone()
+                        .unwrap_or_else(|| "LULL0000000000000001".to_string()),
+                ),
+                model_number: self.model.clone(),
+                allow_any_host: Some(self.allow_any_host),
+                hosts: self.allow_host.clone(),
+                namespaces: c
+                    .bdev
+                    .iter()
+                    .map(|b| NamespaceConfig {
+                        bdev: b.name.clone(),
+                        nsid: None,
+                    })
+                    .collect(),
+                ..SubsystemConfig::default()
+            });
+            if c.listen.is_none() {
+                c.listen = Some(vec!["127.0.0.1:4420".to_string()]);
+            }
+        } else if self.subnqn.is_some() || self.allow_any_host || !self.allow_host.is_empty() {
+            return Err(
+                "--subnqn/--allow-any-host/--allow-host describe the subsystem of --ram-bdev/--null-bdev/--file-bdev; give one of those too".to_string(),
+            );
+        }
+        Ok(c)
     }
-}
-
-fn parse_in_capsule(s: &str) -> Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(v) if v <= 131072 && v.is_multiple_of(16) => Ok(v),
-        _ => Err(format!(
-            "`{s}`: in-capsule data must be 0 to 131072 bytes, a multiple of 16"
-        )),
-    }
-}
-
-fn parse_maxh2cdata(s: &str) -> Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(v) if (4096..=1_048_576).contains(&v) && v.is_multiple_of(4) => Ok(v),
-        _ => Err(format!(
-            "`{s}`: MAXH2CDATA must be 4096 to 1048576 bytes, a multiple of 4"
-        )),
-    }
-}
-
-/// Parses a size: a number of bytes with an optional binary suffix
-/// (K, KiB, M, MiB, G, GiB, T, TiB; case-insensitive).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 4096, 64MiB, 1GiB)"))?;
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        _ => return Err(format!("`{s}`: unknown size unit `{unit}` (use KiB, MiB, GiB or TiB)")),
-    };
-    n.checked_mul(mult)
-        .filter(|&v| v > 0)
-        .ok_or_else(|| format!("`{s}` is not a size above 0 that fits in 64 bits"))
-}
-
-fn parse_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(format!("`{name}`: a bdev name is letters, digits, `_` and `-`"));
-    }
-    Ok(())
-}
-
-fn parse_file_spec(s: &str) -> Result<(String, std::path::PathBuf), String> {
-    let (name, path) = s
-        .split_once(':')
-        .ok_or_else(|| format!("`{s}`: expected NAME:PATH, e.g. File0:/dev/nvme1n1"))?;
-    parse_name(name)?;
-    if path.is_empty() {
-        return Err(format!("`{s}`: the path is empty"));
-    }
-    Ok((name.to_string(), path.into()))
-}
-
-fn parse_bdev_spec(s: &str) -> Result<(String, u64), String> {
-    let (name, size) = s
-        .split_once(':')
-        .ok_or_else(|| format!("`{s}`: expected NAME:SIZE, e.g. Ram0:256MiB"))?;
-    parse_name(name)?;
-    Ok((name.to_string(), parse_size(size)?))
 }
 
 /// Raises the soft open-file limit to the hard one: every connection costs
@@ -167,146 +261,183 @@ fn raise_fd_limit() {
     }
 }
 
+/// Checks the settings of `a` (file and flags) without starting anything.
+///
+/// # Errors
+/// The first bad setting, naming it.
+pub fn settings(a: &TargetArgs) -> Result<config::Settings, String> {
+    let file = match &a.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    let merged = file.overlay(a.to_config()?);
+    let source = a
+        .config
+        .as_ref()
+        .map_or_else(|| "flags".to_string(), |p| format!("{} and flags", p.display()));
+    merged.resolve().map_err(|e| format!("invalid setting ({source}): {e}"))
+}
+
 /// Runs the target until SIGINT or SIGTERM.
-pub fn run(a: TargetArgs) -> Result<(), String> {
+pub fn run(a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), String> {
     // Block the signals before any thread starts, so every thread inherits
     // the mask and only the main thread takes them.
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-
-    lull_engine::subsystem::validate_nqn(&a.subnqn).map_err(|e| format!("--subnqn: {e}"))?;
+    let s = settings(&a)?;
+    init_logging(&s.log_level);
     raise_fd_limit();
-    let mut subsystem = Subsystem::new(&a.subnqn, &a.serial, &a.model).map_err(|e| {
-        let field = if e.starts_with("serial") {
-            "--serial"
-        } else if e.starts_with("model") {
-            "--model"
-        } else {
-            "--subnqn"
-        };
-        format!("{field}: {e}")
-    })?;
-    subsystem.allow_any_host = a.allow_any_host;
-    subsystem.hosts = a.allow_host.clone();
-    if !a.allow_any_host && a.allow_host.is_empty() {
-        return Err("no host may connect: give --allow-any-host or --allow-host HOSTNQN".to_string());
-    }
-    let mut names = std::collections::HashSet::new();
-    let mut bdevs: Vec<Arc<dyn Bdev>> = Vec::new();
-    for (name, size) in &a.ram_bdev {
-        let b = RamBdev::new(name, *size, a.block_size).map_err(|e| format!("--ram-bdev {name}: {e}"))?;
-        bdevs.push(Arc::new(b));
-    }
-    for (name, path) in &a.file_bdev {
-        let b = FileBdev::open(name, path, a.block_size).map_err(|e| format!("--file-bdev {name}: {e}"))?;
-        if !b.is_direct() {
-            tracing::warn!(bdev = %name, path = %path.display(), "O_DIRECT not supported here: using the page cache");
+    let app = App::start(&s)?;
+    let rpc = match RpcServer::start(app.clone(), &s.rpc_socket) {
+        Ok(r) => r,
+        Err(e) => {
+            app.shutdown();
+            return Err(e);
         }
-        bdevs.push(Arc::new(b));
-    }
-    for (name, size) in &a.null_bdev {
-        if !size.is_multiple_of(u64::from(a.block_size)) {
-            return Err(format!(
-                "--null-bdev {name}: size {size} is not a multiple of the {}-byte block size",
-                a.block_size
-            ));
+    };
+    let metrics = match s
+        .metrics
+        .map(|addr| MetricsServer::start(app.clone(), addr))
+        .transpose()
+    {
+        Ok(m) => m,
+        Err(e) => {
+            drop(rpc);
+            app.shutdown();
+            return Err(e);
         }
-        let b = NullBdev::new(name, size / u64::from(a.block_size), a.block_size)
-            .map_err(|e| format!("--null-bdev {name}: {e}"))?;
-        bdevs.push(Arc::new(b));
-    }
-    for b in bdevs {
-        if !names.insert(b.name().to_string()) {
-            return Err(format!("bdev name {} is used twice", b.name()));
+    };
+    print_summary(&app, &s, rpc.path(), metrics.as_ref().map(MetricsServer::addr));
+
+    let sig = signals.forever().next();
+    eprintln!(
+        "lull target: {}, stopping: no new connections, running I/O finishes, then connections close",
+        match sig {
+            Some(signal_hook::consts::SIGINT) => "SIGINT",
+            Some(signal_hook::consts::SIGTERM) => "SIGTERM",
+            _ => "signal",
         }
-        subsystem.add_namespace(0, b)?;
+    );
+    signals.handle().close();
+    drop(metrics);
+    drop(rpc);
+    app.shutdown();
+    eprintln!("lull target: stopped");
+    Ok(())
+}
+
+fn print_summary(app: &App, s: &config::Settings, rpc: &std::path::Path, metrics: Option<SocketAddr>) {
+    let t = app.target();
+    let ports = t.listeners();
+    eprintln!(
+        "lull target: reactors on CPUs {}, mode policy {}; JSON-RPC on {}{}",
+        app.cores(),
+        s.supervisor.policy,
+        rpc.display(),
+        metrics
+            .map(|m| format!("; metrics on http://{m}/metrics"))
+            .unwrap_or_default()
+    );
+    let subs: Vec<_> = t
+        .subsystems()
+        .into_iter()
+        .filter(|x| x.kind == lull_engine::subsystem::SubsystemKind::Nvm)
+        .collect();
+    if subs.is_empty() {
+        eprintln!(
+            "  no subsystem yet: build one over JSON-RPC (lull subsystem --help, or SPDK's rpc.py -s {})",
+            rpc.display()
+        );
     }
-    let namespaces: Vec<String> = subsystem
-        .namespaces
-        .iter()
-        .map(|n| {
-            format!(
-                "{} = {} ({} x {} B)",
+    for sub in subs {
+        let reach: Vec<SocketAddr> = ports.iter().copied().filter(|p| t.reachable(&sub, *p)).collect();
+        eprintln!(
+            "  subsystem {} on {}",
+            sub.nqn,
+            reach.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        );
+        for n in sub.namespaces().iter() {
+            eprintln!(
+                "    namespace {} = {} ({} x {} B)",
                 n.nsid,
                 n.bdev.name(),
                 n.bdev.num_blocks(),
                 n.bdev.block_size()
-            )
-        })
-        .collect();
-
-    let cores = match a.cores {
-        Some(c) => c,
-        None => CoreList::usable().map_err(|e| e.to_string())?,
-    };
-    let start_mode = a.mode.fixed_mode().unwrap_or(Mode::Interrupt);
-    let config = ReactorConfig::new(cores.clone())
-        .mode(start_mode)
-        .idle_poll(Duration::from_micros(a.idle_poll_us));
-    let reactors = Reactors::start(config).map_err(|e| format!("--cores: {e}"))?;
-    let _supervisor = supervisor::start(&reactors, SupervisorConfig::with_policy(a.mode)).map_err(|e| e.to_string())?;
-
-    let queue_config = TargetQueueConfig {
-        maxh2cdata: a.max_h2c_data,
-        io_in_capsule_data: a.in_capsule_data,
-        allow_header_digest: !a.no_header_digest,
-        allow_data_digest: !a.no_data_digest,
-        ..TargetQueueConfig::default()
-    };
-    let target = Target::new(queue_config);
-    target.add_subsystem(subsystem)?;
-    let mut bound = Vec::new();
-    for addr in &a.listen {
-        bound.push(target.listen(&reactors, *addr).map_err(|e| format!("--listen: {e}"))?);
+            );
+        }
+        if let Some(p) = reach.first() {
+            eprintln!(
+                "    connect: nvme connect -t tcp -a {} -s {} -n {}",
+                p.ip(),
+                p.port(),
+                sub.nqn
+            );
+        }
     }
-    eprintln!(
-        "lull target: subsystem {} on {}",
-        a.subnqn,
-        bound.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-    );
-    for n in &namespaces {
-        eprintln!("  namespace {n}");
-    }
-    eprintln!("  reactors on CPUs {cores}, mode policy {}", a.mode);
-    if let Some(first) = bound.first() {
-        eprintln!(
-            "  connect: nvme connect -t tcp -a {} -s {} -n {}",
-            first.ip(),
-            first.port(),
-            a.subnqn
-        );
-    }
-
-    let sig = signals.forever().next();
-    eprintln!("lull target: signal {}, stopping", sig.unwrap_or(0));
-    signals.handle().close();
-    reactors.shutdown().map_err(|e| e.to_string())?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: TargetArgs,
+    }
+
+    fn settings_of(args: &[&str]) -> Result<config::Settings, String> {
+        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        settings(&t.a)
+    }
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert_eq!(parse_size("2KiB"), Ok(2048));
+    fn flags_make_one_subsystem_on_the_default_port() {
+        let s = settings_of(&["--ram-bdev", "Ram0:1MiB", "--null-bdev", "N:4096", "--allow-any-host"]).unwrap();
+        assert_eq!(s.bdevs.len(), 2);
+        assert_eq!(s.subsystems.len(), 1);
+        assert_eq!(s.subsystems[0].nqn, "nqn.2024-01.io.lull:vol0");
         assert_eq!(
-            parse_size("64mb").unwrap_err(),
-            "`64mb`: unknown size unit `mb` (use KiB, MiB, GiB or TiB)"
+            s.subsystems[0].namespaces,
+            vec![("Ram0".to_string(), 0), ("N".to_string(), 0)]
         );
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("MiB").is_err());
-        assert!(parse_size("99999999999TiB").is_err());
-        assert_eq!(parse_bdev_spec("Ram0:1MiB"), Ok(("Ram0".into(), 1 << 20)));
-        assert!(parse_bdev_spec("Ram0").is_err());
-        assert!(parse_bdev_spec("a b:1MiB").is_err());
-        assert_eq!(parse_block_size("4096"), Ok(4096));
-        assert!(parse_block_size("1024").is_err());
-        assert!(parse_in_capsule("8193").is_err());
-        assert!(parse_maxh2cdata("4095").is_err());
+        assert_eq!(s.listen, vec!["127.0.0.1:4420".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(s.supervisor.policy, lull_reactor::supervisor::Policy::Interrupt);
+    }
+
+    #[test]
+    fn no_storage_is_an_empty_target() {
+        let s = settings_of(&[]).unwrap();
+        assert!(s.bdevs.is_empty() && s.subsystems.is_empty() && s.listen.is_empty());
+        assert_eq!(s.rpc_socket, PathBuf::from("/var/tmp/lull.sock"));
+    }
+
+    #[test]
+    fn longhorn_flag_aliases() {
+        let s = settings_of(&[
+            "--data-engine-interrupt-mode-enabled",
+            "false",
+            "--data-engine-nvme-ioq-poll-period-us",
+            "250",
+        ])
+        .unwrap();
+        assert_eq!(s.supervisor.policy, lull_reactor::supervisor::Policy::Poll);
+        assert_eq!(s.nvme.nvme_ioq_poll_period_us, 250);
+    }
+
+    #[test]
+    fn flag_errors_name_the_flag() {
+        let e = settings_of(&["--ram-bdev", "Ram0"]).unwrap_err();
+        assert!(e.contains("--ram-bdev `Ram0`: expected NAME:SIZE"), "{e}");
+        let e = settings_of(&["--ram-bdev", "Ram0:1MiB"]).unwrap_err();
+        assert!(e.contains("--allow-any-host"), "{e}");
+        let e = settings_of(&["--mode-policy", "pol"]).unwrap_err();
+        assert!(
+            e.contains("mode_policy = \"pol\": one of poll, interrupt, hybrid, adaptive"),
+            "{e}"
+        );
+        let e = settings_of(&["--ram-bdev", "Ram0:1MiB", "--allow-any-host", "--block-size", "1024"]).unwrap_err();
+        assert!(e.contains("bdev[0].block_size = 1024: 512 or 4096 bytes"), "{e}");
     }
 }

@@ -38,8 +38,9 @@ pub fn target(mode: Mode) -> Tgt {
         io_in_capsule_data: 4096,
         ..Default::default()
     });
-    let mut s = Subsystem::new(SUBNQN, "SN0001", "lull test").unwrap();
-    s.hosts = vec![HOSTNQN.into(), OTHER_HOST.into()];
+    let s = Subsystem::new(SUBNQN, "SN0001", "lull test").unwrap();
+    s.add_host(HOSTNQN).unwrap();
+    s.add_host(OTHER_HOST).unwrap();
     let ram: Arc<dyn Bdev> = Arc::new(RamBdev::new("Ram0", NS1_BLOCKS * 512, 512).unwrap());
     let null: Arc<dyn Bdev> = Arc::new(NullBdev::new("Null0", 1 << 20, 512).unwrap());
     s.add_namespace(1, ram).unwrap();

@@ -1,0 +1,757 @@
+//! The running daemon: reactors, supervisor, the target, named bdevs and
+//! attached NVMe controllers, with every operation the control plane (JSON-RPC,
+//! configuration) performs on them.
+//!
+//! Control-plane calls run on the caller's thread (an RPC connection thread,
+//! the main thread at start-up), never on a reactor: blocking work such as
+//! attaching a remote controller does not stall I/O. What must happen on a
+//! reactor is sent to it as a message.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lull_reactor::supervisor::{self, SupervisorConfig, SupervisorHandle};
+use lull_reactor::{CoreList, Mode, ReactorConfig, ReactorHandle, Reactors, StatsSnapshot};
+use lull_transport::target::TargetQueueConfig;
+
+use crate::bdev::{Bdev, FileBdev, NullBdev, RamBdev};
+use crate::config::{BdevKind, BdevSpec, Settings, SubsystemSpec};
+use crate::nvme::{NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
+use crate::subsystem::Subsystem;
+use crate::target::Target;
+
+/// Why a control-plane operation failed; each maps to the JSON-RPC error SPDK returns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    /// A parameter is missing, malformed or out of range.
+    #[error("{0}")]
+    InvalidParams(String),
+    /// The named object does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The named object already exists.
+    #[error("{0}")]
+    Exists(String),
+    /// The operation is not allowed in the current state.
+    #[error("{0}")]
+    NotPermitted(String),
+    /// It failed while being carried out.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What backs a bdev (SPDK's `product_name` and driver).
+#[derive(Clone)]
+pub enum Driver {
+    /// RAM.
+    Malloc,
+    /// Null.
+    Null,
+    /// A file or block device on io_uring.
+    Uring {
+        /// Its path.
+        filename: std::path::PathBuf,
+    },
+    /// A namespace of an attached NVMe controller.
+    Nvme {
+        /// The controller's name.
+        ctrlr: String,
+        /// NSID on the remote controller.
+        nsid: u32,
+    },
+}
+
+/// A named bdev.
+#[derive(Clone)]
+pub struct BdevEntry {
+    /// The bdev.
+    pub bdev: Arc<dyn Bdev>,
+    /// What backs it.
+    pub driver: Driver,
+}
+
+/// An attached NVMe controller and the bdevs made of its namespaces.
+pub struct NvmeEntry {
+    /// The controller.
+    pub ctrlr: NvmeController,
+    /// Its bdevs (`<name>n<nsid>`).
+    pub bdevs: Vec<String>,
+}
+
+/// The NVMe/TCP transport as `nvmf_get_transports` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportInfo {
+    /// Created (explicitly, or implicitly by start-up settings).
+    pub created: bool,
+    /// The settings.
+    pub config: TargetQueueConfig,
+}
+
+/// Per-reactor status: the reactor's counters and the target's I/O counters.
+#[derive(Clone, Debug)]
+pub struct ReactorStatus {
+    /// Index in the reactor set.
+    pub index: usize,
+    /// CPU.
+    pub core: usize,
+    /// Mode now.
+    pub mode: Mode,
+    /// Reactor counters.
+    pub stats: StatsSnapshot,
+    /// Queues connected to it (target side).
+    pub queues: u64,
+    /// Read commands so far.
+    pub reads: u64,
+    /// Write commands so far.
+    pub writes: u64,
+    /// Bytes read so far.
+    pub bytes_read: u64,
+    /// Bytes written so far.
+    pub bytes_written: u64,
+}
+
+/// The daemon.
+pub struct App {
+    reactors: Mutex<Option<Reactors>>,
+    handles: Vec<ReactorHandle>,
+    cores: CoreList,
+    supervisor: SupervisorHandle,
+    target: Arc<Target>,
+    transport_created: Mutex<bool>,
+    nvme_options: Mutex<NvmeOptions>,
+    bdevs: Mutex<BTreeMap<String, BdevEntry>>,
+    nvme: Mutex<BTreeMap<String, NvmeEntry>>,
+    started: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long a graceful shutdown waits for running I/O commands.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+impl App {
+    /// Starts reactors and supervisor, then builds the bdevs, subsystems and
+    /// listeners `settings` name. On any error what was started is stopped.
+    ///
+    /// # Errors
+    /// A message naming the setting or object that failed.
+    pub fn start(settings: &Settings) -> Result<Arc<App>, String> {
+        let cores = match &settings.cores {
+            Some(c) => c.clone(),
+            None => CoreList::usable().map_err(|e| format!("cores: {e}"))?,
+        };
+        let start_mode = settings.supervisor.policy.fixed_mode().unwrap_or(Mode::Interrupt);
+        let config = ReactorConfig::new(cores.clone())
+            .mode(start_mode)
+            .idle_poll(settings.idle_poll);
+        let reactors = Reactors::start(config).map_err(|e| format!("cores: {e}"))?;
+        let supervisor = match supervisor::start(&reactors, settings.supervisor.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = reactors.shutdown();
+                return Err(format!("supervisor: {e}"));
+            }
+        };
+        let handles = reactors.handles().to_vec();
+        let app = Arc::new(App {
+            reactors: Mutex::new(Some(reactors)),
+            handles,
+            cores,
+            supervisor,
+            target: Target::with_settings(settings.transport.clone(), settings.target.clone()),
+            transport_created: Mutex::new(false),
+            nvme_options: Mutex::new(settings.nvme.clone()),
+            bdevs: Mutex::new(BTreeMap::new()),
+            nvme: Mutex::new(BTreeMap::new()),
+            started: Instant::now(),
+        });
+        if let Err(e) = app.build(settings) {
+            app.shutdown();
+            return Err(e);
+        }
+        Ok(app)
+    }
+
+    fn build(&self, settings: &Settings) -> Result<(), String> {
+        let storage = !settings.listen.is_empty() || !settings.subsystems.is_empty();
+        if storage {
+            *lock(&self.transport_created) = true;
+        }
+        for b in &settings.bdevs {
+            self.create_bdev(b).map_err(|e| format!("bdev {}: {e}", b.name))?;
+        }
+        for s in &settings.subsystems {
+            self.create_subsystem_from(s)
+                .map_err(|e| format!("subsystem {}: {e}", s.nqn))?;
+        }
+        for l in &settings.listen {
+            self.target
+                .listen(self.reactors_ref().as_ref().ok_or("stopped")?, *l)
+                .map_err(|e| format!("listen: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn reactors_ref(&self) -> MutexGuard<'_, Option<Reactors>> {
+        lock(&self.reactors)
+    }
+
+    fn create_subsystem_from(&self, s: &SubsystemSpec) -> Result<(), AppError> {
+        self.create_subsystem(&s.nqn, &s.serial, &s.model, s.allow_any_host, s.max_namespaces)?;
+        for h in &s.hosts {
+            self.add_host(&s.nqn, h)?;
+        }
+        for (bdev, nsid) in &s.namespaces {
+            self.add_namespace(&s.nqn, bdev, *nsid)?;
+        }
+        for l in &s.listen {
+            self.add_listener(&s.nqn, *l)?;
+        }
+        Ok(())
+    }
+
+    /// The target.
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+
+    /// The reactors' handles, in order.
+    pub fn handles(&self) -> &[ReactorHandle] {
+        &self.handles
+    }
+
+    /// The CPUs the reactors run on.
+    pub fn cores(&self) -> &CoreList {
+        &self.cores
+    }
+
+    /// When the daemon started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    // ---- bdevs ----
+
+    /// Creates a malloc, null or uring bdev.
+    ///
+    /// # Errors
+    /// [`AppError::Exists`] for a taken name, [`AppError::InvalidParams`] for a bad size or
+    /// block size, [`AppError::Failed`] when the file cannot be opened.
+    pub fn create_bdev(&self, spec: &BdevSpec) -> Result<String, AppError> {
+        crate::config::check_bdev_name(&spec.name)
+            .map_err(|e| AppError::InvalidParams(format!("bdev name `{}`: {e}", spec.name)))?;
+        crate::bdev::check_block_size(spec.block_size).map_err(AppError::InvalidParams)?;
+        let mut bdevs = lock(&self.bdevs);
+        if bdevs.contains_key(&spec.name) {
+            return Err(AppError::Exists(format!("bdev {} already exists", spec.name)));
+        }
+        let bs = spec.block_size;
+        let (bdev, driver): (Arc<dyn Bdev>, Driver) = match &spec.kind {
+            BdevKind::Malloc { num_blocks } => {
+                let bytes = num_blocks
+                    .checked_mul(u64::from(bs))
+                    .ok_or_else(|| AppError::InvalidParams("num_blocks x block_size overflows".into()))?;
+                let b = RamBdev::new(&spec.name, bytes, bs).map_err(AppError::InvalidParams)?;
+                (Arc::new(b), Driver::Malloc)
+            }
+            BdevKind::Null { num_blocks } => {
+                let b = NullBdev::new(&spec.name, *num_blocks, bs).map_err(AppError::InvalidParams)?;
+                (Arc::new(b), Driver::Null)
+            }
+            BdevKind::Uring { filename } => {
+                let b = FileBdev::open(&spec.name, filename, bs).map_err(AppError::Failed)?;
+                if !b.is_direct() {
+                    tracing::warn!(bdev = %spec.name, path = %filename.display(), "O_DIRECT not supported here: using the page cache");
+                }
+                (
+                    Arc::new(b),
+                    Driver::Uring {
+                        filename: filename.clone(),
+                    },
+                )
+            }
+        };
+        bdevs.insert(spec.name.clone(), BdevEntry { bdev, driver });
+        tracing::info!(bdev = %spec.name, "bdev created");
+        Ok(spec.name.clone())
+    }
+
+    /// Every bdev, by name.
+    pub fn bdevs(&self) -> Vec<(String, BdevEntry)> {
+        lock(&self.bdevs).iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// The bdev `name`.
+    pub fn bdev(&self, name: &str) -> Option<BdevEntry> {
+        lock(&self.bdevs).get(name).cloned()
+    }
+
+    /// The subsystems whose namespaces use bdev `name`, with the NSIDs.
+    pub fn claims(&self, name: &str) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for s in self.target.subsystems() {
+            for ns in s.namespaces().iter() {
+                if ns.bdev.name() == name {
+                    out.push((s.nqn.clone(), ns.nsid));
+                }
+            }
+        }
+        out
+    }
+
+    /// Deletes bdev `name` if its driver is `kind` ("malloc", "null", "uring").
+    /// As in SPDK, namespaces on it are removed first (a hot remove); a
+    /// uring bdev is flushed.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when there is no such bdev of that kind.
+    pub fn delete_bdev(&self, name: &str, kind: &str) -> Result<(), AppError> {
+        let entry = {
+            let bdevs = lock(&self.bdevs);
+            let Some(e) = bdevs.get(name) else {
+                return Err(AppError::NotFound(format!("bdev {name} does not exist")));
+            };
+            let matches = matches!(
+                (&e.driver, kind),
+                (Driver::Malloc, "malloc") | (Driver::Null, "null") | (Driver::Uring { .. }, "uring")
+            );
+            if !matches {
+                return Err(AppError::NotFound(format!("bdev {name} is not a {kind} bdev")));
+            }
+            e.clone()
+        };
+        for (nqn, nsid) in self.claims(name) {
+            if let Some(s) = self.target.subsystem(&nqn) {
+                let _ = s.remove_namespace(nsid);
+                tracing::info!(bdev = name, subnqn = %nqn, nsid, "namespace removed with its bdev");
+            }
+        }
+        if let Err(e) = entry.bdev.flush() {
+            tracing::warn!(bdev = name, error = %e, "flush before delete failed");
+        }
+        lock(&self.bdevs).remove(name);
+        tracing::info!(bdev = name, "bdev deleted");
+        Ok(())
+    }
+
+    // ---- transport ----
+
+    /// Creates the TCP transport with these settings (`nvmf_create_transport`).
+    ///
+    /// # Errors
+    /// [`AppError::Exists`] when it exists already.
+    pub fn create_transport(&self, config: TargetQueueConfig) -> Result<(), AppError> {
+        let mut created = lock(&self.transport_created);
+        if *created {
+            return Err(AppError::Exists("transport TCP already exists".into()));
+        }
+        self.target.set_queue_config(config).map_err(AppError::NotPermitted)?;
+        *created = true;
+        Ok(())
+    }
+
+    /// The TCP transport.
+    pub fn transport(&self) -> TransportInfo {
+        TransportInfo {
+            created: *lock(&self.transport_created),
+            config: self.target.queue_config(),
+        }
+    }
+
+    // ---- subsystems ----
+
+    /// Creates an NVM subsystem.
+    ///
+    /// # Errors
+    /// [`AppError::InvalidParams`] for a bad NQN, serial or model;
+    /// [`AppError::Exists`] for a taken NQN.
+    pub fn create_subsystem(
+        &self,
+        nqn: &str,
+        serial: &str,
+        model: &str,
+        allow_any_host: bool,
+        max_namespaces: u32,
+    ) -> Result<(), AppError> {
+        let s = Subsystem::new(nqn, serial, model)
+            .and_then(|s| s.with_max_namespaces(max_namespaces))
+            .map_err(AppError::InvalidParams)?;
+        s.set_allow_any_host(allow_any_host);
+        self.target.add_subsystem(s).map_err(AppError::Exists)?;
+        tracing::info!(subnqn = nqn, "subsystem created");
+        Ok(())
+    }
+
+    fn subsystem(&self, nqn: &str) -> Result<Arc<Subsystem>, AppError> {
+        self.target
+            .subsystem(nqn)
+            .ok_or_else(|| AppError::NotFound(format!("subsystem {nqn} does not exist")))
+    }
+
+    fn nvm_subsystem(&self, nqn: &str) -> Result<Arc<Subsystem>, AppError> {
+        let s = self.subsystem(nqn)?;
+        if s.kind == crate::subsystem::SubsystemKind::Discovery {
+            return Err(AppError::InvalidParams(format!("{nqn} is the discovery subsystem")));
+        }
+        Ok(s)
+    }
+
+    /// Deletes a subsystem, closing its controllers.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`]; [`AppError::InvalidParams`] for the discovery subsystem.
+    pub fn delete_subsystem(&self, nqn: &str) -> Result<(), AppError> {
+        self.nvm_subsystem(nqn)?;
+        self.target.remove_subsystem(nqn).map_err(AppError::NotFound)?;
+        tracing::info!(subnqn = nqn, "subsystem deleted");
+        Ok(())
+    }
+
+    /// Adds bdev `bdev` to `nqn` as namespace `nsid` (0: the lowest free).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for the subsystem or bdev; [`AppError::InvalidParams`]
+    /// for a taken or bad NSID or a full subsystem.
+    pub fn add_namespace(&self, nqn: &str, bdev: &str, nsid: u32) -> Result<u32, AppError> {
+        let s = self.nvm_subsystem(nqn)?;
+        let b = self
+            .bdev(bdev)
+            .ok_or_else(|| AppError::NotFound(format!("bdev {bdev} does not exist")))?;
+        let nsid = s.add_namespace(nsid, b.bdev).map_err(AppError::InvalidParams)?;
+        tracing::info!(subnqn = nqn, bdev, nsid, "namespace added");
+        Ok(nsid)
+    }
+
+    /// Removes namespace `nsid` of `nqn`.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for the subsystem; [`AppError::InvalidParams`] for the NSID.
+    pub fn remove_namespace(&self, nqn: &str, nsid: u32) -> Result<(), AppError> {
+        let s = self.nvm_subsystem(nqn)?;
+        s.remove_namespace(nsid).map_err(AppError::InvalidParams)?;
+        tracing::info!(subnqn = nqn, nsid, "namespace removed");
+        Ok(())
+    }
+
+    /// Makes `nqn` reachable on `addr` (binding it if needed).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`]; [`AppError::NotPermitted`] before the transport
+    /// exists; [`AppError::Failed`] when the address cannot be bound.
+    pub fn add_listener(&self, nqn: &str, addr: SocketAddr) -> Result<SocketAddr, AppError> {
+        self.subsystem(nqn)?;
+        if !*lock(&self.transport_created) {
+            return Err(AppError::NotPermitted(
+                "transport TCP does not exist: call nvmf_create_transport first".into(),
+            ));
+        }
+        let local = self
+            .target
+            .add_subsystem_listener(&self.handles, nqn, addr)
+            .map_err(AppError::Failed)?;
+        tracing::info!(subnqn = nqn, %local, "listener added");
+        Ok(local)
+    }
+
+    /// Removes listener `addr` from `nqn`.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for the subsystem or listener.
+    pub fn remove_listener(&self, nqn: &str, addr: SocketAddr) -> Result<(), AppError> {
+        self.subsystem(nqn)?;
+        self.target
+            .remove_subsystem_listener(nqn, addr)
+            .map_err(AppError::NotFound)
+    }
+
+    /// Allows `host` on `nqn`.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`]; [`AppError::InvalidParams`] for a bad or duplicate NQN.
+    pub fn add_host(&self, nqn: &str, host: &str) -> Result<(), AppError> {
+        self.nvm_subsystem(nqn)?.add_host(host).map_err(AppError::InvalidParams)
+    }
+
+    /// Stops allowing `host` on `nqn`; its controllers there are closed (as SPDK does).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`]; [`AppError::InvalidParams`] when it was not allowed.
+    pub fn remove_host(&self, nqn: &str, host: &str) -> Result<(), AppError> {
+        let s = self.nvm_subsystem(nqn)?;
+        s.remove_host(host).map_err(AppError::InvalidParams)?;
+        if !s.allows(host) {
+            for c in self.target.controllers() {
+                if Arc::ptr_eq(&c.subsystem, &s) && c.hostnqn == host {
+                    c.shut_down("host removed from the subsystem");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets `allow_any_host` on `nqn`.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`].
+    pub fn allow_any_host(&self, nqn: &str, allow: bool) -> Result<(), AppError> {
+        self.nvm_subsystem(nqn)?.set_allow_any_host(allow);
+        Ok(())
+    }
+
+    // ---- NVMe initiator ----
+
+    /// The initiator options new controllers get.
+    pub fn nvme_options(&self) -> NvmeOptions {
+        lock(&self.nvme_options).clone()
+    }
+
+    /// Replaces the initiator options. The poll periods apply to attached
+    /// controllers at once; the rest to controllers attached later.
+    ///
+    /// # Errors
+    /// [`AppError::InvalidParams`] naming the field.
+    pub fn set_nvme_options(&self, opts: NvmeOptions) -> Result<(), AppError> {
+        opts.validate().map_err(AppError::InvalidParams)?;
+        let old = self.nvme_options();
+        if opts.nvme_ioq_poll_period_us != old.nvme_ioq_poll_period_us
+            || opts.nvme_adminq_poll_period_us != old.nvme_adminq_poll_period_us
+        {
+            for e in lock(&self.nvme).values() {
+                e.ctrlr
+                    .set_poll_periods(
+                        Some(opts.nvme_ioq_poll_period_us),
+                        Some(opts.nvme_adminq_poll_period_us),
+                    )
+                    .map_err(AppError::InvalidParams)?;
+            }
+        }
+        *lock(&self.nvme_options) = opts;
+        Ok(())
+    }
+
+    /// Attaches a remote controller as `name` and makes a bdev `<name>n<nsid>`
+    /// of each namespace. Blocks the calling thread while the association comes
+    /// up (bounded by the attach deadline).
+    ///
+    /// # Errors
+    /// [`AppError::Exists`] for a taken name; [`AppError::Failed`] when the
+    /// controller cannot be reached or refuses.
+    pub fn attach_controller(&self, name: &str, trid: NvmeTrid, opts: NvmeOptions) -> Result<Vec<String>, AppError> {
+        crate::config::check_bdev_name(name)
+            .map_err(|e| AppError::InvalidParams(format!("controller name `{name}`: {e}")))?;
+        if lock(&self.nvme).contains_key(name) {
+            return Err(AppError::Exists(format!("NVMe controller {name} already exists")));
+        }
+        opts.validate().map_err(AppError::InvalidParams)?;
+        let io_queues = self.handles.len().clamp(1, 128) as u16;
+        let ctrlr = NvmeController::attach(name, trid, opts, &self.handles, io_queues)
+            .map_err(|e| AppError::Failed(e.to_string()))?;
+        let mut names = Vec::new();
+        let mut made: Vec<(String, BdevEntry)> = Vec::new();
+        for ns in ctrlr.info().namespaces {
+            let bname = format!("{name}n{}", ns.nsid);
+            match NvmeBdev::new(&bname, ctrlr.clone(), ns.nsid) {
+                Ok(b) => {
+                    made.push((
+                        bname.clone(),
+                        BdevEntry {
+                            bdev: Arc::new(b),
+                            driver: Driver::Nvme {
+                                ctrlr: name.to_string(),
+                                nsid: ns.nsid,
+                            },
+                        },
+                    ));
+                    names.push(bname);
+                }
+                Err(e) => tracing::warn!(ctrlr = name, nsid = ns.nsid, error = %e, "namespace not made a bdev"),
+            }
+        }
+        {
+            let mut bdevs = lock(&self.bdevs);
+            if let Some((taken, _)) = made.iter().find(|(n, _)| bdevs.contains_key(n)) {
+                let taken = taken.clone();
+                drop(bdevs);
+                ctrlr.detach();
+                return Err(AppError::Exists(format!("bdev {taken} already exists")));
+            }
+            bdevs.extend(made);
+        }
+        lock(&self.nvme).insert(
+            name.to_string(),
+            NvmeEntry {
+                ctrlr,
+                bdevs: names.clone(),
+            },
+        );
+        Ok(names)
+    }
+
+    /// Detaches controller `name`: its bdevs are removed (and namespaces on them).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`].
+    pub fn detach_controller(&self, name: &str) -> Result<(), AppError> {
+        let Some(e) = lock(&self.nvme).remove(name) else {
+            return Err(AppError::NotFound(format!("NVMe controller {name} does not exist")));
+        };
+        for b in &e.bdevs {
+            for (nqn, nsid) in self.claims(b) {
+                if let Some(s) = self.target.subsystem(&nqn) {
+                    let _ = s.remove_namespace(nsid);
+                }
+            }
+            lock(&self.bdevs).remove(b);
+        }
+        e.ctrlr.detach();
+        Ok(())
+    }
+
+    /// Attached controllers: (name, controller, bdevs).
+    pub fn controllers(&self) -> Vec<(String, NvmeController, Vec<String>)> {
+        lock(&self.nvme)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.ctrlr.clone(), v.bdevs.clone()))
+            .collect()
+    }
+
+    // ---- reactors ----
+
+    /// The supervisor's settings.
+    pub fn supervisor(&self) -> SupervisorConfig {
+        self.supervisor.config()
+    }
+
+    /// Replaces the supervisor's settings (policy and thresholds).
+    ///
+    /// # Errors
+    /// [`AppError::InvalidParams`] naming the field.
+    pub fn set_supervisor(&self, config: SupervisorConfig) -> Result<(), AppError> {
+        self.supervisor.set_config(config).map_err(|e| match e {
+            lull_reactor::ReactorError::InvalidSetting { .. } => AppError::InvalidParams(e.to_string()),
+            other => AppError::Failed(other.to_string()),
+        })
+    }
+
+    /// Sets the hybrid spin window of every reactor.
+    ///
+    /// # Errors
+    /// [`AppError::InvalidParams`] above the limit.
+    pub fn set_idle_poll(&self, idle_poll: Duration) -> Result<(), AppError> {
+        for h in &self.handles {
+            h.set_idle_poll(idle_poll)
+                .map_err(|e| AppError::InvalidParams(format!("idle_poll_us: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The hybrid spin window (of the first reactor; all share it).
+    pub fn idle_poll(&self) -> Duration {
+        self.handles.first().map_or(Duration::ZERO, ReactorHandle::idle_poll)
+    }
+
+    /// Per-reactor status.
+    pub fn reactor_status(&self) -> Vec<ReactorStatus> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.handles
+            .iter()
+            .map(|h| {
+                let io = self.target.core_io(h.index());
+                ReactorStatus {
+                    index: h.index(),
+                    core: h.core(),
+                    mode: h.mode(),
+                    stats: h.stats(),
+                    queues: io.queues.load(Relaxed),
+                    reads: io.reads.load(Relaxed),
+                    writes: io.writes.load(Relaxed),
+                    bytes_read: io.bytes_read.load(Relaxed),
+                    bytes_written: io.bytes_written.load(Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    // ---- shutdown ----
+
+    /// Stops gracefully: no new connections, no new I/O commands started,
+    /// running ones finish (up to [`SHUTDOWN_DRAIN`]), bdevs flushed,
+    /// controllers' connections closed, remote controllers detached, reactors
+    /// stopped. Idempotent.
+    pub fn shutdown(&self) {
+        let Some(reactors) = lock(&self.reactors).take() else {
+            return;
+        };
+        self.target.stop_listening();
+        self.target.quiesce();
+        let give_up = Instant::now() + SHUTDOWN_DRAIN;
+        loop {
+            let left = self.inflight();
+            if left == 0 {
+                break;
+            }
+            if Instant::now() >= give_up {
+                tracing::warn!(
+                    left,
+                    "shutdown: I/O still running after {SHUTDOWN_DRAIN:?}; closing anyway"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for (name, e) in self.bdevs() {
+            if matches!(e.driver, Driver::Uring { .. })
+                && let Err(err) = e.bdev.flush()
+            {
+                tracing::warn!(bdev = %name, error = %err, "flush at shutdown failed");
+            }
+        }
+        self.target.disconnect_all();
+        // Give the reactors a moment to send the FINs of the closed queues.
+        std::thread::sleep(Duration::from_millis(20));
+        let names: Vec<String> = lock(&self.nvme).keys().cloned().collect();
+        for n in names {
+            let _ = self.detach_controller(&n);
+        }
+        if let Err(e) = reactors.shutdown() {
+            tracing::warn!(error = %e, "reactor shutdown");
+        }
+        tracing::info!("shut down");
+    }
+
+    /// Per reactor (in order): (commands, total ns) of asynchronous bdev
+    /// commands completed there; `None` for a reactor that did not answer in 1 s.
+    pub fn async_latency(&self) -> Vec<Option<(u64, u64)>> {
+        self.ask_each(crate::io::async_latency)
+    }
+
+    fn ask_each<T: Send + 'static>(&self, f: fn() -> T) -> Vec<Option<T>> {
+        let give_up = Instant::now() + Duration::from_secs(1);
+        let rxs: Vec<_> = self
+            .handles
+            .iter()
+            .map(|h| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                h.try_send(move |_cx| {
+                    let _ = tx.send(f());
+                })
+                .ok()
+                .map(|()| rx)
+            })
+            .collect();
+        rxs.into_iter()
+            .map(|rx| rx.and_then(|rx| rx.recv_timeout(give_up.saturating_duration_since(Instant::now())).ok()))
+            .collect()
+    }
+
+    /// Asynchronous I/O commands running on all reactors (asked of each).
+    fn inflight(&self) -> usize {
+        let answers = self.ask_each(crate::io::inflight);
+        // A reactor that does not answer counts as busy.
+        answers.iter().map(|a| a.unwrap_or(1)).sum()
+    }
+}

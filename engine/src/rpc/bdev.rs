@@ -1,0 +1,205 @@
+//! `bdev_*` methods (SPDK `bdev_malloc_create`, `bdev_null_create`,
+//! `bdev_uring_create`, their deletes, `bdev_get_bdevs`).
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::params::{decode, uuid_string};
+use super::{RpcError, code};
+use crate::app::{App, Driver};
+use crate::config::{BdevKind, BdevSpec};
+
+/// Refuses a DIF/metadata or identity option lull does not implement, when
+/// it asks for something other than the default.
+fn unsupported(name: &str, v: &Option<Value>) -> Result<(), RpcError> {
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(()),
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(()),
+        Some(other) => Err(RpcError::invalid(format!(
+            "Invalid parameters: {name} = {other} is not supported by lull"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateParams {
+    name: Option<String>,
+    num_blocks: u64,
+    block_size: u32,
+    physical_block_size: Option<u32>,
+    uuid: Option<Value>,
+    optimal_io_boundary: Option<Value>,
+    md_size: Option<Value>,
+    md_interleave: Option<Value>,
+    dif_type: Option<Value>,
+    dif_is_head_of_md: Option<Value>,
+    dif_pi_format: Option<Value>,
+    numa_id: Option<i64>,
+}
+
+fn create(app: &App, params: Value, malloc: bool) -> Result<Value, RpcError> {
+    let p: CreateParams = decode(params)?;
+    for (n, v) in [
+        ("uuid", &p.uuid),
+        ("optimal_io_boundary", &p.optimal_io_boundary),
+        ("md_size", &p.md_size),
+        ("md_interleave", &p.md_interleave),
+        ("dif_type", &p.dif_type),
+        ("dif_is_head_of_md", &p.dif_is_head_of_md),
+        ("dif_pi_format", &p.dif_pi_format),
+    ] {
+        unsupported(n, v)?;
+    }
+    let _ = p.numa_id;
+    if let Some(pbs) = p.physical_block_size
+        && pbs != 0
+        && pbs != p.block_size
+    {
+        return Err(RpcError::invalid(format!(
+            "Invalid parameters: physical_block_size {pbs} must equal block_size {}",
+            p.block_size
+        )));
+    }
+    if p.num_blocks == 0 {
+        return Err(RpcError::invalid("Invalid parameters: num_blocks must be at least 1"));
+    }
+    let name = match p.name {
+        Some(n) => n,
+        None if malloc => {
+            // SPDK names unnamed malloc bdevs Malloc0, Malloc1, ...
+            (0..)
+                .map(|i| format!("Malloc{i}"))
+                .find(|n| app.bdev(n).is_none())
+                .unwrap_or_default()
+        }
+        None => return Err(RpcError::invalid("Invalid parameters: missing field `name`")),
+    };
+    let kind = if malloc {
+        BdevKind::Malloc {
+            num_blocks: p.num_blocks,
+        }
+    } else {
+        BdevKind::Null {
+            num_blocks: p.num_blocks,
+        }
+    };
+    let name = app.create_bdev(&BdevSpec {
+        name,
+        block_size: p.block_size,
+        kind,
+    })?;
+    Ok(Value::String(name))
+}
+
+pub(super) fn bdev_malloc_create(app: &App, params: Value) -> Result<Value, RpcError> {
+    create(app, params, true)
+}
+
+pub(super) fn bdev_null_create(app: &App, params: Value) -> Result<Value, RpcError> {
+    create(app, params, false)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UringParams {
+    name: String,
+    filename: std::path::PathBuf,
+    block_size: Option<u32>,
+    uuid: Option<Value>,
+}
+
+pub(super) fn bdev_uring_create(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: UringParams = decode(params)?;
+    unsupported("uuid", &p.uuid)?;
+    let name = app.create_bdev(&BdevSpec {
+        name: p.name,
+        block_size: p.block_size.filter(|&b| b != 0).unwrap_or(512),
+        kind: BdevKind::Uring { filename: p.filename },
+    })?;
+    Ok(Value::String(name))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameParams {
+    name: String,
+}
+
+fn delete(app: &App, params: Value, kind: &str) -> Result<Value, RpcError> {
+    let p: NameParams = decode(params)?;
+    app.delete_bdev(&p.name, kind)?;
+    Ok(Value::Bool(true))
+}
+
+pub(super) fn bdev_malloc_delete(app: &App, params: Value) -> Result<Value, RpcError> {
+    delete(app, params, "malloc")
+}
+
+pub(super) fn bdev_null_delete(app: &App, params: Value) -> Result<Value, RpcError> {
+    delete(app, params, "null")
+}
+
+pub(super) fn bdev_uring_delete(app: &App, params: Value) -> Result<Value, RpcError> {
+    delete(app, params, "uring")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetParams {
+    name: Option<String>,
+    timeout: Option<u64>,
+}
+
+pub(super) fn bdev_get_bdevs(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: GetParams = decode(params)?;
+    let _ = p.timeout;
+    let list: Vec<_> = app
+        .bdevs()
+        .into_iter()
+        .filter(|(n, _)| p.name.as_ref().is_none_or(|want| want == n))
+        .collect();
+    if let Some(want) = &p.name
+        && list.is_empty()
+    {
+        return Err(RpcError {
+            code: code::ENODEV,
+            message: format!("bdev {want} does not exist: No such device"),
+        });
+    }
+    let out: Vec<Value> = list
+        .into_iter()
+        .map(|(name, e)| {
+            let b = &e.bdev;
+            let claimed = !app.claims(&name).is_empty();
+            let driver_specific = match &e.driver {
+                Driver::Malloc | Driver::Null => json!({}),
+                Driver::Uring { filename } => json!({"uring": {"filename": filename.display().to_string()}}),
+                Driver::Nvme { ctrlr, nsid } => json!({"nvme": [{"ctrlr_name": ctrlr, "nsid": nsid}]}),
+            };
+            let unmap = !matches!(e.driver, Driver::Uring { .. });
+            json!({
+                "name": name,
+                "aliases": [],
+                "product_name": b.product_name(),
+                "block_size": b.block_size(),
+                "num_blocks": b.num_blocks(),
+                "uuid": uuid_string(&b.uuid()),
+                "assigned_rate_limits": {
+                    "rw_ios_per_sec": 0, "rw_mbytes_per_sec": 0,
+                    "r_mbytes_per_sec": 0, "w_mbytes_per_sec": 0
+                },
+                "claimed": claimed,
+                "zoned": false,
+                "supported_io_types": {
+                    "read": true, "write": true, "unmap": unmap, "flush": true, "reset": false,
+                    "nvme_admin": false, "nvme_io": false, "write_zeroes": true,
+                    "compare": true, "compare_and_write": false, "abort": false,
+                    "zcopy": false
+                },
+                "driver_specific": driver_specific
+            })
+        })
+        .collect();
+    Ok(Value::Array(out))
+}

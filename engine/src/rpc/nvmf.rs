@@ -1,0 +1,460 @@
+//! `nvmf_*` methods: the TCP transport, subsystems, namespaces, listeners
+//! and hosts (SPDK's names, parameters and result shapes).
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::params::{adrfam, decode, socket_addr, tcp, uuid_string};
+use super::{RpcError, code};
+use crate::app::App;
+use crate::identify::MAX_TRANSFER;
+use crate::subsystem::{DEFAULT_MAX_NAMESPACES, SubsystemKind};
+use lull_transport::fabrics::DISCOVERY_NQN;
+use lull_transport::target::MAX_SQ_ENTRIES;
+
+/// `discovery` is SPDK's shortcut for the discovery NQN.
+fn nqn(n: &str) -> &str {
+    if n == "discovery" { DISCOVERY_NQN } else { n }
+}
+
+/// Decoded relaxed, as SPDK does for this method: options of other
+/// transports (RDMA's `no_srq`, vfio-user's, ...) that clients send with
+/// their defaults are ignored.
+#[derive(Deserialize)]
+struct TransportParams {
+    trtype: String,
+    tgt_name: Option<String>,
+    in_capsule_data_size: Option<u32>,
+    max_io_size: Option<u32>,
+    io_unit_size: Option<u32>,
+    max_queue_depth: Option<u32>,
+    max_io_qpairs_per_ctrlr: Option<u32>,
+    max_qpairs_per_ctrlr: Option<u32>,
+    max_aq_depth: Option<u32>,
+    num_shared_buffers: Option<u32>,
+    buf_cache_size: Option<u32>,
+    dif_insert_or_strip: Option<bool>,
+    c2h_success: Option<bool>,
+    sock_priority: Option<u32>,
+    abort_timeout_sec: Option<u32>,
+    zcopy: Option<bool>,
+    ack_timeout: Option<u32>,
+    data_wr_pool_size: Option<u32>,
+    disable_command_passthru: Option<bool>,
+    iobuf_small_cache_size: Option<u32>,
+    iobuf_large_cache_size: Option<u32>,
+    /// lull: MAXH2CDATA advertised, bytes.
+    max_h2c_data: Option<u32>,
+}
+
+pub(super) fn nvmf_create_transport(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: TransportParams = decode(params)?;
+    tcp(&p.trtype)?;
+    let _ = (
+        &p.tgt_name,
+        p.io_unit_size,
+        p.max_io_qpairs_per_ctrlr,
+        p.max_qpairs_per_ctrlr,
+        p.num_shared_buffers,
+        p.buf_cache_size,
+        p.c2h_success,
+        p.sock_priority,
+        p.abort_timeout_sec,
+        p.ack_timeout,
+        p.data_wr_pool_size,
+        p.disable_command_passthru,
+        p.iobuf_small_cache_size,
+        p.iobuf_large_cache_size,
+    );
+    if p.dif_insert_or_strip == Some(true) || p.zcopy == Some(true) {
+        return Err(RpcError::invalid(
+            "Invalid parameters: dif_insert_or_strip and zcopy are not supported by lull",
+        ));
+    }
+    if let Some(m) = p.max_io_size
+        && m != MAX_TRANSFER
+    {
+        return Err(RpcError::invalid(format!(
+            "Invalid parameters: max_io_size {m}: lull transfers {MAX_TRANSFER} bytes per command (MDTS); give {MAX_TRANSFER} or leave it out"
+        )));
+    }
+    if let Some(d) = p.max_queue_depth
+        && !(2..=MAX_SQ_ENTRIES).contains(&d)
+    {
+        return Err(RpcError::invalid(format!(
+            "Invalid parameters: max_queue_depth {d}: allowed 2..={MAX_SQ_ENTRIES}"
+        )));
+    }
+    if let Some(d) = p.max_aq_depth
+        && !(32..=MAX_SQ_ENTRIES).contains(&d)
+    {
+        return Err(RpcError::invalid(format!(
+            "Invalid parameters: max_aq_depth {d}: allowed 32..={MAX_SQ_ENTRIES}"
+        )));
+    }
+    let mut config = app.target().queue_config();
+    if let Some(c) = p.in_capsule_data_size {
+        if c > 131_072 || !c.is_multiple_of(16) {
+            return Err(RpcError::invalid(format!(
+                "Invalid parameters: in_capsule_data_size {c}: allowed 0..=131072, a multiple of 16"
+            )));
+        }
+        config.io_in_capsule_data = c;
+    }
+    if let Some(m) = p.max_h2c_data {
+        if !(4096..=1_048_576).contains(&m) || !m.is_multiple_of(4) {
+            return Err(RpcError::invalid(format!(
+                "Invalid parameters: max_h2c_data {m}: allowed 4096..=1048576, a multiple of 4"
+            )));
+        }
+        config.maxh2cdata = m;
+    }
+    app.create_transport(config)?;
+    Ok(Value::Bool(true))
+}
+
+pub(super) fn nvmf_get_transports(app: &App, params: Value) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        trtype: Option<String>,
+        tgt_name: Option<String>,
+    }
+    let p: P = decode(params)?;
+    let _ = p.tgt_name;
+    let t = app.transport();
+    if let Some(tr) = &p.trtype {
+        tcp(tr).map_err(|_| RpcError {
+            code: code::ENODEV,
+            message: format!("transport {tr} does not exist: No such device"),
+        })?;
+    }
+    if !t.created {
+        return Ok(json!([]));
+    }
+    let c = t.config;
+    Ok(json!([{
+        "trtype": "TCP",
+        "max_queue_depth": MAX_SQ_ENTRIES,
+        "max_io_qpairs_per_ctrlr": crate::controller::MAX_IO_QUEUES,
+        "in_capsule_data_size": c.io_in_capsule_data,
+        "max_io_size": c.max_transfer,
+        "io_unit_size": c.max_transfer,
+        "max_aq_depth": MAX_SQ_ENTRIES,
+        "num_shared_buffers": 0,
+        "buf_cache_size": 0,
+        "dif_insert_or_strip": false,
+        "zcopy": false,
+        "c2h_success": true,
+        "sock_priority": 0,
+        "abort_timeout_sec": 1,
+        "max_h2c_data": c.maxh2cdata,
+        "header_digest": c.allow_header_digest,
+        "data_digest": c.allow_data_digest
+    }]))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSubsystem {
+    nqn: String,
+    tgt_name: Option<String>,
+    serial_number: Option<String>,
+    model_number: Option<String>,
+    allow_any_host: Option<bool>,
+    max_namespaces: Option<u32>,
+    ana_reporting: Option<bool>,
+    min_cntlid: Option<u16>,
+    max_cntlid: Option<u16>,
+    max_discard_size_kib: Option<u64>,
+    max_write_zeroes_size_kib: Option<u64>,
+    passthrough: Option<bool>,
+    enable_nssr: Option<bool>,
+}
+
+pub(super) fn nvmf_create_subsystem(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: CreateSubsystem = decode(params)?;
+    let _ = (&p.tgt_name, p.max_discard_size_kib, p.max_write_zeroes_size_kib);
+    if p.ana_reporting == Some(true) || p.passthrough == Some(true) || p.enable_nssr == Some(true) {
+        return Err(RpcError::invalid(
+            "Invalid parameters: ana_reporting, passthrough and enable_nssr are not supported by lull",
+        ));
+    }
+    if p.min_cntlid.is_some_and(|c| c != 1) || p.max_cntlid.is_some_and(|c| c != 0xFFEF) {
+        return Err(RpcError::invalid(
+            "Invalid parameters: lull allocates CNTLIDs from 1 to 65519; min_cntlid/max_cntlid cannot narrow that",
+        ));
+    }
+    // SPDK's defaults: 20 zeroes and "SPDK bdev Controller"; lull's model is its own.
+    let serial = p.serial_number.unwrap_or_else(|| "00000000000000000000".to_string());
+    let model = p
+        .model_number
+        .unwrap_or_else(|| crate::config::DEFAULT_MODEL.to_string());
+    let max = match p.max_namespaces {
+        None | Some(0) => DEFAULT_MAX_NAMESPACES,
+        Some(m) => m,
+    };
+    app.create_subsystem(&p.nqn, &serial, &model, p.allow_any_host.unwrap_or(false), max)?;
+    Ok(Value::Bool(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NqnOnly {
+    nqn: String,
+    tgt_name: Option<String>,
+}
+
+pub(super) fn nvmf_delete_subsystem(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: NqnOnly = decode(params)?;
+    let _ = p.tgt_name;
+    app.delete_subsystem(nqn(&p.nqn))?;
+    Ok(Value::Bool(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NsParams {
+    bdev_name: String,
+    nsid: Option<u32>,
+    nguid: Option<String>,
+    eui64: Option<String>,
+    uuid: Option<String>,
+    ptpl_file: Option<String>,
+    anagrpid: Option<u32>,
+    no_auto_visible: Option<bool>,
+    hide_metadata: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddNs {
+    nqn: String,
+    namespace: NsParams,
+    tgt_name: Option<String>,
+}
+
+pub(super) fn nvmf_subsystem_add_ns(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: AddNs = decode(params)?;
+    let _ = p.tgt_name;
+    let ns = p.namespace;
+    if ns.nguid.is_some() || ns.eui64.is_some() || ns.uuid.is_some() || ns.ptpl_file.is_some() {
+        return Err(RpcError::invalid(
+            "Invalid parameters: lull derives NGUID and UUID from the bdev; nguid, eui64, uuid and ptpl_file cannot be set",
+        ));
+    }
+    if ns.anagrpid.is_some_and(|a| a > 1) || ns.no_auto_visible == Some(true) || ns.hide_metadata == Some(true) {
+        return Err(RpcError::invalid(
+            "Invalid parameters: anagrpid, no_auto_visible and hide_metadata are not supported by lull",
+        ));
+    }
+    let nsid = app.add_namespace(&p.nqn, &ns.bdev_name, ns.nsid.unwrap_or(0))?;
+    Ok(json!(nsid))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveNs {
+    nqn: String,
+    nsid: u32,
+    tgt_name: Option<String>,
+}
+
+pub(super) fn nvmf_subsystem_remove_ns(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: RemoveNs = decode(params)?;
+    let _ = p.tgt_name;
+    app.remove_namespace(&p.nqn, p.nsid)?;
+    Ok(Value::Bool(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenAddress {
+    trtype: String,
+    adrfam: Option<String>,
+    traddr: String,
+    trsvcid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerParams {
+    nqn: String,
+    listen_address: ListenAddress,
+    tgt_name: Option<String>,
+    secure_channel: Option<bool>,
+    ana_state: Option<String>,
+    sock_impl: Option<String>,
+    anagrpid: Option<u32>,
+    numa_id: Option<i64>,
+}
+
+fn listener_addr(p: &ListenerParams) -> Result<std::net::SocketAddr, RpcError> {
+    let a = &p.listen_address;
+    tcp(&a.trtype)?;
+    let Some(svc) = &a.trsvcid else {
+        return Err(RpcError::invalid(
+            "Invalid parameters: trsvcid (the port) is required for TCP",
+        ));
+    };
+    let addr = socket_addr(&a.traddr, svc)?;
+    if let Some(f) = &a.adrfam {
+        let ok = match f.to_ascii_lowercase().as_str() {
+            "ipv4" => addr.is_ipv4(),
+            "ipv6" => addr.is_ipv6(),
+            _ => false,
+        };
+        if !ok {
+            return Err(RpcError::invalid(format!(
+                "Invalid parameters: adrfam {f} does not fit traddr {}",
+                a.traddr
+            )));
+        }
+    }
+    if p.secure_channel == Some(true) {
+        return Err(RpcError::invalid(
+            "Invalid parameters: secure_channel (TLS) is not supported by lull",
+        ));
+    }
+    let _ = (&p.tgt_name, &p.ana_state, &p.sock_impl, p.anagrpid, p.numa_id);
+    Ok(addr)
+}
+
+pub(super) fn nvmf_subsystem_add_listener(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: ListenerParams = decode(params)?;
+    let addr = listener_addr(&p)?;
+    app.add_listener(nqn(&p.nqn), addr)?;
+    Ok(Value::Bool(true))
+}
+
+pub(super) fn nvmf_subsystem_remove_listener(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: ListenerParams = decode(params)?;
+    let addr = listener_addr(&p)?;
+    app.remove_listener(nqn(&p.nqn), addr)?;
+    Ok(Value::Bool(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostParams {
+    nqn: String,
+    host: String,
+    tgt_name: Option<String>,
+    psk: Option<String>,
+    dhchap_key: Option<String>,
+    dhchap_ctrlr_key: Option<String>,
+}
+
+fn host_params(params: Value) -> Result<HostParams, RpcError> {
+    let p: HostParams = decode(params)?;
+    if p.psk.is_some() || p.dhchap_key.is_some() || p.dhchap_ctrlr_key.is_some() {
+        return Err(RpcError::invalid(
+            "Invalid parameters: psk and DH-HMAC-CHAP keys are not supported by lull",
+        ));
+    }
+    let _ = &p.tgt_name;
+    Ok(p)
+}
+
+pub(super) fn nvmf_subsystem_add_host(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p = host_params(params)?;
+    app.add_host(&p.nqn, &p.host)?;
+    Ok(Value::Bool(true))
+}
+
+pub(super) fn nvmf_subsystem_remove_host(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p = host_params(params)?;
+    app.remove_host(&p.nqn, &p.host)?;
+    Ok(Value::Bool(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowAny {
+    nqn: String,
+    allow_any_host: bool,
+    tgt_name: Option<String>,
+}
+
+pub(super) fn nvmf_subsystem_allow_any_host(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: AllowAny = decode(params)?;
+    let _ = p.tgt_name;
+    app.allow_any_host(&p.nqn, p.allow_any_host)?;
+    Ok(Value::Bool(true))
+}
+
+pub(super) fn nvmf_get_subsystems(app: &App, params: Value) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        nqn: Option<String>,
+        tgt_name: Option<String>,
+    }
+    let p: P = decode(params)?;
+    let _ = p.tgt_name;
+    let want = p.nqn.as_deref().map(nqn);
+    let target = app.target();
+    let all_ports = target.listeners();
+    let subs: Vec<_> = target
+        .subsystems()
+        .into_iter()
+        .filter(|s| want.is_none_or(|w| w == s.nqn))
+        .collect();
+    if let Some(w) = want
+        && subs.is_empty()
+    {
+        return Err(RpcError {
+            code: code::ENODEV,
+            message: format!("subsystem {w} does not exist: No such device"),
+        });
+    }
+    let out: Vec<Value> = subs
+        .iter()
+        .map(|s| {
+            let access = s.access().clone();
+            let ports: Vec<std::net::SocketAddr> = all_ports
+                .iter()
+                .copied()
+                .filter(|a| target.reachable(s, *a))
+                .collect();
+            let listen: Vec<Value> = ports
+                .iter()
+                .map(|a| {
+                    json!({"trtype": "TCP", "adrfam": adrfam(a), "traddr": a.ip().to_string(), "trsvcid": a.port().to_string()})
+                })
+                .collect();
+            let mut v = json!({
+                "nqn": s.nqn,
+                "subtype": if s.kind == SubsystemKind::Discovery { "Discovery" } else { "NVMe" },
+                "listen_addresses": listen,
+                "allow_any_host": access.allow_any_host,
+                "hosts": access.hosts.iter().map(|h| json!({"nqn": h})).collect::<Vec<_>>(),
+            });
+            if s.kind == SubsystemKind::Nvm {
+                let namespaces: Vec<Value> = s
+                    .namespaces()
+                    .iter()
+                    .map(|n| {
+                        json!({
+                            "nsid": n.nsid,
+                            "bdev_name": n.bdev.name(),
+                            "name": n.bdev.name(),
+                            "nguid": n.nguid.iter().map(|b| format!("{b:02X}")).collect::<String>(),
+                            "uuid": uuid_string(&n.uuid),
+                        })
+                    })
+                    .collect();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("serial_number".into(), json!(s.serial));
+                    o.insert("model_number".into(), json!(s.model));
+                    o.insert("max_namespaces".into(), json!(s.max_namespaces));
+                    o.insert("min_cntlid".into(), json!(1));
+                    o.insert("max_cntlid".into(), json!(0xFFEF));
+                    o.insert("namespaces".into(), Value::Array(namespaces));
+                }
+            }
+            v
+        })
+        .collect();
+    Ok(Value::Array(out))
+}

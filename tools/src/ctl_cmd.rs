@@ -1,0 +1,669 @@
+//! The commands that talk to a running `lull target` over its JSON-RPC
+//! socket: `status`, `mode`, `set`/`get`, `bdev`, `subsystem`, `rpc`.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Where the daemon listens.
+#[derive(Args, Debug, Clone)]
+pub struct Socket {
+    /// The daemon's JSON-RPC socket.
+    #[arg(short = 'r', long = "rpc-socket", value_name = "PATH", default_value = lull_engine::config::DEFAULT_RPC_SOCKET, global = true)]
+    pub rpc_socket: PathBuf,
+}
+
+/// One JSON-RPC connection to the daemon.
+pub struct Client {
+    stream: UnixStream,
+    next_id: u64,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects.
+    ///
+    /// # Errors
+    /// One line naming the socket and what to check.
+    pub fn connect(path: &Path) -> Result<Client, String> {
+        let stream = UnixStream::connect(path).map_err(|e| {
+            format!(
+                "cannot reach the daemon at {}: {e} (is `lull target` running? -r/--rpc-socket picks another socket)",
+                path.display()
+            )
+        })?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+        Ok(Client {
+            stream,
+            next_id: 1,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Calls `method` and returns its result.
+    ///
+    /// # Errors
+    /// `RPC error CODE: MESSAGE` from the daemon, or the transport failure.
+    pub fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut req = json!({"jsonrpc": "2.0", "method": method, "id": id});
+        if !params.is_null() {
+            req["params"] = params;
+        }
+        self.stream
+            .write_all(req.to_string().as_bytes())
+            .map_err(|e| format!("{method}: cannot send: {e}"))?;
+        let resp = self.read_one().map_err(|e| format!("{method}: {e}"))?;
+        if let Some(err) = resp.get("error") {
+            let code = err.get("code").and_then(Value::as_i64).unwrap_or(0);
+            let msg = err.get("message").and_then(Value::as_str).unwrap_or("(no message)");
+            return Err(format!("{method}: RPC error {code}: {msg}"));
+        }
+        resp.get("result")
+            .cloned()
+            .ok_or_else(|| format!("{method}: the answer has neither result nor error"))
+    }
+
+    fn read_one(&mut self) -> Result<Value, String> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let start = self
+                .buf
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(self.buf.len());
+            self.buf.drain(..start);
+            if !self.buf.is_empty() {
+                let mut it = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
+                match it.next() {
+                    Some(Ok(v)) => {
+                        let used = it.byte_offset();
+                        self.buf.drain(..used);
+                        return Ok(v);
+                    }
+                    Some(Err(e)) if !e.is_eof() => return Err(format!("malformed answer: {e}")),
+                    _ => {}
+                }
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("the daemon closed the connection".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("no answer: {e}")),
+            }
+        }
+    }
+}
+
+fn call(sock: &Socket, method: &str, params: Value) -> Result<Value, String> {
+    Client::connect(&sock.rpc_socket)?.call(method, params)
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
+}
+
+// ---- status ----
+
+/// `lull status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Sampling window for the rates, ms (100 to 60000).
+    #[arg(long, default_value_t = 1000, value_parser = crate::ranged(100, 60_000))]
+    interval_ms: u64,
+    #[command(flatten)]
+    socket: Socket,
+}
+
+fn field(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Per-core rates over two `lull_get_status` samples.
+fn rates(a: &Value, b: &Value) -> Vec<Value> {
+    let empty = vec![];
+    let ra = a.get("reactors").and_then(Value::as_array).unwrap_or(&empty);
+    let rb = b.get("reactors").and_then(Value::as_array).unwrap_or(&empty);
+    ra.iter()
+        .zip(rb)
+        .map(|(x, y)| {
+            let wall = (field(y, "taken_at_ns").saturating_sub(field(x, "taken_at_ns"))).max(1) as f64;
+            let d = |k: &str| field(y, k).saturating_sub(field(x, k)) as f64;
+            let secs = wall / 1e9;
+            json!({
+                "core": field(y, "lcore"),
+                "mode": y.get("mode").cloned().unwrap_or(Value::Null),
+                "policy": y.get("policy").cloned().unwrap_or(Value::Null),
+                "interrupt_mode_enabled": y.get("interrupt_mode_enabled").cloned().unwrap_or(Value::Null),
+                "busy_pct": 100.0 * d("busy_ns") / wall,
+                "cpu_pct": 100.0 * d("thread_cpu_ns") / wall,
+                "wakeups_per_sec": d("wakeups") / secs,
+                "connections": field(y, "queues"),
+                "iops": (d("reads") + d("writes")) / secs,
+                "mib_per_sec": (d("bytes_read") + d("bytes_written")) / secs / 1048576.0,
+            })
+        })
+        .collect()
+}
+
+/// Runs `lull status`.
+///
+/// # Errors
+/// The daemon unreachable, or its error.
+pub fn status(a: StatusArgs) -> Result<(), String> {
+    let mut c = Client::connect(&a.socket.rpc_socket)?;
+    let first = c.call("lull_get_status", Value::Null)?;
+    std::thread::sleep(Duration::from_millis(a.interval_ms));
+    let second = c.call("lull_get_status", Value::Null)?;
+    let rows = rates(&first, &second);
+    if a.json {
+        let mut out = second.clone();
+        out["rates"] = Value::Array(rows);
+        out["interval_ms"] = json!(a.interval_ms);
+        print_json(&out);
+        return Ok(());
+    }
+    println!(
+        "lull {} (pid {}), up {} s; mode policy {}, idle_poll_us {}; {} subsystem(s), {} controller(s), {} NVMe controller(s) attached; listening on {}",
+        second["version"].as_str().unwrap_or("?"),
+        field(&second, "pid"),
+        field(&second, "uptime_ms") / 1000,
+        second["mode_policy"].as_str().unwrap_or("?"),
+        field(&second, "idle_poll_us"),
+        field(&second, "subsystems"),
+        field(&second, "controllers"),
+        field(&second, "nvme_controllers"),
+        second["listeners"]
+            .as_array()
+            .map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "nothing".into()),
+    );
+    println!(
+        "{:>5} {:>10} {:>10} {:>7} {:>7} {:>10} {:>11} {:>10} {:>9}",
+        "core", "mode", "policy", "busy%", "cpu%", "wakeups/s", "connections", "IOPS", "MiB/s"
+    );
+    for r in rows {
+        println!(
+            "{:>5} {:>10} {:>10} {:>7.1} {:>7.1} {:>10.0} {:>11} {:>10.0} {:>9.1}",
+            r["core"].as_u64().unwrap_or(0),
+            r["mode"].as_str().unwrap_or("?"),
+            r["policy"].as_str().unwrap_or("?"),
+            r["busy_pct"].as_f64().unwrap_or(0.0),
+            r["cpu_pct"].as_f64().unwrap_or(0.0),
+            r["wakeups_per_sec"].as_f64().unwrap_or(0.0),
+            r["connections"].as_u64().unwrap_or(0),
+            r["iops"].as_f64().unwrap_or(0.0),
+            r["mib_per_sec"].as_f64().unwrap_or(0.0),
+        );
+    }
+    Ok(())
+}
+
+// ---- mode ----
+
+/// `lull mode`.
+#[derive(Args, Debug)]
+pub struct ModeArgs {
+    #[command(subcommand)]
+    what: ModeCmd,
+    #[command(flatten)]
+    socket: Socket,
+}
+
+#[derive(Subcommand, Debug)]
+enum ModeCmd {
+    /// Set the mode policy of every core, or of one with --core.
+    ///
+    /// Example: lull mode set adaptive; lull mode set poll --core 2
+    Set {
+        /// poll, interrupt, hybrid or adaptive.
+        #[arg(value_parser = ["poll", "interrupt", "hybrid", "adaptive"])]
+        mode: String,
+        /// Only this CPU's reactor.
+        #[arg(long)]
+        core: Option<usize>,
+    },
+    /// Show the policy and thresholds.
+    Get,
+}
+
+/// Runs `lull mode`.
+///
+/// # Errors
+/// The daemon unreachable, or its error.
+pub fn mode(a: ModeArgs) -> Result<(), String> {
+    match a.what {
+        ModeCmd::Set { mode, core } => {
+            let mut p = json!({ "mode": mode });
+            if let Some(c) = core {
+                p["core"] = json!(c);
+            }
+            call(&a.socket, "lull_reactor_set_mode", p)?;
+            match core {
+                Some(c) => eprintln!("core {c}: mode policy {mode}"),
+                None => eprintln!("every core: mode policy {mode}"),
+            }
+        }
+        ModeCmd::Get => print_json(&call(&a.socket, "lull_supervisor_get_config", Value::Null)?),
+    }
+    Ok(())
+}
+
+// ---- set / get ----
+
+/// `lull set NAME VALUE`.
+#[derive(Args, Debug)]
+pub struct SetArgs {
+    /// The setting: nvme_ioq_poll_period_us, nvme_adminq_poll_period_us, idle_poll_us,
+    /// mode_policy, interrupt_mode, supervisor_interval_ms, adaptive_high_mark,
+    /// adaptive_low_mark, adaptive_up_samples, adaptive_down_samples, keep_alive_timeout_ms,
+    /// reconnect_delay_sec, ctrlr_loss_timeout_sec, fast_io_fail_timeout_sec, timeout_us,
+    /// bdev_retry_count, io_queue_size (Longhorn's names are accepted too).
+    name: String,
+    /// Its value (a number, true/false, or a word).
+    #[arg(allow_negative_numbers = true)]
+    value: String,
+    #[command(flatten)]
+    socket: Socket,
+}
+
+/// Runs `lull set`.
+///
+/// # Errors
+/// The daemon's error names the setting and the range.
+pub fn set(a: SetArgs) -> Result<(), String> {
+    let v: Value = serde_json::from_str(&a.value).unwrap_or_else(|_| Value::String(a.value.clone()));
+    let name = a.name.replace('-', "_");
+    let name = match name.as_str() {
+        "data_engine_interrupt_mode_enabled" => "data-engine-interrupt-mode-enabled".to_string(),
+        "data_engine_nvme_ioq_poll_period_us" => "data-engine-nvme-ioq-poll-period-us".to_string(),
+        _ => name,
+    };
+    let mut p = serde_json::Map::new();
+    p.insert(name.clone(), v.clone());
+    call(&a.socket, "lull_set_options", Value::Object(p))?;
+    eprintln!("{name} = {v}");
+    Ok(())
+}
+
+/// `lull get [NAME]`.
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// One setting (default: all).
+    name: Option<String>,
+    #[command(flatten)]
+    socket: Socket,
+}
+
+/// Runs `lull get`.
+///
+/// # Errors
+/// The daemon unreachable, or an unknown name.
+pub fn get(a: GetArgs) -> Result<(), String> {
+    let all = call(&a.socket, "lull_get_options", Value::Null)?;
+    match a.name {
+        None => print_json(&all),
+        Some(n) => {
+            let v = all
+                .get(n.replace('-', "_"))
+                .ok_or_else(|| format!("no setting `{n}` (lull get lists them)"))?;
+            println!("{v}");
+        }
+    }
+    Ok(())
+}
+
+// ---- bdev ----
+
+/// `lull bdev`.
+#[derive(Args, Debug)]
+pub struct BdevArgs {
+    #[command(subcommand)]
+    what: BdevCmd,
+    #[command(flatten)]
+    socket: Socket,
+}
+
+#[derive(Subcommand, Debug)]
+enum BdevCmd {
+    /// List bdevs (SPDK's bdev_get_bdevs).
+    List {
+        /// Print the JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A RAM bdev. Example: lull bdev malloc Malloc0 256MiB
+    Malloc {
+        /// Name.
+        name: String,
+        /// Size (bytes, or with KiB/MiB/GiB/TiB).
+        #[arg(value_parser = lull_engine::config::parse_size)]
+        size: u64,
+        /// Block size, bytes (512 or 4096).
+        #[arg(long, default_value_t = 512)]
+        block_size: u32,
+    },
+    /// A null bdev (reads zeroes, discards writes). Example: lull bdev null Null0 1GiB
+    Null {
+        /// Name.
+        name: String,
+        /// Size.
+        #[arg(value_parser = lull_engine::config::parse_size)]
+        size: u64,
+        /// Block size, bytes (512 or 4096).
+        #[arg(long, default_value_t = 512)]
+        block_size: u32,
+    },
+    /// A file or block device on io_uring. Example: lull bdev uring Disk0 /dev/nvme1n1
+    Uring {
+        /// Name.
+        name: String,
+        /// The file or block device (it must exist).
+        filename: PathBuf,
+        /// Block size, bytes (512 or 4096).
+        #[arg(long, default_value_t = 512)]
+        block_size: u32,
+    },
+    /// Delete a malloc, null or uring bdev (its namespaces go with it).
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+fn blocks(size: u64, block_size: u32) -> Result<u64, String> {
+    if block_size == 0 || !size.is_multiple_of(u64::from(block_size)) {
+        return Err(format!("size {size} is not a multiple of the block size {block_size}"));
+    }
+    Ok(size / u64::from(block_size))
+}
+
+/// Runs `lull bdev`.
+///
+/// # Errors
+/// The daemon's error.
+pub fn bdev(a: BdevArgs) -> Result<(), String> {
+    let s = &a.socket;
+    match a.what {
+        BdevCmd::List { json } => {
+            let v = call(s, "bdev_get_bdevs", Value::Null)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{:<20} {:<14} {:>12} {:>6} {:>10} claimed",
+                    "name", "product", "blocks", "bs", "MiB"
+                );
+                for b in v.as_array().into_iter().flatten() {
+                    let (n, bs) = (field(b, "num_blocks"), field(b, "block_size"));
+                    println!(
+                        "{:<20} {:<14} {:>12} {:>6} {:>10} {}",
+                        b["name"].as_str().unwrap_or("?"),
+                        b["product_name"].as_str().unwrap_or("?"),
+                        n,
+                        bs,
+                        n * bs / 1048576,
+                        b["claimed"]
+                    );
+                }
+            }
+        }
+        BdevCmd::Malloc { name, size, block_size } => {
+            let r = call(
+                s,
+                "bdev_malloc_create",
+                json!({"name": name, "num_blocks": blocks(size, block_size)?, "block_size": block_size}),
+            )?;
+            println!("{}", r.as_str().unwrap_or_default());
+        }
+        BdevCmd::Null { name, size, block_size } => {
+            let r = call(
+                s,
+                "bdev_null_create",
+                json!({"name": name, "num_blocks": blocks(size, block_size)?, "block_size": block_size}),
+            )?;
+            println!("{}", r.as_str().unwrap_or_default());
+        }
+        BdevCmd::Uring {
+            name,
+            filename,
+            block_size,
+        } => {
+            let r = call(
+                s,
+                "bdev_uring_create",
+                json!({"name": name, "filename": filename, "block_size": block_size}),
+            )?;
+            println!("{}", r.as_str().unwrap_or_default());
+        }
+        BdevCmd::Delete { name } => {
+            let list = call(s, "bdev_get_bdevs", json!({ "name": name }))?;
+            let product = list[0]["product_name"].as_str().unwrap_or("");
+            let method = match product {
+                "Malloc disk" => "bdev_malloc_delete",
+                "Null disk" => "bdev_null_delete",
+                "URING bdev" => "bdev_uring_delete",
+                other => {
+                    return Err(format!(
+                        "bdev {name} is a {other}; detach its NVMe controller instead (bdev_nvme_detach_controller)"
+                    ));
+                }
+            };
+            call(s, method, json!({ "name": name }))?;
+        }
+    }
+    Ok(())
+}
+
+// ---- subsystem ----
+
+/// `lull subsystem`.
+#[derive(Args, Debug)]
+pub struct SubsystemArgs {
+    #[command(subcommand)]
+    what: SubsystemCmd,
+    #[command(flatten)]
+    socket: Socket,
+}
+
+#[derive(Subcommand, Debug)]
+enum SubsystemCmd {
+    /// List subsystems (SPDK's nvmf_get_subsystems).
+    List,
+    /// Create one. Example: lull subsystem create nqn.2024-01.io.lull:vol1 --allow-any-host
+    Create {
+        /// NQN.
+        nqn: String,
+        /// Serial number (1-20 ASCII characters).
+        #[arg(long)]
+        serial: Option<String>,
+        /// Model number (1-40 ASCII characters).
+        #[arg(long)]
+        model: Option<String>,
+        /// Any host may connect.
+        #[arg(long)]
+        allow_any_host: bool,
+        /// Most namespaces (1 to 1024).
+        #[arg(long)]
+        max_namespaces: Option<u32>,
+    },
+    /// Delete one (its controllers are disconnected).
+    Delete {
+        /// NQN.
+        nqn: String,
+    },
+    /// Add a bdev as a namespace. Example: lull subsystem add-ns nqn.2024-01.io.lull:vol1 Malloc0
+    AddNs {
+        /// NQN.
+        nqn: String,
+        /// Bdev.
+        bdev: String,
+        /// NSID (default: the lowest free).
+        #[arg(long)]
+        nsid: Option<u32>,
+    },
+    /// Remove a namespace.
+    RemoveNs {
+        /// NQN.
+        nqn: String,
+        /// NSID.
+        nsid: u32,
+    },
+    /// Listen for it on ADDR:PORT (creating the TCP transport if needed).
+    /// Example: lull subsystem add-listener nqn.2024-01.io.lull:vol1 0.0.0.0:4420
+    AddListener {
+        /// NQN (or `discovery`).
+        nqn: String,
+        /// ADDR:PORT.
+        addr: String,
+    },
+    /// Stop listening for it on ADDR:PORT.
+    RemoveListener {
+        /// NQN (or `discovery`).
+        nqn: String,
+        /// ADDR:PORT.
+        addr: String,
+    },
+    /// Allow a host.
+    AddHost {
+        /// NQN.
+        nqn: String,
+        /// Host NQN.
+        host: String,
+    },
+    /// Disallow a host (its controllers are disconnected).
+    RemoveHost {
+        /// NQN.
+        nqn: String,
+        /// Host NQN.
+        host: String,
+    },
+    /// Let any host connect, or (with --no) only the listed ones.
+    AllowAnyHost {
+        /// NQN.
+        nqn: String,
+        /// Turn it off.
+        #[arg(long)]
+        no: bool,
+    },
+}
+
+fn listen_address(addr: &str) -> Result<Value, String> {
+    let a = lull_engine::config::parse_addr(addr).map_err(|e| format!("`{addr}`: {e}"))?;
+    Ok(json!({
+        "trtype": "TCP",
+        "adrfam": if a.is_ipv4() { "IPv4" } else { "IPv6" },
+        "traddr": a.ip().to_string(),
+        "trsvcid": a.port().to_string(),
+    }))
+}
+
+/// Runs `lull subsystem`.
+///
+/// # Errors
+/// The daemon's error.
+pub fn subsystem(a: SubsystemArgs) -> Result<(), String> {
+    let s = &a.socket;
+    match a.what {
+        SubsystemCmd::List => print_json(&call(s, "nvmf_get_subsystems", Value::Null)?),
+        SubsystemCmd::Create {
+            nqn,
+            serial,
+            model,
+            allow_any_host,
+            max_namespaces,
+        } => {
+            let mut p = json!({"nqn": nqn, "allow_any_host": allow_any_host});
+            if let Some(v) = serial {
+                p["serial_number"] = json!(v);
+            }
+            if let Some(v) = model {
+                p["model_number"] = json!(v);
+            }
+            if let Some(v) = max_namespaces {
+                p["max_namespaces"] = json!(v);
+            }
+            call(s, "nvmf_create_subsystem", p)?;
+        }
+        SubsystemCmd::Delete { nqn } => {
+            call(s, "nvmf_delete_subsystem", json!({ "nqn": nqn }))?;
+        }
+        SubsystemCmd::AddNs { nqn, bdev, nsid } => {
+            let mut ns = json!({ "bdev_name": bdev });
+            if let Some(n) = nsid {
+                ns["nsid"] = json!(n);
+            }
+            let r = call(s, "nvmf_subsystem_add_ns", json!({"nqn": nqn, "namespace": ns}))?;
+            println!("{r}");
+        }
+        SubsystemCmd::RemoveNs { nqn, nsid } => {
+            call(s, "nvmf_subsystem_remove_ns", json!({"nqn": nqn, "nsid": nsid}))?;
+        }
+        SubsystemCmd::AddListener { nqn, addr } => {
+            let mut c = Client::connect(&s.rpc_socket)?;
+            let transports = c.call("nvmf_get_transports", Value::Null)?;
+            if transports.as_array().is_none_or(Vec::is_empty) {
+                c.call("nvmf_create_transport", json!({"trtype": "TCP"}))?;
+            }
+            c.call(
+                "nvmf_subsystem_add_listener",
+                json!({"nqn": nqn, "listen_address": listen_address(&addr)?}),
+            )?;
+        }
+        SubsystemCmd::RemoveListener { nqn, addr } => {
+            call(
+                s,
+                "nvmf_subsystem_remove_listener",
+                json!({"nqn": nqn, "listen_address": listen_address(&addr)?}),
+            )?;
+        }
+        SubsystemCmd::AddHost { nqn, host } => {
+            call(s, "nvmf_subsystem_add_host", json!({"nqn": nqn, "host": host}))?;
+        }
+        SubsystemCmd::RemoveHost { nqn, host } => {
+            call(s, "nvmf_subsystem_remove_host", json!({"nqn": nqn, "host": host}))?;
+        }
+        SubsystemCmd::AllowAnyHost { nqn, no } => {
+            call(
+                s,
+                "nvmf_subsystem_allow_any_host",
+                json!({"nqn": nqn, "allow_any_host": !no}),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+// ---- rpc ----
+
+/// `lull rpc METHOD [PARAMS]`.
+#[derive(Args, Debug)]
+pub struct RpcArgs {
+    /// Method, e.g. nvmf_get_subsystems (lull rpc rpc_get_methods lists them).
+    method: String,
+    /// Parameters as a JSON object, e.g. '{"name":"Malloc0"}'.
+    params: Option<String>,
+    #[command(flatten)]
+    socket: Socket,
+}
+
+/// Runs `lull rpc`.
+///
+/// # Errors
+/// Bad JSON, or the daemon's error.
+pub fn rpc(a: RpcArgs) -> Result<(), String> {
+    let params = match &a.params {
+        None => Value::Null,
+        Some(p) => serde_json::from_str(p).map_err(|e| format!("params: not JSON: {e}"))?,
+    };
+    print_json(&call(&a.socket, &a.method, params)?);
+    Ok(())
+}

@@ -327,6 +327,7 @@ impl App {
         for (nqn, nsid) in self.claims(name) {
             if let Some(s) = self.target.subsystem(&nqn) {
                 let _ = s.remove_namespace(nsid);
+                self.notify_namespace_changed(&s, nsid);
                 tracing::info!(bdev = name, subnqn = %nqn, nsid, "namespace removed with its bdev");
             }
         }
@@ -422,8 +423,19 @@ impl App {
             .bdev(bdev)
             .ok_or_else(|| AppError::NotFound(format!("bdev {bdev} does not exist")))?;
         let nsid = s.add_namespace(nsid, b.bdev).map_err(AppError::InvalidParams)?;
+        self.notify_namespace_changed(&s, nsid);
         tracing::info!(subnqn = nqn, bdev, nsid, "namespace added");
         Ok(nsid)
+    }
+
+    /// Tells every controller of `s` that namespace `nsid` changed
+    /// (Namespace Attribute Changed notice, log page 04h).
+    fn notify_namespace_changed(&self, s: &Arc<Subsystem>, nsid: u32) {
+        for c in self.target.controllers() {
+            if Arc::ptr_eq(&c.subsystem, s) {
+                c.namespace_changed(nsid);
+            }
+        }
     }
 
     /// Removes namespace `nsid` of `nqn`.
@@ -433,6 +445,7 @@ impl App {
     pub fn remove_namespace(&self, nqn: &str, nsid: u32) -> Result<(), AppError> {
         let s = self.nvm_subsystem(nqn)?;
         s.remove_namespace(nsid).map_err(AppError::InvalidParams)?;
+        self.notify_namespace_changed(&s, nsid);
         tracing::info!(subnqn = nqn, nsid, "namespace removed");
         Ok(())
     }
@@ -603,6 +616,7 @@ impl App {
             for (nqn, nsid) in self.claims(b) {
                 if let Some(s) = self.target.subsystem(&nqn) {
                     let _ = s.remove_namespace(nsid);
+                    self.notify_namespace_changed(&s, nsid);
                 }
             }
             lock(&self.bdevs).remove(b);

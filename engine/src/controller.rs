@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use lull_reactor::{Context, PollerId, ReactorHandle, TimerId};
+use lull_reactor::{Context, PollerId, ReactorHandle, Sender, TimerId};
 use lull_transport::conn::{Completer, QueueHandler};
 use lull_transport::fabrics::{
     ConnectCmd, ConnectData, InvalidParameter, PropertyCmd, connect_offset, fctype, property,
@@ -50,7 +50,25 @@ struct State {
     /// Every queue of this controller: (reactor, connection poller) to close them.
     queues: Vec<(u16, ReactorHandle, PollerId)>,
     dead: bool,
+    /// Completes AERs on the admin queue's reactor (its handler holds the queue's completer).
+    aen_tx: Option<Sender<u32>>,
+    /// Events raised while no AER was outstanding: delivered by the next AER.
+    pending_aens: Vec<u32>,
+    /// NSIDs whose attributes changed since the host last read log page 04h.
+    changed_ns: Vec<u32>,
+    /// A Namespace Attribute Changed notice was sent and the host has not read
+    /// log page 04h yet: further changes are recorded, not notified (NVMe Base
+    /// 2.0 section 5.2: an event type is masked until its log page is read).
+    ns_notice_masked: bool,
 }
+
+/// Completion DW0 of a Namespace Attribute Changed notice (NVMe Base 2.0
+/// figure 150): event type 2h (Notice), information 00h, log page 04h.
+const AEN_NS_ATTRIBUTE_CHANGED: u32 = 0x0004_0002;
+/// AEC bit: Namespace Attribute Notices enabled (NVMe Base 2.0 figure 320).
+const AEC_NS_ATTRIBUTE: u32 = 1 << 8;
+/// At most this many NSIDs are listed in log page 04h; more make it FFFFFFFFh.
+const CHANGED_NS_MAX: usize = 1024;
 
 /// One controller.
 pub struct Controller {
@@ -100,6 +118,50 @@ impl Controller {
 
     fn is_dead(&self) -> bool {
         self.state().dead
+    }
+
+    /// Records that namespace `nsid` was added or removed and, when the host
+    /// enabled Namespace Attribute Notices and none is unacknowledged, sends
+    /// one (completing an outstanding AER, or the next one).
+    pub fn namespace_changed(&self, nsid: u32) {
+        let mut s = self.state();
+        if s.dead || s.aec & AEC_NS_ATTRIBUTE == 0 {
+            return;
+        }
+        if !s.changed_ns.contains(&nsid) {
+            s.changed_ns.push(nsid);
+        }
+        if s.ns_notice_masked {
+            return;
+        }
+        s.ns_notice_masked = true;
+        let tx = s.aen_tx.clone();
+        drop(s);
+        if let Some(tx) = tx
+            && tx.try_send(AEN_NS_ATTRIBUTE_CHANGED).is_err()
+        {
+            tracing::warn!(cntlid = self.cntlid, "Namespace Attribute Changed notice not delivered");
+        }
+    }
+
+    /// Log page 04h and, unless `retain` (RAE), the end of the notice's mask.
+    fn take_changed_namespaces(&self, retain: bool) -> Vec<u8> {
+        let mut s = self.state();
+        let mut b = vec![0u8; 4096];
+        if s.changed_ns.len() > CHANGED_NS_MAX {
+            b[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        } else {
+            let mut list = s.changed_ns.clone();
+            list.sort_unstable();
+            for (i, nsid) in list.iter().enumerate() {
+                b[i * 4..i * 4 + 4].copy_from_slice(&nsid.to_le_bytes());
+            }
+        }
+        if !retain {
+            s.changed_ns.clear();
+            s.ns_notice_masked = false;
+        }
+        b
     }
 }
 
@@ -158,7 +220,7 @@ impl QueueBinding {
         }
     }
 
-    fn connect(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: &Command) -> Cqe {
+    fn connect(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: &Command, later: &Completer) -> Cqe {
         let cid = cmd.sqe.cid();
         let c = ConnectCmd::parse(&cmd.sqe);
         let invalid = |p: InvalidParameter| Cqe {
@@ -233,6 +295,10 @@ impl QueueBinding {
                     aers: Vec::new(),
                     queues: Vec::new(),
                     dead: false,
+                    aen_tx: None,
+                    pending_aens: Vec::new(),
+                    changed_ns: Vec::new(),
+                    ns_notice_masked: false,
                 }),
             }) else {
                 return Cqe {
@@ -242,6 +308,30 @@ impl QueueBinding {
                 };
             };
             self.arm_keep_alive(cx, &ctrl, kato);
+            let weak = Arc::downgrade(&ctrl);
+            let later = later.clone();
+            let tx = cx.channel(8, move |cx: &mut Context, dw0: u32| {
+                let Some(ctrl) = weak.upgrade() else { return };
+                let mut s = ctrl.state();
+                if s.dead {
+                    return;
+                }
+                if s.aers.is_empty() {
+                    s.pending_aens.push(dw0);
+                } else {
+                    let cid = s.aers.remove(0);
+                    drop(s);
+                    later.complete(
+                        cx,
+                        Cqe {
+                            cid,
+                            dw0,
+                            ..Cqe::default()
+                        },
+                    );
+                }
+            });
+            ctrl.state().aen_tx = Some(tx);
             ctrl
         } else {
             let Some(ctrl) = self.target.controller(data.cntlid) else {
@@ -482,7 +572,7 @@ impl QueueBinding {
                     (lid::ERROR, _) => logpage::error_log(),
                     (lid::SMART, false) => logpage::smart(&ctrl.subsystem),
                     (lid::FIRMWARE_SLOT, false) => logpage::firmware_slot(),
-                    (lid::CHANGED_NS, false) => logpage::changed_namespaces(),
+                    (lid::CHANGED_NS, false) => ctrl.take_changed_namespaces(cdw10 & (1 << 15) != 0),
                     (lid::COMMANDS_EFFECTS, false) => logpage::commands_effects(),
                     (lid::DISCOVERY, true) => self.target.discovery_log(&ctrl.hostnqn),
                     _ => {
@@ -567,9 +657,17 @@ impl QueueBinding {
                         status: status::AER_LIMIT_EXCEEDED,
                         ..Cqe::default()
                     });
-                } else {
-                    // Held until an event occurs; lull raises none yet, so it stays outstanding.
+                } else if s.pending_aens.is_empty() {
+                    // Held until an event occurs (see Controller::namespace_changed).
                     s.aers.push(cid);
+                } else {
+                    let dw0 = s.pending_aens.remove(0);
+                    drop(s);
+                    q.complete(Cqe {
+                        cid,
+                        dw0,
+                        ..Cqe::default()
+                    });
                 }
             }
             admin_opc::ABORT => {
@@ -592,7 +690,7 @@ impl QueueHandler for QueueBinding {
     fn on_command(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: Command, later: &Completer) {
         let Some(ctrl) = self.ctrl.clone() else {
             let cqe = if TargetQueue::is_fabrics_connect(&cmd.sqe) {
-                self.connect(cx, q, &cmd)
+                self.connect(cx, q, &cmd, later)
             } else {
                 // Nothing but Connect is allowed before Connect.
                 Cqe {

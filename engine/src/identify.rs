@@ -56,6 +56,9 @@ pub fn controller(id: &ControllerIdentity<'_>) -> Vec<u8> {
     b[260] = 1 << 1 | 1; // FRMW: slot 1 read-only, 1 slot
     b[261] = 1 << 1 | 1 << 2; // LPA: commands supported and effects log, extended data
     b[320..322].copy_from_slice(&KAS.to_le_bytes());
+    if s.kind == SubsystemKind::Nvm {
+        b[92..96].copy_from_slice(&(1u32 << 8).to_le_bytes()); // OAES: Namespace Attribute Notices
+    }
     b[512] = 0x66; // SQES: 64-byte entries
     b[513] = 0x44; // CQES: 16-byte entries
     b[514..516].copy_from_slice(&(lull_transport::target::MAX_SQ_ENTRIES as u16).to_le_bytes()); // MAXCMD

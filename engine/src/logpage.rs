@@ -56,11 +56,6 @@ pub fn firmware_slot() -> Vec<u8> {
     b
 }
 
-/// Changed Namespace List, 4096 bytes (no change recorded).
-pub fn changed_namespaces() -> Vec<u8> {
-    vec![0u8; 4096]
-}
-
 /// Commands Supported and Effects, 4096 bytes: CSUPP for every command lull executes.
 pub fn commands_effects() -> Vec<u8> {
     let mut b = vec![0u8; 4096];

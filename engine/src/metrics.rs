@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -144,6 +143,7 @@ pub fn render(app: &App) -> Result<String, std::fmt::Error> {
 /// A running metrics endpoint; stops on drop.
 pub struct MetricsServer {
     addr: SocketAddr,
+    server: Arc<tiny_http::Server>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -159,8 +159,9 @@ impl MetricsServer {
             .server_addr()
             .to_ip()
             .ok_or_else(|| format!("metrics {addr}: not an IP listener"))?;
+        let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
+        let (stop2, srv) = (stop.clone(), server.clone());
         let thread = std::thread::Builder::new()
             .name("lull-metrics".into())
             .spawn(move || {
@@ -169,12 +170,9 @@ impl MetricsServer {
                     &b"text/plain; version=0.0.4; charset=utf-8"[..],
                 )
                 .ok();
+                // Blocks until a request or `unblock` (no periodic wakeup while idle).
                 while !stop2.load(Ordering::Relaxed) {
-                    let req = match server.recv_timeout(Duration::from_millis(200)) {
-                        Ok(Some(r)) => r,
-                        Ok(None) => continue,
-                        Err(_) => break,
-                    };
+                    let Ok(req) = srv.recv() else { break };
                     let path = req.url().split('?').next().unwrap_or("");
                     let resp = if req.method() != &tiny_http::Method::Get {
                         tiny_http::Response::from_string("only GET\n").with_status_code(405)
@@ -194,6 +192,7 @@ impl MetricsServer {
         tracing::info!(%bound, "Prometheus metrics on /metrics");
         Ok(MetricsServer {
             addr: bound,
+            server,
             stop,
             thread: Some(thread),
         })
@@ -208,6 +207,7 @@ impl MetricsServer {
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.server.unblock();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

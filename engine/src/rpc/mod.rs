@@ -195,15 +195,17 @@ fn handle_text(app: &App, v: &Value) -> Option<Value> {
 
 /// Largest request text accepted, bytes.
 const MAX_REQUEST: usize = 4 << 20;
+/// An RPC connection idle this long is closed.
+const IDLE_CLOSE: Duration = Duration::from_secs(600);
 /// Most connections served at once.
 const MAX_CONNECTIONS: usize = 64;
 
 /// Serves one client until it closes, sends malformed JSON, or idles 10 minutes.
 fn serve_conn(app: &App, mut stream: UnixStream, stop: &AtomicBool) {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    // A blocking read: an idle client costs no wakeups.
+    let _ = stream.set_read_timeout(Some(IDLE_CLOSE));
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
-    let mut idle = Duration::ZERO;
     loop {
         // Answer every complete text in the buffer.
         loop {
@@ -244,16 +246,8 @@ fn serve_conn(app: &App, mut stream: UnixStream, stop: &AtomicBool) {
         }
         match stream.read(&mut chunk) {
             Ok(0) => return,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                idle = Duration::ZERO;
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                idle += Duration::from_millis(200);
-                if idle > Duration::from_secs(600) {
-                    return;
-                }
-            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => return,
         }
@@ -287,9 +281,6 @@ impl RpcServer {
         let listener = UnixListener::bind(path).map_err(|e| format!("rpc_socket {}: {e}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("rpc_socket {}: {e}", path.display()))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("rpc_socket {}: {e}", path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -312,10 +303,12 @@ impl RpcServer {
 
 fn accept_loop(app: Arc<App>, listener: UnixListener, stop: Arc<AtomicBool>) {
     let live = Arc::new(AtomicUsize::new(0));
+    // A blocking accept: an idle daemon costs no wakeups here. Drop wakes it
+    // by connecting once.
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
+            Ok(_) if stop.load(Ordering::Relaxed) => break,
             Ok((stream, _)) => {
-                let _ = stream.set_nonblocking(false);
                 if live.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
                     let mut s = stream;
                     let resp = error_response(Value::Null, code::INTERNAL_ERROR, "too many RPC connections");
@@ -332,7 +325,6 @@ fn accept_loop(app: Arc<App>, listener: UnixListener, stop: Arc<AtomicBool>) {
                     live.fetch_sub(1, Ordering::Relaxed);
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::warn!(error = %e, "RPC accept failed");
@@ -345,7 +337,10 @@ fn accept_loop(app: Arc<App>, listener: UnixListener, stop: Arc<AtomicBool>) {
 impl Drop for RpcServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        // Wake the blocking accept; if the connect fails the thread is gone already.
+        if UnixStream::connect(&self.path).is_ok()
+            && let Some(t) = self.thread.take()
+        {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);

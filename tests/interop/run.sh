@@ -2,20 +2,31 @@
 # Runs the kernel interop scripts inside one kernel-peer VM:
 #   tests/interop/kernel-host.sh    the Linux kernel's NVMe/TCP host against our target;
 #   tests/interop/kernel-target.sh  our initiator (lull perf) against the kernel target (nvmet-tcp);
+#   tests/interop/kernel-daemon.sh  the daemon from deploy/lull.toml, built further with SPDK's
+#                                   JSON-RPC client, against the kernel host;
 # then decodes the sessions they captured with tshark, here on the host.
 # Usage: tests/interop/run.sh [kernel-peer path]
-# INTEROP="kernel-host kernel-target" (the default) picks the scripts.
+# INTEROP="kernel-host kernel-target kernel-daemon" (the default) picks the scripts.
 # Exit status: non-zero when any check failed; 0 with a notice when kernel-peer is absent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KP=${1:-${KERNEL_PEER:-../shared/kernel-peer/kernel-peer}}
-INTEROP=${INTEROP:-kernel-host kernel-target}
+INTEROP=${INTEROP:-kernel-host kernel-target kernel-daemon}
 if [ ! -x "$KP" ]; then
     echo "kernel-peer not found at $KP: kernel interop not run" >&2
     exit 0
 fi
 [ -x target/release/lull ] || cargo build --release --locked
 want() { [[ " $INTEROP " == *" $1 "* ]]; }
+# kernel-daemon drives the daemon with SPDK's Python client (PyPI package
+# spdk). The guest has no network: install it here, before the boot; the
+# guest sees this venv through its read-only view of the host's /.
+if want kernel-daemon && ! [ -x target/spdk-venv/bin/spdk-rpc ]; then
+    rm -rf target/spdk-venv
+    if ! { python3 -m venv target/spdk-venv && target/spdk-venv/bin/pip install -q 'spdk>=25.5'; } >&2; then
+        echo "could not install SPDK's client into target/spdk-venv: kernel-daemon will fail" >&2
+    fi
+fi
 mkdir -p target/interop
 rm -f target/interop/session.pcap target/interop/initiator.pcap
 # The VM runs its own copy of the binary: the guest sees target/ over 9p, and a

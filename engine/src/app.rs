@@ -118,6 +118,9 @@ pub struct App {
     handles: Vec<ReactorHandle>,
     cores: CoreList,
     supervisor: SupervisorHandle,
+    /// The supervisor settings last set: the supervisor's reactor applies a
+    /// change later, and a read-modify-write must build on the latest one.
+    supervisor_config: Mutex<SupervisorConfig>,
     target: Arc<Target>,
     transport_created: Mutex<bool>,
     nvme_options: Mutex<NvmeOptions>,
@@ -162,6 +165,7 @@ impl App {
             handles,
             cores,
             supervisor,
+            supervisor_config: Mutex::new(settings.supervisor.clone()),
             target: Target::with_settings(settings.transport.clone(), settings.target.clone()),
             transport_created: Mutex::new(false),
             nvme_options: Mutex::new(settings.nvme.clone()),
@@ -637,7 +641,7 @@ impl App {
 
     /// The supervisor's settings.
     pub fn supervisor(&self) -> SupervisorConfig {
-        self.supervisor.config()
+        lock(&self.supervisor_config).clone()
     }
 
     /// Replaces the supervisor's settings (policy and thresholds).
@@ -645,10 +649,14 @@ impl App {
     /// # Errors
     /// [`AppError::InvalidParams`] naming the field.
     pub fn set_supervisor(&self, config: SupervisorConfig) -> Result<(), AppError> {
-        self.supervisor.set_config(config).map_err(|e| match e {
+        // Held while sending, so the supervisor gets changes in this order.
+        let mut current = lock(&self.supervisor_config);
+        self.supervisor.set_config(config.clone()).map_err(|e| match e {
             lull_reactor::ReactorError::InvalidSetting { .. } => AppError::InvalidParams(e.to_string()),
             other => AppError::Failed(other.to_string()),
-        })
+        })?;
+        *current = config;
+        Ok(())
     }
 
     /// Sets the hybrid spin window of every reactor.

@@ -456,6 +456,11 @@ impl Config {
             ddgst: false,
         };
         if let Err(msg) = nvme.validate() {
+            if !msg.contains(" = ") {
+                // "reconnect_delay_sec and fast_io_fail_timeout_sec must be 0 when
+                // ctrlr_loss_timeout_sec is 0": no one field = value to split out.
+                return bad("ctrlr_loss_timeout_sec", nvme.ctrlr_loss_timeout_sec, msg);
+            }
             // NvmeOptions names the field first: "field = value ...".
             let (field, rest) = msg.split_once(" = ").unwrap_or(("nvme options", msg.as_str()));
             let (value, allowed) = rest.split_once(' ').unwrap_or((rest, ""));

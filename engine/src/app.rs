@@ -532,10 +532,21 @@ impl App {
     /// # Errors
     /// [`AppError::InvalidParams`] naming the field.
     pub fn set_nvme_options(&self, opts: NvmeOptions) -> Result<(), AppError> {
+        self.update_nvme_options(|o| *o = opts)
+    }
+
+    /// Changes the initiator options with `f`, atomically with respect to
+    /// other changes; checked before anything changes.
+    ///
+    /// # Errors
+    /// [`AppError::InvalidParams`] naming the field.
+    pub fn update_nvme_options(&self, f: impl FnOnce(&mut NvmeOptions)) -> Result<(), AppError> {
+        let mut current = lock(&self.nvme_options);
+        let mut opts = current.clone();
+        f(&mut opts);
         opts.validate().map_err(AppError::InvalidParams)?;
-        let old = self.nvme_options();
-        if opts.nvme_ioq_poll_period_us != old.nvme_ioq_poll_period_us
-            || opts.nvme_adminq_poll_period_us != old.nvme_adminq_poll_period_us
+        if opts.nvme_ioq_poll_period_us != current.nvme_ioq_poll_period_us
+            || opts.nvme_adminq_poll_period_us != current.nvme_adminq_poll_period_us
         {
             for e in lock(&self.nvme).values() {
                 e.ctrlr
@@ -546,7 +557,7 @@ impl App {
                     .map_err(AppError::InvalidParams)?;
             }
         }
-        *lock(&self.nvme_options) = opts;
+        *current = opts;
         Ok(())
     }
 
@@ -649,14 +660,35 @@ impl App {
     /// # Errors
     /// [`AppError::InvalidParams`] naming the field.
     pub fn set_supervisor(&self, config: SupervisorConfig) -> Result<(), AppError> {
-        // Held while sending, so the supervisor gets changes in this order.
+        self.update_supervisor(|c| {
+            *c = config;
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    /// Changes the supervisor's settings with `f`, atomically with respect to
+    /// other changes (a read-modify-write under one lock, sent in order).
+    /// Returns the settings before and after.
+    ///
+    /// # Errors
+    /// `f`'s error, or [`AppError::InvalidParams`] naming the field; nothing changes then.
+    pub fn update_supervisor(
+        &self,
+        f: impl FnOnce(&mut SupervisorConfig) -> Result<(), AppError>,
+    ) -> Result<(SupervisorConfig, SupervisorConfig), AppError> {
         let mut current = lock(&self.supervisor_config);
-        self.supervisor.set_config(config.clone()).map_err(|e| match e {
-            lull_reactor::ReactorError::InvalidSetting { .. } => AppError::InvalidParams(e.to_string()),
-            other => AppError::Failed(other.to_string()),
-        })?;
-        *current = config;
-        Ok(())
+        let before = current.clone();
+        let mut next = before.clone();
+        f(&mut next)?;
+        if next != before {
+            self.supervisor.set_config(next.clone()).map_err(|e| match e {
+                lull_reactor::ReactorError::InvalidSetting { .. } => AppError::InvalidParams(e.to_string()),
+                other => AppError::Failed(other.to_string()),
+            })?;
+            *current = next.clone();
+        }
+        Ok((before, next))
     }
 
     /// Sets the hybrid spin window of every reactor.

@@ -705,15 +705,15 @@ fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Resul
         if n.nsid.is_some() && !(1..=crate::identify::MAX_NAMESPACES).contains(&nsid) {
             return bad(f("nsid"), nsid, format!("1 to {}", crate::identify::MAX_NAMESPACES));
         }
-        if namespaces
-            .iter()
-            .any(|(b, id)| *b == bdev || (nsid != 0 && *id == nsid))
-        {
+        if namespaces.iter().any(|(b, _)| *b == bdev) {
             return bad(
                 f("bdev"),
                 format!("\"{bdev}\""),
-                "a bdev and NSID not already in this subsystem",
+                "a bdev not already a namespace of this subsystem",
             );
+        }
+        if nsid != 0 && namespaces.iter().any(|(_, id)| *id == nsid) {
+            return bad(f("nsid"), nsid, "an NSID not already used in this subsystem");
         }
         namespaces.push((bdev, nsid));
     }

@@ -1,4 +1,4 @@
-//! Prometheus metrics (text exposition format 0.0.4) on `--metrics ADDR`:
+//! Prometheus metrics (OpenMetrics text, which Prometheus scrapes natively) on `--metrics ADDR`:
 //! per-core mode, busy ratio, wakeups, I/O commands and bytes, queues
 //! (connections), asynchronous-bdev latency; encoded by `prometheus-client`,
 //! served by `tiny_http` on a thread of its own.
@@ -105,13 +105,14 @@ pub fn render(app: &App) -> Result<String, std::fmt::Error> {
     reg.register("target_io_commands", "I/O commands executed", ios);
     reg.register("target_io_bytes", "Bytes transferred by I/O commands", bytes);
     reg.register(
-        "target_async_io_latency_seconds_sum",
-        "Total time of asynchronous bdev commands (file, NVMe) from submission to completion",
+        "target_async_io_latency_seconds",
+        "Total time of asynchronous bdev commands (file, NVMe) from submission to completion; \
+         divided by target_async_io_completions it is their mean latency",
         lat_sum,
     );
     reg.register(
-        "target_async_io_latency_seconds_count",
-        "Asynchronous bdev commands completed",
+        "target_async_io_completions",
+        "Asynchronous bdev commands (file, NVMe) completed",
         lat_count,
     );
     let t = app.target();
@@ -167,7 +168,7 @@ impl MetricsServer {
             .spawn(move || {
                 let content_type = tiny_http::Header::from_bytes(
                     &b"Content-Type"[..],
-                    &b"text/plain; version=0.0.4; charset=utf-8"[..],
+                    &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
                 )
                 .ok();
                 // Blocks until a request or `unblock` (no periodic wakeup while idle).

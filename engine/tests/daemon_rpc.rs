@@ -1614,7 +1614,7 @@ fn metrics_render_every_core() {
     };
     let r = get("/metrics");
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    assert!(r.contains("text/plain; version=0.0.4"), "{r}");
+    assert!(r.contains("application/openmetrics-text; version=1.0.0"), "{r}");
     assert!(r.contains("lull_target_io_commands_total{"), "{r}");
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
     drop(server);

@@ -1060,15 +1060,15 @@ fn subsystem_errors_name_the_field() {
         )),
         "subsystem[1].namespaces[1].bdev",
         "\"A\"",
-        "a bdev and NSID not already in this subsystem",
+        "a bdev not already a namespace of this subsystem",
     );
     expect_err(
         &s(&format!(
             "{n}{h}namespaces = [{{ bdev = \"A\", nsid = 7 }}, {{ bdev = \"B\", nsid = 7 }}]"
         )),
-        "subsystem[1].namespaces[1].bdev",
-        "\"B\"",
-        "a bdev and NSID not already in this subsystem",
+        "subsystem[1].namespaces[1].nsid",
+        "7",
+        "an NSID not already used in this subsystem",
     );
     // Two automatic NSIDs do not clash; a bdev may serve two subsystems.
     let ok = resolve(&format!(

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use super::RpcError;
 use super::params::decode;
-use crate::app::App;
+use crate::app::{App, AppError};
+use crate::nvme::NvmeOptions;
 use lull_reactor::Mode;
 use lull_reactor::supervisor::{Policy, SupervisorConfig};
 
@@ -78,24 +79,25 @@ pub(super) fn lull_reactor_set_mode(app: &App, params: Value) -> Result<Value, R
     }
     let p: P = decode(params)?;
     let pol = policy(&p.mode)?;
-    let mut c = app.supervisor();
-    match p.core {
-        None => {
-            c.policy = pol;
-            c.core_policy.clear();
-        }
-        Some(core) => {
-            if !app.handles().iter().any(|h| h.core() == core) {
-                let cores: Vec<String> = app.handles().iter().map(|h| h.core().to_string()).collect();
-                return Err(RpcError::invalid(format!(
-                    "Invalid parameters: core {core} has no reactor (reactors on CPUs {})",
-                    cores.join(",")
-                )));
-            }
-            c.set_core_policy(core, pol);
-        }
+    if let Some(core) = p.core
+        && !app.handles().iter().any(|h| h.core() == core)
+    {
+        let cores: Vec<String> = app.handles().iter().map(|h| h.core().to_string()).collect();
+        return Err(RpcError::invalid(format!(
+            "Invalid parameters: core {core} has no reactor (reactors on CPUs {})",
+            cores.join(",")
+        )));
     }
-    app.set_supervisor(c)?;
+    app.update_supervisor(|c| {
+        match p.core {
+            None => {
+                c.policy = pol;
+                c.core_policy.clear();
+            }
+            Some(core) => c.set_core_policy(core, pol),
+        }
+        Ok(())
+    })?;
     // Apply a fixed mode now rather than at the supervisor's next sample.
     if let Some(m) = pol.fixed_mode() {
         for h in app.handles() {
@@ -150,60 +152,74 @@ struct Options {
 }
 
 fn apply(app: &App, p: Options) -> Result<(), RpcError> {
-    let mut sup = app.supervisor();
-    let before = sup.clone();
-    if let Some(m) = &p.mode_policy {
-        sup.policy = policy(m)?;
-        sup.core_policy.clear();
-    } else if let Some(i) = p.interrupt_mode {
-        sup.policy = if i { Policy::Interrupt } else { Policy::Poll };
-        sup.core_policy.clear();
-    }
-    if let Some(v) = p.supervisor_interval_ms {
-        sup.interval = Duration::from_millis(v);
-    }
-    macro_rules! set {
-        ($dst:ident . $f:ident = $src:ident) => {
-            if let Some(v) = p.$src {
-                $dst.$f = v;
-            }
-        };
-    }
-    set!(sup.high_mark = adaptive_high_mark);
-    set!(sup.low_mark = adaptive_low_mark);
-    set!(sup.up_samples = adaptive_up_samples);
-    set!(sup.down_samples = adaptive_down_samples);
-    sup.validate()
-        .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
+    let new_policy = match (&p.mode_policy, p.interrupt_mode) {
+        (Some(m), _) => Some(policy(m)?),
+        (None, Some(true)) => Some(Policy::Interrupt),
+        (None, Some(false)) => Some(Policy::Poll),
+        (None, None) => None,
+    };
+    let sup_change = |sup: &mut SupervisorConfig| -> Result<(), AppError> {
+        if let Some(pol) = new_policy {
+            sup.policy = pol;
+            sup.core_policy.clear();
+        }
+        if let Some(v) = p.supervisor_interval_ms {
+            sup.interval = Duration::from_millis(v);
+        }
+        if let Some(v) = p.adaptive_high_mark {
+            sup.high_mark = v;
+        }
+        if let Some(v) = p.adaptive_low_mark {
+            sup.low_mark = v;
+        }
+        if let Some(v) = p.adaptive_up_samples {
+            sup.up_samples = v;
+        }
+        if let Some(v) = p.adaptive_down_samples {
+            sup.down_samples = v;
+        }
+        sup.validate()
+            .map_err(|e| AppError::InvalidParams(format!("Invalid parameters: {e}")))
+    };
+    let nvme_change = |o: &mut NvmeOptions| {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = p.$f { o.$f = v; } )* };
+        }
+        set!(
+            nvme_ioq_poll_period_us,
+            nvme_adminq_poll_period_us,
+            keep_alive_timeout_ms,
+            reconnect_delay_sec,
+            ctrlr_loss_timeout_sec,
+            fast_io_fail_timeout_sec,
+            timeout_us,
+            bdev_retry_count,
+            io_queue_size
+        );
+    };
+    // Check everything before changing anything.
+    sup_change(&mut app.supervisor())?;
     let mut o = app.nvme_options();
-    set!(o.nvme_ioq_poll_period_us = nvme_ioq_poll_period_us);
-    set!(o.nvme_adminq_poll_period_us = nvme_adminq_poll_period_us);
-    set!(o.keep_alive_timeout_ms = keep_alive_timeout_ms);
-    set!(o.reconnect_delay_sec = reconnect_delay_sec);
-    set!(o.ctrlr_loss_timeout_sec = ctrlr_loss_timeout_sec);
-    set!(o.fast_io_fail_timeout_sec = fast_io_fail_timeout_sec);
-    set!(o.timeout_us = timeout_us);
-    set!(o.bdev_retry_count = bdev_retry_count);
-    set!(o.io_queue_size = io_queue_size);
+    nvme_change(&mut o);
     o.validate()
         .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
+    if let Some(us) = p.idle_poll_us
+        && us > 1_000_000
+    {
+        return Err(RpcError::invalid(format!(
+            "Invalid parameters: idle_poll_us = {us}: allowed 0..=1000000 us"
+        )));
+    }
     if let Some(us) = p.idle_poll_us {
-        if us > 1_000_000 {
-            return Err(RpcError::invalid(format!(
-                "Invalid parameters: idle_poll_us = {us}: allowed 0..=1000000 us"
-            )));
-        }
         app.set_idle_poll(Duration::from_micros(us))?;
     }
-    app.set_nvme_options(o)?;
-    if sup != before {
-        app.set_supervisor(sup.clone())?;
-        if let Some(m) = sup.policy.fixed_mode()
-            && sup.policy != before.policy
-        {
-            for h in app.handles() {
-                h.set_mode(m);
-            }
+    app.update_nvme_options(nvme_change)?;
+    let (before, after) = app.update_supervisor(sup_change)?;
+    if let Some(m) = after.policy.fixed_mode()
+        && after.policy != before.policy
+    {
+        for h in app.handles() {
+            h.set_mode(m);
         }
     }
     Ok(())

@@ -258,6 +258,8 @@ fn serve_conn(app: &App, mut stream: UnixStream, stop: &AtomicBool) {
 pub struct RpcServer {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    /// Clones of the open connections, to end their blocking reads on drop.
+    conns: Conns,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -282,15 +284,17 @@ impl RpcServer {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("rpc_socket {}: {e}", path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
+        let conns: Conns = Arc::default();
+        let (stop2, conns2) = (stop.clone(), conns.clone());
         let thread = std::thread::Builder::new()
             .name("lull-rpc".into())
-            .spawn(move || accept_loop(app, listener, stop2))
+            .spawn(move || accept_loop(app, listener, stop2, conns2))
             .map_err(|e| format!("rpc thread: {e}"))?;
         tracing::info!(path = %path.display(), "JSON-RPC listening");
         Ok(RpcServer {
             path: path.to_path_buf(),
             stop,
+            conns,
             thread: Some(thread),
         })
     }
@@ -301,8 +305,11 @@ impl RpcServer {
     }
 }
 
-fn accept_loop(app: Arc<App>, listener: UnixListener, stop: Arc<AtomicBool>) {
+type Conns = Arc<std::sync::Mutex<std::collections::HashMap<u64, UnixStream>>>;
+
+fn accept_loop(app: Arc<App>, listener: UnixListener, stop: Arc<AtomicBool>, conns: Conns) {
     let live = Arc::new(AtomicUsize::new(0));
+    let mut next_id = 0u64;
     // A blocking accept: an idle daemon costs no wakeups here. Drop wakes it
     // by connecting once.
     while !stop.load(Ordering::Relaxed) {
@@ -316,9 +323,19 @@ fn accept_loop(app: Arc<App>, listener: UnixListener, stop: Arc<AtomicBool>) {
                     continue;
                 }
                 live.fetch_add(1, Ordering::Relaxed);
-                let (app, stop, live2) = (app.clone(), stop.clone(), live.clone());
+                next_id += 1;
+                let id = next_id;
+                if let Ok(clone) = stream.try_clone()
+                    && let Ok(mut m) = conns.lock()
+                {
+                    m.insert(id, clone);
+                }
+                let (app, stop, live2, conns2) = (app.clone(), stop.clone(), live.clone(), conns.clone());
                 let spawned = std::thread::Builder::new().name("lull-rpc-conn".into()).spawn(move || {
                     serve_conn(&app, stream, &stop);
+                    if let Ok(mut m) = conns2.lock() {
+                        m.remove(&id);
+                    }
                     live2.fetch_sub(1, Ordering::Relaxed);
                 });
                 if spawned.is_err() {
@@ -342,6 +359,12 @@ impl Drop for RpcServer {
             && let Some(t) = self.thread.take()
         {
             let _ = t.join();
+        }
+        // End the clients' blocking reads: their threads exit and drop the App.
+        if let Ok(m) = self.conns.lock() {
+            for c in m.values() {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
         }
         let _ = std::fs::remove_file(&self.path);
     }

@@ -65,34 +65,34 @@ pub(super) fn bdev_nvme_set_options(app: &App, params: Value) -> Result<Value, R
         p.io_path_stat,
         p.allow_accel_sequence,
     );
-    let mut o = app.nvme_options();
-    macro_rules! set {
-        ($($f:ident),*) => { $( if let Some(v) = p.$f { o.$f = v; } )* };
-    }
-    set!(
-        nvme_ioq_poll_period_us,
-        nvme_adminq_poll_period_us,
-        keep_alive_timeout_ms,
-        reconnect_delay_sec,
-        ctrlr_loss_timeout_sec,
-        fast_io_fail_timeout_sec,
-        timeout_us
-    );
-    if p.action_on_timeout.as_deref() == Some("none") {
-        o.timeout_us = 0;
-    }
-    if let Some(r) = p.bdev_retry_count {
-        // SPDK: -1 retries forever; lull caps retries at 100.
-        o.bdev_retry_count = if r < 0 {
-            100
-        } else {
-            u32::try_from(r).unwrap_or(u32::MAX)
-        };
-    }
-    if let Some(q) = p.io_queue_requests {
-        o.io_queue_size = u16::try_from(q).unwrap_or(u16::MAX);
-    }
-    app.set_nvme_options(o)?;
+    app.update_nvme_options(|o| {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = p.$f { o.$f = v; } )* };
+        }
+        set!(
+            nvme_ioq_poll_period_us,
+            nvme_adminq_poll_period_us,
+            keep_alive_timeout_ms,
+            reconnect_delay_sec,
+            ctrlr_loss_timeout_sec,
+            fast_io_fail_timeout_sec,
+            timeout_us
+        );
+        if p.action_on_timeout.as_deref() == Some("none") {
+            o.timeout_us = 0;
+        }
+        if let Some(r) = p.bdev_retry_count {
+            // SPDK: -1 retries forever; lull caps retries at 100.
+            o.bdev_retry_count = if r < 0 {
+                100
+            } else {
+                u32::try_from(r).unwrap_or(u32::MAX)
+            };
+        }
+        if let Some(q) = p.io_queue_requests {
+            o.io_queue_size = u16::try_from(q).unwrap_or(u16::MAX);
+        }
+    })?;
     Ok(Value::Bool(true))
 }
 

@@ -715,11 +715,12 @@ impl App {
             .iter()
             .map(|h| {
                 let io = self.target.core_io(h.index());
+                let stats = h.stats();
                 ReactorStatus {
                     index: h.index(),
                     core: h.core(),
                     mode: h.mode(),
-                    stats: h.stats(),
+                    stats,
                     queues: io.queues.load(Relaxed),
                     reads: io.reads.load(Relaxed),
                     writes: io.writes.load(Relaxed),

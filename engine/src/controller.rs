@@ -189,6 +189,8 @@ pub struct QueueBinding {
     target: Arc<Target>,
     peer: SocketAddr,
     listener: SocketAddr,
+    /// The local address the connection arrived on (concrete even for a wildcard listener).
+    arrived_on: SocketAddr,
     io_in_capsule_data: u32,
     ctrl: Option<Arc<Controller>>,
     qid: u16,
@@ -203,12 +205,20 @@ pub struct QueueBinding {
 
 impl QueueBinding {
     /// A binding for a new connection from `peer`, accepted on `listener`
-    /// (no controller until Connect).
-    pub fn new(target: Arc<Target>, peer: SocketAddr, listener: SocketAddr, io_in_capsule_data: u32) -> Self {
+    /// (the bound address, perhaps a wildcard) at `arrived_on` (no controller
+    /// until Connect).
+    pub fn new(
+        target: Arc<Target>,
+        peer: SocketAddr,
+        listener: SocketAddr,
+        arrived_on: SocketAddr,
+        io_in_capsule_data: u32,
+    ) -> Self {
         QueueBinding {
             target,
             peer,
             listener,
+            arrived_on,
             io_in_capsule_data,
             ctrl: None,
             qid: 0,
@@ -574,7 +584,7 @@ impl QueueBinding {
                     (lid::FIRMWARE_SLOT, false) => logpage::firmware_slot(),
                     (lid::CHANGED_NS, false) => ctrl.take_changed_namespaces(cdw10 & (1 << 15) != 0),
                     (lid::COMMANDS_EFFECTS, false) => logpage::commands_effects(),
-                    (lid::DISCOVERY, true) => self.target.discovery_log(&ctrl.hostnqn),
+                    (lid::DISCOVERY, true) => self.target.discovery_log(&ctrl.hostnqn, self.arrived_on),
                     _ => {
                         q.complete(fail(status::INVALID_LOG_PAGE));
                         return;

@@ -299,7 +299,11 @@ impl Target {
     }
 
     /// The discovery log page for `hostnqn`.
-    pub fn discovery_log(&self, hostnqn: &str) -> Vec<u8> {
+    ///
+    /// A port bound to a wildcard address (0.0.0.0, ::) is listed with the
+    /// address `arrived_on` (the one this host reached), as the Linux target
+    /// does, so a host can connect to what it reads.
+    pub fn discovery_log(&self, hostnqn: &str, arrived_on: SocketAddr) -> Vec<u8> {
         let r = self.registry();
         let entries: Vec<(&Subsystem, Vec<ListenerEntry>)> = r
             .subsystems
@@ -310,7 +314,13 @@ impl Target {
                     .listeners
                     .iter()
                     .filter(|l| s.kind == SubsystemKind::Discovery || l.pinned || own.contains(&l.entry.addr))
-                    .map(|l| l.entry.clone())
+                    .map(|l| {
+                        let mut e = l.entry.clone();
+                        if e.addr.ip().is_unspecified() && e.addr.is_ipv4() == arrived_on.is_ipv4() {
+                            e.addr.set_ip(arrived_on.ip());
+                        }
+                        e
+                    })
                     .collect();
                 (s.as_ref(), ports)
             })
@@ -366,8 +376,9 @@ impl Target {
         let target = self.clone();
         let config = self.queue_config();
         let in_capsule = config.io_in_capsule_data;
-        let factory: HandlerFactory<QueueBinding> =
-            Arc::new(move |_cx, peer| QueueBinding::new(target.clone(), peer, local, in_capsule));
+        let factory: HandlerFactory<QueueBinding> = Arc::new(move |_cx, peer, arrived_on| {
+            QueueBinding::new(target.clone(), peer, local, arrived_on, in_capsule)
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         first
             .try_send(move |cx| {

@@ -844,6 +844,7 @@ impl Context {
                     timeout = next.map(|d| d - t_sleep);
                     // Readers must not see counters that lag by a whole sleep.
                     shared.stats.publish(&self.stats);
+                    shared.stats.sleeping_since(t_sleep);
                 }
             }
             if sleeping || self.armed_fd_pollers > 0 {
@@ -851,6 +852,7 @@ impl Context {
                 self.stats.add(Counter::EpollWaits, 1);
                 if sleeping {
                     shared.wake.finish_sleep();
+                    shared.stats.woke();
                     slept = t_sleep.elapsed();
                     self.stats.add(Counter::Wakeups, 1);
                     self.stats.add(Counter::SleepNs, duration_ns(slept));

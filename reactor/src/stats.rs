@@ -24,6 +24,10 @@ pub(crate) struct Stats {
     cpu_clock: AtomicI64,
     final_cpu_ns: AtomicU64,
     exited: AtomicBool,
+    /// Base of `asleep_since`.
+    origin: Instant,
+    /// ns since `origin` at which the reactor went to sleep (at least 1); 0 while awake.
+    asleep_since: AtomicU64,
 }
 
 /// Counter slots.
@@ -68,7 +72,22 @@ impl Stats {
             cpu_clock: AtomicI64::new(NO_CLOCK),
             final_cpu_ns: AtomicU64::new(0),
             exited: AtomicBool::new(false),
+            origin: Instant::now(),
+            asleep_since: AtomicU64::new(0),
         }
+    }
+
+    /// The reactor goes to sleep at `at`: until [`Stats::woke`], readers
+    /// count the time since as sleep (a reactor with no timer may sleep for
+    /// hours without publishing).
+    pub(crate) fn sleeping_since(&self, at: Instant) {
+        let ns = at.saturating_duration_since(self.origin).as_nanos() as u64;
+        self.asleep_since.store(ns.max(1), Ordering::Relaxed);
+    }
+
+    /// The reactor woke (its sleep is counted in its own counters again).
+    pub(crate) fn woke(&self) {
+        self.asleep_since.store(0, Ordering::Relaxed);
     }
 
     #[inline]
@@ -117,14 +136,19 @@ impl Stats {
 
     pub(crate) fn snapshot(&self, core: usize, sleeping: bool) -> StatsSnapshot {
         let g = |c: Counter| self.counters[c as usize].load(Ordering::Relaxed);
+        let now = Instant::now();
+        let asleep = match self.asleep_since.load(Ordering::Relaxed) {
+            0 => 0,
+            since => (now.saturating_duration_since(self.origin).as_nanos() as u64).saturating_sub(since),
+        };
         StatsSnapshot {
             core,
-            taken_at: Instant::now(),
+            taken_at: now,
             mode: self.mode(),
             sleeping,
             busy_ns: g(Counter::BusyNs),
             idle_ns: g(Counter::IdleNs),
-            sleep_ns: g(Counter::SleepNs),
+            sleep_ns: g(Counter::SleepNs) + asleep,
             thread_cpu_ns: self.thread_cpu_ns(),
             loops: g(Counter::Loops),
             busy_loops: g(Counter::BusyLoops),

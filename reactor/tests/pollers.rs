@@ -676,3 +676,22 @@ fn mode_requests_apply_and_are_counted() {
     assert_eq!(on(h, |cx| cx.mode()), Mode::Interrupt);
     reactors.shutdown().unwrap();
 }
+
+#[test]
+fn a_reactor_asleep_with_nothing_to_wake_it_reports_its_sleep_so_far() {
+    let reactors = common::start(1, Mode::Interrupt);
+    let h = &reactors.handles()[0];
+    // No timer, no fd: once asleep it publishes nothing until woken.
+    std::thread::sleep(Duration::from_millis(50));
+    let a = h.stats();
+    std::thread::sleep(Duration::from_millis(300));
+    let b = h.stats();
+    assert!(b.sleeping, "an interrupt-mode reactor with nothing to do sleeps");
+    let slept = b.sleep_ns - a.sleep_ns;
+    let wall = b.wall_ns_since(&a);
+    assert!(
+        slept * 10 >= wall * 9,
+        "sleep seen by readers {slept} ns over {wall} ns of wall time"
+    );
+    reactors.shutdown().unwrap();
+}

@@ -29,6 +29,7 @@ enum Command {
     ///   lull target --config /etc/lull/lull.toml
     ///   lull target --listen 127.0.0.1:4420 --ram-bdev Ram0:256MiB --allow-any-host --mode-policy adaptive
     ///   lull target            (empty; then `lull bdev malloc ...`, `lull subsystem ...` or SPDK's rpc.py)
+    #[command(verbatim_doc_comment)]
     Target(Box<target_cmd::TargetArgs>),
     /// Per-core status of the running daemon: mode, policy, busy %, wakeups/s,
     /// connections, IOPS, MiB/s.
@@ -230,8 +231,10 @@ fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LULL_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(default))
         .unwrap_or_else(|_| "warn".into());
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -261,9 +264,15 @@ fn main() -> ExitCode {
         Command::Subsystem(a) => ctl_cmd::subsystem(a),
         Command::Rpc(a) => ctl_cmd::rpc(a),
         Command::Completions { shell } => {
+            use std::io::Write;
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "lull", &mut std::io::stdout());
-            Ok(())
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "lull", &mut out);
+            // A closed pipe (`| head`) is not an error worth a message.
+            match std::io::stdout().write_all(&out) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
+                _ => Ok(()),
+            }
         }
     };
     match result {

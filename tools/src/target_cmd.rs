@@ -280,8 +280,8 @@ pub fn settings(a: &TargetArgs) -> Result<config::Settings, String> {
 
 /// Runs the target until SIGINT or SIGTERM.
 pub fn run(a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), String> {
-    // Block the signals before any thread starts, so every thread inherits
-    // the mask and only the main thread takes them.
+    // Install the handlers before any thread starts; the iterator below
+    // takes the signals on this thread whichever thread the kernel picks.
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let s = settings(&a)?;
@@ -318,7 +318,13 @@ pub fn run(a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), String>
             _ => "signal",
         }
     );
-    signals.handle().close();
+    // A second signal while draining means "now": exit without waiting.
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            eprintln!("lull target: second signal, exiting without waiting for the shutdown to finish");
+            std::process::exit(1);
+        }
+    });
     drop(metrics);
     drop(rpc);
     app.shutdown();

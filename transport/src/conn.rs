@@ -104,7 +104,9 @@ pub trait QueueHandler: 'static {
 }
 
 /// Makes a handler for each new connection, on the reactor that will own it.
-pub type HandlerFactory<H> = Arc<dyn Fn(&mut Context, SocketAddr) -> H + Send + Sync>;
+/// Arguments: the reactor, the peer's address, and the local address the
+/// connection arrived on (the concrete one, also for a wildcard listener).
+pub type HandlerFactory<H> = Arc<dyn Fn(&mut Context, SocketAddr, SocketAddr) -> H + Send + Sync>;
 
 /// One accepted connection: socket, queue state machine and handler.
 pub struct Connection<H: QueueHandler> {
@@ -351,11 +353,18 @@ impl<H: QueueHandler> Poller for Listener<H> {
                 }
             };
             accepted += 1;
+            let local = match stream.local_addr() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "accepted connection has no local address: closed");
+                    continue;
+                }
+            };
             let peers = cx.peers();
             let target = peers[self.next.fetch_add(1, Ordering::Relaxed) % peers.len()].clone();
             let (config, factory) = (self.config.clone(), self.factory.clone());
             let sent = target.try_send(move |cx| {
-                let handler = factory(cx, peer);
+                let handler = factory(cx, peer, local);
                 if let Err(e) = Connection::register(cx, stream, peer, config, handler) {
                     tracing::warn!(%peer, error = %e, "cannot register connection");
                 }

@@ -38,8 +38,9 @@ impl FileBdev {
     /// Opens `path` read-write (`O_DIRECT` when possible).
     ///
     /// # Errors
-    /// A message naming the path when it cannot be opened, is empty, or its
-    /// size is not a multiple of `block_size`.
+    /// A message naming the path when it cannot be opened, is empty, its
+    /// size is not a multiple of `block_size`, or (a block device) its logical
+    /// block size is larger than `block_size`.
     pub fn open(name: &str, path: &Path, block_size: u32) -> Result<Self, String> {
         super::check_block_size(block_size)?;
         let open = |direct: bool| {
@@ -57,6 +58,22 @@ impl FileBdev {
             }
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
+        // O_DIRECT on a block device needs I/O aligned to its logical block
+        // size: a smaller bdev block size would fail every command with EINVAL.
+        let is_block = file
+            .metadata()
+            .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
+            .unwrap_or(false);
+        if is_block
+            && direct
+            && let Ok(lbs) = rustix::fs::ioctl_blksszget(&file)
+            && block_size < lbs
+        {
+            return Err(format!(
+                "{}: block_size {block_size} is below the device's logical block size {lbs}; use block_size = {lbs}",
+                path.display()
+            ));
+        }
         let size = file
             .seek(SeekFrom::End(0))
             .map_err(|e| format!("{}: {e}", path.display()))?;

@@ -258,6 +258,8 @@ pub(super) fn lull_get_options(app: &App, params: Value) -> Result<Value, RpcErr
     let o = super::nvme::options_json(&app.nvme_options());
     if let (Some(m), Some(extra)) = (v.as_object_mut(), o.as_object()) {
         m.insert("idle_poll_us".into(), json!(app.idle_poll().as_micros() as u64));
+        // lull's name for SPDK's io_queue_requests, as `lull set` and the config spell it.
+        m.insert("io_queue_size".into(), json!(app.nvme_options().io_queue_size));
         for (k, val) in extra {
             m.insert(k.clone(), val.clone());
         }

@@ -134,6 +134,9 @@ pub struct MatrixRun<'a> {
     pub initiator: Side,
     /// The target's reactors, when in-process.
     pub target: Option<Side>,
+    /// Sets an external target's mode policy (a lull daemon over its
+    /// socket) when `target` is None; it must return once the mode is in force.
+    pub target_policy: Option<Box<dyn Fn(Policy) -> Result<(), String> + Sync + 'a>>,
     /// Whose CPU the target column shows.
     pub target_cpu: TargetCpu,
     /// Measured time per workload.
@@ -225,6 +228,8 @@ pub fn run(
         m.initiator.apply(c.policy)?;
         if let Some(t) = &m.target {
             t.apply(c.policy)?;
+        } else if let Some(set) = &m.target_policy {
+            set(c.policy)?;
         }
         m.ctrlr.set_poll_periods(Some(c.ioq_us), Some(c.adminq_us))
     };

@@ -107,6 +107,10 @@ pub enum TargetCpu {
     Reactors(Vec<ReactorHandle>),
     /// Another process on this machine (`/proc/PID/stat`).
     Pid(u32),
+    /// A running lull daemon, sampled by the caller's function: its
+    /// reactors' (thread CPU ns, wakeups), summed (`lull_get_status` over its
+    /// socket); `None` when it cannot be read.
+    Sampler(std::sync::Arc<dyn Fn() -> Option<(u64, u64)> + Send + Sync>),
     /// Not measured.
     None,
 }
@@ -398,6 +402,7 @@ struct CpuMark {
     init: Vec<StatsSnapshot>,
     target: Vec<StatsSnapshot>,
     pid_ns: Option<u64>,
+    sampled: Option<(u64, u64)>,
 }
 
 fn mark(init: &[ReactorHandle], target: &TargetCpu) -> CpuMark {
@@ -410,6 +415,10 @@ fn mark(init: &[ReactorHandle], target: &TargetCpu) -> CpuMark {
         },
         pid_ns: match target {
             TargetCpu::Pid(p) => proc_cpu_ns(*p),
+            _ => None,
+        },
+        sampled: match target {
+            TargetCpu::Sampler(f) => f(),
             _ => None,
         },
     }
@@ -430,6 +439,11 @@ fn cpu_between(a: &CpuMark, b: &CpuMark) -> (f64, f64, Option<f64>, Option<f64>)
         (Some(tcpu as f64 / wall * 100.0), Some(twake as f64 / wall * 1e9))
     } else if let (Some(p0), Some(p1)) = (a.pid_ns, b.pid_ns) {
         (Some(p1.saturating_sub(p0) as f64 / wall * 100.0), None)
+    } else if let (Some((c0, w0)), Some((c1, w1))) = (a.sampled, b.sampled) {
+        (
+            Some(c1.saturating_sub(c0) as f64 / wall * 100.0),
+            Some(w1.saturating_sub(w0) as f64 / wall * 1e9),
+        )
     } else {
         (None, None)
     };

@@ -31,15 +31,20 @@ pub struct MatrixArgs {
     #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = crate::ranged(1, 3600))]
     idle_secs: u64,
     /// Run against this external target ADDR[:PORT] instead of an in-process one
-    /// (only the initiator's side changes between configurations).
+    /// (only the initiator's side changes between configurations, unless --target-rpc).
     #[arg(long, value_parser = parse_addr)]
     target: Option<SocketAddr>,
     /// Subsystem NQN on the external target.
     #[arg(long, default_value = "nqn.2024-01.io.lull:vol0")]
     subnqn: String,
     /// The external target's process, for its CPU column.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target_rpc")]
     target_pid: Option<u32>,
+    /// The external target is a `lull target` daemon with this JSON-RPC socket:
+    /// each configuration also sets the daemon's mode policy (lull_reactor_set_mode),
+    /// and its reactors' CPU and wakeups fill the target columns.
+    #[arg(long, value_name = "SOCKET", requires = "target")]
+    target_rpc: Option<std::path::PathBuf>,
     /// Two CPUs: the target's then the initiator's (default: first and last usable).
     #[arg(long, value_parser = crate::parse_cores)]
     cores: Option<CoreList>,
@@ -96,7 +101,11 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
             addr,
             a.subnqn.clone(),
             None,
-            a.target_pid.map_or(TargetCpu::None, TargetCpu::Pid),
+            match (&a.target_rpc, a.target_pid) {
+                (Some(sock), _) => crate::ctl_cmd::target_sampler(sock.clone()),
+                (None, Some(pid)) => TargetCpu::Pid(pid),
+                (None, None) => TargetCpu::None,
+            },
         ),
         None => {
             let t = InprocTarget::start(core(tcore)?, pin, Mode::Interrupt, 256 << 20)?;
@@ -141,6 +150,10 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
             supervisor: sup,
         },
         target: target_side,
+        target_policy: a
+            .target_rpc
+            .clone()
+            .map(|sock| Box::new(move |p| crate::ctl_cmd::set_target_policy(&sock, p)) as Box<dyn Fn(_) -> _ + Sync>),
         target_cpu,
         time,
         ramp,

@@ -99,6 +99,38 @@ impl Client {
     }
 }
 
+/// A sampler of a running daemon's reactors for `lull perf`/`lull bench`
+/// (`--target-rpc`): (thread CPU ns, wakeups) summed over its reactors.
+pub fn target_sampler(path: PathBuf) -> lull_perf::nvme_perf::TargetCpu {
+    let client = std::sync::Mutex::new(None::<Client>);
+    lull_perf::nvme_perf::TargetCpu::Sampler(std::sync::Arc::new(move || {
+        let mut c = client.lock().ok()?;
+        if c.is_none() {
+            *c = Client::connect(&path).ok();
+        }
+        let status = match c.as_mut()?.call("lull_get_status", Value::Null) {
+            Ok(v) => v,
+            Err(_) => {
+                *c = None;
+                return None;
+            }
+        };
+        let rs = status.get("reactors")?.as_array()?;
+        Some(rs.iter().fold((0, 0), |(cpu, wk), r| {
+            (cpu + field(r, "thread_cpu_ns"), wk + field(r, "wakeups"))
+        }))
+    }))
+}
+
+/// Sets a running daemon's mode policy on every core (`lull bench --target-rpc`).
+///
+/// # Errors
+/// The daemon unreachable, or its error.
+pub fn set_target_policy(path: &Path, policy: lull_reactor::supervisor::Policy) -> Result<(), String> {
+    Client::connect(path)?.call("lull_reactor_set_mode", json!({ "mode": policy.as_str() }))?;
+    Ok(())
+}
+
 fn call(sock: &Socket, method: &str, params: Value) -> Result<Value, String> {
     Client::connect(&sock.rpc_socket)?.call(method, params)
 }

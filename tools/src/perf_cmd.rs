@@ -180,8 +180,12 @@ pub struct PerfArgs {
     #[command(flatten)]
     init: InitiatorArgs,
     /// Another process whose CPU to report as the target's.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target_rpc")]
     target_pid: Option<u32>,
+    /// A `lull target` daemon's JSON-RPC socket: its reactors' CPU and wakeups
+    /// are reported as the target's (e.g. /var/tmp/lull.sock).
+    #[arg(long, value_name = "SOCKET")]
+    target_rpc: Option<std::path::PathBuf>,
     /// In-process target: its CPUs (default: the first usable one).
     #[arg(long, value_parser = crate::parse_cores)]
     target_cores: Option<CoreList>,
@@ -268,7 +272,11 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
         Some(addr) => (
             addr,
             a.subnqn.clone().unwrap_or_else(|| "nqn.2024-01.io.lull:vol0".into()),
-            a.target_pid.map_or(TargetCpu::None, TargetCpu::Pid),
+            match (&a.target_rpc, a.target_pid) {
+                (Some(sock), _) => crate::ctl_cmd::target_sampler(sock.clone()),
+                (None, Some(pid)) => TargetCpu::Pid(pid),
+                (None, None) => TargetCpu::None,
+            },
         ),
         None => {
             let cores = match &a.target_cores {

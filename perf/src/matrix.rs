@@ -126,6 +126,9 @@ impl Side {
     }
 }
 
+/// Sets an external target's mode policy; returns once it is in force.
+pub type SetPolicy<'a> = Box<dyn Fn(Policy) -> Result<(), String> + Sync + 'a>;
+
 /// What to run.
 pub struct MatrixRun<'a> {
     /// The initiator's controller.
@@ -136,7 +139,7 @@ pub struct MatrixRun<'a> {
     pub target: Option<Side>,
     /// Sets an external target's mode policy (a lull daemon over its
     /// socket) when `target` is None; it must return once the mode is in force.
-    pub target_policy: Option<Box<dyn Fn(Policy) -> Result<(), String> + Sync + 'a>>,
+    pub target_policy: Option<SetPolicy<'a>>,
     /// Whose CPU the target column shows.
     pub target_cpu: TargetCpu,
     /// Measured time per workload.

@@ -114,6 +114,8 @@ pub struct ReactorStatus {
 
 /// The daemon.
 pub struct App {
+    /// Itself, for callbacks that outlive a call (namespace changes of remote controllers).
+    me: std::sync::Weak<App>,
     reactors: Mutex<Option<Reactors>>,
     handles: Vec<ReactorHandle>,
     cores: CoreList,
@@ -160,7 +162,8 @@ impl App {
             }
         };
         let handles = reactors.handles().to_vec();
-        let app = Arc::new(App {
+        let app = Arc::new_cyclic(|me| App {
+            me: me.clone(),
             reactors: Mutex::new(Some(reactors)),
             handles,
             cores,
@@ -609,6 +612,17 @@ impl App {
             }
             bdevs.extend(made);
         }
+        // A namespace added or removed on the remote controller becomes a
+        // bdev added or removed here (as SPDK's bdev_nvme does), off the reactor.
+        let (weak, cname) = (self.me.clone(), name.to_string());
+        ctrlr.on_namespaces_changed(Arc::new(move |list| {
+            let (weak, cname) = (weak.clone(), cname.clone());
+            let _ = std::thread::Builder::new().name("lull-ns-sync".into()).spawn(move || {
+                if let Some(app) = weak.upgrade() {
+                    app.sync_nvme_bdevs(&cname, &list);
+                }
+            });
+        }));
         lock(&self.nvme).insert(
             name.to_string(),
             NvmeEntry {
@@ -617,6 +631,57 @@ impl App {
             },
         );
         Ok(names)
+    }
+
+    /// Makes the bdevs of controller `name` match its namespaces `list`.
+    fn sync_nvme_bdevs(&self, name: &str, list: &[crate::nvme::NsInfo]) {
+        let mut nvme = lock(&self.nvme);
+        let Some(entry) = nvme.get_mut(name) else { return };
+        let want: Vec<(String, u32)> = list.iter().map(|ns| (format!("{name}n{}", ns.nsid), ns.nsid)).collect();
+        let gone: Vec<String> = entry
+            .bdevs
+            .iter()
+            .filter(|b| !want.iter().any(|(w, _)| w == *b))
+            .cloned()
+            .collect();
+        for b in &gone {
+            for (nqn, nsid) in self.claims(b) {
+                if let Some(s) = self.target.subsystem(&nqn) {
+                    let _ = s.remove_namespace(nsid);
+                    self.notify_namespace_changed(&s, nsid);
+                }
+            }
+            lock(&self.bdevs).remove(b);
+            tracing::info!(ctrlr = name, bdev = %b, "remote namespace gone: bdev removed");
+        }
+        entry.bdevs.retain(|b| !gone.contains(b));
+        for (bname, nsid) in want {
+            if entry.bdevs.contains(&bname) {
+                continue;
+            }
+            let mut bdevs = lock(&self.bdevs);
+            if bdevs.contains_key(&bname) {
+                tracing::warn!(ctrlr = name, bdev = %bname, "new remote namespace: bdev name taken; not added");
+                continue;
+            }
+            match NvmeBdev::new(&bname, entry.ctrlr.clone(), nsid) {
+                Ok(b) => {
+                    bdevs.insert(
+                        bname.clone(),
+                        BdevEntry {
+                            bdev: Arc::new(b),
+                            driver: Driver::Nvme {
+                                ctrlr: name.to_string(),
+                                nsid,
+                            },
+                        },
+                    );
+                    entry.bdevs.push(bname.clone());
+                    tracing::info!(ctrlr = name, bdev = %bname, "new remote namespace: bdev added");
+                }
+                Err(e) => tracing::warn!(ctrlr = name, nsid, error = %e, "new remote namespace not made a bdev"),
+            }
+        }
     }
 
     /// Detaches controller `name`: its bdevs are removed (and namespaces on them).

@@ -141,3 +141,60 @@ namespaces = [{{ bdev = "A" }}]
     drop(q);
     app.shutdown();
 }
+
+/// The initiator side: a controller attached with `attach_controller` turns
+/// the target's notice into bdevs added and removed (as SPDK's bdev_nvme).
+#[test]
+fn remote_namespace_changes_become_bdevs() {
+    let cores = lull_reactor::CoreList::usable().unwrap();
+    let first = cores.cores()[0];
+    let cfg = Config::from_toml(&format!(
+        r#"
+cores = "{first}"
+rpc_socket = "/nonexistent/unused.sock"
+listen = ["127.0.0.1:0"]
+[[bdev]]
+name = "A"
+type = "malloc"
+size = "1MiB"
+[[bdev]]
+name = "B"
+type = "malloc"
+size = "2MiB"
+block_size = 4096
+[[subsystem]]
+nqn = "{NQN}"
+hosts = ["{HOSTNQN}"]
+namespaces = [{{ bdev = "A" }}]
+"#
+    ))
+    .unwrap();
+    let app = App::start(&cfg.resolve().unwrap()).unwrap();
+    let addr = app.target().listeners()[0];
+    let trid = lull_engine::nvme::NvmeTrid::new(addr, NQN, HOSTNQN);
+    let names = app
+        .attach_controller("R", trid, lull_engine::nvme::NvmeOptions::default())
+        .unwrap();
+    assert_eq!(names, vec!["Rn1".to_string()]);
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < give_up, "{what} within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    app.add_namespace(NQN, "B", 5).unwrap();
+    wait_for("bdev Rn5 appears", &|| app.bdev("Rn5").is_some());
+    let b = app.bdev("Rn5").unwrap().bdev;
+    assert_eq!(
+        (b.block_size(), b.num_blocks()),
+        (4096, 512),
+        "sizes from Identify Namespace"
+    );
+    let (_, _, bdevs) = app.controllers().into_iter().find(|(n, _, _)| n == "R").unwrap();
+    assert_eq!(bdevs, vec!["Rn1".to_string(), "Rn5".to_string()]);
+    app.remove_namespace(NQN, 1).unwrap();
+    wait_for("bdev Rn1 goes", &|| app.bdev("Rn1").is_none());
+    assert!(app.bdev("Rn5").is_some());
+    app.shutdown();
+}

@@ -115,7 +115,13 @@ struct Shared {
     info: Mutex<CtrlrInfo>,
     state: Mutex<(CtrlrState, u64)>,
     resets: AtomicU64,
+    /// Told the new namespace list after a Namespace Attribute Changed notice.
+    ns_listener: Mutex<Option<NamespaceListener>>,
 }
+
+/// Called (on the admin queue's reactor) with the namespace list re-read
+/// after the controller reported a namespace change.
+pub type NamespaceListener = Arc<dyn Fn(Vec<crate::nvme::NsInfo>) + Send + Sync>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -206,6 +212,7 @@ impl NvmeController {
             info: Mutex::new(assoc.info.clone()),
             state: Mutex::new((CtrlrState::Live, 1)),
             resets: AtomicU64::new(0),
+            ns_listener: Mutex::new(None),
         });
         install(&shared, assoc, 1)?;
         tracing::info!(name, cntlid = lock(&shared.info).cntlid, "NVMe controller attached");
@@ -225,6 +232,13 @@ impl NvmeController {
     /// What the current association reported.
     pub fn info(&self) -> CtrlrInfo {
         lock(&self.shared.info).clone()
+    }
+
+    /// Calls `f` with the re-read namespace list whenever the controller
+    /// reports a namespace change (AER Namespace Attribute Changed); `f` runs on
+    /// a reactor and must not block.
+    pub fn on_namespaces_changed(&self, f: NamespaceListener) {
+        *lock(&self.shared.ns_listener) = Some(f);
     }
 
     /// Where it stands.
@@ -512,12 +526,13 @@ fn start_admin(cx: &mut Context, id: u64, conn: &HostConn, opts: &NvmeOptions) {
             Err(e) => tracing::error!(error = %e, "cannot start the Keep Alive timer"),
         }
     }
-    submit_aer(cx, conn.clone());
+    submit_aer(cx, id, conn.clone());
 }
 
 /// One Asynchronous Event Request; on an event, read the log page it names
-/// (which re-arms that event type) and send the next request.
-fn submit_aer(cx: &mut Context, conn: HostConn) {
+/// (which re-arms that event type) and send the next request. A Namespace
+/// Attribute Changed notice also re-reads the namespaces.
+fn submit_aer(cx: &mut Context, id: u64, conn: HostConn) {
     let mut sqe = Sqe([0; 64]);
     sqe.0[0] = admin_opc::ASYNC_EVENT_REQUEST;
     let c2 = conn.clone();
@@ -541,9 +556,82 @@ fn submit_aer(cx: &mut Context, conn: HostConn) {
             let len: u32 = if lid == 0x04 { 4096 } else { 512 };
             sqe.set_cdw(10, u32::from(lid) | ((len / 4 - 1) << 16));
             let _ = c2.submit(cx, sqe, Vec::new(), len, Box::new(|_cx, _r| {}));
-            submit_aer(cx, c2.clone());
+            if kind == 2 && info == 0 {
+                rescan(cx, id, c2.clone());
+            }
+            submit_aer(cx, id, c2.clone());
         }),
     );
+}
+
+/// Identify with CNS `cns` on the admin queue, then `then` with the data.
+fn identify_async(
+    cx: &mut Context,
+    conn: &HostConn,
+    cns: u8,
+    nsid: u32,
+    then: impl FnOnce(&mut Context, Vec<u8>) + 'static,
+) {
+    let mut sqe = Sqe([0; 64]);
+    sqe.0[0] = admin_opc::IDENTIFY;
+    sqe.0[4..8].copy_from_slice(&nsid.to_le_bytes());
+    sqe.set_cdw(10, u32::from(cns));
+    let r = conn.submit(
+        cx,
+        sqe,
+        Vec::new(),
+        4096,
+        Box::new(move |cx, r| match r {
+            Ok(c) if c.cqe.status.is_success() => then(cx, c.data),
+            Ok(c) => tracing::warn!(cns, nsid, status = %c.cqe.status, "namespace rescan: Identify failed"),
+            Err(_) => tracing::debug!(
+                cns,
+                nsid,
+                "namespace rescan: admin queue failed (a reset reads them again)"
+            ),
+        }),
+    );
+    if r.is_err() {
+        tracing::debug!("namespace rescan: admin queue refused the Identify");
+    }
+}
+
+/// Re-reads the active namespace list and each namespace on the admin
+/// queue (no blocking on the reactor), then updates the controller's info and
+/// tells its listener.
+fn rescan(cx: &mut Context, id: u64, conn: HostConn) {
+    let c2 = conn.clone();
+    identify_async(cx, &conn, 0x02, 0, move |cx, list| {
+        let nsids: Vec<u32> = list
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .take_while(|&n| n != 0)
+            .collect();
+        read_namespaces(cx, id, c2, nsids, Vec::new());
+    });
+}
+
+fn read_namespaces(cx: &mut Context, id: u64, conn: HostConn, mut left: Vec<u32>, mut found: Vec<crate::nvme::NsInfo>) {
+    if left.is_empty() {
+        let Some(shared) = with_local(id, |l| l.shared.clone()) else {
+            return;
+        };
+        lock(&shared.info).namespaces = found.clone();
+        tracing::info!(name = %shared.name, namespaces = found.len(), "namespaces re-read after a change notice");
+        let listener = lock(&shared.ns_listener).clone();
+        if let Some(f) = listener {
+            f(found);
+        }
+        return;
+    }
+    let nsid = left.remove(0);
+    let c2 = conn.clone();
+    identify_async(cx, &conn, 0x00, nsid, move |cx, d| {
+        if let Some(ns) = super::associate::parse_namespace(nsid, &d) {
+            found.push(ns);
+        }
+        read_namespaces(cx, id, c2, left, found);
+    });
 }
 
 /// A queue of association `generation` failed: start a reset, once.

@@ -37,6 +37,9 @@ pub enum AppError {
     /// The operation is not allowed in the current state.
     #[error("{0}")]
     NotPermitted(String),
+    /// Not enough memory for it.
+    #[error("{0}")]
+    NoMemory(String),
     /// It failed while being carried out.
     #[error("{0}")]
     Failed(String),
@@ -129,6 +132,14 @@ pub struct App {
     bdevs: Mutex<BTreeMap<String, BdevEntry>>,
     nvme: Mutex<BTreeMap<String, NvmeEntry>>,
     started: Instant,
+}
+
+/// MemAvailable from /proc/meminfo, bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -257,20 +268,47 @@ impl App {
             return Err(AppError::Exists(format!("bdev {} already exists", spec.name)));
         }
         let bs = spec.block_size;
+        // Like SPDK: a RAM or null bdev gets a random UUID unless one is
+        // given, so two nodes built from one config never show hosts the same
+        // namespace identity (multipath would merge them).
+        let random = || {
+            let mut u = [0u8; 16];
+            let _ = rustix::rand::getrandom(&mut u, rustix::rand::GetRandomFlags::empty());
+            u[6] = (u[6] & 0x0F) | 0x40;
+            u[8] = (u[8] & 0x3F) | 0x80;
+            u
+        };
         let (bdev, driver): (Arc<dyn Bdev>, Driver) = match &spec.kind {
             BdevKind::Malloc { num_blocks } => {
                 let bytes = num_blocks
                     .checked_mul(u64::from(bs))
                     .ok_or_else(|| AppError::InvalidParams("num_blocks x block_size overflows".into()))?;
-                let b = RamBdev::new(&spec.name, bytes, bs).map_err(AppError::InvalidParams)?;
-                (Arc::new(b), Driver::Malloc)
+                if let Some(avail) = mem_available()
+                    && bytes > avail
+                {
+                    return Err(AppError::NoMemory(format!(
+                        "a malloc bdev of {bytes} bytes does not fit in this machine's {avail} bytes of available memory"
+                    )));
+                }
+                let b = RamBdev::new(&spec.name, bytes, bs).map_err(|e| {
+                    if e.starts_with("cannot allocate") {
+                        AppError::NoMemory(e)
+                    } else {
+                        AppError::InvalidParams(e)
+                    }
+                })?;
+                (Arc::new(b.with_uuid(spec.uuid.unwrap_or_else(random))), Driver::Malloc)
             }
             BdevKind::Null { num_blocks } => {
                 let b = NullBdev::new(&spec.name, *num_blocks, bs).map_err(AppError::InvalidParams)?;
-                (Arc::new(b), Driver::Null)
+                (Arc::new(b.with_uuid(spec.uuid.unwrap_or_else(random))), Driver::Null)
             }
             BdevKind::Uring { filename } => {
                 let b = FileBdev::open(&spec.name, filename, bs).map_err(AppError::Failed)?;
+                // Stable across restarts (the data is), different on every machine.
+                let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+                let derived = crate::bdev::uuid_from_name(machine.trim(), &filename.display().to_string());
+                let b = b.with_uuid(spec.uuid.unwrap_or(derived));
                 if !b.is_direct() {
                     tracing::warn!(bdev = %spec.name, path = %filename.display(), "O_DIRECT not supported here: using the page cache");
                 }

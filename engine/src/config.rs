@@ -122,6 +122,10 @@ pub struct BdevConfig {
     pub block_size: Option<u32>,
     /// Path of a uring bdev's file or block device (it must exist).
     pub filename: Option<PathBuf>,
+    /// UUID ("8-4-4-4-12" hex) of the bdev and so of its namespace (NGUID,
+    /// UUID). Default: random for malloc and null; for uring, derived from
+    /// this machine's /etc/machine-id and the path (stable across restarts).
+    pub uuid: Option<String>,
 }
 
 /// A namespace of a subsystem in the file.
@@ -259,6 +263,28 @@ pub struct BdevSpec {
     pub block_size: u32,
     /// Kind.
     pub kind: BdevKind,
+    /// UUID, when given.
+    pub uuid: Option<[u8; 16]>,
+}
+
+/// Parses a UUID written as 32 hex digits, with or without the dashes of
+/// the 8-4-4-4-12 form.
+///
+/// # Errors
+/// A message with the expected form.
+pub fn parse_uuid(s: &str) -> Result<[u8; 16], String> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    let form_ok = hex.len() == 32
+        && hex.chars().all(|c| c.is_ascii_hexdigit())
+        && (!s.contains('-') || s.split('-').map(str::len).collect::<Vec<_>>() == [8, 4, 4, 4, 12]);
+    if !form_ok {
+        return Err("a UUID such as 4a1b2c3d-0000-4000-8000-00000000a1b2".to_string());
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).map_err(|_| "hex digits".to_string())?;
+    }
+    Ok(out)
 }
 
 /// A subsystem to create, resolved.
@@ -628,7 +654,16 @@ fn resolve_bdev(i: usize, b: &BdevConfig) -> Result<BdevSpec, ConfigError> {
     if b.filename.is_some() && !matches!(kind, BdevKind::Uring { .. }) {
         return bad(at("filename"), "(given)", "only for type = \"uring\"");
     }
-    Ok(BdevSpec { name, block_size, kind })
+    let uuid = match &b.uuid {
+        None => None,
+        Some(u) => Some(parse_uuid(u).or_else(|e| bad(at("uuid"), format!("\"{u}\""), e))?),
+    };
+    Ok(BdevSpec {
+        name,
+        block_size,
+        kind,
+        uuid,
+    })
 }
 
 fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Result<SubsystemSpec, ConfigError> {

@@ -171,7 +171,7 @@ if ! grep -q 'connect:' "$LOG"; then
     tgt_pid=
     finish
 fi
-# "    connect: nvme connect -t tcp -a 0.0.0.0 -s 4420 -n NQN": the example's subsystem.
+# "    connect: nvme connect -t tcp -a <an address of this node> -s 4420 -n NQN": the example's subsystem.
 NQN1=$(sed -n 's/.*connect: nvme connect .* -n \([^ ]*\).*/\1/p' "$LOG" | head -1)
 pass "lull target started from $CONFIG: $(grep -m1 'reactors on' "$LOG" | sed 's/^lull target: //'); subsystem $NQN1"
 [ -S "$SOCK" ] && pass "JSON-RPC socket $SOCK exists" || fail "no socket at $SOCK"

@@ -321,7 +321,7 @@ pub fn set(a: SetArgs) -> Result<(), String> {
     };
     let mut p = serde_json::Map::new();
     p.insert(name.clone(), v.clone());
-    call(&a.socket, "lull_set_options", Value::Object(p))?;
+    call(&a.socket, "lull_set_options", Value::Object(p)).map_err(|e| format!("{name} = {}: {e}", a.value))?;
     eprintln!("{name} = {v}");
     Ok(())
 }
@@ -344,9 +344,18 @@ pub fn get(a: GetArgs) -> Result<(), String> {
     match a.name {
         None => print_json(&all),
         Some(n) => {
-            let v = all
-                .get(n.replace('-', "_"))
-                .ok_or_else(|| format!("no setting `{n}` (lull get lists them)"))?;
+            let key = match n.replace('-', "_").as_str() {
+                "data_engine_nvme_ioq_poll_period_us" => "nvme_ioq_poll_period_us".to_string(),
+                "data_engine_interrupt_mode_enabled" | "interrupt_mode" => "interrupt_mode".to_string(),
+                other => other.to_string(),
+            };
+            let v = if key == "interrupt_mode" {
+                json!(all.get("mode_policy").and_then(Value::as_str) == Some("interrupt"))
+            } else {
+                all.get(&key)
+                    .cloned()
+                    .ok_or_else(|| format!("no setting `{n}` (lull get lists them)"))?
+            };
             println!("{v}");
         }
     }
@@ -477,7 +486,8 @@ pub fn bdev(a: BdevArgs) -> Result<(), String> {
             println!("{}", r.as_str().unwrap_or_default());
         }
         BdevCmd::Delete { name } => {
-            let list = call(s, "bdev_get_bdevs", json!({ "name": name }))?;
+            let list = call(s, "bdev_get_bdevs", json!({ "name": name }))
+                .map_err(|_| format!("bdev {name} does not exist (lull bdev list shows them)"))?;
             let product = list[0]["product_name"].as_str().unwrap_or("");
             let method = match product {
                 "Malloc disk" => "bdev_malloc_delete",

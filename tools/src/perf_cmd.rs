@@ -322,6 +322,11 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
         size: a.size,
         verify: a.verify,
     };
+    if a.verify && matches!(a.rw, Rw::RandRead | Rw::Read) {
+        eprintln!(
+            "lull perf: warning: --verify checks blocks this run wrote; a read-only workload writes none, so nothing is checked (use --rw randrw or write)"
+        );
+    }
     let info = ctrlr.info();
     eprintln!(
         "lull perf: {} on {addr} {subnqn} (cntlid {}, {} I/O queue(s) of {}, MAXH2CDATA {}, in-capsule {} bytes), initiator {} on CPU(s) {}",

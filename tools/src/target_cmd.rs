@@ -206,9 +206,6 @@ impl TargetArgs {
         }
         let storage_flags = !c.bdev.is_empty();
         if storage_flags {
-            if !self.allow_any_host && self.allow_host.is_empty() {
-                return Err("no host may connect: give --allow-any-host or --allow-host HOSTNQN".to_string());
-            }
             c.subsystem.push(SubsystemConfig {
                 nqn: Some(
                     self.subnqn
@@ -270,12 +267,23 @@ pub fn settings(a: &TargetArgs) -> Result<config::Settings, String> {
         Some(p) => Config::from_file(p)?,
         None => Config::default(),
     };
-    let merged = file.overlay(a.to_config()?);
+    let flags = a.to_config()?;
+    let flag_subsystem = a.config.as_ref().map_or(0, |_| file.subsystem.len());
+    let merged = file.overlay(flags);
     let source = a
         .config
         .as_ref()
         .map_or_else(|| "flags".to_string(), |p| format!("{} and flags", p.display()));
-    merged.resolve().map_err(|e| format!("invalid setting ({source}): {e}"))
+    merged.resolve().map_err(|e| {
+        // The subsystem the storage flags make has its hosts from flags.
+        if e.field == format!("subsystem[{flag_subsystem}].hosts")
+            && (!a.ram_bdev.is_empty() || !a.null_bdev.is_empty() || !a.file_bdev.is_empty())
+        {
+            "no host may connect: give --allow-any-host or --allow-host HOSTNQN".to_string()
+        } else {
+            format!("invalid setting ({source}): {e}")
+        }
+    })
 }
 
 /// Runs the target until SIGINT or SIGTERM.
@@ -286,6 +294,7 @@ pub fn run(a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), String>
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let s = settings(&a)?;
     init_logging(&s.log_level);
+    RpcServer::check_path(&s.rpc_socket)?;
     raise_fd_limit();
     let app = App::start(&s)?;
     let rpc = match RpcServer::start(app.clone(), &s.rpc_socket) {
@@ -372,9 +381,14 @@ fn print_summary(app: &App, s: &config::Settings, rpc: &std::path::Path, metrics
             );
         }
         if let Some(p) = reach.first() {
+            // A wildcard port: which of the node's addresses a host uses is not known here.
+            let addr = if p.ip().is_unspecified() {
+                "<an address of this node>".to_string()
+            } else {
+                p.ip().to_string()
+            };
             eprintln!(
-                "    connect: nvme connect -t tcp -a {} -s {} -n {}",
-                p.ip(),
+                "    connect: nvme connect -t tcp -a {addr} -s {} -n {}",
                 p.port(),
                 sub.nqn
             );

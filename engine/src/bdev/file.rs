@@ -35,6 +35,12 @@ pub struct FileBdev {
 }
 
 impl FileBdev {
+    /// The same bdev with this UUID (and so the namespace's NGUID/UUID).
+    pub fn with_uuid(mut self, uuid: [u8; 16]) -> Self {
+        self.uuid = uuid;
+        self
+    }
+
     /// Opens `path` read-write (`O_DIRECT` when possible).
     ///
     /// # Errors

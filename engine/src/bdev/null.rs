@@ -12,6 +12,12 @@ pub struct NullBdev {
 }
 
 impl NullBdev {
+    /// The same bdev with this UUID (and so the namespace's NGUID/UUID).
+    pub fn with_uuid(mut self, uuid: [u8; 16]) -> Self {
+        self.uuid = uuid;
+        self
+    }
+
     /// `num_blocks` blocks of `block_size` bytes.
     ///
     /// # Errors

@@ -20,6 +20,12 @@ pub struct RamBdev {
 }
 
 impl RamBdev {
+    /// The same bdev with this UUID (and so the namespace's NGUID/UUID).
+    pub fn with_uuid(mut self, uuid: [u8; 16]) -> Self {
+        self.uuid = uuid;
+        self
+    }
+
     /// `size_bytes` of zeroed memory in `block_size` blocks.
     ///
     /// # Errors
@@ -33,9 +39,19 @@ impl RamBdev {
             ));
         }
         let size = usize::try_from(size_bytes).map_err(|_| format!("size {size_bytes} bytes is too large"))?;
-        let stripes = (0..size.div_ceil(STRIPE))
-            .map(|i| Mutex::new(vec![0u8; STRIPE.min(size - i * STRIPE)].into_boxed_slice()))
-            .collect();
+        let too_big = || format!("cannot allocate {size_bytes} bytes of memory");
+        let mut stripes = Vec::new();
+        stripes
+            .try_reserve_exact(size.div_ceil(STRIPE))
+            .map_err(|_| too_big())?;
+        for i in 0..size.div_ceil(STRIPE) {
+            // Fallible, so a size the allocator refuses is an error, not an abort.
+            let n = STRIPE.min(size - i * STRIPE);
+            let mut v: Vec<u8> = Vec::new();
+            v.try_reserve_exact(n).map_err(|_| too_big())?;
+            v.resize(n, 0);
+            stripes.push(Mutex::new(v.into_boxed_slice()));
+        }
         Ok(RamBdev {
             name: name.to_string(),
             block_size,

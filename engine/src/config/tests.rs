@@ -201,11 +201,13 @@ fn every_field_parses_and_resolves() {
                 kind: BdevKind::Malloc {
                     num_blocks: (64 << 20) / 4096
                 },
+                uuid: None,
             },
             BdevSpec {
                 name: "Null0".into(),
                 block_size: 512,
                 kind: BdevKind::Null { num_blocks: 2048 },
+                uuid: None,
             },
             BdevSpec {
                 name: "File0".into(),
@@ -213,11 +215,13 @@ fn every_field_parses_and_resolves() {
                 kind: BdevKind::Uring {
                     filename: PathBuf::from("/var/lib/lull/vol0.img")
                 },
+                uuid: None,
             },
             BdevSpec {
                 name: "Malloc1".into(),
                 block_size: 512,
                 kind: BdevKind::Malloc { num_blocks: 2048 },
+                uuid: None,
             },
         ]
     );
@@ -896,6 +900,7 @@ fn bdev_errors_name_the_field() {
                 kind: BdevKind::Uring {
                     filename: "/tmp/f".into()
                 },
+                uuid: None,
             }
         );
     }

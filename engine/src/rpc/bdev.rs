@@ -21,6 +21,15 @@ fn unsupported(name: &str, v: &Option<Value>) -> Result<(), RpcError> {
     }
 }
 
+fn uuid_param(u: &Option<String>) -> Result<Option<[u8; 16]>, RpcError> {
+    u.as_deref()
+        .map(|s| {
+            crate::config::parse_uuid(s)
+                .map_err(|e| RpcError::invalid(format!("Invalid parameters: uuid `{s}`: expected {e}")))
+        })
+        .transpose()
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateParams {
@@ -28,7 +37,7 @@ struct CreateParams {
     num_blocks: u64,
     block_size: u32,
     physical_block_size: Option<u32>,
-    uuid: Option<Value>,
+    uuid: Option<String>,
     optimal_io_boundary: Option<Value>,
     md_size: Option<Value>,
     md_interleave: Option<Value>,
@@ -40,8 +49,8 @@ struct CreateParams {
 
 fn create(app: &App, params: Value, malloc: bool) -> Result<Value, RpcError> {
     let p: CreateParams = decode(params)?;
+    let uuid = uuid_param(&p.uuid)?;
     for (n, v) in [
-        ("uuid", &p.uuid),
         ("optimal_io_boundary", &p.optimal_io_boundary),
         ("md_size", &p.md_size),
         ("md_interleave", &p.md_interleave),
@@ -88,6 +97,7 @@ fn create(app: &App, params: Value, malloc: bool) -> Result<Value, RpcError> {
         name,
         block_size: p.block_size,
         kind,
+        uuid,
     })?;
     Ok(Value::String(name))
 }
@@ -106,16 +116,17 @@ struct UringParams {
     name: String,
     filename: std::path::PathBuf,
     block_size: Option<u32>,
-    uuid: Option<Value>,
+    uuid: Option<String>,
 }
 
 pub(super) fn bdev_uring_create(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: UringParams = decode(params)?;
-    unsupported("uuid", &p.uuid)?;
+    let uuid = uuid_param(&p.uuid)?;
     let name = app.create_bdev(&BdevSpec {
         name: p.name,
         block_size: p.block_size.filter(|&b| b != 0).unwrap_or(512),
         kind: BdevKind::Uring { filename: p.filename },
+        uuid,
     })?;
     Ok(Value::String(name))
 }

@@ -45,6 +45,8 @@ pub mod code {
     pub const ENODEV: i32 = -19;
     /// -EEXIST: already exists.
     pub const EEXIST: i32 = -17;
+    /// -ENOMEM: not enough memory.
+    pub const ENOMEM: i32 = -12;
 }
 
 /// A JSON-RPC error object.
@@ -73,6 +75,7 @@ impl From<AppError> for RpcError {
             AppError::NotFound(_) => code::ENODEV,
             AppError::Exists(_) => code::EEXIST,
             AppError::NotPermitted(_) => code::EPERM,
+            AppError::NoMemory(_) => code::ENOMEM,
             AppError::Failed(_) => code::INTERNAL_ERROR,
         };
         RpcError {
@@ -264,6 +267,33 @@ pub struct RpcServer {
 }
 
 impl RpcServer {
+    /// Checks that `path` can become the socket (no daemon listening there,
+    /// its directory exists) without binding it: for a start-up that should
+    /// fail before it builds anything.
+    ///
+    /// # Errors
+    /// A message naming the path and the problem.
+    pub fn check_path(path: &Path) -> Result<(), String> {
+        if path.exists() && UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "rpc_socket {}: another daemon is listening there (use -r/--rpc-socket for another path)",
+                path.display()
+            ));
+        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(format!(
+                "rpc_socket {}: directory {} does not exist",
+                path.display(),
+                dir.display()
+            ));
+        }
+        Ok(())
+    }
+
     /// Binds `path` (mode 0600) and serves `app` on it. A stale socket file
     /// (nobody listening) is replaced; a live one is an error.
     ///

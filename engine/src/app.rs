@@ -263,10 +263,12 @@ impl App {
         crate::config::check_bdev_name(&spec.name)
             .map_err(|e| AppError::InvalidParams(format!("bdev name `{}`: {e}", spec.name)))?;
         crate::bdev::check_block_size(spec.block_size).map_err(AppError::InvalidParams)?;
-        let mut bdevs = lock(&self.bdevs);
-        if bdevs.contains_key(&spec.name) {
-            return Err(AppError::Exists(format!("bdev {} already exists", spec.name)));
+        let exists = || AppError::Exists(format!("bdev {} already exists", spec.name));
+        if lock(&self.bdevs).contains_key(&spec.name) {
+            return Err(exists());
         }
+        // Built without the lock (a large RAM bdev takes seconds to fill);
+        // the name is checked again when it goes in.
         let bs = spec.block_size;
         // Like SPDK: a RAM or null bdev gets a random UUID unless one is
         // given, so two nodes built from one config never show hosts the same
@@ -320,6 +322,10 @@ impl App {
                 )
             }
         };
+        let mut bdevs = lock(&self.bdevs);
+        if bdevs.contains_key(&spec.name) {
+            return Err(exists());
+        }
         bdevs.insert(spec.name.clone(), BdevEntry { bdev, driver });
         tracing::info!(bdev = %spec.name, "bdev created");
         Ok(spec.name.clone())
@@ -355,8 +361,10 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`] when there is no such bdev of that kind.
     pub fn delete_bdev(&self, name: &str, kind: &str) -> Result<(), AppError> {
+        // Under the bdev map's lock, which add_namespace also holds from its
+        // lookup to its insert: no namespace can be added to a bdev being deleted.
         let entry = {
-            let bdevs = lock(&self.bdevs);
+            let mut bdevs = lock(&self.bdevs);
             let Some(e) = bdevs.get(name) else {
                 return Err(AppError::NotFound(format!("bdev {name} does not exist")));
             };
@@ -367,8 +375,19 @@ impl App {
             if !matches {
                 return Err(AppError::NotFound(format!("bdev {name} is not a {kind} bdev")));
             }
-            e.clone()
+            let e = bdevs.remove(name).ok_or_else(|| AppError::NotFound(name.to_string()))?;
+            self.unclaim(name);
+            e
         };
+        if let Err(e) = entry.bdev.flush() {
+            tracing::warn!(bdev = name, error = %e, "flush before delete failed");
+        }
+        tracing::info!(bdev = name, "bdev deleted");
+        Ok(())
+    }
+
+    /// Removes every namespace on bdev `name` (the caller holds the bdev map's lock).
+    fn unclaim(&self, name: &str) {
         for (nqn, nsid) in self.claims(name) {
             if let Some(s) = self.target.subsystem(&nqn) {
                 let _ = s.remove_namespace(nsid);
@@ -376,12 +395,6 @@ impl App {
                 tracing::info!(bdev = name, subnqn = %nqn, nsid, "namespace removed with its bdev");
             }
         }
-        if let Err(e) = entry.bdev.flush() {
-            tracing::warn!(bdev = name, error = %e, "flush before delete failed");
-        }
-        lock(&self.bdevs).remove(name);
-        tracing::info!(bdev = name, "bdev deleted");
-        Ok(())
     }
 
     // ---- transport ----
@@ -464,10 +477,12 @@ impl App {
     /// for a taken or bad NSID or a full subsystem.
     pub fn add_namespace(&self, nqn: &str, bdev: &str, nsid: u32) -> Result<u32, AppError> {
         let s = self.nvm_subsystem(nqn)?;
-        let b = self
-            .bdev(bdev)
+        let bdevs = lock(&self.bdevs);
+        let b = bdevs
+            .get(bdev)
             .ok_or_else(|| AppError::NotFound(format!("bdev {bdev} does not exist")))?;
-        let nsid = s.add_namespace(nsid, b.bdev).map_err(AppError::InvalidParams)?;
+        let nsid = s.add_namespace(nsid, b.bdev.clone()).map_err(AppError::InvalidParams)?;
+        drop(bdevs);
         self.notify_namespace_changed(&s, nsid);
         tracing::info!(subnqn = nqn, bdev, nsid, "namespace added");
         Ok(nsid)
@@ -556,7 +571,16 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`].
     pub fn allow_any_host(&self, nqn: &str, allow: bool) -> Result<(), AppError> {
-        self.nvm_subsystem(nqn)?.set_allow_any_host(allow);
+        let s = self.nvm_subsystem(nqn)?;
+        s.set_allow_any_host(allow);
+        if !allow {
+            // As remove_host: hosts no longer allowed lose their controllers.
+            for c in self.target.controllers() {
+                if Arc::ptr_eq(&c.subsystem, &s) && !s.allows(&c.hostnqn) {
+                    c.shut_down("host no longer allowed on the subsystem");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -683,13 +707,10 @@ impl App {
             .cloned()
             .collect();
         for b in &gone {
-            for (nqn, nsid) in self.claims(b) {
-                if let Some(s) = self.target.subsystem(&nqn) {
-                    let _ = s.remove_namespace(nsid);
-                    self.notify_namespace_changed(&s, nsid);
-                }
-            }
-            lock(&self.bdevs).remove(b);
+            let mut bdevs = lock(&self.bdevs);
+            bdevs.remove(b);
+            self.unclaim(b);
+            drop(bdevs);
             tracing::info!(ctrlr = name, bdev = %b, "remote namespace gone: bdev removed");
         }
         entry.bdevs.retain(|b| !gone.contains(b));
@@ -731,13 +752,9 @@ impl App {
             return Err(AppError::NotFound(format!("NVMe controller {name} does not exist")));
         };
         for b in &e.bdevs {
-            for (nqn, nsid) in self.claims(b) {
-                if let Some(s) = self.target.subsystem(&nqn) {
-                    let _ = s.remove_namespace(nsid);
-                    self.notify_namespace_changed(&s, nsid);
-                }
-            }
-            lock(&self.bdevs).remove(b);
+            let mut bdevs = lock(&self.bdevs);
+            bdevs.remove(b);
+            self.unclaim(b);
         }
         e.ctrlr.detach();
         Ok(())

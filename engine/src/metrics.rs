@@ -1,12 +1,14 @@
 //! Prometheus metrics (OpenMetrics text, which Prometheus scrapes natively) on `--metrics ADDR`:
 //! per-core mode, busy ratio, wakeups, I/O commands and bytes, queues
 //! (connections), asynchronous-bdev latency; encoded by `prometheus-client`,
-//! served by `tiny_http` on a thread of its own.
+//! the request head parsed by `httparse`, served from a thread of its own.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -141,10 +143,22 @@ pub fn render(app: &App) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
+/// Most scrapes served at once; more connections are closed at once.
+const MAX_SCRAPERS: usize = 16;
+/// A scraper must send its request within this time.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Largest request head read, bytes.
+const MAX_HEAD: usize = 8192;
+
 /// A running metrics endpoint; stops on drop.
+///
+/// HTTP/1.1 `GET /metrics` only: the request head is parsed by `httparse`
+/// from at most 8 KiB read within 5 s, any body is ignored (never read into
+/// memory), at most 16 connections are served at once, and each gets one
+/// answer and is closed. The endpoint is unauthenticated: bind it to a
+/// management address.
 pub struct MetricsServer {
     addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -155,45 +169,17 @@ impl MetricsServer {
     /// # Errors
     /// A message naming the address when it cannot be bound.
     pub fn start(app: Arc<App>, addr: SocketAddr) -> Result<MetricsServer, String> {
-        let server = tiny_http::Server::http(addr).map_err(|e| format!("metrics {addr}: {e}"))?;
-        let bound = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| format!("metrics {addr}: not an IP listener"))?;
-        let server = Arc::new(server);
+        let listener = TcpListener::bind(addr).map_err(|e| format!("metrics {addr}: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| format!("metrics {addr}: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (stop2, srv) = (stop.clone(), server.clone());
+        let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("lull-metrics".into())
-            .spawn(move || {
-                let content_type = tiny_http::Header::from_bytes(
-                    &b"Content-Type"[..],
-                    &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
-                )
-                .ok();
-                // Blocks until a request or `unblock` (no periodic wakeup while idle).
-                while !stop2.load(Ordering::Relaxed) {
-                    let Ok(req) = srv.recv() else { break };
-                    let path = req.url().split('?').next().unwrap_or("");
-                    let resp = if req.method() != &tiny_http::Method::Get {
-                        tiny_http::Response::from_string("only GET\n").with_status_code(405)
-                    } else if path == "/metrics" || path == "/" {
-                        match (render(&app), content_type.clone()) {
-                            (Ok(body), Some(h)) => tiny_http::Response::from_string(body).with_header(h),
-                            (Ok(body), None) => tiny_http::Response::from_string(body),
-                            (Err(_), _) => tiny_http::Response::from_string("encoding failed\n").with_status_code(500),
-                        }
-                    } else {
-                        tiny_http::Response::from_string("not found; try /metrics\n").with_status_code(404)
-                    };
-                    let _ = req.respond(resp);
-                }
-            })
+            .spawn(move || accept_loop(&app, &listener, &stop2))
             .map_err(|e| format!("metrics thread: {e}"))?;
         tracing::info!(%bound, "Prometheus metrics on /metrics");
         Ok(MetricsServer {
             addr: bound,
-            server,
             stop,
             thread: Some(thread),
         })
@@ -205,11 +191,93 @@ impl MetricsServer {
     }
 }
 
+// A blocking accept: an idle endpoint costs no wakeups; Drop wakes it by connecting.
+fn accept_loop(app: &Arc<App>, listener: &TcpListener, stop: &AtomicBool) {
+    let busy = Arc::new(AtomicUsize::new(0));
+    while !stop.load(Ordering::Relaxed) {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and friends: keep the endpoint, try again shortly.
+                tracing::warn!(error = %e, "metrics accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if busy.load(Ordering::Relaxed) >= MAX_SCRAPERS {
+            continue; // dropped: closed at once
+        }
+        busy.fetch_add(1, Ordering::Relaxed);
+        let (app, busy2) = (app.clone(), busy.clone());
+        let spawned = std::thread::Builder::new().name("lull-scrape".into()).spawn(move || {
+            serve(&app, stream);
+            busy2.fetch_sub(1, Ordering::Relaxed);
+        });
+        if spawned.is_err() {
+            busy.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn serve(app: &App, mut stream: TcpStream) {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let (status, body, content_type) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || head.len() > MAX_HEAD {
+            return;
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&head) {
+            Ok(httparse::Status::Partial) => continue,
+            Err(_) => break ("400 Bad Request", "bad request\n".to_string(), "text/plain"),
+            Ok(httparse::Status::Complete(_)) => {
+                let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
+                break if req.method != Some("GET") {
+                    ("405 Method Not Allowed", "only GET\n".to_string(), "text/plain")
+                } else if path == "/metrics" || path == "/" {
+                    match render(app) {
+                        Ok(b) => (
+                            "200 OK",
+                            b,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        ),
+                        Err(_) => (
+                            "500 Internal Server Error",
+                            "encoding failed\n".to_string(),
+                            "text/plain",
+                        ),
+                    }
+                } else {
+                    ("404 Not Found", "not found; try /metrics\n".to_string(), "text/plain")
+                };
+            }
+        }
+    };
+    let _ = stream.set_write_timeout(Some(REQUEST_DEADLINE));
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(reply.as_bytes());
+}
+
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
+        if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok()
+            && let Some(t) = self.thread.take()
+        {
             let _ = t.join();
         }
     }

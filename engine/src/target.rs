@@ -434,6 +434,15 @@ impl Target {
             a.listeners.push(local);
         }
         drop(a);
+        // Deleted meanwhile? remove_subsystem unregisters before it takes the
+        // listeners, so a subsystem still registered now gets this one released
+        // by its deletion; one already gone would leak the port.
+        let registered = self.registry().subsystems.iter().any(|x| Arc::ptr_eq(x, &s));
+        if !registered {
+            s.access().listeners.retain(|l| *l != local);
+            self.release_listener(local);
+            return Err(format!("subsystem {nqn} was deleted"));
+        }
         self.registry().genctr += 1;
         Ok(local)
     }

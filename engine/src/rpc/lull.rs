@@ -148,6 +148,7 @@ struct Options {
     fast_io_fail_timeout_sec: Option<u32>,
     timeout_us: Option<u64>,
     bdev_retry_count: Option<u32>,
+    #[serde(alias = "io_queue_requests")]
     io_queue_size: Option<u16>,
 }
 

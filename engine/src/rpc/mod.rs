@@ -188,6 +188,14 @@ fn handle_text(app: &App, v: &Value) -> Option<Value> {
             code::INVALID_REQUEST,
             "Invalid request: empty batch",
         )),
+        Value::Array(batch) if batch.len() > MAX_BATCH => Some(error_response(
+            Value::Null,
+            code::INVALID_REQUEST,
+            &format!(
+                "Invalid request: a batch of {} requests; at most {MAX_BATCH}",
+                batch.len()
+            ),
+        )),
         Value::Array(batch) => {
             let out: Vec<Value> = batch.iter().filter_map(|r| handle_request(app, r)).collect();
             (!out.is_empty()).then_some(Value::Array(out))
@@ -199,22 +207,33 @@ fn handle_text(app: &App, v: &Value) -> Option<Value> {
 /// Largest request text accepted, bytes.
 const MAX_REQUEST: usize = 4 << 20;
 /// An RPC connection idle this long is closed.
-const IDLE_CLOSE: Duration = Duration::from_secs(600);
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
+/// A client that does not take its answer within this time is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most connections served at once.
-const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS: usize = 256;
+/// Most requests in one batch.
+const MAX_BATCH: usize = 1024;
 
 /// Serves one client until it closes, sends malformed JSON, or idles 10 minutes.
 fn serve_conn(app: &App, mut stream: UnixStream, stop: &AtomicBool) {
     // A blocking read: an idle client costs no wakeups.
     let _ = stream.set_read_timeout(Some(IDLE_CLOSE));
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    // Parse again only when the client paused (a short read) or the buffer
+    // doubled since the last incomplete attempt: a large request is not
+    // re-parsed from its start after every chunk.
+    let mut retry_at = 0usize;
+    let mut paused = true;
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
         // Answer every complete text in the buffer.
-        loop {
+        while paused || buf.len() >= retry_at {
             let start = buf.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(buf.len());
             buf.drain(..start);
             if buf.is_empty() {
+                retry_at = 0;
                 break;
             }
             let mut it = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
@@ -230,7 +249,10 @@ fn serve_conn(app: &App, mut stream: UnixStream, stop: &AtomicBool) {
                         }
                     }
                 }
-                Some(Err(e)) if e.is_eof() => break,
+                Some(Err(e)) if e.is_eof() => {
+                    retry_at = buf.len() * 2;
+                    break;
+                }
                 Some(Err(e)) => {
                     let resp = error_response(Value::Null, code::PARSE_ERROR, &format!("Parse error: {e}"));
                     let _ = stream.write_all(format!("{resp}\n").as_bytes());
@@ -249,7 +271,10 @@ fn serve_conn(app: &App, mut stream: UnixStream, stop: &AtomicBool) {
         }
         match stream.read(&mut chunk) {
             Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                paused = n < chunk.len();
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => return,
@@ -274,6 +299,14 @@ impl RpcServer {
     /// # Errors
     /// A message naming the path and the problem.
     pub fn check_path(path: &Path) -> Result<(), String> {
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
+        {
+            return Err(format!(
+                "rpc_socket {}: exists and is not a socket; refusing to replace it",
+                path.display()
+            ));
+        }
         if path.exists() && UnixStream::connect(path).is_ok() {
             return Err(format!(
                 "rpc_socket {}: another daemon is listening there (use -r/--rpc-socket for another path)",
@@ -300,7 +333,13 @@ impl RpcServer {
     /// # Errors
     /// A message naming the path: in use by a running daemon, or not bindable.
     pub fn start(app: Arc<App>, path: &Path) -> Result<RpcServer, String> {
-        if path.exists() {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+                return Err(format!(
+                    "rpc_socket {}: exists and is not a socket; refusing to replace it",
+                    path.display()
+                ));
+            }
             if UnixStream::connect(path).is_ok() {
                 return Err(format!(
                     "rpc_socket {}: another daemon is listening there (use -r/--rpc-socket for another path)",

@@ -1,0 +1,120 @@
+//! Regressions from the adversarial session against the daemon: a metrics
+//! request with a huge Content-Length, bdev deletion racing namespace
+//! creation, an RPC socket path that is a regular file, oversized batches.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use lull_engine::app::App;
+use lull_engine::config::{BdevKind, BdevSpec, Config};
+use lull_engine::metrics::MetricsServer;
+use lull_engine::rpc::RpcServer;
+use serde_json::json;
+
+fn app() -> Arc<App> {
+    let core = lull_reactor::CoreList::usable().unwrap().cores()[0];
+    let cfg = Config::from_toml(&format!(
+        "cores = \"{core}\"\nrpc_socket = \"/nonexistent/unused.sock\""
+    ))
+    .unwrap();
+    App::start(&cfg.resolve().unwrap()).unwrap()
+}
+
+fn get(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn a_huge_content_length_does_not_take_the_daemon_down() {
+    let app = app();
+    let m = MetricsServer::start(app.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let r = get(m.addr(), "GET /metrics HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+    let r = get(
+        m.addr(),
+        "POST /metrics HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+    let r = get(m.addr(), "\x00\x01garbage\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = get(m.addr(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(r.contains("lull_reactor_mode"), "still serving: {r}");
+    drop(m);
+    app.shutdown();
+}
+
+#[test]
+fn deleting_a_bdev_while_namespaces_are_added_leaves_no_orphan() {
+    let app = app();
+    app.create_subsystem("nqn.2024-01.io.lull:race", "SN", "M", true, 1024)
+        .unwrap();
+    for round in 0..200 {
+        let name = format!("B{round}");
+        app.create_bdev(&BdevSpec {
+            name: name.clone(),
+            block_size: 512,
+            kind: BdevKind::Null { num_blocks: 8 },
+            uuid: None,
+        })
+        .unwrap();
+        let (a, n) = (app.clone(), name.clone());
+        let adder = std::thread::spawn(move || {
+            let _ = a.add_namespace("nqn.2024-01.io.lull:race", &n, 0);
+        });
+        let _ = app.delete_bdev(&name, "null");
+        adder.join().unwrap();
+        // Whichever came first, no namespace may serve a bdev the map no longer has.
+        let s = app.target().subsystem("nqn.2024-01.io.lull:race").unwrap();
+        for ns in s.namespaces().iter() {
+            assert!(
+                app.bdev(ns.bdev.name()).is_some(),
+                "round {round}: namespace {} serves deleted bdev {}",
+                ns.nsid,
+                ns.bdev.name()
+            );
+            let _ = app.delete_bdev(ns.bdev.name(), "null");
+        }
+    }
+    app.shutdown();
+}
+
+#[test]
+fn an_rpc_socket_path_that_is_a_file_is_refused_not_deleted() {
+    let app = app();
+    let path = std::env::temp_dir().join(format!("lull-breaker-{}.toml", std::process::id()));
+    std::fs::write(&path, "cores = \"0\"\n").unwrap();
+    let e = RpcServer::check_path(&path).unwrap_err();
+    assert!(e.contains("is not a socket"), "{e}");
+    let e = RpcServer::start(app.clone(), &path).err().unwrap();
+    assert!(e.contains("is not a socket"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "cores = \"0\"\n",
+        "the file is untouched"
+    );
+    std::fs::remove_file(&path).unwrap();
+    app.shutdown();
+}
+
+#[test]
+fn a_batch_over_the_limit_is_one_error() {
+    let app = app();
+    let batch: Vec<_> = (0..1025)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "spdk_get_version"}))
+        .collect();
+    let path = std::env::temp_dir().join(format!("lull-breaker-{}.sock", std::process::id()));
+    let server = RpcServer::start(app.clone(), &path).unwrap();
+    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    c.write_all(serde_json::Value::Array(batch).to_string().as_bytes())
+        .unwrap();
+    let mut it = serde_json::Deserializer::from_reader(&mut c).into_iter::<serde_json::Value>();
+    let v = it.next().unwrap().unwrap();
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    drop(server);
+    app.shutdown();
+}

@@ -12,7 +12,7 @@ use lull_transport::target::{Command, TargetQueue};
 
 use crate::bdev::{Bdev, BdevError, BdevIo};
 use crate::identify::MAX_TRANSFER;
-use crate::subsystem::Subsystem;
+use crate::subsystem::{Namespace, Subsystem};
 use crate::target::CoreIo;
 
 fn bdev_status(e: &BdevError) -> Status {
@@ -55,17 +55,17 @@ pub fn execute(
     io: &CoreIo,
     later: &Completer,
 ) {
-    let asynchronous = ready && {
-        let nss = subsystem.namespaces();
-        match cmd.sqe.nsid() {
+    // One load of the namespace list per command, shared by both paths.
+    let nss = subsystem.namespaces();
+    let asynchronous = ready
+        && match cmd.sqe.nsid() {
             0xFFFF_FFFF => nss.iter().any(|n| n.bdev.is_async()),
             nsid => nss.iter().any(|n| n.nsid == nsid && n.bdev.is_async()),
-        }
-    };
+        };
     if asynchronous {
-        execute_async(cx, cmd, subsystem, io, later);
+        execute_async(cx, cmd, subsystem, &nss, io, later);
     } else {
-        execute_sync(q, &cmd, subsystem, ready, buf, io);
+        execute_sync(q, &cmd, subsystem, &nss, ready, buf, io);
     }
 }
 
@@ -73,6 +73,7 @@ fn execute_sync(
     q: &mut TargetQueue,
     cmd: &Command,
     subsystem: &Subsystem,
+    nss: &[Namespace],
     ready: bool,
     buf: &mut Vec<u8>,
     io: &CoreIo,
@@ -90,7 +91,6 @@ fn execute_sync(
     }
     let opc = cmd.sqe.opc();
     let nsid = cmd.sqe.nsid();
-    let nss = subsystem.namespaces();
     if opc == io_opc::FLUSH && nsid == 0xFFFF_FFFF {
         let r = nss.iter().try_for_each(|ns| ns.bdev.flush());
         return done(q, r.map_or_else(|e| bdev_status(&e), |()| Status::SUCCESS));
@@ -275,7 +275,14 @@ fn join(later: &Tracked, cid: u16, parts: usize) -> impl Fn(&mut Context, Result
 
 /// The asynchronous path: every operation goes through `Bdev::submit` and
 /// completes through `later`.
-fn execute_async(cx: &mut Context, cmd: Command, subsystem: &Arc<Subsystem>, io: &CoreIo, later: &Completer) {
+fn execute_async(
+    cx: &mut Context,
+    cmd: Command,
+    subsystem: &Arc<Subsystem>,
+    nss: &[Namespace],
+    io: &CoreIo,
+    later: &Completer,
+) {
     let later = &Tracked::new(cx, later);
     let cid = cmd.sqe.cid();
     let opc = cmd.sqe.opc();
@@ -291,14 +298,13 @@ fn execute_async(cx: &mut Context, cmd: Command, subsystem: &Arc<Subsystem>, io:
         )
     };
     if opc == io_opc::FLUSH && nsid == 0xFFFF_FFFF {
-        let nss = subsystem.namespaces();
         let done = join(later, cid, nss.len());
         for ns in nss.iter() {
             ns.bdev.submit(cx, BdevIo::Flush, Box::new(done.clone()));
         }
         return;
     }
-    let Some(ns) = subsystem.namespace(nsid) else {
+    let Some(ns) = nss.iter().find(|n| n.nsid == nsid) else {
         return fail(cx, status::INVALID_NAMESPACE.with_dnr());
     };
     let bdev = ns.bdev.clone();

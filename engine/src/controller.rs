@@ -523,6 +523,10 @@ impl QueueBinding {
             status: s.with_dnr(),
             ..Cqe::default()
         };
+        // The queue delivers a command whose CID an outstanding AER holds only
+        // when the host abandoned that AER (TargetQueue::on_capsule): forget it,
+        // so an event never completes the new command in its place.
+        ctrl.state().aers.retain(|&held| held != cid);
         if sqe.opc() == admin_opc::FABRICS {
             let cqe = self.fabrics(cx, q, cmd, ctrl);
             q.complete(cqe);

@@ -310,5 +310,5 @@ if [ -x tests/interop/spdk-config.sh ]; then
     fi
 fi
 
-echo "spdk interop: $passed passed, $failed failed"
+echo "spdk-interop: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

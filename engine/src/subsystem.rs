@@ -18,22 +18,29 @@ pub struct Namespace {
     pub nsid: u32,
     /// The bdev behind it.
     pub bdev: Arc<dyn Bdev>,
-    /// Namespace Globally Unique Identifier (stable: derived from the bdev's identity).
+    /// Namespace Globally Unique Identifier: the bdev's UUID bytes, as SPDK's
+    /// target sets it when none is given, so an initiator that names its bdev
+    /// by NGUID (SPDK's bdev_nvme) gets the target bdev's UUID.
     pub nguid: [u8; 16],
-    /// Namespace UUID (stable, as NGUID).
+    /// IEEE Extended Unique Identifier: none (all zeroes, not listed in the
+    /// descriptor list), as SPDK's target unless one is given.
+    pub eui64: [u8; 8],
+    /// Namespace UUID: the bdev's UUID.
     pub uuid: [u8; 16],
 }
 
 impl Namespace {
-    /// Binds `bdev` as `nsid`, with identities derived from the bdev's.
+    /// Binds `bdev` as `nsid`, with identifiers derived from the bdev's UUID
+    /// as SPDK's target derives them (`spdk_nvmf_subsystem_add_ns_ext`
+    /// without nguid/eui64/uuid): NGUID = UUID = the bdev's UUID, byte for
+    /// byte in its text order; no EUI64.
     pub fn new(nsid: u32, bdev: Arc<dyn Bdev>) -> Self {
         let uuid = bdev.uuid();
-        let mut nguid = uuid;
-        nguid.reverse();
         Namespace {
             nsid,
             bdev,
-            nguid,
+            nguid: uuid,
+            eui64: [0; 8],
             uuid,
         }
     }

@@ -22,6 +22,7 @@ pub mod identify;
 pub mod io;
 pub mod logpage;
 pub mod metrics;
+pub mod restart_only;
 pub mod nvme;
 pub mod rpc;
 pub mod subsystem;

@@ -310,9 +310,6 @@ mod version_tests {
             .ok()
             .or(head)
             .unwrap_or_else(|| "unknown".into());
-        assert_eq!(
-            shown.trim(),
-            format!("lull {} ({commit})", env!("CARGO_PKG_VERSION"))
-        );
+        assert_eq!(shown.trim(), format!("lull {} ({commit})", env!("CARGO_PKG_VERSION")));
     }
 }

@@ -4,7 +4,11 @@
 /// Settings fixed at start: (config key, `lull target` flag, why it cannot
 /// change while lull runs).
 const FIXED_AT_START: &[(&str, &str, &str)] = &[
-    ("cores", "--cores 0-3", "the reactors are started on their CPUs when lull starts"),
+    (
+        "cores",
+        "--cores 0-3",
+        "the reactors are started on their CPUs when lull starts",
+    ),
     (
         "in_capsule_data_size",
         "--in-capsule-data-size 8192",
@@ -25,11 +29,27 @@ const FIXED_AT_START: &[(&str, &str, &str)] = &[
         "--no-data-digest",
         "digests are agreed in the ICReq/ICResp of each connection",
     ),
-    ("kato_min_ms", "--kato-min-ms 1000", "the target's keep-alive bounds are read at start"),
-    ("kato_max_ms", "--kato-max-ms 3600000", "the target's keep-alive bounds are read at start"),
+    (
+        "kato_min_ms",
+        "--kato-min-ms 1000",
+        "the target's keep-alive bounds are read at start",
+    ),
+    (
+        "kato_max_ms",
+        "--kato-max-ms 3600000",
+        "the target's keep-alive bounds are read at start",
+    ),
     ("log_level", "--log-level debug", "the log filter is installed at start"),
-    ("rpc_socket", "--rpc-socket PATH", "it is the socket the daemon is listening on"),
-    ("metrics", "--metrics 127.0.0.1:9465", "the metrics listener is opened at start"),
+    (
+        "rpc_socket",
+        "--rpc-socket PATH",
+        "it is the socket the daemon is listening on",
+    ),
+    (
+        "metrics",
+        "--metrics 127.0.0.1:9465",
+        "the metrics listener is opened at start",
+    ),
     (
         "listen",
         "--listen 0.0.0.0:4420",
@@ -74,7 +94,10 @@ mod tests {
         assert!(m.contains("`cores` cannot change while lull runs"), "{m}");
         assert!(m.contains("restart") && m.contains("--cores"), "{m}");
         let m = restart_needed("in-capsule-data-size").unwrap();
-        assert!(m.contains("`in_capsule_data_size`") && m.contains("--in-capsule-data-size"), "{m}");
+        assert!(
+            m.contains("`in_capsule_data_size`") && m.contains("--in-capsule-data-size"),
+            "{m}"
+        );
         assert!(restart_needed("bdev").unwrap().contains("lull bdev"));
         assert_eq!(restart_needed("nvme_ioq_poll_period_us"), None, "a live setting");
         assert_eq!(restart_needed("no_such_thing"), None);

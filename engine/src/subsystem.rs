@@ -395,7 +395,10 @@ mod tests {
         assert!(s.admit("").unwrap_err().contains("allows no host yet"));
         s.add_host("nqn.2024-01.io.h:1").unwrap();
         let why = s.admit("").unwrap_err();
-        assert!(why.contains("empty HOSTNQN") && why.contains("nqn.2024-01.io.h:1"), "{why}");
+        assert!(
+            why.contains("empty HOSTNQN") && why.contains("nqn.2024-01.io.h:1"),
+            "{why}"
+        );
         let why = s.admit("nqn.2024-01.io.h:2").unwrap_err();
         assert!(why.contains("host nqn.2024-01.io.h:2 is not on the host list"), "{why}");
         s.set_allow_any_host(true);

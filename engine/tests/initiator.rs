@@ -814,7 +814,8 @@ fn a_volume_keeps_its_uuid_over_nvme_tcp() {
     let uuid = uuid_bytes(text);
     let usable = CoreList::usable().unwrap();
     let cores: Vec<usize> = usable.cores().iter().copied().take(1).collect();
-    let reactors = Reactors::start(ReactorConfig::new(CoreList::try_from(cores).unwrap()).mode(Mode::Interrupt)).unwrap();
+    let reactors =
+        Reactors::start(ReactorConfig::new(CoreList::try_from(cores).unwrap()).mode(Mode::Interrupt)).unwrap();
     let target = Target::new(std_cfg());
     let s = Subsystem::new(SUBNQN, "SN0001", "lull test").unwrap();
     s.add_host(HOSTNQN).unwrap();
@@ -852,7 +853,11 @@ fn a_volume_keeps_its_uuid_over_nvme_tcp() {
     let init = initiator(Mode::Interrupt);
     let ctrl = attach(addr, quick_opts(), &init);
     let bdev = lull_engine::nvme::NvmeBdev::new("Nvme0n1", ctrl.clone(), 1).unwrap();
-    assert_eq!(bdev.uuid(), uuid, "the initiator's bdev has the target bdev's UUID {text}");
+    assert_eq!(
+        bdev.uuid(),
+        uuid,
+        "the initiator's bdev has the target bdev's UUID {text}"
+    );
     drop(bdev);
     shutdown(ctrl, init);
     reactors.shutdown().unwrap();

@@ -246,7 +246,11 @@ fn empty_hostnqn_connects_where_any_host_is_allowed() {
         let mut a = Host::connect(t.addr);
         a.icreq(0);
         let c = a.fabric_connect(0, SUBNQN, "", 0xFFFF, 0);
-        assert!(c.status.is_success(), "admin Connect with an empty HOSTNQN: {}", c.status);
+        assert!(
+            c.status.is_success(),
+            "admin Connect with an empty HOSTNQN: {}",
+            c.status
+        );
         let cntlid = c.dw0 as u16;
         assert!(a.prop_set(property::CC, 1 | (6 << 16) | (4 << 20)).status.is_success());
         let mut io = Host::connect(t.addr);

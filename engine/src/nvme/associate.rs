@@ -382,7 +382,10 @@ mod tests {
         d[40..44].copy_from_slice(&[1, 4, 0, 0]);
         d[44..48].fill(0x11);
         let ids = parse_descriptors(&d);
-        assert_eq!((ids.uuid, ids.nguid, ids.eui64), (Some([0x33; 16]), Some([0x22; 16]), None));
+        assert_eq!(
+            (ids.uuid, ids.nguid, ids.eui64),
+            (Some([0x33; 16]), Some([0x22; 16]), None)
+        );
         let mut ns = NsInfo {
             nsid: 1,
             block_size: 512,

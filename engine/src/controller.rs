@@ -108,7 +108,7 @@ impl Controller {
             std::mem::take(&mut s.queues)
         };
         self.ready.store(false, Ordering::Release);
-        tracing::info!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, hostnqn = %self.hostnqn, "controller torn down: {why}");
+        tracing::info!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, hostnqn = %shown(&self.hostnqn), "controller torn down: {why}");
         for (_, reactor, id) in queues {
             let _ = reactor.try_send(move |cx| {
                 let _ = cx.unregister(id);

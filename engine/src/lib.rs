@@ -23,6 +23,7 @@ pub mod io;
 pub mod logpage;
 pub mod metrics;
 pub mod nvme;
+pub mod restart_only;
 pub mod rpc;
 pub mod subsystem;
 pub mod target;

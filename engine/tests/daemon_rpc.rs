@@ -1213,6 +1213,11 @@ fn lull_methods() {
         (json!({"nvme_ioq_poll_period_us": "fast"}), "fast"),
         (json!({"no_such_option": 1}), "no_such_option"),
         (json!({"ctrlr_loss_timeout_sec": -2}), "ctrlr_loss_timeout_sec"),
+        (json!({"cores": "0-1"}), "`cores` cannot change while lull runs"),
+        (
+            json!({"listen": ["127.0.0.1:4420"]}),
+            "`listen` cannot change while lull runs",
+        ),
     ] {
         let m = c.expect(INVALID_PARAMS, "lull_set_options", params.clone());
         assert!(m.contains(field), "{params}: {m}");

@@ -298,7 +298,8 @@ pub struct SetArgs {
     /// mode_policy, interrupt_mode, supervisor_interval_ms, adaptive_high_mark,
     /// adaptive_low_mark, adaptive_up_samples, adaptive_down_samples, keep_alive_timeout_ms,
     /// reconnect_delay_sec, ctrlr_loss_timeout_sec, fast_io_fail_timeout_sec, timeout_us,
-    /// bdev_retry_count, io_queue_size (Longhorn's names are accepted too).
+    /// bdev_retry_count, io_queue_size (Longhorn's names are accepted too). Settings read
+    /// at start (cores, listen, in_capsule_data_size, ...) need a restart: lull set says so.
     name: String,
     /// Its value (a number, true/false, or a word).
     #[arg(allow_negative_numbers = true)]
@@ -319,6 +320,9 @@ pub fn set(a: SetArgs) -> Result<(), String> {
         "data_engine_nvme_ioq_poll_period_us" => "data-engine-nvme-ioq-poll-period-us".to_string(),
         _ => name,
     };
+    if let Some(why) = lull_engine::restart_only::restart_needed(&name) {
+        return Err(why);
+    }
     let mut p = serde_json::Map::new();
     p.insert(name.clone(), v.clone());
     call(&a.socket, "lull_set_options", Value::Object(p)).map_err(|e| format!("{name} = {}: {e}", a.value))?;
@@ -708,4 +712,25 @@ pub fn rpc(a: RpcArgs) -> Result<(), String> {
     };
     print_json(&call(&a.socket, &a.method, params)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_of_a_startup_setting_says_a_restart_is_needed() {
+        // No daemon is asked: the answer does not depend on one running.
+        let socket = Socket {
+            rpc_socket: PathBuf::from("/nonexistent/lull-test.sock"),
+        };
+        let e = set(SetArgs {
+            name: "cores".into(),
+            value: "0-3".into(),
+            socket,
+        })
+        .unwrap_err();
+        assert!(e.contains("`cores` cannot change while lull runs"), "{e}");
+        assert!(e.contains("restart"), "{e}");
+    }
 }

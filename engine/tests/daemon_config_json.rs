@@ -386,7 +386,7 @@ fn a_bad_config_names_the_entry_and_applies_nothing() {
     let mut c = d.client();
     // An unknown method anywhere: nothing at all is applied.
     let doc = spdk_style_doc(vec![json!({"method": "nvmf_discovery_add_referral", "params": {}})]);
-    let e = config_json::load(&d.app, &doc, &Vec::new()).unwrap_err();
+    let e = config_json::load(&d.app, &doc, &Vec::new()).unwrap_err().to_string();
     assert!(e.contains("nothing was applied"), "{e}");
     assert!(
         e.contains("subsystems[7].config[6] (nvmf_discovery_add_referral): method not implemented by lull"),
@@ -398,7 +398,7 @@ fn a_bad_config_names_the_entry_and_applies_nothing() {
     assert!(m.contains("nvmf_discovery_add_referral"), "{m}");
     // An SPDK-only setting that asks for something: named.
     let crdt = json!({"subsystems": [{"subsystem": "nvmf", "config": [{"method": "nvmf_set_crdt", "params": {"crdt1": 5}}]}]});
-    let e = config_json::load(&d.app, &crdt, &Vec::new()).unwrap_err();
+    let e = config_json::load(&d.app, &crdt, &Vec::new()).unwrap_err().to_string();
     assert!(e.contains("subsystems[0].config[0] (nvmf_set_crdt): asks for non-zero"), "{e}");
     // A bad parameter: the entry and the parameter.
     let bad = json!({"subsystems": [{"subsystem": "bdev", "config": [
@@ -406,9 +406,12 @@ fn a_bad_config_names_the_entry_and_applies_nothing() {
         {"method": "bdev_malloc_create", "params": {"name": "M1", "num_blocks": 16, "block_size": 1000}}
     ]}]});
     let e = config_json::load(&d.app, &bad, &Vec::new()).unwrap_err();
-    assert!(e.contains("subsystems[0].config[1] (bdev_malloc_create)"), "{e}");
-    assert!(e.contains("block size"), "{e}");
-    assert!(e.contains("the 1 entries before it were applied"), "{e}");
+    assert_eq!(e.applied, 1);
+    assert!(e.message.contains("subsystems[0].config[1] (bdev_malloc_create)"), "{e}");
+    assert!(e.message.contains("block size 1000"), "{e}");
+    c.ok("bdev_malloc_delete", json!({"name": "M0"}));
+    let m = c.err("load_config", bad);
+    assert!(m.contains("block size 1000") && m.contains("the 1 entries before it stay applied"), "{m}");
     // Malformed documents.
     for (doc, want) in [
         (json!([]), "not a JSON object"),
@@ -444,4 +447,35 @@ fn overrides_win_over_the_file() {
     let o = d.app.nvme_options();
     assert_eq!(o.nvme_ioq_poll_period_us, 42);
     assert_eq!(o.keep_alive_timeout_ms, 7000);
+}
+
+#[test]
+fn a_transport_made_by_the_toml_config_satisfies_the_same_settings() {
+    // Storage in the TOML config creates the transport implicitly.
+    let (c, _) = cores();
+    let path = temp_path("toml.sock");
+    let text = format!(
+        "cores = \"{c}\"\nrpc_socket = \"{}\"\nlog_level = \"warn\"\nlisten = [\"127.0.0.1:0\"]\n\
+         [[bdev]]\nname = \"T0\"\ntype = \"null\"\nsize = \"1MiB\"\n\
+         [[subsystem]]\nnqn = \"{S1}\"\nallow_any_host = true\nnamespaces = [{{ bdev = \"T0\" }}]\n",
+        path.display()
+    );
+    let settings = Config::from_toml(&text).unwrap().resolve().unwrap();
+    let app = App::start(&settings).unwrap();
+    let have = app.transport().config.io_in_capsule_data;
+    let doc = |icd: u32| json!({"subsystems": [{"subsystem": "nvmf", "config": [
+        {"method": "nvmf_create_transport", "params": {"trtype": "TCP", "in_capsule_data_size": icd}}
+    ]}]});
+    let r = config_json::load(&app, &doc(have), &Vec::new()).unwrap();
+    assert_eq!(r.applied, 0);
+    assert!(r.warnings[0].contains("transport TCP exists already with these settings"), "{:?}", r.warnings);
+    let e = config_json::load(&app, &doc(have + 16), &Vec::new()).unwrap_err();
+    assert!(e.message.contains(&format!("in_capsule_data_size = {have}")), "{e}");
+    // An object the TOML config made already: the entry is named.
+    let dup = json!({"subsystems": [{"subsystem": "bdev", "config": [
+        {"method": "bdev_null_create", "params": {"name": "T0", "num_blocks": 8, "block_size": 512}}
+    ]}]});
+    let e = config_json::load(&app, &dup, &Vec::new()).unwrap_err();
+    assert!(e.message.contains("subsystems[0].config[0] (bdev_null_create): bdev T0 already exists"), "{e}");
+    app.shutdown();
 }

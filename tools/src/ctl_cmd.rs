@@ -808,3 +808,23 @@ pub fn config(a: ConfigArgs) -> Result<(), String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_the_file_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("lull-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("state.json");
+        std::fs::write(&f, "old").unwrap();
+        write_atomically(&f, "{\"subsystems\": []}\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "{\"subsystems\": []}\n");
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+        let e = write_atomically(&dir.join("no/such/dir/x.json"), "x").unwrap_err();
+        assert!(e.contains("no/such/dir/x.json"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

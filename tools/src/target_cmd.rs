@@ -308,7 +308,10 @@ pub fn run(a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), String>
         && let Err(e) = apply_json_config(&app, doc, &a)
     {
         app.shutdown();
-        return Err(format!("--json-config {}: {e}", path.display()));
+        return Err(format!(
+            "--json-config {}: {e}; nothing was left running",
+            path.display()
+        ));
     }
     let rpc = match RpcServer::start(app.clone(), &s.rpc_socket) {
         Ok(r) => r,
@@ -440,10 +443,8 @@ fn apply_json_config(app: &App, doc: &serde_json::Value, a: &TargetArgs) -> Resu
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     overrides.push(("lull_set_options", own));
-    let report = config_json::load(app, doc, &overrides)?;
-    for w in &report.warnings {
-        eprintln!("lull target: --json-config: warning: {w}");
-    }
+    // Each skipped entry is logged as a warning by the loader.
+    let report = config_json::load(app, doc, &overrides).map_err(|e| e.message)?;
     if !live.is_empty() {
         config_json::call(app, "lull_set_options", Value::Object(live))
             .map_err(|e| format!("the flags' settings after the file: {}", e.message))?;
@@ -555,6 +556,37 @@ mod tests {
         .unwrap();
         assert_eq!(s.supervisor.policy, lull_reactor::supervisor::Policy::Poll);
         assert_eq!(s.nvme.nvme_ioq_poll_period_us, 250);
+    }
+
+    fn args_of(args: &[&str]) -> TargetArgs {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap().a
+    }
+
+    #[test]
+    fn json_config_flag_and_the_settings_flags_that_win_over_it() {
+        let a = args_of(&["--json", "/tmp/x.json", "--interrupt-mode", "false", "--idle-poll-us", "9"]);
+        assert_eq!(a.json_config, Some(PathBuf::from("/tmp/x.json")));
+        let m = flag_settings(&a);
+        assert_eq!(m.get("mode_policy"), Some(&serde_json::json!("poll")));
+        assert_eq!(m.get("idle_poll_us"), Some(&serde_json::json!(9)));
+        assert_eq!(m.len(), 2, "{m:?}");
+        let a = args_of(&["--json-config", "f", "--interrupt-mode", "false", "--mode-policy", "adaptive"]);
+        assert_eq!(flag_settings(&a).get("mode_policy"), Some(&serde_json::json!("adaptive")));
+        assert!(flag_settings(&args_of(&[])).is_empty());
+    }
+
+    #[test]
+    fn a_bad_json_config_is_refused_before_anything_starts() {
+        let dir = std::env::temp_dir().join(format!("lull-jsoncfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("bad.json");
+        std::fs::write(&f, r#"{"subsystems":[{"subsystem":"bdev","config":[{"method":"bdev_aio_create","params":{}}]}]}"#).unwrap();
+        let e = read_json_config(&f).unwrap_err();
+        assert!(e.contains("subsystems[0].config[0] (bdev_aio_create): method not implemented by lull"), "{e}");
+        std::fs::write(&f, "{\"subsystems\": [").unwrap();
+        let e = read_json_config(&f).unwrap_err();
+        assert!(e.contains("not JSON") && e.contains("line 1"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

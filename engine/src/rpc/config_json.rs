@@ -258,6 +258,21 @@ pub struct LoadReport {
     pub warnings: Vec<String>,
 }
 
+/// Why a load stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// The entry (`subsystems[i].config[j] (method)`) and the problem.
+    pub message: String,
+    /// Entries carried out before it (they stay applied).
+    pub applied: usize,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Parameters given by the command line that win over the file's: merged
 /// into every entry of that method before it runs (`lull target --json-config` with flags).
 pub type Overrides = Vec<(&'static str, Map<String, Value>)>;
@@ -539,8 +554,8 @@ pub fn check(doc: &Value) -> Result<usize, String> {
 /// # Errors
 /// One message naming the entry (`subsystems[i].config[j] (method)`) and
 /// the problem; entries before a failing one stay applied.
-pub fn load(app: &App, doc: &Value, overrides: &Overrides) -> Result<LoadReport, String> {
-    let (mut list, plans) = checked(doc)?;
+pub fn load(app: &App, doc: &Value, overrides: &Overrides) -> Result<LoadReport, LoadError> {
+    let (mut list, plans) = checked(doc).map_err(|message| LoadError { message, applied: 0 })?;
     let mut report = LoadReport::default();
     for (e, p) in list.iter_mut().zip(plans) {
         let h = match p {
@@ -552,12 +567,16 @@ pub fn load(app: &App, doc: &Value, overrides: &Overrides) -> Result<LoadReport,
             }
             Plan::Call(h) => h,
         };
-        if let Some(kept) = transport_exists(app, e)? {
+        let failed = |message| LoadError {
+            message,
+            applied: report.applied,
+        };
+        if let Some(kept) = transport_exists(app, e).map_err(failed)? {
             tracing::warn!("config: {kept}");
             report.warnings.push(kept);
             continue;
         }
-        for n in normalize(app, e)? {
+        for n in normalize(app, e).map_err(failed)? {
             tracing::warn!("config: {n}");
             report.warnings.push(n);
         }
@@ -571,18 +590,9 @@ pub fn load(app: &App, doc: &Value, overrides: &Overrides) -> Result<LoadReport,
                 }
             }
         }
-        h(app, e.params.clone()).map_err(|err| {
-            format!(
-                "{}: {} (code {}){}",
-                e.name(),
-                err.message,
-                err.code,
-                if report.applied > 0 {
-                    format!("; the {} entries before it were applied", report.applied)
-                } else {
-                    String::new()
-                }
-            )
+        h(app, e.params.clone()).map_err(|err| LoadError {
+            message: format!("{}: {} (code {})", e.name(), err.message, err.code),
+            applied: report.applied,
         })?;
         report.applied += 1;
     }
@@ -635,7 +645,13 @@ pub(super) fn save_config(app: &App, params: Value) -> Result<Value, RpcError> {
 }
 
 pub(super) fn load_config(app: &App, params: Value) -> Result<Value, RpcError> {
-    let r = load(app, &params, &Vec::new()).map_err(RpcError::invalid)?;
+    let r = load(app, &params, &Vec::new()).map_err(|e| {
+        let mut m = e.message;
+        if e.applied > 0 {
+            m.push_str(&format!("; the {} entries before it stay applied", e.applied));
+        }
+        RpcError::invalid(m)
+    })?;
     Ok(json!({"applied": r.applied, "warnings": r.warnings}))
 }
 

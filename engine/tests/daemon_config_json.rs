@@ -47,7 +47,10 @@ impl Daemon {
     fn start(tag: &str) -> Daemon {
         let (c, _) = cores();
         let path = temp_path(&format!("{tag}.sock"));
-        let text = format!("cores = \"{c}\"\nrpc_socket = \"{}\"\nlog_level = \"warn\"\n", path.display());
+        let text = format!(
+            "cores = \"{c}\"\nrpc_socket = \"{}\"\nlog_level = \"warn\"\n",
+            path.display()
+        );
         let settings = Config::from_toml(&text).unwrap().resolve().unwrap();
         let app = App::start(&settings).unwrap();
         let rpc = RpcServer::start(app.clone(), &path).unwrap();
@@ -150,9 +153,15 @@ fn remote() -> (Daemon, String) {
     let d = Daemon::start("remote");
     let mut c = d.client();
     c.ok("nvmf_create_transport", json!({"trtype": "TCP"}));
-    c.ok("bdev_malloc_create", json!({"name": "R0", "num_blocks": 16384, "block_size": 512}));
+    c.ok(
+        "bdev_malloc_create",
+        json!({"name": "R0", "num_blocks": 16384, "block_size": 512}),
+    );
     c.ok("nvmf_create_subsystem", json!({"nqn": REMOTE, "allow_any_host": true}));
-    c.ok("nvmf_subsystem_add_ns", json!({"nqn": REMOTE, "namespace": {"bdev_name": "R0"}}));
+    c.ok(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": REMOTE, "namespace": {"bdev_name": "R0"}}),
+    );
     c.ok("nvmf_subsystem_add_listener", listener(REMOTE, "0"));
     let port = port_of(&mut c, REMOTE);
     (d, port)
@@ -186,8 +195,14 @@ fn build(c: &mut Client, core: usize, remote_port: &str, file: &Path) {
         "bdev_malloc_create",
         json!({"name": "Malloc0", "num_blocks": 2048, "block_size": 4096, "uuid": "4a1b2c3d-0000-4000-8000-00000000a1b2"}),
     );
-    c.ok("bdev_malloc_create", json!({"name": "Malloc1", "num_blocks": 4096, "block_size": 512}));
-    c.ok("bdev_null_create", json!({"name": "Null0", "num_blocks": 1 << 20, "block_size": 512}));
+    c.ok(
+        "bdev_malloc_create",
+        json!({"name": "Malloc1", "num_blocks": 4096, "block_size": 512}),
+    );
+    c.ok(
+        "bdev_null_create",
+        json!({"name": "Null0", "num_blocks": 1 << 20, "block_size": 512}),
+    );
     c.ok(
         "bdev_uring_create",
         json!({"name": "File0", "filename": file.display().to_string(), "block_size": 4096}),
@@ -207,13 +222,28 @@ fn build(c: &mut Client, core: usize, remote_port: &str, file: &Path) {
     );
     c.ok("nvmf_subsystem_add_host", json!({"nqn": S1, "host": HOST_A}));
     c.ok("nvmf_subsystem_add_host", json!({"nqn": S1, "host": HOST_B}));
-    c.ok("nvmf_subsystem_add_ns", json!({"nqn": S1, "namespace": {"bdev_name": "Malloc0", "nsid": 5}}));
-    c.ok("nvmf_subsystem_add_ns", json!({"nqn": S1, "namespace": {"bdev_name": "Null0", "nsid": 1}}));
-    c.ok("nvmf_subsystem_add_ns", json!({"nqn": S1, "namespace": {"bdev_name": "Nvme0n1"}}));
+    c.ok(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": S1, "namespace": {"bdev_name": "Malloc0", "nsid": 5}}),
+    );
+    c.ok(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": S1, "namespace": {"bdev_name": "Null0", "nsid": 1}}),
+    );
+    c.ok(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": S1, "namespace": {"bdev_name": "Nvme0n1"}}),
+    );
     c.ok("nvmf_subsystem_add_listener", listener(S1, "0"));
     c.ok("nvmf_create_subsystem", json!({"nqn": S2, "allow_any_host": true}));
-    c.ok("nvmf_subsystem_add_ns", json!({"nqn": S2, "namespace": {"bdev_name": "Malloc1"}}));
-    c.ok("nvmf_subsystem_add_ns", json!({"nqn": S2, "namespace": {"bdev_name": "File0"}}));
+    c.ok(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": S2, "namespace": {"bdev_name": "Malloc1"}}),
+    );
+    c.ok(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": S2, "namespace": {"bdev_name": "File0"}}),
+    );
     let p1 = port_of(c, S1);
     c.ok("nvmf_subsystem_add_listener", listener(S2, &p1));
     c.ok("nvmf_subsystem_add_listener", listener(S2, "0"));
@@ -370,14 +400,20 @@ fn an_spdk_config_loads_with_warnings_for_what_lull_lacks() {
     assert_eq!(o["nvme_ioq_poll_period_us"], 0);
     assert_eq!(o["ctrlr_loss_timeout_sec"], 0);
     assert_eq!(o["timeout_us"], 0);
-    assert_eq!(o["io_queue_requests"], lull_engine::nvme::NvmeOptions::default().io_queue_size);
+    assert_eq!(
+        o["io_queue_requests"],
+        lull_engine::nvme::NvmeOptions::default().io_queue_size
+    );
     let b = c.ok("bdev_get_bdevs", json!({"name": "Malloc0"}));
     assert_eq!(b[0]["uuid"], "4a1b2c3d-0000-4000-8000-00000000a1b2");
     assert_eq!(b[0]["num_blocks"], 2048);
     let s = c.ok("nvmf_get_subsystems", json!({"nqn": S1}));
     assert_eq!(s[0]["serial_number"], "SPDK00000000000001");
     assert_eq!(s[0]["namespaces"][0]["uuid"], "4a1b2c3d-0000-4000-8000-00000000a1b2");
-    assert_eq!(c.ok("nvmf_get_transports", Value::Null)[0]["in_capsule_data_size"], 4096);
+    assert_eq!(
+        c.ok("nvmf_get_transports", Value::Null)[0]["in_capsule_data_size"],
+        4096
+    );
 }
 
 #[test]
@@ -397,9 +433,13 @@ fn a_bad_config_names_the_entry_and_applies_nothing() {
     let m = c.err("load_config", doc);
     assert!(m.contains("nvmf_discovery_add_referral"), "{m}");
     // An SPDK-only setting that asks for something: named.
-    let crdt = json!({"subsystems": [{"subsystem": "nvmf", "config": [{"method": "nvmf_set_crdt", "params": {"crdt1": 5}}]}]});
+    let crdt =
+        json!({"subsystems": [{"subsystem": "nvmf", "config": [{"method": "nvmf_set_crdt", "params": {"crdt1": 5}}]}]});
     let e = config_json::load(&d.app, &crdt, &Vec::new()).unwrap_err().to_string();
-    assert!(e.contains("subsystems[0].config[0] (nvmf_set_crdt): asks for non-zero"), "{e}");
+    assert!(
+        e.contains("subsystems[0].config[0] (nvmf_set_crdt): asks for non-zero"),
+        "{e}"
+    );
     // A bad parameter: the entry and the parameter.
     let bad = json!({"subsystems": [{"subsystem": "bdev", "config": [
         {"method": "bdev_malloc_create", "params": {"name": "M0", "num_blocks": 16, "block_size": 512}},
@@ -407,11 +447,17 @@ fn a_bad_config_names_the_entry_and_applies_nothing() {
     ]}]});
     let e = config_json::load(&d.app, &bad, &Vec::new()).unwrap_err();
     assert_eq!(e.applied, 1);
-    assert!(e.message.contains("subsystems[0].config[1] (bdev_malloc_create)"), "{e}");
+    assert!(
+        e.message.contains("subsystems[0].config[1] (bdev_malloc_create)"),
+        "{e}"
+    );
     assert!(e.message.contains("block size 1000"), "{e}");
     c.ok("bdev_malloc_delete", json!({"name": "M0"}));
     let m = c.err("load_config", bad);
-    assert!(m.contains("block size 1000") && m.contains("the 1 entries before it stay applied"), "{m}");
+    assert!(
+        m.contains("block size 1000") && m.contains("the 1 entries before it stay applied"),
+        "{m}"
+    );
     // Malformed documents.
     for (doc, want) in [
         (json!([]), "not a JSON object"),
@@ -463,12 +509,18 @@ fn a_transport_made_by_the_toml_config_satisfies_the_same_settings() {
     let settings = Config::from_toml(&text).unwrap().resolve().unwrap();
     let app = App::start(&settings).unwrap();
     let have = app.transport().config.io_in_capsule_data;
-    let doc = |icd: u32| json!({"subsystems": [{"subsystem": "nvmf", "config": [
-        {"method": "nvmf_create_transport", "params": {"trtype": "TCP", "in_capsule_data_size": icd}}
-    ]}]});
+    let doc = |icd: u32| {
+        json!({"subsystems": [{"subsystem": "nvmf", "config": [
+            {"method": "nvmf_create_transport", "params": {"trtype": "TCP", "in_capsule_data_size": icd}}
+        ]}]})
+    };
     let r = config_json::load(&app, &doc(have), &Vec::new()).unwrap();
     assert_eq!(r.applied, 0);
-    assert!(r.warnings[0].contains("transport TCP exists already with these settings"), "{:?}", r.warnings);
+    assert!(
+        r.warnings[0].contains("transport TCP exists already with these settings"),
+        "{:?}",
+        r.warnings
+    );
     let e = config_json::load(&app, &doc(have + 16), &Vec::new()).unwrap_err();
     assert!(e.message.contains(&format!("in_capsule_data_size = {have}")), "{e}");
     // An object the TOML config made already: the entry is named.
@@ -476,6 +528,10 @@ fn a_transport_made_by_the_toml_config_satisfies_the_same_settings() {
         {"method": "bdev_null_create", "params": {"name": "T0", "num_blocks": 8, "block_size": 512}}
     ]}]});
     let e = config_json::load(&app, &dup, &Vec::new()).unwrap_err();
-    assert!(e.message.contains("subsystems[0].config[0] (bdev_null_create): bdev T0 already exists"), "{e}");
+    assert!(
+        e.message
+            .contains("subsystems[0].config[0] (bdev_null_create): bdev T0 already exists"),
+        "{e}"
+    );
     app.shutdown();
 }

@@ -776,11 +776,9 @@ pub fn config(a: ConfigArgs) -> Result<(), String> {
             text.push('\n');
             match file {
                 Some(p) => write_atomically(&p, &text),
-                None => {
-                    std::io::stdout()
-                        .write_all(text.as_bytes())
-                        .map_err(|e| format!("stdout: {e}"))
-                }
+                None => std::io::stdout()
+                    .write_all(text.as_bytes())
+                    .map_err(|e| format!("stdout: {e}")),
             }
         }
         ConfigCmd::Load { file } => {
@@ -793,8 +791,7 @@ pub fn config(a: ConfigArgs) -> Result<(), String> {
             } else {
                 std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?
             };
-            let doc: Value =
-                serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
+            let doc: Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
             let r = call(&a.socket, "load_config", doc)?;
             for w in r["warnings"].as_array().into_iter().flatten() {
                 eprintln!("warning: {}", w.as_str().unwrap_or_default());
@@ -821,7 +818,10 @@ mod tests {
         std::fs::write(&f, "old").unwrap();
         write_atomically(&f, "{\"subsystems\": []}\n").unwrap();
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "{\"subsystems\": []}\n");
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
         let e = write_atomically(&dir.join("no/such/dir/x.json"), "x").unwrap_err();
         assert!(e.contains("no/such/dir/x.json"), "{e}");

@@ -387,7 +387,10 @@ fn flag_settings(a: &TargetArgs) -> serde_json::Map<String, serde_json::Value> {
     put("adaptive_up_samples", a.adaptive_up_samples.map(|v| json!(v)));
     put("adaptive_down_samples", a.adaptive_down_samples.map(|v| json!(v)));
     put("nvme_ioq_poll_period_us", a.nvme_ioq_poll_period_us.map(|v| json!(v)));
-    put("nvme_adminq_poll_period_us", a.nvme_adminq_poll_period_us.map(|v| json!(v)));
+    put(
+        "nvme_adminq_poll_period_us",
+        a.nvme_adminq_poll_period_us.map(|v| json!(v)),
+    );
     put("keep_alive_timeout_ms", a.keep_alive_timeout_ms.map(|v| json!(v)));
     put("reconnect_delay_sec", a.reconnect_delay_sec.map(|v| json!(v)));
     put("ctrlr_loss_timeout_sec", a.ctrlr_loss_timeout_sec.map(|v| json!(v)));
@@ -425,7 +428,11 @@ fn apply_json_config(app: &App, doc: &serde_json::Value, a: &TargetArgs) -> Resu
                 nvme.insert("timeout_us".into(), v.clone());
                 nvme.insert("action_on_timeout".into(), json!(if none { "none" } else { "reset" }));
             }
-            k if k.starts_with("nvme_") || k.ends_with("_sec") || k == "keep_alive_timeout_ms" || k == "bdev_retry_count" => {
+            k if k.starts_with("nvme_")
+                || k.ends_with("_sec")
+                || k == "keep_alive_timeout_ms"
+                || k == "bdev_retry_count" =>
+            {
                 nvme.insert(k.to_string(), v.clone());
             }
             _ => {}
@@ -437,7 +444,13 @@ fn apply_json_config(app: &App, doc: &serde_json::Value, a: &TargetArgs) -> Resu
         .filter(|(k, _)| {
             matches!(
                 k.as_str(),
-                "mode_policy" | "idle_poll_us" | "supervisor_interval_ms" | "adaptive_high_mark" | "adaptive_low_mark" | "adaptive_up_samples" | "adaptive_down_samples"
+                "mode_policy"
+                    | "idle_poll_us"
+                    | "supervisor_interval_ms"
+                    | "adaptive_high_mark"
+                    | "adaptive_low_mark"
+                    | "adaptive_up_samples"
+                    | "adaptive_down_samples"
             )
         })
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -559,19 +572,38 @@ mod tests {
     }
 
     fn args_of(args: &[&str]) -> TargetArgs {
-        T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap().a
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .unwrap()
+            .a
     }
 
     #[test]
     fn json_config_flag_and_the_settings_flags_that_win_over_it() {
-        let a = args_of(&["--json", "/tmp/x.json", "--interrupt-mode", "false", "--idle-poll-us", "9"]);
+        let a = args_of(&[
+            "--json",
+            "/tmp/x.json",
+            "--interrupt-mode",
+            "false",
+            "--idle-poll-us",
+            "9",
+        ]);
         assert_eq!(a.json_config, Some(PathBuf::from("/tmp/x.json")));
         let m = flag_settings(&a);
         assert_eq!(m.get("mode_policy"), Some(&serde_json::json!("poll")));
         assert_eq!(m.get("idle_poll_us"), Some(&serde_json::json!(9)));
         assert_eq!(m.len(), 2, "{m:?}");
-        let a = args_of(&["--json-config", "f", "--interrupt-mode", "false", "--mode-policy", "adaptive"]);
-        assert_eq!(flag_settings(&a).get("mode_policy"), Some(&serde_json::json!("adaptive")));
+        let a = args_of(&[
+            "--json-config",
+            "f",
+            "--interrupt-mode",
+            "false",
+            "--mode-policy",
+            "adaptive",
+        ]);
+        assert_eq!(
+            flag_settings(&a).get("mode_policy"),
+            Some(&serde_json::json!("adaptive"))
+        );
         assert!(flag_settings(&args_of(&[])).is_empty());
     }
 
@@ -580,9 +612,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lull-jsoncfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("bad.json");
-        std::fs::write(&f, r#"{"subsystems":[{"subsystem":"bdev","config":[{"method":"bdev_aio_create","params":{}}]}]}"#).unwrap();
+        std::fs::write(
+            &f,
+            r#"{"subsystems":[{"subsystem":"bdev","config":[{"method":"bdev_aio_create","params":{}}]}]}"#,
+        )
+        .unwrap();
         let e = read_json_config(&f).unwrap_err();
-        assert!(e.contains("subsystems[0].config[0] (bdev_aio_create): method not implemented by lull"), "{e}");
+        assert!(
+            e.contains("subsystems[0].config[0] (bdev_aio_create): method not implemented by lull"),
+            "{e}"
+        );
         std::fs::write(&f, "{\"subsystems\": [").unwrap();
         let e = read_json_config(&f).unwrap_err();
         assert!(e.contains("not JSON") && e.contains("line 1"), "{e}");

@@ -220,7 +220,10 @@ fn lull_config(app: &App) -> Vec<Value> {
     )];
     // After lull_set_options, which clears per-core policies.
     for (core, p) in &sup.core_policy {
-        out.push(entry("lull_reactor_set_mode", json!({"mode": p.as_str(), "core": core})));
+        out.push(entry(
+            "lull_reactor_set_mode",
+            json!({"mode": p.as_str(), "core": core}),
+        ));
     }
     out
 }
@@ -371,20 +374,23 @@ fn skippable(method: &str, p: &Value) -> Option<Result<String, String>> {
         "framework_set_scheduler" => Some(Ok(
             "SPDK's thread scheduler; lull's reactors follow mode_policy (lull_set_options)".into(),
         )),
-        "nvmf_set_crdt" => Some(
-            if ["crdt1", "crdt2", "crdt3"].iter().all(|k| is_zero_or_absent(p, k)) {
-                Ok("command retry delay times at their default, 0".into())
-            } else {
-                Err("non-zero command retry delay times (CRDT): lull reports 0".into())
-            },
-        ),
+        "nvmf_set_crdt" => Some(if ["crdt1", "crdt2", "crdt3"].iter().all(|k| is_zero_or_absent(p, k)) {
+            Ok("command retry delay times at their default, 0".into())
+        } else {
+            Err("non-zero command retry delay times (CRDT): lull reports 0".into())
+        }),
         "nvmf_set_config" => {
             let filter_ok = param(p, "discovery_filter").is_none_or(|v| v == "match_any");
-            let passthru_ok = param(p, "admin_cmd_passthru")
-                .is_none_or(|v| v.as_object().is_some_and(|m| m.values().all(|x| x == &Value::Bool(false))));
+            let passthru_ok = param(p, "admin_cmd_passthru").is_none_or(|v| {
+                v.as_object()
+                    .is_some_and(|m| m.values().all(|x| x == &Value::Bool(false)))
+            });
             let mask_ok = param(p, "poll_groups_mask").is_none();
             Some(if filter_ok && passthru_ok && mask_ok {
-                Ok("discovery filter match_any and no admin passthrough, lull's behaviour; DH-HMAC-CHAP lists unused".into())
+                Ok(
+                    "discovery filter match_any and no admin passthrough, lull's behaviour; DH-HMAC-CHAP lists unused"
+                        .into(),
+                )
             } else {
                 Err("a discovery filter other than match_any, admin command passthrough or a poll group mask".into())
             })

@@ -64,6 +64,11 @@ enum Command {
     ///
     /// Example: lull rpc nvmf_get_subsystems; lull rpc bdev_get_bdevs '{"name":"Malloc0"}'
     Rpc(ctl_cmd::RpcArgs),
+    /// Save the running daemon's state as an SPDK JSON config, or apply one
+    /// (for `lull target --json-config`, `spdk_tgt --json`, `rpc.py load_config`).
+    ///
+    /// Example: lull config save /etc/lull/state.json; lull config load state.json
+    Config(ctl_cmd::ConfigArgs),
     /// Print shell completions.
     ///
     /// Example: lull completions bash > /etc/bash_completion.d/lull
@@ -267,6 +272,7 @@ fn main() -> ExitCode {
         Command::Bdev(a) => ctl_cmd::bdev(a),
         Command::Subsystem(a) => ctl_cmd::subsystem(a),
         Command::Rpc(a) => ctl_cmd::rpc(a),
+        Command::Config(a) => ctl_cmd::config(a),
         Command::Completions { shell } => {
             use std::io::Write;
             let mut cmd = <Cli as clap::CommandFactory>::command();

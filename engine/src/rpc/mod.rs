@@ -8,6 +8,7 @@
 //! on a reactor); a request is answered before the next is read.
 
 mod bdev;
+pub mod config_json;
 mod framework;
 mod lull;
 mod nvme;
@@ -116,6 +117,12 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("bdev_nvme_attach_controller", nvme::bdev_nvme_attach_controller),
     ("bdev_nvme_detach_controller", nvme::bdev_nvme_detach_controller),
     ("bdev_nvme_get_controllers", nvme::bdev_nvme_get_controllers),
+    // The state as an SPDK JSON config (config_json.rs).
+    ("framework_get_subsystems", config_json::framework_get_subsystems),
+    ("framework_get_config", config_json::framework_get_config),
+    ("bdev_wait_for_examine", config_json::bdev_wait_for_examine),
+    ("save_config", config_json::save_config),
+    ("load_config", config_json::load_config),
     ("lull_get_status", lull::lull_get_status),
     ("lull_reactor_set_mode", lull::lull_reactor_set_mode),
     ("lull_supervisor_get_config", lull::lull_supervisor_get_config),

@@ -20,8 +20,7 @@
 # Checked with SPDK's rpc.py against both: attached controller (name, address,
 # subsystem, host NQN); bdev name, size, block size, UUID;
 # subsystem NQN, serial, model, allow_any_host, max_namespaces, hosts,
-# namespaces (NSID, bdev, UUID) and listeners. NGUIDs are not compared (lull
-# derives its own from the bdev's UUID, byte-reversed).
+# namespaces (NSID, bdev, UUID, NGUID) and listeners.
 #
 # Usage: tests/interop/spdk-config.sh
 # Environment:
@@ -164,7 +163,7 @@ out = {
     "subsystems": sorted(
         [s["nqn"], s["serial_number"], s["model_number"], s["allow_any_host"], s["max_namespaces"],
          sorted(h["nqn"] for h in s["hosts"]),
-         sorted([n["nsid"], n["bdev_name"], n["uuid"].lower()] for n in s["namespaces"]),
+         sorted([n["nsid"], n["bdev_name"], n["uuid"].lower(), n["nguid"].upper()] for n in s["namespaces"]),
          sorted([a["trtype"].upper(), a["traddr"], a["trsvcid"]] for a in s["listen_addresses"])]
         for s in subs if s["subtype"] == "NVMe"),
 }

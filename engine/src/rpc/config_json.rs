@@ -478,21 +478,10 @@ fn normalize(app: &App, e: &mut Entry) -> Result<Vec<String>, String> {
                 if ns.get("uuid").and_then(Value::as_str).map(str::to_ascii_lowercase) == Some(uuid_string(&uuid)) {
                     ns.remove("uuid");
                 }
-                let spdk: String = uuid.iter().map(|b| format!("{b:02X}")).collect();
-                let mut own_bytes = uuid;
-                own_bytes.reverse();
-                let own: String = own_bytes.iter().map(|b| format!("{b:02X}")).collect();
-                match ns.get("nguid").and_then(Value::as_str).map(str::to_ascii_uppercase) {
-                    Some(g) if g == own => {
-                        ns.remove("nguid");
-                    }
-                    Some(g) if g == spdk => {
-                        ns.remove("nguid");
-                        notes.push(format!(
-                            "{name}: nguid {g} is SPDK's derivation from the bdev's UUID; lull derives {own} from it"
-                        ));
-                    }
-                    _ => {}
+                // SPDK's derivation is lull's: NGUID = the bdev's UUID bytes.
+                let derived: String = uuid.iter().map(|b| format!("{b:02X}")).collect();
+                if ns.get("nguid").and_then(Value::as_str).map(str::to_ascii_uppercase) == Some(derived) {
+                    ns.remove("nguid");
                 }
             }
         }

@@ -7,6 +7,13 @@
 //! Property Get/Set, Identify, Set Features, Keep Alive; AERs are held
 //! forever) on a thread of its own, accepts the I/O queue, and then runs
 //! the case's script on the I/O queue's socket.
+//!
+//! Then the integrity faults of a hostile or broken target: completions
+//! that cannot be legitimate yet (a stale or duplicated CapsuleResp for a
+//! reused CID, success before the data moved), short reads, data PDUs for
+//! the wrong direction, a completion sharing a batch with a fatal PDU, a
+//! controller that stops answering Keep Alive, a FIN on an idle queue
+//! polled on a timer, and namespaces changed while the association was down.
 
 mod common;
 
@@ -56,6 +63,10 @@ mod fake {
         /// SO_RCVBUF of the I/O queue's socket (set on the listener before
         /// the I/O queue is accepted, and again on the accepted socket).
         pub io_rcvbuf: Option<usize>,
+        /// Active namespaces (each of NSZE 512-byte blocks).
+        pub nsids: &'static [u32],
+        /// Keep Alive commands are read and never answered (the socket stays open).
+        pub ka_silent: bool,
     }
 
     impl Default for Cfg {
@@ -64,6 +75,8 @@ mod fake {
                 ioccsz: 260,
                 maxh2cdata: 131_072,
                 io_rcvbuf: None,
+                nsids: &[1],
+                ka_silent: false,
             }
         }
     }
@@ -288,6 +301,33 @@ mod fake {
             }
         }
 
+        /// As [`serve_io`](Self::serve_io), returning every command served
+        /// with the data it carried.
+        pub fn serve_io_logged(&mut self) -> Vec<(Sqe, Vec<u8>)> {
+            let mut log = Vec::new();
+            while let Some((sqe, data)) = self.recv_capsule() {
+                let data = match sqe.opc() {
+                    0x02 => {
+                        let len = sqe.sgl1().length as usize;
+                        let d = super::pattern(len, sqe.cdw(10) as u8);
+                        self.read_reply(sqe.cid(), &d);
+                        Vec::new()
+                    }
+                    0x01 => {
+                        let d = self.write_data(&sqe, data);
+                        self.respond(sqe.cid(), Status::SUCCESS, 0, 0);
+                        d
+                    }
+                    _ => {
+                        self.respond(sqe.cid(), Status::SUCCESS, 0, 0);
+                        data
+                    }
+                };
+                log.push((sqe, data));
+            }
+            log
+        }
+
         /// Serves I/O until EOF: reads return `pattern(len, slba)`, writes are
         /// taken (by R2T when not in-capsule) and acknowledged.
         pub fn serve_io(&mut self) {
@@ -361,16 +401,19 @@ mod fake {
                     0x01 => identify_controller(cfg),
                     0x02 => {
                         let mut l = vec![0u8; 4096];
-                        l[..4].copy_from_slice(&1u32.to_le_bytes());
+                        for (i, n) in cfg.nsids.iter().enumerate() {
+                            l[4 * i..4 * i + 4].copy_from_slice(&n.to_le_bytes());
+                        }
                         l
                     }
-                    0x00 if sqe.nsid() == 1 => identify_namespace(),
+                    0x00 if cfg.nsids.contains(&sqe.nsid()) => identify_namespace(),
                     _ => vec![0u8; 4096],
                 };
                 c.read_reply(cid, &d);
             }
             // Number of Queues: one of each (0's based); Async Event Configuration.
             (admin_opc::SET_FEATURES, _) => c.respond(cid, Status::SUCCESS, 0, 0),
+            (admin_opc::KEEP_ALIVE, _) if cfg.ka_silent => {}
             (admin_opc::KEEP_ALIVE, _) => c.respond(cid, Status::SUCCESS, 0, 0),
             (admin_opc::ASYNC_EVENT_REQUEST, _) => return false,
             _ => c.respond(cid, status::INVALID_OPCODE, 0, 0),
@@ -498,6 +541,7 @@ fn b03_writes_progress_while_the_target_does_not_read() {
             ioccsz: 4, // no in-capsule data: every write (and the I/O Connect) by R2T
             maxh2cdata: 32_768,
             io_rcvbuf: Some(4096),
+            ..Cfg::default()
         };
         const N: usize = 64;
         const LEN: usize = 128 * 1024;
@@ -1097,6 +1141,404 @@ fn an_association_lost_during_install_is_reset_again() {
     assert!(done.data == pattern(4096, 2));
     println!("held read completed {:?} after the first loss", t0.elapsed());
     wait_for("two resets", || c.resets() == 2 && c.state() == CtrlrState::Live);
+    c.detach();
+    fake.join().unwrap();
+    r.shutdown().unwrap();
+}
+
+// ---- Integrity faults: the command is retried on a new association -------
+
+/// Reconnect once a second, for ten seconds.
+fn reconnecting(ioq_us: u64) -> NvmeOptions {
+    NvmeOptions {
+        reconnect_delay_sec: 1,
+        ctrlr_loss_timeout_sec: 10,
+        fast_io_fail_timeout_sec: 0,
+        ..opts(ioq_us)
+    }
+}
+
+/// A fake whose first association runs `script` on its I/O queue (which
+/// ends it), and whose second one serves I/O properly until the initiator
+/// detaches, logging what it served.
+fn fake_then_good<T: Send + 'static>(
+    cfg: Cfg,
+    script: impl FnOnce(&mut Conn) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<(T, Vec<(Sqe, Vec<u8>)>)>) {
+    let (l, addr) = fake::listen();
+    let h = std::thread::spawn(move || {
+        let a1 = fake::admin(&l, cfg);
+        let mut io = fake::io(&l, cfg);
+        let t = script(&mut io);
+        drop(io);
+        let _ = a1.join();
+        let a2 = fake::admin(&l, cfg);
+        let mut io = fake::io(&l, cfg);
+        let log = io.serve_io_logged();
+        let _ = a2.join();
+        (t, log)
+    });
+    (addr, h)
+}
+
+/// What the initiator has outstanding when the fault comes.
+#[derive(Clone, Copy, Debug)]
+enum Cmd {
+    /// 128 KiB read of LBA 9.
+    Read,
+    /// 8 KiB write by R2T (above the 4096-byte in-capsule limit).
+    R2tWrite,
+    /// 4 KiB write in-capsule.
+    CapsuleWrite,
+    /// Flush.
+    Flush,
+    /// Write Zeroes of 8 blocks.
+    WriteZeroes,
+}
+
+impl Cmd {
+    /// (SQE, write data, read length).
+    fn build(self) -> (Sqe, Vec<u8>, u32) {
+        match self {
+            Cmd::Read => (rw_sqe(io_opc::READ, 9, 256), Vec::new(), READ_LEN as u32),
+            Cmd::R2tWrite => (rw_sqe(io_opc::WRITE, 16, 16), pattern(WRITE_LEN, 0x16), 0),
+            Cmd::CapsuleWrite => (rw_sqe(io_opc::WRITE, 32, 8), pattern(4096, 0x32), 0),
+            Cmd::Flush => {
+                let mut s = Sqe([0; 64]);
+                s.0[4..8].copy_from_slice(&1u32.to_le_bytes());
+                (s, Vec::new(), 0)
+            }
+            Cmd::WriteZeroes => (rw_sqe(0x08, 48, 8), Vec::new(), 0),
+        }
+    }
+}
+
+type Fault = fn(&Conn, u16) -> Vec<u8>;
+
+struct Retried {
+    name: &'static str,
+    cmd: Cmd,
+    /// Bytes the fake sends once it has the command (its CID given).
+    fault: Fault,
+    /// The H2CTermReq's (FES, FEI).
+    term: (u16, u32),
+}
+
+fn c2h_empty_success(c: &Conn, cid: u16) -> Vec<u8> {
+    c.c2h_bytes(cid, 0, &[], flags::LAST_PDU | flags::SUCCESS)
+}
+
+fn c2h_512_success(c: &Conn, cid: u16) -> Vec<u8> {
+    c.c2h_bytes(cid, 0, &[0u8; 512], flags::LAST_PDU | flags::SUCCESS)
+}
+
+fn resp_ok(c: &Conn, cid: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    let cqe = lull_transport::nvme::Cqe {
+        cid,
+        ..Default::default()
+    };
+    lull_transport::pdu::encode_capsule_resp(&mut v, &cqe.encode(), c.d);
+    v
+}
+
+fn half(c: &Conn, cid: u16, f: u8) -> Vec<u8> {
+    c.c2h_bytes(cid, 0, &pattern(READ_LEN / 2, 9), f)
+}
+
+fn retried_cases() -> Vec<Retried> {
+    vec![
+        // Fault 1: a completion in a state where the command cannot have ended.
+        Retried {
+            name: "success for an R2T write before any R2T",
+            cmd: Cmd::R2tWrite,
+            fault: resp_ok,
+            term: (2, 0),
+        },
+        Retried {
+            name: "success for a read before its data",
+            cmd: Cmd::Read,
+            fault: resp_ok,
+            term: (2, 0),
+        },
+        // Fault 2: part of a read, claimed whole.
+        Retried {
+            name: "half a read with LAST_PDU and SUCCESS",
+            cmd: Cmd::Read,
+            fault: |c, cid| half(c, cid, flags::LAST_PDU | flags::SUCCESS),
+            term: (1, 1),
+        },
+        Retried {
+            name: "half a read with LAST_PDU, then a CapsuleResp",
+            cmd: Cmd::Read,
+            fault: |c, cid| [half(c, cid, flags::LAST_PDU), resp_ok(c, cid)].concat(),
+            term: (1, 1),
+        },
+        Retried {
+            name: "half a read, then a CapsuleResp",
+            cmd: Cmd::Read,
+            fault: |c, cid| [half(c, cid, 0), resp_ok(c, cid)].concat(),
+            term: (2, 0),
+        },
+        // Fault 6: data PDUs for a command that moves none that way.
+        Retried {
+            name: "empty C2HData with SUCCESS for an in-capsule write",
+            cmd: Cmd::CapsuleWrite,
+            fault: c2h_empty_success,
+            term: (1, 8),
+        },
+        Retried {
+            name: "C2HData with SUCCESS for an R2T write",
+            cmd: Cmd::R2tWrite,
+            fault: c2h_512_success,
+            term: (1, 8),
+        },
+        Retried {
+            name: "empty C2HData with SUCCESS for a Flush",
+            cmd: Cmd::Flush,
+            fault: c2h_empty_success,
+            term: (1, 8),
+        },
+        Retried {
+            name: "C2HData with SUCCESS for a Write Zeroes",
+            cmd: Cmd::WriteZeroes,
+            fault: c2h_512_success,
+            term: (1, 8),
+        },
+        Retried {
+            name: "R2T for a Flush",
+            cmd: Cmd::Flush,
+            fault: |c, cid| r2t(c, cid, 0, 0x1000),
+            term: (1, 8),
+        },
+    ]
+}
+
+/// The command is never completed by the fault: the association ends with
+/// the expected H2CTermReq, the command goes out again on the next one and
+/// completes there with the right data (a write carrying all of its data).
+fn check_retried(case: &Retried, mode: Mode) {
+    let name = case.name;
+    let (fault, cmd) = (case.fault, case.cmd);
+    let (addr, fake) = fake_then_good(Cfg::default(), move |c| {
+        let (sqe, _) = c.recv_capsule().expect("fake: the command");
+        let b = fault(c, sqe.cid());
+        c.send(&b);
+        c.expect_term()
+    });
+    let r = initiator(mode);
+    let c = attach(addr, reconnecting(0), &r);
+    let (tx, rx) = mpsc::channel();
+    let (sqe, write, read_len) = cmd.build();
+    submit(&c, sqe, write.clone(), read_len, 1, &tx);
+    let (_, res) = rx
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("{name} ({mode:?}): the command never completed"));
+    let done = res.unwrap_or_else(|e| panic!("{name} ({mode:?}): the retried command failed: {e}"));
+    if read_len > 0 {
+        assert!(
+            done.data == pattern(READ_LEN, 9),
+            "{name} ({mode:?}): the read's data is the second association's"
+        );
+    }
+    wait_for(name, || c.resets() == 1);
+    c.detach();
+    let (term, log) = fake.join().expect("the fake target");
+    assert_eq!(term, case.term, "{name} ({mode:?}): H2CTermReq (FES, FEI)");
+    assert_eq!(log.len(), 1, "{name} ({mode:?}): the command went out again, once");
+    assert_eq!(log[0].0.opc(), sqe.opc(), "{name} ({mode:?}): the retried command");
+    if !write.is_empty() {
+        assert_eq!(
+            log[0].0.sgl1().length as usize,
+            write.len(),
+            "{name} ({mode:?}): SGL length"
+        );
+        assert!(log[0].1 == write, "{name} ({mode:?}): the retried write's data");
+    }
+    assert!(rx.try_recv().is_err(), "{name} ({mode:?}): a second completion");
+    r.shutdown().unwrap();
+}
+
+#[test]
+fn completions_before_every_byte_moved_and_data_pdus_for_the_wrong_direction_are_fatal() {
+    for case in retried_cases() {
+        check_retried(&case, Mode::Interrupt);
+    }
+}
+
+#[test]
+fn a_stale_completion_for_a_reused_slot_never_completes_the_new_command() {
+    for mode in [Mode::Interrupt, Mode::Poll] {
+        let (addr, fake) = fake_then_good(Cfg::default(), |c| {
+            // Command A, answered properly.
+            let (a, _) = c.recv_capsule().expect("fake: command A");
+            c.respond(a.cid(), lull_transport::nvme::Status::SUCCESS, 0, 0);
+            // Command B (sent after A completed), then A's completion again.
+            let (b, _) = c.recv_capsule().expect("fake: command B");
+            let dup = resp_ok(c, a.cid());
+            c.send(&dup);
+            (a.cid(), b.cid(), c.expect_term())
+        });
+        let r = initiator(mode);
+        let c = attach(addr, reconnecting(0), &r);
+        let (tx, rx) = mpsc::channel();
+        let (sqe, write, _) = Cmd::CapsuleWrite.build();
+        submit(&c, sqe, write.clone(), 0, 1, &tx);
+        let (_, res) = rx.recv_timeout(WAIT).expect("A completes");
+        res.expect("A succeeds");
+        let b = pattern(4096, 0xB0);
+        submit(&c, rw_sqe(io_opc::WRITE, 64, 8), b.clone(), 0, 2, &tx);
+        let (_, res) = rx.recv_timeout(WAIT).expect("B completes");
+        res.expect("B succeeds on the next association");
+        wait_for("one reset", || c.resets() == 1);
+        c.detach();
+        let ((a_cid, b_cid, term), log) = fake.join().unwrap();
+        assert_ne!(a_cid, b_cid, "{mode:?}: a reused slot carries a new CID");
+        assert_eq!(term, (1, 20), "{mode:?}: the CapsuleResp's CID is not in flight");
+        assert_eq!(log.len(), 1, "{mode:?}: only B goes out again");
+        assert!(log[0].1 == b, "{mode:?}: B's data reached the target");
+        r.shutdown().unwrap();
+    }
+}
+
+// ---- Fault 7: a completion in the same batch as a fatal PDU --------------
+
+#[test]
+fn a_completion_sharing_a_batch_with_a_fatal_pdu_is_delivered_and_data_stays() {
+    for (mode, ioq_us) in [(Mode::Interrupt, 0u64), (Mode::Interrupt, 1000), (Mode::Poll, 0)] {
+        let (addr, fake) = fake_then_good(Cfg::default(), |c| {
+            let (a, _) = c.recv_capsule().expect("fake: write A");
+            let (b, _) = c.recv_capsule().expect("fake: write B");
+            // A's completion and a C2HData for no command, in one segment.
+            let bytes = [resp_ok(c, a.cid()), c.c2h_bytes(STRANGER, 0, &[0u8; 64], 0)].concat();
+            c.send(&bytes);
+            let _ = b;
+            c.expect_term()
+        });
+        let r = initiator(mode);
+        let c = attach(addr, reconnecting(ioq_us), &r);
+        let (tx, rx) = mpsc::channel();
+        let a = pattern(4096, 0xA1); // in-capsule
+        let b = pattern(WRITE_LEN, 0xB2); // by R2T
+        submit(&c, rw_sqe(io_opc::WRITE, 8, 8), a.clone(), 0, 1, &tx);
+        submit(&c, rw_sqe(io_opc::WRITE, 24, 16), b.clone(), 0, 2, &tx);
+        let mut got = std::collections::HashMap::new();
+        for _ in 0..2 {
+            let (tag, res) = rx.recv_timeout(WAIT).expect("both writes complete");
+            assert!(got.insert(tag, res).is_none(), "{mode:?}: write {tag} completed twice");
+        }
+        assert!(got.values().all(Result::is_ok), "{mode:?}: {got:?}");
+        wait_for("one reset", || c.resets() == 1);
+        c.detach();
+        let (term, log) = fake.join().unwrap();
+        assert_eq!(term, (1, 8), "{mode:?}: C2HData for a CCCID not in flight");
+        assert_eq!(log.len(), 1, "{mode:?}: A completed on the first association; only B goes again");
+        assert_eq!(log[0].0.sgl1().length as usize, WRITE_LEN, "{mode:?}: B's SGL length");
+        assert!(log[0].1 == b, "{mode:?}: B's data");
+        assert!(rx.try_recv().is_err());
+        r.shutdown().unwrap();
+    }
+}
+
+// ---- Fault 3: Keep Alive unanswered --------------------------------------
+
+#[test]
+fn a_controller_that_stops_answering_keep_alive_is_reset_in_every_mode() {
+    for (mode, adminq_us) in [(Mode::Interrupt, 1000u64), (Mode::Interrupt, 0), (Mode::Poll, 1000), (Mode::Hybrid, 1000)] {
+        let cfg = Cfg {
+            ka_silent: true,
+            ..Cfg::default()
+        };
+        // The I/O queue stays open and silent too: nothing but the missing
+        // Keep Alive completions can tell the controller is gone.
+        let (addr, fake) = fake_target(cfg, |c| c.expect_eof(Duration::from_secs(20)));
+        let r = initiator(mode);
+        let o = NvmeOptions {
+            keep_alive_timeout_ms: 1000,
+            timeout_us: 0, // no command timeout: only Keep Alive can notice
+            nvme_adminq_poll_period_us: adminq_us,
+            ..opts(0)
+        };
+        let c = attach(addr, o, &r);
+        wait_for("the controller is declared lost", || matches!(c.state(), CtrlrState::Lost(_)));
+        let CtrlrState::Lost(why) = c.state() else { unreachable!() };
+        assert!(why.contains("Keep Alive"), "{mode:?}: {why}");
+        fake.join().unwrap();
+        c.detach();
+        r.shutdown().unwrap();
+    }
+}
+
+// ---- Fault 4: FIN on an idle I/O queue polled on a timer -----------------
+
+#[test]
+fn a_fin_on_an_idle_queue_is_noticed_without_io_in_every_mode() {
+    for (mode, ioq_us) in [(Mode::Interrupt, 100_000u64), (Mode::Hybrid, 100_000), (Mode::Interrupt, 0), (Mode::Poll, 100_000)] {
+        let (addr, fake) = fake_target(Cfg::default(), |c| {
+            let (sqe, _) = c.recv_capsule().expect("fake: the read");
+            c.read_reply(sqe.cid(), &pattern(4096, 1));
+            // Then the queue closes (FIN) while the initiator is idle.
+        });
+        let r = initiator(mode);
+        let c = attach(addr, opts(ioq_us), &r);
+        let (tx, rx) = mpsc::channel();
+        submit(&c, rw_sqe(io_opc::READ, 1, 8), Vec::new(), 4096, 1, &tx);
+        let (_, res) = rx.recv_timeout(WAIT).expect("the read");
+        assert!(res.expect("the read").data == pattern(4096, 1));
+        fake.join().unwrap();
+        // No I/O from here on: the hang-up alone must end the association.
+        wait_for("the FIN is noticed", || matches!(c.state(), CtrlrState::Lost(_)));
+        let CtrlrState::Lost(why) = c.state() else { unreachable!() };
+        assert!(why.contains("closed the connection"), "{mode:?} {ioq_us} us: {why}");
+        c.detach();
+        r.shutdown().unwrap();
+    }
+}
+
+// ---- Fault 5: namespaces changed while the association was down -----------
+
+#[test]
+fn namespaces_changed_during_a_reset_are_read_again_after_the_reconnect() {
+    let (l, addr) = fake::listen();
+    let fake = std::thread::spawn(move || {
+        // Association 1 has NS1; each association serves one read and then
+        // its I/O queue goes away (no notice of the change is ever sent).
+        for nsids in [&[1u32][..], &[1, 2], &[2]] {
+            let cfg = Cfg {
+                nsids: Box::leak(nsids.to_vec().into_boxed_slice()),
+                ..Cfg::default()
+            };
+            let a = fake::admin(&l, cfg);
+            let mut io = fake::io(&l, cfg);
+            if nsids == [2] {
+                io.serve_io();
+            } else {
+                let (sqe, _) = io.recv_capsule().expect("fake: a read");
+                io.read_reply(sqe.cid(), &pattern(4096, 0));
+            }
+            drop(io);
+            a.join().unwrap();
+        }
+    });
+    let r = initiator(Mode::Interrupt);
+    let c = attach(addr, reconnecting(0), &r);
+    let nsids = |c: &NvmeController| c.info().namespaces.iter().map(|n| n.nsid).collect::<Vec<_>>();
+    assert_eq!(nsids(&c), [1]);
+    let (ltx, lrx) = mpsc::channel::<Vec<u32>>();
+    let ltx = std::sync::Mutex::new(ltx);
+    c.on_namespaces_changed(std::sync::Arc::new(move |list| {
+        let _ = ltx.lock().unwrap().send(list.iter().map(|n| n.nsid).collect());
+    }));
+    let (tx, rx) = mpsc::channel();
+    for (i, want) in [[1u32, 2].to_vec(), [2].to_vec()].into_iter().enumerate() {
+        submit(&c, rw_sqe(io_opc::READ, 0, 8), Vec::new(), 4096, i as u64, &tx);
+        rx.recv_timeout(WAIT).expect("a read").1.expect("the read");
+        let got = lrx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("reconnect {}: the listener was not told the namespaces", i + 1));
+        assert_eq!(got, want, "reconnect {}", i + 1);
+        assert_eq!(nsids(&c), want);
+    }
     c.detach();
     fake.join().unwrap();
     r.shutdown().unwrap();

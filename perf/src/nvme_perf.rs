@@ -300,6 +300,14 @@ fn on_done(job: &JobRc, cx: &mut Context, op: Op, r: Result<Completion, IoError>
         j.outstanding -= 1;
         let mut err: Option<String> = None;
         match &r {
+            Ok(c) if !op.write && c.data.len() != j.w.bs as usize => {
+                // A read is good only with every byte: never check (or
+                // count) a short one as a success.
+                err = Some(format!("a read returned {} of its {} bytes", c.data.len(), j.w.bs));
+                if j.w.verify {
+                    j.busy[op.unit as usize] = false;
+                }
+            }
             Ok(c) => {
                 let lba = (j.lo + op.unit) * j.blocks_per_io;
                 let idx = op.unit as usize;

@@ -1011,7 +1011,11 @@ fn a_completion_sharing_a_batch_with_a_fatal_pdu_is_delivered_and_data_stays() {
         c.detach();
         let (term, log) = fake.join().unwrap();
         assert_eq!(term, (1, 8), "{mode:?}: C2HData for a CCCID not in flight");
-        assert_eq!(log.len(), 1, "{mode:?}: A completed on the first association; only B goes again");
+        assert_eq!(
+            log.len(),
+            1,
+            "{mode:?}: A completed on the first association; only B goes again"
+        );
         assert_eq!(log[0].0.sgl1().length as usize, WRITE_LEN, "{mode:?}: B's SGL length");
         assert!(log[0].1 == b, "{mode:?}: B's data");
         assert!(rx.try_recv().is_err());
@@ -1023,7 +1027,12 @@ fn a_completion_sharing_a_batch_with_a_fatal_pdu_is_delivered_and_data_stays() {
 
 #[test]
 fn a_controller_that_stops_answering_keep_alive_is_reset_in_every_mode() {
-    for (mode, adminq_us) in [(Mode::Interrupt, 1000u64), (Mode::Interrupt, 0), (Mode::Poll, 1000), (Mode::Hybrid, 1000)] {
+    for (mode, adminq_us) in [
+        (Mode::Interrupt, 1000u64),
+        (Mode::Interrupt, 0),
+        (Mode::Poll, 1000),
+        (Mode::Hybrid, 1000),
+    ] {
         let cfg = Cfg {
             ka_silent: true,
             ..Cfg::default()
@@ -1039,8 +1048,12 @@ fn a_controller_that_stops_answering_keep_alive_is_reset_in_every_mode() {
             ..opts(0)
         };
         let c = attach(addr, o, &r);
-        wait_for("the controller is declared lost", || matches!(c.state(), CtrlrState::Lost(_)));
-        let CtrlrState::Lost(why) = c.state() else { unreachable!() };
+        wait_for("the controller is declared lost", || {
+            matches!(c.state(), CtrlrState::Lost(_))
+        });
+        let CtrlrState::Lost(why) = c.state() else {
+            unreachable!()
+        };
         assert!(why.contains("Keep Alive"), "{mode:?}: {why}");
         fake.join().unwrap();
         c.detach();
@@ -1052,7 +1065,12 @@ fn a_controller_that_stops_answering_keep_alive_is_reset_in_every_mode() {
 
 #[test]
 fn a_fin_on_an_idle_queue_is_noticed_without_io_in_every_mode() {
-    for (mode, ioq_us) in [(Mode::Interrupt, 100_000u64), (Mode::Hybrid, 100_000), (Mode::Interrupt, 0), (Mode::Poll, 100_000)] {
+    for (mode, ioq_us) in [
+        (Mode::Interrupt, 100_000u64),
+        (Mode::Hybrid, 100_000),
+        (Mode::Interrupt, 0),
+        (Mode::Poll, 100_000),
+    ] {
         let (addr, fake) = fake_target(Cfg::default(), |c| {
             let (sqe, _) = c.recv_capsule().expect("fake: the read");
             c.read_reply(sqe.cid(), &pattern(4096, 1));
@@ -1067,7 +1085,9 @@ fn a_fin_on_an_idle_queue_is_noticed_without_io_in_every_mode() {
         fake.join().unwrap();
         // No I/O from here on: the hang-up alone must end the association.
         wait_for("the FIN is noticed", || matches!(c.state(), CtrlrState::Lost(_)));
-        let CtrlrState::Lost(why) = c.state() else { unreachable!() };
+        let CtrlrState::Lost(why) = c.state() else {
+            unreachable!()
+        };
         assert!(why.contains("closed the connection"), "{mode:?} {ioq_us} us: {why}");
         c.detach();
         r.shutdown().unwrap();

@@ -152,7 +152,11 @@ fn serve(c: &mut Conn, store: &mut [u8], tally: &mut Tally, fault: Option<Fault>
         let len = ((sqe.cdw(12) & 0xFFFF) as usize + 1) * 512;
         let at = lba as usize * 512;
         assert!(opc == io_opc::READ || opc == io_opc::WRITE, "fake: opcode {opc:#x}");
-        assert_eq!(sqe.sgl1().length as usize, len, "fake: SGL length of a command of {len} bytes");
+        assert_eq!(
+            sqe.sgl1().length as usize,
+            len,
+            "fake: SGL length of a command of {len} bytes"
+        );
         assert!(at + len <= store.len(), "fake: LBA {lba} outside the workload");
         if let Some(f) = fault
             && n >= FAULT_AT
@@ -238,8 +242,14 @@ fn verified_io_through_target_faults_reports_failures_and_never_wrong_data() {
         fast_io_fail_timeout_sec: 0,
         ..NvmeOptions::default()
     };
-    let ctrlr = NvmeController::attach("Fake0", NvmeTrid::new(addr, SUBNQN, HOSTNQN), opts, reactors.handles(), 1)
-        .unwrap();
+    let ctrlr = NvmeController::attach(
+        "Fake0",
+        NvmeTrid::new(addr, SUBNQN, HOSTNQN),
+        opts,
+        reactors.handles(),
+        1,
+    )
+    .unwrap();
     let w = Workload {
         rw: Rw::RandRw,
         rwmixread: 50,

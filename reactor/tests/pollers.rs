@@ -374,7 +374,11 @@ fn an_fd_with_no_interest_wakes_only_on_hangup_in_every_mode() {
         // Data waiting unread does not run it (and cannot spin the reactor).
         b.write_all(b"data nobody reads").unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(runs.load(Ordering::Relaxed), 0, "{mode:?}: data woke a poller with no interest");
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            0,
+            "{mode:?}: data woke a poller with no interest"
+        );
         drop(b);
         assert!(
             wait_until(SECOND * 5, || hangups.load(Ordering::Relaxed) == 1),

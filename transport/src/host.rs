@@ -1079,10 +1079,7 @@ mod fault_cases {
         assert_eq!(fatal(&mut h, &resp(0x11, OK)), seq);
         let mut h = live(0, 131072);
         h.submit(sqe(0x01, 0x11), &[1u8; 512], 0).unwrap();
-        assert_eq!(
-            fatal(&mut h, &resp(0x11, crate::nvme::status::INVALID_FIELD)),
-            seq
-        );
+        assert_eq!(fatal(&mut h, &resp(0x11, crate::nvme::status::INVALID_FIELD)), seq);
         // A read's completion before its data, or part of it.
         let mut h = live(0, 131072);
         h.submit(sqe(0x02, 0x20), &[], 8192).unwrap();
@@ -1149,7 +1146,11 @@ mod fault_cases {
                 h.submit(sqe(opc, 0x30), &vec![3u8; write], 0).unwrap();
                 flush(&mut h);
                 let b = c2h(0x30, 0, &vec![0u8; len], flags::LAST_PDU | flags::SUCCESS, d);
-                assert_eq!(fatal(&mut h, &b), FatalError::field(8), "opcode {opc:#04x}, DATAL {len}");
+                assert_eq!(
+                    fatal(&mut h, &b),
+                    FatalError::field(8),
+                    "opcode {opc:#04x}, DATAL {len}"
+                );
             }
         }
         // Commands that move no data to the controller: Read, Flush.

@@ -59,7 +59,11 @@ pub const MAX_DEPTH: u16 = 4096;
 /// FFFFh is skipped (it means "no command" in the Error Information log).
 fn next_cid(cid: u16) -> u16 {
     let n = cid.wrapping_add(CID_SLOT_MASK + 1);
-    if n == 0xFFFF { n.wrapping_add(CID_SLOT_MASK + 1) } else { n }
+    if n == 0xFFFF {
+        n.wrapping_add(CID_SLOT_MASK + 1)
+    } else {
+        n
+    }
 }
 
 /// How a queue notices completions.
@@ -625,10 +629,7 @@ impl HostConn {
                 let mut g = self.inner.borrow_mut();
                 let cid = c.cqe.cid;
                 let i = usize::from(cid & CID_SLOT_MASK);
-                let s = g
-                    .slots
-                    .get_mut(i)
-                    .and_then(|s| s.take_if(|s| s.sqe.cid() == cid));
+                let s = g.slots.get_mut(i).and_then(|s| s.take_if(|s| s.sqe.cid() == cid));
                 if s.is_some() {
                     g.free.push(next_cid(cid));
                 }

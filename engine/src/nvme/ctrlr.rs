@@ -789,7 +789,10 @@ fn reset(shared: Arc<Shared>, generation: u64, reason: String) {
                 match install(&shared, assoc, new_gen) {
                     Ok(resubmitted) => {
                         let after = since.elapsed().as_secs_f64();
+                        // Its own target, so a tool logging only warnings
+                        // (lull perf) can still show it.
                         tracing::info!(
+                            target: "lull_engine::nvme::reconnect",
                             name = %shared.name,
                             attempt,
                             resubmitted,

@@ -737,13 +737,16 @@ fn reconnecting(ioq_us: u64) -> NvmeOptions {
     }
 }
 
+/// Commands a fake association served, with the data each carried.
+type Served = Vec<(Sqe, Vec<u8>)>;
+
 /// A fake whose first association runs `script` on its I/O queue (which
 /// ends it), and whose second one serves I/O properly until the initiator
 /// detaches, logging what it served.
 fn fake_then_good<T: Send + 'static>(
     cfg: Cfg,
     script: impl FnOnce(&mut Conn) -> T + Send + 'static,
-) -> (SocketAddr, JoinHandle<(T, Vec<(Sqe, Vec<u8>)>)>) {
+) -> (SocketAddr, JoinHandle<(T, Served)>) {
     let (l, addr) = fake::listen();
     let h = std::thread::spawn(move || {
         let a1 = fake::admin(&l, cfg);

@@ -1145,3 +1145,47 @@ fn namespaces_changed_during_a_reset_are_read_again_after_the_reconnect() {
     fake.join().unwrap();
     r.shutdown().unwrap();
 }
+
+/// The same through the application: the namespaces a reconnect finds
+/// become bdevs added and removed, as after a change notice.
+#[test]
+fn bdevs_follow_namespaces_changed_during_a_reset() {
+    let (l, addr) = fake::listen();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let fake = std::thread::spawn(move || {
+        for nsids in [&[1u32][..], &[1, 2], &[2]] {
+            let cfg = Cfg {
+                nsids: Box::leak(nsids.to_vec().into_boxed_slice()),
+                ..Cfg::default()
+            };
+            let a = fake::admin(&l, cfg);
+            let mut io = fake::io(&l, cfg);
+            if nsids == [2] {
+                io.serve_io();
+            } else {
+                // Gone (FIN) when the test says so; no notice of the change is sent.
+                go_rx.recv_timeout(WAIT).expect("the test's go");
+            }
+            drop(io);
+            a.join().unwrap();
+        }
+    });
+    let core = *CoreList::usable().unwrap().cores().last().unwrap();
+    let cfg = lull_engine::config::Config::from_toml(&format!(
+        "cores = \"{core}\"\nrpc_socket = \"/nonexistent/unused.sock\"\nlisten = [\"127.0.0.1:0\"]\n"
+    ))
+    .unwrap();
+    let app = lull_engine::app::App::start(&cfg.resolve().unwrap()).unwrap();
+    let names = app
+        .attach_controller("F", NvmeTrid::new(addr, SUBNQN, HOSTNQN), reconnecting(0))
+        .unwrap();
+    assert_eq!(names, ["Fn1"]);
+    go_tx.send(()).unwrap();
+    wait_for("bdev Fn2 appears after the reconnect", || app.bdev("Fn2").is_some());
+    assert!(app.bdev("Fn1").is_some());
+    go_tx.send(()).unwrap();
+    wait_for("bdev Fn1 goes after the next reconnect", || app.bdev("Fn1").is_none());
+    assert!(app.bdev("Fn2").is_some());
+    app.shutdown();
+    fake.join().unwrap();
+}

@@ -7,6 +7,13 @@
 //! Property Get/Set, Identify, Set Features, Keep Alive; AERs are held
 //! forever) on a thread of its own, accepts the I/O queue, and then runs
 //! the case's script on the I/O queue's socket.
+//!
+//! Then the integrity faults of a hostile or broken target: completions
+//! that cannot be legitimate yet (a stale or duplicated CapsuleResp for a
+//! reused CID, success before the data moved), short reads, data PDUs for
+//! the wrong direction, a completion sharing a batch with a fatal PDU, a
+//! controller that stops answering Keep Alive, a FIN on an idle queue
+//! polled on a timer, and namespaces changed while the association was down.
 
 mod common;
 
@@ -28,392 +35,7 @@ type Res = Result<Completion, IoError>;
 /// The longest any single wait in this file may take.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The scripted target.
-mod fake {
-    use std::io::{ErrorKind, Read, Write};
-    use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::thread::JoinHandle;
-    use std::time::{Duration, Instant};
-
-    use lull_transport::fabrics::fctype;
-    use lull_transport::nvme::{Cqe, Sqe, Status, admin_opc, sgl_id, status};
-    use lull_transport::pdu::{
-        CommonHeader, DataHeader, Digests, PduType, encode_capsule_resp, encode_data_pdu, encode_r2t, flags,
-    };
-
-    /// The CNTLID the fake hands out.
-    pub const CNTLID: u16 = 1;
-    /// NS1's size in 512-byte blocks.
-    pub const NSZE: u64 = 1 << 21;
-
-    /// What the fake advertises.
-    #[derive(Clone, Copy, Debug)]
-    pub struct Cfg {
-        /// IOCCSZ (16-byte units): 4 = no in-capsule data, 260 = 4096 bytes.
-        pub ioccsz: u32,
-        /// MAXH2CDATA in every ICResp.
-        pub maxh2cdata: u32,
-        /// SO_RCVBUF of the I/O queue's socket (set on the listener before
-        /// the I/O queue is accepted, and again on the accepted socket).
-        pub io_rcvbuf: Option<usize>,
-    }
-
-    impl Default for Cfg {
-        fn default() -> Self {
-            Cfg {
-                ioccsz: 260,
-                maxh2cdata: 131_072,
-                io_rcvbuf: None,
-            }
-        }
-    }
-
-    /// One received PDU, whole.
-    pub struct Pdu {
-        pub ch: CommonHeader,
-        pub b: Vec<u8>,
-    }
-
-    impl Pdu {
-        pub fn is(&self, t: PduType) -> bool {
-            self.ch.pdu_type == t as u8
-        }
-        /// The data of a data-carrying PDU (from PDO, without DDGST).
-        pub fn data(&self) -> &[u8] {
-            let dd = if self.ch.flags & flags::DDGSTF != 0 { 4 } else { 0 };
-            let pdo = self.ch.pdo as usize;
-            if pdo == 0 {
-                return &[];
-            }
-            &self.b[pdo..self.b.len() - dd]
-        }
-    }
-
-    /// One accepted connection.
-    pub struct Conn {
-        pub s: TcpStream,
-        /// Digests granted in the ICResp.
-        pub d: Digests,
-    }
-
-    /// Accepts one connection within 10 s (the listener is non-blocking).
-    pub fn accept(l: &TcpListener) -> Conn {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            match l.accept() {
-                Ok((s, _)) => {
-                    s.set_nonblocking(false).unwrap();
-                    s.set_nodelay(true).unwrap();
-                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                    return Conn {
-                        s,
-                        d: Digests::default(),
-                    };
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < end => {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(e) => panic!("fake: no connection from the initiator: {e}"),
-            }
-        }
-    }
-
-    pub fn listen() -> (TcpListener, SocketAddr) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.set_nonblocking(true).unwrap();
-        let a = l.local_addr().unwrap();
-        (l, a)
-    }
-
-    impl Conn {
-        pub fn send(&mut self, b: &[u8]) {
-            self.s.write_all(b).expect("fake: write");
-        }
-
-        /// Reads one PDU; `None` on EOF or reset. Panics on a timeout.
-        pub fn recv(&mut self) -> Option<Pdu> {
-            let mut ch = [0u8; 8];
-            match self.s.read_exact(&mut ch) {
-                Ok(()) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset) => return None,
-                Err(e) => panic!("fake: read: {e}"),
-            }
-            let h = CommonHeader::parse(&ch).unwrap();
-            assert!(h.plen >= 8 && h.plen < 1 << 24, "fake: absurd PLEN {}", h.plen);
-            let mut b = vec![0u8; h.plen as usize];
-            b[..8].copy_from_slice(&ch);
-            self.s.read_exact(&mut b[8..]).ok()?;
-            Some(Pdu { ch: h, b })
-        }
-
-        /// Reads the ICReq and grants what it asks for.
-        pub fn handshake(&mut self, maxh2cdata: u32) {
-            let p = self.recv().expect("fake: ICReq");
-            assert!(
-                p.is(PduType::IcReq) && p.b.len() == 128,
-                "fake: expected ICReq, got {:?}",
-                p.ch
-            );
-            self.d = Digests::from_dgst(p.b[11]);
-            self.send(&icresp(p.b[11], maxh2cdata));
-        }
-
-        /// Reads a CapsuleCmd: its SQE and in-capsule data. `None` on EOF.
-        pub fn recv_capsule(&mut self) -> Option<(Sqe, Vec<u8>)> {
-            let p = self.recv()?;
-            assert!(
-                p.is(PduType::CapsuleCmd),
-                "fake: expected a CapsuleCmd, got {:?} {:02x?}",
-                p.ch,
-                &p.b[..p.b.len().min(32)]
-            );
-            let sqe = Sqe::from_bytes(&p.b[8..72]).unwrap();
-            Some((sqe, p.data().to_vec()))
-        }
-
-        /// The command's write data: in-capsule, or fetched with one R2T.
-        pub fn write_data(&mut self, sqe: &Sqe, in_capsule: Vec<u8>) -> Vec<u8> {
-            let sgl = sqe.sgl1();
-            if sgl.id != sgl_id::TRANSPORT_DATA_BLOCK || sgl.length == 0 || !in_capsule.is_empty() {
-                return in_capsule;
-            }
-            let ttag = sqe.cid() ^ 0x5A5A;
-            self.r2t(sqe.cid(), ttag, 0, sgl.length);
-            self.collect_h2c(sqe.cid(), ttag, 0, sgl.length as usize)
-        }
-
-        /// Reads H2CData PDUs for `cccid`/`ttag` from `datao` until `len` bytes came.
-        pub fn collect_h2c(&mut self, cccid: u16, ttag: u16, datao: u32, len: usize) -> Vec<u8> {
-            let mut got = Vec::with_capacity(len);
-            while got.len() < len {
-                let p = self.recv().expect("fake: H2CData");
-                assert!(p.is(PduType::H2CData), "fake: expected H2CData, got {:?}", p.ch);
-                let h = DataHeader::parse(&p.b);
-                assert_eq!((h.cccid, h.ttag), (cccid, ttag), "fake: H2CData CCCID/TTAG");
-                assert_eq!(h.datao as usize, datao as usize + got.len(), "fake: contiguous DATAO");
-                got.extend_from_slice(p.data());
-                assert_eq!(
-                    p.ch.flags & flags::LAST_PDU != 0,
-                    got.len() == len,
-                    "fake: LAST_PDU on the last H2CData only"
-                );
-            }
-            got
-        }
-
-        pub fn r2t(&mut self, cccid: u16, ttag: u16, r2to: u32, r2tl: u32) {
-            let mut v = Vec::new();
-            encode_r2t(&mut v, cccid, ttag, r2to, r2tl, self.d);
-            self.send(&v);
-        }
-
-        pub fn respond(&mut self, cid: u16, st: Status, dw0: u32, dw1: u32) {
-            let mut v = Vec::new();
-            let cqe = Cqe {
-                dw0,
-                dw1,
-                sqhd: 0,
-                sqid: 0,
-                cid,
-                status: st,
-            };
-            encode_capsule_resp(&mut v, &cqe.encode(), self.d);
-            self.send(&v);
-        }
-
-        /// A C2HData PDU as bytes (DDGST as negotiated).
-        pub fn c2h_bytes(&self, cccid: u16, datao: u32, data: &[u8], f: u8) -> Vec<u8> {
-            let mut v = Vec::new();
-            encode_data_pdu(
-                &mut v,
-                PduType::C2HData,
-                DataHeader {
-                    cccid,
-                    ttag: 0,
-                    datao,
-                    datal: 0,
-                },
-                data,
-                f,
-                self.d,
-                0,
-            );
-            v
-        }
-
-        /// Reads with the whole data in one C2HData carrying SUCCESS.
-        pub fn read_reply(&mut self, cid: u16, data: &[u8]) {
-            let v = self.c2h_bytes(cid, 0, data, flags::LAST_PDU | flags::SUCCESS);
-            self.send(&v);
-        }
-
-        /// Reads the fabrics Connect (data in-capsule or by R2T) and accepts it.
-        pub fn accept_connect(&mut self, want_qid: u16) {
-            let (sqe, data) = self.recv_capsule().expect("fake: Connect");
-            assert_eq!((sqe.opc(), sqe.fctype()), (admin_opc::FABRICS, fctype::CONNECT));
-            let qid = u16::from_le_bytes([sqe.0[42], sqe.0[43]]);
-            assert_eq!(qid, want_qid, "fake: Connect QID");
-            let data = self.write_data(&sqe, data);
-            assert_eq!(data.len(), 1024, "fake: Connect data");
-            self.respond(sqe.cid(), Status::SUCCESS, u32::from(CNTLID), 0);
-        }
-
-        /// Expects the initiator's H2CTermReq next, then the connection closed
-        /// with nothing more; returns (FES, FEI).
-        pub fn expect_term(&mut self) -> (u16, u32) {
-            let p = self.recv().expect("fake: an H2CTermReq, got EOF");
-            assert!(
-                p.is(PduType::H2CTermReq),
-                "fake: expected H2CTermReq, got {:?} {:02x?}",
-                p.ch,
-                &p.b[..p.b.len().min(32)]
-            );
-            assert!((24..=152).contains(&p.b.len()), "TermReq PLEN {}", p.b.len());
-            let fes = u16::from_le_bytes([p.b[8], p.b[9]]);
-            let fei = u32::from_le_bytes(p.b[10..14].try_into().unwrap());
-            self.expect_eof(Duration::from_secs(2));
-            (fes, fei)
-        }
-
-        /// Expects the connection to close within `within` without a byte more.
-        pub fn expect_eof(&mut self, within: Duration) -> Duration {
-            let t = Instant::now();
-            self.s.set_read_timeout(Some(within)).unwrap();
-            let mut b = [0u8; 256];
-            match self.s.read(&mut b) {
-                Ok(0) => t.elapsed(),
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => t.elapsed(),
-                Ok(n) => panic!("fake: the initiator sent {n} more bytes: {:02x?}", &b[..n.min(32)]),
-                Err(e) => panic!("fake: the initiator did not close within {within:?}: {e}"),
-            }
-        }
-
-        /// Serves I/O until EOF: reads return `pattern(len, slba)`, writes are
-        /// taken (by R2T when not in-capsule) and acknowledged.
-        pub fn serve_io(&mut self) {
-            while let Some((sqe, data)) = self.recv_capsule() {
-                match sqe.opc() {
-                    0x02 => {
-                        let len = sqe.sgl1().length as usize;
-                        let d = super::pattern(len, sqe.cdw(10) as u8);
-                        self.read_reply(sqe.cid(), &d);
-                    }
-                    0x01 => {
-                        let _ = self.write_data(&sqe, data);
-                        self.respond(sqe.cid(), Status::SUCCESS, 0, 0);
-                    }
-                    _ => self.respond(sqe.cid(), Status::SUCCESS, 0, 0),
-                }
-            }
-        }
-    }
-
-    pub fn icresp(dgst: u8, maxh2cdata: u32) -> Vec<u8> {
-        let mut b = vec![0u8; 128];
-        b[..8].copy_from_slice(&[0x01, 0x00, 0x80, 0x00, 0x80, 0x00, 0x00, 0x00]);
-        b[11] = dgst;
-        b[12..16].copy_from_slice(&maxh2cdata.to_le_bytes());
-        b
-    }
-
-    fn identify_controller(cfg: &Cfg) -> Vec<u8> {
-        let mut b = vec![0u8; 4096];
-        b[4..24].copy_from_slice(b"FAKE0001            ");
-        b[24..64].fill(b' ');
-        b[24..28].copy_from_slice(b"fake");
-        b[64..72].copy_from_slice(b"1.0     ");
-        b[77] = 0; // MDTS: no limit
-        b[78..80].copy_from_slice(&CNTLID.to_le_bytes());
-        let nqn = super::SUBNQN.as_bytes();
-        b[768..768 + nqn.len()].copy_from_slice(nqn);
-        b[1792..1796].copy_from_slice(&cfg.ioccsz.to_le_bytes());
-        b[1796..1800].copy_from_slice(&1u32.to_le_bytes()); // IORCSZ
-        b
-    }
-
-    fn identify_namespace() -> Vec<u8> {
-        let mut b = vec![0u8; 4096];
-        for at in [0, 8, 16] {
-            b[at..at + 8].copy_from_slice(&NSZE.to_le_bytes());
-        }
-        b[26] = 0; // FLBAS: format 0
-        b[130] = 9; // LBAF0: 512-byte blocks
-        b
-    }
-
-    /// Answers one admin command; `false` for an AER (held, never answered).
-    fn admin_command(c: &mut Conn, cfg: &Cfg, sqe: &Sqe) -> bool {
-        let cid = sqe.cid();
-        match (sqe.opc(), sqe.fctype()) {
-            (admin_opc::FABRICS, fctype::PROPERTY_GET) => {
-                let value: u64 = match u32::from_le_bytes(sqe.0[44..48].try_into().unwrap()) {
-                    // CAP: MQES 127, CQR, TO 1 (500 ms), CSS NVM, MPSMIN 4 KiB.
-                    0x00 => 127 | 1 << 16 | 1 << 24 | 1 << 37,
-                    0x08 => 0x0002_0000,
-                    0x1C => 1, // CSTS.RDY
-                    _ => 0,
-                };
-                c.respond(cid, Status::SUCCESS, value as u32, (value >> 32) as u32);
-            }
-            (admin_opc::FABRICS, fctype::PROPERTY_SET) => c.respond(cid, Status::SUCCESS, 0, 0),
-            (admin_opc::IDENTIFY, _) => {
-                let d = match sqe.cdw(10) & 0xFF {
-                    0x01 => identify_controller(cfg),
-                    0x02 => {
-                        let mut l = vec![0u8; 4096];
-                        l[..4].copy_from_slice(&1u32.to_le_bytes());
-                        l
-                    }
-                    0x00 if sqe.nsid() == 1 => identify_namespace(),
-                    _ => vec![0u8; 4096],
-                };
-                c.read_reply(cid, &d);
-            }
-            // Number of Queues: one of each (0's based); Async Event Configuration.
-            (admin_opc::SET_FEATURES, _) => c.respond(cid, Status::SUCCESS, 0, 0),
-            (admin_opc::KEEP_ALIVE, _) => c.respond(cid, Status::SUCCESS, 0, 0),
-            (admin_opc::ASYNC_EVENT_REQUEST, _) => return false,
-            _ => c.respond(cid, status::INVALID_OPCODE, 0, 0),
-        }
-        true
-    }
-
-    /// Accepts the admin queue and serves it on a thread of its own until
-    /// the initiator closes it.
-    pub fn admin(l: &TcpListener, cfg: Cfg) -> JoinHandle<()> {
-        let mut c = accept(l);
-        std::thread::spawn(move || {
-            c.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            c.handshake(cfg.maxh2cdata);
-            c.accept_connect(0);
-            loop {
-                let p = match c.recv() {
-                    Some(p) => p,
-                    None => return,
-                };
-                if !p.is(PduType::CapsuleCmd) {
-                    return;
-                }
-                let sqe = Sqe::from_bytes(&p.b[8..72]).unwrap();
-                admin_command(&mut c, &cfg, &sqe);
-            }
-        })
-    }
-
-    /// Accepts an I/O queue (SO_RCVBUF as configured), ICReq and Connect.
-    pub fn io(l: &TcpListener, cfg: Cfg) -> Conn {
-        if let Some(size) = cfg.io_rcvbuf {
-            rustix::net::sockopt::set_socket_recv_buffer_size(l, size).unwrap();
-        }
-        let mut c = accept(l);
-        if let Some(size) = cfg.io_rcvbuf {
-            rustix::net::sockopt::set_socket_recv_buffer_size(&c.s, size).unwrap();
-        }
-        c.handshake(cfg.maxh2cdata);
-        c.accept_connect(1);
-        c
-    }
-}
+mod fake;
 
 /// A fake target doing the admin bring-up and accepting one I/O queue,
 /// then running `script` on the I/O queue.
@@ -498,6 +120,7 @@ fn b03_writes_progress_while_the_target_does_not_read() {
             ioccsz: 4, // no in-capsule data: every write (and the I/O Connect) by R2T
             maxh2cdata: 32_768,
             io_rcvbuf: Some(4096),
+            ..Cfg::default()
         };
         const N: usize = 64;
         const LEN: usize = 128 * 1024;
@@ -1100,4 +723,469 @@ fn an_association_lost_during_install_is_reset_again() {
     c.detach();
     fake.join().unwrap();
     r.shutdown().unwrap();
+}
+
+// ---- Integrity faults: the command is retried on a new association -------
+
+/// Reconnect once a second, for ten seconds.
+fn reconnecting(ioq_us: u64) -> NvmeOptions {
+    NvmeOptions {
+        reconnect_delay_sec: 1,
+        ctrlr_loss_timeout_sec: 10,
+        fast_io_fail_timeout_sec: 0,
+        ..opts(ioq_us)
+    }
+}
+
+/// Commands a fake association served, with the data each carried.
+type Served = Vec<(Sqe, Vec<u8>)>;
+
+/// A fake whose first association runs `script` on its I/O queue (which
+/// ends it), and whose second one serves I/O properly until the initiator
+/// detaches, logging what it served.
+fn fake_then_good<T: Send + 'static>(
+    cfg: Cfg,
+    script: impl FnOnce(&mut Conn) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<(T, Served)>) {
+    let (l, addr) = fake::listen();
+    let h = std::thread::spawn(move || {
+        let a1 = fake::admin(&l, cfg);
+        let mut io = fake::io(&l, cfg);
+        let t = script(&mut io);
+        drop(io);
+        let _ = a1.join();
+        let a2 = fake::admin(&l, cfg);
+        let mut io = fake::io(&l, cfg);
+        let log = io.serve_io_logged();
+        let _ = a2.join();
+        (t, log)
+    });
+    (addr, h)
+}
+
+/// What the initiator has outstanding when the fault comes.
+#[derive(Clone, Copy, Debug)]
+enum Cmd {
+    /// 128 KiB read of LBA 9.
+    Read,
+    /// 8 KiB write by R2T (above the 4096-byte in-capsule limit).
+    R2tWrite,
+    /// 4 KiB write in-capsule.
+    CapsuleWrite,
+    /// Flush.
+    Flush,
+    /// Write Zeroes of 8 blocks.
+    WriteZeroes,
+}
+
+impl Cmd {
+    /// (SQE, write data, read length).
+    fn build(self) -> (Sqe, Vec<u8>, u32) {
+        match self {
+            Cmd::Read => (rw_sqe(io_opc::READ, 9, 256), Vec::new(), READ_LEN as u32),
+            Cmd::R2tWrite => (rw_sqe(io_opc::WRITE, 16, 16), pattern(WRITE_LEN, 0x16), 0),
+            Cmd::CapsuleWrite => (rw_sqe(io_opc::WRITE, 32, 8), pattern(4096, 0x32), 0),
+            Cmd::Flush => {
+                let mut s = Sqe([0; 64]);
+                s.0[4..8].copy_from_slice(&1u32.to_le_bytes());
+                (s, Vec::new(), 0)
+            }
+            Cmd::WriteZeroes => (rw_sqe(0x08, 48, 8), Vec::new(), 0),
+        }
+    }
+}
+
+type Fault = fn(&Conn, u16) -> Vec<u8>;
+
+struct Retried {
+    name: &'static str,
+    cmd: Cmd,
+    /// Bytes the fake sends once it has the command (its CID given).
+    fault: Fault,
+    /// The H2CTermReq's (FES, FEI).
+    term: (u16, u32),
+}
+
+fn c2h_empty_success(c: &Conn, cid: u16) -> Vec<u8> {
+    c.c2h_bytes(cid, 0, &[], flags::LAST_PDU | flags::SUCCESS)
+}
+
+fn c2h_512_success(c: &Conn, cid: u16) -> Vec<u8> {
+    c.c2h_bytes(cid, 0, &[0u8; 512], flags::LAST_PDU | flags::SUCCESS)
+}
+
+fn resp_ok(c: &Conn, cid: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    let cqe = lull_transport::nvme::Cqe {
+        cid,
+        ..Default::default()
+    };
+    lull_transport::pdu::encode_capsule_resp(&mut v, &cqe.encode(), c.d);
+    v
+}
+
+fn half(c: &Conn, cid: u16, f: u8) -> Vec<u8> {
+    c.c2h_bytes(cid, 0, &pattern(READ_LEN / 2, 9), f)
+}
+
+fn retried_cases() -> Vec<Retried> {
+    vec![
+        // Fault 1: a completion in a state where the command cannot have ended.
+        Retried {
+            name: "success for an R2T write before any R2T",
+            cmd: Cmd::R2tWrite,
+            fault: resp_ok,
+            term: (2, 0),
+        },
+        Retried {
+            name: "success for a read before its data",
+            cmd: Cmd::Read,
+            fault: resp_ok,
+            term: (2, 0),
+        },
+        // Fault 2: part of a read, claimed whole.
+        Retried {
+            name: "half a read with LAST_PDU and SUCCESS",
+            cmd: Cmd::Read,
+            fault: |c, cid| half(c, cid, flags::LAST_PDU | flags::SUCCESS),
+            term: (1, 1),
+        },
+        Retried {
+            name: "half a read with LAST_PDU, then a CapsuleResp",
+            cmd: Cmd::Read,
+            fault: |c, cid| [half(c, cid, flags::LAST_PDU), resp_ok(c, cid)].concat(),
+            term: (1, 1),
+        },
+        Retried {
+            name: "half a read, then a CapsuleResp",
+            cmd: Cmd::Read,
+            fault: |c, cid| [half(c, cid, 0), resp_ok(c, cid)].concat(),
+            term: (2, 0),
+        },
+        // Fault 6: data PDUs for a command that moves none that way.
+        Retried {
+            name: "empty C2HData with SUCCESS for an in-capsule write",
+            cmd: Cmd::CapsuleWrite,
+            fault: c2h_empty_success,
+            term: (1, 8),
+        },
+        Retried {
+            name: "C2HData with SUCCESS for an R2T write",
+            cmd: Cmd::R2tWrite,
+            fault: c2h_512_success,
+            term: (1, 8),
+        },
+        Retried {
+            name: "empty C2HData with SUCCESS for a Flush",
+            cmd: Cmd::Flush,
+            fault: c2h_empty_success,
+            term: (1, 8),
+        },
+        Retried {
+            name: "C2HData with SUCCESS for a Write Zeroes",
+            cmd: Cmd::WriteZeroes,
+            fault: c2h_512_success,
+            term: (1, 8),
+        },
+        Retried {
+            name: "R2T for a Flush",
+            cmd: Cmd::Flush,
+            fault: |c, cid| r2t(c, cid, 0, 0x1000),
+            term: (1, 8),
+        },
+    ]
+}
+
+/// The command is never completed by the fault: the association ends with
+/// the expected H2CTermReq, the command goes out again on the next one and
+/// completes there with the right data (a write carrying all of its data).
+fn check_retried(case: &Retried, mode: Mode) {
+    let name = case.name;
+    let (fault, cmd) = (case.fault, case.cmd);
+    let (addr, fake) = fake_then_good(Cfg::default(), move |c| {
+        let (sqe, _) = c.recv_capsule().expect("fake: the command");
+        let b = fault(c, sqe.cid());
+        c.send(&b);
+        c.expect_term()
+    });
+    let r = initiator(mode);
+    let c = attach(addr, reconnecting(0), &r);
+    let (tx, rx) = mpsc::channel();
+    let (sqe, write, read_len) = cmd.build();
+    submit(&c, sqe, write.clone(), read_len, 1, &tx);
+    let (_, res) = rx
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("{name} ({mode:?}): the command never completed"));
+    let done = res.unwrap_or_else(|e| panic!("{name} ({mode:?}): the retried command failed: {e}"));
+    if read_len > 0 {
+        assert!(
+            done.data == pattern(READ_LEN, 9),
+            "{name} ({mode:?}): the read's data is the second association's"
+        );
+    }
+    wait_for(name, || c.resets() == 1);
+    c.detach();
+    let (term, log) = fake.join().expect("the fake target");
+    assert_eq!(term, case.term, "{name} ({mode:?}): H2CTermReq (FES, FEI)");
+    assert_eq!(log.len(), 1, "{name} ({mode:?}): the command went out again, once");
+    assert_eq!(log[0].0.opc(), sqe.opc(), "{name} ({mode:?}): the retried command");
+    if !write.is_empty() {
+        assert_eq!(
+            log[0].0.sgl1().length as usize,
+            write.len(),
+            "{name} ({mode:?}): SGL length"
+        );
+        assert!(log[0].1 == write, "{name} ({mode:?}): the retried write's data");
+    }
+    assert!(rx.try_recv().is_err(), "{name} ({mode:?}): a second completion");
+    r.shutdown().unwrap();
+}
+
+#[test]
+fn completions_before_every_byte_moved_and_data_pdus_for_the_wrong_direction_are_fatal() {
+    for case in retried_cases() {
+        check_retried(&case, Mode::Interrupt);
+    }
+}
+
+#[test]
+fn a_stale_completion_for_a_reused_slot_never_completes_the_new_command() {
+    for mode in [Mode::Interrupt, Mode::Poll] {
+        let (addr, fake) = fake_then_good(Cfg::default(), |c| {
+            // Command A, answered properly.
+            let (a, _) = c.recv_capsule().expect("fake: command A");
+            c.respond(a.cid(), lull_transport::nvme::Status::SUCCESS, 0, 0);
+            // Command B (sent after A completed), then A's completion again.
+            let (b, _) = c.recv_capsule().expect("fake: command B");
+            let dup = resp_ok(c, a.cid());
+            c.send(&dup);
+            (a.cid(), b.cid(), c.expect_term())
+        });
+        let r = initiator(mode);
+        let c = attach(addr, reconnecting(0), &r);
+        let (tx, rx) = mpsc::channel();
+        let (sqe, write, _) = Cmd::CapsuleWrite.build();
+        submit(&c, sqe, write.clone(), 0, 1, &tx);
+        let (_, res) = rx.recv_timeout(WAIT).expect("A completes");
+        res.expect("A succeeds");
+        let b = pattern(4096, 0xB0);
+        submit(&c, rw_sqe(io_opc::WRITE, 64, 8), b.clone(), 0, 2, &tx);
+        let (_, res) = rx.recv_timeout(WAIT).expect("B completes");
+        res.expect("B succeeds on the next association");
+        wait_for("one reset", || c.resets() == 1);
+        c.detach();
+        let ((a_cid, b_cid, term), log) = fake.join().unwrap();
+        assert_ne!(a_cid, b_cid, "{mode:?}: a reused slot carries a new CID");
+        assert_eq!(term, (1, 20), "{mode:?}: the CapsuleResp's CID is not in flight");
+        assert_eq!(log.len(), 1, "{mode:?}: only B goes out again");
+        assert!(log[0].1 == b, "{mode:?}: B's data reached the target");
+        r.shutdown().unwrap();
+    }
+}
+
+// ---- Fault 7: a completion in the same batch as a fatal PDU --------------
+
+#[test]
+fn a_completion_sharing_a_batch_with_a_fatal_pdu_is_delivered_and_data_stays() {
+    for (mode, ioq_us) in [(Mode::Interrupt, 0u64), (Mode::Interrupt, 1000), (Mode::Poll, 0)] {
+        let (addr, fake) = fake_then_good(Cfg::default(), |c| {
+            let (a, _) = c.recv_capsule().expect("fake: write A");
+            let (b, _) = c.recv_capsule().expect("fake: write B");
+            // A's completion and a C2HData for no command, in one segment.
+            let bytes = [resp_ok(c, a.cid()), c.c2h_bytes(STRANGER, 0, &[0u8; 64], 0)].concat();
+            c.send(&bytes);
+            let _ = b;
+            c.expect_term()
+        });
+        let r = initiator(mode);
+        let c = attach(addr, reconnecting(ioq_us), &r);
+        let (tx, rx) = mpsc::channel();
+        let a = pattern(4096, 0xA1); // in-capsule
+        let b = pattern(WRITE_LEN, 0xB2); // by R2T
+        submit(&c, rw_sqe(io_opc::WRITE, 8, 8), a.clone(), 0, 1, &tx);
+        submit(&c, rw_sqe(io_opc::WRITE, 24, 16), b.clone(), 0, 2, &tx);
+        let mut got = std::collections::HashMap::new();
+        for _ in 0..2 {
+            let (tag, res) = rx.recv_timeout(WAIT).expect("both writes complete");
+            assert!(got.insert(tag, res).is_none(), "{mode:?}: write {tag} completed twice");
+        }
+        assert!(got.values().all(Result::is_ok), "{mode:?}: {got:?}");
+        wait_for("one reset", || c.resets() == 1);
+        c.detach();
+        let (term, log) = fake.join().unwrap();
+        assert_eq!(term, (1, 8), "{mode:?}: C2HData for a CCCID not in flight");
+        assert_eq!(
+            log.len(),
+            1,
+            "{mode:?}: A completed on the first association; only B goes again"
+        );
+        assert_eq!(log[0].0.sgl1().length as usize, WRITE_LEN, "{mode:?}: B's SGL length");
+        assert!(log[0].1 == b, "{mode:?}: B's data");
+        assert!(rx.try_recv().is_err());
+        r.shutdown().unwrap();
+    }
+}
+
+// ---- Fault 3: Keep Alive unanswered --------------------------------------
+
+#[test]
+fn a_controller_that_stops_answering_keep_alive_is_reset_in_every_mode() {
+    for (mode, adminq_us) in [
+        (Mode::Interrupt, 1000u64),
+        (Mode::Interrupt, 0),
+        (Mode::Poll, 1000),
+        (Mode::Hybrid, 1000),
+    ] {
+        let cfg = Cfg {
+            ka_silent: true,
+            ..Cfg::default()
+        };
+        // The I/O queue stays open and silent too: nothing but the missing
+        // Keep Alive completions can tell the controller is gone.
+        let (addr, fake) = fake_target(cfg, |c| c.expect_eof(Duration::from_secs(20)));
+        let r = initiator(mode);
+        let o = NvmeOptions {
+            keep_alive_timeout_ms: 1000,
+            timeout_us: 0, // no command timeout: only Keep Alive can notice
+            nvme_adminq_poll_period_us: adminq_us,
+            ..opts(0)
+        };
+        let c = attach(addr, o, &r);
+        wait_for("the controller is declared lost", || {
+            matches!(c.state(), CtrlrState::Lost(_))
+        });
+        let CtrlrState::Lost(why) = c.state() else {
+            unreachable!()
+        };
+        assert!(why.contains("Keep Alive"), "{mode:?}: {why}");
+        fake.join().unwrap();
+        c.detach();
+        r.shutdown().unwrap();
+    }
+}
+
+// ---- Fault 4: FIN on an idle I/O queue polled on a timer -----------------
+
+#[test]
+fn a_fin_on_an_idle_queue_is_noticed_without_io_in_every_mode() {
+    for (mode, ioq_us) in [
+        (Mode::Interrupt, 100_000u64),
+        (Mode::Hybrid, 100_000),
+        (Mode::Interrupt, 0),
+        (Mode::Poll, 100_000),
+    ] {
+        let (addr, fake) = fake_target(Cfg::default(), |c| {
+            let (sqe, _) = c.recv_capsule().expect("fake: the read");
+            c.read_reply(sqe.cid(), &pattern(4096, 1));
+            // Then the queue closes (FIN) while the initiator is idle.
+        });
+        let r = initiator(mode);
+        let c = attach(addr, opts(ioq_us), &r);
+        let (tx, rx) = mpsc::channel();
+        submit(&c, rw_sqe(io_opc::READ, 1, 8), Vec::new(), 4096, 1, &tx);
+        let (_, res) = rx.recv_timeout(WAIT).expect("the read");
+        assert!(res.expect("the read").data == pattern(4096, 1));
+        fake.join().unwrap();
+        // No I/O from here on: the hang-up alone must end the association.
+        wait_for("the FIN is noticed", || matches!(c.state(), CtrlrState::Lost(_)));
+        let CtrlrState::Lost(why) = c.state() else {
+            unreachable!()
+        };
+        assert!(why.contains("closed the connection"), "{mode:?} {ioq_us} us: {why}");
+        c.detach();
+        r.shutdown().unwrap();
+    }
+}
+
+// ---- Fault 5: namespaces changed while the association was down -----------
+
+#[test]
+fn namespaces_changed_during_a_reset_are_read_again_after_the_reconnect() {
+    let (l, addr) = fake::listen();
+    let fake = std::thread::spawn(move || {
+        // Association 1 has NS1; each association serves one read and then
+        // its I/O queue goes away (no notice of the change is ever sent).
+        for nsids in [&[1u32][..], &[1, 2], &[2]] {
+            let cfg = Cfg {
+                nsids: Box::leak(nsids.to_vec().into_boxed_slice()),
+                ..Cfg::default()
+            };
+            let a = fake::admin(&l, cfg);
+            let mut io = fake::io(&l, cfg);
+            if nsids == [2] {
+                io.serve_io();
+            } else {
+                let (sqe, _) = io.recv_capsule().expect("fake: a read");
+                io.read_reply(sqe.cid(), &pattern(4096, 0));
+            }
+            drop(io);
+            a.join().unwrap();
+        }
+    });
+    let r = initiator(Mode::Interrupt);
+    let c = attach(addr, reconnecting(0), &r);
+    let nsids = |c: &NvmeController| c.info().namespaces.iter().map(|n| n.nsid).collect::<Vec<_>>();
+    assert_eq!(nsids(&c), [1]);
+    let (ltx, lrx) = mpsc::channel::<Vec<u32>>();
+    let ltx = std::sync::Mutex::new(ltx);
+    c.on_namespaces_changed(std::sync::Arc::new(move |list| {
+        let _ = ltx.lock().unwrap().send(list.iter().map(|n| n.nsid).collect());
+    }));
+    let (tx, rx) = mpsc::channel();
+    for (i, want) in [[1u32, 2].to_vec(), [2].to_vec()].into_iter().enumerate() {
+        submit(&c, rw_sqe(io_opc::READ, 0, 8), Vec::new(), 4096, i as u64, &tx);
+        rx.recv_timeout(WAIT).expect("a read").1.expect("the read");
+        let got = lrx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("reconnect {}: the listener was not told the namespaces", i + 1));
+        assert_eq!(got, want, "reconnect {}", i + 1);
+        assert_eq!(nsids(&c), want);
+    }
+    c.detach();
+    fake.join().unwrap();
+    r.shutdown().unwrap();
+}
+
+/// The same through the application: the namespaces a reconnect finds
+/// become bdevs added and removed, as after a change notice.
+#[test]
+fn bdevs_follow_namespaces_changed_during_a_reset() {
+    let (l, addr) = fake::listen();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let fake = std::thread::spawn(move || {
+        for nsids in [&[1u32][..], &[1, 2], &[2]] {
+            let cfg = Cfg {
+                nsids: Box::leak(nsids.to_vec().into_boxed_slice()),
+                ..Cfg::default()
+            };
+            let a = fake::admin(&l, cfg);
+            let mut io = fake::io(&l, cfg);
+            if nsids == [2] {
+                io.serve_io();
+            } else {
+                // Gone (FIN) when the test says so; no notice of the change is sent.
+                go_rx.recv_timeout(WAIT).expect("the test's go");
+            }
+            drop(io);
+            a.join().unwrap();
+        }
+    });
+    let core = *CoreList::usable().unwrap().cores().last().unwrap();
+    let cfg = lull_engine::config::Config::from_toml(&format!(
+        "cores = \"{core}\"\nrpc_socket = \"/nonexistent/unused.sock\"\nlisten = [\"127.0.0.1:0\"]\n"
+    ))
+    .unwrap();
+    let app = lull_engine::app::App::start(&cfg.resolve().unwrap()).unwrap();
+    let names = app
+        .attach_controller("F", NvmeTrid::new(addr, SUBNQN, HOSTNQN), reconnecting(0))
+        .unwrap();
+    assert_eq!(names, ["Fn1"]);
+    go_tx.send(()).unwrap();
+    wait_for("bdev Fn2 appears after the reconnect", || app.bdev("Fn2").is_some());
+    assert!(app.bdev("Fn1").is_some());
+    go_tx.send(()).unwrap();
+    wait_for("bdev Fn1 goes after the next reconnect", || app.bdev("Fn1").is_none());
+    assert!(app.bdev("Fn2").is_some());
+    app.shutdown();
+    fake.join().unwrap();
 }

@@ -358,6 +358,14 @@ fn on_done(job: &JobRc, cx: &mut Context, op: Op, r: Result<Completion, IoError>
         let bpi = j.blocks_per_io as usize;
         let blocks = op.unit as usize * bpi..(op.unit as usize + 1) * bpi;
         match &r {
+            Ok(c) if op.kind == Kind::Read && c.data.len() != j.w.bs as usize => {
+                // A read is good only with every byte: never check (or
+                // count) a short one as a success.
+                err = Some(format!("a read returned {} of its {} bytes", c.data.len(), j.w.bs));
+                if verified {
+                    j.busy[op.unit as usize] = false;
+                }
+            }
             Ok(c) if verified => {
                 let lba = (j.lo + op.unit) * j.blocks_per_io;
                 if op.kind == Kind::Write {

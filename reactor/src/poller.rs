@@ -37,6 +37,11 @@ impl PollStatus {
 pub struct Interest(u8);
 
 impl Interest {
+    /// No readiness: only a hang-up or an error wakes the poller (EPOLLRDHUP,
+    /// EPOLLHUP and EPOLLERR, which epoll always reports). For an fd whose
+    /// data is read on a timer but whose peer going away must still be
+    /// noticed at once; incoming data does not wake it.
+    pub const NONE: Interest = Interest(0);
     /// Data to read, a connection to accept, or an eventfd counter above 0 (EPOLLIN).
     pub const READABLE: Interest = Interest(1);
     /// Room in the send buffer, or a non-blocking connect finished (EPOLLOUT).

@@ -351,6 +351,46 @@ fn hangup_is_reported_and_unregister_from_inside_stops_it() {
 }
 
 #[test]
+fn an_fd_with_no_interest_wakes_only_on_hangup_in_every_mode() {
+    for mode in MODES {
+        let reactors = common::start(1, mode);
+        let h = &reactors.handles()[0];
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let runs = Arc::new(AtomicU64::new(0));
+        let hangups = Arc::new(AtomicU64::new(0));
+        let (r2, h2) = (runs.clone(), hangups.clone());
+        on(h, move |cx| {
+            let p = FdSource::new(a, move |cx: &mut Context, _: &mut UnixStream, ready: Readiness| {
+                r2.fetch_add(1, Ordering::Relaxed);
+                if ready.hangup {
+                    h2.fetch_add(1, Ordering::Relaxed);
+                    cx.unregister(cx.current_poller().unwrap()).unwrap();
+                }
+                PollStatus::Busy
+            });
+            cx.register_fd(p, Interest::NONE).unwrap();
+        });
+        // Data waiting unread does not run it (and cannot spin the reactor).
+        b.write_all(b"data nobody reads").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            0,
+            "{mode:?}: data woke a poller with no interest"
+        );
+        drop(b);
+        assert!(
+            wait_until(SECOND * 5, || hangups.load(Ordering::Relaxed) == 1),
+            "{mode:?}: the hang-up was not reported"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(runs.load(Ordering::Relaxed), 1, "{mode:?}: run once, on the hang-up");
+        reactors.shutdown().unwrap();
+    }
+}
+
+#[test]
 fn a_full_inbox_hands_the_message_back_and_loses_nothing() {
     for mode in MODES {
         let usable = lull_reactor::CoreList::usable().unwrap();

@@ -251,7 +251,9 @@ fn init_logging(default: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Target(_)) {
-        init_logging("warn");
+        // Warnings, and the line saying a controller reconnected (lull perf
+        // runs through resets: the reconnect and its resubmitted commands show).
+        init_logging("warn,lull_engine::nvme::reconnect=info");
     }
     let result = match cli.command {
         Command::Bench(BenchArgs {

@@ -99,6 +99,10 @@ mod tests {
 pub(crate) struct SendBuf {
     pub(crate) out: Vec<u8>,
     pos: usize,
+    /// Bytes handed to the socket since the queue began: a position in the
+    /// send stream, so the host can tell whether the target can have seen
+    /// a given PDU yet.
+    total: u64,
 }
 
 impl SendBuf {
@@ -109,11 +113,23 @@ impl SendBuf {
 
     /// Marks `n` bytes sent.
     pub(crate) fn sent(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.out.len());
+        let n = n.min(self.out.len() - self.pos);
+        self.total += n as u64;
+        self.pos += n;
         if self.pos == self.out.len() {
             self.out.clear();
             self.pos = 0;
         }
+    }
+
+    /// Stream position of the first byte not yet sent.
+    pub(crate) fn sent_total(&self) -> u64 {
+        self.total
+    }
+
+    /// Stream position just past the last byte queued.
+    pub(crate) fn queued_end(&self) -> u64 {
+        self.total + (self.out.len() - self.pos) as u64
     }
 
     /// Whether anything waits.

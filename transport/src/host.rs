@@ -8,6 +8,14 @@
 //! CapsuleResp (or a C2HData with SUCCESS) arrives. Every received length
 //! and offset is checked against the command it claims to belong to; a bad
 //! PDU ends the queue with an H2CTermReq.
+//!
+//! A PDU is accepted for a command only in a state where the target can
+//! legitimately send it: nothing before the command's capsule left this
+//! host; a successful completion only once every byte moved (all write
+//! data sent in answer to R2Ts; every byte of a read received, whatever
+//! LAST_PDU claimed); C2HData only for a command that reads, R2T only for
+//! one whose write data waits for it. Anything else is a fatal transport
+//! error (NVMe/TCP 1.0 section 3.6.2.4; FES as listed per case).
 
 use std::collections::HashMap;
 
@@ -53,6 +61,9 @@ struct Inflight {
     read_len: usize,
     /// A data digest failed: the command completes with Transient Transport Error.
     digest_error: bool,
+    /// Send-stream position the target must have received before it may
+    /// answer: the end of the capsule, then of the H2CData last sent for it.
+    sent_end: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -181,6 +192,7 @@ impl HostQueue {
         // SGL1 describes the data: PSDT must say so (Fabrics allow only 01b).
         sqe.set_psdt(psdt::SGL_MPTR_CONTIGUOUS);
         self.encode_capsule(&sqe, if in_capsule { &write } else { &[] });
+        let sent_end = self.send.queued_end();
         self.inflight.insert(
             cid,
             Inflight {
@@ -190,6 +202,7 @@ impl HostQueue {
                 read: Vec::with_capacity(read_len as usize),
                 read_len: read_len as usize,
                 digest_error: false,
+                sent_end,
             },
         );
         Ok(())
@@ -364,10 +377,21 @@ impl HostQueue {
             PduType::CapsuleResp => {
                 let cqe = Cqe::parse(&pdu[8..8 + CQE_LEN]).ok_or(fatal(4))?;
                 // CID is at byte 12 of the CQE, which starts at byte 8 of the PDU.
-                let Some(f) = self.inflight.remove(&cqe.cid) else {
+                let Some(f) = self.inflight.get(&cqe.cid) else {
                     return Err(fatal(8 + 12));
                 };
-                self.finish(cqe, f);
+                let sent = self.send.sent_total();
+                // An error may end a command at any point after its capsule
+                // arrived (a target refuses a write before asking for its
+                // data); success only once every byte moved. A stale or
+                // duplicated completion for an earlier use of the CID fails here.
+                let moved = (!f.r2t || f.r2t_done == f.write.len()) && f.read.len() == f.read_len;
+                if sent < f.sent_end || (cqe.status.is_success() && !moved) {
+                    return Err(HostError::Fatal(FatalError::status(Fes::PduSequenceError)));
+                }
+                if let Some(f) = self.inflight.remove(&cqe.cid) {
+                    self.finish(cqe, f);
+                }
             }
             PduType::C2HData => self.on_c2h(ch, pdu, hd)?,
             PduType::R2T => self.on_r2t(pdu)?,
@@ -377,8 +401,11 @@ impl HostQueue {
     }
 
     fn finish(&mut self, mut cqe: Cqe, f: Inflight) {
-        if f.digest_error {
-            cqe.status = crate::nvme::status::TRANSIENT_TRANSPORT_ERROR;
+        if f.digest_error || !cqe.status.is_success() {
+            // No data of a failed command is handed out.
+            if f.digest_error {
+                cqe.status = crate::nvme::status::TRANSIENT_TRANSPORT_ERROR;
+            }
             self.done.push(Completion {
                 cqe,
                 data: Vec::new(),
@@ -420,10 +447,21 @@ impl HostQueue {
         if pdo < 24 + hd || pdo + h.datal as usize + dd != pdu.len() {
             return Err(HostError::Fatal(FatalError::field(4)));
         }
+        let sent = self.send.sent_total();
         let f = self
             .inflight
             .get_mut(&h.cccid)
             .ok_or(HostError::Fatal(FatalError::field(off::CCCID)))?;
+        if f.read_len == 0 {
+            // C2HData for a command that moves no data to the host (a write,
+            // Flush, Write Zeroes, DSM), of any length: it names the wrong
+            // command, and must never complete it.
+            return Err(HostError::Fatal(FatalError::field(off::CCCID)));
+        }
+        if sent < f.sent_end {
+            // Data for a command whose capsule the target cannot have yet.
+            return Err(HostError::Fatal(FatalError::status(Fes::PduSequenceError)));
+        }
         if h.datao as usize != f.read.len() || f.read.len() + h.datal as usize > f.read_len {
             return Err(HostError::Fatal(FatalError::status(Fes::DataTransferOutOfRange)));
         }
@@ -439,6 +477,11 @@ impl HostQueue {
             f.read.extend_from_slice(data);
         }
         let last = ch.flags & flags::LAST_PDU != 0;
+        if last && f.read.len() != f.read_len {
+            // LAST_PDU on a PDU that does not end the transfer: the rest of
+            // the read would never come (FLAGS is byte 1).
+            return Err(HostError::Fatal(FatalError::field(1)));
+        }
         if ch.flags & flags::SUCCESS != 0 {
             if !last {
                 return Err(HostError::Fatal(FatalError::field(1)));
@@ -459,13 +502,26 @@ impl HostQueue {
     fn on_r2t(&mut self, pdu: &[u8]) -> Result<(), HostError> {
         use crate::pdu::data_offset as off;
         let h = DataHeader::parse(pdu);
+        let sent = self.send.sent_total();
         let f = self
             .inflight
             .get_mut(&h.cccid)
             .ok_or(HostError::Fatal(FatalError::field(off::CCCID)))?;
         if !f.r2t {
-            // An R2T for a command with no data to send this way (a read, or in-capsule data).
+            // An R2T for a command with no data to send this way (a read,
+            // Flush, or in-capsule data).
             return Err(HostError::Fatal(FatalError::field(off::CCCID)));
+        }
+        if sent < f.sent_end {
+            // Before the capsule left: out of sequence. Before the data of
+            // the previous R2T left: a second outstanding R2T, over the
+            // MAXR2T of 0 (one outstanding) asked for in the ICReq.
+            let fes = if f.r2t_done > 0 {
+                Fes::DataTransferLimitExceeded
+            } else {
+                Fes::PduSequenceError
+            };
+            return Err(HostError::Fatal(FatalError::status(fes)));
         }
         if h.datal == 0 {
             return Err(HostError::Fatal(FatalError::field(off::DATAL)));
@@ -501,9 +557,11 @@ impl HostQueue {
             );
             at += n;
         }
+        let sent_end = self.send.queued_end();
         if let Some(f) = self.inflight.get_mut(&h.cccid) {
             f.write = write;
             f.r2t_done = end;
+            f.sent_end = sent_end;
         }
         Ok(())
     }
@@ -654,6 +712,12 @@ mod fault_cases {
         h
     }
 
+    /// Hands everything queued to the (imaginary) socket.
+    fn flush(h: &mut HostQueue) {
+        let n = h.pending_send().len();
+        h.sent(n);
+    }
+
     fn sqe(opc: u8, cid: u16) -> Sqe {
         let mut s = Sqe([0; 64]);
         s.0[0] = opc;
@@ -699,6 +763,7 @@ mod fault_cases {
     fn b21_header_lengths_are_checked_before_anything_is_read() {
         let mut h = live(1, 131072);
         h.submit(sqe(0x7F, 1), &[], 0).unwrap();
+        flush(&mut h);
         let mut b = vec![0x05, 0x01, 0xFF, 0x00, 0x1C, 0x00, 0x00, 0x00];
         b.extend([0u8; 20]);
         assert_eq!(fatal(&mut h, &b), FatalError::field(2));
@@ -829,14 +894,17 @@ mod fault_cases {
         // (e) a second R2T after all data was sent.
         let mut h = live(0, 131072);
         h.submit(sqe(0x01, 0x10), &write, 0).unwrap();
+        flush(&mut h);
         let mut r = Vec::new();
         encode_r2t(&mut r, 0x10, 1, 0, 0x2000, Digests::default());
         h.feed(&r);
         h.process().unwrap();
+        flush(&mut h);
         assert_eq!(fatal(&mut h, &r).fes, Fes::DataTransferLimitExceeded);
         // (f) an R2T for a read.
         let mut h = live(0, 131072);
         h.submit(sqe(0x02, 0x20), &[], 8192).unwrap();
+        flush(&mut h);
         let mut r = Vec::new();
         encode_r2t(&mut r, 0x20, 1, 0, 0x2000, Digests::default());
         assert_eq!(fatal(&mut h, &r), FatalError::field(8));
@@ -865,7 +933,10 @@ mod fault_cases {
     fn b25_bad_c2h_data_never_completes_a_read() {
         let d = Digests::default();
         let chunk = vec![0x42u8; 0x10000];
-        let read = |h: &mut HostQueue| h.submit(sqe(0x02, 0x20), &[], 0x20000).unwrap();
+        let read = |h: &mut HostQueue| {
+            h.submit(sqe(0x02, 0x20), &[], 0x20000).unwrap();
+            flush(h);
+        };
         // (a) the same DATAO twice.
         let mut h = live(0, 131072);
         read(&mut h);
@@ -941,5 +1012,188 @@ mod fault_cases {
         h.process().unwrap();
         assert_eq!(h.take_completions().len(), 1);
         assert_eq!(fatal(&mut h, &c2h(0x20, 0, &chunk, 0, d)), FatalError::field(8));
+    }
+
+    fn resp(cid: u16, st: crate::nvme::Status) -> Vec<u8> {
+        let mut v = Vec::new();
+        crate::pdu::encode_capsule_resp(
+            &mut v,
+            &Cqe {
+                cid,
+                status: st,
+                ..Cqe::default()
+            }
+            .encode(),
+            Digests::default(),
+        );
+        v
+    }
+
+    fn r2t_bytes(cccid: u16, r2to: u32, r2tl: u32) -> Vec<u8> {
+        let mut r = Vec::new();
+        encode_r2t(&mut r, cccid, 1, r2to, r2tl, Digests::default());
+        r
+    }
+
+    const OK: crate::nvme::Status = crate::nvme::Status::SUCCESS;
+
+    #[test]
+    fn a_completion_is_accepted_only_once_every_byte_moved() {
+        let seq = FatalError::status(Fes::PduSequenceError);
+        let write = vec![0xEEu8; 8192]; // above the 4096-byte in-capsule limit: by R2T
+        // A successful CapsuleResp for an R2T write before any R2T.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x01, 0x10), &write, 0).unwrap();
+        flush(&mut h);
+        assert_eq!(fatal(&mut h, &resp(0x10, OK)), seq);
+        // ... after the R2T, while its H2CData has not left this host.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x01, 0x10), &write, 0).unwrap();
+        flush(&mut h);
+        h.feed(&r2t_bytes(0x10, 0, 8192));
+        h.process().unwrap();
+        assert_eq!(fatal(&mut h, &resp(0x10, OK)), seq);
+        // ... and once it left: accepted, the data handed back.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x01, 0x10), &write, 0).unwrap();
+        flush(&mut h);
+        h.feed(&r2t_bytes(0x10, 0, 8192));
+        h.process().unwrap();
+        flush(&mut h);
+        h.feed(&resp(0x10, OK));
+        h.process().unwrap();
+        let done = h.take_completions();
+        assert_eq!((done.len(), done[0].cqe.status, done[0].write.len()), (1, OK, 8192));
+        // An error ends a write before its data was asked for (a refused command).
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x01, 0x10), &write, 0).unwrap();
+        flush(&mut h);
+        h.feed(&resp(0x10, crate::nvme::status::INVALID_FIELD));
+        h.process().unwrap();
+        let done = h.take_completions();
+        assert_eq!(done[0].cqe.status, crate::nvme::status::INVALID_FIELD);
+        assert!(done[0].write == write, "a refused write's data comes back for a retry");
+        // Any answer for a capsule that has not left this host yet.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x01, 0x11), &[1u8; 512], 0).unwrap();
+        assert_eq!(fatal(&mut h, &resp(0x11, OK)), seq);
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x01, 0x11), &[1u8; 512], 0).unwrap();
+        assert_eq!(fatal(&mut h, &resp(0x11, crate::nvme::status::INVALID_FIELD)), seq);
+        // A read's completion before its data, or part of it.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x02, 0x20), &[], 8192).unwrap();
+        flush(&mut h);
+        assert_eq!(fatal(&mut h, &resp(0x20, OK)), seq);
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x02, 0x20), &[], 8192).unwrap();
+        flush(&mut h);
+        h.feed(&c2h(0x20, 0, &[7u8; 4096], 0, Digests::default()));
+        assert_eq!(fatal(&mut h, &resp(0x20, OK)), seq);
+        // A read failing part way: the error, and none of the data.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x02, 0x20), &[], 8192).unwrap();
+        flush(&mut h);
+        h.feed(&c2h(0x20, 0, &[7u8; 4096], 0, Digests::default()));
+        h.feed(&resp(0x20, crate::nvme::status::INTERNAL_ERROR));
+        h.process().unwrap();
+        let done = h.take_completions();
+        assert_eq!(done[0].cqe.status, crate::nvme::status::INTERNAL_ERROR);
+        assert!(done[0].data.is_empty());
+    }
+
+    #[test]
+    fn a_read_succeeds_only_with_every_byte() {
+        let d = Digests::default();
+        let half = vec![0x42u8; 0x10000];
+        for (what, bytes, want) in [
+            (
+                "LAST_PDU and SUCCESS on the first half",
+                c2h(0x20, 0, &half, flags::LAST_PDU | flags::SUCCESS, d),
+                FatalError::field(1),
+            ),
+            (
+                "LAST_PDU on the first half",
+                c2h(0x20, 0, &half, flags::LAST_PDU, d),
+                FatalError::field(1),
+            ),
+            (
+                "a CapsuleResp after the first half",
+                [c2h(0x20, 0, &half, 0, d), resp(0x20, OK)].concat(),
+                FatalError::status(Fes::PduSequenceError),
+            ),
+            (
+                "an empty C2HData with LAST_PDU and SUCCESS",
+                c2h(0x20, 0, &[], flags::LAST_PDU | flags::SUCCESS, d),
+                FatalError::field(1),
+            ),
+        ] {
+            let mut h = live(0, 131072);
+            h.submit(sqe(0x02, 0x20), &[], 0x20000).unwrap();
+            flush(&mut h);
+            assert_eq!(fatal(&mut h, &bytes), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn data_pdus_for_the_other_direction_are_fatal() {
+        let d = Digests::default();
+        // Commands that move no data to the host: Write (in-capsule), Flush,
+        // Write Zeroes, DSM (its range list in-capsule).
+        for (opc, write) in [(0x01u8, 512usize), (0x00, 0), (0x08, 0), (0x09, 16)] {
+            for len in [0usize, 512] {
+                let mut h = live(0, 131072);
+                h.submit(sqe(opc, 0x30), &vec![3u8; write], 0).unwrap();
+                flush(&mut h);
+                let b = c2h(0x30, 0, &vec![0u8; len], flags::LAST_PDU | flags::SUCCESS, d);
+                assert_eq!(
+                    fatal(&mut h, &b),
+                    FatalError::field(8),
+                    "opcode {opc:#04x}, DATAL {len}"
+                );
+            }
+        }
+        // Commands that move no data to the controller: Read, Flush.
+        for (opc, read) in [(0x02u8, 4096u32), (0x00, 0)] {
+            let mut h = live(0, 131072);
+            h.submit(sqe(opc, 0x31), &[], read).unwrap();
+            flush(&mut h);
+            assert_eq!(fatal(&mut h, &r2t_bytes(0x31, 0, 4096)), FatalError::field(8));
+        }
+        // An R2T before the capsule left; a second R2T before the first one's data left.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x01, 0x32), &[5u8; 16384], 0).unwrap();
+        assert_eq!(
+            fatal(&mut h, &r2t_bytes(0x32, 0, 4096)),
+            FatalError::status(Fes::PduSequenceError)
+        );
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x01, 0x32), &[5u8; 16384], 0).unwrap();
+        flush(&mut h);
+        h.feed(&r2t_bytes(0x32, 0, 4096));
+        h.process().unwrap();
+        assert_eq!(
+            fatal(&mut h, &r2t_bytes(0x32, 4096, 4096)),
+            FatalError::status(Fes::DataTransferLimitExceeded)
+        );
+    }
+
+    #[test]
+    fn completions_before_a_fatal_pdu_are_kept_and_data_stays_with_its_command() {
+        let mut h = live(0, 131072);
+        let a = vec![0xA1u8; 1024];
+        let b = vec![0xB2u8; 8192];
+        h.submit(sqe(0x01, 1), &a, 0).unwrap();
+        h.submit(sqe(0x01, 2), &b, 0).unwrap();
+        flush(&mut h);
+        let before = h.pending_send().len();
+        h.feed(&[resp(1, OK), c2h(0x777, 0, &[0u8; 64], 0, Digests::default())].concat());
+        assert!(matches!(h.process(), Err(HostError::Fatal(e)) if e == FatalError::field(8)));
+        assert_eq!(h.pending_send()[before], PduType::H2CTermReq as u8);
+        let done = h.take_completions();
+        assert_eq!(done.len(), 1, "the completion parsed before the fatal PDU is kept");
+        assert_eq!((done[0].cqe.cid, done[0].cqe.status), (1, OK));
+        assert!(done[0].write == a);
+        assert!(h.take_write(2) == b, "the write still in flight keeps its data");
     }
 }

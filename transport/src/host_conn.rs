@@ -18,6 +18,15 @@
 //! (checked again after each run, so a mode change takes effect at the
 //! queue's next event).
 //!
+//! Either way the socket stays in the epoll set for hang-ups and errors
+//! ([`Interest::NONE`] while data is polled on a timer): a target that
+//! closes an idle queue is noticed at once, not by the next I/O.
+//!
+//! CIDs carry a 4-bit generation above the 12-bit slot index, bumped each
+//! time a slot is reused: a stale or duplicated PDU for an earlier command
+//! on the same slot names a CID that is not in flight and is refused, never
+//! taken for the command now in the slot.
+//!
 //! Either way, bytes that cannot be sent stay where the poller sees them:
 //! the event poller arms EPOLLOUT while its send buffer is not empty, the
 //! timed poller stays active and retries each period (fault case B03).
@@ -41,6 +50,21 @@ use crate::nvme::Sqe;
 const READ_BUDGET: usize = 1024 * 1024;
 /// Read size per `read` call.
 const READ_CHUNK: usize = 256 * 1024;
+/// CID bits 11:0 index the slot; bits 15:12 count its reuses.
+const CID_SLOT_MASK: u16 = 0x0FFF;
+/// The most commands in flight on one queue (12 bits of slot index).
+pub const MAX_DEPTH: u16 = 4096;
+
+/// The CID the slot of `cid` uses next: the same slot, the next generation.
+/// FFFFh is skipped (it means "no command" in the Error Information log).
+fn next_cid(cid: u16) -> u16 {
+    let n = cid.wrapping_add(CID_SLOT_MASK + 1);
+    if n == 0xFFFF {
+        n.wrapping_add(CID_SLOT_MASK + 1)
+    } else {
+        n
+    }
+}
 
 /// How a queue notices completions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,8 +155,8 @@ pub type OnFail = Box<dyn FnOnce(&mut Context, &QueueError)>;
 pub struct QueueOptions {
     /// How completions are noticed.
     pub polling: QueuePolling,
-    /// Commands in flight at most (the queue size the Connect asked for);
-    /// further submissions wait in the queue, in order.
+    /// Commands in flight at most (the queue size the Connect asked for,
+    /// [`MAX_DEPTH`] at most); further submissions wait in the queue, in order.
     pub depth: u16,
     /// A command outstanding this long fails the whole queue with
     /// [`QueueError::Timeout`] (the owner resets the association); `None`: never.
@@ -141,15 +165,15 @@ pub struct QueueOptions {
 
 struct Slot {
     cb: Callback,
-    /// Subject to the command timeout (an AER is not: it waits for an event).
-    timed: bool,
+    /// How long it may stay outstanding (`None` for an AER: it waits for an event).
+    limit: Option<Duration>,
     sqe: Sqe,
     read_len: u32,
     submitted: Instant,
 }
 
 struct Waiting {
-    timed: bool,
+    limit: Option<Duration>,
     sqe: Sqe,
     write: Vec<u8>,
     read_len: u32,
@@ -161,9 +185,13 @@ struct Inner {
     q: HostQueue,
     opts: QueueOptions,
     slots: Vec<Option<Slot>>,
+    /// The CIDs free slots use next (slot index and generation).
     free: Vec<u16>,
     waiting: VecDeque<Waiting>,
     poller: Option<PollerId>,
+    /// While data is polled on a timer: the same socket registered for
+    /// hang-ups and errors only.
+    watch: Option<PollerId>,
     /// How the registered poller works: `opts.polling`, except that a queue
     /// on a polling reactor is checked on every loop iteration (the period
     /// is an interrupt-mode setting, as Longhorn's
@@ -173,7 +201,8 @@ struct Inner {
     parked: bool,
     writable_armed: bool,
     in_poll: bool,
-    timeout_timer: Option<TimerId>,
+    /// The command-timeout timer and when it fires.
+    timeout_timer: Option<(TimerId, Instant)>,
     failed: Option<QueueError>,
     on_fail: Option<OnFail>,
     done: Vec<Completion>,
@@ -221,7 +250,7 @@ impl HostConn {
     pub fn start(cx: &mut Context, sock: TcpStream, q: HostQueue, opts: QueueOptions) -> std::io::Result<HostConn> {
         sock.set_nonblocking(true)?;
         sock.set_nodelay(true)?;
-        let depth = opts.depth.max(1);
+        let depth = opts.depth.clamp(1, MAX_DEPTH);
         let inner = Rc::new(RefCell::new(Inner {
             sock: Rc::new(sock),
             q,
@@ -230,6 +259,7 @@ impl HostConn {
             free: (0..depth).rev().collect(),
             waiting: VecDeque::new(),
             poller: None,
+            watch: None,
             active: effective(opts.polling, cx.mode()),
             parked: false,
             writable_armed: false,
@@ -261,7 +291,21 @@ impl HostConn {
                 cx.register_fd(poller, interest)?
             }
             QueuePolling::Timed(period) => {
-                let id = cx.register_timed(period.max(Duration::from_micros(1)), poller)?;
+                // Hang-ups and errors wake the queue at once even while its
+                // data waits for the period (or the poller is parked).
+                let watch = ConnPoller {
+                    sock: g.sock.clone(),
+                    inner: self.inner.clone(),
+                };
+                let w = cx.register_fd(watch, Interest::NONE)?;
+                let id = match cx.register_timed(period.max(Duration::from_micros(1)), poller) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let _ = cx.unregister(w);
+                        return Err(e);
+                    }
+                };
+                g.watch = Some(w);
                 if g.is_quiet() {
                     cx.pause(id)?;
                     g.parked = true;
@@ -305,9 +349,9 @@ impl HostConn {
                 return cx.set_period(id, p);
             }
             g.active = want;
-            g.poller.take()
+            (g.poller.take(), g.watch.take())
         };
-        if let Some(id) = old {
+        for id in [old.0, old.1].into_iter().flatten() {
             let _ = cx.unregister(id);
         }
         if let Err(e) = self.register_poller(cx) {
@@ -358,7 +402,8 @@ impl HostConn {
         read_len: u32,
         cb: Callback,
     ) -> Result<(), Rejected> {
-        self.submit_inner(cx, sqe, write, read_len, cb, true)
+        let limit = self.inner.borrow().opts.command_timeout;
+        self.submit_inner(cx, sqe, write, read_len, cb, limit)
     }
 
     /// As [`submit`](Self::submit), for a command that may legitimately stay
@@ -376,7 +421,27 @@ impl HostConn {
         read_len: u32,
         cb: Callback,
     ) -> Result<(), Rejected> {
-        self.submit_inner(cx, sqe, write, read_len, cb, false)
+        self.submit_inner(cx, sqe, write, read_len, cb, None)
+    }
+
+    /// As [`submit`](Self::submit), with its own limit: if the command is
+    /// still outstanding `limit` after it was sent, the whole queue fails
+    /// with [`QueueError::Timeout`] (a Keep Alive must be answered within
+    /// KATO, however long the command timeout is, or whether there is one).
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    #[allow(clippy::result_large_err)]
+    pub fn submit_within(
+        &self,
+        cx: &mut Context,
+        sqe: Sqe,
+        write: Vec<u8>,
+        read_len: u32,
+        limit: Duration,
+        cb: Callback,
+    ) -> Result<(), Rejected> {
+        self.submit_inner(cx, sqe, write, read_len, cb, Some(limit))
     }
 
     #[allow(clippy::result_large_err)]
@@ -387,7 +452,7 @@ impl HostConn {
         write: Vec<u8>,
         read_len: u32,
         cb: Callback,
-        timed: bool,
+        limit: Option<Duration>,
     ) -> Result<(), Rejected> {
         {
             let mut g = self.inner.borrow_mut();
@@ -410,7 +475,7 @@ impl HostConn {
                 });
             }
             let w = Waiting {
-                timed,
+                limit,
                 sqe,
                 write,
                 read_len,
@@ -461,10 +526,10 @@ impl HostConn {
             }
             tracing::debug!(%error, outstanding = g.slots.len() - g.free.len(), "host queue failed");
             g.failed = Some(error.clone());
-            if let Some(id) = g.poller.take() {
+            for id in [g.poller.take(), g.watch.take()].into_iter().flatten() {
                 let _ = cx.unregister(id);
             }
-            if let Some(t) = g.timeout_timer.take() {
+            if let Some((t, _)) = g.timeout_timer.take() {
                 cx.cancel_timer(t);
             }
             // Best effort: a queued H2CTermReq tells the target why.
@@ -472,9 +537,12 @@ impl HostConn {
             let _ = (&*g.sock).write(&pending);
             let _ = g.sock.shutdown(Shutdown::Both);
             let mut failed = Vec::new();
-            for cid in 0..g.slots.len() {
-                if let Some(s) = g.slots[cid].take() {
-                    let write = g.q.take_write(cid as u16);
+            for i in 0..g.slots.len() {
+                if let Some(s) = g.slots[i].take() {
+                    // Every command in a slot is in flight in the state
+                    // machine (completions are handed out before a queue
+                    // fails), so its data is there to go with it.
+                    let write = g.q.take_write(s.sqe.cid());
                     failed.push((s.cb, s.sqe, write, s.read_len));
                 }
             }
@@ -513,28 +581,16 @@ impl HostConn {
             work |= g.receive(&mut done)?;
             Ok::<(), QueueError>(())
         })();
+        let delivered = self.deliver(cx, &mut done);
         if let Err(e) = step {
+            // Completions parsed before the fatal PDU were delivered above:
+            // they are good, and their commands must not be sent again.
             self.inner.borrow_mut().in_poll = false;
             self.fail(cx, e);
             return PollStatus::Busy;
         }
-        for c in done.drain(..) {
-            let slot = {
-                let mut g = self.inner.borrow_mut();
-                let cid = c.cqe.cid;
-                let s = g.slots.get_mut(cid as usize).and_then(Option::take);
-                if s.is_some() {
-                    g.free.push(cid);
-                }
-                s
-            };
-            // The state machine only completes CIDs it has in flight, which are ours.
-            if let Some(s) = slot {
-                (s.cb)(cx, Ok(c));
-            }
-            if self.inner.borrow().failed.is_some() {
-                return PollStatus::Busy;
-            }
+        if !delivered {
+            return PollStatus::Busy;
         }
         let mut g = self.inner.borrow_mut();
         g.done = done;
@@ -563,6 +619,34 @@ impl HostConn {
     }
 }
 
+impl HostConn {
+    /// Runs the callbacks of `done`, in order; false once the queue failed
+    /// (a callback closed it), the rest then dropped with their slots
+    /// already handed back by the failure.
+    fn deliver(&self, cx: &mut Context, done: &mut Vec<Completion>) -> bool {
+        for c in done.drain(..) {
+            let slot = {
+                let mut g = self.inner.borrow_mut();
+                let cid = c.cqe.cid;
+                let i = usize::from(cid & CID_SLOT_MASK);
+                let s = g.slots.get_mut(i).and_then(|s| s.take_if(|s| s.sqe.cid() == cid));
+                if s.is_some() {
+                    g.free.push(next_cid(cid));
+                }
+                s
+            };
+            // The state machine only completes CIDs it has in flight, which are ours.
+            if let Some(s) = slot {
+                (s.cb)(cx, Ok(c));
+            }
+            if self.inner.borrow().failed.is_some() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// The polling a queue uses on a reactor in `mode`: every loop iteration
 /// while the reactor polls, the configured one while it may sleep.
 fn effective(configured: QueuePolling, mode: lull_reactor::Mode) -> QueuePolling {
@@ -586,7 +670,7 @@ impl Inner {
         let mut sqe = w.sqe;
         sqe.set_cid(cid);
         let Waiting {
-            timed,
+            limit,
             write,
             read_len,
             cb,
@@ -596,7 +680,7 @@ impl Inner {
             // Only a queue that is not live refuses; the next receive fails it.
             self.free.push(cid);
             self.waiting.push_front(Waiting {
-                timed,
+                limit,
                 sqe,
                 write,
                 read_len,
@@ -605,15 +689,27 @@ impl Inner {
             tracing::debug!(error = %e, "host queue refused a submission");
             return;
         }
-        self.slots[cid as usize] = Some(Slot {
+        let now = cx.now();
+        self.slots[usize::from(cid & CID_SLOT_MASK)] = Some(Slot {
             cb,
-            timed,
+            limit,
             sqe,
             read_len,
-            submitted: cx.now(),
+            submitted: now,
         });
-        if let (true, Some(after), None) = (timed, self.opts.command_timeout, self.timeout_timer) {
-            self.timeout_timer = Some(arm_timeout(cx, Rc::downgrade(me), after, after));
+        // One timer per queue, for the earliest deadline: commands with the
+        // same limit never move it, a shorter one (Keep Alive) re-arms it.
+        if let Some(limit) = limit {
+            let due = now + limit;
+            match self.timeout_timer {
+                Some((_, at)) if at <= due => {}
+                old => {
+                    if let Some((t, _)) = old {
+                        cx.cancel_timer(t);
+                    }
+                    self.timeout_timer = Some((arm_timeout(cx, Rc::downgrade(me), limit), due));
+                }
+            }
         }
     }
 
@@ -660,10 +756,12 @@ impl Inner {
             self.q.received(READ_CHUNK, n);
             total += n;
             work = true;
-            if let Err(e) = self.q.process() {
+            let r = self.q.process();
+            // Completions parsed before a fatal PDU are good: keep them.
+            self.q.drain_completions(done);
+            if let Err(e) = r {
                 return Err(QueueError::Protocol(e));
             }
-            self.q.drain_completions(done);
             if n < READ_CHUNK {
                 break;
             }
@@ -696,19 +794,19 @@ impl Inner {
     }
 }
 
-/// A one-shot timer, `delay` from now, that fails the queue if its oldest
-/// command is older than `after`, else re-arms itself for that command's
-/// deadline; it lapses when nothing is outstanding, so an idle queue has no timer.
-fn arm_timeout(cx: &mut Context, me: Weak<RefCell<Inner>>, after: Duration, delay: Duration) -> TimerId {
+/// A one-shot timer, `delay` from now, that fails the queue if a command
+/// outlived its limit, else re-arms itself for the earliest deadline; it
+/// lapses when nothing with a limit is outstanding, so an idle queue has no timer.
+fn arm_timeout(cx: &mut Context, me: Weak<RefCell<Inner>>, delay: Duration) -> TimerId {
     cx.timer_once(delay, move |cx| {
         if let Some(inner) = me.upgrade() {
             inner.borrow_mut().timeout_timer = None;
-            check_timeout(cx, inner, after);
+            check_timeout(cx, inner);
         }
     })
 }
 
-fn check_timeout(cx: &mut Context, inner: Rc<RefCell<Inner>>, after: Duration) {
+fn check_timeout(cx: &mut Context, inner: Rc<RefCell<Inner>>) {
     let now = cx.now();
     let verdict = {
         let g = inner.borrow();
@@ -718,26 +816,25 @@ fn check_timeout(cx: &mut Context, inner: Rc<RefCell<Inner>>, after: Duration) {
         g.slots
             .iter()
             .flatten()
-            .filter(|s| s.timed)
-            .min_by_key(|s| s.submitted)
-            .map(|s| {
-                let age = now.saturating_duration_since(s.submitted);
-                if age >= after {
+            .filter_map(|s| s.limit.map(|l| (s.submitted + l, l, s)))
+            .min_by_key(|(due, _, _)| *due)
+            .map(|(due, limit, s)| {
+                if due <= now {
                     Err(QueueError::Timeout {
                         cid: s.sqe.cid(),
                         opc: s.sqe.opc(),
-                        after,
+                        after: limit,
                     })
                 } else {
-                    Ok(after - age)
+                    Ok(due)
                 }
             })
     };
     match verdict {
         None => {}
-        Some(Ok(left)) => {
-            let id = arm_timeout(cx, Rc::downgrade(&inner), after, left);
-            inner.borrow_mut().timeout_timer = Some(id);
+        Some(Ok(due)) => {
+            let id = arm_timeout(cx, Rc::downgrade(&inner), due - now);
+            inner.borrow_mut().timeout_timer = Some((id, due));
         }
         Some(Err(e)) => HostConn { inner }.fail(cx, e),
     }

@@ -115,7 +115,8 @@ struct Shared {
     info: Mutex<CtrlrInfo>,
     state: Mutex<(CtrlrState, u64)>,
     resets: AtomicU64,
-    /// Told the new namespace list after a Namespace Attribute Changed notice.
+    /// Told the new namespace list after a Namespace Attribute Changed notice
+    /// and after every reconnect.
     ns_listener: Mutex<Option<NamespaceListener>>,
 }
 
@@ -235,8 +236,10 @@ impl NvmeController {
     }
 
     /// Calls `f` with the re-read namespace list whenever the controller
-    /// reports a namespace change (AER Namespace Attribute Changed); `f` runs on
-    /// a reactor and must not block.
+    /// reports a namespace change (AER Namespace Attribute Changed) and after
+    /// every reconnect (a notice sent while the association was down is
+    /// lost with it, so the new association's list is the answer); `f` runs
+    /// on a reactor and must not block.
     pub fn on_namespaces_changed(&self, f: NamespaceListener) {
         *lock(&self.shared.ns_listener) = Some(f);
     }
@@ -357,7 +360,8 @@ fn with_local<R>(id: u64, f: impl FnOnce(&mut Local) -> R) -> Option<R> {
 }
 
 /// Sends each reactor its queues of `assoc` and waits until all took them.
-fn install(shared: &Arc<Shared>, assoc: Association, generation: u64) -> Result<(), NvmeError> {
+/// Returns how many held commands were resubmitted on them.
+fn install(shared: &Arc<Shared>, assoc: Association, generation: u64) -> Result<usize, NvmeError> {
     let Association { admin, io, info } = assoc;
     *lock(&shared.info) = info;
     let r = shared.reactors.len();
@@ -373,7 +377,7 @@ fn install(shared: &Arc<Shared>, assoc: Association, generation: u64) -> Result<
         let (s, hq) = q.into_parts();
         per[i % r].io.push((i / r, s, hq));
     }
-    let (tx, rx) = mpsc::channel::<Result<(), String>>();
+    let (tx, rx) = mpsc::channel::<Result<usize, String>>();
     for (handle, inst) in shared.reactors.iter().zip(per) {
         let sh = shared.clone();
         let tx = tx.clone();
@@ -386,9 +390,10 @@ fn install(shared: &Arc<Shared>, assoc: Association, generation: u64) -> Result<
                 reason: "not accepting messages".into(),
             })?;
     }
+    let mut resubmitted = 0;
     for h in &shared.reactors {
         match rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => {}
+            Ok(Ok(n)) => resubmitted += n,
             Ok(Err(reason)) => return Err(NvmeError::Reactor { core: h.core(), reason }),
             Err(_) => {
                 return Err(NvmeError::Reactor {
@@ -398,11 +403,12 @@ fn install(shared: &Arc<Shared>, assoc: Association, generation: u64) -> Result<
             }
         }
     }
-    Ok(())
+    Ok(resubmitted)
 }
 
 /// On a reactor: starts its queues of a new association and resubmits what was held.
-fn install_local(cx: &mut Context, shared: Arc<Shared>, inst: Install) -> Result<(), String> {
+/// Returns how many held commands it resubmitted.
+fn install_local(cx: &mut Context, shared: Arc<Shared>, inst: Install) -> Result<usize, String> {
     let id = shared.id;
     let opts = lock(&shared.opts).clone();
     let depth = lock(&shared.info).io_queue_size;
@@ -485,25 +491,32 @@ fn install_local(cx: &mut Context, shared: Arc<Shared>, inst: Install) -> Result
     if let Some(conn) = admin {
         start_admin(cx, id, &conn, &opts);
     }
+    let n = resubmit.len();
     for (local, r) in resubmit {
         submit_local(cx, id, local, r);
     }
-    Ok(())
+    Ok(n)
 }
 
 /// Keep Alive every KATO/2 on its own timer, and one outstanding AER.
+/// Each Keep Alive must complete within KATO, whatever the command timeout
+/// (as the Linux host times its keep-alive request): a controller that
+/// silently stopped answering (no FIN, no RST) resets the association then,
+/// in every reactor mode (the limit is a reactor timer, not a poll).
 fn start_admin(cx: &mut Context, id: u64, conn: &HostConn, opts: &NvmeOptions) {
     if opts.keep_alive_timeout_ms > 0 {
-        let every = Duration::from_millis(u64::from(opts.keep_alive_timeout_ms / 2).max(1));
+        let kato = Duration::from_millis(u64::from(opts.keep_alive_timeout_ms));
+        let every = (kato / 2).max(Duration::from_millis(1));
         let c = conn.clone();
         let timer = cx.timer_periodic(every, move |cx| {
             let mut sqe = Sqe([0; 64]);
             sqe.0[0] = admin_opc::KEEP_ALIVE;
-            let r = c.submit(
+            let r = c.submit_within(
                 cx,
                 sqe,
                 Vec::new(),
                 0,
+                kato,
                 Box::new(|_cx, r| {
                     if let Ok(c) = r
                         && !c.cqe.status.is_success()
@@ -636,7 +649,12 @@ fn read_namespaces(cx: &mut Context, id: u64, conn: HostConn, mut left: Vec<u32>
 
 /// A queue of association `generation` failed: start a reset, once.
 fn path_lost(shared: &Arc<Shared>, generation: u64, e: &QueueError) {
-    let reason = e.to_string();
+    let reason = match e {
+        QueueError::Timeout { opc, after, .. } if *opc == admin_opc::KEEP_ALIVE => {
+            format!("no Keep Alive completion within KATO ({after:?}): the controller stopped answering")
+        }
+        e => e.to_string(),
+    };
     {
         let mut st = lock(&shared.state);
         if st.1 != generation || st.0 != CtrlrState::Live {
@@ -655,6 +673,22 @@ fn path_lost(shared: &Arc<Shared>, generation: u64, e: &QueueError) {
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the reset thread; the controller is lost");
         lock(&shared.state).0 = CtrlrState::Lost(format!("cannot start the reset thread: {e}"));
+    }
+}
+
+/// Tells the namespace listener the list the new association read: a
+/// namespace added or removed while the association was down (its notice
+/// lost with the association) appears or disappears now.
+fn notify_namespaces(shared: &Arc<Shared>) {
+    let Some(f) = lock(&shared.ns_listener).clone() else {
+        return;
+    };
+    let list = lock(&shared.info).namespaces.clone();
+    tracing::info!(name = %shared.name, namespaces = list.len(), "namespaces re-read after a reconnect");
+    let f2 = f.clone();
+    let list2 = list.clone();
+    if shared.reactors[0].try_send(move |_cx| f2(list2)).is_err() {
+        f(list);
     }
 }
 
@@ -753,8 +787,19 @@ fn reset(shared: Arc<Shared>, generation: u64, reason: String) {
                 }
                 shared.resets.fetch_add(1, Ordering::Relaxed);
                 match install(&shared, assoc, new_gen) {
-                    Ok(()) => {
-                        tracing::info!(name = %shared.name, attempt, after = ?since.elapsed(), "NVMe controller reconnected");
+                    Ok(resubmitted) => {
+                        let after = since.elapsed().as_secs_f64();
+                        // Its own target, so a tool logging only warnings
+                        // (lull perf) can still show it.
+                        tracing::info!(
+                            target: "lull_engine::nvme::reconnect",
+                            name = %shared.name,
+                            attempt,
+                            resubmitted,
+                            "NVMe controller {} reconnected after {after:.1} s, {resubmitted} commands resubmitted",
+                            shared.name
+                        );
+                        notify_namespaces(&shared);
                         return;
                     }
                     Err(e) => {

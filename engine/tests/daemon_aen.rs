@@ -191,6 +191,11 @@ namespaces = [{{ bdev = "A" }}]
         (4096, 512),
         "sizes from Identify Namespace"
     );
+    assert_eq!(
+        b.uuid(),
+        app.bdev("B").unwrap().bdev.uuid(),
+        "a namespace added later keeps its bdev's UUID too (descriptor list read on rescan)"
+    );
     let (_, _, bdevs) = app.controllers().into_iter().find(|(n, _, _)| n == "R").unwrap();
     assert_eq!(bdevs, vec!["Rn1".to_string(), "Rn5".to_string()]);
     app.remove_namespace(NQN, 1).unwrap();

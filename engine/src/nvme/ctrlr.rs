@@ -577,13 +577,15 @@ fn submit_aer(cx: &mut Context, id: u64, conn: HostConn) {
     );
 }
 
-/// Identify with CNS `cns` on the admin queue, then `then` with the data.
+/// Identify with CNS `cns` on the admin queue, then `then` with the data, or
+/// with `None` when the controller answered with an error status (logged). A
+/// failed admin queue calls nothing: the reset that follows reads again.
 fn identify_async(
     cx: &mut Context,
     conn: &HostConn,
     cns: u8,
     nsid: u32,
-    then: impl FnOnce(&mut Context, Vec<u8>) + 'static,
+    then: impl FnOnce(&mut Context, Option<Vec<u8>>) + 'static,
 ) {
     let mut sqe = Sqe([0; 64]);
     sqe.0[0] = admin_opc::IDENTIFY;
@@ -595,8 +597,11 @@ fn identify_async(
         Vec::new(),
         4096,
         Box::new(move |cx, r| match r {
-            Ok(c) if c.cqe.status.is_success() => then(cx, c.data),
-            Ok(c) => tracing::warn!(cns, nsid, status = %c.cqe.status, "namespace rescan: Identify failed"),
+            Ok(c) if c.cqe.status.is_success() => then(cx, Some(c.data)),
+            Ok(c) => {
+                tracing::debug!(cns, nsid, status = %c.cqe.status, "namespace rescan: Identify failed");
+                then(cx, None)
+            }
             Err(_) => tracing::debug!(
                 cns,
                 nsid,
@@ -615,6 +620,10 @@ fn identify_async(
 fn rescan(cx: &mut Context, id: u64, conn: HostConn) {
     let c2 = conn.clone();
     identify_async(cx, &conn, 0x02, 0, move |cx, list| {
+        let Some(list) = list else {
+            tracing::warn!("namespace rescan: the active namespace list was refused");
+            return;
+        };
         let nsids: Vec<u32> = list
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -640,10 +649,21 @@ fn read_namespaces(cx: &mut Context, id: u64, conn: HostConn, mut left: Vec<u32>
     let nsid = left.remove(0);
     let c2 = conn.clone();
     identify_async(cx, &conn, 0x00, nsid, move |cx, d| {
-        if let Some(ns) = super::associate::parse_namespace(nsid, &d) {
+        let Some(mut ns) = d.and_then(|d| super::associate::parse_namespace(nsid, &d)) else {
+            read_namespaces(cx, id, c2, left, found);
+            return;
+        };
+        // The descriptor list names the bdev as at attach (NGUID, else UUID
+        // descriptor); a controller that refuses CNS 03h is known by Identify
+        // Namespace alone, as at attach.
+        let c3 = c2.clone();
+        identify_async(cx, &c2, 0x03, nsid, move |cx, list| {
+            if let Some(list) = list {
+                ns.ids = super::associate::parse_descriptors(&list);
+            }
             found.push(ns);
-        }
-        read_namespaces(cx, id, c2, left, found);
+            read_namespaces(cx, id, c3, left, found);
+        });
     });
 }
 

@@ -8,6 +8,7 @@
 //! on a reactor); a request is answered before the next is read.
 
 mod bdev;
+mod compat;
 mod framework;
 mod lull;
 mod nvme;
@@ -158,7 +159,10 @@ pub fn handle_request(app: &App, req: &Value) -> Option<Value> {
         ));
     }
     let result = match METHODS.iter().find(|(n, _)| *n == method) {
-        Some((_, f)) => f(app, params),
+        Some((_, f)) => {
+            let mut params = params;
+            compat::strip(method, &mut params).and_then(|()| f(app, params))
+        }
         None => Err(RpcError {
             code: code::METHOD_NOT_FOUND,
             message: "Method not found".to_string(),

@@ -113,6 +113,19 @@ fn delete(app: &App, params: Value, kind: &str) -> Result<Value, RpcError> {
     Ok(Value::Bool(true))
 }
 
+/// lull's `lull_bdev_delete`: deletes a malloc, null or uring bdev and says
+/// which namespaces went with it: `{"name": ..., "removed_namespaces":
+/// [{"nqn": ..., "nsid": ...}]}` (SPDK's `bdev_*_delete` answer `true`).
+pub(super) fn lull_bdev_delete(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: NameParams = decode(params)?;
+    let removed = app.delete_bdev(&p.name, "")?;
+    let ns: Vec<Value> = removed
+        .iter()
+        .map(|(nqn, nsid)| json!({"nqn": nqn, "nsid": nsid}))
+        .collect();
+    Ok(json!({"name": p.name, "removed_namespaces": ns}))
+}
+
 pub(super) fn bdev_malloc_delete(app: &App, params: Value) -> Result<Value, RpcError> {
     delete(app, params, "malloc")
 }

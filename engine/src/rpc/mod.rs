@@ -14,6 +14,7 @@ mod lull;
 mod nvme;
 mod nvmf;
 mod params;
+mod stats;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -117,12 +118,22 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("bdev_nvme_attach_controller", nvme::bdev_nvme_attach_controller),
     ("bdev_nvme_detach_controller", nvme::bdev_nvme_detach_controller),
     ("bdev_nvme_get_controllers", nvme::bdev_nvme_get_controllers),
+    ("bdev_get_iostat", stats::bdev_get_iostat),
+    ("nvmf_get_stats", stats::nvmf_get_stats),
+    ("nvmf_subsystem_get_controllers", stats::nvmf_subsystem_get_controllers),
+    ("nvmf_subsystem_get_qpairs", stats::nvmf_subsystem_get_qpairs),
+    ("nvmf_subsystem_get_listeners", stats::nvmf_subsystem_get_listeners),
+    ("log_set_level", stats::log_set_level),
+    ("log_get_level", stats::log_get_level),
+    ("log_set_print_level", stats::log_set_print_level),
+    ("log_get_print_level", stats::log_get_print_level),
     ("lull_get_status", lull::lull_get_status),
     ("lull_reactor_set_mode", lull::lull_reactor_set_mode),
     ("lull_supervisor_get_config", lull::lull_supervisor_get_config),
     ("lull_supervisor_set_config", lull::lull_supervisor_set_config),
     ("lull_get_options", lull::lull_get_options),
     ("lull_set_options", lull::lull_set_options),
+    ("lull_bdev_delete", bdev::lull_bdev_delete),
 ];
 
 /// Executes one request object and returns the response object, or None

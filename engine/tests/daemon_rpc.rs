@@ -49,12 +49,22 @@ const ALL_METHODS: &[&str] = &[
     "bdev_nvme_attach_controller",
     "bdev_nvme_detach_controller",
     "bdev_nvme_get_controllers",
+    "bdev_get_iostat",
+    "nvmf_get_stats",
+    "nvmf_subsystem_get_controllers",
+    "nvmf_subsystem_get_qpairs",
+    "nvmf_subsystem_get_listeners",
+    "log_set_level",
+    "log_get_level",
+    "log_set_print_level",
+    "log_get_print_level",
     "lull_get_status",
     "lull_reactor_set_mode",
     "lull_supervisor_get_config",
     "lull_supervisor_set_config",
     "lull_get_options",
     "lull_set_options",
+    "lull_bdev_delete",
 ];
 
 const INVALID_PARAMS: i64 = -32602;

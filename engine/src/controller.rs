@@ -108,7 +108,7 @@ impl Controller {
             std::mem::take(&mut s.queues)
         };
         self.ready.store(false, Ordering::Release);
-        tracing::info!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, hostnqn = %self.hostnqn, "controller torn down: {why}");
+        tracing::info!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, hostnqn = %shown(&self.hostnqn), "controller torn down: {why}");
         for (_, reactor, id) in queues {
             let _ = reactor.try_send(move |cx| {
                 let _ = cx.unregister(id);
@@ -183,6 +183,11 @@ fn cc_valid(v: u64) -> bool {
     let (iosqes, iocqes) = ((v >> 16) & 0xF, (v >> 20) & 0xF);
     let queues_ok = (iosqes == 6 && iocqes == 4) || (v & 1 == 0 && iosqes == 0 && iocqes == 0);
     v & reserved == 0 && css == 0 && mps == 0 && ams == 0 && shn != 3 && queues_ok
+}
+
+/// An NQN for a log line: an empty one (a host that sent no HOSTNQN) says so.
+fn shown(nqn: &str) -> &str {
+    if nqn.is_empty() { "(empty)" } else { nqn }
 }
 
 /// CAP (NVMe Base 2.0 figure 36): MQES, CQR, TO = 7.5 s, CSS NVM, MPSMIN 4 KiB.
@@ -271,14 +276,22 @@ impl QueueBinding {
             return invalid(InvalidParameter::sqe(connect_offset::SQSIZE));
         }
         let Some(subsystem) = self.target.subsystem(&data.subnqn) else {
+            tracing::warn!(
+                peer = %self.peer,
+                subnqn = %data.subnqn,
+                hostnqn = %shown(&data.hostnqn),
+                "Connect refused: no subsystem {} on this target (it serves {})",
+                data.subnqn,
+                self.served_nqns()
+            );
             return invalid(InvalidParameter::data(connect_offset::SUBNQN));
         };
         if !self.target.reachable(&subsystem, self.listener) {
             tracing::warn!(peer = %self.peer, listener = %self.listener, subnqn = %data.subnqn, "Connect refused: the subsystem does not listen on this port");
             return invalid(InvalidParameter::data(connect_offset::SUBNQN));
         }
-        if !subsystem.allows(&data.hostnqn) {
-            tracing::warn!(peer = %self.peer, hostnqn = %data.hostnqn, subnqn = %data.subnqn, "Connect refused: host not allowed");
+        if let Err(why) = subsystem.admit(&data.hostnqn) {
+            tracing::warn!(peer = %self.peer, hostnqn = %shown(&data.hostnqn), subnqn = %data.subnqn, "Connect refused (Connect Invalid Host): {why}");
             return Cqe {
                 cid,
                 status: status::CONNECT_INVALID_HOST.with_dnr(),
@@ -355,6 +368,16 @@ impl QueueBinding {
                 return invalid(InvalidParameter::data(connect_offset::CNTLID));
             };
             if ctrl.subsystem.nqn != data.subnqn || ctrl.hostnqn != data.hostnqn {
+                tracing::warn!(
+                    peer = %self.peer,
+                    cntlid = data.cntlid,
+                    "I/O queue Connect refused: controller {} belongs to host {} on {}, not to host {} on {}",
+                    data.cntlid,
+                    shown(&ctrl.hostnqn),
+                    ctrl.subsystem.nqn,
+                    shown(&data.hostnqn),
+                    data.subnqn
+                );
                 return invalid(InvalidParameter::data(connect_offset::CNTLID));
             }
             if ctrl.subsystem.kind == SubsystemKind::Discovery || !ctrl.is_ready() {
@@ -382,6 +405,22 @@ impl QueueBinding {
             cid,
             dw0: u32::from(cntlid),
             ..Cqe::default()
+        }
+    }
+
+    /// The NVM subsystems' NQNs, for a refused Connect's log line.
+    fn served_nqns(&self) -> String {
+        let nqns: Vec<String> = self
+            .target
+            .subsystems()
+            .iter()
+            .filter(|s| s.kind == SubsystemKind::Nvm)
+            .map(|s| s.nqn.clone())
+            .collect();
+        match nqns.len() {
+            0 => "no NVM subsystem".to_string(),
+            n if n > 8 => format!("{} and {} more", nqns[..8].join(", "), n - 8),
+            _ => nqns.join(", "),
         }
     }
 
@@ -530,6 +569,10 @@ impl QueueBinding {
             status: s.with_dnr(),
             ..Cqe::default()
         };
+        // The queue delivers a command whose CID an outstanding AER holds only
+        // when the host abandoned that AER (TargetQueue::on_capsule): forget it,
+        // so an event never completes the new command in its place.
+        ctrl.state().aers.retain(|&held| held != cid);
         if sqe.opc() == admin_opc::FABRICS {
             let cqe = self.fabrics(cx, q, cmd, ctrl);
             q.complete(cqe);

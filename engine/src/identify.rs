@@ -91,6 +91,7 @@ pub fn namespace(ns: &Namespace) -> Vec<u8> {
     b[30] = 1; // NMIC: may be attached to several controllers
     b[33] = 1; // DLFEAT: deallocated blocks read as zeroes
     b[104..120].copy_from_slice(&ns.nguid);
+    b[120..128].copy_from_slice(&ns.eui64);
     let lbads = ns.bdev.block_size().trailing_zeros();
     b[128..132].copy_from_slice(&(lbads << 16).to_le_bytes()); // LBAF0
     b
@@ -111,15 +112,38 @@ pub fn active_namespaces(s: &Subsystem, after: u32) -> Vec<u8> {
     b
 }
 
-/// Namespace Identification Descriptor list (CNS 03h): NGUID and UUID.
+/// Namespace Identifier Type values (NVMe Base 2.0 figure 276).
+pub mod nidt {
+    /// IEEE Extended Unique Identifier, 8 bytes.
+    pub const EUI64: u8 = 1;
+    /// Namespace Globally Unique Identifier, 16 bytes.
+    pub const NGUID: u8 = 2;
+    /// Namespace UUID, 16 bytes.
+    pub const UUID: u8 = 3;
+    /// Command Set Identifier, 1 byte.
+    pub const CSI: u8 = 4;
+}
+
+/// Namespace Identification Descriptor list (CNS 03h; NVMe Base 2.0 figure
+/// 275): EUI64, NGUID, UUID in that order, each only when not all zeroes,
+/// as SPDK's target lists them. The CSI descriptor is left out as SPDK
+/// leaves it out for the NVM command set (CSI 0); the list ends with a
+/// zeroed header.
 pub fn namespace_descriptors(ns: &Namespace) -> Vec<u8> {
     let mut b = vec![0u8; IDENTIFY_LEN];
     let mut at = 0;
-    for (nidt, id) in [(2u8, &ns.nguid), (3u8, &ns.uuid)] {
-        b[at] = nidt;
-        b[at + 1] = 16;
-        b[at + 4..at + 20].copy_from_slice(id);
-        at += 20;
+    for (id, value) in [
+        (nidt::EUI64, &ns.eui64[..]),
+        (nidt::NGUID, &ns.nguid[..]),
+        (nidt::UUID, &ns.uuid[..]),
+    ] {
+        if value.iter().all(|&x| x == 0) {
+            continue;
+        }
+        b[at] = id;
+        b[at + 1] = value.len() as u8;
+        b[at + 4..at + 4 + value.len()].copy_from_slice(value);
+        at += 4 + value.len();
     }
     b
 }

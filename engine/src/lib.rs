@@ -25,6 +25,7 @@ pub mod log_level;
 pub mod logpage;
 pub mod metrics;
 pub mod nvme;
+pub mod restart_only;
 pub mod rpc;
 pub mod subsystem;
 pub mod target;

@@ -18,30 +18,36 @@ pub struct Namespace {
     pub nsid: u32,
     /// The bdev behind it.
     pub bdev: Arc<dyn Bdev>,
-    /// Namespace Globally Unique Identifier (stable: derived from the bdev's identity).
+    /// Namespace Globally Unique Identifier: the bdev's UUID bytes, as SPDK's
+    /// target sets it when none is given, so an initiator that names its bdev
+    /// by NGUID (SPDK's bdev_nvme) gets the target bdev's UUID.
     pub nguid: [u8; 16],
-    /// Namespace UUID (stable, as NGUID).
+    /// IEEE Extended Unique Identifier: none (all zeroes, not listed in the
+    /// descriptor list), as SPDK's target unless one is given.
+    pub eui64: [u8; 8],
+    /// Namespace UUID: the bdev's UUID.
     pub uuid: [u8; 16],
     /// The bdev's I/O statistics (shared by every namespace on the bdev).
     pub stats: Arc<BdevStats>,
 }
 
 impl Namespace {
-    /// Binds `bdev` as `nsid`, with identities derived from the bdev's and
-    /// statistics of its own.
+    /// Binds `bdev` as `nsid`, with identifiers derived from the bdev's UUID
+    /// as SPDK's target derives them (`spdk_nvmf_subsystem_add_ns_ext`
+    /// without nguid/eui64/uuid): NGUID = UUID = the bdev's UUID, byte for
+    /// byte in its text order; no EUI64; and statistics of its own.
     pub fn new(nsid: u32, bdev: Arc<dyn Bdev>) -> Self {
         Self::with_stats(nsid, bdev, Arc::default())
     }
 
-    /// Binds `bdev` as `nsid`, counting its I/O into `stats`.
+    /// As [`Namespace::new`], counting its I/O into `stats`.
     pub fn with_stats(nsid: u32, bdev: Arc<dyn Bdev>, stats: Arc<BdevStats>) -> Self {
         let uuid = bdev.uuid();
-        let mut nguid = uuid;
-        nguid.reverse();
         Namespace {
             nsid,
             bdev,
-            nguid,
+            nguid: uuid,
+            eui64: [0; 8],
             uuid,
             stats,
         }
@@ -304,9 +310,51 @@ impl Subsystem {
 
     /// Whether `hostnqn` may connect.
     pub fn allows(&self, hostnqn: &str) -> bool {
-        let a = self.access();
-        a.allow_any_host || a.hosts.iter().any(|h| h == hostnqn)
+        self.admit(hostnqn).is_ok()
     }
+
+    /// Whether `hostnqn` may connect and, when not, why in plain words (for
+    /// the target's log: which NQN and what the subsystem allows). An empty
+    /// HOSTNQN (SPDK's initiator sends one unless told a host NQN) gets in
+    /// where any host is allowed, as with SPDK's and Linux's targets.
+    ///
+    /// # Errors
+    /// The reason the host is refused.
+    pub fn admit(&self, hostnqn: &str) -> Result<(), String> {
+        let a = self.access();
+        if a.allow_any_host || a.hosts.iter().any(|h| h == hostnqn) {
+            return Ok(());
+        }
+        let listed = host_list(&a.hosts);
+        if a.hosts.is_empty() {
+            return Err(format!(
+                "subsystem {} allows no host yet (allow_any_host is off and its host list is empty); \
+                 add the host with nvmf_subsystem_add_host or set allow_any_host",
+                self.nqn
+            ));
+        }
+        if hostnqn.is_empty() {
+            return Err(format!(
+                "the host sent an empty HOSTNQN and subsystem {} allows only listed hosts ({listed}); \
+                 give the host its NQN (spdk_nvme_perf --hostnqn, nvme connect --hostnqn) or set allow_any_host",
+                self.nqn
+            ));
+        }
+        Err(format!(
+            "host {hostnqn} is not on the host list of subsystem {} ({listed}) and allow_any_host is off",
+            self.nqn
+        ))
+    }
+}
+
+/// Up to eight host NQNs for a log line, then how many more.
+fn host_list(hosts: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut s = hosts.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if hosts.len() > SHOWN {
+        s.push_str(&format!(" and {} more", hosts.len() - SHOWN));
+    }
+    s
 }
 
 /// Checks an NQN's form (NVMe Base 2.0 section 4.5): `nqn.` then a
@@ -366,7 +414,18 @@ mod tests {
         assert_eq!(s.add_namespace(5, c).unwrap(), 5);
         assert_eq!(s.namespace(5).unwrap().bdev.name(), "Ram1");
         assert!(!s.allows("nqn.2024-01.io.h:1"));
+        assert!(s.admit("").unwrap_err().contains("allows no host yet"));
         s.add_host("nqn.2024-01.io.h:1").unwrap();
+        let why = s.admit("").unwrap_err();
+        assert!(
+            why.contains("empty HOSTNQN") && why.contains("nqn.2024-01.io.h:1"),
+            "{why}"
+        );
+        let why = s.admit("nqn.2024-01.io.h:2").unwrap_err();
+        assert!(why.contains("host nqn.2024-01.io.h:2 is not on the host list"), "{why}");
+        s.set_allow_any_host(true);
+        assert!(s.admit("").is_ok(), "any host: an empty HOSTNQN gets in");
+        s.set_allow_any_host(false);
         assert!(s.add_host("nqn.2024-01.io.h:1").is_err());
         assert!(s.allows("nqn.2024-01.io.h:1"));
         s.remove_host("nqn.2024-01.io.h:1").unwrap();

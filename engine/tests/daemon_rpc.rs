@@ -58,6 +58,11 @@ const ALL_METHODS: &[&str] = &[
     "log_get_level",
     "log_set_print_level",
     "log_get_print_level",
+    "framework_get_subsystems",
+    "framework_get_config",
+    "bdev_wait_for_examine",
+    "save_config",
+    "load_config",
     "lull_get_status",
     "lull_reactor_set_mode",
     "lull_supervisor_get_config",
@@ -1223,6 +1228,11 @@ fn lull_methods() {
         (json!({"nvme_ioq_poll_period_us": "fast"}), "fast"),
         (json!({"no_such_option": 1}), "no_such_option"),
         (json!({"ctrlr_loss_timeout_sec": -2}), "ctrlr_loss_timeout_sec"),
+        (json!({"cores": "0-1"}), "`cores` cannot change while lull runs"),
+        (
+            json!({"listen": ["127.0.0.1:4420"]}),
+            "`listen` cannot change while lull runs",
+        ),
     ] {
         let m = c.expect(INVALID_PARAMS, "lull_set_options", params.clone());
         assert!(m.contains(field), "{params}: {m}");

@@ -797,3 +797,68 @@ fn a_polling_reactor_does_not_wait_for_the_poll_period() {
     shutdown(c, r);
     t.reactors.shutdown().unwrap();
 }
+
+/// A UUID's 16 bytes in the order of its text (as SPDK's `spdk_uuid_parse` stores them).
+fn uuid_bytes(text: &str) -> [u8; 16] {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    let mut b = [0u8; 16];
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    b
+}
+
+#[test]
+fn a_volume_keeps_its_uuid_over_nvme_tcp() {
+    let text = "6f1c2d3e-4a5b-4c6d-8e7f-0123456789ab";
+    let uuid = uuid_bytes(text);
+    let usable = CoreList::usable().unwrap();
+    let cores: Vec<usize> = usable.cores().iter().copied().take(1).collect();
+    let reactors =
+        Reactors::start(ReactorConfig::new(CoreList::try_from(cores).unwrap()).mode(Mode::Interrupt)).unwrap();
+    let target = Target::new(std_cfg());
+    let s = Subsystem::new(SUBNQN, "SN0001", "lull test").unwrap();
+    s.add_host(HOSTNQN).unwrap();
+    let ram: Arc<dyn Bdev> = Arc::new(RamBdev::new("Ram0", 1 << 20, 512).unwrap().with_uuid(uuid));
+    s.add_namespace(1, ram).unwrap();
+    target.add_subsystem(s).unwrap();
+    let addr = target.listen(&reactors, "127.0.0.1:0".parse().unwrap()).unwrap();
+
+    // What SPDK's target writes for a namespace added without nguid/eui64/uuid:
+    // NGUID = UUID = the bdev's UUID bytes, no EUI64; the descriptor list
+    // holds NGUID (NIDT 2h) then UUID (NIDT 3h), 16 bytes each, then zeroes.
+    let (mut h, _) = common::Host::admin(addr, 0, SUBNQN, 0);
+    let identify = |h: &mut common::Host, cns: u32| {
+        let mut sqe = common::Host::rw_sqe(0x06, 1, 0, 1, 4096, lull_transport::nvme::sgl_id::TRANSPORT_DATA_BLOCK);
+        sqe.set_cdw(10, cns);
+        sqe.set_cdw(11, 0);
+        sqe.set_cdw(12, 0);
+        let (data, cqe) = h.command(sqe, &[]);
+        assert!(cqe.status.is_success(), "Identify CNS {cns}: {}", cqe.status);
+        data
+    };
+    let ns = identify(&mut h, 0x00);
+    assert_eq!(&ns[104..120], &uuid, "NGUID");
+    assert_eq!(&ns[120..128], &[0u8; 8], "EUI64");
+    let list = identify(&mut h, 0x03);
+    let mut expected = vec![0u8; 4096];
+    expected[0..4].copy_from_slice(&[2, 16, 0, 0]);
+    expected[4..20].copy_from_slice(&uuid);
+    expected[20..24].copy_from_slice(&[3, 16, 0, 0]);
+    expected[24..40].copy_from_slice(&uuid);
+    assert_eq!(list, expected, "Namespace Identification Descriptor list");
+    drop(h);
+
+    // lull's initiator names its bdev by the remote namespace's identity.
+    let init = initiator(Mode::Interrupt);
+    let ctrl = attach(addr, quick_opts(), &init);
+    let bdev = lull_engine::nvme::NvmeBdev::new("Nvme0n1", ctrl.clone(), 1).unwrap();
+    assert_eq!(
+        bdev.uuid(),
+        uuid,
+        "the initiator's bdev has the target bdev's UUID {text}"
+    );
+    drop(bdev);
+    shutdown(ctrl, init);
+    reactors.shutdown().unwrap();
+}

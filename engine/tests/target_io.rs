@@ -191,6 +191,10 @@ fn connect_refusals_and_access_control() {
             0,
         );
         assert_eq!(c.status, status::CONNECT_INVALID_HOST.with_dnr());
+        // An empty HOSTNQN (spdk_nvme_perf's default) with an allow-list:
+        // Connect Invalid Host (SCT 1h, SC 84h), not Invalid Parameters.
+        let c = h.fabric_connect(0, SUBNQN, "", 0xFFFF, 0);
+        assert_eq!((c.status.sct(), c.status.sc(), c.status.dnr()), (1, 0x84, true));
         // B16: SUBNQN without a NUL: Connect Invalid Parameters, IPO 256 in the data.
         let mut data = Host::connect_data(SUBNQN, HOSTNQN, 0xFFFF);
         data[256..512].fill(b'a');
@@ -228,6 +232,42 @@ fn connect_refusals_and_access_control() {
         let (_, c) = r.command(sqe, &Host::connect_data(SUBNQN, HOSTNQN, 0xFFFF));
         assert!(c.status.is_success(), "Connect by R2T: {}", c.status);
         drop((h, io, r));
+        t.reactors.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn empty_hostnqn_connects_where_any_host_is_allowed() {
+    for mode in MODES {
+        let t = target(mode);
+        t.target.subsystem(SUBNQN).unwrap().set_allow_any_host(true);
+        // Admin queue, enable, then an I/O queue and a write and read on it,
+        // all with an empty HOSTNQN as spdk_nvme_perf sends by default.
+        let mut a = Host::connect(t.addr);
+        a.icreq(0);
+        let c = a.fabric_connect(0, SUBNQN, "", 0xFFFF, 0);
+        assert!(
+            c.status.is_success(),
+            "admin Connect with an empty HOSTNQN: {}",
+            c.status
+        );
+        let cntlid = c.dw0 as u16;
+        assert!(a.prop_set(property::CC, 1 | (6 << 16) | (4 << 20)).status.is_success());
+        let mut io = Host::connect(t.addr);
+        io.icreq(0);
+        let c = io.fabric_connect(1, SUBNQN, "", cntlid, 0);
+        assert!(c.status.is_success(), "I/O Connect with an empty HOSTNQN: {}", c.status);
+        let data = pattern(4096, 9);
+        assert!(io.write(8, &data).status.is_success());
+        let (back, c) = io.read(8, 8);
+        assert!(c.status.is_success());
+        assert_eq!(back, data);
+        // The controller belongs to the empty host: another host may not add queues to it.
+        let mut other = Host::connect(t.addr);
+        other.icreq(0);
+        let c = other.fabric_connect(1, SUBNQN, HOSTNQN, cntlid, 0);
+        assert_eq!((c.status.0, c.dw0), (0x8304, 0x0001_0010));
+        drop((a, io, other));
         t.reactors.shutdown().unwrap();
     }
 }

@@ -85,6 +85,8 @@ pub fn workloads(time: Duration, ramp: Duration) -> Vec<Workload> {
         nsid: 1,
         size: None,
         verify: false,
+        verify_state: None,
+        flush_every: 0,
     };
     vec![
         w(Rw::RandRead, 4096, 32),

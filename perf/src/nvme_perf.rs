@@ -83,6 +83,12 @@ pub struct Workload {
     pub size: Option<u64>,
     /// Write LBA+generation into every block and check it on every read.
     pub verify: bool,
+    /// With `verify`: a file of which blocks hold which generation, loaded
+    /// at the start (when it exists) so reads of blocks an earlier run wrote
+    /// are checked too, and saved at the end (fio's verify_state_load/save).
+    pub verify_state: Option<std::path::PathBuf>,
+    /// Send a Flush after every this many writes on each queue (0: never).
+    pub flush_every: u32,
 }
 
 impl Workload {
@@ -152,6 +158,10 @@ pub struct PerfReport {
     pub verified_reads: u64,
     /// Verify mismatches (each also counted in `errors`).
     pub verify_failures: u64,
+    /// Blocks of known contents in the verify state saved at the end (`None`: no state file).
+    pub verify_state_blocks: Option<u64>,
+    /// Flush commands completed in the measured window (`flush_every`).
+    pub flushes: u64,
     /// Measured seconds.
     pub secs: f64,
     /// CPU of the initiator's reactors, % of one core (summed over reactors).
@@ -172,8 +182,12 @@ struct JobResult {
     errors: u64,
     verify_failures: u64,
     verified_reads: u64,
+    flushes: u64,
     first_error: Option<String>,
     lat: Latency,
+    /// The job's first block and its blocks' generations at the end (verify).
+    first_block: u64,
+    generations: Vec<u64>,
 }
 
 struct Job {
@@ -190,8 +204,11 @@ struct Job {
     t_end: Instant,
     stop: Arc<AtomicBool>,
     outstanding: u32,
+    /// Generation of each block of the job's range (0: unknown), with verify.
     generations: Vec<u64>,
     busy: Vec<bool>,
+    /// Writes issued since the last Flush (`flush_every`).
+    writes_since_flush: u32,
     next_generation: u64,
     template: Vec<u8>,
     res: JobResult,
@@ -208,10 +225,18 @@ fn xorshift(s: &mut u64) -> u64 {
     s.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
+/// What a command does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Flush,
+}
+
 /// What one command is.
 struct Op {
     unit: u64,
-    write: bool,
+    kind: Kind,
     generation: u64,
     t0: Instant,
 }
@@ -249,7 +274,37 @@ fn issue(job: &JobRc, cx: &mut Context) {
         if j.stop.load(Ordering::Relaxed) || cx.now() >= j.t_end {
             return;
         }
+        if j.w.flush_every > 0 && j.writes_since_flush >= j.w.flush_every {
+            // Flush (NVM Command Set 1.0 section 3.2.1): what was written
+            // before it is made durable; no data, no LBA range.
+            j.writes_since_flush = 0;
+            j.outstanding += 1;
+            let mut sqe = Sqe([0; 64]);
+            sqe.0[0] = io_opc::FLUSH;
+            sqe.0[4..8].copy_from_slice(&j.w.nsid.to_le_bytes());
+            let op = Op {
+                unit: 0,
+                kind: Kind::Flush,
+                generation: 0,
+                t0: Instant::now(),
+            };
+            let (ctrlr, queue) = (j.ctrlr.clone(), j.queue);
+            drop(j);
+            let job2 = job.clone();
+            ctrlr.submit(
+                cx,
+                queue,
+                sqe,
+                Vec::new(),
+                0,
+                Box::new(move |cx, r| on_done(&job2, cx, op, r)),
+            );
+            return;
+        }
         let Some((unit, write)) = j.pick() else { return };
+        if write {
+            j.writes_since_flush += 1;
+        }
         let lba = (j.lo + unit) * j.blocks_per_io;
         let len = j.w.bs;
         let mut sqe = Sqe([0; 64]);
@@ -276,7 +331,7 @@ fn issue(job: &JobRc, cx: &mut Context) {
         j.outstanding += 1;
         let op = Op {
             unit,
-            write,
+            kind: if write { Kind::Write } else { Kind::Read },
             generation,
             t0: Instant::now(),
         };
@@ -299,29 +354,35 @@ fn on_done(job: &JobRc, cx: &mut Context, op: Op, r: Result<Completion, IoError>
         let mut j = job.borrow_mut();
         j.outstanding -= 1;
         let mut err: Option<String> = None;
+        let verified = j.w.verify && op.kind != Kind::Flush;
+        let bpi = j.blocks_per_io as usize;
+        let blocks = op.unit as usize * bpi..(op.unit as usize + 1) * bpi;
         match &r {
-            Ok(c) => {
+            Ok(c) if verified => {
                 let lba = (j.lo + op.unit) * j.blocks_per_io;
-                let idx = op.unit as usize;
-                if j.w.verify {
-                    if op.write {
-                        j.generations[idx] = op.generation;
-                    } else if j.generations[idx] != 0 {
-                        let expect = j.generations[idx];
-                        j.res.verified_reads += 1;
-                        if let Err(m) = verify::check(&c.data, j.block_size as usize, lba, expect) {
-                            j.res.verify_failures += 1;
-                            err = Some(m.to_string());
-                            // A mismatch ends the run, as fio's verify does.
-                            j.stop.store(true, Ordering::Relaxed);
-                        }
+                if op.kind == Kind::Write {
+                    j.generations[blocks].fill(op.generation);
+                } else if j.generations[blocks.clone()].iter().any(|&g| g != 0) {
+                    j.res.verified_reads += 1;
+                    let checked = verify::check_known(&c.data, j.block_size as usize, lba, &j.generations[blocks]);
+                    if let Err(m) = checked {
+                        j.res.verify_failures += 1;
+                        err = Some(m.to_string());
+                        // A mismatch ends the run, as fio's verify does.
+                        j.stop.store(true, Ordering::Relaxed);
                     }
-                    j.busy[idx] = false;
                 }
+                j.busy[op.unit as usize] = false;
             }
+            Ok(_) => {}
             Err(e) => {
                 err = Some(e.to_string());
-                if j.w.verify {
+                if verified {
+                    if op.kind == Kind::Write {
+                        // A failed write may have changed some blocks or
+                        // none: what they hold is no longer known.
+                        j.generations[blocks].fill(0);
+                    }
                     j.busy[op.unit as usize] = false;
                 }
             }
@@ -332,9 +393,13 @@ fn on_done(job: &JobRc, cx: &mut Context, op: Op, r: Result<Completion, IoError>
                 if j.res.first_error.is_none() {
                     j.res.first_error = Some(e);
                 }
+            } else if op.kind == Kind::Flush {
+                // Counted apart: a Flush moves no data and its latency is
+                // not a read's or a write's.
+                j.res.flushes += 1;
             } else {
                 j.res.lat.record_ns(now.duration_since(op.t0).as_nanos() as u64);
-                if op.write {
+                if op.kind == Kind::Write {
                     j.res.writes += 1;
                 } else {
                     j.res.reads += 1;
@@ -382,7 +447,9 @@ fn finish_if_done(job: &JobRc) {
         && over
         && let Some(tx) = j.tx.take()
     {
-        let res = std::mem::take(&mut j.res);
+        let mut res = std::mem::take(&mut j.res);
+        res.first_block = j.lo * j.blocks_per_io;
+        res.generations = std::mem::take(&mut j.generations);
         let _ = tx.send(res);
     }
 }
@@ -502,6 +569,20 @@ pub fn run(
         None => ns.num_blocks,
     };
     let units = blocks / blocks_per_io;
+    if w.verify_state.is_some() && !w.verify {
+        return Err("--verify-state needs --verify".into());
+    }
+    let mut state = match &w.verify_state {
+        Some(path) => {
+            let loaded = verify::VerifyState::load(path)?;
+            if let Some(s) = &loaded {
+                s.check_geometry(w.nsid, ns.block_size, ns.num_blocks, blocks)
+                    .map_err(|e| format!("--verify-state {}: {e}", path.display()))?;
+            }
+            Some(loaded.unwrap_or_else(|| verify::VerifyState::new(w.nsid, ns.block_size, ns.num_blocks, blocks)))
+        }
+        None => None,
+    };
     let mut jobs = Vec::new();
     for (r, h) in ctrlr.reactors().iter().enumerate() {
         for q in ctrlr.queues_on(r) {
@@ -525,10 +606,17 @@ pub fn run(
     let t_end = t_measure + w.time;
     let (tx, rx) = mpsc::channel();
     let progress_count = Arc::new(AtomicU64::new(0));
+    // Above every generation of the loaded state, so no block written now
+    // can pass for one written by an earlier run.
+    let loaded_max = state
+        .as_ref()
+        .and_then(|s| s.generations.iter().max().copied())
+        .unwrap_or(0);
     let base_generation = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() << 20)
-        .unwrap_or(1 << 40);
+        .unwrap_or(1 << 40)
+        .max(loaded_max);
     for (i, (h, queue)) in jobs.iter().enumerate() {
         let (ctrlr, w, stop, tx, pc) = (
             ctrlr.clone(),
@@ -539,13 +627,14 @@ pub fn run(
         );
         let (queue, block_size) = (*queue, ns.block_size);
         let lo = i as u64 * per_job;
+        let n = per_job as usize;
+        let job_blocks = (lo * blocks_per_io) as usize..((lo + per_job) * blocks_per_io) as usize;
+        let (generations, busy) = match (&state, w.verify) {
+            (Some(s), _) => (s.generations[job_blocks].to_vec(), vec![false; n]),
+            (None, true) => (vec![0u64; job_blocks.len()], vec![false; n]),
+            (None, false) => (Vec::new(), Vec::new()),
+        };
         h.try_send(move |cx| {
-            let n = per_job as usize;
-            let (generations, busy) = if w.verify {
-                (vec![0u64; n], vec![false; n])
-            } else {
-                (Vec::new(), Vec::new())
-            };
             let template = if w.rw == Rw::RandRead || w.rw == Rw::Read {
                 Vec::new()
             } else {
@@ -566,6 +655,7 @@ pub fn run(
                 outstanding: 0,
                 generations,
                 busy,
+                writes_since_flush: 0,
                 next_generation: base_generation + 1,
                 template,
                 res: JobResult::default(),
@@ -631,6 +721,11 @@ pub fn run(
         }
     }
     for r in results {
+        if let Some(s) = &mut state {
+            let at = r.first_block as usize;
+            s.generations[at..at + r.generations.len()].copy_from_slice(&r.generations);
+        }
+        all.flushes += r.flushes;
         all.reads += r.reads;
         all.writes += r.writes;
         all.bytes += r.bytes;
@@ -642,6 +737,13 @@ pub fn run(
         }
         all.lat.merge(&r.lat);
     }
+    let verify_state_blocks = match (&state, &w.verify_state) {
+        (Some(s), Some(path)) => {
+            s.save(path)?;
+            Some(s.known_blocks())
+        }
+        _ => None,
+    };
     let secs = stopped_at.saturating_duration_since(t_measure).as_secs_f64().max(1e-9);
     let (icpu, iwake, tcpu, twake) = cpu_between(&m0, &m1);
     let ios = all.reads + all.writes;
@@ -663,6 +765,8 @@ pub fn run(
         verify: w.verify,
         verified_reads: all.verified_reads,
         verify_failures: all.verify_failures,
+        verify_state_blocks,
+        flushes: all.flushes,
         secs,
         initiator_cpu_pct: icpu,
         initiator_wakeups_s: iwake,
@@ -700,6 +804,8 @@ pub fn idle(ctrlr: &NvmeController, time: Duration, target: &TargetCpu, stop: &A
         verify: false,
         verified_reads: 0,
         verify_failures: 0,
+        verify_state_blocks: None,
+        flushes: 0,
         secs: m1.at.duration_since(m0.at).as_secs_f64(),
         initiator_cpu_pct: icpu,
         initiator_wakeups_s: iwake,

@@ -43,6 +43,8 @@ fn workload(time: Duration) -> Workload {
         nsid: 1,
         size: Some(256 * 1024),
         verify: true,
+        verify_state: None,
+        flush_every: 0,
     }
 }
 
@@ -201,4 +203,86 @@ fn commands_held_for_a_reconnect_do_not_keep_the_run_from_ending() {
     assert!(r.errors >= 1, "{r:?}");
     ctrlr.detach();
     reactors.shutdown().unwrap();
+}
+
+fn state_path(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("lull-verify-state-{}-{tag}", std::process::id()))
+}
+
+#[test]
+fn a_later_run_verifies_what_an_earlier_run_wrote_through_the_state_file() {
+    let (target, reactors, ctrlr) = setup(Mode::Interrupt);
+    let path = state_path("carry");
+    let _ = std::fs::remove_file(&path);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Run 1: sequential writes over the whole 256 KiB, state saved.
+    let mut w1 = workload(Duration::from_millis(500));
+    w1.rw = Rw::Write;
+    w1.verify_state = Some(path.clone());
+    let r1 = nvme_perf::run(&ctrlr, &w1, &stop, &TargetCpu::None, |_, _, _| {}).unwrap();
+    assert_eq!((r1.errors, r1.verify_failures), (0, 0), "{:?}", r1.first_error);
+    assert_eq!(
+        r1.verify_state_blocks,
+        Some(512),
+        "every 512-byte block of 256 KiB was written"
+    );
+    assert!(path.exists());
+    // Run 2: reads only, state loaded: every read is checked, none differs.
+    let mut w2 = workload(Duration::from_millis(300));
+    w2.rw = Rw::RandRead;
+    w2.verify_state = Some(path.clone());
+    let r2 = nvme_perf::run(&ctrlr, &w2, &stop, &TargetCpu::None, |_, _, _| {}).unwrap();
+    assert_eq!((r2.errors, r2.verify_failures), (0, 0), "{:?}", r2.first_error);
+    assert!(r2.verified_reads > 0 && r2.read_iops > 0.0, "{r2:?}");
+    // One block changed on the target between runs: the next read run names it.
+    let bdev = target
+        .target
+        .subsystem(INPROC_NQN)
+        .unwrap()
+        .namespace(1)
+        .unwrap()
+        .bdev
+        .clone();
+    bdev.write(13, &[0xEE; 512]).unwrap();
+    let mut w3 = w2.clone();
+    w3.rw = Rw::Read;
+    let r3 = nvme_perf::run(&ctrlr, &w3, &stop, &TargetCpu::None, |_, _, _| {}).unwrap();
+    assert!(r3.verify_failures >= 1, "{r3:?}");
+    let e = r3.first_error.unwrap();
+    assert!(e.contains("verify failed at LBA 13"), "{e}");
+    // Another --size is another geometry: refused, naming it.
+    let mut w4 = w2.clone();
+    w4.size = Some(128 * 1024);
+    let e = nvme_perf::run(&ctrlr, &w4, &stop, &TargetCpu::None, |_, _, _| {}).unwrap_err();
+    assert!(e.contains("--size"), "{e}");
+    let _ = std::fs::remove_file(&path);
+    ctrlr.detach();
+    reactors.shutdown().unwrap();
+    target.reactors.shutdown().unwrap();
+}
+
+#[test]
+fn flush_every_n_writes_sends_flushes_and_counts_them() {
+    let (target, reactors, ctrlr) = setup(Mode::Interrupt);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut w = workload(Duration::from_millis(400));
+    w.rw = Rw::RandWrite;
+    w.flush_every = 4;
+    let r = nvme_perf::run(&ctrlr, &w, &stop, &TargetCpu::None, |_, _, _| {}).unwrap();
+    assert_eq!(r.errors, 0, "{:?}", r.first_error);
+    let writes = (r.write_iops * r.secs).round() as u64;
+    assert!(r.flushes > 0, "{r:?}");
+    // One Flush per 4 writes issued; the window's edges move either count by at most a queue's depth.
+    let qd = u64::from(w.qd);
+    assert!(
+        r.flushes * 4 <= writes + 4 * qd && writes <= r.flushes * 4 + 4 * qd,
+        "{} flushes for {writes} writes",
+        r.flushes
+    );
+    w.flush_every = 0;
+    let r = nvme_perf::run(&ctrlr, &w, &stop, &TargetCpu::None, |_, _, _| {}).unwrap();
+    assert_eq!(r.flushes, 0);
+    ctrlr.detach();
+    reactors.shutdown().unwrap();
+    target.reactors.shutdown().unwrap();
 }

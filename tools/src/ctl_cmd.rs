@@ -298,7 +298,8 @@ pub struct SetArgs {
     /// mode_policy, interrupt_mode, supervisor_interval_ms, adaptive_high_mark,
     /// adaptive_low_mark, adaptive_up_samples, adaptive_down_samples, keep_alive_timeout_ms,
     /// reconnect_delay_sec, ctrlr_loss_timeout_sec, fast_io_fail_timeout_sec, timeout_us,
-    /// bdev_retry_count, io_queue_size (Longhorn's names are accepted too).
+    /// bdev_retry_count, io_queue_size (Longhorn's names are accepted too). Settings read
+    /// at start (cores, listen, in_capsule_data_size, ...) need a restart: lull set says so.
     name: String,
     /// Its value (a number, true/false, or a word).
     #[arg(allow_negative_numbers = true)]
@@ -319,6 +320,9 @@ pub fn set(a: SetArgs) -> Result<(), String> {
         "data_engine_nvme_ioq_poll_period_us" => "data-engine-nvme-ioq-poll-period-us".to_string(),
         _ => name,
     };
+    if let Some(why) = lull_engine::restart_only::restart_needed(&name) {
+        return Err(why);
+    }
     let mut p = serde_json::Map::new();
     p.insert(name.clone(), v.clone());
     call(&a.socket, "lull_set_options", Value::Object(p)).map_err(|e| format!("{name} = {}: {e}", a.value))?;
@@ -720,4 +724,139 @@ pub fn rpc(a: RpcArgs) -> Result<(), String> {
     };
     print_json(&call(&a.socket, &a.method, params)?);
     Ok(())
+}
+
+// ---- config ----
+
+/// `lull config`.
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    what: ConfigCmd,
+    #[command(flatten)]
+    socket: Socket,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Save the running daemon's state as an SPDK JSON config (`save_config`):
+    /// to FILE (written to a temporary file and renamed over it), or stdout.
+    Save {
+        /// Where to write it; stdout when left out.
+        file: Option<PathBuf>,
+    },
+    /// Apply an SPDK JSON config (`load_config`) to the running daemon; `-` reads stdin.
+    Load {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+/// Writes `text` to `path` atomically: a temporary file in the same
+/// directory, flushed to disk, then renamed over `path`.
+///
+/// # Errors
+/// A message naming the path.
+pub fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself survives a crash once the directory is synced.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", path.display())
+    })
+}
+
+/// Runs `lull config`.
+///
+/// # Errors
+/// The daemon unreachable, a file not readable/writable or not JSON, or the daemon's error.
+pub fn config(a: ConfigArgs) -> Result<(), String> {
+    match a.what {
+        ConfigCmd::Save { file } => {
+            let v = call(&a.socket, "save_config", Value::Null)?;
+            let mut text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
+            text.push('\n');
+            match file {
+                Some(p) => write_atomically(&p, &text),
+                None => std::io::stdout()
+                    .write_all(text.as_bytes())
+                    .map_err(|e| format!("stdout: {e}")),
+            }
+        }
+        ConfigCmd::Load { file } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .map_err(|e| format!("stdin: {e}"))?;
+                s
+            } else {
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?
+            };
+            let doc: Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
+            let r = call(&a.socket, "load_config", doc)?;
+            for w in r["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", w.as_str().unwrap_or_default());
+            }
+            eprintln!(
+                "{}: {} entries applied",
+                file.display(),
+                r["applied"].as_u64().unwrap_or(0)
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_of_a_startup_setting_says_a_restart_is_needed() {
+        // No daemon is asked: the answer does not depend on one running.
+        let socket = Socket {
+            rpc_socket: PathBuf::from("/nonexistent/lull-test.sock"),
+        };
+        let e = set(SetArgs {
+            name: "cores".into(),
+            value: "0-3".into(),
+            socket,
+        })
+        .unwrap_err();
+        assert!(e.contains("`cores` cannot change while lull runs"), "{e}");
+        assert!(e.contains("restart"), "{e}");
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("lull-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("state.json");
+        std::fs::write(&f, "old").unwrap();
+        write_atomically(&f, "{\"subsystems\": []}\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "{\"subsystems\": []}\n");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+        let e = write_atomically(&dir.join("no/such/dir/x.json"), "x").unwrap_err();
+        assert!(e.contains("no/such/dir/x.json"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

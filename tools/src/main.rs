@@ -12,9 +12,13 @@ mod ctl_cmd;
 mod perf_cmd;
 mod target_cmd;
 
+/// `lull --version`: the package version and the git commit it was built
+/// from ("unknown" when built outside git), e.g. `0.1.0 (9040c7b)`.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LULL_GIT_COMMIT"), ")");
+
 /// lull: a thread-per-core NVMe/TCP block storage engine that sleeps when idle.
 #[derive(Parser)]
-#[command(name = "lull", version, about, long_about = None)]
+#[command(name = "lull", version = VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,6 +64,11 @@ enum Command {
     ///
     /// Example: lull rpc nvmf_get_subsystems; lull rpc bdev_get_bdevs '{"name":"Malloc0"}'
     Rpc(ctl_cmd::RpcArgs),
+    /// Save the running daemon's state as an SPDK JSON config, or apply one
+    /// (for `lull target --json-config`, `spdk_tgt --json`, `rpc.py load_config`).
+    ///
+    /// Example: lull config save /etc/lull/state.json; lull config load state.json
+    Config(ctl_cmd::ConfigArgs),
     /// Print shell completions.
     ///
     /// Example: lull completions bash > /etc/bash_completion.d/lull
@@ -291,6 +300,7 @@ fn main() -> ExitCode {
         Command::Bdev(a) => ctl_cmd::bdev(a),
         Command::Subsystem(a) => ctl_cmd::subsystem(a),
         Command::Rpc(a) => ctl_cmd::rpc(a),
+        Command::Config(a) => ctl_cmd::config(a),
         Command::Completions { shell } => {
             use std::io::Write;
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -309,5 +319,31 @@ fn main() -> ExitCode {
             eprintln!("lull: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn version_names_the_git_commit() {
+        let e = match Cli::try_parse_from(["lull", "--version"]) {
+            Err(e) => e,
+            Ok(_) => panic!("--version parsed as a command"),
+        };
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        let shown = e.render().to_string();
+        let head = std::process::Command::new("git")
+            .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let commit = std::env::var("LULL_GIT_COMMIT")
+            .ok()
+            .or(head)
+            .unwrap_or_else(|| "unknown".into());
+        assert_eq!(shown.trim(), format!("lull {} ({commit})", env!("CARGO_PKG_VERSION")));
     }
 }

@@ -161,6 +161,15 @@ pub struct PerfArgs {
     /// mismatch fails the run naming the LBA.
     #[arg(long)]
     verify: bool,
+    /// Keep what --verify knows between runs (fio's verify_state_save/load):
+    /// load FILE when it exists and check reads of the blocks an earlier run
+    /// wrote, then save which blocks hold which generation at the end. The
+    /// namespace, its block size and --size must be the same. Implies --verify.
+    #[arg(long, value_name = "FILE")]
+    verify_state: Option<std::path::PathBuf>,
+    /// Send an NVMe Flush after every N writes on each queue (0: never), 0 to 1000000.
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, value_parser = crate::ranged(0, 1_000_000))]
+    flush_every: u64,
     /// The initiator's CPUs (default: the last usable one).
     #[arg(long, value_parser = crate::parse_cores)]
     cores: Option<CoreList>,
@@ -320,11 +329,20 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
         ramp: Duration::from_secs(a.ramp),
         nsid: a.nsid as u32,
         size: a.size,
-        verify: a.verify,
+        verify: a.verify || a.verify_state.is_some(),
+        verify_state: a.verify_state.clone(),
+        flush_every: a.flush_every as u32,
     };
-    if a.verify && matches!(a.rw, Rw::RandRead | Rw::Read) {
+    if let Some(warning) = verify_warning(&w) {
+        eprintln!("lull perf: warning: {warning}");
+    }
+    if let Some(path) = &a.verify_state
+        && a.target.is_none()
+        && path.exists()
+    {
         eprintln!(
-            "lull perf: warning: --verify checks blocks this run wrote; a read-only workload writes none, so nothing is checked (use --rw randrw or write)"
+            "lull perf: warning: the in-process target's RAM bdev starts empty in every run, so blocks recorded in {} by an earlier run read back as zeroes; use --target to check a target that keeps its data",
+            path.display()
         );
     }
     let info = ctrlr.info();
@@ -368,6 +386,18 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
             "lull perf: verify: {} reads checked block by block, {} mismatches",
             report.verified_reads, report.verify_failures
         );
+        if let (Some(path), Some(n)) = (&a.verify_state, report.verify_state_blocks) {
+            eprintln!(
+                "lull perf: verify state: {n} blocks of known contents saved to {}",
+                path.display()
+            );
+        }
+    }
+    if a.flush_every > 0 && !a.json {
+        eprintln!(
+            "lull perf: {} Flush commands completed in the measured window (one per {} writes per queue)",
+            report.flushes, a.flush_every
+        );
     }
     if stop.load(Ordering::Relaxed) && report.verify_failures == 0 && report.errors == 0 {
         eprintln!("lull perf: stopped early; the numbers cover {:.1} s", report.secs);
@@ -382,6 +412,42 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// What `--verify` cannot check in this workload, in words; `None` when it
+/// checks something. Reads check blocks written earlier in the run, or by
+/// an earlier run through `--verify-state`; writes alone check nothing.
+fn verify_warning(w: &Workload) -> Option<String> {
+    if !w.verify {
+        return None;
+    }
+    let reads = match w.rw {
+        Rw::RandRead | Rw::Read => true,
+        Rw::RandWrite | Rw::Write => false,
+        Rw::RandRw => w.rwmixread > 0,
+    };
+    let writes = match w.rw {
+        Rw::RandRead | Rw::Read => false,
+        Rw::RandWrite | Rw::Write => true,
+        Rw::RandRw => w.rwmixread < 100,
+    };
+    let rw = match w.rw {
+        Rw::RandRw => format!("--rw randrw --rwmixread {}", w.rwmixread),
+        rw => format!("--rw {rw}"),
+    };
+    match (reads, writes, w.verify_state.is_some()) {
+        // Writes recorded for a later run, or reads checked against an earlier one.
+        (true, true, _) | (true, false, true) | (false, true, true) => None,
+        (false, true, false) => Some(format!(
+            "--verify with {rw} reads nothing back, so nothing is checked; use --rw randrw to read back \
+             in the same run, or --verify-state FILE here and a read run with the same FILE after it"
+        )),
+        (true, false, false) => Some(format!(
+            "--verify with {rw} writes nothing, so nothing it reads is known; use --rw randrw, or give \
+             --verify-state FILE saved by an earlier write run"
+        )),
+        (false, false, _) => None,
+    }
+}
+
 fn print_reports(rows: &[PerfReport], json: bool) -> Result<(), String> {
     if json {
         println!("{}", serde_json::to_string_pretty(rows).map_err(|e| e.to_string())?);
@@ -389,4 +455,58 @@ fn print_reports(rows: &[PerfReport], json: bool) -> Result<(), String> {
         print!("{}", nvme_perf::table(rows));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(rw: Rw, rwmixread: u8, state: bool) -> Workload {
+        Workload {
+            rw,
+            rwmixread,
+            bs: 4096,
+            qd: 1,
+            time: Duration::from_secs(1),
+            ramp: Duration::ZERO,
+            nsid: 1,
+            size: None,
+            verify: true,
+            verify_state: state.then(|| "s".into()),
+            flush_every: 0,
+        }
+    }
+
+    #[test]
+    fn the_verify_warning_fits_each_rw() {
+        for rw in [Rw::Write, Rw::RandWrite] {
+            let m = verify_warning(&w(rw, 50, false)).unwrap();
+            assert!(m.contains(&format!("--rw {rw} reads nothing back")), "{m}");
+            assert!(!m.contains("or write"), "never suggests a write-only workload: {m}");
+            assert_eq!(
+                verify_warning(&w(rw, 50, true)),
+                None,
+                "writes recorded for a later run"
+            );
+        }
+        for rw in [Rw::Read, Rw::RandRead] {
+            let m = verify_warning(&w(rw, 50, false)).unwrap();
+            assert!(m.contains("writes nothing") && m.contains("--verify-state"), "{m}");
+            assert_eq!(verify_warning(&w(rw, 50, true)), None, "reads check the loaded state");
+        }
+        assert_eq!(verify_warning(&w(Rw::RandRw, 50, false)), None);
+        assert!(
+            verify_warning(&w(Rw::RandRw, 0, false))
+                .unwrap()
+                .contains("reads nothing back")
+        );
+        assert!(
+            verify_warning(&w(Rw::RandRw, 100, false))
+                .unwrap()
+                .contains("writes nothing")
+        );
+        let mut off = w(Rw::Write, 50, false);
+        off.verify = false;
+        assert_eq!(verify_warning(&off), None);
+    }
 }

@@ -11,6 +11,7 @@ use lull_engine::app::App;
 use lull_engine::config::{self, BdevConfig, Config, NamespaceConfig, SizeValue, SubsystemConfig};
 use lull_engine::metrics::MetricsServer;
 use lull_engine::rpc::RpcServer;
+use lull_engine::rpc::config_json;
 
 /// Arguments of `lull target`: every setting of the config file as a flag.
 #[derive(Args, Debug, Default)]
@@ -18,6 +19,11 @@ pub struct TargetArgs {
     /// TOML config file (see deploy/lull.toml); flags given as well win.
     #[arg(short = 'c', long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// SPDK JSON config to build the state from at start (SPDK's --json): made by
+    /// `lull config save`, `rpc.py save_config` or spdk_tgt. Applied after --config's
+    /// objects and settings; settings given as flags win over the file's.
+    #[arg(long = "json-config", visible_alias = "json", value_name = "FILE")]
+    json_config: Option<PathBuf>,
     /// JSON-RPC Unix socket [default: /var/tmp/lull.sock].
     #[arg(short = 'r', long = "rpc-socket", value_name = "PATH")]
     rpc_socket: Option<PathBuf>,
@@ -293,10 +299,20 @@ pub fn run(a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), String>
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let s = settings(&a)?;
+    let json = a.json_config.as_deref().map(read_json_config).transpose()?;
     init_logging(&s.log_level);
     RpcServer::check_path(&s.rpc_socket)?;
     raise_fd_limit();
     let app = App::start(&s)?;
+    if let (Some(doc), Some(path)) = (&json, &a.json_config)
+        && let Err(e) = apply_json_config(&app, doc, &a)
+    {
+        app.shutdown();
+        return Err(format!(
+            "--json-config {}: {e}; nothing was left running",
+            path.display()
+        ));
+    }
     let rpc = match RpcServer::start(app.clone(), &s.rpc_socket) {
         Ok(r) => r,
         Err(e) => {
@@ -338,6 +354,115 @@ pub fn run(a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), String>
     drop(rpc);
     app.shutdown();
     eprintln!("lull target: stopped");
+    Ok(())
+}
+
+/// Reads and checks a JSON config before anything starts.
+fn read_json_config(path: &std::path::Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--json-config {}: {e}", path.display()))?;
+    let doc = serde_json::from_str(&text).map_err(|e| format!("--json-config {}: not JSON: {e}", path.display()))?;
+    config_json::check(&doc).map_err(|e| format!("--json-config {}: {e}", path.display()))?;
+    Ok(doc)
+}
+
+/// The live settings given as flags, by their `lull_set_options` names.
+fn flag_settings(a: &TargetArgs) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::json;
+    let mut m = serde_json::Map::new();
+    let mut put = |k: &str, v: Option<serde_json::Value>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), v);
+        }
+    };
+    // interrupt_mode as the policy it means, so a file's mode_policy cannot outrank it.
+    let policy = a.mode_policy.clone().or_else(|| {
+        a.interrupt_mode
+            .map(|i| if i { "interrupt" } else { "poll" }.to_string())
+    });
+    put("mode_policy", policy.map(|p| json!(p)));
+    put("idle_poll_us", a.idle_poll_us.map(|v| json!(v)));
+    put("supervisor_interval_ms", a.supervisor_interval_ms.map(|v| json!(v)));
+    put("adaptive_high_mark", a.adaptive_high_mark.map(|v| json!(v)));
+    put("adaptive_low_mark", a.adaptive_low_mark.map(|v| json!(v)));
+    put("adaptive_up_samples", a.adaptive_up_samples.map(|v| json!(v)));
+    put("adaptive_down_samples", a.adaptive_down_samples.map(|v| json!(v)));
+    put("nvme_ioq_poll_period_us", a.nvme_ioq_poll_period_us.map(|v| json!(v)));
+    put(
+        "nvme_adminq_poll_period_us",
+        a.nvme_adminq_poll_period_us.map(|v| json!(v)),
+    );
+    put("keep_alive_timeout_ms", a.keep_alive_timeout_ms.map(|v| json!(v)));
+    put("reconnect_delay_sec", a.reconnect_delay_sec.map(|v| json!(v)));
+    put("ctrlr_loss_timeout_sec", a.ctrlr_loss_timeout_sec.map(|v| json!(v)));
+    put("fast_io_fail_timeout_sec", a.fast_io_fail_timeout_sec.map(|v| json!(v)));
+    put("timeout_us", a.timeout_us.map(|v| json!(v)));
+    put("bdev_retry_count", a.bdev_retry_count.map(|v| json!(v)));
+    put("io_queue_size", a.io_queue_size.map(|v| json!(v)));
+    m
+}
+
+/// Applies the JSON config after the TOML file's objects; flags win: their
+/// values replace the file's in the entries that set them (so a controller
+/// attached by the file gets the flags' initiator options), and are set again
+/// after the file.
+fn apply_json_config(app: &App, doc: &serde_json::Value, a: &TargetArgs) -> Result<(), String> {
+    use serde_json::{Map, Value, json};
+    let live = flag_settings(a);
+    let mut overrides: config_json::Overrides = Vec::new();
+    let mut transport = Map::new();
+    if let Some(v) = a.in_capsule_data_size {
+        transport.insert("in_capsule_data_size".into(), json!(v));
+    }
+    if let Some(v) = a.max_h2c_data {
+        transport.insert("max_h2c_data".into(), json!(v));
+    }
+    overrides.push(("nvmf_create_transport", transport));
+    let mut nvme = Map::new();
+    for (k, v) in &live {
+        match k.as_str() {
+            "io_queue_size" => {
+                nvme.insert("io_queue_requests".into(), v.clone());
+            }
+            "timeout_us" => {
+                let none = v.as_u64() == Some(0);
+                nvme.insert("timeout_us".into(), v.clone());
+                nvme.insert("action_on_timeout".into(), json!(if none { "none" } else { "reset" }));
+            }
+            k if k.starts_with("nvme_")
+                || k.ends_with("_sec")
+                || k == "keep_alive_timeout_ms"
+                || k == "bdev_retry_count" =>
+            {
+                nvme.insert(k.to_string(), v.clone());
+            }
+            _ => {}
+        }
+    }
+    overrides.push(("bdev_nvme_set_options", nvme));
+    let own: Map<String, Value> = live
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "mode_policy"
+                    | "idle_poll_us"
+                    | "supervisor_interval_ms"
+                    | "adaptive_high_mark"
+                    | "adaptive_low_mark"
+                    | "adaptive_up_samples"
+                    | "adaptive_down_samples"
+            )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    overrides.push(("lull_set_options", own));
+    // Each skipped entry is logged as a warning by the loader.
+    let report = config_json::load(app, doc, &overrides).map_err(|e| e.message)?;
+    if !live.is_empty() {
+        config_json::call(app, "lull_set_options", Value::Object(live))
+            .map_err(|e| format!("the flags' settings after the file: {}", e.message))?;
+    }
+    tracing::info!(entries = report.applied, "JSON config applied");
     Ok(())
 }
 
@@ -444,6 +569,63 @@ mod tests {
         .unwrap();
         assert_eq!(s.supervisor.policy, lull_reactor::supervisor::Policy::Poll);
         assert_eq!(s.nvme.nvme_ioq_poll_period_us, 250);
+    }
+
+    fn args_of(args: &[&str]) -> TargetArgs {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .unwrap()
+            .a
+    }
+
+    #[test]
+    fn json_config_flag_and_the_settings_flags_that_win_over_it() {
+        let a = args_of(&[
+            "--json",
+            "/tmp/x.json",
+            "--interrupt-mode",
+            "false",
+            "--idle-poll-us",
+            "9",
+        ]);
+        assert_eq!(a.json_config, Some(PathBuf::from("/tmp/x.json")));
+        let m = flag_settings(&a);
+        assert_eq!(m.get("mode_policy"), Some(&serde_json::json!("poll")));
+        assert_eq!(m.get("idle_poll_us"), Some(&serde_json::json!(9)));
+        assert_eq!(m.len(), 2, "{m:?}");
+        let a = args_of(&[
+            "--json-config",
+            "f",
+            "--interrupt-mode",
+            "false",
+            "--mode-policy",
+            "adaptive",
+        ]);
+        assert_eq!(
+            flag_settings(&a).get("mode_policy"),
+            Some(&serde_json::json!("adaptive"))
+        );
+        assert!(flag_settings(&args_of(&[])).is_empty());
+    }
+
+    #[test]
+    fn a_bad_json_config_is_refused_before_anything_starts() {
+        let dir = std::env::temp_dir().join(format!("lull-jsoncfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("bad.json");
+        std::fs::write(
+            &f,
+            r#"{"subsystems":[{"subsystem":"bdev","config":[{"method":"bdev_aio_create","params":{}}]}]}"#,
+        )
+        .unwrap();
+        let e = read_json_config(&f).unwrap_err();
+        assert!(
+            e.contains("subsystems[0].config[0] (bdev_aio_create): method not implemented by lull"),
+            "{e}"
+        );
+        std::fs::write(&f, "{\"subsystems\": [").unwrap();
+        let e = read_json_config(&f).unwrap_err();
+        assert!(e.contains("not JSON") && e.contains("line 1"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

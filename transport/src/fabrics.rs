@@ -140,11 +140,18 @@ pub struct ConnectData {
     pub hostnqn: String,
 }
 
-fn nqn_at(b: &[u8], at: usize) -> Result<String, InvalidParameter> {
+/// Whether an NQN field of the Connect data may be empty (a lone NUL).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    Refused,
+    Allowed,
+}
+
+fn nqn_at(b: &[u8], at: usize, empty: Empty) -> Result<String, InvalidParameter> {
     let field = &b[at..at + 256];
     let bad = InvalidParameter::data(at as u16);
     let len = field.iter().position(|&c| c == 0).ok_or(bad)?;
-    if len == 0 || len > NQN_MAX_LEN {
+    if (len == 0 && empty == Empty::Refused) || len > NQN_MAX_LEN {
         return Err(bad);
     }
     let s = std::str::from_utf8(&field[..len]).map_err(|_| bad)?;
@@ -156,8 +163,11 @@ fn nqn_at(b: &[u8], at: usize) -> Result<String, InvalidParameter> {
 
 impl ConnectData {
     /// Parses and validates the 1024 bytes: each NQN must end with a NUL
-    /// inside its 256-byte field, be 1 to 223 bytes of UTF-8 without control
-    /// characters (CVE-2023-6121's fault kind).
+    /// inside its 256-byte field and be at most 223 bytes of UTF-8 without
+    /// control characters (CVE-2023-6121's fault kind). SUBNQN must not be
+    /// empty; HOSTNQN may be (SPDK's and Linux's targets then let the host in
+    /// where the subsystem allows any host, and refuse it with Connect
+    /// Invalid Host where it keeps an allow-list).
     ///
     /// # Errors
     /// The offending field, for a Connect Invalid Parameters response.
@@ -170,8 +180,8 @@ impl ConnectData {
         Ok(ConnectData {
             hostid,
             cntlid: le16(b, 16),
-            subnqn: nqn_at(b, connect_offset::SUBNQN as usize)?,
-            hostnqn: nqn_at(b, connect_offset::HOSTNQN as usize)?,
+            subnqn: nqn_at(b, connect_offset::SUBNQN as usize, Empty::Refused)?,
+            hostnqn: nqn_at(b, connect_offset::HOSTNQN as usize, Empty::Allowed)?,
         })
     }
 
@@ -274,6 +284,11 @@ mod tests {
         assert_eq!(ConnectData::parse(&data(&[b'a'; 224], b"h")).unwrap_err().ipo, 256);
         assert_eq!(ConnectData::parse(&data(b"s", &[0xFF, 0xFE])).unwrap_err().ipo, 512);
         assert_eq!(ConnectData::parse(&data(b"", b"h")).unwrap_err().ipo, 256);
+        assert_eq!(
+            ConnectData::parse(&data(b"s", b"")).unwrap().hostnqn,
+            "",
+            "an empty HOSTNQN parses; the subsystem decides whether it may connect"
+        );
         assert_eq!(ConnectData::parse(&data(b"s\n", b"h")).unwrap_err().ipo, 256);
     }
 

@@ -141,8 +141,8 @@ pub struct TargetQueue {
     sq_entries: u32,
     sqhd: u16,
     sq_flow_control_disabled: bool,
-    /// CIDs of commands received and not yet completed.
-    outstanding: HashMap<u16, ()>,
+    /// CIDs of commands received and not yet completed, with their opcodes.
+    outstanding: HashMap<u16, u8>,
     /// TTAG = index; `None` when free.
     transfers: Vec<Option<Transfer>>,
     recv: RecvBuf,
@@ -476,16 +476,28 @@ impl TargetQueue {
             return Err(FatalError::status(Fes::PduSequenceError));
         }
         self.sqhd = ((u32::from(self.sqhd) + 1) % self.sq_entries.max(1)) as u16;
-        if self.outstanding.contains_key(&cid) {
-            // Answer without tracking: the first command with this CID keeps its slot.
-            self.send_cqe(Cqe {
-                cid,
-                status: status::COMMAND_ID_CONFLICT.with_dnr(),
-                ..Cqe::default()
-            });
-            return Ok(());
+        match self.outstanding.get(&cid) {
+            // A host that tears its admin queue down forgets the Asynchronous
+            // Event Requests it left with the controller and reuses their CIDs
+            // (SPDK's initiator does for the Property Get/Set of a shutdown; the
+            // kernel target never checks). An AER only waits for an event, so
+            // the new command takes the CID over; the controller forgets the
+            // AER when it sees an admin command with its CID.
+            Some(&old) if self.qid == 0 && old == admin_opc::ASYNC_EVENT_REQUEST => {
+                tracing::debug!(cid, "admin command reuses an outstanding AER's CID: the AER is dropped");
+            }
+            Some(_) => {
+                // Answer without tracking: the first command with this CID keeps its slot.
+                self.send_cqe(Cqe {
+                    cid,
+                    status: status::COMMAND_ID_CONFLICT.with_dnr(),
+                    ..Cqe::default()
+                });
+                return Ok(());
+            }
+            None => {}
         }
-        self.outstanding.insert(cid, ());
+        self.outstanding.insert(cid, sqe.opc());
         if !ddgst_ok {
             self.complete(Cqe {
                 cid,

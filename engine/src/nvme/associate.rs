@@ -47,8 +47,68 @@ pub struct NsInfo {
     pub block_size: u32,
     /// Size in blocks (NSZE).
     pub num_blocks: u64,
-    /// NGUID.
+    /// NGUID of Identify Namespace (zeroes: none).
     pub nguid: [u8; 16],
+    /// EUI64 of Identify Namespace (zeroes: none).
+    pub eui64: [u8; 8],
+    /// The Namespace Identification Descriptor list (CNS 03h); empty when
+    /// the controller has none.
+    pub ids: NsDescriptors,
+}
+
+impl NsInfo {
+    /// The UUID a bdev of this namespace takes, by SPDK's bdev_nvme rule
+    /// (`nbdev_create`): the NGUID descriptor, else the UUID descriptor. Where
+    /// SPDK then leaves the UUID unset (unless `generate_uuids`), lull takes
+    /// the NGUID of Identify Namespace for a controller without a descriptor
+    /// list; `None` when the namespace has no identifier at all.
+    pub fn bdev_uuid(&self) -> Option<[u8; 16]> {
+        let set = |v: [u8; 16]| (v != [0; 16]).then_some(v);
+        self.ids
+            .nguid
+            .and_then(set)
+            .or_else(|| self.ids.uuid.and_then(set))
+            .or_else(|| set(self.nguid))
+    }
+}
+
+/// What a Namespace Identification Descriptor list holds (NVMe Base 2.0
+/// figures 275-276); a descriptor of the wrong length is ignored, as SPDK's
+/// initiator ignores it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NsDescriptors {
+    /// NIDT 1h.
+    pub eui64: Option<[u8; 8]>,
+    /// NIDT 2h.
+    pub nguid: Option<[u8; 16]>,
+    /// NIDT 3h.
+    pub uuid: Option<[u8; 16]>,
+    /// NIDT 4h: the Command Set Identifier.
+    pub csi: Option<u8>,
+}
+
+/// Parses a Namespace Identification Descriptor list: descriptors follow
+/// each other (4-byte header, NIDL bytes) until one with NIDL 0 or one that
+/// would run past the 4096 bytes; the first of each type counts.
+pub fn parse_descriptors(d: &[u8]) -> NsDescriptors {
+    let mut out = NsDescriptors::default();
+    let mut at = 0usize;
+    while at + 4 <= d.len() {
+        let (nidt, nidl) = (d[at], usize::from(d[at + 1]));
+        if nidl == 0 || at + 4 + nidl > d.len() {
+            break;
+        }
+        let v = &d[at + 4..at + 4 + nidl];
+        match (nidt, nidl) {
+            (1, 8) if out.eui64.is_none() => out.eui64 = v.try_into().ok(),
+            (2, 16) if out.nguid.is_none() => out.nguid = v.try_into().ok(),
+            (3, 16) if out.uuid.is_none() => out.uuid = v.try_into().ok(),
+            (4, 1) if out.csi.is_none() => out.csi = Some(v[0]),
+            _ => {}
+        }
+        at += 4 + nidl;
+    }
+    out
 }
 
 /// What Identify and the Connects told us about the remote controller.
@@ -122,11 +182,15 @@ pub(crate) fn parse_namespace(nsid: u32, d: &[u8]) -> Option<NsInfo> {
     }
     let mut nguid = [0u8; 16];
     nguid.copy_from_slice(&d[104..120]);
+    let mut eui64 = [0u8; 8];
+    eui64.copy_from_slice(&d[120..128]);
     Some(NsInfo {
         nsid,
         block_size: 1 << lbads,
         num_blocks: nsze,
         nguid,
+        eui64,
+        ids: NsDescriptors::default(),
     })
 }
 
@@ -140,7 +204,16 @@ fn namespaces(admin: &mut SyncQueue) -> Result<Vec<NsInfo>, SyncError> {
             break;
         }
         let d = identify(admin, 0x00, nsid)?;
-        if let Some(ns) = parse_namespace(nsid, &d) {
+        if let Some(mut ns) = parse_namespace(nsid, &d) {
+            // A controller older than NVMe 1.3 may refuse CNS 03h: the
+            // namespace is then known by Identify Namespace alone.
+            match identify(admin, 0x03, nsid) {
+                Ok(list) => ns.ids = parse_descriptors(&list),
+                Err(SyncError::Status { status, .. }) => {
+                    tracing::debug!(nsid, %status, "no Namespace Identification Descriptor list");
+                }
+                Err(e) => return Err(e),
+            }
             out.push(ns);
         }
     }
@@ -296,5 +369,41 @@ mod tests {
         d[132 + 2] = 12;
         d[0..8].fill(0);
         assert_eq!(parse_namespace(3, &d), None, "an inactive namespace is skipped");
+    }
+
+    #[test]
+    fn descriptor_list_and_the_bdev_uuid_rule() {
+        let mut d = vec![0u8; 4096];
+        // UUID first, then NGUID, then a descriptor of a wrong length, then the end.
+        d[0..4].copy_from_slice(&[3, 16, 0, 0]);
+        d[4..20].fill(0x33);
+        d[20..24].copy_from_slice(&[2, 16, 0, 0]);
+        d[24..40].fill(0x22);
+        d[40..44].copy_from_slice(&[1, 4, 0, 0]);
+        d[44..48].fill(0x11);
+        let ids = parse_descriptors(&d);
+        assert_eq!(
+            (ids.uuid, ids.nguid, ids.eui64),
+            (Some([0x33; 16]), Some([0x22; 16]), None)
+        );
+        let mut ns = NsInfo {
+            nsid: 1,
+            block_size: 512,
+            num_blocks: 8,
+            nguid: [0x44; 16],
+            eui64: [0; 8],
+            ids,
+        };
+        assert_eq!(ns.bdev_uuid(), Some([0x22; 16]), "NGUID descriptor first");
+        ns.ids.nguid = None;
+        assert_eq!(ns.bdev_uuid(), Some([0x33; 16]), "then the UUID descriptor");
+        ns.ids.uuid = None;
+        assert_eq!(ns.bdev_uuid(), Some([0x44; 16]), "then Identify Namespace's NGUID");
+        ns.nguid = [0; 16];
+        assert_eq!(ns.bdev_uuid(), None);
+        // A descriptor running past the list ends it.
+        let mut d = vec![0u8; 4096];
+        d[4092..4096].copy_from_slice(&[3, 16, 0, 0]);
+        assert_eq!(parse_descriptors(&d), NsDescriptors::default());
     }
 }

@@ -49,11 +49,11 @@ impl NvmeBdev {
             nsid,
             block_size: ns.block_size,
             num_blocks: ns.num_blocks,
-            uuid: if ns.nguid == [0; 16] {
-                crate::bdev::uuid_from_name("nvme", name)
-            } else {
-                ns.nguid
-            },
+            // The remote namespace's identity, so a volume keeps its UUID
+            // across NVMe/TCP; a namespace without any gets a stable one.
+            uuid: ns
+                .bdev_uuid()
+                .unwrap_or_else(|| crate::bdev::uuid_from_name("nvme", name)),
             chunk: by_mdts.min(MAX_NLB),
             ctrlr,
         })

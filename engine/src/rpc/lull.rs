@@ -269,6 +269,13 @@ pub(super) fn lull_get_options(app: &App, params: Value) -> Result<Value, RpcErr
 }
 
 pub(super) fn lull_set_options(app: &App, params: Value) -> Result<Value, RpcError> {
+    // A startup-only setting gets "restart needed", not "unknown field".
+    if let Some(why) = params
+        .as_object()
+        .and_then(|m| m.keys().find_map(|k| crate::restart_only::restart_needed(k)))
+    {
+        return Err(RpcError::invalid(format!("Invalid parameters: {why}")));
+    }
     let p: Options = decode(params)?;
     apply(app, p)?;
     Ok(Value::Bool(true))

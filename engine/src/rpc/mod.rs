@@ -9,6 +9,7 @@
 
 mod bdev;
 mod compat;
+pub mod config_json;
 mod framework;
 mod lull;
 mod nvme;
@@ -127,6 +128,12 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("log_get_level", stats::log_get_level),
     ("log_set_print_level", stats::log_set_print_level),
     ("log_get_print_level", stats::log_get_print_level),
+    // The state as an SPDK JSON config (config_json.rs).
+    ("framework_get_subsystems", config_json::framework_get_subsystems),
+    ("framework_get_config", config_json::framework_get_config),
+    ("bdev_wait_for_examine", config_json::bdev_wait_for_examine),
+    ("save_config", config_json::save_config),
+    ("load_config", config_json::load_config),
     ("lull_get_status", lull::lull_get_status),
     ("lull_reactor_set_mode", lull::lull_reactor_set_mode),
     ("lull_supervisor_get_config", lull::lull_supervisor_get_config),
@@ -135,6 +142,14 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("lull_set_options", lull::lull_set_options),
     ("lull_bdev_delete", bdev::lull_bdev_delete),
 ];
+
+/// Runs `method`'s handler `h` as a request does: SPDK's parameters lull
+/// does not implement are taken off first when they carry SPDK's default,
+/// refused otherwise (`compat`). Every caller of a handler goes through here.
+pub(crate) fn invoke(app: &App, method: &str, h: Handler, mut params: Value) -> Result<Value, RpcError> {
+    compat::strip(method, &mut params)?;
+    h(app, params)
+}
 
 /// Executes one request object and returns the response object, or None
 /// for a notification (a request without `id`).
@@ -170,10 +185,7 @@ pub fn handle_request(app: &App, req: &Value) -> Option<Value> {
         ));
     }
     let result = match METHODS.iter().find(|(n, _)| *n == method) {
-        Some((_, f)) => {
-            let mut params = params;
-            compat::strip(method, &mut params).and_then(|()| f(app, params))
-        }
+        Some((_, f)) => invoke(app, method, *f, params),
         None => Err(RpcError {
             code: code::METHOD_NOT_FOUND,
             message: "Method not found".to_string(),

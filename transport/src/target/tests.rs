@@ -637,6 +637,51 @@ fn cid_conflict_is_answered_without_disturbing_the_first() {
 }
 
 #[test]
+fn an_admin_command_may_take_over_an_abandoned_aer_cid() {
+    let mut q = live(0);
+    q.set_connected(0, 32, false);
+    let mut aer = Sqe([0; 64]);
+    aer.0[0] = admin_opc::ASYNC_EVENT_REQUEST;
+    aer.set_cid(3);
+    q.feed(&capsule(&aer, &[], Digests::default()));
+    q.process().unwrap();
+    assert_eq!(q.take_commands().len(), 1);
+    // The host forgot the AER and reuses CID 3 (SPDK's shutdown Property Get):
+    // the command is delivered, not refused.
+    let mut get = Sqe([0; 64]);
+    get.0[0] = admin_opc::FABRICS;
+    get.0[4] = crate::fabrics::fctype::PROPERTY_GET;
+    get.set_cid(3);
+    q.feed(&capsule(&get, &[], Digests::default()));
+    q.process().unwrap();
+    let cmds = q.take_commands();
+    assert_eq!(cmds.len(), 1);
+    assert_eq!(cmds[0].sqe.opc(), admin_opc::FABRICS);
+    assert!(!q.wants_send(), "no Command ID Conflict was sent");
+    assert_eq!(q.outstanding(), 1);
+    // But a CID held by any other admin command still conflicts.
+    q.feed(&capsule(&get, &[], Digests::default()));
+    q.process().unwrap();
+    assert!(q.take_commands().is_empty());
+    let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
+    assert_eq!(cqe.status, status::COMMAND_ID_CONFLICT.with_dnr());
+}
+
+#[test]
+fn an_io_command_never_takes_over_a_cid() {
+    let mut q = live(0);
+    let mut aer = Sqe([0; 64]);
+    aer.0[0] = admin_opc::ASYNC_EVENT_REQUEST;
+    aer.set_cid(9);
+    q.feed(&capsule(&aer, &[], Digests::default()));
+    q.feed(&capsule(&read_sqe(9, 512), &[], Digests::default()));
+    q.process().unwrap();
+    assert_eq!(q.take_commands().len(), 1);
+    let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
+    assert_eq!(cqe.status, status::COMMAND_ID_CONFLICT.with_dnr());
+}
+
+#[test]
 fn host_term_req_ends_the_queue() {
     let mut q = live(0);
     let mut v = Vec::new();

@@ -164,6 +164,11 @@ fn defaults_clients_send_are_accepted_and_the_rest_refused() {
         ),
         true
     );
+    // 26.5 and later send with_batches with save_config's framework_get_config.
+    for wb in [false, true] {
+        let v = c.ok("framework_get_config", json!({"name": "bdev", "with_batches": wb}));
+        assert!(v.is_array(), "{v}");
+    }
     drop(c);
     d.stop();
 }

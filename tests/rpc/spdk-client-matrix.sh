@@ -110,9 +110,13 @@ for v in $VERSIONS; do
     rc=0
     PYTHONPATH=$ROOT/$dir timeout 120 python3 tests/rpc/spdk_client_matrix.py "$v" "$sock" "$ROOT/$LULL" "$WORK" \
         >"$WORK/driver-$v.log" 2>&1 || rc=$?
-    grep -E '^(PASS|FAIL) ' "$WORK/driver-$v.log" | grep '^FAIL' || true
-    p=$(grep -c '^PASS ' "$WORK/driver-$v.log" || true)
-    f=$(grep -c '^FAIL ' "$WORK/driver-$v.log" || true)
+    grep '^FAIL ' "$WORK/driver-$v.log" | cut -c1-600 || true
+    # The driver's last line: "spdk V: N passed, M failed".
+    summary=$(grep -E "^spdk $v: [0-9]+ passed, [0-9]+ failed$" "$WORK/driver-$v.log" | tail -n 1 || true)
+    p=$(sed -nE 's/.*: ([0-9]+) passed.*/\1/p' <<<"$summary")
+    f=$(sed -nE 's/.* ([0-9]+) failed$/\1/p' <<<"$summary")
+    p=${p:-$(grep -c '^PASS ' "$WORK/driver-$v.log" || true)}
+    f=${f:-$(grep -c '^FAIL ' "$WORK/driver-$v.log" || true)}
     passed=$((passed + p))
     failed=$((failed + f))
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then

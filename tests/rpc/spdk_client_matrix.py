@@ -36,6 +36,7 @@ called = set()
 
 def report(ok, what):
     global passed, failed
+    what = " ".join(what.split())  # one line per check
     if ok:
         passed += 1
         print("PASS %s: %s" % (VERSION, what))
@@ -222,6 +223,25 @@ cli_call("nvmf_get_subsystems", "", js(lambda v: expect(any(
 cli_call("nvmf_subsystem_get_listeners", NQN, js(lambda v: expect(
     [l["address"]["trsvcid"] for l in v] == [str(port)], "listeners")))
 
+# ---- the configuration: SPDK's client-side save_config, lull's server-side one ----
+cli_call("framework_get_subsystems", "", js(lambda v: expect(
+    [x["subsystem"] for x in v][:2] == ["bdev", "nvmf"], "subsystems")))
+cli_call("framework_get_config", "bdev", js(lambda v: expect(
+    any(e["method"] == "bdev_malloc_create" and e["params"]["name"] == "Malloc0" for e in v), "bdev config")))
+cli_call("bdev_wait_for_examine", "")
+
+
+def config_methods(doc):
+    return sorted(e["method"] for s in doc["subsystems"] for e in (s["config"] or []))
+
+
+saved = cli_call("save_config", "", js(lambda v: expect(
+    {"bdev_malloc_create", "nvmf_create_subsystem", "nvmf_subsystem_add_ns", "nvmf_subsystem_add_listener"}
+    <= set(config_methods(v)), "save_config lacks the target built")))
+saved = json.loads(saved) if saved else {"subsystems": []}
+server_saved = api_call("save_config", None, lambda r: expect(
+    config_methods(r) == config_methods(saved), "the client's and the server's save_config differ"))
+
 # ---- I/O through the target, then the counters ----
 perf = subprocess.run([LULL, "perf", "--target", "127.0.0.1:%d" % port, "--subnqn", NQN, "--rw", "randrw",
                        "--qd", "4", "--time", "1", "--no-progress"],
@@ -268,6 +288,33 @@ cli_call("nvmf_delete_subsystem", NQN)
 cli_call("bdev_uring_delete", "Uring0")
 cli_call("bdev_null_delete", "Null0")
 cli_call("bdev_malloc_delete", "Malloc0")
+
+# ---- the saved configuration back: SPDK's client-side load_config (the
+# transport stays: lull has no transport delete), then lull's load_config ----
+replay = {"subsystems": [{"subsystem": x["subsystem"],
+                          "config": [e for e in (x["config"] or []) if e["method"] != "nvmf_create_transport"]}
+                         for x in saved["subsystems"]]}
+conf = os.path.join(WORK, "saved-%s.json" % VERSION)
+with open(conf, "w") as f:
+    json.dump(replay, f)
+
+
+def rebuilt(v):
+    return expect(any(s["nqn"] == NQN and [n["nsid"] for n in s["namespaces"]] == [1, 5]
+                      and s["listen_addresses"][0]["trsvcid"] == str(port) for s in v), "not rebuilt")
+
+
+cli_call("load_config", "-j " + conf)
+cli_call("nvmf_get_subsystems", "", js(rebuilt))
+for m, p in (("nvmf_delete_subsystem", {"nqn": NQN}), ("bdev_uring_delete", {"name": "Uring0"}),
+             ("bdev_null_delete", {"name": "Null0"}), ("bdev_malloc_delete", {"name": "Malloc0"})):
+    api_call(m, p)
+if server_saved:
+    api_call("load_config", server_saved, lambda r: expect(r["applied"] >= 5, str(r)))
+    cli_call("nvmf_get_subsystems", "", js(rebuilt))
+    api_call("nvmf_delete_subsystem", {"nqn": NQN})
+    for b in ("Uring0", "Null0", "Malloc0"):
+        api_call("lull_bdev_delete", {"name": b})
 
 # ---- lull's own methods, through the client's Python API ----
 api_call("lull_get_status", None, lambda r: expect(len(r["reactors"]) >= 1, "no reactors"))

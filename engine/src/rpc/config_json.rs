@@ -627,6 +627,10 @@ pub(super) fn framework_get_config(app: &App, params: Value) -> Result<Value, Rp
     #[serde(deny_unknown_fields)]
     struct P {
         name: String,
+        /// Newer clients' choice of batch arrays or flat entries: lull
+        /// writes no batches, so both give the same answer.
+        #[allow(dead_code)]
+        with_batches: Option<bool>,
     }
     let p: P = super::params::decode(params)?;
     subsystem_config(app, &p.name)

@@ -73,6 +73,8 @@ pub struct BdevEntry {
     pub bdev: Arc<dyn Bdev>,
     /// What backs it.
     pub driver: Driver,
+    /// Its I/O statistics (`bdev_get_iostat`), shared by its namespaces.
+    pub stats: Arc<crate::bdev::BdevStats>,
 }
 
 /// An attached NVMe controller and the bdevs made of its namespaces.
@@ -326,7 +328,14 @@ impl App {
         if bdevs.contains_key(&spec.name) {
             return Err(exists());
         }
-        bdevs.insert(spec.name.clone(), BdevEntry { bdev, driver });
+        bdevs.insert(
+            spec.name.clone(),
+            BdevEntry {
+                bdev,
+                driver,
+                stats: Arc::default(),
+            },
+        );
         tracing::info!(bdev = %spec.name, "bdev created");
         Ok(spec.name.clone())
     }
@@ -354,13 +363,14 @@ impl App {
         out
     }
 
-    /// Deletes bdev `name` if its driver is `kind` ("malloc", "null", "uring").
-    /// As in SPDK, namespaces on it are removed first (a hot remove); a
-    /// uring bdev is flushed.
+    /// Deletes bdev `name` if its driver is `kind` ("malloc", "null", "uring";
+    /// "" for any of them). As in SPDK, namespaces on it are removed first (a
+    /// hot remove); a uring bdev is flushed. Returns the namespaces removed,
+    /// as (subsystem NQN, NSID).
     ///
     /// # Errors
     /// [`AppError::NotFound`] when there is no such bdev of that kind.
-    pub fn delete_bdev(&self, name: &str, kind: &str) -> Result<(), AppError> {
+    pub fn delete_bdev(&self, name: &str, kind: &str) -> Result<Vec<(String, u32)>, AppError> {
         // Under the bdev map's lock, which add_namespace also holds from its
         // lookup to its insert: no namespace can be added to a bdev being deleted.
         let entry = {
@@ -370,31 +380,38 @@ impl App {
             };
             let matches = matches!(
                 (&e.driver, kind),
-                (Driver::Malloc, "malloc") | (Driver::Null, "null") | (Driver::Uring { .. }, "uring")
+                (Driver::Malloc, "malloc" | "") | (Driver::Null, "null" | "") | (Driver::Uring { .. }, "uring" | "")
             );
             if !matches {
-                return Err(AppError::NotFound(format!("bdev {name} is not a {kind} bdev")));
+                let what = if kind.is_empty() { "malloc, null or uring" } else { kind };
+                return Err(AppError::NotFound(format!("bdev {name} is not a {what} bdev")));
             }
             let e = bdevs.remove(name).ok_or_else(|| AppError::NotFound(name.to_string()))?;
-            self.unclaim(name);
-            e
+            let removed = self.unclaim(name);
+            (e, removed)
         };
+        let (entry, removed) = entry;
         if let Err(e) = entry.bdev.flush() {
             tracing::warn!(bdev = name, error = %e, "flush before delete failed");
         }
         tracing::info!(bdev = name, "bdev deleted");
-        Ok(())
+        Ok(removed)
     }
 
-    /// Removes every namespace on bdev `name` (the caller holds the bdev map's lock).
-    fn unclaim(&self, name: &str) {
+    /// Removes every namespace on bdev `name` (the caller holds the bdev
+    /// map's lock); returns those removed as (subsystem NQN, NSID).
+    fn unclaim(&self, name: &str) -> Vec<(String, u32)> {
+        let mut removed = Vec::new();
         for (nqn, nsid) in self.claims(name) {
-            if let Some(s) = self.target.subsystem(&nqn) {
-                let _ = s.remove_namespace(nsid);
+            if let Some(s) = self.target.subsystem(&nqn)
+                && s.remove_namespace(nsid).is_ok()
+            {
                 self.notify_namespace_changed(&s, nsid);
                 tracing::info!(bdev = name, subnqn = %nqn, nsid, "namespace removed with its bdev");
+                removed.push((nqn, nsid));
             }
         }
+        removed
     }
 
     // ---- transport ----
@@ -481,7 +498,9 @@ impl App {
         let b = bdevs
             .get(bdev)
             .ok_or_else(|| AppError::NotFound(format!("bdev {bdev} does not exist")))?;
-        let nsid = s.add_namespace(nsid, b.bdev.clone()).map_err(AppError::InvalidParams)?;
+        let nsid = s
+            .add_namespace_with_stats(nsid, b.bdev.clone(), b.stats.clone())
+            .map_err(AppError::InvalidParams)?;
         drop(bdevs);
         self.notify_namespace_changed(&s, nsid);
         tracing::info!(subnqn = nqn, bdev, nsid, "namespace added");
@@ -657,6 +676,7 @@ impl App {
                                 ctrlr: name.to_string(),
                                 nsid: ns.nsid,
                             },
+                            stats: Arc::default(),
                         },
                     ));
                     names.push(bname);
@@ -733,6 +753,7 @@ impl App {
                                 ctrlr: name.to_string(),
                                 nsid,
                             },
+                            stats: Arc::default(),
                         },
                     );
                     entry.bdevs.push(bname.clone());

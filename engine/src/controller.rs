@@ -116,6 +116,13 @@ impl Controller {
         }
     }
 
+    /// Its connected queues: (QID, index of the reactor serving it), by QID.
+    pub fn queue_list(&self) -> Vec<(u16, usize)> {
+        let mut v: Vec<(u16, usize)> = self.state().queues.iter().map(|(q, h, _)| (*q, h.index())).collect();
+        v.sort_unstable();
+        v
+    }
+
     fn is_dead(&self) -> bool {
         self.state().dead
     }
@@ -389,7 +396,7 @@ impl QueueBinding {
         }
         self.qid = c.qid;
         self.counted_on = Some(cx.index());
-        self.target.core_io(cx.index()).queues.fetch_add(1, Ordering::Relaxed);
+        self.target.core_io(cx.index()).queue_connected(c.qid == 0);
         q.set_connected(c.qid, u32::from(c.sqsize) + 1, c.sq_flow_control_disabled());
         tracing::debug!(peer = %self.peer, cntlid = ctrl.cntlid, qid = c.qid, sqsize = c.sqsize, "Connect");
         let cntlid = ctrl.cntlid;
@@ -781,7 +788,7 @@ impl QueueHandler for QueueBinding {
 impl Drop for QueueBinding {
     fn drop(&mut self) {
         if let Some(i) = self.counted_on.take() {
-            self.target.core_io(i).queues.fetch_sub(1, Ordering::Relaxed);
+            self.target.core_io(i).queue_closed(self.qid == 0);
         }
         if self.held > 0 {
             tracing::debug!(peer = %self.peer, held = self.held, "queue closed with commands held by the shutdown");

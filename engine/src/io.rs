@@ -10,6 +10,7 @@ use lull_transport::conn::Completer;
 use lull_transport::nvme::{Cqe, Status, io_opc, status};
 use lull_transport::target::{Command, TargetQueue};
 
+use crate::bdev::stats::IoKind;
 use crate::bdev::{Bdev, BdevError, BdevIo};
 use crate::identify::MAX_TRANSFER;
 use crate::subsystem::{Namespace, Subsystem};
@@ -55,6 +56,7 @@ pub fn execute(
     io: &CoreIo,
     later: &Completer,
 ) {
+    io.io_commands.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // One load of the namespace list per command, shared by both paths.
     let nss = subsystem.namespaces();
     let asynchronous = ready
@@ -65,10 +67,16 @@ pub fn execute(
     if asynchronous {
         execute_async(cx, cmd, subsystem, &nss, io, later);
     } else {
-        execute_sync(q, &cmd, subsystem, &nss, ready, buf, io);
+        execute_sync(q, &cmd, subsystem, &nss, ready, buf, io, cx.index());
     }
 }
 
+/// Nanoseconds since `t0`: the latency of a synchronous bdev call.
+fn since(t0: std::time::Instant) -> u64 {
+    t0.elapsed().as_nanos() as u64
+}
+
+#[allow(clippy::too_many_arguments)]
 fn execute_sync(
     q: &mut TargetQueue,
     cmd: &Command,
@@ -77,6 +85,7 @@ fn execute_sync(
     ready: bool,
     buf: &mut Vec<u8>,
     io: &CoreIo,
+    reactor: usize,
 ) {
     let cid = cmd.sqe.cid();
     let done = |q: &mut TargetQueue, s: Status| {
@@ -110,8 +119,10 @@ fn execute_sync(
                 return done(q, status::DATA_SGL_LENGTH_INVALID.with_dnr());
             }
             buf.resize(len, 0);
+            let t0 = std::time::Instant::now();
             match bdev.read(slba, &mut buf[..len]) {
                 Ok(()) => {
+                    ns.stats.record(reactor, IoKind::Read, len as u64, since(t0));
                     subsystem.counters.read(len as u64);
                     io.read(len);
                     q.complete_with_data(Cqe { cid, ..Cqe::default() }, &buf[..len]);
@@ -129,8 +140,10 @@ fn execute_sync(
                 return done(q, status::DATA_SGL_LENGTH_INVALID.with_dnr());
             }
             if opc == io_opc::WRITE {
+                let t0 = std::time::Instant::now();
                 match bdev.write(slba, &cmd.data) {
                     Ok(()) => {
+                        ns.stats.record(reactor, IoKind::Write, len as u64, since(t0));
                         subsystem.counters.wrote(len as u64);
                         io.wrote(len);
                         done(q, Status::SUCCESS)
@@ -157,9 +170,12 @@ fn execute_sync(
             Ok((deallocate, ranges)) => {
                 if deallocate {
                     for (lba, n) in ranges {
+                        let t0 = std::time::Instant::now();
                         if let Err(e) = bdev.unmap(lba, n) {
                             return done(q, bdev_status(&e));
                         }
+                        let bytes = n * u64::from(bdev.block_size());
+                        ns.stats.record(reactor, IoKind::Unmap, bytes, since(t0));
                     }
                 }
                 done(q, Status::SUCCESS)
@@ -284,6 +300,7 @@ fn execute_async(
     later: &Completer,
 ) {
     let later = &Tracked::new(cx, later);
+    let reactor = cx.index();
     let cid = cmd.sqe.cid();
     let opc = cmd.sqe.opc();
     let nsid = cmd.sqe.nsid();
@@ -308,6 +325,7 @@ fn execute_async(
         return fail(cx, status::INVALID_NAMESPACE.with_dnr());
     };
     let bdev = ns.bdev.clone();
+    let stats = ns.stats.clone();
     match opc {
         io_opc::READ | io_opc::COMPARE => {
             let (slba, nlb) = range(&cmd);
@@ -332,6 +350,8 @@ fn execute_async(
                     let cqe = Cqe { cid, ..Cqe::default() };
                     match r {
                         Ok(data) if opc == io_opc::READ => {
+                            let ns = cx.now().saturating_duration_since(later.1).as_nanos() as u64;
+                            stats.record(reactor, IoKind::Read, data.len() as u64, ns);
                             subsystem.counters.read(data.len() as u64);
                             later.complete_with_data(cx, cqe, data.to_vec());
                         }
@@ -374,6 +394,8 @@ fn execute_async(
                 Box::new(move |cx: &mut Context, r: Result<&[u8], BdevError>| {
                     let status = match r {
                         Ok(_) => {
+                            let ns = cx.now().saturating_duration_since(later.1).as_nanos() as u64;
+                            stats.record(reactor, IoKind::Write, len as u64, ns);
                             subsystem.counters.wrote(len as u64);
                             Status::SUCCESS
                         }
@@ -407,8 +429,17 @@ fn execute_async(
             Ok((false, _)) => fail(cx, Status::SUCCESS),
             Ok((true, ranges)) => {
                 let done = join(later, cid, ranges.len());
+                let block_size = u64::from(bdev.block_size());
                 for (lba, blocks) in ranges {
-                    bdev.submit(cx, BdevIo::Unmap { lba, blocks }, Box::new(done.clone()));
+                    let (done, stats, start) = (done.clone(), stats.clone(), later.1);
+                    let counted = move |cx: &mut Context, r: Result<&[u8], BdevError>| {
+                        if r.is_ok() {
+                            let ns = cx.now().saturating_duration_since(start).as_nanos() as u64;
+                            stats.record(reactor, IoKind::Unmap, blocks * block_size, ns);
+                        }
+                        done(cx, r);
+                    };
+                    bdev.submit(cx, BdevIo::Unmap { lba, blocks }, Box::new(counted));
                 }
             }
         },

@@ -12,7 +12,8 @@
 //! - [`config`]: the daemon's settings (TOML file and flags);
 //! - [`app`]: the running daemon and its control-plane operations;
 //! - [`rpc`]: the SPDK-compatible JSON-RPC server;
-//! - [`metrics`]: Prometheus text exposition.
+//! - [`metrics`]: Prometheus text exposition;
+//! - [`log_level`]: the log level at run time, in SPDK's terms.
 
 pub mod app;
 pub mod bdev;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod controller;
 pub mod identify;
 pub mod io;
+pub mod log_level;
 pub mod logpage;
 pub mod metrics;
 pub mod nvme;

@@ -9,7 +9,7 @@ use arc_swap::{ArcSwap, Guard};
 
 use lull_transport::fabrics::{DISCOVERY_NQN, NQN_MAX_LEN};
 
-use crate::bdev::Bdev;
+use crate::bdev::{Bdev, BdevStats};
 
 /// A namespace: an NSID bound to a bdev.
 #[derive(Clone)]
@@ -27,14 +27,21 @@ pub struct Namespace {
     pub eui64: [u8; 8],
     /// Namespace UUID: the bdev's UUID.
     pub uuid: [u8; 16],
+    /// The bdev's I/O statistics (shared by every namespace on the bdev).
+    pub stats: Arc<BdevStats>,
 }
 
 impl Namespace {
     /// Binds `bdev` as `nsid`, with identifiers derived from the bdev's UUID
     /// as SPDK's target derives them (`spdk_nvmf_subsystem_add_ns_ext`
     /// without nguid/eui64/uuid): NGUID = UUID = the bdev's UUID, byte for
-    /// byte in its text order; no EUI64.
+    /// byte in its text order; no EUI64; and statistics of its own.
     pub fn new(nsid: u32, bdev: Arc<dyn Bdev>) -> Self {
+        Self::with_stats(nsid, bdev, Arc::default())
+    }
+
+    /// As [`Namespace::new`], counting its I/O into `stats`.
+    pub fn with_stats(nsid: u32, bdev: Arc<dyn Bdev>, stats: Arc<BdevStats>) -> Self {
         let uuid = bdev.uuid();
         Namespace {
             nsid,
@@ -42,6 +49,7 @@ impl Namespace {
             nguid: uuid,
             eui64: [0; 8],
             uuid,
+            stats,
         }
     }
 }
@@ -198,6 +206,20 @@ impl Subsystem {
     /// A message when the NSID is taken or out of range, the subsystem is
     /// full, or the bdev is already a namespace here.
     pub fn add_namespace(&self, nsid: u32, bdev: Arc<dyn Bdev>) -> Result<u32, String> {
+        self.add_namespace_with_stats(nsid, bdev, Arc::default())
+    }
+
+    /// [`Subsystem::add_namespace`], counting the namespace's I/O into `stats`
+    /// (the bdev's, shared with its other namespaces).
+    ///
+    /// # Errors
+    /// As [`Subsystem::add_namespace`].
+    pub fn add_namespace_with_stats(
+        &self,
+        nsid: u32,
+        bdev: Arc<dyn Bdev>,
+        stats: Arc<BdevStats>,
+    ) -> Result<u32, String> {
         let _w = self.writer();
         let now = self.namespaces.load_full();
         if now.iter().any(|n| n.bdev.name() == bdev.name()) {
@@ -221,7 +243,7 @@ impl Subsystem {
             return Err(format!("NSID {nsid} is already in use in {}", self.nqn));
         }
         let mut next: Vec<Namespace> = now.as_ref().clone();
-        next.push(Namespace::new(nsid, bdev));
+        next.push(Namespace::with_stats(nsid, bdev, stats));
         next.sort_by_key(|n| n.nsid);
         self.namespaces.store(Arc::new(next));
         Ok(nsid)

@@ -32,6 +32,17 @@ pub struct CoreIo {
     pub bytes_written: AtomicU64,
     /// Queues connected (admin and I/O) on this reactor now.
     pub queues: AtomicU64,
+    /// Admin queues connected on this reactor since start (SPDK's `admin_qpairs`).
+    pub admin_qpairs: AtomicU64,
+    /// I/O queues connected on this reactor since start (SPDK's `io_qpairs`).
+    pub io_qpairs: AtomicU64,
+    /// Admin queues connected on this reactor now.
+    pub current_admin_qpairs: AtomicU64,
+    /// I/O queues connected on this reactor now.
+    pub current_io_qpairs: AtomicU64,
+    /// I/O commands executed on this reactor's I/O queues (answered, or
+    /// handed to an asynchronous bdev); SPDK's `completed_nvme_io`.
+    pub io_commands: AtomicU64,
 }
 
 impl CoreIo {
@@ -43,6 +54,29 @@ impl CoreIo {
     pub(crate) fn wrote(&self, bytes: usize) {
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.bytes_written.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A queue connected on this reactor (`admin`: queue 0).
+    pub(crate) fn queue_connected(&self, admin: bool) {
+        self.queues.fetch_add(1, Ordering::Relaxed);
+        let (total, now) = if admin {
+            (&self.admin_qpairs, &self.current_admin_qpairs)
+        } else {
+            (&self.io_qpairs, &self.current_io_qpairs)
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+        now.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A queue counted by [`CoreIo::queue_connected`] closed.
+    pub(crate) fn queue_closed(&self, admin: bool) {
+        self.queues.fetch_sub(1, Ordering::Relaxed);
+        let now = if admin {
+            &self.current_admin_qpairs
+        } else {
+            &self.current_io_qpairs
+        };
+        now.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -49,6 +49,15 @@ const ALL_METHODS: &[&str] = &[
     "bdev_nvme_attach_controller",
     "bdev_nvme_detach_controller",
     "bdev_nvme_get_controllers",
+    "bdev_get_iostat",
+    "nvmf_get_stats",
+    "nvmf_subsystem_get_controllers",
+    "nvmf_subsystem_get_qpairs",
+    "nvmf_subsystem_get_listeners",
+    "log_set_level",
+    "log_get_level",
+    "log_set_print_level",
+    "log_get_print_level",
     "framework_get_subsystems",
     "framework_get_config",
     "bdev_wait_for_examine",
@@ -60,6 +69,7 @@ const ALL_METHODS: &[&str] = &[
     "lull_supervisor_set_config",
     "lull_get_options",
     "lull_set_options",
+    "lull_bdev_delete",
 ];
 
 const INVALID_PARAMS: i64 = -32602;

@@ -493,17 +493,29 @@ pub fn bdev(a: BdevArgs) -> Result<(), String> {
             let list = call(s, "bdev_get_bdevs", json!({ "name": name }))
                 .map_err(|_| format!("bdev {name} does not exist (lull bdev list shows them)"))?;
             let product = list[0]["product_name"].as_str().unwrap_or("");
-            let method = match product {
-                "Malloc disk" => "bdev_malloc_delete",
-                "Null disk" => "bdev_null_delete",
-                "URING bdev" => "bdev_uring_delete",
-                other => {
-                    return Err(format!(
-                        "bdev {name} is a {other}; detach its NVMe controller instead (bdev_nvme_detach_controller)"
-                    ));
-                }
-            };
-            call(s, method, json!({ "name": name }))?;
+            if !matches!(product, "Malloc disk" | "Null disk" | "URING bdev") {
+                return Err(format!(
+                    "bdev {name} is a {product}; detach its NVMe controller instead (bdev_nvme_detach_controller)"
+                ));
+            }
+            // lull_bdev_delete answers with the namespaces removed with the bdev.
+            let r = call(s, "lull_bdev_delete", json!({ "name": name }))?;
+            let removed: Vec<String> = r["removed_namespaces"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .map(|n| format!("{} nsid {}", n["nqn"].as_str().unwrap_or("?"), n["nsid"]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if removed.is_empty() {
+                println!("deleted bdev {name} (it was no namespace)");
+            } else {
+                println!(
+                    "deleted bdev {name}; namespaces removed with it: {}",
+                    removed.join(", ")
+                );
+            }
         }
     }
     Ok(())

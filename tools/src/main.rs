@@ -248,6 +248,34 @@ fn init_logging(default: &str) {
         .try_init();
 }
 
+/// The daemon's logging: as [`init_logging`], behind a filter that SPDK's
+/// `log_set_level` and `log_set_print_level` replace at run time.
+fn init_target_logging(default: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
+    let (initial, filter) = match std::env::var("LULL_LOG")
+        .ok()
+        .and_then(|d| EnvFilter::try_new(&d).ok().map(|f| (d, f)))
+    {
+        Some(ok) => ok,
+        None => (
+            default.to_string(),
+            EnvFilter::try_new(default).unwrap_or_else(|_| "warn".into()),
+        ),
+    };
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if tracing_subscriber::registry().with(filter).with(fmt).try_init().is_ok() {
+        lull_engine::log_level::install(&initial, move |d| {
+            let f = EnvFilter::try_new(d).map_err(|e| e.to_string())?;
+            handle.reload(f).map_err(|e| e.to_string())
+        });
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Target(_)) {
@@ -265,7 +293,7 @@ fn main() -> ExitCode {
             ..
         }) => bench_target(a),
         Command::Bench(BenchArgs { which: None, matrix }) => bench_cmd::run(matrix),
-        Command::Target(a) => target_cmd::run(*a, init_logging),
+        Command::Target(a) => target_cmd::run(*a, init_target_logging),
         Command::Perf(a) => perf_cmd::run(a),
         Command::Status(a) => ctl_cmd::status(a),
         Command::Mode(a) => ctl_cmd::mode(a),

@@ -8,11 +8,13 @@ mod aligned;
 mod file;
 mod null;
 mod ram;
+pub mod stats;
 
 pub use aligned::AlignedBuf;
 pub use file::FileBdev;
 pub use null::NullBdev;
 pub use ram::RamBdev;
+pub use stats::BdevStats;
 
 use lull_reactor::Context;
 use thiserror::Error;

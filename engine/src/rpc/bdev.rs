@@ -9,18 +9,6 @@ use super::{RpcError, code};
 use crate::app::{App, Driver};
 use crate::config::{BdevKind, BdevSpec};
 
-/// Refuses a DIF/metadata or identity option lull does not implement, when
-/// it asks for something other than the default.
-fn unsupported(name: &str, v: &Option<Value>) -> Result<(), RpcError> {
-    match v {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(()),
-        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(()),
-        Some(other) => Err(RpcError::invalid(format!(
-            "Invalid parameters: {name} = {other} is not supported by lull"
-        ))),
-    }
-}
-
 fn uuid_param(u: &Option<String>) -> Result<Option<[u8; 16]>, RpcError> {
     u.as_deref()
         .map(|s| {
@@ -38,29 +26,11 @@ struct CreateParams {
     block_size: u32,
     physical_block_size: Option<u32>,
     uuid: Option<String>,
-    optimal_io_boundary: Option<Value>,
-    md_size: Option<Value>,
-    md_interleave: Option<Value>,
-    dif_type: Option<Value>,
-    dif_is_head_of_md: Option<Value>,
-    dif_pi_format: Option<Value>,
-    numa_id: Option<i64>,
 }
 
 fn create(app: &App, params: Value, malloc: bool) -> Result<Value, RpcError> {
     let p: CreateParams = decode(params)?;
     let uuid = uuid_param(&p.uuid)?;
-    for (n, v) in [
-        ("optimal_io_boundary", &p.optimal_io_boundary),
-        ("md_size", &p.md_size),
-        ("md_interleave", &p.md_interleave),
-        ("dif_type", &p.dif_type),
-        ("dif_is_head_of_md", &p.dif_is_head_of_md),
-        ("dif_pi_format", &p.dif_pi_format),
-    ] {
-        unsupported(n, v)?;
-    }
-    let _ = p.numa_id;
     if let Some(pbs) = p.physical_block_size
         && pbs != 0
         && pbs != p.block_size
@@ -143,6 +113,19 @@ fn delete(app: &App, params: Value, kind: &str) -> Result<Value, RpcError> {
     Ok(Value::Bool(true))
 }
 
+/// lull's `lull_bdev_delete`: deletes a malloc, null or uring bdev and says
+/// which namespaces went with it: `{"name": ..., "removed_namespaces":
+/// [{"nqn": ..., "nsid": ...}]}` (SPDK's `bdev_*_delete` answer `true`).
+pub(super) fn lull_bdev_delete(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: NameParams = decode(params)?;
+    let removed = app.delete_bdev(&p.name, "")?;
+    let ns: Vec<Value> = removed
+        .iter()
+        .map(|(nqn, nsid)| json!({"nqn": nqn, "nsid": nsid}))
+        .collect();
+    Ok(json!({"name": p.name, "removed_namespaces": ns}))
+}
+
 pub(super) fn bdev_malloc_delete(app: &App, params: Value) -> Result<Value, RpcError> {
     delete(app, params, "malloc")
 }
@@ -159,12 +142,26 @@ pub(super) fn bdev_uring_delete(app: &App, params: Value) -> Result<Value, RpcEr
 #[serde(deny_unknown_fields)]
 struct GetParams {
     name: Option<String>,
+    /// ms to wait for `name` to appear (SPDK's `timeout`, default 0).
     timeout: Option<u64>,
 }
 
+/// Longest `timeout` of `bdev_get_bdevs`, ms (an RPC thread waits that long).
+const MAX_GET_TIMEOUT_MS: u64 = 600_000;
+
 pub(super) fn bdev_get_bdevs(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: GetParams = decode(params)?;
-    let _ = p.timeout;
+    if let (Some(want), Some(ms)) = (&p.name, p.timeout) {
+        if ms > MAX_GET_TIMEOUT_MS {
+            return Err(RpcError::invalid(format!(
+                "Invalid parameters: timeout {ms}: allowed 0..={MAX_GET_TIMEOUT_MS} ms"
+            )));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        while app.bdev(want).is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
     let list: Vec<_> = app
         .bdevs()
         .into_iter()

@@ -8,12 +8,14 @@
 //! on a reactor); a request is answered before the next is read.
 
 mod bdev;
+mod compat;
 pub mod config_json;
 mod framework;
 mod lull;
 mod nvme;
 mod nvmf;
 mod params;
+mod stats;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -117,6 +119,15 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("bdev_nvme_attach_controller", nvme::bdev_nvme_attach_controller),
     ("bdev_nvme_detach_controller", nvme::bdev_nvme_detach_controller),
     ("bdev_nvme_get_controllers", nvme::bdev_nvme_get_controllers),
+    ("bdev_get_iostat", stats::bdev_get_iostat),
+    ("nvmf_get_stats", stats::nvmf_get_stats),
+    ("nvmf_subsystem_get_controllers", stats::nvmf_subsystem_get_controllers),
+    ("nvmf_subsystem_get_qpairs", stats::nvmf_subsystem_get_qpairs),
+    ("nvmf_subsystem_get_listeners", stats::nvmf_subsystem_get_listeners),
+    ("log_set_level", stats::log_set_level),
+    ("log_get_level", stats::log_get_level),
+    ("log_set_print_level", stats::log_set_print_level),
+    ("log_get_print_level", stats::log_get_print_level),
     // The state as an SPDK JSON config (config_json.rs).
     ("framework_get_subsystems", config_json::framework_get_subsystems),
     ("framework_get_config", config_json::framework_get_config),
@@ -129,7 +140,16 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("lull_supervisor_set_config", lull::lull_supervisor_set_config),
     ("lull_get_options", lull::lull_get_options),
     ("lull_set_options", lull::lull_set_options),
+    ("lull_bdev_delete", bdev::lull_bdev_delete),
 ];
+
+/// Runs `method`'s handler `h` as a request does: SPDK's parameters lull
+/// does not implement are taken off first when they carry SPDK's default,
+/// refused otherwise (`compat`). Every caller of a handler goes through here.
+pub(crate) fn invoke(app: &App, method: &str, h: Handler, mut params: Value) -> Result<Value, RpcError> {
+    compat::strip(method, &mut params)?;
+    h(app, params)
+}
 
 /// Executes one request object and returns the response object, or None
 /// for a notification (a request without `id`).
@@ -165,7 +185,7 @@ pub fn handle_request(app: &App, req: &Value) -> Option<Value> {
         ));
     }
     let result = match METHODS.iter().find(|(n, _)| *n == method) {
-        Some((_, f)) => f(app, params),
+        Some((_, f)) => invoke(app, method, *f, params),
         None => Err(RpcError {
             code: code::METHOD_NOT_FOUND,
             message: "Method not found".to_string(),

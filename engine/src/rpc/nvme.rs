@@ -22,22 +22,8 @@ struct SetOptions {
     timeout_us: Option<u64>,
     bdev_retry_count: Option<i64>,
     io_queue_requests: Option<u32>,
-    // SPDK options lull accepts and has no use for (its behaviour is fixed).
+    /// `none` (no timeout) or `reset`; SPDK's `abort` is not implemented.
     action_on_timeout: Option<String>,
-    timeout_admin_us: Option<u64>,
-    transport_retry_count: Option<u32>,
-    arbitration_burst: Option<u32>,
-    low_priority_weight: Option<u32>,
-    medium_priority_weight: Option<u32>,
-    high_priority_weight: Option<u32>,
-    delay_cmd_submit: Option<bool>,
-    transport_ack_timeout: Option<u32>,
-    disable_auto_failback: Option<bool>,
-    generate_uuids: Option<bool>,
-    transport_tos: Option<u32>,
-    nvme_error_stat: Option<bool>,
-    io_path_stat: Option<bool>,
-    allow_accel_sequence: Option<bool>,
 }
 
 pub(super) fn bdev_nvme_set_options(app: &App, params: Value) -> Result<Value, RpcError> {
@@ -49,22 +35,6 @@ pub(super) fn bdev_nvme_set_options(app: &App, params: Value) -> Result<Value, R
             "Invalid parameters: action_on_timeout {a}: lull supports none and reset"
         )));
     }
-    let _ = (
-        p.timeout_admin_us,
-        p.transport_retry_count,
-        p.arbitration_burst,
-        p.low_priority_weight,
-        p.medium_priority_weight,
-        p.high_priority_weight,
-        p.delay_cmd_submit,
-        p.transport_ack_timeout,
-        p.disable_auto_failback,
-        p.generate_uuids,
-        p.transport_tos,
-        p.nvme_error_stat,
-        p.io_path_stat,
-        p.allow_accel_sequence,
-    );
     app.update_nvme_options(|o| {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = p.$f { o.$f = v; } )* };
@@ -129,20 +99,12 @@ struct Attach {
     hostnqn: Option<String>,
     hdgst: Option<bool>,
     ddgst: Option<bool>,
-    num_io_queues: Option<u32>,
     ctrlr_loss_timeout_sec: Option<i32>,
     reconnect_delay_sec: Option<u32>,
     fast_io_fail_timeout_sec: Option<u32>,
-    // SPDK options lull accepts and has no use for.
-    priority: Option<String>,
-    hostaddr: Option<String>,
-    hostsvcid: Option<String>,
-    prchk_reftag: Option<bool>,
-    prchk_guard: Option<bool>,
-    fabrics_connect_timeout_us: Option<u64>,
+    /// One path per controller name: `disable`, and SPDK's default
+    /// `multipath` for a first path; `failover` is not implemented.
     multipath: Option<String>,
-    max_bdevs: Option<u32>,
-    allow_unrecognized_csi: Option<bool>,
 }
 
 /// The host NQN used when none is given: stable for this machine.
@@ -155,20 +117,15 @@ pub(crate) fn default_hostnqn() -> String {
 pub(super) fn bdev_nvme_attach_controller(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: Attach = decode(params)?;
     tcp(&p.trtype)?;
-    let _ = (
-        &p.adrfam,
-        &p.priority,
-        &p.hostaddr,
-        &p.hostsvcid,
-        p.prchk_reftag,
-        p.prchk_guard,
-        p.fabrics_connect_timeout_us,
-        &p.multipath,
-        p.max_bdevs,
-        p.allow_unrecognized_csi,
-        p.num_io_queues,
-    );
+    if let Some(m) = &p.multipath
+        && !matches!(m.as_str(), "disable" | "multipath")
+    {
+        return Err(RpcError::invalid(format!(
+            "Invalid parameters: multipath = {m}: lull does not implement failover paths; allowed disable, multipath"
+        )));
+    }
     let addr = socket_addr(&p.traddr, p.trsvcid.as_deref().unwrap_or("4420"))?;
+    check_adrfam(p.adrfam.as_deref(), &addr, &p.traddr)?;
     let Some(subnqn) = p.subnqn else {
         return Err(RpcError::invalid("Invalid parameters: subnqn is required for NVMe/TCP"));
     };
@@ -201,21 +158,62 @@ struct Detach {
     adrfam: Option<String>,
     trsvcid: Option<String>,
     subnqn: Option<String>,
-    hostaddr: Option<String>,
-    hostsvcid: Option<String>,
+}
+
+/// SPDK's `adrfam` (case-insensitive), when given, must fit the address.
+fn check_adrfam(adrfam: Option<&str>, addr: &std::net::SocketAddr, traddr: &str) -> Result<(), RpcError> {
+    let Some(f) = adrfam else { return Ok(()) };
+    let ok = match f.to_ascii_lowercase().as_str() {
+        "ipv4" => addr.is_ipv4(),
+        "ipv6" => addr.is_ipv6(),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(RpcError::invalid(format!(
+            "Invalid parameters: adrfam {f} does not fit traddr {traddr} (allowed IPv4, IPv6)"
+        )))
+    }
 }
 
 pub(super) fn bdev_nvme_detach_controller(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: Detach = decode(params)?;
-    let _ = (
-        &p.trtype,
-        &p.traddr,
-        &p.adrfam,
-        &p.trsvcid,
-        &p.subnqn,
-        &p.hostaddr,
-        &p.hostsvcid,
-    );
+    // SPDK detaches only the path that matches every part given; lull's
+    // controllers have one path, so a part that does not match it is -ENODEV.
+    if p.trtype.is_some() || p.traddr.is_some() || p.trsvcid.is_some() || p.subnqn.is_some() || p.adrfam.is_some() {
+        let Some((_, c, _)) = app.controllers().into_iter().find(|(n, _, _)| *n == p.name) else {
+            return Err(RpcError {
+                code: code::ENODEV,
+                message: format!("NVMe controller {} does not exist: No such device", p.name),
+            });
+        };
+        let t = c.trid();
+        let ip_matches = |a: &str| {
+            a.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip == t.addr.ip())
+        };
+        let matches = p.trtype.as_deref().is_none_or(|x| x.eq_ignore_ascii_case("tcp"))
+            && p.traddr.as_deref().is_none_or(ip_matches)
+            && p.trsvcid
+                .as_deref()
+                .is_none_or(|s| s.parse::<u16>() == Ok(t.addr.port()))
+            && p.subnqn.as_deref().is_none_or(|s| s == t.subnqn)
+            && p.adrfam
+                .as_deref()
+                .is_none_or(|f| f.eq_ignore_ascii_case(adrfam(&t.addr)));
+        if !matches {
+            return Err(RpcError {
+                code: code::ENODEV,
+                message: format!(
+                    "NVMe controller {}: no path matches the given trtype/traddr/trsvcid/subnqn: No such device",
+                    p.name
+                ),
+            });
+        }
+    }
     app.detach_controller(&p.name)?;
     Ok(Value::Bool(true))
 }

@@ -17,32 +17,17 @@ fn nqn(n: &str) -> &str {
     if n == "discovery" { DISCOVERY_NQN } else { n }
 }
 
-/// Decoded relaxed, as SPDK does for this method: options of other
+/// What lull implements of SPDK's transport options; the options of other
 /// transports (RDMA's `no_srq`, vfio-user's, ...) that clients send with
-/// their defaults are ignored.
+/// their defaults are taken off before (`compat`).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TransportParams {
     trtype: String,
-    tgt_name: Option<String>,
     in_capsule_data_size: Option<u32>,
     max_io_size: Option<u32>,
-    io_unit_size: Option<u32>,
     max_queue_depth: Option<u32>,
-    max_io_qpairs_per_ctrlr: Option<u32>,
-    max_qpairs_per_ctrlr: Option<u32>,
     max_aq_depth: Option<u32>,
-    num_shared_buffers: Option<u32>,
-    buf_cache_size: Option<u32>,
-    dif_insert_or_strip: Option<bool>,
-    c2h_success: Option<bool>,
-    sock_priority: Option<u32>,
-    abort_timeout_sec: Option<u32>,
-    zcopy: Option<bool>,
-    ack_timeout: Option<u32>,
-    data_wr_pool_size: Option<u32>,
-    disable_command_passthru: Option<bool>,
-    iobuf_small_cache_size: Option<u32>,
-    iobuf_large_cache_size: Option<u32>,
     /// lull: MAXH2CDATA advertised, bytes.
     max_h2c_data: Option<u32>,
 }
@@ -50,27 +35,6 @@ struct TransportParams {
 pub(super) fn nvmf_create_transport(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: TransportParams = decode(params)?;
     tcp(&p.trtype)?;
-    let _ = (
-        &p.tgt_name,
-        p.io_unit_size,
-        p.max_io_qpairs_per_ctrlr,
-        p.max_qpairs_per_ctrlr,
-        p.num_shared_buffers,
-        p.buf_cache_size,
-        p.c2h_success,
-        p.sock_priority,
-        p.abort_timeout_sec,
-        p.ack_timeout,
-        p.data_wr_pool_size,
-        p.disable_command_passthru,
-        p.iobuf_small_cache_size,
-        p.iobuf_large_cache_size,
-    );
-    if p.dif_insert_or_strip == Some(true) || p.zcopy == Some(true) {
-        return Err(RpcError::invalid(
-            "Invalid parameters: dif_insert_or_strip and zcopy are not supported by lull",
-        ));
-    }
     if let Some(m) = p.max_io_size
         && m != MAX_TRANSFER
     {
@@ -118,10 +82,8 @@ pub(super) fn nvmf_get_transports(app: &App, params: Value) -> Result<Value, Rpc
     #[serde(deny_unknown_fields)]
     struct P {
         trtype: Option<String>,
-        tgt_name: Option<String>,
     }
     let p: P = decode(params)?;
-    let _ = p.tgt_name;
     let t = app.transport();
     if let Some(tr) = &p.trtype {
         tcp(tr).map_err(|_| RpcError {
@@ -158,33 +120,14 @@ pub(super) fn nvmf_get_transports(app: &App, params: Value) -> Result<Value, Rpc
 #[serde(deny_unknown_fields)]
 struct CreateSubsystem {
     nqn: String,
-    tgt_name: Option<String>,
     serial_number: Option<String>,
     model_number: Option<String>,
     allow_any_host: Option<bool>,
     max_namespaces: Option<u32>,
-    ana_reporting: Option<bool>,
-    min_cntlid: Option<u16>,
-    max_cntlid: Option<u16>,
-    max_discard_size_kib: Option<u64>,
-    max_write_zeroes_size_kib: Option<u64>,
-    passthrough: Option<bool>,
-    enable_nssr: Option<bool>,
 }
 
 pub(super) fn nvmf_create_subsystem(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: CreateSubsystem = decode(params)?;
-    let _ = (&p.tgt_name, p.max_discard_size_kib, p.max_write_zeroes_size_kib);
-    if p.ana_reporting == Some(true) || p.passthrough == Some(true) || p.enable_nssr == Some(true) {
-        return Err(RpcError::invalid(
-            "Invalid parameters: ana_reporting, passthrough and enable_nssr are not supported by lull",
-        ));
-    }
-    if p.min_cntlid.is_some_and(|c| c != 1) || p.max_cntlid.is_some_and(|c| c != 0xFFEF) {
-        return Err(RpcError::invalid(
-            "Invalid parameters: lull allocates CNTLIDs from 1 to 65519; min_cntlid/max_cntlid cannot narrow that",
-        ));
-    }
     // SPDK's defaults: 20 zeroes and "SPDK bdev Controller"; lull's model is its own.
     let serial = p.serial_number.unwrap_or_else(|| "00000000000000000000".to_string());
     let model = p
@@ -202,12 +145,10 @@ pub(super) fn nvmf_create_subsystem(app: &App, params: Value) -> Result<Value, R
 #[serde(deny_unknown_fields)]
 struct NqnOnly {
     nqn: String,
-    tgt_name: Option<String>,
 }
 
 pub(super) fn nvmf_delete_subsystem(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: NqnOnly = decode(params)?;
-    let _ = p.tgt_name;
     app.delete_subsystem(nqn(&p.nqn))?;
     Ok(Value::Bool(true))
 }
@@ -217,13 +158,6 @@ pub(super) fn nvmf_delete_subsystem(app: &App, params: Value) -> Result<Value, R
 struct NsParams {
     bdev_name: String,
     nsid: Option<u32>,
-    nguid: Option<String>,
-    eui64: Option<String>,
-    uuid: Option<String>,
-    ptpl_file: Option<String>,
-    anagrpid: Option<u32>,
-    no_auto_visible: Option<bool>,
-    hide_metadata: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -231,23 +165,11 @@ struct NsParams {
 struct AddNs {
     nqn: String,
     namespace: NsParams,
-    tgt_name: Option<String>,
 }
 
 pub(super) fn nvmf_subsystem_add_ns(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: AddNs = decode(params)?;
-    let _ = p.tgt_name;
     let ns = p.namespace;
-    if ns.nguid.is_some() || ns.eui64.is_some() || ns.uuid.is_some() || ns.ptpl_file.is_some() {
-        return Err(RpcError::invalid(
-            "Invalid parameters: lull derives NGUID and UUID from the bdev; nguid, eui64, uuid and ptpl_file cannot be set",
-        ));
-    }
-    if ns.anagrpid.is_some_and(|a| a > 1) || ns.no_auto_visible == Some(true) || ns.hide_metadata == Some(true) {
-        return Err(RpcError::invalid(
-            "Invalid parameters: anagrpid, no_auto_visible and hide_metadata are not supported by lull",
-        ));
-    }
     let nsid = app.add_namespace(&p.nqn, &ns.bdev_name, ns.nsid.unwrap_or(0))?;
     Ok(json!(nsid))
 }
@@ -257,12 +179,10 @@ pub(super) fn nvmf_subsystem_add_ns(app: &App, params: Value) -> Result<Value, R
 struct RemoveNs {
     nqn: String,
     nsid: u32,
-    tgt_name: Option<String>,
 }
 
 pub(super) fn nvmf_subsystem_remove_ns(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: RemoveNs = decode(params)?;
-    let _ = p.tgt_name;
     app.remove_namespace(&p.nqn, p.nsid)?;
     Ok(Value::Bool(true))
 }
@@ -281,12 +201,6 @@ struct ListenAddress {
 struct ListenerParams {
     nqn: String,
     listen_address: ListenAddress,
-    tgt_name: Option<String>,
-    secure_channel: Option<bool>,
-    ana_state: Option<String>,
-    sock_impl: Option<String>,
-    anagrpid: Option<u32>,
-    numa_id: Option<i64>,
 }
 
 fn listener_addr(p: &ListenerParams) -> Result<std::net::SocketAddr, RpcError> {
@@ -311,12 +225,6 @@ fn listener_addr(p: &ListenerParams) -> Result<std::net::SocketAddr, RpcError> {
             )));
         }
     }
-    if p.secure_channel == Some(true) {
-        return Err(RpcError::invalid(
-            "Invalid parameters: secure_channel (TLS) is not supported by lull",
-        ));
-    }
-    let _ = (&p.tgt_name, &p.ana_state, &p.sock_impl, p.anagrpid, p.numa_id);
     Ok(addr)
 }
 
@@ -339,21 +247,10 @@ pub(super) fn nvmf_subsystem_remove_listener(app: &App, params: Value) -> Result
 struct HostParams {
     nqn: String,
     host: String,
-    tgt_name: Option<String>,
-    psk: Option<String>,
-    dhchap_key: Option<String>,
-    dhchap_ctrlr_key: Option<String>,
 }
 
 fn host_params(params: Value) -> Result<HostParams, RpcError> {
-    let p: HostParams = decode(params)?;
-    if p.psk.is_some() || p.dhchap_key.is_some() || p.dhchap_ctrlr_key.is_some() {
-        return Err(RpcError::invalid(
-            "Invalid parameters: psk and DH-HMAC-CHAP keys are not supported by lull",
-        ));
-    }
-    let _ = &p.tgt_name;
-    Ok(p)
+    decode(params)
 }
 
 pub(super) fn nvmf_subsystem_add_host(app: &App, params: Value) -> Result<Value, RpcError> {
@@ -373,12 +270,10 @@ pub(super) fn nvmf_subsystem_remove_host(app: &App, params: Value) -> Result<Val
 struct AllowAny {
     nqn: String,
     allow_any_host: bool,
-    tgt_name: Option<String>,
 }
 
 pub(super) fn nvmf_subsystem_allow_any_host(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: AllowAny = decode(params)?;
-    let _ = p.tgt_name;
     app.allow_any_host(&p.nqn, p.allow_any_host)?;
     Ok(Value::Bool(true))
 }
@@ -388,10 +283,8 @@ pub(super) fn nvmf_get_subsystems(app: &App, params: Value) -> Result<Value, Rpc
     #[serde(deny_unknown_fields)]
     struct P {
         nqn: Option<String>,
-        tgt_name: Option<String>,
     }
     let p: P = decode(params)?;
-    let _ = p.tgt_name;
     let want = p.nqn.as_deref().map(nqn);
     let target = app.target();
     let all_ports = target.listeners();

@@ -1,0 +1,188 @@
+//! What SPDK's Python clients (PyPI `spdk` 25.5 to 26.9) send: every option
+//! with its default is accepted, a non-default value of an option lull does
+//! not implement is refused naming it, and an unknown parameter stays refused.
+
+mod rpc_client;
+
+use rpc_client::{Daemon, INVALID_PARAMS, NQN};
+use serde_json::json;
+
+#[test]
+fn defaults_clients_send_are_accepted_and_the_rest_refused() {
+    let mut d = Daemon::start("compat");
+    let mut c = d.client();
+
+    // bdev_nvme_set_options as 26.9 sends it with no option given (25.5 also
+    // sends rdma_umr_per_io), then with every default SPDK documents.
+    let bare = json!({"allow_accel_sequence": false, "delay_cmd_submit": true, "disable_auto_failback": false,
+        "enable_flush": false, "generate_uuids": false, "io_path_stat": false, "nvme_error_stat": false,
+        "rdma_umr_per_io": false});
+    assert_eq!(c.ok("bdev_nvme_set_options", bare.clone()), true);
+    let full = json!({"timeout_admin_us": 0, "transport_retry_count": 4, "arbitration_burst": 0,
+        "low_priority_weight": 0, "medium_priority_weight": 0, "high_priority_weight": 0,
+        "transport_ack_timeout": 0, "transport_tos": 0, "rdma_srq_size": 0, "rdma_max_cq_size": 0,
+        "rdma_cm_event_timeout_ms": 0, "tcp_connect_timeout_ms": 0,
+        "dhchap_digests": ["sha384", "sha256", "sha512"],
+        "dhchap_dhgroups": ["null", "ffdhe2048", "ffdhe3072", "ffdhe4096", "ffdhe6144", "ffdhe8192"],
+        "multipath_opts": {"policy": "active_passive", "selector": "round_robin"},
+        "keep_alive_timeout_ms": 10000, "action_on_timeout": "none"});
+    assert_eq!(c.ok("bdev_nvme_set_options", full), true);
+    assert_eq!(
+        c.ok("bdev_nvme_get_options", json!(null))["keep_alive_timeout_ms"],
+        10000
+    );
+    for (k, v) in [
+        ("enable_flush", json!(true)),
+        ("rdma_umr_per_io", json!(true)),
+        ("transport_retry_count", json!(7)),
+        ("dhchap_digests", json!(["sha256"])),
+    ] {
+        let mut p = bare.clone();
+        p[k] = v;
+        let m = c.expect(INVALID_PARAMS, "bdev_nvme_set_options", p);
+        assert!(m.contains(k) && m.contains("does not implement"), "{k}: {m}");
+    }
+    let m = c.expect(INVALID_PARAMS, "bdev_nvme_set_options", json!({"bogus_option": 1}));
+    assert!(m.contains("bogus_option"), "{m}");
+    let m = c.expect(
+        INVALID_PARAMS,
+        "bdev_nvme_set_options",
+        json!({"action_on_timeout": "abort"}),
+    );
+    assert!(m.contains("action_on_timeout"), "{m}");
+
+    // The transport with every option nvmf_create_transport -t TCP sends,
+    // and SPDK's documented buffer tuning (-u 16384 -m 8).
+    assert_eq!(
+        c.ok(
+            "nvmf_create_transport",
+            json!({"trtype": "TCP", "c2h_success": true, "dif_insert_or_strip": false,
+                "disable_adaptive_irq": false, "disable_command_passthru": false, "disable_mappable_bar0": false,
+                "disable_shadow_doorbells": false, "no_srq": false, "no_wr_batching": false, "zcopy": false,
+                "io_unit_size": 16384, "max_io_qpairs_per_ctrlr": 8, "tgt_name": "nvmf_tgt"})
+        ),
+        true
+    );
+    let m = c.expect(
+        INVALID_PARAMS,
+        "nvmf_create_transport",
+        json!({"trtype": "TCP", "zcopy": true}),
+    );
+    assert!(m.contains("zcopy"), "{m}");
+
+    // Subsystem, namespace, listener and host with their clients' defaults.
+    c.ok(
+        "nvmf_create_subsystem",
+        json!({"nqn": NQN, "allow_any_host": true, "ana_reporting": false, "enable_nssr": false,
+            "passthrough": false, "min_cntlid": 1, "max_cntlid": 65519}),
+    );
+    let m = c.expect(
+        INVALID_PARAMS,
+        "nvmf_create_subsystem",
+        json!({"nqn": "nqn.2024-01.io.lull:x", "ana_reporting": true}),
+    );
+    assert!(m.contains("ana_reporting"), "{m}");
+    c.ok(
+        "bdev_malloc_create",
+        json!({"name": "M0", "num_blocks": 2048, "block_size": 512,
+        "dif_is_head_of_md": false, "md_interleave": false}),
+    );
+    let m = c.expect(
+        INVALID_PARAMS,
+        "bdev_malloc_create",
+        json!({"name": "M1", "num_blocks": 64,
+        "block_size": 512, "md_size": 8}),
+    );
+    assert!(m.contains("md_size"), "{m}");
+    c.ok(
+        "bdev_null_create",
+        json!({"name": "N0", "num_blocks": 64, "block_size": 512, "dif_is_head_of_md": false}),
+    );
+    assert_eq!(
+        c.ok(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": "M0", "no_auto_visible": false, "hide_metadata": false}})
+        ),
+        1
+    );
+    let m = c.expect(
+        INVALID_PARAMS,
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev_name": "N0", "ptpl_file": "/tmp/p"}}),
+    );
+    assert!(m.contains("namespace.ptpl_file"), "{m}");
+    let m = c.expect(
+        INVALID_PARAMS,
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev_name": "N0", "bogus": 1}}),
+    );
+    assert!(m.contains("bogus"), "{m}");
+    c.ok(
+        "nvmf_subsystem_add_host",
+        json!({"nqn": NQN, "host": rpc_client::HOSTNQN, "psk": null}),
+    );
+    let m = c.expect(
+        INVALID_PARAMS,
+        "nvmf_subsystem_add_host",
+        json!({"nqn": NQN, "host": rpc_client::HOSTNQN, "psk": "key0"}),
+    );
+    assert!(m.contains("psk"), "{m}");
+    let port = serve_port(&mut c);
+    let m = c.expect(
+        INVALID_PARAMS,
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": NQN, "secure_channel": true,
+            "listen_address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "0"}}),
+    );
+    assert!(m.contains("secure_channel"), "{m}");
+
+    // Attach as 26.9 sends it (disable_sq_flow_control and the other defaults).
+    let attach = json!({"name": "Nvme0", "trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": port.to_string(),
+        "subnqn": NQN, "hostnqn": rpc_client::HOSTNQN, "allow_unrecognized_csi": false, "ddgst": false,
+        "hdgst": false, "prchk_guard": false, "prchk_reftag": false, "disable_sq_flow_control": false,
+        "adrfam": "ipv4", "multipath": "disable"});
+    assert_eq!(c.ok("bdev_nvme_attach_controller", attach.clone()), json!(["Nvme0n1"]));
+    let mut bad = attach.clone();
+    bad["name"] = json!("Nvme1");
+    bad["disable_sq_flow_control"] = json!(true);
+    let m = c.expect(INVALID_PARAMS, "bdev_nvme_attach_controller", bad);
+    assert!(m.contains("disable_sq_flow_control"), "{m}");
+    let mut bad = attach.clone();
+    bad["name"] = json!("Nvme1");
+    bad["adrfam"] = json!("ipv6");
+    c.expect(INVALID_PARAMS, "bdev_nvme_attach_controller", bad);
+    // Detach with a path that is not the controller's: no such path.
+    c.expect(
+        rpc_client::ENODEV,
+        "bdev_nvme_detach_controller",
+        json!({"name": "Nvme0", "traddr": "127.0.0.2"}),
+    );
+    assert_eq!(
+        c.ok(
+            "bdev_nvme_detach_controller",
+            json!({"name": "Nvme0", "trtype": "TCP", "traddr": "127.0.0.1", "trsvcid": port.to_string(), "subnqn": NQN})
+        ),
+        true
+    );
+    // 26.5 and later send with_batches with save_config's framework_get_config.
+    for wb in [false, true] {
+        let v = c.ok("framework_get_config", json!({"name": "bdev", "with_batches": wb}));
+        assert!(v.is_array(), "{v}");
+    }
+    drop(c);
+    d.stop();
+}
+
+/// A listener for `NQN` (created already) on a free port.
+fn serve_port(c: &mut rpc_client::Client) -> u16 {
+    c.ok(
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": NQN, "secure_channel": false, "listen_address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "0"}}),
+    );
+    let subs = c.ok("nvmf_get_subsystems", json!({"nqn": NQN}));
+    subs[0]["listen_addresses"][0]["trsvcid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}

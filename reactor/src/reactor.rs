@@ -751,6 +751,13 @@ impl Context {
     }
 
     fn drain_inbox(&mut self) -> bool {
+        // `pop` on an empty queue ends in a SeqCst fence; `is_empty` is two
+        // plain loads. A polling reactor looks on every iteration, and the
+        // queue is nearly always empty. (An item pushed just after the look is
+        // seen next iteration, or by the re-check before any sleep.)
+        if self.shared.inbox.is_empty() {
+            return false;
+        }
         let mut handled = 0;
         while handled < MESSAGE_BATCH {
             let Some(Message(f)) = self.shared.inbox.pop() else {

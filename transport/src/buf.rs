@@ -103,9 +103,43 @@ pub(crate) struct SendBuf {
     /// send stream, so the host can tell whether the target can have seen
     /// a given PDU yet.
     total: u64,
+    /// `out[..init]` holds bytes written since the allocation was made (a
+    /// `clear` keeps them): [`grow`](Self::grow) may expose them again
+    /// without zeroing.
+    init: usize,
 }
 
 impl SendBuf {
+    /// Appends `n` bytes for the caller to overwrite completely (a bdev
+    /// reading straight into the PDU being built), returning them. Bytes the
+    /// allocation held before are reused as they are rather than zeroed
+    /// first: zeroing a 4 KiB read's room costs about as much as the copy
+    /// that writing in place saves. The caller must overwrite every byte or
+    /// `truncate` back, so stale bytes are never sent.
+    pub(crate) fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = self.out.len();
+        let end = start + n;
+        self.init = self.init.max(start);
+        if end <= self.init && end <= self.out.capacity() {
+            // SAFETY: `out[start..end]` lies inside `out[..init]`: bytes written
+            // into this allocation earlier (by the `resize` below or by the
+            // encoders). `clear` and `truncate` only shorten the length, and a
+            // growing reallocation copies the old block whole, so they are still
+            // initialised u8 values; `end` is within the capacity.
+            unsafe { self.out.set_len(end) };
+        } else {
+            self.out.resize(end, 0);
+            self.init = end;
+        }
+        &mut self.out[start..end]
+    }
+
+    /// Drops the bytes appended after the first `len` (a PDU whose data
+    /// could not be produced). Bytes already handed to `sent` stay.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.out.truncate(len.max(self.pos));
+    }
+
     /// What has not been sent yet.
     pub(crate) fn pending(&self) -> &[u8] {
         &self.out[self.pos..]

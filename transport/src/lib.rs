@@ -14,6 +14,7 @@
 //! protocol path is tested with byte vectors, and fuzzed.
 
 mod buf;
+mod cid_set;
 pub mod conn;
 pub mod fabrics;
 pub mod host;

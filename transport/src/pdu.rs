@@ -540,14 +540,31 @@ pub fn encode_data_pdu(
     digests: Digests,
     pda: u8,
 ) {
+    let ddgst = encode_data_pdu_header(out, pdu_type, header, data.len(), extra_flags, digests, pda);
+    out.extend_from_slice(data);
+    if ddgst {
+        out.extend_from_slice(&crc32c(data).to_le_bytes());
+    }
+}
+
+/// Appends the part of a data PDU that precedes its `datal` bytes of data
+/// (header, HDGST, padding to the peer's PDA), for a caller that writes the
+/// data in place after it (no intermediate copy). Returns whether a DDGST
+/// (CRC32C of the data, little endian) must follow the data.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_data_pdu_header(
+    out: &mut Vec<u8>,
+    pdu_type: PduType,
+    header: DataHeader,
+    datal: usize,
+    extra_flags: u8,
+    digests: Digests,
+    pda: u8,
+) -> bool {
     let hd = digests.hdgst_len(pdu_type);
-    let dd = if digests.data && !data.is_empty() {
-        DIGEST_LEN
-    } else {
-        0
-    };
+    let dd = if digests.data && datal > 0 { DIGEST_LEN } else { 0 };
     let pdo = data_offset_for(HLEN_24, hd, pda);
-    let plen = pdo + data.len() + dd;
+    let plen = pdo + datal + dd;
     let start = out.len();
     out.resize(start + pdo, 0);
     let b = &mut out[start..];
@@ -567,7 +584,7 @@ pub fn encode_data_pdu(
     }
     .write(b);
     DataHeader {
-        datal: data.len() as u32,
+        datal: datal as u32,
         ..header
     }
     .write(b);
@@ -575,10 +592,7 @@ pub fn encode_data_pdu(
         let d = crc32c(&b[..HLEN_24]);
         put32(b, HLEN_24, d);
     }
-    out.extend_from_slice(data);
-    if dd > 0 {
-        out.extend_from_slice(&crc32c(data).to_le_bytes());
-    }
+    dd > 0
 }
 
 /// Appends a C2HTermReq or H2CTermReq (section 3.6.2.4/5): FES, FEI and up

@@ -15,7 +15,7 @@
 //! bound from the header alone, before any byte of payload is buffered, so no
 //! allocation is ever sized by a peer's PLEN or DATAL.
 
-use std::collections::HashMap;
+use crate::cid_set::{CidSet, Held};
 
 use crate::buf::{RecvBuf, SendBuf};
 use crate::fabrics::fctype;
@@ -124,7 +124,11 @@ impl Direction {
 struct Transfer {
     cid: u16,
     sqe: Sqe,
+    /// The data so far. H2CData arrives in order (DATAO must be `next`), so
+    /// it is appended: the buffer is never zeroed first.
     buf: Vec<u8>,
+    /// Bytes the R2T asked for.
+    len: u32,
     /// Next DATAO we expect.
     next: u32,
     digest_error: bool,
@@ -142,7 +146,7 @@ pub struct TargetQueue {
     sqhd: u16,
     sq_flow_control_disabled: bool,
     /// CIDs of commands received and not yet completed, with their opcodes.
-    outstanding: HashMap<u16, u8>,
+    outstanding: CidSet,
     /// TTAG = index; `None` when free.
     transfers: Vec<Option<Transfer>>,
     recv: RecvBuf,
@@ -169,7 +173,7 @@ impl TargetQueue {
             sq_entries: INITIAL_SQ_ENTRIES,
             sqhd: 0,
             sq_flow_control_disabled: false,
-            outstanding: HashMap::new(),
+            outstanding: CidSet::default(),
             transfers: Vec::new(),
             recv: RecvBuf::default(),
             send: SendBuf::default(),
@@ -402,7 +406,7 @@ impl TargetQueue {
         if h.datal > self.config.maxh2cdata {
             return Err(FatalError::status(Fes::DataTransferLimitExceeded));
         }
-        if h.datao != tr.next || u64::from(h.datao) + u64::from(h.datal) > tr.buf.len() as u64 {
+        if h.datao != tr.next || u64::from(h.datao) + u64::from(h.datal) > u64::from(tr.len) {
             return Err(FatalError::status(Fes::DataTransferOutOfRange));
         }
         if h.datal as usize != data_len {
@@ -476,17 +480,17 @@ impl TargetQueue {
             return Err(FatalError::status(Fes::PduSequenceError));
         }
         self.sqhd = ((u32::from(self.sqhd) + 1) % self.sq_entries.max(1)) as u16;
-        match self.outstanding.get(&cid) {
+        match self.outstanding.lookup(cid) {
             // A host that tears its admin queue down forgets the Asynchronous
             // Event Requests it left with the controller and reuses their CIDs
             // (SPDK's initiator does for the Property Get/Set of a shutdown; the
             // kernel target never checks). An AER only waits for an event, so
             // the new command takes the CID over; the controller forgets the
             // AER when it sees an admin command with its CID.
-            Some(&old) if self.qid == 0 && old == admin_opc::ASYNC_EVENT_REQUEST => {
+            Held::ByAer => {
                 tracing::debug!(cid, "admin command reuses an outstanding AER's CID: the AER is dropped");
             }
-            Some(_) => {
+            Held::ByCommand => {
                 // Answer without tracking: the first command with this CID keeps its slot.
                 self.send_cqe(Cqe {
                     cid,
@@ -495,9 +499,9 @@ impl TargetQueue {
                 });
                 return Ok(());
             }
-            None => {}
+            Held::Free => {}
         }
-        self.outstanding.insert(cid, sqe.opc());
+        self.outstanding.insert(cid, sqe.opc(), self.qid == 0);
         if !ddgst_ok {
             self.complete(Cqe {
                 cid,
@@ -582,7 +586,8 @@ impl TargetQueue {
         self.transfers[ttag] = Some(Transfer {
             cid,
             sqe,
-            buf: vec![0; len as usize],
+            buf: Vec::with_capacity(len as usize),
+            len,
             next: 0,
             digest_error: false,
         });
@@ -594,11 +599,13 @@ impl TargetQueue {
         let Some(tr) = self.transfers.get_mut(h.ttag as usize).and_then(Option::as_mut) else {
             return Err(FatalError::field(crate::pdu::data_offset::TTAG));
         };
-        let at = h.datao as usize;
-        tr.buf[at..at + data.len()].copy_from_slice(data);
+        // The header check made DATAO the next expected offset, so this
+        // appends at `datao`.
+        debug_assert_eq!(h.datao as usize, tr.buf.len());
+        tr.buf.extend_from_slice(data);
         tr.next += h.datal;
         tr.digest_error |= !ddgst_ok;
-        let done = tr.next as usize == tr.buf.len();
+        let done = tr.next == tr.len;
         if last != done {
             // LAST_PDU must be set on, and only on, the PDU that ends the transfer.
             return Err(FatalError::field(crate::pdu::offset::FLAGS));
@@ -632,7 +639,7 @@ impl TargetQueue {
     /// Completes a command: queues its CapsuleResp (SQHD and SQID are filled
     /// in). A CID that is not outstanding is ignored (returns false).
     pub fn complete(&mut self, cqe: Cqe) -> bool {
-        if self.state == State::Terminated || self.outstanding.remove(&cqe.cid).is_none() {
+        if self.state == State::Terminated || !self.outstanding.remove(cqe.cid) {
             return false;
         }
         self.send_cqe(cqe);
@@ -644,16 +651,44 @@ impl TargetQueue {
     /// disabled SQ flow control and the completion is a plain success, the
     /// SUCCESS flag on the last C2HData instead (NVMe/TCP 1.0 section 3.6.2.8).
     pub fn complete_with_data(&mut self, cqe: Cqe, data: &[u8]) -> bool {
-        if self.state == State::Terminated || !self.outstanding.contains_key(&cqe.cid) {
-            return false;
+        let copied = self.complete_with_data_from(cqe, data.len(), |offset, dst| {
+            dst.copy_from_slice(&data[offset..offset + dst.len()]);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        copied.unwrap_or_else(|never| match never {})
+    }
+
+    /// [`complete_with_data`](Self::complete_with_data) for `len` bytes that
+    /// `fill(offset, dst)` writes straight into the PDUs being built (a RAM
+    /// bdev's read copies once, into the send buffer, instead of into a
+    /// scratch buffer and from there). `fill` is called once per C2HData PDU
+    /// in order, with the byte offset of `dst` in the transfer; a chunk is a
+    /// multiple of 4096 bytes, so with block sizes up to 4 KiB every offset is
+    /// a block boundary. `fill` must write all of `dst`. If it fails, nothing
+    /// of this command stays queued, the command stays outstanding, and its
+    /// error is returned for the caller to complete the command with a status.
+    ///
+    /// # Errors
+    /// `fill`'s error.
+    pub fn complete_with_data_from<E>(
+        &mut self,
+        cqe: Cqe,
+        len: usize,
+        mut fill: impl FnMut(usize, &mut [u8]) -> Result<(), E>,
+    ) -> Result<bool, E> {
+        if self.state == State::Terminated || !self.outstanding.contains(cqe.cid) {
+            return Ok(false);
         }
-        if data.is_empty() {
-            return self.complete(cqe);
+        if len == 0 {
+            return Ok(self.complete(cqe));
         }
-        let chunk = self.config.c2h_chunk.max(4096) as usize;
+        let chunk = (self.config.c2h_chunk.max(4096) & !4095) as usize;
         let success_flag = self.sq_flow_control_disabled && cqe.status.is_success() && cqe.dw0 == 0 && cqe.dw1 == 0;
-        let n = data.len().div_ceil(chunk);
-        for (i, part) in data.chunks(chunk).enumerate() {
+        let start = self.send.out.len();
+        let n = len.div_ceil(chunk);
+        for i in 0..n {
+            let offset = i * chunk;
+            let part = chunk.min(len - offset);
             let last = i + 1 == n;
             let mut f = if last { flags::LAST_PDU } else { 0 };
             if last && success_flag {
@@ -662,10 +697,10 @@ impl TargetQueue {
             let h = DataHeader {
                 cccid: cqe.cid,
                 ttag: 0,
-                datao: (i * chunk) as u32,
-                datal: part.len() as u32,
+                datao: offset as u32,
+                datal: part as u32,
             };
-            crate::pdu::encode_data_pdu(
+            let ddgst = crate::pdu::encode_data_pdu_header(
                 &mut self.send.out,
                 PduType::C2HData,
                 h,
@@ -674,12 +709,21 @@ impl TargetQueue {
                 self.digests,
                 self.hpda,
             );
+            let dst = self.send.grow(part);
+            if let Err(e) = fill(offset, dst) {
+                self.send.truncate(start);
+                return Err(e);
+            }
+            if ddgst {
+                let crc = crate::pdu::crc32c(dst);
+                self.send.out.extend_from_slice(&crc.to_le_bytes());
+            }
         }
         if success_flag {
-            self.outstanding.remove(&cqe.cid);
-            true
+            self.outstanding.remove(cqe.cid);
+            Ok(true)
         } else {
-            self.complete(cqe)
+            Ok(self.complete(cqe))
         }
     }
 

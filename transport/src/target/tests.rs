@@ -624,6 +624,125 @@ fn reads_are_sent_as_c2h_data_then_capsule_resp_or_success() {
     assert_eq!(q.outstanding(), 0);
 }
 
+/// A queue with small C2HData chunks and both digests, and a read of `len`
+/// bytes outstanding as CID `cid`.
+fn read_outstanding(cid: u16, len: u32) -> TargetQueue {
+    let mut q = TargetQueue::new(TargetQueueConfig {
+        c2h_chunk: 8192,
+        ..TargetQueueConfig::default()
+    });
+    q.feed(&icreq(3));
+    q.process().unwrap();
+    let resp = q.pending_send().to_vec();
+    q.sent(resp.len());
+    q.take_events();
+    q.set_connected(1, 128, false);
+    let d = Digests {
+        header: true,
+        data: true,
+    };
+    q.feed(&capsule(&read_sqe(cid, len), &[], d));
+    q.process().unwrap();
+    assert_eq!(q.take_commands().len(), 1);
+    q
+}
+
+#[test]
+fn data_written_in_place_goes_out_as_the_same_pdus_as_copied_data() {
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+    let mut copied = read_outstanding(4, 20_000);
+    assert!(copied.complete_with_data(
+        Cqe {
+            cid: 4,
+            ..Cqe::default()
+        },
+        &data
+    ));
+    let mut filled = read_outstanding(4, 20_000);
+    let mut offsets = Vec::new();
+    let r = filled.complete_with_data_from(
+        Cqe {
+            cid: 4,
+            ..Cqe::default()
+        },
+        data.len(),
+        |off, dst| {
+            offsets.push((off, dst.len()));
+            dst.copy_from_slice(&data[off..off + dst.len()]);
+            Ok::<(), ()>(())
+        },
+    );
+    assert_eq!(r, Ok(true));
+    assert_eq!(
+        offsets,
+        [(0, 8192), (8192, 8192), (16384, 3616)],
+        "one call per PDU, in order"
+    );
+    assert_eq!(
+        filled.pending_send(),
+        copied.pending_send(),
+        "headers, data and digests identical"
+    );
+    assert_eq!(
+        pdus(filled.pending_send()).len(),
+        4,
+        "three C2HData and the CapsuleResp"
+    );
+}
+
+#[test]
+fn data_that_cannot_be_produced_leaves_nothing_queued_and_reuse_sends_no_stale_bytes() {
+    let mut q = read_outstanding(4, 16384);
+    // Something else is queued already (a completion of another command).
+    q.send_cqe(Cqe {
+        cid: 99,
+        ..Cqe::default()
+    });
+    let before = q.pending_send().to_vec();
+    // The second chunk fails: the first chunk's PDU must go too.
+    let r = q.complete_with_data_from(
+        Cqe {
+            cid: 4,
+            ..Cqe::default()
+        },
+        16384,
+        |off, dst| {
+            if off == 0 {
+                dst.fill(0xAA);
+                Ok(())
+            } else {
+                Err("media error")
+            }
+        },
+    );
+    assert_eq!(r, Err("media error"));
+    assert_eq!(q.pending_send(), &before[..], "nothing of the failed read stays queued");
+    assert_eq!(q.outstanding(), 1, "the caller completes it with a status");
+    // Everything sent: the buffer's old bytes are reused, and a fill that
+    // writes every byte is all that goes out.
+    let n = q.pending_send().len();
+    q.sent(n);
+    let r = q.complete_with_data_from(
+        Cqe {
+            cid: 4,
+            ..Cqe::default()
+        },
+        16384,
+        |_, dst| {
+            dst.fill(0x5C);
+            Ok::<(), ()>(())
+        },
+    );
+    assert_eq!(r, Ok(true));
+    let p = pdus(q.pending_send());
+    for pdu in &p[..2] {
+        let ch = CommonHeader::parse(pdu).unwrap();
+        let data = &pdu[usize::from(ch.pdo)..usize::from(ch.pdo) + 8192];
+        assert!(data.iter().all(|&b| b == 0x5C));
+        assert_eq!(le32(pdu, usize::from(ch.pdo) + 8192), crate::pdu::crc32c(data));
+    }
+}
+
 #[test]
 fn cid_conflict_is_answered_without_disturbing_the_first() {
     let mut q = live(0);

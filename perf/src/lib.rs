@@ -7,6 +7,7 @@
 //! generator (a blocking host queue) on another core.
 
 mod affinity;
+pub mod arrival;
 mod baseline;
 #[cfg(feature = "glommio")]
 mod glommio_ref;

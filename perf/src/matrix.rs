@@ -87,6 +87,7 @@ pub fn workloads(time: Duration, ramp: Duration) -> Vec<Workload> {
         verify: false,
         verify_state: None,
         flush_every: 0,
+        rate: None,
     };
     vec![
         w(Rw::RandRead, 4096, 32),

@@ -134,8 +134,9 @@ impl Schedule {
         Schedule {
             arrival,
             mean_gap_ns: 1e9 / iops.max(1e-9),
-            // A zero state would stay zero forever.
-            rng: seed | 1,
+            // Scrambled so that nearby seeds start far apart; a zero state
+            // would stay zero forever.
+            rng: (seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xBF58_476D_1CE4_E5B9).max(1),
             v: 0.0,
             first: true,
             phase: phase.clamp(0.0, 1.0),

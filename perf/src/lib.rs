@@ -13,6 +13,8 @@ mod baseline;
 mod glommio_ref;
 pub mod inproc;
 mod latency;
+pub mod load_plot;
+pub mod load_sweep;
 pub mod matrix;
 pub mod nvme_perf;
 pub mod reactor_bench;

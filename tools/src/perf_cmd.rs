@@ -22,10 +22,28 @@ fn parse_policy(s: &str) -> Result<lull_reactor::supervisor::Policy, String> {
         .map_err(|_| format!("`{s}` is not a mode; use poll, interrupt, hybrid or adaptive"))
 }
 
-/// Initiator settings shared by `lull perf` and `lull bench` (SPDK
-/// `bdev_nvme_set_options` names, with `-` for `_`).
+/// Initiator settings shared by `lull perf` and `lull bench`: the queue
+/// count and the connection's settings.
 #[derive(Args, Clone, Debug)]
 pub struct InitiatorArgs {
+    /// I/O queues to connect (spread over the initiator's cores), 1 to 64.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 64))]
+    pub queues: u64,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+impl std::ops::Deref for InitiatorArgs {
+    type Target = ConnArgs;
+    fn deref(&self) -> &ConnArgs {
+        &self.conn
+    }
+}
+
+/// The connection's settings (SPDK `bdev_nvme_set_options` names, with `-`
+/// for `_`), shared by every command that connects lull's initiator.
+#[derive(Args, Clone, Debug)]
+pub struct ConnArgs {
     /// Our host NQN.
     #[arg(long, default_value = DEFAULT_HOSTNQN)]
     pub hostnqn: String,
@@ -35,9 +53,6 @@ pub struct InitiatorArgs {
     /// Ask for the data digest (DDGST).
     #[arg(long)]
     pub ddgst: bool,
-    /// I/O queues to connect (spread over the initiator's cores), 1 to 64.
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 64))]
-    pub queues: u64,
     /// Entries per I/O queue, 2 to 4096.
     #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = crate::ranged(2, 4096))]
     pub io_queue_size: u64,
@@ -61,7 +76,7 @@ pub struct InitiatorArgs {
     pub timeout_us: u64,
 }
 
-impl InitiatorArgs {
+impl ConnArgs {
     /// The engine's options with these poll periods (us), validated.
     pub fn options(&self, ioq_us: u64, adminq_us: u64) -> Result<NvmeOptions, String> {
         let o = NvmeOptions {

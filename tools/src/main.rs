@@ -109,6 +109,15 @@ enum Bench {
     ///
     /// Example: lull bench target --time 5 --json
     Target(TargetBenchArgs),
+    /// CPU against latency at the loads storage nodes run: offered loads from
+    /// idle to max (open loop), each configuration (poll, interrupt at each
+    /// I/O queue poll period, hybrid at each spin window, adaptive) in turn;
+    /// prints a verdict (the cheapest configuration within +10 %, +50 us and
+    /// +500 us of poll's p99 at each load) and the table, writes CSV, JSON and
+    /// two plots.
+    ///
+    /// Example: lull bench load --loads 0,1k,10k,max --periods 0,100,250,500,1000 --spin-us 20,50 --rounds 3
+    Load(bench_cmd::LoadArgs),
 }
 
 #[derive(Args)]
@@ -292,6 +301,10 @@ fn main() -> ExitCode {
             which: Some(Bench::Target(a)),
             ..
         }) => bench_target(a),
+        Command::Bench(BenchArgs {
+            which: Some(Bench::Load(a)),
+            ..
+        }) => bench_cmd::run_load(a),
         Command::Bench(BenchArgs { which: None, matrix }) => bench_cmd::run(matrix),
         Command::Target(a) => target_cmd::run(*a, init_target_logging),
         Command::Perf(a) => perf_cmd::run(a),

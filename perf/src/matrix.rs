@@ -100,6 +100,7 @@ pub fn workloads(time: Duration, ramp: Duration) -> Vec<Workload> {
 }
 
 /// One side's reactors and supervisor, when we control them.
+#[derive(Clone)]
 pub struct Side {
     /// Its reactors.
     pub reactors: Vec<ReactorHandle>,

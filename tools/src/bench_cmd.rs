@@ -1,5 +1,5 @@
-//! `lull bench` with no subcommand: the comparison matrix; `lull bench
-//! load`: the load sweep and its verdict.
+//! `lull bench` with no subcommand: a short load sweep and its verdict,
+//! then the comparison matrix; `lull bench load`: the full load sweep.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,13 +10,13 @@ use std::time::Duration;
 use clap::Args;
 use lull_engine::nvme::{NvmeController, NvmeTrid};
 use lull_perf::inproc::{INPROC_NQN, InprocTarget};
-use lull_perf::matrix::{self, CONFIGS, MatrixRun, Side};
 use lull_perf::load_sweep::{self, LoadRow, LoadSweep};
+use lull_perf::matrix::{self, CONFIGS, MatrixRun, Side};
 use lull_perf::nvme_perf::{self, Rw, TargetCpu};
 use lull_reactor::supervisor::{self, Policy, SupervisorConfig};
 use lull_reactor::{CoreList, Mode};
 
-use crate::perf_cmd::{ConnArgs, InitiatorArgs, default_split, parse_addr, progress_bar, start_reactors, stop_flag};
+use crate::perf_cmd::{ConnArgs, default_split, parse_addr, progress_bar, start_reactors, stop_flag};
 
 /// `lull bench` (the matrix) arguments.
 #[derive(Args)]
@@ -29,41 +29,28 @@ pub struct MatrixArgs {
     ramp_ms: u64,
     /// Rounds (1 to 100): each configuration runs each workload this many
     /// times, interleaved; the table shows the round with the median IOPS.
-    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = crate::ranged(1, 100))]
+    /// The load sweep before the matrix runs this many rounds too.
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = crate::ranged(1, 100))]
     rounds: u64,
-    /// Idle window per configuration, s (1 to 3600).
-    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = crate::ranged(1, 3600))]
+    /// Idle window per configuration in the matrix, s (1 to 3600).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = crate::ranged(1, 3600))]
     idle_secs: u64,
-    /// Run against this external target ADDR[:PORT] instead of an in-process one
-    /// (only the initiator's side changes between configurations, unless --target-rpc).
-    #[arg(long, value_parser = parse_addr)]
-    target: Option<SocketAddr>,
-    /// Subsystem NQN on the external target.
-    #[arg(long, default_value = "nqn.2024-01.io.lull:vol0")]
-    subnqn: String,
-    /// The external target's process, for its CPU column.
-    #[arg(long, conflicts_with = "target_rpc")]
-    target_pid: Option<u32>,
-    /// The external target is a `lull target` daemon with this JSON-RPC socket:
-    /// each configuration also sets the daemon's mode policy (lull_reactor_set_mode),
-    /// and its reactors' CPU and wakeups fill the target columns.
-    #[arg(long, value_name = "SOCKET", requires = "target")]
-    target_rpc: Option<std::path::PathBuf>,
-    /// Two CPUs: the target's then the initiator's (default: first and last usable).
-    #[arg(long, value_parser = crate::parse_cores)]
-    cores: Option<CoreList>,
-    /// Configurations to run, by name (comma-separated; default all six:
+    /// Configurations of the matrix, by name (comma-separated; default all six:
     /// poll, interrupt-ioq1000, interrupt-ioq100, event-driven, hybrid, adaptive).
     #[arg(long, value_delimiter = ',', value_parser = parse_config)]
     configs: Vec<usize>,
-    /// Output directory (default: ./lull-bench-UNIXTIME).
+    /// Offered loads of the short load sweep run first (its verdict is
+    /// printed first): 0 (idle), IOPS with optional k/m, or max.
+    #[arg(long, value_delimiter = ',', default_value = "0,1k,10k,50k", value_parser = load_sweep::Load::parse)]
+    loads: Vec<load_sweep::Load>,
+    /// Skip the load sweep: the matrix only.
     #[arg(long)]
-    out: Option<PathBuf>,
-    /// Print the JSON array instead of the tables.
-    #[arg(long)]
-    json: bool,
+    no_load_sweep: bool,
+    /// I/O queues to connect for the matrix (spread over the initiator's cores), 1 to 64.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 64))]
+    queues: u64,
     #[command(flatten)]
-    init: InitiatorArgs,
+    common: CommonArgs,
 }
 
 fn parse_config(s: &str) -> Result<usize, String> {
@@ -81,114 +68,125 @@ fn parse_config(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{s}`: configurations are {}", names.join(", ")))
 }
 
+/// The load sweep `lull bench` runs before the matrix: 4k random read,
+/// one queue, QD cap 32, the load sweep's default configurations.
+fn main_sweep(a: &MatrixArgs) -> Plan {
+    Plan {
+        loads: a.loads.clone(),
+        workloads: vec![Rw::RandRead],
+        queues: vec![1],
+        qd: 32,
+        time: Duration::from_secs(a.time),
+        ramp: Duration::from_millis(a.ramp_ms),
+        idle: Duration::from_secs(1),
+        rounds: a.rounds as u32,
+        configs: load_sweep::configs(&[0, 250, 1000], &[50]),
+    }
+}
+
 pub fn run(a: MatrixArgs) -> Result<(), String> {
     let stop = stop_flag()?;
-    let (mut tcore, mut icore, mut pin) = default_split()?;
-    if let Some(c) = &a.cores {
-        c.validate_online().map_err(|e| format!("--cores: {e}"))?;
-        match c.cores() {
-            [t, i] => (tcore, icore, pin) = (*t, *i, true),
-            _ => return Err(format!("--cores {c}: give two CPUs, the target's then the initiator's")),
-        }
-    }
     let configs: Vec<_> = if a.configs.is_empty() {
         CONFIGS.to_vec()
     } else {
         a.configs.iter().map(|&i| CONFIGS[i].clone()).collect()
     };
     // Each configuration sets the periods itself (at run time).
-    let opts = a.init.options(0, 0)?;
-    let core = |c| CoreList::try_from(vec![c]).map_err(|e| e.to_string());
-    let mut inproc = None;
-    let (addr, subnqn, target_side, target_cpu) = match a.target {
-        Some(addr) => (
-            addr,
-            a.subnqn.clone(),
-            None,
-            match (&a.target_rpc, a.target_pid) {
-                (Some(sock), _) => crate::ctl_cmd::target_sampler(sock.clone()),
-                (None, Some(pid)) => TargetCpu::Pid(pid),
-                (None, None) => TargetCpu::None,
-            },
-        ),
-        None => {
-            let t = InprocTarget::start(core(tcore)?, pin, Mode::Interrupt, 256 << 20)?;
-            let sup = supervisor::start(&t.reactors, SupervisorConfig::with_policy(Policy::Interrupt))
-                .map_err(|e| e.to_string())?;
-            let side = Side {
-                reactors: t.reactors.handles().to_vec(),
-                supervisor: sup,
-            };
-            let (addr, cpu) = (t.addr, TargetCpu::Reactors(t.reactors.handles().to_vec()));
-            inproc = Some(t);
-            (addr, INPROC_NQN.to_string(), Some(side), cpu)
-        }
-    };
-    let (reactors, sup) = start_reactors(core(icore)?, pin, Policy::Interrupt, Duration::from_micros(200))?;
-    let trid = NvmeTrid::new(addr, &subnqn, &a.init.hostnqn);
-    let ctrlr = NvmeController::attach("bench0", trid, opts, reactors.handles(), a.init.queues as u16)
-        .map_err(|e| e.to_string())?;
+    let opts = a.common.conn.options(0, 0)?;
+    let plan = (!a.no_load_sweep && !a.loads.is_empty()).then(|| main_sweep(&a));
+    let bed = Bed::start(&a.common)?;
     let time = Duration::from_secs(a.time);
     let ramp = Duration::from_millis(a.ramp_ms);
     let idle = Duration::from_secs(a.idle_secs);
     let per_config =
         (time + ramp + Duration::from_millis(40)) * 6 * a.rounds as u32 + idle + Duration::from_millis(400);
+    let sweep_secs = plan.as_ref().map_or(0, Plan::estimate);
     eprintln!(
-        "lull bench: target {} on CPU {tcore}, initiator on CPU {icore}{}; {} configurations x 6 workloads x {} rounds x {} s + {} s idle: about {} s",
-        if a.target.is_some() {
-            format!("{addr} (external)")
-        } else {
-            "in-process, RAM bdev".into()
-        },
-        if pin { "" } else { " (one CPU: both share it, unpinned)" },
+        "lull bench: {}; load sweep ({} configurations x loads {} x {} rounds, about {sweep_secs} s), then {} configurations x 6 workloads x {} rounds x {} s + {} s idle: about {} s in all",
+        describe(&bed, a.common.target.is_some()),
+        plan.as_ref().map_or(0, |p| p.configs.len()),
+        plan.as_ref().map_or_else(
+            || "none".into(),
+            |p| p.loads.iter().map(|l| l.label()).collect::<Vec<_>>().join(",")
+        ),
+        a.rounds,
         configs.len(),
         a.rounds,
         a.time,
         a.idle_secs,
-        (per_config * configs.len() as u32).as_secs()
+        (per_config * configs.len() as u32).as_secs() + sweep_secs
     );
-    let m = MatrixRun {
-        ctrlr: &ctrlr,
-        initiator: Side {
-            reactors: reactors.handles().to_vec(),
-            supervisor: sup,
+    let load_rows = match plan {
+        Some(p) => match sweep(&bed, &a.common, p, &stop, "lull bench: load sweep") {
+            Ok(r) => Some(r),
+            Err(e) => {
+                bed.shutdown();
+                return Err(e);
+            }
         },
-        target: target_side,
-        target_policy: a
-            .target_rpc
-            .clone()
-            .map(|sock| Box::new(move |p| crate::ctl_cmd::set_target_policy(&sock, p)) as Box<dyn Fn(_) -> _ + Sync>),
-        target_cpu,
-        time,
-        ramp,
-        idle,
-        rounds: a.rounds as u32,
-        configs,
+        None => None,
     };
-    let pb = progress_bar(a.json, "lull bench");
-    let rows = matrix::run(&m, &stop, |c, w, i, n| {
-        pb.set_position((i * 1000 / n.max(1)) as u64);
-        pb.set_message(format!("{c}: {w}"));
-    });
-    pb.finish_and_clear();
-    ctrlr.detach();
-    let _ = reactors.shutdown();
-    if let Some(t) = inproc {
-        let _ = t.reactors.shutdown();
-    }
+    let ctrlr = if stop.load(Ordering::Relaxed) {
+        None
+    } else {
+        let trid = NvmeTrid::new(bed.addr, &bed.subnqn, &a.common.conn.hostnqn);
+        match NvmeController::attach("bench0", trid, opts, bed.reactors.handles(), a.queues as u16) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                bed.shutdown();
+                return Err(e.to_string());
+            }
+        }
+    };
+    let rows = match &ctrlr {
+        Some(ctrlr) => {
+            let m = MatrixRun {
+                ctrlr,
+                initiator: bed.initiator.clone(),
+                target: bed.target_side.clone(),
+                target_policy: a.common.target_rpc.clone().map(|sock| {
+                    Box::new(move |p| crate::ctl_cmd::set_target_policy(&sock, p)) as Box<dyn Fn(_) -> _ + Sync>
+                }),
+                target_cpu: bed.target_cpu.clone(),
+                time,
+                ramp,
+                idle,
+                rounds: a.rounds as u32,
+                configs,
+            };
+            let pb = progress_bar(a.common.json, "lull bench");
+            let rows = matrix::run(&m, &stop, |c, w, i, n| {
+                pb.set_position((i * 1000 / n.max(1)) as u64);
+                pb.set_message(format!("{c}: {w}"));
+            });
+            pb.finish_and_clear();
+            ctrlr.detach();
+            rows
+        }
+        None => Ok(Vec::new()),
+    };
+    bed.shutdown();
     let rows = rows?;
-    let dir = a.out.unwrap_or_else(|| {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        PathBuf::from(format!("lull-bench-{secs}"))
-    });
-    let files = matrix::write_outputs(&dir, &rows)?;
-    if a.json {
+    let dir = out_dir(&a.common.out, "lull-bench");
+    let mut files = matrix::write_outputs(&dir, &rows)?;
+    if let Some(l) = &load_rows {
+        files.extend(load_sweep::write_outputs(&dir, l)?);
+    }
+    if a.common.json {
         println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
     } else {
+        // The verdict first: it answers "which mode, which period" on the
+        // first screen; the matrix's tables and the sweep's rows follow.
+        if let Some(l) = &load_rows {
+            println!("{}", load_sweep::verdict_text(l));
+        }
         print!("{}", matrix::tables(&rows));
+        if let Some(l) = &load_rows {
+            print!("\nLoad sweep rows (4k randread, 1 queue, QD cap 32; open loop at each load)\n{}", load_sweep::table(l));
+        }
+    }
+    if stop.load(Ordering::Relaxed) {
+        eprintln!("lull bench: interrupted: the rows above are what was measured");
     }
     eprintln!(
         "lull bench: wrote {}",
@@ -198,7 +196,8 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let errors: u64 = rows.iter().map(|r| r.errors).sum();
+    let errors: u64 =
+        rows.iter().map(|r| r.errors).sum::<u64>() + load_rows.iter().flatten().map(|r| r.errors).sum::<u64>();
     if errors > 0 {
         return Err(format!("{errors} I/O error(s) during the run"));
     }
@@ -242,6 +241,9 @@ pub struct LoadArgs {
     /// field of a row is the median over the rounds.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 100))]
     rounds: u64,
+    /// Idle window per configuration and queue count, s (1 to 3600).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 3600))]
+    idle_secs: u64,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -269,10 +271,7 @@ pub struct CommonArgs {
     /// Two CPUs: the target's then the initiator's (default: first and last usable).
     #[arg(long, value_parser = crate::parse_cores)]
     cores: Option<CoreList>,
-    /// Idle window per configuration, s (1 to 3600).
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 3600))]
-    idle_secs: u64,
-    /// Output directory (default: ./lull-bench-load-UNIXTIME).
+    /// Output directory (default: ./lull-bench-UNIXTIME or ./lull-bench-load-UNIXTIME).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Print the rows as a JSON array instead of the table and verdict.
@@ -401,14 +400,8 @@ fn sweep(bed: &Bed, c: &CommonArgs, plan: Plan, stop: &Arc<AtomicBool>, label: &
             )
             .map_err(|e| e.to_string())
         }),
-        initiator: Side {
-            reactors: bed.initiator.reactors.clone(),
-            supervisor: bed.initiator.supervisor.clone(),
-        },
-        target: bed.target_side.as_ref().map(|t| Side {
-            reactors: t.reactors.clone(),
-            supervisor: t.supervisor.clone(),
-        }),
+        initiator: bed.initiator.clone(),
+        target: bed.target_side.clone(),
         set_target: c.target_rpc.clone().map(|sock| {
             Box::new(move |cfg: &SupervisorConfig, spin: Option<u64>| {
                 if let Some(us) = spin {
@@ -485,7 +478,7 @@ pub fn run_load(a: LoadArgs) -> Result<(), String> {
         qd: a.qd as u32,
         time: Duration::from_secs(a.time),
         ramp: Duration::from_millis(a.ramp_ms),
-        idle: Duration::from_secs(a.common.idle_secs),
+        idle: Duration::from_secs(a.idle_secs),
         rounds: a.rounds as u32,
         configs,
     };

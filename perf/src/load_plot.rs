@@ -60,6 +60,18 @@ impl LogScale {
     pub fn ticks(&self) -> Vec<f64> {
         (self.lo..=self.hi).map(|e| 10f64.powi(e)).collect()
     }
+
+    /// 2x and 5x each decade inside the scale, for labelled minor grid
+    /// lines on a scale of three decades or fewer (none on wider ones,
+    /// where they would crowd).
+    pub fn minor_ticks(&self) -> Vec<f64> {
+        if self.hi - self.lo > 3 {
+            return Vec::new();
+        }
+        (self.lo..self.hi)
+            .flat_map(|e| [2.0, 5.0].map(|m| m * 10f64.powi(e)))
+            .collect()
+    }
 }
 
 /// `0.01`, `1`, `1k`, `100k`.
@@ -181,6 +193,17 @@ fn plot(rows: &[LoadRow], y: &YAxis) -> String {
                 tick_label(t)
             );
         }
+        for t in ys.minor_ticks() {
+            let py = ys.pos(t);
+            let _ = writeln!(
+                s,
+                "<line x1=\"{:.0}\" y1=\"{py:.1}\" x2=\"{x1:.0}\" y2=\"{py:.1}\" stroke=\"#f2f2f2\"/><text x=\"{:.0}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"10\" fill=\"#666\">{}</text>",
+                ox + ml,
+                ox + ml - 6.0,
+                py + 4.0,
+                tick_label(t)
+            );
+        }
         for t in xs.ticks() {
             let px = xs.pos(t);
             let _ = writeln!(
@@ -218,17 +241,23 @@ fn plot(rows: &[LoadRow], y: &YAxis) -> String {
         for (ci, c) in configs.iter().enumerate() {
             let color = COLORS[ci % COLORS.len()];
             let dash = DASHES[(ci / COLORS.len() + ci) % DASHES.len()];
-            let mut pts: Vec<(f64, f64)> = rows
+            let mut line: Vec<&LoadRow> = rows
                 .iter()
                 .filter(|r| &r.config == c && &r.workload == wl && r.queues == *q)
                 .filter(|r| y.idle || r.load != "idle")
+                .collect();
+            // In the order of the offered load (idle, rates, max): where a
+            // configuration completes less at a higher offered load, the
+            // line turns back, which is what happened.
+            line.sort_by(|a, b| load_order(a).total_cmp(&load_order(b)));
+            let pts: Vec<(f64, f64)> = line
+                .iter()
                 .filter_map(|r| {
                     let v = (y.value)(r)?;
                     let px = if r.load == "idle" { idle_x } else { xs.pos(r.achieved_iops) };
                     Some((px, ys.pos(v)))
                 })
                 .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             if pts.is_empty() {
                 continue;
             }
@@ -277,6 +306,15 @@ fn plot(rows: &[LoadRow], y: &YAxis) -> String {
     s
 }
 
+/// Idle first, then the offered rates, then max.
+fn load_order(r: &LoadRow) -> f64 {
+    match r.offered_iops {
+        _ if r.load == "idle" => -1.0,
+        Some(o) => o,
+        None => f64::INFINITY,
+    }
+}
+
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = vec![String::new()];
     for word in text.split_whitespace() {
@@ -319,6 +357,8 @@ mod tests {
         let y = LogScale::fit([1.0, 99.0], None, 2, 300.0, 0.0);
         assert!(y.pos(99.0) < y.pos(1.0));
         assert_eq!(y.ticks(), vec![1.0, 10.0, 100.0]);
+        assert_eq!(y.minor_ticks(), vec![2.0, 5.0, 20.0, 50.0]);
+        assert!(s.minor_ticks().is_empty(), "five decades: no minor ticks");
         assert_eq!(LogScale::fit([], None, 1, 0.0, 1.0).ticks(), vec![1.0, 10.0, 100.0]);
     }
 

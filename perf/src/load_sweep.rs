@@ -483,6 +483,8 @@ pub struct Pick {
     pub poll_cost: f64,
     /// Poll's p99, us.
     pub poll_p99_us: Option<f64>,
+    /// Whether poll itself met the load ([`MEETS_LOAD`]).
+    pub poll_met_load: bool,
 }
 
 /// For each (workload, queues, load) with a poll row: per budget, the
@@ -537,6 +539,7 @@ pub fn verdict(rows: &[LoadRow]) -> Vec<Pick> {
             p99_us: r.lat_p99_us,
             poll_cost: cost(poll),
             poll_p99_us: poll.lat_p99_us,
+            poll_met_load: meets(poll),
         };
         if l == "idle" {
             if let Some(r) = cheapest(&|_| true) {
@@ -733,12 +736,13 @@ fn answer(g: &[&Pick]) -> String {
             .find(|p| p.config != "poll" && p.load != "max")
             .map(|p| {
                 format!(
-                    "; at {} it costs {:.1} % of a core against poll's {:.1} % (p99 {} against {} us)",
+                    "; at {} it costs {:.1} % of a core against poll's {:.1} % (p99 {} against {} us{})",
                     p.load,
                     p.cost,
                     p.poll_cost,
                     opt(p.p99_us, 0),
-                    opt(p.poll_p99_us, 0)
+                    opt(p.poll_p99_us, 0),
+                    if p.poll_met_load { "" } else { "; poll did not sustain this load" }
                 )
             })
             .unwrap_or_default();
@@ -958,6 +962,14 @@ mod tests {
         );
         assert!(t.contains("p99 within +500 us of poll: interrupt-ioq250 at 1k, event-driven at max"), "{t}");
         assert!(t.contains("Idle: event-driven costs 0.09 % of a core against poll's 200.00 %"), "{t}");
+        // Poll that could not sustain the load is said to have failed it.
+        let starved = vec![
+            row("poll", "10k", Some(10_000.0), 5000.0, Some(900.0), 50.0, 50.0),
+            row("event-driven", "10k", Some(10_000.0), 9990.0, Some(300.0), 60.0, 60.0),
+        ];
+        let v = verdict(&starved);
+        assert!(v.iter().all(|p| p.config == "event-driven" && !p.poll_met_load), "{v:?}");
+        assert!(verdict_text(&starved).contains("(p99 300 against 900 us; poll did not sustain this load)"));
         // Poll at 3x the best p99 (and > 100 us above it) is flagged.
         let mut slow = rows.clone();
         slow[3].lat_p99_us = Some(450.0);

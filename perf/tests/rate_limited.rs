@@ -170,3 +170,24 @@ fn a_bad_rate_is_an_error_naming_the_option() {
     reactors.shutdown().unwrap();
     target.reactors.shutdown().unwrap();
 }
+
+#[test]
+fn open_loop_works_with_verify_flushes_and_several_queues() {
+    let (target, reactors, ctrlr) = setup(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut w = workload(2000.0, Arrival::Poisson, 8, Duration::from_secs(1));
+    w.rw = Rw::RandRw;
+    w.verify = true;
+    w.size = Some(1 << 20);
+    w.flush_every = 16;
+    let r = nvme_perf::run(&ctrlr, &w, &stop, &TargetCpu::None, |_, _, _| {}).unwrap();
+    assert_eq!((r.errors, r.verify_failures), (0, 0), "{:?}", r.first_error);
+    assert!(r.verified_reads > 0 && r.write_iops > 0.0, "{r:?}");
+    assert!(r.flushes > 0, "a Flush every 16 writes: {r:?}");
+    // Flushes take slots, not arrivals: the offered rate is reads + writes.
+    let offered = r.offered_iops.unwrap();
+    assert!(r.iops <= offered * 1.2 && r.iops >= offered * 0.8, "{} of {offered}", r.iops);
+    ctrlr.detach();
+    reactors.shutdown().unwrap();
+    target.reactors.shutdown().unwrap();
+}

@@ -191,7 +191,10 @@ mod tests {
         assert_eq!("poisson".parse::<Arrival>(), Ok(Arrival::Poisson));
         assert_eq!(
             "bursty:100/900".parse::<Arrival>(),
-            Ok(Arrival::Bursty { on_ms: 100, off_ms: 900 })
+            Ok(Arrival::Bursty {
+                on_ms: 100,
+                off_ms: 900
+            })
         );
         assert_eq!(Arrival::Bursty { on_ms: 5, off_ms: 7 }.to_string(), "bursty:5/7");
         for bad in ["linear", "bursty", "bursty:", "bursty:10", "bursty:a/5", "bursty:-1/5"] {

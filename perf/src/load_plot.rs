@@ -46,7 +46,12 @@ impl LogScale {
         if hi_e - lo_e < min_decades {
             lo_e = hi_e - min_decades;
         }
-        LogScale { lo: lo_e, hi: hi_e, a, b }
+        LogScale {
+            lo: lo_e,
+            hi: hi_e,
+            a,
+            b,
+        }
     }
 
     /// The pixel of `v` (clamped into the scale; 0 and below at its bottom).
@@ -254,7 +259,11 @@ fn plot(rows: &[LoadRow], y: &YAxis) -> String {
                 .iter()
                 .filter_map(|r| {
                     let v = (y.value)(r)?;
-                    let px = if r.load == "idle" { idle_x } else { xs.pos(r.achieved_iops) };
+                    let px = if r.load == "idle" {
+                        idle_x
+                    } else {
+                        xs.pos(r.achieved_iops)
+                    };
                     Some((px, ys.pos(v)))
                 })
                 .collect();
@@ -273,7 +282,11 @@ fn plot(rows: &[LoadRow], y: &YAxis) -> String {
         }
     }
     let lx = pw * cols as f64 + 10.0;
-    let _ = writeln!(s, "<text x=\"{lx:.0}\" y=\"{:.0}\" font-weight=\"bold\">configuration</text>", 36.0 + mt);
+    let _ = writeln!(
+        s,
+        "<text x=\"{lx:.0}\" y=\"{:.0}\" font-weight=\"bold\">configuration</text>",
+        36.0 + mt
+    );
     for (ci, c) in configs.iter().enumerate() {
         let color = COLORS[ci % COLORS.len()];
         let dash = DASHES[(ci / COLORS.len() + ci) % DASHES.len()];

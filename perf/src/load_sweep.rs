@@ -73,7 +73,13 @@ pub fn configs(periods: &[u64], spins: &[u64]) -> Vec<LoadConfig> {
         c.push(LoadConfig::both(name, Policy::Interrupt, p, 0, None));
     }
     for &s in spins {
-        c.push(LoadConfig::both(format!("hybrid-spin{s}"), Policy::Hybrid, 0, 0, Some(s)));
+        c.push(LoadConfig::both(
+            format!("hybrid-spin{s}"),
+            Policy::Hybrid,
+            0,
+            0,
+            Some(s),
+        ));
     }
     c.push(LoadConfig::both("adaptive", Policy::Adaptive, 0, 0, None));
     c
@@ -113,7 +119,11 @@ impl Load {
         if t == "0" || t == "idle" {
             return Ok(Load::Idle);
         }
-        let (num, mul) = match t.strip_suffix('k').map(|n| (n, 1000)).or_else(|| t.strip_suffix('m').map(|n| (n, 1_000_000))) {
+        let (num, mul) = match t
+            .strip_suffix('k')
+            .map(|n| (n, 1000))
+            .or_else(|| t.strip_suffix('m').map(|n| (n, 1_000_000)))
+        {
             Some(x) => x,
             None => (t.as_str(), 1),
         };
@@ -229,7 +239,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 /// The row of `reports` (rounds of one configuration at one load): each
@@ -352,7 +366,13 @@ pub fn run(
                         let what = if load == Load::Idle {
                             format!("{} queue(s), idle, {} (round {}/{rounds})", q, c.name, round + 1)
                         } else {
-                            format!("{rw} {} queue(s) at {}, {} (round {}/{rounds})", q, load.label(), c.name, round + 1)
+                            format!(
+                                "{rw} {} queue(s) at {}, {} (round {}/{rounds})",
+                                q,
+                                load.label(),
+                                c.name,
+                                round + 1
+                            )
                         };
                         progress(&what, step, total);
                         step += 1;
@@ -564,7 +584,11 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 }
 
 fn queues_label(q: u16) -> String {
-    if q == 1 { "1 queue".into() } else { format!("{q} queues") }
+    if q == 1 {
+        "1 queue".into()
+    } else {
+        format!("{q} queues")
+    }
 }
 
 /// The verdict in words: per workload and queue count, a table of the
@@ -708,7 +732,12 @@ fn answer(g: &[&Pick]) -> String {
             idle.config, idle.cost, idle.poll_cost
         );
     }
-    let _ = writeln!(s, "Should I turn interrupt mode on, and at what period? By the p99 I can give up over poll:");
+    if g.iter().any(|p| p.load != "idle") {
+        let _ = writeln!(
+            s,
+            "Should I turn interrupt mode on, and at what period? By the p99 I can give up over poll:"
+        );
+    }
     for b in BUDGETS {
         let label = b.label();
         let at: Vec<&&Pick> = g.iter().filter(|p| p.budget == label).collect();
@@ -742,7 +771,11 @@ fn answer(g: &[&Pick]) -> String {
                     p.poll_cost,
                     opt(p.p99_us, 0),
                     opt(p.poll_p99_us, 0),
-                    if p.poll_met_load { "" } else { "; poll did not sustain this load" }
+                    if p.poll_met_load {
+                        ""
+                    } else {
+                        "; poll did not sustain this load"
+                    }
                 )
             })
             .unwrap_or_default();
@@ -865,7 +898,15 @@ pub fn write_outputs(dir: &Path, rows: &[LoadRow]) -> Result<Vec<PathBuf>, Strin
 mod tests {
     use super::*;
 
-    pub(crate) fn row(config: &str, load: &str, offered: Option<f64>, achieved: f64, p99: Option<f64>, t: f64, i: f64) -> LoadRow {
+    pub(crate) fn row(
+        config: &str,
+        load: &str,
+        offered: Option<f64>,
+        achieved: f64,
+        p99: Option<f64>,
+        t: f64,
+        i: f64,
+    ) -> LoadRow {
         LoadRow {
             config: config.into(),
             workload: "randread".into(),
@@ -898,7 +939,10 @@ mod tests {
         assert_eq!(Load::Rate(1500).label(), "1500");
         for bad in ["-1", "abc", "11m", "1.5k", ""] {
             let e = Load::parse(bad).unwrap_err();
-            assert!(e.starts_with("--loads") && e.contains("from 1 to 10000000"), "{bad}: {e}");
+            assert!(
+                e.starts_with("--loads") && e.contains("from 1 to 10000000"),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -908,7 +952,14 @@ mod tests {
         let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
-            ["poll", "event-driven", "interrupt-ioq250", "hybrid-spin20", "hybrid-spin50", "adaptive"]
+            [
+                "poll",
+                "event-driven",
+                "interrupt-ioq250",
+                "hybrid-spin20",
+                "hybrid-spin50",
+                "adaptive"
+            ]
         );
         assert_eq!(c[2].ioq_us, 250);
         assert_eq!(c[2].target.policy, Policy::Interrupt);
@@ -960,20 +1011,33 @@ mod tests {
             t.contains("p99 within +10 % of poll: hybrid at 1k, event-driven at max; at 1k it costs 60.0 % of a core against poll's 200.0 % (p99 105 against 100 us)"),
             "{t}"
         );
-        assert!(t.contains("p99 within +500 us of poll: interrupt-ioq250 at 1k, event-driven at max"), "{t}");
-        assert!(t.contains("Idle: event-driven costs 0.09 % of a core against poll's 200.00 %"), "{t}");
+        assert!(
+            t.contains("p99 within +500 us of poll: interrupt-ioq250 at 1k, event-driven at max"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Idle: event-driven costs 0.09 % of a core against poll's 200.00 %"),
+            "{t}"
+        );
         // Poll that could not sustain the load is said to have failed it.
         let starved = vec![
             row("poll", "10k", Some(10_000.0), 5000.0, Some(900.0), 50.0, 50.0),
             row("event-driven", "10k", Some(10_000.0), 9990.0, Some(300.0), 60.0, 60.0),
         ];
         let v = verdict(&starved);
-        assert!(v.iter().all(|p| p.config == "event-driven" && !p.poll_met_load), "{v:?}");
+        assert!(
+            v.iter().all(|p| p.config == "event-driven" && !p.poll_met_load),
+            "{v:?}"
+        );
         assert!(verdict_text(&starved).contains("(p99 300 against 900 us; poll did not sustain this load)"));
         // Poll at 3x the best p99 (and > 100 us above it) is flagged.
         let mut slow = rows.clone();
         slow[3].lat_p99_us = Some(450.0);
-        assert!(verdict_text(&slow).contains("Warning: at 1k poll's p99"), "{}", verdict_text(&slow));
+        assert!(
+            verdict_text(&slow).contains("Warning: at 1k poll's p99"),
+            "{}",
+            verdict_text(&slow)
+        );
         // Without a poll row there is nothing to compare against.
         let no_poll: Vec<LoadRow> = rows.into_iter().filter(|r| r.config != "poll").collect();
         assert!(verdict(&no_poll).is_empty());

@@ -652,7 +652,9 @@ fn finish_if_done(job: &JobRc) {
             let waiting: Vec<Instant> = o.backlog.drain(..).filter(|&d| d >= t_measure).collect();
             for due in waiting {
                 j.res.unsent += 1;
-                j.res.lat.record_ns(end.saturating_duration_since(due).as_nanos() as u64);
+                j.res
+                    .lat
+                    .record_ns(end.saturating_duration_since(due).as_nanos() as u64);
             }
         }
         let mut res = std::mem::take(&mut j.res);

@@ -119,10 +119,7 @@ fn bursty_sends_nothing_in_off_windows_end_to_end() {
     // 50 ms ON, 450 ms OFF at a mean 400 IOPS: 4000 IOPS inside bursts.
     let w = workload(
         400.0,
-        Arrival::Bursty {
-            on_ms: 50,
-            off_ms: 450,
-        },
+        Arrival::Bursty { on_ms: 50, off_ms: 450 },
         32,
         Duration::from_secs(1),
     );
@@ -130,7 +127,11 @@ fn bursty_sends_nothing_in_off_windows_end_to_end() {
     assert_eq!(r.errors, 0, "{:?}", r.first_error);
     let offered = r.offered_iops.unwrap();
     assert!((300.0..=500.0).contains(&offered), "offered {offered}");
-    assert!(r.iops <= offered * 1.2 && r.iops >= offered * 0.8, "{} of {offered}", r.iops);
+    assert!(
+        r.iops <= offered * 1.2 && r.iops >= offered * 0.8,
+        "{} of {offered}",
+        r.iops
+    );
     ctrlr.detach();
     reactors.shutdown().unwrap();
     target.reactors.shutdown().unwrap();
@@ -154,7 +155,10 @@ fn a_bad_rate_is_an_error_naming_the_option() {
         32,
     )
     .unwrap();
-    assert!(warn.contains("--rate-iops 5000000") && warn.contains("3200000"), "{warn}");
+    assert!(
+        warn.contains("--rate-iops 5000000") && warn.contains("3200000"),
+        "{warn}"
+    );
     assert_eq!(
         nvme_perf::rate_warning(
             &Rate {
@@ -186,7 +190,11 @@ fn open_loop_works_with_verify_flushes_and_several_queues() {
     assert!(r.flushes > 0, "a Flush every 16 writes: {r:?}");
     // Flushes take slots, not arrivals: the offered rate is reads + writes.
     let offered = r.offered_iops.unwrap();
-    assert!(r.iops <= offered * 1.2 && r.iops >= offered * 0.8, "{} of {offered}", r.iops);
+    assert!(
+        r.iops <= offered * 1.2 && r.iops >= offered * 0.8,
+        "{} of {offered}",
+        r.iops
+    );
     ctrlr.detach();
     reactors.shutdown().unwrap();
     target.reactors.shutdown().unwrap();

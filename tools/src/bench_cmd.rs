@@ -182,7 +182,10 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
         }
         print!("{}", matrix::tables(&rows));
         if let Some(l) = &load_rows {
-            print!("\nLoad sweep rows (4k randread, 1 queue, QD cap 32; open loop at each load)\n{}", load_sweep::table(l));
+            print!(
+                "\nLoad sweep rows (4k randread, 1 queue, QD cap 32; open loop at each load)\n{}",
+                load_sweep::table(l)
+            );
         }
     }
     if stop.load(Ordering::Relaxed) {
@@ -302,7 +305,11 @@ impl Bed {
             cl.validate_online().map_err(|e| format!("--cores: {e}"))?;
             match cl.cores() {
                 [t, i] => (tcore, icore, pin) = (*t, *i, true),
-                _ => return Err(format!("--cores {cl}: give two CPUs, the target's then the initiator's")),
+                _ => {
+                    return Err(format!(
+                        "--cores {cl}: give two CPUs, the target's then the initiator's"
+                    ));
+                }
             }
         }
         let core = |c| CoreList::try_from(vec![c]).map_err(|e| e.to_string());
@@ -378,7 +385,9 @@ impl Plan {
         let idle = self.loads.len() - busy;
         let per_round = self.configs.len() as f64
             * self.queues.len() as f64
-            * (busy as f64 * self.workloads.len() as f64 * (self.time + self.ramp + Duration::from_millis(60)).as_secs_f64()
+            * (busy as f64
+                * self.workloads.len() as f64
+                * (self.time + self.ramp + Duration::from_millis(60)).as_secs_f64()
                 + idle as f64 * (self.idle + Duration::from_millis(350)).as_secs_f64());
         (per_round * f64::from(self.rounds)).ceil() as u64
     }
@@ -450,7 +459,11 @@ fn describe(bed: &Bed, external: bool) -> String {
         },
         bed.tcore,
         bed.icore,
-        if bed.pin { "" } else { " (one CPU: both share it, unpinned)" }
+        if bed.pin {
+            ""
+        } else {
+            " (one CPU: both share it, unpinned)"
+        }
     )
 }
 
@@ -500,7 +513,11 @@ pub fn run_load(a: LoadArgs) -> Result<(), String> {
         "lull bench load: {}; {} configurations ({}), loads {}, {} workload(s), queues {:?}, {} round(s) of {} s: about {} s",
         describe(&bed, a.common.target.is_some()),
         plan.configs.len(),
-        plan.configs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+        plan.configs
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         plan.loads.iter().map(|l| l.label()).collect::<Vec<_>>().join(","),
         plan.workloads.len(),
         plan.queues,

@@ -51,7 +51,10 @@ fn a_short_load_sweep_writes_rows_verdict_and_plots() {
             let f = |k: &str| r[k].as_f64();
             let achieved = f("achieved_iops").unwrap();
             assert_eq!(r["errors"], 0, "{r}");
-            assert!(f("initiator_cpu_pct").unwrap() >= 0.0 && f("target_cpu_pct").unwrap() >= 0.0, "{r}");
+            assert!(
+                f("initiator_cpu_pct").unwrap() >= 0.0 && f("target_cpu_pct").unwrap() >= 0.0,
+                "{r}"
+            );
             for k in ["target_wakeups_s", "initiator_wakeups_s"] {
                 assert!(f(k).is_some(), "{k}: {r}");
             }
@@ -72,7 +75,10 @@ fn a_short_load_sweep_writes_rows_verdict_and_plots() {
                     assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{r}");
                     // CPU per I/O is (target + initiator CPU) over the I/Os.
                     let per_io = (f("target_cpu_pct").unwrap() + f("initiator_cpu_pct").unwrap()) * 1e4 / achieved;
-                    assert!((f("cpu_us_per_io").unwrap() - per_io).abs() < 1e-6 * per_io.max(1.0), "{r}");
+                    assert!(
+                        (f("cpu_us_per_io").unwrap() - per_io).abs() < 1e-6 * per_io.max(1.0),
+                        "{r}"
+                    );
                 }
                 _ => {
                     assert!(r["offered_iops"].is_null());
@@ -97,6 +103,10 @@ fn a_short_load_sweep_writes_rows_verdict_and_plots() {
     assert!(verdict.contains("p99 within +50 us of poll:"), "{verdict}");
     let csv = std::fs::read_to_string(out.join("load.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + rows.len());
-    assert!(std::fs::read_to_string(out.join("load_cpu_vs_iops.svg")).unwrap().contains(">idle</text>"));
+    assert!(
+        std::fs::read_to_string(out.join("load_cpu_vs_iops.svg"))
+            .unwrap()
+            .contains(">idle</text>")
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

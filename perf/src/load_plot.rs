@@ -31,6 +31,7 @@ impl LogScale {
             lo = lo.min(v);
             hi = hi.max(v);
         }
+        let data_lo = lo;
         if let Some(f) = floor {
             lo = lo.min(f);
         }
@@ -39,9 +40,13 @@ impl LogScale {
         }
         let mut lo_e = lo.log10().floor() as i32;
         let mut hi_e = (hi.log10().ceil() as i32).max(lo_e + 1);
-        // A value on a decade is drawn on the frame: give it room above.
+        // A value on a decade would be drawn on the frame: give it room
+        // above, and below (100 IOPS on the left edge hides in the frame).
         if 10f64.powi(hi_e) <= hi {
             hi_e += 1;
+        }
+        if data_lo.is_finite() && f64::from(lo_e) + 0.05 > data_lo.log10() {
+            lo_e -= 1;
         }
         if hi_e - lo_e < min_decades {
             lo_e = hi_e - min_decades;
@@ -358,17 +363,17 @@ mod tests {
         assert!((s.pos(1.0) - 40.0).abs() < 1e-9, "1 is 2 of 5 decades up");
         assert_eq!(s.pos(0.0), 0.0, "zero sits on the bottom edge");
         assert_eq!(s.pos(1e9), 100.0, "clamped");
-        // A value exactly on a decade gets the next decade as headroom.
+        // A value exactly on a decade gets the next decade as room.
         let d = LogScale::fit([10.0, 100.0], None, 1, 0.0, 1.0);
-        assert_eq!((d.lo, d.hi), (1, 3));
+        assert_eq!((d.lo, d.hi), (0, 3));
         // A floor widens the bottom; min_decades widens a narrow range.
         let f = LogScale::fit([50.0], Some(0.01), 1, 0.0, 1.0);
         assert_eq!(f.lo, -2);
         let n = LogScale::fit([50.0, 60.0], None, 3, 0.0, 1.0);
         assert_eq!((n.lo, n.hi), (-1, 2));
         // y grows downwards in SVG: a reversed range maps high values up.
-        let y = LogScale::fit([1.0, 99.0], None, 2, 300.0, 0.0);
-        assert!(y.pos(99.0) < y.pos(1.0));
+        let y = LogScale::fit([1.5, 99.0], None, 2, 300.0, 0.0);
+        assert!(y.pos(99.0) < y.pos(1.5));
         assert_eq!(y.ticks(), vec![1.0, 10.0, 100.0]);
         assert_eq!(y.minor_ticks(), vec![2.0, 5.0, 20.0, 50.0]);
         assert!(s.minor_ticks().is_empty(), "five decades: no minor ticks");

@@ -27,6 +27,11 @@ use crate::verify;
 /// ordinary timer jitter does not count.
 pub const LATE_THRESHOLD: Duration = Duration::from_micros(100);
 
+/// Longest wait between two open-loop ticks of a job: a stop (Ctrl-C) is
+/// seen within it even in an hour-long OFF window; rates above 5 IOPS per
+/// queue never wait this long, so it adds no wakeup to them.
+const TICK_MAX: Duration = Duration::from_millis(200);
+
 /// The lowest latency any NVMe/TCP command could plausibly have, even over
 /// loopback: a rate above `queues x qd / this` cannot be sustained by the
 /// QD cap (Little's law), see [`rate_warning`].
@@ -468,7 +473,8 @@ fn tick(job: &JobRc, cx: &mut Context) {
             while !stopped && o.next <= now && o.next < t_end {
                 if o.next >= t_measure {
                     j.res.offered += 1;
-                    if outstanding >= qd || !o.backlog.is_empty() {
+                    // No slot left for it once the ones ahead of it are sent.
+                    if outstanding as usize + o.backlog.len() >= qd as usize {
                         j.res.capped += 1;
                     }
                 }
@@ -481,8 +487,10 @@ fn tick(job: &JobRc, cx: &mut Context) {
     let at = {
         let j = job.borrow();
         let over = j.stop.load(Ordering::Relaxed) || Instant::now() >= j.t_end;
+        // At most TICK_MAX apart even in long gaps (a slow rate, a burst's
+        // OFF window), so that a stop is seen soon.
         match &j.open {
-            Some(o) if !over => Some(o.next.min(j.t_end)),
+            Some(o) if !over => Some(o.next.min(j.t_end).min(Instant::now() + TICK_MAX)),
             _ => None,
         }
     };

@@ -7,11 +7,14 @@
 //! generator (a blocking host queue) on another core.
 
 mod affinity;
+pub mod arrival;
 mod baseline;
 #[cfg(feature = "glommio")]
 mod glommio_ref;
 pub mod inproc;
 mod latency;
+pub mod load_plot;
+pub mod load_sweep;
 pub mod matrix;
 pub mod nvme_perf;
 pub mod reactor_bench;

@@ -87,6 +87,7 @@ pub fn workloads(time: Duration, ramp: Duration) -> Vec<Workload> {
         verify: false,
         verify_state: None,
         flush_every: 0,
+        rate: None,
     };
     vec![
         w(Rw::RandRead, 4096, 32),
@@ -99,6 +100,7 @@ pub fn workloads(time: Duration, ramp: Duration) -> Vec<Workload> {
 }
 
 /// One side's reactors and supervisor, when we control them.
+#[derive(Clone)]
 pub struct Side {
     /// Its reactors.
     pub reactors: Vec<ReactorHandle>,

@@ -5,6 +5,7 @@
 //! process we can read).
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +19,23 @@ use lull_transport::nvme::{Sqe, io_opc};
 use serde::Serialize;
 
 use crate::Latency;
+use crate::arrival::{Rate, Schedule};
 use crate::verify;
+
+/// A command of a rate-limited run sent this long or more after its due
+/// time counts as late (`late_cmds`): several wakeups' worth on a VM, so
+/// ordinary timer jitter does not count.
+pub const LATE_THRESHOLD: Duration = Duration::from_micros(100);
+
+/// Longest wait between two open-loop ticks of a job: a stop (Ctrl-C) is
+/// seen within it even in an hour-long OFF window; rates above 5 IOPS per
+/// queue never wait this long, so it adds no wakeup to them.
+const TICK_MAX: Duration = Duration::from_millis(200);
+
+/// The lowest latency any NVMe/TCP command could plausibly have, even over
+/// loopback: a rate above `queues x qd / this` cannot be sustained by the
+/// QD cap (Little's law), see [`rate_warning`].
+pub const MIN_PLAUSIBLE_LATENCY: Duration = Duration::from_micros(10);
 
 /// The I/O pattern (fio's `--rw`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -89,6 +106,10 @@ pub struct Workload {
     pub verify_state: Option<std::path::PathBuf>,
     /// Send a Flush after every this many writes on each queue (0: never).
     pub flush_every: u32,
+    /// Open loop at this rate (`None`: closed loop, `qd` always in flight).
+    /// Each command then has a due time; its latency counts from that time
+    /// even when the QD cap (`qd`) made it wait, so a stall shows.
+    pub rate: Option<Rate>,
 }
 
 impl Workload {
@@ -99,11 +120,35 @@ impl Workload {
         } else {
             format!("{}", self.bs)
         };
-        match self.rw {
+        let base = match self.rw {
             Rw::RandRw => format!("randrw{} {bs} qd{}", self.rwmixread, self.qd),
             rw => format!("{rw} {bs} qd{}", self.qd),
+        };
+        match &self.rate {
+            Some(r) => format!("{base} @{:.0}/s {}", r.iops, r.arrival),
+            None => base,
         }
     }
+}
+
+/// Whether a rate can possibly be sustained by `queues` x `qd` commands in
+/// flight: a warning in words when the rate (its peak, for bursts) is above
+/// `queues x qd / MIN_PLAUSIBLE_LATENCY` (Little's law).
+pub fn rate_warning(rate: &Rate, queues: u32, qd: u32) -> Option<String> {
+    let ceiling = f64::from(queues) * f64::from(qd) / MIN_PLAUSIBLE_LATENCY.as_secs_f64();
+    (rate.peak_iops() > ceiling).then(|| {
+        format!(
+            "--rate-iops {:.0}{}: {queues} queue(s) x --qd {qd} cannot sustain more than {ceiling:.0} IOPS even at {} us per command; \
+             commands will wait for the QD cap and their latency will show it (raise --qd or --queues)",
+            rate.iops,
+            if rate.peak_iops() > rate.iops {
+                format!(" (peak {:.0} inside bursts)", rate.peak_iops())
+            } else {
+                String::new()
+            },
+            MIN_PLAUSIBLE_LATENCY.as_micros()
+        )
+    })
 }
 
 /// Whose CPU the target's column shows.
@@ -172,6 +217,22 @@ pub struct PerfReport {
     pub target_cpu_pct: Option<f64>,
     /// Target reactor wakeups per second, when in-process.
     pub target_wakeups_s: Option<f64>,
+    /// Rate-limited runs: the arrival process (`steady`, `poisson`, `bursty:ON/OFF`).
+    pub arrival: Option<String>,
+    /// Rate-limited runs: commands due per second in the measured window
+    /// (compare with `iops`, the achieved rate).
+    pub offered_iops: Option<f64>,
+    /// Rate-limited runs: commands sent [`LATE_THRESHOLD`] or more after their due time.
+    pub late_cmds: u64,
+    /// Rate-limited runs: commands that found the QD cap full and waited for a slot.
+    pub capped_cmds: u64,
+    /// Rate-limited runs: commands due in the window but still waiting for
+    /// a slot when it ended (never sent; their wait so far is in the latency).
+    pub unsent_cmds: u64,
+    /// Rate-limited runs: 99th percentile of (sent - due), us.
+    pub send_lag_p99_us: Option<f64>,
+    /// Rate-limited runs: largest (sent - due), us.
+    pub send_lag_max_us: Option<f64>,
 }
 
 #[derive(Default)]
@@ -185,6 +246,13 @@ struct JobResult {
     flushes: u64,
     first_error: Option<String>,
     lat: Latency,
+    /// Rate-limited: commands due in the window, (sent - due) of each sent
+    /// one, late ones, ones that waited for the cap, ones never sent.
+    offered: u64,
+    lag: Latency,
+    late: u64,
+    capped: u64,
+    unsent: u64,
     /// The job's first block and its blocks' generations at the end (verify).
     first_block: u64,
     generations: Vec<u64>,
@@ -214,6 +282,19 @@ struct Job {
     res: JobResult,
     progress: Arc<AtomicU64>,
     tx: Option<mpsc::Sender<JobResult>>,
+    /// Open loop: the schedule and the commands due but not yet sent.
+    open: Option<OpenLoop>,
+}
+
+/// A rate-limited job's state.
+struct OpenLoop {
+    schedule: Schedule,
+    /// The schedule's time 0.
+    start: Instant,
+    /// Due time of the next command not yet in `backlog`.
+    next: Instant,
+    /// Due times of commands waiting for a slot under the QD cap, oldest first.
+    backlog: VecDeque<Instant>,
 }
 
 type JobRc = Rc<RefCell<Job>>;
@@ -268,40 +349,58 @@ impl Job {
     }
 }
 
+/// Closed loop: sends the next command (a Flush when one is due) unless
+/// the window is over.
 fn issue(job: &JobRc, cx: &mut Context) {
-    let (ctrlr, queue, sqe, data, read_len, op) = {
-        let mut j = job.borrow_mut();
+    let flush = {
+        let j = job.borrow();
         if j.stop.load(Ordering::Relaxed) || cx.now() >= j.t_end {
             return;
         }
-        if j.w.flush_every > 0 && j.writes_since_flush >= j.w.flush_every {
-            // Flush (NVM Command Set 1.0 section 3.2.1): what was written
-            // before it is made durable; no data, no LBA range.
-            j.writes_since_flush = 0;
-            j.outstanding += 1;
-            let mut sqe = Sqe([0; 64]);
-            sqe.0[0] = io_opc::FLUSH;
-            sqe.0[4..8].copy_from_slice(&j.w.nsid.to_le_bytes());
-            let op = Op {
-                unit: 0,
-                kind: Kind::Flush,
-                generation: 0,
-                t0: Instant::now(),
-            };
-            let (ctrlr, queue) = (j.ctrlr.clone(), j.queue);
-            drop(j);
-            let job2 = job.clone();
-            ctrlr.submit(
-                cx,
-                queue,
-                sqe,
-                Vec::new(),
-                0,
-                Box::new(move |cx, r| on_done(&job2, cx, op, r)),
-            );
-            return;
-        }
-        let Some((unit, write)) = j.pick() else { return };
+        j.w.flush_every > 0 && j.writes_since_flush >= j.w.flush_every
+    };
+    if flush {
+        send_flush(job, cx);
+    } else {
+        send_io(job, cx, None);
+    }
+}
+
+/// Sends a Flush (NVM Command Set 1.0 section 3.2.1): what was written
+/// before it is made durable; no data, no LBA range.
+fn send_flush(job: &JobRc, cx: &mut Context) {
+    let (ctrlr, queue, sqe, op) = {
+        let mut j = job.borrow_mut();
+        j.writes_since_flush = 0;
+        j.outstanding += 1;
+        let mut sqe = Sqe([0; 64]);
+        sqe.0[0] = io_opc::FLUSH;
+        sqe.0[4..8].copy_from_slice(&j.w.nsid.to_le_bytes());
+        let op = Op {
+            unit: 0,
+            kind: Kind::Flush,
+            generation: 0,
+            t0: Instant::now(),
+        };
+        (j.ctrlr.clone(), j.queue, sqe, op)
+    };
+    let job2 = job.clone();
+    ctrlr.submit(
+        cx,
+        queue,
+        sqe,
+        Vec::new(),
+        0,
+        Box::new(move |cx, r| on_done(&job2, cx, op, r)),
+    );
+}
+
+/// Sends one read or write; its latency counts from `due` (open loop) or
+/// from now. False when verify finds every unit of the job busy (nothing sent).
+fn send_io(job: &JobRc, cx: &mut Context, due: Option<Instant>) -> bool {
+    let (ctrlr, queue, sqe, data, read_len, op) = {
+        let mut j = job.borrow_mut();
+        let Some((unit, write)) = j.pick() else { return false };
         if write {
             j.writes_since_flush += 1;
         }
@@ -329,11 +428,21 @@ fn issue(job: &JobRc, cx: &mut Context) {
             j.busy[unit as usize] = true;
         }
         j.outstanding += 1;
+        let now = Instant::now();
+        if let Some(due) = due
+            && due >= j.t_measure
+        {
+            let lag = now.saturating_duration_since(due);
+            j.res.lag.record_ns(lag.as_nanos() as u64);
+            if lag >= LATE_THRESHOLD {
+                j.res.late += 1;
+            }
+        }
         let op = Op {
             unit,
             kind: if write { Kind::Write } else { Kind::Read },
             generation,
-            t0: Instant::now(),
+            t0: due.unwrap_or(now),
         };
         (j.ctrlr.clone(), j.queue, sqe, data, if write { 0 } else { len }, op)
     };
@@ -346,6 +455,82 @@ fn issue(job: &JobRc, cx: &mut Context) {
         read_len,
         Box::new(move |cx, r| on_done(&job2, cx, op, r)),
     );
+    true
+}
+
+/// Open loop, on a reactor timer at each due time: moves every command now
+/// due into the backlog, sends what the QD cap allows, and sets the timer
+/// for the next due time (or the window's end). The reactor may sleep in
+/// between: the timer is what wakes it.
+fn tick(job: &JobRc, cx: &mut Context) {
+    let now = Instant::now();
+    {
+        let mut j = job.borrow_mut();
+        let j = &mut *j;
+        let stopped = j.stop.load(Ordering::Relaxed);
+        let (qd, t_measure, t_end, outstanding) = (j.w.qd, j.t_measure, j.t_end, j.outstanding);
+        if let Some(o) = j.open.as_mut() {
+            while !stopped && o.next <= now && o.next < t_end {
+                if o.next >= t_measure {
+                    j.res.offered += 1;
+                    // No slot left for it once the ones ahead of it are sent.
+                    if outstanding as usize + o.backlog.len() >= qd as usize {
+                        j.res.capped += 1;
+                    }
+                }
+                o.backlog.push_back(o.next);
+                o.next = o.start + Duration::from_nanos(o.schedule.next_ns());
+            }
+        }
+    }
+    pump(job, cx);
+    let at = {
+        let j = job.borrow();
+        let over = j.stop.load(Ordering::Relaxed) || Instant::now() >= j.t_end;
+        // At most TICK_MAX apart even in long gaps (a slow rate, a burst's
+        // OFF window), so that a stop is seen soon.
+        match &j.open {
+            Some(o) if !over => Some(o.next.min(j.t_end).min(Instant::now() + TICK_MAX)),
+            _ => None,
+        }
+    };
+    if let Some(at) = at {
+        let job2 = job.clone();
+        cx.timer_once(at.saturating_duration_since(Instant::now()), move |cx| tick(&job2, cx));
+    }
+    finish_if_done(job);
+}
+
+/// Open loop: sends due commands (oldest first) while the QD cap allows;
+/// a due Flush takes a slot first, as in the closed loop.
+fn pump(job: &JobRc, cx: &mut Context) {
+    loop {
+        let (due, flush) = {
+            let mut j = job.borrow_mut();
+            if j.stop.load(Ordering::Relaxed) || Instant::now() >= j.t_end || j.outstanding >= j.w.qd {
+                return;
+            }
+            let flush = j.w.flush_every > 0 && j.writes_since_flush >= j.w.flush_every;
+            let Some(due) = j.open.as_mut().and_then(|o| o.backlog.pop_front()) else {
+                return;
+            };
+            (due, flush)
+        };
+        if flush {
+            if let Some(o) = job.borrow_mut().open.as_mut() {
+                o.backlog.push_front(due);
+            }
+            send_flush(job, cx);
+            continue;
+        }
+        if !send_io(job, cx, Some(due)) {
+            // Verify: every unit busy; the command waits for a completion.
+            if let Some(o) = job.borrow_mut().open.as_mut() {
+                o.backlog.push_front(due);
+            }
+            return;
+        }
+    }
 }
 
 fn on_done(job: &JobRc, cx: &mut Context, op: Op, r: Result<Completion, IoError>) {
@@ -420,6 +605,11 @@ fn on_done(job: &JobRc, cx: &mut Context, op: Op, r: Result<Completion, IoError>
             if j.res.first_error.is_none() {
                 j.res.first_error = Some(e);
             }
+        } else if j.open.is_some() && op.t0 >= j.t_measure && op.kind != Kind::Flush {
+            // Open loop: a command due in the window that completes after
+            // it is not counted in IOPS, but its latency is the stall the
+            // run must show.
+            j.res.lat.record_ns(now.duration_since(op.t0).as_nanos() as u64);
         }
         j.progress.fetch_add(1, Ordering::Relaxed);
         // Nothing more can succeed on a lost or detached controller: end the run.
@@ -428,7 +618,14 @@ fn on_done(job: &JobRc, cx: &mut Context, op: Op, r: Result<Completion, IoError>
         }
         r.is_err()
     };
-    if failed {
+    if job.borrow().open.is_some() {
+        // Open loop: the schedule, not completions, decides when commands
+        // go; a free slot only lets a waiting one out. After a failure the
+        // next tick does that (no busy loop on a failing controller).
+        if !failed {
+            pump(job, cx);
+        }
+    } else if failed {
         // Not at once: a controller that fails every command synchronously
         // would otherwise turn this into a busy loop. The job stays
         // unfinished until the timer has run.
@@ -455,6 +652,19 @@ fn finish_if_done(job: &JobRc) {
         && over
         && let Some(tx) = j.tx.take()
     {
+        // Open loop: commands still waiting for a slot were due and never
+        // sent; their wait so far is latency too (a lower bound).
+        let end = Instant::now().min(j.t_end);
+        let t_measure = j.t_measure;
+        if let Some(o) = j.open.as_mut() {
+            let waiting: Vec<Instant> = o.backlog.drain(..).filter(|&d| d >= t_measure).collect();
+            for due in waiting {
+                j.res.unsent += 1;
+                j.res
+                    .lat
+                    .record_ns(end.saturating_duration_since(due).as_nanos() as u64);
+            }
+        }
         let mut res = std::mem::take(&mut j.res);
         res.first_block = j.lo * j.blocks_per_io;
         res.generations = std::mem::take(&mut j.generations);
@@ -571,6 +781,15 @@ pub fn run(
     if w.qd == 0 {
         return Err("--qd: must be at least 1".into());
     }
+    if let Some(r) = &w.rate
+        && !(r.iops.is_finite() && r.iops > 0.0 && r.iops <= crate::arrival::MAX_RATE_IOPS as f64)
+    {
+        return Err(format!(
+            "--rate-iops {}: must be from 1 to {}",
+            r.iops,
+            crate::arrival::MAX_RATE_IOPS
+        ));
+    }
     let blocks_per_io = u64::from(w.bs / ns.block_size);
     let blocks = match w.size {
         Some(bytes) => (bytes / u64::from(ns.block_size)).min(ns.num_blocks),
@@ -609,6 +828,7 @@ pub fn run(
         ));
     }
     let w = Arc::new(w.clone());
+    let njobs = jobs.len();
     let start = Instant::now() + Duration::from_millis(20);
     let t_measure = start + w.ramp;
     let t_end = t_measure + w.time;
@@ -670,9 +890,31 @@ pub fn run(
                 progress: pc,
                 tx: Some(tx),
                 w: w.clone(),
+                open: w.rate.map(|r| {
+                    // The rate is shared evenly; each queue has its own seed
+                    // and a phase of i/n of a gap so that steady queues do
+                    // not all send at once.
+                    let mut schedule = Schedule::new(
+                        r.arrival,
+                        r.iops / njobs as f64,
+                        0xD1B5_4A32_D192_ED03 ^ ((i as u64 + 1) << 17),
+                        i as f64 / njobs as f64,
+                    );
+                    let next = start + Duration::from_nanos(schedule.next_ns());
+                    OpenLoop {
+                        schedule,
+                        start,
+                        next,
+                        backlog: VecDeque::new(),
+                    }
+                }),
             }));
             let delay = start.saturating_duration_since(Instant::now());
             cx.timer_once(delay, move |cx| {
+                if w.rate.is_some() {
+                    tick(&job, cx);
+                    return;
+                }
                 for _ in 0..w.qd {
                     issue(&job, cx);
                 }
@@ -740,6 +982,11 @@ pub fn run(
         all.errors += r.errors;
         all.verify_failures += r.verify_failures;
         all.verified_reads += r.verified_reads;
+        all.offered += r.offered;
+        all.late += r.late;
+        all.capped += r.capped;
+        all.unsent += r.unsent;
+        all.lag.merge(&r.lag);
         if all.first_error.is_none() {
             all.first_error = r.first_error;
         }
@@ -780,6 +1027,13 @@ pub fn run(
         initiator_wakeups_s: iwake,
         target_cpu_pct: tcpu,
         target_wakeups_s: twake,
+        arrival: w.rate.map(|r| r.arrival.to_string()),
+        offered_iops: w.rate.map(|_| all.offered as f64 / secs),
+        late_cmds: all.late,
+        capped_cmds: all.capped,
+        unsent_cmds: all.unsent,
+        send_lag_p99_us: all.lag.quantile_us(0.99),
+        send_lag_max_us: all.lag.max_us(),
     })
 }
 
@@ -819,6 +1073,13 @@ pub fn idle(ctrlr: &NvmeController, time: Duration, target: &TargetCpu, stop: &A
         initiator_wakeups_s: iwake,
         target_cpu_pct: tcpu,
         target_wakeups_s: twake,
+        arrival: None,
+        offered_iops: Some(0.0),
+        late_cmds: 0,
+        capped_cmds: 0,
+        unsent_cmds: 0,
+        send_lag_p99_us: None,
+        send_lag_max_us: None,
     }
 }
 

@@ -45,6 +45,7 @@ fn workload(time: Duration) -> Workload {
         verify: true,
         verify_state: None,
         flush_every: 0,
+        rate: None,
     }
 }
 

@@ -263,6 +263,7 @@ fn verified_io_through_target_faults_reports_failures_and_never_wrong_data() {
         verify: true,
         verify_state: None,
         flush_every: 0,
+        rate: None,
     };
     let r = nvme_perf::run(&ctrlr, &w, &stop, &TargetCpu::None, |_, _, _| {}).unwrap();
     let resets = ctrlr.resets();

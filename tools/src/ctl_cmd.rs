@@ -131,6 +131,16 @@ pub fn set_target_policy(path: &Path, policy: lull_reactor::supervisor::Policy) 
     Ok(())
 }
 
+/// Sets live options of a running daemon (`lull_set_options`), e.g.
+/// `{"idle_poll_us": 50}` (`lull bench load --target-rpc`).
+///
+/// # Errors
+/// The daemon unreachable, or its error.
+pub fn set_target_options(path: &Path, options: Value) -> Result<(), String> {
+    Client::connect(path)?.call("lull_set_options", options)?;
+    Ok(())
+}
+
 fn call(sock: &Socket, method: &str, params: Value) -> Result<Value, String> {
     Client::connect(&sock.rpc_socket)?.call(method, params)
 }

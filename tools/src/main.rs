@@ -79,14 +79,14 @@ enum Command {
     /// Run a fio-style workload from lull's NVMe/TCP initiator.
     ///
     /// Example: lull perf --target 127.0.0.1:4420 --subnqn nqn.2024-01.io.lull:vol0 --rw randrw --bs 4k --qd 32 --time 20 --verify
-    Perf(perf_cmd::PerfArgs),
+    Perf(Box<perf_cmd::PerfArgs>),
     /// Benchmarks. With no subcommand: the comparison matrix (six
     /// configurations x random/sequential read/write, QD 1 latency and idle),
     /// in-process target and initiator on two cores; tables on stdout, CSV,
     /// JSON and an SVG plot in an output directory.
     ///
     /// Example: lull bench --time 5 --out results/
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
 }
 
 #[derive(Args)]
@@ -109,6 +109,15 @@ enum Bench {
     ///
     /// Example: lull bench target --time 5 --json
     Target(TargetBenchArgs),
+    /// CPU against latency at the loads storage nodes run: offered loads from
+    /// idle to max (open loop), each configuration (poll, interrupt at each
+    /// I/O queue poll period, hybrid at each spin window, adaptive) in turn;
+    /// prints a verdict (the cheapest configuration within +10 %, +50 us and
+    /// +500 us of poll's p99 at each load) and the table, writes CSV, JSON and
+    /// two plots.
+    ///
+    /// Example: lull bench load --loads 0,1k,10k,max --periods 0,100,250,500,1000 --spin-us 20,50 --rounds 3
+    Load(Box<bench_cmd::LoadArgs>),
 }
 
 #[derive(Args)]
@@ -284,17 +293,23 @@ fn main() -> ExitCode {
         init_logging("warn,lull_engine::nvme::reconnect=info");
     }
     let result = match cli.command {
-        Command::Bench(BenchArgs {
-            which: Some(Bench::Reactor(a)),
-            ..
-        }) => bench_reactor(a),
-        Command::Bench(BenchArgs {
-            which: Some(Bench::Target(a)),
-            ..
-        }) => bench_target(a),
-        Command::Bench(BenchArgs { which: None, matrix }) => bench_cmd::run(matrix),
+        Command::Bench(b) => match *b {
+            BenchArgs {
+                which: Some(Bench::Reactor(a)),
+                ..
+            } => bench_reactor(a),
+            BenchArgs {
+                which: Some(Bench::Target(a)),
+                ..
+            } => bench_target(a),
+            BenchArgs {
+                which: Some(Bench::Load(a)),
+                ..
+            } => bench_cmd::run_load(*a),
+            BenchArgs { which: None, matrix } => bench_cmd::run(matrix),
+        },
         Command::Target(a) => target_cmd::run(*a, init_target_logging),
-        Command::Perf(a) => perf_cmd::run(a),
+        Command::Perf(a) => perf_cmd::run(*a),
         Command::Status(a) => ctl_cmd::status(a),
         Command::Mode(a) => ctl_cmd::mode(a),
         Command::Set(a) => ctl_cmd::set(a),

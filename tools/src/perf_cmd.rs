@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use lull_engine::nvme::{NvmeController, NvmeOptions, NvmeTrid};
+use lull_perf::arrival::{Arrival, Rate};
 use lull_perf::inproc::{DEFAULT_HOSTNQN, INPROC_NQN, InprocTarget};
 use lull_perf::nvme_perf::{self, PerfReport, Rw, TargetCpu, Workload};
 use lull_reactor::supervisor::{self, Policy, SupervisorConfig, SupervisorHandle};
@@ -21,10 +22,28 @@ fn parse_policy(s: &str) -> Result<lull_reactor::supervisor::Policy, String> {
         .map_err(|_| format!("`{s}` is not a mode; use poll, interrupt, hybrid or adaptive"))
 }
 
-/// Initiator settings shared by `lull perf` and `lull bench` (SPDK
-/// `bdev_nvme_set_options` names, with `-` for `_`).
+/// Initiator settings shared by `lull perf` and `lull bench`: the queue
+/// count and the connection's settings.
 #[derive(Args, Clone, Debug)]
 pub struct InitiatorArgs {
+    /// I/O queues to connect (spread over the initiator's cores), 1 to 64.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 64))]
+    pub queues: u64,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+impl std::ops::Deref for InitiatorArgs {
+    type Target = ConnArgs;
+    fn deref(&self) -> &ConnArgs {
+        &self.conn
+    }
+}
+
+/// The connection's settings (SPDK `bdev_nvme_set_options` names, with `-`
+/// for `_`), shared by every command that connects lull's initiator.
+#[derive(Args, Clone, Debug)]
+pub struct ConnArgs {
     /// Our host NQN.
     #[arg(long, default_value = DEFAULT_HOSTNQN)]
     pub hostnqn: String,
@@ -34,9 +53,6 @@ pub struct InitiatorArgs {
     /// Ask for the data digest (DDGST).
     #[arg(long)]
     pub ddgst: bool,
-    /// I/O queues to connect (spread over the initiator's cores), 1 to 64.
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 64))]
-    pub queues: u64,
     /// Entries per I/O queue, 2 to 4096.
     #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = crate::ranged(2, 4096))]
     pub io_queue_size: u64,
@@ -60,7 +76,7 @@ pub struct InitiatorArgs {
     pub timeout_us: u64,
 }
 
-impl InitiatorArgs {
+impl ConnArgs {
     /// The engine's options with these poll periods (us), validated.
     pub fn options(&self, ioq_us: u64, adminq_us: u64) -> Result<NvmeOptions, String> {
         let o = NvmeOptions {
@@ -87,6 +103,10 @@ pub fn ranged_i(min: i64, max: i64) -> impl Fn(&str) -> Result<i64, String> + Cl
         Ok(v) if (min..=max).contains(&v) => Ok(v),
         _ => Err(format!("must be an integer from {min} to {max}")),
     }
+}
+
+fn parse_arrival(s: &str) -> Result<Arrival, String> {
+    s.parse()
 }
 
 fn parse_rw(s: &str) -> Result<Rw, String> {
@@ -170,6 +190,17 @@ pub struct PerfArgs {
     /// Send an NVMe Flush after every N writes on each queue (0: never), 0 to 1000000.
     #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, value_parser = crate::ranged(0, 1_000_000))]
     flush_every: u64,
+    /// Open loop at N I/Os per second in total (1 to 10000000), spread evenly
+    /// over the queues (fio's rate_iops): each command has a due time and its
+    /// latency counts from it, so a stall or a full QD cap (--qd) shows as
+    /// latency instead of a lower rate. Without it: closed loop, --qd always in flight.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::ranged(1, lull_perf::arrival::MAX_RATE_IOPS))]
+    rate_iops: Option<u64>,
+    /// With --rate-iops: how commands arrive: steady (evenly spaced), poisson
+    /// (random, exponential gaps of mean 1/rate) or bursty:ON_MS/OFF_MS (steady
+    /// in ON windows, nothing in OFF ones; the rate is the mean over both).
+    #[arg(long, default_value = "steady", requires = "rate_iops", value_parser = parse_arrival)]
+    arrival: Arrival,
     /// The initiator's CPUs (default: the last usable one).
     #[arg(long, value_parser = crate::parse_cores)]
     cores: Option<CoreList>,
@@ -332,8 +363,17 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
         verify: a.verify || a.verify_state.is_some(),
         verify_state: a.verify_state.clone(),
         flush_every: a.flush_every as u32,
+        rate: a.rate_iops.map(|n| Rate {
+            iops: n as f64,
+            arrival: a.arrival,
+        }),
     };
     if let Some(warning) = verify_warning(&w) {
+        eprintln!("lull perf: warning: {warning}");
+    }
+    if let Some(r) = &w.rate
+        && let Some(warning) = nvme_perf::rate_warning(r, a.init.queues as u32, w.qd)
+    {
         eprintln!("lull perf: warning: {warning}");
     }
     if let Some(path) = &a.verify_state
@@ -381,6 +421,11 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
             report.secs, a.nvme_ioq_poll_period_us
         );
     }
+    if let Some(offered) = report.offered_iops
+        && !a.json
+    {
+        eprintln!("{}", rate_summary(&report, offered, a.qd));
+    }
     if report.verify && !a.json {
         eprintln!(
             "lull perf: verify: {} reads checked block by block, {} mismatches",
@@ -410,6 +455,30 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The open-loop outcome in words: offered against achieved, and the
+/// commands that went late, waited for the QD cap or were never sent.
+fn rate_summary(r: &PerfReport, offered: f64, qd: u64) -> String {
+    let us = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.0}"));
+    let mut s = format!(
+        "lull perf: rate: offered {offered:.0} IOPS ({}), achieved {:.0} IOPS; {} command(s) sent {} us or more late (lag p99 {} us, max {} us), {} waited for the QD cap of {qd}, {} never sent",
+        r.arrival.as_deref().unwrap_or("-"),
+        r.iops,
+        r.late_cmds,
+        nvme_perf::LATE_THRESHOLD.as_micros(),
+        us(r.send_lag_p99_us),
+        us(r.send_lag_max_us),
+        r.capped_cmds,
+        r.unsent_cmds
+    );
+    if r.iops < offered * 0.9 {
+        s += &format!(
+            "\nlull perf: warning: the target did not keep up: it completed {:.0} % of the offered rate",
+            r.iops / offered.max(1e-9) * 100.0
+        );
+    }
+    s
 }
 
 /// What `--verify` cannot check in this workload, in words; `None` when it
@@ -474,6 +543,7 @@ mod tests {
             verify: true,
             verify_state: state.then(|| "s".into()),
             flush_every: 0,
+            rate: None,
         }
     }
 

@@ -9,11 +9,13 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-/// Where the daemon listens.
+/// Where the daemon listens: the top-level `-r/--rpc-socket`, which is
+/// global (accepted before or after the subcommand, as `rpc.py -s SOCK
+/// method` users write it); `main` fills it in after parsing.
 #[derive(Args, Debug, Clone)]
 pub struct Socket {
     /// The daemon's JSON-RPC socket.
-    #[arg(short = 'r', long = "rpc-socket", value_name = "PATH", default_value = lull_engine::config::DEFAULT_RPC_SOCKET, global = true)]
+    #[arg(skip = PathBuf::from(lull_engine::config::DEFAULT_RPC_SOCKET))]
     pub rpc_socket: PathBuf,
 }
 
@@ -151,7 +153,7 @@ pub struct StatusArgs {
     #[arg(long, default_value_t = 1000, value_parser = crate::ranged(100, 60_000))]
     interval_ms: u64,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 fn field(v: &Value, k: &str) -> u64 {
@@ -247,7 +249,7 @@ pub struct ModeArgs {
     #[command(subcommand)]
     what: ModeCmd,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 #[derive(Subcommand, Debug)]
@@ -305,7 +307,7 @@ pub struct SetArgs {
     #[arg(allow_negative_numbers = true)]
     value: String,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 /// Runs `lull set`.
@@ -336,7 +338,7 @@ pub struct GetArgs {
     /// One setting (default: all).
     name: Option<String>,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 /// Runs `lull get`.
@@ -374,7 +376,7 @@ pub struct BdevArgs {
     #[command(subcommand)]
     what: BdevCmd,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 #[derive(Subcommand, Debug)]
@@ -529,7 +531,7 @@ pub struct SubsystemArgs {
     #[command(subcommand)]
     what: SubsystemCmd,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 #[derive(Subcommand, Debug)]
@@ -710,7 +712,7 @@ pub struct RpcArgs {
     /// Parameters as a JSON object, e.g. '{"name":"Malloc0"}'.
     params: Option<String>,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 /// Runs `lull rpc`.
@@ -734,7 +736,7 @@ pub struct ConfigArgs {
     #[command(subcommand)]
     what: ConfigCmd,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 #[derive(Subcommand, Debug)]

@@ -302,6 +302,34 @@ fn log_levels_replace_the_filter() {
     c.expect(INVALID_PARAMS, "log_set_level", json!({}));
     c.expect(INVALID_PARAMS, "log_get_level", json!({"level": "INFO"}));
     assert_eq!(seen.lock().unwrap().len(), 4, "a refused level changes nothing");
+
+    // Log flags: SPDK's names, every one off at start.
+    let flags = c.ok("log_get_flags", Value::Null);
+    let names: Vec<&String> = flags.as_object().unwrap().keys().collect();
+    for n in ["bdev", "nvme", "nvmf", "nvmf_tcp", "rpc"] {
+        assert_eq!(flags[n], false, "{n} in {flags}");
+    }
+    assert_eq!(names.len(), lull_engine::log_level::FLAGS.len());
+    assert_eq!(c.ok("log_set_flag", json!({"flag": "nvmf_tcp"})), true);
+    assert_eq!(c.ok("log_get_flags", Value::Null)["nvmf_tcp"], true);
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap(),
+        "info,lull_transport::target=debug,lull_transport::conn=debug,lull_transport::pdu=debug"
+    );
+    // A pattern, as SPDK's fnmatch; then clear them all.
+    c.ok("log_set_flag", json!({"flag": "NVMF*"}));
+    let f = c.ok("log_get_flags", Value::Null);
+    assert!(f["nvmf"] == true && f["nvmf_tcp"] == true && f["bdev"] == false, "{f}");
+    assert!(seen.lock().unwrap().last().unwrap().contains("lull_engine::controller=debug"));
+    c.ok("log_clear_flag", json!({"flag": "all"}));
+    assert!(c.ok("log_get_flags", Value::Null).as_object().unwrap().values().all(|v| v == false));
+    assert_eq!(seen.lock().unwrap().last().unwrap(), "info");
+    let n = seen.lock().unwrap().len();
+    let m = c.expect(INVALID_PARAMS, "log_set_flag", json!({"flag": "iscsi"}));
+    assert!(m.contains("invalid log flag") && m.contains("nvmf_tcp"), "{m}");
+    c.expect(INVALID_PARAMS, "log_clear_flag", json!({}));
+    c.expect(INVALID_PARAMS, "log_get_flags", json!({"flag": "x"}));
+    assert_eq!(seen.lock().unwrap().len(), n, "a refused flag changes nothing");
     drop(c);
     d.stop();
 }

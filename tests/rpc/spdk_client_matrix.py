@@ -182,6 +182,12 @@ cli_call("log_set_print_level", "INFO")
 cli_call("log_get_print_level", "", text("INFO"))
 set_log_level("NOTICE")
 cli_call("log_set_print_level", "NOTICE")
+cli_call("log_get_flags", "", js(lambda v: expect(v.get("nvmf_tcp") is False and v.get("bdev") is False, "flags not all off")))
+cli_call("log_set_flag", "nvmf_tcp")
+cli_call("log_get_flags", "", js(lambda v: expect(v["nvmf_tcp"] is True and v["nvmf"] is False, "nvmf_tcp not on alone")))
+cli_call("log_set_flag", "iscsi", expect_fail='"code": -32602')
+cli_call("log_clear_flag", "all")
+cli_call("log_get_flags", "", js(lambda v: expect(not any(v.values()), "a flag still on")))
 
 # ---- bdevs ----
 disk = os.path.join(WORK, "uring-%s.img" % VERSION)

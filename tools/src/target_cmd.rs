@@ -502,6 +502,15 @@ fn apply_json_config(app: &App, doc: &serde_json::Value, a: &TargetArgs) -> Resu
     Ok(())
 }
 
+/// Where a subsystem is reachable, for the start-up banner.
+fn reach_line(reach: &[SocketAddr]) -> String {
+    if reach.is_empty() {
+        "not reachable yet: no listener (nvmf_subsystem_add_listener, or lull subsystem add-listener)".to_string()
+    } else {
+        format!("on {}", reach.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+    }
+}
+
 fn print_summary(app: &App, s: &config::Settings, rpc: &std::path::Path, metrics: Option<SocketAddr>) {
     let t = app.target();
     let ports = t.listeners();
@@ -527,11 +536,7 @@ fn print_summary(app: &App, s: &config::Settings, rpc: &std::path::Path, metrics
     }
     for sub in subs {
         let reach: Vec<SocketAddr> = ports.iter().copied().filter(|p| t.reachable(&sub, *p)).collect();
-        eprintln!(
-            "  subsystem {} on {}",
-            sub.nqn,
-            reach.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-        );
+        eprintln!("  subsystem {} {}", sub.nqn, reach_line(&reach));
         for n in sub.namespaces().iter() {
             eprintln!(
                 "    namespace {} = {} ({} x {} B)",
@@ -641,6 +646,14 @@ mod tests {
             Some(&serde_json::json!("adaptive"))
         );
         assert!(flag_settings(&args_of(&[])).is_empty());
+    }
+
+    #[test]
+    fn banner_of_a_subsystem_without_a_listener_says_so() {
+        assert!(reach_line(&[]).starts_with("not reachable yet: no listener"), "{}", reach_line(&[]));
+        let a: SocketAddr = "127.0.0.1:4420".parse().unwrap();
+        let b: SocketAddr = "[::1]:4421".parse().unwrap();
+        assert_eq!(reach_line(&[a, b]), "on 127.0.0.1:4420, [::1]:4421");
     }
 
     #[test]

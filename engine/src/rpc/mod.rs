@@ -128,6 +128,9 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("log_get_level", stats::log_get_level),
     ("log_set_print_level", stats::log_set_print_level),
     ("log_get_print_level", stats::log_get_print_level),
+    ("log_set_flag", stats::log_set_flag),
+    ("log_clear_flag", stats::log_clear_flag),
+    ("log_get_flags", stats::log_get_flags),
     // The state as an SPDK JSON config (config_json.rs).
     ("framework_get_subsystems", config_json::framework_get_subsystems),
     ("framework_get_config", config_json::framework_get_config),

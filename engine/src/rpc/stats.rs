@@ -279,3 +279,43 @@ pub(super) fn log_get_print_level(_app: &App, params: Value) -> Result<Value, Rp
     super::params::none(&params)?;
     Ok(json!(log_level::levels().1.as_str()))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlagParam {
+    flag: String,
+}
+
+fn set_flag(params: Value, on: bool) -> Result<Value, RpcError> {
+    let p: FlagParam = decode(params)?;
+    log_level::set_flag(&p.flag, on).map_err(|e| match e {
+        log_level::FlagError::NoSuchFlag(m) => RpcError::invalid(m),
+        log_level::FlagError::Filter(m) => RpcError {
+            code: code::INTERNAL_ERROR,
+            message: format!("cannot change the log filter: {m}"),
+        },
+    })?;
+    Ok(Value::Bool(true))
+}
+
+/// SPDK's `log_set_flag`: debug messages of a component on (a name, a
+/// pattern or `all`; see `log_level::FLAGS`).
+pub(super) fn log_set_flag(_app: &App, params: Value) -> Result<Value, RpcError> {
+    set_flag(params, true)
+}
+
+/// SPDK's `log_clear_flag`.
+pub(super) fn log_clear_flag(_app: &App, params: Value) -> Result<Value, RpcError> {
+    set_flag(params, false)
+}
+
+/// SPDK's `log_get_flags`: `{"flag": enabled, ...}`.
+pub(super) fn log_get_flags(_app: &App, params: Value) -> Result<Value, RpcError> {
+    super::params::none(&params)?;
+    Ok(Value::Object(
+        log_level::flags()
+            .into_iter()
+            .map(|(n, on)| (n.to_string(), Value::Bool(on)))
+            .collect(),
+    ))
+}

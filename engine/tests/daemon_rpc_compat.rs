@@ -186,3 +186,65 @@ fn serve_port(c: &mut rpc_client::Client) -> u16 {
         .parse()
         .unwrap()
 }
+
+/// SPDK's tuning methods that spdk_tgt's save_config writes (memory pools,
+/// sockets, accel, the scheduler, ...) are methods of lull's, so that
+/// `rpc.py load_config` (which refuses a whole file naming a method
+/// rpc_get_methods lacks) takes an SPDK-saved file: accepted when they
+/// change nothing a host sees, refused naming the parameter otherwise.
+#[test]
+fn spdk_tuning_methods_exist_and_follow_the_loader() {
+    let mut d = Daemon::start("tuning");
+    let mut c = d.client();
+    let listed = c.ok("rpc_get_methods", serde_json::Value::Null);
+    let current = c.ok("rpc_get_methods", json!({"current": true}));
+    for m in [
+        "iobuf_set_options",
+        "sock_set_default_impl",
+        "sock_impl_set_options",
+        "accel_set_options",
+        "accel_assign_opc",
+        "bdev_set_options",
+        "bdev_raid_set_options",
+        "iscsi_set_options",
+        "nvmf_set_max_subsystems",
+        "keyring_linux_set_options",
+        "bdev_nvme_set_hotplug",
+        "framework_set_scheduler",
+        "nvmf_set_crdt",
+        "nvmf_set_config",
+    ] {
+        for l in [&listed, &current] {
+            assert!(l.as_array().unwrap().iter().any(|n| n == m), "{m} not in {l}");
+        }
+    }
+    // As spdk_tgt v25.09's save_config writes them.
+    for (m, p) in [
+        ("iobuf_set_options", json!({"small_pool_count": 8192, "large_pool_count": 1024, "small_bufsize": 8192, "large_bufsize": 135168, "enable_numa": false})),
+        ("sock_impl_set_options", json!({"impl_name": "posix", "recv_buf_size": 2097152, "send_buf_size": 2097152, "enable_recv_pipe": true, "enable_quickack": false, "enable_placement_id": 0, "enable_zerocopy_send_server": true, "enable_zerocopy_send_client": false, "zerocopy_threshold": 0, "tls_version": 0, "enable_ktls": false})),
+        ("sock_set_default_impl", json!({"impl_name": "posix"})),
+        ("accel_set_options", json!({"small_cache_size": 128, "large_cache_size": 16, "task_count": 2048, "sequence_count": 2048, "buf_count": 2048})),
+        ("bdev_set_options", json!({"bdev_io_pool_size": 65535, "bdev_io_cache_size": 256, "bdev_auto_examine": true, "iobuf_small_cache_size": 128, "iobuf_large_cache_size": 16})),
+        ("bdev_nvme_set_hotplug", json!({"period_us": 100000, "enable": false})),
+        ("nvmf_set_max_subsystems", json!({"max_subsystems": 1024})),
+        ("nvmf_set_crdt", json!({"crdt1": 0, "crdt2": 0, "crdt3": 0})),
+        ("nvmf_set_config", json!({"discovery_filter": "match_any", "admin_cmd_passthru": {"identify_ctrlr": false}, "dhchap_digests": ["sha256"], "dhchap_dhgroups": ["null"]})),
+        ("framework_set_scheduler", json!({"name": "static", "period": 1000000})),
+        ("iscsi_set_options", serde_json::Value::Null),
+    ] {
+        assert_eq!(c.ok(m, p.clone()), true, "{m} {p}");
+    }
+    // What a host would see is refused, naming the parameter.
+    for (m, p, k) in [
+        ("nvmf_set_crdt", json!({"crdt1": 0, "crdt2": 5}), "crdt2"),
+        ("nvmf_set_config", json!({"discovery_filter": "transport"}), "discovery_filter"),
+        ("nvmf_set_config", json!({"admin_cmd_passthru": {"identify_ctrlr": true}}), "admin_cmd_passthru"),
+        ("nvmf_set_config", json!({"poll_groups_mask": "0x1"}), "poll_groups_mask"),
+    ] {
+        let msg = c.expect(INVALID_PARAMS, m, p);
+        assert!(msg.contains(k), "{m}: {msg}");
+    }
+    c.expect(INVALID_PARAMS, "iobuf_set_options", json!([1]));
+    drop(c);
+    d.stop();
+}

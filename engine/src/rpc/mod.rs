@@ -137,6 +137,23 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("bdev_wait_for_examine", config_json::bdev_wait_for_examine),
     ("save_config", config_json::save_config),
     ("load_config", config_json::load_config),
+    // SPDK's tuning of parts lull does not have: accepted when they change
+    // nothing a host sees (config_json.rs), so rpc.py load_config takes
+    // SPDK's saved files.
+    ("iobuf_set_options", config_json::iobuf_set_options),
+    ("sock_set_default_impl", config_json::sock_set_default_impl),
+    ("sock_impl_set_options", config_json::sock_impl_set_options),
+    ("accel_set_options", config_json::accel_set_options),
+    ("accel_assign_opc", config_json::accel_assign_opc),
+    ("bdev_set_options", config_json::bdev_set_options),
+    ("bdev_raid_set_options", config_json::bdev_raid_set_options),
+    ("iscsi_set_options", config_json::iscsi_set_options),
+    ("nvmf_set_max_subsystems", config_json::nvmf_set_max_subsystems),
+    ("keyring_linux_set_options", config_json::keyring_linux_set_options),
+    ("bdev_nvme_set_hotplug", config_json::bdev_nvme_set_hotplug),
+    ("framework_set_scheduler", config_json::framework_set_scheduler),
+    ("nvmf_set_crdt", config_json::nvmf_set_crdt),
+    ("nvmf_set_config", config_json::nvmf_set_config),
     ("lull_get_status", lull::lull_get_status),
     ("lull_reactor_set_mode", lull::lull_reactor_set_mode),
     ("lull_supervisor_get_config", lull::lull_supervisor_get_config),

@@ -34,8 +34,12 @@ mod fid {
     pub const KEEP_ALIVE_TIMER: u8 = 0x0F;
 }
 
-/// Most I/O queues a controller grants (Set Features Number of Queues).
-pub const MAX_IO_QUEUES: u16 = 128;
+/// Most I/O queues `max_io_qpairs_per_ctrlr` may allow.
+pub const MAX_IO_QUEUES: u16 = 1024;
+/// I/O queues a controller may have unless the transport says otherwise:
+/// SPDK's default `max_io_qpairs_per_ctrlr`, 127 (128 queue pairs with the
+/// admin queue).
+pub const DEFAULT_IO_QUEUES: u16 = 127;
 
 /// Mutable controller state.
 struct State {
@@ -43,7 +47,10 @@ struct State {
     csts: u32,
     kato: Duration,
     aec: u32,
+    /// I/O queues granted by Set Features Number of Queues (0: not set yet).
     io_queues: u16,
+    /// The transport's `max_io_qpairs_per_ctrlr` when this controller was made.
+    max_io_queues: u16,
     last_keep_alive: Instant,
     /// Outstanding Asynchronous Event Requests (CIDs on the admin queue).
     aers: Vec<u16>,
@@ -190,9 +197,10 @@ fn shown(nqn: &str) -> &str {
     if nqn.is_empty() { "(empty)" } else { nqn }
 }
 
-/// CAP (NVMe Base 2.0 figure 36): MQES, CQR, TO = 7.5 s, CSS NVM, MPSMIN 4 KiB.
-fn cap() -> u64 {
-    let mqes = u64::from(lull_transport::target::MAX_SQ_ENTRIES - 1);
+/// CAP (NVMe Base 2.0 figure 36): MQES (`max_queue_depth` - 1), CQR,
+/// TO = 7.5 s, CSS NVM, MPSMIN 4 KiB.
+fn cap(max_queue_depth: u32) -> u64 {
+    let mqes = u64::from(max_queue_depth.saturating_sub(1));
     mqes | 1 << 16 | 15 << 24 | 1 << 37
 }
 
@@ -269,7 +277,8 @@ impl QueueBinding {
             Ok(d) => d,
             Err(p) => return invalid(p),
         };
-        let max_entries = lull_transport::target::MAX_SQ_ENTRIES;
+        let (io_depth, aq_depth) = self.target.queue_depths();
+        let max_entries = if c.qid == 0 { aq_depth } else { io_depth };
         // SQSIZE is 0's based; a 1-entry queue is not allowed, the admin queue needs 32.
         let min_sqsize = if c.qid == 0 { 31 } else { 1 };
         if c.sqsize < min_sqsize || u32::from(c.sqsize) + 1 > max_entries {
@@ -321,6 +330,7 @@ impl QueueBinding {
                     kato,
                     aec: 0,
                     io_queues: 0,
+                    max_io_queues: self.target.max_io_queues(),
                     last_keep_alive: Instant::now(),
                     aers: Vec::new(),
                     queues: Vec::new(),
@@ -384,7 +394,11 @@ impl QueueBinding {
                 return invalid(InvalidParameter::sqe(connect_offset::QID));
             }
             let s = ctrl.state();
-            if c.qid > s.io_queues.max(1) || s.queues.iter().any(|(qid, _, _)| *qid == c.qid) {
+            // The QIDs allowed: those granted by Number of Queues, or before
+            // that feature is set, what it would grant (the transport's limit).
+            let max_qid = if s.io_queues == 0 { s.max_io_queues } else { s.io_queues };
+            if c.qid > max_qid || s.queues.iter().any(|(qid, _, _)| *qid == c.qid) {
+                tracing::warn!(peer = %self.peer, cntlid = ctrl.cntlid, qid = c.qid, max_qid, "I/O queue Connect refused: QID {} is beyond the controller's {} I/O queues or in use", c.qid, max_qid);
                 drop(s);
                 return invalid(InvalidParameter::sqe(connect_offset::QID));
             }
@@ -482,7 +496,7 @@ impl QueueBinding {
                 };
                 let s = ctrl.state();
                 let v: u64 = match (p.offset, p.size) {
-                    (property::CAP, 8) => cap(),
+                    (property::CAP, 8) => cap(self.target.queue_depths().0),
                     (property::VS, 4) => u64::from(identify::NVME_VERSION),
                     (property::CC, 4) => u64::from(s.cc),
                     (property::CSTS, 4) => u64::from(s.csts),
@@ -592,6 +606,7 @@ impl QueueBinding {
                         subsystem: s,
                         cntlid: ctrl.cntlid,
                         io_in_capsule_data: self.io_in_capsule_data,
+                        maxcmd: self.target.queue_depths().0 as u16,
                     })),
                     0x00 if !discovery => match s.namespace(sqe.nsid()) {
                         Some(ns) => Some(identify::namespace(&ns)),
@@ -662,13 +677,15 @@ impl QueueBinding {
                         if nsqr == 0xFFFF || ncqr == 0xFFFF {
                             None
                         } else {
-                            let granted = nsqr.max(ncqr).min(MAX_IO_QUEUES - 1);
+                            // 0's based counts; at most max_io_qpairs_per_ctrlr.
+                            let granted = nsqr.max(ncqr).min(s.max_io_queues - 1);
                             s.io_queues = granted + 1;
                             Some(u32::from(granted) << 16 | u32::from(granted))
                         }
                     }
                     (fid::NUMBER_OF_QUEUES, false) => {
-                        let g = u32::from(s.io_queues.max(1) - 1);
+                        let n = if s.io_queues == 0 { s.max_io_queues } else { s.io_queues };
+                        let g = u32::from(n - 1);
                         Some(g << 16 | g)
                     }
                     (fid::ASYNC_EVENT_CONFIG, true) => {

@@ -692,6 +692,10 @@ fn nvmf_methods() {
     ] {
         assert!(t[0][k].is_u64(), "{k} in {t}");
     }
+    // The depth asked for is the one in force; the others at lull's defaults.
+    assert_eq!(t[0]["max_queue_depth"], 128, "{t}");
+    assert_eq!(t[0]["max_aq_depth"], 1024, "{t}");
+    assert_eq!(t[0]["max_io_qpairs_per_ctrlr"], 127, "{t}");
     assert_eq!(c.ok("nvmf_get_transports", json!({"trtype": "tcp"})), t);
     c.expect(ENODEV, "nvmf_get_transports", json!({"trtype": "RDMA"}));
 

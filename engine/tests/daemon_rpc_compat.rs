@@ -63,6 +63,20 @@ fn defaults_clients_send_are_accepted_and_the_rest_refused() {
         ),
         true
     );
+    // What nvmf_get_transports shows is in force: -m 8 is the controllers'
+    // limit; io_unit_size is the unit lull moves data in (one command's
+    // whole transfer, max_io_size), not the 16384 asked for; no buffer pool.
+    let t = c.ok("nvmf_get_transports", serde_json::Value::Null);
+    let t = &t[0];
+    assert_eq!(t["max_io_qpairs_per_ctrlr"], 8, "{t}");
+    assert_eq!(t["io_unit_size"], t["max_io_size"], "{t}");
+    assert_eq!((t["num_shared_buffers"].clone(), t["buf_cache_size"].clone()), (json!(0), json!(0)), "{t}");
+    assert_eq!((t["ack_timeout"].clone(), t["data_wr_pool_size"].clone()), (json!(0), json!(0)), "{t}");
+    let saved = c.ok("save_config", serde_json::Value::Null);
+    let nvmf = saved["subsystems"].as_array().unwrap().iter().find(|s| s["subsystem"] == "nvmf").unwrap();
+    let tr = nvmf["config"].as_array().unwrap().iter().find(|e| e["method"] == "nvmf_create_transport").unwrap();
+    assert_eq!(tr["params"]["max_io_qpairs_per_ctrlr"], 8, "{tr}");
+    assert!(tr["params"].get("io_unit_size").is_none(), "{tr}");
     let m = c.expect(
         INVALID_PARAMS,
         "nvmf_create_transport",

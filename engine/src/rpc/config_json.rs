@@ -144,9 +144,11 @@ fn nvmf_config(app: &App) -> Vec<Value> {
             "nvmf_create_transport",
             json!({
                 "trtype": "TCP",
+                "max_queue_depth": app.target().queue_depths().0,
+                "max_io_qpairs_per_ctrlr": app.target().max_io_queues(),
                 "in_capsule_data_size": t.config.io_in_capsule_data,
                 "max_io_size": t.config.max_transfer,
-                "io_unit_size": t.config.max_transfer,
+                "max_aq_depth": app.target().queue_depths().1,
                 "max_h2c_data": t.config.maxh2cdata,
             }),
         ));
@@ -572,6 +574,7 @@ fn transport_exists(app: &App, e: &Entry) -> Result<Option<String>, String> {
     for (k, have) in [
         ("in_capsule_data_size", t.config.io_in_capsule_data),
         ("max_h2c_data", t.config.maxh2cdata),
+        ("max_io_qpairs_per_ctrlr", u32::from(app.target().max_io_queues())),
     ] {
         if let Some(want) = param(&e.params, k)
             && want.as_u64() != Some(u64::from(have))

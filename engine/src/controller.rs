@@ -54,8 +54,9 @@ struct State {
     last_keep_alive: Instant,
     /// Outstanding Asynchronous Event Requests (CIDs on the admin queue).
     aers: Vec<u16>,
-    /// Every queue of this controller: (reactor, connection poller) to close them.
-    queues: Vec<(u16, ReactorHandle, PollerId)>,
+    /// Every queue of this controller: (QID, reactor, connection poller) to
+    /// close them, and the host's address of its connection.
+    queues: Vec<(u16, ReactorHandle, PollerId, SocketAddr)>,
     dead: bool,
     /// Completes AERs on the admin queue's reactor (its handler holds the queue's completer).
     aen_tx: Option<Sender<u32>>,
@@ -76,6 +77,18 @@ const AEN_NS_ATTRIBUTE_CHANGED: u32 = 0x0004_0002;
 const AEC_NS_ATTRIBUTE: u32 = 1 << 8;
 /// At most this many NSIDs are listed in log page 04h; more make it FFFFFFFFh.
 const CHANGED_NS_MAX: usize = 1024;
+
+/// One connected queue of a controller (`nvmf_subsystem_get_qpairs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// QID (0: the admin queue).
+    pub qid: u16,
+    /// Index of the reactor serving it.
+    pub reactor: usize,
+    /// The host's address and port of its connection (SPDK's
+    /// `peer_address`: with an empty HOSTNQN, the only way to tell hosts apart).
+    pub peer: SocketAddr,
+}
 
 /// One controller.
 pub struct Controller {
@@ -116,17 +129,26 @@ impl Controller {
         };
         self.ready.store(false, Ordering::Release);
         tracing::info!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, hostnqn = %shown(&self.hostnqn), "controller torn down: {why}");
-        for (_, reactor, id) in queues {
+        for (_, reactor, id, _) in queues {
             let _ = reactor.try_send(move |cx| {
                 let _ = cx.unregister(id);
             });
         }
     }
 
-    /// Its connected queues: (QID, index of the reactor serving it), by QID.
-    pub fn queue_list(&self) -> Vec<(u16, usize)> {
-        let mut v: Vec<(u16, usize)> = self.state().queues.iter().map(|(q, h, _)| (*q, h.index())).collect();
-        v.sort_unstable();
+    /// Its connected queues, by QID.
+    pub fn queue_list(&self) -> Vec<QueueInfo> {
+        let mut v: Vec<QueueInfo> = self
+            .state()
+            .queues
+            .iter()
+            .map(|(q, h, _, peer)| QueueInfo {
+                qid: *q,
+                reactor: h.index(),
+                peer: *peer,
+            })
+            .collect();
+        v.sort_unstable_by_key(|q| q.qid);
         v
     }
 
@@ -397,7 +419,7 @@ impl QueueBinding {
             // The QIDs allowed: those granted by Number of Queues, or before
             // that feature is set, what it would grant (the transport's limit).
             let max_qid = if s.io_queues == 0 { s.max_io_queues } else { s.io_queues };
-            if c.qid > max_qid || s.queues.iter().any(|(qid, _, _)| *qid == c.qid) {
+            if c.qid > max_qid || s.queues.iter().any(|(qid, _, _, _)| *qid == c.qid) {
                 tracing::warn!(peer = %self.peer, cntlid = ctrl.cntlid, qid = c.qid, max_qid, "I/O queue Connect refused: QID {} is beyond the controller's {} I/O queues or in use", c.qid, max_qid);
                 drop(s);
                 return invalid(InvalidParameter::sqe(connect_offset::QID));
@@ -406,7 +428,7 @@ impl QueueBinding {
             ctrl
         };
         if let (qid, handle, Some(id)) = me {
-            ctrl.state().queues.push((qid, handle, id));
+            ctrl.state().queues.push((qid, handle, id, self.peer));
         }
         self.qid = c.qid;
         self.counted_on = Some(cx.index());
@@ -539,7 +561,7 @@ impl QueueBinding {
                 if let Some(c) = &self.ctrl {
                     let mut s = c.state();
                     let qid = self.qid;
-                    s.queues.retain(|(q, _, _)| *q != qid);
+                    s.queues.retain(|(q, _, _, _)| *q != qid);
                 }
                 self.disconnecting = true;
                 ok
@@ -816,7 +838,7 @@ impl Drop for QueueBinding {
                 self.target.remove_controller(ctrl.cntlid);
             } else {
                 let qid = self.qid;
-                ctrl.state().queues.retain(|(q, _, _)| *q != qid);
+                ctrl.state().queues.retain(|(q, _, _, _)| *q != qid);
             }
         }
     }

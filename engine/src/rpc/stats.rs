@@ -116,6 +116,11 @@ pub(super) fn bdev_get_iostat(app: &App, params: Value) -> Result<Value, RpcErro
                 let mut m = serde_json::Map::new();
                 m.insert("name".into(), json!(name));
                 iostat_json(&e.stats.total(), &mut m);
+                // SPDK's io_error: failed I/O by bdev status, only the
+                // statuses that happened (so `{}` until one fails).
+                let errors: serde_json::Map<String, Value> =
+                    e.stats.errors().into_iter().map(|(k, n)| (k.to_string(), json!(n))).collect();
+                m.insert("io_error".into(), Value::Object(errors));
                 Value::Object(m)
             })
             .collect();
@@ -195,13 +200,16 @@ pub(super) fn nvmf_subsystem_get_controllers(app: &App, params: Value) -> Result
         .into_iter()
         .filter(|c| Arc::ptr_eq(&c.subsystem, &s))
         .map(|c| {
-            let io_queues = c.queue_list().iter().filter(|(q, _)| *q != 0).count();
+            // SPDK counts every connected queue pair of the controller, the
+            // admin queue with the I/O queues (its qpair_mask), in spite of
+            // the name: one host with one I/O queue shows 2.
+            let queue_pairs = c.queue_list().len();
             json!({
                 "cntlid": c.cntlid,
                 "cntrltype": kind,
                 "hostnqn": c.hostnqn,
                 "hostid": hostid(&c.hostid),
-                "num_io_qpairs": io_queues,
+                "num_io_qpairs": queue_pairs,
             })
         })
         .collect();
@@ -215,14 +223,15 @@ pub(super) fn nvmf_subsystem_get_qpairs(app: &App, params: Value) -> Result<Valu
         if !Arc::ptr_eq(&c.subsystem, &s) {
             continue;
         }
-        for (qid, reactor) in c.queue_list() {
+        for q in c.queue_list() {
             out.push(json!({
                 "cntlid": c.cntlid,
-                "qid": qid,
+                "qid": q.qid,
                 "state": "enabled",
-                "thread": format!("nvmf_tgt_poll_group_{reactor:03}"),
+                "thread": format!("nvmf_tgt_poll_group_{:03}", q.reactor),
                 "hostnqn": c.hostnqn,
                 "listen_address": trid_json(&c.listener),
+                "peer_address": trid_json(&q.peer),
             }));
         }
     }

@@ -108,7 +108,9 @@ fn execute_sync(
     let opc = cmd.sqe.opc();
     let nsid = cmd.sqe.nsid();
     if opc == io_opc::FLUSH && nsid == 0xFFFF_FFFF {
-        let r = nss.iter().try_for_each(|ns| ns.bdev.flush().map_err(|e| failed(&ns.stats, &e)));
+        let r = nss
+            .iter()
+            .try_for_each(|ns| ns.bdev.flush().map_err(|e| failed(&ns.stats, &e)));
         return done(q, r.map_or_else(|s| s, |()| Status::SUCCESS));
     }
     let Some(ns) = nss.iter().find(|n| n.nsid == nsid) else {
@@ -181,7 +183,11 @@ fn execute_sync(
                 }
             }
         }
-        io_opc::FLUSH => done(q, bdev.flush().map_or_else(|e| failed(&ns.stats, &e), |()| Status::SUCCESS)),
+        io_opc::FLUSH => done(
+            q,
+            bdev.flush()
+                .map_or_else(|e| failed(&ns.stats, &e), |()| Status::SUCCESS),
+        ),
         io_opc::WRITE_ZEROES => {
             let (slba, nlb) = range(cmd);
             if let Err(e) = crate::bdev::check_range(slba, nlb, bdev.num_blocks()) {
@@ -291,10 +297,7 @@ impl Tracked {
 
 /// Completes `cid` once `parts` operations have ended, with the first error.
 /// `done`, counting a failure in `stats` ("failed") first.
-fn counting(
-    stats: Arc<BdevStats>,
-    done: impl Fn(&mut Context, Result<&[u8], BdevError>) + 'static,
-) -> BdevDone {
+fn counting(stats: Arc<BdevStats>, done: impl Fn(&mut Context, Result<&[u8], BdevError>) + 'static) -> BdevDone {
     Box::new(move |cx: &mut Context, r: Result<&[u8], BdevError>| {
         if r.is_err() {
             stats.record_error(IoErrorKind::Failed);
@@ -355,7 +358,8 @@ fn execute_async(
     if opc == io_opc::FLUSH && nsid == 0xFFFF_FFFF {
         let done = join(later, cid, nss.len());
         for ns in nss.iter() {
-            ns.bdev.submit(cx, BdevIo::Flush, counting(ns.stats.clone(), done.clone()));
+            ns.bdev
+                .submit(cx, BdevIo::Flush, counting(ns.stats.clone(), done.clone()));
         }
         return;
     }

@@ -85,15 +85,39 @@ type Hook = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 /// targets (module paths) each one turns to `debug`. Listed by name, as
 /// `log_get_flags` lists them.
 pub const FLAGS: &[(&str, &[&str])] = &[
-    ("app_config", &["lull_engine::rpc::config_json", "lull_engine::config", "lull_engine::app"]),
+    (
+        "app_config",
+        &[
+            "lull_engine::rpc::config_json",
+            "lull_engine::config",
+            "lull_engine::app",
+        ],
+    ),
     ("bdev", &["lull_engine::bdev", "lull_engine::io"]),
     ("bdev_nvme", &["lull_engine::nvme"]),
-    ("nvme", &["lull_engine::nvme", "lull_transport::host", "lull_transport::host_conn", "lull_transport::host_sync"]),
+    (
+        "nvme",
+        &[
+            "lull_engine::nvme",
+            "lull_transport::host",
+            "lull_transport::host_conn",
+            "lull_transport::host_sync",
+        ],
+    ),
     (
         "nvmf",
-        &["lull_engine::controller", "lull_engine::target", "lull_engine::subsystem", "lull_engine::logpage", "lull_engine::identify"],
+        &[
+            "lull_engine::controller",
+            "lull_engine::target",
+            "lull_engine::subsystem",
+            "lull_engine::logpage",
+            "lull_engine::identify",
+        ],
     ),
-    ("nvmf_tcp", &["lull_transport::target", "lull_transport::conn", "lull_transport::pdu"]),
+    (
+        "nvmf_tcp",
+        &["lull_transport::target", "lull_transport::conn", "lull_transport::pdu"],
+    ),
     ("reactor", &["lull_reactor"]),
     ("rpc", &["lull_engine::rpc"]),
 ];
@@ -264,7 +288,11 @@ mod tests {
         }
         let mut names: Vec<_> = FLAGS.iter().map(|(n, _)| *n).collect();
         names.sort_unstable();
-        assert_eq!(names, FLAGS.iter().map(|(n, _)| *n).collect::<Vec<_>>(), "listed by name");
+        assert_eq!(
+            names,
+            FLAGS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            "listed by name"
+        );
         assert!(FLAGS.len() <= 64);
     }
 }

@@ -220,8 +220,10 @@ impl Target {
     /// Sets [`Target::queue_depths`] (each clamped to 2..=1024, the admin
     /// queue's to 32..=1024). Controllers connected before keep theirs.
     pub fn set_queue_depths(&self, io: u32, admin: u32) {
-        self.max_queue_depth.store(io.clamp(2, MAX_SQ_ENTRIES), Ordering::Relaxed);
-        self.max_aq_depth.store(admin.clamp(32, MAX_SQ_ENTRIES), Ordering::Relaxed);
+        self.max_queue_depth
+            .store(io.clamp(2, MAX_SQ_ENTRIES), Ordering::Relaxed);
+        self.max_aq_depth
+            .store(admin.clamp(32, MAX_SQ_ENTRIES), Ordering::Relaxed);
     }
 
     /// The counters of the reactor with this index (in its `Reactors` set).
@@ -414,6 +416,20 @@ impl Target {
                 .listeners
                 .iter()
                 .any(|l| l.pinned && l.entry.addr == listener)
+    }
+
+    /// The discovery subsystem's own listeners, as SPDK lists a subsystem's
+    /// (`nvmf_get_subsystems`, `nvmf_subsystem_get_listeners`): the ports
+    /// added to it (`nvmf_subsystem_add_listener discovery`) and the
+    /// target-wide ones. A port that only an NVM subsystem listens on is not
+    /// one, though discovery is answered there too (as SPDK answers it).
+    pub fn discovery_listeners(&self) -> Vec<SocketAddr> {
+        self.registry()
+            .listeners
+            .iter()
+            .filter(|l| l.pinned || l.discovery)
+            .map(|l| l.entry.addr)
+            .collect()
     }
 
     /// The addresses served now.

@@ -741,6 +741,29 @@ fn nvmf_methods() {
         .unwrap();
     assert_eq!(disc["subtype"], "Discovery");
     assert!(disc.get("namespaces").is_none(), "{disc}");
+    // SPDK lists a subsystem's own listeners only: NQN's port answers
+    // discovery too, but is not the discovery subsystem's listener.
+    assert_eq!(disc["listen_addresses"], json!([]), "{disc}");
+    assert_eq!(
+        c.ok("nvmf_subsystem_get_listeners", json!({"nqn": "discovery"})),
+        json!([])
+    );
+    c.ok("nvmf_subsystem_add_listener", listen_params("discovery", "0"));
+    let dport = bound_port(&mut c, "discovery");
+    assert_ne!(dport, port);
+    assert_eq!(
+        c.ok("nvmf_subsystem_get_listeners", json!({"nqn": "discovery"}))[0]["address"]["trsvcid"],
+        dport.to_string()
+    );
+    assert_eq!(bound_port(&mut c, NQN), port, "the discovery port is not NQN's");
+    c.ok(
+        "nvmf_subsystem_remove_listener",
+        listen_params("discovery", &dport.to_string()),
+    );
+    assert_eq!(
+        c.ok("nvmf_get_subsystems", json!({"nqn": "discovery"}))[0]["listen_addresses"],
+        json!([])
+    );
     let s = &c.ok("nvmf_get_subsystems", json!({"nqn": NQN}))[0];
     assert_eq!(s["nqn"], NQN);
     assert_eq!(s["subtype"], "NVMe");

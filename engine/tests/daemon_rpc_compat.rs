@@ -70,11 +70,29 @@ fn defaults_clients_send_are_accepted_and_the_rest_refused() {
     let t = &t[0];
     assert_eq!(t["max_io_qpairs_per_ctrlr"], 8, "{t}");
     assert_eq!(t["io_unit_size"], t["max_io_size"], "{t}");
-    assert_eq!((t["num_shared_buffers"].clone(), t["buf_cache_size"].clone()), (json!(0), json!(0)), "{t}");
-    assert_eq!((t["ack_timeout"].clone(), t["data_wr_pool_size"].clone()), (json!(0), json!(0)), "{t}");
+    assert_eq!(
+        (t["num_shared_buffers"].clone(), t["buf_cache_size"].clone()),
+        (json!(0), json!(0)),
+        "{t}"
+    );
+    assert_eq!(
+        (t["ack_timeout"].clone(), t["data_wr_pool_size"].clone()),
+        (json!(0), json!(0)),
+        "{t}"
+    );
     let saved = c.ok("save_config", serde_json::Value::Null);
-    let nvmf = saved["subsystems"].as_array().unwrap().iter().find(|s| s["subsystem"] == "nvmf").unwrap();
-    let tr = nvmf["config"].as_array().unwrap().iter().find(|e| e["method"] == "nvmf_create_transport").unwrap();
+    let nvmf = saved["subsystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subsystem"] == "nvmf")
+        .unwrap();
+    let tr = nvmf["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["method"] == "nvmf_create_transport")
+        .unwrap();
     assert_eq!(tr["params"]["max_io_qpairs_per_ctrlr"], 8, "{tr}");
     assert!(tr["params"].get("io_unit_size").is_none(), "{tr}");
     let m = c.expect(
@@ -234,15 +252,30 @@ fn spdk_tuning_methods_exist_and_follow_the_loader() {
     }
     // As spdk_tgt v25.09's save_config writes them.
     for (m, p) in [
-        ("iobuf_set_options", json!({"small_pool_count": 8192, "large_pool_count": 1024, "small_bufsize": 8192, "large_bufsize": 135168, "enable_numa": false})),
-        ("sock_impl_set_options", json!({"impl_name": "posix", "recv_buf_size": 2097152, "send_buf_size": 2097152, "enable_recv_pipe": true, "enable_quickack": false, "enable_placement_id": 0, "enable_zerocopy_send_server": true, "enable_zerocopy_send_client": false, "zerocopy_threshold": 0, "tls_version": 0, "enable_ktls": false})),
+        (
+            "iobuf_set_options",
+            json!({"small_pool_count": 8192, "large_pool_count": 1024, "small_bufsize": 8192, "large_bufsize": 135168, "enable_numa": false}),
+        ),
+        (
+            "sock_impl_set_options",
+            json!({"impl_name": "posix", "recv_buf_size": 2097152, "send_buf_size": 2097152, "enable_recv_pipe": true, "enable_quickack": false, "enable_placement_id": 0, "enable_zerocopy_send_server": true, "enable_zerocopy_send_client": false, "zerocopy_threshold": 0, "tls_version": 0, "enable_ktls": false}),
+        ),
         ("sock_set_default_impl", json!({"impl_name": "posix"})),
-        ("accel_set_options", json!({"small_cache_size": 128, "large_cache_size": 16, "task_count": 2048, "sequence_count": 2048, "buf_count": 2048})),
-        ("bdev_set_options", json!({"bdev_io_pool_size": 65535, "bdev_io_cache_size": 256, "bdev_auto_examine": true, "iobuf_small_cache_size": 128, "iobuf_large_cache_size": 16})),
+        (
+            "accel_set_options",
+            json!({"small_cache_size": 128, "large_cache_size": 16, "task_count": 2048, "sequence_count": 2048, "buf_count": 2048}),
+        ),
+        (
+            "bdev_set_options",
+            json!({"bdev_io_pool_size": 65535, "bdev_io_cache_size": 256, "bdev_auto_examine": true, "iobuf_small_cache_size": 128, "iobuf_large_cache_size": 16}),
+        ),
         ("bdev_nvme_set_hotplug", json!({"period_us": 100000, "enable": false})),
         ("nvmf_set_max_subsystems", json!({"max_subsystems": 1024})),
         ("nvmf_set_crdt", json!({"crdt1": 0, "crdt2": 0, "crdt3": 0})),
-        ("nvmf_set_config", json!({"discovery_filter": "match_any", "admin_cmd_passthru": {"identify_ctrlr": false}, "dhchap_digests": ["sha256"], "dhchap_dhgroups": ["null"]})),
+        (
+            "nvmf_set_config",
+            json!({"discovery_filter": "match_any", "admin_cmd_passthru": {"identify_ctrlr": false}, "dhchap_digests": ["sha256"], "dhchap_dhgroups": ["null"]}),
+        ),
         ("framework_set_scheduler", json!({"name": "static", "period": 1000000})),
         ("iscsi_set_options", serde_json::Value::Null),
     ] {
@@ -251,9 +284,21 @@ fn spdk_tuning_methods_exist_and_follow_the_loader() {
     // What a host would see is refused, naming the parameter.
     for (m, p, k) in [
         ("nvmf_set_crdt", json!({"crdt1": 0, "crdt2": 5}), "crdt2"),
-        ("nvmf_set_config", json!({"discovery_filter": "transport"}), "discovery_filter"),
-        ("nvmf_set_config", json!({"admin_cmd_passthru": {"identify_ctrlr": true}}), "admin_cmd_passthru"),
-        ("nvmf_set_config", json!({"poll_groups_mask": "0x1"}), "poll_groups_mask"),
+        (
+            "nvmf_set_config",
+            json!({"discovery_filter": "transport"}),
+            "discovery_filter",
+        ),
+        (
+            "nvmf_set_config",
+            json!({"admin_cmd_passthru": {"identify_ctrlr": true}}),
+            "admin_cmd_passthru",
+        ),
+        (
+            "nvmf_set_config",
+            json!({"poll_groups_mask": "0x1"}),
+            "poll_groups_mask",
+        ),
     ] {
         let msg = c.expect(INVALID_PARAMS, m, p);
         assert!(msg.contains(k), "{m}: {msg}");

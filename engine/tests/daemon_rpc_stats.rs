@@ -349,9 +349,21 @@ fn log_levels_replace_the_filter() {
     c.ok("log_set_flag", json!({"flag": "NVMF*"}));
     let f = c.ok("log_get_flags", Value::Null);
     assert!(f["nvmf"] == true && f["nvmf_tcp"] == true && f["bdev"] == false, "{f}");
-    assert!(seen.lock().unwrap().last().unwrap().contains("lull_engine::controller=debug"));
+    assert!(
+        seen.lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .contains("lull_engine::controller=debug")
+    );
     c.ok("log_clear_flag", json!({"flag": "all"}));
-    assert!(c.ok("log_get_flags", Value::Null).as_object().unwrap().values().all(|v| v == false));
+    assert!(
+        c.ok("log_get_flags", Value::Null)
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v == false)
+    );
     assert_eq!(seen.lock().unwrap().last().unwrap(), "info");
     let n = seen.lock().unwrap().len();
     let m = c.expect(INVALID_PARAMS, "log_set_flag", json!({"flag": "iscsi"}));

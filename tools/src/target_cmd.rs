@@ -507,7 +507,10 @@ fn reach_line(reach: &[SocketAddr]) -> String {
     if reach.is_empty() {
         "not reachable yet: no listener (nvmf_subsystem_add_listener, or lull subsystem add-listener)".to_string()
     } else {
-        format!("on {}", reach.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+        format!(
+            "on {}",
+            reach.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        )
     }
 }
 
@@ -650,7 +653,11 @@ mod tests {
 
     #[test]
     fn banner_of_a_subsystem_without_a_listener_says_so() {
-        assert!(reach_line(&[]).starts_with("not reachable yet: no listener"), "{}", reach_line(&[]));
+        assert!(
+            reach_line(&[]).starts_with("not reachable yet: no listener"),
+            "{}",
+            reach_line(&[])
+        );
         let a: SocketAddr = "127.0.0.1:4420".parse().unwrap();
         let b: SocketAddr = "[::1]:4421".parse().unwrap();
         assert_eq!(reach_line(&[a, b]), "on 127.0.0.1:4420, [::1]:4421");

@@ -315,7 +315,10 @@ pub(crate) fn strip(method: &str, params: &mut Value) -> Result<(), RpcError> {
         }
         if matches!(dflt, Dflt::AnyCount) && !v.is_null() {
             // Accepted so SPDK's set-up commands run; said, so nobody thinks it applies.
-            tracing::warn!(method, "{path} = {v} accepted and ignored: lull has no shared buffer pool to size");
+            tracing::warn!(
+                method,
+                "{path} = {v} accepted and ignored: lull has no shared buffer pool to size"
+            );
         }
         map.remove(key);
         if let Some(p) = parent

@@ -376,13 +376,15 @@ fn skippable(method: &str, p: &Value) -> Option<Result<String, String>> {
         "framework_set_scheduler" => Some(Ok(
             "SPDK's thread scheduler; lull's reactors follow mode_policy (lull_set_options)".into(),
         )),
-        "nvmf_set_crdt" => Some(match ["crdt1", "crdt2", "crdt3"].iter().find(|k| !is_zero_or_absent(p, k)) {
-            None => Ok("command retry delay times at their default, 0".into()),
-            Some(k) => Err(format!(
-                "{k} = {}: a non-zero command retry delay time; lull reports 0 (allowed: 0)",
-                p[*k]
-            )),
-        }),
+        "nvmf_set_crdt" => Some(
+            match ["crdt1", "crdt2", "crdt3"].iter().find(|k| !is_zero_or_absent(p, k)) {
+                None => Ok("command retry delay times at their default, 0".into()),
+                Some(k) => Err(format!(
+                    "{k} = {}: a non-zero command retry delay time; lull reports 0 (allowed: 0)",
+                    p[*k]
+                )),
+            },
+        ),
         "nvmf_set_config" => {
             let filter_ok = param(p, "discovery_filter").is_none_or(|v| v == "match_any");
             let passthru_ok = param(p, "admin_cmd_passthru").is_none_or(|v| {
@@ -737,14 +739,27 @@ mod tests {
     fn every_skipped_method_but_start_up_is_a_method() {
         for m in SPDK_TUNING {
             assert!(METHODS.iter().any(|(n, _)| n == m), "{m} is not in METHODS");
-            assert!(matches!(skippable(m, &json!({})), Some(Ok(_))), "{m} is not skippable with no parameters");
+            assert!(
+                matches!(skippable(m, &json!({})), Some(Ok(_))),
+                "{m} is not skippable with no parameters"
+            );
         }
         // Every method the loader may skip is one (framework_start_init aside).
         for m in [
-            "iobuf_set_options", "sock_set_default_impl", "sock_impl_set_options", "accel_set_options",
-            "accel_assign_opc", "bdev_set_options", "bdev_raid_set_options", "iscsi_set_options",
-            "nvmf_set_max_subsystems", "keyring_linux_set_options", "bdev_nvme_set_hotplug",
-            "framework_set_scheduler", "nvmf_set_crdt", "nvmf_set_config",
+            "iobuf_set_options",
+            "sock_set_default_impl",
+            "sock_impl_set_options",
+            "accel_set_options",
+            "accel_assign_opc",
+            "bdev_set_options",
+            "bdev_raid_set_options",
+            "iscsi_set_options",
+            "nvmf_set_max_subsystems",
+            "keyring_linux_set_options",
+            "bdev_nvme_set_hotplug",
+            "framework_set_scheduler",
+            "nvmf_set_crdt",
+            "nvmf_set_config",
         ] {
             assert!(SPDK_TUNING.contains(&m), "{m}");
         }

@@ -329,11 +329,17 @@ pub(super) fn nvmf_get_subsystems(app: &App, params: Value) -> Result<Value, Rpc
         .iter()
         .map(|s| {
             let access = s.access().clone();
-            let ports: Vec<std::net::SocketAddr> = all_ports
-                .iter()
-                .copied()
-                .filter(|a| target.reachable(s, *a))
-                .collect();
+            // A subsystem's own listeners, as SPDK lists them: for the
+            // discovery subsystem not every port that answers discovery.
+            let ports: Vec<std::net::SocketAddr> = if s.kind == SubsystemKind::Discovery {
+                target.discovery_listeners()
+            } else {
+                all_ports
+                    .iter()
+                    .copied()
+                    .filter(|a| target.reachable(s, *a))
+                    .collect()
+            };
             let listen: Vec<Value> = ports
                 .iter()
                 .map(|a| {

@@ -118,8 +118,12 @@ pub(super) fn bdev_get_iostat(app: &App, params: Value) -> Result<Value, RpcErro
                 iostat_json(&e.stats.total(), &mut m);
                 // SPDK's io_error: failed I/O by bdev status, only the
                 // statuses that happened (so `{}` until one fails).
-                let errors: serde_json::Map<String, Value> =
-                    e.stats.errors().into_iter().map(|(k, n)| (k.to_string(), json!(n))).collect();
+                let errors: serde_json::Map<String, Value> = e
+                    .stats
+                    .errors()
+                    .into_iter()
+                    .map(|(k, n)| (k.to_string(), json!(n)))
+                    .collect();
                 m.insert("io_error".into(), Value::Object(errors));
                 Value::Object(m)
             })
@@ -241,12 +245,16 @@ pub(super) fn nvmf_subsystem_get_qpairs(app: &App, params: Value) -> Result<Valu
 pub(super) fn nvmf_subsystem_get_listeners(app: &App, params: Value) -> Result<Value, RpcError> {
     let s = subsystem(app, params)?;
     let target = app.target();
-    let out: Vec<Value> = target
-        .listeners()
-        .into_iter()
-        .filter(|a| target.reachable(&s, *a))
-        .map(|a| json!({"address": trid_json(&a)}))
-        .collect();
+    let ports = if s.kind == SubsystemKind::Discovery {
+        target.discovery_listeners()
+    } else {
+        target
+            .listeners()
+            .into_iter()
+            .filter(|a| target.reachable(&s, *a))
+            .collect()
+    };
+    let out: Vec<Value> = ports.into_iter().map(|a| json!({"address": trid_json(&a)})).collect();
     Ok(Value::Array(out))
 }
 

@@ -307,3 +307,50 @@ fn spdk_tuning_methods_exist_and_follow_the_loader() {
     drop(c);
     d.stop();
 }
+
+/// spdk_tgt's save_config writes each namespace's UUID and NGUID (derived
+/// from the bdev, as lull derives them): `rpc.py load_config` sends them,
+/// so the derived values are accepted; other values are refused naming them.
+#[test]
+fn namespace_identities_as_spdk_saves_them() {
+    let mut d = Daemon::start("nsid-uuid");
+    let mut c = d.client();
+    let uuid = "6f2c1d4e-1b2a-4c3d-8e4f-5a6b7c8d9e02";
+    c.ok(
+        "bdev_malloc_create",
+        json!({"name": "M0", "num_blocks": 64, "block_size": 512, "uuid": uuid}),
+    );
+    c.ok(
+        "bdev_malloc_create",
+        json!({"name": "M1", "num_blocks": 64, "block_size": 512}),
+    );
+    c.ok("nvmf_create_subsystem", json!({"nqn": NQN}));
+    for (k, v) in [
+        ("uuid", json!("6f2c1d4e-1b2a-4c3d-8e4f-5a6b7c8d9e03")),
+        ("nguid", json!("00000000000000000000000000000001")),
+    ] {
+        let mut ns = json!({"bdev_name": "M0", "nsid": 1});
+        ns[k] = v;
+        let m = c.expect(
+            INVALID_PARAMS,
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": ns}),
+        );
+        assert!(m.contains(&format!("namespace.{k}")) && m.contains("bdev M0"), "{m}");
+    }
+    assert_eq!(
+        c.ok(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": "M0", "nsid": 1, "uuid": uuid,
+                "nguid": "6F2C1D4E1B2A4C3D8E4F5A6B7C8D9E02", "no_auto_visible": false}})
+        ),
+        1
+    );
+    let ns = &c.ok("nvmf_get_subsystems", json!({"nqn": NQN}))[0]["namespaces"][0];
+    assert_eq!(
+        (ns["uuid"].clone(), ns["nguid"].clone()),
+        (json!(uuid), json!("6F2C1D4E1B2A4C3D8E4F5A6B7C8D9E02"))
+    );
+    drop(c);
+    d.stop();
+}

@@ -175,9 +175,7 @@ pub(crate) const UNIMPLEMENTED: &[(&str, &[Entry])] = &[
         "nvmf_subsystem_add_ns",
         &[
             TGT,
-            ("namespace.nguid", Absent),
             ("namespace.eui64", Absent),
-            ("namespace.uuid", Absent),
             ("namespace.ptpl_file", Absent),
             ("namespace.anagrpid", Int(0)),
             ("namespace.no_auto_visible", Bool(false)),

@@ -182,6 +182,11 @@ pub(super) fn nvmf_delete_subsystem(app: &App, params: Value) -> Result<Value, R
 struct NsParams {
     bdev_name: String,
     nsid: Option<u32>,
+    /// Accepted when it is the one lull derives (the bdev's UUID), as
+    /// spdk_tgt's save_config writes it.
+    uuid: Option<String>,
+    /// Accepted when it is the one lull derives (the bdev's UUID bytes).
+    nguid: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +199,27 @@ struct AddNs {
 pub(super) fn nvmf_subsystem_add_ns(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: AddNs = decode(params)?;
     let ns = p.namespace;
+    // lull gives a namespace its bdev's UUID, and that UUID's bytes as its
+    // NGUID (what SPDK derives too): the same values, as spdk_tgt saves
+    // them, are accepted; others cannot be given.
+    if let Some(b) = app.bdev(&ns.bdev_name) {
+        let uuid = b.bdev.uuid();
+        let derived_uuid = uuid_string(&uuid);
+        let derived_nguid: String = uuid.iter().map(|x| format!("{x:02X}")).collect();
+        for (k, given, derived) in [
+            ("namespace.uuid", &ns.uuid, &derived_uuid),
+            ("namespace.nguid", &ns.nguid, &derived_nguid),
+        ] {
+            if let Some(g) = given
+                && !g.replace('-', "").eq_ignore_ascii_case(&derived.replace('-', ""))
+            {
+                return Err(RpcError::invalid(format!(
+                    "Invalid parameters: {k} = {g}: lull derives it from bdev {}'s UUID: {derived} (give that, or leave it out)",
+                    ns.bdev_name
+                )));
+            }
+        }
+    }
     let nsid = app.add_namespace(&p.nqn, &ns.bdev_name, ns.nsid.unwrap_or(0))?;
     Ok(json!(nsid))
 }

@@ -731,6 +731,12 @@ pub(super) fn load_config(app: &App, params: Value) -> Result<Value, RpcError> {
     Ok(json!({"applied": r.applied, "warnings": r.warnings}))
 }
 
+/// lull's bdevs are usable once created: nothing to wait for.
+pub(super) fn bdev_wait_for_examine(_app: &App, params: Value) -> Result<Value, RpcError> {
+    super::params::none(&params)?;
+    Ok(Value::Bool(true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -764,10 +770,4 @@ mod tests {
             assert!(SPDK_TUNING.contains(&m), "{m}");
         }
     }
-}
-
-/// lull's bdevs are usable once created: nothing to wait for.
-pub(super) fn bdev_wait_for_examine(_app: &App, params: Value) -> Result<Value, RpcError> {
-    super::params::none(&params)?;
-    Ok(Value::Bool(true))
 }

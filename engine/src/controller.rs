@@ -34,8 +34,12 @@ mod fid {
     pub const KEEP_ALIVE_TIMER: u8 = 0x0F;
 }
 
-/// Most I/O queues a controller grants (Set Features Number of Queues).
-pub const MAX_IO_QUEUES: u16 = 128;
+/// Most I/O queues `max_io_qpairs_per_ctrlr` may allow.
+pub const MAX_IO_QUEUES: u16 = 1024;
+/// I/O queues a controller may have unless the transport says otherwise:
+/// SPDK's default `max_io_qpairs_per_ctrlr`, 127 (128 queue pairs with the
+/// admin queue).
+pub const DEFAULT_IO_QUEUES: u16 = 127;
 
 /// Mutable controller state.
 struct State {
@@ -43,12 +47,16 @@ struct State {
     csts: u32,
     kato: Duration,
     aec: u32,
+    /// I/O queues granted by Set Features Number of Queues (0: not set yet).
     io_queues: u16,
+    /// The transport's `max_io_qpairs_per_ctrlr` when this controller was made.
+    max_io_queues: u16,
     last_keep_alive: Instant,
     /// Outstanding Asynchronous Event Requests (CIDs on the admin queue).
     aers: Vec<u16>,
-    /// Every queue of this controller: (reactor, connection poller) to close them.
-    queues: Vec<(u16, ReactorHandle, PollerId)>,
+    /// Every queue of this controller: (QID, reactor, connection poller) to
+    /// close them, and the host's address of its connection.
+    queues: Vec<(u16, ReactorHandle, PollerId, SocketAddr)>,
     dead: bool,
     /// Completes AERs on the admin queue's reactor (its handler holds the queue's completer).
     aen_tx: Option<Sender<u32>>,
@@ -69,6 +77,18 @@ const AEN_NS_ATTRIBUTE_CHANGED: u32 = 0x0004_0002;
 const AEC_NS_ATTRIBUTE: u32 = 1 << 8;
 /// At most this many NSIDs are listed in log page 04h; more make it FFFFFFFFh.
 const CHANGED_NS_MAX: usize = 1024;
+
+/// One connected queue of a controller (`nvmf_subsystem_get_qpairs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// QID (0: the admin queue).
+    pub qid: u16,
+    /// Index of the reactor serving it.
+    pub reactor: usize,
+    /// The host's address and port of its connection (SPDK's
+    /// `peer_address`: with an empty HOSTNQN, the only way to tell hosts apart).
+    pub peer: SocketAddr,
+}
 
 /// One controller.
 pub struct Controller {
@@ -109,17 +129,26 @@ impl Controller {
         };
         self.ready.store(false, Ordering::Release);
         tracing::info!(cntlid = self.cntlid, subnqn = %self.subsystem.nqn, hostnqn = %shown(&self.hostnqn), "controller torn down: {why}");
-        for (_, reactor, id) in queues {
+        for (_, reactor, id, _) in queues {
             let _ = reactor.try_send(move |cx| {
                 let _ = cx.unregister(id);
             });
         }
     }
 
-    /// Its connected queues: (QID, index of the reactor serving it), by QID.
-    pub fn queue_list(&self) -> Vec<(u16, usize)> {
-        let mut v: Vec<(u16, usize)> = self.state().queues.iter().map(|(q, h, _)| (*q, h.index())).collect();
-        v.sort_unstable();
+    /// Its connected queues, by QID.
+    pub fn queue_list(&self) -> Vec<QueueInfo> {
+        let mut v: Vec<QueueInfo> = self
+            .state()
+            .queues
+            .iter()
+            .map(|(q, h, _, peer)| QueueInfo {
+                qid: *q,
+                reactor: h.index(),
+                peer: *peer,
+            })
+            .collect();
+        v.sort_unstable_by_key(|q| q.qid);
         v
     }
 
@@ -190,9 +219,10 @@ fn shown(nqn: &str) -> &str {
     if nqn.is_empty() { "(empty)" } else { nqn }
 }
 
-/// CAP (NVMe Base 2.0 figure 36): MQES, CQR, TO = 7.5 s, CSS NVM, MPSMIN 4 KiB.
-fn cap() -> u64 {
-    let mqes = u64::from(lull_transport::target::MAX_SQ_ENTRIES - 1);
+/// CAP (NVMe Base 2.0 figure 36): MQES (`max_queue_depth` - 1), CQR,
+/// TO = 7.5 s, CSS NVM, MPSMIN 4 KiB.
+fn cap(max_queue_depth: u32) -> u64 {
+    let mqes = u64::from(max_queue_depth.saturating_sub(1));
     mqes | 1 << 16 | 15 << 24 | 1 << 37
 }
 
@@ -269,7 +299,8 @@ impl QueueBinding {
             Ok(d) => d,
             Err(p) => return invalid(p),
         };
-        let max_entries = lull_transport::target::MAX_SQ_ENTRIES;
+        let (io_depth, aq_depth) = self.target.queue_depths();
+        let max_entries = if c.qid == 0 { aq_depth } else { io_depth };
         // SQSIZE is 0's based; a 1-entry queue is not allowed, the admin queue needs 32.
         let min_sqsize = if c.qid == 0 { 31 } else { 1 };
         if c.sqsize < min_sqsize || u32::from(c.sqsize) + 1 > max_entries {
@@ -321,6 +352,7 @@ impl QueueBinding {
                     kato,
                     aec: 0,
                     io_queues: 0,
+                    max_io_queues: self.target.max_io_queues(),
                     last_keep_alive: Instant::now(),
                     aers: Vec::new(),
                     queues: Vec::new(),
@@ -384,7 +416,11 @@ impl QueueBinding {
                 return invalid(InvalidParameter::sqe(connect_offset::QID));
             }
             let s = ctrl.state();
-            if c.qid > s.io_queues.max(1) || s.queues.iter().any(|(qid, _, _)| *qid == c.qid) {
+            // The QIDs allowed: those granted by Number of Queues, or before
+            // that feature is set, what it would grant (the transport's limit).
+            let max_qid = if s.io_queues == 0 { s.max_io_queues } else { s.io_queues };
+            if c.qid > max_qid || s.queues.iter().any(|(qid, _, _, _)| *qid == c.qid) {
+                tracing::warn!(peer = %self.peer, cntlid = ctrl.cntlid, qid = c.qid, max_qid, "I/O queue Connect refused: QID {} is beyond the controller's {} I/O queues or in use", c.qid, max_qid);
                 drop(s);
                 return invalid(InvalidParameter::sqe(connect_offset::QID));
             }
@@ -392,7 +428,7 @@ impl QueueBinding {
             ctrl
         };
         if let (qid, handle, Some(id)) = me {
-            ctrl.state().queues.push((qid, handle, id));
+            ctrl.state().queues.push((qid, handle, id, self.peer));
         }
         self.qid = c.qid;
         self.counted_on = Some(cx.index());
@@ -482,7 +518,7 @@ impl QueueBinding {
                 };
                 let s = ctrl.state();
                 let v: u64 = match (p.offset, p.size) {
-                    (property::CAP, 8) => cap(),
+                    (property::CAP, 8) => cap(self.target.queue_depths().0),
                     (property::VS, 4) => u64::from(identify::NVME_VERSION),
                     (property::CC, 4) => u64::from(s.cc),
                     (property::CSTS, 4) => u64::from(s.csts),
@@ -525,7 +561,7 @@ impl QueueBinding {
                 if let Some(c) = &self.ctrl {
                     let mut s = c.state();
                     let qid = self.qid;
-                    s.queues.retain(|(q, _, _)| *q != qid);
+                    s.queues.retain(|(q, _, _, _)| *q != qid);
                 }
                 self.disconnecting = true;
                 ok
@@ -592,6 +628,7 @@ impl QueueBinding {
                         subsystem: s,
                         cntlid: ctrl.cntlid,
                         io_in_capsule_data: self.io_in_capsule_data,
+                        maxcmd: self.target.queue_depths().0 as u16,
                     })),
                     0x00 if !discovery => match s.namespace(sqe.nsid()) {
                         Some(ns) => Some(identify::namespace(&ns)),
@@ -662,13 +699,15 @@ impl QueueBinding {
                         if nsqr == 0xFFFF || ncqr == 0xFFFF {
                             None
                         } else {
-                            let granted = nsqr.max(ncqr).min(MAX_IO_QUEUES - 1);
+                            // 0's based counts; at most max_io_qpairs_per_ctrlr.
+                            let granted = nsqr.max(ncqr).min(s.max_io_queues - 1);
                             s.io_queues = granted + 1;
                             Some(u32::from(granted) << 16 | u32::from(granted))
                         }
                     }
                     (fid::NUMBER_OF_QUEUES, false) => {
-                        let g = u32::from(s.io_queues.max(1) - 1);
+                        let n = if s.io_queues == 0 { s.max_io_queues } else { s.io_queues };
+                        let g = u32::from(n - 1);
                         Some(g << 16 | g)
                     }
                     (fid::ASYNC_EVENT_CONFIG, true) => {
@@ -799,7 +838,7 @@ impl Drop for QueueBinding {
                 self.target.remove_controller(ctrl.cntlid);
             } else {
                 let qid = self.qid;
-                ctrl.state().queues.retain(|(q, _, _)| *q != qid);
+                ctrl.state().queues.retain(|(q, _, _, _)| *q != qid);
             }
         }
     }

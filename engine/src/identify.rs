@@ -32,6 +32,8 @@ pub struct ControllerIdentity<'a> {
     pub cntlid: u16,
     /// In-capsule data on I/O queues, bytes (IOCCSZ = (64 + this) / 16).
     pub io_in_capsule_data: u32,
+    /// MAXCMD: most commands outstanding on a queue (`max_queue_depth`).
+    pub maxcmd: u16,
 }
 
 /// Identify Controller (CNS 01h).
@@ -61,7 +63,7 @@ pub fn controller(id: &ControllerIdentity<'_>) -> Vec<u8> {
     }
     b[512] = 0x66; // SQES: 64-byte entries
     b[513] = 0x44; // CQES: 16-byte entries
-    b[514..516].copy_from_slice(&(lull_transport::target::MAX_SQ_ENTRIES as u16).to_le_bytes()); // MAXCMD
+    b[514..516].copy_from_slice(&id.maxcmd.to_le_bytes()); // MAXCMD
     if s.kind == SubsystemKind::Nvm {
         b[516..520].copy_from_slice(&MAX_NAMESPACES.to_le_bytes()); // NN
         b[520..522].copy_from_slice(&(1u16 | 1 << 2 | 1 << 3).to_le_bytes()); // ONCS: Compare, DSM, Write Zeroes
@@ -163,7 +165,9 @@ mod tests {
             subsystem: &s,
             cntlid: 7,
             io_in_capsule_data: 8192,
+            maxcmd: 128,
         });
+        assert_eq!(u16::from_le_bytes([c[514], c[515]]), 128, "MAXCMD");
         assert_eq!(&c[4..24], b"SN123               ");
         assert_eq!(&c[24..34], b"lull model");
         assert_eq!(c[34], b' ');

@@ -10,11 +10,18 @@ use lull_transport::conn::Completer;
 use lull_transport::nvme::{Cqe, Status, io_opc, status};
 use lull_transport::target::{Command, TargetQueue};
 
-use crate::bdev::stats::IoKind;
-use crate::bdev::{Bdev, BdevError, BdevIo};
+use crate::bdev::stats::{BdevStats, IoErrorKind, IoKind};
+use crate::bdev::{Bdev, BdevDone, BdevError, BdevIo};
 use crate::identify::MAX_TRANSFER;
 use crate::subsystem::{Namespace, Subsystem};
 use crate::target::CoreIo;
+
+/// The status of a failed bdev I/O, counted in the bdev's `io_error` as
+/// "failed".
+fn failed(stats: &BdevStats, e: &BdevError) -> Status {
+    stats.record_error(IoErrorKind::Failed);
+    bdev_status(e)
+}
 
 fn bdev_status(e: &BdevError) -> Status {
     match e {
@@ -101,8 +108,10 @@ fn execute_sync(
     let opc = cmd.sqe.opc();
     let nsid = cmd.sqe.nsid();
     if opc == io_opc::FLUSH && nsid == 0xFFFF_FFFF {
-        let r = nss.iter().try_for_each(|ns| ns.bdev.flush());
-        return done(q, r.map_or_else(|e| bdev_status(&e), |()| Status::SUCCESS));
+        let r = nss
+            .iter()
+            .try_for_each(|ns| ns.bdev.flush().map_err(|e| failed(&ns.stats, &e)));
+        return done(q, r.map_or_else(|s| s, |()| Status::SUCCESS));
     }
     let Some(ns) = nss.iter().find(|n| n.nsid == nsid) else {
         return done(q, status::INVALID_NAMESPACE.with_dnr());
@@ -139,7 +148,7 @@ fn execute_sync(
                     subsystem.counters.read(len as u64);
                     io.read(len);
                 }
-                Err(e) => done(q, bdev_status(&e)),
+                Err(e) => done(q, failed(&ns.stats, &e)),
             }
         }
         io_opc::WRITE | io_opc::COMPARE => {
@@ -160,22 +169,32 @@ fn execute_sync(
                         io.wrote(len);
                         done(q, Status::SUCCESS)
                     }
-                    Err(e) => done(q, bdev_status(&e)),
+                    Err(e) => done(q, failed(&ns.stats, &e)),
                 }
             } else {
                 buf.resize(len, 0);
                 match bdev.read(slba, &mut buf[..len]) {
                     Ok(()) if buf[..len] == cmd.data[..] => done(q, Status::SUCCESS),
-                    Ok(()) => done(q, status::COMPARE_FAILURE.with_dnr()),
-                    Err(e) => done(q, bdev_status(&e)),
+                    Ok(()) => {
+                        ns.stats.record_error(IoErrorKind::Miscompare);
+                        done(q, status::COMPARE_FAILURE.with_dnr())
+                    }
+                    Err(e) => done(q, failed(&ns.stats, &e)),
                 }
             }
         }
-        io_opc::FLUSH => done(q, bdev.flush().map_or_else(|e| bdev_status(&e), |()| Status::SUCCESS)),
+        io_opc::FLUSH => done(
+            q,
+            bdev.flush()
+                .map_or_else(|e| failed(&ns.stats, &e), |()| Status::SUCCESS),
+        ),
         io_opc::WRITE_ZEROES => {
             let (slba, nlb) = range(cmd);
+            if let Err(e) = crate::bdev::check_range(slba, nlb, bdev.num_blocks()) {
+                return done(q, bdev_status(&e));
+            }
             let r = bdev.write_zeroes(slba, nlb);
-            done(q, r.map_or_else(|e| bdev_status(&e), |()| Status::SUCCESS))
+            done(q, r.map_or_else(|e| failed(&ns.stats, &e), |()| Status::SUCCESS))
         }
         io_opc::DATASET_MANAGEMENT => match dsm_ranges(cmd, bdev) {
             Err(s) => done(q, s),
@@ -184,7 +203,7 @@ fn execute_sync(
                     for (lba, n) in ranges {
                         let t0 = std::time::Instant::now();
                         if let Err(e) = bdev.unmap(lba, n) {
-                            return done(q, bdev_status(&e));
+                            return done(q, failed(&ns.stats, &e));
                         }
                         let bytes = n * u64::from(bdev.block_size());
                         ns.stats.record(reactor, IoKind::Unmap, bytes, since(t0));
@@ -277,6 +296,16 @@ impl Tracked {
 }
 
 /// Completes `cid` once `parts` operations have ended, with the first error.
+/// `done`, counting a failure in `stats` ("failed") first.
+fn counting(stats: Arc<BdevStats>, done: impl Fn(&mut Context, Result<&[u8], BdevError>) + 'static) -> BdevDone {
+    Box::new(move |cx: &mut Context, r: Result<&[u8], BdevError>| {
+        if r.is_err() {
+            stats.record_error(IoErrorKind::Failed);
+        }
+        done(cx, r);
+    })
+}
+
 fn join(later: &Tracked, cid: u16, parts: usize) -> impl Fn(&mut Context, Result<&[u8], BdevError>) + Clone + use<> {
     let left = Rc::new(Cell::new(parts));
     let first_error: Rc<Cell<Option<Status>>> = Rc::new(Cell::new(None));
@@ -329,7 +358,8 @@ fn execute_async(
     if opc == io_opc::FLUSH && nsid == 0xFFFF_FFFF {
         let done = join(later, cid, nss.len());
         for ns in nss.iter() {
-            ns.bdev.submit(cx, BdevIo::Flush, Box::new(done.clone()));
+            ns.bdev
+                .submit(cx, BdevIo::Flush, counting(ns.stats.clone(), done.clone()));
         }
         return;
     }
@@ -368,17 +398,20 @@ fn execute_async(
                             later.complete_with_data(cx, cqe, data.to_vec());
                         }
                         Ok(data) if data == &expected[..] => later.complete(cx, cqe),
-                        Ok(_) => later.complete(
-                            cx,
-                            Cqe {
-                                status: status::COMPARE_FAILURE.with_dnr(),
-                                ..cqe
-                            },
-                        ),
+                        Ok(_) => {
+                            stats.record_error(IoErrorKind::Miscompare);
+                            later.complete(
+                                cx,
+                                Cqe {
+                                    status: status::COMPARE_FAILURE.with_dnr(),
+                                    ..cqe
+                                },
+                            )
+                        }
                         Err(e) => later.complete(
                             cx,
                             Cqe {
-                                status: bdev_status(&e),
+                                status: failed(&stats, &e),
                                 ..cqe
                             },
                         ),
@@ -411,7 +444,7 @@ fn execute_async(
                             subsystem.counters.wrote(len as u64);
                             Status::SUCCESS
                         }
-                        Err(e) => bdev_status(&e),
+                        Err(e) => failed(&stats, &e),
                     };
                     later.complete(
                         cx,
@@ -424,7 +457,7 @@ fn execute_async(
                 }),
             );
         }
-        io_opc::FLUSH => bdev.submit(cx, BdevIo::Flush, Box::new(join(later, cid, 1))),
+        io_opc::FLUSH => bdev.submit(cx, BdevIo::Flush, counting(stats, join(later, cid, 1))),
         io_opc::WRITE_ZEROES => {
             let (slba, nlb) = range(&cmd);
             if let Err(e) = crate::bdev::check_range(slba, nlb, bdev.num_blocks()) {
@@ -433,7 +466,7 @@ fn execute_async(
             bdev.submit(
                 cx,
                 BdevIo::WriteZeroes { lba: slba, blocks: nlb },
-                Box::new(join(later, cid, 1)),
+                counting(stats, join(later, cid, 1)),
             );
         }
         io_opc::DATASET_MANAGEMENT => match dsm_ranges(&cmd, bdev.as_ref()) {
@@ -448,6 +481,8 @@ fn execute_async(
                         if r.is_ok() {
                             let ns = cx.now().saturating_duration_since(start).as_nanos() as u64;
                             stats.record(reactor, IoKind::Unmap, blocks * block_size, ns);
+                        } else {
+                            stats.record_error(IoErrorKind::Failed);
                         }
                         done(cx, r);
                     };

@@ -7,6 +7,13 @@
 //! to the more verbose of the two. SPDK's levels map to tracing's as
 //! ERROR = error, WARNING = warn, NOTICE and INFO = info (lull has no level
 //! between them), DEBUG = debug.
+//!
+//! SPDK's log flags (`log_set_flag`, `log_clear_flag`, `log_get_flags`)
+//! turn on the debug messages of one component. lull's flags are named
+//! after SPDK's for the same component ([`FLAGS`]); each stands for tracing
+//! targets (modules), and an enabled flag adds `TARGET=debug` to the
+//! filter whatever the levels are (SPDK also wants the print level at DEBUG
+//! before a flag's messages show; lull does not).
 
 use std::sync::{Mutex, OnceLock};
 
@@ -74,12 +81,143 @@ impl SpdkLevel {
 
 type Hook = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-/// (log level, print level).
-static LEVELS: Mutex<(SpdkLevel, SpdkLevel)> = Mutex::new((SpdkLevel::Notice, SpdkLevel::Notice));
+/// The log flags, by SPDK's name for the component, with the tracing
+/// targets (module paths) each one turns to `debug`. Listed by name, as
+/// `log_get_flags` lists them.
+pub const FLAGS: &[(&str, &[&str])] = &[
+    (
+        "app_config",
+        &[
+            "lull_engine::rpc::config_json",
+            "lull_engine::config",
+            "lull_engine::app",
+        ],
+    ),
+    ("bdev", &["lull_engine::bdev", "lull_engine::io"]),
+    ("bdev_nvme", &["lull_engine::nvme"]),
+    (
+        "nvme",
+        &[
+            "lull_engine::nvme",
+            "lull_transport::host",
+            "lull_transport::host_conn",
+            "lull_transport::host_sync",
+        ],
+    ),
+    (
+        "nvmf",
+        &[
+            "lull_engine::controller",
+            "lull_engine::target",
+            "lull_engine::subsystem",
+            "lull_engine::logpage",
+            "lull_engine::identify",
+        ],
+    ),
+    (
+        "nvmf_tcp",
+        &["lull_transport::target", "lull_transport::conn", "lull_transport::pdu"],
+    ),
+    ("reactor", &["lull_reactor"]),
+    ("rpc", &["lull_engine::rpc"]),
+];
+
+/// The levels and flags now.
+struct State {
+    log: SpdkLevel,
+    print: SpdkLevel,
+    /// Bit i: `FLAGS[i]` is enabled.
+    flags: u64,
+}
+
+impl State {
+    /// The tracing filter directive: the more verbose level, then each
+    /// enabled flag's targets at `debug`.
+    fn directive(&self) -> String {
+        let mut d = self.log.max(self.print).directive().to_string();
+        for (i, (_, targets)) in FLAGS.iter().enumerate() {
+            if self.flags & (1 << i) != 0 {
+                for t in *targets {
+                    d.push_str(&format!(",{t}=debug"));
+                }
+            }
+        }
+        d
+    }
+}
+
+static LEVELS: Mutex<State> = Mutex::new(State {
+    log: SpdkLevel::Notice,
+    print: SpdkLevel::Notice,
+    flags: 0,
+});
 static HOOK: OnceLock<Hook> = OnceLock::new();
 
-fn levels_lock() -> std::sync::MutexGuard<'static, (SpdkLevel, SpdkLevel)> {
+fn levels_lock() -> std::sync::MutexGuard<'static, State> {
     LEVELS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether `name` matches the shell pattern `pattern` (`*`, `?`), ignoring
+/// ASCII case, as SPDK matches flag names.
+fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&pattern[1..], name) || (!name.is_empty() && glob(pattern, &name[1..])),
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &name[1..]),
+        (Some(p), Some(n)) if p.eq_ignore_ascii_case(n) => glob(&pattern[1..], &name[1..]),
+        _ => false,
+    }
+}
+
+/// Every flag and whether it is enabled, by name.
+pub fn flags() -> Vec<(&'static str, bool)> {
+    let s = levels_lock();
+    FLAGS
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (*n, s.flags & (1 << i) != 0))
+        .collect()
+}
+
+/// Enables (`on`) or disables the flags whose names match `pattern` (a
+/// shell pattern, or `all`), and applies the filter.
+///
+/// # Errors
+/// No flag matches (the message lists them), or the filter could not be
+/// replaced (nothing changes).
+pub fn set_flag(pattern: &str, on: bool) -> Result<(), FlagError> {
+    let mut mask = 0u64;
+    for (i, (n, _)) in FLAGS.iter().enumerate() {
+        if pattern.eq_ignore_ascii_case("all") || glob(pattern.as_bytes(), n.as_bytes()) {
+            mask |= 1 << i;
+        }
+    }
+    if mask == 0 {
+        let names: Vec<&str> = FLAGS.iter().map(|(n, _)| *n).collect();
+        return Err(FlagError::NoSuchFlag(format!(
+            "invalid log flag {pattern}: allowed {}, all, or a pattern (*, ?)",
+            names.join(", ")
+        )));
+    }
+    let mut s = levels_lock();
+    let next = State {
+        flags: if on { s.flags | mask } else { s.flags & !mask },
+        ..*s
+    };
+    if let Some(h) = HOOK.get() {
+        h(&next.directive()).map_err(FlagError::Filter)?;
+    }
+    *s = next;
+    Ok(())
+}
+
+/// Why [`set_flag`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagError {
+    /// No flag has that name (the message lists the flags).
+    NoSuchFlag(String),
+    /// The tracing filter could not be replaced.
+    Filter(String),
 }
 
 /// Installs the function that replaces the process's tracing filter with a
@@ -88,13 +226,16 @@ fn levels_lock() -> std::sync::MutexGuard<'static, (SpdkLevel, SpdkLevel)> {
 pub fn install(initial: &str, set_filter: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) {
     if HOOK.set(Box::new(set_filter)).is_ok() {
         let l = SpdkLevel::from_directive(initial);
-        *levels_lock() = (l, l);
+        let mut s = levels_lock();
+        s.log = l;
+        s.print = l;
     }
 }
 
 /// The (log, print) levels now.
 pub fn levels() -> (SpdkLevel, SpdkLevel) {
-    *levels_lock()
+    let s = levels_lock();
+    (s.log, s.print)
 }
 
 /// Sets the log level (`print: false`) or the print level (`print: true`)
@@ -103,16 +244,55 @@ pub fn levels() -> (SpdkLevel, SpdkLevel) {
 /// # Errors
 /// The filter could not be replaced (the levels stay as they were).
 pub fn set(level: SpdkLevel, print: bool) -> Result<(), String> {
-    let mut l = levels_lock();
-    let mut next = *l;
+    let mut s = levels_lock();
+    let mut next = State { ..*s };
     if print {
-        next.1 = level;
+        next.print = level;
     } else {
-        next.0 = level;
+        next.log = level;
     }
     if let Some(h) = HOOK.get() {
-        h(next.0.max(next.1).directive())?;
+        h(&next.directive())?;
     }
-    *l = next;
+    *s = next;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_patterns_match_as_spdk_matches_them() {
+        assert!(glob(b"nvmf*", b"nvmf_tcp") && glob(b"NVMF", b"nvmf") && glob(b"bdev_nvm?", b"bdev_nvme"));
+        assert!(!glob(b"nvmf", b"nvmf_tcp") && !glob(b"x*", b"nvmf"));
+    }
+
+    #[test]
+    fn the_directive_adds_each_enabled_flag_at_debug() {
+        let s = State {
+            log: SpdkLevel::Warning,
+            print: SpdkLevel::Error,
+            flags: 0,
+        };
+        assert_eq!(s.directive(), "warn");
+        let i = FLAGS.iter().position(|(n, _)| *n == "nvmf_tcp").unwrap();
+        let s = State { flags: 1 << i, ..s };
+        assert_eq!(
+            s.directive(),
+            "warn,lull_transport::target=debug,lull_transport::conn=debug,lull_transport::pdu=debug"
+        );
+        // Every target is a directive tracing accepts: a module path.
+        for (n, targets) in FLAGS {
+            assert!(targets.iter().all(|t| t.starts_with("lull_")), "{n}");
+        }
+        let mut names: Vec<_> = FLAGS.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            FLAGS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            "listed by name"
+        );
+        assert!(FLAGS.len() <= 64);
+    }
 }

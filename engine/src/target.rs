@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use crossbeam_utils::CachePadded;
 
 use lull_reactor::{PollerId, ReactorHandle, Reactors};
 use lull_transport::conn::{HandlerFactory, Listener};
-use lull_transport::target::TargetQueueConfig;
+use lull_transport::target::{MAX_SQ_ENTRIES, TargetQueueConfig};
 
 use crate::controller::{Controller, QueueBinding};
 use crate::logpage::{self, ListenerEntry};
@@ -132,6 +132,12 @@ pub struct Target {
     registry: Mutex<Registry>,
     core_io: Box<[CachePadded<CoreIo>]>,
     quiescing: AtomicBool,
+    /// Most I/O queues per controller (`max_io_qpairs_per_ctrlr`).
+    max_io_queues: AtomicU16,
+    /// Most entries of an I/O queue (`max_queue_depth`).
+    max_queue_depth: AtomicU32,
+    /// Most entries of an admin queue (`max_aq_depth`).
+    max_aq_depth: AtomicU32,
 }
 
 impl Target {
@@ -157,6 +163,9 @@ impl Target {
                 .map(|_| CachePadded::new(CoreIo::default()))
                 .collect(),
             quiescing: AtomicBool::new(false),
+            max_io_queues: AtomicU16::new(crate::controller::DEFAULT_IO_QUEUES),
+            max_queue_depth: AtomicU32::new(MAX_SQ_ENTRIES),
+            max_aq_depth: AtomicU32::new(MAX_SQ_ENTRIES),
         })
     }
 
@@ -181,6 +190,40 @@ impl Target {
         }
         *self.queue_config.lock().unwrap_or_else(|p| p.into_inner()) = config;
         Ok(())
+    }
+
+    /// Most I/O queues a controller may have (SPDK's transport option
+    /// `max_io_qpairs_per_ctrlr`): the Number of Queues feature grants at
+    /// most this many, and a Connect of a higher QID is refused.
+    pub fn max_io_queues(&self) -> u16 {
+        self.max_io_queues.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Target::max_io_queues`] (1 to [`crate::controller::MAX_IO_QUEUES`];
+    /// clamped). Controllers made before keep what they granted.
+    pub fn set_max_io_queues(&self, n: u16) {
+        let n = n.clamp(1, crate::controller::MAX_IO_QUEUES);
+        self.max_io_queues.store(n, Ordering::Relaxed);
+    }
+
+    /// Most entries of an I/O queue (`max_queue_depth`; CAP.MQES + 1, MAXCMD)
+    /// and of an admin queue (`max_aq_depth`); a Connect asking for a
+    /// larger SQSIZE is refused. lull's default is the most it allows,
+    /// 1024 (SPDK's is 128 for both).
+    pub fn queue_depths(&self) -> (u32, u32) {
+        (
+            self.max_queue_depth.load(Ordering::Relaxed),
+            self.max_aq_depth.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Sets [`Target::queue_depths`] (each clamped to 2..=1024, the admin
+    /// queue's to 32..=1024). Controllers connected before keep theirs.
+    pub fn set_queue_depths(&self, io: u32, admin: u32) {
+        self.max_queue_depth
+            .store(io.clamp(2, MAX_SQ_ENTRIES), Ordering::Relaxed);
+        self.max_aq_depth
+            .store(admin.clamp(32, MAX_SQ_ENTRIES), Ordering::Relaxed);
     }
 
     /// The counters of the reactor with this index (in its `Reactors` set).
@@ -373,6 +416,20 @@ impl Target {
                 .listeners
                 .iter()
                 .any(|l| l.pinned && l.entry.addr == listener)
+    }
+
+    /// The discovery subsystem's own listeners, as SPDK lists a subsystem's
+    /// (`nvmf_get_subsystems`, `nvmf_subsystem_get_listeners`): the ports
+    /// added to it (`nvmf_subsystem_add_listener discovery`) and the
+    /// target-wide ones. A port that only an NVM subsystem listens on is not
+    /// one, though discovery is answered there too (as SPDK answers it).
+    pub fn discovery_listeners(&self) -> Vec<SocketAddr> {
+        self.registry()
+            .listeners
+            .iter()
+            .filter(|l| l.pinned || l.discovery)
+            .map(|l| l.entry.addr)
+            .collect()
     }
 
     /// The addresses served now.

@@ -436,7 +436,7 @@ fn a_bad_config_names_the_entry_and_applies_nothing() {
         json!({"subsystems": [{"subsystem": "nvmf", "config": [{"method": "nvmf_set_crdt", "params": {"crdt1": 5}}]}]});
     let e = config_json::load(&d.app, &crdt, &Vec::new()).unwrap_err().to_string();
     assert!(
-        e.contains("subsystems[0].config[0] (nvmf_set_crdt): asks for non-zero"),
+        e.contains("subsystems[0].config[0] (nvmf_set_crdt): asks for crdt1 = 5: a non-zero"),
         "{e}"
     );
     // A bad parameter: the entry and the parameter.

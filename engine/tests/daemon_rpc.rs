@@ -58,11 +58,28 @@ const ALL_METHODS: &[&str] = &[
     "log_get_level",
     "log_set_print_level",
     "log_get_print_level",
+    "log_set_flag",
+    "log_clear_flag",
+    "log_get_flags",
     "framework_get_subsystems",
     "framework_get_config",
     "bdev_wait_for_examine",
     "save_config",
     "load_config",
+    "iobuf_set_options",
+    "sock_set_default_impl",
+    "sock_impl_set_options",
+    "accel_set_options",
+    "accel_assign_opc",
+    "bdev_set_options",
+    "bdev_raid_set_options",
+    "iscsi_set_options",
+    "nvmf_set_max_subsystems",
+    "keyring_linux_set_options",
+    "bdev_nvme_set_hotplug",
+    "framework_set_scheduler",
+    "nvmf_set_crdt",
+    "nvmf_set_config",
     "lull_get_status",
     "lull_reactor_set_mode",
     "lull_supervisor_get_config",
@@ -675,6 +692,10 @@ fn nvmf_methods() {
     ] {
         assert!(t[0][k].is_u64(), "{k} in {t}");
     }
+    // The depth asked for is the one in force; the others at lull's defaults.
+    assert_eq!(t[0]["max_queue_depth"], 128, "{t}");
+    assert_eq!(t[0]["max_aq_depth"], 1024, "{t}");
+    assert_eq!(t[0]["max_io_qpairs_per_ctrlr"], 127, "{t}");
     assert_eq!(c.ok("nvmf_get_transports", json!({"trtype": "tcp"})), t);
     c.expect(ENODEV, "nvmf_get_transports", json!({"trtype": "RDMA"}));
 
@@ -720,6 +741,29 @@ fn nvmf_methods() {
         .unwrap();
     assert_eq!(disc["subtype"], "Discovery");
     assert!(disc.get("namespaces").is_none(), "{disc}");
+    // SPDK lists a subsystem's own listeners only: NQN's port answers
+    // discovery too, but is not the discovery subsystem's listener.
+    assert_eq!(disc["listen_addresses"], json!([]), "{disc}");
+    assert_eq!(
+        c.ok("nvmf_subsystem_get_listeners", json!({"nqn": "discovery"})),
+        json!([])
+    );
+    c.ok("nvmf_subsystem_add_listener", listen_params("discovery", "0"));
+    let dport = bound_port(&mut c, "discovery");
+    assert_ne!(dport, port);
+    assert_eq!(
+        c.ok("nvmf_subsystem_get_listeners", json!({"nqn": "discovery"}))[0]["address"]["trsvcid"],
+        dport.to_string()
+    );
+    assert_eq!(bound_port(&mut c, NQN), port, "the discovery port is not NQN's");
+    c.ok(
+        "nvmf_subsystem_remove_listener",
+        listen_params("discovery", &dport.to_string()),
+    );
+    assert_eq!(
+        c.ok("nvmf_get_subsystems", json!({"nqn": "discovery"}))[0]["listen_addresses"],
+        json!([])
+    );
     let s = &c.ok("nvmf_get_subsystems", json!({"nqn": NQN}))[0];
     assert_eq!(s["nqn"], NQN);
     assert_eq!(s["subtype"], "NVMe");

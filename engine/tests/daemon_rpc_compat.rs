@@ -63,6 +63,38 @@ fn defaults_clients_send_are_accepted_and_the_rest_refused() {
         ),
         true
     );
+    // What nvmf_get_transports shows is in force: -m 8 is the controllers'
+    // limit; io_unit_size is the unit lull moves data in (one command's
+    // whole transfer, max_io_size), not the 16384 asked for; no buffer pool.
+    let t = c.ok("nvmf_get_transports", serde_json::Value::Null);
+    let t = &t[0];
+    assert_eq!(t["max_io_qpairs_per_ctrlr"], 8, "{t}");
+    assert_eq!(t["io_unit_size"], t["max_io_size"], "{t}");
+    assert_eq!(
+        (t["num_shared_buffers"].clone(), t["buf_cache_size"].clone()),
+        (json!(0), json!(0)),
+        "{t}"
+    );
+    assert_eq!(
+        (t["ack_timeout"].clone(), t["data_wr_pool_size"].clone()),
+        (json!(0), json!(0)),
+        "{t}"
+    );
+    let saved = c.ok("save_config", serde_json::Value::Null);
+    let nvmf = saved["subsystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subsystem"] == "nvmf")
+        .unwrap();
+    let tr = nvmf["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["method"] == "nvmf_create_transport")
+        .unwrap();
+    assert_eq!(tr["params"]["max_io_qpairs_per_ctrlr"], 8, "{tr}");
+    assert!(tr["params"].get("io_unit_size").is_none(), "{tr}");
     let m = c.expect(
         INVALID_PARAMS,
         "nvmf_create_transport",
@@ -185,4 +217,140 @@ fn serve_port(c: &mut rpc_client::Client) -> u16 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// SPDK's tuning methods that spdk_tgt's save_config writes (memory pools,
+/// sockets, accel, the scheduler, ...) are methods of lull's, so that
+/// `rpc.py load_config` (which refuses a whole file naming a method
+/// rpc_get_methods lacks) takes an SPDK-saved file: accepted when they
+/// change nothing a host sees, refused naming the parameter otherwise.
+#[test]
+fn spdk_tuning_methods_exist_and_follow_the_loader() {
+    let mut d = Daemon::start("tuning");
+    let mut c = d.client();
+    let listed = c.ok("rpc_get_methods", serde_json::Value::Null);
+    let current = c.ok("rpc_get_methods", json!({"current": true}));
+    for m in [
+        "iobuf_set_options",
+        "sock_set_default_impl",
+        "sock_impl_set_options",
+        "accel_set_options",
+        "accel_assign_opc",
+        "bdev_set_options",
+        "bdev_raid_set_options",
+        "iscsi_set_options",
+        "nvmf_set_max_subsystems",
+        "keyring_linux_set_options",
+        "bdev_nvme_set_hotplug",
+        "framework_set_scheduler",
+        "nvmf_set_crdt",
+        "nvmf_set_config",
+    ] {
+        for l in [&listed, &current] {
+            assert!(l.as_array().unwrap().iter().any(|n| n == m), "{m} not in {l}");
+        }
+    }
+    // As spdk_tgt v25.09's save_config writes them.
+    for (m, p) in [
+        (
+            "iobuf_set_options",
+            json!({"small_pool_count": 8192, "large_pool_count": 1024, "small_bufsize": 8192, "large_bufsize": 135168, "enable_numa": false}),
+        ),
+        (
+            "sock_impl_set_options",
+            json!({"impl_name": "posix", "recv_buf_size": 2097152, "send_buf_size": 2097152, "enable_recv_pipe": true, "enable_quickack": false, "enable_placement_id": 0, "enable_zerocopy_send_server": true, "enable_zerocopy_send_client": false, "zerocopy_threshold": 0, "tls_version": 0, "enable_ktls": false}),
+        ),
+        ("sock_set_default_impl", json!({"impl_name": "posix"})),
+        (
+            "accel_set_options",
+            json!({"small_cache_size": 128, "large_cache_size": 16, "task_count": 2048, "sequence_count": 2048, "buf_count": 2048}),
+        ),
+        (
+            "bdev_set_options",
+            json!({"bdev_io_pool_size": 65535, "bdev_io_cache_size": 256, "bdev_auto_examine": true, "iobuf_small_cache_size": 128, "iobuf_large_cache_size": 16}),
+        ),
+        ("bdev_nvme_set_hotplug", json!({"period_us": 100000, "enable": false})),
+        ("nvmf_set_max_subsystems", json!({"max_subsystems": 1024})),
+        ("nvmf_set_crdt", json!({"crdt1": 0, "crdt2": 0, "crdt3": 0})),
+        (
+            "nvmf_set_config",
+            json!({"discovery_filter": "match_any", "admin_cmd_passthru": {"identify_ctrlr": false}, "dhchap_digests": ["sha256"], "dhchap_dhgroups": ["null"]}),
+        ),
+        ("framework_set_scheduler", json!({"name": "static", "period": 1000000})),
+        ("iscsi_set_options", serde_json::Value::Null),
+    ] {
+        assert_eq!(c.ok(m, p.clone()), true, "{m} {p}");
+    }
+    // What a host would see is refused, naming the parameter.
+    for (m, p, k) in [
+        ("nvmf_set_crdt", json!({"crdt1": 0, "crdt2": 5}), "crdt2"),
+        (
+            "nvmf_set_config",
+            json!({"discovery_filter": "transport"}),
+            "discovery_filter",
+        ),
+        (
+            "nvmf_set_config",
+            json!({"admin_cmd_passthru": {"identify_ctrlr": true}}),
+            "admin_cmd_passthru",
+        ),
+        (
+            "nvmf_set_config",
+            json!({"poll_groups_mask": "0x1"}),
+            "poll_groups_mask",
+        ),
+    ] {
+        let msg = c.expect(INVALID_PARAMS, m, p);
+        assert!(msg.contains(k), "{m}: {msg}");
+    }
+    c.expect(INVALID_PARAMS, "iobuf_set_options", json!([1]));
+    drop(c);
+    d.stop();
+}
+
+/// spdk_tgt's save_config writes each namespace's UUID and NGUID (derived
+/// from the bdev, as lull derives them): `rpc.py load_config` sends them,
+/// so the derived values are accepted; other values are refused naming them.
+#[test]
+fn namespace_identities_as_spdk_saves_them() {
+    let mut d = Daemon::start("nsid-uuid");
+    let mut c = d.client();
+    let uuid = "6f2c1d4e-1b2a-4c3d-8e4f-5a6b7c8d9e02";
+    c.ok(
+        "bdev_malloc_create",
+        json!({"name": "M0", "num_blocks": 64, "block_size": 512, "uuid": uuid}),
+    );
+    c.ok(
+        "bdev_malloc_create",
+        json!({"name": "M1", "num_blocks": 64, "block_size": 512}),
+    );
+    c.ok("nvmf_create_subsystem", json!({"nqn": NQN}));
+    for (k, v) in [
+        ("uuid", json!("6f2c1d4e-1b2a-4c3d-8e4f-5a6b7c8d9e03")),
+        ("nguid", json!("00000000000000000000000000000001")),
+    ] {
+        let mut ns = json!({"bdev_name": "M0", "nsid": 1});
+        ns[k] = v;
+        let m = c.expect(
+            INVALID_PARAMS,
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": ns}),
+        );
+        assert!(m.contains(&format!("namespace.{k}")) && m.contains("bdev M0"), "{m}");
+    }
+    assert_eq!(
+        c.ok(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": "M0", "nsid": 1, "uuid": uuid,
+                "nguid": "6F2C1D4E1B2A4C3D8E4F5A6B7C8D9E02", "no_auto_visible": false}})
+        ),
+        1
+    );
+    let ns = &c.ok("nvmf_get_subsystems", json!({"nqn": NQN}))[0]["namespaces"][0];
+    assert_eq!(
+        (ns["uuid"].clone(), ns["nguid"].clone()),
+        (json!(uuid), json!("6F2C1D4E1B2A4C3D8E4F5A6B7C8D9E02"))
+    );
+    drop(c);
+    d.stop();
 }

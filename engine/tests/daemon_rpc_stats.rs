@@ -209,11 +209,22 @@ fn iostat_and_nvmf_stats_count_the_io_done() {
     assert_eq!(ctrls[0]["cntlid"], cntlid);
     assert_eq!(ctrls[0]["hostnqn"], HOSTNQN);
     assert_eq!(ctrls[0]["cntrltype"], "io");
-    assert_eq!(ctrls[0]["num_io_qpairs"], 1);
+    // SPDK's count: every queue pair of the controller, the admin queue
+    // included (spdk_tgt shows 2 for one host with one I/O queue).
+    assert_eq!(ctrls[0]["num_io_qpairs"], 2);
     assert_eq!(ctrls[0]["hostid"].as_str().unwrap().len(), 36);
     let qp = c.ok("nvmf_subsystem_get_qpairs", json!({"nqn": NQN}));
     let qids: Vec<u64> = qp.as_array().unwrap().iter().map(|q| u(q, "qid")).collect();
     assert_eq!(qids, [0, 1], "{qp}");
+    // Each queue's own connection, as SPDK's peer_address shows it.
+    let peers = [admin.local_addr().unwrap(), io.local_addr().unwrap()];
+    for (q, peer) in qp.as_array().unwrap().iter().zip(peers) {
+        assert_eq!(
+            q["peer_address"],
+            json!({"trtype": "TCP", "adrfam": "IPv4", "traddr": peer.ip().to_string(), "trsvcid": peer.port().to_string()}),
+            "{qp}"
+        );
+    }
     for q in qp.as_array().unwrap() {
         assert_eq!(q["cntlid"], cntlid);
         assert_eq!(q["state"], "enabled");
@@ -242,6 +253,24 @@ fn iostat_and_nvmf_stats_count_the_io_done() {
         c.ok("nvmf_subsystem_get_controllers", json!({"nqn": "discovery"})),
         json!([])
     );
+
+    // io_error, SPDK's failed I/O by status: {} while none failed; a
+    // Compare that finds other data is a miscompare, on the bdev (sync and
+    // async bdevs alike), and a failed command is not counted as done.
+    let r = c.ok("bdev_get_iostat", Value::Null);
+    for b in ["Malloc0", "File0", "Idle0"] {
+        assert_eq!(bdev_stat(&r, b)["io_error"], json!({}), "{b}: {r}");
+    }
+    let other = vec![0xa5; 4096];
+    for (nsid, lba) in [(1, 0), (2, 0), (1, 8)] {
+        let e = io.call("compare", rw_sqe(io_opc::COMPARE, nsid, lba, 8), &other, 0);
+        assert!(e.is_err(), "compare of other data on NSID {nsid} succeeded");
+    }
+    let r = c.ok("bdev_get_iostat", Value::Null);
+    assert_eq!(bdev_stat(&r, "Malloc0")["io_error"], json!({"miscompare": 2}), "{r}");
+    assert_eq!(bdev_stat(&r, "File0")["io_error"], json!({"miscompare": 1}), "{r}");
+    assert_eq!(bdev_stat(&r, "Idle0")["io_error"], json!({}), "{r}");
+    check_counts(bdev_stat(&r, "Malloc0"), [3 * 4096, 3, 5 * 4096, 5, 24 * 512, 2]);
 
     // The I/O queue closes: current counts drop, totals stay.
     drop(io);
@@ -302,6 +331,46 @@ fn log_levels_replace_the_filter() {
     c.expect(INVALID_PARAMS, "log_set_level", json!({}));
     c.expect(INVALID_PARAMS, "log_get_level", json!({"level": "INFO"}));
     assert_eq!(seen.lock().unwrap().len(), 4, "a refused level changes nothing");
+
+    // Log flags: SPDK's names, every one off at start.
+    let flags = c.ok("log_get_flags", Value::Null);
+    let names: Vec<&String> = flags.as_object().unwrap().keys().collect();
+    for n in ["bdev", "nvme", "nvmf", "nvmf_tcp", "rpc"] {
+        assert_eq!(flags[n], false, "{n} in {flags}");
+    }
+    assert_eq!(names.len(), lull_engine::log_level::FLAGS.len());
+    assert_eq!(c.ok("log_set_flag", json!({"flag": "nvmf_tcp"})), true);
+    assert_eq!(c.ok("log_get_flags", Value::Null)["nvmf_tcp"], true);
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap(),
+        "info,lull_transport::target=debug,lull_transport::conn=debug,lull_transport::pdu=debug"
+    );
+    // A pattern, as SPDK's fnmatch; then clear them all.
+    c.ok("log_set_flag", json!({"flag": "NVMF*"}));
+    let f = c.ok("log_get_flags", Value::Null);
+    assert!(f["nvmf"] == true && f["nvmf_tcp"] == true && f["bdev"] == false, "{f}");
+    assert!(
+        seen.lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .contains("lull_engine::controller=debug")
+    );
+    c.ok("log_clear_flag", json!({"flag": "all"}));
+    assert!(
+        c.ok("log_get_flags", Value::Null)
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v == false)
+    );
+    assert_eq!(seen.lock().unwrap().last().unwrap(), "info");
+    let n = seen.lock().unwrap().len();
+    let m = c.expect(INVALID_PARAMS, "log_set_flag", json!({"flag": "iscsi"}));
+    assert!(m.contains("invalid log flag") && m.contains("nvmf_tcp"), "{m}");
+    c.expect(INVALID_PARAMS, "log_clear_flag", json!({}));
+    c.expect(INVALID_PARAMS, "log_get_flags", json!({"flag": "x"}));
+    assert_eq!(seen.lock().unwrap().len(), n, "a refused flag changes nothing");
     drop(c);
     d.stop();
 }

@@ -378,3 +378,45 @@ fn reads_reach_a_host_that_reads_late() {
 fn thread_cpu_of_target(t: &Tgt) -> u64 {
     t.reactors.handles().iter().map(|h| h.stats().thread_cpu_ns).sum()
 }
+
+/// `max_io_qpairs_per_ctrlr`, `max_queue_depth` and `max_aq_depth` are in
+/// force: Number of Queues grants at most the limit, a Connect of a QID
+/// beyond it is refused with Connect Invalid Parameters naming QID, CAP.MQES
+/// and MAXCMD follow the depth, and a deeper queue is refused.
+#[test]
+fn transport_limits_on_queues_are_in_force() {
+    use lull_transport::fabrics::{InvalidParameter, connect_offset};
+    let t = target(Mode::Interrupt);
+    t.target.set_max_io_queues(2);
+    t.target.set_queue_depths(64, 32);
+    let (mut a, cntlid) = Host::admin(t.addr, 0, SUBNQN, 0);
+    let cap = a.prop_get(property::CAP, 8);
+    assert_eq!(cap.dw0 & 0xFFFF, 63, "MQES");
+    let (id, _) = a.command(admin_sqe(0x06, 0, 1, 4096), &[]);
+    assert_eq!(u16::from_le_bytes([id[514], id[515]]), 64, "MAXCMD");
+    // Before Set Features: the limit (0's based).
+    assert_eq!(a.command(admin_sqe(0x0A, 0, 0x07, 0), &[]).1.dw0, 1 << 16 | 1);
+    let mut nq = admin_sqe(0x09, 0, 0x07, 0);
+    nq.set_cdw(11, 7 << 16 | 7);
+    assert_eq!(a.command(nq, &[]).1.dw0, 1 << 16 | 1, "8 asked, 2 granted");
+    let io = |qid: u16, sqsize: u16| {
+        let mut h = Host::connect(t.addr);
+        h.icreq(0);
+        let sqe = Host::connect_sqe(qid, sqsize, 0, 1024, sgl_id::DATA_BLOCK_OFFSET);
+        let c = h.command(sqe, &Host::connect_data(SUBNQN, HOSTNQN, cntlid)).1;
+        (h, c)
+    };
+    let (_q1, c) = io(1, 63);
+    assert!(c.status.is_success(), "QID 1: {}", c.status);
+    let (_q2, c) = io(2, 31);
+    assert!(c.status.is_success(), "QID 2: {}", c.status);
+    let (_q3, c) = io(3, 31);
+    assert_eq!(c.status, status::CONNECT_INVALID_PARAMETERS.with_dnr());
+    assert_eq!(c.dw0, InvalidParameter::sqe(connect_offset::QID).dw0());
+    // 65 entries on a queue of at most 64.
+    let (_q, c) = io(2, 64);
+    assert_eq!(c.status, status::CONNECT_INVALID_PARAMETERS.with_dnr());
+    assert_eq!(c.dw0, InvalidParameter::sqe(connect_offset::SQSIZE).dw0());
+    drop(a);
+    t.reactors.shutdown().unwrap();
+}

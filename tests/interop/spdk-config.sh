@@ -13,9 +13,10 @@
 #   3. a fresh spdk_tgt and `rpc.py load_config -j lull.json`: the same;
 #      `rpc.py save_config` writes spdk.json;
 #   4. lull target --json-config spdk.json (SPDK-only entries skipped with a
-#      warning each), and a fresh lull target with `lull config load
-#      spdk.json`: the same bdevs and subsystems; lull target --json-config
-#      lull.json also brings lull's own settings back.
+#      warning each), a fresh lull target with `lull config load spdk.json`,
+#      one with SPDK's `rpc.py load_config -j spdk.json`, and `lull target -c
+#      spdk.json` (spdk_tgt's -c): the same bdevs and subsystems; lull target
+#      --json-config lull.json also brings lull's own settings back.
 #
 # Checked with SPDK's rpc.py against both: attached controller (name, address,
 # subsystem, host NQN); bdev name, size, block size, UUID;
@@ -265,6 +266,26 @@ else
 fi
 snapshot "$WORK/got.json"
 same "lull config load: same controller, bdevs and subsystems" "$WORK/want.json" "$WORK/got.json"
+stop
+
+# SPDK's rpc.py load_config checks every method against rpc_get_methods
+# first: SPDK's tuning entries (iobuf_set_options, sock_impl_set_options,
+# ...) are lull methods that change nothing a host sees.
+start_lull lull-rpcpy
+if RPC load_config -j "$WORK/spdk.json" >"$WORK/load.out" 2>&1; then
+    pass "rpc.py load_config <spdk_tgt's config> into lull"
+else
+    fail "rpc.py load_config <spdk_tgt's config> into lull"
+    cat "$WORK/load.out"
+fi
+snapshot "$WORK/got.json"
+same "rpc.py load_config into lull: same controller, bdevs and subsystems" "$WORK/want.json" "$WORK/got.json"
+stop
+
+# spdk_tgt's -c is its JSON config: lull target -c takes one too.
+start_lull lull-c -c "$WORK/spdk.json"
+snapshot "$WORK/got.json"
+same "lull target -c <spdk_tgt's config>: same controller, bdevs and subsystems" "$WORK/want.json" "$WORK/got.json"
 stop
 
 start_lull lull-own --json-config "$WORK/lull.json"

@@ -182,6 +182,12 @@ cli_call("log_set_print_level", "INFO")
 cli_call("log_get_print_level", "", text("INFO"))
 set_log_level("NOTICE")
 cli_call("log_set_print_level", "NOTICE")
+cli_call("log_get_flags", "", js(lambda v: expect(v.get("nvmf_tcp") is False and v.get("bdev") is False, "flags not all off")))
+cli_call("log_set_flag", "nvmf_tcp")
+cli_call("log_get_flags", "", js(lambda v: expect(v["nvmf_tcp"] is True and v["nvmf"] is False, "nvmf_tcp not on alone")))
+cli_call("log_set_flag", "iscsi", expect_fail='"code": -32602')
+cli_call("log_clear_flag", "all")
+cli_call("log_get_flags", "", js(lambda v: expect(not any(v.values()), "a flag still on")))
 
 # ---- bdevs ----
 disk = os.path.join(WORK, "uring-%s.img" % VERSION)
@@ -315,6 +321,38 @@ if server_saved:
     api_call("nvmf_delete_subsystem", {"nqn": NQN})
     for b in ("Uring0", "Null0", "Malloc0"):
         api_call("lull_bdev_delete", {"name": b})
+
+# ---- SPDK's tuning of parts lull does not have (what spdk_tgt's save_config
+# writes): accepted when they change nothing a host sees, else refused
+# naming the parameter; through the Python API (some command lines need
+# arguments that only SPDK's own parts have) ----
+for m, p in (("iobuf_set_options", {"small_pool_count": 8192, "large_pool_count": 1024}),
+             ("sock_set_default_impl", {"impl_name": "posix"}),
+             ("sock_impl_set_options", {"impl_name": "posix", "recv_buf_size": 2097152}),
+             ("accel_set_options", {"small_cache_size": 128}),
+             ("accel_assign_opc", {"opname": "copy", "module": "software"}),
+             ("bdev_set_options", {"bdev_io_pool_size": 65535, "bdev_io_cache_size": 256}),
+             ("bdev_raid_set_options", {"process_window_size_kb": 1024}),
+             ("iscsi_set_options", None),
+             ("nvmf_set_max_subsystems", {"max_subsystems": 1024}),
+             ("keyring_linux_set_options", {"enable": False}),
+             ("bdev_nvme_set_hotplug", {"enable": False, "period_us": 100000}),
+             ("framework_set_scheduler", {"name": "static"}),
+             ("nvmf_set_crdt", {"crdt1": 0, "crdt2": 0, "crdt3": 0}),
+             ("nvmf_set_config", {"discovery_filter": "match_any"})):
+    api_call(m, p, lambda r: expect(r is True, str(r)))
+
+
+def refused(m, p, word):
+    called.add(m)
+    try:
+        api.call(m, p)
+        report(False, "API %s %s: accepted" % (m, json.dumps(p)))
+    except Exception as e:
+        report("-32602" in str(e) and word in str(e), "API %s %s refused naming %s: %s" % (m, json.dumps(p), word, str(e).strip()[-200:]))
+
+
+refused("nvmf_set_crdt", {"crdt1": 5}, "crdt1")
 
 # ---- lull's own methods, through the client's Python API ----
 api_call("lull_get_status", None, lambda r: expect(len(r["reactors"]) >= 1, "no reactors"))

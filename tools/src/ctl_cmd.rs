@@ -9,11 +9,13 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-/// Where the daemon listens.
+/// Where the daemon listens: the top-level `-r/--rpc-socket`, which is
+/// global (accepted before or after the subcommand, as `rpc.py -s SOCK
+/// method` users write it); `main` fills it in after parsing.
 #[derive(Args, Debug, Clone)]
 pub struct Socket {
     /// The daemon's JSON-RPC socket.
-    #[arg(short = 'r', long = "rpc-socket", value_name = "PATH", default_value = lull_engine::config::DEFAULT_RPC_SOCKET, global = true)]
+    #[arg(skip = PathBuf::from(lull_engine::config::DEFAULT_RPC_SOCKET))]
     pub rpc_socket: PathBuf,
 }
 
@@ -161,7 +163,7 @@ pub struct StatusArgs {
     #[arg(long, default_value_t = 1000, value_parser = crate::ranged(100, 60_000))]
     interval_ms: u64,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 fn field(v: &Value, k: &str) -> u64 {
@@ -257,7 +259,7 @@ pub struct ModeArgs {
     #[command(subcommand)]
     what: ModeCmd,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 #[derive(Subcommand, Debug)]
@@ -315,7 +317,7 @@ pub struct SetArgs {
     #[arg(allow_negative_numbers = true)]
     value: String,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 /// Runs `lull set`.
@@ -346,7 +348,7 @@ pub struct GetArgs {
     /// One setting (default: all).
     name: Option<String>,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 /// Runs `lull get`.
@@ -384,7 +386,7 @@ pub struct BdevArgs {
     #[command(subcommand)]
     what: BdevCmd,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 #[derive(Subcommand, Debug)]
@@ -539,7 +541,7 @@ pub struct SubsystemArgs {
     #[command(subcommand)]
     what: SubsystemCmd,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 #[derive(Subcommand, Debug)]
@@ -720,7 +722,7 @@ pub struct RpcArgs {
     /// Parameters as a JSON object, e.g. '{"name":"Malloc0"}'.
     params: Option<String>,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 /// Runs `lull rpc`.
@@ -744,7 +746,7 @@ pub struct ConfigArgs {
     #[command(subcommand)]
     what: ConfigCmd,
     #[command(flatten)]
-    socket: Socket,
+    pub(crate) socket: Socket,
 }
 
 #[derive(Subcommand, Debug)]

@@ -22,6 +22,46 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LULL_GIT_CO
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The daemon's JSON-RPC socket, for `target` and the commands that talk
+    /// to it; accepted before or after the subcommand [default: /var/tmp/lull.sock].
+    #[arg(short = 'r', long = "rpc-socket", value_name = "PATH", global = true)]
+    rpc_socket: Option<std::path::PathBuf>,
+}
+
+impl Command {
+    /// The socket setting of a command that talks to a running daemon.
+    fn socket_mut(&mut self) -> Option<&mut ctl_cmd::Socket> {
+        Some(match self {
+            Command::Status(a) => &mut a.socket,
+            Command::Mode(a) => &mut a.socket,
+            Command::Set(a) => &mut a.socket,
+            Command::Get(a) => &mut a.socket,
+            Command::Bdev(a) => &mut a.socket,
+            Command::Subsystem(a) => &mut a.socket,
+            Command::Rpc(a) => &mut a.socket,
+            Command::Config(a) => &mut a.socket,
+            _ => return None,
+        })
+    }
+}
+
+/// Hands the global `-r/--rpc-socket` to the command that uses it; refused
+/// for a command that has no daemon socket.
+fn apply_socket(cli: &mut Cli) -> Result<(), String> {
+    let Some(path) = cli.rpc_socket.clone() else {
+        return Ok(());
+    };
+    if let Command::Target(a) = &mut cli.command {
+        a.rpc_socket = Some(path);
+    } else if let Some(s) = cli.command.socket_mut() {
+        s.rpc_socket = path;
+    } else {
+        return Err(
+            "-r/--rpc-socket: this command does not talk to a daemon's JSON-RPC socket (perf and bench take --target-rpc)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -286,7 +326,11 @@ fn init_target_logging(default: &str) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Err(e) = apply_socket(&mut cli) {
+        eprintln!("lull: {e}");
+        return ExitCode::FAILURE;
+    }
     if !matches!(cli.command, Command::Target(_)) {
         // Warnings, and the line saying a controller reconnected (lull perf
         // runs through resets: the reconnect and its resubmitted commands show).
@@ -336,6 +380,43 @@ fn main() -> ExitCode {
             eprintln!("lull: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::*;
+
+    fn socket_of(args: &[&str]) -> Result<std::path::PathBuf, String> {
+        let mut cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        apply_socket(&mut cli)?;
+        match &mut cli.command {
+            Command::Target(a) => Ok(a.rpc_socket.clone().unwrap_or_default()),
+            c => Ok(c.socket_mut().map(|s| s.rpc_socket.clone()).unwrap_or_default()),
+        }
+    }
+
+    #[test]
+    fn rpc_socket_before_or_after_the_subcommand() {
+        let want = std::path::PathBuf::from("/tmp/S.sock");
+        for args in [
+            &["lull", "-r", "/tmp/S.sock", "set", "idle_poll_us", "5"][..],
+            &["lull", "set", "-r", "/tmp/S.sock", "idle_poll_us", "5"],
+            &["lull", "set", "idle_poll_us", "5", "--rpc-socket", "/tmp/S.sock"],
+            &["lull", "--rpc-socket=/tmp/S.sock", "bdev", "list"],
+            &["lull", "-r", "/tmp/S.sock", "rpc", "spdk_get_version"],
+            &["lull", "-r", "/tmp/S.sock", "target"],
+            &["lull", "target", "-r", "/tmp/S.sock"],
+        ] {
+            assert_eq!(socket_of(args).unwrap(), want, "{args:?}");
+        }
+        assert_eq!(
+            socket_of(&["lull", "status"]).unwrap(),
+            std::path::PathBuf::from(lull_engine::config::DEFAULT_RPC_SOCKET)
+        );
+        assert_eq!(socket_of(&["lull", "target"]).unwrap(), std::path::PathBuf::new());
+        let e = socket_of(&["lull", "-r", "/tmp/S.sock", "perf", "--target", "127.0.0.1:4420"]).unwrap_err();
+        assert!(e.contains("--target-rpc"), "{e}");
     }
 }
 

@@ -16,7 +16,9 @@ use lull_engine::rpc::config_json;
 /// Arguments of `lull target`: every setting of the config file as a flag.
 #[derive(Args, Debug, Default)]
 pub struct TargetArgs {
-    /// TOML config file (see deploy/lull.toml); flags given as well win.
+    /// TOML config file (see deploy/lull.toml); flags given as well win. A
+    /// file that starts with `{` is an SPDK JSON config (spdk_tgt's `-c`) and
+    /// is loaded as --json-config.
     #[arg(short = 'c', long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// SPDK JSON config to build the state from at start (SPDK's --json): made by
@@ -24,9 +26,10 @@ pub struct TargetArgs {
     /// objects and settings; settings given as flags win over the file's.
     #[arg(long = "json-config", visible_alias = "json", value_name = "FILE")]
     json_config: Option<PathBuf>,
-    /// JSON-RPC Unix socket [default: /var/tmp/lull.sock].
-    #[arg(short = 'r', long = "rpc-socket", value_name = "PATH")]
-    rpc_socket: Option<PathBuf>,
+    /// JSON-RPC Unix socket: the top-level `-r/--rpc-socket` (global, so
+    /// `lull -r S target` and `lull target -r S` both work), filled in by `main`.
+    #[arg(skip)]
+    pub(crate) rpc_socket: Option<PathBuf>,
     /// Serve Prometheus metrics on ADDR:PORT (GET /metrics), e.g. 127.0.0.1:9465.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<String>,
@@ -292,15 +295,48 @@ pub fn settings(a: &TargetArgs) -> Result<config::Settings, String> {
     })
 }
 
+/// spdk_tgt's `-c` is its JSON config; lull's `-c` is the TOML file. A file
+/// given to -c/--config whose first non-blank byte is `{` is an SPDK JSON
+/// config (a TOML document cannot start with `{`), so it moves to
+/// --json-config. Returns the line to log saying so.
+///
+/// # Errors
+/// Both a JSON -c file and --json-config given.
+fn route_json_config(a: &mut TargetArgs) -> Result<Option<String>, String> {
+    let Some(p) = a.config.clone() else { return Ok(None) };
+    // An unreadable file is reported by the TOML reader, naming it.
+    let Ok(bytes) = std::fs::read(&p) else { return Ok(None) };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Ok(None);
+    }
+    if let Some(j) = &a.json_config {
+        return Err(format!(
+            "--config {}: an SPDK JSON config (it starts with '{{'), and --json-config {} is given too; give one JSON config, with --json-config (a TOML file goes to --config)",
+            p.display(),
+            j.display()
+        ));
+    }
+    a.config = None;
+    a.json_config = Some(p.clone());
+    Ok(Some(format!(
+        "--config {}: an SPDK JSON config (it starts with '{{'), loaded as --json-config (lull's -c also takes its TOML config)",
+        p.display()
+    )))
+}
+
 /// Runs the target until SIGINT or SIGTERM.
-pub fn run(a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), String> {
+pub fn run(mut a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), String> {
     // Install the handlers before any thread starts; the iterator below
     // takes the signals on this thread whichever thread the kernel picks.
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let routed = route_json_config(&mut a)?;
     let s = settings(&a)?;
     let json = a.json_config.as_deref().map(read_json_config).transpose()?;
     init_logging(&s.log_level);
+    if let Some(line) = routed {
+        tracing::info!("{line}");
+    }
     RpcServer::check_path(&s.rpc_socket)?;
     raise_fd_limit();
     let app = App::start(&s)?;
@@ -466,6 +502,18 @@ fn apply_json_config(app: &App, doc: &serde_json::Value, a: &TargetArgs) -> Resu
     Ok(())
 }
 
+/// Where a subsystem is reachable, for the start-up banner.
+fn reach_line(reach: &[SocketAddr]) -> String {
+    if reach.is_empty() {
+        "not reachable yet: no listener (nvmf_subsystem_add_listener, or lull subsystem add-listener)".to_string()
+    } else {
+        format!(
+            "on {}",
+            reach.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
 fn print_summary(app: &App, s: &config::Settings, rpc: &std::path::Path, metrics: Option<SocketAddr>) {
     let t = app.target();
     let ports = t.listeners();
@@ -491,11 +539,7 @@ fn print_summary(app: &App, s: &config::Settings, rpc: &std::path::Path, metrics
     }
     for sub in subs {
         let reach: Vec<SocketAddr> = ports.iter().copied().filter(|p| t.reachable(&sub, *p)).collect();
-        eprintln!(
-            "  subsystem {} on {}",
-            sub.nqn,
-            reach.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-        );
+        eprintln!("  subsystem {} {}", sub.nqn, reach_line(&reach));
         for n in sub.namespaces().iter() {
             eprintln!(
                 "    namespace {} = {} ({} x {} B)",
@@ -605,6 +649,44 @@ mod tests {
             Some(&serde_json::json!("adaptive"))
         );
         assert!(flag_settings(&args_of(&[])).is_empty());
+    }
+
+    #[test]
+    fn banner_of_a_subsystem_without_a_listener_says_so() {
+        assert!(
+            reach_line(&[]).starts_with("not reachable yet: no listener"),
+            "{}",
+            reach_line(&[])
+        );
+        let a: SocketAddr = "127.0.0.1:4420".parse().unwrap();
+        let b: SocketAddr = "[::1]:4421".parse().unwrap();
+        assert_eq!(reach_line(&[a, b]), "on 127.0.0.1:4420, [::1]:4421");
+    }
+
+    #[test]
+    fn a_json_file_given_to_config_is_the_json_config() {
+        let dir = std::env::temp_dir().join(format!("lull-route-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = dir.join("state.json");
+        std::fs::write(&json, "\n  {\"subsystems\": []}\n").unwrap();
+        let toml = dir.join("lull.toml");
+        std::fs::write(&toml, "# a comment\nlisten = [\"127.0.0.1:4420\"]\n").unwrap();
+        let j = json.to_str().unwrap();
+        let mut a = args_of(&["-c", j]);
+        let line = route_json_config(&mut a).unwrap().unwrap();
+        assert!(line.contains("--json-config") && line.contains(j), "{line}");
+        assert_eq!((a.config, a.json_config), (None, Some(json.clone())));
+        let mut a = args_of(&["--config", toml.to_str().unwrap()]);
+        assert_eq!(route_json_config(&mut a).unwrap(), None);
+        assert_eq!((a.config, a.json_config), (Some(toml.clone()), None));
+        let mut a = args_of(&["-c", j, "--json-config", j]);
+        let e = route_json_config(&mut a).unwrap_err();
+        assert!(e.contains("--json-config"), "{e}");
+        // Settings from a JSON -c read no TOML: no parse error.
+        let mut a = args_of(&["-c", j]);
+        route_json_config(&mut a).unwrap();
+        settings(&a).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -97,6 +97,15 @@ impl SyncQueue {
         Ok(c)
     }
 
+    /// The local address of the queue's connection (the target sees it as
+    /// the queue's peer).
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
     /// The socket and the live state machine, for a reactor to drive. No
     /// command is in flight.
     pub fn into_parts(self) -> (TcpStream, HostQueue) {

@@ -66,6 +66,36 @@ impl Slot {
     }
 }
 
+/// Why an I/O failed, by SPDK's bdev I/O status names (`io_error` of
+/// `bdev_get_iostat`). lull's bdevs fail an I/O only as a whole ("failed");
+/// a Compare that finds other data is a "miscompare".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoErrorKind {
+    /// The bdev failed the I/O (SPDK_BDEV_IO_STATUS_FAILED).
+    Failed,
+    /// A Compare found different data (SPDK_BDEV_IO_STATUS_MISCOMPARE).
+    Miscompare,
+}
+
+impl IoErrorKind {
+    const ALL: [IoErrorKind; 2] = [IoErrorKind::Miscompare, IoErrorKind::Failed];
+
+    /// SPDK's name of the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoErrorKind::Failed => "failed",
+            IoErrorKind::Miscompare => "miscompare",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            IoErrorKind::Failed => 0,
+            IoErrorKind::Miscompare => 1,
+        }
+    }
+}
+
 /// Totals of one kind of I/O.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpStat {
@@ -105,17 +135,35 @@ pub enum ResetMode {
 #[derive(Debug)]
 pub struct BdevStats {
     slots: Box<[CachePadded<Slot>]>,
+    /// Failed I/O by [`IoErrorKind`] (rare: shared by every reactor).
+    errors: [AtomicU64; 2],
 }
 
 impl Default for BdevStats {
     fn default() -> Self {
         BdevStats {
             slots: (0..STAT_SLOTS).map(|_| CachePadded::new(Slot::default())).collect(),
+            errors: Default::default(),
         }
     }
 }
 
 impl BdevStats {
+    /// Counts one failed I/O.
+    pub fn record_error(&self, kind: IoErrorKind) {
+        self.errors[kind.index()].fetch_add(1, Relaxed);
+    }
+
+    /// The failed I/O by SPDK's status name, only those that happened (SPDK
+    /// writes a status in `io_error` only when its count is not zero).
+    pub fn errors(&self) -> Vec<(&'static str, u64)> {
+        IoErrorKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), self.errors[k.index()].load(Relaxed)))
+            .filter(|(_, n)| *n != 0)
+            .collect()
+    }
+
     /// Counts one successful I/O of `bytes` that took `latency_ns`, on the
     /// reactor with index `reactor`.
     #[inline]
@@ -183,6 +231,11 @@ impl BdevStats {
     /// Clears counters (an I/O completing meanwhile is counted or cleared whole
     /// in each counter, never lost half-way: every update is atomic).
     pub fn reset(&self, mode: ResetMode) {
+        if mode == ResetMode::All {
+            for e in &self.errors {
+                e.store(0, Relaxed);
+            }
+        }
         for s in self.slots.iter() {
             for k in [IoKind::Read, IoKind::Write, IoKind::Unmap] {
                 let op = s.op(k);
@@ -231,5 +284,20 @@ mod tests {
         );
         s.reset(ResetMode::All);
         assert_eq!(s.total(), IoStat::default());
+    }
+
+    #[test]
+    fn errors_by_status_only_those_that_happened() {
+        let s = BdevStats::default();
+        assert!(s.errors().is_empty());
+        s.record_error(IoErrorKind::Failed);
+        s.record_error(IoErrorKind::Failed);
+        assert_eq!(s.errors(), [("failed", 2)]);
+        s.record_error(IoErrorKind::Miscompare);
+        assert_eq!(s.errors(), [("miscompare", 1), ("failed", 2)]);
+        s.reset(ResetMode::MaxMin);
+        assert_eq!(s.errors().len(), 2);
+        s.reset(ResetMode::All);
+        assert!(s.errors().is_empty());
     }
 }

@@ -34,7 +34,8 @@ use super::options::NvmeOptions;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IoError {
     /// The controller completed it with an error status.
-    #[error("NVMe status {status} (SCT {sct:#x}, SC {sc:#04x}{dnr})", sct = status.sct(), sc = status.sc(), dnr = if status.dnr() { ", DNR" } else { "" })]
+    // Status's Display names it and gives SCT, SC and DNR already.
+    #[error("NVMe status {status}")]
     Status {
         /// The status.
         status: Status,
@@ -1003,4 +1004,26 @@ fn retry(
     };
     let delay = Duration::from_millis(1 << (retries - 1).min(10));
     cx.timer_once(delay, move |cx| submit_local(cx, id, queue, req));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lull_transport::nvme::status;
+
+    #[test]
+    fn a_status_error_names_the_status_once() {
+        let e = IoError::Status {
+            status: status::INVALID_FIELD.with_dnr(),
+            cqe: Cqe::default(),
+        };
+        let shown = e.to_string();
+        assert_eq!(shown.matches("SCT").count(), 1, "{shown}");
+        assert_eq!(
+            shown,
+            format!("NVMe status {}", status::INVALID_FIELD.with_dnr()),
+            "{shown}"
+        );
+        assert!(shown.ends_with("(SCT 0x0, SC 0x02, DNR)"), "{shown}");
+    }
 }

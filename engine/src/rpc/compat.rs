@@ -131,7 +131,6 @@ pub(crate) const UNIMPLEMENTED: &[(&str, &[Entry])] = &[
             ("iobuf_large_cache_size", AnyCount),
             ("control_msg_num", AnyCount),
             ("acceptor_poll_rate", AnyCount),
-            ("max_io_qpairs_per_ctrlr", AnyCount),
             ("dif_insert_or_strip", Bool(false)),
             ("zcopy", Bool(false)),
             ("c2h_success", Bool(true)),
@@ -176,9 +175,7 @@ pub(crate) const UNIMPLEMENTED: &[(&str, &[Entry])] = &[
         "nvmf_subsystem_add_ns",
         &[
             TGT,
-            ("namespace.nguid", Absent),
             ("namespace.eui64", Absent),
-            ("namespace.uuid", Absent),
             ("namespace.ptpl_file", Absent),
             ("namespace.anagrpid", Int(0)),
             ("namespace.no_auto_visible", Bool(false)),
@@ -313,6 +310,13 @@ pub(crate) fn strip(method: &str, params: &mut Value) -> Result<(), RpcError> {
                 d => format!("lull does not implement {path}; only SPDK's default {d} is accepted"),
             };
             return Err(RpcError::invalid(format!("Invalid parameters: {path} = {v}: {why}")));
+        }
+        if matches!(dflt, Dflt::AnyCount) && !v.is_null() {
+            // Accepted so SPDK's set-up commands run; said, so nobody thinks it applies.
+            tracing::warn!(
+                method,
+                "{path} = {v} accepted and ignored: lull has no shared buffer pool to size"
+            );
         }
         map.remove(key);
         if let Some(p) = parent

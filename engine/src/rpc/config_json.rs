@@ -144,9 +144,11 @@ fn nvmf_config(app: &App) -> Vec<Value> {
             "nvmf_create_transport",
             json!({
                 "trtype": "TCP",
+                "max_queue_depth": app.target().queue_depths().0,
+                "max_io_qpairs_per_ctrlr": app.target().max_io_queues(),
                 "in_capsule_data_size": t.config.io_in_capsule_data,
                 "max_io_size": t.config.max_transfer,
-                "io_unit_size": t.config.max_transfer,
+                "max_aq_depth": app.target().queue_depths().1,
                 "max_h2c_data": t.config.maxh2cdata,
             }),
         ));
@@ -374,11 +376,15 @@ fn skippable(method: &str, p: &Value) -> Option<Result<String, String>> {
         "framework_set_scheduler" => Some(Ok(
             "SPDK's thread scheduler; lull's reactors follow mode_policy (lull_set_options)".into(),
         )),
-        "nvmf_set_crdt" => Some(if ["crdt1", "crdt2", "crdt3"].iter().all(|k| is_zero_or_absent(p, k)) {
-            Ok("command retry delay times at their default, 0".into())
-        } else {
-            Err("non-zero command retry delay times (CRDT): lull reports 0".into())
-        }),
+        "nvmf_set_crdt" => Some(
+            match ["crdt1", "crdt2", "crdt3"].iter().find(|k| !is_zero_or_absent(p, k)) {
+                None => Ok("command retry delay times at their default, 0".into()),
+                Some(k) => Err(format!(
+                    "{k} = {}: a non-zero command retry delay time; lull reports 0 (allowed: 0)",
+                    p[*k]
+                )),
+            },
+        ),
         "nvmf_set_config" => {
             let filter_ok = param(p, "discovery_filter").is_none_or(|v| v == "match_any");
             let passthru_ok = param(p, "admin_cmd_passthru").is_none_or(|v| {
@@ -386,13 +392,27 @@ fn skippable(method: &str, p: &Value) -> Option<Result<String, String>> {
                     .is_some_and(|m| m.values().all(|x| x == &Value::Bool(false)))
             });
             let mask_ok = param(p, "poll_groups_mask").is_none();
-            Some(if filter_ok && passthru_ok && mask_ok {
+            let shown = |k: &str| param(p, k).map_or_else(String::new, ToString::to_string);
+            Some(if !filter_ok {
+                Err(format!(
+                    "discovery_filter = {}: lull's discovery log lists every port (allowed: match_any)",
+                    shown("discovery_filter")
+                ))
+            } else if !passthru_ok {
+                Err(format!(
+                    "admin_cmd_passthru = {}: lull has no admin command passthrough (allowed: every member false)",
+                    shown("admin_cmd_passthru")
+                ))
+            } else if !mask_ok {
+                Err(format!(
+                    "poll_groups_mask = {}: lull places queues on its reactors itself (allowed: absent)",
+                    shown("poll_groups_mask")
+                ))
+            } else {
                 Ok(
                     "discovery filter match_any and no admin passthrough, lull's behaviour; DH-HMAC-CHAP lists unused"
                         .into(),
                 )
-            } else {
-                Err("a discovery filter other than match_any, admin command passthrough or a poll group mask".into())
             })
         }
         _ => None,
@@ -408,15 +428,71 @@ fn plan(e: &Entry) -> Result<Plan, String> {
     if matches!(e.method.as_str(), "load_config" | "save_config") {
         return Err(format!("{}: not allowed inside a config", e.name()));
     }
-    if let Some((_, h)) = METHODS.iter().find(|(n, _)| *n == e.method) {
-        return Ok(Plan::Call(*h));
-    }
+    // SPDK's tuning methods are RPC methods too (so that rpc.py's check of
+    // a file against rpc_get_methods passes); the loader skips them by name.
     match skippable(&e.method, &e.params) {
         Some(Ok(why)) => Ok(Plan::Skip(why)),
         Some(Err(what)) => Err(format!("{}: asks for {what}", e.name())),
-        None => Err(format!("{}: method not implemented by lull", e.name())),
+        None => match METHODS.iter().find(|(n, _)| *n == e.method) {
+            Some((_, h)) => Ok(Plan::Call(*h)),
+            None => Err(format!("{}: method not implemented by lull", e.name())),
+        },
     }
 }
+
+/// SPDK's methods for parts lull does not have, as RPC methods: the rule
+/// of the loader. Accepted (with a warning in the log) when the call
+/// changes nothing a host could see; -32602 naming the parameter otherwise.
+fn spdk_tuning(method: &str, params: Value) -> Result<Value, RpcError> {
+    if !(params.is_null() || params.is_object()) {
+        return Err(RpcError::invalid("Invalid parameters: params must be an object"));
+    }
+    match skippable(method, &params) {
+        Some(Ok(why)) => {
+            tracing::warn!(method, "{method} accepted; nothing changed: {why}");
+            Ok(Value::Bool(true))
+        }
+        Some(Err(what)) => Err(RpcError::invalid(format!("Invalid parameters: {what}"))),
+        None => Err(RpcError {
+            code: code::METHOD_NOT_FOUND,
+            message: "Method not found".into(),
+        }),
+    }
+}
+
+/// One handler per SPDK tuning method (a handler does not learn its
+/// method's name), each [`spdk_tuning`] under its own name.
+macro_rules! spdk_tuning_methods {
+    ($($name:ident),* $(,)?) => {
+        $(
+            pub(super) fn $name(_app: &App, params: Value) -> Result<Value, RpcError> {
+                spdk_tuning(stringify!($name), params)
+            }
+        )*
+        /// The SPDK tuning methods, by name.
+        #[cfg(test)]
+        pub(super) const SPDK_TUNING: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+// framework_start_init is not one: SPDK takes it only before start-up, and
+// lists it in rpc_get_methods' `current` only then; lull is always started.
+spdk_tuning_methods!(
+    iobuf_set_options,
+    sock_set_default_impl,
+    sock_impl_set_options,
+    accel_set_options,
+    accel_assign_opc,
+    bdev_set_options,
+    bdev_raid_set_options,
+    iscsi_set_options,
+    nvmf_set_max_subsystems,
+    keyring_linux_set_options,
+    bdev_nvme_set_hotplug,
+    framework_set_scheduler,
+    nvmf_set_crdt,
+    nvmf_set_config,
+);
 
 fn take(params: &mut Value, key: &str) -> Option<Value> {
     params.as_object_mut().and_then(|m| m.remove(key))
@@ -500,6 +576,7 @@ fn transport_exists(app: &App, e: &Entry) -> Result<Option<String>, String> {
     for (k, have) in [
         ("in_capsule_data_size", t.config.io_in_capsule_data),
         ("max_h2c_data", t.config.maxh2cdata),
+        ("max_io_qpairs_per_ctrlr", u32::from(app.target().max_io_queues())),
     ] {
         if let Some(want) = param(&e.params, k)
             && want.as_u64() != Some(u64::from(have))
@@ -658,4 +735,39 @@ pub(super) fn load_config(app: &App, params: Value) -> Result<Value, RpcError> {
 pub(super) fn bdev_wait_for_examine(_app: &App, params: Value) -> Result<Value, RpcError> {
     super::params::none(&params)?;
     Ok(Value::Bool(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_skipped_method_but_start_up_is_a_method() {
+        for m in SPDK_TUNING {
+            assert!(METHODS.iter().any(|(n, _)| n == m), "{m} is not in METHODS");
+            assert!(
+                matches!(skippable(m, &json!({})), Some(Ok(_))),
+                "{m} is not skippable with no parameters"
+            );
+        }
+        // Every method the loader may skip is one (framework_start_init aside).
+        for m in [
+            "iobuf_set_options",
+            "sock_set_default_impl",
+            "sock_impl_set_options",
+            "accel_set_options",
+            "accel_assign_opc",
+            "bdev_set_options",
+            "bdev_raid_set_options",
+            "iscsi_set_options",
+            "nvmf_set_max_subsystems",
+            "keyring_linux_set_options",
+            "bdev_nvme_set_hotplug",
+            "framework_set_scheduler",
+            "nvmf_set_crdt",
+            "nvmf_set_config",
+        ] {
+            assert!(SPDK_TUNING.contains(&m), "{m}");
+        }
+    }
 }

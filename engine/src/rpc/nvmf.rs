@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::params::{adrfam, decode, socket_addr, tcp, uuid_string};
 use super::{RpcError, code};
 use crate::app::App;
+use crate::controller::MAX_IO_QUEUES;
 use crate::identify::MAX_TRANSFER;
 use crate::subsystem::{DEFAULT_MAX_NAMESPACES, SubsystemKind};
 use lull_transport::fabrics::DISCOVERY_NQN;
@@ -28,6 +29,8 @@ struct TransportParams {
     max_io_size: Option<u32>,
     max_queue_depth: Option<u32>,
     max_aq_depth: Option<u32>,
+    /// I/O queues per controller (SPDK counts the admin queue apart).
+    max_io_qpairs_per_ctrlr: Option<u16>,
     /// lull: MAXH2CDATA advertised, bytes.
     max_h2c_data: Option<u32>,
 }
@@ -56,6 +59,13 @@ pub(super) fn nvmf_create_transport(app: &App, params: Value) -> Result<Value, R
             "Invalid parameters: max_aq_depth {d}: allowed 32..={MAX_SQ_ENTRIES}"
         )));
     }
+    if let Some(m) = p.max_io_qpairs_per_ctrlr
+        && !(1..=MAX_IO_QUEUES).contains(&m)
+    {
+        return Err(RpcError::invalid(format!(
+            "Invalid parameters: max_io_qpairs_per_ctrlr {m}: allowed 1..={MAX_IO_QUEUES}"
+        )));
+    }
     let mut config = app.target().queue_config();
     if let Some(c) = p.in_capsule_data_size {
         if c > 131_072 || !c.is_multiple_of(16) {
@@ -74,6 +84,12 @@ pub(super) fn nvmf_create_transport(app: &App, params: Value) -> Result<Value, R
         config.maxh2cdata = m;
     }
     app.create_transport(config)?;
+    let target = app.target();
+    if let Some(m) = p.max_io_qpairs_per_ctrlr {
+        target.set_max_io_queues(m);
+    }
+    let (io, aq) = target.queue_depths();
+    target.set_queue_depths(p.max_queue_depth.unwrap_or(io), p.max_aq_depth.unwrap_or(aq));
     Ok(Value::Bool(true))
 }
 
@@ -95,14 +111,20 @@ pub(super) fn nvmf_get_transports(app: &App, params: Value) -> Result<Value, Rpc
         return Ok(json!([]));
     }
     let c = t.config;
+    let (depth, aq_depth) = app.target().queue_depths();
+    // SPDK's shape and order. Every value is one in force: lull has no
+    // shared buffer pool, so SPDK's io_unit_size (the unit of that pool) is
+    // the largest transfer lull moves in one piece (max_io_size), and
+    // num_shared_buffers / buf_cache_size are 0 (no pool, no cache).
+    // ack_timeout and data_wr_pool_size are RDMA's: 0, SPDK's value for TCP.
     Ok(json!([{
         "trtype": "TCP",
-        "max_queue_depth": MAX_SQ_ENTRIES,
-        "max_io_qpairs_per_ctrlr": crate::controller::MAX_IO_QUEUES,
+        "max_queue_depth": depth,
+        "max_io_qpairs_per_ctrlr": app.target().max_io_queues(),
         "in_capsule_data_size": c.io_in_capsule_data,
         "max_io_size": c.max_transfer,
         "io_unit_size": c.max_transfer,
-        "max_aq_depth": MAX_SQ_ENTRIES,
+        "max_aq_depth": aq_depth,
         "num_shared_buffers": 0,
         "buf_cache_size": 0,
         "dif_insert_or_strip": false,
@@ -110,6 +132,8 @@ pub(super) fn nvmf_get_transports(app: &App, params: Value) -> Result<Value, Rpc
         "c2h_success": true,
         "sock_priority": 0,
         "abort_timeout_sec": 1,
+        "ack_timeout": 0,
+        "data_wr_pool_size": 0,
         "max_h2c_data": c.maxh2cdata,
         "header_digest": c.allow_header_digest,
         "data_digest": c.allow_data_digest
@@ -158,6 +182,11 @@ pub(super) fn nvmf_delete_subsystem(app: &App, params: Value) -> Result<Value, R
 struct NsParams {
     bdev_name: String,
     nsid: Option<u32>,
+    /// Accepted when it is the one lull derives (the bdev's UUID), as
+    /// spdk_tgt's save_config writes it.
+    uuid: Option<String>,
+    /// Accepted when it is the one lull derives (the bdev's UUID bytes).
+    nguid: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +199,27 @@ struct AddNs {
 pub(super) fn nvmf_subsystem_add_ns(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: AddNs = decode(params)?;
     let ns = p.namespace;
+    // lull gives a namespace its bdev's UUID, and that UUID's bytes as its
+    // NGUID (what SPDK derives too): the same values, as spdk_tgt saves
+    // them, are accepted; others cannot be given.
+    if let Some(b) = app.bdev(&ns.bdev_name) {
+        let uuid = b.bdev.uuid();
+        let derived_uuid = uuid_string(&uuid);
+        let derived_nguid: String = uuid.iter().map(|x| format!("{x:02X}")).collect();
+        for (k, given, derived) in [
+            ("namespace.uuid", &ns.uuid, &derived_uuid),
+            ("namespace.nguid", &ns.nguid, &derived_nguid),
+        ] {
+            if let Some(g) = given
+                && !g.replace('-', "").eq_ignore_ascii_case(&derived.replace('-', ""))
+            {
+                return Err(RpcError::invalid(format!(
+                    "Invalid parameters: {k} = {g}: lull derives it from bdev {}'s UUID: {derived} (give that, or leave it out)",
+                    ns.bdev_name
+                )));
+            }
+        }
+    }
     let nsid = app.add_namespace(&p.nqn, &ns.bdev_name, ns.nsid.unwrap_or(0))?;
     Ok(json!(nsid))
 }
@@ -305,11 +355,17 @@ pub(super) fn nvmf_get_subsystems(app: &App, params: Value) -> Result<Value, Rpc
         .iter()
         .map(|s| {
             let access = s.access().clone();
-            let ports: Vec<std::net::SocketAddr> = all_ports
-                .iter()
-                .copied()
-                .filter(|a| target.reachable(s, *a))
-                .collect();
+            // A subsystem's own listeners, as SPDK lists them: for the
+            // discovery subsystem not every port that answers discovery.
+            let ports: Vec<std::net::SocketAddr> = if s.kind == SubsystemKind::Discovery {
+                target.discovery_listeners()
+            } else {
+                all_ports
+                    .iter()
+                    .copied()
+                    .filter(|a| target.reachable(s, *a))
+                    .collect()
+            };
             let listen: Vec<Value> = ports
                 .iter()
                 .map(|a| {

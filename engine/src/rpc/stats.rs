@@ -116,6 +116,15 @@ pub(super) fn bdev_get_iostat(app: &App, params: Value) -> Result<Value, RpcErro
                 let mut m = serde_json::Map::new();
                 m.insert("name".into(), json!(name));
                 iostat_json(&e.stats.total(), &mut m);
+                // SPDK's io_error: failed I/O by bdev status, only the
+                // statuses that happened (so `{}` until one fails).
+                let errors: serde_json::Map<String, Value> = e
+                    .stats
+                    .errors()
+                    .into_iter()
+                    .map(|(k, n)| (k.to_string(), json!(n)))
+                    .collect();
+                m.insert("io_error".into(), Value::Object(errors));
                 Value::Object(m)
             })
             .collect();
@@ -195,13 +204,16 @@ pub(super) fn nvmf_subsystem_get_controllers(app: &App, params: Value) -> Result
         .into_iter()
         .filter(|c| Arc::ptr_eq(&c.subsystem, &s))
         .map(|c| {
-            let io_queues = c.queue_list().iter().filter(|(q, _)| *q != 0).count();
+            // SPDK counts every connected queue pair of the controller, the
+            // admin queue with the I/O queues (its qpair_mask), in spite of
+            // the name: one host with one I/O queue shows 2.
+            let queue_pairs = c.queue_list().len();
             json!({
                 "cntlid": c.cntlid,
                 "cntrltype": kind,
                 "hostnqn": c.hostnqn,
                 "hostid": hostid(&c.hostid),
-                "num_io_qpairs": io_queues,
+                "num_io_qpairs": queue_pairs,
             })
         })
         .collect();
@@ -215,14 +227,15 @@ pub(super) fn nvmf_subsystem_get_qpairs(app: &App, params: Value) -> Result<Valu
         if !Arc::ptr_eq(&c.subsystem, &s) {
             continue;
         }
-        for (qid, reactor) in c.queue_list() {
+        for q in c.queue_list() {
             out.push(json!({
                 "cntlid": c.cntlid,
-                "qid": qid,
+                "qid": q.qid,
                 "state": "enabled",
-                "thread": format!("nvmf_tgt_poll_group_{reactor:03}"),
+                "thread": format!("nvmf_tgt_poll_group_{:03}", q.reactor),
                 "hostnqn": c.hostnqn,
                 "listen_address": trid_json(&c.listener),
+                "peer_address": trid_json(&q.peer),
             }));
         }
     }
@@ -232,12 +245,16 @@ pub(super) fn nvmf_subsystem_get_qpairs(app: &App, params: Value) -> Result<Valu
 pub(super) fn nvmf_subsystem_get_listeners(app: &App, params: Value) -> Result<Value, RpcError> {
     let s = subsystem(app, params)?;
     let target = app.target();
-    let out: Vec<Value> = target
-        .listeners()
-        .into_iter()
-        .filter(|a| target.reachable(&s, *a))
-        .map(|a| json!({"address": trid_json(&a)}))
-        .collect();
+    let ports = if s.kind == SubsystemKind::Discovery {
+        target.discovery_listeners()
+    } else {
+        target
+            .listeners()
+            .into_iter()
+            .filter(|a| target.reachable(&s, *a))
+            .collect()
+    };
+    let out: Vec<Value> = ports.into_iter().map(|a| json!({"address": trid_json(&a)})).collect();
     Ok(Value::Array(out))
 }
 
@@ -278,4 +295,44 @@ pub(super) fn log_get_level(_app: &App, params: Value) -> Result<Value, RpcError
 pub(super) fn log_get_print_level(_app: &App, params: Value) -> Result<Value, RpcError> {
     super::params::none(&params)?;
     Ok(json!(log_level::levels().1.as_str()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlagParam {
+    flag: String,
+}
+
+fn set_flag(params: Value, on: bool) -> Result<Value, RpcError> {
+    let p: FlagParam = decode(params)?;
+    log_level::set_flag(&p.flag, on).map_err(|e| match e {
+        log_level::FlagError::NoSuchFlag(m) => RpcError::invalid(m),
+        log_level::FlagError::Filter(m) => RpcError {
+            code: code::INTERNAL_ERROR,
+            message: format!("cannot change the log filter: {m}"),
+        },
+    })?;
+    Ok(Value::Bool(true))
+}
+
+/// SPDK's `log_set_flag`: debug messages of a component on (a name, a
+/// pattern or `all`; see `log_level::FLAGS`).
+pub(super) fn log_set_flag(_app: &App, params: Value) -> Result<Value, RpcError> {
+    set_flag(params, true)
+}
+
+/// SPDK's `log_clear_flag`.
+pub(super) fn log_clear_flag(_app: &App, params: Value) -> Result<Value, RpcError> {
+    set_flag(params, false)
+}
+
+/// SPDK's `log_get_flags`: `{"flag": enabled, ...}`.
+pub(super) fn log_get_flags(_app: &App, params: Value) -> Result<Value, RpcError> {
+    super::params::none(&params)?;
+    Ok(Value::Object(
+        log_level::flags()
+            .into_iter()
+            .map(|(n, on)| (n.to_string(), Value::Bool(on)))
+            .collect(),
+    ))
 }

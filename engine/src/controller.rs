@@ -422,7 +422,13 @@ impl QueueBinding {
             if c.qid > max_qid || s.queues.iter().any(|(qid, _, _, _)| *qid == c.qid) {
                 tracing::warn!(peer = %self.peer, cntlid = ctrl.cntlid, qid = c.qid, max_qid, "I/O queue Connect refused: QID {} is beyond the controller's {} I/O queues or in use", c.qid, max_qid);
                 drop(s);
-                return invalid(InvalidParameter::sqe(connect_offset::QID));
+                // Invalid Queue Identifier, as SPDK's target and Linux nvmet
+                // answer a QID beyond the limit or one already connected.
+                return Cqe {
+                    cid,
+                    status: status::INVALID_QUEUE_IDENTIFIER.with_dnr(),
+                    ..Cqe::default()
+                };
             }
             drop(s);
             ctrl

@@ -410,9 +410,12 @@ fn transport_limits_on_queues_are_in_force() {
     assert!(c.status.is_success(), "QID 1: {}", c.status);
     let (_q2, c) = io(2, 31);
     assert!(c.status.is_success(), "QID 2: {}", c.status);
+    // Beyond the granted queues: Invalid Queue Identifier, as SPDK and nvmet answer.
     let (_q3, c) = io(3, 31);
-    assert_eq!(c.status, status::CONNECT_INVALID_PARAMETERS.with_dnr());
-    assert_eq!(c.dw0, InvalidParameter::sqe(connect_offset::QID).dw0());
+    assert_eq!(c.status, status::INVALID_QUEUE_IDENTIFIER.with_dnr());
+    // A QID already connected: the same.
+    let (_q1b, c) = io(1, 31);
+    assert_eq!(c.status, status::INVALID_QUEUE_IDENTIFIER.with_dnr());
     // 65 entries on a queue of at most 64.
     let (_q, c) = io(2, 64);
     assert_eq!(c.status, status::CONNECT_INVALID_PARAMETERS.with_dnr());

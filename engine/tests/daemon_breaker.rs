@@ -118,3 +118,35 @@ fn a_batch_over_the_limit_is_one_error() {
     drop(server);
     app.shutdown();
 }
+
+fn call(app: &App, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    lull_engine::rpc::handle_request(app, &req).unwrap()
+}
+
+#[test]
+fn a_null_bdev_whose_size_overflows_is_refused_like_a_malloc_one() {
+    let app = app();
+    // u64::MAX blocks of 512 bytes is more bytes than a u64 counts: every
+    // size in bytes derived from it (bdev list, iostat, the host's capacity)
+    // would wrap.
+    for method in ["bdev_null_create", "bdev_malloc_create"] {
+        let v = call(
+            &app,
+            method,
+            json!({"name": "Huge", "num_blocks": u64::MAX, "block_size": 512}),
+        );
+        assert_eq!(v["error"]["code"], -32602, "{method}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains("num_blocks"), "{method}: names the field: {m}");
+    }
+    // The largest size that fits is still accepted.
+    let most = u64::MAX / 4096;
+    let v = call(
+        &app,
+        "bdev_null_create",
+        json!({"name": "Big", "num_blocks": most, "block_size": 4096}),
+    );
+    assert_eq!(v["result"], "Big", "{v}");
+    app.shutdown();
+}

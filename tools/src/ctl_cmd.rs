@@ -753,11 +753,15 @@ enum ConfigCmd {
 }
 
 /// Writes `text` to `path` atomically: a temporary file in the same
-/// directory, flushed to disk, then renamed over `path`.
+/// directory, flushed to disk, then renamed over `path`. A `path` that is a
+/// symbolic link is written where it points (the link stays), and the file's
+/// permissions are kept. The temporary file is created exclusively: a link
+/// or file planted at its name is never written through.
 ///
 /// # Errors
 /// A message naming the path.
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
+    let path = &resolve_links(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -766,8 +770,14 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
         .file_name()
         .ok_or_else(|| format!("{}: not a file name", path.display()))?;
     let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
+    let mode = std::fs::metadata(path).ok().map(|m| m.permissions());
+    let mut created = false;
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        created = true;
+        if let Some(mode) = mode {
+            f.set_permissions(mode)?;
+        }
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -775,9 +785,29 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
         std::fs::File::open(dir)?.sync_all()
     })();
     result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
+        // Only a temporary file this call made is removed, never one planted there.
+        if created {
+            let _ = std::fs::remove_file(&tmp);
+        }
         format!("{}: {e}", path.display())
     })
+}
+
+/// `path` with symbolic links at its last component followed (a dangling
+/// link gives where it would point), at most 40 deep as the kernel allows.
+fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&p)?;
+                let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                p = base.join(to);
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
 /// Runs `lull config`.
@@ -840,6 +870,35 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("`cores` cannot change while lull runs"), "{e}");
         assert!(e.contains("restart"), "{e}");
+    }
+
+    #[test]
+    fn atomic_write_follows_a_link_and_never_writes_through_a_planted_temporary() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lull-atomic-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The saved path is a link to the real file: the file gets the text, the link stays.
+        let real = dir.join("real.json");
+        std::fs::write(&real, "old").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink("real.json", &link).unwrap();
+        write_atomically(&link, "new").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "new");
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the file keeps its permissions");
+        // A link planted at the temporary name is neither written through nor renamed into place.
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "victim").unwrap();
+        let tmp = dir.join(format!(".x.json.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        assert!(write_atomically(&dir.join("x.json"), "config").is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim");
+        assert!(!dir.join("x.json").exists());
+        assert!(std::fs::symlink_metadata(&tmp).unwrap().file_type().is_symlink());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

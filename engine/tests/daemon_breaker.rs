@@ -150,3 +150,45 @@ fn a_null_bdev_whose_size_overflows_is_refused_like_a_malloc_one() {
     assert_eq!(v["result"], "Big", "{v}");
     app.shutdown();
 }
+
+#[test]
+fn a_value_of_the_wrong_type_or_range_is_refused_naming_its_field() {
+    let app = app();
+    let cases = [
+        (
+            "bdev_null_create",
+            json!({"name": "W", "num_blocks": "8", "block_size": 512}),
+            "num_blocks",
+        ),
+        (
+            "bdev_malloc_create",
+            json!({"name": "W", "num_blocks": 8, "block_size": -512}),
+            "block_size",
+        ),
+        (
+            "nvmf_create_subsystem",
+            json!({"nqn": "nqn.2024-01.io.lull:t", "allow_any_host": "yes"}),
+            "allow_any_host",
+        ),
+        (
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": "nqn.2024-01.io.lull:t", "namespace": {"bdev_name": "W", "nsid": 4294967296u64}}),
+            "namespace.nsid",
+        ),
+        ("lull_set_options", json!({"idle_poll_us": 1.5}), "idle_poll_us"),
+    ];
+    for (method, params, field) in cases {
+        let v = call(&app, method, params);
+        assert_eq!(v["error"]["code"], -32602, "{method}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(field), "{method}: the message names {field}: {m}");
+    }
+    // A load_config entry says it too, after the entry's place.
+    let doc = json!({"subsystems": [{"subsystem": "bdev", "config": [
+        {"method": "bdev_null_create", "params": {"name": "W", "num_blocks": 8, "block_size": "512"}}
+    ]}]});
+    let v = call(&app, "load_config", doc);
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("subsystems[0].config[0]") && m.contains("block_size"), "{m}");
+    app.shutdown();
+}

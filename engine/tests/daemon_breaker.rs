@@ -192,3 +192,37 @@ fn a_value_of_the_wrong_type_or_range_is_refused_naming_its_field() {
     assert!(m.contains("subsystems[0].config[0]") && m.contains("block_size"), "{m}");
     app.shutdown();
 }
+
+#[test]
+fn two_bdevs_never_share_a_uuid() {
+    let app = app();
+    let u = "11111111-2222-4333-8444-555555555555";
+    let v = call(
+        &app,
+        "bdev_malloc_create",
+        json!({"name": "U1", "num_blocks": 64, "block_size": 512, "uuid": u}),
+    );
+    assert_eq!(v["result"], "U1", "{v}");
+    // Another bdev with that UUID would give hosts a second namespace with
+    // the same NGUID/UUID over different data.
+    for method in ["bdev_malloc_create", "bdev_null_create"] {
+        let v = call(
+            &app,
+            method,
+            json!({"name": "U2", "num_blocks": 64, "block_size": 512, "uuid": u}),
+        );
+        assert_eq!(v["error"]["code"], -17, "{method}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(u) && m.contains("U1"), "{method}: {m}");
+    }
+    assert!(app.bdev("U2").is_none());
+    // Once U1 is gone its UUID is free again.
+    assert_eq!(call(&app, "bdev_malloc_delete", json!({"name": "U1"}))["result"], true);
+    let v = call(
+        &app,
+        "bdev_null_create",
+        json!({"name": "U2", "num_blocks": 64, "block_size": 512, "uuid": u}),
+    );
+    assert_eq!(v["result"], "U2", "{v}");
+    app.shutdown();
+}

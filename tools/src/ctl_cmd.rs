@@ -22,6 +22,9 @@ pub struct Client {
     stream: UnixStream,
     next_id: u64,
     buf: Vec<u8>,
+    /// Parse attempts made (an answer is parsed again only when it may have
+    /// ended, or doubled, so a large one costs linear time).
+    parses: usize,
 }
 
 impl Client {
@@ -41,6 +44,7 @@ impl Client {
             stream,
             next_id: 1,
             buf: Vec::new(),
+            parses: 0,
         })
     }
 
@@ -71,6 +75,12 @@ impl Client {
 
     fn read_one(&mut self) -> Result<Value, String> {
         let mut chunk = [0u8; 16 * 1024];
+        // Parsing from the start after every chunk would cost time
+        // quadratic in the answer's size (a bdev list of thousands takes
+        // minutes): parse when the bytes so far may end a JSON text (an
+        // object's `}`, an array's `]`, the daemon's newline) or doubled.
+        let mut may_end = true;
+        let mut retry_at = 0usize;
         loop {
             let start = self
                 .buf
@@ -78,7 +88,8 @@ impl Client {
                 .position(|b| !b.is_ascii_whitespace())
                 .unwrap_or(self.buf.len());
             self.buf.drain(..start);
-            if !self.buf.is_empty() {
+            if !self.buf.is_empty() && (may_end || self.buf.len() >= retry_at) {
+                self.parses += 1;
                 let mut it = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
                 match it.next() {
                     Some(Ok(v)) => {
@@ -87,12 +98,15 @@ impl Client {
                         return Ok(v);
                     }
                     Some(Err(e)) if !e.is_eof() => return Err(format!("malformed answer: {e}")),
-                    _ => {}
+                    _ => retry_at = self.buf.len() * 2,
                 }
             }
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err("the daemon closed the connection".into()),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    may_end = matches!(chunk[n - 1], b'}' | b']' | b'\n' | b' ' | b'\r' | b'\t');
+                }
                 Err(e) => return Err(format!("no answer: {e}")),
             }
         }
@@ -870,6 +884,34 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("`cores` cannot change while lull runs"), "{e}");
         assert!(e.contains("restart"), "{e}");
+    }
+
+    #[test]
+    fn a_large_answer_is_parsed_a_few_times_not_once_per_chunk() {
+        use std::os::unix::net::UnixListener;
+        let path = std::env::temp_dir().join(format!("lull-client-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap();
+        // 8 MiB of result in 4 KiB writes: 2048 pieces or more for the client to read.
+        let big = "a".repeat(8 << 20);
+        let answer = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\"{big}\"}}\n");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = [0u8; 256];
+            let _ = s.read(&mut req).unwrap();
+            for piece in answer.as_bytes().chunks(4096) {
+                s.write_all(piece).unwrap();
+                s.flush().unwrap();
+            }
+        });
+        let mut c = Client::connect(&path).unwrap();
+        let v = c.call("spdk_get_version", Value::Null).unwrap();
+        assert_eq!(v.as_str().map(str::len), Some(8 << 20));
+        // Doubling from 16 KiB to 8 MiB is 10 attempts; a few more where a
+        // piece happens to end the text's candidates.
+        assert!(c.parses <= 24, "{} parse attempts for one answer", c.parses);
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! bound from the header alone, before any byte of payload is buffered, so no
 //! allocation is ever sized by a peer's PLEN or DATAL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::buf::{RecvBuf, SendBuf};
 use crate::fabrics::fctype;
@@ -143,6 +143,12 @@ pub struct TargetQueue {
     sq_flow_control_disabled: bool,
     /// CIDs of commands received and not yet completed, with their opcodes.
     outstanding: HashMap<u16, u8>,
+    /// Send-stream positions (see [`SendBuf::queued_end`]) where the
+    /// completions queued and not yet handed to the socket end: their SQ
+    /// slots stay taken until then, since a host frees a slot only when it
+    /// sees the completion. Without this a host that never reads would have
+    /// every read's data queued here, without bound.
+    unsent: VecDeque<u64>,
     /// TTAG = index; `None` when free.
     transfers: Vec<Option<Transfer>>,
     recv: RecvBuf,
@@ -170,6 +176,7 @@ impl TargetQueue {
             sqhd: 0,
             sq_flow_control_disabled: false,
             outstanding: HashMap::new(),
+            unsent: VecDeque::new(),
             transfers: Vec::new(),
             recv: RecvBuf::default(),
             send: SendBuf::default(),
@@ -471,8 +478,10 @@ impl TargetQueue {
 
     fn on_capsule(&mut self, sqe: Sqe, data: &[u8], ddgst_ok: bool) -> Result<(), FatalError> {
         let cid = sqe.cid();
-        if self.outstanding.len() as u32 >= self.sq_entries {
-            // The host overran the submission queue it negotiated.
+        if (self.outstanding.len() + self.unsent.len()) as u32 >= self.sq_entries {
+            // The host overran the submission queue it negotiated: more
+            // commands than entries, counting those whose completion it
+            // cannot have seen yet.
             return Err(FatalError::status(Fes::PduSequenceError));
         }
         self.sqhd = ((u32::from(self.sqhd) + 1) % self.sq_entries.max(1)) as u16;
@@ -627,6 +636,7 @@ impl TargetQueue {
         cqe.sqhd = if self.sq_flow_control_disabled { 0 } else { self.sqhd };
         cqe.sqid = self.qid;
         crate::pdu::encode_capsule_resp(&mut self.send.out, &cqe.encode(), self.digests);
+        self.unsent.push_back(self.send.queued_end());
     }
 
     /// Completes a command: queues its CapsuleResp (SQHD and SQID are filled
@@ -677,6 +687,7 @@ impl TargetQueue {
         }
         if success_flag {
             self.outstanding.remove(&cqe.cid);
+            self.unsent.push_back(self.send.queued_end());
             true
         } else {
             self.complete(cqe)
@@ -691,6 +702,10 @@ impl TargetQueue {
     /// Marks `n` bytes of [`pending_send`](Self::pending_send) as sent.
     pub fn sent(&mut self, n: usize) {
         self.send.sent(n);
+        let at = self.send.sent_total();
+        while self.unsent.front().is_some_and(|&end| end <= at) {
+            self.unsent.pop_front();
+        }
     }
 
     /// Whether bytes are waiting to be sent.

@@ -132,6 +132,11 @@ pub struct App {
     transport_created: Mutex<bool>,
     nvme_options: Mutex<NvmeOptions>,
     bdevs: Mutex<BTreeMap<String, BdevEntry>>,
+    /// The UUIDs of the bdevs `create_bdev` made (malloc, null, uring), with
+    /// their names; locked after `bdevs`. A remote namespace's bdev carries
+    /// the remote's identity and is not listed: two controllers to one
+    /// subsystem show the same namespace, rightly with one identity.
+    uuids: Mutex<BTreeMap<[u8; 16], String>>,
     nvme: Mutex<BTreeMap<String, NvmeEntry>>,
     started: Instant,
 }
@@ -186,6 +191,7 @@ impl App {
             transport_created: Mutex::new(false),
             nvme_options: Mutex::new(settings.nvme.clone()),
             bdevs: Mutex::new(BTreeMap::new()),
+            uuids: Mutex::new(BTreeMap::new()),
             nvme: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
         });
@@ -269,6 +275,14 @@ impl App {
         if lock(&self.bdevs).contains_key(&spec.name) {
             return Err(exists());
         }
+        // A UUID names one bdev (SPDK registers it as an alias): two bdevs
+        // sharing one would show hosts two namespaces with one NGUID/UUID,
+        // which a multipath host merges into one device over different data.
+        if let Some(u) = spec.uuid
+            && let Some(e) = uuid_taken(&lock(&self.uuids), &u)
+        {
+            return Err(e);
+        }
         // Built without the lock (a large RAM bdev takes seconds to fill);
         // the name is checked again when it goes in.
         let bs = spec.block_size;
@@ -328,6 +342,13 @@ impl App {
         if bdevs.contains_key(&spec.name) {
             return Err(exists());
         }
+        // Again under the lock, with the UUID the bdev got (given or derived).
+        let mut uuids = lock(&self.uuids);
+        if let Some(e) = uuid_taken(&uuids, &bdev.uuid()) {
+            return Err(e);
+        }
+        uuids.insert(bdev.uuid(), spec.name.clone());
+        drop(uuids);
         bdevs.insert(
             spec.name.clone(),
             BdevEntry {
@@ -387,6 +408,7 @@ impl App {
                 return Err(AppError::NotFound(format!("bdev {name} is not a {what} bdev")));
             }
             let e = bdevs.remove(name).ok_or_else(|| AppError::NotFound(name.to_string()))?;
+            lock(&self.uuids).remove(&e.bdev.uuid());
             let removed = self.unclaim(name);
             (e, removed)
         };
@@ -950,4 +972,22 @@ impl App {
         // A reactor that does not answer counts as busy.
         answers.iter().map(|a| a.unwrap_or(1)).sum()
     }
+}
+
+/// The error for a bdev UUID another bdev has already, if one has.
+fn uuid_taken(uuids: &BTreeMap<[u8; 16], String>, uuid: &[u8; 16]) -> Option<AppError> {
+    uuids.get(uuid).map(|name| {
+        let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+        let text = format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        );
+        AppError::Exists(format!(
+            "uuid {text} is already bdev {name}'s; each bdev needs its own (give this one another uuid)"
+        ))
+    })
 }

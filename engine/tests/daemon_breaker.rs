@@ -118,3 +118,111 @@ fn a_batch_over_the_limit_is_one_error() {
     drop(server);
     app.shutdown();
 }
+
+fn call(app: &App, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    lull_engine::rpc::handle_request(app, &req).unwrap()
+}
+
+#[test]
+fn a_null_bdev_whose_size_overflows_is_refused_like_a_malloc_one() {
+    let app = app();
+    // u64::MAX blocks of 512 bytes is more bytes than a u64 counts: every
+    // size in bytes derived from it (bdev list, iostat, the host's capacity)
+    // would wrap.
+    for method in ["bdev_null_create", "bdev_malloc_create"] {
+        let v = call(
+            &app,
+            method,
+            json!({"name": "Huge", "num_blocks": u64::MAX, "block_size": 512}),
+        );
+        assert_eq!(v["error"]["code"], -32602, "{method}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains("num_blocks"), "{method}: names the field: {m}");
+    }
+    // The largest size that fits is still accepted.
+    let most = u64::MAX / 4096;
+    let v = call(
+        &app,
+        "bdev_null_create",
+        json!({"name": "Big", "num_blocks": most, "block_size": 4096}),
+    );
+    assert_eq!(v["result"], "Big", "{v}");
+    app.shutdown();
+}
+
+#[test]
+fn a_value_of_the_wrong_type_or_range_is_refused_naming_its_field() {
+    let app = app();
+    let cases = [
+        (
+            "bdev_null_create",
+            json!({"name": "W", "num_blocks": "8", "block_size": 512}),
+            "num_blocks",
+        ),
+        (
+            "bdev_malloc_create",
+            json!({"name": "W", "num_blocks": 8, "block_size": -512}),
+            "block_size",
+        ),
+        (
+            "nvmf_create_subsystem",
+            json!({"nqn": "nqn.2024-01.io.lull:t", "allow_any_host": "yes"}),
+            "allow_any_host",
+        ),
+        (
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": "nqn.2024-01.io.lull:t", "namespace": {"bdev_name": "W", "nsid": 4294967296u64}}),
+            "namespace.nsid",
+        ),
+        ("lull_set_options", json!({"idle_poll_us": 1.5}), "idle_poll_us"),
+    ];
+    for (method, params, field) in cases {
+        let v = call(&app, method, params);
+        assert_eq!(v["error"]["code"], -32602, "{method}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(field), "{method}: the message names {field}: {m}");
+    }
+    // A load_config entry says it too, after the entry's place.
+    let doc = json!({"subsystems": [{"subsystem": "bdev", "config": [
+        {"method": "bdev_null_create", "params": {"name": "W", "num_blocks": 8, "block_size": "512"}}
+    ]}]});
+    let v = call(&app, "load_config", doc);
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("subsystems[0].config[0]") && m.contains("block_size"), "{m}");
+    app.shutdown();
+}
+
+#[test]
+fn two_bdevs_never_share_a_uuid() {
+    let app = app();
+    let u = "11111111-2222-4333-8444-555555555555";
+    let v = call(
+        &app,
+        "bdev_malloc_create",
+        json!({"name": "U1", "num_blocks": 64, "block_size": 512, "uuid": u}),
+    );
+    assert_eq!(v["result"], "U1", "{v}");
+    // Another bdev with that UUID would give hosts a second namespace with
+    // the same NGUID/UUID over different data.
+    for method in ["bdev_malloc_create", "bdev_null_create"] {
+        let v = call(
+            &app,
+            method,
+            json!({"name": "U2", "num_blocks": 64, "block_size": 512, "uuid": u}),
+        );
+        assert_eq!(v["error"]["code"], -17, "{method}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(u) && m.contains("U1"), "{method}: {m}");
+    }
+    assert!(app.bdev("U2").is_none());
+    // Once U1 is gone its UUID is free again.
+    assert_eq!(call(&app, "bdev_malloc_delete", json!({"name": "U1"}))["result"], true);
+    let v = call(
+        &app,
+        "bdev_null_create",
+        json!({"name": "U2", "num_blocks": 64, "block_size": 512, "uuid": u}),
+    );
+    assert_eq!(v["result"], "U2", "{v}");
+    app.shutdown();
+}

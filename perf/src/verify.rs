@@ -259,18 +259,57 @@ impl VerifyState {
     /// # Errors
     /// The file cannot be written, naming the path.
     pub fn save(&self, path: &std::path::Path) -> Result<(), String> {
+        use std::io::Write;
         let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
+        tmp.push(format!(".tmp.{}", std::process::id()));
         let tmp = std::path::PathBuf::from(tmp);
-        std::fs::write(&tmp, self.encode())
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("--verify-state {}: {e}", path.display()))
+        // Created exclusively: a link or file planted at the temporary name
+        // is never written through. Synced before the rename, so that a
+        // crash leaves the old state or the new one, never an empty file.
+        let mut created = false;
+        let r = (|| {
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            created = true;
+            f.write_all(&self.encode())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        r.map_err(|e| {
+            if created {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            format!("--verify-state {}: {e}", path.display())
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn save_never_writes_through_a_link_planted_at_its_temporary_name() {
+        let dir = std::env::temp_dir().join(format!("lull-verify-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "victim").unwrap();
+        let path = dir.join("state");
+        let tmp = dir.join(format!("state.tmp.{}", std::process::id()));
+        // Planted at the name this process uses, and at the plain `.tmp` one.
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("state.tmp")).unwrap();
+        let s = VerifyState::new(1, 512, 1024, 8);
+        assert!(s.save(&path).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim");
+        assert!(!path.exists(), "the link was not renamed into place");
+        // Without the planted link the state is saved and reads back.
+        std::fs::remove_file(&tmp).unwrap();
+        s.save(&path).unwrap();
+        assert!(VerifyState::load(&path).unwrap().is_some());
+        assert!(!tmp.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_state_round_trips_and_damage_is_refused() {

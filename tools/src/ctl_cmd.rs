@@ -24,6 +24,9 @@ pub struct Client {
     stream: UnixStream,
     next_id: u64,
     buf: Vec<u8>,
+    /// Parse attempts made (an answer is parsed again only when it may have
+    /// ended, or doubled, so a large one costs linear time).
+    parses: usize,
 }
 
 impl Client {
@@ -43,6 +46,7 @@ impl Client {
             stream,
             next_id: 1,
             buf: Vec::new(),
+            parses: 0,
         })
     }
 
@@ -73,6 +77,12 @@ impl Client {
 
     fn read_one(&mut self) -> Result<Value, String> {
         let mut chunk = [0u8; 16 * 1024];
+        // Parsing from the start after every chunk would cost time
+        // quadratic in the answer's size (a bdev list of thousands takes
+        // minutes): parse when the bytes so far may end a JSON text (an
+        // object's `}`, an array's `]`, the daemon's newline) or doubled.
+        let mut may_end = true;
+        let mut retry_at = 0usize;
         loop {
             let start = self
                 .buf
@@ -80,7 +90,8 @@ impl Client {
                 .position(|b| !b.is_ascii_whitespace())
                 .unwrap_or(self.buf.len());
             self.buf.drain(..start);
-            if !self.buf.is_empty() {
+            if !self.buf.is_empty() && (may_end || self.buf.len() >= retry_at) {
+                self.parses += 1;
                 let mut it = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
                 match it.next() {
                     Some(Ok(v)) => {
@@ -89,12 +100,15 @@ impl Client {
                         return Ok(v);
                     }
                     Some(Err(e)) if !e.is_eof() => return Err(format!("malformed answer: {e}")),
-                    _ => {}
+                    _ => retry_at = self.buf.len() * 2,
                 }
             }
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err("the daemon closed the connection".into()),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    may_end = matches!(chunk[n - 1], b'}' | b']' | b'\n' | b' ' | b'\r' | b'\t');
+                }
                 Err(e) => return Err(format!("no answer: {e}")),
             }
         }
@@ -765,11 +779,15 @@ enum ConfigCmd {
 }
 
 /// Writes `text` to `path` atomically: a temporary file in the same
-/// directory, flushed to disk, then renamed over `path`.
+/// directory, flushed to disk, then renamed over `path`. A `path` that is a
+/// symbolic link is written where it points (the link stays), and the file's
+/// permissions are kept. The temporary file is created exclusively: a link
+/// or file planted at its name is never written through.
 ///
 /// # Errors
 /// A message naming the path.
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
+    let path = &resolve_links(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -778,8 +796,14 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
         .file_name()
         .ok_or_else(|| format!("{}: not a file name", path.display()))?;
     let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
+    let mode = std::fs::metadata(path).ok().map(|m| m.permissions());
+    let mut created = false;
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        created = true;
+        if let Some(mode) = mode {
+            f.set_permissions(mode)?;
+        }
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -787,9 +811,29 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
         std::fs::File::open(dir)?.sync_all()
     })();
     result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
+        // Only a temporary file this call made is removed, never one planted there.
+        if created {
+            let _ = std::fs::remove_file(&tmp);
+        }
         format!("{}: {e}", path.display())
     })
+}
+
+/// `path` with symbolic links at its last component followed (a dangling
+/// link gives where it would point), at most 40 deep as the kernel allows.
+fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&p)?;
+                let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                p = base.join(to);
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
 /// Runs `lull config`.
@@ -852,6 +896,63 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("`cores` cannot change while lull runs"), "{e}");
         assert!(e.contains("restart"), "{e}");
+    }
+
+    #[test]
+    fn a_large_answer_is_parsed_a_few_times_not_once_per_chunk() {
+        use std::os::unix::net::UnixListener;
+        let path = std::env::temp_dir().join(format!("lull-client-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap();
+        // 8 MiB of result in 4 KiB writes: 2048 pieces or more for the client to read.
+        let big = "a".repeat(8 << 20);
+        let answer = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\"{big}\"}}\n");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = [0u8; 256];
+            let _ = s.read(&mut req).unwrap();
+            for piece in answer.as_bytes().chunks(4096) {
+                s.write_all(piece).unwrap();
+                s.flush().unwrap();
+            }
+        });
+        let mut c = Client::connect(&path).unwrap();
+        let v = c.call("spdk_get_version", Value::Null).unwrap();
+        assert_eq!(v.as_str().map(str::len), Some(8 << 20));
+        // Doubling from 16 KiB to 8 MiB is 10 attempts; a few more where a
+        // piece happens to end the text's candidates.
+        assert!(c.parses <= 24, "{} parse attempts for one answer", c.parses);
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn atomic_write_follows_a_link_and_never_writes_through_a_planted_temporary() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lull-atomic-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The saved path is a link to the real file: the file gets the text, the link stays.
+        let real = dir.join("real.json");
+        std::fs::write(&real, "old").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink("real.json", &link).unwrap();
+        write_atomically(&link, "new").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "new");
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the file keeps its permissions");
+        // A link planted at the temporary name is neither written through nor renamed into place.
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "victim").unwrap();
+        let tmp = dir.join(format!(".x.json.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        assert!(write_atomically(&dir.join("x.json"), "config").is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim");
+        assert!(!dir.join("x.json").exists());
+        assert!(std::fs::symlink_metadata(&tmp).unwrap().file_type().is_symlink());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

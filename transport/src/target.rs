@@ -15,6 +15,8 @@
 //! bound from the header alone, before any byte of payload is buffered, so no
 //! allocation is ever sized by a peer's PLEN or DATAL.
 
+use std::collections::VecDeque;
+
 use crate::cid_set::{CidSet, Held};
 
 use crate::buf::{RecvBuf, SendBuf};
@@ -147,6 +149,12 @@ pub struct TargetQueue {
     sq_flow_control_disabled: bool,
     /// CIDs of commands received and not yet completed, with their opcodes.
     outstanding: CidSet,
+    /// Send-stream positions (see [`SendBuf::queued_end`]) where the
+    /// completions queued and not yet handed to the socket end: their SQ
+    /// slots stay taken until then, since a host frees a slot only when it
+    /// sees the completion. Without this a host that never reads would have
+    /// every read's data queued here, without bound.
+    unsent: VecDeque<u64>,
     /// TTAG = index; `None` when free.
     transfers: Vec<Option<Transfer>>,
     recv: RecvBuf,
@@ -174,6 +182,7 @@ impl TargetQueue {
             sqhd: 0,
             sq_flow_control_disabled: false,
             outstanding: CidSet::default(),
+            unsent: VecDeque::new(),
             transfers: Vec::new(),
             recv: RecvBuf::default(),
             send: SendBuf::default(),
@@ -475,8 +484,10 @@ impl TargetQueue {
 
     fn on_capsule(&mut self, sqe: Sqe, data: &[u8], ddgst_ok: bool) -> Result<(), FatalError> {
         let cid = sqe.cid();
-        if self.outstanding.len() as u32 >= self.sq_entries {
-            // The host overran the submission queue it negotiated.
+        if (self.outstanding.len() + self.unsent.len()) as u32 >= self.sq_entries {
+            // The host overran the submission queue it negotiated: more
+            // commands than entries, counting those whose completion it
+            // cannot have seen yet.
             return Err(FatalError::status(Fes::PduSequenceError));
         }
         self.sqhd = ((u32::from(self.sqhd) + 1) % self.sq_entries.max(1)) as u16;
@@ -634,6 +645,7 @@ impl TargetQueue {
         cqe.sqhd = if self.sq_flow_control_disabled { 0 } else { self.sqhd };
         cqe.sqid = self.qid;
         crate::pdu::encode_capsule_resp(&mut self.send.out, &cqe.encode(), self.digests);
+        self.unsent.push_back(self.send.queued_end());
     }
 
     /// Completes a command: queues its CapsuleResp (SQHD and SQID are filled
@@ -721,6 +733,7 @@ impl TargetQueue {
         }
         if success_flag {
             self.outstanding.remove(cqe.cid);
+            self.unsent.push_back(self.send.queued_end());
             Ok(true)
         } else {
             Ok(self.complete(cqe))
@@ -735,6 +748,10 @@ impl TargetQueue {
     /// Marks `n` bytes of [`pending_send`](Self::pending_send) as sent.
     pub fn sent(&mut self, n: usize) {
         self.send.sent(n);
+        let at = self.send.sent_total();
+        while self.unsent.front().is_some_and(|&end| end <= at) {
+            self.unsent.pop_front();
+        }
     }
 
     /// Whether bytes are waiting to be sent.

@@ -21,11 +21,19 @@ impl NullBdev {
     /// `num_blocks` blocks of `block_size` bytes.
     ///
     /// # Errors
-    /// A message for a block size other than 512 or 4096, or 0 blocks.
+    /// A message for a block size other than 512 or 4096, 0 blocks, or a
+    /// size in bytes a u64 cannot count.
     pub fn new(name: &str, num_blocks: u64, block_size: u32) -> Result<Self, String> {
         super::check_block_size(block_size)?;
         if num_blocks == 0 {
             return Err("a null bdev needs at least one block".to_string());
+        }
+        // Sizes in bytes (bdev lists, statistics, the host's capacity) must not wrap.
+        if num_blocks.checked_mul(u64::from(block_size)).is_none() {
+            return Err(format!(
+                "num_blocks {num_blocks} x block_size {block_size} overflows; allowed 1..={}",
+                u64::MAX / u64::from(block_size)
+            ));
         }
         Ok(NullBdev {
             name: name.to_string(),

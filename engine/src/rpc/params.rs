@@ -16,7 +16,17 @@ pub(crate) fn decode<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> 
     } else {
         params
     };
-    serde_json::from_value(v).map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))
+    // serde names a missing or unknown field but not the one whose value has
+    // the wrong type or range: the path says which (`namespace.nsid`).
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || inner.to_string().contains(&format!("`{path}`")) {
+            RpcError::invalid(format!("Invalid parameters: {inner}"))
+        } else {
+            RpcError::invalid(format!("Invalid parameters: {path}: {inner}"))
+        }
+    })
 }
 
 /// `{}` or no params: for methods that take none.

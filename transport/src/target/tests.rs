@@ -744,6 +744,80 @@ fn data_that_cannot_be_produced_leaves_nothing_queued_and_reuse_sends_no_stale_b
 }
 
 #[test]
+fn completions_the_host_has_not_been_sent_keep_their_sq_slots() {
+    // SQ of 4 entries; four reads completed, their data still queued here
+    // (the host reads nothing): a fifth command overruns the queue, as the
+    // host cannot have seen a slot free. Before, every further read's data
+    // was queued without bound.
+    let data = vec![7u8; 4096];
+    let fill = |q: &mut TargetQueue| {
+        for cid in 1..=4u16 {
+            q.feed(&capsule(&read_sqe(cid, 4096), &[], Digests::default()));
+            q.process().unwrap();
+            assert_eq!(q.take_commands().len(), 1);
+            assert!(q.complete_with_data(
+                Cqe {
+                    cid,
+                    ..Default::default()
+                },
+                &data
+            ));
+        }
+        assert_eq!(q.outstanding(), 0);
+    };
+    let mut q = live(0);
+    q.set_connected(1, 4, false);
+    fill(&mut q);
+    expect_fatal(
+        &mut q,
+        &capsule(&read_sqe(1, 4096), &[], Digests::default()),
+        Fes::PduSequenceError,
+        0,
+    );
+    // A conflicting CID's answer holds its slot the same way.
+    let mut q = live(0);
+    q.set_connected(1, 4, false);
+    q.feed(&capsule(&read_sqe(9, 4096), &[], Digests::default()));
+    for _ in 0..3 {
+        q.feed(&capsule(&read_sqe(9, 4096), &[], Digests::default()));
+    }
+    q.process().unwrap();
+    assert_eq!(q.take_commands().len(), 1);
+    expect_fatal(
+        &mut q,
+        &capsule(&read_sqe(10, 4096), &[], Digests::default()),
+        Fes::PduSequenceError,
+        0,
+    );
+    // Once the completions went out (in pieces), their slots are free again.
+    let mut q = live(0);
+    q.set_connected(1, 4, false);
+    fill(&mut q);
+    let n = q.pending_send().len();
+    q.sent(n - 1);
+    for cid in 1..=3u16 {
+        q.feed(&capsule(&read_sqe(cid, 4096), &[], Digests::default()));
+    }
+    q.process().unwrap();
+    assert_eq!(q.take_commands().len(), 3, "three slots free");
+    q.feed(&capsule(&read_sqe(4, 4096), &[], Digests::default()));
+    assert!(
+        q.process().is_err(),
+        "the fourth completion's last byte is not sent yet"
+    );
+    let mut q = live(0);
+    q.set_connected(1, 4, false);
+    fill(&mut q);
+    let n = q.pending_send().len();
+    q.sent(n);
+    for cid in 1..=4u16 {
+        q.feed(&capsule(&read_sqe(cid, 4096), &[], Digests::default()));
+    }
+    q.process().unwrap();
+    assert_eq!(q.take_commands().len(), 4);
+}
+
+#[test]
 fn cid_conflict_is_answered_without_disturbing_the_first() {
     let mut q = live(0);
     q.feed(&capsule(&read_sqe(1, 512), &[], Digests::default()));

@@ -269,6 +269,11 @@ fn start_verifier(ctrl: NvmeController, slots: usize, regions: u64) -> Verifier 
     Verifier { stop, ops, thread }
 }
 
+/// One step of the live-settings plan: mode policy, one core or all, I/O
+/// queue poll period, Longhorn's key for the period, latency_budget_us given
+/// with the mode.
+type Step = (&'static str, Option<usize>, u64, bool, Option<u64>);
+
 #[test]
 fn live_mode_and_poll_period_changes_under_load() {
     let cores = test_cores();
@@ -317,7 +322,7 @@ namespaces = [{{ bdev = "Malloc0" }}]
     let c0 = cores[0];
     // (mode, one core or all, poll period, Longhorn's key for the period,
     // latency_budget_us given with the mode)
-    let plan: [(&str, Option<usize>, u64, bool, Option<u64>); 13] = [
+    let plan: [Step; 13] = [
         ("poll", None, 0, false, None),
         ("interrupt", None, 250, true, None),
         ("adaptive", None, 1000, false, None),
@@ -364,8 +369,7 @@ namespaces = [{{ bdev = "Malloc0" }}]
             // A budget of 0 under load: the reactors with I/O poll.
             eventually("budget 0 polls under load", || {
                 let st = c.call("lull_get_status", Value::Null);
-                st["latency_budget_us"] == 0
-                    && st["reactors"].as_array().unwrap().iter().any(|r| r["mode"] == "poll")
+                st["latency_budget_us"] == 0 && st["reactors"].as_array().unwrap().iter().any(|r| r["mode"] == "poll")
             });
         }
         if core.is_none() {

@@ -1140,8 +1140,17 @@ fn lull_methods() {
         json!({"mode": "budget", "latency_budget_us": 75}),
     );
     let st = c.ok("lull_get_status", Value::Null);
-    assert_eq!((st["mode_policy"].clone(), st["latency_budget_us"].clone()), (json!("budget"), json!(75)));
-    assert!(st["reactors"].as_array().unwrap().iter().all(|r| r["policy"] == "budget"));
+    assert_eq!(
+        (st["mode_policy"].clone(), st["latency_budget_us"].clone()),
+        (json!("budget"), json!(75))
+    );
+    assert!(
+        st["reactors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["policy"] == "budget")
+    );
     let m = c.expect(
         INVALID_PARAMS,
         "lull_reactor_set_mode",

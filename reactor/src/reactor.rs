@@ -921,7 +921,13 @@ impl Context {
             if work {
                 self.stats.add(Counter::BusyNs, active);
                 self.stats.add(Counter::BusyLoops, 1);
-                last_work = t_end;
+                // Work done before a sleep ended when the sleep began: the
+                // time asleep is a gap, not work (the next arrival's gap runs from here).
+                last_work = if t_wake.is_some() && !arrived_after {
+                    t_sleep
+                } else {
+                    t_end
+                };
             } else {
                 self.stats.add(Counter::IdleNs, active);
             }

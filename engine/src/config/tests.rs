@@ -554,9 +554,14 @@ fn top_level_errors_name_the_field() {
     );
     // The budget policy's budget: 0 (poll under load) to 1 s.
     assert_eq!(resolve("").supervisor.latency_budget, Duration::from_micros(50));
-    assert_eq!(resolve("latency_budget_us = 0").supervisor.latency_budget, Duration::ZERO);
     assert_eq!(
-        resolve("mode_policy = \"budget\"\nlatency_budget_us = 1000000").supervisor.latency_budget,
+        resolve("latency_budget_us = 0").supervisor.latency_budget,
+        Duration::ZERO
+    );
+    assert_eq!(
+        resolve("mode_policy = \"budget\"\nlatency_budget_us = 1000000")
+            .supervisor
+            .latency_budget,
         Duration::from_secs(1)
     );
     expect_err(

@@ -7,13 +7,15 @@
 //! The model, per reactor (docs/architecture.md, "Supervisor"):
 //! - a request that arrives while the reactor sleeps waits one *wake cost*
 //!   `w` (measured: how late the loop runs after a timer's deadline or a
-//!   sender's doorbell); one that arrives while it polls or spins waits
-//!   nothing;
+//!   sender's doorbell, as a histogram, since its tail is what a p99 budget
+//!   meets); one that arrives while it polls or spins waits nothing;
 //! - spinning `W` after each piece of work catches the arrivals whose gap
 //!   since the last work is under `W` and costs `min(gap, W)` of CPU per
 //!   gap; every longer gap is slept through, at the CPU cost of a wakeup;
-//! - the latency added at the 99th percentile is `w` when more than 1 % of
-//!   arrivals find the reactor asleep, else nothing.
+//! - the latency added at the 99th percentile is nothing when at most 1 % of
+//!   arrivals find the reactor asleep; when a share `a` above that does, it
+//!   is the `1 - 0.01 / a` quantile of `w` (the p99 of `w` when every
+//!   arrival finds it asleep).
 //!
 //! So: with `w <= budget` every setting keeps the budget and the cheapest
 //! wins (interrupt, or a short spin where gaps are shorter than a wakeup's CPU
@@ -61,8 +63,12 @@ impl fmt::Display for Setting {
 pub struct Inputs {
     /// `latency_budget_us`, ns.
     pub budget_ns: f64,
-    /// Wake cost: time from a sleep's end (deadline, doorbell) to running, ns.
+    /// Wake cost: mean time from a sleep's end (deadline, doorbell) to
+    /// running, ns; used where `wake_hist` is empty.
     pub wake_late_ns: f64,
+    /// The distribution of that time: weights per bucket of
+    /// [`gap_bucket`](crate::stats::gap_bucket) (any scale).
+    pub wake_hist: [f64; GAP_BUCKETS],
     /// CPU a wakeup costs beyond the work (system call, context switch), ns.
     pub wake_cpu_ns: f64,
     /// Share of the wall time spent on work, 0..1.
@@ -104,14 +110,44 @@ fn mid_us(b: usize) -> f64 {
     }
 }
 
+/// The range of bucket `b`, us (the last one taken as twice its lower limit).
+fn bucket_range_us(b: usize) -> (f64, f64) {
+    let lo = if b == 0 { 0.0 } else { (1u64 << (b - 1)) as f64 };
+    let hi = gap_bucket_limit_us(b).map_or(2.0 * lo, |l| l as f64);
+    (lo, hi)
+}
+
 impl Inputs {
+    /// The `q` quantile (0..1) of the wake cost, ns: from the histogram,
+    /// spread evenly inside each bucket; the mean when the histogram is empty.
+    pub fn wake_quantile_ns(&self, q: f64) -> f64 {
+        let total: f64 = self.wake_hist.iter().sum();
+        if total <= 0.0 {
+            return self.wake_late_ns;
+        }
+        let want = q.clamp(0.0, 1.0) * total;
+        let mut below = 0.0;
+        for (b, &n) in self.wake_hist.iter().enumerate() {
+            if n > 0.0 && below + n >= want {
+                let (lo, hi) = bucket_range_us(b);
+                return (lo + (hi - lo) * ((want - below) / n)) * 1000.0;
+            }
+            below += n;
+        }
+        bucket_range_us(GAP_BUCKETS - 1).1 * 1000.0
+    }
+
     /// Arrivals per second.
     pub fn rate(&self) -> f64 {
         self.gaps_per_s.iter().sum()
     }
 
     fn estimate_from(&self, setting: Setting, cpu: f64, asleep: f64) -> Estimate {
-        let added = if asleep > TAIL { self.wake_late_ns } else { 0.0 };
+        let added = if asleep > TAIL {
+            self.wake_quantile_ns(1.0 - TAIL / asleep)
+        } else {
+            0.0
+        };
         let within = if self.budget_ns <= 0.0 {
             setting == Setting::Poll
         } else {
@@ -169,7 +205,7 @@ impl Inputs {
     pub fn plan(&self) -> Plan {
         let rate = self.rate();
         let budget_us = self.budget_ns / 1000.0;
-        let wake_us = self.wake_late_ns / 1000.0;
+        let wake_us = self.wake_quantile_ns(1.0 - TAIL) / 1000.0;
         if rate < IDLE_ARRIVALS_PER_S {
             return Plan {
                 best: self.estimate(Setting::Interrupt),
@@ -185,15 +221,15 @@ impl Inputs {
         let reason = match best.setting {
             Setting::Poll if self.budget_ns <= 0.0 => format!("latency_budget_us 0 and {rate:.0} arrivals/s: poll"),
             Setting::Poll => format!(
-                "wake cost {wake_us:.0} us > latency_budget_us {budget_us:.0} and no spin window catches 99% of {rate:.0} arrivals/s for less than {:.0}% of a core: poll",
+                "p99 wake cost {wake_us:.0} us > latency_budget_us {budget_us:.0} and no spin window catches 99% of {rate:.0} arrivals/s for less than {:.0}% of a core: poll",
                 (1.0 - MIN_SAVING) * 100.0
             ),
             Setting::Interrupt => format!(
-                "wake cost {wake_us:.0} us <= latency_budget_us {budget_us:.0} at {rate:.0} arrivals/s: interrupt (est. {:.1}% of a core)",
+                "p99 wake cost {wake_us:.0} us <= latency_budget_us {budget_us:.0} at {rate:.0} arrivals/s: interrupt (est. {:.1}% of a core)",
                 best.cpu * 100.0
             ),
             Setting::Spin(w) => format!(
-                "wake cost {wake_us:.0} us vs latency_budget_us {budget_us:.0}; {:.1}% of {rate:.0} arrivals/s come within {} us: spin {} us (est. {:.1}% of a core)",
+                "p99 wake cost {wake_us:.0} us vs latency_budget_us {budget_us:.0}; {:.1}% of {rate:.0} arrivals/s come within {} us: spin {} us (est. {:.1}% of a core)",
                 (1.0 - best.asleep) * 100.0,
                 w.as_micros(),
                 w.as_micros(),
@@ -216,6 +252,7 @@ mod tests {
         Inputs {
             budget_ns: budget_us * 1000.0,
             wake_late_ns: wake_us * 1000.0,
+            wake_hist: [0.0; GAP_BUCKETS],
             wake_cpu_ns: 5_000.0,
             busy: 0.05,
             gaps_per_s: g,
@@ -237,5 +274,30 @@ mod tests {
         let e = i.estimate(Setting::Spin(Duration::from_micros(8)));
         assert_eq!(e.added_p99_ns, 30_000.0, "everything sleeps past 8 us");
         assert!(!e.within_budget);
+    }
+
+    #[test]
+    fn the_tail_of_the_wake_cost_is_what_counts() {
+        let mut i = inputs(50.0, 20.0, &[(10, 1_000.0)]);
+        assert_eq!(i.wake_quantile_ns(0.99), 20_000.0, "no histogram: the mean");
+        // 95 % of wakeups take 16-32 us, 5 % take 128-256 us.
+        i.wake_hist[5] = 95.0;
+        i.wake_hist[8] = 5.0;
+        assert_eq!(i.wake_quantile_ns(0.5), (16.0 + 16.0 * (50.0 / 95.0)) * 1000.0);
+        // The p99 lies 4/5 into the 128-256 us bucket.
+        assert!((i.wake_quantile_ns(0.99) - (128.0 + 128.0 * 0.8) * 1000.0).abs() < 1e-6);
+        // Sleeping through every gap adds the p99 (230 us): over a 50 us budget,
+        // though the mean (20 us) is within it.
+        let e = i.estimate(Setting::Interrupt);
+        assert!((e.added_p99_ns - 230_400.0).abs() < 1e-6, "{}", e.added_p99_ns);
+        assert!(!e.within_budget);
+        // Only 2 % asleep: the request at p99 is at the 50 % quantile of those.
+        i.gaps_per_s = [0.0; GAP_BUCKETS];
+        i.gaps_per_s[4] = 980.0;
+        i.gaps_per_s[10] = 20.0;
+        let e = i.estimate(Setting::Spin(Duration::from_micros(16)));
+        assert!((e.asleep - 0.02).abs() < 1e-12);
+        assert!((e.added_p99_ns - i.wake_quantile_ns(0.5)).abs() < 1e-6);
+        assert!(e.within_budget, "{e:?}");
     }
 }

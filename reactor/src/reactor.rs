@@ -948,6 +948,13 @@ impl Context {
         self.stats.add(Counter::Arrivals, 1);
     }
 
+    /// Counts one wake delay in the histogram.
+    fn note_wake_late(&mut self, late: Duration) {
+        let b = gap_bucket(duration_ns(late));
+        self.stats.wake_late[b] += 1;
+        self.shared.stats.publish_wake_late(&self.stats, b);
+    }
+
     /// After a sleep from `t_sleep` to `t_wake`: how late the loop runs
     /// after what ended it (a timer's deadline, or a sender's ring).
     fn note_wake_delay(
@@ -963,21 +970,19 @@ impl Context {
             if let Some(at) = self.shared.stats.take_ring()
                 && at >= t_sleep
             {
+                let late = t_wake.saturating_duration_since(at);
                 self.stats.add(Counter::RungWakeups, 1);
-                self.stats.add(
-                    Counter::RungWakeLateNs,
-                    duration_ns(t_wake.saturating_duration_since(at)),
-                );
+                self.stats.add(Counter::RungWakeLateNs, duration_ns(late));
+                self.note_wake_late(late);
             }
         } else if n_events == 0
             && let Some(timeout) = timeout
         {
             let deadline = t_sleep + timeout;
+            let late = t_wake.saturating_duration_since(deadline);
             self.stats.add(Counter::TimedWakeups, 1);
-            self.stats.add(
-                Counter::TimedWakeLateNs,
-                duration_ns(t_wake.saturating_duration_since(deadline)),
-            );
+            self.stats.add(Counter::TimedWakeLateNs, duration_ns(late));
+            self.note_wake_late(late);
         }
     }
 

@@ -28,6 +28,7 @@ const NO_CLOCK: i64 = i64::MIN;
 pub(crate) struct Stats {
     counters: CachePadded<[AtomicU64; Counter::COUNT]>,
     gaps: CachePadded<[AtomicU64; GAP_BUCKETS]>,
+    wake_late: CachePadded<[AtomicU64; GAP_BUCKETS]>,
     /// ns since `origin` of the last doorbell ring by a sender (0: none pending).
     rung_at: AtomicU64,
     mode: AtomicU8,
@@ -89,6 +90,7 @@ pub fn gap_bucket_limit_us(b: usize) -> Option<u64> {
 pub(crate) struct LocalStats {
     pub(crate) v: [u64; Counter::COUNT],
     pub(crate) gaps: [u64; GAP_BUCKETS],
+    pub(crate) wake_late: [u64; GAP_BUCKETS],
 }
 
 impl LocalStats {
@@ -103,6 +105,7 @@ impl Stats {
         Stats {
             counters: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
             gaps: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            wake_late: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
             rung_at: AtomicU64::new(0),
             mode: AtomicU8::new(mode.to_u8()),
             cpu_clock: AtomicI64::new(NO_CLOCK),
@@ -146,6 +149,11 @@ impl Stats {
     #[inline]
     pub(crate) fn publish_gap(&self, local: &LocalStats, bucket: usize) {
         self.gaps[bucket].store(local.gaps[bucket], Ordering::Relaxed);
+    }
+
+    /// Publishes one wake-delay-histogram bucket.
+    pub(crate) fn publish_wake_late(&self, local: &LocalStats, bucket: usize) {
+        self.wake_late[bucket].store(local.wake_late[bucket], Ordering::Relaxed);
     }
 
     #[inline]
@@ -219,6 +227,7 @@ impl Stats {
             panics: g(Counter::Panics),
             arrivals: g(Counter::Arrivals),
             gap_hist: std::array::from_fn(|b| self.gaps[b].load(Ordering::Relaxed)),
+            wake_late_hist: std::array::from_fn(|b| self.wake_late[b].load(Ordering::Relaxed)),
             timed_wakeups: g(Counter::TimedWakeups),
             timed_wake_late_ns: g(Counter::TimedWakeLateNs),
             rung_wakeups: g(Counter::RungWakeups),
@@ -281,6 +290,9 @@ pub struct StatsSnapshot {
     pub rung_wakeups: u64,
     /// Sum over those of (time the loop ran again - the ring), ns.
     pub rung_wake_late_ns: u64,
+    /// Both kinds of wake delay, in the buckets of [`gap_bucket`] (the tail
+    /// matters: the budget is a 99th-percentile one).
+    pub wake_late_hist: [u64; GAP_BUCKETS],
     /// The supervisor's spin window in force instead of `idle_poll_us`, if any.
     pub spin_window: Option<std::time::Duration>,
 }
@@ -310,6 +322,7 @@ impl StatsSnapshot {
             panics: d(self.panics, earlier.panics),
             arrivals: d(self.arrivals, earlier.arrivals),
             gap_hist: std::array::from_fn(|b| d(self.gap_hist[b], earlier.gap_hist[b])),
+            wake_late_hist: std::array::from_fn(|b| d(self.wake_late_hist[b], earlier.wake_late_hist[b])),
             timed_wakeups: d(self.timed_wakeups, earlier.timed_wakeups),
             timed_wake_late_ns: d(self.timed_wake_late_ns, earlier.timed_wake_late_ns),
             rung_wakeups: d(self.rung_wakeups, earlier.rung_wakeups),

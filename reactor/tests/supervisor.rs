@@ -131,6 +131,11 @@ fn budget_policy_measures_live_reactors_and_follows_their_load() {
     let from_128us: u64 = d.gap_hist[8..].iter().sum();
     assert!(from_128us * 2 > d.arrivals, "{:?}", d.gap_hist);
     assert!(d.mean_wake_late_ns().is_some());
+    assert_eq!(
+        d.wake_late_hist.iter().sum::<u64>(),
+        d.timed_wakeups + d.rung_wakeups,
+        "every measured wakeup has its delay"
+    );
 
     // Budget 0 under that load: poll; once the load stops: interrupt again.
     let sup = supervisor::start(

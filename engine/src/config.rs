@@ -173,8 +173,11 @@ pub struct Config {
     /// interrupt, false = poll (when `mode_policy` is not given).
     #[serde(alias = "data-engine-interrupt-mode-enabled")]
     pub interrupt_mode: Option<bool>,
-    /// poll, interrupt, hybrid or adaptive.
+    /// poll, interrupt, hybrid, adaptive or budget.
     pub mode_policy: Option<String>,
+    /// Budget policy: latency each reactor may add at the 99th percentile,
+    /// us (0 to 1000000; default 50).
+    pub latency_budget_us: Option<u64>,
     /// Hybrid spin window after the last work, us (0 to 1000000; default 200).
     pub idle_poll_us: Option<u64>,
     /// Time between supervisor samples, ms (10 to 60000; default 250).
@@ -398,6 +401,7 @@ impl Config {
             cores,
             interrupt_mode,
             mode_policy,
+            latency_budget_us,
             idle_poll_us,
             supervisor_interval_ms,
             adaptive_high_mark,
@@ -443,7 +447,7 @@ impl Config {
                 bad(
                     "mode_policy",
                     format!("\"{p}\""),
-                    "one of poll, interrupt, hybrid, adaptive",
+                    lull_reactor::supervisor::POLICY_NAMES,
                 )
             })?,
             (None, Some(true)) | (None, None) => Policy::Interrupt,
@@ -454,6 +458,10 @@ impl Config {
             return bad("idle_poll_us", idle_poll_us, "0 to 1000000 us");
         }
         let d = SupervisorConfig::default();
+        let latency_budget_us = self.latency_budget_us.unwrap_or(d.latency_budget.as_micros() as u64);
+        if latency_budget_us > 1_000_000 {
+            return bad("latency_budget_us", latency_budget_us, "0 to 1000000 us");
+        }
         let supervisor = SupervisorConfig {
             policy,
             interval: self.supervisor_interval_ms.map_or(d.interval, Duration::from_millis),
@@ -462,6 +470,7 @@ impl Config {
             up_samples: self.adaptive_up_samples.unwrap_or(d.up_samples),
             down_samples: self.adaptive_down_samples.unwrap_or(d.down_samples),
             core_policy: Vec::new(),
+            latency_budget: Duration::from_micros(latency_budget_us),
         };
         if let Err(lull_reactor::ReactorError::InvalidSetting { field, value, allowed }) = supervisor.validate() {
             return bad(field, value, allowed);

@@ -101,5 +101,6 @@ mod tests {
         assert!(restart_needed("bdev").unwrap().contains("lull bdev"));
         assert_eq!(restart_needed("nvme_ioq_poll_period_us"), None, "a live setting");
         assert_eq!(restart_needed("no_such_thing"), None);
+        assert_eq!(restart_needed("latency_budget_us"), None, "the budget changes live");
     }
 }

@@ -183,7 +183,7 @@ fn build(c: &mut Client, core: usize, remote_port: &str, file: &Path) {
         json!({
             "mode_policy": "hybrid", "idle_poll_us": 77, "supervisor_interval_ms": 300,
             "adaptive_high_mark": 0.6, "adaptive_low_mark": 0.1, "adaptive_up_samples": 3,
-            "adaptive_down_samples": 9
+            "adaptive_down_samples": 9, "latency_budget_us": 120
         }),
     );
     c.ok("lull_reactor_set_mode", json!({"mode": "poll", "core": core}));

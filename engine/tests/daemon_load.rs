@@ -269,6 +269,11 @@ fn start_verifier(ctrl: NvmeController, slots: usize, regions: u64) -> Verifier 
     Verifier { stop, ops, thread }
 }
 
+/// One step of the live-settings plan: mode policy, one core or all, I/O
+/// queue poll period, Longhorn's key for the period, latency_budget_us given
+/// with the mode.
+type Step = (&'static str, Option<usize>, u64, bool, Option<u64>);
+
 #[test]
 fn live_mode_and_poll_period_changes_under_load() {
     let cores = test_cores();
@@ -315,25 +320,33 @@ namespaces = [{{ bdev = "Malloc0" }}]
     let regions = (16 << 20) / (REGION_BLOCKS * BLOCK as u64);
     let v = start_verifier(ctrl.clone(), 16, regions);
     let c0 = cores[0];
-    // (mode, one core or all, poll period, Longhorn's key for the period)
-    let plan: [(&str, Option<usize>, u64, bool); 9] = [
-        ("poll", None, 0, false),
-        ("interrupt", None, 250, true),
-        ("adaptive", None, 1000, false),
-        ("hybrid", None, 0, true),
-        ("poll", Some(c0), 1000, false),
-        ("interrupt", None, 250, false),
-        ("poll", None, 1000, true),
-        ("adaptive", None, 0, false),
-        ("interrupt", None, 100, false),
+    // (mode, one core or all, poll period, Longhorn's key for the period,
+    // latency_budget_us given with the mode)
+    let plan: [Step; 13] = [
+        ("poll", None, 0, false, None),
+        ("interrupt", None, 250, true, None),
+        ("adaptive", None, 1000, false, None),
+        ("budget", None, 0, false, Some(0)),
+        ("hybrid", None, 0, true, None),
+        ("poll", Some(c0), 1000, false, None),
+        ("budget", Some(c0), 0, false, Some(1_000_000)),
+        ("interrupt", None, 250, false, None),
+        ("budget", None, 100, false, Some(20)),
+        ("poll", None, 1000, true, None),
+        ("adaptive", None, 0, false, None),
+        ("budget", None, 0, false, Some(0)),
+        ("interrupt", None, 100, false, None),
     ];
     let started = Instant::now();
-    for (mode, core, period, longhorn) in plan {
+    for (mode, core, period, longhorn, budget) in plan {
         let step = Instant::now();
         let ops0 = v.ops.load(Ordering::Relaxed);
         let mut p = json!({"mode": mode});
         if let Some(core) = core {
             p["core"] = json!(core);
+        }
+        if let Some(b) = budget {
+            p["latency_budget_us"] = json!(b);
         }
         assert_eq!(c.call("lull_reactor_set_mode", p), true);
         let key = if longhorn {
@@ -348,9 +361,17 @@ namespaces = [{{ bdev = "Malloc0" }}]
             let st = c.call("lull_get_status", Value::Null);
             st["reactors"].as_array().unwrap().iter().all(|r| {
                 let here = core.is_none_or(|k| r["lcore"] == k);
-                !here || (r["policy"] == mode && (mode == "adaptive" || r["mode"] == mode))
+                let moves = mode == "adaptive" || mode == "budget";
+                !here || (r["policy"] == mode && (moves || r["mode"] == mode))
             })
         });
+        if mode == "budget" && budget == Some(0) && core.is_none() {
+            // A budget of 0 under load: the reactors with I/O poll.
+            eventually("budget 0 polls under load", || {
+                let st = c.call("lull_get_status", Value::Null);
+                st["latency_budget_us"] == 0 && st["reactors"].as_array().unwrap().iter().any(|r| r["mode"] == "poll")
+            });
+        }
         if core.is_none() {
             assert_eq!(c.call("lull_get_status", Value::Null)["mode_policy"], mode);
         }
@@ -369,7 +390,7 @@ namespaces = [{{ bdev = "Malloc0" }}]
         }
         let done = v.ops.load(Ordering::Relaxed) - ops0;
         assert!(done > 0, "I/O stalled in {mode}/{core:?} with period {period}");
-        println!("{mode:>9} core {core:?} period {period:>4} us: {done} I/Os");
+        println!("{mode:>9} core {core:?} period {period:>4} us budget {budget:?}: {done} I/Os");
     }
     v.stop.store(true, Ordering::Relaxed);
     let res = v.thread.join().unwrap();

@@ -879,6 +879,8 @@ fn nvme_initiator_methods_against_our_own_subsystem() {
 
     let o = c.ok("bdev_nvme_get_options", Value::Null);
     assert_eq!(o["nvme_ioq_poll_period_us"], 100);
+    // The admin queue is event-driven unless a period is set (SPDK's is 10000).
+    assert_eq!(o["nvme_adminq_poll_period_us"], 0);
     for k in [
         "nvme_adminq_poll_period_us",
         "keep_alive_timeout_ms",
@@ -955,6 +957,7 @@ fn nvme_initiator_methods_against_our_own_subsystem() {
     assert!(cr["cntlid"].as_u64().unwrap() >= 1);
     assert_eq!(cr["io_queues"], d.cores.len());
     assert_eq!(cr["nvme_ioq_poll_period_us"], 100);
+    assert_eq!(cr["nvme_adminq_poll_period_us"], 0);
     assert_eq!(cr["resets"], 0);
     assert_eq!(c.ok("bdev_nvme_get_controllers", json!({"name": "Nvme0"})), ctrls);
     c.expect(ENODEV, "bdev_nvme_get_controllers", json!({"name": "Nvme9"}));
@@ -1173,7 +1176,48 @@ fn lull_methods() {
     assert_eq!(sup["adaptive_low_mark"], 0.15);
     assert_eq!(sup["adaptive_up_samples"], 2);
     assert_eq!(sup["adaptive_down_samples"], 8);
+    assert_eq!(sup["latency_budget_us"], 50);
     c.expect(INVALID_PARAMS, "lull_supervisor_get_config", json!({"x": 1}));
+    // The budget policy and its budget, in one call or apart.
+    c.ok(
+        "lull_reactor_set_mode",
+        json!({"mode": "budget", "latency_budget_us": 75}),
+    );
+    let st = c.ok("lull_get_status", Value::Null);
+    assert_eq!(
+        (st["mode_policy"].clone(), st["latency_budget_us"].clone()),
+        (json!("budget"), json!(75))
+    );
+    assert!(
+        st["reactors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["policy"] == "budget")
+    );
+    let m = c.expect(
+        INVALID_PARAMS,
+        "lull_reactor_set_mode",
+        json!({"mode": "budget", "latency_budget_us": 1_000_001}),
+    );
+    assert!(m.contains("latency_budget_us") && m.contains("1000000"), "{m}");
+    c.ok("lull_supervisor_set_config", json!({"latency_budget_us": 0}));
+    assert_eq!(c.ok("lull_supervisor_get_config", Value::Null)["latency_budget_us"], 0);
+    let m = c.expect(
+        INVALID_PARAMS,
+        "lull_supervisor_set_config",
+        json!({"latency_budget_us": 5_000_000}),
+    );
+    assert!(m.contains("latency_budget_us = 5000000: 0 to 1000000"), "{m}");
+    c.ok("lull_set_options", json!({"latency_budget_us": 50}));
+    c.ok("lull_reactor_set_mode", json!({"mode": "interrupt"}));
+    eventually("the budget's spin windows are gone", || {
+        c.ok("lull_get_status", Value::Null)["reactors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["spin_window_us"].is_null() && r["mode"] == "interrupt")
+    });
     assert_eq!(
         c.ok(
             "lull_supervisor_set_config",
@@ -1226,6 +1270,7 @@ fn lull_methods() {
         "adaptive_low_mark",
         "adaptive_up_samples",
         "adaptive_down_samples",
+        "latency_budget_us",
         "core_policy",
         "idle_poll_us",
         "nvme_ioq_poll_period_us",
@@ -1268,6 +1313,7 @@ fn lull_methods() {
         (json!({"keep_alive_timeout_ms": 5}), "keep_alive_timeout_ms"),
         (json!({"idle_poll_us": 2_000_000u64}), "idle_poll_us"),
         (json!({"adaptive_low_mark": 0.0}), "adaptive_low_mark"),
+        (json!({"latency_budget_us": 1_000_001}), "latency_budget_us"),
         (json!({"mode_policy": "turbo"}), "turbo"),
         (json!({"nvme_ioq_poll_period_us": "fast"}), "fast"),
         (json!({"no_such_option": 1}), "no_such_option"),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::{ReactorError, TrySendError};
 use crate::mode::Mode;
-use crate::reactor::{Context, Message, Shared, duration_ns};
+use crate::reactor::{Context, Message, NO_SPIN_WINDOW, Shared, duration_ns};
 use crate::reactors::MAX_IDLE_POLL;
 use crate::stats::StatsSnapshot;
 
@@ -99,6 +99,23 @@ impl ReactorHandle {
         Duration::from_nanos(self.shared.idle_poll_ns.load(Ordering::Relaxed))
     }
 
+    /// Sets a spin window for hybrid mode that the supervisor chose for this
+    /// reactor, in force instead of `idle_poll_us` until set back to `None`
+    /// (the user's `idle_poll_us` stays as set). Windows above
+    /// [`MAX_IDLE_POLL`] are taken as that.
+    pub fn set_spin_window(&self, window: Option<Duration>) {
+        let ns = window.map_or(NO_SPIN_WINDOW, |w| duration_ns(w.min(MAX_IDLE_POLL)));
+        self.shared.spin_window_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The supervisor's spin window in force, if any.
+    pub fn spin_window(&self) -> Option<Duration> {
+        match self.shared.spin_window_ns.load(Ordering::Relaxed) {
+            NO_SPIN_WINDOW => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
     /// Whether the reactor has announced it is sleeping (or about to).
     pub fn is_sleeping(&self) -> bool {
         self.shared.wake.is_sleeping()
@@ -106,9 +123,12 @@ impl ReactorHandle {
 
     /// The reactor's counters now; lock-free.
     pub fn stats(&self) -> StatsSnapshot {
-        self.shared
+        let mut s = self
+            .shared
             .stats
-            .snapshot(self.shared.core, self.shared.wake.is_sleeping())
+            .snapshot(self.shared.core, self.shared.wake.is_sleeping());
+        s.spin_window = self.spin_window();
+        s
     }
 
     pub(crate) fn request_stop(&self) {

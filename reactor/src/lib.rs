@@ -28,6 +28,7 @@
 //! Requires Linux 5.11 or later (`epoll_pwait2` gives timers nanosecond
 //! resolution without a timerfd; see docs/architecture.md).
 
+pub mod budget;
 mod channel;
 mod cores;
 mod error;
@@ -50,6 +51,6 @@ pub use mode::{Mode, ParseModeError};
 pub use poller::{FdPoller, FdSource, Interest, PollStatus, Poller, PollerId, Readiness};
 pub use reactor::{Context, Message};
 pub use reactors::{DEFAULT_IDLE_POLL, DEFAULT_INBOX_CAPACITY, MAX_IDLE_POLL, ReactorConfig, Reactors};
-pub use stats::StatsSnapshot;
+pub use stats::{GAP_BUCKETS, StatsSnapshot, gap_bucket, gap_bucket_limit_us};
 pub use supervisor::{Policy, SupervisorConfig};
 pub use timer::TimerId;

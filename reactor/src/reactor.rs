@@ -29,7 +29,7 @@ use crate::error::ReactorError;
 use crate::handle::ReactorHandle;
 use crate::mode::Mode;
 use crate::poller::{FdPoller, Interest, PollStatus, Poller, PollerId, Readiness};
-use crate::stats::{Counter, LocalStats, Stats};
+use crate::stats::{Counter, LocalStats, Stats, gap_bucket};
 use crate::sys::{Doorbell, Epoll};
 use crate::timer::{self, Deadlines, Target, TimerId};
 use crate::wake::WakeState;
@@ -69,8 +69,14 @@ pub(crate) struct Shared {
     /// 0: none; otherwise `Mode::to_u8` of the latest request.
     pub(crate) mode_request: AtomicU8,
     pub(crate) idle_poll_ns: AtomicU64,
+    /// The supervisor's spin window for hybrid mode, ns, in force instead of
+    /// `idle_poll_ns`; [`NO_SPIN_WINDOW`] when none.
+    pub(crate) spin_window_ns: AtomicU64,
     pub(crate) stats: Stats,
 }
+
+/// `spin_window_ns` when the supervisor has set no window of its own.
+pub(crate) const NO_SPIN_WINDOW: u64 = u64::MAX;
 
 impl Shared {
     pub(crate) fn new(
@@ -89,6 +95,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             mode_request: AtomicU8::new(0),
             idle_poll_ns: AtomicU64::new(duration_ns(idle_poll)),
+            spin_window_ns: AtomicU64::new(NO_SPIN_WINDOW),
             stats: Stats::new(mode),
         })
     }
@@ -97,7 +104,17 @@ impl Shared {
     #[inline]
     pub(crate) fn notify(&self) {
         if self.wake.should_ring() {
+            self.stats.ringing();
             self.doorbell.ring();
+        }
+    }
+
+    /// Hybrid mode's spin window in force, ns: the supervisor's, else `idle_poll_us`.
+    #[inline]
+    pub(crate) fn spin_window_ns(&self) -> u64 {
+        match self.spin_window_ns.load(Ordering::Relaxed) {
+            NO_SPIN_WINDOW => self.idle_poll_ns.load(Ordering::Relaxed),
+            w => w,
         }
     }
 }
@@ -820,26 +837,30 @@ impl Context {
             }
             self.apply_mode_requests(t_prev, &mut last_work);
 
-            let mut work = self.drain_inbox();
-            work |= self.drain_channels();
+            // Work from outside (messages, channel items, fds) is an arrival;
+            // timers and woken pollers are this core's own follow-ups.
+            let mut arrived_before = self.drain_inbox();
+            arrived_before |= self.drain_channels();
+            let mut work = arrived_before;
             work |= self.run_deadlines();
             for id in std::mem::take(&mut self.woken) {
                 work |= self.run_poller(id, Readiness::default());
             }
+            let mut arrived_after = false;
+            let work_before_wait = work;
 
             let want_sleep = match self.mode {
                 Mode::Poll => false,
                 Mode::Interrupt => true,
                 Mode::Hybrid => {
-                    !work
-                        && t_prev.saturating_duration_since(last_work).as_nanos() as u64
-                            >= shared.idle_poll_ns.load(Ordering::Relaxed)
+                    !work && t_prev.saturating_duration_since(last_work).as_nanos() as u64 >= shared.spin_window_ns()
                 }
             };
             let mut slept = Duration::ZERO;
             let mut sleeping = false;
             let mut timeout = Some(Duration::ZERO);
             let mut t_sleep = t_prev;
+            let mut t_wake = None;
             if want_sleep {
                 shared.wake.prepare_sleep();
                 t_sleep = Instant::now();
@@ -860,32 +881,60 @@ impl Context {
                 if sleeping {
                     shared.wake.finish_sleep();
                     shared.stats.woke();
-                    slept = t_sleep.elapsed();
+                    let now = Instant::now();
+                    slept = now.saturating_duration_since(t_sleep);
+                    t_wake = Some(now);
                     self.stats.add(Counter::Wakeups, 1);
                     self.stats.add(Counter::SleepNs, duration_ns(slept));
                 }
-                if let Err(e) = waited {
-                    // Only EBADF/EFAULT/EINVAL are possible here: a bug, not a peer.
-                    tracing::error!(core = self.core(), error = %e, "epoll_wait failed; reactor stops");
-                    break;
-                }
+                let n_events = match waited {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // Only EBADF/EFAULT/EINVAL are possible here: a bug, not a peer.
+                        tracing::error!(core = self.core(), error = %e, "epoll_wait failed; reactor stops");
+                        break;
+                    }
+                };
+                let mut rung = false;
                 for ev in events.drain(..) {
                     let token = ev.data.u64();
                     if token == DOORBELL_TOKEN {
                         shared.doorbell.drain();
+                        rung = true;
                     } else {
-                        work |= self.run_poller(PollerId::from_token(token), Readiness::from_epoll(ev.flags));
+                        arrived_after |= self.run_poller(PollerId::from_token(token), Readiness::from_epoll(ev.flags));
                     }
+                }
+                work |= arrived_after;
+                if let Some(t_wake) = t_wake {
+                    self.note_wake_delay(t_sleep, t_wake, timeout, n_events, rung);
                 }
             }
 
             let t_end = Instant::now();
             let active = duration_ns(t_end.saturating_duration_since(t_prev).saturating_sub(slept));
             self.stats.add(Counter::Loops, 1);
+            if arrived_before {
+                self.note_arrival(t_prev.saturating_duration_since(last_work));
+            }
+            if arrived_after && let Some(t_wake) = t_wake {
+                // After a sleep: the gap runs from the end of the work before it
+                // (this iteration's, if any) to the wakeup.
+                let from = if work_before_wait { t_sleep } else { last_work };
+                self.note_arrival(t_wake.saturating_duration_since(from));
+            } else if arrived_after && !arrived_before {
+                self.note_arrival(t_prev.saturating_duration_since(last_work));
+            }
             if work {
                 self.stats.add(Counter::BusyNs, active);
                 self.stats.add(Counter::BusyLoops, 1);
-                last_work = t_end;
+                // Work done before a sleep ended when the sleep began: the
+                // time asleep is a gap, not work (the next arrival's gap runs from here).
+                last_work = if t_wake.is_some() && !arrived_after {
+                    t_sleep
+                } else {
+                    t_end
+                };
             } else {
                 self.stats.add(Counter::IdleNs, active);
             }
@@ -895,6 +944,53 @@ impl Context {
         self.teardown();
         shared.stats.publish(&self.stats);
         shared.stats.detach_thread();
+    }
+
+    /// Counts one arrival of work after a gap of `gap` since the last work.
+    #[inline]
+    fn note_arrival(&mut self, gap: Duration) {
+        let b = gap_bucket(duration_ns(gap));
+        self.stats.gaps[b] += 1;
+        self.shared.stats.publish_gap(&self.stats, b);
+        self.stats.add(Counter::Arrivals, 1);
+    }
+
+    /// Counts one wake delay in the histogram.
+    fn note_wake_late(&mut self, late: Duration) {
+        let b = gap_bucket(duration_ns(late));
+        self.stats.wake_late[b] += 1;
+        self.shared.stats.publish_wake_late(&self.stats, b);
+    }
+
+    /// After a sleep from `t_sleep` to `t_wake`: how late the loop runs
+    /// after what ended it (a timer's deadline, or a sender's ring).
+    fn note_wake_delay(
+        &mut self,
+        t_sleep: Instant,
+        t_wake: Instant,
+        timeout: Option<Duration>,
+        n_events: usize,
+        rung: bool,
+    ) {
+        if rung {
+            // A ring from before this sleep (the re-check saw its work) says nothing.
+            if let Some(at) = self.shared.stats.take_ring()
+                && at >= t_sleep
+            {
+                let late = t_wake.saturating_duration_since(at);
+                self.stats.add(Counter::RungWakeups, 1);
+                self.stats.add(Counter::RungWakeLateNs, duration_ns(late));
+                self.note_wake_late(late);
+            }
+        } else if n_events == 0
+            && let Some(timeout) = timeout
+        {
+            let deadline = t_sleep + timeout;
+            let late = t_wake.saturating_duration_since(deadline);
+            self.stats.add(Counter::TimedWakeups, 1);
+            self.stats.add(Counter::TimedWakeLateNs, duration_ns(late));
+            self.note_wake_late(late);
+        }
     }
 
     fn teardown(&mut self) {

@@ -5,6 +5,13 @@
 //! did useful work), `idle` (iterations that found nothing: poll-mode and
 //! hybrid spinning), and `sleep` (inside a blocking `epoll_wait`). The
 //! thread's own CPU clock (`CLOCK_THREAD_CPUTIME_ID`) is read on demand.
+//!
+//! For the `budget` supervisor policy the loop also keeps, at no system call:
+//! a histogram of the gaps between the end of work and the next arrival of
+//! work (`gap_hist`, log2 buckets of microseconds), and how late the reactor
+//! ran after a sleep ended: for a timer, the time from its deadline to the
+//! loop running again; for the doorbell, from the sender's ring (the sender
+//! reads the clock only when it rings, already a system call) to running.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
@@ -20,6 +27,10 @@ const NO_CLOCK: i64 = i64::MIN;
 /// read-modify-write); readers see each counter atomically.
 pub(crate) struct Stats {
     counters: CachePadded<[AtomicU64; Counter::COUNT]>,
+    gaps: CachePadded<[AtomicU64; GAP_BUCKETS]>,
+    wake_late: CachePadded<[AtomicU64; GAP_BUCKETS]>,
+    /// ns since `origin` of the last doorbell ring by a sender (0: none pending).
+    rung_at: AtomicU64,
     mode: AtomicU8,
     cpu_clock: AtomicI64,
     final_cpu_ns: AtomicU64,
@@ -45,16 +56,41 @@ pub(crate) enum Counter {
     TimerRuns,
     ModeSwitches,
     Panics,
+    Arrivals,
+    TimedWakeups,
+    TimedWakeLateNs,
+    RungWakeups,
+    RungWakeLateNs,
 }
 
 impl Counter {
-    const COUNT: usize = 12;
+    const COUNT: usize = 17;
 }
 
-/// The owner's private copy; published to [`Stats`] once per loop iteration.
+/// Buckets of the gap histogram: bucket 0 holds gaps under 1 us, bucket `b`
+/// (1..=12) gaps of `2^(b-1)` to `2^b` us, the last one 4096 us and longer.
+pub const GAP_BUCKETS: usize = 14;
+
+/// The bucket of a gap of `ns` nanoseconds.
+#[inline]
+pub fn gap_bucket(ns: u64) -> usize {
+    let us = ns / 1000;
+    ((u64::BITS - us.leading_zeros()) as usize).min(GAP_BUCKETS - 1)
+}
+
+/// The upper bound of gap bucket `b` in microseconds (`None` for the last,
+/// open-ended one).
+pub fn gap_bucket_limit_us(b: usize) -> Option<u64> {
+    (b < GAP_BUCKETS - 1).then(|| 1u64 << b)
+}
+
+/// The owner's private copy; published to [`Stats`] once per loop iteration
+/// (the gap histogram when a bucket changes).
 #[derive(Default)]
 pub(crate) struct LocalStats {
     pub(crate) v: [u64; Counter::COUNT],
+    pub(crate) gaps: [u64; GAP_BUCKETS],
+    pub(crate) wake_late: [u64; GAP_BUCKETS],
 }
 
 impl LocalStats {
@@ -68,6 +104,9 @@ impl Stats {
     pub(crate) fn new(mode: Mode) -> Self {
         Stats {
             counters: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            gaps: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            wake_late: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            rung_at: AtomicU64::new(0),
             mode: AtomicU8::new(mode.to_u8()),
             cpu_clock: AtomicI64::new(NO_CLOCK),
             final_cpu_ns: AtomicU64::new(0),
@@ -88,6 +127,33 @@ impl Stats {
     /// The reactor woke (its sleep is counted in its own counters again).
     pub(crate) fn woke(&self) {
         self.asleep_since.store(0, Ordering::Relaxed);
+    }
+
+    /// A sender is about to ring the doorbell: note when, so the reactor can
+    /// tell how long it took to run.
+    #[inline]
+    pub(crate) fn ringing(&self) {
+        let ns = Instant::now().saturating_duration_since(self.origin).as_nanos() as u64;
+        self.rung_at.store(ns.max(1), Ordering::Relaxed);
+    }
+
+    /// Takes the time of the last ring, as an `Instant` (`None` if none is pending).
+    pub(crate) fn take_ring(&self) -> Option<Instant> {
+        match self.rung_at.swap(0, Ordering::Relaxed) {
+            0 => None,
+            ns => Some(self.origin + std::time::Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Publishes one gap-histogram bucket.
+    #[inline]
+    pub(crate) fn publish_gap(&self, local: &LocalStats, bucket: usize) {
+        self.gaps[bucket].store(local.gaps[bucket], Ordering::Relaxed);
+    }
+
+    /// Publishes one wake-delay-histogram bucket.
+    pub(crate) fn publish_wake_late(&self, local: &LocalStats, bucket: usize) {
+        self.wake_late[bucket].store(local.wake_late[bucket], Ordering::Relaxed);
     }
 
     #[inline]
@@ -159,6 +225,14 @@ impl Stats {
             timer_runs: g(Counter::TimerRuns),
             mode_switches: g(Counter::ModeSwitches),
             panics: g(Counter::Panics),
+            arrivals: g(Counter::Arrivals),
+            gap_hist: std::array::from_fn(|b| self.gaps[b].load(Ordering::Relaxed)),
+            wake_late_hist: std::array::from_fn(|b| self.wake_late[b].load(Ordering::Relaxed)),
+            timed_wakeups: g(Counter::TimedWakeups),
+            timed_wake_late_ns: g(Counter::TimedWakeLateNs),
+            rung_wakeups: g(Counter::RungWakeups),
+            rung_wake_late_ns: g(Counter::RungWakeLateNs),
+            spin_window: None,
         }
     }
 }
@@ -202,6 +276,25 @@ pub struct StatsSnapshot {
     /// Pollers, messages, timers and channel handlers that panicked (each was
     /// logged and removed; the reactor carried on).
     pub panics: u64,
+    /// Loop iterations that did work other than timers: messages, channel
+    /// items, fd events, woken pollers (arrivals of work from outside).
+    pub arrivals: u64,
+    /// Arrivals by the gap before them (from the end of the last work of any
+    /// kind to the start of this arrival), in the buckets of [`gap_bucket`].
+    pub gap_hist: [u64; GAP_BUCKETS],
+    /// Sleeps ended by a timer's deadline.
+    pub timed_wakeups: u64,
+    /// Sum over those of (time the loop ran again - the deadline), ns.
+    pub timed_wake_late_ns: u64,
+    /// Sleeps ended by the doorbell (a message or channel item from another thread).
+    pub rung_wakeups: u64,
+    /// Sum over those of (time the loop ran again - the ring), ns.
+    pub rung_wake_late_ns: u64,
+    /// Both kinds of wake delay, in the buckets of [`gap_bucket`] (the tail
+    /// matters: the budget is a 99th-percentile one).
+    pub wake_late_hist: [u64; GAP_BUCKETS],
+    /// The supervisor's spin window in force instead of `idle_poll_us`, if any.
+    pub spin_window: Option<std::time::Duration>,
 }
 
 impl StatsSnapshot {
@@ -227,7 +320,22 @@ impl StatsSnapshot {
             timer_runs: d(self.timer_runs, earlier.timer_runs),
             mode_switches: d(self.mode_switches, earlier.mode_switches),
             panics: d(self.panics, earlier.panics),
+            arrivals: d(self.arrivals, earlier.arrivals),
+            gap_hist: std::array::from_fn(|b| d(self.gap_hist[b], earlier.gap_hist[b])),
+            wake_late_hist: std::array::from_fn(|b| d(self.wake_late_hist[b], earlier.wake_late_hist[b])),
+            timed_wakeups: d(self.timed_wakeups, earlier.timed_wakeups),
+            timed_wake_late_ns: d(self.timed_wake_late_ns, earlier.timed_wake_late_ns),
+            rung_wakeups: d(self.rung_wakeups, earlier.rung_wakeups),
+            rung_wake_late_ns: d(self.rung_wake_late_ns, earlier.rung_wake_late_ns),
+            spin_window: self.spin_window,
         }
+    }
+
+    /// Mean time from the end of a sleep (deadline or doorbell) to the loop
+    /// running, ns, over the wakeups counted; `None` without any.
+    pub fn mean_wake_late_ns(&self) -> Option<f64> {
+        let n = self.timed_wakeups + self.rung_wakeups;
+        (n > 0).then(|| (self.timed_wake_late_ns + self.rung_wake_late_ns) as f64 / n as f64)
     }
 
     /// Wall time between two snapshots, ns.
@@ -243,5 +351,31 @@ impl StatsSnapshot {
         } else {
             self.busy_ns as f64 / total as f64
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_buckets_are_log2_microseconds() {
+        assert_eq!(gap_bucket(0), 0);
+        assert_eq!(gap_bucket(999), 0);
+        assert_eq!(gap_bucket(1_000), 1);
+        assert_eq!(gap_bucket(1_999), 1);
+        assert_eq!(gap_bucket(2_000), 2);
+        assert_eq!(gap_bucket(15_999), 4);
+        assert_eq!(gap_bucket(16_000), 5);
+        assert_eq!(gap_bucket(4_095_999), 12);
+        assert_eq!(gap_bucket(4_096_000), 13);
+        assert_eq!(gap_bucket(u64::MAX), 13);
+        // Every gap is below its bucket's limit and at least the previous one's.
+        for ns in [0u64, 500, 1_000, 3_000, 64_000, 100_000, 4_000_000] {
+            let b = gap_bucket(ns);
+            assert!(gap_bucket_limit_us(b).is_none_or(|l| ns / 1000 < l), "{ns}");
+            assert!(b == 0 || ns / 1000 >= gap_bucket_limit_us(b - 1).unwrap(), "{ns}");
+        }
+        assert_eq!(gap_bucket_limit_us(GAP_BUCKETS - 1), None);
     }
 }

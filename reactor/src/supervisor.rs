@@ -21,6 +21,18 @@
 //! down is what keeps it from flapping: in poll mode the wake cost vanishes
 //! from `load`, and a reactor that only looks idle because it stopped paying
 //! for wakeups would otherwise be sent straight back.
+//!
+//! `budget` reasons in latency instead of load: per reactor it learns its
+//! wake cost (how late it runs after a timer's deadline or a doorbell), the
+//! gaps between arrivals of work and its busy share, and picks poll, a spin
+//! window (hybrid with a window of its own) or interrupt, whichever costs
+//! the least CPU while the latency it adds at the 99th percentile stays
+//! within `latency_budget_us` (the model is in [`crate::budget`]). Its inputs
+//! do not depend on the mode (gaps are gaps whether the reactor spun or
+//! slept through them), so it does not chase its own tail as a load figure
+//! would; it still changes a setting only after `adaptive_up_samples`
+//! samples in a row (to keep the budget) or `adaptive_down_samples` (to save
+//! CPU, and only when that saves a tenth of the current cost or 2 % of a core).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -30,12 +42,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::budget::{Inputs, Setting};
 use crate::error::{ReactorError, TrySendError};
 use crate::handle::ReactorHandle;
 use crate::mode::Mode;
 use crate::poller::PollStatus;
 use crate::reactors::Reactors;
-use crate::stats::StatsSnapshot;
+use crate::stats::{GAP_BUCKETS, StatsSnapshot};
 use crate::{Context, Sender};
 
 /// What the supervisor does with reactor modes.
@@ -49,6 +62,9 @@ pub enum Policy {
     Hybrid,
     /// Each reactor moves between interrupt, hybrid and poll with its load.
     Adaptive,
+    /// Each reactor takes the cheapest of interrupt, a spin window and poll
+    /// that keeps its added latency within `latency_budget_us`.
+    Budget,
 }
 
 impl Policy {
@@ -59,6 +75,7 @@ impl Policy {
             Policy::Interrupt => "interrupt",
             Policy::Hybrid => "hybrid",
             Policy::Adaptive => "adaptive",
+            Policy::Budget => "budget",
         }
     }
 
@@ -68,7 +85,7 @@ impl Policy {
             Policy::Poll => Some(Mode::Poll),
             Policy::Interrupt => Some(Mode::Interrupt),
             Policy::Hybrid => Some(Mode::Hybrid),
-            Policy::Adaptive => None,
+            Policy::Adaptive | Policy::Budget => None,
         }
     }
 }
@@ -87,14 +104,25 @@ impl FromStr for Policy {
             "interrupt" => Ok(Policy::Interrupt),
             "hybrid" => Ok(Policy::Hybrid),
             "adaptive" => Ok(Policy::Adaptive),
+            "budget" => Ok(Policy::Budget),
             other => Err(ReactorError::InvalidSetting {
                 field: "mode_policy",
                 value: other.to_string(),
-                allowed: "one of poll, interrupt, hybrid, adaptive",
+                allowed: POLICY_NAMES,
             }),
         }
     }
 }
+
+/// The policy names, as error messages list them.
+pub const POLICY_NAMES: &str = "one of poll, interrupt, hybrid, adaptive, budget";
+
+/// Largest `latency_budget_us` (1 s): beyond it every setting keeps the budget.
+pub const MAX_LATENCY_BUDGET: Duration = Duration::from_secs(1);
+
+/// Default `latency_budget_us`: about one to two wakeups on a VM, so the
+/// policy sleeps where wakeups are cheap and spins or polls where they are not.
+pub const DEFAULT_LATENCY_BUDGET: Duration = Duration::from_micros(50);
 
 /// Supervisor settings; defaults are argued in docs/architecture.md.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,6 +141,9 @@ pub struct SupervisorConfig {
     pub down_samples: u32,
     /// Per-CPU policies that override `policy` on those cores (`lull mode set --core`).
     pub core_policy: Vec<(usize, Policy)>,
+    /// `latency_budget_us`: what the `budget` policy may add to a request's
+    /// latency at the 99th percentile, per reactor (0 to 1 s).
+    pub latency_budget: Duration,
 }
 
 /// Wake cost assumed until a reactor has slept once: the ~20 us measured for
@@ -129,6 +160,7 @@ impl Default for SupervisorConfig {
             up_samples: 2,
             down_samples: 8,
             core_policy: Vec::new(),
+            latency_budget: DEFAULT_LATENCY_BUDGET,
         }
     }
 }
@@ -194,6 +226,13 @@ impl SupervisorConfig {
                 "1 to 1000 samples",
             );
         }
+        if self.latency_budget > MAX_LATENCY_BUDGET {
+            return bad(
+                "latency_budget_us",
+                self.latency_budget.as_micros().to_string(),
+                "0 to 1000000 microseconds",
+            );
+        }
         Ok(())
     }
 }
@@ -209,6 +248,9 @@ pub struct Decision {
     pub from: Mode,
     /// Mode after.
     pub to: Mode,
+    /// The spin window the supervisor sets for the reactor's hybrid mode
+    /// (`None`: the reactor's own `idle_poll_us`).
+    pub spin_window: Option<Duration>,
     /// Why, in words, with the numbers.
     pub reason: String,
 }
@@ -218,7 +260,40 @@ struct Track {
     last: Option<StatsSnapshot>,
     high_run: u32,
     low_run: u32,
+    /// CPU per wakeup beyond the work (adaptive's wake cost).
     wake_cost_ns: Option<f64>,
+    /// Time from a sleep's end to running (the budget policy's wake cost).
+    wake_late_ns: Option<f64>,
+    /// Arrivals per second by gap bucket, smoothed.
+    gaps_per_s: Option<[f64; GAP_BUCKETS]>,
+    /// Share of wakeups by wake-delay bucket, smoothed.
+    wake_hist: Option<[f64; GAP_BUCKETS]>,
+    /// Busy share, smoothed.
+    busy: Option<f64>,
+}
+
+/// Weight of a new sample in the smoothed wake cost, gaps and busy share.
+const NEW_WEIGHT: f64 = 0.5;
+
+fn smooth(old: Option<f64>, new: f64) -> f64 {
+    old.map_or(new, |o| (1.0 - NEW_WEIGHT) * o + NEW_WEIGHT * new)
+}
+
+/// A reactor's current setting, as the budget policy names it.
+fn current_setting(snap: &StatsSnapshot) -> Setting {
+    match snap.mode {
+        Mode::Poll => Setting::Poll,
+        Mode::Interrupt => Setting::Interrupt,
+        Mode::Hybrid => Setting::Spin(snap.spin_window.unwrap_or(Duration::ZERO)),
+    }
+}
+
+fn mode_of(setting: Setting) -> (Mode, Option<Duration>) {
+    match setting {
+        Setting::Poll => (Mode::Poll, None),
+        Setting::Interrupt => (Mode::Interrupt, None),
+        Setting::Spin(w) => (Mode::Hybrid, Some(w)),
+    }
 }
 
 /// The decision logic: feed it one snapshot per reactor per interval.
@@ -282,12 +357,13 @@ impl Supervisor {
             let last = track.last.replace(snap.clone());
             let policy = self.config.policy_for(snap.core);
             if let Some(mode) = policy.fixed_mode() {
-                if snap.mode != mode {
+                if snap.mode != mode || snap.spin_window.is_some() {
                     out.push(Decision {
                         index,
                         core: snap.core,
                         from: snap.mode,
                         to: mode,
+                        spin_window: None,
                         reason: format!("mode_policy is {policy}"),
                     });
                 }
@@ -303,12 +379,51 @@ impl Supervisor {
             let load = (d.thread_cpu_ns.saturating_sub(d.idle_ns) as f64 / wall_f).clamp(0.0, 1.0);
             if d.wakeups > 0 {
                 let overhead = d.thread_cpu_ns.saturating_sub(d.busy_ns + d.idle_ns) as f64 / d.wakeups as f64;
-                track.wake_cost_ns = Some(match track.wake_cost_ns {
-                    Some(old) => 0.7 * old + 0.3 * overhead,
-                    None => overhead,
+                track.wake_cost_ns = Some(smooth(track.wake_cost_ns, overhead));
+            }
+            if let Some(late) = d.mean_wake_late_ns() {
+                track.wake_late_ns = Some(smooth(track.wake_late_ns, late));
+            }
+            let woken: u64 = d.wake_late_hist.iter().sum();
+            if woken > 0 {
+                let old = track.wake_hist;
+                track.wake_hist = Some(std::array::from_fn(|b| {
+                    smooth(old.map(|h| h[b]), d.wake_late_hist[b] as f64 / woken as f64)
+                }));
+            }
+            let secs = wall_f / 1e9;
+            let gaps: [f64; GAP_BUCKETS] = std::array::from_fn(|b| {
+                let new = d.gap_hist[b] as f64 / secs;
+                smooth(track.gaps_per_s.map(|g| g[b]), new)
+            });
+            track.gaps_per_s = Some(gaps);
+            track.busy = Some(smooth(track.busy, (d.busy_ns as f64 / wall_f).clamp(0.0, 1.0)));
+            let wake_cost = track.wake_cost_ns.unwrap_or(INITIAL_WAKE_COST_NS);
+            if policy == Policy::Budget {
+                let inputs = Inputs {
+                    budget_ns: self.config.latency_budget.as_secs_f64() * 1e9,
+                    wake_late_ns: track.wake_late_ns.unwrap_or(INITIAL_WAKE_COST_NS),
+                    wake_hist: track.wake_hist.unwrap_or([0.0; GAP_BUCKETS]),
+                    wake_cpu_ns: wake_cost,
+                    busy: track.busy.unwrap_or(0.0),
+                    gaps_per_s: gaps,
+                };
+                if let Some(dec) = budget_step(&self.config, track, &inputs, index, snap) {
+                    out.push(dec);
+                }
+                continue;
+            }
+            if snap.spin_window.is_some() {
+                // Coming from the budget policy: give the reactor its own window back.
+                out.push(Decision {
+                    index,
+                    core: snap.core,
+                    from: snap.mode,
+                    to: snap.mode,
+                    spin_window: None,
+                    reason: format!("mode_policy is {policy}: idle_poll_us again"),
                 });
             }
-            let wake_cost = track.wake_cost_ns.unwrap_or(INITIAL_WAKE_COST_NS);
             let estimate = if snap.mode == Mode::Interrupt {
                 load
             } else {
@@ -325,6 +440,7 @@ impl Supervisor {
                         core: snap.core,
                         from: snap.mode,
                         to: step_up(snap.mode),
+                        spin_window: None,
                         reason: format!(
                             "load {:.0}% >= adaptive_high_mark {:.0}% for {} samples",
                             load * 100.0,
@@ -343,6 +459,7 @@ impl Supervisor {
                         core: snap.core,
                         from: snap.mode,
                         to: step_down(snap.mode),
+                        spin_window: None,
                         reason: format!(
                             "estimated interrupt-mode load {:.1}% <= adaptive_low_mark {:.0}% for {} samples",
                             estimate * 100.0,
@@ -358,6 +475,71 @@ impl Supervisor {
         }
         out
     }
+}
+
+/// One sample of the budget policy for one reactor: the change to make, if
+/// the plan has differed from the current setting for long enough.
+fn budget_step(
+    c: &SupervisorConfig,
+    track: &mut Track,
+    inputs: &Inputs,
+    index: usize,
+    snap: &StatsSnapshot,
+) -> Option<Decision> {
+    let plan = inputs.plan();
+    let current = current_setting(snap);
+    // A hybrid reactor without a window of ours is not on a setting we chose.
+    let foreign = snap.mode == Mode::Hybrid && snap.spin_window.is_none();
+    if plan.best.setting == current && !foreign {
+        track.high_run = 0;
+        track.low_run = 0;
+        return None;
+    }
+    let now = inputs.estimate(current);
+    let (run, needed, why) = if foreign || !now.within_budget {
+        track.low_run = 0;
+        track.high_run += 1;
+        (track.high_run, c.up_samples, "budget")
+    } else if now.cpu - plan.best.cpu >= (0.1 * now.cpu).max(0.02) {
+        track.high_run = 0;
+        track.low_run += 1;
+        (track.low_run, c.down_samples, "saving")
+    } else {
+        // Within budget and not worth a change.
+        track.high_run = 0;
+        track.low_run = 0;
+        return None;
+    };
+    if run < needed {
+        return None;
+    }
+    track.high_run = 0;
+    track.low_run = 0;
+    let (to, spin_window) = mode_of(plan.best.setting);
+    let reason = if why == "budget" && !foreign {
+        format!(
+            "{current} adds {:.0} us at p99 (latency_budget_us {:.0}) for {needed} samples; {}",
+            now.added_p99_ns / 1000.0,
+            inputs.budget_ns / 1000.0,
+            plan.reason
+        )
+    } else if why == "budget" {
+        format!("mode_policy is budget; {}", plan.reason)
+    } else {
+        format!(
+            "{} for {needed} samples (now est. {:.1}% of a core)",
+            plan.reason,
+            now.cpu * 100.0
+        )
+    };
+    Some(Decision {
+        index,
+        core: snap.core,
+        from: snap.mode,
+        to,
+        spin_window,
+        reason,
+    })
 }
 
 /// Commands to a running supervisor.
@@ -454,9 +636,14 @@ pub fn start(reactors: &Reactors, config: SupervisorConfig) -> Result<Supervisor
                     let _ = cx.set_period(id, interval);
                 }
                 for d in &decisions {
-                    tracing::info!(core = d.core, from = %d.from, to = %d.to, reason = %d.reason, "supervisor: reactor mode change");
+                    let spin_us = d.spin_window.map(|w| w.as_micros() as u64);
+                    tracing::info!(core = d.core, from = %d.from, to = %d.to, spin_us, reason = %d.reason, "supervisor: reactor mode change");
+                    // The window first: a reactor entering hybrid spins as asked from its first idle loop.
+                    peers[d.index].set_spin_window(d.spin_window);
                     peers[d.index].set_mode(d.to);
-                    sw.fetch_add(1, Ordering::Relaxed);
+                    if d.from != d.to {
+                        sw.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 PollStatus::from_work(!decisions.is_empty())
             });
@@ -506,6 +693,14 @@ mod tests {
                     timer_runs: 0,
                     mode_switches: 0,
                     panics: 0,
+                    arrivals: 0,
+                    gap_hist: [0; GAP_BUCKETS],
+                    wake_late_hist: [0; GAP_BUCKETS],
+                    timed_wakeups: 0,
+                    timed_wake_late_ns: 0,
+                    rung_wakeups: 0,
+                    rung_wake_late_ns: 0,
+                    spin_window: None,
                 },
             }
         }
@@ -622,6 +817,221 @@ mod tests {
         }
     }
 
+    impl Fake {
+        /// One interval under the budget policy's eyes: `busy` share of work,
+        /// arrivals per gap bucket (`(bucket, count)`), and `wakeups` sleeps
+        /// each ended `late_ns` after its deadline.
+        fn tick_gaps(&mut self, busy: f64, gaps: &[(usize, u64)], wakeups: u64, late_ns: u64) -> StatsSnapshot {
+            let arrivals: u64 = gaps.iter().map(|g| g.1).sum();
+            let s = &mut self.snap;
+            for &(b, n) in gaps {
+                s.gap_hist[b] += n;
+            }
+            s.arrivals += arrivals;
+            s.timed_wakeups += wakeups;
+            s.timed_wake_late_ns += wakeups * late_ns;
+            s.wake_late_hist[crate::stats::gap_bucket(late_ns)] += wakeups;
+            self.tick(busy, arrivals, wakeups, 5_000)
+        }
+
+        /// Applies a decision as the driver would.
+        fn apply(&mut self, d: &Decision) {
+            self.snap.mode = d.to;
+            self.snap.spin_window = d.spin_window;
+        }
+    }
+
+    fn budget(budget_us: u64) -> Supervisor {
+        Supervisor::new(SupervisorConfig {
+            up_samples: 2,
+            down_samples: 3,
+            latency_budget: Duration::from_micros(budget_us),
+            ..SupervisorConfig::with_policy(Policy::Budget)
+        })
+        .unwrap()
+    }
+
+    /// Feeds `n` identical intervals; returns every decision, applied.
+    fn run(
+        s: &mut Supervisor,
+        r: &mut Fake,
+        n: usize,
+        busy: f64,
+        gaps: &[(usize, u64)],
+        late_ns: u64,
+    ) -> Vec<Decision> {
+        let mut all = Vec::new();
+        for _ in 0..n {
+            let wakeups = if r.snap.mode == Mode::Poll { 0 } else { 100 };
+            let d = s.sample(&[r.tick_gaps(busy, gaps, wakeups, late_ns)]);
+            for x in &d {
+                r.apply(x);
+            }
+            all.extend(d);
+        }
+        all
+    }
+
+    #[test]
+    fn budget_zero_polls_whenever_there_is_load() {
+        let mut s = budget(0);
+        let mut r = Fake::new(Mode::Interrupt);
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        // 250 arrivals per 250 ms interval (1000/s), 2 ms apart: light load, cheap wakeups (5 us).
+        let d = run(&mut s, &mut r, 1, 0.01, &[(11, 250)], 5_000);
+        assert!(d.is_empty(), "one sample is not enough");
+        let d = run(&mut s, &mut r, 1, 0.01, &[(11, 250)], 5_000);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (d[0].from, d[0].to, d[0].spin_window),
+            (Mode::Interrupt, Mode::Poll, None)
+        );
+        assert!(d[0].reason.contains("latency_budget_us 0"), "{}", d[0].reason);
+        // It stays while the load lasts...
+        assert!(run(&mut s, &mut r, 20, 0.01, &[(11, 250)], 5_000).is_empty());
+        // ...and sleeps once the load is gone (fewer than 20 arrivals/s once
+        // the smoothed rate has decayed, then down_samples more).
+        let d = run(&mut s, &mut r, 12, 0.0, &[(13, 1)], 5_000);
+        assert_eq!(d.last().map(|d| d.to), Some(Mode::Interrupt));
+    }
+
+    #[test]
+    fn large_budget_and_sparse_arrivals_sleep() {
+        let mut s = budget(500);
+        let mut r = Fake::new(Mode::Poll);
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        // 1000 arrivals/s, 1 ms apart; the wake cost learnt is 30 us < 500 us.
+        r.snap.mode = Mode::Interrupt;
+        run(&mut s, &mut r, 1, 0.01, &[(10, 250)], 30_000);
+        r.snap.mode = Mode::Poll;
+        let d = run(&mut s, &mut r, 3, 0.01, &[(10, 250)], 30_000);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].from, d[0].to), (Mode::Poll, Mode::Interrupt));
+        assert!(
+            // The p99 of 30 us wakeups, read from the 16-32 us bucket: 32 us.
+            d[0].reason.starts_with("p99 wake cost 32 us <= latency_budget_us 500"),
+            "{}",
+            d[0].reason
+        );
+        assert!(
+            run(&mut s, &mut r, 20, 0.01, &[(10, 250)], 30_000).is_empty(),
+            "stays asleep"
+        );
+    }
+
+    #[test]
+    fn short_gaps_and_a_budget_below_the_wake_cost_spin_over_those_gaps() {
+        let mut s = budget(10);
+        let mut r = Fake::new(Mode::Interrupt);
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        // 40,000 arrivals/s: 99.6 % come 8-16 us after the last work, the
+        // rest 1-2 ms; waking costs 40 us, more than the 10 us budget.
+        let gaps = [(4, 9_960), (11, 40)];
+        let d = run(&mut s, &mut r, 2, 0.3, &gaps, 40_000);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].to, Mode::Hybrid);
+        let w = d[0].spin_window.expect("a window of its own");
+        assert_eq!(
+            w,
+            Duration::from_micros(16),
+            "the smallest window covering the 8-16 us gaps"
+        );
+        assert!(d[0].reason.contains("spin 16 us"), "{}", d[0].reason);
+        // The same load keeps it there (no flapping).
+        assert!(run(&mut s, &mut r, 30, 0.3, &gaps, 40_000).is_empty());
+        // Gaps that spread out past the window: more than 1 % now sleep, so
+        // it must catch them (or poll) after up_samples.
+        let wider = [(4, 9_000), (6, 1_000)];
+        let d = run(&mut s, &mut r, 4, 0.3, &wider, 40_000);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            (d[0].to, d[0].spin_window),
+            (Mode::Hybrid, Some(Duration::from_micros(64)))
+        );
+    }
+
+    #[test]
+    fn hysteresis_holds_a_setting_through_alternating_samples() {
+        let mut s = budget(10);
+        let mut r = Fake::new(Mode::Interrupt);
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        // Load and no load in turn: neither ever lasts up_samples (2) samples
+        // in a row, so nothing changes.
+        let mut changes = 0;
+        for i in 0..20 {
+            let d = if i % 2 == 0 {
+                run(&mut s, &mut r, 1, 0.3, &[(4, 10_000)], 40_000)
+            } else {
+                run(&mut s, &mut r, 1, 0.0, &[], 40_000)
+            };
+            changes += d.len();
+        }
+        // The smoothed gaps stay loaded, so it moves once to protect the
+        // budget and then holds: at most one change, never back and forth.
+        assert!(changes <= 1, "{changes} changes");
+        // A saving smaller than a tenth of the cost is not worth a switch.
+        let mut s = budget(10);
+        let mut r = Fake::new(Mode::Hybrid);
+        r.snap.spin_window = Some(Duration::from_micros(32));
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        // All gaps 8-16 us: 16 us is the cheapest window, 32 us barely dearer.
+        assert!(run(&mut s, &mut r, 10, 0.3, &[(4, 1_000)], 40_000).is_empty());
+    }
+
+    #[test]
+    fn wake_cost_estimate_follows_its_inputs() {
+        let mut s = budget(25);
+        let mut r = Fake::new(Mode::Interrupt);
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        // 4000 arrivals/s, 250 us apart: with cheap wakeups (10 us) interrupt keeps a 25 us budget.
+        let gaps = [(9, 1_000)];
+        assert!(run(&mut s, &mut r, 10, 0.05, &gaps, 10_000).is_empty());
+        // Wakeups slow down to 60 us: the estimate climbs past the budget
+        // within a few samples and the policy polls (no window catches 99 %
+        // of 250 us gaps more cheaply).
+        let d = run(&mut s, &mut r, 10, 0.05, &gaps, 60_000);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].to, Mode::Poll);
+        assert!(d[0].reason.contains("adds"), "{}", d[0].reason);
+        // Learnt while it still slept: past the budget, not past the input.
+        let learnt = s.tracks[0].wake_late_ns.unwrap();
+        assert!(learnt > 25_000.0 && learnt <= 60_000.0, "{learnt}");
+        // Back to cheap wakeups, measured by a reactor that sleeps (a polling
+        // one measures none, and keeps what it learnt): the mean and the tail
+        // follow, the tail once the slow wakeups are under 1 % of the weight.
+        r.snap.mode = Mode::Interrupt;
+        for _ in 0..10 {
+            s.sample(&[r.tick_gaps(0.05, &gaps, 100, 10_000)]);
+        }
+        let t = &s.tracks[0];
+        assert!(t.wake_late_ns.unwrap() < 12_000.0, "{:?}", t.wake_late_ns);
+        let tail = Inputs {
+            budget_ns: 25_000.0,
+            wake_late_ns: t.wake_late_ns.unwrap(),
+            wake_hist: t.wake_hist.unwrap(),
+            wake_cpu_ns: 0.0,
+            busy: 0.0,
+            gaps_per_s: [0.0; GAP_BUCKETS],
+        }
+        .wake_quantile_ns(0.99);
+        assert!(tail < 16_000.0, "{tail}");
+    }
+
+    #[test]
+    fn leaving_the_budget_policy_gives_the_reactor_its_window_back() {
+        let mut s = budget(10);
+        let mut r = Fake::new(Mode::Hybrid);
+        r.snap.spin_window = Some(Duration::from_micros(16));
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        s.set_config(SupervisorConfig::with_policy(Policy::Hybrid)).unwrap();
+        let d = s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (d[0].from, d[0].to, d[0].spin_window),
+            (Mode::Hybrid, Mode::Hybrid, None)
+        );
+    }
+
     #[test]
     fn config_errors_name_the_field_and_range() {
         let e = |c: SupervisorConfig| c.validate().unwrap_err().to_string();
@@ -663,9 +1073,22 @@ mod tests {
         );
         assert_eq!(
             "fast".parse::<Policy>().unwrap_err().to_string(),
-            "mode_policy = fast: one of poll, interrupt, hybrid, adaptive"
+            "mode_policy = fast: one of poll, interrupt, hybrid, adaptive, budget"
         );
-        for p in [Policy::Poll, Policy::Interrupt, Policy::Hybrid, Policy::Adaptive] {
+        assert_eq!(
+            e(SupervisorConfig {
+                latency_budget: Duration::from_micros(1_000_001),
+                ..d.clone()
+            }),
+            "latency_budget_us = 1000001: 0 to 1000000 microseconds"
+        );
+        for p in [
+            Policy::Poll,
+            Policy::Interrupt,
+            Policy::Hybrid,
+            Policy::Adaptive,
+            Policy::Budget,
+        ] {
             assert_eq!(p.as_str().parse::<Policy>().unwrap(), p);
         }
     }

@@ -94,3 +94,81 @@ fn adaptive_follows_load_up_and_back_down() {
     );
     reactors.shutdown().unwrap();
 }
+
+#[test]
+fn budget_policy_measures_live_reactors_and_follows_their_load() {
+    let reactors = common::start(2, Mode::Interrupt);
+    let worker = reactors.handles()[1].clone();
+    // A timer that sleeps the reactor to a deadline: timed wakeups get measured.
+    worker
+        .try_send(|cx| {
+            cx.register_timed(Duration::from_millis(5), |_: &mut Context, _| PollStatus::Idle)
+                .unwrap();
+        })
+        .unwrap();
+    // Messages from another thread every ~200 us: arrivals, and doorbell wakeups
+    // while the reactor sleeps.
+    let loaded = Arc::new(AtomicBool::new(true));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (l2, s2, w2) = (loaded.clone(), stop.clone(), worker.clone());
+    let sender = std::thread::spawn(move || {
+        while !s2.load(Ordering::Relaxed) {
+            if l2.load(Ordering::Relaxed) {
+                let _ = w2.try_send(|_| {});
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
+    let before = worker.stats();
+    assert!(wait_until(Duration::from_secs(10), || {
+        let d = worker.stats().delta(&before);
+        d.arrivals >= 100 && d.rung_wakeups >= 10 && d.timed_wakeups >= 10
+    }));
+    let d = worker.stats().delta(&before);
+    assert_eq!(d.gap_hist.iter().sum::<u64>(), d.arrivals, "every arrival has its gap");
+    // The gaps are about 200 us (longer when the sender's sleep overshoots):
+    // most fall in the buckets from 128 us up.
+    let from_128us: u64 = d.gap_hist[8..].iter().sum();
+    assert!(from_128us * 2 > d.arrivals, "{:?}", d.gap_hist);
+    assert!(d.mean_wake_late_ns().is_some());
+    assert_eq!(
+        d.wake_late_hist.iter().sum::<u64>(),
+        d.timed_wakeups + d.rung_wakeups,
+        "every measured wakeup has its delay"
+    );
+
+    // Budget 0 under that load: poll; once the load stops: interrupt again.
+    let sup = supervisor::start(
+        &reactors,
+        SupervisorConfig {
+            interval: Duration::from_millis(20),
+            up_samples: 2,
+            down_samples: 3,
+            latency_budget: Duration::ZERO,
+            ..SupervisorConfig::with_policy(Policy::Budget)
+        },
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || worker.mode() == Mode::Poll),
+        "budget 0 polls a loaded reactor"
+    );
+    assert_eq!(reactors.handles()[0].mode(), Mode::Interrupt, "the idle one sleeps on");
+    loaded.store(false, Ordering::Relaxed);
+    assert!(
+        wait_until(Duration::from_secs(10), || worker.mode() == Mode::Interrupt),
+        "and sleeps once the load is gone"
+    );
+    // A large budget with the load back: a wakeup is within it, so it sleeps.
+    sup.set_config(SupervisorConfig {
+        latency_budget: Duration::from_millis(100),
+        ..sup.config()
+    })
+    .unwrap();
+    loaded.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(worker.mode(), Mode::Poll, "a 100 ms budget never needs polling here");
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    reactors.shutdown().unwrap();
+}

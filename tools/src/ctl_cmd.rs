@@ -199,6 +199,7 @@ fn rates(a: &Value, b: &Value) -> Vec<Value> {
                 "core": field(y, "lcore"),
                 "mode": y.get("mode").cloned().unwrap_or(Value::Null),
                 "policy": y.get("policy").cloned().unwrap_or(Value::Null),
+                "spin_window_us": y.get("spin_window_us").cloned().unwrap_or(Value::Null),
                 "interrupt_mode_enabled": y.get("interrupt_mode_enabled").cloned().unwrap_or(Value::Null),
                 "busy_pct": 100.0 * d("busy_ns") / wall,
                 "cpu_pct": 100.0 * d("thread_cpu_ns") / wall,
@@ -229,11 +230,12 @@ pub fn status(a: StatusArgs) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "lull {} (pid {}), up {} s; mode policy {}, idle_poll_us {}; {} subsystem(s), {} controller(s), {} NVMe controller(s) attached; listening on {}",
+        "lull {} (pid {}), up {} s; mode policy {}, latency_budget_us {}, idle_poll_us {}; {} subsystem(s), {} controller(s), {} NVMe controller(s) attached; listening on {}",
         second["version"].as_str().unwrap_or("?"),
         field(&second, "pid"),
         field(&second, "uptime_ms") / 1000,
         second["mode_policy"].as_str().unwrap_or("?"),
+        field(&second, "latency_budget_us"),
         field(&second, "idle_poll_us"),
         field(&second, "subsystems"),
         field(&second, "controllers"),
@@ -245,15 +247,18 @@ pub fn status(a: StatusArgs) -> Result<(), String> {
             .unwrap_or_else(|| "nothing".into()),
     );
     println!(
-        "{:>5} {:>10} {:>10} {:>7} {:>7} {:>10} {:>11} {:>10} {:>9}",
-        "core", "mode", "policy", "busy%", "cpu%", "wakeups/s", "connections", "IOPS", "MiB/s"
+        "{:>5} {:>10} {:>10} {:>7} {:>7} {:>7} {:>10} {:>11} {:>10} {:>9}",
+        "core", "mode", "policy", "spin_us", "busy%", "cpu%", "wakeups/s", "connections", "IOPS", "MiB/s"
     );
     for r in rows {
+        // The budget policy's own spin window, where it set one.
+        let spin = r["spin_window_us"].as_u64().map_or("-".to_string(), |w| w.to_string());
         println!(
-            "{:>5} {:>10} {:>10} {:>7.1} {:>7.1} {:>10.0} {:>11} {:>10.0} {:>9.1}",
+            "{:>5} {:>10} {:>10} {:>7} {:>7.1} {:>7.1} {:>10.0} {:>11} {:>10.0} {:>9.1}",
             r["core"].as_u64().unwrap_or(0),
             r["mode"].as_str().unwrap_or("?"),
             r["policy"].as_str().unwrap_or("?"),
+            spin,
             r["busy_pct"].as_f64().unwrap_or(0.0),
             r["cpu_pct"].as_f64().unwrap_or(0.0),
             r["wakeups_per_sec"].as_f64().unwrap_or(0.0),
@@ -280,14 +285,19 @@ pub struct ModeArgs {
 enum ModeCmd {
     /// Set the mode policy of every core, or of one with --core.
     ///
-    /// Example: lull mode set adaptive; lull mode set poll --core 2
+    /// Example: lull mode set adaptive; lull mode set poll --core 2;
+    /// lull mode set budget --latency-budget-us 100
     Set {
-        /// poll, interrupt, hybrid or adaptive.
-        #[arg(value_parser = ["poll", "interrupt", "hybrid", "adaptive"])]
+        /// poll, interrupt, hybrid, adaptive or budget.
+        #[arg(value_parser = ["poll", "interrupt", "hybrid", "adaptive", "budget"])]
         mode: String,
         /// Only this CPU's reactor.
         #[arg(long)]
         core: Option<usize>,
+        /// The budget policy's latency budget, us (0 to 1000000): what each
+        /// reactor may add at the 99th percentile (sets latency_budget_us).
+        #[arg(long, value_parser = crate::ranged(0, 1_000_000))]
+        latency_budget_us: Option<u64>,
     },
     /// Show the policy and thresholds.
     Get,
@@ -299,15 +309,23 @@ enum ModeCmd {
 /// The daemon unreachable, or its error.
 pub fn mode(a: ModeArgs) -> Result<(), String> {
     match a.what {
-        ModeCmd::Set { mode, core } => {
+        ModeCmd::Set {
+            mode,
+            core,
+            latency_budget_us,
+        } => {
             let mut p = json!({ "mode": mode });
             if let Some(c) = core {
                 p["core"] = json!(c);
             }
+            if let Some(b) = latency_budget_us {
+                p["latency_budget_us"] = json!(b);
+            }
             call(&a.socket, "lull_reactor_set_mode", p)?;
+            let budget = latency_budget_us.map_or(String::new(), |b| format!(", latency_budget_us {b}"));
             match core {
-                Some(c) => eprintln!("core {c}: mode policy {mode}"),
-                None => eprintln!("every core: mode policy {mode}"),
+                Some(c) => eprintln!("core {c}: mode policy {mode}{budget}"),
+                None => eprintln!("every core: mode policy {mode}{budget}"),
             }
         }
         ModeCmd::Get => print_json(&call(&a.socket, "lull_supervisor_get_config", Value::Null)?),
@@ -321,7 +339,7 @@ pub fn mode(a: ModeArgs) -> Result<(), String> {
 #[derive(Args, Debug)]
 pub struct SetArgs {
     /// The setting: nvme_ioq_poll_period_us, nvme_adminq_poll_period_us, idle_poll_us,
-    /// mode_policy, interrupt_mode, supervisor_interval_ms, adaptive_high_mark,
+    /// mode_policy, interrupt_mode, latency_budget_us, supervisor_interval_ms, adaptive_high_mark,
     /// adaptive_low_mark, adaptive_up_samples, adaptive_down_samples, keep_alive_timeout_ms,
     /// reconnect_delay_sec, ctrlr_loss_timeout_sec, fast_io_fail_timeout_sec, timeout_us,
     /// bdev_retry_count, io_queue_size (Longhorn's names are accepted too). Settings read

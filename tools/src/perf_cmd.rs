@@ -19,7 +19,7 @@ use lull_engine::config::parse_size;
 
 fn parse_policy(s: &str) -> Result<lull_reactor::supervisor::Policy, String> {
     s.parse::<lull_reactor::supervisor::Policy>()
-        .map_err(|_| format!("`{s}` is not a mode; use poll, interrupt, hybrid or adaptive"))
+        .map_err(|_| format!("`{s}` is not a mode; use poll, interrupt, hybrid, adaptive or budget"))
 }
 
 /// Initiator settings shared by `lull perf` and `lull bench`: the queue
@@ -204,9 +204,13 @@ pub struct PerfArgs {
     /// The initiator's CPUs (default: the last usable one).
     #[arg(long, value_parser = crate::parse_cores)]
     cores: Option<CoreList>,
-    /// The initiator reactors' mode: poll, interrupt, hybrid or adaptive.
+    /// The initiator reactors' mode: poll, interrupt, hybrid, adaptive or budget.
     #[arg(long, default_value = "interrupt", value_parser = parse_policy)]
     mode: Policy,
+    /// The budget mode's latency budget, us (0 to 1000000), on both sides
+    /// (in-process target): what each reactor may add at the 99th percentile.
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = crate::ranged(0, 1_000_000))]
+    latency_budget_us: u64,
     /// Hybrid spin window before sleeping, us (0 to 1000000).
     #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = crate::ranged(0, 1_000_000))]
     idle_poll_us: u64,
@@ -214,8 +218,8 @@ pub struct PerfArgs {
     /// poll-mode reactor, event-driven in an interrupt-mode one).
     #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = crate::ranged(0, 10_000_000))]
     nvme_ioq_poll_period_us: u64,
-    /// Admin queue poll period, us, 0 to 10000000 (completions and AERs; keep-alive has its own timer).
-    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = crate::ranged(0, 10_000_000))]
+    /// Admin queue poll period, us, 0 to 10000000 (completions and AERs; keep-alive has its own timer; 0 = event-driven).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::ranged(0, 10_000_000))]
     nvme_adminq_poll_period_us: u64,
     #[command(flatten)]
     init: InitiatorArgs,
@@ -257,6 +261,14 @@ pub fn start_reactors(
     let reactors = Reactors::start(rc).map_err(|e| e.to_string())?;
     let sup = supervisor::start(&reactors, SupervisorConfig::with_policy(policy)).map_err(|e| e.to_string())?;
     Ok((reactors, sup))
+}
+
+/// The supervisor settings for `policy` with `latency_budget_us`.
+fn supervisor_config(policy: Policy, latency_budget_us: u64) -> SupervisorConfig {
+    SupervisorConfig {
+        latency_budget: Duration::from_micros(latency_budget_us),
+        ..SupervisorConfig::with_policy(policy)
+    }
 }
 
 /// The first and last usable CPUs: (target, initiator); one CPU gives both
@@ -330,7 +342,7 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
                 a.ram_size,
             )
             .map_err(|e| format!("in-process target: {e}"))?;
-            let sup = supervisor::start(&t.reactors, SupervisorConfig::with_policy(a.target_mode))
+            let sup = supervisor::start(&t.reactors, supervisor_config(a.target_mode, a.latency_budget_us))
                 .map_err(|e| e.to_string())?;
             let h = t.reactors.handles().to_vec();
             let addr = t.addr;
@@ -342,12 +354,16 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
             )
         }
     };
-    let (reactors, _sup) = start_reactors(
+    let (reactors, sup) = start_reactors(
         init_cores,
         pin || a.cores.is_some(),
         a.mode,
         Duration::from_micros(a.idle_poll_us),
     )?;
+    if a.mode == Policy::Budget {
+        sup.set_config(supervisor_config(a.mode, a.latency_budget_us))
+            .map_err(|e| e.to_string())?;
+    }
     let trid = NvmeTrid::new(addr, &subnqn, &a.init.hostnqn);
     let ctrlr = NvmeController::attach("perf0", trid, opts, reactors.handles(), a.init.queues as u16)
         .map_err(|e| e.to_string())?;

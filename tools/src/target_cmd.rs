@@ -39,9 +39,13 @@ pub struct TargetArgs {
     /// CPUs to run reactors on, e.g. 0-3,6 [default: every usable CPU].
     #[arg(long)]
     cores: Option<String>,
-    /// Reactor mode policy: poll, interrupt, hybrid or adaptive [default: interrupt].
+    /// Reactor mode policy: poll, interrupt, hybrid, adaptive or budget [default: interrupt].
     #[arg(long = "mode-policy", visible_alias = "mode")]
     mode_policy: Option<String>,
+    /// Budget policy: latency each reactor may add at the 99th percentile, us
+    /// (0 to 1000000; 0 = poll under load) [default: 50].
+    #[arg(long)]
+    latency_budget_us: Option<u64>,
     /// Reactors sleep when idle (true: interrupt policy, false: poll), when no --mode-policy.
     #[arg(long, value_name = "BOOL", visible_alias = "data-engine-interrupt-mode-enabled")]
     interrupt_mode: Option<bool>,
@@ -66,7 +70,7 @@ pub struct TargetArgs {
     /// Initiator I/O queue poll period, us (0 = event-driven) [default: 100].
     #[arg(long, visible_alias = "data-engine-nvme-ioq-poll-period-us")]
     nvme_ioq_poll_period_us: Option<u64>,
-    /// Initiator admin queue poll period, us [default: 10000].
+    /// Initiator admin queue poll period, us (0 = event-driven) [default: 0].
     #[arg(long)]
     nvme_adminq_poll_period_us: Option<u64>,
     /// Initiator KATO, ms (0 or 1000 to 3600000) [default: 10000].
@@ -155,6 +159,7 @@ impl TargetArgs {
             cores: self.cores.clone(),
             interrupt_mode: self.interrupt_mode,
             mode_policy: self.mode_policy.clone(),
+            latency_budget_us: self.latency_budget_us,
             idle_poll_us: self.idle_poll_us,
             supervisor_interval_ms: self.supervisor_interval_ms,
             adaptive_high_mark: self.adaptive_high_mark,
@@ -422,6 +427,7 @@ fn flag_settings(a: &TargetArgs) -> serde_json::Map<String, serde_json::Value> {
     put("adaptive_low_mark", a.adaptive_low_mark.map(|v| json!(v)));
     put("adaptive_up_samples", a.adaptive_up_samples.map(|v| json!(v)));
     put("adaptive_down_samples", a.adaptive_down_samples.map(|v| json!(v)));
+    put("latency_budget_us", a.latency_budget_us.map(|v| json!(v)));
     put("nvme_ioq_poll_period_us", a.nvme_ioq_poll_period_us.map(|v| json!(v)));
     put(
         "nvme_adminq_poll_period_us",
@@ -487,6 +493,7 @@ fn apply_json_config(app: &App, doc: &serde_json::Value, a: &TargetArgs) -> Resu
                     | "adaptive_low_mark"
                     | "adaptive_up_samples"
                     | "adaptive_down_samples"
+                    | "latency_budget_us"
             )
         })
         .map(|(k, v)| (k.clone(), v.clone()))

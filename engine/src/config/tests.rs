@@ -12,6 +12,7 @@ const FULL: &str = r#"
 cores = "0-1"
 interrupt_mode = true
 mode_policy = "hybrid"
+latency_budget_us = 120
 idle_poll_us = 300
 supervisor_interval_ms = 500
 adaptive_high_mark = 0.6
@@ -146,6 +147,7 @@ fn every_field_parses_and_resolves() {
             up_samples: 3,
             down_samples: 9,
             core_policy: Vec::new(),
+            latency_budget: Duration::from_micros(120),
         }
     );
     assert_eq!(s.idle_poll, Duration::from_micros(300));
@@ -304,6 +306,7 @@ fn interrupt_mode_picks_the_policy_unless_mode_policy_is_given() {
         ("interrupt", Policy::Interrupt),
         ("hybrid", Policy::Hybrid),
         ("adaptive", Policy::Adaptive),
+        ("budget", Policy::Budget),
     ] {
         assert_eq!(resolve(&format!("mode_policy = \"{p}\"")).supervisor.policy, want);
         for i in [true, false] {
@@ -319,7 +322,7 @@ fn interrupt_mode_picks_the_policy_unless_mode_policy_is_given() {
         "mode_policy = \"Poll\"\ninterrupt_mode = false",
         "mode_policy",
         "\"Poll\"",
-        "one of poll, interrupt, hybrid, adaptive",
+        "one of poll, interrupt, hybrid, adaptive, budget",
     );
 }
 
@@ -331,6 +334,7 @@ fn overlay_flags_win_and_lists_add_up() {
 cores = "1"
 interrupt_mode = false
 mode_policy = "adaptive"
+latency_budget_us = 7
 idle_poll_us = 10
 supervisor_interval_ms = 100
 adaptive_high_mark = 0.9
@@ -546,7 +550,25 @@ fn top_level_errors_name_the_field() {
         "mode_policy = \"turbo\"",
         "mode_policy",
         "\"turbo\"",
-        "one of poll, interrupt, hybrid, adaptive",
+        "one of poll, interrupt, hybrid, adaptive, budget",
+    );
+    // The budget policy's budget: 0 (poll under load) to 1 s.
+    assert_eq!(resolve("").supervisor.latency_budget, Duration::from_micros(50));
+    assert_eq!(
+        resolve("latency_budget_us = 0").supervisor.latency_budget,
+        Duration::ZERO
+    );
+    assert_eq!(
+        resolve("mode_policy = \"budget\"\nlatency_budget_us = 1000000")
+            .supervisor
+            .latency_budget,
+        Duration::from_secs(1)
+    );
+    expect_err(
+        "latency_budget_us = 1000001",
+        "latency_budget_us",
+        "1000001",
+        "0 to 1000000 us",
     );
     assert_eq!(resolve("idle_poll_us = 1000000").idle_poll, Duration::from_secs(1));
     assert_eq!(resolve("idle_poll_us = 0").idle_poll, Duration::ZERO);

@@ -218,6 +218,7 @@ fn lull_config(app: &App) -> Vec<Value> {
             "adaptive_low_mark": sup.low_mark,
             "adaptive_up_samples": sup.up_samples,
             "adaptive_down_samples": sup.down_samples,
+            "latency_budget_us": sup.latency_budget.as_micros() as u64,
         }),
     )];
     // After lull_set_options, which clears per-core policies.

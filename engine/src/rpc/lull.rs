@@ -16,7 +16,7 @@ use lull_reactor::supervisor::{Policy, SupervisorConfig};
 fn policy(s: &str) -> Result<Policy, RpcError> {
     s.parse::<Policy>().map_err(|_| {
         RpcError::invalid(format!(
-            "Invalid parameters: mode `{s}`: allowed poll, interrupt, hybrid, adaptive"
+            "Invalid parameters: mode `{s}`: allowed poll, interrupt, hybrid, adaptive, budget"
         ))
     })
 }
@@ -37,6 +37,7 @@ pub(super) fn lull_get_status(app: &App, params: Value) -> Result<Value, RpcErro
                 "lcore": r.core,
                 "mode": r.mode.to_string(),
                 "policy": sup.policy_for(r.core).as_str(),
+                "spin_window_us": s.spin_window.map(|w| w.as_micros() as u64),
                 "interrupt_mode_enabled": r.mode == Mode::Interrupt,
                 "sleeping": s.sleeping,
                 "taken_at_ns": s.taken_at.saturating_duration_since(started).as_nanos() as u64,
@@ -61,6 +62,7 @@ pub(super) fn lull_get_status(app: &App, params: Value) -> Result<Value, RpcErro
         "pid": std::process::id(),
         "uptime_ms": started.elapsed().as_millis() as u64,
         "mode_policy": sup.policy.as_str(),
+        "latency_budget_us": sup.latency_budget.as_micros() as u64,
         "idle_poll_us": app.idle_poll().as_micros() as u64,
         "subsystems": target.subsystems().len().saturating_sub(1),
         "controllers": target.controller_count(),
@@ -76,9 +78,19 @@ pub(super) fn lull_reactor_set_mode(app: &App, params: Value) -> Result<Value, R
     struct P {
         mode: String,
         core: Option<usize>,
+        latency_budget_us: Option<u64>,
     }
     let p: P = decode(params)?;
     let pol = policy(&p.mode)?;
+    let budget = match p.latency_budget_us {
+        Some(us) if us > 1_000_000 => {
+            return Err(RpcError::invalid(format!(
+                "Invalid parameters: latency_budget_us = {us}: allowed 0..=1000000 us"
+            )));
+        }
+        Some(us) => Some(Duration::from_micros(us)),
+        None => None,
+    };
     if let Some(core) = p.core
         && !app.handles().iter().any(|h| h.core() == core)
     {
@@ -89,6 +101,9 @@ pub(super) fn lull_reactor_set_mode(app: &App, params: Value) -> Result<Value, R
         )));
     }
     app.update_supervisor(|c| {
+        if let Some(b) = budget {
+            c.latency_budget = b;
+        }
         match p.core {
             None => {
                 c.policy = pol;
@@ -117,6 +132,7 @@ fn supervisor_json(c: &SupervisorConfig) -> Value {
         "adaptive_low_mark": c.low_mark,
         "adaptive_up_samples": c.up_samples,
         "adaptive_down_samples": c.down_samples,
+        "latency_budget_us": c.latency_budget.as_micros() as u64,
         "core_policy": c.core_policy.iter().map(|(core, p)| json!({"core": core, "mode_policy": p.as_str()})).collect::<Vec<_>>(),
     })
 }
@@ -139,6 +155,7 @@ struct Options {
     adaptive_low_mark: Option<f64>,
     adaptive_up_samples: Option<u32>,
     adaptive_down_samples: Option<u32>,
+    latency_budget_us: Option<u64>,
     #[serde(alias = "data-engine-nvme-ioq-poll-period-us")]
     nvme_ioq_poll_period_us: Option<u64>,
     nvme_adminq_poll_period_us: Option<u64>,
@@ -178,6 +195,15 @@ fn apply(app: &App, p: Options) -> Result<(), RpcError> {
         }
         if let Some(v) = p.adaptive_down_samples {
             sup.down_samples = v;
+        }
+        if let Some(v) = p.latency_budget_us {
+            // Checked here so that a huge value is not cut short by the conversion.
+            if v > 1_000_000 {
+                return Err(AppError::InvalidParams(format!(
+                    "Invalid parameters: latency_budget_us = {v}: 0 to 1000000 microseconds"
+                )));
+            }
+            sup.latency_budget = Duration::from_micros(v);
         }
         sup.validate()
             .map_err(|e| AppError::InvalidParams(format!("Invalid parameters: {e}")))
@@ -236,6 +262,7 @@ pub(super) fn lull_supervisor_set_config(app: &App, params: Value) -> Result<Val
         adaptive_low_mark: Option<f64>,
         adaptive_up_samples: Option<u32>,
         adaptive_down_samples: Option<u32>,
+        latency_budget_us: Option<u64>,
     }
     let p: P = decode(params)?;
     apply(
@@ -247,6 +274,7 @@ pub(super) fn lull_supervisor_set_config(app: &App, params: Value) -> Result<Val
             adaptive_low_mark: p.adaptive_low_mark,
             adaptive_up_samples: p.adaptive_up_samples,
             adaptive_down_samples: p.adaptive_down_samples,
+            latency_budget_us: p.latency_budget_us,
             ..Options::default()
         },
     )?;

@@ -60,9 +60,11 @@ impl LoadConfig {
 
 /// The sweep's configurations: poll (admin queue at SPDK's 10 ms); interrupt
 /// mode with the I/O queue polled every `periods` us (0: event-driven, named
-/// `event-driven`); hybrid at each spin window of `spins` us; adaptive. The
-/// admin queue is event-driven in every configuration but poll.
-pub fn configs(periods: &[u64], spins: &[u64]) -> Vec<LoadConfig> {
+/// `event-driven`); hybrid at each spin window of `spins` us; adaptive; the
+/// latency-budget policy at each budget of `budgets` us (named `budget<us>`,
+/// I/O queue event-driven). The admin queue is event-driven in every
+/// configuration but poll.
+pub fn configs(periods: &[u64], spins: &[u64], budgets: &[u64]) -> Vec<LoadConfig> {
     let mut c = vec![LoadConfig::both("poll", Policy::Poll, 0, 10_000, None)];
     for &p in periods {
         let name = if p == 0 {
@@ -82,6 +84,12 @@ pub fn configs(periods: &[u64], spins: &[u64]) -> Vec<LoadConfig> {
         ));
     }
     c.push(LoadConfig::both("adaptive", Policy::Adaptive, 0, 0, None));
+    for &b in budgets {
+        let mut cfg = LoadConfig::both(format!("budget{b}"), Policy::Budget, 0, 0, None);
+        cfg.target.latency_budget = Duration::from_micros(b);
+        cfg.initiator.latency_budget = Duration::from_micros(b);
+        c.push(cfg);
+    }
     c
 }
 
@@ -948,7 +956,7 @@ mod tests {
 
     #[test]
     fn configs_are_data_named_by_their_settings() {
-        let c = configs(&[0, 250], &[20, 50]);
+        let c = configs(&[0, 250], &[20, 50], &[]);
         let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,

@@ -80,7 +80,7 @@ fn main_sweep(a: &MatrixArgs) -> Plan {
         ramp: Duration::from_millis(a.ramp_ms),
         idle: Duration::from_secs(1),
         rounds: a.rounds as u32,
-        configs: load_sweep::configs(&[0, 250, 1000], &[50]),
+        configs: load_sweep::configs(&[0, 250, 1000], &[50], &[50]),
     }
 }
 
@@ -231,6 +231,10 @@ pub struct LoadArgs {
     /// 0 to 1000000; both sides spin this long before sleeping).
     #[arg(long, value_delimiter = ',', default_value = "50", allow_negative_numbers = true, value_parser = crate::ranged(0, 1_000_000))]
     spin_us: Vec<u64>,
+    /// Latency-budget configurations (`mode_policy = budget`): the
+    /// `latency_budget_us` of each, us (comma-separated, 0 to 1000000).
+    #[arg(long, value_delimiter = ',', default_value = "0,500", allow_negative_numbers = true, value_parser = crate::ranged(0, 1_000_000))]
+    budgets: Vec<u64>,
     /// Leave out configurations by name (comma-separated), e.g. adaptive.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -470,7 +474,7 @@ fn describe(bed: &Bed, external: bool) -> String {
 /// Runs `lull bench load`.
 pub fn run_load(a: LoadArgs) -> Result<(), String> {
     let stop = stop_flag()?;
-    let mut configs = load_sweep::configs(&a.periods, &a.spin_us);
+    let mut configs = load_sweep::configs(&a.periods, &a.spin_us, &a.budgets);
     for name in &a.skip {
         if !configs.iter().any(|c| &c.name == name) {
             let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();

@@ -23,6 +23,8 @@ fn a_short_load_sweep_writes_rows_verdict_and_plots() {
             "0",
             "--spin-us",
             "50",
+            "--budgets",
+            "50",
             "--skip",
             "adaptive",
             "--time",
@@ -40,7 +42,7 @@ fn a_short_load_sweep_writes_rows_verdict_and_plots() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     let rows: Vec<Value> = serde_json::from_slice(&run.stdout).unwrap();
-    let configs = ["poll", "event-driven", "hybrid-spin50"];
+    let configs = ["poll", "event-driven", "hybrid-spin50", "budget50"];
     assert_eq!(rows.len(), configs.len() * 3, "{rows:#?}");
     for c in configs {
         for load in ["idle", "200", "max"] {

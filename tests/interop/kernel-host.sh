@@ -135,7 +135,7 @@ if start_target interrupt "$OUT/target-acl.log" --allow-host "$HOSTNQN"; then
     else
         pass "a host not on the allow-list is refused"
     fi
-    grep -q 'host not allowed' "$OUT/target-acl.log" && pass "the refusal is logged" || fail "the refusal was not logged"
+    grep -q 'is not on the host list' "$OUT/target-acl.log" && pass "the refusal is logged" || fail "the refusal was not logged"
     stop_target
 fi
 

@@ -282,7 +282,7 @@ if [ ${#devs[@]} -gt 0 ]; then
     sleep 3
     # Connections, summed over the cores (7th column of the table).
     if "$LULL" status -r "$SOCK" >"$LOGS/status.txt" 2>&1; then
-        conns=$(awk '$1 ~ /^[0-9]+$/ && NF >= 9 { s += $7 } END { print s + 0 }' "$LOGS/status.txt")
+        conns=$(awk '$1 == "core" { for (i = 1; i <= NF; i++) if ($i == "connections") c = i } c && $1 ~ /^[0-9]+$/ { s += $c } END { print s + 0 }' "$LOGS/status.txt")
         ctrls=$(grep -o '[0-9]* controller(s)' "$LOGS/status.txt" | head -1 | cut -d' ' -f1)
         if [ "$conns" -ge 2 ] && [ "${ctrls:-0}" -ge ${#devs[@]} ]; then
             pass "lull status: $ctrls controller(s), $conns connection(s) on the reactors"
@@ -370,7 +370,7 @@ wait "$RPC_PID" 2>/dev/null
 RPC_PID=
 sleep 1
 if "$LULL" status -r "$SOCK" >"$LOGS/status-end.txt" 2>&1 &&
-    [ "$(awk '$1 ~ /^[0-9]+$/ && NF >= 9 { s += $7 } END { print s + 0 }' "$LOGS/status-end.txt")" -eq 0 ]; then
+    [ "$(awk '$1 == "core" { for (i = 1; i <= NF; i++) if ($i == "connections") c = i } c && $1 ~ /^[0-9]+$/ { s += $c } END { print s + 0 }' "$LOGS/status-end.txt")" -eq 0 ]; then
     pass "lull status: no connection left"
 else
     fail "lull status after the disconnects: $(cat "$LOGS/status-end.txt")"

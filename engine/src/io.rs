@@ -295,7 +295,6 @@ impl Tracked {
     }
 }
 
-/// Completes `cid` once `parts` operations have ended, with the first error.
 /// `done`, counting a failure in `stats` ("failed") first.
 fn counting(stats: Arc<BdevStats>, done: impl Fn(&mut Context, Result<&[u8], BdevError>) + 'static) -> BdevDone {
     Box::new(move |cx: &mut Context, r: Result<&[u8], BdevError>| {
@@ -306,6 +305,7 @@ fn counting(stats: Arc<BdevStats>, done: impl Fn(&mut Context, Result<&[u8], Bde
     })
 }
 
+/// Completes `cid` once `parts` operations have ended, with the first error.
 fn join(later: &Tracked, cid: u16, parts: usize) -> impl Fn(&mut Context, Result<&[u8], BdevError>) + Clone + use<> {
     let left = Rc::new(Cell::new(parts));
     let first_error: Rc<Cell<Option<Status>>> = Rc::new(Cell::new(None));

@@ -158,15 +158,35 @@ fn levels_lock() -> std::sync::MutexGuard<'static, State> {
 }
 
 /// Whether `name` matches the shell pattern `pattern` (`*`, `?`), ignoring
-/// ASCII case, as SPDK matches flag names.
+/// ASCII case, as SPDK matches flag names. Iterative, with one backtrack
+/// point (the last `*`): linear-ish in the inputs whatever the pattern, so a
+/// client's pattern of a million stars neither recurses nor backtracks
+/// exponentially.
 fn glob(pattern: &[u8], name: &[u8]) -> bool {
-    match (pattern.first(), name.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&pattern[1..], name) || (!name.is_empty() && glob(pattern, &name[1..])),
-        (Some(b'?'), Some(_)) => glob(&pattern[1..], &name[1..]),
-        (Some(p), Some(n)) if p.eq_ignore_ascii_case(n) => glob(&pattern[1..], &name[1..]),
-        _ => false,
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&name[n]) => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                // Let the last star take one more byte and try again.
+                Some((sp, sn)) => {
+                    star = Some((sp, sn + 1));
+                    p = sp + 1;
+                    n = sn + 1;
+                }
+                None => return false,
+            },
+        }
     }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
 }
 
 /// Every flag and whether it is enabled, by name.
@@ -261,6 +281,30 @@ pub fn set(level: SpdkLevel, print: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_matches_as_the_shell_and_stays_fast_on_hostile_patterns() {
+        for (p, n, want) in [
+            ("nvmf*", "nvmf_tcp", true),
+            ("NVMF", "nvmf", true),
+            ("*tcp", "nvmf_tcp", true),
+            ("n?mf", "nvmf", true),
+            ("n?mf", "nmf", false),
+            ("*", "", true),
+            ("", "x", false),
+            ("b*d*v", "bdev", true),
+            ("b*d*x", "bdev", false),
+            ("**a**", "a", true),
+        ] {
+            assert_eq!(glob(p.as_bytes(), n.as_bytes()), want, "{p} ~ {n}");
+        }
+        // A million stars: no stack overflow; forty stars and a miss: no
+        // exponential backtracking (this finishes at once).
+        assert!(glob(&vec![b'*'; 1_000_000], b"nvmf_tcp"));
+        let mut p = vec![b'*'; 40];
+        p.push(b'z');
+        assert!(!glob(&p, b"app_config_bdev_nvme_nvmf_tcp_reactor_rpc"));
+    }
 
     #[test]
     fn flag_patterns_match_as_spdk_matches_them() {

@@ -349,7 +349,7 @@ fn spdk_style_doc(extra_nvmf: Vec<Value>) -> Value {
         json!({"method": "nvmf_subsystem_add_ns", "params": {"nqn": S1, "namespace": {"nsid": 1, "bdev_name": "Malloc0", "nguid": "4A1B2C3D00004000800000000000A1B2", "uuid": "4a1b2c3d-0000-4000-8000-00000000a1b2", "no_auto_visible": false}}}),
     ];
     nvmf.extend(extra_nvmf);
-    let nvme_opts = json!({"method": "bdev_nvme_set_options", "params": {"action_on_timeout": "none", "timeout_us": 0, "timeout_admin_us": 0, "keep_alive_timeout_ms": 10000, "arbitration_burst": 0, "low_priority_weight": 0, "medium_priority_weight": 0, "high_priority_weight": 0, "nvme_adminq_poll_period_us": 10000, "nvme_ioq_poll_period_us": 0, "io_queue_requests": 0, "delay_cmd_submit": true, "transport_retry_count": 4, "bdev_retry_count": 3, "transport_ack_timeout": 0, "ctrlr_loss_timeout_sec": 0, "reconnect_delay_sec": 0, "fast_io_fail_timeout_sec": 0, "disable_auto_failback": false, "generate_uuids": false, "transport_tos": 0, "nvme_error_stat": false, "rdma_srq_size": 0, "io_path_stat": false, "allow_accel_sequence": false, "rdma_max_cq_size": 0, "rdma_cm_event_timeout_ms": 0, "dhchap_digests": ["sha256"], "dhchap_dhgroups": ["null"], "rdma_umr_per_io": false, "tcp_connect_timeout_ms": 0, "enable_flush": false}});
+    let nvme_opts = json!({"method": "bdev_nvme_set_options", "params": {"action_on_timeout": "none", "timeout_us": 0, "timeout_admin_us": 0, "keep_alive_timeout_ms": 10000, "arbitration_burst": 0, "low_priority_weight": 0, "medium_priority_weight": 0, "high_priority_weight": 0, "nvme_adminq_poll_period_us": 10000, "nvme_ioq_poll_period_us": 0, "io_queue_requests": 0, "delay_cmd_submit": true, "transport_retry_count": 4, "bdev_retry_count": 3, "transport_ack_timeout": 0, "ctrlr_loss_timeout_sec": 0, "reconnect_delay_sec": 0, "fast_io_fail_timeout_sec": 0, "disable_auto_failback": false, "generate_uuids": false, "transport_tos": 0, "nvme_error_stat": false, "rdma_srq_size": 0, "io_path_stat": false, "allow_accel_sequence": false, "rdma_max_cq_size": 0, "rdma_cm_event_timeout_ms": 0, "dhchap_digests": ["sha256", "sha384", "sha512"], "dhchap_dhgroups": ["null", "ffdhe2048", "ffdhe3072", "ffdhe4096", "ffdhe6144", "ffdhe8192"], "rdma_umr_per_io": false, "tcp_connect_timeout_ms": 0, "enable_flush": false}});
     json!({"subsystems": [
         {"subsystem": "keyring", "config": []},
         {"subsystem": "iobuf", "config": [{"method": "iobuf_set_options", "params": {"small_pool_count": 8192, "large_pool_count": 1024, "small_bufsize": 8192, "large_bufsize": 135168, "enable_numa": false}}]},
@@ -481,6 +481,22 @@ fn a_bad_config_names_the_entry_and_applies_nothing() {
 }
 
 #[test]
+fn a_file_and_a_call_get_the_same_answer_for_an_option_lull_lacks() {
+    let d = Daemon::start("same");
+    let doc = json!({"subsystems": [{"subsystem": "bdev", "config": [
+        {"method": "bdev_nvme_set_options", "params": {"enable_flush": true}}
+    ]}]});
+    let e = config_json::load(&d.app, &doc, &Vec::new()).unwrap_err();
+    assert!(
+        e.message.contains("enable_flush") && e.message.contains("-32602"),
+        "{e}"
+    );
+    let mut c = d.client();
+    let m = c.err("bdev_nvme_set_options", json!({"enable_flush": true}));
+    assert!(m.contains("enable_flush"), "{m}");
+}
+
+#[test]
 fn overrides_win_over_the_file() {
     let d = Daemon::start("over");
     let doc = json!({"subsystems": [{"subsystem": "bdev", "config": [
@@ -522,6 +538,13 @@ fn a_transport_made_by_the_toml_config_satisfies_the_same_settings() {
     );
     let e = config_json::load(&app, &doc(have + 16), &Vec::new()).unwrap_err();
     assert!(e.message.contains(&format!("in_capsule_data_size = {have}")), "{e}");
+    // Queue depths in force are compared too, not kept silently.
+    let (io_depth, _) = app.target().queue_depths();
+    let deeper = json!({"subsystems": [{"subsystem": "nvmf", "config": [
+        {"method": "nvmf_create_transport", "params": {"trtype": "TCP", "max_queue_depth": io_depth / 2}}
+    ]}]});
+    let e = config_json::load(&app, &deeper, &Vec::new()).unwrap_err();
+    assert!(e.message.contains(&format!("max_queue_depth = {io_depth}")), "{e}");
     // An object the TOML config made already: the entry is named.
     let dup = json!({"subsystems": [{"subsystem": "bdev", "config": [
         {"method": "bdev_null_create", "params": {"name": "T0", "num_blocks": 8, "block_size": 512}}

@@ -34,6 +34,9 @@ tsock=$(mktemp -u /tmp/lull-idle-t.XXXXXX.sock)
 isock=$(mktemp -u /tmp/lull-idle-i.XXXXXX.sock)
 port=$((20000 + RANDOM % 20000))
 nqn=nqn.2024-01.io.lull:idle
+tpid=
+ipid=
+trap 'kill -TERM $tpid $ipid 2>/dev/null || true; rm -f "$tsock" "$isock"' EXIT
 "$B" target --cores "$tcores" --mode-policy "$mode" --rpc-socket "$tsock" \
     --ram-bdev Malloc0:64MiB --subnqn "$nqn" --allow-any-host --listen "127.0.0.1:$port" \
     --log-level warn "$@" >/tmp/lull-idle-t.log 2>&1 &
@@ -41,7 +44,6 @@ tpid=$!
 "$B" target --cores "$icores" --mode-policy "$mode" --rpc-socket "$isock" \
     --log-level warn "$@" >/tmp/lull-idle-i.log 2>&1 &
 ipid=$!
-trap 'kill -TERM $tpid $ipid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
     [ -S "$tsock" ] && [ -S "$isock" ] && break
     sleep 0.1

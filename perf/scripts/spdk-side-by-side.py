@@ -35,8 +35,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0f7b3a52-6c1e-4b2d-9a8f-3e5d7c9b1a21"
 LULL_NQN = "nqn.2024-01.io.lull:side"
 SPDK_NQN = "nqn.2016-06.io.spdk:cnode1"
-LULL_PORT = 4470
-SPDK_PORT = 4570
+LULL_PORT = int(os.environ.get("LULL_PORT", "4470"))
+SPDK_PORT = int(os.environ.get("SPDK_PORT", "4570"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # name -> (initiator, rw, block size, queue depth)
@@ -136,7 +136,7 @@ def run_lull_perf(target, rw, bs, qd, secs):
         [
             os.path.join(ROOT, "target/release/lull"), "perf", "--target", f"127.0.0.1:{target.port}",
             "--subnqn", target.nqn, "--hostnqn", HOSTNQN, "--cores", "1", "--mode", "poll", "--rw", rw,
-            "--bs", str(bs), "--qd", str(qd), "--time", str(secs), "--ramp", "1", "--json",
+            "--bs", str(bs), "--qd", str(qd), "--time", str(secs), "--ramp", "0", "--json",
         ],
         capture_output=True, text=True, timeout=secs + 60,
     )

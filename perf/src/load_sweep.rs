@@ -146,6 +146,23 @@ impl Load {
 }
 
 /// The sweep's workloads (4 KiB; randrw is 50 % reads).
+/// Refuses a load named twice (`0,idle`, `1k,1000`): each load is one row
+/// group of the table and one line of the verdict.
+///
+/// # Errors
+/// Names `--loads` and the repeated load.
+pub fn check_distinct(loads: &[Load]) -> Result<(), String> {
+    for (i, l) in loads.iter().enumerate() {
+        if loads[..i].contains(l) {
+            return Err(format!(
+                "--loads: {} is given twice; each load may appear once",
+                l.label()
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn parse_workload(s: &str) -> Result<Rw, String> {
     match s {
         "randread" => Ok(Rw::RandRead),
@@ -905,6 +922,15 @@ pub fn write_outputs(dir: &Path, rows: &[LoadRow]) -> Result<Vec<PathBuf>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_load_named_twice_is_refused() {
+        let l = |t: &str| Load::parse(t).unwrap();
+        assert!(check_distinct(&[l("0"), l("1k"), l("max")]).is_ok());
+        let e = check_distinct(&[l("0"), l("idle")]).unwrap_err();
+        assert!(e.contains("--loads") && e.contains("idle"), "{e}");
+        assert!(check_distinct(&[l("1k"), l("1000")]).unwrap_err().contains("1k"));
+    }
 
     pub(crate) fn row(
         config: &str,

@@ -81,7 +81,7 @@ impl<T, F: FnMut(&mut Context, T)> ChannelDrain for Receiver<T, F> {
     fn drain(&mut self, cx: &mut Context, budget: usize) -> usize {
         // Plain loads instead of the fence an empty `pop` ends in (see
         // Context::drain_inbox).
-        if self.inner.queue.is_empty() {
+        if !self.has_items() {
             return 0;
         }
         let mut n = 0;

@@ -379,7 +379,9 @@ impl Supervisor {
             let load = (d.thread_cpu_ns.saturating_sub(d.idle_ns) as f64 / wall_f).clamp(0.0, 1.0);
             if d.wakeups > 0 {
                 let overhead = d.thread_cpu_ns.saturating_sub(d.busy_ns + d.idle_ns) as f64 / d.wakeups as f64;
-                track.wake_cost_ns = Some(smooth(track.wake_cost_ns, overhead));
+                // The adaptive policy's own weights (0.7 old, 0.3 new), as before
+                // the budget policy's inputs shared `smooth`.
+                track.wake_cost_ns = Some(track.wake_cost_ns.map_or(overhead, |old| 0.7 * old + 0.3 * overhead));
             }
             if let Some(late) = d.mean_wake_late_ns() {
                 track.wake_late_ns = Some(smooth(track.wake_late_ns, late));

@@ -58,9 +58,12 @@ impl Epoll {
 }
 
 // `check` hands the kernel a Vec of rustix's events as an array of
-// `struct epoll_event`: rustix defines its `Event` as the kernel's layout.
+// `struct epoll_event`: rustix defines its `Event` as the kernel's layout
+// (size, alignment and field offsets checked here).
 const _: () = assert!(std::mem::size_of::<epoll::Event>() == std::mem::size_of::<libc::epoll_event>());
 const _: () = assert!(std::mem::align_of::<epoll::Event>() == std::mem::align_of::<libc::epoll_event>());
+const _: () = assert!(std::mem::offset_of!(epoll::Event, flags) == std::mem::offset_of!(libc::epoll_event, events));
+const _: () = assert!(std::mem::offset_of!(epoll::Event, data) == std::mem::offset_of!(libc::epoll_event, u64));
 
 impl Epoll {
     /// A zero-timeout wait through `epoll_wait`, which takes its timeout as an

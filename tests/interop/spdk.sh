@@ -15,8 +15,8 @@
 #      by spdk_tgt, and the other way round.
 #
 # The SPDK build comes from the peer script (cached under /var/cache/spdk-peer,
-# built on first use, about 4 minutes on 2 cores). Ports 4460-4463 and 4560
-# on 127.0.0.1, private RPC sockets, everything stopped on exit.
+# built on first use, about 4 minutes on 2 cores). Ports LULL_PORT..+3 (4460)
+# and SPDK_PORT (4560) on 127.0.0.1, private RPC sockets, everything stopped on exit.
 #
 # Usage: tests/interop/spdk.sh [spdk-peer path]     (after cargo build --release)
 # Environment: LULL (default target/release/lull), SPDK_PEER (default
@@ -32,8 +32,8 @@ LULL=${LULL:-target/release/lull}
 LULL_NQN=nqn.2024-01.io.lull:spdk-interop
 SPDK_NQN=nqn.2016-06.io.spdk:cnode1
 HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:0f7b3a52-6c1e-4b2d-9a8f-3e5d7c9b1a20
-LULL_PORT=4460
-SPDK_PORT=4560
+LULL_PORT=${LULL_PORT:-4460}
+SPDK_PORT=${SPDK_PORT:-4560}
 
 if [ ! -x "$PEER" ]; then
     echo "spdk-peer not found at $PEER: SPDK interop not run" >&2
@@ -300,9 +300,11 @@ fi
 
 # ---- 5: configurations both ways ------------------------------------------------
 
-if [ -x tests/interop/spdk-config.sh ]; then
+if [ ! -f tests/interop/spdk-config.sh ]; then
+    fail "tests/interop/spdk-config.sh is missing"
+else
     echo "=== save_config / load_config between lull and spdk_tgt (tests/interop/spdk-config.sh)"
-    if SPDK_PEER=$PEER LULL=$LULL tests/interop/spdk-config.sh >"$WORK/spdk-config.log" 2>&1; then
+    if SPDK_PEER=$PEER LULL=$LULL bash tests/interop/spdk-config.sh >"$WORK/spdk-config.log" 2>&1; then
         pass "tests/interop/spdk-config.sh: $(tail -n 1 "$WORK/spdk-config.log")"
     else
         fail "tests/interop/spdk-config.sh"

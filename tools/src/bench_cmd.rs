@@ -93,6 +93,7 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
     };
     // Each configuration sets the periods itself (at run time).
     let opts = a.common.conn.options(0, 0)?;
+    load_sweep::check_distinct(&a.loads)?;
     let plan = (!a.no_load_sweep && !a.loads.is_empty()).then(|| main_sweep(&a));
     let bed = Bed::start(&a.common)?;
     let time = Duration::from_secs(a.time);
@@ -415,14 +416,28 @@ fn sweep(bed: &Bed, c: &CommonArgs, plan: Plan, stop: &Arc<AtomicBool>, label: &
         }),
         initiator: bed.initiator.clone(),
         target: bed.target_side.clone(),
-        set_target: c.target_rpc.clone().map(|sock| {
-            Box::new(move |cfg: &SupervisorConfig, spin: Option<u64>| {
-                if let Some(us) = spin {
-                    crate::ctl_cmd::set_target_options(&sock, serde_json::json!({ "idle_poll_us": us }))?;
-                }
-                crate::ctl_cmd::set_target_policy(&sock, cfg.policy)
-            }) as load_sweep::SetTarget<'_>
-        }),
+        set_target: match c.target_rpc.clone() {
+            None => None,
+            Some(sock) => {
+                // Each configuration sets the daemon's spin window (its own
+                // where the configuration names none, as in-process) and
+                // latency budget, then its policy.
+                let own_spin = crate::ctl_cmd::get_target_options(&sock)?
+                    .get("idle_poll_us")
+                    .and_then(serde_json::Value::as_u64)
+                    .ok_or_else(|| format!("--target-rpc {}: lull_get_options has no idle_poll_us", sock.display()))?;
+                Some(Box::new(move |cfg: &SupervisorConfig, spin: Option<u64>| {
+                    crate::ctl_cmd::set_target_options(
+                        &sock,
+                        serde_json::json!({
+                            "idle_poll_us": spin.unwrap_or(own_spin),
+                            "latency_budget_us": cfg.latency_budget.as_micros() as u64,
+                        }),
+                    )?;
+                    crate::ctl_cmd::set_target_policy(&sock, cfg.policy)
+                }) as load_sweep::SetTarget<'_>)
+            }
+        },
         target_cpu: bed.target_cpu.clone(),
         loads: plan.loads,
         workloads: plan.workloads,
@@ -482,6 +497,7 @@ pub fn run_load(a: LoadArgs) -> Result<(), String> {
         }
     }
     configs.retain(|c| !a.skip.contains(&c.name));
+    load_sweep::check_distinct(&a.loads)?;
     if !configs.iter().any(|c| c.name == "poll") {
         eprintln!("lull bench load: warning: without poll there is no verdict (it compares with poll's p99)");
     }

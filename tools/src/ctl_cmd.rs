@@ -157,6 +157,14 @@ pub fn set_target_options(path: &Path, options: Value) -> Result<(), String> {
     Ok(())
 }
 
+/// A running daemon's live options (`lull_get_options`), as a JSON object.
+///
+/// # Errors
+/// The daemon unreachable, or its error.
+pub fn get_target_options(path: &Path) -> Result<Value, String> {
+    Client::connect(path)?.call("lull_get_options", Value::Null)
+}
+
 fn call(sock: &Socket, method: &str, params: Value) -> Result<Value, String> {
     Client::connect(&sock.rpc_socket)?.call(method, params)
 }

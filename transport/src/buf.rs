@@ -107,6 +107,9 @@ pub(crate) struct SendBuf {
     /// `clear` keeps them): [`grow`](Self::grow) may expose them again
     /// without zeroing.
     init: usize,
+    /// `out`'s capacity when `init` was recorded: a reallocation since then
+    /// promises only `out[..len]`, so `init` falls back to the length.
+    init_cap: usize,
 }
 
 impl SendBuf {
@@ -119,17 +122,25 @@ impl SendBuf {
     pub(crate) fn grow(&mut self, n: usize) -> &mut [u8] {
         let start = self.out.len();
         let end = start + n;
+        if self.out.capacity() != self.init_cap {
+            // Reallocated (by an encoder's push) since `init` was recorded: a
+            // `Vec` keeps only its length's worth of bytes across that.
+            self.init = start;
+            self.init_cap = self.out.capacity();
+        }
         self.init = self.init.max(start);
-        if end <= self.init && end <= self.out.capacity() {
-            // SAFETY: `out[start..end]` lies inside `out[..init]`: bytes written
-            // into this allocation earlier (by the `resize` below or by the
-            // encoders). `clear` and `truncate` only shorten the length, and a
-            // growing reallocation copies the old block whole, so they are still
-            // initialised u8 values; `end` is within the capacity.
+        if end <= self.init {
+            // SAFETY: `out[start..end]` lies inside `out[..init]`, bytes this
+            // allocation has held since `init` was recorded with its current
+            // capacity (the check above: no reallocation since): written by the
+            // `resize` below or by the encoders, and `clear` and `truncate` only
+            // shorten the length, so they are initialised u8 values; `init` never
+            // exceeds the capacity.
             unsafe { self.out.set_len(end) };
         } else {
             self.out.resize(end, 0);
             self.init = end;
+            self.init_cap = self.out.capacity();
         }
         &mut self.out[start..end]
     }

@@ -60,12 +60,12 @@ pub(super) fn bdev_get_iostat(app: &App, params: Value) -> Result<Value, RpcErro
     }
     let p: P = decode(params)?;
     let reset = match p.reset_mode.as_deref() {
-        None | Some("none") | Some("error") => None,
+        None | Some("none") => None,
         Some("all") => Some(ResetMode::All),
         Some("maxmin") => Some(ResetMode::MaxMin),
         Some(m) => {
             return Err(RpcError::invalid(format!(
-                "Invalid parameters: reset_mode {m}: allowed all, maxmin, error, none"
+                "Invalid parameters: reset_mode {m}: allowed all, maxmin, none"
             )));
         }
     };

@@ -505,14 +505,12 @@ fn normalize(app: &App, e: &mut Entry) -> Result<Vec<String>, String> {
     let notes = Vec::new();
     let name = e.name();
     match e.method.as_str() {
-        "bdev_nvme_set_options" => {
-            // SPDK's parameters lull does not have are the RPC's business
-            // (compat.rs: accepted at SPDK's default, refused otherwise), so a
-            // file and a call get the same answer.
-            // SPDK's 0 means "size it for me": keep lull's queue size.
-            if e.params.get("io_queue_requests").and_then(Value::as_u64) == Some(0) {
-                take(&mut e.params, "io_queue_requests");
-            }
+        // SPDK's parameters lull does not have are the RPC's business
+        // (compat.rs: accepted at SPDK's default, refused otherwise), so a
+        // file and a call get the same answer. SPDK's io_queue_requests 0
+        // means "size it for me": keep lull's queue size.
+        "bdev_nvme_set_options" if e.params.get("io_queue_requests").and_then(Value::as_u64) == Some(0) => {
+            take(&mut e.params, "io_queue_requests");
         }
         "bdev_null_create" => {
             for k in [

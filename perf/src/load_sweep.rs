@@ -145,7 +145,6 @@ impl Load {
     }
 }
 
-/// The sweep's workloads (4 KiB; randrw is 50 % reads).
 /// Refuses a load named twice (`0,idle`, `1k,1000`): each load is one row
 /// group of the table and one line of the verdict.
 ///
@@ -163,6 +162,7 @@ pub fn check_distinct(loads: &[Load]) -> Result<(), String> {
     Ok(())
 }
 
+/// The sweep's workloads (4 KiB; randrw is 50 % reads).
 pub fn parse_workload(s: &str) -> Result<Rw, String> {
     match s {
         "randread" => Ok(Rw::RandRead),

@@ -799,6 +799,22 @@ pub fn run(
     if w.verify_state.is_some() && !w.verify {
         return Err("--verify-state needs --verify".into());
     }
+    // --verify keeps a generation (8 bytes) per block of the range, twice with
+    // a state file: refuse what would not fit instead of aborting on it.
+    let state_bytes = blocks
+        .saturating_mul(8)
+        .saturating_mul(if w.verify_state.is_some() { 2 } else { 1 });
+    if w.verify
+        && let Some(avail) = lull_engine::app::mem_available()
+        && state_bytes > avail / 2
+    {
+        return Err(format!(
+            "--verify over {blocks} blocks needs {} MiB for its per-block state, more than half of the {} MiB \
+             available: give --size a smaller range",
+            state_bytes >> 20,
+            avail >> 20
+        ));
+    }
     let mut state = match &w.verify_state {
         Some(path) => {
             let loaded = verify::VerifyState::load(path)?;

@@ -287,3 +287,49 @@ fn flush_every_n_writes_sends_flushes_and_counts_them() {
     reactors.shutdown().unwrap();
     target.reactors.shutdown().unwrap();
 }
+
+#[test]
+fn verify_over_a_namespace_too_big_to_track_is_an_error_naming_size() {
+    let cores = CoreList::usable().unwrap();
+    let c = cores.cores();
+    let (t, i) = (c[0], *c.last().unwrap());
+    let target = InprocTarget::start(CoreList::try_from(vec![t]).unwrap(), true, Mode::Interrupt, 1 << 20).unwrap();
+    // NSID 2: 2^42 blocks of 512 bytes (2 PiB, a null bdev): 32 TiB of
+    // per-block state, more than any machine has.
+    let big: Arc<dyn lull_engine::bdev::Bdev> =
+        Arc::new(lull_engine::bdev::NullBdev::new("Big", 1 << 42, 512).unwrap());
+    target
+        .target
+        .subsystem(INPROC_NQN)
+        .unwrap()
+        .add_namespace(2, big)
+        .unwrap();
+    let reactors = Reactors::start(ReactorConfig::new(CoreList::try_from(vec![i]).unwrap())).unwrap();
+    let ctrlr = NvmeController::attach(
+        "big",
+        NvmeTrid::new(target.addr, INPROC_NQN, DEFAULT_HOSTNQN),
+        NvmeOptions::default().no_reconnect(),
+        reactors.handles(),
+        1,
+    )
+    .unwrap();
+    let w = Workload {
+        nsid: 2,
+        size: None,
+        ..workload(Duration::from_secs(1))
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let e = nvme_perf::run(&ctrlr, &w, &stop, &TargetCpu::None, |_, _, _| {}).unwrap_err();
+    assert!(e.contains("--size") && e.contains("per-block state"), "{e}");
+    // With a range that fits, the same namespace runs (writes only: a null
+    // bdev keeps nothing to read back).
+    let w = Workload {
+        size: Some(1 << 20),
+        rw: Rw::RandWrite,
+        ..w
+    };
+    let r = nvme_perf::run(&ctrlr, &w, &stop, &TargetCpu::None, |_, _, _| {}).unwrap();
+    assert_eq!(r.errors, 0, "{:?}", r.first_error);
+    ctrlr.detach();
+    reactors.shutdown().unwrap();
+}

@@ -156,7 +156,7 @@ pub fn rate_warning(rate: &Rate, queues: u32, qd: u32) -> Option<String> {
 pub enum TargetCpu {
     /// An in-process target's reactors.
     Reactors(Vec<ReactorHandle>),
-    /// Another process on this machine (`/proc/PID/stat`).
+    /// Another process on this machine (its threads' `/proc/PID/task/*/schedstat`).
     Pid(u32),
     /// A running lull daemon, sampled by the caller's function: its
     /// reactors' (thread CPU ns, wakeups), summed (`lull_get_status` over its
@@ -672,7 +672,29 @@ fn finish_if_done(job: &JobRc) {
     }
 }
 
+/// CPU time of every thread of process `pid`, ns: the sum of
+/// `/proc/PID/task/*/schedstat` (the scheduler's own ns count, so a 1 s slice
+/// at a few % of a core reads true), or `/proc/PID/stat`'s utime + stime
+/// (10 ms ticks) where schedstat is missing.
 fn proc_cpu_ns(pid: u32) -> Option<u64> {
+    proc_schedstat_ns(pid).or_else(|| proc_stat_ns(pid))
+}
+
+fn proc_schedstat_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        // A thread that exited between the listing and the read took its time
+        // with it; the rest still count.
+        let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    (total > 0).then_some(total)
+}
+
+fn proc_stat_ns(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which may hold spaces: utime is field 14, stime 15.
     let rest = &s[s.rfind(')')? + 2..];

@@ -9,23 +9,31 @@
 //!   `w` (measured: how late the loop runs after a timer's deadline or a
 //!   sender's doorbell, as a histogram, since its tail is what a p99 budget
 //!   meets); one that arrives while it polls or spins waits nothing;
+//! - `w` depends on how long the reactor slept (deeper idle states, a vCPU
+//!   the hypervisor took away): the histogram is kept per class of sleep
+//!   length, and an arrival after a gap pays the wake cost of that gap's
+//!   class; a class with fewer than [`PRIOR_WAKE_SAMPLES`] measurements is
+//!   padded with the assumed wake cost, so a few samples do not make a p99,
+//!   and evidence that has aged away (a polling reactor measures none) gives
+//!   way to the assumption, which makes a polling reactor try sleeping again;
 //! - spinning `W` after each piece of work catches the arrivals whose gap
 //!   since the last work is under `W` and costs `min(gap, W)` of CPU per
 //!   gap; every longer gap is slept through, at the CPU cost of a wakeup;
 //! - the latency added at the 99th percentile is nothing when at most 1 % of
 //!   arrivals find the reactor asleep; when a share `a` above that does, it
-//!   is the `1 - 0.01 / a` quantile of `w` (the p99 of `w` when every
-//!   arrival finds it asleep).
+//!   is the `1 - 0.01 / a` quantile of the wake cost those arrivals pay (the
+//!   p99 when every arrival finds it asleep).
 //!
-//! So: with `w <= budget` every setting keeps the budget and the cheapest
-//! wins (interrupt, or a short spin where gaps are shorter than a wakeup's CPU
-//! cost); with `w > budget` only a window that catches 99 % of the gaps, or
-//! polling, keeps it; a budget of 0 adds nothing, which only polling does.
+//! So: where wakeups are within the budget every setting keeps it and the
+//! cheapest wins (interrupt, or a short spin where gaps are shorter than a
+//! wakeup's CPU cost); where they are not, only a window that catches 99 % of
+//! the gaps, or polling, keeps it; a budget of 0 adds nothing, which only
+//! polling does.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::stats::{GAP_BUCKETS, gap_bucket_limit_us};
+use crate::stats::{GAP_BUCKETS, SLEEP_CLASSES, gap_bucket, gap_bucket_limit_us, sleep_class_of_gap_bucket};
 
 /// Share of arrivals allowed to find the reactor asleep: the budget is a
 /// 99th-percentile one.
@@ -36,6 +44,10 @@ pub const IDLE_ARRIVALS_PER_S: f64 = 20.0;
 /// A sleeping or spinning setting must save at least this share of a core
 /// over polling to be chosen: polling has the best latency of all.
 pub const MIN_SAVING: f64 = 0.05;
+/// Measurements a sleep class needs before they alone make its wake-cost
+/// distribution: below this the assumed wake cost makes up the difference
+/// (a 99th percentile of fewer than 100 samples is their maximum).
+pub const PRIOR_WAKE_SAMPLES: f64 = 100.0;
 
 /// How a reactor waits, as the budget policy sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,12 +75,14 @@ impl fmt::Display for Setting {
 pub struct Inputs {
     /// `latency_budget_us`, ns.
     pub budget_ns: f64,
-    /// Wake cost: mean time from a sleep's end (deadline, doorbell) to
-    /// running, ns; used where `wake_hist` is empty.
-    pub wake_late_ns: f64,
-    /// The distribution of that time: weights per bucket of
-    /// [`gap_bucket`](crate::stats::gap_bucket) (any scale).
-    pub wake_hist: [f64; GAP_BUCKETS],
+    /// Wake cost assumed where a sleep class has fewer than
+    /// [`PRIOR_WAKE_SAMPLES`] measurements, ns.
+    pub wake_prior_ns: f64,
+    /// Measured wake costs (time from a sleep's end, deadline or doorbell, to
+    /// running): sample counts (older ones decayed) per
+    /// [`sleep_class`](crate::stats::sleep_class) and bucket of
+    /// [`gap_bucket`], `[class][bucket]`.
+    pub wake_hist: [[f64; GAP_BUCKETS]; SLEEP_CLASSES],
     /// CPU a wakeup costs beyond the work (system call, context switch), ns.
     pub wake_cpu_ns: f64,
     /// Share of the wall time spent on work, 0..1.
@@ -76,6 +90,10 @@ pub struct Inputs {
     /// Arrivals per second by the gap before them, in the buckets of
     /// [`gap_bucket`](crate::stats::gap_bucket).
     pub gaps_per_s: [f64; GAP_BUCKETS],
+    /// Bursts of this core's own follow-up work (timers, periodic pollers)
+    /// per second: each ends a gap no arrival ended, slept through (a
+    /// wakeup) or spun through to the window's end; they add no latency.
+    pub follow_ups_per_s: f64,
 }
 
 /// The model's verdict on one setting.
@@ -117,24 +135,54 @@ fn bucket_range_us(b: usize) -> (f64, f64) {
     (lo, hi)
 }
 
+/// The `q` quantile (0..1) of histogram `h` (weights per gap bucket, any
+/// scale, spread evenly inside each bucket), ns; `None` when `h` is empty.
+fn hist_quantile_ns(h: &[f64; GAP_BUCKETS], q: f64) -> Option<f64> {
+    let total: f64 = h.iter().sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let want = q.clamp(0.0, 1.0) * total;
+    let mut below = 0.0;
+    for (b, &n) in h.iter().enumerate() {
+        if n > 0.0 && below + n >= want {
+            let (lo, hi) = bucket_range_us(b);
+            return Some((lo + (hi - lo) * ((want - below) / n)) * 1000.0);
+        }
+        below += n;
+    }
+    Some(bucket_range_us(GAP_BUCKETS - 1).1 * 1000.0)
+}
+
 impl Inputs {
-    /// The `q` quantile (0..1) of the wake cost, ns: from the histogram,
-    /// spread evenly inside each bucket; the mean when the histogram is empty.
-    pub fn wake_quantile_ns(&self, q: f64) -> f64 {
-        let total: f64 = self.wake_hist.iter().sum();
-        if total <= 0.0 {
-            return self.wake_late_ns;
-        }
-        let want = q.clamp(0.0, 1.0) * total;
-        let mut below = 0.0;
-        for (b, &n) in self.wake_hist.iter().enumerate() {
-            if n > 0.0 && below + n >= want {
-                let (lo, hi) = bucket_range_us(b);
-                return (lo + (hi - lo) * ((want - below) / n)) * 1000.0;
+    /// The wake-cost distribution of sleep class `class`, summing to 1: its
+    /// measurements, padded up to [`PRIOR_WAKE_SAMPLES`] with the prior.
+    fn class_dist(&self, class: usize) -> [f64; GAP_BUCKETS] {
+        let mut h = self.wake_hist[class];
+        let measured: f64 = h.iter().sum();
+        h[gap_bucket(self.wake_prior_ns.max(0.0) as u64)] += (PRIOR_WAKE_SAMPLES - measured).max(0.0);
+        let total: f64 = h.iter().sum();
+        h.map(|n| n / total)
+    }
+
+    /// The `q` quantile (0..1) of the wake cost after a sleep of class
+    /// `class`, ns.
+    pub fn wake_quantile_ns(&self, class: usize, q: f64) -> f64 {
+        hist_quantile_ns(&self.class_dist(class.min(SLEEP_CLASSES - 1)), q).unwrap_or(self.wake_prior_ns)
+    }
+
+    /// The `q` quantile (0..1) of the wake cost paid by arrivals that find
+    /// the reactor asleep, `asleep[b]` per second in gap bucket `b`: each
+    /// pays the cost of its gap's sleep class, ns.
+    fn asleep_quantile_ns(&self, asleep: &[f64; GAP_BUCKETS], q: f64) -> f64 {
+        let dists: [[f64; GAP_BUCKETS]; SLEEP_CLASSES] = std::array::from_fn(|c| self.class_dist(c));
+        let mut mix = [0.0; GAP_BUCKETS];
+        for (b, &n) in asleep.iter().enumerate() {
+            for (m, d) in mix.iter_mut().zip(dists[sleep_class_of_gap_bucket(b)]) {
+                *m += n * d;
             }
-            below += n;
         }
-        bucket_range_us(GAP_BUCKETS - 1).1 * 1000.0
+        hist_quantile_ns(&mix, q).unwrap_or(self.wake_prior_ns)
     }
 
     /// Arrivals per second.
@@ -142,9 +190,17 @@ impl Inputs {
         self.gaps_per_s.iter().sum()
     }
 
-    fn estimate_from(&self, setting: Setting, cpu: f64, asleep: f64) -> Estimate {
-        let added = if asleep > TAIL {
-            self.wake_quantile_ns(1.0 - TAIL / asleep)
+    /// The estimate of `setting` costing `cpu`, with `asleep[b]` arrivals per
+    /// second in gap bucket `b` finding the reactor asleep.
+    fn estimate_from(&self, setting: Setting, cpu: f64, asleep: &[f64; GAP_BUCKETS]) -> Estimate {
+        let rate = self.rate();
+        let share = if rate > 0.0 {
+            asleep.iter().sum::<f64>() / rate
+        } else {
+            0.0
+        };
+        let added = if share > TAIL {
+            self.asleep_quantile_ns(asleep, 1.0 - TAIL / share)
         } else {
             0.0
         };
@@ -156,7 +212,7 @@ impl Inputs {
         Estimate {
             setting,
             cpu: cpu.clamp(0.0, 1.0),
-            asleep,
+            asleep: share,
             added_p99_ns: added,
             within_budget: within,
         }
@@ -167,25 +223,29 @@ impl Inputs {
         let rate = self.rate();
         let wake_cpu = self.wake_cpu_ns / 1e9;
         match setting {
-            Setting::Poll => self.estimate_from(setting, 1.0, 0.0),
-            Setting::Interrupt => {
-                self.estimate_from(setting, self.busy + rate * wake_cpu, if rate > 0.0 { 1.0 } else { 0.0 })
-            }
+            Setting::Poll => self.estimate_from(setting, 1.0, &[0.0; GAP_BUCKETS]),
+            Setting::Interrupt => self.estimate_from(
+                setting,
+                self.busy + (rate + self.follow_ups_per_s) * wake_cpu,
+                &self.gaps_per_s,
+            ),
             Setting::Spin(w) => {
                 let w_us = w.as_secs_f64() * 1e6;
-                let (mut spin_us, mut slept) = (0.0, 0.0);
+                let mut spin_us = 0.0;
+                let mut asleep = [0.0; GAP_BUCKETS];
                 for (b, &n) in self.gaps_per_s.iter().enumerate() {
                     // A bucket is caught whole when the window reaches its limit.
                     match gap_bucket_limit_us(b) {
                         Some(limit) if limit as f64 <= w_us => spin_us += n * mid_us(b),
                         _ => {
                             spin_us += n * w_us.min(mid_us(b));
-                            slept += n;
+                            asleep[b] = n;
                         }
                     }
                 }
-                let asleep = if rate > 0.0 { slept / rate } else { 0.0 };
-                self.estimate_from(setting, self.busy + spin_us / 1e6 + slept * wake_cpu, asleep)
+                let slept: f64 = asleep.iter().sum::<f64>() + self.follow_ups_per_s;
+                spin_us += self.follow_ups_per_s * w_us;
+                self.estimate_from(setting, self.busy + spin_us / 1e6 + slept * wake_cpu, &asleep)
             }
         }
     }
@@ -205,7 +265,8 @@ impl Inputs {
     pub fn plan(&self) -> Plan {
         let rate = self.rate();
         let budget_us = self.budget_ns / 1000.0;
-        let wake_us = self.wake_quantile_ns(1.0 - TAIL) / 1000.0;
+        // What sleeping through every gap would add at p99.
+        let wake_us = self.asleep_quantile_ns(&self.gaps_per_s, 1.0 - TAIL) / 1000.0;
         if rate < IDLE_ARRIVALS_PER_S {
             return Plan {
                 best: self.estimate(Setting::Interrupt),
@@ -243,26 +304,34 @@ impl Inputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::sleep_class;
 
+    /// Inputs whose every sleep class holds `PRIOR_WAKE_SAMPLES` wakeups in
+    /// the bucket of `wake_us`.
     fn inputs(budget_us: f64, wake_us: f64, gaps: &[(usize, f64)]) -> Inputs {
         let mut g = [0.0; GAP_BUCKETS];
         for &(b, n) in gaps {
             g[b] = n;
         }
+        let mut h = [[0.0; GAP_BUCKETS]; SLEEP_CLASSES];
+        for class in &mut h {
+            class[gap_bucket((wake_us * 1000.0) as u64)] = PRIOR_WAKE_SAMPLES;
+        }
         Inputs {
             budget_ns: budget_us * 1000.0,
-            wake_late_ns: wake_us * 1000.0,
-            wake_hist: [0.0; GAP_BUCKETS],
+            wake_prior_ns: 20_000.0,
+            wake_hist: h,
             wake_cpu_ns: 5_000.0,
             busy: 0.05,
             gaps_per_s: g,
+            follow_ups_per_s: 0.0,
         }
     }
 
     #[test]
     fn spin_cost_counts_caught_gaps_whole_and_the_rest_up_to_the_window() {
         // 10,000/s gaps in bucket 4 (8-16 us, mid 12), 100/s in bucket 11 (1-2 ms).
-        let i = inputs(10.0, 30.0, &[(4, 10_000.0), (11, 100.0)]);
+        let i = inputs(10.0, 40.0, &[(4, 10_000.0), (11, 100.0)]);
         let e = i.estimate(Setting::Spin(Duration::from_micros(16)));
         // 5 % busy + 10,000 x 12 us + 100 x 16 us of spin + 100 wakeups x 5 us.
         let want = 0.05 + (10_000.0 * 12.0 + 100.0 * 16.0) / 1e6 + 100.0 * 5e-6;
@@ -272,32 +341,96 @@ mod tests {
         assert_eq!(e.added_p99_ns, 0.0);
         assert!(e.within_budget);
         let e = i.estimate(Setting::Spin(Duration::from_micros(8)));
-        assert_eq!(e.added_p99_ns, 30_000.0, "everything sleeps past 8 us");
+        // Everything sleeps past 8 us and pays a 40 us wakeup, in the 32-64 us
+        // bucket: its p99 lies 99 % into it.
+        assert!(
+            (e.added_p99_ns - (32.0 + 32.0 * 0.99) * 1000.0).abs() < 1e-6,
+            "{}",
+            e.added_p99_ns
+        );
         assert!(!e.within_budget);
     }
 
     #[test]
     fn the_tail_of_the_wake_cost_is_what_counts() {
         let mut i = inputs(50.0, 20.0, &[(10, 1_000.0)]);
-        assert_eq!(i.wake_quantile_ns(0.99), 20_000.0, "no histogram: the mean");
+        let class = sleep_class_of_gap_bucket(10);
         // 95 % of wakeups take 16-32 us, 5 % take 128-256 us.
-        i.wake_hist[5] = 95.0;
-        i.wake_hist[8] = 5.0;
-        assert_eq!(i.wake_quantile_ns(0.5), (16.0 + 16.0 * (50.0 / 95.0)) * 1000.0);
+        i.wake_hist[class] = [0.0; GAP_BUCKETS];
+        i.wake_hist[class][5] = 950.0;
+        i.wake_hist[class][8] = 50.0;
+        assert_eq!(i.wake_quantile_ns(class, 0.5), (16.0 + 16.0 * (500.0 / 950.0)) * 1000.0);
         // The p99 lies 4/5 into the 128-256 us bucket.
-        assert!((i.wake_quantile_ns(0.99) - (128.0 + 128.0 * 0.8) * 1000.0).abs() < 1e-6);
+        assert!((i.wake_quantile_ns(class, 0.99) - (128.0 + 128.0 * 0.8) * 1000.0).abs() < 1e-6);
         // Sleeping through every gap adds the p99 (230 us): over a 50 us budget,
-        // though the mean (20 us) is within it.
+        // though most wakeups are within it.
         let e = i.estimate(Setting::Interrupt);
         assert!((e.added_p99_ns - 230_400.0).abs() < 1e-6, "{}", e.added_p99_ns);
         assert!(!e.within_budget);
-        // Only 2 % asleep: the request at p99 is at the 50 % quantile of those.
+        // Only 2 % asleep (the 512 us gaps of bucket 10, whose class is the
+        // one measured): the request at p99 is at the 50 % quantile of those.
         i.gaps_per_s = [0.0; GAP_BUCKETS];
         i.gaps_per_s[4] = 980.0;
         i.gaps_per_s[10] = 20.0;
         let e = i.estimate(Setting::Spin(Duration::from_micros(16)));
         assert!((e.asleep - 0.02).abs() < 1e-12);
-        assert!((e.added_p99_ns - i.wake_quantile_ns(0.5)).abs() < 1e-6);
+        assert!((e.added_p99_ns - i.wake_quantile_ns(class, 0.5)).abs() < 1e-6);
         assert!(e.within_budget, "{e:?}");
+    }
+
+    #[test]
+    fn a_spin_after_follow_up_work_runs_to_the_windows_end() {
+        // 1000 arrivals/s 16-32 us after the work before them (replies to
+        // what a timer sent), and 1000 timer bursts/s after long gaps.
+        let mut i = inputs(500.0, 20.0, &[(5, 1_000.0)]);
+        i.follow_ups_per_s = 1_000.0;
+        let spin = i.estimate(Setting::Spin(Duration::from_micros(32)));
+        // 5 % busy + 1000 caught gaps x 24 us + 1000 windows x 32 us after the
+        // replies, and 1000 timer wakeups x 5 us.
+        let want = 0.05 + (1_000.0 * 24.0 + 1_000.0 * 32.0) / 1e6 + 1_000.0 * 5e-6;
+        assert!((spin.cpu - want).abs() < 1e-9, "{} vs {want}", spin.cpu);
+        // Sleeping: 2000 wakeups x 5 us; within a 500 us budget and cheaper.
+        let sleep = i.estimate(Setting::Interrupt);
+        assert!((sleep.cpu - (0.05 + 2_000.0 * 5e-6)).abs() < 1e-9, "{}", sleep.cpu);
+        assert_eq!(i.plan().best.setting, Setting::Interrupt);
+    }
+
+    #[test]
+    fn an_idle_spells_slow_wakeups_do_not_count_against_a_loaded_reactor() {
+        // Wakeups after sleeps of 64 ms and more were 256-512 us late; the
+        // reactor now takes 1000 arrivals/s, 512-1024 us apart, whose class
+        // has no measurement yet: the assumed 20 us holds, and interrupt
+        // keeps a 100 us budget.
+        let mut i = inputs(100.0, 20.0, &[(10, 1_000.0)]);
+        i.wake_hist = [[0.0; GAP_BUCKETS]; SLEEP_CLASSES];
+        i.wake_hist[sleep_class(100_000_000)][9] = 1_000.0;
+        let e = i.estimate(Setting::Interrupt);
+        assert!(
+            (e.added_p99_ns - (16.0 + 16.0 * 0.99) * 1000.0).abs() < 1e-6,
+            "{}",
+            e.added_p99_ns
+        );
+        assert!(e.within_budget);
+        assert_eq!(i.plan().best.setting, Setting::Interrupt);
+        // The same wakeups measured after sleeps like the gaps do count.
+        i.wake_hist[sleep_class_of_gap_bucket(10)][9] = 1_000.0;
+        assert!(!i.estimate(Setting::Interrupt).within_budget);
+    }
+
+    #[test]
+    fn a_sleep_class_with_few_measurements_is_padded_with_the_prior() {
+        let mut i = inputs(100.0, 20.0, &[(10, 1_000.0)]);
+        let class = sleep_class_of_gap_bucket(10);
+        i.wake_hist[class] = [0.0; GAP_BUCKETS];
+        // 50 wakeups at 32-64 us, and 50 of the assumed 20 us (16-32 us).
+        i.wake_hist[class][6] = 50.0;
+        assert!((i.wake_quantile_ns(class, 0.99) - (32.0 + 32.0 * 0.98) * 1000.0).abs() < 1e-6);
+        assert!((i.wake_quantile_ns(class, 0.25) - (16.0 + 16.0 * 0.5) * 1000.0).abs() < 1e-6);
+        // No measurement at all: the prior alone.
+        i.wake_hist[class] = [0.0; GAP_BUCKETS];
+        assert!((i.wake_quantile_ns(class, 0.5) - 24_000.0).abs() < 1e-6);
+        // Enough measurements stand alone.
+        i.wake_hist[class][6] = PRIOR_WAKE_SAMPLES;
+        assert!((i.wake_quantile_ns(class, 0.5) - 48_000.0).abs() < 1e-6);
     }
 }

@@ -51,6 +51,8 @@ pub use mode::{Mode, ParseModeError};
 pub use poller::{FdPoller, FdSource, Interest, PollStatus, Poller, PollerId, Readiness};
 pub use reactor::{Context, Message};
 pub use reactors::{DEFAULT_IDLE_POLL, DEFAULT_INBOX_CAPACITY, MAX_IDLE_POLL, ReactorConfig, Reactors};
-pub use stats::{GAP_BUCKETS, StatsSnapshot, gap_bucket, gap_bucket_limit_us};
+pub use stats::{
+    GAP_BUCKETS, SLEEP_CLASSES, StatsSnapshot, gap_bucket, gap_bucket_limit_us, sleep_class, sleep_class_of_gap_bucket,
+};
 pub use supervisor::{Policy, SupervisorConfig};
 pub use timer::TimerId;

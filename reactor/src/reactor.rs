@@ -29,7 +29,7 @@ use crate::error::ReactorError;
 use crate::handle::ReactorHandle;
 use crate::mode::Mode;
 use crate::poller::{FdPoller, Interest, PollStatus, Poller, PollerId, Readiness};
-use crate::stats::{Counter, LocalStats, Stats, gap_bucket};
+use crate::stats::{Counter, LocalStats, Stats, gap_bucket, sleep_class};
 use crate::sys::{Doorbell, Epoll};
 use crate::timer::{self, Deadlines, Target, TimerId};
 use crate::wake::WakeState;
@@ -928,6 +928,9 @@ impl Context {
             if work {
                 self.stats.add(Counter::BusyNs, active);
                 self.stats.add(Counter::BusyLoops, 1);
+                if !arrived_before && !arrived_after {
+                    self.stats.add(Counter::FollowUps, 1);
+                }
                 // Work done before a sleep ended when the sleep began: the
                 // time asleep is a gap, not work (the next arrival's gap runs from here).
                 last_work = if t_wake.is_some() && !arrived_after {
@@ -955,11 +958,11 @@ impl Context {
         self.stats.add(Counter::Arrivals, 1);
     }
 
-    /// Counts one wake delay in the histogram.
-    fn note_wake_late(&mut self, late: Duration) {
-        let b = gap_bucket(duration_ns(late));
-        self.stats.wake_late[b] += 1;
-        self.shared.stats.publish_wake_late(&self.stats, b);
+    /// Counts one wake delay, after a sleep of `slept`, in the histogram.
+    fn note_wake_late(&mut self, late: Duration, slept: Duration) {
+        let (c, b) = (sleep_class(duration_ns(slept)), gap_bucket(duration_ns(late)));
+        self.stats.wake_late[c][b] += 1;
+        self.shared.stats.publish_wake_late(&self.stats, c, b);
     }
 
     /// After a sleep from `t_sleep` to `t_wake`: how late the loop runs
@@ -980,7 +983,7 @@ impl Context {
                 let late = t_wake.saturating_duration_since(at);
                 self.stats.add(Counter::RungWakeups, 1);
                 self.stats.add(Counter::RungWakeLateNs, duration_ns(late));
-                self.note_wake_late(late);
+                self.note_wake_late(late, t_wake.saturating_duration_since(t_sleep));
             }
         } else if n_events == 0
             && let Some(timeout) = timeout
@@ -989,7 +992,7 @@ impl Context {
             let late = t_wake.saturating_duration_since(deadline);
             self.stats.add(Counter::TimedWakeups, 1);
             self.stats.add(Counter::TimedWakeLateNs, duration_ns(late));
-            self.note_wake_late(late);
+            self.note_wake_late(late, t_wake.saturating_duration_since(t_sleep));
         }
     }
 

@@ -12,6 +12,10 @@
 //! ran after a sleep ended: for a timer, the time from its deadline to the
 //! loop running again; for the doorbell, from the sender's ring (the sender
 //! reads the clock only when it rings, already a system call) to running.
+//! That histogram is kept per class of sleep length ([`sleep_class`]): a core
+//! that slept longer wakes later (deeper idle states on bare metal, a vCPU the
+//! hypervisor descheduled on a VM), so a long idle spell's wakeups say little
+//! about the wakeups between requests 100 us apart.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
@@ -28,7 +32,7 @@ const NO_CLOCK: i64 = i64::MIN;
 pub(crate) struct Stats {
     counters: CachePadded<[AtomicU64; Counter::COUNT]>,
     gaps: CachePadded<[AtomicU64; GAP_BUCKETS]>,
-    wake_late: CachePadded<[AtomicU64; GAP_BUCKETS]>,
+    wake_late: CachePadded<[[AtomicU64; GAP_BUCKETS]; SLEEP_CLASSES]>,
     /// ns since `origin` of the last doorbell ring by a sender (0: none pending).
     rung_at: AtomicU64,
     mode: AtomicU8,
@@ -61,10 +65,11 @@ pub(crate) enum Counter {
     TimedWakeLateNs,
     RungWakeups,
     RungWakeLateNs,
+    FollowUps,
 }
 
 impl Counter {
-    const COUNT: usize = 17;
+    const COUNT: usize = 18;
 }
 
 /// Buckets of the gap histogram: bucket 0 holds gaps under 1 us, bucket `b`
@@ -84,13 +89,38 @@ pub fn gap_bucket_limit_us(b: usize) -> Option<u64> {
     (b < GAP_BUCKETS - 1).then(|| 1u64 << b)
 }
 
+/// Classes of sleep length in the wake-delay histogram: under 256 us, 256 us
+/// to 4 ms, 4 to 64 ms, 64 ms and longer.
+pub const SLEEP_CLASSES: usize = 4;
+
+/// Upper bounds of the sleep classes but the last, us.
+const SLEEP_CLASS_LIMITS_US: [u64; SLEEP_CLASSES - 1] = [256, 4096, 65_536];
+
+/// The class of a sleep of `ns` nanoseconds.
+#[inline]
+pub fn sleep_class(ns: u64) -> usize {
+    let us = ns / 1000;
+    SLEEP_CLASS_LIMITS_US.iter().take_while(|&&l| us >= l).count()
+}
+
+/// The sleep class that an arrival after a gap in gap bucket `b` finds a
+/// sleeping reactor in (it slept about as long as the gap). The last gap
+/// bucket (4096 us and longer) maps to 4-64 ms: arrivals that far apart are
+/// a light load, not an idle spell.
+pub fn sleep_class_of_gap_bucket(b: usize) -> usize {
+    match gap_bucket_limit_us(b) {
+        Some(limit) => sleep_class((limit - 1) * 1000),
+        None => sleep_class(4096 * 1000),
+    }
+}
+
 /// The owner's private copy; published to [`Stats`] once per loop iteration
 /// (the gap histogram when a bucket changes).
 #[derive(Default)]
 pub(crate) struct LocalStats {
     pub(crate) v: [u64; Counter::COUNT],
     pub(crate) gaps: [u64; GAP_BUCKETS],
-    pub(crate) wake_late: [u64; GAP_BUCKETS],
+    pub(crate) wake_late: [[u64; GAP_BUCKETS]; SLEEP_CLASSES],
 }
 
 impl LocalStats {
@@ -105,7 +135,7 @@ impl Stats {
         Stats {
             counters: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
             gaps: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
-            wake_late: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            wake_late: CachePadded::new(std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0)))),
             rung_at: AtomicU64::new(0),
             mode: AtomicU8::new(mode.to_u8()),
             cpu_clock: AtomicI64::new(NO_CLOCK),
@@ -151,9 +181,9 @@ impl Stats {
         self.gaps[bucket].store(local.gaps[bucket], Ordering::Relaxed);
     }
 
-    /// Publishes one wake-delay-histogram bucket.
-    pub(crate) fn publish_wake_late(&self, local: &LocalStats, bucket: usize) {
-        self.wake_late[bucket].store(local.wake_late[bucket], Ordering::Relaxed);
+    /// Publishes one wake-delay-histogram bucket of one sleep class.
+    pub(crate) fn publish_wake_late(&self, local: &LocalStats, class: usize, bucket: usize) {
+        self.wake_late[class][bucket].store(local.wake_late[class][bucket], Ordering::Relaxed);
     }
 
     #[inline]
@@ -227,11 +257,14 @@ impl Stats {
             panics: g(Counter::Panics),
             arrivals: g(Counter::Arrivals),
             gap_hist: std::array::from_fn(|b| self.gaps[b].load(Ordering::Relaxed)),
-            wake_late_hist: std::array::from_fn(|b| self.wake_late[b].load(Ordering::Relaxed)),
+            wake_late_hist: std::array::from_fn(|c| {
+                std::array::from_fn(|b| self.wake_late[c][b].load(Ordering::Relaxed))
+            }),
             timed_wakeups: g(Counter::TimedWakeups),
             timed_wake_late_ns: g(Counter::TimedWakeLateNs),
             rung_wakeups: g(Counter::RungWakeups),
             rung_wake_late_ns: g(Counter::RungWakeLateNs),
+            follow_ups: g(Counter::FollowUps),
             spin_window: None,
         }
     }
@@ -290,9 +323,14 @@ pub struct StatsSnapshot {
     pub rung_wakeups: u64,
     /// Sum over those of (time the loop ran again - the ring), ns.
     pub rung_wake_late_ns: u64,
-    /// Both kinds of wake delay, in the buckets of [`gap_bucket`] (the tail
-    /// matters: the budget is a 99th-percentile one).
-    pub wake_late_hist: [u64; GAP_BUCKETS],
+    /// Busy loop iterations whose work was only this core's own follow-ups
+    /// (timers, periodic pollers): each ends a gap that no arrival ended,
+    /// which a spinning reactor spins through to its window's end.
+    pub follow_ups: u64,
+    /// Both kinds of wake delay, by the [`sleep_class`] of the sleep before
+    /// and in the buckets of [`gap_bucket`] (the tail matters: the budget is
+    /// a 99th-percentile one): `[class][bucket]`.
+    pub wake_late_hist: [[u64; GAP_BUCKETS]; SLEEP_CLASSES],
     /// The supervisor's spin window in force instead of `idle_poll_us`, if any.
     pub spin_window: Option<std::time::Duration>,
 }
@@ -322,11 +360,14 @@ impl StatsSnapshot {
             panics: d(self.panics, earlier.panics),
             arrivals: d(self.arrivals, earlier.arrivals),
             gap_hist: std::array::from_fn(|b| d(self.gap_hist[b], earlier.gap_hist[b])),
-            wake_late_hist: std::array::from_fn(|b| d(self.wake_late_hist[b], earlier.wake_late_hist[b])),
+            wake_late_hist: std::array::from_fn(|c| {
+                std::array::from_fn(|b| d(self.wake_late_hist[c][b], earlier.wake_late_hist[c][b]))
+            }),
             timed_wakeups: d(self.timed_wakeups, earlier.timed_wakeups),
             timed_wake_late_ns: d(self.timed_wake_late_ns, earlier.timed_wake_late_ns),
             rung_wakeups: d(self.rung_wakeups, earlier.rung_wakeups),
             rung_wake_late_ns: d(self.rung_wake_late_ns, earlier.rung_wake_late_ns),
+            follow_ups: d(self.follow_ups, earlier.follow_ups),
             spin_window: self.spin_window,
         }
     }
@@ -336,6 +377,11 @@ impl StatsSnapshot {
     pub fn mean_wake_late_ns(&self) -> Option<f64> {
         let n = self.timed_wakeups + self.rung_wakeups;
         (n > 0).then(|| (self.timed_wake_late_ns + self.rung_wake_late_ns) as f64 / n as f64)
+    }
+
+    /// Wakeups in [`StatsSnapshot::wake_late_hist`], every class.
+    pub fn wake_late_samples(&self) -> u64 {
+        self.wake_late_hist.iter().flatten().sum()
     }
 
     /// Wall time between two snapshots, ns.

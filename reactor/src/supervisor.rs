@@ -48,7 +48,7 @@ use crate::handle::ReactorHandle;
 use crate::mode::Mode;
 use crate::poller::PollStatus;
 use crate::reactors::Reactors;
-use crate::stats::{GAP_BUCKETS, StatsSnapshot};
+use crate::stats::{GAP_BUCKETS, SLEEP_CLASSES, StatsSnapshot};
 use crate::{Context, Sender};
 
 /// What the supervisor does with reactor modes.
@@ -146,8 +146,9 @@ pub struct SupervisorConfig {
     pub latency_budget: Duration,
 }
 
-/// Wake cost assumed until a reactor has slept once: the ~20 us measured for
-/// a sleeping thread's wakeup on this project's 2-vCPU VMs (docs/performance.md).
+/// Wake cost assumed until a reactor has slept once (and, by the budget
+/// policy, where its measurements are few or old): the ~20 us measured for a
+/// sleeping thread's wakeup on this project's 2-vCPU VMs (docs/performance.md).
 const INITIAL_WAKE_COST_NS: f64 = 20_000.0;
 
 impl Default for SupervisorConfig {
@@ -262,15 +263,26 @@ struct Track {
     low_run: u32,
     /// CPU per wakeup beyond the work (adaptive's wake cost).
     wake_cost_ns: Option<f64>,
-    /// Time from a sleep's end to running (the budget policy's wake cost).
-    wake_late_ns: Option<f64>,
     /// Arrivals per second by gap bucket, smoothed.
     gaps_per_s: Option<[f64; GAP_BUCKETS]>,
-    /// Share of wakeups by wake-delay bucket, smoothed.
-    wake_hist: Option<[f64; GAP_BUCKETS]>,
+    /// Wake delays by sleep class and bucket (the budget policy's wake
+    /// cost): sample counts, each sample's weight halving every
+    /// [`WAKE_HALF_LIFE`].
+    wake_hist: [[f64; GAP_BUCKETS]; SLEEP_CLASSES],
     /// Busy share, smoothed.
     busy: Option<f64>,
+    /// Follow-up bursts (timers, periodic pollers) per second, smoothed.
+    follow_ups_per_s: Option<f64>,
+    /// The budget or policy changed since the last budget decision: the next
+    /// plan applies at once.
+    replan: bool,
 }
+
+/// Age at which a wake-delay measurement counts half: long enough to hold a
+/// p99's worth of wakeups at a few hundred per second, short enough that an
+/// idle spell's slow wakeups (or a polling reactor's lack of any) give way
+/// within seconds.
+const WAKE_HALF_LIFE: Duration = Duration::from_secs(2);
 
 /// Weight of a new sample in the smoothed wake cost, gaps and busy share.
 const NEW_WEIGHT: f64 = 0.5;
@@ -338,10 +350,15 @@ impl Supervisor {
     /// As [`SupervisorConfig::validate`]; the old settings stay on error.
     pub fn set_config(&mut self, config: SupervisorConfig) -> Result<(), ReactorError> {
         config.validate()?;
+        // A new budget or policy makes the current settings no longer ones the
+        // budget policy chose for it: its next plan applies without the
+        // hysteresis that guards its own choices.
+        let replan = config.latency_budget != self.config.latency_budget || config.policy != self.config.policy;
         self.config = config;
         for t in &mut self.tracks {
             t.high_run = 0;
             t.low_run = 0;
+            t.replan |= replan;
         }
         Ok(())
     }
@@ -356,6 +373,9 @@ impl Supervisor {
         for (index, (snap, track)) in snaps.iter().zip(self.tracks.iter_mut()).enumerate() {
             let last = track.last.replace(snap.clone());
             let policy = self.config.policy_for(snap.core);
+            // Learnt under every policy, so a switch to `budget` or `adaptive`
+            // starts from what the reactor does now.
+            let learnt = last.as_ref().and_then(|last| learn(track, snap, last));
             if let Some(mode) = policy.fixed_mode() {
                 if snap.mode != mode || snap.spin_window.is_some() {
                     out.push(Decision {
@@ -369,46 +389,19 @@ impl Supervisor {
                 }
                 continue;
             }
-            let Some(last) = last else { continue };
-            let wall = snap.wall_ns_since(&last);
-            if wall == 0 {
+            let Some(Learnt { d, wall_f, load, gaps }) = learnt else {
                 continue;
-            }
-            let d = snap.delta(&last);
-            let wall_f = wall as f64;
-            let load = (d.thread_cpu_ns.saturating_sub(d.idle_ns) as f64 / wall_f).clamp(0.0, 1.0);
-            if d.wakeups > 0 {
-                let overhead = d.thread_cpu_ns.saturating_sub(d.busy_ns + d.idle_ns) as f64 / d.wakeups as f64;
-                // The adaptive policy's own weights (0.7 old, 0.3 new), as before
-                // the budget policy's inputs shared `smooth`.
-                track.wake_cost_ns = Some(track.wake_cost_ns.map_or(overhead, |old| 0.7 * old + 0.3 * overhead));
-            }
-            if let Some(late) = d.mean_wake_late_ns() {
-                track.wake_late_ns = Some(smooth(track.wake_late_ns, late));
-            }
-            let woken: u64 = d.wake_late_hist.iter().sum();
-            if woken > 0 {
-                let old = track.wake_hist;
-                track.wake_hist = Some(std::array::from_fn(|b| {
-                    smooth(old.map(|h| h[b]), d.wake_late_hist[b] as f64 / woken as f64)
-                }));
-            }
-            let secs = wall_f / 1e9;
-            let gaps: [f64; GAP_BUCKETS] = std::array::from_fn(|b| {
-                let new = d.gap_hist[b] as f64 / secs;
-                smooth(track.gaps_per_s.map(|g| g[b]), new)
-            });
-            track.gaps_per_s = Some(gaps);
-            track.busy = Some(smooth(track.busy, (d.busy_ns as f64 / wall_f).clamp(0.0, 1.0)));
+            };
             let wake_cost = track.wake_cost_ns.unwrap_or(INITIAL_WAKE_COST_NS);
             if policy == Policy::Budget {
                 let inputs = Inputs {
                     budget_ns: self.config.latency_budget.as_secs_f64() * 1e9,
-                    wake_late_ns: track.wake_late_ns.unwrap_or(INITIAL_WAKE_COST_NS),
-                    wake_hist: track.wake_hist.unwrap_or([0.0; GAP_BUCKETS]),
+                    wake_prior_ns: INITIAL_WAKE_COST_NS,
+                    wake_hist: track.wake_hist,
                     wake_cpu_ns: wake_cost,
                     busy: track.busy.unwrap_or(0.0),
                     gaps_per_s: gaps,
+                    follow_ups_per_s: track.follow_ups_per_s.unwrap_or(0.0),
                 };
                 if let Some(dec) = budget_step(&self.config, track, &inputs, index, snap) {
                     out.push(dec);
@@ -479,6 +472,55 @@ impl Supervisor {
     }
 }
 
+/// One interval's measurements of one reactor.
+struct Learnt {
+    /// The counters' change over the interval.
+    d: StatsSnapshot,
+    /// The interval, ns.
+    wall_f: f64,
+    /// Share of the interval not spent idle-spinning or asleep, 0..1.
+    load: f64,
+    /// Arrivals per second by gap bucket, smoothed.
+    gaps: [f64; GAP_BUCKETS],
+}
+
+/// Updates `track` with the interval from `last` to `snap`: the adaptive
+/// policy's wake CPU cost, the budget policy's wake delays, gaps and busy
+/// share. `None` for an empty interval.
+fn learn(track: &mut Track, snap: &StatsSnapshot, last: &StatsSnapshot) -> Option<Learnt> {
+    let wall = snap.wall_ns_since(last);
+    if wall == 0 {
+        return None;
+    }
+    let d = snap.delta(last);
+    let wall_f = wall as f64;
+    let load = (d.thread_cpu_ns.saturating_sub(d.idle_ns) as f64 / wall_f).clamp(0.0, 1.0);
+    if d.wakeups > 0 {
+        let overhead = d.thread_cpu_ns.saturating_sub(d.busy_ns + d.idle_ns) as f64 / d.wakeups as f64;
+        // The adaptive policy's own weights (0.7 old, 0.3 new), as before
+        // the budget policy's inputs shared `smooth`.
+        track.wake_cost_ns = Some(track.wake_cost_ns.map_or(overhead, |old| 0.7 * old + 0.3 * overhead));
+    }
+    let keep = 0.5f64.powf(wall_f / WAKE_HALF_LIFE.as_nanos() as f64);
+    for (old, new) in track
+        .wake_hist
+        .iter_mut()
+        .flatten()
+        .zip(d.wake_late_hist.iter().flatten())
+    {
+        *old = *old * keep + *new as f64;
+    }
+    let secs = wall_f / 1e9;
+    let gaps: [f64; GAP_BUCKETS] = std::array::from_fn(|b| {
+        let new = d.gap_hist[b] as f64 / secs;
+        smooth(track.gaps_per_s.map(|g| g[b]), new)
+    });
+    track.gaps_per_s = Some(gaps);
+    track.busy = Some(smooth(track.busy, (d.busy_ns as f64 / wall_f).clamp(0.0, 1.0)));
+    track.follow_ups_per_s = Some(smooth(track.follow_ups_per_s, d.follow_ups as f64 / secs));
+    Some(Learnt { d, wall_f, load, gaps })
+}
+
 /// One sample of the budget policy for one reactor: the change to make, if
 /// the plan has differed from the current setting for long enough.
 fn budget_step(
@@ -495,9 +537,21 @@ fn budget_step(
     if plan.best.setting == current && !foreign {
         track.high_run = 0;
         track.low_run = 0;
+        track.replan = false;
         return None;
     }
     let now = inputs.estimate(current);
+    if std::mem::take(&mut track.replan) {
+        let (to, spin_window) = mode_of(plan.best.setting);
+        return Some(Decision {
+            index,
+            core: snap.core,
+            from: snap.mode,
+            to,
+            spin_window,
+            reason: format!("latency_budget_us or mode_policy changed; {}", plan.reason),
+        });
+    }
     let (run, needed, why) = if foreign || !now.within_budget {
         track.low_run = 0;
         track.high_run += 1;
@@ -697,11 +751,12 @@ mod tests {
                     panics: 0,
                     arrivals: 0,
                     gap_hist: [0; GAP_BUCKETS],
-                    wake_late_hist: [0; GAP_BUCKETS],
+                    wake_late_hist: [[0; GAP_BUCKETS]; SLEEP_CLASSES],
                     timed_wakeups: 0,
                     timed_wake_late_ns: 0,
                     rung_wakeups: 0,
                     rung_wake_late_ns: 0,
+                    follow_ups: 0,
                     spin_window: None,
                 },
             }
@@ -822,7 +877,9 @@ mod tests {
     impl Fake {
         /// One interval under the budget policy's eyes: `busy` share of work,
         /// arrivals per gap bucket (`(bucket, count)`), and `wakeups` sleeps
-        /// each ended `late_ns` after its deadline.
+        /// each ended `late_ns` after its deadline. The sleeps are as long as
+        /// the gaps, in proportion (rounding leftovers to the first); without
+        /// arrivals they are an idle spell's.
         fn tick_gaps(&mut self, busy: f64, gaps: &[(usize, u64)], wakeups: u64, late_ns: u64) -> StatsSnapshot {
             let arrivals: u64 = gaps.iter().map(|g| g.1).sum();
             let s = &mut self.snap;
@@ -832,7 +889,17 @@ mod tests {
             s.arrivals += arrivals;
             s.timed_wakeups += wakeups;
             s.timed_wake_late_ns += wakeups * late_ns;
-            s.wake_late_hist[crate::stats::gap_bucket(late_ns)] += wakeups;
+            let late = crate::stats::gap_bucket(late_ns);
+            let mut left = wakeups;
+            for &(b, n) in gaps {
+                let share = wakeups * n / arrivals;
+                s.wake_late_hist[crate::stats::sleep_class_of_gap_bucket(b)][late] += share;
+                left -= share;
+            }
+            let class = gaps
+                .first()
+                .map_or(SLEEP_CLASSES - 1, |g| crate::stats::sleep_class_of_gap_bucket(g.0));
+            s.wake_late_hist[class][late] += left;
             self.tick(busy, arrivals, wakeups, 5_000)
         }
 
@@ -995,28 +1062,87 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].to, Mode::Poll);
         assert!(d[0].reason.contains("adds"), "{}", d[0].reason);
-        // Learnt while it still slept: past the budget, not past the input.
-        let learnt = s.tracks[0].wake_late_ns.unwrap();
-        assert!(learnt > 25_000.0 && learnt <= 60_000.0, "{learnt}");
         // Back to cheap wakeups, measured by a reactor that sleeps (a polling
-        // one measures none, and keeps what it learnt): the mean and the tail
-        // follow, the tail once the slow wakeups are under 1 % of the weight.
+        // one measures none): the tail follows once the slow wakeups have aged
+        // under 1 % of the weight (half-life 2 s: some 12 s here).
         r.snap.mode = Mode::Interrupt;
+        let tail = |s: &Supervisor| {
+            Inputs {
+                budget_ns: 25_000.0,
+                wake_prior_ns: INITIAL_WAKE_COST_NS,
+                wake_hist: s.tracks[0].wake_hist,
+                wake_cpu_ns: 0.0,
+                busy: 0.0,
+                gaps_per_s: [0.0; GAP_BUCKETS],
+                follow_ups_per_s: 0.0,
+            }
+            .wake_quantile_ns(crate::stats::sleep_class_of_gap_bucket(9), 0.99)
+        };
         for _ in 0..10 {
             s.sample(&[r.tick_gaps(0.05, &gaps, 100, 10_000)]);
         }
-        let t = &s.tracks[0];
-        assert!(t.wake_late_ns.unwrap() < 12_000.0, "{:?}", t.wake_late_ns);
-        let tail = Inputs {
-            budget_ns: 25_000.0,
-            wake_late_ns: t.wake_late_ns.unwrap(),
-            wake_hist: t.wake_hist.unwrap(),
-            wake_cpu_ns: 0.0,
-            busy: 0.0,
-            gaps_per_s: [0.0; GAP_BUCKETS],
+        assert!(tail(&s) > 32_000.0, "slow wakeups still above 1 %: {}", tail(&s));
+        for _ in 0..40 {
+            s.sample(&[r.tick_gaps(0.05, &gaps, 100, 10_000)]);
         }
-        .wake_quantile_ns(0.99);
-        assert!(tail < 16_000.0, "{tail}");
+        assert!(tail(&s) < 16_000.0, "{}", tail(&s));
+    }
+
+    #[test]
+    fn a_new_budget_applies_at_the_next_sample() {
+        let mut s = budget(0);
+        let mut r = Fake::new(Mode::Interrupt);
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        let gaps = [(10, 250)];
+        let d = run(&mut s, &mut r, 3, 0.02, &gaps, 20_000);
+        assert_eq!(d.last().map(|d| d.to), Some(Mode::Poll));
+        // A 500 us budget: sleeping keeps it, and the switch comes with the
+        // next sample, not after down_samples.
+        s.set_config(SupervisorConfig {
+            latency_budget: Duration::from_micros(500),
+            ..s.config.clone()
+        })
+        .unwrap();
+        let d = run(&mut s, &mut r, 1, 0.02, &gaps, 20_000);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].to, Mode::Interrupt);
+        assert!(
+            d[0].reason.starts_with("latency_budget_us or mode_policy changed"),
+            "{}",
+            d[0].reason
+        );
+        // Then its own hysteresis again: the same load changes nothing.
+        assert!(run(&mut s, &mut r, 10, 0.02, &gaps, 20_000).is_empty());
+    }
+
+    #[test]
+    fn a_polling_reactor_tries_sleeping_again_once_its_evidence_has_aged() {
+        let mut s = budget(500);
+        let mut r = Fake::new(Mode::Interrupt);
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        // 1000 arrivals/s, 1-2 ms apart, and wakeups 600 us late: over the
+        // 500 us budget, so it polls (no window catches 99 % more cheaply).
+        let gaps = [(11, 250)];
+        let d = run(&mut s, &mut r, 2, 0.02, &gaps, 600_000);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].to, Mode::Poll);
+        // Polling measures no wakeups: the slow ones age, the assumed 20 us
+        // takes their place, and it sleeps again to measure (after the
+        // down_samples of a saving), neither at once nor never.
+        let mut after = None;
+        for i in 0..200 {
+            let d = run(&mut s, &mut r, 1, 0.02, &gaps, 600_000);
+            if let Some(d) = d.first() {
+                assert_eq!(d.to, Mode::Interrupt, "{d:?}");
+                after = Some(i + 1);
+                break;
+            }
+        }
+        let after = after.expect("tries sleeping again within 50 s");
+        assert!((10..=100).contains(&after), "after {after} samples");
+        // Still slow: back to polling within up_samples.
+        let d = run(&mut s, &mut r, 2, 0.02, &gaps, 600_000);
+        assert_eq!(d.last().map(|d| d.to), Some(Mode::Poll), "{d:?}");
     }
 
     #[test]

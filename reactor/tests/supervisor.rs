@@ -146,7 +146,7 @@ fn budget_policy_measures_live_reactors_and_follows_their_load() {
     assert!(
         wait_until(Duration::from_secs(5), || {
             let d = worker.stats().delta(&before);
-            d.wake_late_hist.iter().sum::<u64>() == d.timed_wakeups + d.rung_wakeups
+            d.wake_late_samples() == d.timed_wakeups + d.rung_wakeups
         }),
         "every measured wakeup has its delay: {:?}",
         worker.stats().delta(&before)

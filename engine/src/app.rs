@@ -232,6 +232,13 @@ impl App {
         for h in &s.hosts {
             self.add_host(&s.nqn, h)?;
         }
+        for (host, key, ctrl_key) in &s.host_dhchap {
+            let read = |p: &std::path::Path| crate::keyfile::read_dhchap_key(p).map_err(AppError::InvalidParams);
+            let ctrl_key = ctrl_key.as_deref().map(read).transpose()?;
+            self.nvm_subsystem(&s.nqn)?
+                .set_host_dhchap(host, read(key)?, ctrl_key)
+                .map_err(AppError::InvalidParams)?;
+        }
         for (bdev, nsid) in &s.namespaces {
             self.add_namespace(&s.nqn, bdev, *nsid)?;
         }

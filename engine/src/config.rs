@@ -138,6 +138,21 @@ pub struct NamespaceConfig {
     pub nsid: Option<u32>,
 }
 
+/// DH-HMAC-CHAP keys of one listed host (`[[subsystem.host_dhchap]]`), as
+/// SPDK's `nvmf_subsystem_add_host --dhchap-key --dhchap-ctrlr-key` with
+/// file keyring entries: each names a file (mode 0600, owned by the
+/// daemon's user) holding a `DHHC-1:NN:...:` secret.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostDhchapConfig {
+    /// The host's NQN (one of `hosts`).
+    pub host: Option<String>,
+    /// File with the host's secret.
+    pub dhchap_key: Option<PathBuf>,
+    /// File with the controller's secret (bidirectional authentication).
+    pub dhchap_ctrlr_key: Option<PathBuf>,
+}
+
 /// A subsystem in the file (`[[subsystem]]`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -153,6 +168,10 @@ pub struct SubsystemConfig {
     /// Host NQNs allowed to connect.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Listed hosts that must authenticate in band with DH-HMAC-CHAP
+    /// (`[[subsystem.host_dhchap]]`).
+    #[serde(default)]
+    pub host_dhchap: Vec<HostDhchapConfig>,
     /// This subsystem's own listeners ("ADDR:PORT").
     #[serde(default)]
     pub listen: Vec<String>,
@@ -303,6 +322,8 @@ pub struct SubsystemSpec {
     pub allow_any_host: bool,
     /// Allowed hosts.
     pub hosts: Vec<String>,
+    /// Hosts that authenticate: (host NQN, host key file, controller key file).
+    pub host_dhchap: Vec<(String, PathBuf, Option<PathBuf>)>,
     /// Own listeners.
     pub listen: Vec<SocketAddr>,
     /// (bdev name, NSID or 0 for the lowest free).
@@ -716,6 +737,27 @@ fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Resul
             "at least one host NQN, or allow_any_host = true (no host could connect)",
         );
     }
+    let mut host_dhchap = Vec::new();
+    for (j, d) in s.host_dhchap.iter().enumerate() {
+        let f = |x: &str| format!("subsystem[{i}].host_dhchap[{j}].{x}");
+        let Some(host) = d.host.clone() else {
+            return bad(f("host"), "(missing)", "the NQN of a host in `hosts`");
+        };
+        if !s.hosts.contains(&host) {
+            return bad(f("host"), format!("\"{host}\""), "a host listed in `hosts`");
+        }
+        if host_dhchap.iter().any(|(h, _, _)| *h == host) {
+            return bad(f("host"), format!("\"{host}\""), "a host not already given keys");
+        }
+        let Some(key) = d.dhchap_key.clone() else {
+            return bad(
+                f("dhchap_key"),
+                "(missing)",
+                "the path of a file holding a DHHC-1 secret",
+            );
+        };
+        host_dhchap.push((host, key, d.dhchap_ctrlr_key.clone()));
+    }
     let mut listen = Vec::new();
     for (j, l) in s.listen.iter().enumerate() {
         listen.push(parse_addr(l).or_else(|e| bad(format!("subsystem[{i}].listen[{j}]"), format!("\"{l}\""), e))?);
@@ -767,6 +809,7 @@ fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Resul
         model,
         allow_any_host,
         hosts: s.hosts.clone(),
+        host_dhchap,
         listen,
         namespaces,
         max_namespaces,

@@ -14,9 +14,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use lull_reactor::{Context, PollerId, ReactorHandle, Sender, TimerId};
+use lull_transport::auth::controller::{ControllerAuth, ReceiveError};
+use lull_transport::auth::{OsEntropy, SECP_DHCHAP, SPSP_DHCHAP};
 use lull_transport::conn::{Completer, QueueHandler};
 use lull_transport::fabrics::{
-    ConnectCmd, ConnectData, InvalidParameter, PropertyCmd, connect_offset, fctype, property,
+    AuthCmd, CONNECT_AUTHREQ_ATR, ConnectCmd, ConnectData, InvalidParameter, PropertyCmd, connect_offset, fctype,
+    property,
 };
 use lull_transport::nvme::{Cqe, Status, admin_opc, status};
 use lull_transport::target::{Command, TargetQueue};
@@ -243,6 +246,10 @@ pub struct QueueBinding {
     held: usize,
     /// The reactor index whose queue count this queue is in, once connected.
     counted_on: Option<usize>,
+    /// In-band authentication of this queue, when the host has DH-HMAC-CHAP
+    /// keys on the subsystem (NVMe Base 2.0 section 8.13): until it
+    /// succeeds, only Fabrics commands are accepted.
+    auth: Option<ControllerAuth>,
 }
 
 impl QueueBinding {
@@ -269,6 +276,7 @@ impl QueueBinding {
             buf: Vec::new(),
             held: 0,
             counted_on: None,
+            auth: None,
         }
     }
 
@@ -442,11 +450,65 @@ impl QueueBinding {
         q.set_connected(c.qid, u32::from(c.sqsize) + 1, c.sq_flow_control_disabled());
         tracing::debug!(peer = %self.peer, cntlid = ctrl.cntlid, qid = c.qid, sqsize = c.sqsize, "Connect");
         let cntlid = ctrl.cntlid;
+        // Every queue of a host with keys authenticates, the admin queue and
+        // each I/O queue (section 8.13.1); ATR tells the host so.
+        self.auth = ctrl.subsystem.host_dhchap(&ctrl.hostnqn).map(ControllerAuth::new);
+        let atr = if self.auth.is_some() { CONNECT_AUTHREQ_ATR } else { 0 };
         self.ctrl = Some(ctrl);
         Cqe {
             cid,
-            dw0: u32::from(cntlid),
+            dw0: u32::from(cntlid) | atr,
             ..Cqe::default()
+        }
+    }
+
+    /// Authentication Send and Receive (fctype 05h/06h) on a connected
+    /// queue: the data goes to, and comes from, the queue's DH-HMAC-CHAP
+    /// state machine.
+    fn auth_command(&mut self, q: &mut TargetQueue, cmd: &Command, ctrl: &Controller) {
+        let cid = cmd.sqe.cid();
+        let fail = |s: Status| Cqe {
+            cid,
+            status: s.with_dnr(),
+            ..Cqe::default()
+        };
+        let a = AuthCmd::parse(&cmd.sqe);
+        let Some(auth) = self.auth.as_mut() else {
+            // The host has no key here: nothing to authenticate with.
+            tracing::debug!(peer = %self.peer, cntlid = ctrl.cntlid, qid = self.qid, "authentication command refused: the host has no DH-HMAC-CHAP key on this subsystem");
+            q.complete(fail(status::INVALID_FIELD));
+            return;
+        };
+        if a.secp != SECP_DHCHAP || a.spsp0 != SPSP_DHCHAP || a.spsp1 != SPSP_DHCHAP || a.len == 0 {
+            q.complete(fail(status::INVALID_FIELD));
+            return;
+        }
+        if cmd.sqe.fctype() == fctype::AUTH_SEND {
+            if a.len as usize != cmd.data.len() {
+                q.complete(fail(status::INVALID_FIELD));
+                return;
+            }
+            if let Err(reason) = auth.on_send(&cmd.data, &mut OsEntropy) {
+                tracing::warn!(peer = %self.peer, cntlid = ctrl.cntlid, qid = self.qid, hostnqn = %shown(&ctrl.hostnqn), "DH-HMAC-CHAP authentication failed: {reason}");
+            }
+            q.complete(Cqe { cid, ..Cqe::default() });
+            return;
+        }
+        let al = (a.len as usize).min(cmd.c2h_len as usize);
+        match auth.on_receive(al) {
+            Ok(mut data) => {
+                // The whole buffer, zeroes after the message, as Linux's
+                // target sends it: hosts size the transfer by AL, and the
+                // message says its own length.
+                data.resize(data.len().max(al), 0);
+                if auth.is_authenticated() {
+                    tracing::debug!(peer = %self.peer, cntlid = ctrl.cntlid, qid = self.qid, "queue authenticated");
+                }
+                q.complete_with_data(Cqe { cid, ..Cqe::default() }, &data);
+            }
+            Err(ReceiveError::BufferTooSmall { .. }) => {
+                q.complete(fail(status::INVALID_FIELD));
+            }
         }
     }
 
@@ -807,6 +869,21 @@ impl QueueHandler for QueueBinding {
             q.complete(cqe);
             return;
         };
+        let fabrics = cmd.sqe.opc() == admin_opc::FABRICS;
+        if fabrics && matches!(cmd.sqe.fctype(), fctype::AUTH_SEND | fctype::AUTH_RECV) {
+            self.auth_command(q, &cmd, &ctrl);
+            return;
+        }
+        if !fabrics && self.auth.as_ref().is_some_and(|a| !a.is_authenticated()) {
+            // Fabrics commands (Property Get/Set, Disconnect) are allowed
+            // before authentication, as on Linux's target; nothing else is.
+            q.complete(Cqe {
+                cid: cmd.sqe.cid(),
+                status: status::AUTH_REQUIRED.with_dnr(),
+                ..Cqe::default()
+            });
+            return;
+        }
         if self.qid == 0 {
             self.admin(cx, q, &cmd, &ctrl);
         } else if cmd.sqe.opc() == admin_opc::FABRICS {

@@ -10,6 +10,7 @@
 //! - [`target`]: the whole target, and serving it on reactors;
 //! - [`nvme`]: the NVMe/TCP initiator (remote controllers on reactors);
 //! - [`config`]: the daemon's settings (TOML file and flags);
+//! - [`keyfile`]: DH-HMAC-CHAP secrets read from private key files;
 //! - [`app`]: the running daemon and its control-plane operations;
 //! - [`rpc`]: the SPDK-compatible JSON-RPC server;
 //! - [`metrics`]: Prometheus text exposition;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod controller;
 pub mod identify;
 pub mod io;
+pub mod keyfile;
 pub mod log_level;
 pub mod logpage;
 pub mod metrics;

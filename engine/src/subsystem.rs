@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::{ArcSwap, Guard};
 
+use lull_transport::auth::{AuthConfig, DhchapSecret};
 use lull_transport::fabrics::{DISCOVERY_NQN, NQN_MAX_LEN};
 
 use crate::bdev::{Bdev, BdevStats};
@@ -127,6 +128,9 @@ pub struct Subsystem {
     /// Serialises namespace changes (the swap itself is lock-free for readers).
     ns_writer: Mutex<()>,
     access: Mutex<Access>,
+    /// DH-HMAC-CHAP settings of listed hosts that must authenticate in band
+    /// (their keys never leave this process's memory in any answer).
+    dhchap: Mutex<Vec<Arc<AuthConfig>>>,
     /// I/O counters.
     pub counters: IoCounters,
 }
@@ -163,6 +167,7 @@ impl Subsystem {
                 allow_any_host,
                 ..Access::default()
             }),
+            dhchap: Mutex::new(Vec::new()),
             counters: IoCounters::default(),
         }
     }
@@ -305,7 +310,48 @@ impl Subsystem {
         if a.hosts.len() == before {
             return Err(format!("host {hostnqn} is not allowed on {}", self.nqn));
         }
+        drop(a);
+        self.dhchap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|c| c.hostnqn != hostnqn);
         Ok(())
+    }
+
+    /// Makes the listed host `hostnqn` authenticate in band with
+    /// DH-HMAC-CHAP on every queue (NVMe Base 2.0 section 8.13):
+    /// `host_key` proves the host, `ctrl_key` (bidirectional) the
+    /// controller. Replaces earlier keys; controllers already connected keep
+    /// theirs until they re-authenticate or reconnect.
+    ///
+    /// # Errors
+    /// A message when the host is not on the host list or the controller
+    /// key equals the host key.
+    pub fn set_host_dhchap(
+        &self,
+        hostnqn: &str,
+        host_key: DhchapSecret,
+        ctrl_key: Option<DhchapSecret>,
+    ) -> Result<(), String> {
+        if !self.access().hosts.iter().any(|h| h == hostnqn) {
+            return Err(format!(
+                "host {hostnqn} is not on the host list of {}: add it with nvmf_subsystem_add_host first",
+                self.nqn
+            ));
+        }
+        let cfg = AuthConfig::new(host_key, ctrl_key, hostnqn, &self.nqn);
+        cfg.validate()?;
+        let mut d = self.dhchap.lock().unwrap_or_else(|p| p.into_inner());
+        d.retain(|c| c.hostnqn != hostnqn);
+        d.push(Arc::new(cfg));
+        Ok(())
+    }
+
+    /// The DH-HMAC-CHAP settings `hostnqn` must authenticate with; `None`
+    /// when it need not.
+    pub fn host_dhchap(&self, hostnqn: &str) -> Option<Arc<AuthConfig>> {
+        let d = self.dhchap.lock().unwrap_or_else(|p| p.into_inner());
+        d.iter().find(|c| c.hostnqn == hostnqn).cloned()
     }
 
     /// Whether `hostnqn` may connect.
@@ -443,5 +489,35 @@ mod tests {
         assert!(s.namespace(1).is_none());
         assert!(Subsystem::new("nqn.2024-01.io.lull:a", "", "m").is_err());
         assert!(Subsystem::new(DISCOVERY_NQN, "s", "m").is_err());
+    }
+
+    #[test]
+    fn dhchap_keys_belong_to_listed_hosts() {
+        let s = Subsystem::new("nqn.2024-01.io.lull:a", "SN1", "lull").unwrap();
+        let k = |b: u8| DhchapSecret::from_key(None, &[b; 32]).unwrap();
+        let h = "nqn.2024-01.io.h:1";
+        assert!(
+            s.set_host_dhchap(h, k(1), None)
+                .unwrap_err()
+                .contains("not on the host list")
+        );
+        s.add_host(h).unwrap();
+        assert!(s.host_dhchap(h).is_none());
+        assert!(
+            s.set_host_dhchap(h, k(1), Some(k(1)))
+                .unwrap_err()
+                .contains("reflection")
+        );
+        s.set_host_dhchap(h, k(1), Some(k(2))).unwrap();
+        let cfg = s.host_dhchap(h).unwrap();
+        assert_eq!(
+            (cfg.hostnqn.as_str(), cfg.subnqn.as_str()),
+            (h, "nqn.2024-01.io.lull:a")
+        );
+        assert!(cfg.ctrl_key.is_some());
+        s.set_host_dhchap(h, k(3), None).unwrap();
+        assert!(s.host_dhchap(h).unwrap().ctrl_key.is_none(), "replaced");
+        s.remove_host(h).unwrap();
+        assert!(s.host_dhchap(h).is_none(), "removing the host forgets its keys");
     }
 }

@@ -1,5 +1,6 @@
 //! NVMe over Fabrics commands (NVMe-oF 1.1 section 3.3 / NVMe Base 2.0
-//! section 6): Connect, Property Get/Set, Disconnect. Pure parsing and
+//! section 6): Connect, Property Get/Set, Authentication Send/Receive,
+//! Disconnect. Pure parsing and
 //! building; what a controller does with them is the engine's.
 
 use crate::nvme::Sqe;
@@ -198,6 +199,53 @@ impl ConnectData {
     }
 }
 
+/// Connect response DW0 bit 17, Authentication Required (ATR, in AUTHREQ):
+/// the host must authenticate this queue in band (DH-HMAC-CHAP) before
+/// any command but Fabrics ones (NVMe Base 2.0 figure 546).
+pub const CONNECT_AUTHREQ_ATR: u32 = 1 << 17;
+/// Connect response DW0 bit 18, Authentication and Secure Channel Required
+/// (ASCR): authenticate, then set up TLS with the result (not offered).
+pub const CONNECT_AUTHREQ_ASCR: u32 = 1 << 18;
+
+/// Authentication Send / Authentication Receive fields (NVMe Base 2.0
+/// figures 547 and 549): CDW10 bits 15:8 SPSP0, 23:16 SPSP1, 31:24 SECP;
+/// CDW11 the transfer length (TL, Send) or allocation length (AL, Receive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthCmd {
+    /// Security Protocol (E9h for DH-HMAC-CHAP).
+    pub secp: u8,
+    /// SP Specific 0.
+    pub spsp0: u8,
+    /// SP Specific 1.
+    pub spsp1: u8,
+    /// TL or AL, bytes.
+    pub len: u32,
+}
+
+impl AuthCmd {
+    /// Reads the fields from the SQE.
+    pub fn parse(sqe: &Sqe) -> Self {
+        let b = &sqe.0;
+        AuthCmd {
+            secp: b[43],
+            spsp0: b[41],
+            spsp1: b[42],
+            len: le32(b, 44),
+        }
+    }
+
+    /// Writes into a Fabrics SQE of FCTYPE `fctype` (Send or Receive).
+    pub fn write(&self, sqe: &mut Sqe, fctype: u8) {
+        let b = &mut sqe.0;
+        b[0] = crate::nvme::admin_opc::FABRICS;
+        b[4] = fctype;
+        b[41] = self.spsp0;
+        b[42] = self.spsp1;
+        b[43] = self.secp;
+        put32(b, 44, self.len);
+    }
+}
+
 /// Property Get / Property Set fields (NVMe-oF 1.1 figures 25-28).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PropertyCmd {
@@ -317,5 +365,22 @@ mod tests {
         assert_eq!(PropertyCmd::parse(&sqe), Some(p));
         sqe.0[40] = 2;
         assert_eq!(PropertyCmd::parse(&sqe), None);
+    }
+
+    #[test]
+    fn auth_send_fields() {
+        let mut sqe = Sqe([0; 64]);
+        let a = AuthCmd {
+            secp: 0xE9,
+            spsp0: 1,
+            spsp1: 1,
+            len: 72,
+        };
+        a.write(&mut sqe, fctype::AUTH_SEND);
+        assert_eq!(sqe.fctype(), 0x05);
+        // CDW10 = SECP << 24 | SPSP1 << 16 | SPSP0 << 8; CDW11 = TL.
+        assert_eq!(sqe.cdw(10), 0xE901_0100);
+        assert_eq!(sqe.cdw(11), 72);
+        assert_eq!(AuthCmd::parse(&sqe), a);
     }
 }

@@ -6,9 +6,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::fabrics::{ConnectCmd, ConnectData, PropertyCmd, fctype, property};
+use crate::auth::host::HostAuth;
+use crate::auth::{AuthConfig, OsEntropy, SECP_DHCHAP, SPSP_DHCHAP};
+use crate::fabrics::{AuthCmd, ConnectCmd, ConnectData, PropertyCmd, fctype, property};
 use crate::host::{Completion, HostError, HostQueue};
 use crate::nvme::{Cqe, Sqe, Status};
 use crate::pdu::Digests;
@@ -333,6 +336,73 @@ impl SyncQueue {
         let cntlid = c.fabric_connect(0, 31, kato_ms, &data)?.dw0 as u16;
         c.enable(timeout)?;
         Ok((c, cntlid))
+    }
+
+    /// Authentication Send (fctype 05h) of one DH-HMAC-CHAP message.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub fn auth_send(&mut self, message: &[u8]) -> Result<Cqe, SyncError> {
+        let mut sqe = Sqe([0; 64]);
+        AuthCmd {
+            secp: SECP_DHCHAP,
+            spsp0: SPSP_DHCHAP,
+            spsp1: SPSP_DHCHAP,
+            len: message.len() as u32,
+        }
+        .write(&mut sqe, fctype::AUTH_SEND);
+        Ok(self.call("Authentication Send", sqe, message, 0)?.cqe)
+    }
+
+    /// Authentication Receive (fctype 06h) of at most `al` bytes; returns the data.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub fn auth_receive(&mut self, al: u32) -> Result<Vec<u8>, SyncError> {
+        let mut sqe = Sqe([0; 64]);
+        AuthCmd {
+            secp: SECP_DHCHAP,
+            spsp0: SPSP_DHCHAP,
+            spsp1: SPSP_DHCHAP,
+            len: al,
+        }
+        .write(&mut sqe, fctype::AUTH_RECV);
+        Ok(self.call("Authentication Receive", sqe, &[], al)?.data)
+    }
+
+    /// Authenticates this queue with DH-HMAC-CHAP (NVMe Base 2.0 section
+    /// 8.13), as a host does after a Connect whose response has ATR set:
+    /// transaction `t_id`, the hashes, groups and keys of `cfg`.
+    ///
+    /// # Errors
+    /// [`SyncError::Protocol`] naming the failure (the controller's AUTH_Failure1
+    /// reason, or why the host refused; AUTH_Failure2 is then sent), or the
+    /// transport's errors.
+    pub fn authenticate(&mut self, cfg: Arc<AuthConfig>, t_id: u16) -> Result<(), SyncError> {
+        /// Larger than any message (a Challenge with ffdhe8192 is 1,104 bytes).
+        const AL: u32 = 4096;
+        let mut host = HostAuth::new(cfg, t_id);
+        let mut send = host.negotiate();
+        loop {
+            self.auth_send(&send)?;
+            let data = self.auth_receive(AL)?;
+            match host.on_message(&data, &mut OsEntropy) {
+                Ok(Some(next)) if host.is_done() => {
+                    // Success2: the last message.
+                    self.auth_send(&next)?;
+                    return Ok(());
+                }
+                Ok(Some(next)) => send = next,
+                Ok(None) => return Ok(()),
+                Err(f) => {
+                    if let Some(f2) = &f.failure2 {
+                        // Best effort: the host gives up either way.
+                        let _ = self.auth_send(f2);
+                    }
+                    return Err(SyncError::Protocol(format!("DH-HMAC-CHAP authentication failed: {f}")));
+                }
+            }
+        }
     }
 
     /// Sends Keep Alive (on an admin queue) and waits for its completion.

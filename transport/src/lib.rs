@@ -2,7 +2,8 @@
 //!
 //! - [`pdu`]: PDUs, common header, digests, fatal errors (pure, no I/O);
 //! - [`nvme`]: SQE, CQE, SGL descriptors, status codes, opcodes;
-//! - [`fabrics`]: Connect, Property Get/Set, Disconnect;
+//! - [`fabrics`]: Connect, Property Get/Set, Authentication Send/Receive, Disconnect;
+//! - [`auth`]: DH-HMAC-CHAP in-band authentication (secrets, messages, both roles' state machines);
 //! - [`target`]: the controller side of one queue pair as a state machine,
 //!   fed bytes and yielding commands, bytes to send and errors;
 //! - [`host`]: the host side of one queue pair, as a state machine;
@@ -13,6 +14,7 @@
 //! Except for `conn`, `host_conn` and `host_sync`, nothing here touches a socket or a clock (the quinn-proto style): every
 //! protocol path is tested with byte vectors, and fuzzed.
 
+pub mod auth;
 mod buf;
 mod cid_set;
 pub mod conn;

@@ -249,6 +249,7 @@ impl Status {
             CONNECT_CONTROLLER_BUSY => "Connect Controller Busy",
             CONNECT_INVALID_PARAMETERS => "Connect Invalid Parameters",
             CONNECT_INVALID_HOST => "Connect Invalid Host",
+            AUTH_REQUIRED => "Authentication Required",
             WRITE_FAULT => "Write Fault",
             UNRECOVERED_READ_ERROR => "Unrecovered Read Error",
             COMPARE_FAILURE => "Compare Failure",
@@ -328,6 +329,9 @@ pub mod status {
     pub const CONNECT_INVALID_PARAMETERS: Status = Status::new(sct::COMMAND_SPECIFIC, 0x82, false);
     /// 01h/84h (Fabrics).
     pub const CONNECT_INVALID_HOST: Status = Status::new(sct::COMMAND_SPECIFIC, 0x84, false);
+    /// Authentication Required: the queue must complete in-band
+    /// authentication first (NVMe Base 2.0 figure 103, 91h).
+    pub const AUTH_REQUIRED: Status = Status::new(sct::COMMAND_SPECIFIC, 0x91, false);
     /// 02h/80h.
     pub const WRITE_FAULT: Status = Status::new(sct::MEDIA, 0x80, false);
     /// 02h/81h.

@@ -236,6 +236,7 @@ fn every_field_parses_and_resolves() {
                 model: "lull test model".into(),
                 allow_any_host: false,
                 hosts: vec![HOST1.to_string(), HOST2.to_string()],
+                host_dhchap: Vec::new(),
                 listen: vec!["127.0.0.1:4430".parse().unwrap(), "[::1]:4431".parse().unwrap()],
                 namespaces: vec![("Malloc0".into(), 5), ("Null0".into(), 0)],
                 max_namespaces: 8,
@@ -247,6 +248,7 @@ fn every_field_parses_and_resolves() {
                 model: DEFAULT_MODEL.into(),
                 allow_any_host: true,
                 hosts: Vec::new(),
+                host_dhchap: Vec::new(),
                 listen: Vec::new(),
                 namespaces: vec![("File0".into(), 0), ("Malloc1".into(), 1024)],
                 max_namespaces: DEFAULT_MAX_NAMESPACES,
@@ -1131,4 +1133,43 @@ fn helpers_check_names_and_addresses() {
         allowed: "a".into(),
     };
     assert_eq!(e.to_string(), "f = v: a");
+}
+
+#[test]
+fn host_dhchap_keys_name_listed_hosts_and_files() {
+    let sub =
+        |extra: &str| format!("[[subsystem]]\nnqn = \"nqn.2024-01.io.lull:vol0\"\nhosts = [\"{HOST1}\"]\n{extra}");
+    let s = resolve(&sub(&format!(
+        "[[subsystem.host_dhchap]]\nhost = \"{HOST1}\"\ndhchap_key = \"/etc/lull/h1.key\"\ndhchap_ctrlr_key = \"/etc/lull/c1.key\"\n"
+    )));
+    assert_eq!(
+        s.subsystems[0].host_dhchap,
+        vec![(
+            HOST1.to_string(),
+            PathBuf::from("/etc/lull/h1.key"),
+            Some(PathBuf::from("/etc/lull/c1.key"))
+        )]
+    );
+    expect_err(
+        &sub(&format!(
+            "[[subsystem.host_dhchap]]\nhost = \"{HOST2}\"\ndhchap_key = \"/k\"\n"
+        )),
+        "subsystem[0].host_dhchap[0].host",
+        &format!("\"{HOST2}\""),
+        "a host listed in `hosts`",
+    );
+    expect_err(
+        &sub(&format!("[[subsystem.host_dhchap]]\nhost = \"{HOST1}\"\n")),
+        "subsystem[0].host_dhchap[0].dhchap_key",
+        "(missing)",
+        "the path of a file holding a DHHC-1 secret",
+    );
+    expect_err(
+        &sub(&format!(
+            "[[subsystem.host_dhchap]]\nhost = \"{HOST1}\"\ndhchap_key = \"/a\"\n[[subsystem.host_dhchap]]\nhost = \"{HOST1}\"\ndhchap_key = \"/b\"\n"
+        )),
+        "subsystem[0].host_dhchap[1].host",
+        &format!("\"{HOST1}\""),
+        "a host not already given keys",
+    );
 }

@@ -16,6 +16,7 @@
 //! - [`metrics`]: Prometheus text exposition;
 //! - [`log_level`]: the log level at run time, in SPDK's terms.
 
+pub mod allocator;
 pub mod app;
 pub mod bdev;
 pub mod config;

@@ -326,6 +326,7 @@ fn init_target_logging(default: &str) {
 }
 
 fn main() -> ExitCode {
+    lull_engine::allocator::keep_freed_buffers();
     let mut cli = Cli::parse();
     if let Err(e) = apply_socket(&mut cli) {
         eprintln!("lull: {e}");

@@ -170,26 +170,41 @@ impl<H: QueueHandler> Connection<H> {
     fn read(&mut self) -> std::io::Result<(usize, bool)> {
         let mut total = 0;
         while total < READ_BUDGET && !self.queue.is_terminated() {
-            let buf = self.queue.recv_buffer(READ_CHUNK);
+            // A large H2CData payload goes straight into its command's buffer.
+            if let Some(room) = self.queue.direct_buffer() {
+                match room.read_from(&self.stream) {
+                    Ok(0) => return Ok((total, true)),
+                    Ok(n) => {
+                        self.queue.direct_received(n);
+                        total += n;
+                        continue;
+                    }
+                    Err(rustix::io::Errno::AGAIN) => break,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let want = self.queue.recv_want(READ_CHUNK);
+            let buf = self.queue.recv_buffer(want);
             match self.stream.read(buf) {
                 Ok(0) => {
-                    self.queue.received(READ_CHUNK, 0);
+                    self.queue.received(want, 0);
                     return Ok((total, true));
                 }
                 Ok(n) => {
-                    self.queue.received(READ_CHUNK, n);
+                    self.queue.received(want, n);
                     total += n;
-                    if n < READ_CHUNK {
+                    if n < want {
                         break;
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.queue.received(READ_CHUNK, 0);
+                    self.queue.received(want, 0);
                     break;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => self.queue.received(READ_CHUNK, 0),
+                Err(e) if e.kind() == ErrorKind::Interrupted => self.queue.received(want, 0),
                 Err(e) => {
-                    self.queue.received(READ_CHUNK, 0);
+                    self.queue.received(want, 0);
                     return Err(e);
                 }
             }

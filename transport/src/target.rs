@@ -136,6 +136,64 @@ struct Transfer {
     digest_error: bool,
 }
 
+/// An H2CData PDU whose payload is read from the socket straight into its
+/// transfer's buffer (the header checked, the payload not yet all in).
+struct DirectH2c {
+    ttag: usize,
+    h: DataHeader,
+    last: bool,
+    /// Payload bytes still to come.
+    remaining: usize,
+}
+
+/// Room at the end of a transfer's buffer for the next bytes of an H2CData
+/// payload ([`TargetQueue::direct_buffer`]).
+pub struct DirectRoom<'a> {
+    buf: &'a mut Vec<u8>,
+    limit: usize,
+}
+
+impl DirectRoom<'_> {
+    /// Bytes the room takes.
+    pub fn len(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether the room takes nothing (never, as handed out).
+    pub fn is_empty(&self) -> bool {
+        self.limit == 0
+    }
+
+    /// Reads from `fd` into the room: at most [`len`](Self::len) bytes,
+    /// into memory not zeroed first. Returns the count (0 at end of stream).
+    ///
+    /// # Errors
+    /// The read's (`EAGAIN` when nothing is there).
+    pub fn read_from(self, fd: impl std::os::fd::AsFd) -> rustix::io::Result<usize> {
+        let start = self.buf.len();
+        let spare = &mut self.buf.spare_capacity_mut()[..self.limit];
+        let (init, _) = rustix::io::read(fd, spare)?;
+        let n = init.len();
+        // SAFETY: `read` initialised the first `n` bytes of the spare capacity
+        // (it handed them back as `init`), and `n <= limit <= capacity - len`.
+        unsafe { self.buf.set_len(start + n) };
+        Ok(n)
+    }
+
+    /// Copies the start of `bytes` into the room (tests, fuzzing): as many as
+    /// it takes. Returns the count.
+    pub fn fill_from(self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.limit);
+        self.buf.extend_from_slice(&bytes[..n]);
+        n
+    }
+}
+
+/// Smallest H2CData payload received straight into its transfer's buffer:
+/// below it, one copy out of the receive buffer costs less than the extra
+/// `recv` for the header alone.
+const DIRECT_MIN: usize = 16 * 1024;
+
 /// The controller side of one queue pair.
 pub struct TargetQueue {
     config: TargetQueueConfig,
@@ -157,6 +215,10 @@ pub struct TargetQueue {
     unsent: VecDeque<u64>,
     /// TTAG = index; `None` when free.
     transfers: Vec<Option<Transfer>>,
+    /// Transfers waiting for H2CData (the `Some`s in `transfers`).
+    awaiting_data: usize,
+    /// The H2CData payload being read straight into its transfer, if any.
+    direct: Option<DirectH2c>,
     recv: RecvBuf,
     send: SendBuf,
     commands: Vec<Command>,
@@ -184,6 +246,8 @@ impl TargetQueue {
             outstanding: CidSet::default(),
             unsent: VecDeque::new(),
             transfers: Vec::new(),
+            awaiting_data: 0,
+            direct: None,
             recv: RecvBuf::default(),
             send: SendBuf::default(),
             commands: Vec::new(),
@@ -233,6 +297,132 @@ impl TargetQueue {
     /// with [`received`](Self::received) and the count read.
     pub fn recv_buffer(&mut self, want: usize) -> &mut [u8] {
         self.recv.space(want)
+    }
+
+    /// How many bytes the next read into [`recv_buffer`](Self::recv_buffer)
+    /// should ask for, at most `max`: while transfers wait for H2CData and
+    /// no PDU header is buffered, only a header's worth, so that a large
+    /// payload after it can be read straight into its transfer
+    /// ([`direct_buffer`](Self::direct_buffer)) instead of into the receive
+    /// buffer and copied from there (NVMe/TCP 1.0 section 3.6.2.6: the data
+    /// of an H2CData PDU is the command's data, at DATAO).
+    pub fn recv_want(&self, max: usize) -> usize {
+        let header = PduType::H2CData.hlen() + self.digests.hdgst_len(PduType::H2CData);
+        match &self.direct {
+            // A direct payload is in: just its data digest.
+            Some(d) if d.remaining == 0 => DIGEST_LEN.saturating_sub(self.recv.len()).clamp(1, max.max(1)),
+            None if self.awaiting_data > 0 && self.recv.len() < header => (header - self.recv.len()).min(max),
+            _ => max,
+        }
+    }
+
+    /// While an H2CData payload of at least 16 KiB is being received: room
+    /// at the end of its transfer's buffer for exactly the payload bytes
+    /// still to come. Read into it ([`DirectRoom::read_from`]), then call
+    /// [`direct_received`](Self::direct_received) with the count. `None` when the next bytes
+    /// go to [`recv_buffer`](Self::recv_buffer). A buffered H2CData header
+    /// whose payload has not all arrived starts this, after the same header
+    /// checks as [`process`](Self::process) (a header that fails them is left
+    /// for `process` to answer with a C2HTermReq); a payload that has all
+    /// arrived ends it, once its data digest is in.
+    pub fn direct_buffer(&mut self) -> Option<DirectRoom<'_>> {
+        if self.state != State::Live {
+            return None;
+        }
+        self.finish_direct();
+        if self.direct.is_none() {
+            self.start_direct();
+        }
+        let d = self.direct.as_ref()?;
+        if d.remaining == 0 {
+            return None;
+        }
+        let limit = d.remaining;
+        let buf = &mut self.transfers.get_mut(d.ttag)?.as_mut()?.buf;
+        (buf.capacity() - buf.len() >= limit).then_some(DirectRoom { buf, limit })
+    }
+
+    /// After a read into [`direct_buffer`](Self::direct_buffer): `n` bytes arrived.
+    pub fn direct_received(&mut self, n: usize) {
+        if let Some(d) = self.direct.as_mut() {
+            d.remaining = d.remaining.saturating_sub(n);
+        }
+    }
+
+    /// Starts a direct payload when the receive buffer holds a checked
+    /// H2CData header (and padding) with only part of its payload.
+    fn start_direct(&mut self) {
+        let avail = self.recv.avail();
+        let Some(ch) = CommonHeader::parse(avail) else { return };
+        if ch.pdu_type != PduType::H2CData as u8 || ch.plen as usize <= avail.len() {
+            return;
+        }
+        let Ok(t) = self.check_common_header(&ch) else { return };
+        let hd = self.digests.hdgst_len(t);
+        let pdo = ch.pdo as usize;
+        if avail.len() < t.hlen() + hd || avail.len() < pdo {
+            return;
+        }
+        if hd > 0 && crate::pdu::crc32c(&avail[..t.hlen()]) != le32(avail, t.hlen()) {
+            return;
+        }
+        let Ok(data_len) = self.check_data_layout(t, &ch, hd) else {
+            return;
+        };
+        let h = DataHeader::parse(avail);
+        if data_len < DIRECT_MIN || self.check_h2c_header(&h, data_len).is_err() {
+            return;
+        }
+        let last = ch.flags & flags::LAST_PDU != 0;
+        let ttag = h.ttag as usize;
+        let Some(Some(tr)) = self.transfers.get_mut(ttag) else {
+            return;
+        };
+        let have = avail.len() - pdo;
+        // LAST_PDU must be set on, and only on, the PDU that ends the transfer
+        // (else `process` answers the PDU with a C2HTermReq).
+        let ends = tr.next as usize + data_len == tr.len as usize;
+        if have >= data_len || last != ends || tr.buf.capacity() < tr.buf.len() + data_len {
+            return;
+        }
+        tr.buf.extend_from_slice(&avail[pdo..]);
+        let n = avail.len();
+        self.recv.consume(n);
+        self.direct = Some(DirectH2c {
+            ttag,
+            h,
+            last,
+            remaining: data_len - have,
+        });
+    }
+
+    /// Moves payload bytes that reached the receive buffer anyway (fed
+    /// rather than read into the transfer) into the transfer, then ends a
+    /// direct payload that has all arrived, once its data digest (if
+    /// negotiated) is buffered: the transfer takes the PDU's data.
+    fn finish_direct(&mut self) {
+        let Some(d) = self.direct.as_mut() else { return };
+        if d.remaining > 0 && self.recv.len() > 0 {
+            let n = d.remaining.min(self.recv.len());
+            if let Some(Some(tr)) = self.transfers.get_mut(d.ttag) {
+                tr.buf.extend_from_slice(&self.recv.avail()[..n]);
+            }
+            self.recv.consume(n);
+            d.remaining -= n;
+        }
+        let dd = if self.digests.data { DIGEST_LEN } else { 0 };
+        if d.remaining > 0 || self.recv.len() < dd {
+            return;
+        }
+        let Some(d) = self.direct.take() else { return };
+        let ddgst_ok = dd == 0
+            || self.transfers.get(d.ttag).and_then(Option::as_ref).is_some_and(|tr| {
+                let at = d.h.datao as usize;
+                crate::pdu::crc32c(&tr.buf[at..at + d.h.datal as usize]) == le32(self.recv.avail(), 0)
+            });
+        self.recv.consume(dd);
+        // The header was checked when the payload started, LAST_PDU included.
+        let _ = self.h2c_received(d.h, ddgst_ok, d.last);
     }
 
     /// Commits `n` bytes read into the last [`recv_buffer`](Self::recv_buffer).
@@ -292,6 +482,12 @@ impl TargetQueue {
     /// Tries to parse one PDU. `Ok(false)`: not enough bytes yet.
     /// `Err((error, bytes of header to copy into the TermReq))`.
     fn next_pdu(&mut self) -> Result<bool, (FatalError, usize)> {
+        if self.direct.is_some() {
+            self.finish_direct();
+            if self.direct.is_some() {
+                return Ok(false);
+            }
+        }
         let avail = self.recv.avail();
         let Some(ch) = CommonHeader::parse(avail) else {
             return Ok(false);
@@ -594,6 +790,7 @@ impl TargetQueue {
             }
         };
         let cid = sqe.cid();
+        self.awaiting_data += 1;
         self.transfers[ttag] = Some(Transfer {
             cid,
             sqe,
@@ -614,6 +811,17 @@ impl TargetQueue {
         // appends at `datao`.
         debug_assert_eq!(h.datao as usize, tr.buf.len());
         tr.buf.extend_from_slice(data);
+        self.h2c_received(h, ddgst_ok, last)
+    }
+
+    /// Bookkeeping once an H2CData PDU's data is in its transfer's buffer:
+    /// the transfer advances, and when it is complete the command is ready
+    /// (or, after a data digest error, completed with Transient Transport
+    /// Error).
+    fn h2c_received(&mut self, h: DataHeader, ddgst_ok: bool, last: bool) -> Result<(), FatalError> {
+        let Some(tr) = self.transfers.get_mut(h.ttag as usize).and_then(Option::as_mut) else {
+            return Err(FatalError::field(crate::pdu::data_offset::TTAG));
+        };
         tr.next += h.datal;
         tr.digest_error |= !ddgst_ok;
         let done = tr.next == tr.len;
@@ -622,6 +830,7 @@ impl TargetQueue {
             return Err(FatalError::field(crate::pdu::offset::FLAGS));
         }
         if done && let Some(tr) = self.transfers[h.ttag as usize].take() {
+            self.awaiting_data -= 1;
             if tr.digest_error {
                 self.complete(Cqe {
                     cid: tr.cid,

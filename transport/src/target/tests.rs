@@ -1020,3 +1020,155 @@ fn in_capsule_data_must_match_the_sgl() {
     let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
     assert_eq!((cqe.cid, cqe.status), (6, status::INVALID_FIELD.with_dnr()));
 }
+
+/// Feeds `bytes` as a connection reads them from a socket that hands over
+/// at most `chunk` bytes per read: straight into a transfer's buffer while
+/// the queue offers one, otherwise as much as it asks for into the receive
+/// buffer, parsing after each read. Returns the bytes that went straight in.
+fn socket_feed(q: &mut TargetQueue, bytes: &[u8], chunk: usize) -> usize {
+    let (mut at, mut direct) = (0, 0);
+    while at < bytes.len() {
+        if let Some(room) = q.direct_buffer() {
+            let n = room.fill_from(&bytes[at..(at + chunk).min(bytes.len())]);
+            q.direct_received(n);
+            at += n;
+            direct += n;
+            continue;
+        }
+        let n = q.recv_want(chunk).min(bytes.len() - at);
+        q.feed(&bytes[at..at + n]);
+        at += n;
+        q.process().unwrap();
+    }
+    q.process().unwrap();
+    direct
+}
+
+/// A 64 KiB R2T write (CID 0x30, TTAG 0) whose data comes in two 32 KiB
+/// H2CData PDUs: the capsule, and the data PDUs with `data` as payload.
+fn large_r2t_write(d: Digests, data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let w = write_sqe(
+        0x30,
+        127,
+        Sgl {
+            address: 0,
+            length: data.len() as u32,
+            id: sgl_id::TRANSPORT_DATA_BLOCK,
+        },
+    );
+    let half = data.len() / 2;
+    let mut h2c_pdus = h2c(0x30, 0, 0, &data[..half], false, d);
+    h2c_pdus.extend(h2c(0x30, 0, half as u32, &data[half..], true, d));
+    (capsule(&w, &[], d), h2c_pdus)
+}
+
+#[test]
+fn a_large_h2c_payload_is_read_straight_into_its_transfer() {
+    let data: Vec<u8> = (0..0x10000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    for dgst in 0..4u8 {
+        let d = Digests::from_dgst(dgst);
+        let mut q = live(dgst);
+        let (cmd, pdus) = large_r2t_write(d, &data);
+        q.feed(&cmd);
+        q.process().unwrap();
+        let n = q.pending_send().len();
+        q.sent(n);
+        // Reads of up to 64 KiB: only the headers (and digests) are read into
+        // the receive buffer; every payload byte goes straight in.
+        let direct = socket_feed(&mut q, &pdus, 0x10000);
+        assert_eq!(direct, data.len(), "dgst {dgst}");
+        let cmds = q.take_commands();
+        assert_eq!(cmds.len(), 1, "dgst {dgst}");
+        assert_eq!(cmds[0].sqe.cid(), 0x30);
+        assert!(cmds[0].data == data, "dgst {dgst}: the data, in order");
+        assert!(q.pending_send().is_empty(), "no error completion");
+    }
+}
+
+#[test]
+fn a_data_digest_error_on_a_payload_read_straight_in_fails_the_command() {
+    let d = Digests {
+        header: false,
+        data: true,
+    };
+    let data = vec![0x5Au8; 0x10000];
+    let mut q = live(2);
+    let (cmd, mut pdus) = large_r2t_write(d, &data);
+    q.feed(&cmd);
+    q.process().unwrap();
+    let n = q.pending_send().len();
+    q.sent(n);
+    // The last byte is the second PDU's data digest.
+    let end = pdus.len();
+    pdus[end - 1] ^= 0x80;
+    assert_eq!(socket_feed(&mut q, &pdus, 0x10000), data.len());
+    assert!(q.take_commands().is_empty());
+    let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
+    // Transient Transport Error, as for a payload taken from the receive buffer.
+    assert_eq!((cqe.cid, cqe.status.0), (0x30, 0x0044));
+    assert_eq!(q.outstanding(), 0);
+}
+
+#[test]
+fn a_bad_h2c_header_is_still_answered_with_a_term_req_when_reads_go_straight_in() {
+    let data = vec![1u8; 0x10000];
+    let mut q = live(0);
+    let (cmd, mut pdus) = large_r2t_write(Digests::default(), &data);
+    q.feed(&cmd);
+    q.process().unwrap();
+    let n = q.pending_send().len();
+    q.sent(n);
+    // LAST_PDU on the first of the two PDUs: byte 1 is FLAGS.
+    pdus[1] |= flags::LAST_PDU;
+    let got = q.recv_want(0x10000);
+    assert_eq!(got, 24, "a header's worth while a transfer waits for data");
+    q.feed(&pdus[..got]);
+    assert!(
+        q.direct_buffer().is_none(),
+        "a header that fails the checks is not started"
+    );
+    // The flag is checked with the whole PDU in, as when nothing goes straight in.
+    q.feed(&pdus[got..24 + 0x8000]);
+    let e = q.process().expect_err("fatal");
+    assert_eq!((e.fes, e.fei), (Fes::InvalidHeaderField, crate::pdu::offset::FLAGS));
+    assert!(q.is_terminated());
+    assert!(q.direct_buffer().is_none());
+}
+
+mod direct_framing {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100))]
+
+        /// Reads of any size, straight into transfers or not, give the same
+        /// commands as the whole stream fed at once.
+        #[test]
+        fn any_read_sizes_give_the_same_commands(dgst in 0u8..4, chunk in 1usize..70_000, pattern in any::<u8>()) {
+            let d = Digests::from_dgst(dgst);
+            let data: Vec<u8> = (0..0x10000u32).map(|i| (i as u8).wrapping_mul(pattern | 1)).collect();
+            let (cmd, pdus) = large_r2t_write(d, &data);
+            let small = write_sqe(
+                0x31,
+                0,
+                Sgl {
+                    address: 0,
+                    length: 512,
+                    id: sgl_id::DATA_BLOCK_OFFSET,
+                },
+            );
+            let mut host = icreq(dgst);
+            host.extend(cmd);
+            host.extend(pdus);
+            host.extend(capsule(&small, &[pattern; 512], d));
+            let mut q = TargetQueue::new(TargetQueueConfig::default());
+            socket_feed(&mut q, &host, chunk);
+            let got: Vec<(u16, Vec<u8>)> = q.take_commands().into_iter().map(|c| (c.sqe.cid(), c.data)).collect();
+            prop_assert_eq!(got.len(), 2);
+            prop_assert_eq!(got[0].0, 0x30);
+            prop_assert!(got[0].1 == data);
+            prop_assert_eq!(&got[1], &(0x31u16, vec![pattern; 512]));
+        }
+    }
+}

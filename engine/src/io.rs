@@ -63,7 +63,7 @@ pub fn execute(
     io: &CoreIo,
     later: &Completer,
 ) {
-    io.io_commands.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    io.command();
     // One load of the namespace list per command, shared by both paths.
     let nss = subsystem.namespaces();
     let asynchronous = ready

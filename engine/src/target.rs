@@ -45,15 +45,29 @@ pub struct CoreIo {
     pub io_commands: AtomicU64,
 }
 
+/// Adds `n` to a counter that only the calling thread writes: a load and a
+/// store instead of a locked read-modify-write (a reader on another thread
+/// sees the old or the new value, never a torn one).
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
 impl CoreIo {
+    // The I/O counters are bumped by the owning reactor only (one writer).
+
+    pub(crate) fn command(&self) {
+        bump(&self.io_commands, 1);
+    }
+
     pub(crate) fn read(&self, bytes: usize) {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
+        bump(&self.reads, 1);
+        bump(&self.bytes_read, bytes as u64);
     }
 
     pub(crate) fn wrote(&self, bytes: usize) {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        self.bytes_written.fetch_add(bytes as u64, Ordering::Relaxed);
+        bump(&self.writes, 1);
+        bump(&self.bytes_written, bytes as u64);
     }
 
     /// A queue connected on this reactor (`admin`: queue 0).

@@ -172,8 +172,14 @@ impl BdevStats {
         op.bytes.fetch_add(bytes, Relaxed);
         op.ops.fetch_add(1, Relaxed);
         op.latency.fetch_add(latency_ns, Relaxed);
-        op.max.fetch_max(latency_ns, Relaxed);
-        op.min.fetch_min(latency_ns, Relaxed);
+        // Extremes rarely move: a load decides, and only a new extreme pays
+        // for the compare-and-swap loop.
+        if latency_ns > op.max.load(Relaxed) {
+            op.max.fetch_max(latency_ns, Relaxed);
+        }
+        if latency_ns < op.min.load(Relaxed) {
+            op.min.fetch_min(latency_ns, Relaxed);
+        }
     }
 
     fn op_stat(ops: impl Iterator<Item = OpStat>) -> OpStat {

@@ -1,6 +1,8 @@
 //! Fuzzes the target queue-pair state machine: arbitrary bytes, fed in
-//! arbitrary segments, after an optional good handshake, with commands
-//! completed (with data, without, or not at all) as the engine would.
+//! arbitrary segments as a connection reads them (straight into a
+//! transfer's buffer while the queue offers one, else as much as it asks
+//! for), after an optional good handshake, with commands completed (with
+//! data, without, or not at all) as the engine would.
 //!
 //! Invariants checked: no panic; after a fatal error a C2HTermReq ends the
 //! output and nothing more is parsed; the receive buffer never holds
@@ -52,7 +54,22 @@ fuzz_target!(|data: &[u8]| {
     let mut fed = 0;
     let mut failed = false;
     for chunk in body.chunks(seg) {
-        q.feed(chunk);
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let n = match q.direct_buffer() {
+                Some(room) => {
+                    let n = room.fill_from(rest);
+                    q.direct_received(n);
+                    n
+                }
+                None => {
+                    let n = q.recv_want(rest.len()).clamp(1, rest.len());
+                    q.feed(&rest[..n]);
+                    n
+                }
+            };
+            rest = &rest[n..];
+        }
         fed += chunk.len();
         let r = q.process();
         for (i, cmd) in q.take_commands().into_iter().enumerate() {

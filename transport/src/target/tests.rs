@@ -1170,5 +1170,44 @@ mod direct_framing {
             prop_assert!(got[0].1 == data);
             prop_assert_eq!(&got[1], &(0x31u16, vec![pattern; 512]));
         }
+
+        /// A good start (a large R2T write and the head of its first H2CData
+        /// PDU, so the payload may go straight in), then arbitrary bytes in
+        /// reads of any size: no panic, the receive buffer never holds more
+        /// than arrived, and a fatal error ends the queue.
+        #[test]
+        fn garbage_after_a_direct_start_never_panics(dgst in 0u8..4, cut in 1usize..2_000, chunk in 1usize..40_000, junk in proptest::collection::vec(any::<u8>(), 0..60_000)) {
+            let d = Digests::from_dgst(dgst);
+            let (cmd, pdus) = large_r2t_write(d, &vec![7u8; 0x10000]);
+            let mut host = icreq(dgst);
+            host.extend(cmd);
+            host.extend_from_slice(&pdus[..cut.min(pdus.len())]);
+            host.extend(junk);
+            let mut q = TargetQueue::new(TargetQueueConfig::default());
+            let (mut at, mut fed) = (0, 0);
+            while at < host.len() && !q.is_terminated() {
+                let n = match q.direct_buffer() {
+                    Some(room) => {
+                        let n = room.fill_from(&host[at..(at + chunk).min(host.len())]);
+                        q.direct_received(n);
+                        n
+                    }
+                    None => {
+                        let n = q.recv_want(chunk).clamp(1, host.len() - at);
+                        q.feed(&host[at..at + n]);
+                        n
+                    }
+                };
+                at += n;
+                fed += n;
+                prop_assert!(q.buffered() <= fed);
+                if q.process().is_err() {
+                    prop_assert!(q.is_terminated());
+                    let out = q.pending_send();
+                    prop_assert!(!out.is_empty());
+                }
+                let _ = q.take_commands();
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`nvme`]: the NVMe/TCP initiator (remote controllers on reactors);
 //! - [`config`]: the daemon's settings (TOML file and flags);
 //! - [`keyfile`]: DH-HMAC-CHAP secrets read from private key files;
+//! - [`keyring`]: named secrets, as SPDK's file keyring;
 //! - [`app`]: the running daemon and its control-plane operations;
 //! - [`rpc`]: the SPDK-compatible JSON-RPC server;
 //! - [`metrics`]: Prometheus text exposition;
@@ -23,6 +24,7 @@ pub mod controller;
 pub mod identify;
 pub mod io;
 pub mod keyfile;
+pub mod keyring;
 pub mod log_level;
 pub mod logpage;
 pub mod metrics;

@@ -299,13 +299,14 @@ fn state_survives_a_restart() {
             .contains("Subsystem 'iscsi' not found")
     );
     // SPDK's order: options before the objects, bdevs before nvmf, examine last.
-    let bdev = methods(&doc["subsystems"][0]["config"]);
-    assert_eq!(doc["subsystems"][0]["subsystem"], "bdev");
+    assert_eq!(doc["subsystems"][0]["subsystem"], "keyring");
+    let bdev = methods(&doc["subsystems"][1]["config"]);
+    assert_eq!(doc["subsystems"][1]["subsystem"], "bdev");
     assert_eq!(bdev.first().map(String::as_str), Some("bdev_nvme_set_options"));
     assert_eq!(bdev[1], "bdev_nvme_attach_controller");
     assert_eq!(bdev.last().map(String::as_str), Some("bdev_wait_for_examine"));
-    let nvmf = methods(&doc["subsystems"][1]["config"]);
-    assert_eq!(doc["subsystems"][1]["subsystem"], "nvmf");
+    let nvmf = methods(&doc["subsystems"][2]["config"]);
+    assert_eq!(doc["subsystems"][2]["subsystem"], "nvmf");
     assert_eq!(nvmf[0], "nvmf_create_transport");
     drop(c);
     first.stop();

@@ -37,7 +37,21 @@ use crate::subsystem::{Subsystem, SubsystemKind};
 pub const LULL_SUBSYSTEMS: &str = "lull_subsystems";
 
 /// The SPDK subsystems lull has, in dependency order, as `framework_get_subsystems` lists them.
-const SPDK_SUBSYSTEMS: &[(&str, &[&str])] = &[("bdev", &[]), ("nvmf", &["bdev"])];
+const SPDK_SUBSYSTEMS: &[(&str, &[&str])] = &[("keyring", &[]), ("bdev", &["keyring"]), ("nvmf", &["bdev", "keyring"])];
+
+/// The `keyring` subsystem's entries: each key as its file (never its secret).
+fn keyring_config(app: &App) -> Vec<Value> {
+    app.keyring_keys()
+        .into_iter()
+        .filter(|(_, e, _)| !e.removed)
+        .map(|(name, e, _)| {
+            entry(
+                "keyring_file_add_key",
+                json!({"name": name, "path": e.path.display().to_string()}),
+            )
+        })
+        .collect()
+}
 
 fn entry(method: &str, params: Value) -> Value {
     json!({"method": method, "params": params})
@@ -64,9 +78,7 @@ fn bdev_config(app: &App) -> Vec<Value> {
     for (name, c, _) in app.controllers() {
         let t = c.trid();
         let co = c.options();
-        out.push(entry(
-            "bdev_nvme_attach_controller",
-            json!({
+        let mut params = json!({
                 "name": name,
                 "trtype": "TCP",
                 "adrfam": adrfam(&t.addr),
@@ -81,8 +93,17 @@ fn bdev_config(app: &App) -> Vec<Value> {
                 "ctrlr_loss_timeout_sec": co.ctrlr_loss_timeout_sec,
                 "reconnect_delay_sec": co.reconnect_delay_sec,
                 "fast_io_fail_timeout_sec": co.fast_io_fail_timeout_sec,
-            }),
-        ));
+        });
+        // Key names only; keys given other than by name are not saved.
+        if let Some(k) = t.dhchap.as_ref().and_then(|d| d.names.as_ref())
+            && let Some(o) = params.as_object_mut()
+        {
+            o.insert("dhchap_key".into(), json!(k.key));
+            if let Some(c) = &k.ctrlr_key {
+                o.insert("dhchap_ctrlr_key".into(), json!(c));
+            }
+        }
+        out.push(entry("bdev_nvme_attach_controller", params));
     }
     for (name, e) in app.bdevs() {
         let b = &e.bdev;
@@ -190,7 +211,16 @@ fn nvmf_config(app: &App) -> Vec<Value> {
             }),
         ));
         for h in &access.hosts {
-            out.push(entry("nvmf_subsystem_add_host", json!({"nqn": s.nqn, "host": h})));
+            let mut params = json!({"nqn": s.nqn, "host": h});
+            if let Some(k) = s.host_key_names(h)
+                && let Some(o) = params.as_object_mut()
+            {
+                o.insert("dhchap_key".into(), json!(k.key));
+                if let Some(c) = k.ctrlr_key {
+                    o.insert("dhchap_ctrlr_key".into(), json!(c));
+                }
+            }
+            out.push(entry("nvmf_subsystem_add_host", params));
         }
         for n in s.namespaces().iter() {
             out.push(entry(
@@ -234,6 +264,7 @@ fn lull_config(app: &App) -> Vec<Value> {
 /// One subsystem's entries (`framework_get_config`), None for a name lull does not have.
 pub fn subsystem_config(app: &App, name: &str) -> Option<Vec<Value>> {
     match name {
+        "keyring" => Some(keyring_config(app)),
         "bdev" => Some(bdev_config(app)),
         "nvmf" => Some(nvmf_config(app)),
         "lull" => Some(lull_config(app)),

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use super::params::{adrfam, decode, socket_addr, tcp};
 use super::{RpcError, code};
 use crate::app::App;
-use crate::nvme::{CtrlrState, NvmeOptions, NvmeTrid};
+use crate::nvme::{CtrlrState, HostDhchapKeys, NvmeOptions, NvmeTrid};
+use crate::subsystem::KeyNames;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +106,11 @@ struct Attach {
     /// One path per controller name: `disable`, and SPDK's default
     /// `multipath` for a first path; `failover` is not implemented.
     multipath: Option<String>,
+    /// Keyring name of the host's DH-HMAC-CHAP key, used when the
+    /// controller asks for authentication.
+    dhchap_key: Option<String>,
+    /// Keyring name of the controller's key (bidirectional authentication).
+    dhchap_ctrlr_key: Option<String>,
 }
 
 /// The host NQN used when none is given: stable for this machine.
@@ -144,7 +150,29 @@ pub(super) fn bdev_nvme_attach_controller(app: &App, params: Value) -> Result<Va
     if let Some(v) = p.fast_io_fail_timeout_sec {
         o.fast_io_fail_timeout_sec = v;
     }
-    let trid = NvmeTrid::new(addr, &subnqn, &hostnqn);
+    let mut trid = NvmeTrid::new(addr, &subnqn, &hostnqn);
+    match (&p.dhchap_key, &p.dhchap_ctrlr_key) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            return Err(RpcError::invalid(
+                "Invalid parameters: dhchap_ctrlr_key needs dhchap_key: bidirectional authentication starts with the host's key",
+            ));
+        }
+        (Some(k), c) => {
+            let key = app.key_secret("dhchap_key", k)?;
+            let ctrlr_key = c
+                .as_deref()
+                .map(|c| app.key_secret("dhchap_ctrlr_key", c))
+                .transpose()?;
+            let names = KeyNames {
+                key: k.clone(),
+                ctrlr_key: c.clone(),
+            };
+            let keys = HostDhchapKeys::new(key, ctrlr_key, Some(names))
+                .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
+            trid = trid.with_dhchap(keys);
+        }
+    }
     let names = app.attach_controller(&p.name, trid, o)?;
     Ok(json!(names))
 }

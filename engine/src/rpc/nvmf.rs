@@ -299,20 +299,49 @@ struct HostParams {
     host: String,
 }
 
-fn host_params(params: Value) -> Result<HostParams, RpcError> {
-    decode(params)
+/// `nvmf_subsystem_add_host` and `nvmf_subsystem_set_keys`: the keys are
+/// keyring names (`keyring_file_add_key`), never secrets.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostKeyParams {
+    nqn: String,
+    host: String,
+    dhchap_key: Option<String>,
+    dhchap_ctrlr_key: Option<String>,
 }
 
 pub(super) fn nvmf_subsystem_add_host(app: &App, params: Value) -> Result<Value, RpcError> {
-    let p = host_params(params)?;
-    app.add_host(&p.nqn, &p.host)?;
+    let p: HostKeyParams = decode(params)?;
+    app.add_host_with_keys(&p.nqn, &p.host, p.dhchap_key.as_deref(), p.dhchap_ctrlr_key.as_deref())?;
     Ok(Value::Bool(true))
 }
 
 pub(super) fn nvmf_subsystem_remove_host(app: &App, params: Value) -> Result<Value, RpcError> {
-    let p = host_params(params)?;
+    let p: HostParams = decode(params)?;
     app.remove_host(&p.nqn, &p.host)?;
     Ok(Value::Bool(true))
+}
+
+/// New keys for a listed host; none given clears them (SPDK's meaning).
+pub(super) fn nvmf_subsystem_set_keys(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: HostKeyParams = decode(params)?;
+    app.set_host_keys(&p.nqn, &p.host, p.dhchap_key.as_deref(), p.dhchap_ctrlr_key.as_deref())?;
+    Ok(Value::Bool(true))
+}
+
+/// A host as `nvmf_get_subsystems` lists it: its NQN, and the names of its
+/// keys when it has keyring keys.
+pub(super) fn host_json(s: &crate::subsystem::Subsystem, host: &str) -> Value {
+    let mut v = json!({"nqn": host});
+    if let Some(k) = s.host_key_names(host)
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("dhchap_key".into(), json!(k.key));
+        if let Some(c) = k.ctrlr_key {
+            o.insert("dhchap_ctrlr_key".into(), json!(c));
+        }
+    }
+    v
 }
 
 #[derive(Deserialize)]
@@ -377,7 +406,7 @@ pub(super) fn nvmf_get_subsystems(app: &App, params: Value) -> Result<Value, Rpc
                 "subtype": if s.kind == SubsystemKind::Discovery { "Discovery" } else { "NVMe" },
                 "listen_addresses": listen,
                 "allow_any_host": access.allow_any_host,
-                "hosts": access.hosts.iter().map(|h| json!({"nqn": h})).collect::<Vec<_>>(),
+                "hosts": access.hosts.iter().map(|h| host_json(s, h)).collect::<Vec<_>>(),
             });
             if s.kind == SubsystemKind::Nvm {
                 let namespaces: Vec<Value> = s

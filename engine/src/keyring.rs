@@ -129,8 +129,23 @@ impl Keyring {
     }
 
     /// Forgets removed keys that `in_use` says nobody uses any more.
+    /// `in_use` runs without the keyring's lock held, so it may take other
+    /// locks (hosts, controllers) freely.
     pub fn purge(&self, in_use: impl Fn(&str) -> bool) {
-        self.lock().retain(|n, e| !e.removed || in_use(n));
+        let removed: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.removed)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let unused: Vec<String> = removed.into_iter().filter(|n| !in_use(n)).collect();
+        let mut keys = self.lock();
+        for n in unused {
+            // Only if still removed: a key added again under the name stays.
+            if keys.get(&n).is_some_and(|e| e.removed) {
+                keys.remove(&n);
+            }
+        }
     }
 
     /// The secret of the key `name` (not removed).

@@ -425,3 +425,43 @@ fn a_reflected_key_pair_is_refused_on_the_host_side() {
     let e = HostDhchapKeys::new(k.clone(), Some(k), None).unwrap_err();
     assert!(e.contains("reflection"), "{e}");
 }
+
+#[test]
+fn toml_key_files_become_keyring_keys_named_by_their_paths() {
+    let k = key_file("toml-host", 0x77, 0o600);
+    let cores: Vec<usize> = lull_reactor::CoreList::usable()
+        .unwrap()
+        .cores()
+        .iter()
+        .copied()
+        .take(1)
+        .collect();
+    let toml = format!(
+        "cores = \"{}\"\nlog_level = \"warn\"\n[[subsystem]]\nnqn = \"{NQN}\"\nhosts = [\"{HOST}\"]\n\
+         [[subsystem.host_dhchap]]\nhost = \"{HOST}\"\ndhchap_key = \"{}\"\n",
+        cores[0],
+        k.display()
+    );
+    let settings = lull_engine::config::Config::from_toml(&toml)
+        .unwrap()
+        .resolve()
+        .unwrap();
+    let app = App::start(&settings).unwrap();
+    let name = k.display().to_string();
+    let keys = app.keyring_keys();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (keys[0].0.as_str(), keys[0].1.path.as_path(), keys[0].2),
+        (name.as_str(), k.as_path(), 1)
+    );
+    let doc = lull_engine::rpc::config_json::save(&app);
+    no_secret(&doc, &[0x77]);
+    let nvmf = doc["subsystems"][2]["config"].as_array().unwrap();
+    assert!(
+        nvmf.contains(
+            &json!({"method": "nvmf_subsystem_add_host", "params": {"nqn": NQN, "host": HOST, "dhchap_key": name}})
+        ),
+        "a reloaded configuration still asks the host to authenticate: {doc}"
+    );
+    app.shutdown();
+}

@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 const EEXIST: i64 = -17;
 const NQN: &str = "nqn.2024-01.io.lull:auth0";
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000c1";
+/// A listed host without keys.
+const PLAIN_HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000c2";
 
 /// The DHHC-1 form of `key` (no transformation), built here from the
 /// format's definition: base64 of the key and its CRC-32, little-endian.
@@ -366,6 +368,29 @@ fn lull_initiator_authenticates_to_lull_target() {
     );
     no_secret(&e, &[0x44, 0x55, 0x66]);
     assert!(app.controllers().is_empty(), "no controller left from a failed attach");
+
+    // A listed host the controller does not ask to authenticate: with a
+    // host key only, nothing to do; with a controller key, the host still
+    // demands the controller's proof, and a controller without keys for
+    // it cannot give one.
+    c.ok("nvmf_subsystem_add_host", json!({"nqn": NQN, "host": PLAIN_HOST}));
+    let plain = |name: &str, keys| {
+        let mut trid = NvmeTrid::new(format!("127.0.0.1:{port}").parse().unwrap(), NQN, PLAIN_HOST);
+        if let Some(k) = keys {
+            trid = trid.with_dhchap(k);
+        }
+        app.attach_controller(name, trid, opts()).map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        plain("Plain0", Some(host_keys(app, "hkey", None))),
+        Ok(vec!["Plain0n1".to_string()])
+    );
+    app.detach_controller("Plain0").unwrap();
+    let e = plain("Plain1", Some(host_keys(app, "hkey", Some("ckey")))).unwrap_err();
+    assert!(
+        e.contains("NVMe controller Plain1") && e.contains("queue 0: DH-HMAC-CHAP authentication failed"),
+        "{e}"
+    );
 
     // Unidirectional after nvmf_subsystem_set_keys.
     c.ok(

@@ -115,22 +115,28 @@ impl NvmeTrid {
     }
 }
 
-/// Authenticates queue `qid` when its Connect response (`dw0`) asks for it
-/// (ATR), before anything else is sent on it.
+/// Authenticates queue `qid` before anything else is sent on it, when its
+/// Connect response (`dw0`) asks for it (ATR), and also when it does not
+/// but a controller key was given: bidirectional authentication is the
+/// host's demand that the controller prove its key, and a controller that
+/// skips authentication must not pass for one that proved it.
 ///
 /// # Errors
-/// [`SyncError::Protocol`] naming the queue and the reason: no keys given,
-/// or the transaction failed (the controller refused our key, or the
-/// controller did not prove its own).
+/// [`SyncError::Protocol`] (or [`SyncError::Timeout`]) naming the queue and
+/// the reason: no keys given, or the transaction failed (the controller
+/// refused our key or the transaction, or did not prove its own).
 fn authenticate_if_asked(q: &mut SyncQueue, trid: &NvmeTrid, qid: u16, dw0: u32) -> Result<(), SyncError> {
-    if dw0 & CONNECT_AUTHREQ_ATR == 0 {
-        return Ok(());
-    }
-    let Some(keys) = &trid.dhchap else {
-        return Err(SyncError::Protocol(format!(
-            "queue {qid}: the controller requires DH-HMAC-CHAP authentication (ATR in the Connect response) \
-             and no dhchap_key was given"
-        )));
+    let asked = dw0 & CONNECT_AUTHREQ_ATR != 0;
+    let keys = match &trid.dhchap {
+        Some(k) if asked || k.ctrlr_key.is_some() => k,
+        Some(_) => return Ok(()),
+        None if asked => {
+            return Err(SyncError::Protocol(format!(
+                "queue {qid}: the controller requires DH-HMAC-CHAP authentication (ATR in the Connect response) \
+                 and no dhchap_key was given"
+            )));
+        }
+        None => return Ok(()),
     };
     let cfg = Arc::new(keys.config(&trid.hostnqn, &trid.subnqn));
     // The transaction identifier is the host's to choose; the QID keeps
@@ -138,7 +144,7 @@ fn authenticate_if_asked(q: &mut SyncQueue, trid: &NvmeTrid, qid: u16, dw0: u32)
     q.authenticate(cfg, qid).map_err(|e| match e {
         SyncError::Protocol(m) => SyncError::Protocol(format!("queue {qid}: {m}")),
         SyncError::Timeout(m) => SyncError::Timeout(format!("queue {qid}: DH-HMAC-CHAP: {m}")),
-        e => e,
+        e => SyncError::Protocol(format!("queue {qid}: DH-HMAC-CHAP authentication failed: {e}")),
     })
 }
 

@@ -19,7 +19,7 @@ use lull_transport::target::TargetQueueConfig;
 use crate::bdev::{Bdev, FileBdev, NullBdev, RamBdev};
 use crate::config::{BdevKind, BdevSpec, Settings, SubsystemSpec};
 use crate::keyring::{Keyring, KeyringError};
-use crate::nvme::{NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
+use crate::nvme::{DhchapOffer, NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
 use crate::subsystem::{KeyNames, Subsystem};
 use crate::target::Target;
 
@@ -141,6 +141,8 @@ pub struct App {
     nvme: Mutex<BTreeMap<String, NvmeEntry>>,
     /// Named secrets (`keyring_file_add_key`).
     keyring: Keyring,
+    /// What the initiator offers in DH-HMAC-CHAP (`bdev_nvme_set_options`).
+    dhchap_offer: Mutex<DhchapOffer>,
     started: Instant,
 }
 
@@ -198,6 +200,7 @@ impl App {
             uuids: Mutex::new(BTreeMap::new()),
             nvme: Mutex::new(BTreeMap::new()),
             keyring: Keyring::default(),
+            dhchap_offer: Mutex::new(DhchapOffer::default()),
             started: Instant::now(),
         });
         if let Err(e) = app.build(settings) {
@@ -723,6 +726,17 @@ impl App {
     }
 
     // ---- the keyring ----
+
+    /// The hashes and groups the initiator offers (attaches from now on).
+    pub fn dhchap_offer(&self) -> DhchapOffer {
+        lock(&self.dhchap_offer).clone()
+    }
+
+    /// Sets what the initiator offers (`bdev_nvme_set_options
+    /// dhchap_digests / dhchap_dhgroups`); controllers attached keep theirs.
+    pub fn set_dhchap_offer(&self, offer: DhchapOffer) {
+        *lock(&self.dhchap_offer) = offer;
+    }
 
     /// Adds the key file `path` as `name` (`keyring_file_add_key`).
     ///

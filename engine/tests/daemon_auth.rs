@@ -404,8 +404,36 @@ fn lull_initiator_authenticates_to_lull_target() {
     read_on_every_queue(&controller(app, "Uni0"));
     app.detach_controller("Uni0").unwrap();
 
-    // Through the RPC, by key names (every hash and group offered: the
-    // controller picks ffdhe8192 and SHA-512).
+    // What the initiator offers: bdev_nvme_set_options' lists, shown and
+    // saved; unknown names and empty lists refused naming the parameter.
+    assert_eq!(
+        c.ok("bdev_nvme_get_options", Value::Null)["dhchap_dhgroups"],
+        json!(["ffdhe8192", "ffdhe6144", "ffdhe4096", "ffdhe3072", "ffdhe2048", "null"])
+    );
+    let m = c.expect(
+        INVALID_PARAMS,
+        "bdev_nvme_set_options",
+        json!({"dhchap_dhgroups": ["ffdhe1024"]}),
+    );
+    assert!(m.contains("dhchap_dhgroups") && m.contains("ffdhe1024"), "{m}");
+    let m = c.expect(INVALID_PARAMS, "bdev_nvme_set_options", json!({"dhchap_digests": []}));
+    assert!(m.contains("dhchap_digests"), "{m}");
+    c.ok(
+        "bdev_nvme_set_options",
+        json!({"dhchap_digests": ["sha384", "sha256"], "dhchap_dhgroups": ["null", "ffdhe3072"]}),
+    );
+    let o = c.ok("bdev_nvme_get_options", Value::Null);
+    assert_eq!(
+        (&o["dhchap_digests"], &o["dhchap_dhgroups"]),
+        (&json!(["sha384", "sha256"]), &json!(["ffdhe3072", "null"]))
+    );
+    let saved = c.ok("save_config", Value::Null);
+    assert_eq!(
+        saved["subsystems"][1]["config"][0]["params"]["dhchap_dhgroups"],
+        json!(["ffdhe3072", "null"])
+    );
+
+    // Through the RPC, by key names, offering those lists.
     assert_eq!(
         c.ok(
             "bdev_nvme_attach_controller",

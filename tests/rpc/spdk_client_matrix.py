@@ -348,6 +348,11 @@ cli_call("bdev_nvme_detach_controller", "Nvme0")
 # ---- the initiator authenticating (ATR) on every queue, bidirectional,
 # then unidirectional after nvmf_subsystem_set_keys; a wrong key refused ----
 ATTACH2 = "-t tcp -a 127.0.0.1 -s %d -f ipv4 -n %s -q %s" % (port, NQN, HOST2)
+cli_call("bdev_nvme_set_options", "--dhchap-digests sha384,sha256 --dhchap-dhgroups null,ffdhe2048")
+api_call("bdev_nvme_get_options", None, lambda r: expect(
+    r["dhchap_digests"] == ["sha384", "sha256"] and r["dhchap_dhgroups"] == ["ffdhe2048", "null"],
+    "dhchap lists %s %s" % (r.get("dhchap_digests"), r.get("dhchap_dhgroups"))))
+cli_call("bdev_nvme_set_options", "--dhchap-dhgroups ffdhe1024", expect_fail="ffdhe1024")
 cli_call("bdev_nvme_attach_controller", "-b Auth0 %s --dhchap-key key0 --dhchap-ctrlr-key ckey0" % ATTACH2,
          text("Auth0n1 Auth0n5"))
 cli_call("bdev_nvme_detach_controller", "Auth0")

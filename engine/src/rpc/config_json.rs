@@ -73,6 +73,8 @@ fn bdev_config(app: &App) -> Vec<Value> {
             "ctrlr_loss_timeout_sec": o.ctrlr_loss_timeout_sec,
             "reconnect_delay_sec": o.reconnect_delay_sec,
             "fast_io_fail_timeout_sec": o.fast_io_fail_timeout_sec,
+            "dhchap_digests": app.dhchap_offer().digest_names(),
+            "dhchap_dhgroups": app.dhchap_offer().dhgroup_names(),
         }),
     )];
     for (name, c, _) in app.controllers() {

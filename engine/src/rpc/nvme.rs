@@ -25,6 +25,10 @@ struct SetOptions {
     io_queue_requests: Option<u32>,
     /// `none` (no timeout) or `reset`; SPDK's `abort` is not implemented.
     action_on_timeout: Option<String>,
+    /// Hashes the initiator offers in DH-HMAC-CHAP (`sha256`...).
+    dhchap_digests: Option<Vec<String>>,
+    /// DH groups the initiator offers (`null`, `ffdhe2048`...).
+    dhchap_dhgroups: Option<Vec<String>>,
 }
 
 pub(super) fn bdev_nvme_set_options(app: &App, params: Value) -> Result<Value, RpcError> {
@@ -36,6 +40,10 @@ pub(super) fn bdev_nvme_set_options(app: &App, params: Value) -> Result<Value, R
             "Invalid parameters: action_on_timeout {a}: lull supports none and reset"
         )));
     }
+    let offer = app
+        .dhchap_offer()
+        .with_names(p.dhchap_digests.as_deref(), p.dhchap_dhgroups.as_deref())
+        .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
     app.update_nvme_options(|o| {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = p.$f { o.$f = v; } )* };
@@ -64,13 +72,20 @@ pub(super) fn bdev_nvme_set_options(app: &App, params: Value) -> Result<Value, R
             o.io_queue_size = u16::try_from(q).unwrap_or(u16::MAX);
         }
     })?;
+    app.set_dhchap_offer(offer);
     Ok(Value::Bool(true))
 }
 
 pub(super) fn bdev_nvme_get_options(app: &App, params: Value) -> Result<Value, RpcError> {
     super::params::none(&params)?;
     let o = app.nvme_options();
-    Ok(options_json(&o))
+    let mut v = options_json(&o);
+    let offer = app.dhchap_offer();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("dhchap_digests".into(), json!(offer.digest_names()));
+        m.insert("dhchap_dhgroups".into(), json!(offer.dhgroup_names()));
+    }
+    Ok(v)
 }
 
 pub(crate) fn options_json(o: &NvmeOptions) -> Value {
@@ -169,7 +184,8 @@ pub(super) fn bdev_nvme_attach_controller(app: &App, params: Value) -> Result<Va
                 ctrlr_key: c.clone(),
             };
             let keys = HostDhchapKeys::new(key, ctrlr_key, Some(names))
-                .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
+                .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?
+                .offering(&app.dhchap_offer());
             trid = trid.with_dhchap(keys);
         }
     }

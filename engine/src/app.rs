@@ -623,15 +623,11 @@ impl App {
         ctrlr_key: Option<&str>,
     ) -> Result<(), AppError> {
         let s = self.nvm_subsystem(nqn)?;
-        let keys = self.resolve_keys(key, ctrlr_key)?;
-        s.add_host(host).map_err(AppError::InvalidParams)?;
-        if let Some((k, c, names)) = keys
-            && let Err(e) = s.set_host_dhchap_named(host, k, c, Some(names))
-        {
-            let _ = s.remove_host(host);
-            return Err(AppError::InvalidParams(e));
+        match self.resolve_keys(key, ctrlr_key)? {
+            None => s.add_host(host),
+            Some((k, c, names)) => s.add_host_with_dhchap(host, k, c, Some(names)),
         }
-        Ok(())
+        .map_err(AppError::InvalidParams)
     }
 
     /// Sets or clears the DH-HMAC-CHAP keys of the listed `host` on `nqn`

@@ -316,6 +316,40 @@ impl Subsystem {
         Ok(())
     }
 
+    /// Allows `hostnqn` to connect, authenticating with these keys (as
+    /// [`set_host_dhchap_named`](Self::set_host_dhchap_named)). The keys are
+    /// in place before the host is listed, so no Connect is admitted
+    /// without them.
+    ///
+    /// # Errors
+    /// A message when the NQN is malformed or already allowed, or the
+    /// controller key equals the host key.
+    pub fn add_host_with_dhchap(
+        &self,
+        hostnqn: &str,
+        host_key: DhchapSecret,
+        ctrl_key: Option<DhchapSecret>,
+        names: Option<KeyNames>,
+    ) -> Result<(), String> {
+        validate_nqn(hostnqn)?;
+        let cfg = AuthConfig::new(host_key, ctrl_key, hostnqn, &self.nqn);
+        cfg.validate()?;
+        let mut a = self.access();
+        if a.hosts.iter().any(|h| h == hostnqn) {
+            return Err(format!("host {hostnqn} is already allowed on {}", self.nqn));
+        }
+        {
+            let mut d = self.dhchap.lock().unwrap_or_else(|p| p.into_inner());
+            d.retain(|c| c.cfg.hostnqn != hostnqn);
+            d.push(HostDhchap {
+                cfg: Arc::new(cfg),
+                names,
+            });
+        }
+        a.hosts.push(hostnqn.to_string());
+        Ok(())
+    }
+
     /// Stops allowing `hostnqn` (its controllers stay until they disconnect).
     ///
     /// # Errors
@@ -572,5 +606,28 @@ mod tests {
         assert!(s.host_dhchap(h).unwrap().ctrl_key.is_none(), "replaced");
         s.remove_host(h).unwrap();
         assert!(s.host_dhchap(h).is_none(), "removing the host forgets its keys");
+    }
+
+    #[test]
+    fn a_host_added_with_keys_is_never_listed_without_them() {
+        let s = Subsystem::new("nqn.2024-01.io.lull:a", "SN1", "lull").unwrap();
+        let k = |b: u8| DhchapSecret::from_key(None, &[b; 32]).unwrap();
+        let h = "nqn.2024-01.io.h:1";
+        let names = KeyNames {
+            key: "key0".into(),
+            ctrlr_key: Some("ckey0".into()),
+        };
+        let e = s
+            .add_host_with_dhchap(h, k(1), Some(k(1)), Some(names.clone()))
+            .unwrap_err();
+        assert!(e.contains("reflection"), "{e}");
+        assert!(!s.allows(h), "a refused key pair adds no host");
+        s.add_host_with_dhchap(h, k(1), Some(k(2)), Some(names.clone()))
+            .unwrap();
+        assert!(s.allows(h) && s.host_dhchap(h).is_some());
+        assert_eq!(s.host_key_names(h), Some(names));
+        assert!(s.add_host_with_dhchap(h, k(1), None, None).is_err(), "already listed");
+        s.clear_host_dhchap(h);
+        assert!(s.allows(h) && s.host_dhchap(h).is_none() && s.host_key_names(h).is_none());
     }
 }

@@ -12,6 +12,7 @@
 //! - [`config`]: the daemon's settings (TOML file and flags);
 //! - [`keyfile`]: DH-HMAC-CHAP secrets read from private key files;
 //! - [`keyring`]: named secrets, as SPDK's file keyring;
+//! - [`dhchap`]: the DH-HMAC-CHAP hashes and groups allowed;
 //! - [`app`]: the running daemon and its control-plane operations;
 //! - [`rpc`]: the SPDK-compatible JSON-RPC server;
 //! - [`metrics`]: Prometheus text exposition;
@@ -21,6 +22,7 @@ pub mod app;
 pub mod bdev;
 pub mod config;
 pub mod controller;
+pub mod dhchap;
 pub mod identify;
 pub mod io;
 pub mod keyfile;

@@ -392,6 +392,49 @@ fn lull_initiator_authenticates_to_lull_target() {
         "{e}"
     );
 
+    // The target's lists (nvmf_set_config): a host offering only a group
+    // the target no longer allows is refused; saved as SPDK saves it.
+    c.ok(
+        "nvmf_set_config",
+        json!({"dhchap_dhgroups": ["ffdhe2048"], "discovery_filter": "match_any"}),
+    );
+    let mut null_only = host_keys(app, "hkey", Some("ckey"));
+    null_only.dhgroups = vec![DhGroup::Null];
+    let e = attach(app, "Grp0", port, Some(null_only)).unwrap_err();
+    assert!(
+        e.contains("NVMe controller Grp0") && e.contains("the controller refused authentication"),
+        "{e}"
+    );
+    let saved = c.ok("save_config", Value::Null);
+    assert_eq!(
+        saved["subsystems"][2]["config"][0],
+        json!({"method": "nvmf_set_config", "params": {"dhchap_digests": ["sha512", "sha384", "sha256"], "dhchap_dhgroups": ["ffdhe2048"]}})
+    );
+    let m = c.expect(INVALID_PARAMS, "nvmf_set_config", json!({"dhchap_digests": ["md5"]}));
+    assert!(m.contains("dhchap_digests") && m.contains("md5"), "{m}");
+    let m = c.expect(
+        INVALID_PARAMS,
+        "nvmf_set_config",
+        json!({"dhchap_digests": ["sha256"], "discovery_filter": "transport"}),
+    );
+    assert!(m.contains("discovery_filter"), "{m}");
+    assert_eq!(
+        app.target().dhchap_allowed().digest_names(),
+        vec!["sha512", "sha384", "sha256"],
+        "a refused call changes nothing"
+    );
+    assert_eq!(
+        attach(app, "Grp1", port, Some(host_keys(app, "hkey", Some("ckey")))),
+        Ok(vec!["Grp1n1".to_string()]),
+        "ffdhe2048, offered and allowed"
+    );
+    app.detach_controller("Grp1").unwrap();
+    c.ok(
+        "nvmf_set_config",
+        json!({"dhchap_dhgroups": ["null", "ffdhe2048", "ffdhe3072", "ffdhe4096", "ffdhe6144", "ffdhe8192"]}),
+    );
+    assert!(app.target().dhchap_allowed().is_all());
+
     // Unidirectional after nvmf_subsystem_set_keys.
     c.ok(
         "nvmf_subsystem_set_keys",

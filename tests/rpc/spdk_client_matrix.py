@@ -353,6 +353,8 @@ api_call("bdev_nvme_get_options", None, lambda r: expect(
     r["dhchap_digests"] == ["sha384", "sha256"] and r["dhchap_dhgroups"] == ["ffdhe2048", "null"],
     "dhchap lists %s %s" % (r.get("dhchap_digests"), r.get("dhchap_dhgroups"))))
 cli_call("bdev_nvme_set_options", "--dhchap-dhgroups ffdhe1024", expect_fail="ffdhe1024")
+# The target's lists too: the attaches below negotiate SHA-384 and ffdhe2048.
+cli_call("nvmf_set_config", "--dhchap-digests sha384 --dhchap-dhgroups ffdhe2048,ffdhe3072")
 cli_call("bdev_nvme_attach_controller", "-b Auth0 %s --dhchap-key key0 --dhchap-ctrlr-key ckey0" % ATTACH2,
          text("Auth0n1 Auth0n5"))
 cli_call("bdev_nvme_detach_controller", "Auth0")

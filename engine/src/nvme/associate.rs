@@ -15,6 +15,7 @@ use lull_transport::nvme::{Sqe, admin_opc};
 use lull_transport::pdu::Digests;
 
 use super::options::NvmeOptions;
+use crate::dhchap::DhchapOffer;
 use crate::subsystem::KeyNames;
 
 /// The DH-HMAC-CHAP keys a host authenticates with when a controller asks
@@ -67,79 +68,6 @@ impl HostDhchapKeys {
         c.hashes.clone_from(&self.hashes);
         c.dhgroups.clone_from(&self.dhgroups);
         c
-    }
-}
-
-/// The hashes and DH groups the initiator offers in AUTH_Negotiate
-/// (`bdev_nvme_set_options dhchap_digests / dhchap_dhgroups`); every one by
-/// default, as SPDK.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DhchapOffer {
-    /// Hashes, strongest first.
-    pub hashes: Vec<HashId>,
-    /// DH groups, strongest first, the null group last.
-    pub dhgroups: Vec<DhGroup>,
-}
-
-impl Default for DhchapOffer {
-    fn default() -> Self {
-        DhchapOffer {
-            hashes: HashId::ALL.to_vec(),
-            dhgroups: DhGroup::ALL.to_vec(),
-        }
-    }
-}
-
-impl DhchapOffer {
-    /// The offer with the hashes `digests` and the groups `dhgroups` named
-    /// as SPDK names them (`sha256`, `ffdhe2048`, `null`...); a list left
-    /// out keeps this offer's. The order given does not matter: the
-    /// controller chooses.
-    ///
-    /// # Errors
-    /// A message naming the parameter and what is allowed: an unknown name
-    /// or an empty list.
-    pub fn with_names(&self, digests: Option<&[String]>, dhgroups: Option<&[String]>) -> Result<Self, String> {
-        let mut out = self.clone();
-        if let Some(d) = digests {
-            if let Some(bad) = d.iter().find(|n| HashId::from_name(n).is_none()) {
-                return Err(format!(
-                    "dhchap_digests: unknown digest {bad}; allowed sha256, sha384, sha512"
-                ));
-            }
-            out.hashes = HashId::ALL
-                .into_iter()
-                .filter(|h| d.iter().any(|n| HashId::from_name(n) == Some(*h)))
-                .collect();
-            if out.hashes.is_empty() {
-                return Err("dhchap_digests: at least one digest is needed (sha256, sha384, sha512)".into());
-            }
-        }
-        if let Some(g) = dhgroups {
-            if let Some(bad) = g.iter().find(|n| DhGroup::from_name(n).is_none()) {
-                return Err(format!(
-                    "dhchap_dhgroups: unknown DH group {bad}; allowed null, ffdhe2048, ffdhe3072, ffdhe4096, ffdhe6144, ffdhe8192"
-                ));
-            }
-            out.dhgroups = DhGroup::ALL
-                .into_iter()
-                .filter(|x| g.iter().any(|n| DhGroup::from_name(n) == Some(*x)))
-                .collect();
-            if out.dhgroups.is_empty() {
-                return Err("dhchap_dhgroups: at least one DH group is needed (null, ffdhe2048..ffdhe8192)".into());
-            }
-        }
-        Ok(out)
-    }
-
-    /// The hash names, SPDK's spelling.
-    pub fn digest_names(&self) -> Vec<&'static str> {
-        self.hashes.iter().map(|h| h.name()).collect()
-    }
-
-    /// The group names, SPDK's spelling.
-    pub fn dhgroup_names(&self) -> Vec<&'static str> {
-        self.dhgroups.iter().map(|g| g.name()).collect()
     }
 }
 

@@ -158,7 +158,7 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("bdev_nvme_set_hotplug", config_json::bdev_nvme_set_hotplug),
     ("framework_set_scheduler", config_json::framework_set_scheduler),
     ("nvmf_set_crdt", config_json::nvmf_set_crdt),
-    ("nvmf_set_config", config_json::nvmf_set_config),
+    ("nvmf_set_config", nvmf::nvmf_set_config),
     ("lull_get_status", lull::lull_get_status),
     ("lull_reactor_set_mode", lull::lull_reactor_set_mode),
     ("lull_supervisor_get_config", lull::lull_supervisor_get_config),

@@ -436,3 +436,45 @@ pub(super) fn nvmf_get_subsystems(app: &App, params: Value) -> Result<Value, Rpc
         .collect();
     Ok(Value::Array(out))
 }
+
+/// SPDK's `dhchap_digests` and `dhchap_dhgroups`, each when given.
+pub(super) type DhchapLists = (Option<Vec<String>>, Option<Vec<String>>);
+
+/// The `dhchap_digests` and `dhchap_dhgroups` of `params`, taken out
+/// (`null` or absent: not given).
+///
+/// # Errors
+/// Invalid parameters naming the one that is not an array of names.
+pub(super) fn take_dhchap_lists(params: &mut Value) -> Result<DhchapLists, RpcError> {
+    let mut take = |k: &str| -> Result<Option<Vec<String>>, RpcError> {
+        match params.as_object_mut().and_then(|m| m.remove(k)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value::<Vec<String>>(v)
+                .map(Some)
+                .map_err(|_| RpcError::invalid(format!("Invalid parameters: {k}: expected an array of names"))),
+        }
+    };
+    Ok((take("dhchap_digests")?, take("dhchap_dhgroups")?))
+}
+
+/// SPDK's target-wide settings: the DH-HMAC-CHAP hashes and groups every
+/// controller allows (`dhchap_digests`, `dhchap_dhgroups`: new transactions
+/// use them); the rest (discovery filter, admin passthrough) only at what
+/// lull does, as an SPDK tuning method.
+pub(super) fn nvmf_set_config(app: &App, mut params: Value) -> Result<Value, RpcError> {
+    if !(params.is_null() || params.is_object()) {
+        return Err(RpcError::invalid("Invalid parameters: params must be an object"));
+    }
+    let (digests, dhgroups) = take_dhchap_lists(&mut params)?;
+    let target = app.target();
+    let allowed = target
+        .dhchap_allowed()
+        .with_names(digests.as_deref(), dhgroups.as_deref())
+        .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
+    // The rest first: nothing changes when any of it is refused.
+    if params.as_object().is_some_and(|m| !m.is_empty()) {
+        super::config_json::spdk_tuning("nvmf_set_config", params)?;
+    }
+    target.set_dhchap_allowed(allowed);
+    Ok(Value::Bool(true))
+}

@@ -18,8 +18,9 @@ use lull_transport::target::TargetQueueConfig;
 
 use crate::bdev::{Bdev, FileBdev, NullBdev, RamBdev};
 use crate::config::{BdevKind, BdevSpec, Settings, SubsystemSpec};
-use crate::nvme::{NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
-use crate::subsystem::Subsystem;
+use crate::keyring::{Keyring, KeyringError};
+use crate::nvme::{DhchapOffer, NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
+use crate::subsystem::{KeyNames, Subsystem};
 use crate::target::Target;
 
 /// Why a control-plane operation failed; each maps to the JSON-RPC error SPDK returns.
@@ -138,6 +139,10 @@ pub struct App {
     /// subsystem show the same namespace, rightly with one identity.
     uuids: Mutex<BTreeMap<[u8; 16], String>>,
     nvme: Mutex<BTreeMap<String, NvmeEntry>>,
+    /// Named secrets (`keyring_file_add_key`).
+    keyring: Keyring,
+    /// What the initiator offers in DH-HMAC-CHAP (`bdev_nvme_set_options`).
+    dhchap_offer: Mutex<DhchapOffer>,
     started: Instant,
 }
 
@@ -194,6 +199,8 @@ impl App {
             bdevs: Mutex::new(BTreeMap::new()),
             uuids: Mutex::new(BTreeMap::new()),
             nvme: Mutex::new(BTreeMap::new()),
+            keyring: Keyring::default(),
+            dhchap_offer: Mutex::new(DhchapOffer::default()),
             started: Instant::now(),
         });
         if let Err(e) = app.build(settings) {
@@ -233,11 +240,12 @@ impl App {
             self.add_host(&s.nqn, h)?;
         }
         for (host, key, ctrl_key) in &s.host_dhchap {
-            let read = |p: &std::path::Path| crate::keyfile::read_dhchap_key(p).map_err(AppError::InvalidParams);
-            let ctrl_key = ctrl_key.as_deref().map(read).transpose()?;
-            self.nvm_subsystem(&s.nqn)?
-                .set_host_dhchap(host, read(key)?, ctrl_key)
-                .map_err(AppError::InvalidParams)?;
+            // Each file becomes a keyring key named by its path, so a saved
+            // configuration names the file (never the secret) and a reload
+            // asks the host to authenticate as before.
+            let key = self.file_key(key)?;
+            let ctrl_key = ctrl_key.as_deref().map(|p| self.file_key(p)).transpose()?;
+            self.set_host_keys(&s.nqn, host, Some(&key), ctrl_key.as_deref())?;
         }
         for (bdev, nsid) in &s.namespaces {
             self.add_namespace(&s.nqn, bdev, *nsid)?;
@@ -598,6 +606,197 @@ impl App {
         self.nvm_subsystem(nqn)?.add_host(host).map_err(AppError::InvalidParams)
     }
 
+    /// Allows `host` on `nqn`, asking it to authenticate with the keyring's
+    /// keys `key` (and `ctrlr_key`, bidirectional) when given
+    /// (`nvmf_subsystem_add_host --dhchap-key --dhchap-ctrlr-key`). Nothing
+    /// changes when a key is refused.
+    ///
+    /// # Errors
+    /// As [`add_host`](Self::add_host); [`AppError::NotFound`] for a key
+    /// not in the keyring; [`AppError::InvalidParams`] for a controller key
+    /// without a host key or equal to it.
+    pub fn add_host_with_keys(
+        &self,
+        nqn: &str,
+        host: &str,
+        key: Option<&str>,
+        ctrlr_key: Option<&str>,
+    ) -> Result<(), AppError> {
+        let s = self.nvm_subsystem(nqn)?;
+        match self.resolve_keys(key, ctrlr_key)? {
+            None => s.add_host(host),
+            Some((k, c, names)) => s.add_host_with_dhchap(host, k, c, Some(names)),
+        }
+        .map_err(AppError::InvalidParams)
+    }
+
+    /// Sets or clears the DH-HMAC-CHAP keys of the listed `host` on `nqn`
+    /// (`nvmf_subsystem_set_keys`): no `key` clears them (the host no
+    /// longer authenticates). Queues already connected keep going; they
+    /// use the new keys when they next authenticate or reconnect.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for the subsystem or a key;
+    /// [`AppError::InvalidParams`] for a host not listed, or a controller
+    /// key without a host key or equal to it.
+    pub fn set_host_keys(
+        &self,
+        nqn: &str,
+        host: &str,
+        key: Option<&str>,
+        ctrlr_key: Option<&str>,
+    ) -> Result<(), AppError> {
+        let s = self.nvm_subsystem(nqn)?;
+        if !s.access().hosts.iter().any(|h| h == host) {
+            return Err(AppError::InvalidParams(format!(
+                "host {host} is not on the host list of {nqn}: add it with nvmf_subsystem_add_host first"
+            )));
+        }
+        match self.resolve_keys(key, ctrlr_key)? {
+            Some((k, c, names)) => s
+                .set_host_dhchap_named(host, k, c, Some(names))
+                .map_err(AppError::InvalidParams),
+            None => {
+                s.clear_host_dhchap(host);
+                Ok(())
+            }
+        }
+    }
+
+    /// The keyring's secrets for `key` and `ctrlr_key`; `None` for no key.
+    fn resolve_keys(
+        &self,
+        key: Option<&str>,
+        ctrlr_key: Option<&str>,
+    ) -> Result<
+        Option<(
+            lull_transport::auth::DhchapSecret,
+            Option<lull_transport::auth::DhchapSecret>,
+            KeyNames,
+        )>,
+        AppError,
+    > {
+        let Some(key) = key else {
+            return match ctrlr_key {
+                None => Ok(None),
+                Some(_) => Err(AppError::InvalidParams(
+                    "dhchap_ctrlr_key needs dhchap_key: bidirectional authentication starts with the host's key".into(),
+                )),
+            };
+        };
+        let secret = self.key_secret("dhchap_key", key)?;
+        let ctrl = ctrlr_key.map(|c| self.key_secret("dhchap_ctrlr_key", c)).transpose()?;
+        Ok(Some((
+            secret,
+            ctrl,
+            KeyNames {
+                key: key.to_string(),
+                ctrlr_key: ctrlr_key.map(str::to_string),
+            },
+        )))
+    }
+
+    /// The secret of keyring key `name`, given as parameter `field`.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] naming the field and the key.
+    pub fn key_secret(&self, field: &str, name: &str) -> Result<lull_transport::auth::DhchapSecret, AppError> {
+        self.keyring.get(name).map_err(|_| {
+            AppError::NotFound(format!(
+                "{field}: key {name} is not in the keyring (keyring_file_add_key)"
+            ))
+        })
+    }
+
+    /// The keyring key of the key file `path`, added (named by the path)
+    /// when no key holds it yet.
+    fn file_key(&self, path: &std::path::Path) -> Result<String, AppError> {
+        let path = std::path::absolute(path)
+            .map_err(|e| AppError::InvalidParams(format!("key file {}: {e}", path.display())))?;
+        if let Some(n) = self.keyring.name_of_path(&path) {
+            return Ok(n);
+        }
+        let name = path.display().to_string();
+        self.keyring_add(&name, &path)?;
+        Ok(name)
+    }
+
+    // ---- the keyring ----
+
+    /// The hashes and groups the initiator offers (attaches from now on).
+    pub fn dhchap_offer(&self) -> DhchapOffer {
+        lock(&self.dhchap_offer).clone()
+    }
+
+    /// Sets what the initiator offers (`bdev_nvme_set_options
+    /// dhchap_digests / dhchap_dhgroups`); controllers attached keep theirs.
+    pub fn set_dhchap_offer(&self, offer: DhchapOffer) {
+        *lock(&self.dhchap_offer) = offer;
+    }
+
+    /// Adds the key file `path` as `name` (`keyring_file_add_key`).
+    ///
+    /// # Errors
+    /// [`AppError::Exists`] for a name taken; [`AppError::InvalidParams`]
+    /// for a bad name or file (relative, not private to the daemon's user,
+    /// not a DH-HMAC-CHAP secret), the message saying how to fix it and
+    /// never quoting the key.
+    pub fn keyring_add(&self, name: &str, path: &std::path::Path) -> Result<(), AppError> {
+        self.keyring.add_file_key(name, path).map_err(keyring_error)?;
+        tracing::info!(key = name, path = %path.display(), "keyring: key added");
+        Ok(())
+    }
+
+    /// Removes key `name` (`keyring_file_remove_key`); hosts and
+    /// controllers using it keep their copy.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`].
+    pub fn keyring_remove(&self, name: &str) -> Result<(), AppError> {
+        let users = self.key_users(name);
+        self.keyring.remove(name, users > 0).map_err(keyring_error)?;
+        tracing::info!(key = name, users, "keyring: key removed");
+        Ok(())
+    }
+
+    /// Every key with its users' count (`keyring_get_keys`); removed keys
+    /// no longer used are forgotten first.
+    pub fn keyring_keys(&self) -> Vec<(String, crate::keyring::KeyEntry, usize)> {
+        self.keyring.purge(|n| self.key_users(n) > 0);
+        self.keyring
+            .list()
+            .into_iter()
+            .map(|(n, e)| {
+                let users = self.key_users(&n);
+                (n, e, users)
+            })
+            .collect()
+    }
+
+    /// How many hosts and remote controllers use key `name`.
+    pub fn key_users(&self, name: &str) -> usize {
+        let uses = |k: &KeyNames| usize::from(k.key == name) + usize::from(k.ctrlr_key.as_deref() == Some(name));
+        let hosts: usize = self
+            .target
+            .subsystems()
+            .iter()
+            .map(|s| {
+                let hosts = s.access().hosts.clone();
+                hosts
+                    .iter()
+                    .filter_map(|h| s.host_key_names(h))
+                    .map(|k| uses(&k))
+                    .sum::<usize>()
+            })
+            .sum();
+        let ctrlrs: usize = lock(&self.nvme)
+            .values()
+            .filter_map(|e| e.ctrlr.trid().dhchap.as_ref().and_then(|d| d.names.clone()))
+            .map(|k| uses(&k))
+            .sum();
+        hosts + ctrlrs
+    }
+
     /// Stops allowing `host` on `nqn`; its controllers there are closed (as SPDK does).
     ///
     /// # Errors
@@ -691,7 +890,7 @@ impl App {
         opts.validate().map_err(AppError::InvalidParams)?;
         let io_queues = self.handles.len().clamp(1, 128) as u16;
         let ctrlr = NvmeController::attach(name, trid, opts, &self.handles, io_queues)
-            .map_err(|e| AppError::Failed(e.to_string()))?;
+            .map_err(|e| AppError::Failed(format!("NVMe controller {name}: {e}")))?;
         let mut names = Vec::new();
         let mut made: Vec<(String, BdevEntry)> = Vec::new();
         for ns in ctrlr.info().namespaces {
@@ -998,4 +1197,12 @@ fn uuid_taken(uuids: &BTreeMap<[u8; 16], String>, uuid: &[u8; 16]) -> Option<App
             "uuid {text} is already bdev {name}'s; each bdev needs its own (give this one another uuid)"
         ))
     })
+}
+
+fn keyring_error(e: KeyringError) -> AppError {
+    match e {
+        KeyringError::Exists(_) => AppError::Exists(e.to_string()),
+        KeyringError::NotFound(_) => AppError::NotFound(e.to_string()),
+        KeyringError::InvalidName(_) | KeyringError::BadFile(_) => AppError::InvalidParams(e.to_string()),
+    }
 }

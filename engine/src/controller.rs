@@ -452,7 +452,12 @@ impl QueueBinding {
         let cntlid = ctrl.cntlid;
         // Every queue of a host with keys authenticates, the admin queue and
         // each I/O queue (section 8.13.1); ATR tells the host so.
-        self.auth = ctrl.subsystem.host_dhchap(&ctrl.hostnqn).map(ControllerAuth::new);
+        // nvmf_set_config's lists narrow what the host entry allows.
+        let allowed = self.target.dhchap_allowed();
+        self.auth = ctrl
+            .subsystem
+            .host_dhchap(&ctrl.hostnqn)
+            .map(|c| ControllerAuth::new(allowed.restrict(c)));
         let atr = if self.auth.is_some() { CONNECT_AUTHREQ_ATR } else { 0 };
         self.ctrl = Some(ctrl);
         Cqe {

@@ -130,9 +130,26 @@ pub struct Subsystem {
     access: Mutex<Access>,
     /// DH-HMAC-CHAP settings of listed hosts that must authenticate in band
     /// (their keys never leave this process's memory in any answer).
-    dhchap: Mutex<Vec<Arc<AuthConfig>>>,
+    dhchap: Mutex<Vec<HostDhchap>>,
     /// I/O counters.
     pub counters: IoCounters,
+}
+
+/// The keyring names of a host's DH-HMAC-CHAP keys (SPDK's
+/// `dhchap_key` and `dhchap_ctrlr_key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyNames {
+    /// The host key's name.
+    pub key: String,
+    /// The controller key's name (bidirectional authentication).
+    pub ctrlr_key: Option<String>,
+}
+
+/// One host's DH-HMAC-CHAP settings and where its keys came from.
+#[derive(Debug)]
+struct HostDhchap {
+    cfg: Arc<AuthConfig>,
+    names: Option<KeyNames>,
 }
 
 impl Subsystem {
@@ -299,6 +316,40 @@ impl Subsystem {
         Ok(())
     }
 
+    /// Allows `hostnqn` to connect, authenticating with these keys (as
+    /// [`set_host_dhchap_named`](Self::set_host_dhchap_named)). The keys are
+    /// in place before the host is listed, so no Connect is admitted
+    /// without them.
+    ///
+    /// # Errors
+    /// A message when the NQN is malformed or already allowed, or the
+    /// controller key equals the host key.
+    pub fn add_host_with_dhchap(
+        &self,
+        hostnqn: &str,
+        host_key: DhchapSecret,
+        ctrl_key: Option<DhchapSecret>,
+        names: Option<KeyNames>,
+    ) -> Result<(), String> {
+        validate_nqn(hostnqn)?;
+        let cfg = AuthConfig::new(host_key, ctrl_key, hostnqn, &self.nqn);
+        cfg.validate()?;
+        let mut a = self.access();
+        if a.hosts.iter().any(|h| h == hostnqn) {
+            return Err(format!("host {hostnqn} is already allowed on {}", self.nqn));
+        }
+        {
+            let mut d = self.dhchap.lock().unwrap_or_else(|p| p.into_inner());
+            d.retain(|c| c.cfg.hostnqn != hostnqn);
+            d.push(HostDhchap {
+                cfg: Arc::new(cfg),
+                names,
+            });
+        }
+        a.hosts.push(hostnqn.to_string());
+        Ok(())
+    }
+
     /// Stops allowing `hostnqn` (its controllers stay until they disconnect).
     ///
     /// # Errors
@@ -314,7 +365,7 @@ impl Subsystem {
         self.dhchap
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|c| c.hostnqn != hostnqn);
+            .retain(|c| c.cfg.hostnqn != hostnqn);
         Ok(())
     }
 
@@ -333,6 +384,22 @@ impl Subsystem {
         host_key: DhchapSecret,
         ctrl_key: Option<DhchapSecret>,
     ) -> Result<(), String> {
+        self.set_host_dhchap_named(hostnqn, host_key, ctrl_key, None)
+    }
+
+    /// As [`set_host_dhchap`](Self::set_host_dhchap), remembering the
+    /// keyring names the keys came by (`names`: the host key's, the
+    /// controller key's), so a saved configuration names them.
+    ///
+    /// # Errors
+    /// As [`set_host_dhchap`](Self::set_host_dhchap).
+    pub fn set_host_dhchap_named(
+        &self,
+        hostnqn: &str,
+        host_key: DhchapSecret,
+        ctrl_key: Option<DhchapSecret>,
+        names: Option<KeyNames>,
+    ) -> Result<(), String> {
         if !self.access().hosts.iter().any(|h| h == hostnqn) {
             return Err(format!(
                 "host {hostnqn} is not on the host list of {}: add it with nvmf_subsystem_add_host first",
@@ -342,16 +409,36 @@ impl Subsystem {
         let cfg = AuthConfig::new(host_key, ctrl_key, hostnqn, &self.nqn);
         cfg.validate()?;
         let mut d = self.dhchap.lock().unwrap_or_else(|p| p.into_inner());
-        d.retain(|c| c.hostnqn != hostnqn);
-        d.push(Arc::new(cfg));
+        d.retain(|c| c.cfg.hostnqn != hostnqn);
+        d.push(HostDhchap {
+            cfg: Arc::new(cfg),
+            names,
+        });
         Ok(())
+    }
+
+    /// Stops asking `hostnqn` to authenticate (`nvmf_subsystem_set_keys`
+    /// without keys); queues already authenticated stay connected.
+    pub fn clear_host_dhchap(&self, hostnqn: &str) {
+        self.dhchap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|c| c.cfg.hostnqn != hostnqn);
     }
 
     /// The DH-HMAC-CHAP settings `hostnqn` must authenticate with; `None`
     /// when it need not.
     pub fn host_dhchap(&self, hostnqn: &str) -> Option<Arc<AuthConfig>> {
         let d = self.dhchap.lock().unwrap_or_else(|p| p.into_inner());
-        d.iter().find(|c| c.hostnqn == hostnqn).cloned()
+        d.iter().find(|c| c.cfg.hostnqn == hostnqn).map(|c| c.cfg.clone())
+    }
+
+    /// The keyring names of `hostnqn`'s keys, when they were given by name.
+    pub fn host_key_names(&self, hostnqn: &str) -> Option<KeyNames> {
+        let d = self.dhchap.lock().unwrap_or_else(|p| p.into_inner());
+        d.iter()
+            .find(|c| c.cfg.hostnqn == hostnqn)
+            .and_then(|c| c.names.clone())
     }
 
     /// Whether `hostnqn` may connect.
@@ -519,5 +606,28 @@ mod tests {
         assert!(s.host_dhchap(h).unwrap().ctrl_key.is_none(), "replaced");
         s.remove_host(h).unwrap();
         assert!(s.host_dhchap(h).is_none(), "removing the host forgets its keys");
+    }
+
+    #[test]
+    fn a_host_added_with_keys_is_never_listed_without_them() {
+        let s = Subsystem::new("nqn.2024-01.io.lull:a", "SN1", "lull").unwrap();
+        let k = |b: u8| DhchapSecret::from_key(None, &[b; 32]).unwrap();
+        let h = "nqn.2024-01.io.h:1";
+        let names = KeyNames {
+            key: "key0".into(),
+            ctrlr_key: Some("ckey0".into()),
+        };
+        let e = s
+            .add_host_with_dhchap(h, k(1), Some(k(1)), Some(names.clone()))
+            .unwrap_err();
+        assert!(e.contains("reflection"), "{e}");
+        assert!(!s.allows(h), "a refused key pair adds no host");
+        s.add_host_with_dhchap(h, k(1), Some(k(2)), Some(names.clone()))
+            .unwrap();
+        assert!(s.allows(h) && s.host_dhchap(h).is_some());
+        assert_eq!(s.host_key_names(h), Some(names));
+        assert!(s.add_host_with_dhchap(h, k(1), None, None).is_err(), "already listed");
+        s.clear_host_dhchap(h);
+        assert!(s.allows(h) && s.host_dhchap(h).is_none() && s.host_key_names(h).is_none());
     }
 }

@@ -14,6 +14,7 @@ use lull_transport::conn::{HandlerFactory, Listener};
 use lull_transport::target::{MAX_SQ_ENTRIES, TargetQueueConfig};
 
 use crate::controller::{Controller, QueueBinding};
+use crate::dhchap::DhchapOffer;
 use crate::logpage::{self, ListenerEntry};
 use crate::subsystem::{Subsystem, SubsystemKind};
 
@@ -152,6 +153,8 @@ pub struct Target {
     max_queue_depth: AtomicU32,
     /// Most entries of an admin queue (`max_aq_depth`).
     max_aq_depth: AtomicU32,
+    /// DH-HMAC-CHAP hashes and groups allowed (`nvmf_set_config`).
+    dhchap: Mutex<DhchapOffer>,
 }
 
 impl Target {
@@ -180,7 +183,20 @@ impl Target {
             max_io_queues: AtomicU16::new(crate::controller::DEFAULT_IO_QUEUES),
             max_queue_depth: AtomicU32::new(MAX_SQ_ENTRIES),
             max_aq_depth: AtomicU32::new(MAX_SQ_ENTRIES),
+            dhchap: Mutex::new(DhchapOffer::default()),
         })
+    }
+
+    /// The DH-HMAC-CHAP hashes and groups controllers allow.
+    pub fn dhchap_allowed(&self) -> DhchapOffer {
+        self.dhchap.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets the DH-HMAC-CHAP hashes and groups controllers allow
+    /// (`nvmf_set_config dhchap_digests / dhchap_dhgroups`), for every
+    /// transaction started from now on.
+    pub fn set_dhchap_allowed(&self, allowed: DhchapOffer) {
+        *self.dhchap.lock().unwrap_or_else(|p| p.into_inner()) = allowed;
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {

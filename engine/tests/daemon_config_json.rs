@@ -299,13 +299,14 @@ fn state_survives_a_restart() {
             .contains("Subsystem 'iscsi' not found")
     );
     // SPDK's order: options before the objects, bdevs before nvmf, examine last.
-    let bdev = methods(&doc["subsystems"][0]["config"]);
-    assert_eq!(doc["subsystems"][0]["subsystem"], "bdev");
+    assert_eq!(doc["subsystems"][0]["subsystem"], "keyring");
+    let bdev = methods(&doc["subsystems"][1]["config"]);
+    assert_eq!(doc["subsystems"][1]["subsystem"], "bdev");
     assert_eq!(bdev.first().map(String::as_str), Some("bdev_nvme_set_options"));
     assert_eq!(bdev[1], "bdev_nvme_attach_controller");
     assert_eq!(bdev.last().map(String::as_str), Some("bdev_wait_for_examine"));
-    let nvmf = methods(&doc["subsystems"][1]["config"]);
-    assert_eq!(doc["subsystems"][1]["subsystem"], "nvmf");
+    let nvmf = methods(&doc["subsystems"][2]["config"]);
+    assert_eq!(doc["subsystems"][2]["subsystem"], "nvmf");
     assert_eq!(nvmf[0], "nvmf_create_transport");
     drop(c);
     first.stop();
@@ -380,10 +381,15 @@ fn an_spdk_config_loads_with_warnings_for_what_lull_lacks() {
         "bdev_set_options",
         "bdev_nvme_set_hotplug",
         "framework_set_scheduler",
-        "nvmf_set_config",
         "nvmf_set_max_subsystems",
         "nvmf_set_crdt",
     ];
+    // nvmf_set_config runs: its DH-HMAC-CHAP lists are the target's now.
+    let allowed = d.app.target().dhchap_allowed();
+    assert_eq!(
+        (allowed.digest_names(), allowed.dhgroup_names()),
+        (vec!["sha256"], vec!["null"])
+    );
     for m in skipped {
         assert!(
             r.warnings.iter().any(|w| w.contains(&format!("({m}) skipped"))),

@@ -35,7 +35,6 @@ fn defaults_clients_send_are_accepted_and_the_rest_refused() {
         ("enable_flush", json!(true)),
         ("rdma_umr_per_io", json!(true)),
         ("transport_retry_count", json!(7)),
-        ("dhchap_digests", json!(["sha256"])),
     ] {
         let mut p = bare.clone();
         p[k] = v;

@@ -213,10 +213,10 @@ LULLC config save "$WORK/lull.json"
 python3 - "$WORK/lull.json" <<'EOF' && pass "lull config save: SPDK's subsystems in order, lull's settings under lull_subsystems" || fail "lull config save: document shape"
 import json, sys
 d = json.load(open(sys.argv[1]))
-assert [s["subsystem"] for s in d["subsystems"]] == ["bdev", "nvmf"], d["subsystems"]
-bdev = [e["method"] for e in d["subsystems"][0]["config"]]
+assert [s["subsystem"] for s in d["subsystems"]] == ["keyring", "bdev", "nvmf"], d["subsystems"]
+bdev = [e["method"] for e in d["subsystems"][1]["config"]]
 assert bdev[0] == "bdev_nvme_set_options" and bdev[-1] == "bdev_wait_for_examine", bdev
-assert d["subsystems"][1]["config"][0]["method"] == "nvmf_create_transport"
+assert d["subsystems"][2]["config"][0]["method"] == "nvmf_create_transport"
 lull = d["lull_subsystems"][0]
 assert lull["subsystem"] == "lull" and lull["config"][0]["params"]["mode_policy"] == "hybrid", lull
 EOF

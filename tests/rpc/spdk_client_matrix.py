@@ -15,18 +15,23 @@ Prints one PASS/FAIL line per check and `N passed, M failed`; exits 1 on
 any failure.
 """
 
+import base64
 import json
 import os
 import select
 import socket
 import subprocess
 import sys
+import struct
 import time
+import zlib
 
 VERSION, SOCK, LULL, WORK = sys.argv[1:5]
 V = tuple(int(x) for x in VERSION.split("."))
 NQN = "nqn.2016-06.io.spdk:cnode1"
 HOST = "nqn.2014-08.org.nvmexpress:uuid:6c0e8e9c-3b3c-4c4e-9b8a-0000000000a1"
+# A host that must authenticate with DH-HMAC-CHAP.
+HOST2 = "nqn.2014-08.org.nvmexpress:uuid:6c0e8e9c-3b3c-4c4e-9b8a-0000000000a2"
 CALL_TIMEOUT = 30
 
 passed = 0
@@ -229,9 +234,63 @@ cli_call("nvmf_get_subsystems", "", js(lambda v: expect(any(
 cli_call("nvmf_subsystem_get_listeners", NQN, js(lambda v: expect(
     [l["address"]["trsvcid"] for l in v] == [str(port)], "listeners")))
 
+
+# ---- the keyring and DH-HMAC-CHAP keys: files of mode 0600, names in
+# every answer, never a secret ----
+def dhchap_secret(key):
+    """The DHHC-1 form (no transformation): base64 of the key and its CRC-32, little-endian."""
+    return "DHHC-1:00:%s:" % base64.b64encode(key + struct.pack("<I", zlib.crc32(key))).decode()
+
+
+def key_file(name, key, mode):
+    path = os.path.join(WORK, "%s-%s.key" % (name, VERSION))
+    with open(path, "w") as f:
+        f.write(dhchap_secret(key) + "\n")
+    os.chmod(path, mode)
+    return path
+
+
+KEY0 = key_file("key0", bytes(range(32)), 0o600)
+CKEY0 = key_file("ckey0", bytes(range(100, 132)), 0o600)
+OPEN0 = key_file("open0", bytes(range(50, 82)), 0o644)
+B64 = [dhchap_secret(k).split(":")[2][:16] for k in (bytes(range(32)), bytes(range(100, 132)), bytes(range(50, 82)))]
+
+
+def no_secret(out):
+    return expect(not any(b in out for b in B64) and "DHHC-1" not in out, "a secret is in the answer")
+
+
+def keys_are(want):
+    """want: {name: refcnt}; and no secret anywhere in the answer."""
+    def c(out):
+        why = no_secret(out)
+        if why:
+            return why
+        v = json.loads(out)
+        got = {k["name"]: k["refcnt"] for k in v}
+        paths = {k["name"]: k["path"] for k in v}
+        return expect(got == want and all(paths[n] == {"key0": KEY0, "ckey0": CKEY0}[n] for n in got)
+                      and not any(k["removed"] or k["probed"] for k in v), "keys %s, expected %s" % (got, want))
+    return c
+
+
+cli_call("keyring_file_add_key", "key0 " + KEY0)
+cli_call("keyring_file_add_key", "ckey0 " + CKEY0)
+out = cli_call("keyring_file_add_key", "open0 " + OPEN0, expect_fail="chmod 0600")
+report(out is not None and no_secret(out) is None, "a refused key file's error quotes no secret")
+cli_call("keyring_file_add_key", "key0 " + KEY0, expect_fail='"code": -17')
+cli_call("keyring_get_keys", "", keys_are({"key0": 1, "ckey0": 1}))
+cli_call("nvmf_subsystem_add_host", "%s %s --dhchap-key key0 --dhchap-ctrlr-key nokey" % (NQN, HOST2),
+         expect_fail="nokey")
+cli_call("nvmf_subsystem_add_host", "%s %s --dhchap-key key0 --dhchap-ctrlr-key ckey0" % (NQN, HOST2))
+cli_call("keyring_get_keys", "", keys_are({"key0": 2, "ckey0": 2}))
+cli_call("nvmf_get_subsystems", "", js(lambda v: expect(
+    [h for s in v if s["nqn"] == NQN for h in s["hosts"] if h["nqn"] == HOST2]
+    == [{"nqn": HOST2, "dhchap_key": "key0", "dhchap_ctrlr_key": "ckey0"}], "HOST2's key names")))
+
 # ---- the configuration: SPDK's client-side save_config, lull's server-side one ----
 cli_call("framework_get_subsystems", "", js(lambda v: expect(
-    [x["subsystem"] for x in v][:2] == ["bdev", "nvmf"], "subsystems")))
+    [x["subsystem"] for x in v][:3] == ["keyring", "bdev", "nvmf"], "subsystems")))
 cli_call("framework_get_config", "bdev", js(lambda v: expect(
     any(e["method"] == "bdev_malloc_create" and e["params"]["name"] == "Malloc0" for e in v), "bdev config")))
 cli_call("bdev_wait_for_examine", "")
@@ -286,11 +345,35 @@ cli_call("nvmf_get_subsystems", "", js(lambda v: expect(
     [s["allow_any_host"] for s in v if s["nqn"] == NQN] == [False], "allow_any_host still on")))
 cli_call("bdev_nvme_detach_controller", "Nvme0")
 
+# ---- the initiator authenticating (ATR) on every queue, bidirectional,
+# then unidirectional after nvmf_subsystem_set_keys; a wrong key refused ----
+ATTACH2 = "-t tcp -a 127.0.0.1 -s %d -f ipv4 -n %s -q %s" % (port, NQN, HOST2)
+cli_call("bdev_nvme_set_options", "--dhchap-digests sha384,sha256 --dhchap-dhgroups null,ffdhe2048")
+api_call("bdev_nvme_get_options", None, lambda r: expect(
+    r["dhchap_digests"] == ["sha384", "sha256"] and r["dhchap_dhgroups"] == ["ffdhe2048", "null"],
+    "dhchap lists %s %s" % (r.get("dhchap_digests"), r.get("dhchap_dhgroups"))))
+cli_call("bdev_nvme_set_options", "--dhchap-dhgroups ffdhe1024", expect_fail="ffdhe1024")
+# The target's lists too: the attaches below negotiate SHA-384 and ffdhe2048.
+cli_call("nvmf_set_config", "--dhchap-digests sha384 --dhchap-dhgroups ffdhe2048,ffdhe3072")
+cli_call("bdev_nvme_attach_controller", "-b Auth0 %s --dhchap-key key0 --dhchap-ctrlr-key ckey0" % ATTACH2,
+         text("Auth0n1 Auth0n5"))
+cli_call("bdev_nvme_detach_controller", "Auth0")
+cli_call("bdev_nvme_attach_controller", "-b Auth1 %s --dhchap-key ckey0" % ATTACH2,
+         expect_fail="DH-HMAC-CHAP authentication failed")
+cli_call("bdev_nvme_attach_controller", "-b Auth1 %s" % ATTACH2, expect_fail="no dhchap_key was given")
+cli_call("nvmf_subsystem_set_keys", "%s %s --dhchap-key key0" % (NQN, HOST2))
+cli_call("bdev_nvme_attach_controller", "-b Auth2 %s --dhchap-key key0" % ATTACH2, text("Auth2n1 Auth2n5"))
+cli_call("bdev_nvme_detach_controller", "Auth2")
+
 # ---- teardown, in SPDK's order ----
 cli_call("nvmf_subsystem_remove_host", "%s %s" % (NQN, HOST))
 cli_call("nvmf_subsystem_remove_listener", "%s -t tcp -a 127.0.0.1 -s %d -f ipv4" % (NQN, port))
 cli_call("nvmf_subsystem_remove_ns", "%s 5" % NQN)
 cli_call("nvmf_delete_subsystem", NQN)
+cli_call("keyring_file_remove_key", "ckey0")
+cli_call("keyring_file_remove_key", "key0")
+cli_call("keyring_file_remove_key", "key0", expect_fail='"code": -19')
+cli_call("keyring_get_keys", "", keys_are({}))
 cli_call("bdev_uring_delete", "Uring0")
 cli_call("bdev_null_delete", "Null0")
 cli_call("bdev_malloc_delete", "Malloc0")
@@ -307,13 +390,16 @@ with open(conf, "w") as f:
 
 def rebuilt(v):
     return expect(any(s["nqn"] == NQN and [n["nsid"] for n in s["namespaces"]] == [1, 5]
-                      and s["listen_addresses"][0]["trsvcid"] == str(port) for s in v), "not rebuilt")
+                      and s["listen_addresses"][0]["trsvcid"] == str(port)
+                      and {"nqn": HOST2, "dhchap_key": "key0", "dhchap_ctrlr_key": "ckey0"} in s["hosts"]
+                      for s in v), "not rebuilt")
 
 
 cli_call("load_config", "-j " + conf)
 cli_call("nvmf_get_subsystems", "", js(rebuilt))
 for m, p in (("nvmf_delete_subsystem", {"nqn": NQN}), ("bdev_uring_delete", {"name": "Uring0"}),
-             ("bdev_null_delete", {"name": "Null0"}), ("bdev_malloc_delete", {"name": "Malloc0"})):
+             ("bdev_null_delete", {"name": "Null0"}), ("bdev_malloc_delete", {"name": "Malloc0"}),
+             ("keyring_file_remove_key", {"name": "key0"}), ("keyring_file_remove_key", {"name": "ckey0"})):
     api_call(m, p)
 if server_saved:
     api_call("load_config", server_saved, lambda r: expect(r["applied"] >= 5, str(r)))
@@ -321,6 +407,8 @@ if server_saved:
     api_call("nvmf_delete_subsystem", {"nqn": NQN})
     for b in ("Uring0", "Null0", "Malloc0"):
         api_call("lull_bdev_delete", {"name": b})
+    for k in ("key0", "ckey0"):
+        api_call("keyring_file_remove_key", {"name": k})
 
 # ---- SPDK's tuning of parts lull does not have (what spdk_tgt's save_config
 # writes): accepted when they change nothing a host sees, else refused

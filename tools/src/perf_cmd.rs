@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use lull_engine::nvme::{NvmeController, NvmeOptions, NvmeTrid};
+use lull_engine::keyfile::read_dhchap_key;
+use lull_engine::nvme::{HostDhchapKeys, NvmeController, NvmeOptions, NvmeTrid};
 use lull_perf::arrival::{Arrival, Rate};
 use lull_perf::inproc::{DEFAULT_HOSTNQN, INPROC_NQN, InprocTarget};
 use lull_perf::nvme_perf::{self, PerfReport, Rw, TargetCpu, Workload};
@@ -245,6 +246,31 @@ pub struct PerfArgs {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// DH-HMAC-CHAP: a file holding the host's secret (`DHHC-1:NN:...:`, as
+    /// `nvme gen-dhchap-key` writes it; mode 0600, owned by this user),
+    /// used when the controller asks for authentication.
+    #[arg(long, value_name = "FILE")]
+    dhchap_key: Option<std::path::PathBuf>,
+    /// DH-HMAC-CHAP: a file holding the controller's secret, for
+    /// bidirectional authentication (the controller proves its key too).
+    #[arg(long, value_name = "FILE", requires = "dhchap_key")]
+    dhchap_ctrlr_key: Option<std::path::PathBuf>,
+}
+
+impl PerfArgs {
+    /// The DH-HMAC-CHAP keys of `--dhchap-key` and `--dhchap-ctrlr-key`.
+    fn dhchap(&self) -> Result<Option<HostDhchapKeys>, String> {
+        let Some(k) = &self.dhchap_key else {
+            return Ok(None);
+        };
+        let key = read_dhchap_key(k).map_err(|e| format!("--dhchap-key: {e}"))?;
+        let ctrlr_key = self
+            .dhchap_ctrlr_key
+            .as_deref()
+            .map(|c| read_dhchap_key(c).map_err(|e| format!("--dhchap-ctrlr-key: {e}")))
+            .transpose()?;
+        HostDhchapKeys::new(key, ctrlr_key, None).map(Some)
+    }
 }
 
 /// Starts reactors on `cores` under `policy`, with a supervisor when adaptive.
@@ -310,6 +336,8 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
     let opts = a
         .init
         .options(a.nvme_ioq_poll_period_us, a.nvme_adminq_poll_period_us)?;
+    // Key files are checked before anything starts.
+    let dhchap = a.dhchap()?;
     let stop = stop_flag()?;
     let (tcore, icore, pin) = default_split()?;
     let init_cores = match &a.cores {
@@ -364,7 +392,10 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
         sup.set_config(supervisor_config(a.mode, a.latency_budget_us))
             .map_err(|e| e.to_string())?;
     }
-    let trid = NvmeTrid::new(addr, &subnqn, &a.init.hostnqn);
+    let mut trid = NvmeTrid::new(addr, &subnqn, &a.init.hostnqn);
+    if let Some(keys) = dhchap {
+        trid = trid.with_dhchap(keys);
+    }
     let ctrlr = NvmeController::attach("perf0", trid, opts, reactors.handles(), a.init.queues as u16)
         .map_err(|e| e.to_string())?;
     let w = Workload {

@@ -6,12 +6,87 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use lull_transport::fabrics::{ConnectData, property};
+use std::sync::Arc;
+
+use lull_transport::auth::{AuthConfig, DhGroup, DhchapSecret, HashId};
+use lull_transport::fabrics::{CONNECT_AUTHREQ_ATR, ConnectData, property};
 use lull_transport::host_sync::{SyncError, SyncQueue};
 use lull_transport::nvme::{Sqe, admin_opc};
 use lull_transport::pdu::Digests;
 
 use super::options::NvmeOptions;
+use crate::dhchap::DhchapOffer;
+use crate::subsystem::KeyNames;
+
+/// The DH-HMAC-CHAP keys a host authenticates with when a controller asks
+/// for it (ATR in the Connect response; NVMe Base 2.0 section 8.13), on
+/// the admin queue and every I/O queue. `Debug` shows no key bytes.
+#[derive(Clone, Debug)]
+pub struct HostDhchapKeys {
+    /// The host's secret (SPDK's `dhchap_key`).
+    pub key: DhchapSecret,
+    /// The controller's secret, for bidirectional authentication (SPDK's
+    /// `dhchap_ctrlr_key`): the controller must prove it too.
+    pub ctrlr_key: Option<DhchapSecret>,
+    /// The keyring names the keys came by, if they came from the keyring.
+    pub names: Option<KeyNames>,
+    /// Hashes offered, most preferred first.
+    pub hashes: Vec<HashId>,
+    /// DH groups offered, most preferred first.
+    pub dhgroups: Vec<DhGroup>,
+}
+
+impl HostDhchapKeys {
+    /// Keys offering every hash and group.
+    ///
+    /// # Errors
+    /// A message when the controller key equals the host key (the
+    /// reflection attack NVMe Base 2.0 section 8.13.5.9 warns of).
+    pub fn new(key: DhchapSecret, ctrlr_key: Option<DhchapSecret>, names: Option<KeyNames>) -> Result<Self, String> {
+        let k = HostDhchapKeys {
+            key,
+            ctrlr_key,
+            names,
+            hashes: HashId::ALL.to_vec(),
+            dhgroups: DhGroup::ALL.to_vec(),
+        };
+        k.config("", "").validate()?;
+        Ok(k)
+    }
+
+    /// These keys offering `offer`'s hashes and groups.
+    #[must_use]
+    pub fn offering(mut self, offer: &DhchapOffer) -> Self {
+        self.hashes.clone_from(&offer.hashes);
+        self.dhgroups.clone_from(&offer.dhgroups);
+        self
+    }
+
+    /// The settings of one transaction between `hostnqn` and `subnqn`.
+    fn config(&self, hostnqn: &str, subnqn: &str) -> AuthConfig {
+        let mut c = AuthConfig::new(self.key.clone(), self.ctrlr_key.clone(), hostnqn, subnqn);
+        c.hashes.clone_from(&self.hashes);
+        c.dhgroups.clone_from(&self.dhgroups);
+        c
+    }
+}
+
+impl PartialEq for HostDhchapKeys {
+    fn eq(&self, o: &Self) -> bool {
+        let ctrl = match (&self.ctrlr_key, &o.ctrlr_key) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.same_key(b),
+            _ => false,
+        };
+        self.key.same_key(&o.key)
+            && ctrl
+            && self.names == o.names
+            && self.hashes == o.hashes
+            && self.dhgroups == o.dhgroups
+    }
+}
+
+impl Eq for HostDhchapKeys {}
 
 /// Where a remote subsystem is and who we are (SPDK's "transport ID" plus the host identity).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +99,9 @@ pub struct NvmeTrid {
     pub hostnqn: String,
     /// Our Host Identifier.
     pub hostid: [u8; 16],
+    /// Keys to authenticate with when the controller asks; `None`: a
+    /// controller that asks is refused.
+    pub dhchap: Option<HostDhchapKeys>,
 }
 
 impl NvmeTrid {
@@ -34,8 +112,49 @@ impl NvmeTrid {
             subnqn: subnqn.to_string(),
             hostnqn: hostnqn.to_string(),
             hostid: crate::bdev::uuid_from_name("hostid", hostnqn),
+            dhchap: None,
         }
     }
+
+    /// The same, authenticating with `keys` where the controller asks.
+    #[must_use]
+    pub fn with_dhchap(mut self, keys: HostDhchapKeys) -> Self {
+        self.dhchap = Some(keys);
+        self
+    }
+}
+
+/// Authenticates queue `qid` before anything else is sent on it, when its
+/// Connect response (`dw0`) asks for it (ATR), and also when it does not
+/// but a controller key was given: bidirectional authentication is the
+/// host's demand that the controller prove its key, and a controller that
+/// skips authentication must not pass for one that proved it.
+///
+/// # Errors
+/// [`SyncError::Protocol`] (or [`SyncError::Timeout`]) naming the queue and
+/// the reason: no keys given, or the transaction failed (the controller
+/// refused our key or the transaction, or did not prove its own).
+fn authenticate_if_asked(q: &mut SyncQueue, trid: &NvmeTrid, qid: u16, dw0: u32) -> Result<(), SyncError> {
+    let asked = dw0 & CONNECT_AUTHREQ_ATR != 0;
+    let keys = match &trid.dhchap {
+        Some(k) if asked || k.ctrlr_key.is_some() => k,
+        Some(_) => return Ok(()),
+        None if asked => {
+            return Err(SyncError::Protocol(format!(
+                "queue {qid}: the controller requires DH-HMAC-CHAP authentication (ATR in the Connect response) \
+                 and no dhchap_key was given"
+            )));
+        }
+        None => return Ok(()),
+    };
+    let cfg = Arc::new(keys.config(&trid.hostnqn, &trid.subnqn));
+    // The transaction identifier is the host's to choose; the QID keeps
+    // each queue's apart in a trace.
+    q.authenticate(cfg, qid).map_err(|e| match e {
+        SyncError::Protocol(m) => SyncError::Protocol(format!("queue {qid}: {m}")),
+        SyncError::Timeout(m) => SyncError::Timeout(format!("queue {qid}: DH-HMAC-CHAP: {m}")),
+        e => SyncError::Protocol(format!("queue {qid}: DH-HMAC-CHAP authentication failed: {e}")),
+    })
 }
 
 /// A namespace of the remote controller (from Identify Namespace).
@@ -244,7 +363,8 @@ pub(crate) fn connect_io_queue(
         subnqn: trid.subnqn.clone(),
         hostnqn: trid.hostnqn.clone(),
     };
-    q.fabric_connect(qid, size - 1, 0, &data)?;
+    let cqe = q.fabric_connect(qid, size - 1, 0, &data)?;
+    authenticate_if_asked(&mut q, trid, qid, cqe.dw0)?;
     Ok(q)
 }
 
@@ -268,9 +388,9 @@ pub(crate) fn associate(
         subnqn: trid.subnqn.clone(),
         hostnqn: trid.hostnqn.clone(),
     };
-    let cntlid = admin
-        .fabric_connect(0, ADMIN_SQSIZE, opts.keep_alive_timeout_ms, &data)?
-        .dw0 as u16;
+    let connected = admin.fabric_connect(0, ADMIN_SQSIZE, opts.keep_alive_timeout_ms, &data)?;
+    let cntlid = connected.dw0 as u16;
+    authenticate_if_asked(&mut admin, trid, 0, connected.dw0)?;
     let cap = admin.property_get(property::CAP, 8)?;
     // CAP.TO is in 500 ms units; CAP.MQES is 0's based.
     let enable_timeout = Duration::from_millis(500 * ((cap >> 24) & 0xFF)).max(Duration::from_secs(1));

@@ -11,7 +11,8 @@ pub mod bdev;
 pub mod ctrlr;
 pub mod options;
 
-pub use associate::{CtrlrInfo, NsDescriptors, NsInfo, NvmeTrid, parse_descriptors};
+pub use crate::dhchap::DhchapOffer;
+pub use associate::{CtrlrInfo, HostDhchapKeys, NsDescriptors, NsInfo, NvmeTrid, parse_descriptors};
 pub use bdev::NvmeBdev;
 pub use ctrlr::{CtrlrState, IoDone, IoError, NvmeController, NvmeError};
 pub use options::NvmeOptions;

@@ -25,8 +25,6 @@ pub(crate) enum Dflt {
     Int(i64),
     /// This string (compared ignoring ASCII case, as SPDK's enum decoders do).
     Str(&'static str),
-    /// These strings as an array, in any order (SPDK's "all allowed" lists).
-    Strs(&'static [&'static str]),
     /// Nothing: SPDK's default is "not set" (a key, a file, an address);
     /// only `null` is accepted.
     Absent,
@@ -43,7 +41,6 @@ impl std::fmt::Display for Dflt {
             Dflt::Bool(b) => write!(f, "{b}"),
             Dflt::Int(i) => write!(f, "{i}"),
             Dflt::Str(s) => write!(f, "\"{s}\""),
-            Dflt::Strs(l) => write!(f, "{l:?}"),
             Dflt::Absent => f.write_str("absent (null)"),
             Dflt::AnyCount => f.write_str("any count"),
         }
@@ -59,13 +56,6 @@ impl Dflt {
             Dflt::Bool(b) => v.as_bool() == Some(*b),
             Dflt::Int(i) => v.as_i64() == Some(*i),
             Dflt::Str(s) => v.as_str().is_some_and(|x| x.eq_ignore_ascii_case(s)),
-            Dflt::Strs(l) => v.as_array().is_some_and(|a| {
-                let mut got: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
-                let mut want: Vec<&str> = l.to_vec();
-                got.sort_unstable();
-                want.sort_unstable();
-                got.len() == a.len() && got == want
-            }),
             Dflt::Absent => false,
             Dflt::AnyCount => v.as_u64().is_some(),
         }
@@ -76,7 +66,7 @@ impl Dflt {
 /// an object parameter) and what it may carry.
 type Entry = (&'static str, Dflt);
 
-use Dflt::{Absent, AnyCount, Bool, Int, Str, Strs};
+use Dflt::{Absent, AnyCount, Bool, Int, Str};
 
 /// SPDK's default target name: the only target lull has.
 const TGT: Entry = ("tgt_name", Str("nvmf_tgt"));
@@ -88,9 +78,6 @@ const MULTIPATH_OPTS: [Entry; 3] = [
     ("multipath_opts.selector", Str("round_robin")),
     ("multipath_opts.min_io", Int(1)),
 ];
-
-const DIGESTS: &[&str] = &["sha256", "sha384", "sha512"];
-const DHGROUPS: &[&str] = &["null", "ffdhe2048", "ffdhe3072", "ffdhe4096", "ffdhe6144", "ffdhe8192"];
 
 /// Per method: the SPDK parameters lull accepts only at SPDK's default.
 pub(crate) const UNIMPLEMENTED: &[(&str, &[Entry])] = &[
@@ -203,15 +190,8 @@ pub(crate) const UNIMPLEMENTED: &[(&str, &[Entry])] = &[
             ("numa_id", Int(-1)),
         ],
     ),
-    (
-        "nvmf_subsystem_add_host",
-        &[
-            TGT,
-            ("psk", Absent),
-            ("dhchap_key", Absent),
-            ("dhchap_ctrlr_key", Absent),
-        ],
-    ),
+    ("nvmf_subsystem_add_host", &[TGT, ("psk", Absent)]),
+    ("nvmf_subsystem_set_keys", &[TGT]),
     ("nvmf_subsystem_remove_host", &[TGT, ("timeout_ms", Absent)]),
     ("nvmf_subsystem_allow_any_host", &[TGT]),
     ("nvmf_get_subsystems", &[TGT]),
@@ -239,8 +219,6 @@ pub(crate) const UNIMPLEMENTED: &[(&str, &[Entry])] = &[
             ("rdma_srq_size", Int(0)),
             ("rdma_max_cq_size", Int(0)),
             ("rdma_cm_event_timeout_ms", Int(0)),
-            ("dhchap_digests", Strs(DIGESTS)),
-            ("dhchap_dhgroups", Strs(DHGROUPS)),
             ("rdma_umr_per_io", Bool(false)),
             ("tcp_connect_timeout_ms", Int(0)),
             ("enable_flush", Bool(false)),
@@ -261,8 +239,6 @@ pub(crate) const UNIMPLEMENTED: &[(&str, &[Entry])] = &[
             ("num_io_queues", Int(1024)),
             ("psk", Absent),
             ("max_bdevs", Int(128)),
-            ("dhchap_key", Absent),
-            ("dhchap_ctrlr_key", Absent),
             ("allow_unrecognized_csi", Bool(false)),
             ("disable_sq_flow_control", Bool(false)),
             MULTIPATH_OPTS[0],
@@ -362,11 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn lists_in_any_order_and_absent_only() {
-        let mut p = json!({"dhchap_digests": ["sha512", "sha256", "sha384"]});
-        strip("bdev_nvme_set_options", &mut p).unwrap();
-        let mut p = json!({"dhchap_digests": ["sha256"]});
-        assert!(strip("bdev_nvme_set_options", &mut p).is_err());
+    fn absent_only() {
         let mut p = json!({"psk": null});
         strip("nvmf_subsystem_add_host", &mut p).unwrap();
         let mut p = json!({"psk": "key0"});

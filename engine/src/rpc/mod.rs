@@ -11,6 +11,7 @@ mod bdev;
 mod compat;
 pub mod config_json;
 mod framework;
+mod keyring;
 mod lull;
 mod nvme;
 mod nvmf;
@@ -95,6 +96,9 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("spdk_get_version", framework::spdk_get_version),
     ("rpc_get_methods", framework::rpc_get_methods),
     ("framework_get_reactors", framework::framework_get_reactors),
+    ("keyring_file_add_key", keyring::keyring_file_add_key),
+    ("keyring_file_remove_key", keyring::keyring_file_remove_key),
+    ("keyring_get_keys", keyring::keyring_get_keys),
     ("bdev_malloc_create", bdev::bdev_malloc_create),
     ("bdev_malloc_delete", bdev::bdev_malloc_delete),
     ("bdev_null_create", bdev::bdev_null_create),
@@ -112,6 +116,7 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("nvmf_subsystem_remove_listener", nvmf::nvmf_subsystem_remove_listener),
     ("nvmf_subsystem_add_host", nvmf::nvmf_subsystem_add_host),
     ("nvmf_subsystem_remove_host", nvmf::nvmf_subsystem_remove_host),
+    ("nvmf_subsystem_set_keys", nvmf::nvmf_subsystem_set_keys),
     ("nvmf_subsystem_allow_any_host", nvmf::nvmf_subsystem_allow_any_host),
     ("nvmf_get_subsystems", nvmf::nvmf_get_subsystems),
     ("bdev_nvme_set_options", nvme::bdev_nvme_set_options),
@@ -153,7 +158,7 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("bdev_nvme_set_hotplug", config_json::bdev_nvme_set_hotplug),
     ("framework_set_scheduler", config_json::framework_set_scheduler),
     ("nvmf_set_crdt", config_json::nvmf_set_crdt),
-    ("nvmf_set_config", config_json::nvmf_set_config),
+    ("nvmf_set_config", nvmf::nvmf_set_config),
     ("lull_get_status", lull::lull_get_status),
     ("lull_reactor_set_mode", lull::lull_reactor_set_mode),
     ("lull_supervisor_get_config", lull::lull_supervisor_get_config),

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use super::params::{adrfam, decode, socket_addr, tcp};
 use super::{RpcError, code};
 use crate::app::App;
-use crate::nvme::{CtrlrState, NvmeOptions, NvmeTrid};
+use crate::nvme::{CtrlrState, HostDhchapKeys, NvmeOptions, NvmeTrid};
+use crate::subsystem::KeyNames;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +25,10 @@ struct SetOptions {
     io_queue_requests: Option<u32>,
     /// `none` (no timeout) or `reset`; SPDK's `abort` is not implemented.
     action_on_timeout: Option<String>,
+    /// Hashes the initiator offers in DH-HMAC-CHAP (`sha256`...).
+    dhchap_digests: Option<Vec<String>>,
+    /// DH groups the initiator offers (`null`, `ffdhe2048`...).
+    dhchap_dhgroups: Option<Vec<String>>,
 }
 
 pub(super) fn bdev_nvme_set_options(app: &App, params: Value) -> Result<Value, RpcError> {
@@ -35,6 +40,10 @@ pub(super) fn bdev_nvme_set_options(app: &App, params: Value) -> Result<Value, R
             "Invalid parameters: action_on_timeout {a}: lull supports none and reset"
         )));
     }
+    let offer = app
+        .dhchap_offer()
+        .with_names(p.dhchap_digests.as_deref(), p.dhchap_dhgroups.as_deref())
+        .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
     app.update_nvme_options(|o| {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = p.$f { o.$f = v; } )* };
@@ -63,13 +72,20 @@ pub(super) fn bdev_nvme_set_options(app: &App, params: Value) -> Result<Value, R
             o.io_queue_size = u16::try_from(q).unwrap_or(u16::MAX);
         }
     })?;
+    app.set_dhchap_offer(offer);
     Ok(Value::Bool(true))
 }
 
 pub(super) fn bdev_nvme_get_options(app: &App, params: Value) -> Result<Value, RpcError> {
     super::params::none(&params)?;
     let o = app.nvme_options();
-    Ok(options_json(&o))
+    let mut v = options_json(&o);
+    let offer = app.dhchap_offer();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("dhchap_digests".into(), json!(offer.digest_names()));
+        m.insert("dhchap_dhgroups".into(), json!(offer.dhgroup_names()));
+    }
+    Ok(v)
 }
 
 pub(crate) fn options_json(o: &NvmeOptions) -> Value {
@@ -105,6 +121,11 @@ struct Attach {
     /// One path per controller name: `disable`, and SPDK's default
     /// `multipath` for a first path; `failover` is not implemented.
     multipath: Option<String>,
+    /// Keyring name of the host's DH-HMAC-CHAP key, used when the
+    /// controller asks for authentication.
+    dhchap_key: Option<String>,
+    /// Keyring name of the controller's key (bidirectional authentication).
+    dhchap_ctrlr_key: Option<String>,
 }
 
 /// The host NQN used when none is given: stable for this machine.
@@ -144,7 +165,30 @@ pub(super) fn bdev_nvme_attach_controller(app: &App, params: Value) -> Result<Va
     if let Some(v) = p.fast_io_fail_timeout_sec {
         o.fast_io_fail_timeout_sec = v;
     }
-    let trid = NvmeTrid::new(addr, &subnqn, &hostnqn);
+    let mut trid = NvmeTrid::new(addr, &subnqn, &hostnqn);
+    match (&p.dhchap_key, &p.dhchap_ctrlr_key) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            return Err(RpcError::invalid(
+                "Invalid parameters: dhchap_ctrlr_key needs dhchap_key: bidirectional authentication starts with the host's key",
+            ));
+        }
+        (Some(k), c) => {
+            let key = app.key_secret("dhchap_key", k)?;
+            let ctrlr_key = c
+                .as_deref()
+                .map(|c| app.key_secret("dhchap_ctrlr_key", c))
+                .transpose()?;
+            let names = KeyNames {
+                key: k.clone(),
+                ctrlr_key: c.clone(),
+            };
+            let keys = HostDhchapKeys::new(key, ctrlr_key, Some(names))
+                .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?
+                .offering(&app.dhchap_offer());
+            trid = trid.with_dhchap(keys);
+        }
+    }
     let names = app.attach_controller(&p.name, trid, o)?;
     Ok(json!(names))
 }

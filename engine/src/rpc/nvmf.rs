@@ -299,20 +299,49 @@ struct HostParams {
     host: String,
 }
 
-fn host_params(params: Value) -> Result<HostParams, RpcError> {
-    decode(params)
+/// `nvmf_subsystem_add_host` and `nvmf_subsystem_set_keys`: the keys are
+/// keyring names (`keyring_file_add_key`), never secrets.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostKeyParams {
+    nqn: String,
+    host: String,
+    dhchap_key: Option<String>,
+    dhchap_ctrlr_key: Option<String>,
 }
 
 pub(super) fn nvmf_subsystem_add_host(app: &App, params: Value) -> Result<Value, RpcError> {
-    let p = host_params(params)?;
-    app.add_host(&p.nqn, &p.host)?;
+    let p: HostKeyParams = decode(params)?;
+    app.add_host_with_keys(&p.nqn, &p.host, p.dhchap_key.as_deref(), p.dhchap_ctrlr_key.as_deref())?;
     Ok(Value::Bool(true))
 }
 
 pub(super) fn nvmf_subsystem_remove_host(app: &App, params: Value) -> Result<Value, RpcError> {
-    let p = host_params(params)?;
+    let p: HostParams = decode(params)?;
     app.remove_host(&p.nqn, &p.host)?;
     Ok(Value::Bool(true))
+}
+
+/// New keys for a listed host; none given clears them (SPDK's meaning).
+pub(super) fn nvmf_subsystem_set_keys(app: &App, params: Value) -> Result<Value, RpcError> {
+    let p: HostKeyParams = decode(params)?;
+    app.set_host_keys(&p.nqn, &p.host, p.dhchap_key.as_deref(), p.dhchap_ctrlr_key.as_deref())?;
+    Ok(Value::Bool(true))
+}
+
+/// A host as `nvmf_get_subsystems` lists it: its NQN, and the names of its
+/// keys when it has keyring keys.
+pub(super) fn host_json(s: &crate::subsystem::Subsystem, host: &str) -> Value {
+    let mut v = json!({"nqn": host});
+    if let Some(k) = s.host_key_names(host)
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("dhchap_key".into(), json!(k.key));
+        if let Some(c) = k.ctrlr_key {
+            o.insert("dhchap_ctrlr_key".into(), json!(c));
+        }
+    }
+    v
 }
 
 #[derive(Deserialize)]
@@ -377,7 +406,7 @@ pub(super) fn nvmf_get_subsystems(app: &App, params: Value) -> Result<Value, Rpc
                 "subtype": if s.kind == SubsystemKind::Discovery { "Discovery" } else { "NVMe" },
                 "listen_addresses": listen,
                 "allow_any_host": access.allow_any_host,
-                "hosts": access.hosts.iter().map(|h| json!({"nqn": h})).collect::<Vec<_>>(),
+                "hosts": access.hosts.iter().map(|h| host_json(s, h)).collect::<Vec<_>>(),
             });
             if s.kind == SubsystemKind::Nvm {
                 let namespaces: Vec<Value> = s
@@ -406,4 +435,46 @@ pub(super) fn nvmf_get_subsystems(app: &App, params: Value) -> Result<Value, Rpc
         })
         .collect();
     Ok(Value::Array(out))
+}
+
+/// SPDK's `dhchap_digests` and `dhchap_dhgroups`, each when given.
+pub(super) type DhchapLists = (Option<Vec<String>>, Option<Vec<String>>);
+
+/// The `dhchap_digests` and `dhchap_dhgroups` of `params`, taken out
+/// (`null` or absent: not given).
+///
+/// # Errors
+/// Invalid parameters naming the one that is not an array of names.
+pub(super) fn take_dhchap_lists(params: &mut Value) -> Result<DhchapLists, RpcError> {
+    let mut take = |k: &str| -> Result<Option<Vec<String>>, RpcError> {
+        match params.as_object_mut().and_then(|m| m.remove(k)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value::<Vec<String>>(v)
+                .map(Some)
+                .map_err(|_| RpcError::invalid(format!("Invalid parameters: {k}: expected an array of names"))),
+        }
+    };
+    Ok((take("dhchap_digests")?, take("dhchap_dhgroups")?))
+}
+
+/// SPDK's target-wide settings: the DH-HMAC-CHAP hashes and groups every
+/// controller allows (`dhchap_digests`, `dhchap_dhgroups`: new transactions
+/// use them); the rest (discovery filter, admin passthrough) only at what
+/// lull does, as an SPDK tuning method.
+pub(super) fn nvmf_set_config(app: &App, mut params: Value) -> Result<Value, RpcError> {
+    if !(params.is_null() || params.is_object()) {
+        return Err(RpcError::invalid("Invalid parameters: params must be an object"));
+    }
+    let (digests, dhgroups) = take_dhchap_lists(&mut params)?;
+    let target = app.target();
+    let allowed = target
+        .dhchap_allowed()
+        .with_names(digests.as_deref(), dhgroups.as_deref())
+        .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
+    // The rest first: nothing changes when any of it is refused.
+    if params.as_object().is_some_and(|m| !m.is_empty()) {
+        super::config_json::spdk_tuning("nvmf_set_config", params)?;
+    }
+    target.set_dhchap_allowed(allowed);
+    Ok(Value::Bool(true))
 }

@@ -1450,6 +1450,35 @@ fn json_rpc_framing_and_protocol_errors() {
     assert!(r.is_object(), "an empty batch is one error: {r}");
     assert_eq!(r["error"]["code"], INVALID_REQUEST);
 
+    // A key named twice in one object (SPDK's decoder refuses it; a parsed
+    // value would keep the last): Invalid params naming it inside params,
+    // Invalid request elsewhere; nothing is created.
+    c.send_raw(
+        br#"{"jsonrpc":"2.0","method":"bdev_malloc_create","id":8,"params":{"name":"Dup0","num_blocks":8,"block_size":512,"name":"Dup1"}}"#,
+    );
+    let r = c.recv();
+    assert_eq!(r["error"]["code"], INVALID_PARAMS, "{r}");
+    assert_eq!(r["id"], 8, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`params.name`"),
+        "{r}"
+    );
+    c.send_raw(br#"{"jsonrpc":"2.0","method":"bdev_get_bdevs","method":"spdk_get_version","id":9}"#);
+    let r = c.recv();
+    assert_eq!(
+        (r["error"]["code"].clone(), r["id"].clone()),
+        (json!(INVALID_REQUEST), json!(9)),
+        "{r}"
+    );
+    let all = c.ok("bdev_get_bdevs", Value::Null);
+    assert!(
+        !names(&all).iter().any(|n| n.starts_with("Dup")),
+        "no bdev from a refused request: {all}"
+    );
+
     // String and null ids come back as given.
     c.send(&json!({"jsonrpc": "2.0", "method": "spdk_get_version", "id": "abc"}));
     assert_eq!(c.recv()["id"], "abc");

@@ -890,6 +890,9 @@ pub fn config(a: ConfigArgs) -> Result<(), String> {
                 std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?
             };
             let doc: Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
+            if let Some(key) = lull_engine::rpc::duplicates::first_duplicate_key(text.as_bytes()) {
+                return Err(format!("{}: key `{key}` appears twice in one object", file.display()));
+            }
             let r = call(&a.socket, "load_config", doc)?;
             for w in r["warnings"].as_array().into_iter().flatten() {
                 eprintln!("warning: {}", w.as_str().unwrap_or_default());

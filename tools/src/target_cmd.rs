@@ -402,6 +402,12 @@ pub fn run(mut a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), Str
 fn read_json_config(path: &std::path::Path) -> Result<serde_json::Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("--json-config {}: {e}", path.display()))?;
     let doc = serde_json::from_str(&text).map_err(|e| format!("--json-config {}: not JSON: {e}", path.display()))?;
+    if let Some(key) = lull_engine::rpc::duplicates::first_duplicate_key(text.as_bytes()) {
+        return Err(format!(
+            "--json-config {}: key `{key}` appears twice in one object",
+            path.display()
+        ));
+    }
     config_json::check(&doc).map_err(|e| format!("--json-config {}: {e}", path.display()))?;
     Ok(doc)
 }

@@ -10,6 +10,7 @@
 mod bdev;
 mod compat;
 pub mod config_json;
+pub mod duplicates;
 mod framework;
 mod keyring;
 mod lull;
@@ -267,6 +268,26 @@ const MAX_CONNECTIONS: usize = 256;
 /// Most requests in one batch.
 const MAX_BATCH: usize = 1024;
 
+/// The answer to a request that names a key twice in one object (SPDK's
+/// decoder refuses those): Invalid params when the key is inside `params`,
+/// Invalid request otherwise (a batch gets one answer, with no id).
+fn duplicate_key_response(req: &Value, path: &str) -> Value {
+    let id = req.get("id").cloned().unwrap_or(Value::Null);
+    if path == "params" || path.starts_with("params.") || path.starts_with("params[") {
+        error_response(
+            id,
+            code::INVALID_PARAMS,
+            &format!("Invalid parameters: duplicate key `{path}`"),
+        )
+    } else {
+        error_response(
+            id,
+            code::INVALID_REQUEST,
+            &format!("Invalid request: duplicate key `{path}`"),
+        )
+    }
+}
+
 /// Serves one client until it closes, sends malformed JSON, or idles 10 minutes.
 fn serve_conn(app: &App, mut stream: UnixStream, stop: &AtomicBool) {
     // A blocking read: an idle client costs no wakeups.
@@ -292,8 +313,13 @@ fn serve_conn(app: &App, mut stream: UnixStream, stop: &AtomicBool) {
             match it.next() {
                 Some(Ok(v)) => {
                     let used = it.byte_offset();
+                    let dup = duplicates::first_duplicate_key(&buf[..used]);
                     buf.drain(..used);
-                    if let Some(resp) = handle_text(app, &v) {
+                    let resp = match dup {
+                        Some(path) => Some(duplicate_key_response(&v, &path)),
+                        None => handle_text(app, &v),
+                    };
+                    if let Some(resp) = resp {
                         let mut out = resp.to_string().into_bytes();
                         out.push(b'\n');
                         if stream.write_all(&out).is_err() {

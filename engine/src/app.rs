@@ -887,6 +887,7 @@ impl App {
         if lock(&self.nvme).contains_key(name) {
             return Err(AppError::Exists(format!("NVMe controller {name} already exists")));
         }
+        self.same_path_attached(&trid)?;
         opts.validate().map_err(AppError::InvalidParams)?;
         let io_queues = self.handles.len().clamp(1, 128) as u16;
         let ctrlr = NvmeController::attach(name, trid, opts, &self.handles, io_queues)
@@ -942,6 +943,27 @@ impl App {
             },
         );
         Ok(names)
+    }
+
+    /// Refuses a second controller on the same path (address, subsystem and
+    /// host NQN), as SPDK's `bdev_nvme_attach_controller` does: two bdevs of
+    /// one namespace through two associations would look like two volumes.
+    fn same_path_attached(&self, trid: &NvmeTrid) -> Result<(), AppError> {
+        let nvme = lock(&self.nvme);
+        let same = nvme.iter().find(|(_, e)| {
+            let t = e.ctrlr.trid();
+            t.addr == trid.addr && t.subnqn == trid.subnqn && t.hostnqn == trid.hostnqn
+        });
+        match same {
+            Some((other, _)) => Err(AppError::Exists(format!(
+                "A controller with the provided trid (traddr: {}, trsvcid: {}, subnqn: {}, hostnqn: {}) already exists with name: {other}",
+                trid.addr.ip(),
+                trid.addr.port(),
+                trid.subnqn,
+                trid.hostnqn
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Makes the bdevs of controller `name` match its namespaces `list`.

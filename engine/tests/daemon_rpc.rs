@@ -911,6 +911,12 @@ fn nvme_initiator_methods_against_our_own_subsystem() {
         json!(["Nvme0n1"])
     );
     c.expect(EEXIST, "bdev_nvme_attach_controller", attach("Nvme0", port));
+    // The same path under another name: refused as SPDK does, naming the
+    // controller that has it; nothing is made.
+    let (code, msg) = c.err("bdev_nvme_attach_controller", attach("Nvme9", port));
+    assert_eq!(code, EEXIST, "{msg}");
+    assert!(msg.contains("already exists with name: Nvme0"), "{msg}");
+    assert!(c.err("bdev_get_bdevs", json!({"name": "Nvme9n1"})).0 != 0);
     let mut no_subnqn = attach("Nvme1", port);
     no_subnqn.as_object_mut().unwrap().remove("subnqn");
     c.expect(INVALID_PARAMS, "bdev_nvme_attach_controller", no_subnqn);

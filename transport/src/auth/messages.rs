@@ -594,7 +594,7 @@ mod tests {
     #[test]
     fn success1_without_response_may_omit_the_field() {
         // Success1, T_ID 7, HL 48 (SHA-384), RVALID 0.
-        let bare = [0x01u8, 0x04, 0, 0, 7, 0, 48, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let bare = [0x01u8, 0x03, 0, 0, 7, 0, 48, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let want = Message::Success1(Success1 {
             t_id: 7,
             hl: 48,

@@ -12,7 +12,15 @@
 #   4. SPDK's rpc.py (of v25.09) builds a subsystem on an empty `lull target`,
 #      spdk_nvme_perf uses it, and rpc.py tears it down again;
 #   5. tests/interop/spdk-config.sh, when present: save_config from lull loaded
-#      by spdk_tgt, and the other way round.
+#      by spdk_tgt, and the other way round;
+#   6. DH-HMAC-CHAP both ways: bdevperf -w verify (keyring_file_add_key in its
+#      JSON config, dhchap_key [+ dhchap_ctrlr_key] on the attach) against a
+#      `lull target` whose host entry requires the keys, and `lull perf --verify
+#      --dhchap-key [--dhchap-ctrlr-key]` against nvmf_tgt configured by rpc.py
+#      (keyring_file_add_key, nvmf_subsystem_add_host --dhchap-key
+#      [--dhchap-ctrlr-key]); unidirectional and bidirectional, and a wrong host
+#      key and a wrong controller key refused. Key files (mode 0600) from
+#      `nvme gen-dhchap-key`, or written by Python in the same DHHC-1 form.
 #
 # The SPDK build comes from the peer script (cached under /var/cache/spdk-peer,
 # built on first use, about 4 minutes on 2 cores). Ports LULL_PORT..+3 (4460)
@@ -310,6 +318,212 @@ else
         fail "tests/interop/spdk-config.sh"
         tail -n 20 "$WORK/spdk-config.log"
     fi
+fi
+
+# ---- 6: DH-HMAC-CHAP both ways ---------------------------------------------------
+
+# A DH-HMAC-CHAP secret in the interchange form (`DHHC-1:0H:base64(key || CRC-32 LE):`),
+# mode 0600, at $1, for NQN $2, hash $3 (0 none, 1 SHA-256, 2 SHA-384, 3 SHA-512).
+# nvme-cli writes it when it is installed; otherwise Python writes the same format.
+gen_dhchap_key() {
+    local file=$1 nqn=$2 hmac=$3
+    (
+        umask 077
+        if command -v nvme >/dev/null 2>&1; then
+            nvme gen-dhchap-key -n "$nqn" -m "$hmac" >"$file"
+        else
+            python3 - "$hmac" >"$file" <<'EOF'
+import base64, os, sys, zlib
+hmac = int(sys.argv[1])
+key = os.urandom({0: 32, 1: 32, 2: 48, 3: 64}[hmac])
+crc = zlib.crc32(key).to_bytes(4, "little")
+print(f"DHHC-1:{hmac:02d}:{base64.b64encode(key + crc).decode()}:")
+EOF
+        fi
+    )
+    chmod 0600 "$file"
+}
+
+# "ok" when `lull perf --json` output in $1 shows verified I/O and no error, else why not.
+perf_verdict() {
+    python3 - "$1" <<'EOF'
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+start = next((i for i, l in enumerate(lines) if l.startswith(("[", "{"))), len(lines))
+try:
+    r = json.loads("\n".join(lines[start:]))
+except ValueError:
+    print("no JSON result"); sys.exit()
+if isinstance(r, list):
+    r = r[0]
+if r["errors"] or r["verify_failures"]:
+    print(f'{r["errors"]} errors, {r["verify_failures"]} mismatches: {r.get("first_error")}')
+elif r["verified_reads"] == 0 or r["iops"] <= 0:
+    print("nothing verified")
+else:
+    print("ok")
+EOF
+}
+
+KEYS=$WORK/keys
+mkdir -m 0700 "$KEYS"
+AUTH_NQN=nqn.2024-01.io.lull:spdk-auth
+gen_dhchap_key "$KEYS/host.key" "$HOSTNQN" 1
+gen_dhchap_key "$KEYS/ctrl-lull.key" "$AUTH_NQN" 2
+gen_dhchap_key "$KEYS/ctrl-spdk.key" "$SPDK_NQN" 3
+gen_dhchap_key "$KEYS/wrong.key" "$HOSTNQN" 1
+
+# bdevperf's JSON config: the keyring names the key files, the attach names the keys.
+# $1 host key file, $2 controller key file (empty: unidirectional).
+bdevperf_auth_config() {
+    local ctrl_key=
+    local ctrl_param=
+    if [ -n "$2" ]; then
+        ctrl_key=", {\"method\": \"keyring_file_add_key\", \"params\": {\"name\": \"ckey0\", \"path\": \"$2\"}}"
+        ctrl_param=', "dhchap_ctrlr_key": "ckey0"'
+    fi
+    cat <<EOF
+{"subsystems": [
+ {"subsystem": "keyring", "config": [
+  {"method": "keyring_file_add_key", "params": {"name": "key0", "path": "$1"}}$ctrl_key
+ ]},
+ {"subsystem": "bdev", "config": [
+  {"method": "bdev_nvme_attach_controller", "params": {"name": "Auth0", "trtype": "tcp", "adrfam": "ipv4",
+    "traddr": "127.0.0.1", "trsvcid": "$LULL_PORT", "subnqn": "$AUTH_NQN", "hostnqn": "$HOSTNQN",
+    "dhchap_key": "key0"$ctrl_param}}
+ ]}
+]}
+EOF
+}
+
+# bdevperf -w verify with the keys $2 [$3]; $1 names the check and its log.
+bdevperf_auth() {
+    local name=$1
+    bdevperf_auth_config "$2" "${3:-}" >"$WORK/$name.json"
+    run_logged "$name" 30 "$PEER" bdevperf -m 0x2 --json "$WORK/$name.json" -q 16 -o 4096 -w verify -t 2
+}
+bdevperf_ok() {
+    grep -q '^ *Total' "$WORK/$1.log" && ! grep -qiE 'miscompare|I/O error|io failed|\*ERROR\*' "$WORK/$1.log"
+}
+
+echo "=== DH-HMAC-CHAP: bdevperf (keyring, dhchap_key) against lull target"
+R=("${RPC_PY[@]}" -s "$LULL_SOCK")
+if start_lull interrupt; then
+    if "${R[@]}" bdev_malloc_create -b AuthMalloc 64 4096 >"$WORK/rpc-auth.log" 2>&1 &&
+        "${R[@]}" nvmf_create_transport -t TCP >>"$WORK/rpc-auth.log" 2>&1 &&
+        "${R[@]}" nvmf_create_subsystem "$AUTH_NQN" -s SPDK00000000000014 >>"$WORK/rpc-auth.log" 2>&1 &&
+        "${R[@]}" nvmf_subsystem_add_ns "$AUTH_NQN" AuthMalloc >>"$WORK/rpc-auth.log" 2>&1 &&
+        "${R[@]}" nvmf_subsystem_add_listener "$AUTH_NQN" -t tcp -a 127.0.0.1 -s "$LULL_PORT" >>"$WORK/rpc-auth.log" 2>&1 &&
+        "${R[@]}" keyring_file_add_key key0 "$KEYS/host.key" >>"$WORK/rpc-auth.log" 2>&1 &&
+        "${R[@]}" keyring_file_add_key ckey0 "$KEYS/ctrl-lull.key" >>"$WORK/rpc-auth.log" 2>&1 &&
+        "${R[@]}" nvmf_subsystem_add_host "$AUTH_NQN" "$HOSTNQN" --dhchap-key key0 >>"$WORK/rpc-auth.log" 2>&1; then
+        if bdevperf_auth bdevperf-auth-uni "$KEYS/host.key" && bdevperf_ok bdevperf-auth-uni; then
+            pass "bdevperf -w verify against lull, DH-HMAC-CHAP unidirectional (keyring_file_add_key, dhchap_key): $(awk '/^ *Total/ {print $3; exit}' "$WORK/bdevperf-auth-uni.log") IOPS"
+        else
+            fail "bdevperf against lull, DH-HMAC-CHAP unidirectional"
+            tail -n 8 "$WORK/bdevperf-auth-uni.log"
+        fi
+        if bdevperf_auth bdevperf-auth-wrong "$KEYS/wrong.key"; then
+            fail "bdevperf with a wrong DH-HMAC-CHAP key was let in by lull"
+        elif grep -q '^ *Total' "$WORK/bdevperf-auth-wrong.log"; then
+            fail "bdevperf with a wrong DH-HMAC-CHAP key ran I/O against lull"
+        elif ! grep -q 'received AUTH_failure1' "$WORK/bdevperf-auth-wrong.log"; then
+            fail "bdevperf with a wrong DH-HMAC-CHAP key failed, but not with lull's AUTH_Failure1"
+            tail -n 8 "$WORK/bdevperf-auth-wrong.log"
+        else
+            pass "bdevperf with a wrong DH-HMAC-CHAP key is refused by lull (attach fails)"
+        fi
+        if "${R[@]}" nvmf_subsystem_remove_host "$AUTH_NQN" "$HOSTNQN" >>"$WORK/rpc-auth.log" 2>&1 &&
+            "${R[@]}" nvmf_subsystem_add_host "$AUTH_NQN" "$HOSTNQN" --dhchap-key key0 --dhchap-ctrlr-key ckey0 >>"$WORK/rpc-auth.log" 2>&1; then
+            if bdevperf_auth bdevperf-auth-bi "$KEYS/host.key" "$KEYS/ctrl-lull.key" && bdevperf_ok bdevperf-auth-bi; then
+                pass "bdevperf -w verify against lull, DH-HMAC-CHAP bidirectional (dhchap_key, dhchap_ctrlr_key): $(awk '/^ *Total/ {print $3; exit}' "$WORK/bdevperf-auth-bi.log") IOPS"
+            else
+                fail "bdevperf against lull, DH-HMAC-CHAP bidirectional"
+                tail -n 8 "$WORK/bdevperf-auth-bi.log"
+            fi
+            # The host expects another controller key: it must refuse lull's proof.
+            if bdevperf_auth bdevperf-auth-wrong-ctrl "$KEYS/host.key" "$KEYS/wrong.key"; then
+                fail "bdevperf accepted lull's controller proof for a controller key lull does not hold"
+            elif grep -q '^ *Total' "$WORK/bdevperf-auth-wrong-ctrl.log"; then
+                fail "bdevperf with a wrong controller key ran I/O against lull"
+            elif ! grep -q 'controller challenge mismatch' "$WORK/bdevperf-auth-wrong-ctrl.log"; then
+                fail "bdevperf with a wrong controller key failed, but not on lull's controller response"
+                tail -n 8 "$WORK/bdevperf-auth-wrong-ctrl.log"
+            else
+                pass "bdevperf with a wrong dhchap_ctrlr_key refuses lull's controller (attach fails)"
+            fi
+        else
+            fail "rpc.py could not give the host a controller key on lull"
+            tail -n 5 "$WORK/rpc-auth.log"
+        fi
+    else
+        fail "rpc.py could not build the authenticated subsystem on lull"
+        tail -n 5 "$WORK/rpc-auth.log"
+    fi
+    stop_lull
+fi
+
+echo "=== DH-HMAC-CHAP: lull perf --dhchap-key against nvmf_tgt"
+# lull perf --verify with the keys $2 [$3]; $1 names the check and its log.
+lull_perf_auth() {
+    local name=$1 ctrl=()
+    [ -n "${3:-}" ] && ctrl=(--dhchap-ctrlr-key "$3")
+    run_logged "$name" 60 "$LULL" perf --target "127.0.0.1:$SPDK_PORT" --subnqn "$SPDK_NQN" --hostnqn "$HOSTNQN" \
+        --cores 1 --rw randrw --bs 4k --qd 16 --time 2 --ramp 0 --verify --json --dhchap-key "$2" "${ctrl[@]}"
+}
+SR=("$PEER" rpc --rpc-socket "$SPDK_SOCK")
+if SPDK_PID=$("$PEER" target --port "$SPDK_PORT" --core 0 --nqn "$SPDK_NQN" --size 128 \
+    --rpc-socket "$SPDK_SOCK" --log "$WORK/nvmf_tgt-auth.log"); then
+    if "${SR[@]}" keyring_file_add_key key0 "$KEYS/host.key" >"$WORK/spdk-rpc-auth.log" 2>&1 &&
+        "${SR[@]}" keyring_file_add_key ckey0 "$KEYS/ctrl-spdk.key" >>"$WORK/spdk-rpc-auth.log" 2>&1 &&
+        "${SR[@]}" nvmf_subsystem_allow_any_host -d "$SPDK_NQN" >>"$WORK/spdk-rpc-auth.log" 2>&1 &&
+        "${SR[@]}" nvmf_subsystem_add_host "$SPDK_NQN" "$HOSTNQN" --dhchap-key key0 >>"$WORK/spdk-rpc-auth.log" 2>&1; then
+        if lull_perf_auth lull-perf-auth-uni "$KEYS/host.key" &&
+            verdict=$(perf_verdict "$WORK/lull-perf-auth-uni.log") && [ "$verdict" = ok ]; then
+            pass "lull perf --verify --dhchap-key against nvmf_tgt, DH-HMAC-CHAP unidirectional: 0 errors, 0 mismatches"
+        else
+            fail "lull perf --dhchap-key against nvmf_tgt, unidirectional: ${verdict:-exit status $?}"
+            tail -n 8 "$WORK/lull-perf-auth-uni.log"
+        fi
+        verdict=
+        if lull_perf_auth lull-perf-auth-wrong "$KEYS/wrong.key"; then
+            fail "lull perf with a wrong DH-HMAC-CHAP key was let in by nvmf_tgt"
+        elif ! grep -q 'the controller refused authentication' "$WORK/lull-perf-auth-wrong.log"; then
+            fail "lull perf with a wrong DH-HMAC-CHAP key failed, but not with nvmf_tgt's AUTH_Failure1"
+            tail -n 8 "$WORK/lull-perf-auth-wrong.log"
+        else
+            pass "lull perf with a wrong DH-HMAC-CHAP key is refused by nvmf_tgt: $(grep -m1 -o 'DH-HMAC-CHAP authentication failed.*' "$WORK/lull-perf-auth-wrong.log")"
+        fi
+        if "${SR[@]}" nvmf_subsystem_remove_host "$SPDK_NQN" "$HOSTNQN" >>"$WORK/spdk-rpc-auth.log" 2>&1 &&
+            "${SR[@]}" nvmf_subsystem_add_host "$SPDK_NQN" "$HOSTNQN" --dhchap-key key0 --dhchap-ctrlr-key ckey0 >>"$WORK/spdk-rpc-auth.log" 2>&1; then
+            if lull_perf_auth lull-perf-auth-bi "$KEYS/host.key" "$KEYS/ctrl-spdk.key" &&
+                verdict=$(perf_verdict "$WORK/lull-perf-auth-bi.log") && [ "$verdict" = ok ]; then
+                pass "lull perf --verify --dhchap-key --dhchap-ctrlr-key against nvmf_tgt, DH-HMAC-CHAP bidirectional: 0 errors, 0 mismatches"
+            else
+                fail "lull perf --dhchap-key --dhchap-ctrlr-key against nvmf_tgt, bidirectional: ${verdict:-exit status $?}"
+                tail -n 8 "$WORK/lull-perf-auth-bi.log"
+            fi
+            verdict=
+            # lull expects another controller key: it must refuse SPDK's proof.
+            if lull_perf_auth lull-perf-auth-wrong-ctrl "$KEYS/host.key" "$KEYS/wrong.key"; then
+                fail "lull perf accepted nvmf_tgt's controller proof for a controller key nvmf_tgt does not hold"
+            elif ! grep -q "the host refused the controller's message" "$WORK/lull-perf-auth-wrong-ctrl.log"; then
+                fail "lull perf with a wrong --dhchap-ctrlr-key failed, but not on nvmf_tgt's controller response"
+                tail -n 8 "$WORK/lull-perf-auth-wrong-ctrl.log"
+            else
+                pass "lull perf with a wrong --dhchap-ctrlr-key refuses nvmf_tgt's controller: $(grep -m1 -o 'DH-HMAC-CHAP authentication failed.*' "$WORK/lull-perf-auth-wrong-ctrl.log")"
+            fi
+        else
+            fail "rpc.py could not give the host a controller key on nvmf_tgt"
+            tail -n 5 "$WORK/spdk-rpc-auth.log"
+        fi
+    else
+        fail "rpc.py could not require DH-HMAC-CHAP on nvmf_tgt"
+        tail -n 5 "$WORK/spdk-rpc-auth.log"
+    fi
+    stop_spdk
+else
+    fail "nvmf_tgt (auth) did not start"
 fi
 
 echo "spdk-interop: $passed passed, $failed failed"

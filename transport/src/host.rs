@@ -20,7 +20,8 @@
 use std::collections::HashMap;
 
 use crate::buf::{RecvBuf, SendBuf};
-use crate::nvme::{CQE_LEN, Cqe, SQE_LEN, Sgl, Sqe, psdt, sgl_id};
+use crate::fabrics::fctype;
+use crate::nvme::{CQE_LEN, Cqe, SQE_LEN, Sgl, Sqe, admin_opc, psdt, sgl_id};
 use crate::pdu::{
     CH_LEN, CommonHeader, DIGEST_LEN, DataHeader, Digests, FatalError, Fes, IC_HLEN, IcReq, IcResp, PduType, TermReq,
     crc32c, data_offset_for, flags, le32,
@@ -59,6 +60,10 @@ struct Inflight {
     r2t_done: usize,
     read: Vec<u8>,
     read_len: usize,
+    /// `read_len` is an allocation length the controller may fill only in
+    /// part (Authentication Receive: SPDK's target sends just the message),
+    /// so LAST_PDU may end the transfer early.
+    may_end_short: bool,
     /// A data digest failed: the command completes with Transient Transport Error.
     digest_error: bool,
     /// Send-stream position the target must have received before it may
@@ -188,6 +193,7 @@ impl HostQueue {
                 id: sgl_id::TRANSPORT_DATA_BLOCK,
             }
         };
+        let may_end_short = sqe.opc() == admin_opc::FABRICS && sqe.fctype() == fctype::AUTH_RECV;
         sqe.set_sgl1(sgl);
         // SGL1 describes the data: PSDT must say so (Fabrics allow only 01b).
         sqe.set_psdt(psdt::SGL_MPTR_CONTIGUOUS);
@@ -201,6 +207,7 @@ impl HostQueue {
                 r2t_done: 0,
                 read: Vec::with_capacity(read_len as usize),
                 read_len: read_len as usize,
+                may_end_short,
                 digest_error: false,
                 sent_end,
             },
@@ -477,6 +484,10 @@ impl HostQueue {
             f.read.extend_from_slice(data);
         }
         let last = ch.flags & flags::LAST_PDU != 0;
+        if last && f.may_end_short {
+            // The transfer ends here: the command moved all it will.
+            f.read_len = f.read.len();
+        }
         if last && f.read.len() != f.read_len {
             // LAST_PDU on a PDU that does not end the transfer: the rest of
             // the read would never come (FLAGS is byte 1).
@@ -927,6 +938,60 @@ mod fault_cases {
             0,
         );
         v
+    }
+
+    /// An Authentication Receive's AL is an allocation length: SPDK's target
+    /// sends only the message (a 48-byte Challenge into AL 4096), with
+    /// LAST_PDU on it. That completes the command with those bytes; a read
+    /// that ends short still fails the queue.
+    #[test]
+    fn auth_receive_may_end_short_a_read_may_not() {
+        let d = Digests::default();
+        let auth_recv = |cid: u16| {
+            let mut s = sqe(admin_opc::FABRICS, cid);
+            s.0[4] = fctype::AUTH_RECV;
+            s
+        };
+        let msg = vec![0x11u8; 48];
+        // With SUCCESS on the data PDU.
+        let mut h = live(0, 131072);
+        h.submit(auth_recv(7), &[], 4096).unwrap();
+        flush(&mut h);
+        h.feed(&c2h(7, 0, &msg, flags::LAST_PDU | flags::SUCCESS, d));
+        h.process().unwrap();
+        let done = h.take_completions();
+        assert_eq!(done.len(), 1);
+        assert!(done[0].cqe.status.is_success());
+        assert_eq!(done[0].data, msg);
+        // With a CapsuleResp after it.
+        let mut h = live(0, 131072);
+        h.submit(auth_recv(8), &[], 4096).unwrap();
+        flush(&mut h);
+        h.feed(&c2h(8, 0, &msg, flags::LAST_PDU, d));
+        let mut resp = Vec::new();
+        crate::pdu::encode_capsule_resp(
+            &mut resp,
+            &Cqe {
+                cid: 8,
+                ..Cqe::default()
+            }
+            .encode(),
+            d,
+        );
+        h.feed(&resp);
+        h.process().unwrap();
+        let done = h.take_completions();
+        assert_eq!(done.len(), 1);
+        assert!(done[0].cqe.status.is_success());
+        assert_eq!(done[0].data, msg);
+        // A read (opcode 02h) that ends short: FLAGS (byte 1) is wrong.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x02, 9), &[], 4096).unwrap();
+        flush(&mut h);
+        assert_eq!(
+            fatal(&mut h, &c2h(9, 0, &msg, flags::LAST_PDU | flags::SUCCESS, d)),
+            FatalError::field(1)
+        );
     }
 
     #[test]

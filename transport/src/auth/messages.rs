@@ -448,7 +448,14 @@ fn decode_success1(b: &[u8], t_id: u16, framing: Framing) -> Result<Message, Fai
         return Err(FailureReason::IncorrectPayload);
     }
     let n = usize::from(hl);
-    check_len(b, DHCHAP_HEADER + n, framing)?;
+    if rvalid == 1 || b.len() >= DHCHAP_HEADER + n {
+        check_len(b, DHCHAP_HEADER + n, framing)?;
+    } else {
+        // RVALID 0: the Response field carries nothing. Linux's controller
+        // sends it zeroed, SPDK's leaves it out (a 16-byte message); both are
+        // a Success1 without a response.
+        check_len(b, DHCHAP_HEADER, framing)?;
+    }
     Ok(Message::Success1(Success1 {
         t_id,
         hl,
@@ -566,13 +573,46 @@ mod tests {
     fn every_truncation_is_refused() {
         for m in samples() {
             let b = m.encode();
+            let bare_success1 = matches!(&m, Message::Success1(s) if s.response.is_none());
             for n in 0..b.len() {
                 for framing in [Framing::Exact, Framing::Padded] {
+                    // A Success1 without a response may stop after its header
+                    // (success1_without_response_may_omit_the_field).
+                    if bare_success1 && (n == DHCHAP_HEADER || (n > DHCHAP_HEADER && framing == Framing::Padded)) {
+                        continue;
+                    }
                     let e = Message::decode(&b[..n], framing).unwrap_err();
                     assert_eq!(e, FailureReason::IncorrectPayload, "{m:?} cut to {n}");
                 }
             }
         }
+    }
+
+    /// SPDK's controller sends a Success1 with RVALID 0 as its 16-byte header
+    /// alone (no HL bytes of Response field); with RVALID 1 the response
+    /// must be there.
+    #[test]
+    fn success1_without_response_may_omit_the_field() {
+        // Success1, T_ID 7, HL 48 (SHA-384), RVALID 0.
+        let bare = [0x01u8, 0x03, 0, 0, 7, 0, 48, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let want = Message::Success1(Success1 {
+            t_id: 7,
+            hl: 48,
+            response: None,
+        });
+        for framing in [Framing::Exact, Framing::Padded] {
+            assert_eq!(Message::decode(&bare, framing), Ok(want.clone()));
+        }
+        let mut some = bare;
+        some[8] = 1; // RVALID 1: the 48 bytes of response are missing
+        for framing in [Framing::Exact, Framing::Padded] {
+            assert_eq!(Message::decode(&some, framing), Err(FailureReason::IncorrectPayload));
+        }
+        // Between the two lengths, exactly: neither form.
+        assert_eq!(
+            Message::decode(&[&bare[..], &[0u8; 8]].concat(), Framing::Exact),
+            Err(FailureReason::IncorrectPayload)
+        );
     }
 
     #[test]

@@ -152,10 +152,11 @@ connect() { # output file, extra nvme connect arguments...
     timeout 60 nvme connect -t tcp -a $ADDR -s $PORT -n "$NQN" --hostnqn="$HOSTNQN" "$@" >"$out" 2>&1
 }
 
-authed_io() { # tag, nvme connect arguments...
-    local tag=$1 dev f
-    shift
+authed_io() { # tag, hash, DH group, nvme connect arguments...
+    local tag=$1 h=$2 g=$3 dev f mark new how
+    shift 3
     f=$LOGS/$(stem "$tag")
+    mark=$(dmesg | wc -l)
     if ! connect "$f-connect.txt" "$@"; then
         fail "$tag: nvme connect: $(tr '\n' ' ' <"$f-connect.txt") $(dmesg | tail -3 | tr '\n' ' ')"
         return
@@ -164,6 +165,17 @@ authed_io() { # tag, nvme connect arguments...
         fail "$tag: no block device"
         nvme disconnect -n "$NQN" >/dev/null 2>&1
         return
+    fi
+    # The kernel logs what the admin queue negotiated, and whether we proved
+    # the controller key.
+    new=$(dmesg | tail -n +$((mark + 1)))
+    how="hmac($h) dhgroup $g"
+    if ! grep -qF "qid 0: authenticated with hash $how" <<<"$new"; then
+        fail "$tag: the kernel did not log authentication with $how: $(grep -i auth <<<"$new" | head -2 | tr '\n' ' ')"
+    elif [[ " $* " == *" --dhchap-ctrl-secret="* ]] && ! grep -q 'qid 0: controller authenticated' <<<"$new"; then
+        fail "$tag: the kernel did not log the controller authenticated"
+    else
+        pass "$tag: the kernel authenticated with $how$([[ " $* " == *" --dhchap-ctrl-secret="* ]] && echo ', and the controller')"
     fi
     if fio --name=verify --filename="$dev" --rw=randrw --rwmixread=50 --bs=4k --iodepth=16 \
         --ioengine=libaio --direct=1 --size=16M --runtime="$FIO_SECS" --time_based \
@@ -204,8 +216,8 @@ for h in "${HASHES[@]}"; do
         continue
     fi
     host=$(cat "$KEYS/host-$h") ctrl=$(cat "$KEYS/ctrl-$h") bad=$(cat "$KEYS/bad-$h")
-    authed_io "$tag, unidirectional" --dhchap-secret="$host"
-    authed_io "$tag, bidirectional" --dhchap-secret="$host" --dhchap-ctrl-secret="$ctrl"
+    authed_io "$tag, unidirectional" "$h" "$g" --dhchap-secret="$host"
+    authed_io "$tag, bidirectional" "$h" "$g" --dhchap-secret="$host" --dhchap-ctrl-secret="$ctrl"
     refused "$tag" "a wrong host secret" --dhchap-secret="$bad"
     refused "$tag" "a wrong controller secret" --dhchap-secret="$host" --dhchap-ctrl-secret="$bad"
     [ "$h" = sha256 ] && refused "$tag" "no secret"

@@ -121,7 +121,8 @@ EOF
   {"method": "nvmf_set_config", "params": {"dhchap_digests": ["$h"], "dhchap_dhgroups": ["${TGT_GROUP[$h]}"]}}
 ]}]}
 EOF
-    LULL_LOG=info "$LULL" target --config "$conf" --json-config "$json" --mode interrupt --cores "$CORES" \
+    # The controller's debug lines say which queues authenticated.
+    LULL_LOG=info,lull_engine::controller=debug "$LULL" target --config "$conf" --json-config "$json" --mode interrupt --cores "$CORES" \
         >"$log" 2>&1 &
     tgt_pid=$!
     for _ in $(seq 100); do
@@ -157,6 +158,8 @@ authed_io() { # tag, hash, DH group, nvme connect arguments...
     shift 3
     f=$LOGS/$(stem "$tag")
     mark=$(dmesg | wc -l)
+    local tlog=$LOGS/target-$h.log tmark
+    tmark=$(wc -l <"$tlog")
     if ! connect "$f-connect.txt" "$@"; then
         fail "$tag: nvme connect: $(tr '\n' ' ' <"$f-connect.txt") $(dmesg | tail -3 | tr '\n' ' ')"
         return
@@ -176,6 +179,22 @@ authed_io() { # tag, hash, DH group, nvme connect arguments...
         fail "$tag: the kernel did not log the controller authenticated"
     else
         pass "$tag: the kernel authenticated with $how$([[ " $* " == *" --dhchap-ctrl-secret="* ]] && echo ', and the controller')"
+    fi
+    # Every I/O queue authenticates too (section 8.13.1), each in its own
+    # transaction: count the target's "queue authenticated" lines (logged
+    # when it sends Success1 of a unidirectional transaction; a bidirectional
+    # one ends with the host's Success2, which logs nothing).
+    local ioq authd admin
+    [[ " $* " == *" --dhchap-ctrl-secret="* ]] && tmark=-1
+    ioq=$(grep -o 'creating [0-9]* I/O queues' <<<"$new" | grep -o '[0-9]*' | tail -1)
+    admin=$(tail -n +$((tmark + 1)) "$tlog" | grep -c 'queue authenticated.*qid=0$')
+    authd=$(tail -n +$((tmark + 1)) "$tlog" | grep -c 'queue authenticated.*qid=[1-9][0-9]*$')
+    if [ "$tmark" -lt 0 ]; then
+        :
+    elif [ -n "$ioq" ] && [ "$admin" -eq 1 ] && [ "$authd" -eq "$ioq" ]; then
+        pass "$tag: the target authenticated the admin queue and all $ioq I/O queues"
+    else
+        fail "$tag: ${ioq:-?} I/O queues created; the target logged $admin authenticated admin queue(s), $authd I/O queue(s)"
     fi
     if fio --name=verify --filename="$dev" --rw=randrw --rwmixread=50 --bs=4k --iodepth=16 \
         --ioengine=libaio --direct=1 --size=16M --runtime="$FIO_SECS" --time_based \

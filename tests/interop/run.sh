@@ -4,14 +4,17 @@
 #   tests/interop/kernel-target.sh  our initiator (lull perf) against the kernel target (nvmet-tcp);
 #   tests/interop/kernel-daemon.sh  the daemon from deploy/lull.toml, built further with SPDK's
 #                                   JSON-RPC client, against the kernel host;
-# then decodes the sessions they captured with tshark, here on the host.
+# then decodes the sessions they captured with tshark, here on the host; then, in a second VM:
+#   tests/interop/kernel-auth.sh    DH-HMAC-CHAP both ways (kernel host -> our target, our
+#                                   initiator -> nvmet), on a kernel built with NVMe
+#                                   authentication (see auth_kernel below).
 # Usage: tests/interop/run.sh [kernel-peer path]
-# INTEROP="kernel-host kernel-target kernel-daemon" (the default) picks the scripts.
+# INTEROP="kernel-host kernel-target kernel-daemon kernel-auth" (the default) picks the scripts.
 # Exit status: non-zero when any check failed; 0 with a notice when kernel-peer is absent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KP=${1:-${KERNEL_PEER:-../shared/kernel-peer/kernel-peer}}
-INTEROP=${INTEROP:-kernel-host kernel-target kernel-daemon}
+INTEROP=${INTEROP:-kernel-host kernel-target kernel-daemon kernel-auth}
 if [ ! -x "$KP" ]; then
     echo "kernel-peer not found at $KP: kernel interop not run" >&2
     exit 0
@@ -39,12 +42,15 @@ cp target/release/lull target/interop/lull
 # after itself (our target stopped; nvmet ports and subsystems removed).
 job="cd '$PWD' && rc=0"
 for s in $INTEROP; do
+    [ "$s" = kernel-auth ] && continue
     [ -f "tests/interop/$s.sh" ] || { echo "no tests/interop/$s.sh" >&2; exit 2; }
     job+="; OUT='$PWD/target/interop' LULL='$PWD/target/interop/lull' bash tests/interop/$s.sh || rc=1"
 done
 job+='; exit $rc'
 rc=0
-"$KP" run --share "$PWD/target/interop" --timeout 1500 --dmesg target/interop/dmesg.txt -- "$job" || rc=$?
+if [ "$job" != "cd '$PWD' && rc=0; exit \$rc" ]; then
+    "$KP" run --share "$PWD/target/interop" --timeout 1500 --dmesg target/interop/dmesg.txt -- "$job" || rc=$?
+fi
 
 # The captures are decoded here, on the host: tshark starts far faster than under emulation.
 # Digests are verified (Wireshark leaves them unverified by default).
@@ -74,4 +80,48 @@ decode() { # label, pcap
 }
 want kernel-host && decode "kernel host -> lull target" target/interop/session.pcap
 want kernel-target && decode "lull initiator -> kernel target" target/interop/initiator.pcap
+
+# DH-HMAC-CHAP needs CONFIG_NVME_HOST_AUTH and CONFIG_NVME_TARGET_AUTH, which
+# Debian's 6.1 (the default guest) lacks: the guest for kernel-auth boots the
+# kernel of the release's backports suite (6.12 for bookworm), unpacked into a
+# kernel-peer cache of its own the way kernel-peer unpacks its default one.
+AUTH_CACHE=${KERNEL_PEER_AUTH_CACHE:-/var/tmp/kernel-peer-auth}
+auth_kernel() {
+    local kver suite apt pkg tmp
+    kver=$(cat "$AUTH_CACHE/current" 2>/dev/null || true)
+    [ -n "$kver" ] && [ -e "$AUTH_CACHE/$kver/.ready" ] && return 0
+    suite=$(. /etc/os-release && echo "$VERSION_CODENAME")-backports
+    mkdir -p "$AUTH_CACHE/apt/lists/partial" "$AUTH_CACHE/apt/cache/archives/partial"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" \
+        >"$AUTH_CACHE/apt/sources.list"
+    # A private apt state: the host's sources and package lists stay as they are.
+    apt=(-o Dir::Etc::SourceList="$AUTH_CACHE/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o Dir::State::Lists="$AUTH_CACHE/apt/lists" -o Dir::Cache="$AUTH_CACHE/apt/cache"
+        -o Dir::State::status=/dev/null)
+    apt-get "${apt[@]}" update -qq >&2 || return 1
+    pkg=$(apt-cache "${apt[@]}" depends linux-image-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+    [ -n "$pkg" ] || return 1
+    kver=${pkg#linux-image-}
+    tmp=$(mktemp -d "$AUTH_CACHE/.build.XXXXXX")
+    chown _apt "$tmp" 2>/dev/null || true
+    (cd "$tmp" && apt-get "${apt[@]}" download -qq "$pkg" >&2) &&
+        dpkg-deb -x "$tmp"/*.deb "$tmp/root" && depmod -b "$tmp/root" "$kver" &&
+        grep -q '^CONFIG_NVME_TARGET_AUTH=y' "$tmp/root/boot/config-$kver" || { rm -rf "$tmp"; return 1; }
+    rm -rf "${AUTH_CACHE:?}/$kver"
+    mv "$tmp/root" "$AUTH_CACHE/$kver"
+    rm -rf "$tmp"
+    touch "$AUTH_CACHE/$kver/.ready"
+    echo "$kver" >"$AUTH_CACHE/current"
+}
+if want kernel-auth; then
+    if auth_kernel; then
+        KERNEL_PEER_CACHE=$AUTH_CACHE "$KP" run --share "$PWD/target/interop" --timeout 400 \
+            --dmesg target/interop/dmesg-auth.txt -- \
+            "cd '$PWD' && OUT='$PWD/target/interop' LULL='$PWD/target/interop/lull' bash tests/interop/kernel-auth.sh" || rc=1
+    else
+        echo "FAIL kernel-auth: no guest kernel with NVMe authentication (Debian's backports linux-image-amd64) in $AUTH_CACHE"
+        rc=1
+    fi
+fi
 exit $rc

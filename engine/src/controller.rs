@@ -81,6 +81,11 @@ const AEC_NS_ATTRIBUTE: u32 = 1 << 8;
 /// At most this many NSIDs are listed in log page 04h; more make it FFFFFFFFh.
 const CHANGED_NS_MAX: usize = 1024;
 
+/// How long a controller that was never enabled (CC.EN 0, e.g. still
+/// authenticating) may go without a Keep Alive before it is torn down:
+/// KATO proper starts at CC.EN. A host's admin command timeout (Linux: 60 s).
+const NOT_ENABLED_GRACE: Duration = Duration::from_secs(60);
+
 /// One connected queue of a controller (`nvmf_subsystem_get_qpairs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueInfo {
@@ -557,7 +562,16 @@ impl QueueBinding {
             };
             let (expired, kato) = {
                 let s = ctrl.state();
-                (!s.kato.is_zero() && s.last_keep_alive.elapsed() > s.kato, s.kato)
+                // Until the host enables the controller (it may still be
+                // authenticating: an ffdhe8192 exponentiation on a slow host
+                // takes longer than a 5 s KATO), only a host that died is
+                // reaped; KATO proper runs from CC.EN, as on Linux's target.
+                let limit = if s.cc & 1 == 0 {
+                    s.kato.max(NOT_ENABLED_GRACE)
+                } else {
+                    s.kato
+                };
+                (!s.kato.is_zero() && s.last_keep_alive.elapsed() > limit, s.kato)
             };
             if expired {
                 ctrl.shut_down(&format!("no Keep Alive within KATO {} ms", kato.as_millis()));
@@ -652,8 +666,9 @@ impl QueueBinding {
         let (was_enabled, enable) = (s.cc & 1 != 0, cc & 1 != 0);
         s.cc = cc;
         if enable && !was_enabled {
-            // CC.EN 0 -> 1: ready at once.
+            // CC.EN 0 -> 1: ready at once; KATO counts from here.
             s.csts |= 1;
+            s.last_keep_alive = Instant::now();
             ctrl.ready.store(true, Ordering::Release);
         } else if !enable && was_enabled {
             // CC.EN 1 -> 0: controller reset; I/O queues go away.

@@ -327,6 +327,31 @@ fn keep_alive_timeout_tears_down_every_queue_of_a_controller() {
 }
 
 #[test]
+fn keep_alive_runs_from_enable_not_from_connect() {
+    let t = target(Mode::Interrupt);
+    // Connected with a 1 s KATO and not enabled (a host still authenticating):
+    // past KATO it is still served.
+    let mut h = Host::connect(t.addr);
+    h.icreq(0);
+    let c = h.fabric_connect(0, SUBNQN, HOSTNQN, 0xFFFF, 1000);
+    assert!(c.status.is_success());
+    std::thread::sleep(Duration::from_millis(1800));
+    assert!(h.prop_get(property::CSTS, 4).status.is_success(), "alive before CC.EN");
+    assert_eq!(t.target.controller_count(), 1);
+    // Enabled: KATO from now on; no Keep Alive, so it is torn down after KATO.
+    assert!(h.prop_set(property::CC, 1 | (6 << 16) | (4 << 20)).status.is_success());
+    let t0 = Instant::now();
+    h.expect_closed(Duration::from_secs(3));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "too early: {:?}",
+        t0.elapsed()
+    );
+    assert!(common::wait(|| t.target.controller_count() == 0));
+    t.reactors.shutdown().unwrap();
+}
+
+#[test]
 fn reads_reach_a_host_that_reads_late() {
     for mode in MODES {
         let t = target(mode);

@@ -18,6 +18,7 @@ mod nvme;
 mod nvmf;
 mod params;
 mod stats;
+mod tuning;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -146,19 +147,19 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     // SPDK's tuning of parts lull does not have: accepted when they change
     // nothing a host sees (config_json.rs), so rpc.py load_config takes
     // SPDK's saved files.
-    ("iobuf_set_options", config_json::iobuf_set_options),
-    ("sock_set_default_impl", config_json::sock_set_default_impl),
-    ("sock_impl_set_options", config_json::sock_impl_set_options),
-    ("accel_set_options", config_json::accel_set_options),
-    ("accel_assign_opc", config_json::accel_assign_opc),
-    ("bdev_set_options", config_json::bdev_set_options),
-    ("bdev_raid_set_options", config_json::bdev_raid_set_options),
-    ("iscsi_set_options", config_json::iscsi_set_options),
-    ("nvmf_set_max_subsystems", config_json::nvmf_set_max_subsystems),
-    ("keyring_linux_set_options", config_json::keyring_linux_set_options),
-    ("bdev_nvme_set_hotplug", config_json::bdev_nvme_set_hotplug),
-    ("framework_set_scheduler", config_json::framework_set_scheduler),
-    ("nvmf_set_crdt", config_json::nvmf_set_crdt),
+    ("iobuf_set_options", tuning::iobuf_set_options),
+    ("sock_set_default_impl", tuning::sock_set_default_impl),
+    ("sock_impl_set_options", tuning::sock_impl_set_options),
+    ("accel_set_options", tuning::accel_set_options),
+    ("accel_assign_opc", tuning::accel_assign_opc),
+    ("bdev_set_options", tuning::bdev_set_options),
+    ("bdev_raid_set_options", tuning::bdev_raid_set_options),
+    ("iscsi_set_options", tuning::iscsi_set_options),
+    ("nvmf_set_max_subsystems", tuning::nvmf_set_max_subsystems),
+    ("keyring_linux_set_options", tuning::keyring_linux_set_options),
+    ("bdev_nvme_set_hotplug", tuning::bdev_nvme_set_hotplug),
+    ("framework_set_scheduler", tuning::framework_set_scheduler),
+    ("nvmf_set_crdt", tuning::nvmf_set_crdt),
     ("nvmf_set_config", nvmf::nvmf_set_config),
     ("lull_get_status", lull::lull_get_status),
     ("lull_reactor_set_mode", lull::lull_reactor_set_mode),

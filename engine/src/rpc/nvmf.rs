@@ -473,7 +473,7 @@ pub(super) fn nvmf_set_config(app: &App, mut params: Value) -> Result<Value, Rpc
         .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
     // The rest first: nothing changes when any of it is refused.
     if params.as_object().is_some_and(|m| !m.is_empty()) {
-        super::config_json::spdk_tuning("nvmf_set_config", params)?;
+        super::tuning::spdk_tuning("nvmf_set_config", params)?;
     }
     target.set_dhchap_allowed(allowed);
     Ok(Value::Bool(true))

@@ -5,10 +5,10 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use lull_proto::nvme::{Cqe, Status, io_opc, status};
+use lull_proto::target_queue::{Command, TargetQueue};
 use lull_reactor::Context;
 use lull_transport::conn::Completer;
-use lull_transport::nvme::{Cqe, Status, io_opc, status};
-use lull_transport::target::{Command, TargetQueue};
 
 use crate::bdev::stats::{BdevStats, IoErrorKind, IoKind};
 use crate::bdev::{Bdev, BdevDone, BdevError, BdevIo};

@@ -22,9 +22,9 @@ use std::cell::RefCell;
 
 use lull_reactor::{Context, Interest, PollStatus, Poller, PollerId, Readiness};
 
-use crate::nvme::Cqe;
+use lull_proto::nvme::Cqe;
 
-use crate::target::{Command, QueueEvent, TargetQueue, TargetQueueConfig};
+use lull_proto::target_queue::{Command, QueueEvent, TargetQueue, TargetQueueConfig};
 
 /// How long a new connection may take to send its ICReq and have a Connect
 /// accepted: until then it belongs to no controller and no keep-alive
@@ -172,7 +172,8 @@ impl<H: QueueHandler> Connection<H> {
         while total < READ_BUDGET && !self.queue.is_terminated() {
             // A large H2CData payload goes straight into its command's buffer.
             if let Some(room) = self.queue.direct_buffer() {
-                match room.read_from(&self.stream) {
+                // Into memory not zeroed first: `read` hands back what it filled.
+                match room.read_with(|spare| rustix::io::read(&self.stream, spare).map(|(filled, _)| filled)) {
                     Ok(0) => return Ok((total, true)),
                     Ok(n) => {
                         self.queue.direct_received(n);
@@ -251,6 +252,9 @@ impl<H: QueueHandler> Connection<H> {
                         tracing::debug!(peer = %self.peer, ?digests, "ICReq accepted");
                     }
                     QueueEvent::HostTerminated(t) => return Err(format!("host sent H2CTermReq: {t}")),
+                    QueueEvent::AerCidTakenOver { cid } => {
+                        tracing::debug!(cid, "admin command reuses an outstanding AER's CID: the AER is dropped");
+                    }
                 }
             }
             self.later.mailbox.in_handler.set(true);

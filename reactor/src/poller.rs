@@ -13,7 +13,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use crate::reactor::Context;
+use crate::context::Context;
 
 /// What a poller reports after a call; feeds busy/idle accounting and the
 /// hybrid mode's spin window.

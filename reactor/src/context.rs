@@ -9,12 +9,10 @@
 //! they are, so that those files build on this one and this one needs none
 //! of them.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-use rustix::event::epoll;
 
 use crate::deadline::{Deadlines, Target};
 use crate::error::ReactorError;
@@ -125,7 +123,7 @@ impl Context {
     pub(crate) fn new(shared: Arc<Shared>, peers: Arc<[ReactorHandle]>) -> Result<Self, ReactorError> {
         let epoll = Epoll::new().map_err(|e| ReactorError::io("epoll_create1", e))?;
         epoll
-            .add(shared.doorbell.as_fd(), DOORBELL_TOKEN, epoll::EventFlags::IN)
+            .add_doorbell(&shared.doorbell, DOORBELL_TOKEN)
             .map_err(|e| ReactorError::io("epoll_ctl(doorbell)", e))?;
         let mode = shared.stats.mode();
         Ok(Context {

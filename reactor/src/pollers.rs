@@ -42,7 +42,7 @@ impl Context {
             .try_clone_to_owned()
             .map_err(|e| ReactorError::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
         let id = self.alloc_poller();
-        if let Err(e) = self.epoll.add(fd.as_fd(), id.token(), interest.epoll_flags()) {
+        if let Err(e) = self.epoll.add(fd.as_fd(), id.token(), interest.watch()) {
             self.free_poller(id.index);
             return Err(ReactorError::io("epoll_ctl(ADD)", e));
         }
@@ -91,7 +91,7 @@ impl Context {
         }
         if !entry.paused {
             epoll
-                .modify(fd.as_fd(), id.token(), interest.epoll_flags())
+                .modify(fd.as_fd(), id.token(), interest.watch())
                 .map_err(|e| ReactorError::io("epoll_ctl(MOD)", e))?;
         }
         *current = interest;
@@ -155,7 +155,7 @@ impl Context {
         let deadline = match &entry.source {
             Source::Fd { fd, interest } => {
                 epoll
-                    .add(fd.as_fd(), id.token(), interest.epoll_flags())
+                    .add(fd.as_fd(), id.token(), interest.watch())
                     .map_err(|e| ReactorError::io("epoll_ctl(ADD)", e))?;
                 self.armed_fd_pollers += 1;
                 None

@@ -22,13 +22,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rustix::event::epoll;
-
 use crate::context::{Context, DOORBELL_TOKEN};
 use crate::mode::Mode;
 use crate::poller::{PollerId, Readiness};
 use crate::shared::{Message, Shared, duration_ns};
 use crate::stats::{Counter, gap_bucket, sleep_class};
+use crate::sys::Events;
 
 /// Most messages taken from one queue per loop iteration, so that one busy
 /// sender cannot starve fds and timers.
@@ -108,7 +107,7 @@ impl Context {
         // If the loop itself unwinds (a reactor bug, not a handler's), senders
         // must learn the reactor is gone instead of filling its queues.
         let _guard = StopOnExit(shared.clone());
-        let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENT_BATCH);
+        let mut events = Events::with_capacity(EVENT_BATCH);
         let mut t_prev = Instant::now();
         let mut last_work = t_prev;
         loop {
@@ -177,13 +176,13 @@ impl Context {
                     }
                 };
                 let mut rung = false;
-                for ev in events.drain(..) {
-                    let token = ev.data.u64();
-                    if token == DOORBELL_TOKEN {
+                for ready in events.drain() {
+                    if ready.token == DOORBELL_TOKEN {
                         shared.doorbell.drain();
                         rung = true;
                     } else {
-                        arrived_after |= self.run_poller(PollerId::from_token(token), Readiness::from_epoll(ev.flags));
+                        arrived_after |=
+                            self.run_poller(PollerId::from_token(ready.token), Readiness::from_ready(ready));
                     }
                 }
                 work |= arrived_after;

@@ -1,6 +1,8 @@
 //! Byte buffers shared by the target and host queue state machines: what
 //! has been received and not parsed, and what is waiting to be sent.
 
+use std::collections::VecDeque;
+
 /// Received bytes not yet parsed: `buf[pos..end]`. The storage past `end`
 /// stays allocated and initialised between reads, so handing out room for
 /// the next read costs no allocation and no zeroing (a read of 128 KiB of
@@ -94,11 +96,26 @@ mod tests {
     }
 }
 
-/// Bytes waiting to be sent; PDUs are encoded straight onto `out`.
+/// Bytes waiting to be sent. PDUs are encoded straight onto `out`; a large
+/// payload the caller owns (a read's data) is not copied there but attached
+/// between two bytes of `out` ([`attach`](Self::attach)) and sent from where
+/// it is with a vectored write, then handed back for reuse
+/// ([`take_released`](Self::take_released)).
 #[derive(Default)]
 pub(crate) struct SendBuf {
     pub(crate) out: Vec<u8>,
     pos: usize,
+    /// Owned payloads attached, oldest first; each leaves for `released`
+    /// when its last attached byte is sent.
+    held: VecDeque<Vec<u8>>,
+    /// The attached ranges in send order.
+    attached: VecDeque<Attached>,
+    /// Bytes of the front attached range already sent.
+    front_sent: usize,
+    /// Attached bytes not yet sent.
+    attached_pending: usize,
+    /// Payloads whose bytes are all sent.
+    released: Vec<Vec<u8>>,
     /// Bytes handed to the socket since the queue began: a position in the
     /// send stream, so the host can tell whether the target can have seen
     /// a given PDU yet.
@@ -148,23 +165,121 @@ impl SendBuf {
     /// Drops the bytes appended after the first `len` (a PDU whose data
     /// could not be produced). Bytes already handed to `sent` stay.
     pub(crate) fn truncate(&mut self, len: usize) {
-        self.out.truncate(len.max(self.pos));
+        let floor = self.attached.back().map_or(self.pos, |a| a.at.max(self.pos));
+        self.out.truncate(len.max(floor));
     }
 
-    /// What has not been sent yet.
+    /// Keeps `buf` until its attached ranges are sent; follow with
+    /// [`attach`](Self::attach) for each range of it, in order, the last one
+    /// ending at `buf.len()`.
+    pub(crate) fn hold(&mut self, buf: Vec<u8>) {
+        self.held.push_back(buf);
+    }
+
+    /// The payload last given to [`hold`](Self::hold).
+    pub(crate) fn last_held(&self) -> &[u8] {
+        self.held.back().map_or(&[], Vec::as_slice)
+    }
+
+    /// Queues `start..end` of the payload last held to go out right after
+    /// the bytes of `out` queued so far; `last` says it is the payload's last
+    /// range (the payload is released once it is sent).
+    pub(crate) fn attach(&mut self, start: usize, end: usize, last: bool) {
+        self.attached_pending += end - start;
+        self.attached.push_back(Attached {
+            at: self.out.len(),
+            start,
+            end,
+            last,
+        });
+    }
+
+    /// What has not been sent yet, in order, as up to `slices.len()` slices
+    /// (runs of `out` and attached payload ranges). Returns how many were
+    /// filled; fewer than all when `slices` is short.
+    pub(crate) fn pending_slices<'a>(&'a self, slices: &mut [&'a [u8]]) -> usize {
+        let mut n = 0;
+        let mut cur = self.pos;
+        let mut held = 0;
+        for (i, a) in self.attached.iter().enumerate() {
+            if a.at > cur {
+                if n == slices.len() {
+                    return n;
+                }
+                slices[n] = &self.out[cur..a.at];
+                n += 1;
+                cur = a.at;
+            }
+            if n == slices.len() {
+                return n;
+            }
+            let start = if i == 0 { a.start + self.front_sent } else { a.start };
+            slices[n] = &self.held[held][start..a.end];
+            n += 1;
+            if a.last {
+                held += 1;
+            }
+        }
+        if self.out.len() > cur && n < slices.len() {
+            slices[n] = &self.out[cur..];
+            n += 1;
+        }
+        n
+    }
+
+    /// The first run of what has not been sent yet (all of it when nothing
+    /// is attached).
     pub(crate) fn pending(&self) -> &[u8] {
-        &self.out[self.pos..]
+        let mut first: [&[u8]; 1] = [&[]];
+        self.pending_slices(&mut first);
+        first[0]
     }
 
-    /// Marks `n` bytes sent.
+    /// Attached payload ranges not yet all sent.
+    pub(crate) fn attached_count(&self) -> usize {
+        self.attached.len()
+    }
+
+    /// Whether payload ranges are attached and unsent.
+    pub(crate) fn has_attached(&self) -> bool {
+        !self.attached.is_empty()
+    }
+
+    /// Marks `n` bytes sent (in the order [`pending_slices`](Self::pending_slices) gives them).
     pub(crate) fn sent(&mut self, n: usize) {
-        let n = n.min(self.out.len() - self.pos);
+        let mut n = n.min(self.out.len() - self.pos + self.attached_pending);
         self.total += n as u64;
-        self.pos += n;
-        if self.pos == self.out.len() {
+        while n > 0 {
+            let next_at = self.attached.front().map_or(self.out.len(), |a| a.at);
+            if next_at > self.pos {
+                let k = n.min(next_at - self.pos);
+                self.pos += k;
+                n -= k;
+                continue;
+            }
+            let Some(a) = self.attached.front() else { break };
+            let k = n.min(a.end - a.start - self.front_sent);
+            self.front_sent += k;
+            self.attached_pending -= k;
+            n -= k;
+            if self.front_sent == a.end - a.start {
+                let last = a.last;
+                self.attached.pop_front();
+                self.front_sent = 0;
+                if last && let Some(buf) = self.held.pop_front() {
+                    self.released.push(buf);
+                }
+            }
+        }
+        if self.pos == self.out.len() && self.attached.is_empty() {
             self.out.clear();
             self.pos = 0;
         }
+    }
+
+    /// Payloads whose bytes have all been sent, for the owner to reuse.
+    pub(crate) fn take_released(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.released.drain(..)
     }
 
     /// Stream position of the first byte not yet sent.
@@ -174,11 +289,20 @@ impl SendBuf {
 
     /// Stream position just past the last byte queued.
     pub(crate) fn queued_end(&self) -> u64 {
-        self.total + (self.out.len() - self.pos) as u64
+        self.total + (self.out.len() - self.pos + self.attached_pending) as u64
     }
 
     /// Whether anything waits.
     pub(crate) fn is_empty(&self) -> bool {
-        self.pos == self.out.len()
+        self.pos == self.out.len() && self.attached.is_empty()
     }
+}
+
+/// A range of a held payload that goes out just before `out[at]`.
+struct Attached {
+    at: usize,
+    start: usize,
+    end: usize,
+    /// The payload's last range: sending it releases the payload.
+    last: bool,
 }

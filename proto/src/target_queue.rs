@@ -16,7 +16,9 @@
 //! lends the queue its free list while it parses
 //! ([`TargetQueue::swap_spare_buffers`]), whose buffers the queue fills with
 //! host-to-controller data, and takes back each response's data buffer once
-//! its bytes are encoded ([`TargetQueue::take_spent_buffers`]).
+//! its bytes are encoded, or, for data of [`ATTACH_MIN`] bytes or more
+//! (sent from the buffer itself by a vectored write, with no copy into the
+//! send buffer), once they are sent ([`TargetQueue::take_spent_buffers`]).
 //!
 //! A peer's bad PDU ends the queue: `process` returns the [`FatalError`],
 //! a C2HTermReq carrying its FES/FEI and the offending header is queued, and
@@ -307,6 +309,11 @@ impl DirectRoom<'_> {
     }
 }
 
+/// Smallest response payload sent from its own buffer rather than copied
+/// into the send buffer: below it, the copy costs less than another slice
+/// in the vectored write.
+pub const ATTACH_MIN: usize = 4096;
+
 /// Smallest H2CData payload received straight into its transfer's buffer:
 /// below it, one copy out of the receive buffer costs less than the extra
 /// `recv` for the header alone.
@@ -415,12 +422,17 @@ impl TargetQueue {
     /// flow control and a completion with data is a plain success, the
     /// SUCCESS flag on the last C2HData replaces the CapsuleResp (NVMe/TCP
     /// 1.0 section 3.6.2.8). The data buffer goes to
-    /// [`take_spent_buffers`](Self::take_spent_buffers) once encoded.
+    /// [`take_spent_buffers`](Self::take_spent_buffers) once encoded (below
+    /// [`ATTACH_MIN`] bytes: copied into the send buffer) or once sent (from
+    /// the buffer itself).
     /// Returns false, queueing nothing, when the CID is not outstanding or
     /// the queue has ended.
     pub fn respond(&mut self, r: Response) -> bool {
         if let Some(p) = r.connected {
             self.set_connected(p);
+        }
+        if r.data.len() >= ATTACH_MIN {
+            return self.complete_with_owned(r.cqe, r.data);
         }
         let done = if r.data.is_empty() {
             self.complete(r.cqe)
@@ -433,10 +445,11 @@ impl TargetQueue {
         done
     }
 
-    /// Response data buffers whose bytes are in the send buffer, for the glue
-    /// to reuse (a [`Response`]'s `data` comes back here from
+    /// Response data buffers done with (copied into the send buffer, or
+    /// sent from where they were), for the glue to reuse (a [`Response`]'s `data` comes back here from
     /// [`respond`](Self::respond)).
     pub fn take_spent_buffers(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.spent.extend(self.send.take_released());
         self.spent.drain(..)
     }
 
@@ -1144,9 +1157,77 @@ impl TargetQueue {
         }
     }
 
-    /// Bytes waiting to be sent.
-    pub fn pending_send(&self) -> &[u8] {
-        self.send.pending()
+    /// [`complete_with_data`](Self::complete_with_data) for data the caller
+    /// gives away: the C2HData PDUs' payloads are sent from `data` itself
+    /// (no copy into the send buffer), and `data` comes back through
+    /// [`take_spent_buffers`](Self::take_spent_buffers) once all of it is sent.
+    fn complete_with_owned(&mut self, cqe: Cqe, data: Vec<u8>) -> bool {
+        if self.state == State::Terminated || !self.outstanding.contains(cqe.cid) {
+            self.spent.push(data);
+            return false;
+        }
+        let len = data.len();
+        let chunk = (self.config.c2h_chunk.max(4096) & !4095) as usize;
+        let success_flag = self.sq_flow_control_disabled && cqe.status.is_success() && cqe.dw0 == 0 && cqe.dw1 == 0;
+        self.send.hold(data);
+        let n = len.div_ceil(chunk);
+        for i in 0..n {
+            let offset = i * chunk;
+            let part = chunk.min(len - offset);
+            let last = i + 1 == n;
+            let mut f = if last { flags::LAST_PDU } else { 0 };
+            if last && success_flag {
+                f |= flags::SUCCESS;
+            }
+            let h = DataHeader {
+                cccid: cqe.cid,
+                ttag: 0,
+                datao: offset as u32,
+                datal: part as u32,
+            };
+            let ddgst = crate::pdu::encode_data_pdu_header(
+                &mut self.send.out,
+                PduType::C2HData,
+                h,
+                part,
+                f,
+                self.digests,
+                self.hpda,
+            );
+            self.send.attach(offset, offset + part, last);
+            if ddgst {
+                let crc = crate::pdu::crc32c(&self.send.last_held()[offset..offset + part]);
+                self.send.out.extend_from_slice(&crc.to_le_bytes());
+            }
+        }
+        if success_flag {
+            self.outstanding.remove(cqe.cid);
+            self.unsent.push_back(self.send.queued_end());
+            true
+        } else {
+            self.complete(cqe)
+        }
+    }
+
+    /// Bytes waiting to be sent, in one piece: borrowed when nothing is
+    /// attached (every payload below [`ATTACH_MIN`]), else gathered into a
+    /// copy. For tests and tools; the glue sends with
+    /// [`pending_send_slices`](Self::pending_send_slices), which copies nothing.
+    pub fn pending_send(&self) -> std::borrow::Cow<'_, [u8]> {
+        if !self.send.has_attached() {
+            return std::borrow::Cow::Borrowed(self.send.pending());
+        }
+        // Each attached range may be preceded by a run of `out`, and a run may follow the last.
+        let mut slices = vec![&[][..]; 2 * self.send.attached_count() + 1];
+        let n = self.send.pending_slices(&mut slices);
+        std::borrow::Cow::Owned(slices[..n].concat())
+    }
+
+    /// What waits to be sent, as up to `slices.len()` slices in order (runs
+    /// of encoded PDU bytes and attached payloads), for a vectored write;
+    /// returns how many were filled. Follow with [`sent`](Self::sent).
+    pub fn pending_send_slices<'a>(&'a self, slices: &mut [&'a [u8]]) -> usize {
+        self.send.pending_slices(slices)
     }
 
     /// Marks `n` bytes of [`pending_send`](Self::pending_send) as sent.

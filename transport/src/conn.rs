@@ -7,8 +7,10 @@
 //! advances the queue. Data buffers go round a per-connection pool
 //! ([`Responder::buffer`], [`Responder::recycle`]; bounded by
 //! [`POOL_MAX_BUFFERS`] and [`POOL_MAX_BYTES`]): the queue fills them with
-//! host data and gives back each response's once encoded, so in steady
-//! state a command allocates nothing.
+//! host data and gives back each response's once encoded or, for a read's
+//! data sent from its own buffer by `writev`, once sent; so in steady state
+//! a command allocates nothing and a read's data is copied once (bdev to
+//! buffer), never into the send buffer.
 //!
 //! Nothing here blocks. A send that would block keeps its bytes in the
 //! queue's send buffer and arms EPOLLOUT until they are gone, so no work is
@@ -18,7 +20,7 @@
 //! with a C2HTermReq and the connection is closed at once.
 
 use std::cell::{Cell, RefCell};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
@@ -43,6 +45,9 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const READ_BUDGET: usize = 512 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 128 * 1024;
+/// Slices per vectored write: a C2HData header and its payload per read, so
+/// 32 reads' worth go out in one `writev`.
+const WRITE_SLICES: usize = 64;
 
 /// Most data buffers a connection's pool keeps idle.
 pub const POOL_MAX_BUFFERS: usize = 64;
@@ -291,8 +296,23 @@ impl<H: QueueHandler> Connection<H> {
 
     /// Writes what is pending. Returns whether everything went out.
     fn flush(&mut self) -> std::io::Result<bool> {
+        let result = self.write_pending();
+        // Read data sent from its own buffer is done with once sent: back to the pool.
+        let mut pool = self.responder.mailbox.pool.borrow_mut();
+        for b in self.queue.take_spent_buffers() {
+            pool.put(b);
+        }
+        result
+    }
+
+    /// One vectored write per round, of the encoded PDUs and the read data
+    /// attached between them ([`TargetQueue::pending_send_slices`]).
+    fn write_pending(&mut self) -> std::io::Result<bool> {
         while self.queue.wants_send() {
-            match self.stream.write(self.queue.pending_send()) {
+            let mut slices: [&[u8]; WRITE_SLICES] = [&[]; WRITE_SLICES];
+            let n = self.queue.pending_send_slices(&mut slices);
+            let iov: [IoSlice<'_>; WRITE_SLICES] = std::array::from_fn(|i| IoSlice::new(slices[i]));
+            match (&self.stream).write_vectored(&iov[..n]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => self.queue.sent(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),

@@ -103,5 +103,5 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-    check_output(q.pending_send(), failed);
+    check_output(&q.pending_send(), failed);
 });

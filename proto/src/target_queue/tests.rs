@@ -173,7 +173,7 @@ fn icreq_gets_icresp_with_the_requested_digests() {
         assert_eq!(&r[..8], &[0x01, 0, 0x80, 0, 0x80, 0, 0, 0]);
         assert_eq!(&r[8..11], &[0, 0, 0], "PFV 0, CPDA 0");
         assert_eq!(r[11], dgst);
-        assert_eq!(le32(r, 12), 131072);
+        assert_eq!(le32(&r, 12), 131072);
         assert!(r[16..].iter().all(|&b| b == 0));
         assert_eq!(
             q.take_events(),
@@ -366,7 +366,7 @@ fn in_capsule_write_and_r2t_write_deliver_the_data() {
             ),
             "completed once"
         );
-        let resps = pdus(q.pending_send());
+        let resps = pdus(&q.pending_send());
         assert_eq!(resps.len(), 2);
         for r in &resps {
             let ch = CommonHeader::parse(r).unwrap();
@@ -395,7 +395,7 @@ fn r2t_write() -> (TargetQueue, u16) {
     );
     q.feed(&capsule(&w, &[], Digests::default()));
     q.process().unwrap();
-    let ttag = DataHeader::parse(q.pending_send()).ttag;
+    let ttag = DataHeader::parse(&q.pending_send()).ttag;
     let n = q.pending_send().len();
     q.sent(n);
     (q, ttag)
@@ -587,7 +587,7 @@ fn b20_connect_data_by_r2t_is_gathered() {
     });
     q.feed(&capsule(&sqe, &[], Digests::default()));
     q.process().unwrap();
-    let h = DataHeader::parse(q.pending_send());
+    let h = DataHeader::parse(&q.pending_send());
     assert_eq!((h.datao, h.datal), (0, 0x400));
     q.feed(&h2c(0, h.ttag, 0, &[0x11; 0x400], true, Digests::default()));
     q.process().unwrap();
@@ -619,7 +619,7 @@ fn reads_are_sent_as_c2h_data_then_capsule_resp_or_success() {
         },
         data.clone()
     )));
-    let p = pdus(q.pending_send());
+    let p = pdus(&q.pending_send());
     assert_eq!(p.len(), 2);
     let ch = CommonHeader::parse(&p[0]).unwrap();
     assert_eq!(ch.pdu_type, PduType::C2HData as u8);
@@ -644,7 +644,7 @@ fn reads_are_sent_as_c2h_data_then_capsule_resp_or_success() {
         },
         data,
     ));
-    let p = pdus(q.pending_send());
+    let p = pdus(&q.pending_send());
     assert_eq!(p.len(), 1);
     assert_eq!(
         CommonHeader::parse(&p[0]).unwrap().flags,
@@ -713,10 +713,114 @@ fn data_written_in_place_goes_out_as_the_same_pdus_as_copied_data() {
         "headers, data and digests identical"
     );
     assert_eq!(
-        pdus(filled.pending_send()).len(),
+        pdus(&filled.pending_send()).len(),
         4,
         "three C2HData and the CapsuleResp"
     );
+}
+
+#[test]
+fn read_data_sent_from_its_own_buffer_is_the_same_stream_in_any_write_sizes_and_comes_back_once_sent() {
+    // Three reads (one below ATTACH_MIN, copied; two attached, one of them
+    // chunked into three PDUs) and a plain completion between them. The
+    // bytes a socket would take, in slices of any size, must equal what the
+    // copying path produces; each attached buffer returns only after its
+    // last byte is sent.
+    let small: Vec<u8> = (0..1000u32).map(|i| (i * 3) as u8).collect();
+    let big: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + 1) as u8).collect();
+    let mid: Vec<u8> = (0..4096u32).map(|i| (i * 11 + 5) as u8).collect();
+    let expected = {
+        let mut q = read_outstanding(4, 20_000);
+        q.complete_with_data(
+            Cqe {
+                cid: 4,
+                ..Cqe::default()
+            },
+            &big,
+        );
+        q.pending_send().to_vec()
+    };
+    for step in [1usize, 7, 100, 4096, 8219, 1 << 20] {
+        let mut q = read_outstanding(4, 20_000);
+        let cap = big.capacity();
+        assert!(q.respond(Response::with_data(
+            Cqe {
+                cid: 4,
+                ..Cqe::default()
+            },
+            big.clone()
+        )));
+        assert_eq!(&q.pending_send()[..], &expected[..], "attached = copied");
+        let mut got = Vec::new();
+        let mut returned = Vec::new();
+        while q.wants_send() {
+            let mut slices: [&[u8]; 3] = [&[]; 3];
+            let n = q.pending_send_slices(&mut slices);
+            assert!(n > 0);
+            let mut take = step;
+            let mut took = 0;
+            for s in &slices[..n] {
+                let k = take.min(s.len());
+                got.extend_from_slice(&s[..k]);
+                took += k;
+                take -= k;
+                if take == 0 {
+                    break;
+                }
+            }
+            q.sent(took);
+            returned.extend(q.take_spent_buffers().map(|b| b.capacity()));
+            // The stream ends with the last data digest (4 bytes) and the
+            // CapsuleResp with its header digest (28): the buffer's last byte
+            // is the 33rd from the end.
+            let data_end = expected.len() - 32;
+            assert_eq!(
+                returned.is_empty(),
+                got.len() < data_end,
+                "returned when its last byte is sent, not before"
+            );
+        }
+        assert_eq!(got, expected, "step {step}");
+        assert_eq!(returned, vec![cap], "the buffer comes back once, after the send");
+    }
+    // Mixed: a small copied read, an attached one, then another completion:
+    // the order on the wire is the order of the responses.
+    let mut q = read_outstanding(1, 1000);
+    q.feed(&capsule(
+        &read_sqe(2, 4096),
+        &[],
+        Digests {
+            header: true,
+            data: true,
+        },
+    ));
+    q.process().unwrap();
+    assert_eq!(q.take_requests().len(), 1);
+    q.respond(Response::with_data(
+        Cqe {
+            cid: 1,
+            ..Cqe::default()
+        },
+        small.clone(),
+    ));
+    q.respond(Response::with_data(
+        Cqe {
+            cid: 2,
+            ..Cqe::default()
+        },
+        mid.clone(),
+    ));
+    let p = pdus(&q.pending_send());
+    assert_eq!(p.len(), 4, "C2HData, CapsuleResp, C2HData, CapsuleResp");
+    let pdo = CommonHeader::parse(&p[0]).unwrap().pdo as usize;
+    assert_eq!(&p[0][pdo..pdo + 1000], &small[..]);
+    assert_eq!(&p[2][pdo..pdo + 4096], &mid[..]);
+    assert_eq!(
+        le32(&p[2], pdo + 4096),
+        crate::pdu::crc32c(&mid),
+        "digest over the attached bytes"
+    );
+    assert_eq!(Cqe::parse(&p[3][8..24]).unwrap().cid, 2);
 }
 
 #[test]
@@ -763,7 +867,7 @@ fn data_that_cannot_be_produced_leaves_nothing_queued_and_reuse_sends_no_stale_b
         },
     );
     assert_eq!(r, Ok(true));
-    let p = pdus(q.pending_send());
+    let p = pdus(&q.pending_send());
     for pdu in &p[..2] {
         let ch = CommonHeader::parse(pdu).unwrap();
         let data = &pdu[usize::from(ch.pdo)..usize::from(ch.pdo) + 8192];
@@ -1204,12 +1308,19 @@ fn response_helpers_fill_the_cqe() {
 }
 
 #[test]
-fn a_response_gives_its_data_buffer_back_once_encoded() {
+fn a_response_gives_its_data_buffer_back_once_sent() {
     let mut q = read_outstanding(4, 8192);
     let mut data = Vec::with_capacity(16384);
     data.extend((0..8192u32).map(|i| i as u8));
     let ptr = data.as_ptr();
     assert!(q.respond(Response::ok_with_data(4, data)));
+    assert_eq!(
+        q.take_spent_buffers().count(),
+        0,
+        "sent from the buffer: kept until sent"
+    );
+    let n = q.pending_send().len();
+    q.sent(n);
     let spent: Vec<Vec<u8>> = q.take_spent_buffers().collect();
     assert_eq!(spent.len(), 1);
     assert_eq!(
@@ -1254,7 +1365,7 @@ fn host_data_is_received_into_the_spare_buffers_lent() {
     );
     q.feed(&capsule(&w, &[], Digests::default()));
     q.process().unwrap();
-    let ttag = DataHeader::parse(q.pending_send()).ttag;
+    let ttag = DataHeader::parse(&q.pending_send()).ttag;
     q.feed(&h2c(2, ttag, 0, &[0x5A; 0x2000], true, Digests::default()));
     q.process().unwrap();
     let reqs = q.take_requests();

@@ -1243,6 +1243,116 @@ mod fault_cases {
         );
     }
 
+    /// Common-header faults (the framing checks shared with the target
+    /// queue): the FES and FEI each gets. FEIs are common-header byte
+    /// offsets (NVMe/TCP 1.0 section 3.6.1): PDU-Type 0, FLAGS 1, HLEN 2,
+    /// PDO 3, PLEN 4.
+    #[test]
+    fn a_bad_pdu_type_is_fei_0_and_out_of_turn_is_a_sequence_error() {
+        // Reserved types (08h, 0Ah) and the types a host sends (ICReq,
+        // H2CTermReq, CapsuleCmd, H2CData).
+        for t in [0x08u8, 0x0A, 0x00, 0x02, 0x04, 0x06] {
+            let mut h = live(0, 131072);
+            assert_eq!(
+                fatal(&mut h, &[t, 0, 0x18, 0, 0x18, 0, 0, 0]),
+                FatalError::field(0),
+                "type {t:#04x}"
+            );
+        }
+        let seq = FatalError::status(Fes::PduSequenceError);
+        // Anything but ICResp or C2HTermReq before the ICResp.
+        let mut h = HostQueue::new(Digests::default(), 4096);
+        assert_eq!(fatal(&mut h, &resp(1, OK)), seq);
+        // A second ICResp.
+        let mut h = live(0, 131072);
+        let icresp = IcResp {
+            pfv: 0,
+            cpda: 0,
+            digests: Digests::default(),
+            maxh2cdata: 131072,
+        };
+        assert_eq!(fatal(&mut h, &icresp.encode()), seq);
+    }
+
+    #[test]
+    fn plen_outside_the_types_bounds_is_fei_4_before_the_pdu_is_in() {
+        let plen = FatalError::field(4);
+        // CapsuleResp and R2T carry no data: PLEN is exactly HLEN (+ HDGST).
+        let mut h = live(0, 131072);
+        assert_eq!(fatal(&mut h, &[0x05, 0, 0x18, 0, 0x1C, 0, 0, 0]), plen);
+        let mut h = live(0, 131072);
+        assert_eq!(fatal(&mut h, &[0x09, 0, 0x18, 0, 0x14, 0, 0, 0]), plen);
+        // With header digests, a CapsuleResp without its HDGST.
+        let mut h = live(1, 131072);
+        assert_eq!(fatal(&mut h, &[0x05, 0x01, 0x18, 0, 0x18, 0, 0, 0]), plen);
+        // An ICResp is exactly 128 bytes.
+        let mut h = HostQueue::new(Digests::default(), 4096);
+        assert_eq!(fatal(&mut h, &[0x01, 0, 0x80, 0, 0x84, 0, 0, 0]), plen);
+        // C2HData: at most header, the largest read in flight (at least
+        // 128 KiB) and DDGST: 24 + 131072 + 4 = 131100 bytes.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x02, 1), &[], 4096).unwrap();
+        flush(&mut h);
+        h.feed(&[0x07, 0, 0x18, 0x18, 0x1C, 0x00, 0x02, 0x00]);
+        h.process().unwrap();
+        assert!(!h.is_terminated(), "PLEN 131100 waits for its bytes");
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x02, 1), &[], 4096).unwrap();
+        flush(&mut h);
+        assert_eq!(fatal(&mut h, &[0x07, 0, 0x18, 0x18, 0x1D, 0x00, 0x02, 0x00]), plen);
+        // C2HData whose PDO points into its header: the data does not tile PLEN.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x02, 1), &[], 4096).unwrap();
+        flush(&mut h);
+        let mut b = vec![
+            0x07, 0x0C, 0x18, 0x10, 0x20, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0,
+        ];
+        b.resize(0x20, 0);
+        assert_eq!(fatal(&mut h, &b), plen);
+    }
+
+    #[test]
+    fn a_wrong_header_digest_is_a_header_digest_error() {
+        let d = Digests {
+            header: true,
+            data: false,
+        };
+        let mut h = live(1, 131072);
+        h.submit(sqe(0x7F, 1), &[], 0).unwrap();
+        flush(&mut h);
+        let mut b = Vec::new();
+        crate::pdu::encode_capsule_resp(
+            &mut b,
+            &Cqe {
+                cid: 1,
+                ..Cqe::default()
+            }
+            .encode(),
+            d,
+        );
+        assert_eq!(b.len(), 28);
+        b[24] ^= 1;
+        assert_eq!(fatal(&mut h, &b), FatalError::status(Fes::HeaderDigestError));
+    }
+
+    #[test]
+    fn the_h2c_term_req_copies_at_most_128_bytes_of_the_pdu_in_error() {
+        // 28 bytes buffered: all copied (H2CTermReq PLEN 24 + 28).
+        let mut h = live(0, 131072);
+        let bad = [&[0x05u8, 0, 0x18, 0, 0x1C, 0, 0, 0][..], &[0xAB; 20]].concat();
+        fatal(&mut h, &bad);
+        let out = h.pending_send();
+        assert_eq!(le32(out, 4), 52);
+        assert_eq!(&out[24..52], &bad[..]);
+        // 200 bytes buffered: the first 128 (PLEN 152, the most a TermReq has).
+        let mut h = live(0, 131072);
+        let bad = [&[0x05u8, 0, 0x18, 0, 0xC8, 0, 0, 0][..], &[0xCD; 192]].concat();
+        fatal(&mut h, &bad);
+        let out = h.pending_send();
+        assert_eq!(le32(out, 4), 152);
+        assert_eq!(&out[24..152], &bad[..128]);
+    }
+
     #[test]
     fn completions_before_a_fatal_pdu_are_kept_and_data_stays_with_its_command() {
         let mut h = live(0, 131072);

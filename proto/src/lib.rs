@@ -21,6 +21,7 @@ pub mod auth;
 mod buf;
 mod cid_set;
 pub mod fabrics;
+mod framing;
 pub mod host_queue;
 pub mod nvme;
 pub mod pdu;

@@ -19,6 +19,9 @@ use lull_proto::fabrics::{
     AuthCmd, CONNECT_AUTHREQ_ATR, ConnectCmd, ConnectData, InvalidParameter, PropertyCmd, connect_offset, fctype,
     property,
 };
+use lull_proto::nvme::cmd::{
+    AsyncEvent, Features, GetLogPage, Identify, NumberOfQueues, aec, cns, event_type, fid, lid, notice,
+};
 use lull_proto::nvme::{Cqe, Status, admin_opc, status};
 use lull_proto::target_queue::{QueueParams, Request, Response, TargetQueue};
 use lull_reactor::{Context, PollerId, ReactorHandle, Sender, TimerId};
@@ -26,16 +29,9 @@ use lull_transport::conn::{QueueHandler, Responder};
 
 use crate::identify::{self, ControllerIdentity};
 use crate::io;
-use crate::logpage::{self, lid};
+use crate::logpage;
 use crate::subsystem::{Subsystem, SubsystemKind};
 use crate::target::Target;
-
-/// Feature identifiers handled (NVMe Base 2.0 figure 271).
-mod fid {
-    pub const NUMBER_OF_QUEUES: u8 = 0x07;
-    pub const ASYNC_EVENT_CONFIG: u8 = 0x0B;
-    pub const KEEP_ALIVE_TIMER: u8 = 0x0F;
-}
 
 /// Most I/O queues `max_io_qpairs_per_ctrlr` may allow.
 pub const MAX_IO_QUEUES: u16 = 1024;
@@ -75,9 +71,12 @@ struct State {
 
 /// Completion DW0 of a Namespace Attribute Changed notice (NVMe Base 2.0
 /// figure 150): event type 2h (Notice), information 00h, log page 04h.
-const AEN_NS_ATTRIBUTE_CHANGED: u32 = 0x0004_0002;
-/// AEC bit: Namespace Attribute Notices enabled (NVMe Base 2.0 figure 320).
-const AEC_NS_ATTRIBUTE: u32 = 1 << 8;
+const AEN_NS_ATTRIBUTE_CHANGED: u32 = AsyncEvent {
+    kind: event_type::NOTICE,
+    info: notice::NAMESPACE_ATTRIBUTE_CHANGED,
+    lid: lid::CHANGED_NS,
+}
+.dw0();
 /// At most this many NSIDs are listed in log page 04h; more make it FFFFFFFFh.
 const CHANGED_NS_MAX: usize = 1024;
 
@@ -169,7 +168,7 @@ impl Controller {
     /// one (completing an outstanding AER, or the next one).
     pub fn namespace_changed(&self, nsid: u32) {
         let mut s = self.state();
-        if s.dead || s.aec & AEC_NS_ATTRIBUTE == 0 {
+        if s.dead || s.aec & aec::NAMESPACE_ATTRIBUTE == 0 {
             return;
         }
         if !s.changed_ns.contains(&nsid) {
@@ -640,16 +639,16 @@ impl QueueBinding {
         let discovery = ctrl.subsystem.kind == SubsystemKind::Discovery;
         match sqe.opc() {
             admin_opc::IDENTIFY => {
-                let cns = sqe.cdw(10) as u8;
+                let cns = Identify::parse(sqe).cns;
                 let s = &ctrl.subsystem;
                 let data = match cns {
-                    0x01 => Some(identify::controller(&ControllerIdentity {
+                    cns::CONTROLLER => Some(identify::controller(&ControllerIdentity {
                         subsystem: s,
                         cntlid: ctrl.cntlid,
                         io_in_capsule_data: self.io_in_capsule_data,
                         maxcmd: self.target.queue_depths().0 as u16,
                     })),
-                    0x00 if !discovery => match s.namespace(sqe.nsid()) {
+                    cns::NAMESPACE if !discovery => match s.namespace(sqe.nsid()) {
                         Some(ns) => Some(identify::namespace(&ns)),
                         // An inactive but valid NSID reads as zeroes.
                         None if sqe.nsid() != 0 && sqe.nsid() <= identify::MAX_NAMESPACES => {
@@ -657,8 +656,12 @@ impl QueueBinding {
                         }
                         None => None,
                     },
-                    0x02 if !discovery && sqe.nsid() < 0xFFFF_FFFE => Some(identify::active_namespaces(s, sqe.nsid())),
-                    0x03 if !discovery => s.namespace(sqe.nsid()).as_ref().map(identify::namespace_descriptors),
+                    cns::ACTIVE_NAMESPACES if !discovery && sqe.nsid() < 0xFFFF_FFFE => {
+                        Some(identify::active_namespaces(s, sqe.nsid()))
+                    }
+                    cns::NAMESPACE_DESCRIPTORS if !discovery => {
+                        s.namespace(sqe.nsid()).as_ref().map(identify::namespace_descriptors)
+                    }
                     _ => None,
                 };
                 match data {
@@ -666,7 +669,7 @@ impl QueueBinding {
                         d.truncate(cmd.c2h_len as usize);
                         resp.respond(cx, Response::ok_with_data(cid, d));
                     }
-                    None if cns == 0x00 || cns == 0x03 => {
+                    None if cns == cns::NAMESPACE || cns == cns::NAMESPACE_DESCRIPTORS => {
                         resp.respond(cx, fail(status::INVALID_NAMESPACE));
                     }
                     None => {
@@ -675,11 +678,9 @@ impl QueueBinding {
                 }
             }
             admin_opc::GET_LOG_PAGE => {
-                let cdw10 = sqe.cdw(10);
-                let log = cdw10 as u8;
-                let numd = (u64::from(sqe.cdw(11) & 0xFFFF) << 16 | u64::from(cdw10 >> 16)) + 1;
-                let offset = u64::from(sqe.cdw(12)) | u64::from(sqe.cdw(13)) << 32;
-                let len = (numd * 4) as usize;
+                let get = GetLogPage::parse(sqe);
+                let (log, offset) = (get.lid, get.lpo);
+                let len = get.len() as usize;
                 if !offset.is_multiple_of(4) || len > cmd.c2h_len as usize {
                     resp.respond(cx, fail(status::INVALID_FIELD));
                     return;
@@ -688,7 +689,7 @@ impl QueueBinding {
                     (lid::ERROR, _) => logpage::error_log(),
                     (lid::SMART, false) => logpage::smart(&ctrl.subsystem),
                     (lid::FIRMWARE_SLOT, false) => logpage::firmware_slot(),
-                    (lid::CHANGED_NS, false) => ctrl.take_changed_namespaces(cdw10 & (1 << 15) != 0),
+                    (lid::CHANGED_NS, false) => ctrl.take_changed_namespaces(get.rae),
                     (lid::COMMANDS_EFFECTS, false) => logpage::commands_effects(),
                     (lid::DISCOVERY, true) => self.target.discovery_log(&ctrl.hostnqn, self.arrived_on),
                     _ => {
@@ -704,38 +705,43 @@ impl QueueBinding {
             }
             admin_opc::SET_FEATURES | admin_opc::GET_FEATURES => {
                 let set = sqe.opc() == admin_opc::SET_FEATURES;
-                let cdw10 = sqe.cdw(10);
-                if set && cdw10 & (1 << 31) != 0 {
+                let f = Features::parse(sqe);
+                if set && f.sv {
                     resp.respond(cx, fail(status::FEATURE_NOT_SAVEABLE));
                     return;
                 }
                 let mut s = ctrl.state();
-                let dw0 = match (cdw10 as u8, set) {
+                let dw0 = match (f.fid, set) {
                     (fid::NUMBER_OF_QUEUES, _) if discovery => None,
                     (fid::NUMBER_OF_QUEUES, true) => {
-                        let cdw11 = sqe.cdw(11);
-                        let (nsqr, ncqr) = ((cdw11 & 0xFFFF) as u16, (cdw11 >> 16) as u16);
+                        let NumberOfQueues { nsq: nsqr, ncq: ncqr } = NumberOfQueues::from_dword(f.cdw11);
                         if nsqr == 0xFFFF || ncqr == 0xFFFF {
                             None
                         } else {
                             // 0's based counts; at most max_io_qpairs_per_ctrlr.
                             let granted = nsqr.max(ncqr).min(s.max_io_queues - 1);
                             s.io_queues = granted + 1;
-                            Some(u32::from(granted) << 16 | u32::from(granted))
+                            Some(
+                                NumberOfQueues {
+                                    nsq: granted,
+                                    ncq: granted,
+                                }
+                                .dword(),
+                            )
                         }
                     }
                     (fid::NUMBER_OF_QUEUES, false) => {
                         let n = if s.io_queues == 0 { s.max_io_queues } else { s.io_queues };
-                        let g = u32::from(n - 1);
-                        Some(g << 16 | g)
+                        let g = n - 1;
+                        Some(NumberOfQueues { nsq: g, ncq: g }.dword())
                     }
-                    (fid::ASYNC_EVENT_CONFIG, true) => {
-                        s.aec = sqe.cdw(11);
+                    (fid::ASYNC_EVENT_CONFIGURATION, true) => {
+                        s.aec = f.cdw11;
                         Some(0)
                     }
-                    (fid::ASYNC_EVENT_CONFIG, false) => Some(s.aec),
+                    (fid::ASYNC_EVENT_CONFIGURATION, false) => Some(s.aec),
                     (fid::KEEP_ALIVE_TIMER, true) => {
-                        let Ok(kato) = self.target.kato_for(sqe.cdw(11)) else {
+                        let Ok(kato) = self.target.kato_for(f.cdw11) else {
                             drop(s);
                             resp.respond(cx, fail(status::INVALID_FIELD));
                             return;

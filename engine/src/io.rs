@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use lull_proto::nvme::cmd::{DatasetManagement, Rw};
 use lull_proto::nvme::{Cqe, Status, io_opc, status};
 use lull_proto::target_queue::{Request, Response};
 use lull_reactor::Context;
@@ -33,9 +34,8 @@ fn bdev_status(e: &BdevError) -> Status {
 
 /// SLBA and block count (NLB is 0's based) of a Read/Write/Compare/Write Zeroes.
 fn range(cmd: &Request) -> (u64, u64) {
-    let slba = u64::from(cmd.sqe.cdw(10)) | u64::from(cmd.sqe.cdw(11)) << 32;
-    let nlb = u64::from(cmd.sqe.cdw(12) & 0xFFFF) + 1;
-    (slba, nlb)
+    let rw = Rw::parse(&cmd.sqe);
+    (rw.slba, u64::from(rw.blocks()))
 }
 
 /// Checks the range and the transfer size; returns the byte length.
@@ -200,8 +200,8 @@ fn execute_sync(
 /// Parses and checks the DSM ranges (each 16 bytes: attributes, length in
 /// blocks, starting LBA); deallocation is requested by CDW11 bit 2.
 fn dsm_ranges(cmd: &Request, bdev: &dyn Bdev) -> Result<(bool, Vec<(u64, u64)>), Status> {
-    let nr = (cmd.sqe.cdw(10) & 0xFF) as usize + 1;
-    let deallocate = cmd.sqe.cdw(11) & (1 << 2) != 0;
+    let dsm = DatasetManagement::parse(&cmd.sqe);
+    let (nr, deallocate) = (dsm.ranges(), dsm.ad);
     if cmd.data.len() < nr * 16 {
         return Err(status::DATA_SGL_LENGTH_INVALID.with_dnr());
     }

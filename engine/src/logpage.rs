@@ -7,22 +7,6 @@ use lull_proto::nvme::{admin_opc, io_opc};
 
 use crate::subsystem::{Subsystem, SubsystemKind};
 
-/// Log page identifiers.
-pub mod lid {
-    /// Error Information.
-    pub const ERROR: u8 = 0x01;
-    /// SMART / Health Information.
-    pub const SMART: u8 = 0x02;
-    /// Firmware Slot Information.
-    pub const FIRMWARE_SLOT: u8 = 0x03;
-    /// Changed Namespace List.
-    pub const CHANGED_NS: u8 = 0x04;
-    /// Commands Supported and Effects.
-    pub const COMMANDS_EFFECTS: u8 = 0x05;
-    /// Discovery (on a discovery controller).
-    pub const DISCOVERY: u8 = 0x70;
-}
-
 /// Error Information: one empty 64-byte entry (no error recorded).
 pub fn error_log() -> Vec<u8> {
     vec![0u8; 64]

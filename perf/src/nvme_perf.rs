@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use lull_engine::nvme::{IoError, NvmeController};
 use lull_proto::host_queue::Completion;
-use lull_proto::nvme::{Sqe, io_opc};
+use lull_proto::nvme::cmd::{self, Flush};
+use lull_proto::nvme::io_opc;
 use lull_reactor::{Context, ReactorHandle, StatsSnapshot};
 use serde::Serialize;
 
@@ -373,9 +374,7 @@ fn send_flush(job: &JobRc, cx: &mut Context) {
         let mut j = job.borrow_mut();
         j.writes_since_flush = 0;
         j.outstanding += 1;
-        let mut sqe = Sqe([0; 64]);
-        sqe.0[0] = io_opc::FLUSH;
-        sqe.0[4..8].copy_from_slice(&j.w.nsid.to_le_bytes());
+        let sqe = Flush { nsid: j.w.nsid }.encode();
         let op = Op {
             unit: 0,
             kind: Kind::Flush,
@@ -406,12 +405,8 @@ fn send_io(job: &JobRc, cx: &mut Context, due: Option<Instant>) -> bool {
         }
         let lba = (j.lo + unit) * j.blocks_per_io;
         let len = j.w.bs;
-        let mut sqe = Sqe([0; 64]);
-        sqe.0[0] = if write { io_opc::WRITE } else { io_opc::READ };
-        sqe.0[4..8].copy_from_slice(&j.w.nsid.to_le_bytes());
-        sqe.set_cdw(10, lba as u32);
-        sqe.set_cdw(11, (lba >> 32) as u32);
-        sqe.set_cdw(12, (j.blocks_per_io - 1) as u32);
+        let opc = if write { io_opc::WRITE } else { io_opc::READ };
+        let sqe = cmd::Rw::new(j.w.nsid, lba, j.blocks_per_io as u32).encode(opc);
         let mut generation = 0;
         let data = if !write {
             Vec::new()

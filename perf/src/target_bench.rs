@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use lull_engine::bdev::{Bdev, RamBdev};
 use lull_engine::subsystem::Subsystem;
 use lull_engine::target::Target;
-use lull_proto::nvme::Sqe;
+use lull_proto::nvme::cmd::Rw;
+use lull_proto::nvme::{Sqe, io_opc};
 use lull_proto::pdu::Digests;
 use lull_proto::target_queue::TargetQueueConfig;
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
@@ -150,13 +151,8 @@ fn thread_cpu_ns() -> u64 {
 }
 
 fn io_sqe(write: bool, slba: u64, blocks: u32) -> Sqe {
-    let mut s = Sqe([0; 64]);
-    s.0[0] = if write { 0x01 } else { 0x02 };
-    s.0[4..8].copy_from_slice(&1u32.to_le_bytes());
-    s.set_cdw(10, slba as u32);
-    s.set_cdw(11, (slba >> 32) as u32);
-    s.set_cdw(12, blocks - 1);
-    s
+    let opc = if write { io_opc::WRITE } else { io_opc::READ };
+    Rw::new(1, slba, blocks).encode(opc)
 }
 
 /// Runs `w` on `io` for `time` after `ramp`; returns (ops, latency, client CPU ns, wall).

@@ -7,7 +7,9 @@
 //! gathers C2HData, and yields a [`Completion`] per command once its
 //! CapsuleResp (or a C2HData with SUCCESS) arrives. Every received length
 //! and offset is checked against the command it claims to belong to; a bad
-//! PDU ends the queue with an H2CTermReq.
+//! PDU ends the queue with an H2CTermReq. The common-header checks (PDU
+//! type, HLEN, PLEN bounds, header digest) and the TermReq are the ones the
+//! target queue makes too (`framing`).
 //!
 //! A PDU is accepted for a command only in a state where the target can
 //! legitimately send it: nothing before the command's capsule left this
@@ -21,11 +23,17 @@ use std::collections::HashMap;
 
 use crate::buf::{RecvBuf, SendBuf};
 use crate::fabrics::fctype;
+use crate::framing::{self, Receiver};
 use crate::nvme::{CQE_LEN, Cqe, SQE_LEN, Sgl, Sqe, admin_opc, psdt, sgl_id};
 use crate::pdu::{
-    CH_LEN, CommonHeader, DIGEST_LEN, DataHeader, Digests, FatalError, Fes, IC_HLEN, IcReq, IcResp, PduType, TermReq,
-    crc32c, data_offset_for, flags, le32,
+    CAPSULE_CMD_HLEN, CH_LEN, CommonHeader, DIGEST_LEN, DataHeader, Digests, FatalError, Fes, HLEN_24, IC_HLEN, IcReq,
+    IcResp, PduType, TermReq, crc32c, data_offset_for, flags, ic_offset, le32, offset, resp_offset,
 };
+
+/// The least C2HData PLEN bound (beyond header and digests), bytes: the
+/// bound is the largest read in flight, but at least this, so that a data
+/// PDU for no command is judged by its CCCID rather than refused for length.
+const C2H_DATA_MIN_BOUND: usize = 128 * 1024;
 
 /// Why the host queue stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,28 +239,28 @@ impl HostQueue {
         let pdo = if data.is_empty() {
             0
         } else {
-            data_offset_for(72, hd, self.cpda)
+            data_offset_for(CAPSULE_CMD_HLEN, hd, self.cpda)
         };
         let plen = if data.is_empty() {
-            72 + hd
+            CAPSULE_CMD_HLEN + hd
         } else {
             pdo + data.len() + dd
         };
         let out = &mut self.send.out;
         let start = out.len();
-        out.resize(start + 72, 0);
+        out.resize(start + CAPSULE_CMD_HLEN, 0);
         let f = if hd > 0 { flags::HDGSTF } else { 0 } | if dd > 0 { flags::DDGSTF } else { 0 };
         CommonHeader {
             pdu_type: PduType::CapsuleCmd as u8,
             flags: f,
-            hlen: 72,
+            hlen: CAPSULE_CMD_HLEN as u8,
             pdo: pdo as u8,
             plen: plen as u32,
         }
         .write(&mut out[start..]);
         out[start + CH_LEN..start + CH_LEN + SQE_LEN].copy_from_slice(&sqe.0);
         if hd > 0 {
-            let c = crc32c(&out[start..start + 72]);
+            let c = crc32c(&out[start..start + CAPSULE_CMD_HLEN]);
             out.extend_from_slice(&c.to_le_bytes());
         }
         if !data.is_empty() {
@@ -294,11 +302,10 @@ impl HostQueue {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(HostError::Fatal(e)) => {
-                    let avail = self.recv.avail();
-                    let header = avail[..avail.len().min(128)].to_vec();
-                    crate::pdu::encode_term_req(&mut self.send.out, PduType::H2CTermReq, e, &header);
+                    // The H2CTermReq copies what was buffered of the PDU in error.
+                    let buffered = self.recv.len();
+                    framing::terminate(&mut self.recv, &mut self.send, Receiver::Host, e, buffered);
                     self.state = State::Terminated;
-                    self.recv.clear();
                     return Err(HostError::Fatal(e));
                 }
                 Err(e) => {
@@ -322,33 +329,22 @@ impl HostQueue {
     }
 
     fn next_pdu(&mut self) -> Result<bool, HostError> {
-        let fatal = |fei: u32| HostError::Fatal(FatalError::field(fei));
         let avail = self.recv.avail();
         let Some(ch) = CommonHeader::parse(avail) else {
             return Ok(false);
         };
-        let t = PduType::from_u8(ch.pdu_type)
-            .filter(|t| !t.is_host_to_controller())
-            .ok_or(fatal(0))?;
+        let t = framing::pdu_type(&ch, Receiver::Host).map_err(HostError::Fatal)?;
         match (self.state, t) {
             (State::AwaitIcResp, PduType::IcResp | PduType::C2HTermReq) => {}
             (State::Live, t) if t != PduType::IcResp => {}
             _ => return Err(HostError::Fatal(FatalError::status(Fes::PduSequenceError))),
         }
-        if ch.hlen as usize != t.hlen() {
-            return Err(fatal(2));
-        }
+        framing::check_hlen(&ch, t).map_err(HostError::Fatal)?;
         let hd = self.digests.hdgst_len(t);
         let plen = ch.plen as usize;
-        let max = match t {
-            PduType::IcResp => IC_HLEN,
-            PduType::C2HTermReq => 152,
-            // Bounded by the largest read in flight (at least 128 KiB, so that a
-            // PDU for no command is judged by its CCCID, not refused for length).
-            PduType::C2HData => data_offset_for(24, hd, 0) + self.max_read().max(131_072) + DIGEST_LEN,
-            _ => t.hlen() + hd,
-        };
-        if plen < t.hlen() + hd || plen > max || (t == PduType::IcResp && plen != IC_HLEN) {
+        // C2HData is bounded by the largest read in flight.
+        let max_data = data_offset_for(HLEN_24, hd, 0) + self.max_read().max(C2H_DATA_MIN_BOUND) + DIGEST_LEN;
+        if let Err(e) = framing::check_plen(&ch, t, hd, max_data) {
             if t == PduType::C2HTermReq {
                 // The target is ending the connection anyway: never answer a
                 // TermReq with one, and never wait for a PLEN it made up.
@@ -359,7 +355,7 @@ impl HostQueue {
                 };
                 return Err(HostError::Terminated(t));
             }
-            return Err(fatal(4));
+            return Err(HostError::Fatal(e));
         }
         if avail.len() < plen {
             return Ok(false);
@@ -375,17 +371,17 @@ impl HostQueue {
 
     fn handle(&mut self, t: PduType, ch: &CommonHeader, pdu: &[u8], hd: usize) -> Result<(), HostError> {
         let fatal = |fei: u32| HostError::Fatal(FatalError::field(fei));
-        if hd > 0 && crc32c(&pdu[..t.hlen()]) != le32(pdu, t.hlen()) {
-            return Err(HostError::Fatal(FatalError::status(Fes::HeaderDigestError)));
+        if hd > 0 {
+            framing::check_header_digest(pdu, t.hlen()).map_err(HostError::Fatal)?;
         }
         match t {
             PduType::IcResp => self.on_icresp(pdu)?,
             PduType::C2HTermReq => return Err(HostError::Terminated(TermReq::parse(pdu))),
             PduType::CapsuleResp => {
-                let cqe = Cqe::parse(&pdu[8..8 + CQE_LEN]).ok_or(fatal(4))?;
-                // CID is at byte 12 of the CQE, which starts at byte 8 of the PDU.
+                let at = resp_offset::CQE as usize;
+                let cqe = Cqe::parse(&pdu[at..at + CQE_LEN]).ok_or(fatal(offset::PLEN))?;
                 let Some(f) = self.inflight.get(&cqe.cid) else {
-                    return Err(fatal(8 + 12));
+                    return Err(fatal(resp_offset::CID));
                 };
                 let sent = self.send.sent_total();
                 // An error may end a command at any point after its capsule
@@ -402,7 +398,7 @@ impl HostQueue {
             }
             PduType::C2HData => self.on_c2h(ch, pdu, hd)?,
             PduType::R2T => self.on_r2t(pdu)?,
-            _ => return Err(fatal(0)),
+            _ => return Err(fatal(offset::PDU_TYPE)),
         }
         Ok(())
     }
@@ -437,7 +433,7 @@ impl HostQueue {
         let r = IcResp::parse(&b).map_err(HostError::Fatal)?;
         if r.digests != self.asked {
             // The Linux host refuses a target that grants other digests than asked.
-            return Err(HostError::Fatal(FatalError::field(11)));
+            return Err(HostError::Fatal(FatalError::field(ic_offset::DGST)));
         }
         self.digests = r.digests;
         self.maxh2cdata = r.maxh2cdata;
@@ -451,8 +447,10 @@ impl HostQueue {
         let h = DataHeader::parse(pdu);
         let dd = if self.digests.data { DIGEST_LEN } else { 0 };
         let pdo = ch.pdo as usize;
-        if pdo < 24 + hd || pdo + h.datal as usize + dd != pdu.len() {
-            return Err(HostError::Fatal(FatalError::field(4)));
+        // Data that does not tile PLEN (PDO inside the header, or a DATAL
+        // that disagrees with PLEN) is answered at PLEN.
+        if pdo < HLEN_24 + hd || pdo + h.datal as usize + dd != pdu.len() {
+            return Err(HostError::Fatal(FatalError::field(offset::PLEN)));
         }
         let sent = self.send.sent_total();
         let f = self
@@ -490,12 +488,12 @@ impl HostQueue {
         }
         if last && f.read.len() != f.read_len {
             // LAST_PDU on a PDU that does not end the transfer: the rest of
-            // the read would never come (FLAGS is byte 1).
-            return Err(HostError::Fatal(FatalError::field(1)));
+            // the read would never come.
+            return Err(HostError::Fatal(FatalError::field(offset::FLAGS)));
         }
         if ch.flags & flags::SUCCESS != 0 {
             if !last {
-                return Err(HostError::Fatal(FatalError::field(1)));
+                return Err(HostError::Fatal(FatalError::field(offset::FLAGS)));
             }
             if let Some(f) = self.inflight.remove(&h.cccid) {
                 self.finish(
@@ -1249,6 +1247,116 @@ mod fault_cases {
             fatal(&mut h, &r2t_bytes(0x32, 4096, 4096)),
             FatalError::status(Fes::DataTransferLimitExceeded)
         );
+    }
+
+    /// Common-header faults (the framing checks shared with the target
+    /// queue): the FES and FEI each gets. FEIs are common-header byte
+    /// offsets (NVMe/TCP 1.0 section 3.6.1): PDU-Type 0, FLAGS 1, HLEN 2,
+    /// PDO 3, PLEN 4.
+    #[test]
+    fn a_bad_pdu_type_is_fei_0_and_out_of_turn_is_a_sequence_error() {
+        // Reserved types (08h, 0Ah) and the types a host sends (ICReq,
+        // H2CTermReq, CapsuleCmd, H2CData).
+        for t in [0x08u8, 0x0A, 0x00, 0x02, 0x04, 0x06] {
+            let mut h = live(0, 131072);
+            assert_eq!(
+                fatal(&mut h, &[t, 0, 0x18, 0, 0x18, 0, 0, 0]),
+                FatalError::field(0),
+                "type {t:#04x}"
+            );
+        }
+        let seq = FatalError::status(Fes::PduSequenceError);
+        // Anything but ICResp or C2HTermReq before the ICResp.
+        let mut h = HostQueue::new(Digests::default(), 4096);
+        assert_eq!(fatal(&mut h, &resp(1, OK)), seq);
+        // A second ICResp.
+        let mut h = live(0, 131072);
+        let icresp = IcResp {
+            pfv: 0,
+            cpda: 0,
+            digests: Digests::default(),
+            maxh2cdata: 131072,
+        };
+        assert_eq!(fatal(&mut h, &icresp.encode()), seq);
+    }
+
+    #[test]
+    fn plen_outside_the_types_bounds_is_fei_4_before_the_pdu_is_in() {
+        let plen = FatalError::field(4);
+        // CapsuleResp and R2T carry no data: PLEN is exactly HLEN (+ HDGST).
+        let mut h = live(0, 131072);
+        assert_eq!(fatal(&mut h, &[0x05, 0, 0x18, 0, 0x1C, 0, 0, 0]), plen);
+        let mut h = live(0, 131072);
+        assert_eq!(fatal(&mut h, &[0x09, 0, 0x18, 0, 0x14, 0, 0, 0]), plen);
+        // With header digests, a CapsuleResp without its HDGST.
+        let mut h = live(1, 131072);
+        assert_eq!(fatal(&mut h, &[0x05, 0x01, 0x18, 0, 0x18, 0, 0, 0]), plen);
+        // An ICResp is exactly 128 bytes.
+        let mut h = HostQueue::new(Digests::default(), 4096);
+        assert_eq!(fatal(&mut h, &[0x01, 0, 0x80, 0, 0x84, 0, 0, 0]), plen);
+        // C2HData: at most header, the largest read in flight (at least
+        // 128 KiB) and DDGST: 24 + 131072 + 4 = 131100 bytes.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x02, 1), &[], 4096).unwrap();
+        flush(&mut h);
+        h.feed(&[0x07, 0, 0x18, 0x18, 0x1C, 0x00, 0x02, 0x00]);
+        h.process().unwrap();
+        assert!(!h.is_terminated(), "PLEN 131100 waits for its bytes");
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x02, 1), &[], 4096).unwrap();
+        flush(&mut h);
+        assert_eq!(fatal(&mut h, &[0x07, 0, 0x18, 0x18, 0x1D, 0x00, 0x02, 0x00]), plen);
+        // C2HData whose PDO points into its header: the data does not tile PLEN.
+        let mut h = live(0, 131072);
+        h.submit(sqe(0x02, 1), &[], 4096).unwrap();
+        flush(&mut h);
+        let mut b = vec![
+            0x07, 0x0C, 0x18, 0x10, 0x20, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0,
+        ];
+        b.resize(0x20, 0);
+        assert_eq!(fatal(&mut h, &b), plen);
+    }
+
+    #[test]
+    fn a_wrong_header_digest_is_a_header_digest_error() {
+        let d = Digests {
+            header: true,
+            data: false,
+        };
+        let mut h = live(1, 131072);
+        h.submit(sqe(0x7F, 1), &[], 0).unwrap();
+        flush(&mut h);
+        let mut b = Vec::new();
+        crate::pdu::encode_capsule_resp(
+            &mut b,
+            &Cqe {
+                cid: 1,
+                ..Cqe::default()
+            }
+            .encode(),
+            d,
+        );
+        assert_eq!(b.len(), 28);
+        b[24] ^= 1;
+        assert_eq!(fatal(&mut h, &b), FatalError::status(Fes::HeaderDigestError));
+    }
+
+    #[test]
+    fn the_h2c_term_req_copies_at_most_128_bytes_of_the_pdu_in_error() {
+        // 28 bytes buffered: all copied (H2CTermReq PLEN 24 + 28).
+        let mut h = live(0, 131072);
+        let bad = [&[0x05u8, 0, 0x18, 0, 0x1C, 0, 0, 0][..], &[0xAB; 20]].concat();
+        fatal(&mut h, &bad);
+        let out = h.pending_send();
+        assert_eq!(le32(out, 4), 52);
+        assert_eq!(&out[24..52], &bad[..]);
+        // 200 bytes buffered: the first 128 (PLEN 152, the most a TermReq has).
+        let mut h = live(0, 131072);
+        let bad = [&[0x05u8, 0, 0x18, 0, 0xC8, 0, 0, 0][..], &[0xCD; 192]].concat();
+        fatal(&mut h, &bad);
+        let out = h.pending_send();
+        assert_eq!(le32(out, 4), 152);
+        assert_eq!(&out[24..152], &bad[..128]);
     }
 
     #[test]

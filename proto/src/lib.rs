@@ -2,7 +2,7 @@
 //! queue-pair state machines of both roles, as pure code.
 //!
 //! - [`pdu`]: PDUs, common header, digests, fatal errors;
-//! - [`nvme`]: SQE, CQE, SGL descriptors, status codes, opcodes;
+//! - [`nvme`]: SQE, CQE, SGL descriptors, status codes, opcodes; [`nvme::cmd`]: typed admin and I/O commands;
 //! - [`fabrics`]: Connect, Property Get/Set, Authentication Send/Receive, Disconnect;
 //! - [`auth`]: DH-HMAC-CHAP in-band authentication (secrets, messages, both roles' state machines);
 //! - [`target_queue`]: the controller side of one queue pair as a state machine,
@@ -21,6 +21,7 @@ pub mod auth;
 mod buf;
 mod cid_set;
 pub mod fabrics;
+mod framing;
 pub mod host_queue;
 pub mod nvme;
 pub mod pdu;

@@ -4,6 +4,8 @@
 
 use crate::pdu::{le16, le32, le64, put16, put32};
 
+pub mod cmd;
+
 /// Size of an SQE, bytes.
 pub const SQE_LEN: usize = 64;
 /// Size of a CQE, bytes.

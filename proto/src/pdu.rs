@@ -123,6 +123,26 @@ pub mod offset {
     pub const PLEN: u32 = 4;
 }
 
+/// Offsets of ICReq and ICResp fields (section 3.6.2.2/3), used as FEI values.
+pub mod ic_offset {
+    /// PFV.
+    pub const PFV: u32 = 8;
+    /// HPDA (ICReq) or CPDA (ICResp).
+    pub const PDA: u32 = 10;
+    /// DGST: the digests asked for or granted.
+    pub const DGST: u32 = 11;
+    /// MAXR2T (ICReq) or MAXH2CDATA (ICResp).
+    pub const MAX: u32 = 12;
+}
+
+/// Offsets of CapsuleResp fields (section 3.6.2.6), used as FEI values.
+pub mod resp_offset {
+    /// The 16-byte CQE.
+    pub const CQE: u32 = 8;
+    /// The CQE's Command Identifier (CQE bytes 12-13).
+    pub const CID: u32 = CQE + 12;
+}
+
 /// Fatal Error Status of a TermReq (section 3.6.2.4, figure 25).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
@@ -332,12 +352,12 @@ impl IcReq {
         if pfv != 0 {
             return Err(FatalError {
                 fes: Fes::UnsupportedParameter,
-                fei: 8,
+                fei: ic_offset::PFV,
             });
         }
         let hpda = b[10];
         if hpda > 31 {
-            return Err(FatalError::field(10));
+            return Err(FatalError::field(ic_offset::PDA));
         }
         Ok(IcReq {
             pfv,
@@ -408,15 +428,15 @@ impl IcResp {
         if pfv != 0 {
             return Err(FatalError {
                 fes: Fes::UnsupportedParameter,
-                fei: 8,
+                fei: ic_offset::PFV,
             });
         }
         if b[10] > 31 {
-            return Err(FatalError::field(10));
+            return Err(FatalError::field(ic_offset::PDA));
         }
         let maxh2cdata = le32(b, 12);
         if maxh2cdata < 4096 || !maxh2cdata.is_multiple_of(4) {
-            return Err(FatalError::field(12));
+            return Err(FatalError::field(ic_offset::MAX));
         }
         Ok(IcResp {
             pfv,

@@ -24,7 +24,8 @@
 //! a C2HTermReq carrying its FES/FEI and the offending header is queued, and
 //! nothing more is parsed. Every length is checked against a negotiated
 //! bound from the header alone, before any byte of payload is buffered, so no
-//! allocation is ever sized by a peer's PLEN or DATAL.
+//! allocation is ever sized by a peer's PLEN or DATAL. The common-header
+//! checks and the TermReq are shared with the host queue (`framing`).
 
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
@@ -33,10 +34,11 @@ use crate::cid_set::{CidSet, Held};
 
 use crate::buf::{RecvBuf, SendBuf};
 use crate::fabrics::fctype;
+use crate::framing::{self, Receiver};
 use crate::nvme::{Cqe, SQE_LEN, Sqe, Status, admin_opc, sgl_id, status};
 use crate::pdu::{
-    CH_LEN, CommonHeader, DIGEST_LEN, DataHeader, Digests, FatalError, Fes, IC_HLEN, IcReq, IcResp, PduType,
-    TERM_REQ_MAX_PLEN, TermReq, data_offset_for, flags, le32,
+    CH_LEN, CommonHeader, DIGEST_LEN, DataHeader, Digests, FatalError, Fes, IC_HLEN, IcReq, IcResp, PduType, TermReq,
+    data_offset_for, flags, le32, offset,
 };
 
 /// In-capsule data the admin queue accepts, bytes: the Linux host sizes admin
@@ -563,7 +565,7 @@ impl TargetQueue {
         if avail.len() < t.hlen() + hd || avail.len() < pdo {
             return;
         }
-        if hd > 0 && crate::pdu::crc32c(&avail[..t.hlen()]) != le32(avail, t.hlen()) {
+        if hd > 0 && !framing::header_digest_ok(avail, t.hlen()) {
             return;
         }
         let Ok(data_len) = self.check_data_layout(t, &ch, hd) else {
@@ -657,11 +659,8 @@ impl TargetQueue {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err((err, header_len)) => {
-                    let avail = self.recv.avail();
-                    let header = avail[..header_len.min(TERM_REQ_MAX_PLEN - 24).min(avail.len())].to_vec();
-                    crate::pdu::encode_term_req(&mut self.send.out, PduType::C2HTermReq, err, &header);
+                    framing::terminate(&mut self.recv, &mut self.send, Receiver::Controller, err, header_len);
                     self.state = State::Terminated;
-                    self.recv.clear();
                     return Err(err);
                 }
             }
@@ -706,10 +705,7 @@ impl TargetQueue {
             return Ok(false);
         }
         if hd > 0 {
-            let want = le32(avail, hlen);
-            if crate::pdu::crc32c(&avail[..hlen]) != want {
-                return Err(fail(FatalError::status(Fes::HeaderDigestError)));
-            }
+            framing::check_header_digest(avail, hlen).map_err(fail)?;
         }
         // Payload bounds from the header alone.
         let plen = ch.plen as usize;
@@ -732,9 +728,7 @@ impl TargetQueue {
     }
 
     fn check_common_header(&self, ch: &CommonHeader) -> Result<PduType, FatalError> {
-        let t = PduType::from_u8(ch.pdu_type)
-            .filter(|t| t.is_host_to_controller())
-            .ok_or(FatalError::field(crate::pdu::offset::PDU_TYPE))?;
+        let t = framing::pdu_type(ch, Receiver::Controller)?;
         match (self.state, t) {
             (State::AwaitIcReq, PduType::IcReq) | (State::Live, PduType::H2CTermReq) => {}
             (_, PduType::H2CTermReq) => {}
@@ -743,27 +737,17 @@ impl TargetQueue {
             }
             _ => {}
         }
-        if ch.hlen as usize != t.hlen() {
-            return Err(FatalError::field(crate::pdu::offset::HLEN));
-        }
+        framing::check_hlen(ch, t)?;
         // HDGSTF must match what was negotiated; DDGSTF only on PDUs with data.
         let want_hd = self.digests.hdgst_len(t) > 0;
         if (ch.flags & flags::HDGSTF != 0) != want_hd {
-            return Err(FatalError::field(crate::pdu::offset::FLAGS));
+            return Err(FatalError::field(offset::FLAGS));
         }
         if ch.flags & flags::DDGSTF != 0 && !(self.digests.data && t.may_have_data()) {
-            return Err(FatalError::field(crate::pdu::offset::FLAGS));
+            return Err(FatalError::field(offset::FLAGS));
         }
-        let plen = ch.plen as usize;
-        let hd = self.digests.hdgst_len(t);
-        let plen_ok = match t {
-            PduType::IcReq => plen == IC_HLEN,
-            PduType::H2CTermReq => (t.hlen()..=TERM_REQ_MAX_PLEN).contains(&plen),
-            _ => plen >= t.hlen() + hd,
-        };
-        if !plen_ok {
-            return Err(FatalError::field(crate::pdu::offset::PLEN));
-        }
+        // Data beyond the limits is answered later, with its own FES.
+        framing::check_plen(ch, t, self.digests.hdgst_len(t), usize::MAX)?;
         Ok(t)
     }
 
@@ -773,25 +757,25 @@ impl TargetQueue {
         let header_end = t.hlen() + hd;
         if !t.may_have_data() || plen == header_end {
             if t.may_have_data() && ch.flags & flags::DDGSTF != 0 {
-                return Err(FatalError::field(crate::pdu::offset::FLAGS));
+                return Err(FatalError::field(offset::FLAGS));
             }
             if t == PduType::H2CData {
                 // An H2CData PDU without data is invalid (DATAL must be > 0).
-                return Err(FatalError::field(crate::pdu::offset::PLEN));
+                return Err(FatalError::field(offset::PLEN));
             }
             return Ok(0);
         }
         let dd = if self.digests.data { DIGEST_LEN } else { 0 };
         if (ch.flags & flags::DDGSTF != 0) != (dd > 0) {
-            return Err(FatalError::field(crate::pdu::offset::FLAGS));
+            return Err(FatalError::field(offset::FLAGS));
         }
         let pdo = ch.pdo as usize;
         // CPDA is 0: data starts at a dword boundary after the header and HDGST.
         if pdo < header_end || !pdo.is_multiple_of(4) || pdo > data_offset_for_max(header_end) {
-            return Err(FatalError::field(crate::pdu::offset::PDO));
+            return Err(FatalError::field(offset::PDO));
         }
         if plen < pdo + dd {
-            return Err(FatalError::field(crate::pdu::offset::PLEN));
+            return Err(FatalError::field(offset::PLEN));
         }
         let data_len = plen - pdo - dd;
         let limit = match t {
@@ -821,7 +805,7 @@ impl TargetQueue {
             return Err(FatalError::status(Fes::DataTransferOutOfRange));
         }
         if h.datal as usize != data_len {
-            return Err(FatalError::field(crate::pdu::offset::PLEN));
+            return Err(FatalError::field(offset::PLEN));
         }
         Ok(())
     }
@@ -869,7 +853,7 @@ impl TargetQueue {
             }
             PduType::CapsuleCmd => {
                 let Some(sqe) = Sqe::from_bytes(&pdu[CH_LEN..CH_LEN + SQE_LEN]) else {
-                    return Err(FatalError::field(crate::pdu::offset::PLEN));
+                    return Err(FatalError::field(offset::PLEN));
                 };
                 let _ = ch;
                 self.on_capsule(sqe, data, ddgst_ok)?;
@@ -879,7 +863,7 @@ impl TargetQueue {
                 let last = ch.flags & flags::LAST_PDU != 0;
                 self.on_h2c_data(h, data, ddgst_ok, last)?;
             }
-            _ => return Err(FatalError::field(crate::pdu::offset::PDU_TYPE)),
+            _ => return Err(FatalError::field(offset::PDU_TYPE)),
         }
         Ok(())
     }
@@ -1033,7 +1017,7 @@ impl TargetQueue {
         let done = tr.next == tr.len;
         if last != done {
             // LAST_PDU must be set on, and only on, the PDU that ends the transfer.
-            return Err(FatalError::field(crate::pdu::offset::FLAGS));
+            return Err(FatalError::field(offset::FLAGS));
         }
         if done && let Some(tr) = self.transfers[h.ttag as usize].take() {
             self.awaiting_data -= 1;

@@ -13,6 +13,7 @@ use lull_proto::auth::host::HostAuth;
 use lull_proto::auth::{AuthConfig, OsEntropy, SECP_DHCHAP, SPSP_DHCHAP};
 use lull_proto::fabrics::{AuthCmd, ConnectCmd, ConnectData, PropertyCmd, fctype, property};
 use lull_proto::host_queue::{Completion, HostError, HostQueue};
+use lull_proto::nvme::cmd::KeepAlive;
 use lull_proto::nvme::{Cqe, Sqe, Status};
 use lull_proto::pdu::Digests;
 
@@ -410,9 +411,7 @@ impl SyncQueue {
     /// # Errors
     /// Transport errors or a failed status.
     pub fn keep_alive(&mut self) -> Result<(), SyncError> {
-        let mut sqe = Sqe([0; 64]);
-        sqe.0[0] = lull_proto::nvme::admin_opc::KEEP_ALIVE;
-        self.call("Keep Alive", sqe, &[], 0).map(|_| ())
+        self.call("Keep Alive", KeepAlive.encode(), &[], 0).map(|_| ())
     }
 
     /// An I/O queue (QID 1, 128 entries) of controller `cntlid`.

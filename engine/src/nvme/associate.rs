@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use lull_proto::auth::{AuthConfig, DhGroup, DhchapSecret, HashId};
 use lull_proto::fabrics::{CONNECT_AUTHREQ_ATR, ConnectData, property};
-use lull_proto::nvme::{Sqe, admin_opc};
+use lull_proto::nvme::admin_opc;
+use lull_proto::nvme::cmd::{Features, Identify, NumberOfQueues, aec, cns, fid};
 use lull_proto::pdu::Digests;
 use lull_transport::host_sync::{SyncError, SyncQueue};
 
@@ -278,10 +279,7 @@ fn ascii(b: &[u8]) -> String {
 }
 
 fn identify(admin: &mut SyncQueue, cns: u8, nsid: u32) -> Result<Vec<u8>, SyncError> {
-    let mut sqe = Sqe([0; 64]);
-    sqe.0[0] = admin_opc::IDENTIFY;
-    sqe.0[4..8].copy_from_slice(&nsid.to_le_bytes());
-    sqe.set_cdw(10, u32::from(cns));
+    let sqe = Identify { cns, cntid: 0, nsid }.encode();
     Ok(admin
         .call(&format!("Identify CNS {cns:#04x} NSID {nsid}"), sqe, &[], 4096)?
         .data)
@@ -315,18 +313,18 @@ pub(crate) fn parse_namespace(nsid: u32, d: &[u8]) -> Option<NsInfo> {
 
 /// Reads the active namespace list and each namespace.
 fn namespaces(admin: &mut SyncQueue) -> Result<Vec<NsInfo>, SyncError> {
-    let list = identify(admin, 0x02, 0)?;
+    let list = identify(admin, cns::ACTIVE_NAMESPACES, 0)?;
     let mut out = Vec::new();
     for c in list.chunks_exact(4) {
         let nsid = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         if nsid == 0 {
             break;
         }
-        let d = identify(admin, 0x00, nsid)?;
+        let d = identify(admin, cns::NAMESPACE, nsid)?;
         if let Some(mut ns) = parse_namespace(nsid, &d) {
             // A controller older than NVMe 1.3 may refuse CNS 03h: the
             // namespace is then known by Identify Namespace alone.
-            match identify(admin, 0x03, nsid) {
+            match identify(admin, cns::NAMESPACE_DESCRIPTORS, nsid) {
                 Ok(list) => ns.ids = parse_descriptors(&list),
                 Err(SyncError::Status { status, .. }) => {
                     tracing::debug!(nsid, %status, "no Namespace Identification Descriptor list");
@@ -397,7 +395,7 @@ pub(crate) fn associate(
     let mqes = (cap & 0xFFFF) as u16;
     admin.enable(enable_timeout)?;
 
-    let id = identify(&mut admin, 0x01, 0)?;
+    let id = identify(&mut admin, cns::CONTROLLER, 0)?;
     if id.len() < 4096 {
         return Err(SyncError::Protocol(
             "Identify Controller returned less than 4096 bytes".into(),
@@ -413,21 +411,20 @@ pub(crate) fn associate(
 
     // Number of Queues (Feature 07h): 0's based counts in both halves.
     let want = io_queues.max(1);
-    let mut sqe = Sqe([0; 64]);
-    sqe.0[0] = admin_opc::SET_FEATURES;
-    sqe.set_cdw(10, 0x07);
-    sqe.set_cdw(11, u32::from(want - 1) | (u32::from(want - 1) << 16));
-    let granted = admin.call("Set Features (Number of Queues)", sqe, &[], 0)?.cqe.dw0;
-    let nsqa = (granted & 0xFFFF) as u16;
-    let ncqa = (granted >> 16) as u16;
-    let queues = want.min(nsqa.saturating_add(1)).min(ncqa.saturating_add(1));
+    let ask = NumberOfQueues {
+        nsq: want - 1,
+        ncq: want - 1,
+    };
+    let sqe = Features::set(fid::NUMBER_OF_QUEUES, ask.dword()).encode(admin_opc::SET_FEATURES);
+    let dw0 = admin.call("Set Features (Number of Queues)", sqe, &[], 0)?.cqe.dw0;
+    let granted = NumberOfQueues::from_dword(dw0);
+    let queues = want
+        .min(granted.nsq.saturating_add(1))
+        .min(granted.ncq.saturating_add(1));
 
     // Namespace attribute notices, so namespace changes raise an AER; a
     // controller that refuses the feature still serves I/O.
-    let mut sqe = Sqe([0; 64]);
-    sqe.0[0] = admin_opc::SET_FEATURES;
-    sqe.set_cdw(10, 0x0B);
-    sqe.set_cdw(11, 1 << 8);
+    let sqe = Features::set(fid::ASYNC_EVENT_CONFIGURATION, aec::NAMESPACE_ATTRIBUTE).encode(admin_opc::SET_FEATURES);
     if let Err(e) = admin.call("Set Features (Async Event Configuration)", sqe, &[], 0) {
         tracing::debug!(error = %e, "the controller refused Async Event Configuration");
     }

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use lull_proto::host_queue::Completion;
+use lull_proto::nvme::cmd::{DatasetManagement, DsmRange, Flush, Rw};
 use lull_proto::nvme::{Sqe, io_opc};
 use lull_reactor::Context;
 
@@ -14,7 +15,7 @@ use super::ctrlr::{IoError, NvmeController};
 use crate::bdev::{Bdev, BdevDone, BdevError, BdevIo, check_range};
 
 /// Most blocks one Read/Write/Write Zeroes moves (NLB is a 0's based 16-bit field).
-const MAX_NLB: u64 = 1 << 16;
+const MAX_NLB: u64 = Rw::MAX_BLOCKS as u64;
 
 /// Namespace `nsid` of `ctrlr` as a bdev.
 pub struct NvmeBdev {
@@ -64,14 +65,9 @@ impl NvmeBdev {
         &self.ctrlr
     }
 
+    /// `blocks` is at most [`MAX_NLB`] (the pieces' limit).
     fn rw_sqe(&self, opc: u8, lba: u64, blocks: u64) -> Sqe {
-        let mut sqe = Sqe([0; 64]);
-        sqe.0[0] = opc;
-        sqe.0[4..8].copy_from_slice(&self.nsid.to_le_bytes());
-        sqe.set_cdw(10, lba as u32);
-        sqe.set_cdw(11, (lba >> 32) as u32);
-        sqe.set_cdw(12, (blocks - 1) as u32);
-        sqe
+        Rw::new(self.nsid, lba, blocks as u32).encode(opc)
     }
 
     /// The pieces of `lba..lba+blocks`, at most `limit` blocks each.
@@ -265,14 +261,21 @@ impl Bdev for NvmeBdev {
                 let n = blocks.div_ceil(limit) as usize;
                 let j = join(n, 0, done);
                 for (start, count) in Self::pieces(lba, blocks, limit) {
-                    let mut range = vec![0u8; 16];
-                    range[4..8].copy_from_slice(&(count as u32).to_le_bytes());
-                    range[8..16].copy_from_slice(&start.to_le_bytes());
-                    let mut sqe = Sqe([0; 64]);
-                    sqe.0[0] = io_opc::DATASET_MANAGEMENT;
-                    sqe.0[4..8].copy_from_slice(&self.nsid.to_le_bytes());
-                    sqe.set_cdw(10, 0);
-                    sqe.set_cdw(11, 1 << 2);
+                    let range = DsmRange {
+                        cattr: 0,
+                        nlb: count as u32,
+                        slba: start,
+                    }
+                    .encode()
+                    .to_vec();
+                    let sqe = DatasetManagement {
+                        nsid: self.nsid,
+                        nr: 0,
+                        ad: true,
+                        idw: false,
+                        idr: false,
+                    }
+                    .encode();
                     let j = j.clone();
                     self.ctrlr.submit(
                         cx,
@@ -285,14 +288,11 @@ impl Bdev for NvmeBdev {
                 }
             }
             BdevIo::Flush => {
-                let mut sqe = Sqe([0; 64]);
-                sqe.0[0] = io_opc::FLUSH;
-                sqe.0[4..8].copy_from_slice(&self.nsid.to_le_bytes());
                 let j = join(1, 0, done);
                 self.ctrlr.submit(
                     cx,
                     queue,
-                    sqe,
+                    Flush { nsid: self.nsid }.encode(),
                     Vec::new(),
                     0,
                     Box::new(move |cx, r| piece_done(&j, cx, 0, r)),

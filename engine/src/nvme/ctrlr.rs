@@ -22,6 +22,9 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use lull_proto::host_queue::Completion;
+use lull_proto::nvme::cmd::{
+    AsyncEvent, AsyncEventRequest, GetLogPage, Identify, KeepAlive, NSID_ALL, cns, event_type, lid, notice,
+};
 use lull_proto::nvme::{Cqe, Sqe, Status, admin_opc};
 use lull_reactor::{Context, ReactorHandle, TimerId};
 use lull_transport::host_conn::{Failed, HostConn, QueueError, QueueOptions};
@@ -510,11 +513,9 @@ fn start_admin(cx: &mut Context, id: u64, conn: &HostConn, opts: &NvmeOptions) {
         let every = (kato / 2).max(Duration::from_millis(1));
         let c = conn.clone();
         let timer = cx.timer_periodic(every, move |cx| {
-            let mut sqe = Sqe([0; 64]);
-            sqe.0[0] = admin_opc::KEEP_ALIVE;
             let r = c.submit_within(
                 cx,
-                sqe,
+                KeepAlive.encode(),
                 Vec::new(),
                 0,
                 kato,
@@ -547,12 +548,10 @@ fn start_admin(cx: &mut Context, id: u64, conn: &HostConn, opts: &NvmeOptions) {
 /// (which re-arms that event type) and send the next request. A Namespace
 /// Attribute Changed notice also re-reads the namespaces.
 fn submit_aer(cx: &mut Context, id: u64, conn: HostConn) {
-    let mut sqe = Sqe([0; 64]);
-    sqe.0[0] = admin_opc::ASYNC_EVENT_REQUEST;
     let c2 = conn.clone();
     let _ = conn.submit_untimed(
         cx,
-        sqe,
+        AsyncEventRequest.encode(),
         Vec::new(),
         0,
         Box::new(move |cx, r| {
@@ -561,16 +560,13 @@ fn submit_aer(cx: &mut Context, id: u64, conn: HostConn) {
                 tracing::debug!(status = %done.cqe.status, "AER completed with an error; not re-armed");
                 return;
             }
-            let dw0 = done.cqe.dw0;
-            let (kind, info, lid) = (dw0 & 7, (dw0 >> 8) & 0xFF, ((dw0 >> 16) & 0xFF) as u8);
-            tracing::info!(kind, info, log_page = lid, "asynchronous event from the controller");
-            let mut sqe = Sqe([0; 64]);
-            sqe.0[0] = admin_opc::GET_LOG_PAGE;
-            sqe.0[4..8].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
-            let len: u32 = if lid == 0x04 { 4096 } else { 512 };
-            sqe.set_cdw(10, u32::from(lid) | ((len / 4 - 1) << 16));
+            let event = AsyncEvent::from_dw0(done.cqe.dw0);
+            let AsyncEvent { kind, info, lid: page } = event;
+            tracing::info!(kind, info, log_page = page, "asynchronous event from the controller");
+            let len: u32 = if page == lid::CHANGED_NS { 4096 } else { 512 };
+            let sqe = GetLogPage::new(NSID_ALL, page, len).encode();
             let _ = c2.submit(cx, sqe, Vec::new(), len, Box::new(|_cx, _r| {}));
-            if kind == 2 && info == 0 {
+            if kind == event_type::NOTICE && info == notice::NAMESPACE_ATTRIBUTE_CHANGED {
                 rescan(cx, id, c2.clone());
             }
             submit_aer(cx, id, c2.clone());
@@ -588,13 +584,9 @@ fn identify_async(
     nsid: u32,
     then: impl FnOnce(&mut Context, Option<Vec<u8>>) + 'static,
 ) {
-    let mut sqe = Sqe([0; 64]);
-    sqe.0[0] = admin_opc::IDENTIFY;
-    sqe.0[4..8].copy_from_slice(&nsid.to_le_bytes());
-    sqe.set_cdw(10, u32::from(cns));
     let r = conn.submit(
         cx,
-        sqe,
+        Identify { cns, cntid: 0, nsid }.encode(),
         Vec::new(),
         4096,
         Box::new(move |cx, r| match r {
@@ -620,7 +612,7 @@ fn identify_async(
 /// tells its listener.
 fn rescan(cx: &mut Context, id: u64, conn: HostConn) {
     let c2 = conn.clone();
-    identify_async(cx, &conn, 0x02, 0, move |cx, list| {
+    identify_async(cx, &conn, cns::ACTIVE_NAMESPACES, 0, move |cx, list| {
         let Some(list) = list else {
             tracing::warn!("namespace rescan: the active namespace list was refused");
             return;
@@ -649,7 +641,7 @@ fn read_namespaces(cx: &mut Context, id: u64, conn: HostConn, mut left: Vec<u32>
     }
     let nsid = left.remove(0);
     let c2 = conn.clone();
-    identify_async(cx, &conn, 0x00, nsid, move |cx, d| {
+    identify_async(cx, &conn, cns::NAMESPACE, nsid, move |cx, d| {
         let Some(mut ns) = d.and_then(|d| super::associate::parse_namespace(nsid, &d)) else {
             read_namespaces(cx, id, c2, left, found);
             return;
@@ -658,7 +650,7 @@ fn read_namespaces(cx: &mut Context, id: u64, conn: HostConn, mut left: Vec<u32>
         // descriptor); a controller that refuses CNS 03h is known by Identify
         // Namespace alone, as at attach.
         let c3 = c2.clone();
-        identify_async(cx, &c2, 0x03, nsid, move |cx, list| {
+        identify_async(cx, &c2, cns::NAMESPACE_DESCRIPTORS, nsid, move |cx, list| {
             if let Some(list) = list {
                 ns.ids = super::associate::parse_descriptors(&list);
             }

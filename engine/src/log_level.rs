@@ -107,11 +107,11 @@ pub const FLAGS: &[(&str, &[&str])] = &[
     (
         "nvmf",
         &[
-            "lull_engine::controller",
-            "lull_engine::target",
-            "lull_engine::subsystem",
-            "lull_engine::logpage",
-            "lull_engine::identify",
+            "lull_engine::nvmf::controller",
+            "lull_engine::nvmf::target",
+            "lull_engine::nvmf::subsystem",
+            "lull_engine::nvmf::logpage",
+            "lull_engine::nvmf::identify",
         ],
     ),
     (

@@ -354,7 +354,7 @@ fn log_levels_replace_the_filter() {
             .unwrap()
             .last()
             .unwrap()
-            .contains("lull_engine::controller=debug")
+            .contains("lull_engine::nvmf::controller=debug")
     );
     c.ok("log_clear_flag", json!({"flag": "all"}));
     assert!(

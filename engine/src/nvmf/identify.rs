@@ -1,7 +1,7 @@
 //! Identify data structures (NVMe Base 2.0 section 5.17; NVM Command Set 1.0
 //! section 4.1.5; NVMe-oF 1.1 figure 31 for the fabrics fields).
 
-use crate::subsystem::{Namespace, Subsystem, SubsystemKind};
+use crate::nvmf::subsystem::{Namespace, Subsystem, SubsystemKind};
 
 /// Size of every Identify data structure, bytes.
 pub const IDENTIFY_LEN: usize = 4096;

@@ -103,7 +103,7 @@ pub struct Access {
 }
 
 /// Highest NSID a namespace may take (Identify Controller NN).
-const NN: u32 = crate::identify::MAX_NAMESPACES;
+const NN: u32 = crate::nvmf::identify::MAX_NAMESPACES;
 
 /// Most namespaces a subsystem may have by default (SPDK's `max_namespaces` default 32).
 pub const DEFAULT_MAX_NAMESPACES: u32 = 32;

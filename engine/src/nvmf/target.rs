@@ -13,10 +13,10 @@ use lull_reactor::{PollerId, ReactorHandle, Reactors};
 use lull_transport::conn::{HandlerFactory, Listener};
 use lull_transport::target::{MAX_SQ_ENTRIES, TargetQueueConfig};
 
-use crate::controller::{Controller, QueueBinding};
 use crate::dhchap::DhchapOffer;
-use crate::logpage::{self, ListenerEntry};
-use crate::subsystem::{Subsystem, SubsystemKind};
+use crate::nvmf::controller::{Controller, QueueBinding};
+use crate::nvmf::logpage::{self, ListenerEntry};
+use crate::nvmf::subsystem::{Subsystem, SubsystemKind};
 
 /// Per-reactor I/O counters of a target, for status and metrics. Each slot
 /// is written only by its own reactor (no contended line); the control plane
@@ -180,7 +180,7 @@ impl Target {
                 .map(|_| CachePadded::new(CoreIo::default()))
                 .collect(),
             quiescing: AtomicBool::new(false),
-            max_io_queues: AtomicU16::new(crate::controller::DEFAULT_IO_QUEUES),
+            max_io_queues: AtomicU16::new(crate::nvmf::controller::DEFAULT_IO_QUEUES),
             max_queue_depth: AtomicU32::new(MAX_SQ_ENTRIES),
             max_aq_depth: AtomicU32::new(MAX_SQ_ENTRIES),
             dhchap: Mutex::new(DhchapOffer::default()),
@@ -229,10 +229,10 @@ impl Target {
         self.max_io_queues.load(Ordering::Relaxed)
     }
 
-    /// Sets [`Target::max_io_queues`] (1 to [`crate::controller::MAX_IO_QUEUES`];
+    /// Sets [`Target::max_io_queues`] (1 to [`crate::nvmf::controller::MAX_IO_QUEUES`];
     /// clamped). Controllers made before keep what they granted.
     pub fn set_max_io_queues(&self, n: u16) {
-        let n = n.clamp(1, crate::controller::MAX_IO_QUEUES);
+        let n = n.clamp(1, crate::nvmf::controller::MAX_IO_QUEUES);
         self.max_io_queues.store(n, Ordering::Relaxed);
     }
 

@@ -24,11 +24,11 @@ use lull_transport::fabrics::{
 use lull_transport::nvme::{Cqe, Status, admin_opc, status};
 use lull_transport::target::{QueueParams, Request, Response, TargetQueue};
 
-use crate::identify::{self, ControllerIdentity};
 use crate::io;
-use crate::logpage::{self, lid};
-use crate::subsystem::{Subsystem, SubsystemKind};
-use crate::target::Target;
+use crate::nvmf::identify::{self, ControllerIdentity};
+use crate::nvmf::logpage::{self, lid};
+use crate::nvmf::subsystem::{Subsystem, SubsystemKind};
+use crate::nvmf::target::Target;
 
 /// Feature identifiers handled (NVMe Base 2.0 figure 271).
 mod fid {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use lull_transport::nvme::{admin_opc, io_opc};
 
-use crate::subsystem::{Subsystem, SubsystemKind};
+use crate::nvmf::subsystem::{Subsystem, SubsystemKind};
 
 /// Log page identifiers.
 pub mod lid {

@@ -788,11 +788,11 @@ fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Resul
             );
         }
         let nsid = n.nsid.unwrap_or(0);
-        if n.nsid.is_some() && !(1..=crate::nvmf::identify::MAX_NAMESPACES).contains(&nsid) {
+        if n.nsid.is_some() && !(1..=crate::nvmf::subsystem::MAX_NAMESPACES).contains(&nsid) {
             return bad(
                 f("nsid"),
                 nsid,
-                format!("1 to {}", crate::nvmf::identify::MAX_NAMESPACES),
+                format!("1 to {}", crate::nvmf::subsystem::MAX_NAMESPACES),
             );
         }
         if namespaces.iter().any(|(b, _)| *b == bdev) {

@@ -12,9 +12,9 @@ use lull_transport::target::{Request, Response};
 
 use crate::bdev::stats::{BdevStats, IoErrorKind, IoKind};
 use crate::bdev::{Bdev, BdevDone, BdevError, BdevIo};
-use crate::nvmf::identify::MAX_TRANSFER;
+use crate::nvmf::admin::identify::MAX_TRANSFER;
+use crate::nvmf::stats::CoreIo;
 use crate::nvmf::subsystem::{Namespace, Subsystem};
-use crate::nvmf::target::CoreIo;
 
 /// The status of a failed bdev I/O, counted in the bdev's `io_error` as
 /// "failed".

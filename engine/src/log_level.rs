@@ -104,16 +104,7 @@ pub const FLAGS: &[(&str, &[&str])] = &[
             "lull_transport::host_sync",
         ],
     ),
-    (
-        "nvmf",
-        &[
-            "lull_engine::nvmf::controller",
-            "lull_engine::nvmf::target",
-            "lull_engine::nvmf::subsystem",
-            "lull_engine::nvmf::logpage",
-            "lull_engine::nvmf::identify",
-        ],
-    ),
+    ("nvmf", &["lull_engine::nvmf"]),
     (
         "nvmf_tcp",
         &["lull_transport::target", "lull_transport::conn", "lull_transport::pdu"],

@@ -1073,7 +1073,7 @@ fn subsystem_errors_name_the_field() {
         "\"A\"",
         "one of the bdevs defined: []",
     );
-    let max = crate::nvmf::identify::MAX_NAMESPACES;
+    let max = crate::nvmf::subsystem::MAX_NAMESPACES;
     for nsid in [0, max + 1] {
         expect_err(
             &s(&format!("{n}{h}namespaces = [{{ bdev = \"A\", nsid = {nsid} }}]")),

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use super::params::{adrfam, decode, socket_addr, tcp, uuid_string};
 use super::{RpcError, code};
 use crate::app::App;
-use crate::nvmf::controller::MAX_IO_QUEUES;
-use crate::nvmf::identify::MAX_TRANSFER;
+use crate::nvmf::admin::identify::MAX_TRANSFER;
 use crate::nvmf::subsystem::{DEFAULT_MAX_NAMESPACES, SubsystemKind};
+use crate::nvmf::target::MAX_IO_QUEUES;
 use lull_transport::fabrics::DISCOVERY_NQN;
 use lull_transport::target::MAX_SQ_ENTRIES;
 

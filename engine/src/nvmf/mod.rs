@@ -18,10 +18,11 @@
 //!
 //! NVM I/O commands are executed by [`crate::io`].
 //!
-//! Imports point one way: `stats` and `subsystem` at the bottom, then
-//! `ctrlr`, `target`, the command modules (`request`, `connect`, `auth`,
-//! `admin`, `discovery`), `ctrlr_runtime`, `queue`, and `listeners` at the
-//! top; only `ctrlr_runtime`, `queue` and `listeners` know reactors.
+//! Imports point one way; each module imports only those before it here:
+//! `stats`, `request`, `subsystem`, `ctrlr`, `target`, `auth`, `discovery`,
+//! `admin`, `connect`, `ctrlr_runtime`, `queue`, `listeners`. Only the last
+//! three know reactors; everything before `ctrlr_runtime` runs on plain
+//! values (the unit tests in `tests.rs` drive it so).
 
 pub mod admin;
 pub mod auth;

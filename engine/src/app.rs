@@ -20,8 +20,8 @@ use crate::bdev::{Bdev, FileBdev, NullBdev, RamBdev};
 use crate::config::{BdevKind, BdevSpec, Settings, SubsystemSpec};
 use crate::keyring::{Keyring, KeyringError};
 use crate::nvme::{DhchapOffer, NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
-use crate::subsystem::{KeyNames, Subsystem};
-use crate::target::Target;
+use crate::nvmf::subsystem::{KeyNames, Subsystem};
+use crate::nvmf::target::Target;
 
 /// Why a control-plane operation failed; each maps to the JSON-RPC error SPDK returns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -508,7 +508,7 @@ impl App {
 
     fn nvm_subsystem(&self, nqn: &str) -> Result<Arc<Subsystem>, AppError> {
         let s = self.subsystem(nqn)?;
-        if s.kind == crate::subsystem::SubsystemKind::Discovery {
+        if s.kind == crate::nvmf::subsystem::SubsystemKind::Discovery {
             return Err(AppError::InvalidParams(format!("{nqn} is the discovery subsystem")));
         }
         Ok(s)

@@ -13,9 +13,9 @@ use lull_transport::conn::Responder;
 
 use crate::bdev::stats::{BdevStats, IoErrorKind, IoKind};
 use crate::bdev::{Bdev, BdevDone, BdevError, BdevIo};
-use crate::identify::MAX_TRANSFER;
-use crate::subsystem::{Namespace, Subsystem};
-use crate::target::CoreIo;
+use crate::nvmf::admin::identify::MAX_TRANSFER;
+use crate::nvmf::stats::CoreIo;
+use crate::nvmf::subsystem::{Namespace, Subsystem};
 
 /// The status of a failed bdev I/O, counted in the bdev's `io_error` as
 /// "failed".

@@ -2,12 +2,10 @@
 //! controllers, the discovery controller and host access control.
 //!
 //! - [`bdev`]: `ram`, `null`, `file`;
-//! - [`subsystem`]: subsystems, namespaces, NQN rules;
-//! - [`controller`]: the dynamic controller, admin/Fabrics command execution,
-//!   keep-alive;
+//! - [`nvmf`]: the NVMe-oF target: subsystems, namespaces, NQN rules, the
+//!   dynamic controller, admin/Fabrics command execution, keep-alive, the
+//!   data structures hosts read, and serving it on reactors;
 //! - [`io`]: NVM I/O command execution;
-//! - [`identify`], [`logpage`]: the data structures hosts read;
-//! - [`target`]: the whole target, and serving it on reactors;
 //! - [`nvme`]: the NVMe/TCP initiator (remote controllers on reactors);
 //! - [`config`]: the daemon's settings (TOML file and flags);
 //! - [`keyfile`]: DH-HMAC-CHAP secrets read from private key files;
@@ -22,17 +20,13 @@ pub mod allocator;
 pub mod app;
 pub mod bdev;
 pub mod config;
-pub mod controller;
 pub mod dhchap;
-pub mod identify;
 pub mod io;
 pub mod keyfile;
 pub mod keyring;
 pub mod log_level;
-pub mod logpage;
 pub mod metrics;
 pub mod nvme;
+pub mod nvmf;
 pub mod restart_only;
 pub mod rpc;
-pub mod subsystem;
-pub mod target;

@@ -103,16 +103,7 @@ pub const FLAGS: &[(&str, &[&str])] = &[
             "lull_transport::host_sync",
         ],
     ),
-    (
-        "nvmf",
-        &[
-            "lull_engine::controller",
-            "lull_engine::target",
-            "lull_engine::subsystem",
-            "lull_engine::logpage",
-            "lull_engine::identify",
-        ],
-    ),
+    ("nvmf", &["lull_engine::nvmf"]),
     ("nvmf_tcp", &["lull_transport::conn"]),
     ("reactor", &["lull_reactor"]),
     ("rpc", &["lull_engine::rpc"]),

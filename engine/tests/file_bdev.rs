@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use lull_engine::bdev::{Bdev, FileBdev};
-use lull_engine::subsystem::Subsystem;
-use lull_engine::target::Target;
+use lull_engine::nvmf::subsystem::Subsystem;
+use lull_engine::nvmf::target::Target;
 use lull_proto::nvme::{sgl_id, status};
 use lull_proto::target_queue::TargetQueueConfig;
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};

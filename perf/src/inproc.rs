@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use lull_engine::bdev::{Bdev, RamBdev};
-use lull_engine::subsystem::Subsystem;
-use lull_engine::target::Target;
+use lull_engine::nvmf::subsystem::Subsystem;
+use lull_engine::nvmf::target::Target;
 use lull_proto::target_queue::TargetQueueConfig;
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
 

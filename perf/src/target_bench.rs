@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lull_engine::bdev::{Bdev, RamBdev};
-use lull_engine::subsystem::Subsystem;
-use lull_engine::target::Target;
+use lull_engine::nvmf::subsystem::Subsystem;
+use lull_engine::nvmf::target::Target;
 use lull_proto::nvme::cmd::Rw;
 use lull_proto::nvme::{Sqe, io_opc};
 use lull_proto::pdu::Digests;

@@ -122,8 +122,8 @@ EOF
   {"method": "nvmf_set_config", "params": {"dhchap_digests": ["$h"], "dhchap_dhgroups": ["${TGT_GROUP[$h]}"]}}
 ]}]}
 EOF
-    # The controller's debug lines say which queues authenticated.
-    LULL_LOG=info,lull_engine::controller=debug "$LULL" target --config "$conf" --json-config "$json" --mode interrupt --cores "$CORES" \
+    # The target's NVMe-oF debug lines (lull_engine::nvmf) say which queues authenticated.
+    LULL_LOG=info,lull_engine::nvmf=debug "$LULL" target --config "$conf" --json-config "$json" --mode interrupt --cores "$CORES" \
         >"$log" 2>&1 &
     tgt_pid=$!
     for _ in $(seq 100); do

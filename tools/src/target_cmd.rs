@@ -542,7 +542,7 @@ fn print_summary(app: &App, s: &config::Settings, rpc: &std::path::Path, metrics
     let subs: Vec<_> = t
         .subsystems()
         .into_iter()
-        .filter(|x| x.kind == lull_engine::subsystem::SubsystemKind::Nvm)
+        .filter(|x| x.kind == lull_engine::nvmf::subsystem::SubsystemKind::Nvm)
         .collect();
     if subs.is_empty() {
         eprintln!(

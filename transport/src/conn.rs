@@ -132,6 +132,22 @@ pub struct Responder {
 }
 
 impl Responder {
+    /// A responder of no connection: the responses given are kept, in
+    /// order, for [`take_responses`](Self::take_responses), and none wakes a
+    /// poller. For driving a [`QueueHandler`] directly (tests, tools).
+    pub fn detached() -> Self {
+        Responder {
+            mailbox: Rc::new(Mailbox::default()),
+        }
+    }
+
+    /// The responses given and not yet sent, in order: what a
+    /// [`detached`](Self::detached) responder collected (a connection's
+    /// responder is drained by its connection).
+    pub fn take_responses(&self) -> Vec<Response> {
+        std::mem::take(&mut *self.mailbox.done.borrow_mut())
+    }
+
     /// Answers a request. Responses are sent in the order given: those given
     /// while the handler runs right after it returns, later ones at the
     /// connection's next run (this wakes its poller).

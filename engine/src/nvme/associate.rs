@@ -17,7 +17,7 @@ use lull_transport::host_sync::{SyncError, SyncQueue};
 
 use super::options::NvmeOptions;
 use crate::dhchap::DhchapOffer;
-use crate::subsystem::KeyNames;
+use crate::nvmf::subsystem::KeyNames;
 
 /// The DH-HMAC-CHAP keys a host authenticates with when a controller asks
 /// for it (ATR in the Connect response; NVMe Base 2.0 section 8.13), on

@@ -9,7 +9,7 @@ use super::params::{adrfam, decode, socket_addr, tcp};
 use super::{RpcError, code};
 use crate::app::App;
 use crate::nvme::{CtrlrState, HostDhchapKeys, NvmeOptions, NvmeTrid};
-use crate::subsystem::KeyNames;
+use crate::nvmf::subsystem::KeyNames;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,7 +151,7 @@ pub(super) fn bdev_nvme_attach_controller(app: &App, params: Value) -> Result<Va
         return Err(RpcError::invalid("Invalid parameters: subnqn is required for NVMe/TCP"));
     };
     let hostnqn = p.hostnqn.unwrap_or_else(default_hostnqn);
-    crate::subsystem::validate_nqn(&hostnqn)
+    crate::nvmf::subsystem::validate_nqn(&hostnqn)
         .map_err(|e| RpcError::invalid(format!("Invalid parameters: hostnqn: {e}")))?;
     let mut o = app.nvme_options();
     o.hdgst = p.hdgst.unwrap_or(false);

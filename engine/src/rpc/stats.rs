@@ -17,7 +17,7 @@ use super::{RpcError, code};
 use crate::app::App;
 use crate::bdev::stats::{IoStat, OpStat, ResetMode, TICK_RATE};
 use crate::log_level::{self, SpdkLevel};
-use crate::subsystem::{Subsystem, SubsystemKind};
+use crate::nvmf::subsystem::{Subsystem, SubsystemKind};
 
 fn ticks(app: &App) -> u64 {
     app.started().elapsed().as_nanos() as u64

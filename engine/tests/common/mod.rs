@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lull_engine::bdev::{Bdev, NullBdev, RamBdev};
-use lull_engine::subsystem::Subsystem;
-use lull_engine::target::Target;
+use lull_engine::nvmf::subsystem::Subsystem;
+use lull_engine::nvmf::target::Target;
 use lull_proto::fabrics::{ConnectCmd, ConnectData, DISCOVERY_NQN, PropertyCmd, fctype, property};
 use lull_proto::nvme::{Cqe, Sgl, Sqe, sgl_id};
 use lull_proto::pdu::{CommonHeader, DataHeader, Digests, PduType, crc32c, flags};

@@ -1,83 +1,35 @@
-//! Log pages (NVMe Base 2.0 section 5.16; discovery log page 70h, NVMe-oF 1.1
-//! section 5.3).
+//! The discovery service's log page (70h; NVMe-oF 1.1 section 5.3): one
+//! entry per subsystem the host may see and port that reaches it, the
+//! discovery subsystem itself included. A port bound to a wildcard address
+//! (0.0.0.0, ::) is listed with the address the host reached, as the Linux
+//! target does, so a host can connect to what it reads.
 
 use std::net::SocketAddr;
 
-use lull_proto::nvme::{admin_opc, io_opc};
+use crate::nvmf::subsystem::{Subsystem, SubsystemKind};
+use crate::nvmf::target::{ListenerEntry, Target};
 
-use crate::subsystem::{Subsystem, SubsystemKind};
-
-/// Error Information: one empty 64-byte entry (no error recorded).
-pub fn error_log() -> Vec<u8> {
-    vec![0u8; 64]
-}
-
-/// SMART / Health Information, 512 bytes, from the subsystem's counters.
-pub fn smart(s: &Subsystem) -> Vec<u8> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut b = vec![0u8; 512];
-    b[1..3].copy_from_slice(&293u16.to_le_bytes()); // composite temperature, K (20 C)
-    b[3] = 100; // available spare, %
-    b[4] = 10; // available spare threshold, %
-    // Data units are thousands of 512-byte units, rounded up.
-    let units = |bytes: u64| u128::from(bytes.div_ceil(512).div_ceil(1000));
-    let c = &s.counters;
-    b[32..48].copy_from_slice(&units(c.bytes_read.load(Relaxed)).to_le_bytes());
-    b[48..64].copy_from_slice(&units(c.bytes_written.load(Relaxed)).to_le_bytes());
-    b[64..80].copy_from_slice(&u128::from(c.reads.load(Relaxed)).to_le_bytes());
-    b[80..96].copy_from_slice(&u128::from(c.writes.load(Relaxed)).to_le_bytes());
-    b
-}
-
-/// Firmware Slot Information, 512 bytes: slot 1 active.
-pub fn firmware_slot() -> Vec<u8> {
-    let mut b = vec![0u8; 512];
-    b[0] = 1;
-    let fr = env!("CARGO_PKG_VERSION").as_bytes();
-    let n = fr.len().min(8);
-    b[8..8 + n].copy_from_slice(&fr[..n]);
-    b[8 + n..16].fill(b' ');
-    b
-}
-
-/// Commands Supported and Effects, 4096 bytes: CSUPP for every command lull executes.
-pub fn commands_effects() -> Vec<u8> {
-    let mut b = vec![0u8; 4096];
-    let admin = [
-        admin_opc::GET_LOG_PAGE,
-        admin_opc::IDENTIFY,
-        admin_opc::ABORT,
-        admin_opc::SET_FEATURES,
-        admin_opc::GET_FEATURES,
-        admin_opc::ASYNC_EVENT_REQUEST,
-        admin_opc::KEEP_ALIVE,
-    ];
-    for opc in admin {
-        b[usize::from(opc) * 4] = 1;
-    }
-    let io = [
-        io_opc::FLUSH,
-        io_opc::WRITE,
-        io_opc::READ,
-        io_opc::COMPARE,
-        io_opc::WRITE_ZEROES,
-        io_opc::DATASET_MANAGEMENT,
-    ];
-    for opc in io {
-        // CSUPP, plus LBCC (logical block content change) for commands that write.
-        let lbcc = matches!(opc, io_opc::WRITE | io_opc::WRITE_ZEROES | io_opc::DATASET_MANAGEMENT);
-        b[1024 + usize::from(opc) * 4] = 1 | if lbcc { 2 } else { 0 };
-    }
-    b
-}
-
-/// A listener as the discovery log page describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListenerEntry {
-    /// Address and port.
-    pub addr: SocketAddr,
-    /// PORTID (stable per listener).
-    pub portid: u16,
+/// The discovery log page of `target` for `hostnqn`, as read by a host that
+/// reached the local address `arrived_on`.
+pub fn log_page(target: &Target, hostnqn: &str, arrived_on: SocketAddr) -> Vec<u8> {
+    let (genctr, reach) = target.ports_by_subsystem();
+    let entries: Vec<(&Subsystem, Vec<ListenerEntry>)> = reach
+        .iter()
+        .map(|(s, ports)| {
+            let ports = ports
+                .iter()
+                .map(|l| {
+                    let mut e = l.clone();
+                    if e.addr.ip().is_unspecified() && e.addr.is_ipv4() == arrived_on.is_ipv4() {
+                        e.addr.set_ip(arrived_on.ip());
+                    }
+                    e
+                })
+                .collect();
+            (s.as_ref(), ports)
+        })
+        .collect();
+    page(genctr, &entries, hostnqn)
 }
 
 fn put_padded(b: &mut [u8], s: &str, pad: u8) {
@@ -90,7 +42,7 @@ fn put_padded(b: &mut [u8], s: &str, pad: u8) {
 /// entry per (subsystem, listener) the host may see, the discovery
 /// subsystem itself included (SUBTYPE 3).
 /// `subsystems` pairs each subsystem with the ports that reach it.
-pub fn discovery(genctr: u64, subsystems: &[(&Subsystem, Vec<ListenerEntry>)], hostnqn: &str) -> Vec<u8> {
+pub fn page(genctr: u64, subsystems: &[(&Subsystem, Vec<ListenerEntry>)], hostnqn: &str) -> Vec<u8> {
     let mut entries = Vec::new();
     for (s, listeners) in subsystems.iter().filter(|(s, _)| s.allows(hostnqn)) {
         for l in listeners {
@@ -122,22 +74,10 @@ pub fn discovery(genctr: u64, subsystems: &[(&Subsystem, Vec<ListenerEntry>)], h
     b
 }
 
-/// The part of a log page a Get Log Page asks for: `len` bytes from
-/// `offset`, zero-filled past the end of the page.
-pub fn slice(page: &[u8], offset: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    if let Ok(off) = usize::try_from(offset)
-        && off < page.len()
-    {
-        let n = (page.len() - off).min(len);
-        out[..n].copy_from_slice(&page[off..off + n]);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nvmf::admin::log_page::slice;
 
     #[test]
     fn b29_discovery_entry_formats() {
@@ -150,7 +90,7 @@ mod tests {
             addr: "127.0.0.1:4420".parse().unwrap(),
             portid: 1,
         }];
-        let page = discovery(
+        let page = page(
             7,
             &[(&disc, l.to_vec()), (&nvm, l.to_vec()), (&hidden, l.to_vec())],
             "nqn.2024-01.test:h",

@@ -2,7 +2,6 @@
 //! section 3.1), and host access control.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::{ArcSwap, Guard};
@@ -11,6 +10,7 @@ use lull_proto::auth::{AuthConfig, DhchapSecret};
 use lull_proto::fabrics::{DISCOVERY_NQN, NQN_MAX_LEN};
 
 use crate::bdev::{Bdev, BdevStats};
+use crate::nvmf::stats::IoCounters;
 
 /// A namespace: an NSID bound to a bdev.
 #[derive(Clone)]
@@ -64,31 +64,6 @@ pub enum SubsystemKind {
     Discovery,
 }
 
-/// Health counters of a subsystem, for the SMART log page (in bytes and commands).
-#[derive(Default)]
-pub struct IoCounters {
-    /// Bytes read.
-    pub bytes_read: AtomicU64,
-    /// Bytes written.
-    pub bytes_written: AtomicU64,
-    /// Read commands.
-    pub reads: AtomicU64,
-    /// Write commands.
-    pub writes: AtomicU64,
-}
-
-impl IoCounters {
-    pub(crate) fn read(&self, bytes: u64) {
-        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
-        self.reads.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn wrote(&self, bytes: u64) {
-        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-        self.writes.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// Who may connect, and through which listeners: read on Connect only.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Access {
@@ -102,8 +77,8 @@ pub struct Access {
     pub listeners: Vec<SocketAddr>,
 }
 
-/// Highest NSID a namespace may take (Identify Controller NN).
-const NN: u32 = crate::identify::MAX_NAMESPACES;
+/// Highest NSID a namespace may take (NN in Identify Controller).
+pub const MAX_NAMESPACES: u32 = 1024;
 
 /// Most namespaces a subsystem may have by default (SPDK's `max_namespaces` default 32).
 pub const DEFAULT_MAX_NAMESPACES: u32 = 32;
@@ -254,12 +229,14 @@ impl Subsystem {
             ));
         }
         let nsid = if nsid == 0 {
-            (1..=NN).find(|i| !now.iter().any(|n| n.nsid == *i)).unwrap_or(1)
+            (1..=MAX_NAMESPACES)
+                .find(|i| !now.iter().any(|n| n.nsid == *i))
+                .unwrap_or(1)
         } else {
             nsid
         };
-        if nsid > NN {
-            return Err(format!("NSID {nsid} is outside 1..={NN} (NN)"));
+        if nsid > MAX_NAMESPACES {
+            return Err(format!("NSID {nsid} is outside 1..={MAX_NAMESPACES} (NN)"));
         }
         if now.iter().any(|n| n.nsid == nsid) {
             return Err(format!("NSID {nsid} is already in use in {}", self.nqn));

@@ -1,7 +1,11 @@
-//! Identify data structures (NVMe Base 2.0 section 5.17; NVM Command Set 1.0
-//! section 4.1.5; NVMe-oF 1.1 figure 31 for the fabrics fields).
+//! Identify (NVMe Base 2.0 section 5.17; NVM Command Set 1.0 section
+//! 4.1.5; NVMe-oF 1.1 figure 31 for the fabrics fields): the command's
+//! dispatch on CNS, and the data structures it returns.
 
-use crate::subsystem::{Namespace, Subsystem, SubsystemKind};
+use lull_proto::nvme::status;
+use lull_proto::target_queue::{Request, Response};
+
+use crate::nvmf::subsystem::{MAX_NAMESPACES, Namespace, Subsystem, SubsystemKind};
 
 /// Size of every Identify data structure, bytes.
 pub const IDENTIFY_LEN: usize = 4096;
@@ -11,12 +15,55 @@ pub const NVME_VERSION: u32 = 0x0002_0000;
 pub const MDTS: u8 = 5;
 /// Largest transfer of one command, bytes (from MDTS).
 pub const MAX_TRANSFER: u32 = 4096 << MDTS;
-/// Highest NSID (NN).
-pub const MAX_NAMESPACES: u32 = 1024;
 /// Asynchronous Event Request Limit, 0's based (4 outstanding).
 pub const AERL: u8 = 3;
 /// Keep Alive Support granularity, 100 ms units (1 s, as the Linux target).
 pub const KAS: u16 = 10;
+
+/// Controller or Namespace Structure values answered (NVMe Base 2.0 figure 273).
+pub mod cns {
+    /// Identify Namespace data structure for the NSID.
+    pub const NAMESPACE: u8 = 0x00;
+    /// Identify Controller data structure.
+    pub const CONTROLLER: u8 = 0x01;
+    /// Active Namespace ID list.
+    pub const ACTIVE_NAMESPACES: u8 = 0x02;
+    /// Namespace Identification Descriptor list.
+    pub const NAMESPACE_DESCRIPTORS: u8 = 0x03;
+}
+
+/// Executes Identify (admin opcode 06h): the structure CNS (CDW10 bits 7:0)
+/// names, cut to the host's buffer. An inactive but valid NSID reads as
+/// zeroes; a discovery controller has only the controller structure.
+/// Invalid Namespace when CNS 00h/03h names no structure, Invalid Field in
+/// Command for any other CNS or NSID refused.
+pub(crate) fn execute(req: &Request, id: &ControllerIdentity<'_>) -> Response {
+    let sqe = &req.sqe;
+    let (cid, nsid, cns) = (sqe.cid(), sqe.nsid(), sqe.cdw(10) as u8);
+    let s = id.subsystem;
+    let nvm = s.kind == SubsystemKind::Nvm;
+    let data = match cns {
+        cns::CONTROLLER => Some(controller(id)),
+        cns::NAMESPACE if nvm => match s.namespace(nsid) {
+            Some(ns) => Some(namespace(&ns)),
+            None if nsid != 0 && nsid <= MAX_NAMESPACES => Some(vec![0u8; IDENTIFY_LEN]),
+            None => None,
+        },
+        cns::ACTIVE_NAMESPACES if nvm && nsid < 0xFFFF_FFFE => Some(active_namespaces(s, nsid)),
+        cns::NAMESPACE_DESCRIPTORS if nvm => s.namespace(nsid).as_ref().map(namespace_descriptors),
+        _ => None,
+    };
+    match data {
+        Some(mut d) => {
+            d.truncate(req.c2h_len as usize);
+            Response::ok_with_data(cid, d)
+        }
+        None if cns == cns::NAMESPACE || cns == cns::NAMESPACE_DESCRIPTORS => {
+            Response::dnr(cid, status::INVALID_NAMESPACE)
+        }
+        None => Response::dnr(cid, status::INVALID_FIELD),
+    }
+}
 
 fn put_str(b: &mut [u8], s: &str) {
     let n = s.len().min(b.len());

@@ -1,105 +1,34 @@
-//! The NVMe-oF target: its subsystems, controllers and listeners, and
-//! starting it on a set of reactors.
+//! The NVMe-oF target's registry (one per process): its subsystems, the
+//! controllers hosts made (CNTLID), the ports it serves and which
+//! subsystems each reaches, the discovery generation counter (GENCTR), and
+//! target-wide settings. Plain data behind a mutex: binding ports on
+//! reactors is [`crate::nvmf::listeners`]'s job, which records each port
+//! here with a way to close it.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
 use lull_proto::target_queue::{MAX_SQ_ENTRIES, TargetQueueConfig};
-use lull_reactor::{PollerId, ReactorHandle, Reactors};
-use lull_transport::conn::{HandlerFactory, Listener};
 
-use crate::controller::{Controller, QueueBinding};
 use crate::dhchap::DhchapOffer;
-use crate::logpage::{self, ListenerEntry};
-use crate::subsystem::{Subsystem, SubsystemKind};
-
-/// Per-reactor I/O counters of a target, for status and metrics. Each slot
-/// is written only by its own reactor (no contended line); the control plane
-/// reads them. I/O commands are counted when they pass their range checks.
-#[derive(Debug, Default)]
-pub struct CoreIo {
-    /// Read commands.
-    pub reads: AtomicU64,
-    /// Write commands.
-    pub writes: AtomicU64,
-    /// Bytes read.
-    pub bytes_read: AtomicU64,
-    /// Bytes written.
-    pub bytes_written: AtomicU64,
-    /// Queues connected (admin and I/O) on this reactor now.
-    pub queues: AtomicU64,
-    /// Admin queues connected on this reactor since start (SPDK's `admin_qpairs`).
-    pub admin_qpairs: AtomicU64,
-    /// I/O queues connected on this reactor since start (SPDK's `io_qpairs`).
-    pub io_qpairs: AtomicU64,
-    /// Admin queues connected on this reactor now.
-    pub current_admin_qpairs: AtomicU64,
-    /// I/O queues connected on this reactor now.
-    pub current_io_qpairs: AtomicU64,
-    /// I/O commands executed on this reactor's I/O queues (answered, or
-    /// handed to an asynchronous bdev); SPDK's `completed_nvme_io`.
-    pub io_commands: AtomicU64,
-}
-
-/// Adds `n` to a counter that only the calling thread writes: a load and a
-/// store instead of a locked read-modify-write (a reader on another thread
-/// sees the old or the new value, never a torn one).
-#[inline]
-fn bump(c: &AtomicU64, n: u64) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-}
-
-impl CoreIo {
-    // The I/O counters are bumped by the owning reactor only (one writer).
-
-    pub(crate) fn command(&self) {
-        bump(&self.io_commands, 1);
-    }
-
-    pub(crate) fn read(&self, bytes: usize) {
-        bump(&self.reads, 1);
-        bump(&self.bytes_read, bytes as u64);
-    }
-
-    pub(crate) fn wrote(&self, bytes: usize) {
-        bump(&self.writes, 1);
-        bump(&self.bytes_written, bytes as u64);
-    }
-
-    /// A queue connected on this reactor (`admin`: queue 0).
-    pub(crate) fn queue_connected(&self, admin: bool) {
-        self.queues.fetch_add(1, Ordering::Relaxed);
-        let (total, now) = if admin {
-            (&self.admin_qpairs, &self.current_admin_qpairs)
-        } else {
-            (&self.io_qpairs, &self.current_io_qpairs)
-        };
-        total.fetch_add(1, Ordering::Relaxed);
-        now.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A queue counted by [`CoreIo::queue_connected`] closed.
-    pub(crate) fn queue_closed(&self, admin: bool) {
-        self.queues.fetch_sub(1, Ordering::Relaxed);
-        let now = if admin {
-            &self.current_admin_qpairs
-        } else {
-            &self.current_io_qpairs
-        };
-        now.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Reactor slots with their own counters; reactors beyond share slots modulo.
-pub const CORE_IO_SLOTS: usize = 256;
+use crate::nvmf::ctrlr::Controller;
+use crate::nvmf::stats::{CORE_IO_SLOTS, CoreIo};
+use crate::nvmf::subsystem::{Subsystem, SubsystemKind};
 
 /// Highest CNTLID of the dynamic controller model (NVMe-oF 1.1: FFEFh).
 const MAX_CNTLID: u16 = 0xFFEF;
+
+/// Most I/O queues `max_io_qpairs_per_ctrlr` may allow.
+pub const MAX_IO_QUEUES: u16 = 1024;
+/// I/O queues a controller may have unless the transport says otherwise:
+/// SPDK's default `max_io_qpairs_per_ctrlr`, 127 (128 queue pairs with the
+/// admin queue).
+pub const DEFAULT_IO_QUEUES: u16 = 127;
 
 /// Target-wide settings beyond the transport's.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,21 +49,57 @@ impl Default for TargetSettings {
     }
 }
 
-struct ListenerSlot {
+/// A port as the discovery log page describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerEntry {
+    /// Address and port.
+    pub addr: SocketAddr,
+    /// PORTID (stable per listener).
+    pub portid: u16,
+}
+
+/// A subsystem and the ports that reach it.
+pub type SubsystemPorts = (Arc<Subsystem>, Vec<ListenerEntry>);
+
+/// Stops serving a port: unregisters its listener from its reactor and
+/// waits (bounded) until the address is free.
+pub type PortCloser = Box<dyn FnOnce() + Send>;
+
+/// Who holds a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// `listen`: a target-wide port that reaches every subsystem.
+    All,
+    /// The discovery subsystem (`nvmf_subsystem_add_listener discovery`).
+    Discovery,
+    /// An NVM subsystem (recorded in its own listener list).
+    Subsystem,
+}
+
+struct Port {
     entry: ListenerEntry,
-    reactor: ReactorHandle,
-    poller: PollerId,
+    close: PortCloser,
     /// Bound by `listen` itself: a target-wide port that reaches every subsystem.
     pinned: bool,
     /// Held for the discovery subsystem (`nvmf_subsystem_add_listener discovery`).
     discovery: bool,
 }
 
+impl Port {
+    fn hold(&mut self, hold: Hold) {
+        match hold {
+            Hold::All => self.pinned = true,
+            Hold::Discovery => self.discovery = true,
+            Hold::Subsystem => {}
+        }
+    }
+}
+
 struct Registry {
     subsystems: Vec<Arc<Subsystem>>,
     controllers: HashMap<u16, Arc<Controller>>,
     next_cntlid: u16,
-    listeners: Vec<ListenerSlot>,
+    listeners: Vec<Port>,
     next_portid: u16,
     genctr: u64,
 }
@@ -180,7 +145,7 @@ impl Target {
                 .map(|_| CachePadded::new(CoreIo::default()))
                 .collect(),
             quiescing: AtomicBool::new(false),
-            max_io_queues: AtomicU16::new(crate::controller::DEFAULT_IO_QUEUES),
+            max_io_queues: AtomicU16::new(DEFAULT_IO_QUEUES),
             max_queue_depth: AtomicU32::new(MAX_SQ_ENTRIES),
             max_aq_depth: AtomicU32::new(MAX_SQ_ENTRIES),
             dhchap: Mutex::new(DhchapOffer::default()),
@@ -229,10 +194,10 @@ impl Target {
         self.max_io_queues.load(Ordering::Relaxed)
     }
 
-    /// Sets [`Target::max_io_queues`] (1 to [`crate::controller::MAX_IO_QUEUES`];
-    /// clamped). Controllers made before keep what they granted.
+    /// Sets [`Target::max_io_queues`] (1 to [`MAX_IO_QUEUES`]; clamped).
+    /// Controllers made before keep what they granted.
     pub fn set_max_io_queues(&self, n: u16) {
-        let n = n.clamp(1, crate::controller::MAX_IO_QUEUES);
+        let n = n.clamp(1, MAX_IO_QUEUES);
         self.max_io_queues.store(n, Ordering::Relaxed);
     }
 
@@ -405,14 +370,13 @@ impl Target {
         self.registry().controllers.remove(&cntlid);
     }
 
-    /// The discovery log page for `hostnqn`.
-    ///
-    /// A port bound to a wildcard address (0.0.0.0, ::) is listed with the
-    /// address `arrived_on` (the one this host reached), as the Linux target
-    /// does, so a host can connect to what it reads.
-    pub fn discovery_log(&self, hostnqn: &str, arrived_on: SocketAddr) -> Vec<u8> {
+    /// GENCTR and, for every subsystem, the ports that reach it: every port
+    /// for the discovery subsystem, for an NVM subsystem its own listeners
+    /// and the target-wide ports (the discovery log page's input, read under
+    /// one lock so the two agree).
+    pub fn ports_by_subsystem(&self) -> (u64, Vec<SubsystemPorts>) {
         let r = self.registry();
-        let entries: Vec<(&Subsystem, Vec<ListenerEntry>)> = r
+        let reach = r
             .subsystems
             .iter()
             .map(|s| {
@@ -421,18 +385,12 @@ impl Target {
                     .listeners
                     .iter()
                     .filter(|l| s.kind == SubsystemKind::Discovery || l.pinned || own.contains(&l.entry.addr))
-                    .map(|l| {
-                        let mut e = l.entry.clone();
-                        if e.addr.ip().is_unspecified() && e.addr.is_ipv4() == arrived_on.is_ipv4() {
-                            e.addr.set_ip(arrived_on.ip());
-                        }
-                        e
-                    })
+                    .map(|l| l.entry.clone())
                     .collect();
-                (s.as_ref(), ports)
+                (s.clone(), ports)
             })
             .collect();
-        logpage::discovery(r.genctr, &entries, hostnqn)
+        (r.genctr, reach)
     }
 
     /// Whether a connection accepted on `listener` may reach `s`: the
@@ -467,105 +425,43 @@ impl Target {
         self.registry().listeners.iter().map(|l| l.entry.addr).collect()
     }
 
-    /// Binds `addr` and serves it from the first reactor of `reactors`;
-    /// connections are spread over all of them, round robin. A target-wide
-    /// port: it stays until [`Target::stop_listening`], whatever subsystems
-    /// come and go. Serving an address already served returns it.
-    ///
-    /// # Errors
-    /// A message naming the address when it cannot be bound or served.
-    pub fn listen(self: &Arc<Self>, reactors: &Reactors, addr: SocketAddr) -> Result<SocketAddr, String> {
-        self.bind(reactors.handles(), addr, Hold::All)
+    /// Marks the port already served at `addr` as held by `hold`; false
+    /// when no port is served there.
+    pub(crate) fn hold_port(&self, addr: SocketAddr, hold: Hold) -> bool {
+        match self.registry().listeners.iter_mut().find(|l| l.entry.addr == addr) {
+            Some(l) => {
+                l.hold(hold);
+                true
+            }
+            None => false,
+        }
     }
 
-    fn bind(self: &Arc<Self>, handles: &[ReactorHandle], addr: SocketAddr, hold: Hold) -> Result<SocketAddr, String> {
-        let mark = |l: &mut ListenerSlot| match hold {
-            Hold::All => l.pinned = true,
-            Hold::Discovery => l.discovery = true,
-            Hold::Subsystem => {}
-        };
-        {
-            let mut r = self.registry();
-            if let Some(l) = r.listeners.iter_mut().find(|l| l.entry.addr == addr) {
-                mark(l);
-                return Ok(addr);
-            }
-        }
-        let first = handles.first().ok_or("no reactor to listen on")?.clone();
-        let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let local = listener.local_addr().map_err(|e| format!("{addr}: {e}"))?;
-        let target = self.clone();
-        let config = self.queue_config();
-        let in_capsule = config.io_in_capsule_data;
-        let factory: HandlerFactory<QueueBinding> = Arc::new(move |_cx, peer, arrived_on| {
-            QueueBinding::new(target.clone(), peer, local, arrived_on, in_capsule)
-        });
-        let (tx, rx) = std::sync::mpsc::channel();
-        first
-            .try_send(move |cx| {
-                let _ = tx.send(Listener::register(cx, listener, config, factory));
-            })
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let poller = rx
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| format!("{addr}: the reactor did not answer"))?
-            .map_err(|e| format!("{addr}: {e}"))?;
+    /// Records a port just bound at `local` (with the next PORTID), held by
+    /// `hold`; `close` stops serving it.
+    pub(crate) fn add_port(&self, local: SocketAddr, hold: Hold, close: PortCloser) {
         let mut r = self.registry();
         let portid = r.next_portid;
         r.next_portid = r.next_portid.wrapping_add(1).max(1);
-        let mut slot = ListenerSlot {
+        let mut port = Port {
             entry: ListenerEntry { addr: local, portid },
-            reactor: first,
-            poller,
+            close,
             pinned: false,
             discovery: false,
         };
-        mark(&mut slot);
-        r.listeners.push(slot);
+        port.hold(hold);
+        r.listeners.push(port);
         r.genctr += 1;
-        tracing::info!(%local, "listening (NVMe/TCP and discovery)");
-        Ok(local)
     }
 
-    /// Makes `nqn` reachable through `addr` (`nvmf_subsystem_add_listener`),
-    /// binding it if no subsystem uses it yet. Port 0 binds a free port; the
-    /// bound address is returned and recorded.
-    ///
-    /// # Errors
-    /// A message when there is no such subsystem, it already listens there,
-    /// or the address cannot be bound.
-    pub fn add_subsystem_listener(
-        self: &Arc<Self>,
-        handles: &[ReactorHandle],
-        nqn: &str,
-        addr: SocketAddr,
-    ) -> Result<SocketAddr, String> {
-        let s = self
-            .subsystem(nqn)
-            .ok_or_else(|| format!("subsystem {nqn} does not exist"))?;
-        if s.kind == SubsystemKind::Discovery {
-            return self.bind(handles, addr, Hold::Discovery);
-        }
-        if s.access().listeners.contains(&addr) {
-            return Err(format!("subsystem {nqn} already listens on {addr}"));
-        }
-        let local = self.bind(handles, addr, Hold::Subsystem)?;
-        let mut a = s.access();
-        if !a.listeners.contains(&local) {
-            a.listeners.push(local);
-        }
-        drop(a);
-        // Deleted meanwhile? remove_subsystem unregisters before it takes the
-        // listeners, so a subsystem still registered now gets this one released
-        // by its deletion; one already gone would leak the port.
-        let registered = self.registry().subsystems.iter().any(|x| Arc::ptr_eq(x, &s));
-        if !registered {
-            s.access().listeners.retain(|l| *l != local);
-            self.release_listener(local);
-            return Err(format!("subsystem {nqn} was deleted"));
-        }
+    /// Whether `s` is still registered (not deleted meanwhile).
+    pub(crate) fn is_registered(&self, s: &Arc<Subsystem>) -> bool {
+        self.registry().subsystems.iter().any(|x| Arc::ptr_eq(x, s))
+    }
+
+    /// A change the discovery log page shows: GENCTR advances.
+    pub(crate) fn bump_genctr(&self) {
         self.registry().genctr += 1;
-        Ok(local)
     }
 
     /// Stops `nqn` being reachable through `addr`: the controllers that came
@@ -613,7 +509,7 @@ impl Target {
     }
 
     /// Closes the port `addr` if neither `listen` nor a subsystem holds it.
-    fn release_listener(&self, addr: SocketAddr) {
+    pub(crate) fn release_listener(&self, addr: SocketAddr) {
         let slot = {
             let mut r = self.registry();
             let used = r.subsystems.iter().any(|s| s.access().listeners.contains(&addr));
@@ -623,7 +519,7 @@ impl Target {
             }
         };
         if let Some(l) = slot {
-            close_listener(l);
+            (l.close)();
         }
     }
 
@@ -631,31 +527,7 @@ impl Target {
     pub fn stop_listening(&self) {
         let slots = std::mem::take(&mut self.registry().listeners);
         for l in slots {
-            close_listener(l);
+            (l.close)();
         }
     }
-}
-
-/// Who holds a port.
-#[derive(Clone, Copy)]
-enum Hold {
-    All,
-    Discovery,
-    Subsystem,
-}
-
-fn close_listener(l: ListenerSlot) {
-    let (id, addr) = (l.poller, l.entry.addr);
-    let (tx, rx) = std::sync::mpsc::channel();
-    if l.reactor
-        .try_send(move |cx| {
-            let _ = cx.unregister(id);
-            let _ = tx.send(());
-        })
-        .is_ok()
-    {
-        // Wait (bounded) so the port is free when this returns.
-        let _ = rx.recv_timeout(Duration::from_secs(5));
-    }
-    tracing::info!(%addr, "stopped listening");
 }

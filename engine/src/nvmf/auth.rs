@@ -1,0 +1,65 @@
+//! Authentication Send and Receive (Fabrics FCTYPE 05h/06h; NVMe Base 2.0
+//! section 8.13) on a connected queue: the data goes to, and comes from,
+//! the queue's DH-HMAC-CHAP state machine.
+
+use std::net::SocketAddr;
+
+use lull_proto::auth::controller::{ControllerAuth, ReceiveError};
+use lull_proto::auth::{OsEntropy, SECP_DHCHAP, SPSP_DHCHAP};
+use lull_proto::fabrics::{AuthCmd, fctype};
+use lull_proto::nvme::status;
+use lull_proto::target_queue::{Request, Response};
+
+use crate::nvmf::ctrlr::{Controller, shown};
+
+/// The queue an authentication command arrived on, for its log lines.
+pub struct AuthQueue<'a> {
+    /// The controller.
+    pub ctrl: &'a Controller,
+    /// The queue's QID.
+    pub qid: u16,
+    /// The host's address.
+    pub peer: SocketAddr,
+}
+
+/// Executes Authentication Send or Receive with the queue's state machine
+/// (`None`: the host has no key on this subsystem, so there is nothing to
+/// authenticate with: Invalid Field in Command). SECP, SPSP0 and SPSP1 must
+/// name DH-HMAC-CHAP and the length be non-zero; a Send carries exactly
+/// that many bytes. A Send is completed successfully whatever the state
+/// machine made of it; a failure is logged here.
+pub fn execute(auth: Option<&mut ControllerAuth>, q: &AuthQueue<'_>, req: &Request) -> Response {
+    let cid = req.sqe.cid();
+    let (ctrl, qid, peer) = (q.ctrl, q.qid, q.peer);
+    let a = AuthCmd::parse(&req.sqe);
+    let Some(auth) = auth else {
+        tracing::debug!(%peer, cntlid = ctrl.cntlid, qid, "authentication command refused: the host has no DH-HMAC-CHAP key on this subsystem");
+        return Response::dnr(cid, status::INVALID_FIELD);
+    };
+    if a.secp != SECP_DHCHAP || a.spsp0 != SPSP_DHCHAP || a.spsp1 != SPSP_DHCHAP || a.len == 0 {
+        return Response::dnr(cid, status::INVALID_FIELD);
+    }
+    if req.sqe.fctype() == fctype::AUTH_SEND {
+        if a.len as usize != req.data.len() {
+            return Response::dnr(cid, status::INVALID_FIELD);
+        }
+        if let Err(reason) = auth.on_send(&req.data, &mut OsEntropy) {
+            tracing::warn!(%peer, cntlid = ctrl.cntlid, qid, hostnqn = %shown(&ctrl.hostnqn), "DH-HMAC-CHAP authentication failed: {reason}");
+        }
+        return Response::ok(cid);
+    }
+    let al = (a.len as usize).min(req.c2h_len as usize);
+    match auth.on_receive(al) {
+        Ok(mut data) => {
+            // The whole buffer, zeroes after the message, as Linux's
+            // target sends it: hosts size the transfer by AL, and the
+            // message says its own length.
+            data.resize(data.len().max(al), 0);
+            if auth.is_authenticated() {
+                tracing::debug!(%peer, cntlid = ctrl.cntlid, qid, "queue authenticated");
+            }
+            Response::ok_with_data(cid, data)
+        }
+        Err(ReceiveError::BufferTooSmall { .. }) => Response::dnr(cid, status::INVALID_FIELD),
+    }
+}

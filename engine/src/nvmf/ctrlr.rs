@@ -19,13 +19,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use lull_proto::nvme::cmd::{AsyncEvent, aec, event_type, lid, notice};
+
 use crate::nvmf::subsystem::Subsystem;
 
 /// Completion DW0 of a Namespace Attribute Changed notice (NVMe Base 2.0
 /// figure 150): event type 2h (Notice), information 00h, log page 04h.
-pub const AEN_NS_ATTRIBUTE_CHANGED: u32 = 0x0004_0002;
-/// AEC bit: Namespace Attribute Notices enabled (NVMe Base 2.0 figure 320).
-pub const AEC_NS_ATTRIBUTE: u32 = 1 << 8;
+pub const AEN_NS_ATTRIBUTE_CHANGED: u32 = AsyncEvent {
+    kind: event_type::NOTICE,
+    info: notice::NAMESPACE_ATTRIBUTE_CHANGED,
+    lid: lid::CHANGED_NS,
+}
+.dw0();
 /// At most this many NSIDs are listed in log page 04h; more make it FFFFFFFFh.
 const CHANGED_NS_MAX: usize = 1024;
 /// Size of the Changed Namespace List log page, bytes.
@@ -387,7 +392,7 @@ impl Controller {
     /// one (completing an outstanding AER, or the next one).
     pub fn namespace_changed(&self, nsid: u32) {
         let mut s = self.state();
-        if s.torn_down || s.aec & AEC_NS_ATTRIBUTE == 0 {
+        if s.torn_down || s.aec & aec::NAMESPACE_ATTRIBUTE == 0 {
             return;
         }
         if !s.changed_ns.contains(&nsid) {

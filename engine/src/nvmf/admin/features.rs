@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use lull_proto::nvme::cmd::{Features, NumberOfQueues, fid};
 use lull_proto::nvme::{admin_opc, status};
 use lull_proto::target_queue::{Request, Response};
 
@@ -11,16 +12,6 @@ use crate::nvmf::admin::Outcome;
 use crate::nvmf::ctrlr::Controller;
 use crate::nvmf::subsystem::SubsystemKind;
 use crate::nvmf::target::Target;
-
-/// Feature identifiers handled (NVMe Base 2.0 figure 271).
-pub mod fid {
-    /// Number of Queues.
-    pub const NUMBER_OF_QUEUES: u8 = 0x07;
-    /// Asynchronous Event Configuration.
-    pub const ASYNC_EVENT_CONFIG: u8 = 0x0B;
-    /// Keep Alive Timer.
-    pub const KEEP_ALIVE_TIMER: u8 = 0x0F;
-}
 
 /// Executes Set Features or Get Features at `now`: FID is CDW10 bits 7:0,
 /// SV (save) CDW10 bit 31 (refused: Feature Identifier Not Saveable), the
@@ -33,30 +24,29 @@ pub fn execute(req: &Request, ctrl: &Controller, target: &Target, now: Instant) 
     let sqe = &req.sqe;
     let cid = sqe.cid();
     let set = sqe.opc() == admin_opc::SET_FEATURES;
-    let cdw10 = sqe.cdw(10);
-    if set && cdw10 & (1 << 31) != 0 {
+    let f = Features::parse(sqe);
+    if set && f.sv {
         return Response::dnr(cid, status::FEATURE_NOT_SAVEABLE).into();
     }
     let discovery = ctrl.subsystem.kind == SubsystemKind::Discovery;
-    let dw0 = match (cdw10 as u8, set) {
+    let dw0 = match (f.fid, set) {
         (fid::NUMBER_OF_QUEUES, _) if discovery => None,
         (fid::NUMBER_OF_QUEUES, true) => {
-            let cdw11 = sqe.cdw(11);
-            let (nsqr, ncqr) = ((cdw11 & 0xFFFF) as u16, (cdw11 >> 16) as u16);
-            ctrl.set_number_of_queues(nsqr, ncqr)
+            let asked = NumberOfQueues::from_dword(f.cdw11);
+            ctrl.set_number_of_queues(asked.nsq, asked.ncq)
                 .map(|granted| u32::from(granted) << 16 | u32::from(granted))
         }
         (fid::NUMBER_OF_QUEUES, false) => {
             let g = u32::from(ctrl.number_of_queues() - 1);
             Some(g << 16 | g)
         }
-        (fid::ASYNC_EVENT_CONFIG, true) => {
-            ctrl.set_aec(sqe.cdw(11));
+        (fid::ASYNC_EVENT_CONFIGURATION, true) => {
+            ctrl.set_aec(f.cdw11);
             Some(0)
         }
-        (fid::ASYNC_EVENT_CONFIG, false) => Some(ctrl.aec()),
+        (fid::ASYNC_EVENT_CONFIGURATION, false) => Some(ctrl.aec()),
         (fid::KEEP_ALIVE_TIMER, true) => {
-            let Ok(kato) = target.kato_for(sqe.cdw(11)) else {
+            let Ok(kato) = target.kato_for(f.cdw11) else {
                 return Response::dnr(cid, status::INVALID_FIELD).into();
             };
             ctrl.set_kato(kato, now);

@@ -2,6 +2,7 @@
 //! 4.1.5; NVMe-oF 1.1 figure 31 for the fabrics fields): the command's
 //! dispatch on CNS, and the data structures it returns.
 
+use lull_proto::nvme::cmd::{Identify, cns};
 use lull_proto::nvme::status;
 use lull_proto::target_queue::{Request, Response};
 
@@ -20,18 +21,6 @@ pub const AERL: u8 = 3;
 /// Keep Alive Support granularity, 100 ms units (1 s, as the Linux target).
 pub const KAS: u16 = 10;
 
-/// Controller or Namespace Structure values answered (NVMe Base 2.0 figure 273).
-pub mod cns {
-    /// Identify Namespace data structure for the NSID.
-    pub const NAMESPACE: u8 = 0x00;
-    /// Identify Controller data structure.
-    pub const CONTROLLER: u8 = 0x01;
-    /// Active Namespace ID list.
-    pub const ACTIVE_NAMESPACES: u8 = 0x02;
-    /// Namespace Identification Descriptor list.
-    pub const NAMESPACE_DESCRIPTORS: u8 = 0x03;
-}
-
 /// Executes Identify (admin opcode 06h): the structure CNS (CDW10 bits 7:0)
 /// names, cut to the host's buffer. An inactive but valid NSID reads as
 /// zeroes; a discovery controller has only the controller structure.
@@ -39,7 +28,7 @@ pub mod cns {
 /// Command for any other CNS or NSID refused.
 pub(crate) fn execute(req: &Request, id: &ControllerIdentity<'_>) -> Response {
     let sqe = &req.sqe;
-    let (cid, nsid, cns) = (sqe.cid(), sqe.nsid(), sqe.cdw(10) as u8);
+    let (cid, nsid, cns) = (sqe.cid(), sqe.nsid(), Identify::parse(sqe).cns);
     let s = id.subsystem;
     let nvm = s.kind == SubsystemKind::Nvm;
     let data = match cns {

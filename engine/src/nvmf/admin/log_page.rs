@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use lull_proto::nvme::cmd::{GetLogPage, lid};
 use lull_proto::nvme::{admin_opc, io_opc, status};
 use lull_proto::target_queue::{Request, Response};
 
@@ -12,22 +13,6 @@ use crate::nvmf::ctrlr::Controller;
 use crate::nvmf::discovery;
 use crate::nvmf::subsystem::{Subsystem, SubsystemKind};
 use crate::nvmf::target::Target;
-
-/// Log page identifiers.
-pub mod lid {
-    /// Error Information.
-    pub const ERROR: u8 = 0x01;
-    /// SMART / Health Information.
-    pub const SMART: u8 = 0x02;
-    /// Firmware Slot Information.
-    pub const FIRMWARE_SLOT: u8 = 0x03;
-    /// Changed Namespace List.
-    pub const CHANGED_NS: u8 = 0x04;
-    /// Commands Supported and Effects.
-    pub const COMMANDS_EFFECTS: u8 = 0x05;
-    /// Discovery (on a discovery controller).
-    pub const DISCOVERY: u8 = 0x70;
-}
 
 /// Executes Get Log Page (admin opcode 02h): LID is CDW10 bits 7:0, NUMD
 /// (0's based dwords) CDW11 bits 15:0 above CDW10 bits 31:16, LPO CDW13:CDW12
@@ -38,11 +23,8 @@ pub mod lid {
 pub(crate) fn execute(req: &Request, ctrl: &Controller, target: &Target, arrived_on: SocketAddr) -> Response {
     let sqe = &req.sqe;
     let cid = sqe.cid();
-    let cdw10 = sqe.cdw(10);
-    let log = cdw10 as u8;
-    let numd = (u64::from(sqe.cdw(11) & 0xFFFF) << 16 | u64::from(cdw10 >> 16)) + 1;
-    let offset = u64::from(sqe.cdw(12)) | u64::from(sqe.cdw(13)) << 32;
-    let len = (numd * 4) as usize;
+    let get = GetLogPage::parse(sqe);
+    let (log, offset, len) = (get.lid, get.lpo, get.len() as usize);
     if !offset.is_multiple_of(4) || len > req.c2h_len as usize {
         return Response::dnr(cid, status::INVALID_FIELD);
     }
@@ -51,7 +33,7 @@ pub(crate) fn execute(req: &Request, ctrl: &Controller, target: &Target, arrived
         (lid::ERROR, _) => error_log(),
         (lid::SMART, false) => smart(&ctrl.subsystem),
         (lid::FIRMWARE_SLOT, false) => firmware_slot(),
-        (lid::CHANGED_NS, false) => ctrl.changed_namespaces_log(cdw10 & (1 << 15) != 0),
+        (lid::CHANGED_NS, false) => ctrl.changed_namespaces_log(get.rae),
         (lid::COMMANDS_EFFECTS, false) => commands_effects(),
         (lid::DISCOVERY, true) => discovery::log_page(target, &ctrl.hostnqn, arrived_on),
         _ => return Response::dnr(cid, status::INVALID_LOG_PAGE),

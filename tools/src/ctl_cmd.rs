@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 #[derive(Args, Debug, Clone)]
 pub struct Socket {
     /// The daemon's JSON-RPC socket.
-    #[arg(skip = PathBuf::from(lull_engine::config::DEFAULT_RPC_SOCKET))]
+    #[arg(skip = PathBuf::from(lull_daemon::config::DEFAULT_RPC_SOCKET))]
     pub rpc_socket: PathBuf,
 }
 
@@ -372,7 +372,7 @@ pub fn set(a: SetArgs) -> Result<(), String> {
         "data_engine_nvme_ioq_poll_period_us" => "data-engine-nvme-ioq-poll-period-us".to_string(),
         _ => name,
     };
-    if let Some(why) = lull_engine::restart_only::restart_needed(&name) {
+    if let Some(why) = lull_daemon::restart_only::restart_needed(&name) {
         return Err(why);
     }
     let mut p = serde_json::Map::new();
@@ -442,7 +442,7 @@ enum BdevCmd {
         /// Name.
         name: String,
         /// Size (bytes, or with KiB/MiB/GiB/TiB).
-        #[arg(value_parser = lull_engine::config::parse_size)]
+        #[arg(value_parser = lull_daemon::config::parse_size)]
         size: u64,
         /// Block size, bytes (512 or 4096).
         #[arg(long, default_value_t = 512)]
@@ -453,7 +453,7 @@ enum BdevCmd {
         /// Name.
         name: String,
         /// Size.
-        #[arg(value_parser = lull_engine::config::parse_size)]
+        #[arg(value_parser = lull_daemon::config::parse_size)]
         size: u64,
         /// Block size, bytes (512 or 4096).
         #[arg(long, default_value_t = 512)]
@@ -667,7 +667,7 @@ enum SubsystemCmd {
 }
 
 fn listen_address(addr: &str) -> Result<Value, String> {
-    let a = lull_engine::config::parse_addr(addr).map_err(|e| format!("`{addr}`: {e}"))?;
+    let a = lull_daemon::config::parse_addr(addr).map_err(|e| format!("`{addr}`: {e}"))?;
     Ok(json!({
         "trtype": "TCP",
         "adrfam": if a.is_ipv4() { "IPv4" } else { "IPv6" },
@@ -890,7 +890,7 @@ pub fn config(a: ConfigArgs) -> Result<(), String> {
                 std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?
             };
             let doc: Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
-            if let Some(key) = lull_engine::rpc::duplicates::first_duplicate_key(text.as_bytes()) {
+            if let Some(key) = lull_daemon::rpc::duplicates::first_duplicate_key(text.as_bytes()) {
                 return Err(format!("{}: key `{key}` appears twice in one object", file.display()));
             }
             let r = call(&a.socket, "load_config", doc)?;

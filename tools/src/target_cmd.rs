@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use lull_engine::app::App;
-use lull_engine::config::{self, BdevConfig, Config, NamespaceConfig, SizeValue, SubsystemConfig};
-use lull_engine::metrics::MetricsServer;
-use lull_engine::rpc::RpcServer;
-use lull_engine::rpc::config_json;
+use lull_daemon::app::App;
+use lull_daemon::config::{self, BdevConfig, Config, NamespaceConfig, SizeValue, SubsystemConfig};
+use lull_daemon::metrics::MetricsServer;
+use lull_daemon::rpc::RpcServer;
+use lull_daemon::rpc::config_json;
 
 /// Arguments of `lull target`: every setting of the config file as a flag.
 #[derive(Args, Debug, Default)]
@@ -402,7 +402,7 @@ pub fn run(mut a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), Str
 fn read_json_config(path: &std::path::Path) -> Result<serde_json::Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("--json-config {}: {e}", path.display()))?;
     let doc = serde_json::from_str(&text).map_err(|e| format!("--json-config {}: not JSON: {e}", path.display()))?;
-    if let Some(key) = lull_engine::rpc::duplicates::first_duplicate_key(text.as_bytes()) {
+    if let Some(key) = lull_daemon::rpc::duplicates::first_duplicate_key(text.as_bytes()) {
         return Err(format!(
             "--json-config {}: key `{key}` appears twice in one object",
             path.display()

@@ -2,8 +2,8 @@
 //! address the host reached (as the Linux target does), never as 0.0.0.0,
 //! so `nvme connect-all` from another machine connects to something real.
 
-use lull_engine::app::App;
-use lull_engine::config::Config;
+use lull_daemon::app::App;
+use lull_daemon::config::Config;
 use lull_transport::fabrics::DISCOVERY_NQN;
 use lull_transport::host_sync::SyncQueue;
 use lull_transport::nvme::{Sqe, admin_opc, psdt};

@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use super::params::{adrfam, decode};
 use super::{RpcError, code};
 use crate::app::App;
-use crate::bdev::stats::{IoStat, OpStat, ResetMode, TICK_RATE};
 use crate::log_level::{self, SpdkLevel};
-use crate::subsystem::{Subsystem, SubsystemKind};
+use lull_engine::bdev::stats::{IoStat, OpStat, ResetMode, TICK_RATE};
+use lull_engine::subsystem::{Subsystem, SubsystemKind};
 
 fn ticks(app: &App) -> u64 {
     app.started().elapsed().as_nanos() as u64

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use lull_engine::app::App;
-use lull_engine::config::Config;
+use lull_daemon::app::App;
+use lull_daemon::config::Config;
 use lull_transport::host_sync::SyncQueue;
 use lull_transport::nvme::{Sqe, admin_opc, psdt};
 use lull_transport::pdu::Digests;

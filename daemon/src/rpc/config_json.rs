@@ -32,7 +32,7 @@ use super::params::{adrfam, uuid_string};
 use super::tuning::{param, skippable};
 use super::{Handler, METHODS, RpcError, code};
 use crate::app::{App, Driver};
-use crate::subsystem::{Subsystem, SubsystemKind};
+use lull_engine::subsystem::{Subsystem, SubsystemKind};
 
 /// The top-level key of lull's own subsystems (see the module comment).
 pub const LULL_SUBSYSTEMS: &str = "lull_subsystems";

@@ -309,7 +309,7 @@ fn log_levels_replace_the_filter() {
     use std::sync::{Arc, Mutex};
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let s2 = seen.clone();
-    lull_engine::log_level::install("info", move |d| {
+    lull_daemon::log_level::install("info", move |d| {
         s2.lock().unwrap().push(d.to_string());
         Ok(())
     });
@@ -338,7 +338,7 @@ fn log_levels_replace_the_filter() {
     for n in ["bdev", "nvme", "nvmf", "nvmf_tcp", "rpc"] {
         assert_eq!(flags[n], false, "{n} in {flags}");
     }
-    assert_eq!(names.len(), lull_engine::log_level::FLAGS.len());
+    assert_eq!(names.len(), lull_daemon::log_level::FLAGS.len());
     assert_eq!(c.ok("log_set_flag", json!({"flag": "nvmf_tcp"})), true);
     assert_eq!(c.ok("log_get_flags", Value::Null)["nvmf_tcp"], true);
     assert_eq!(

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lull_engine::app::App;
-use lull_engine::config::Config;
-use lull_engine::rpc::{RpcServer, config_json};
+use lull_daemon::app::App;
+use lull_daemon::config::Config;
+use lull_daemon::rpc::{RpcServer, config_json};
 use lull_reactor::CoreList;
 use serde_json::{Value, json};
 

@@ -967,7 +967,7 @@ fn subsystem_errors_name_the_field() {
             &s(&format!("nqn = \"{bad}\"\nallow_any_host = true")),
             "subsystem[1].nqn",
             &format!("\"{bad}\""),
-            &crate::subsystem::validate_nqn(bad).unwrap_err(),
+            &lull_engine::subsystem::validate_nqn(bad).unwrap_err(),
         );
     }
     let disc = lull_transport::fabrics::DISCOVERY_NQN;
@@ -1011,7 +1011,7 @@ fn subsystem_errors_name_the_field() {
         &s(&format!("{n}hosts = [\"{HOST1}\", \"host2\"]")),
         "subsystem[1].hosts[1]",
         "\"host2\"",
-        &crate::subsystem::validate_nqn("host2").unwrap_err(),
+        &lull_engine::subsystem::validate_nqn("host2").unwrap_err(),
     );
     expect_err(
         &s(&format!("{n}allow_any_host = true\nhosts = [\"{HOST1}\"]")),
@@ -1073,7 +1073,7 @@ fn subsystem_errors_name_the_field() {
         "\"A\"",
         "one of the bdevs defined: []",
     );
-    let max = crate::identify::MAX_NAMESPACES;
+    let max = lull_engine::identify::MAX_NAMESPACES;
     for nsid in [0, max + 1] {
         expect_err(
             &s(&format!("{n}{h}namespaces = [{{ bdev = \"A\", nsid = {nsid} }}]")),

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use lull_engine::app::App;
+use lull_daemon::app::App;
 use lull_engine::nvme::{HostDhchapKeys, NvmeController, NvmeOptions, NvmeTrid};
 use lull_engine::subsystem::KeyNames;
 use lull_transport::auth::{DhGroup, DhchapSecret};
@@ -538,7 +538,7 @@ fn toml_key_files_become_keyring_keys_named_by_their_paths() {
         cores[0],
         k.display()
     );
-    let settings = lull_engine::config::Config::from_toml(&toml)
+    let settings = lull_daemon::config::Config::from_toml(&toml)
         .unwrap()
         .resolve()
         .unwrap();
@@ -550,7 +550,7 @@ fn toml_key_files_become_keyring_keys_named_by_their_paths() {
         (keys[0].0.as_str(), keys[0].1.path.as_path(), keys[0].2),
         (name.as_str(), k.as_path(), 1)
     );
-    let doc = lull_engine::rpc::config_json::save(&app);
+    let doc = lull_daemon::rpc::config_json::save(&app);
     no_secret(&doc, &[0x77]);
     let nvmf = doc["subsystems"][2]["config"].as_array().unwrap();
     assert!(

@@ -15,10 +15,10 @@ use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lull_engine::app::App;
-use lull_engine::config::Config;
+use lull_daemon::app::App;
+use lull_daemon::config::Config;
+use lull_daemon::rpc::RpcServer;
 use lull_engine::nvme::{IoError, NvmeController, NvmeOptions, NvmeTrid};
-use lull_engine::rpc::RpcServer;
 use lull_reactor::{CoreList, Message, Mode, ReactorConfig, Reactors, TrySendError};
 use lull_transport::host::Completion;
 use lull_transport::host_sync::SyncQueue;
@@ -494,7 +494,7 @@ fn start_writes(ctrl: NvmeController, slots: usize, regions: u64) -> WriteLoad {
     WriteLoad { written, thread }
 }
 
-fn uring_settings(file: &Path, cores: &[usize]) -> lull_engine::config::Settings {
+fn uring_settings(file: &Path, cores: &[usize]) -> lull_daemon::config::Settings {
     let text = format!(
         r#"
 cores = "{}"

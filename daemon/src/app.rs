@@ -16,12 +16,13 @@ use lull_reactor::supervisor::{self, SupervisorConfig, SupervisorHandle};
 use lull_reactor::{CoreList, Mode, ReactorConfig, ReactorHandle, Reactors, StatsSnapshot};
 use lull_transport::target::TargetQueueConfig;
 
-use crate::bdev::{Bdev, FileBdev, NullBdev, RamBdev};
 use crate::config::{BdevKind, BdevSpec, Settings, SubsystemSpec};
 use crate::keyring::{Keyring, KeyringError};
-use crate::nvme::{DhchapOffer, NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
-use crate::subsystem::{KeyNames, Subsystem};
-use crate::target::Target;
+use lull_engine::bdev::{Bdev, FileBdev, NullBdev, RamBdev};
+use lull_engine::meminfo::mem_available;
+use lull_engine::nvme::{DhchapOffer, NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
+use lull_engine::subsystem::{KeyNames, Subsystem};
+use lull_engine::target::Target;
 
 /// Why a control-plane operation failed; each maps to the JSON-RPC error SPDK returns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +76,7 @@ pub struct BdevEntry {
     /// What backs it.
     pub driver: Driver,
     /// Its I/O statistics (`bdev_get_iostat`), shared by its namespaces.
-    pub stats: Arc<crate::bdev::BdevStats>,
+    pub stats: Arc<lull_engine::bdev::BdevStats>,
 }
 
 /// An attached NVMe controller and the bdevs made of its namespaces.
@@ -144,15 +145,6 @@ pub struct App {
     /// What the initiator offers in DH-HMAC-CHAP (`bdev_nvme_set_options`).
     dhchap_offer: Mutex<DhchapOffer>,
     started: Instant,
-}
-
-/// MemAvailable from /proc/meminfo, bytes (`None` where it cannot be read).
-/// What a RAM bdev, or `lull perf --verify`'s per-block state, may take.
-pub fn mem_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -286,7 +278,7 @@ impl App {
     pub fn create_bdev(&self, spec: &BdevSpec) -> Result<String, AppError> {
         crate::config::check_bdev_name(&spec.name)
             .map_err(|e| AppError::InvalidParams(format!("bdev name `{}`: {e}", spec.name)))?;
-        crate::bdev::check_block_size(spec.block_size).map_err(AppError::InvalidParams)?;
+        lull_engine::bdev::check_block_size(spec.block_size).map_err(AppError::InvalidParams)?;
         let exists = || AppError::Exists(format!("bdev {} already exists", spec.name));
         if lock(&self.bdevs).contains_key(&spec.name) {
             return Err(exists());
@@ -341,7 +333,7 @@ impl App {
                 let b = FileBdev::open(&spec.name, filename, bs).map_err(AppError::Failed)?;
                 // Stable across restarts (the data is), different on every machine.
                 let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
-                let derived = crate::bdev::uuid_from_name(machine.trim(), &filename.display().to_string());
+                let derived = lull_engine::bdev::uuid_from_name(machine.trim(), &filename.display().to_string());
                 let b = b.with_uuid(spec.uuid.unwrap_or(derived));
                 if !b.is_direct() {
                     tracing::warn!(bdev = %spec.name, path = %filename.display(), "O_DIRECT not supported here: using the page cache");
@@ -508,7 +500,7 @@ impl App {
 
     fn nvm_subsystem(&self, nqn: &str) -> Result<Arc<Subsystem>, AppError> {
         let s = self.subsystem(nqn)?;
-        if s.kind == crate::subsystem::SubsystemKind::Discovery {
+        if s.kind == lull_engine::subsystem::SubsystemKind::Discovery {
             return Err(AppError::InvalidParams(format!("{nqn} is the discovery subsystem")));
         }
         Ok(s)
@@ -967,7 +959,7 @@ impl App {
     }
 
     /// Makes the bdevs of controller `name` match its namespaces `list`.
-    fn sync_nvme_bdevs(&self, name: &str, list: &[crate::nvme::NsInfo]) {
+    fn sync_nvme_bdevs(&self, name: &str, list: &[lull_engine::nvme::NsInfo]) {
         let mut nvme = lock(&self.nvme);
         let Some(entry) = nvme.get_mut(name) else { return };
         let want: Vec<(String, u32)> = list.iter().map(|ns| (format!("{name}n{}", ns.nsid), ns.nsid)).collect();
@@ -1173,7 +1165,7 @@ impl App {
     /// Per reactor (in order): (commands, total ns) of asynchronous bdev
     /// commands completed there; `None` for a reactor that did not answer in 1 s.
     pub fn async_latency(&self) -> Vec<Option<(u64, u64)>> {
-        self.ask_each(crate::io::async_latency)
+        self.ask_each(lull_engine::io::async_latency)
     }
 
     fn ask_each<T: Send + 'static>(&self, f: fn() -> T) -> Vec<Option<T>> {
@@ -1197,7 +1189,7 @@ impl App {
 
     /// Asynchronous I/O commands running on all reactors (asked of each).
     fn inflight(&self) -> usize {
-        let answers = self.ask_each(crate::io::inflight);
+        let answers = self.ask_each(lull_engine::io::inflight);
         // A reactor that does not answer counts as busy.
         answers.iter().map(|a| a.unwrap_or(1)).sum()
     }

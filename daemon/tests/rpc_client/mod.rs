@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lull_engine::app::App;
-use lull_engine::config::Config;
-use lull_engine::rpc::RpcServer;
+use lull_daemon::app::App;
+use lull_daemon::config::Config;
+use lull_daemon::rpc::RpcServer;
 use lull_reactor::CoreList;
 use serde_json::{Value, json};
 

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use super::params::{adrfam, decode, socket_addr, tcp, uuid_string};
 use super::{RpcError, code};
 use crate::app::App;
-use crate::controller::MAX_IO_QUEUES;
-use crate::identify::MAX_TRANSFER;
-use crate::subsystem::{DEFAULT_MAX_NAMESPACES, SubsystemKind};
+use lull_engine::controller::MAX_IO_QUEUES;
+use lull_engine::identify::MAX_TRANSFER;
+use lull_engine::subsystem::{DEFAULT_MAX_NAMESPACES, SubsystemKind};
 use lull_transport::fabrics::DISCOVERY_NQN;
 use lull_transport::target::MAX_SQ_ENTRIES;
 
@@ -331,7 +331,7 @@ pub(super) fn nvmf_subsystem_set_keys(app: &App, params: Value) -> Result<Value,
 
 /// A host as `nvmf_get_subsystems` lists it: its NQN, and the names of its
 /// keys when it has keyring keys.
-pub(super) fn host_json(s: &crate::subsystem::Subsystem, host: &str) -> Value {
+pub(super) fn host_json(s: &lull_engine::subsystem::Subsystem, host: &str) -> Value {
     let mut v = json!({"nqn": host});
     if let Some(k) = s.host_key_names(host)
         && let Some(o) = v.as_object_mut()

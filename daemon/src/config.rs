@@ -17,9 +17,9 @@ use lull_reactor::supervisor::{Policy, SupervisorConfig};
 use lull_transport::target::TargetQueueConfig;
 use serde::Deserialize;
 
-use crate::nvme::NvmeOptions;
-use crate::subsystem::DEFAULT_MAX_NAMESPACES;
-use crate::target::TargetSettings;
+use lull_engine::nvme::NvmeOptions;
+use lull_engine::subsystem::DEFAULT_MAX_NAMESPACES;
+use lull_engine::target::TargetSettings;
 
 /// The default JSON-RPC socket (SPDK's is `/var/tmp/spdk.sock`).
 pub const DEFAULT_RPC_SOCKET: &str = "/var/tmp/lull.sock";
@@ -701,12 +701,12 @@ fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Resul
     let Some(nqn) = s.nqn.clone() else {
         return bad(at("nqn"), "(missing)", "an NQN such as nqn.2024-01.io.example:vol0");
     };
-    if let Err(e) = crate::subsystem::validate_nqn(&nqn) {
+    if let Err(e) = lull_engine::subsystem::validate_nqn(&nqn) {
         return bad(at("nqn"), format!("\"{nqn}\""), e);
     }
     let serial = s.serial_number.clone().unwrap_or_else(|| default_serial(i));
     let model = s.model_number.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
-    if let Err(e) = crate::subsystem::Subsystem::new(&nqn, &serial, &model) {
+    if let Err(e) = lull_engine::subsystem::Subsystem::new(&nqn, &serial, &model) {
         let field = if e.starts_with("serial") {
             "serial_number"
         } else if e.starts_with("model") {
@@ -723,7 +723,7 @@ fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Resul
     }
     let allow_any_host = s.allow_any_host.unwrap_or(false);
     for (j, h) in s.hosts.iter().enumerate() {
-        if let Err(e) = crate::subsystem::validate_nqn(h) {
+        if let Err(e) = lull_engine::subsystem::validate_nqn(h) {
             return bad(format!("subsystem[{i}].hosts[{j}]"), format!("\"{h}\""), e);
         }
     }
@@ -788,8 +788,12 @@ fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Resul
             );
         }
         let nsid = n.nsid.unwrap_or(0);
-        if n.nsid.is_some() && !(1..=crate::identify::MAX_NAMESPACES).contains(&nsid) {
-            return bad(f("nsid"), nsid, format!("1 to {}", crate::identify::MAX_NAMESPACES));
+        if n.nsid.is_some() && !(1..=lull_engine::identify::MAX_NAMESPACES).contains(&nsid) {
+            return bad(
+                f("nsid"),
+                nsid,
+                format!("1 to {}", lull_engine::identify::MAX_NAMESPACES),
+            );
         }
         if namespaces.iter().any(|(b, _)| *b == bdev) {
             return bad(

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lull_engine::app::App;
-use lull_engine::config::Config;
-use lull_engine::metrics::{self, MetricsServer};
-use lull_engine::rpc::{self, RpcServer};
+use lull_daemon::app::App;
+use lull_daemon::config::Config;
+use lull_daemon::metrics::{self, MetricsServer};
+use lull_daemon::rpc::{self, RpcServer};
 use lull_reactor::CoreList;
 use serde_json::{Value, json};
 

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use super::params::{adrfam, decode, socket_addr, tcp};
 use super::{RpcError, code};
 use crate::app::App;
-use crate::nvme::{CtrlrState, HostDhchapKeys, NvmeOptions, NvmeTrid};
-use crate::subsystem::KeyNames;
+use lull_engine::nvme::{CtrlrState, HostDhchapKeys, NvmeOptions, NvmeTrid};
+use lull_engine::subsystem::KeyNames;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,7 +131,7 @@ struct Attach {
 /// The host NQN used when none is given: stable for this machine.
 pub(crate) fn default_hostnqn() -> String {
     let host = std::fs::read_to_string("/etc/machine-id").unwrap_or_else(|_| "lull".to_string());
-    let id = crate::bdev::uuid_from_name("hostnqn", host.trim());
+    let id = lull_engine::bdev::uuid_from_name("hostnqn", host.trim());
     format!("nqn.2014-08.org.nvmexpress:uuid:{}", super::params::uuid_string(&id))
 }
 
@@ -151,7 +151,7 @@ pub(super) fn bdev_nvme_attach_controller(app: &App, params: Value) -> Result<Va
         return Err(RpcError::invalid("Invalid parameters: subnqn is required for NVMe/TCP"));
     };
     let hostnqn = p.hostnqn.unwrap_or_else(default_hostnqn);
-    crate::subsystem::validate_nqn(&hostnqn)
+    lull_engine::subsystem::validate_nqn(&hostnqn)
         .map_err(|e| RpcError::invalid(format!("Invalid parameters: hostnqn: {e}")))?;
     let mut o = app.nvme_options();
     o.hdgst = p.hdgst.unwrap_or(false);

@@ -88,9 +88,9 @@ pub const FLAGS: &[(&str, &[&str])] = &[
     (
         "app_config",
         &[
-            "lull_engine::rpc::config_json",
-            "lull_engine::config",
-            "lull_engine::app",
+            "lull_daemon::rpc::config_json",
+            "lull_daemon::config",
+            "lull_daemon::app",
         ],
     ),
     ("bdev", &["lull_engine::bdev", "lull_engine::io"]),
@@ -119,7 +119,7 @@ pub const FLAGS: &[(&str, &[&str])] = &[
         &["lull_transport::target", "lull_transport::conn", "lull_transport::pdu"],
     ),
     ("reactor", &["lull_reactor"]),
-    ("rpc", &["lull_engine::rpc"]),
+    ("rpc", &["lull_daemon::rpc"]),
 ];
 
 /// The levels and flags now.

@@ -3,8 +3,8 @@
 //! hosts the same namespace), a given UUID is kept, and a RAM bdev larger
 //! than the memory available is refused (-ENOMEM) instead of killing the daemon.
 
-use lull_engine::app::{App, AppError};
-use lull_engine::config::{BdevKind, BdevSpec, Config, parse_uuid};
+use lull_daemon::app::{App, AppError};
+use lull_daemon::config::{BdevKind, BdevSpec, Config, parse_uuid};
 use serde_json::json;
 
 fn app() -> std::sync::Arc<App> {
@@ -43,7 +43,7 @@ fn uuids_are_random_unless_given() {
     assert_eq!(u("M0")[8] >> 6, 0b10, "RFC 4122 variant");
     assert_eq!(u("M2"), given);
     // Over JSON-RPC: SPDK's `uuid` parameter.
-    let r = lull_engine::rpc::handle_request(
+    let r = lull_daemon::rpc::handle_request(
         &app,
         &json!({"jsonrpc": "2.0", "id": 1, "method": "bdev_malloc_create",
                 "params": {"name": "M3", "num_blocks": 8, "block_size": 512,
@@ -52,7 +52,7 @@ fn uuids_are_random_unless_given() {
     .unwrap();
     assert_eq!(r["result"], "M3");
     assert_eq!(u("M3"), parse_uuid("11111111222243338444555555555555").unwrap());
-    let r = lull_engine::rpc::handle_request(
+    let r = lull_daemon::rpc::handle_request(
         &app,
         &json!({"jsonrpc": "2.0", "id": 2, "method": "bdev_null_create",
                 "params": {"name": "N", "num_blocks": 8, "block_size": 512, "uuid": "not-a-uuid"}}),
@@ -74,7 +74,7 @@ fn a_ram_bdev_beyond_available_memory_is_refused() {
     let e = app.create_bdev(&malloc("Huge", 1 << 41, None)).unwrap_err();
     assert!(matches!(e, AppError::NoMemory(_)), "{e:?}");
     assert!(app.bdev("Huge").is_none());
-    let r = lull_engine::rpc::handle_request(
+    let r = lull_daemon::rpc::handle_request(
         &app,
         &json!({"jsonrpc": "2.0", "id": 1, "method": "bdev_malloc_create",
                 "params": {"name": "Huge", "num_blocks": 1u64 << 41, "block_size": 512}}),

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::RpcError;
 use super::params::decode;
 use crate::app::{App, AppError};
-use crate::nvme::NvmeOptions;
+use lull_engine::nvme::NvmeOptions;
 use lull_reactor::Mode;
 use lull_reactor::supervisor::{Policy, SupervisorConfig};
 

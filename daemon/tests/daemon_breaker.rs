@@ -5,10 +5,10 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use lull_engine::app::App;
-use lull_engine::config::{BdevKind, BdevSpec, Config};
-use lull_engine::metrics::MetricsServer;
-use lull_engine::rpc::RpcServer;
+use lull_daemon::app::App;
+use lull_daemon::config::{BdevKind, BdevSpec, Config};
+use lull_daemon::metrics::MetricsServer;
+use lull_daemon::rpc::RpcServer;
 use serde_json::json;
 
 fn app() -> Arc<App> {
@@ -121,7 +121,7 @@ fn a_batch_over_the_limit_is_one_error() {
 
 fn call(app: &App, method: &str, params: serde_json::Value) -> serde_json::Value {
     let req = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    lull_engine::rpc::handle_request(app, &req).unwrap()
+    lull_daemon::rpc::handle_request(app, &req).unwrap()
 }
 
 #[test]

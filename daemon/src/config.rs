@@ -6,17 +6,27 @@
 //! by field ([`Config::overlay`]); [`Config::resolve`] fills the defaults and
 //! checks ranges and cross-references, naming the field, the bad value and
 //! what is allowed.
+//!
+//! The settings a running daemon can change (reactor modes, the
+//! supervisor, the initiator) are not fields of their own: the file takes
+//! every name and alias of the settings table ([`crate::settings`]), reads
+//! each value by its kind and keeps it in [`Config::live`]; the table's
+//! ranges and defaults apply. The rest (`cores`, the transport, listeners,
+//! bdevs, subsystems) is read only at start.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lull_reactor::CoreList;
-use lull_reactor::supervisor::{Policy, SupervisorConfig};
+use lull_reactor::supervisor::SupervisorConfig;
 use lull_transport::target::TargetQueueConfig;
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
+use crate::settings::{self, Live, Setting, SettingError, SettingValue};
 use lull_engine::nvme::NvmeOptions;
 use lull_engine::subsystem::DEFAULT_MAX_NAMESPACES;
 use lull_engine::target::TargetSettings;
@@ -42,6 +52,16 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl From<SettingError> for ConfigError {
+    fn from(e: SettingError) -> Self {
+        ConfigError {
+            field: e.name,
+            value: e.value,
+            allowed: e.allowed,
+        }
+    }
+}
 
 fn bad<T>(field: impl Into<String>, value: impl fmt::Display, allowed: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError {
@@ -183,51 +203,15 @@ pub struct SubsystemConfig {
 }
 
 /// Every setting of `lull target`, each optional: a file, flags, or both merged.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Config {
     /// CPUs to run reactors on ("0-3,6"); default every usable CPU.
     pub cores: Option<String>,
-    /// Longhorn `data-engine-interrupt-mode-enabled`: true = `mode_policy`
-    /// interrupt, false = poll (when `mode_policy` is not given).
-    #[serde(alias = "data-engine-interrupt-mode-enabled")]
-    pub interrupt_mode: Option<bool>,
-    /// poll, interrupt, hybrid, adaptive or budget.
-    pub mode_policy: Option<String>,
-    /// Budget policy: latency each reactor may add at the 99th percentile,
-    /// us (0 to 1000000; default 50).
-    pub latency_budget_us: Option<u64>,
-    /// Hybrid spin window after the last work, us (0 to 1000000; default 200).
-    pub idle_poll_us: Option<u64>,
-    /// Time between supervisor samples, ms (10 to 60000; default 250).
-    pub supervisor_interval_ms: Option<u64>,
-    /// Load at or above which an adaptive reactor steps up (default 0.5).
-    pub adaptive_high_mark: Option<f64>,
-    /// Estimated interrupt-mode load at or below which it steps down (default 0.15).
-    pub adaptive_low_mark: Option<f64>,
-    /// Consecutive high samples before stepping up (default 2).
-    pub adaptive_up_samples: Option<u32>,
-    /// Consecutive low samples before stepping down (default 8).
-    pub adaptive_down_samples: Option<u32>,
-    /// Initiator I/O queue poll period, us (Longhorn `data-engine-nvme-ioq-poll-period-us`).
-    #[serde(alias = "data-engine-nvme-ioq-poll-period-us")]
-    pub nvme_ioq_poll_period_us: Option<u64>,
-    /// Initiator admin queue poll period, us.
-    pub nvme_adminq_poll_period_us: Option<u64>,
-    /// KATO the initiator asks for, ms.
-    pub keep_alive_timeout_ms: Option<u32>,
-    /// Initiator reconnect delay, s.
-    pub reconnect_delay_sec: Option<u32>,
-    /// Initiator controller loss timeout, s (-1 forever, 0 no reconnect).
-    pub ctrlr_loss_timeout_sec: Option<i32>,
-    /// Initiator fast I/O fail timeout, s.
-    pub fast_io_fail_timeout_sec: Option<u32>,
-    /// Initiator command timeout, us (0 none).
-    pub timeout_us: Option<u64>,
-    /// Initiator retries of a failed command without DNR.
-    pub bdev_retry_count: Option<u32>,
-    /// Initiator I/O queue entries.
-    pub io_queue_size: Option<u16>,
+    /// The live settings given ([`crate::settings::SETTINGS`]: reactor
+    /// modes, the supervisor, the initiator), by their table names (an
+    /// alias given is stored under the name); checked against the ranges
+    /// by [`resolve`](Config::resolve).
+    pub live: BTreeMap<&'static str, SettingValue>,
     /// In-capsule data accepted on I/O queues, bytes (0 to 131072, multiple of 16).
     pub in_capsule_data_size: Option<u32>,
     /// MAXH2CDATA advertised, bytes (4096 to 1048576, multiple of 4).
@@ -249,11 +233,132 @@ pub struct Config {
     /// Target-wide listeners: every subsystem and discovery on each.
     pub listen: Option<Vec<String>>,
     /// Bdevs.
-    #[serde(default)]
     pub bdev: Vec<BdevConfig>,
     /// Subsystems.
-    #[serde(default)]
     pub subsystem: Vec<SubsystemConfig>,
+}
+
+/// The keys of the file that are not live settings, each a field of
+/// [`Config`] of the same name; `$list` are the ones given as TOML arrays
+/// of tables that add up (`[[bdev]]`).
+macro_rules! start_fields {
+    (options: $($opt:ident),*; lists: $($list:ident),*) => {
+        /// Their names, for "expected one of".
+        const START_FIELDS: &[&str] = &[$(stringify!($opt),)* $(stringify!($list)),*];
+
+        /// Reads the value of start field `key` of `map` into `c`.
+        fn read_start_field<'de, A: MapAccess<'de>>(c: &mut Config, key: &str, map: &mut A) -> Result<(), A::Error> {
+            match key {
+                $(stringify!($opt) => {
+                    if c.$opt.is_some() {
+                        return Err(de::Error::duplicate_field(stringify!($opt)));
+                    }
+                    c.$opt = Some(map.next_value()?);
+                })*
+                $(stringify!($list) => {
+                    if !c.$list.is_empty() {
+                        return Err(de::Error::duplicate_field(stringify!($list)));
+                    }
+                    c.$list = map.next_value()?;
+                })*
+                _ => {}
+            }
+            Ok(())
+        }
+    };
+}
+
+start_fields!(
+    options: cores, in_capsule_data_size, max_h2c_data, header_digest, data_digest, kato_min_ms,
+        kato_max_ms, log_level, rpc_socket, metrics, listen;
+    lists: bdev, subsystem
+);
+
+/// A key of the file: a start field, or a live setting (by name or alias).
+enum Key {
+    Start(String),
+    Live(&'static Setting),
+}
+
+/// Reads a key, refusing one that is neither (while the reader still knows
+/// where the key is, so that the error names its line).
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a setting name")
+    }
+    fn visit_str<E: de::Error>(self, k: &str) -> Result<Key, E> {
+        if START_FIELDS.contains(&k) {
+            return Ok(Key::Start(k.to_string()));
+        }
+        if let Some(s) = settings::find(k, settings::EVERY_NAME) {
+            return Ok(Key::Live(s));
+        }
+        let known: Vec<String> = START_FIELDS
+            .iter()
+            .copied()
+            .chain(settings::SETTINGS.iter().flat_map(|s| s.names(settings::EVERY_NAME)))
+            .map(|n| format!("`{n}`"))
+            .collect();
+        Err(E::custom(format_args!(
+            "unknown field `{k}`, expected one of {}",
+            known.join(", ")
+        )))
+    }
+}
+
+/// Reads the file's top-level table: start fields by their types, live
+/// settings by the settings table ([`Setting::read`]), each error placed
+/// on its line by the reader.
+struct ConfigVisitor;
+
+impl<'de> Visitor<'de> for ConfigVisitor {
+    type Value = Config;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("lull's settings")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Config, A::Error> {
+        let mut c = Config::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match key {
+                Key::Start(k) => read_start_field(&mut c, &k, &mut map)?,
+                Key::Live(s) => {
+                    // An alias and the name together are one setting given twice.
+                    if c.live.contains_key(s.name) {
+                        return Err(de::Error::duplicate_field(s.name));
+                    }
+                    let v = map.next_value_seed(LiveSeed(s))?;
+                    c.live.insert(s.name, v);
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// A live setting's value, read by its kind.
+struct LiveSeed(&'static Setting);
+
+impl<'de> DeserializeSeed<'de> for LiveSeed {
+    type Value = SettingValue;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<SettingValue, D::Error> {
+        self.0.read(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for Config {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Config, D::Error> {
+        d.deserialize_map(ConfigVisitor)
+    }
 }
 
 /// What a bdev is, resolved.
@@ -420,24 +525,6 @@ impl Config {
         }
         take!(
             cores,
-            interrupt_mode,
-            mode_policy,
-            latency_budget_us,
-            idle_poll_us,
-            supervisor_interval_ms,
-            adaptive_high_mark,
-            adaptive_low_mark,
-            adaptive_up_samples,
-            adaptive_down_samples,
-            nvme_ioq_poll_period_us,
-            nvme_adminq_poll_period_us,
-            keep_alive_timeout_ms,
-            reconnect_delay_sec,
-            ctrlr_loss_timeout_sec,
-            fast_io_fail_timeout_sec,
-            timeout_us,
-            bdev_retry_count,
-            io_queue_size,
             in_capsule_data_size,
             max_h2c_data,
             header_digest,
@@ -449,6 +536,7 @@ impl Config {
             metrics,
             listen
         );
+        self.live.extend(over.live);
         self.bdev.extend(over.bdev);
         self.subsystem.extend(over.subsystem);
         self
@@ -463,54 +551,23 @@ impl Config {
             None => None,
             Some(c) => Some(CoreList::parse(c).or_else(|e| bad("cores", format!("\"{c}\""), e.to_string()))?),
         };
-        let policy = match (&self.mode_policy, self.interrupt_mode) {
-            (Some(p), _) => p.parse::<Policy>().or_else(|_| {
-                bad(
-                    "mode_policy",
-                    format!("\"{p}\""),
-                    lull_reactor::supervisor::POLICY_NAMES,
-                )
-            })?,
-            (None, Some(true)) | (None, None) => Policy::Interrupt,
-            (None, Some(false)) => Policy::Poll,
-        };
-        let idle_poll_us = self.idle_poll_us.unwrap_or(200);
-        if idle_poll_us > 1_000_000 {
-            return bad("idle_poll_us", idle_poll_us, "0 to 1000000 us");
+        // The live settings, in table order (a mode_policy beside
+        // interrupt_mode wins), each within its range; then the rules
+        // between them.
+        let mut live = Live::default();
+        for s in settings::SETTINGS {
+            if let Some(v) = self.live.get(s.name) {
+                s.set(&mut live, s.name, v)?;
+            }
         }
-        let d = SupervisorConfig::default();
-        let latency_budget_us = self.latency_budget_us.unwrap_or(d.latency_budget.as_micros() as u64);
-        if latency_budget_us > 1_000_000 {
-            return bad("latency_budget_us", latency_budget_us, "0 to 1000000 us");
-        }
-        let supervisor = SupervisorConfig {
-            policy,
-            interval: self.supervisor_interval_ms.map_or(d.interval, Duration::from_millis),
-            high_mark: self.adaptive_high_mark.unwrap_or(d.high_mark),
-            low_mark: self.adaptive_low_mark.unwrap_or(d.low_mark),
-            up_samples: self.adaptive_up_samples.unwrap_or(d.up_samples),
-            down_samples: self.adaptive_down_samples.unwrap_or(d.down_samples),
-            core_policy: Vec::new(),
-            latency_budget: Duration::from_micros(latency_budget_us),
-        };
+        let Live {
+            supervisor,
+            idle_poll,
+            nvme,
+        } = live;
         if let Err(lull_reactor::ReactorError::InvalidSetting { field, value, allowed }) = supervisor.validate() {
             return bad(field, value, allowed);
         }
-
-        let n = NvmeOptions::default();
-        let nvme = NvmeOptions {
-            nvme_ioq_poll_period_us: self.nvme_ioq_poll_period_us.unwrap_or(n.nvme_ioq_poll_period_us),
-            nvme_adminq_poll_period_us: self.nvme_adminq_poll_period_us.unwrap_or(n.nvme_adminq_poll_period_us),
-            keep_alive_timeout_ms: self.keep_alive_timeout_ms.unwrap_or(n.keep_alive_timeout_ms),
-            reconnect_delay_sec: self.reconnect_delay_sec.unwrap_or(n.reconnect_delay_sec),
-            ctrlr_loss_timeout_sec: self.ctrlr_loss_timeout_sec.unwrap_or(n.ctrlr_loss_timeout_sec),
-            fast_io_fail_timeout_sec: self.fast_io_fail_timeout_sec.unwrap_or(n.fast_io_fail_timeout_sec),
-            timeout_us: self.timeout_us.unwrap_or(n.timeout_us),
-            bdev_retry_count: self.bdev_retry_count.unwrap_or(n.bdev_retry_count),
-            io_queue_size: self.io_queue_size.unwrap_or(n.io_queue_size),
-            hdgst: false,
-            ddgst: false,
-        };
         if let Err(msg) = nvme.validate() {
             if !msg.contains(" = ") {
                 // "reconnect_delay_sec and fast_io_fail_timeout_sec must be 0 when
@@ -613,7 +670,7 @@ impl Config {
         Ok(Settings {
             cores,
             supervisor,
-            idle_poll: Duration::from_micros(idle_poll_us),
+            idle_poll,
             nvme,
             transport,
             target,

@@ -8,7 +8,8 @@
 //! - [`log_level`]: the log level at run time, in SPDK's terms;
 //! - [`restart_only`]: the settings read only at start;
 //! - [`keyfile`]: DH-HMAC-CHAP secrets read from private key files;
-//! - [`keyring`]: named secrets, as SPDK's file keyring.
+//! - [`keyring`]: named secrets, as SPDK's file keyring;
+//! - [`settings`]: the table of live settings that config, RPC and CLI read.
 
 pub mod app;
 pub mod config;
@@ -18,3 +19,4 @@ pub mod log_level;
 pub mod metrics;
 pub mod restart_only;
 pub mod rpc;
+pub mod settings;

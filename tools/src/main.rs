@@ -9,6 +9,7 @@ use lull_reactor::CoreList;
 
 mod bench_cmd;
 mod ctl_cmd;
+mod live_flags;
 mod perf_cmd;
 mod target_cmd;
 

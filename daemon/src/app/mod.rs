@@ -11,8 +11,9 @@
 //! file an `impl App` block: `bdevs.rs` (the bdev registry), `nvmf.rs` (the
 //! TCP transport, subsystems, namespaces, listeners, hosts), `keys.rs` (the
 //! keyring), `initiator.rs` (initiator options and remote controllers),
-//! `reactors.rs` (supervisor, spin window, status) and `shutdown.rs` (the
-//! graceful stop). This file holds the type and its start.
+//! `reactors.rs` (supervisor, spin window, status), `live.rs` (every live
+//! setting as one snapshot, through the settings table) and `shutdown.rs`
+//! (the graceful stop). This file holds the type and its start.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +30,7 @@ use crate::keyring::Keyring;
 mod bdevs;
 mod initiator;
 mod keys;
+mod live;
 mod nvmf;
 mod reactors;
 mod shutdown;

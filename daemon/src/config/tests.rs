@@ -3,6 +3,7 @@
 //! `resolve` can report, with the exact field name and what is allowed.
 
 use super::*;
+use lull_reactor::supervisor::Policy;
 
 const HOST1: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000001";
 const HOST2: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000002";
@@ -130,7 +131,7 @@ fn with_sub(extra: &str) -> String {
 #[test]
 fn every_field_parses_and_resolves() {
     let c = parse(FULL);
-    assert_eq!(c.interrupt_mode, Some(true));
+    assert_eq!(c.live.get("interrupt_mode"), Some(&SettingValue::Bool(true)));
     assert_eq!(c.bdev.len(), 4);
     assert_eq!(c.subsystem.len(), 2);
     let s = c.resolve().unwrap();
@@ -279,8 +280,10 @@ fn an_empty_file_is_the_defaults() {
 #[test]
 fn longhorn_aliases_are_accepted_as_toml_keys() {
     let c = parse("data-engine-interrupt-mode-enabled = false\ndata-engine-nvme-ioq-poll-period-us = 1000\n");
-    assert_eq!(c.interrupt_mode, Some(false));
-    assert_eq!(c.nvme_ioq_poll_period_us, Some(1000));
+    // Stored under the settings' names.
+    assert_eq!(c.live.get("interrupt_mode"), Some(&SettingValue::Bool(false)));
+    assert_eq!(c.live.get("nvme_ioq_poll_period_us"), Some(&SettingValue::Int(1000)));
+    assert_eq!(c.live.len(), 2);
     let s = c.resolve().unwrap();
     assert_eq!(s.supervisor.policy, Policy::Poll);
     assert_eq!(s.nvme.nvme_ioq_poll_period_us, 1000);
@@ -395,10 +398,10 @@ namespaces = [{ bdev = "Extra0" }]
     assert_eq!(Config::default().overlay(flags.clone()), flags);
     // Only what the flags give replaces the file's.
     let m = file.clone().overlay(parse("mode_policy = \"poll\"\nlisten = []"));
-    assert_eq!(m.mode_policy.as_deref(), Some("poll"));
+    assert_eq!(m.live.get("mode_policy"), Some(&SettingValue::Word("poll".into())));
     assert_eq!(m.listen, Some(Vec::new()), "an empty list given replaces the file's");
     assert_eq!(m.cores, file.cores);
-    assert_eq!(m.idle_poll_us, file.idle_poll_us);
+    assert_eq!(m.live.get("idle_poll_us"), file.live.get("idle_poll_us"));
     assert_eq!(m.bdev, file.bdev);
     let s = m.resolve().unwrap();
     assert_eq!(s.supervisor.policy, Policy::Poll);
@@ -438,10 +441,10 @@ fn unknown_keys_and_wrong_types_are_toml_errors_naming_the_key() {
     }
     for (text, key) in [
         ("idle_poll_us = \"fast\"", "idle_poll_us"),
-        ("idle_poll_us = -1", "idle_poll_us"),
+        ("idle_poll_us = 1.5", "idle_poll_us"),
         ("interrupt_mode = \"yes\"", "interrupt_mode"),
+        ("mode_policy = 3", "mode_policy"),
         ("cores = 3", "cores"),
-        ("io_queue_size = 70000", "io_queue_size"),
         ("adaptive_high_mark = \"high\"", "adaptive_high_mark"),
         ("listen = \"0.0.0.0:4420\"", "listen"),
         ("rpc_socket = 7", "rpc_socket"),
@@ -469,6 +472,10 @@ fn unknown_keys_and_wrong_types_are_toml_errors_naming_the_key() {
         );
         assert!(!e.ends_with('\n'), "trailing newline trimmed");
     }
+    // A live setting's integer out of its range, even out of the field's
+    // type, is the settings table's range error, naming field and range.
+    expect_err("idle_poll_us = -1", "idle_poll_us", "-1", "0 to 1000000 us");
+    expect_err("io_queue_size = 70000", "io_queue_size", "70000", "2 to 4096 entries");
     // Not TOML at all.
     assert!(Config::from_toml("cores = ").is_err());
     assert!(Config::from_toml("[[bdev]\n").is_err());
@@ -582,7 +589,7 @@ fn top_level_errors_name_the_field() {
             &format!("supervisor_interval_ms = {v}"),
             "supervisor_interval_ms",
             &v.to_string(),
-            "10 to 60000 milliseconds",
+            "10 to 60000 ms",
         );
     }
     for v in ["0.0", "1.0", "-0.5"] {
@@ -594,8 +601,15 @@ fn top_level_errors_name_the_field() {
             "above 0 and below 1, and below adaptive_high_mark",
         );
     }
-    // At or below the low mark (0.15 by default), or above 1.
-    for v in ["0.15", "0.1", "1.5"] {
+    // Above 1: the table's range.
+    expect_err(
+        "adaptive_high_mark = 1.5",
+        "adaptive_high_mark",
+        "1.5",
+        "above 0 and at most 1, and above adaptive_low_mark",
+    );
+    // At or below the low mark (0.15 by default): the rule between the two.
+    for v in ["0.15", "0.1"] {
         let shown = v.parse::<f64>().unwrap().to_string();
         expect_err(
             &format!("adaptive_high_mark = {v}"),
@@ -622,7 +636,7 @@ fn top_level_errors_name_the_field() {
             &format!("{f} = 10000001"),
             f,
             "10000001",
-            "allowed 0..=10000000 us (0 = every loop)",
+            "0 to 10000000 us (0 = every loop)",
         );
         assert!(resolve(&format!("{f} = 10000000")).nvme.validate().is_ok());
     }
@@ -631,7 +645,7 @@ fn top_level_errors_name_the_field() {
             &format!("io_queue_size = {v}"),
             "io_queue_size",
             &v.to_string(),
-            "allowed 2..=4096 entries",
+            "2 to 4096 entries",
         );
     }
     for v in [1, 999, 3_600_001] {
@@ -639,16 +653,16 @@ fn top_level_errors_name_the_field() {
             &format!("keep_alive_timeout_ms = {v}"),
             "keep_alive_timeout_ms",
             &v.to_string(),
-            "allowed 0 (no keep-alive) or 1000..=3600000 ms",
+            "0 (no keep-alive) or 1000 to 3600000 ms",
         );
     }
     assert_eq!(resolve("keep_alive_timeout_ms = 0").nvme.keep_alive_timeout_ms, 0);
-    expect_err("bdev_retry_count = 101", "bdev_retry_count", "101", "allowed 0..=100");
+    expect_err("bdev_retry_count = 101", "bdev_retry_count", "101", "0 to 100 retries");
     expect_err(
         "ctrlr_loss_timeout_sec = -2",
         "ctrlr_loss_timeout_sec",
         "-2",
-        "allowed -1 (forever), 0 (no reconnect) or more seconds",
+        "-1 to 2147483647 s (-1 = forever, 0 = no reconnect)",
     );
     expect_err(
         "reconnect_delay_sec = 0",

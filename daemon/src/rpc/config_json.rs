@@ -32,6 +32,7 @@ use super::params::{adrfam, uuid_string};
 use super::tuning::{param, skippable};
 use super::{Handler, METHODS, RpcError, code};
 use crate::app::{App, Driver};
+use crate::settings::{Part, SETTINGS};
 use lull_engine::subsystem::{Subsystem, SubsystemKind};
 
 /// The top-level key of lull's own subsystems (see the module comment).
@@ -60,24 +61,12 @@ fn entry(method: &str, params: Value) -> Value {
 
 /// The `bdev` subsystem's entries.
 fn bdev_config(app: &App) -> Vec<Value> {
-    let o = app.nvme_options();
-    let mut out = vec![entry(
-        "bdev_nvme_set_options",
-        json!({
-            "action_on_timeout": if o.timeout_us == 0 { "none" } else { "reset" },
-            "timeout_us": o.timeout_us,
-            "keep_alive_timeout_ms": o.keep_alive_timeout_ms,
-            "nvme_adminq_poll_period_us": o.nvme_adminq_poll_period_us,
-            "nvme_ioq_poll_period_us": o.nvme_ioq_poll_period_us,
-            "io_queue_requests": o.io_queue_size,
-            "bdev_retry_count": o.bdev_retry_count,
-            "ctrlr_loss_timeout_sec": o.ctrlr_loss_timeout_sec,
-            "reconnect_delay_sec": o.reconnect_delay_sec,
-            "fast_io_fail_timeout_sec": o.fast_io_fail_timeout_sec,
-            "dhchap_digests": app.dhchap_offer().digest_names(),
-            "dhchap_dhgroups": app.dhchap_offer().dhgroup_names(),
-        }),
-    )];
+    let mut options = super::nvme::options_json(&app.nvme_options());
+    if let Some(m) = options.as_object_mut() {
+        m.insert("dhchap_digests".into(), json!(app.dhchap_offer().digest_names()));
+        m.insert("dhchap_dhgroups".into(), json!(app.dhchap_offer().dhgroup_names()));
+    }
+    let mut out = vec![entry("bdev_nvme_set_options", options)];
     for (name, c, _) in app.controllers() {
         let t = c.trid();
         let co = c.options();
@@ -246,22 +235,17 @@ fn nvmf_config(app: &App) -> Vec<Value> {
     out
 }
 
-/// The `lull` subsystem's entries: settings with no SPDK method.
+/// The `lull` subsystem's entries: settings with no SPDK method (the
+/// supervisor's and the reactors' settings of the settings table).
 fn lull_config(app: &App) -> Vec<Value> {
-    let sup = app.supervisor();
-    let mut out = vec![entry(
-        "lull_set_options",
-        json!({
-            "mode_policy": sup.policy.as_str(),
-            "idle_poll_us": app.idle_poll().as_micros() as u64,
-            "supervisor_interval_ms": sup.interval.as_millis() as u64,
-            "adaptive_high_mark": sup.high_mark,
-            "adaptive_low_mark": sup.low_mark,
-            "adaptive_up_samples": sup.up_samples,
-            "adaptive_down_samples": sup.down_samples,
-            "latency_budget_us": sup.latency_budget.as_micros() as u64,
-        }),
-    )];
+    let live = app.live();
+    let own: Map<String, Value> = SETTINGS
+        .iter()
+        .filter(|s| matches!(s.part, Part::Supervisor | Part::Reactors))
+        .map(|s| (s.name.to_string(), s.get(&live).to_json()))
+        .collect();
+    let sup = live.supervisor;
+    let mut out = vec![entry("lull_set_options", Value::Object(own))];
     // After lull_set_options, which clears per-core policies.
     for (core, p) in &sup.core_policy {
         out.push(entry(

@@ -4,20 +4,19 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::RpcError;
 use super::params::decode;
 use crate::app::{App, AppError};
-use lull_engine::nvme::NvmeOptions;
+use crate::settings::{self, Changes, EVERY_NAME, Live, Names, Part, SETTINGS, SettingValue};
 use lull_reactor::Mode;
-use lull_reactor::supervisor::{Policy, SupervisorConfig};
+use lull_reactor::supervisor::Policy;
 
 fn policy(s: &str) -> Result<Policy, RpcError> {
     s.parse::<Policy>().map_err(|_| {
-        RpcError::invalid(format!(
-            "Invalid parameters: mode `{s}`: allowed poll, interrupt, hybrid, adaptive, budget"
-        ))
+        let words = settings::find("mode_policy", &[]).map_or_else(String::new, |p| p.words().join(", "));
+        RpcError::invalid(format!("Invalid parameters: mode `{s}`: allowed {words}"))
     })
 }
 
@@ -83,12 +82,14 @@ pub(super) fn lull_reactor_set_mode(app: &App, params: Value) -> Result<Value, R
     let p: P = decode(params)?;
     let pol = policy(&p.mode)?;
     let budget = match p.latency_budget_us {
-        Some(us) if us > 1_000_000 => {
-            return Err(RpcError::invalid(format!(
-                "Invalid parameters: latency_budget_us = {us}: allowed 0..=1000000 us"
-            )));
+        Some(us) => {
+            // Checked by the table, as lull_set_options checks it.
+            if let Some(s) = settings::find("latency_budget_us", &[]) {
+                s.check(s.name, &SettingValue::Int(us.into()))
+                    .map_err(|e| invalid(e.to_string()))?;
+            }
+            Some(Duration::from_micros(us))
         }
-        Some(us) => Some(Duration::from_micros(us)),
         None => None,
     };
     if let Some(core) = p.core
@@ -124,178 +125,78 @@ pub(super) fn lull_reactor_set_mode(app: &App, params: Value) -> Result<Value, R
     Ok(Value::Bool(true))
 }
 
-fn supervisor_json(c: &SupervisorConfig) -> Value {
-    json!({
-        "mode_policy": c.policy.as_str(),
-        "supervisor_interval_ms": c.interval.as_millis() as u64,
-        "adaptive_high_mark": c.high_mark,
-        "adaptive_low_mark": c.low_mark,
-        "adaptive_up_samples": c.up_samples,
-        "adaptive_down_samples": c.down_samples,
-        "latency_budget_us": c.latency_budget.as_micros() as u64,
-        "core_policy": c.core_policy.iter().map(|(core, p)| json!({"core": core, "mode_policy": p.as_str()})).collect::<Vec<_>>(),
-    })
+/// The supervisor's settings, by their table names, with the per-core policies.
+fn supervisor_json(live: &Live) -> Value {
+    let mut m: Map<String, Value> = SETTINGS
+        .iter()
+        .filter(|s| s.part == Part::Supervisor)
+        .map(|s| (s.name.to_string(), s.get(live).to_json()))
+        .collect();
+    let core_policy: Vec<Value> = live
+        .supervisor
+        .core_policy
+        .iter()
+        .map(|(core, p)| json!({"core": core, "mode_policy": p.as_str()}))
+        .collect();
+    m.insert("core_policy".into(), Value::Array(core_policy));
+    Value::Object(m)
 }
 
 pub(super) fn lull_supervisor_get_config(app: &App, params: Value) -> Result<Value, RpcError> {
     super::params::none(&params)?;
-    Ok(supervisor_json(&app.supervisor()))
+    Ok(supervisor_json(&app.live()))
 }
 
-/// Every live setting, by its one name (Longhorn's names as aliases).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Options {
-    mode_policy: Option<String>,
-    #[serde(alias = "data-engine-interrupt-mode-enabled")]
-    interrupt_mode: Option<bool>,
-    idle_poll_us: Option<u64>,
-    supervisor_interval_ms: Option<u64>,
-    adaptive_high_mark: Option<f64>,
-    adaptive_low_mark: Option<f64>,
-    adaptive_up_samples: Option<u32>,
-    adaptive_down_samples: Option<u32>,
-    latency_budget_us: Option<u64>,
-    #[serde(alias = "data-engine-nvme-ioq-poll-period-us")]
-    nvme_ioq_poll_period_us: Option<u64>,
-    nvme_adminq_poll_period_us: Option<u64>,
-    keep_alive_timeout_ms: Option<u32>,
-    reconnect_delay_sec: Option<u32>,
-    ctrlr_loss_timeout_sec: Option<i32>,
-    fast_io_fail_timeout_sec: Option<u32>,
-    timeout_us: Option<u64>,
-    bdev_retry_count: Option<u32>,
-    #[serde(alias = "io_queue_requests")]
-    io_queue_size: Option<u16>,
+/// Reads `params` as settings under `names` and applies them
+/// ([`App::change_live`]): -32602 naming the setting when one is refused,
+/// and then nothing changes.
+pub(super) fn change(app: &App, params: Map<String, Value>, names: &Names) -> Result<(), RpcError> {
+    let changes = settings::changes_from_json(&params, names).map_err(invalid)?;
+    apply(app, &changes)
 }
 
-fn apply(app: &App, p: Options) -> Result<(), RpcError> {
-    let new_policy = match (&p.mode_policy, p.interrupt_mode) {
-        (Some(m), _) => Some(policy(m)?),
-        (None, Some(true)) => Some(Policy::Interrupt),
-        (None, Some(false)) => Some(Policy::Poll),
-        (None, None) => None,
-    };
-    let sup_change = |sup: &mut SupervisorConfig| -> Result<(), AppError> {
-        if let Some(pol) = new_policy {
-            sup.policy = pol;
-            sup.core_policy.clear();
-        }
-        if let Some(v) = p.supervisor_interval_ms {
-            sup.interval = Duration::from_millis(v);
-        }
-        if let Some(v) = p.adaptive_high_mark {
-            sup.high_mark = v;
-        }
-        if let Some(v) = p.adaptive_low_mark {
-            sup.low_mark = v;
-        }
-        if let Some(v) = p.adaptive_up_samples {
-            sup.up_samples = v;
-        }
-        if let Some(v) = p.adaptive_down_samples {
-            sup.down_samples = v;
-        }
-        if let Some(v) = p.latency_budget_us {
-            // Checked here so that a huge value is not cut short by the conversion.
-            if v > 1_000_000 {
-                return Err(AppError::InvalidParams(format!(
-                    "Invalid parameters: latency_budget_us = {v}: 0 to 1000000 microseconds"
-                )));
-            }
-            sup.latency_budget = Duration::from_micros(v);
-        }
-        sup.validate()
-            .map_err(|e| AppError::InvalidParams(format!("Invalid parameters: {e}")))
-    };
-    let nvme_change = |o: &mut NvmeOptions| {
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = p.$f { o.$f = v; } )* };
-        }
-        set!(
-            nvme_ioq_poll_period_us,
-            nvme_adminq_poll_period_us,
-            keep_alive_timeout_ms,
-            reconnect_delay_sec,
-            ctrlr_loss_timeout_sec,
-            fast_io_fail_timeout_sec,
-            timeout_us,
-            bdev_retry_count,
-            io_queue_size
-        );
-    };
-    // Check everything before changing anything.
-    sup_change(&mut app.supervisor())?;
-    let mut o = app.nvme_options();
-    nvme_change(&mut o);
-    o.validate()
-        .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
-    if let Some(us) = p.idle_poll_us
-        && us > 1_000_000
-    {
-        return Err(RpcError::invalid(format!(
-            "Invalid parameters: idle_poll_us = {us}: allowed 0..=1000000 us"
-        )));
-    }
-    if let Some(us) = p.idle_poll_us {
-        app.set_idle_poll(Duration::from_micros(us))?;
-    }
-    app.update_nvme_options(nvme_change)?;
-    let (before, after) = app.update_supervisor(sup_change)?;
-    if let Some(m) = after.policy.fixed_mode()
-        && after.policy != before.policy
-    {
-        for h in app.handles() {
-            h.set_mode(m);
-        }
-    }
-    Ok(())
+/// Applies checked `changes`; refusals are -32602 "Invalid parameters: ...".
+pub(super) fn apply(app: &App, changes: &Changes) -> Result<(), RpcError> {
+    app.change_live(changes).map_err(|e| match e {
+        AppError::InvalidParams(m) => invalid(m),
+        other => other.into(),
+    })
 }
 
+fn invalid(m: String) -> RpcError {
+    RpcError::invalid(format!("Invalid parameters: {m}"))
+}
+
+/// The supervisor's settings ([`Part::Supervisor`]), by their names.
 pub(super) fn lull_supervisor_set_config(app: &App, params: Value) -> Result<Value, RpcError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct P {
-        mode_policy: Option<String>,
-        supervisor_interval_ms: Option<u64>,
-        adaptive_high_mark: Option<f64>,
-        adaptive_low_mark: Option<f64>,
-        adaptive_up_samples: Option<u32>,
-        adaptive_down_samples: Option<u32>,
-        latency_budget_us: Option<u64>,
-    }
-    let p: P = decode(params)?;
-    apply(
-        app,
-        Options {
-            mode_policy: p.mode_policy,
-            supervisor_interval_ms: p.supervisor_interval_ms,
-            adaptive_high_mark: p.adaptive_high_mark,
-            adaptive_low_mark: p.adaptive_low_mark,
-            adaptive_up_samples: p.adaptive_up_samples,
-            adaptive_down_samples: p.adaptive_down_samples,
-            latency_budget_us: p.latency_budget_us,
-            ..Options::default()
-        },
-    )?;
+    change(app, decode(params)?, &Names::of(|s| s.part == Part::Supervisor, &[]))?;
     Ok(Value::Bool(true))
 }
 
+/// Every live setting by its table name, with the per-core policies and
+/// the initiator's options also under SPDK's names (`io_queue_requests`,
+/// `action_on_timeout`), as `bdev_nvme_get_options` shows them.
 pub(super) fn lull_get_options(app: &App, params: Value) -> Result<Value, RpcError> {
     super::params::none(&params)?;
-    let mut v = supervisor_json(&app.supervisor());
-    let o = super::nvme::options_json(&app.nvme_options());
-    if let (Some(m), Some(extra)) = (v.as_object_mut(), o.as_object()) {
-        m.insert("idle_poll_us".into(), json!(app.idle_poll().as_micros() as u64));
-        // lull's name for SPDK's io_queue_requests, as `lull set` and the config spell it.
-        m.insert("io_queue_size".into(), json!(app.nvme_options().io_queue_size));
-        for (k, val) in extra {
-            m.insert(k.clone(), val.clone());
+    let live = app.live();
+    let mut m: Map<String, Value> = SETTINGS
+        .iter()
+        .map(|s| (s.name.to_string(), s.get(&live).to_json()))
+        .collect();
+    if let Value::Object(sup) = supervisor_json(&live) {
+        for (k, v) in sup {
+            m.entry(k).or_insert(v);
         }
     }
-    Ok(v)
+    if let Value::Object(spdk) = super::nvme::options_json(&live.nvme) {
+        for (k, v) in spdk {
+            m.entry(k).or_insert(v);
+        }
+    }
+    Ok(Value::Object(m))
 }
 
+/// Any live setting, by its name or an alias (Longhorn's, SPDK's).
 pub(super) fn lull_set_options(app: &App, params: Value) -> Result<Value, RpcError> {
     // A startup-only setting gets "restart needed", not "unknown field".
     if let Some(why) = params
@@ -304,7 +205,6 @@ pub(super) fn lull_set_options(app: &App, params: Value) -> Result<Value, RpcErr
     {
         return Err(RpcError::invalid(format!("Invalid parameters: {why}")));
     }
-    let p: Options = decode(params)?;
-    apply(app, p)?;
+    change(app, decode(params)?, &Names::of(|_| true, EVERY_NAME))?;
     Ok(Value::Bool(true))
 }

@@ -3,36 +3,34 @@
 //! controllers already attached, where SPDK refuses any change once one is).
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::params::{adrfam, decode, socket_addr, tcp};
 use super::{RpcError, code};
 use crate::app::App;
+use crate::settings::{self, Live, Names, Part, SETTINGS, SettingValue};
 use lull_engine::nvme::{CtrlrState, HostDhchapKeys, NvmeOptions, NvmeTrid};
 use lull_engine::subsystem::KeyNames;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetOptions {
-    nvme_ioq_poll_period_us: Option<u64>,
-    nvme_adminq_poll_period_us: Option<u64>,
-    keep_alive_timeout_ms: Option<u32>,
-    reconnect_delay_sec: Option<u32>,
-    ctrlr_loss_timeout_sec: Option<i32>,
-    fast_io_fail_timeout_sec: Option<u32>,
-    timeout_us: Option<u64>,
-    bdev_retry_count: Option<i64>,
-    io_queue_requests: Option<u32>,
-    /// `none` (no timeout) or `reset`; SPDK's `abort` is not implemented.
-    action_on_timeout: Option<String>,
-    /// Hashes the initiator offers in DH-HMAC-CHAP (`sha256`...).
-    dhchap_digests: Option<Vec<String>>,
-    /// DH groups the initiator offers (`null`, `ffdhe2048`...).
-    dhchap_dhgroups: Option<Vec<String>>,
-}
-
+/// SPDK's `bdev_nvme_set_options`: the initiator's settings of the
+/// settings table, by SPDK's names, and what the initiator offers in
+/// DH-HMAC-CHAP. Checked as a whole before anything changes.
 pub(super) fn bdev_nvme_set_options(app: &App, params: Value) -> Result<Value, RpcError> {
-    let p: SetOptions = decode(params)?;
+    #[derive(Deserialize)]
+    struct SpdkOnly {
+        /// `none` (no timeout) or `reset`; SPDK's `abort` is not implemented.
+        action_on_timeout: Option<String>,
+        /// Hashes the initiator offers in DH-HMAC-CHAP (`sha256`...).
+        dhchap_digests: Option<Vec<String>>,
+        /// DH groups the initiator offers (`null`, `ffdhe2048`...).
+        dhchap_dhgroups: Option<Vec<String>>,
+    }
+    let mut rest: Map<String, Value> = decode(params)?;
+    let own: Map<String, Value> = ["action_on_timeout", "dhchap_digests", "dhchap_dhgroups"]
+        .iter()
+        .filter_map(|k| rest.remove_entry(*k))
+        .collect();
+    let p: SpdkOnly = decode(Value::Object(own))?;
     if let Some(a) = &p.action_on_timeout
         && !matches!(a.as_str(), "none" | "reset")
     {
@@ -40,38 +38,26 @@ pub(super) fn bdev_nvme_set_options(app: &App, params: Value) -> Result<Value, R
             "Invalid parameters: action_on_timeout {a}: lull supports none and reset"
         )));
     }
+    // SPDK: -1 retries forever; lull caps retries at 100.
+    if let Some(r) = rest.get_mut("bdev_retry_count")
+        && r.as_i64().is_some_and(|r| r < 0)
+    {
+        *r = json!(100);
+    }
     let offer = app
         .dhchap_offer()
         .with_names(p.dhchap_digests.as_deref(), p.dhchap_dhgroups.as_deref())
         .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
-    app.update_nvme_options(|o| {
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = p.$f { o.$f = v; } )* };
-        }
-        set!(
-            nvme_ioq_poll_period_us,
-            nvme_adminq_poll_period_us,
-            keep_alive_timeout_ms,
-            reconnect_delay_sec,
-            ctrlr_loss_timeout_sec,
-            fast_io_fail_timeout_sec,
-            timeout_us
-        );
-        if p.action_on_timeout.as_deref() == Some("none") {
-            o.timeout_us = 0;
-        }
-        if let Some(r) = p.bdev_retry_count {
-            // SPDK: -1 retries forever; lull caps retries at 100.
-            o.bdev_retry_count = if r < 0 {
-                100
-            } else {
-                u32::try_from(r).unwrap_or(u32::MAX)
-            };
-        }
-        if let Some(q) = p.io_queue_requests {
-            o.io_queue_size = u16::try_from(q).unwrap_or(u16::MAX);
-        }
-    })?;
+    let mut changes = settings::changes_from_json(&rest, &Names::spdk(|s| s.part == Part::Initiator))
+        .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
+    if p.action_on_timeout.as_deref() == Some("none")
+        && let Some(t) = settings::find("timeout_us", &[])
+    {
+        changes
+            .add(t, "action_on_timeout", SettingValue::Int(0))
+            .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
+    }
+    super::lull::apply(app, &changes)?;
     app.set_dhchap_offer(offer);
     Ok(Value::Bool(true))
 }
@@ -88,19 +74,23 @@ pub(super) fn bdev_nvme_get_options(app: &App, params: Value) -> Result<Value, R
     Ok(v)
 }
 
+/// The initiator's options under SPDK's names (`bdev_nvme_get_options`):
+/// the table's initiator settings, with `action_on_timeout`.
 pub(crate) fn options_json(o: &NvmeOptions) -> Value {
-    json!({
-        "nvme_ioq_poll_period_us": o.nvme_ioq_poll_period_us,
-        "nvme_adminq_poll_period_us": o.nvme_adminq_poll_period_us,
-        "keep_alive_timeout_ms": o.keep_alive_timeout_ms,
-        "reconnect_delay_sec": o.reconnect_delay_sec,
-        "ctrlr_loss_timeout_sec": o.ctrlr_loss_timeout_sec,
-        "fast_io_fail_timeout_sec": o.fast_io_fail_timeout_sec,
-        "timeout_us": o.timeout_us,
-        "action_on_timeout": if o.timeout_us == 0 { "none" } else { "reset" },
-        "bdev_retry_count": o.bdev_retry_count,
-        "io_queue_requests": o.io_queue_size,
-    })
+    let live = Live {
+        nvme: o.clone(),
+        ..Live::default()
+    };
+    let mut m: Map<String, Value> = SETTINGS
+        .iter()
+        .filter(|s| s.part == Part::Initiator)
+        .map(|s| (s.spdk_name().to_string(), s.get(&live).to_json()))
+        .collect();
+    m.insert(
+        "action_on_timeout".into(),
+        json!(if o.timeout_us == 0 { "none" } else { "reset" }),
+    );
+    Value::Object(m)
 }
 
 #[derive(Deserialize)]

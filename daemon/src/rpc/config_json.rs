@@ -61,7 +61,7 @@ fn entry(method: &str, params: Value) -> Value {
 
 /// The `bdev` subsystem's entries.
 fn bdev_config(app: &App) -> Vec<Value> {
-    let mut options = super::nvme::options_json(&app.nvme_options());
+    let mut options = super::live::options_json(&app.nvme_options());
     if let Some(m) = options.as_object_mut() {
         m.insert("dhchap_digests".into(), json!(app.dhchap_offer().digest_names()));
         m.insert("dhchap_dhgroups".into(), json!(app.dhchap_offer().dhgroup_names()));

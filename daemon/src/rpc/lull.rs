@@ -7,9 +7,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::RpcError;
+use super::live::{change, invalid, options_json, supervisor_json};
 use super::params::decode;
-use crate::app::{App, AppError};
-use crate::settings::{self, Changes, EVERY_NAME, Live, Names, Part, SETTINGS, SettingValue};
+use crate::app::App;
+use crate::settings::{self, EVERY_NAME, Names, Part, SETTINGS, SettingValue};
 use lull_reactor::Mode;
 use lull_reactor::supervisor::Policy;
 
@@ -125,46 +126,9 @@ pub(super) fn lull_reactor_set_mode(app: &App, params: Value) -> Result<Value, R
     Ok(Value::Bool(true))
 }
 
-/// The supervisor's settings, by their table names, with the per-core policies.
-fn supervisor_json(live: &Live) -> Value {
-    let mut m: Map<String, Value> = SETTINGS
-        .iter()
-        .filter(|s| s.part == Part::Supervisor)
-        .map(|s| (s.name.to_string(), s.get(live).to_json()))
-        .collect();
-    let core_policy: Vec<Value> = live
-        .supervisor
-        .core_policy
-        .iter()
-        .map(|(core, p)| json!({"core": core, "mode_policy": p.as_str()}))
-        .collect();
-    m.insert("core_policy".into(), Value::Array(core_policy));
-    Value::Object(m)
-}
-
 pub(super) fn lull_supervisor_get_config(app: &App, params: Value) -> Result<Value, RpcError> {
     super::params::none(&params)?;
     Ok(supervisor_json(&app.live()))
-}
-
-/// Reads `params` as settings under `names` and applies them
-/// ([`App::change_live`]): -32602 naming the setting when one is refused,
-/// and then nothing changes.
-pub(super) fn change(app: &App, params: Map<String, Value>, names: &Names) -> Result<(), RpcError> {
-    let changes = settings::changes_from_json(&params, names).map_err(invalid)?;
-    apply(app, &changes)
-}
-
-/// Applies checked `changes`; refusals are -32602 "Invalid parameters: ...".
-pub(super) fn apply(app: &App, changes: &Changes) -> Result<(), RpcError> {
-    app.change_live(changes).map_err(|e| match e {
-        AppError::InvalidParams(m) => invalid(m),
-        other => other.into(),
-    })
-}
-
-fn invalid(m: String) -> RpcError {
-    RpcError::invalid(format!("Invalid parameters: {m}"))
 }
 
 /// The supervisor's settings ([`Part::Supervisor`]), by their names.
@@ -188,7 +152,7 @@ pub(super) fn lull_get_options(app: &App, params: Value) -> Result<Value, RpcErr
             m.entry(k).or_insert(v);
         }
     }
-    if let Value::Object(spdk) = super::nvme::options_json(&live.nvme) {
+    if let Value::Object(spdk) = options_json(&live.nvme) {
         for (k, v) in spdk {
             m.entry(k).or_insert(v);
         }

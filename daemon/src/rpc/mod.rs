@@ -13,6 +13,7 @@ pub mod config_json;
 pub mod duplicates;
 mod framework;
 mod keyring;
+mod live;
 mod lull;
 mod nvme;
 mod nvmf;

@@ -5,11 +5,12 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::live::options_json;
 use super::params::{adrfam, decode, socket_addr, tcp};
 use super::{RpcError, code};
 use crate::app::App;
-use crate::settings::{self, Live, Names, Part, SETTINGS, SettingValue};
-use lull_engine::nvme::{CtrlrState, HostDhchapKeys, NvmeOptions, NvmeTrid};
+use crate::settings::{self, Names, Part, SettingValue};
+use lull_engine::nvme::{CtrlrState, HostDhchapKeys, NvmeTrid};
 use lull_engine::subsystem::KeyNames;
 
 /// SPDK's `bdev_nvme_set_options`: the initiator's settings of the
@@ -57,7 +58,7 @@ pub(super) fn bdev_nvme_set_options(app: &App, params: Value) -> Result<Value, R
             .add(t, "action_on_timeout", SettingValue::Int(0))
             .map_err(|e| RpcError::invalid(format!("Invalid parameters: {e}")))?;
     }
-    super::lull::apply(app, &changes)?;
+    super::live::apply(app, &changes)?;
     app.set_dhchap_offer(offer);
     Ok(Value::Bool(true))
 }
@@ -72,25 +73,6 @@ pub(super) fn bdev_nvme_get_options(app: &App, params: Value) -> Result<Value, R
         m.insert("dhchap_dhgroups".into(), json!(offer.dhgroup_names()));
     }
     Ok(v)
-}
-
-/// The initiator's options under SPDK's names (`bdev_nvme_get_options`):
-/// the table's initiator settings, with `action_on_timeout`.
-pub(crate) fn options_json(o: &NvmeOptions) -> Value {
-    let live = Live {
-        nvme: o.clone(),
-        ..Live::default()
-    };
-    let mut m: Map<String, Value> = SETTINGS
-        .iter()
-        .filter(|s| s.part == Part::Initiator)
-        .map(|s| (s.spdk_name().to_string(), s.get(&live).to_json()))
-        .collect();
-    m.insert(
-        "action_on_timeout".into(),
-        json!(if o.timeout_us == 0 { "none" } else { "reset" }),
-    );
-    Value::Object(m)
 }
 
 #[derive(Deserialize)]

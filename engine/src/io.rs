@@ -5,10 +5,10 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use lull_proto::nvme::{Cqe, Status, io_opc, status};
+use lull_proto::target_queue::{Request, Response};
 use lull_reactor::Context;
-use lull_transport::conn::Completer;
-use lull_transport::nvme::{Cqe, Status, io_opc, status};
-use lull_transport::target::{Command, TargetQueue};
+use lull_transport::conn::Responder;
 
 use crate::bdev::stats::{BdevStats, IoErrorKind, IoKind};
 use crate::bdev::{Bdev, BdevDone, BdevError, BdevIo};
@@ -32,7 +32,7 @@ fn bdev_status(e: &BdevError) -> Status {
 }
 
 /// SLBA and block count (NLB is 0's based) of a Read/Write/Compare/Write Zeroes.
-fn range(cmd: &Command) -> (u64, u64) {
+fn range(cmd: &Request) -> (u64, u64) {
     let slba = u64::from(cmd.sqe.cdw(10)) | u64::from(cmd.sqe.cdw(11)) << 32;
     let nlb = u64::from(cmd.sqe.cdw(12) & 0xFFFF) + 1;
     (slba, nlb)
@@ -48,21 +48,9 @@ fn transfer(bdev: &dyn Bdev, slba: u64, nlb: u64) -> Result<usize, Status> {
     Ok(bytes as usize)
 }
 
-/// Executes one I/O command: completes it on `q` at once for a synchronous
-/// bdev (`buf` is a scratch buffer reused across commands of this queue), or
-/// through `later` when an asynchronous bdev finishes.
-// The hot path takes its pieces as plain references rather than a context struct.
-#[allow(clippy::too_many_arguments)]
-pub fn execute(
-    cx: &mut Context,
-    q: &mut TargetQueue,
-    cmd: Command,
-    subsystem: &Arc<Subsystem>,
-    ready: bool,
-    buf: &mut Vec<u8>,
-    io: &CoreIo,
-    later: &Completer,
-) {
+/// Executes one I/O command: answers it through `resp` before returning for
+/// a synchronous bdev, or when an asynchronous bdev finishes.
+pub fn execute(cx: &mut Context, cmd: Request, subsystem: &Arc<Subsystem>, ready: bool, io: &CoreIo, resp: &Responder) {
     io.command();
     // One load of the namespace list per command, shared by both paths.
     let nss = subsystem.namespaces();
@@ -72,9 +60,9 @@ pub fn execute(
             nsid => nss.iter().any(|n| n.nsid == nsid && n.bdev.is_async()),
         };
     if asynchronous {
-        execute_async(cx, cmd, subsystem, &nss, io, later);
+        execute_async(cx, cmd, subsystem, &nss, io, resp);
     } else {
-        execute_sync(q, &cmd, subsystem, &nss, ready, buf, io, cx.index());
+        execute_sync(cx, cmd, subsystem, &nss, ready, io, resp);
     }
 }
 
@@ -83,27 +71,20 @@ fn since(t0: std::time::Instant) -> u64 {
     t0.elapsed().as_nanos() as u64
 }
 
-#[allow(clippy::too_many_arguments)]
 fn execute_sync(
-    q: &mut TargetQueue,
-    cmd: &Command,
+    cx: &mut Context,
+    cmd: Request,
     subsystem: &Subsystem,
     nss: &[Namespace],
     ready: bool,
-    buf: &mut Vec<u8>,
     io: &CoreIo,
-    reactor: usize,
+    resp: &Responder,
 ) {
+    let reactor = cx.index();
     let cid = cmd.sqe.cid();
-    let done = |q: &mut TargetQueue, s: Status| {
-        q.complete(Cqe {
-            cid,
-            status: s,
-            ..Cqe::default()
-        });
-    };
+    let done = |cx: &mut Context, s: Status| resp.respond(cx, Response::status(cid, s));
     if !ready {
-        return done(q, status::COMMAND_SEQUENCE_ERROR);
+        return done(cx, status::COMMAND_SEQUENCE_ERROR);
     }
     let opc = cmd.sqe.opc();
     let nsid = cmd.sqe.nsid();
@@ -111,114 +92,114 @@ fn execute_sync(
         let r = nss
             .iter()
             .try_for_each(|ns| ns.bdev.flush().map_err(|e| failed(&ns.stats, &e)));
-        return done(q, r.map_or_else(|s| s, |()| Status::SUCCESS));
+        return done(cx, r.map_or_else(|s| s, |()| Status::SUCCESS));
     }
     let Some(ns) = nss.iter().find(|n| n.nsid == nsid) else {
-        return done(q, status::INVALID_NAMESPACE.with_dnr());
+        return done(cx, status::INVALID_NAMESPACE.with_dnr());
     };
     let bdev = ns.bdev.as_ref();
     match opc {
         io_opc::READ => {
-            let (slba, nlb) = range(cmd);
+            let (slba, nlb) = range(&cmd);
             let len = match transfer(bdev, slba, nlb) {
                 Ok(l) => l,
-                Err(s) => return done(q, s),
+                Err(s) => return done(cx, s),
             };
             if (cmd.c2h_len as usize) < len {
-                return done(q, status::DATA_SGL_LENGTH_INVALID.with_dnr());
+                return done(cx, status::DATA_SGL_LENGTH_INVALID.with_dnr());
             }
             let t0 = std::time::Instant::now();
-            let bs = u64::from(bdev.block_size());
-            let read = if 4096 % bs == 0 {
-                // Straight into the C2HData PDUs (chunks are multiples of 4 KiB,
-                // so each starts on a block): one copy instead of two.
-                q.complete_with_data_from(Cqe { cid, ..Cqe::default() }, len, |offset, dst| {
-                    bdev.read(slba + offset as u64 / bs, dst)
-                })
-                .map(|_| ())
-            } else {
-                buf.resize(len, 0);
-                bdev.read(slba, &mut buf[..len]).map(|()| {
-                    q.complete_with_data(Cqe { cid, ..Cqe::default() }, &buf[..len]);
-                })
-            };
-            match read {
+            // Into a buffer of the connection's pool, which comes back to it
+            // once the response is sent.
+            let mut data = resp.buffer(len);
+            data.resize(len, 0);
+            match bdev.read(slba, &mut data) {
                 Ok(()) => {
                     ns.stats.record(reactor, IoKind::Read, len as u64, since(t0));
                     subsystem.counters.read(len as u64);
                     io.read(len);
+                    resp.respond(cx, Response::with_data(Cqe { cid, ..Cqe::default() }, data));
                 }
-                Err(e) => done(q, failed(&ns.stats, &e)),
+                Err(e) => {
+                    resp.recycle(data);
+                    done(cx, failed(&ns.stats, &e))
+                }
             }
         }
         io_opc::WRITE | io_opc::COMPARE => {
-            let (slba, nlb) = range(cmd);
+            let (slba, nlb) = range(&cmd);
             let len = match transfer(bdev, slba, nlb) {
                 Ok(l) => l,
-                Err(s) => return done(q, s),
+                Err(s) => return done(cx, s),
             };
             if cmd.data.len() != len {
-                return done(q, status::DATA_SGL_LENGTH_INVALID.with_dnr());
+                return done(cx, status::DATA_SGL_LENGTH_INVALID.with_dnr());
             }
-            if opc == io_opc::WRITE {
+            let status = if opc == io_opc::WRITE {
                 let t0 = std::time::Instant::now();
                 match bdev.write(slba, &cmd.data) {
                     Ok(()) => {
                         ns.stats.record(reactor, IoKind::Write, len as u64, since(t0));
                         subsystem.counters.wrote(len as u64);
                         io.wrote(len);
-                        done(q, Status::SUCCESS)
+                        Status::SUCCESS
                     }
-                    Err(e) => done(q, failed(&ns.stats, &e)),
+                    Err(e) => failed(&ns.stats, &e),
                 }
             } else {
+                let mut buf = resp.buffer(len);
                 buf.resize(len, 0);
-                match bdev.read(slba, &mut buf[..len]) {
-                    Ok(()) if buf[..len] == cmd.data[..] => done(q, Status::SUCCESS),
+                let status = match bdev.read(slba, &mut buf) {
+                    Ok(()) if buf == cmd.data => Status::SUCCESS,
                     Ok(()) => {
                         ns.stats.record_error(IoErrorKind::Miscompare);
-                        done(q, status::COMPARE_FAILURE.with_dnr())
+                        status::COMPARE_FAILURE.with_dnr()
                     }
-                    Err(e) => done(q, failed(&ns.stats, &e)),
-                }
-            }
+                    Err(e) => failed(&ns.stats, &e),
+                };
+                resp.recycle(buf);
+                status
+            };
+            // The host's data is written (or compared): its buffer serves the next command.
+            resp.recycle(cmd.data);
+            done(cx, status)
         }
         io_opc::FLUSH => done(
-            q,
+            cx,
             bdev.flush()
                 .map_or_else(|e| failed(&ns.stats, &e), |()| Status::SUCCESS),
         ),
         io_opc::WRITE_ZEROES => {
-            let (slba, nlb) = range(cmd);
+            let (slba, nlb) = range(&cmd);
             if let Err(e) = crate::bdev::check_range(slba, nlb, bdev.num_blocks()) {
-                return done(q, bdev_status(&e));
+                return done(cx, bdev_status(&e));
             }
             let r = bdev.write_zeroes(slba, nlb);
-            done(q, r.map_or_else(|e| failed(&ns.stats, &e), |()| Status::SUCCESS))
+            done(cx, r.map_or_else(|e| failed(&ns.stats, &e), |()| Status::SUCCESS))
         }
-        io_opc::DATASET_MANAGEMENT => match dsm_ranges(cmd, bdev) {
-            Err(s) => done(q, s),
+        io_opc::DATASET_MANAGEMENT => match dsm_ranges(&cmd, bdev) {
+            Err(s) => done(cx, s),
             Ok((deallocate, ranges)) => {
                 if deallocate {
                     for (lba, n) in ranges {
                         let t0 = std::time::Instant::now();
                         if let Err(e) = bdev.unmap(lba, n) {
-                            return done(q, failed(&ns.stats, &e));
+                            return done(cx, failed(&ns.stats, &e));
                         }
                         let bytes = n * u64::from(bdev.block_size());
                         ns.stats.record(reactor, IoKind::Unmap, bytes, since(t0));
                     }
                 }
-                done(q, Status::SUCCESS)
+                done(cx, Status::SUCCESS)
             }
         },
-        _ => done(q, status::INVALID_OPCODE.with_dnr()),
+        _ => done(cx, status::INVALID_OPCODE.with_dnr()),
     }
 }
 
 /// Parses and checks the DSM ranges (each 16 bytes: attributes, length in
 /// blocks, starting LBA); deallocation is requested by CDW11 bit 2.
-fn dsm_ranges(cmd: &Command, bdev: &dyn Bdev) -> Result<(bool, Vec<(u64, u64)>), Status> {
+fn dsm_ranges(cmd: &Request, bdev: &dyn Bdev) -> Result<(bool, Vec<(u64, u64)>), Status> {
     let nr = (cmd.sqe.cdw(10) & 0xFF) as usize + 1;
     let deallocate = cmd.sqe.cdw(11) & (1 << 2) != 0;
     if cmd.data.len() < nr * 16 {
@@ -264,13 +245,13 @@ pub fn async_latency() -> (u64, u64) {
     ASYNC_LATENCY.with(Cell::get)
 }
 
-/// A [`Completer`] that counts the command out of [`INFLIGHT`] and into
+/// A [`Responder`] that counts the command out of [`INFLIGHT`] and into
 /// [`ASYNC_LATENCY`] when it answers.
 #[derive(Clone)]
-struct Tracked(Completer, std::time::Instant);
+struct Tracked(Responder, std::time::Instant);
 
 impl Tracked {
-    fn new(cx: &Context, later: &Completer) -> Self {
+    fn new(cx: &Context, later: &Responder) -> Self {
         INFLIGHT.with(|n| n.set(n.get() + 1));
         Tracked(later.clone(), cx.now())
     }
@@ -286,12 +267,14 @@ impl Tracked {
 
     fn complete(&self, cx: &mut Context, cqe: Cqe) {
         self.done(cx);
-        self.0.complete(cx, cqe);
+        self.0.respond(cx, cqe.into());
     }
 
-    fn complete_with_data(&self, cx: &mut Context, cqe: Cqe, data: Vec<u8>) {
+    fn complete_with_data(&self, cx: &mut Context, cqe: Cqe, data: &[u8]) {
         self.done(cx);
-        self.0.complete_with_data(cx, cqe, data);
+        let mut buf = self.0.buffer(data.len());
+        buf.extend_from_slice(data);
+        self.0.respond(cx, Response::with_data(cqe, buf));
     }
 }
 
@@ -334,11 +317,11 @@ fn join(later: &Tracked, cid: u16, parts: usize) -> impl Fn(&mut Context, Result
 /// completes through `later`.
 fn execute_async(
     cx: &mut Context,
-    cmd: Command,
+    cmd: Request,
     subsystem: &Arc<Subsystem>,
     nss: &[Namespace],
     io: &CoreIo,
-    later: &Completer,
+    later: &Responder,
 ) {
     let later = &Tracked::new(cx, later);
     let reactor = cx.index();
@@ -395,7 +378,7 @@ fn execute_async(
                             let ns = cx.now().saturating_duration_since(later.1).as_nanos() as u64;
                             stats.record(reactor, IoKind::Read, data.len() as u64, ns);
                             subsystem.counters.read(data.len() as u64);
-                            later.complete_with_data(cx, cqe, data.to_vec());
+                            later.complete_with_data(cx, cqe, data);
                         }
                         Ok(data) if data == &expected[..] => later.complete(cx, cqe),
                         Ok(_) => {

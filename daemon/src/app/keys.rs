@@ -2,7 +2,7 @@
 //! (`keyring_file_*`), who uses each, and the keys a config file names by path.
 
 use lull_engine::subsystem::KeyNames;
-use lull_transport::auth::DhchapSecret;
+use lull_proto::auth::DhchapSecret;
 
 use super::{App, AppError, lock};
 use crate::keyring::{KeyEntry, KeyringError};

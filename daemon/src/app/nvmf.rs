@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use lull_engine::subsystem::{KeyNames, Subsystem};
-use lull_transport::auth::DhchapSecret;
-use lull_transport::target::TargetQueueConfig;
+use lull_proto::auth::DhchapSecret;
+use lull_proto::target_queue::TargetQueueConfig;
 
 use super::{App, AppError, lock};
 

@@ -6,9 +6,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use lull_proto::host_queue::Completion;
+use lull_proto::nvme::{Sqe, io_opc};
 use lull_reactor::Context;
-use lull_transport::host::Completion;
-use lull_transport::nvme::{Sqe, io_opc};
 
 use super::ctrlr::{IoError, NvmeController};
 use crate::bdev::{Bdev, BdevDone, BdevError, BdevIo, check_range};

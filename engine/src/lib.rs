@@ -7,26 +7,17 @@
 //!   data structures hosts read, and serving it on reactors;
 //! - [`io`]: NVM I/O command execution;
 //! - [`nvme`]: the NVMe/TCP initiator (remote controllers on reactors);
-//! - [`config`]: the daemon's settings (TOML file and flags);
-//! - [`keyfile`]: DH-HMAC-CHAP secrets read from private key files;
-//! - [`keyring`]: named secrets, as SPDK's file keyring;
 //! - [`dhchap`]: the DH-HMAC-CHAP hashes and groups allowed;
-//! - [`app`]: the running daemon and its control-plane operations;
-//! - [`rpc`]: the SPDK-compatible JSON-RPC server;
-//! - [`metrics`]: Prometheus text exposition;
-//! - [`log_level`]: the log level at run time, in SPDK's terms.
+//! - [`allocator`], [`meminfo`]: the allocator's settings and the memory
+//!   this machine has.
+//!
+//! The daemon's control plane (settings, JSON-RPC, metrics, the running
+//! application) is the `lull-daemon` crate, built on this one.
 
 pub mod allocator;
-pub mod app;
 pub mod bdev;
-pub mod config;
 pub mod dhchap;
 pub mod io;
-pub mod keyfile;
-pub mod keyring;
-pub mod log_level;
-pub mod metrics;
+pub mod meminfo;
 pub mod nvme;
 pub mod nvmf;
-pub mod restart_only;
-pub mod rpc;

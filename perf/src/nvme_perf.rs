@@ -822,7 +822,7 @@ pub fn run(
         .saturating_mul(8)
         .saturating_mul(if w.verify_state.is_some() { 2 } else { 1 });
     if w.verify
-        && let Some(avail) = lull_engine::app::mem_available()
+        && let Some(avail) = lull_engine::meminfo::mem_available()
         && state_bytes > avail / 2
     {
         return Err(format!(

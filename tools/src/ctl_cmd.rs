@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use lull_daemon::settings;
 use serde_json::{Value, json};
+
+use crate::live_flags;
 
 /// Where the daemon listens: the top-level `-r/--rpc-socket`, which is
 /// global (accepted before or after the subcommand, as `rpc.py -s SOCK
@@ -15,7 +18,7 @@ use serde_json::{Value, json};
 #[derive(Args, Debug, Clone)]
 pub struct Socket {
     /// The daemon's JSON-RPC socket.
-    #[arg(skip = PathBuf::from(lull_engine::config::DEFAULT_RPC_SOCKET))]
+    #[arg(skip = PathBuf::from(lull_daemon::config::DEFAULT_RPC_SOCKET))]
     pub rpc_socket: PathBuf,
 }
 
@@ -296,15 +299,15 @@ enum ModeCmd {
     /// Example: lull mode set adaptive; lull mode set poll --core 2;
     /// lull mode set budget --latency-budget-us 100
     Set {
-        /// poll, interrupt, hybrid, adaptive or budget.
-        #[arg(value_parser = ["poll", "interrupt", "hybrid", "adaptive", "budget"])]
+        /// The policy (the words of the setting mode_policy).
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(live_flags::words("mode_policy")))]
         mode: String,
         /// Only this CPU's reactor.
         #[arg(long)]
         core: Option<usize>,
-        /// The budget policy's latency budget, us (0 to 1000000): what each
-        /// reactor may add at the 99th percentile (sets latency_budget_us).
-        #[arg(long, value_parser = crate::ranged(0, 1_000_000))]
+        /// Sets latency_budget_us: what each reactor may add at the 99th
+        /// percentile under the budget policy.
+        #[arg(long, value_parser = live_flags::int_parser("latency_budget_us"))]
         latency_budget_us: Option<u64>,
     },
     /// Show the policy and thresholds.
@@ -346,12 +349,10 @@ pub fn mode(a: ModeArgs) -> Result<(), String> {
 /// `lull set NAME VALUE`.
 #[derive(Args, Debug)]
 pub struct SetArgs {
-    /// The setting: nvme_ioq_poll_period_us, nvme_adminq_poll_period_us, idle_poll_us,
-    /// mode_policy, interrupt_mode, latency_budget_us, supervisor_interval_ms, adaptive_high_mark,
-    /// adaptive_low_mark, adaptive_up_samples, adaptive_down_samples, keep_alive_timeout_ms,
-    /// reconnect_delay_sec, ctrlr_loss_timeout_sec, fast_io_fail_timeout_sec, timeout_us,
-    /// bdev_retry_count, io_queue_size (Longhorn's names are accepted too). Settings read
-    /// at start (cores, listen, in_capsule_data_size, ...) need a restart: lull set says so.
+    /// The setting: one of the settings table's names or aliases (`-` and
+    /// `_` alike). Settings read at start (cores, listen, ...) need a
+    /// restart: lull set says so.
+    #[arg(long_help = set_name_help())]
     name: String,
     /// Its value (a number, true/false, or a word).
     #[arg(allow_negative_numbers = true)]
@@ -360,23 +361,50 @@ pub struct SetArgs {
     pub(crate) socket: Socket,
 }
 
+/// `lull set --help`'s text for NAME: every live setting, from the table.
+fn set_name_help() -> String {
+    let lines: Vec<String> = settings::SETTINGS
+        .iter()
+        .map(|s| {
+            let aliases: Vec<&str> = s.names(settings::EVERY_NAME).skip(1).collect();
+            let aliases = if aliases.is_empty() {
+                String::new()
+            } else {
+                format!(" (also {})", aliases.join(", "))
+            };
+            format!("  {}{aliases}: {}", s.name, live_flags::help(s))
+        })
+        .collect();
+    format!(
+        "The setting, by its name or an alias (- and _ alike). Settings read at start (cores, listen, ...) need a restart: lull set says so.\n\n{}",
+        lines.join("\n")
+    )
+}
+
+/// The setting `name` (as `lull set` and `lull get` take it) with the
+/// spelling it matched.
+fn live_setting(name: &str) -> Result<(&'static settings::Setting, &'static str), String> {
+    settings::find_loose(name).ok_or_else(|| {
+        format!(
+            "no live setting `{name}`: one of {} (lull get shows them with their values)",
+            settings::name_list()
+        )
+    })
+}
+
 /// Runs `lull set`.
 ///
 /// # Errors
-/// The daemon's error names the setting and the range.
+/// The name unknown, the value out of range (naming the setting and the
+/// range), or the daemon's error.
 pub fn set(a: SetArgs) -> Result<(), String> {
-    let v: Value = serde_json::from_str(&a.value).unwrap_or_else(|_| Value::String(a.value.clone()));
-    let name = a.name.replace('-', "_");
-    let name = match name.as_str() {
-        "data_engine_interrupt_mode_enabled" => "data-engine-interrupt-mode-enabled".to_string(),
-        "data_engine_nvme_ioq_poll_period_us" => "data-engine-nvme-ioq-poll-period-us".to_string(),
-        _ => name,
-    };
-    if let Some(why) = lull_engine::restart_only::restart_needed(&name) {
+    if let Some(why) = lull_daemon::restart_only::restart_needed(&a.name) {
         return Err(why);
     }
+    let (s, name) = live_setting(&a.name)?;
+    let v = live_flags::parse(s, name, &a.value)?.to_json();
     let mut p = serde_json::Map::new();
-    p.insert(name.clone(), v.clone());
+    p.insert(name.to_string(), v.clone());
     call(&a.socket, "lull_set_options", Value::Object(p)).map_err(|e| format!("{name} = {}: {e}", a.value))?;
     eprintln!("{name} = {v}");
     Ok(())
@@ -400,18 +428,13 @@ pub fn get(a: GetArgs) -> Result<(), String> {
     match a.name {
         None => print_json(&all),
         Some(n) => {
-            let key = match n.replace('-', "_").as_str() {
-                "data_engine_nvme_ioq_poll_period_us" => "nvme_ioq_poll_period_us".to_string(),
-                "data_engine_interrupt_mode_enabled" | "interrupt_mode" => "interrupt_mode".to_string(),
-                other => other.to_string(),
-            };
-            let v = if key == "interrupt_mode" {
-                json!(all.get("mode_policy").and_then(Value::as_str) == Some("interrupt"))
-            } else {
-                all.get(&key)
-                    .cloned()
-                    .ok_or_else(|| format!("no setting `{n}` (lull get lists them)"))?
-            };
+            // A setting of the table by any of its names; the other keys
+            // lull_get_options shows (core_policy, action_on_timeout) as they are.
+            let key = settings::find_loose(&n).map_or_else(|| n.replace('-', "_"), |(s, _)| s.name.to_string());
+            let v = all
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| format!("no setting `{n}` (lull get lists them)"))?;
             println!("{v}");
         }
     }
@@ -442,7 +465,7 @@ enum BdevCmd {
         /// Name.
         name: String,
         /// Size (bytes, or with KiB/MiB/GiB/TiB).
-        #[arg(value_parser = lull_engine::config::parse_size)]
+        #[arg(value_parser = lull_daemon::config::parse_size)]
         size: u64,
         /// Block size, bytes (512 or 4096).
         #[arg(long, default_value_t = 512)]
@@ -453,7 +476,7 @@ enum BdevCmd {
         /// Name.
         name: String,
         /// Size.
-        #[arg(value_parser = lull_engine::config::parse_size)]
+        #[arg(value_parser = lull_daemon::config::parse_size)]
         size: u64,
         /// Block size, bytes (512 or 4096).
         #[arg(long, default_value_t = 512)]
@@ -667,7 +690,7 @@ enum SubsystemCmd {
 }
 
 fn listen_address(addr: &str) -> Result<Value, String> {
-    let a = lull_engine::config::parse_addr(addr).map_err(|e| format!("`{addr}`: {e}"))?;
+    let a = lull_daemon::config::parse_addr(addr).map_err(|e| format!("`{addr}`: {e}"))?;
     Ok(json!({
         "trtype": "TCP",
         "adrfam": if a.is_ipv4() { "IPv4" } else { "IPv6" },
@@ -890,7 +913,7 @@ pub fn config(a: ConfigArgs) -> Result<(), String> {
                 std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?
             };
             let doc: Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
-            if let Some(key) = lull_engine::rpc::duplicates::first_duplicate_key(text.as_bytes()) {
+            if let Some(key) = lull_daemon::rpc::duplicates::first_duplicate_key(text.as_bytes()) {
                 return Err(format!("{}: key `{key}` appears twice in one object", file.display()));
             }
             let r = call(&a.socket, "load_config", doc)?;
@@ -925,6 +948,48 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("`cores` cannot change while lull runs"), "{e}");
         assert!(e.contains("restart"), "{e}");
+    }
+
+    #[test]
+    fn set_checks_every_setting_by_the_table_before_asking_the_daemon() {
+        let set_at_no_daemon = |name: &str, value: &str| {
+            set(SetArgs {
+                name: name.into(),
+                value: value.into(),
+                socket: Socket {
+                    rpc_socket: PathBuf::from("/nonexistent/lull-test.sock"),
+                },
+            })
+            .unwrap_err()
+        };
+        for s in settings::SETTINGS {
+            let example = s.example().to_json().to_string();
+            for name in s.names(settings::EVERY_NAME) {
+                for spelled in [name.to_string(), name.replace('_', "-"), name.replace('-', "_")] {
+                    // Name and value pass: only then is the daemon asked.
+                    let e = set_at_no_daemon(&spelled, &example);
+                    assert!(e.contains("cannot reach the daemon"), "{spelled} {example}: {e}");
+                }
+            }
+            // Out of range: refused here, naming the setting and the range.
+            let bad = match s.kind {
+                settings::Kind::Int { min, .. } => (min - 1).to_string(),
+                settings::Kind::Fraction { max, .. } => (max + 0.5).to_string(),
+                settings::Kind::Bool { .. } => "maybe".to_string(),
+                settings::Kind::Word { .. } => "turbo".to_string(),
+            };
+            let e = set_at_no_daemon(s.name, &bad);
+            assert!(e.starts_with(s.name) && !e.contains("cannot reach"), "{}: {e}", s.name);
+            if !matches!(s.kind, settings::Kind::Bool { .. }) {
+                assert!(e.contains(&s.allowed()), "{}: {e}", s.name);
+            }
+            assert!(set_name_help().contains(&format!("  {}", s.name)), "{}", s.name);
+        }
+        let e = set_at_no_daemon("no_such_setting", "1");
+        assert!(
+            e.contains("no live setting `no_such_setting`: one of interrupt_mode, mode_policy"),
+            "{e}"
+        );
     }
 
     #[test]

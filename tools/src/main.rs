@@ -9,6 +9,7 @@ use lull_reactor::CoreList;
 
 mod bench_cmd;
 mod ctl_cmd;
+mod live_flags;
 mod perf_cmd;
 mod target_cmd;
 
@@ -318,7 +319,7 @@ fn init_target_logging(default: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if tracing_subscriber::registry().with(filter).with(fmt).try_init().is_ok() {
-        lull_engine::log_level::install(&initial, move |d| {
+        lull_daemon::log_level::install(&initial, move |d| {
             let f = EnvFilter::try_new(d).map_err(|e| e.to_string())?;
             handle.reload(f).map_err(|e| e.to_string())
         });
@@ -413,7 +414,7 @@ mod socket_tests {
         }
         assert_eq!(
             socket_of(&["lull", "status"]).unwrap(),
-            std::path::PathBuf::from(lull_engine::config::DEFAULT_RPC_SOCKET)
+            std::path::PathBuf::from(lull_daemon::config::DEFAULT_RPC_SOCKET)
         );
         assert_eq!(socket_of(&["lull", "target"]).unwrap(), std::path::PathBuf::new());
         let e = socket_of(&["lull", "-r", "/tmp/S.sock", "perf", "--target", "127.0.0.1:4420"]).unwrap_err();

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use lull_engine::keyfile::read_dhchap_key;
+use lull_daemon::keyfile::read_dhchap_key;
 use lull_engine::nvme::{HostDhchapKeys, NvmeController, NvmeOptions, NvmeTrid};
 use lull_perf::arrival::{Arrival, Rate};
 use lull_perf::inproc::{DEFAULT_HOSTNQN, INPROC_NQN, InprocTarget};
@@ -16,7 +16,7 @@ use lull_perf::nvme_perf::{self, PerfReport, Rw, TargetCpu, Workload};
 use lull_reactor::supervisor::{self, Policy, SupervisorConfig, SupervisorHandle};
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
 
-use lull_engine::config::parse_size;
+use lull_daemon::config::parse_size;
 
 fn parse_policy(s: &str) -> Result<lull_reactor::supervisor::Policy, String> {
     s.parse::<lull_reactor::supervisor::Policy>()

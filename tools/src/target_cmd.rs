@@ -7,11 +7,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use lull_engine::app::App;
-use lull_engine::config::{self, BdevConfig, Config, NamespaceConfig, SizeValue, SubsystemConfig};
-use lull_engine::metrics::MetricsServer;
-use lull_engine::rpc::RpcServer;
-use lull_engine::rpc::config_json;
+use lull_daemon::app::App;
+use lull_daemon::config::{self, BdevConfig, Config, NamespaceConfig, SizeValue, SubsystemConfig};
+use lull_daemon::metrics::MetricsServer;
+use lull_daemon::rpc::RpcServer;
+use lull_daemon::rpc::config_json;
+use lull_daemon::settings::{self, Part, SettingValue};
+
+use crate::live_flags::LiveFlags;
 
 /// Arguments of `lull target`: every setting of the config file as a flag.
 #[derive(Args, Debug, Default)]
@@ -39,61 +42,11 @@ pub struct TargetArgs {
     /// CPUs to run reactors on, e.g. 0-3,6 [default: every usable CPU].
     #[arg(long)]
     cores: Option<String>,
-    /// Reactor mode policy: poll, interrupt, hybrid, adaptive or budget [default: interrupt].
-    #[arg(long = "mode-policy", visible_alias = "mode")]
-    mode_policy: Option<String>,
-    /// Budget policy: latency each reactor may add at the 99th percentile, us
-    /// (0 to 1000000; 0 = poll under load) [default: 50].
-    #[arg(long)]
-    latency_budget_us: Option<u64>,
-    /// Reactors sleep when idle (true: interrupt policy, false: poll), when no --mode-policy.
-    #[arg(long, value_name = "BOOL", visible_alias = "data-engine-interrupt-mode-enabled")]
-    interrupt_mode: Option<bool>,
-    /// Hybrid spin window after the last work, us (0 to 1000000) [default: 200].
-    #[arg(long)]
-    idle_poll_us: Option<u64>,
-    /// Supervisor sampling interval, ms (10 to 60000) [default: 250].
-    #[arg(long)]
-    supervisor_interval_ms: Option<u64>,
-    /// Adaptive: load at or above which a reactor steps up (0..1] [default: 0.5].
-    #[arg(long)]
-    adaptive_high_mark: Option<f64>,
-    /// Adaptive: interrupt-mode load at or below which it steps down (0..1) [default: 0.15].
-    #[arg(long)]
-    adaptive_low_mark: Option<f64>,
-    /// Adaptive: high samples in a row before stepping up (1 to 1000) [default: 2].
-    #[arg(long)]
-    adaptive_up_samples: Option<u32>,
-    /// Adaptive: low samples in a row before stepping down (1 to 1000) [default: 8].
-    #[arg(long)]
-    adaptive_down_samples: Option<u32>,
-    /// Initiator I/O queue poll period, us (0 = event-driven) [default: 100].
-    #[arg(long, visible_alias = "data-engine-nvme-ioq-poll-period-us")]
-    nvme_ioq_poll_period_us: Option<u64>,
-    /// Initiator admin queue poll period, us (0 = event-driven) [default: 0].
-    #[arg(long)]
-    nvme_adminq_poll_period_us: Option<u64>,
-    /// Initiator KATO, ms (0 or 1000 to 3600000) [default: 10000].
-    #[arg(long)]
-    keep_alive_timeout_ms: Option<u32>,
-    /// Initiator reconnect delay, s [default: 2].
-    #[arg(long)]
-    reconnect_delay_sec: Option<u32>,
-    /// Initiator controller loss timeout, s (-1 forever, 0 no reconnect) [default: 15].
-    #[arg(long, allow_negative_numbers = true)]
-    ctrlr_loss_timeout_sec: Option<i32>,
-    /// Initiator fast I/O fail timeout, s [default: 10].
-    #[arg(long)]
-    fast_io_fail_timeout_sec: Option<u32>,
-    /// Initiator command timeout, us (0 = none) [default: 30000000].
-    #[arg(long)]
-    timeout_us: Option<u64>,
-    /// Initiator retries of a failed command without DNR (0 to 100) [default: 3].
-    #[arg(long)]
-    bdev_retry_count: Option<u32>,
-    /// Initiator I/O queue entries (2 to 4096) [default: 128].
-    #[arg(long)]
-    io_queue_size: Option<u16>,
+    /// The live settings (reactor modes, the supervisor, the initiator):
+    /// one flag per setting of the settings table, named as in the config
+    /// file (`--idle-poll-us`), Longhorn's and SPDK's names as aliases.
+    #[command(flatten)]
+    live: LiveFlags,
     /// In-capsule data accepted on I/O queues, bytes (0 to 131072, multiple of 16) [default: 8192].
     #[arg(long, visible_alias = "in-capsule-data")]
     in_capsule_data_size: Option<u32>,
@@ -157,24 +110,7 @@ impl TargetArgs {
     fn to_config(&self) -> Result<Config, String> {
         let mut c = Config {
             cores: self.cores.clone(),
-            interrupt_mode: self.interrupt_mode,
-            mode_policy: self.mode_policy.clone(),
-            latency_budget_us: self.latency_budget_us,
-            idle_poll_us: self.idle_poll_us,
-            supervisor_interval_ms: self.supervisor_interval_ms,
-            adaptive_high_mark: self.adaptive_high_mark,
-            adaptive_low_mark: self.adaptive_low_mark,
-            adaptive_up_samples: self.adaptive_up_samples,
-            adaptive_down_samples: self.adaptive_down_samples,
-            nvme_ioq_poll_period_us: self.nvme_ioq_poll_period_us,
-            nvme_adminq_poll_period_us: self.nvme_adminq_poll_period_us,
-            keep_alive_timeout_ms: self.keep_alive_timeout_ms,
-            reconnect_delay_sec: self.reconnect_delay_sec,
-            ctrlr_loss_timeout_sec: self.ctrlr_loss_timeout_sec,
-            fast_io_fail_timeout_sec: self.fast_io_fail_timeout_sec,
-            timeout_us: self.timeout_us,
-            bdev_retry_count: self.bdev_retry_count,
-            io_queue_size: self.io_queue_size,
+            live: self.live.given.clone(),
             in_capsule_data_size: self.in_capsule_data_size,
             max_h2c_data: self.max_h2c_data,
             header_digest: self.no_header_digest.then_some(false),
@@ -402,7 +338,7 @@ pub fn run(mut a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), Str
 fn read_json_config(path: &std::path::Path) -> Result<serde_json::Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("--json-config {}: {e}", path.display()))?;
     let doc = serde_json::from_str(&text).map_err(|e| format!("--json-config {}: not JSON: {e}", path.display()))?;
-    if let Some(key) = lull_engine::rpc::duplicates::first_duplicate_key(text.as_bytes()) {
+    if let Some(key) = lull_daemon::rpc::duplicates::first_duplicate_key(text.as_bytes()) {
         return Err(format!(
             "--json-config {}: key `{key}` appears twice in one object",
             path.display()
@@ -414,39 +350,15 @@ fn read_json_config(path: &std::path::Path) -> Result<serde_json::Value, String>
 
 /// The live settings given as flags, by their `lull_set_options` names.
 fn flag_settings(a: &TargetArgs) -> serde_json::Map<String, serde_json::Value> {
-    use serde_json::json;
-    let mut m = serde_json::Map::new();
-    let mut put = |k: &str, v: Option<serde_json::Value>| {
-        if let Some(v) = v {
-            m.insert(k.to_string(), v);
-        }
-    };
+    let mut given = a.live.given.clone();
     // interrupt_mode as the policy it means, so a file's mode_policy cannot outrank it.
-    let policy = a.mode_policy.clone().or_else(|| {
-        a.interrupt_mode
-            .map(|i| if i { "interrupt" } else { "poll" }.to_string())
-    });
-    put("mode_policy", policy.map(|p| json!(p)));
-    put("idle_poll_us", a.idle_poll_us.map(|v| json!(v)));
-    put("supervisor_interval_ms", a.supervisor_interval_ms.map(|v| json!(v)));
-    put("adaptive_high_mark", a.adaptive_high_mark.map(|v| json!(v)));
-    put("adaptive_low_mark", a.adaptive_low_mark.map(|v| json!(v)));
-    put("adaptive_up_samples", a.adaptive_up_samples.map(|v| json!(v)));
-    put("adaptive_down_samples", a.adaptive_down_samples.map(|v| json!(v)));
-    put("latency_budget_us", a.latency_budget_us.map(|v| json!(v)));
-    put("nvme_ioq_poll_period_us", a.nvme_ioq_poll_period_us.map(|v| json!(v)));
-    put(
-        "nvme_adminq_poll_period_us",
-        a.nvme_adminq_poll_period_us.map(|v| json!(v)),
-    );
-    put("keep_alive_timeout_ms", a.keep_alive_timeout_ms.map(|v| json!(v)));
-    put("reconnect_delay_sec", a.reconnect_delay_sec.map(|v| json!(v)));
-    put("ctrlr_loss_timeout_sec", a.ctrlr_loss_timeout_sec.map(|v| json!(v)));
-    put("fast_io_fail_timeout_sec", a.fast_io_fail_timeout_sec.map(|v| json!(v)));
-    put("timeout_us", a.timeout_us.map(|v| json!(v)));
-    put("bdev_retry_count", a.bdev_retry_count.map(|v| json!(v)));
-    put("io_queue_size", a.io_queue_size.map(|v| json!(v)));
-    m
+    if let Some(SettingValue::Bool(i)) = given.remove("interrupt_mode") {
+        let policy = if i { "interrupt" } else { "poll" };
+        given
+            .entry("mode_policy")
+            .or_insert_with(|| SettingValue::Word(policy.to_string()));
+    }
+    given.into_iter().map(|(k, v)| (k.to_string(), v.to_json())).collect()
 }
 
 /// Applies the JSON config after the TOML file's objects; flags win: their
@@ -465,45 +377,27 @@ fn apply_json_config(app: &App, doc: &serde_json::Value, a: &TargetArgs) -> Resu
         transport.insert("max_h2c_data".into(), json!(v));
     }
     overrides.push(("nvmf_create_transport", transport));
+    // Each setting goes to the entry of its part: the initiator's to
+    // bdev_nvme_set_options under SPDK's names, the rest to lull_set_options.
     let mut nvme = Map::new();
+    let mut own = Map::new();
     for (k, v) in &live {
-        match k.as_str() {
-            "io_queue_size" => {
-                nvme.insert("io_queue_requests".into(), v.clone());
+        let Some(s) = settings::find(k, &[]) else { continue };
+        match s.part {
+            Part::Initiator => {
+                nvme.insert(s.spdk_name().into(), v.clone());
+                if s.name == "timeout_us" {
+                    let none = v.as_u64() == Some(0);
+                    nvme.insert("action_on_timeout".into(), json!(if none { "none" } else { "reset" }));
+                }
             }
-            "timeout_us" => {
-                let none = v.as_u64() == Some(0);
-                nvme.insert("timeout_us".into(), v.clone());
-                nvme.insert("action_on_timeout".into(), json!(if none { "none" } else { "reset" }));
+            Part::Supervisor | Part::Reactors => {
+                own.insert(k.clone(), v.clone());
             }
-            k if k.starts_with("nvme_")
-                || k.ends_with("_sec")
-                || k == "keep_alive_timeout_ms"
-                || k == "bdev_retry_count" =>
-            {
-                nvme.insert(k.to_string(), v.clone());
-            }
-            _ => {}
+            Part::Shorthand => {}
         }
     }
     overrides.push(("bdev_nvme_set_options", nvme));
-    let own: Map<String, Value> = live
-        .iter()
-        .filter(|(k, _)| {
-            matches!(
-                k.as_str(),
-                "mode_policy"
-                    | "idle_poll_us"
-                    | "supervisor_interval_ms"
-                    | "adaptive_high_mark"
-                    | "adaptive_low_mark"
-                    | "adaptive_up_samples"
-                    | "adaptive_down_samples"
-                    | "latency_budget_us"
-            )
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     overrides.push(("lull_set_options", own));
     // Each skipped entry is logged as a warning by the loader.
     let report = config_json::load(app, doc, &overrides).map_err(|e| e.message)?;

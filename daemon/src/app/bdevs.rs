@@ -1,0 +1,237 @@
+//! The bdev registry: malloc, null and uring bdevs created and deleted by
+//! name, each with its UUID checked unique (`bdev_*_create`, `bdev_*_delete`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lull_engine::bdev::{Bdev, FileBdev, NullBdev, RamBdev};
+use lull_engine::meminfo::mem_available;
+
+use super::{App, AppError, lock};
+use crate::config::{BdevKind, BdevSpec};
+
+/// What backs a bdev (SPDK's `product_name` and driver).
+#[derive(Clone)]
+pub enum Driver {
+    /// RAM.
+    Malloc,
+    /// Null.
+    Null,
+    /// A file or block device on io_uring.
+    Uring {
+        /// Its path.
+        filename: std::path::PathBuf,
+    },
+    /// A namespace of an attached NVMe controller.
+    Nvme {
+        /// The controller's name.
+        ctrlr: String,
+        /// NSID on the remote controller.
+        nsid: u32,
+    },
+}
+
+/// A named bdev.
+#[derive(Clone)]
+pub struct BdevEntry {
+    /// The bdev.
+    pub bdev: Arc<dyn Bdev>,
+    /// What backs it.
+    pub driver: Driver,
+    /// Its I/O statistics (`bdev_get_iostat`), shared by its namespaces.
+    pub stats: Arc<lull_engine::bdev::BdevStats>,
+}
+
+impl App {
+    /// Creates a malloc, null or uring bdev.
+    ///
+    /// # Errors
+    /// [`AppError::Exists`] for a taken name, [`AppError::InvalidParams`] for a bad size or
+    /// block size, [`AppError::Failed`] when the file cannot be opened.
+    pub fn create_bdev(&self, spec: &BdevSpec) -> Result<String, AppError> {
+        crate::config::check_bdev_name(&spec.name)
+            .map_err(|e| AppError::InvalidParams(format!("bdev name `{}`: {e}", spec.name)))?;
+        lull_engine::bdev::check_block_size(spec.block_size).map_err(AppError::InvalidParams)?;
+        let exists = || AppError::Exists(format!("bdev {} already exists", spec.name));
+        if lock(&self.bdevs).contains_key(&spec.name) {
+            return Err(exists());
+        }
+        // A UUID names one bdev (SPDK registers it as an alias): two bdevs
+        // sharing one would show hosts two namespaces with one NGUID/UUID,
+        // which a multipath host merges into one device over different data.
+        if let Some(u) = spec.uuid
+            && let Some(e) = uuid_taken(&lock(&self.uuids), &u)
+        {
+            return Err(e);
+        }
+        // Built without the lock (a large RAM bdev takes seconds to fill);
+        // the name is checked again when it goes in.
+        let bs = spec.block_size;
+        // Like SPDK: a RAM or null bdev gets a random UUID unless one is
+        // given, so two nodes built from one config never show hosts the same
+        // namespace identity (multipath would merge them).
+        let random = || {
+            let mut u = [0u8; 16];
+            let _ = rustix::rand::getrandom(&mut u, rustix::rand::GetRandomFlags::empty());
+            u[6] = (u[6] & 0x0F) | 0x40;
+            u[8] = (u[8] & 0x3F) | 0x80;
+            u
+        };
+        let (bdev, driver): (Arc<dyn Bdev>, Driver) = match &spec.kind {
+            BdevKind::Malloc { num_blocks } => {
+                let bytes = num_blocks
+                    .checked_mul(u64::from(bs))
+                    .ok_or_else(|| AppError::InvalidParams("num_blocks x block_size overflows".into()))?;
+                if let Some(avail) = mem_available()
+                    && bytes > avail
+                {
+                    return Err(AppError::NoMemory(format!(
+                        "a malloc bdev of {bytes} bytes does not fit in this machine's {avail} bytes of available memory"
+                    )));
+                }
+                let b = RamBdev::new(&spec.name, bytes, bs).map_err(|e| {
+                    if e.starts_with("cannot allocate") {
+                        AppError::NoMemory(e)
+                    } else {
+                        AppError::InvalidParams(e)
+                    }
+                })?;
+                (Arc::new(b.with_uuid(spec.uuid.unwrap_or_else(random))), Driver::Malloc)
+            }
+            BdevKind::Null { num_blocks } => {
+                let b = NullBdev::new(&spec.name, *num_blocks, bs).map_err(AppError::InvalidParams)?;
+                (Arc::new(b.with_uuid(spec.uuid.unwrap_or_else(random))), Driver::Null)
+            }
+            BdevKind::Uring { filename } => {
+                let b = FileBdev::open(&spec.name, filename, bs).map_err(AppError::Failed)?;
+                // Stable across restarts (the data is), different on every machine.
+                let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+                let derived = lull_engine::bdev::uuid_from_name(machine.trim(), &filename.display().to_string());
+                let b = b.with_uuid(spec.uuid.unwrap_or(derived));
+                if !b.is_direct() {
+                    tracing::warn!(bdev = %spec.name, path = %filename.display(), "O_DIRECT not supported here: using the page cache");
+                }
+                (
+                    Arc::new(b),
+                    Driver::Uring {
+                        filename: filename.clone(),
+                    },
+                )
+            }
+        };
+        let mut bdevs = lock(&self.bdevs);
+        if bdevs.contains_key(&spec.name) {
+            return Err(exists());
+        }
+        // Again under the lock, with the UUID the bdev got (given or derived).
+        let mut uuids = lock(&self.uuids);
+        if let Some(e) = uuid_taken(&uuids, &bdev.uuid()) {
+            return Err(e);
+        }
+        uuids.insert(bdev.uuid(), spec.name.clone());
+        drop(uuids);
+        bdevs.insert(
+            spec.name.clone(),
+            BdevEntry {
+                bdev,
+                driver,
+                stats: Arc::default(),
+            },
+        );
+        tracing::info!(bdev = %spec.name, "bdev created");
+        Ok(spec.name.clone())
+    }
+
+    /// Every bdev, by name.
+    pub fn bdevs(&self) -> Vec<(String, BdevEntry)> {
+        lock(&self.bdevs).iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// The bdev `name`.
+    pub fn bdev(&self, name: &str) -> Option<BdevEntry> {
+        lock(&self.bdevs).get(name).cloned()
+    }
+
+    /// The subsystems whose namespaces use bdev `name`, with the NSIDs.
+    pub fn claims(&self, name: &str) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for s in self.target.subsystems() {
+            for ns in s.namespaces().iter() {
+                if ns.bdev.name() == name {
+                    out.push((s.nqn.clone(), ns.nsid));
+                }
+            }
+        }
+        out
+    }
+
+    /// Deletes bdev `name` if its driver is `kind` ("malloc", "null", "uring";
+    /// "" for any of them). As in SPDK, namespaces on it are removed first (a
+    /// hot remove); a uring bdev is flushed. Returns the namespaces removed,
+    /// as (subsystem NQN, NSID).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when there is no such bdev of that kind.
+    pub fn delete_bdev(&self, name: &str, kind: &str) -> Result<Vec<(String, u32)>, AppError> {
+        // Under the bdev map's lock, which add_namespace also holds from its
+        // lookup to its insert: no namespace can be added to a bdev being deleted.
+        let entry = {
+            let mut bdevs = lock(&self.bdevs);
+            let Some(e) = bdevs.get(name) else {
+                return Err(AppError::NotFound(format!("bdev {name} does not exist")));
+            };
+            let matches = matches!(
+                (&e.driver, kind),
+                (Driver::Malloc, "malloc" | "") | (Driver::Null, "null" | "") | (Driver::Uring { .. }, "uring" | "")
+            );
+            if !matches {
+                let what = if kind.is_empty() { "malloc, null or uring" } else { kind };
+                return Err(AppError::NotFound(format!("bdev {name} is not a {what} bdev")));
+            }
+            let e = bdevs.remove(name).ok_or_else(|| AppError::NotFound(name.to_string()))?;
+            lock(&self.uuids).remove(&e.bdev.uuid());
+            let removed = self.unclaim(name);
+            (e, removed)
+        };
+        let (entry, removed) = entry;
+        if let Err(e) = entry.bdev.flush() {
+            tracing::warn!(bdev = name, error = %e, "flush before delete failed");
+        }
+        tracing::info!(bdev = name, "bdev deleted");
+        Ok(removed)
+    }
+
+    /// Removes every namespace on bdev `name` (the caller holds the bdev
+    /// map's lock); returns those removed as (subsystem NQN, NSID).
+    pub(super) fn unclaim(&self, name: &str) -> Vec<(String, u32)> {
+        let mut removed = Vec::new();
+        for (nqn, nsid) in self.claims(name) {
+            if let Some(s) = self.target.subsystem(&nqn)
+                && s.remove_namespace(nsid).is_ok()
+            {
+                self.notify_namespace_changed(&s, nsid);
+                tracing::info!(bdev = name, subnqn = %nqn, nsid, "namespace removed with its bdev");
+                removed.push((nqn, nsid));
+            }
+        }
+        removed
+    }
+}
+
+/// The error for a bdev UUID another bdev has already, if one has.
+fn uuid_taken(uuids: &BTreeMap<[u8; 16], String>, uuid: &[u8; 16]) -> Option<AppError> {
+    uuids.get(uuid).map(|name| {
+        let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+        let text = format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        );
+        AppError::Exists(format!(
+            "uuid {text} is already bdev {name}'s; each bdev needs its own (give this one another uuid)"
+        ))
+    })
+}

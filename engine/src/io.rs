@@ -40,8 +40,8 @@ fn range(cmd: &Command) -> (u64, u64) {
 
 /// Checks the range and the transfer size; returns the byte length.
 fn transfer(bdev: &dyn Bdev, slba: u64, nlb: u64) -> Result<usize, Status> {
-    crate::bdev::check_range(slba, nlb, bdev.num_blocks()).map_err(|e| bdev_status(&e))?;
-    let bytes = nlb * u64::from(bdev.block_size());
+    crate::bdev::check_range(slba, nlb, bdev.info().num_blocks).map_err(|e| bdev_status(&e))?;
+    let bytes = nlb * u64::from(bdev.info().block_size);
     if bytes > u64::from(MAX_TRANSFER) {
         return Err(status::INVALID_FIELD.with_dnr());
     }
@@ -64,156 +64,17 @@ pub fn execute(
     later: &Completer,
 ) {
     io.command();
-    // One load of the namespace list per command, shared by both paths.
-    let nss = subsystem.namespaces();
-    let asynchronous = ready
-        && match cmd.sqe.nsid() {
-            0xFFFF_FFFF => nss.iter().any(|n| n.bdev.is_async()),
-            nsid => nss.iter().any(|n| n.nsid == nsid && n.bdev.is_async()),
-        };
-    if asynchronous {
-        execute_async(cx, cmd, subsystem, &nss, io, later);
-    } else {
-        execute_sync(q, &cmd, subsystem, &nss, ready, buf, io, cx.index());
-    }
-}
-
-/// Nanoseconds since `t0`: the latency of a synchronous bdev call.
-fn since(t0: std::time::Instant) -> u64 {
-    t0.elapsed().as_nanos() as u64
-}
-
-#[allow(clippy::too_many_arguments)]
-fn execute_sync(
-    q: &mut TargetQueue,
-    cmd: &Command,
-    subsystem: &Subsystem,
-    nss: &[Namespace],
-    ready: bool,
-    buf: &mut Vec<u8>,
-    io: &CoreIo,
-    reactor: usize,
-) {
-    let cid = cmd.sqe.cid();
-    let done = |q: &mut TargetQueue, s: Status| {
+    let _ = buf;
+    if !ready {
         q.complete(Cqe {
-            cid,
-            status: s,
+            cid: cmd.sqe.cid(),
+            status: status::COMMAND_SEQUENCE_ERROR,
             ..Cqe::default()
         });
-    };
-    if !ready {
-        return done(q, status::COMMAND_SEQUENCE_ERROR);
+        return;
     }
-    let opc = cmd.sqe.opc();
-    let nsid = cmd.sqe.nsid();
-    if opc == io_opc::FLUSH && nsid == 0xFFFF_FFFF {
-        let r = nss
-            .iter()
-            .try_for_each(|ns| ns.bdev.flush().map_err(|e| failed(&ns.stats, &e)));
-        return done(q, r.map_or_else(|s| s, |()| Status::SUCCESS));
-    }
-    let Some(ns) = nss.iter().find(|n| n.nsid == nsid) else {
-        return done(q, status::INVALID_NAMESPACE.with_dnr());
-    };
-    let bdev = ns.bdev.as_ref();
-    match opc {
-        io_opc::READ => {
-            let (slba, nlb) = range(cmd);
-            let len = match transfer(bdev, slba, nlb) {
-                Ok(l) => l,
-                Err(s) => return done(q, s),
-            };
-            if (cmd.c2h_len as usize) < len {
-                return done(q, status::DATA_SGL_LENGTH_INVALID.with_dnr());
-            }
-            let t0 = std::time::Instant::now();
-            let bs = u64::from(bdev.block_size());
-            let read = if 4096 % bs == 0 {
-                // Straight into the C2HData PDUs (chunks are multiples of 4 KiB,
-                // so each starts on a block): one copy instead of two.
-                q.complete_with_data_from(Cqe { cid, ..Cqe::default() }, len, |offset, dst| {
-                    bdev.read(slba + offset as u64 / bs, dst)
-                })
-                .map(|_| ())
-            } else {
-                buf.resize(len, 0);
-                bdev.read(slba, &mut buf[..len]).map(|()| {
-                    q.complete_with_data(Cqe { cid, ..Cqe::default() }, &buf[..len]);
-                })
-            };
-            match read {
-                Ok(()) => {
-                    ns.stats.record(reactor, IoKind::Read, len as u64, since(t0));
-                    subsystem.counters.read(len as u64);
-                    io.read(len);
-                }
-                Err(e) => done(q, failed(&ns.stats, &e)),
-            }
-        }
-        io_opc::WRITE | io_opc::COMPARE => {
-            let (slba, nlb) = range(cmd);
-            let len = match transfer(bdev, slba, nlb) {
-                Ok(l) => l,
-                Err(s) => return done(q, s),
-            };
-            if cmd.data.len() != len {
-                return done(q, status::DATA_SGL_LENGTH_INVALID.with_dnr());
-            }
-            if opc == io_opc::WRITE {
-                let t0 = std::time::Instant::now();
-                match bdev.write(slba, &cmd.data) {
-                    Ok(()) => {
-                        ns.stats.record(reactor, IoKind::Write, len as u64, since(t0));
-                        subsystem.counters.wrote(len as u64);
-                        io.wrote(len);
-                        done(q, Status::SUCCESS)
-                    }
-                    Err(e) => done(q, failed(&ns.stats, &e)),
-                }
-            } else {
-                buf.resize(len, 0);
-                match bdev.read(slba, &mut buf[..len]) {
-                    Ok(()) if buf[..len] == cmd.data[..] => done(q, Status::SUCCESS),
-                    Ok(()) => {
-                        ns.stats.record_error(IoErrorKind::Miscompare);
-                        done(q, status::COMPARE_FAILURE.with_dnr())
-                    }
-                    Err(e) => done(q, failed(&ns.stats, &e)),
-                }
-            }
-        }
-        io_opc::FLUSH => done(
-            q,
-            bdev.flush()
-                .map_or_else(|e| failed(&ns.stats, &e), |()| Status::SUCCESS),
-        ),
-        io_opc::WRITE_ZEROES => {
-            let (slba, nlb) = range(cmd);
-            if let Err(e) = crate::bdev::check_range(slba, nlb, bdev.num_blocks()) {
-                return done(q, bdev_status(&e));
-            }
-            let r = bdev.write_zeroes(slba, nlb);
-            done(q, r.map_or_else(|e| failed(&ns.stats, &e), |()| Status::SUCCESS))
-        }
-        io_opc::DATASET_MANAGEMENT => match dsm_ranges(cmd, bdev) {
-            Err(s) => done(q, s),
-            Ok((deallocate, ranges)) => {
-                if deallocate {
-                    for (lba, n) in ranges {
-                        let t0 = std::time::Instant::now();
-                        if let Err(e) = bdev.unmap(lba, n) {
-                            return done(q, failed(&ns.stats, &e));
-                        }
-                        let bytes = n * u64::from(bdev.block_size());
-                        ns.stats.record(reactor, IoKind::Unmap, bytes, since(t0));
-                    }
-                }
-                done(q, Status::SUCCESS)
-            }
-        },
-        _ => done(q, status::INVALID_OPCODE.with_dnr()),
-    }
+    let nss = subsystem.namespaces();
+    execute_async(cx, cmd, subsystem, &nss, io, later);
 }
 
 /// Parses and checks the DSM ranges (each 16 bytes: attributes, length in
@@ -234,7 +95,7 @@ fn dsm_ranges(cmd: &Command, bdev: &dyn Bdev) -> Result<(bool, Vec<(u64, u64)>),
         .collect();
     if let Some(e) = ranges
         .iter()
-        .find_map(|&(l, n)| crate::bdev::check_range(l, n, bdev.num_blocks()).err())
+        .find_map(|&(l, n)| crate::bdev::check_range(l, n, bdev.info().num_blocks).err())
     {
         return Err(bdev_status(&e));
     }
@@ -296,8 +157,8 @@ impl Tracked {
 }
 
 /// `done`, counting a failure in `stats` ("failed") first.
-fn counting(stats: Arc<BdevStats>, done: impl Fn(&mut Context, Result<&[u8], BdevError>) + 'static) -> BdevDone {
-    Box::new(move |cx: &mut Context, r: Result<&[u8], BdevError>| {
+fn counting(stats: Arc<BdevStats>, done: impl Fn(&mut Context, Result<(), BdevError>) + 'static) -> BdevDone {
+    BdevDone::from_fn(move |cx: &mut Context, r: Result<(), BdevError>, _buf: Vec<u8>| {
         if r.is_err() {
             stats.record_error(IoErrorKind::Failed);
         }
@@ -306,11 +167,11 @@ fn counting(stats: Arc<BdevStats>, done: impl Fn(&mut Context, Result<&[u8], Bde
 }
 
 /// Completes `cid` once `parts` operations have ended, with the first error.
-fn join(later: &Tracked, cid: u16, parts: usize) -> impl Fn(&mut Context, Result<&[u8], BdevError>) + Clone + use<> {
+fn join(later: &Tracked, cid: u16, parts: usize) -> impl Fn(&mut Context, Result<(), BdevError>) + Clone + use<> {
     let left = Rc::new(Cell::new(parts));
     let first_error: Rc<Cell<Option<Status>>> = Rc::new(Cell::new(None));
     let later = later.clone();
-    move |cx: &mut Context, r: Result<&[u8], BdevError>| {
+    move |cx: &mut Context, r: Result<(), BdevError>| {
         if let Err(e) = r
             && first_error.get().is_none()
         {
@@ -387,18 +248,22 @@ fn execute_async(
             let (later, subsystem, expected) = (later.clone(), subsystem.clone(), cmd.data);
             bdev.submit(
                 cx,
-                BdevIo::Read { lba: slba, blocks: nlb },
-                Box::new(move |cx: &mut Context, r: Result<&[u8], BdevError>| {
+                BdevIo::Read {
+                    lba: slba,
+                    blocks: nlb,
+                    buf: Vec::with_capacity(len),
+                },
+                BdevDone::from_fn(move |cx: &mut Context, r: Result<(), BdevError>, data: Vec<u8>| {
                     let cqe = Cqe { cid, ..Cqe::default() };
                     match r {
-                        Ok(data) if opc == io_opc::READ => {
+                        Ok(()) if opc == io_opc::READ => {
                             let ns = cx.now().saturating_duration_since(later.1).as_nanos() as u64;
                             stats.record(reactor, IoKind::Read, data.len() as u64, ns);
                             subsystem.counters.read(data.len() as u64);
-                            later.complete_with_data(cx, cqe, data.to_vec());
+                            later.complete_with_data(cx, cqe, data);
                         }
-                        Ok(data) if data == &expected[..] => later.complete(cx, cqe),
-                        Ok(_) => {
+                        Ok(()) if data == expected => later.complete(cx, cqe),
+                        Ok(()) => {
                             stats.record_error(IoErrorKind::Miscompare);
                             later.complete(
                                 cx,
@@ -436,9 +301,9 @@ fn execute_async(
                     lba: slba,
                     data: cmd.data,
                 },
-                Box::new(move |cx: &mut Context, r: Result<&[u8], BdevError>| {
+                BdevDone::from_fn(move |cx: &mut Context, r: Result<(), BdevError>, _data: Vec<u8>| {
                     let status = match r {
-                        Ok(_) => {
+                        Ok(()) => {
                             let ns = cx.now().saturating_duration_since(later.1).as_nanos() as u64;
                             stats.record(reactor, IoKind::Write, len as u64, ns);
                             subsystem.counters.wrote(len as u64);
@@ -460,7 +325,7 @@ fn execute_async(
         io_opc::FLUSH => bdev.submit(cx, BdevIo::Flush, counting(stats, join(later, cid, 1))),
         io_opc::WRITE_ZEROES => {
             let (slba, nlb) = range(&cmd);
-            if let Err(e) = crate::bdev::check_range(slba, nlb, bdev.num_blocks()) {
+            if let Err(e) = crate::bdev::check_range(slba, nlb, bdev.info().num_blocks) {
                 return fail(cx, bdev_status(&e));
             }
             bdev.submit(
@@ -474,10 +339,10 @@ fn execute_async(
             Ok((false, _)) => fail(cx, Status::SUCCESS),
             Ok((true, ranges)) => {
                 let done = join(later, cid, ranges.len());
-                let block_size = u64::from(bdev.block_size());
+                let block_size = u64::from(bdev.info().block_size);
                 for (lba, blocks) in ranges {
                     let (done, stats, start) = (done.clone(), stats.clone(), later.1);
-                    let counted = move |cx: &mut Context, r: Result<&[u8], BdevError>| {
+                    let counted = move |cx: &mut Context, r: Result<(), BdevError>, _buf: Vec<u8>| {
                         if r.is_ok() {
                             let ns = cx.now().saturating_duration_since(start).as_nanos() as u64;
                             stats.record(reactor, IoKind::Unmap, blocks * block_size, ns);
@@ -486,7 +351,7 @@ fn execute_async(
                         }
                         done(cx, r);
                     };
-                    bdev.submit(cx, BdevIo::Unmap { lba, blocks }, Box::new(counted));
+                    bdev.submit(cx, BdevIo::Unmap { lba, blocks }, BdevDone::from_fn(counted));
                 }
             }
         },

@@ -58,7 +58,7 @@ fn a_target_serves_a_remote_namespace_through_the_initiator() {
         )
         .unwrap();
         let bdev = NvmeBdev::new("Nvme0n1", ctrlr.clone(), 1).unwrap();
-        assert_eq!((bdev.block_size(), bdev.num_blocks()), (512, NS1_BLOCKS));
+        assert_eq!((bdev.info().block_size, bdev.info().num_blocks), (512, NS1_BLOCKS));
         assert!(NvmeBdev::new("Nvme0n9", ctrlr.clone(), 9).is_err());
         let a = Target::new(TargetQueueConfig::default());
         let s = Subsystem::new(A_NQN, "SNPASS", "lull passthrough").unwrap();

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use lull_reactor::{Context, PollerId, ReactorHandle, Sender, TimerId};
 use lull_transport::auth::controller::{ControllerAuth, ReceiveError};
 use lull_transport::auth::{OsEntropy, SECP_DHCHAP, SPSP_DHCHAP};
-use lull_transport::conn::{Completer, QueueHandler};
+use lull_transport::conn::{QueueHandler, Responder};
 use lull_transport::fabrics::{
     AuthCmd, CONNECT_AUTHREQ_ATR, ConnectCmd, ConnectData, InvalidParameter, PropertyCmd, connect_offset, fctype,
     property,
 };
 use lull_transport::nvme::{Cqe, Status, admin_opc, status};
-use lull_transport::target::{Command, TargetQueue};
+use lull_transport::target::{QueueParams, Request, Response, TargetQueue};
 
 use crate::identify::{self, ControllerIdentity};
 use crate::io;
@@ -246,7 +246,6 @@ pub struct QueueBinding {
     qid: u16,
     kato_timer: Option<TimerId>,
     disconnecting: bool,
-    buf: Vec<u8>,
     /// Commands left unanswered while the target quiesces.
     held: usize,
     /// The reactor index whose queue count this queue is in, once connected.
@@ -278,35 +277,21 @@ impl QueueBinding {
             qid: 0,
             kato_timer: None,
             disconnecting: false,
-            buf: Vec::new(),
             held: 0,
             counted_on: None,
             auth: None,
         }
     }
 
-    fn connect(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: &Command, later: &Completer) -> Cqe {
+    fn connect(&mut self, cx: &mut Context, cmd: &Request, resp: &Responder) -> Response {
         let cid = cmd.sqe.cid();
         let c = ConnectCmd::parse(&cmd.sqe);
-        let invalid = |p: InvalidParameter| Cqe {
-            cid,
-            dw0: p.dw0(),
-            status: status::CONNECT_INVALID_PARAMETERS.with_dnr(),
-            ..Cqe::default()
-        };
+        let invalid = |p: InvalidParameter| Response::dnr(cid, status::CONNECT_INVALID_PARAMETERS).with_dw0(p.dw0());
         if c.recfmt != 0 {
-            return Cqe {
-                cid,
-                status: status::CONNECT_INCOMPATIBLE_FORMAT.with_dnr(),
-                ..Cqe::default()
-            };
+            return Response::dnr(cid, status::CONNECT_INCOMPATIBLE_FORMAT);
         }
         if cmd.data.len() != lull_transport::fabrics::CONNECT_DATA_LEN {
-            return Cqe {
-                cid,
-                status: status::INVALID_FIELD.with_dnr(),
-                ..Cqe::default()
-            };
+            return Response::dnr(cid, status::INVALID_FIELD);
         }
         let data = match ConnectData::parse(&cmd.data) {
             Ok(d) => d,
@@ -336,11 +321,7 @@ impl QueueBinding {
         }
         if let Err(why) = subsystem.admit(&data.hostnqn) {
             tracing::warn!(peer = %self.peer, hostnqn = %shown(&data.hostnqn), subnqn = %data.subnqn, "Connect refused (Connect Invalid Host): {why}");
-            return Cqe {
-                cid,
-                status: status::CONNECT_INVALID_HOST.with_dnr(),
-                ..Cqe::default()
-            };
+            return Response::dnr(cid, status::CONNECT_INVALID_HOST);
         }
         let me = (c.qid, cx.handle(), cx.current_poller());
         let ctrl = if c.qid == 0 {
@@ -376,15 +357,11 @@ impl QueueBinding {
                     ns_notice_masked: false,
                 }),
             }) else {
-                return Cqe {
-                    cid,
-                    status: status::CONNECT_CONTROLLER_BUSY,
-                    ..Cqe::default()
-                };
+                return Response::status(cid, status::CONNECT_CONTROLLER_BUSY);
             };
             self.arm_keep_alive(cx, &ctrl, kato);
             let weak = Arc::downgrade(&ctrl);
-            let later = later.clone();
+            let later = resp.clone();
             let tx = cx.channel(8, move |cx: &mut Context, dw0: u32| {
                 let Some(ctrl) = weak.upgrade() else { return };
                 let mut s = ctrl.state();
@@ -396,14 +373,7 @@ impl QueueBinding {
                 } else {
                     let cid = s.aers.remove(0);
                     drop(s);
-                    later.complete(
-                        cx,
-                        Cqe {
-                            cid,
-                            dw0,
-                            ..Cqe::default()
-                        },
-                    );
+                    later.respond(cx, Response::ok(cid).with_dw0(dw0));
                 }
             });
             ctrl.state().aen_tx = Some(tx);
@@ -437,11 +407,7 @@ impl QueueBinding {
                 drop(s);
                 // Invalid Queue Identifier, as SPDK's target and Linux nvmet
                 // answer a QID beyond the limit or one already connected.
-                return Cqe {
-                    cid,
-                    status: status::INVALID_QUEUE_IDENTIFIER.with_dnr(),
-                    ..Cqe::default()
-                };
+                return Response::dnr(cid, status::INVALID_QUEUE_IDENTIFIER);
             }
             drop(s);
             ctrl
@@ -452,7 +418,6 @@ impl QueueBinding {
         self.qid = c.qid;
         self.counted_on = Some(cx.index());
         self.target.core_io(cx.index()).queue_connected(c.qid == 0);
-        q.set_connected(c.qid, u32::from(c.sqsize) + 1, c.sq_flow_control_disabled());
         tracing::debug!(peer = %self.peer, cntlid = ctrl.cntlid, qid = c.qid, sqsize = c.sqsize, "Connect");
         let cntlid = ctrl.cntlid;
         // Every queue of a host with keys authenticates, the admin queue and
@@ -465,43 +430,41 @@ impl QueueBinding {
             .map(|c| ControllerAuth::new(allowed.restrict(c)));
         let atr = if self.auth.is_some() { CONNECT_AUTHREQ_ATR } else { 0 };
         self.ctrl = Some(ctrl);
-        Cqe {
-            cid,
-            dw0: u32::from(cntlid) | atr,
-            ..Cqe::default()
-        }
+        Response::ok(cid)
+            .with_dw0(u32::from(cntlid) | atr)
+            .with_connected(QueueParams {
+                qid: c.qid,
+                sq_entries: u32::from(c.sqsize) + 1,
+                sq_flow_control_disabled: c.sq_flow_control_disabled(),
+            })
     }
 
     /// Authentication Send and Receive (fctype 05h/06h) on a connected
     /// queue: the data goes to, and comes from, the queue's DH-HMAC-CHAP
     /// state machine.
-    fn auth_command(&mut self, q: &mut TargetQueue, cmd: &Command, ctrl: &Controller) {
+    fn auth_command(&mut self, cx: &mut Context, cmd: &Request, ctrl: &Controller, resp: &Responder) {
         let cid = cmd.sqe.cid();
-        let fail = |s: Status| Cqe {
-            cid,
-            status: s.with_dnr(),
-            ..Cqe::default()
-        };
+        let fail = |s: Status| Response::dnr(cid, s);
         let a = AuthCmd::parse(&cmd.sqe);
         let Some(auth) = self.auth.as_mut() else {
             // The host has no key here: nothing to authenticate with.
             tracing::debug!(peer = %self.peer, cntlid = ctrl.cntlid, qid = self.qid, "authentication command refused: the host has no DH-HMAC-CHAP key on this subsystem");
-            q.complete(fail(status::INVALID_FIELD));
+            resp.respond(cx, fail(status::INVALID_FIELD));
             return;
         };
         if a.secp != SECP_DHCHAP || a.spsp0 != SPSP_DHCHAP || a.spsp1 != SPSP_DHCHAP || a.len == 0 {
-            q.complete(fail(status::INVALID_FIELD));
+            resp.respond(cx, fail(status::INVALID_FIELD));
             return;
         }
         if cmd.sqe.fctype() == fctype::AUTH_SEND {
             if a.len as usize != cmd.data.len() {
-                q.complete(fail(status::INVALID_FIELD));
+                resp.respond(cx, fail(status::INVALID_FIELD));
                 return;
             }
             if let Err(reason) = auth.on_send(&cmd.data, &mut OsEntropy) {
                 tracing::warn!(peer = %self.peer, cntlid = ctrl.cntlid, qid = self.qid, hostnqn = %shown(&ctrl.hostnqn), "DH-HMAC-CHAP authentication failed: {reason}");
             }
-            q.complete(Cqe { cid, ..Cqe::default() });
+            resp.respond(cx, Response::ok(cid));
             return;
         }
         let al = (a.len as usize).min(cmd.c2h_len as usize);
@@ -514,10 +477,10 @@ impl QueueBinding {
                 if auth.is_authenticated() {
                     tracing::debug!(peer = %self.peer, cntlid = ctrl.cntlid, qid = self.qid, "queue authenticated");
                 }
-                q.complete_with_data(Cqe { cid, ..Cqe::default() }, &data);
+                resp.respond(cx, Response::ok_with_data(cid, data));
             }
             Err(ReceiveError::BufferTooSmall { .. }) => {
-                q.complete(fail(status::INVALID_FIELD));
+                resp.respond(cx, fail(status::INVALID_FIELD));
             }
         }
     }
@@ -581,27 +544,15 @@ impl QueueBinding {
         self.kato_timer = timer.ok();
     }
 
-    fn fabrics(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: &Command, ctrl: &Arc<Controller>) -> Cqe {
+    fn fabrics(&mut self, cmd: &Request, ctrl: &Arc<Controller>) -> Response {
         let cid = cmd.sqe.cid();
-        let ok = Cqe { cid, ..Cqe::default() };
+        let ok = Response::ok(cid);
         match cmd.sqe.fctype() {
-            fctype::CONNECT => Cqe {
-                cid,
-                status: status::COMMAND_SEQUENCE_ERROR.with_dnr(),
-                ..Cqe::default()
-            },
-            fctype::PROPERTY_GET | fctype::PROPERTY_SET if self.qid != 0 => Cqe {
-                cid,
-                status: status::INVALID_FIELD.with_dnr(),
-                ..Cqe::default()
-            },
+            fctype::CONNECT => Response::dnr(cid, status::COMMAND_SEQUENCE_ERROR),
+            fctype::PROPERTY_GET | fctype::PROPERTY_SET if self.qid != 0 => Response::dnr(cid, status::INVALID_FIELD),
             fctype::PROPERTY_GET => {
                 let Some(p) = PropertyCmd::parse(&cmd.sqe) else {
-                    return Cqe {
-                        cid,
-                        status: status::INVALID_FIELD.with_dnr(),
-                        ..Cqe::default()
-                    };
+                    return Response::dnr(cid, status::INVALID_FIELD);
                 };
                 let s = ctrl.state();
                 let v: u64 = match (p.offset, p.size) {
@@ -610,11 +561,7 @@ impl QueueBinding {
                     (property::CC, 4) => u64::from(s.cc),
                     (property::CSTS, 4) => u64::from(s.csts),
                     _ => {
-                        return Cqe {
-                            cid,
-                            status: status::INVALID_FIELD.with_dnr(),
-                            ..Cqe::default()
-                        };
+                        return Response::dnr(cid, status::INVALID_FIELD);
                     }
                 };
                 Cqe {
@@ -623,24 +570,16 @@ impl QueueBinding {
                     dw1: (v >> 32) as u32,
                     ..Cqe::default()
                 }
+                .into()
             }
             fctype::PROPERTY_SET => {
                 let Some(p) = PropertyCmd::parse(&cmd.sqe) else {
-                    return Cqe {
-                        cid,
-                        status: status::INVALID_FIELD.with_dnr(),
-                        ..Cqe::default()
-                    };
+                    return Response::dnr(cid, status::INVALID_FIELD);
                 };
                 if p.offset != property::CC || p.size != 4 || !cc_valid(p.value) {
-                    return Cqe {
-                        cid,
-                        status: status::INVALID_FIELD.with_dnr(),
-                        ..Cqe::default()
-                    };
+                    return Response::dnr(cid, status::INVALID_FIELD);
                 }
                 self.set_cc(ctrl, p.value as u32);
-                let _ = (cx, q);
                 ok
             }
             fctype::DISCONNECT => {
@@ -653,11 +592,7 @@ impl QueueBinding {
                 self.disconnecting = true;
                 ok
             }
-            _ => Cqe {
-                cid,
-                status: status::INVALID_OPCODE.with_dnr(),
-                ..Cqe::default()
-            },
+            _ => Response::dnr(cid, status::INVALID_OPCODE),
         }
     }
 
@@ -685,25 +620,21 @@ impl QueueBinding {
         }
     }
 
-    fn admin(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: &Command, ctrl: &Arc<Controller>) {
+    fn admin(&mut self, cx: &mut Context, cmd: &Request, ctrl: &Arc<Controller>, resp: &Responder) {
         let sqe = &cmd.sqe;
         let cid = sqe.cid();
-        let fail = |s: Status| Cqe {
-            cid,
-            status: s.with_dnr(),
-            ..Cqe::default()
-        };
+        let fail = |s: Status| Response::dnr(cid, s);
         // The queue delivers a command whose CID an outstanding AER holds only
         // when the host abandoned that AER (TargetQueue::on_capsule): forget it,
         // so an event never completes the new command in its place.
         ctrl.state().aers.retain(|&held| held != cid);
         if sqe.opc() == admin_opc::FABRICS {
-            let cqe = self.fabrics(cx, q, cmd, ctrl);
-            q.complete(cqe);
+            let r = self.fabrics(cmd, ctrl);
+            resp.respond(cx, r);
             return;
         }
         if !ctrl.is_ready() {
-            q.complete(fail(status::COMMAND_SEQUENCE_ERROR));
+            resp.respond(cx, fail(status::COMMAND_SEQUENCE_ERROR));
             return;
         }
         let discovery = ctrl.subsystem.kind == SubsystemKind::Discovery;
@@ -731,15 +662,15 @@ impl QueueBinding {
                     _ => None,
                 };
                 match data {
-                    Some(d) => {
-                        let n = d.len().min(cmd.c2h_len as usize);
-                        q.complete_with_data(Cqe { cid, ..Cqe::default() }, &d[..n]);
+                    Some(mut d) => {
+                        d.truncate(cmd.c2h_len as usize);
+                        resp.respond(cx, Response::ok_with_data(cid, d));
                     }
                     None if cns == 0x00 || cns == 0x03 => {
-                        q.complete(fail(status::INVALID_NAMESPACE));
+                        resp.respond(cx, fail(status::INVALID_NAMESPACE));
                     }
                     None => {
-                        q.complete(fail(status::INVALID_FIELD));
+                        resp.respond(cx, fail(status::INVALID_FIELD));
                     }
                 }
             }
@@ -750,7 +681,7 @@ impl QueueBinding {
                 let offset = u64::from(sqe.cdw(12)) | u64::from(sqe.cdw(13)) << 32;
                 let len = (numd * 4) as usize;
                 if !offset.is_multiple_of(4) || len > cmd.c2h_len as usize {
-                    q.complete(fail(status::INVALID_FIELD));
+                    resp.respond(cx, fail(status::INVALID_FIELD));
                     return;
                 }
                 let page = match (log, discovery) {
@@ -761,21 +692,21 @@ impl QueueBinding {
                     (lid::COMMANDS_EFFECTS, false) => logpage::commands_effects(),
                     (lid::DISCOVERY, true) => self.target.discovery_log(&ctrl.hostnqn, self.arrived_on),
                     _ => {
-                        q.complete(fail(status::INVALID_LOG_PAGE));
+                        resp.respond(cx, fail(status::INVALID_LOG_PAGE));
                         return;
                     }
                 };
                 if offset >= page.len() as u64 && offset != 0 {
-                    q.complete(fail(status::INVALID_FIELD));
+                    resp.respond(cx, fail(status::INVALID_FIELD));
                     return;
                 }
-                q.complete_with_data(Cqe { cid, ..Cqe::default() }, &logpage::slice(&page, offset, len));
+                resp.respond(cx, Response::ok_with_data(cid, logpage::slice(&page, offset, len)));
             }
             admin_opc::SET_FEATURES | admin_opc::GET_FEATURES => {
                 let set = sqe.opc() == admin_opc::SET_FEATURES;
                 let cdw10 = sqe.cdw(10);
                 if set && cdw10 & (1 << 31) != 0 {
-                    q.complete(fail(status::FEATURE_NOT_SAVEABLE));
+                    resp.respond(cx, fail(status::FEATURE_NOT_SAVEABLE));
                     return;
                 }
                 let mut s = ctrl.state();
@@ -806,7 +737,7 @@ impl QueueBinding {
                     (fid::KEEP_ALIVE_TIMER, true) => {
                         let Ok(kato) = self.target.kato_for(sqe.cdw(11)) else {
                             drop(s);
-                            q.complete(fail(status::INVALID_FIELD));
+                            resp.respond(cx, fail(status::INVALID_FIELD));
                             return;
                         };
                         s.kato = kato;
@@ -814,7 +745,7 @@ impl QueueBinding {
                         let kato = s.kato;
                         drop(s);
                         self.arm_keep_alive(cx, ctrl, kato);
-                        q.complete(Cqe { cid, ..Cqe::default() });
+                        resp.respond(cx, Response::ok(cid));
                         return;
                     }
                     (fid::KEEP_ALIVE_TIMER, false) => Some(s.kato.as_millis() as u32),
@@ -822,99 +753,75 @@ impl QueueBinding {
                 };
                 drop(s);
                 let cqe = match dw0 {
-                    Some(dw0) => Cqe {
-                        cid,
-                        dw0,
-                        ..Cqe::default()
-                    },
+                    Some(dw0) => Response::ok(cid).with_dw0(dw0),
                     None => fail(status::INVALID_FIELD),
                 };
-                q.complete(cqe);
+                resp.respond(cx, cqe);
             }
             admin_opc::KEEP_ALIVE => {
                 ctrl.state().last_keep_alive = Instant::now();
-                q.complete(Cqe { cid, ..Cqe::default() });
+                resp.respond(cx, Response::ok(cid));
             }
             admin_opc::ASYNC_EVENT_REQUEST => {
                 let mut s = ctrl.state();
                 if s.aers.len() > usize::from(identify::AERL) {
                     drop(s);
-                    q.complete(Cqe {
-                        cid,
-                        status: status::AER_LIMIT_EXCEEDED,
-                        ..Cqe::default()
-                    });
+                    resp.respond(cx, Response::status(cid, status::AER_LIMIT_EXCEEDED));
                 } else if s.pending_aens.is_empty() {
                     // Held until an event occurs (see Controller::namespace_changed).
                     s.aers.push(cid);
                 } else {
                     let dw0 = s.pending_aens.remove(0);
                     drop(s);
-                    q.complete(Cqe {
-                        cid,
-                        dw0,
-                        ..Cqe::default()
-                    });
+                    resp.respond(cx, Response::ok(cid).with_dw0(dw0));
                 }
             }
             admin_opc::ABORT => {
                 // Abort is best effort: lull completes commands as they arrive, so
                 // report "not aborted" (DW0 bit 0 set), as the specification allows.
-                q.complete(Cqe {
-                    cid,
-                    dw0: 1,
-                    ..Cqe::default()
-                });
+                resp.respond(cx, Response::ok(cid).with_dw0(1));
             }
             _ => {
-                q.complete(fail(status::INVALID_OPCODE));
+                resp.respond(cx, fail(status::INVALID_OPCODE));
             }
         }
     }
 }
 
 impl QueueHandler for QueueBinding {
-    fn on_command(&mut self, cx: &mut Context, q: &mut TargetQueue, cmd: Command, later: &Completer) {
+    fn on_command(&mut self, cx: &mut Context, cmd: Request, resp: &Responder) {
         let Some(ctrl) = self.ctrl.clone() else {
             let cqe = if TargetQueue::is_fabrics_connect(&cmd.sqe) {
-                self.connect(cx, q, &cmd, later)
+                self.connect(cx, &cmd, resp)
             } else {
                 // Nothing but Connect is allowed before Connect.
-                Cqe {
-                    cid: cmd.sqe.cid(),
-                    status: status::COMMAND_SEQUENCE_ERROR.with_dnr(),
-                    ..Cqe::default()
-                }
+                Response::dnr(cmd.sqe.cid(), status::COMMAND_SEQUENCE_ERROR)
             };
-            q.complete(cqe);
+            resp.respond(cx, cqe);
             return;
         };
         let fabrics = cmd.sqe.opc() == admin_opc::FABRICS;
         if fabrics && matches!(cmd.sqe.fctype(), fctype::AUTH_SEND | fctype::AUTH_RECV) {
-            self.auth_command(q, &cmd, &ctrl);
+            self.auth_command(cx, &cmd, &ctrl, resp);
             return;
         }
         if !fabrics && self.auth.as_ref().is_some_and(|a| !a.is_authenticated()) {
             // Fabrics commands (Property Get/Set, Disconnect) are allowed
             // before authentication, as on Linux's target; nothing else is.
-            q.complete(Cqe {
-                cid: cmd.sqe.cid(),
-                status: status::AUTH_REQUIRED.with_dnr(),
-                ..Cqe::default()
-            });
+            resp.respond(cx, Response::dnr(cmd.sqe.cid(), status::AUTH_REQUIRED));
             return;
         }
         if self.qid == 0 {
-            self.admin(cx, q, &cmd, &ctrl);
+            self.admin(cx, &cmd, &ctrl, resp);
         } else if cmd.sqe.opc() == admin_opc::FABRICS {
-            let cqe = self.fabrics(cx, q, &cmd, &ctrl);
-            q.complete(cqe);
+            let cqe = self.fabrics(&cmd, &ctrl);
+            resp.respond(cx, cqe);
         } else if self.target.is_quiescing() {
             // Held unanswered until the connection closes (see Target::quiesce).
             self.held += 1;
         } else {
             let io = self.target.core_io(cx.index());
-            io::execute(cx, q, cmd, &ctrl.subsystem, ctrl.is_ready(), &mut self.buf, io, later);
+            io::execute(cx, cmd, &ctrl.subsystem, ctrl.is_ready(), io, resp);
         }
     }
 

@@ -6,9 +6,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use lull_reactor::Context;
-use lull_transport::conn::Completer;
+use lull_transport::conn::Responder;
 use lull_transport::nvme::{Cqe, Status, io_opc, status};
-use lull_transport::target::{Command, TargetQueue};
+use lull_transport::target::{Request, Response};
 
 use crate::bdev::stats::{BdevStats, IoErrorKind, IoKind};
 use crate::bdev::{Bdev, BdevDone, BdevError, BdevIo};
@@ -32,7 +32,7 @@ fn bdev_status(e: &BdevError) -> Status {
 }
 
 /// SLBA and block count (NLB is 0's based) of a Read/Write/Compare/Write Zeroes.
-fn range(cmd: &Command) -> (u64, u64) {
+fn range(cmd: &Request) -> (u64, u64) {
     let slba = u64::from(cmd.sqe.cdw(10)) | u64::from(cmd.sqe.cdw(11)) << 32;
     let nlb = u64::from(cmd.sqe.cdw(12) & 0xFFFF) + 1;
     (slba, nlb)
@@ -48,38 +48,21 @@ fn transfer(bdev: &dyn Bdev, slba: u64, nlb: u64) -> Result<usize, Status> {
     Ok(bytes as usize)
 }
 
-/// Executes one I/O command: completes it on `q` at once for a synchronous
-/// bdev (`buf` is a scratch buffer reused across commands of this queue), or
-/// through `later` when an asynchronous bdev finishes.
-// The hot path takes its pieces as plain references rather than a context struct.
-#[allow(clippy::too_many_arguments)]
-pub fn execute(
-    cx: &mut Context,
-    q: &mut TargetQueue,
-    cmd: Command,
-    subsystem: &Arc<Subsystem>,
-    ready: bool,
-    buf: &mut Vec<u8>,
-    io: &CoreIo,
-    later: &Completer,
-) {
+/// Executes one I/O command: answers it through `resp` before returning for
+/// a synchronous bdev, or when an asynchronous bdev finishes.
+pub fn execute(cx: &mut Context, cmd: Request, subsystem: &Arc<Subsystem>, ready: bool, io: &CoreIo, resp: &Responder) {
     io.command();
-    let _ = buf;
     if !ready {
-        q.complete(Cqe {
-            cid: cmd.sqe.cid(),
-            status: status::COMMAND_SEQUENCE_ERROR,
-            ..Cqe::default()
-        });
+        resp.respond(cx, Response::status(cmd.sqe.cid(), status::COMMAND_SEQUENCE_ERROR));
         return;
     }
     let nss = subsystem.namespaces();
-    execute_async(cx, cmd, subsystem, &nss, io, later);
+    execute_async(cx, cmd, subsystem, &nss, io, resp);
 }
 
 /// Parses and checks the DSM ranges (each 16 bytes: attributes, length in
 /// blocks, starting LBA); deallocation is requested by CDW11 bit 2.
-fn dsm_ranges(cmd: &Command, bdev: &dyn Bdev) -> Result<(bool, Vec<(u64, u64)>), Status> {
+fn dsm_ranges(cmd: &Request, bdev: &dyn Bdev) -> Result<(bool, Vec<(u64, u64)>), Status> {
     let nr = (cmd.sqe.cdw(10) & 0xFF) as usize + 1;
     let deallocate = cmd.sqe.cdw(11) & (1 << 2) != 0;
     if cmd.data.len() < nr * 16 {
@@ -125,13 +108,13 @@ pub fn async_latency() -> (u64, u64) {
     ASYNC_LATENCY.with(Cell::get)
 }
 
-/// A [`Completer`] that counts the command out of [`INFLIGHT`] and into
+/// A [`Responder`] that counts the command out of [`INFLIGHT`] and into
 /// [`ASYNC_LATENCY`] when it answers.
 #[derive(Clone)]
-struct Tracked(Completer, std::time::Instant);
+struct Tracked(Responder, std::time::Instant);
 
 impl Tracked {
-    fn new(cx: &Context, later: &Completer) -> Self {
+    fn new(cx: &Context, later: &Responder) -> Self {
         INFLIGHT.with(|n| n.set(n.get() + 1));
         Tracked(later.clone(), cx.now())
     }
@@ -147,12 +130,12 @@ impl Tracked {
 
     fn complete(&self, cx: &mut Context, cqe: Cqe) {
         self.done(cx);
-        self.0.complete(cx, cqe);
+        self.0.respond(cx, cqe.into());
     }
 
     fn complete_with_data(&self, cx: &mut Context, cqe: Cqe, data: Vec<u8>) {
         self.done(cx);
-        self.0.complete_with_data(cx, cqe, data);
+        self.0.respond(cx, Response::with_data(cqe, data));
     }
 }
 
@@ -195,11 +178,11 @@ fn join(later: &Tracked, cid: u16, parts: usize) -> impl Fn(&mut Context, Result
 /// completes through `later`.
 fn execute_async(
     cx: &mut Context,
-    cmd: Command,
+    cmd: Request,
     subsystem: &Arc<Subsystem>,
     nss: &[Namespace],
     io: &CoreIo,
-    later: &Completer,
+    later: &Responder,
 ) {
     let later = &Tracked::new(cx, later);
     let reactor = cx.index();
@@ -251,7 +234,7 @@ fn execute_async(
                 BdevIo::Read {
                     lba: slba,
                     blocks: nlb,
-                    buf: Vec::with_capacity(len),
+                    buf: later.0.buffer(len),
                 },
                 BdevDone::from_fn(move |cx: &mut Context, r: Result<(), BdevError>, data: Vec<u8>| {
                     let cqe = Cqe { cid, ..Cqe::default() };

@@ -2,6 +2,14 @@
 //! hands each to a reactor, and a connection poller that moves bytes between
 //! a socket and a [`TargetQueue`].
 //!
+//! The connection hands each [`Request`] to its [`QueueHandler`] and takes
+//! the [`Response`] back through a [`Responder`]; only the connection ever
+//! advances the queue. Data buffers go round a per-connection pool
+//! ([`Responder::buffer`], [`Responder::recycle`]; bounded by
+//! [`POOL_MAX_BUFFERS`] and [`POOL_MAX_BYTES`]): the queue fills them with
+//! host data and gives back each response's once encoded, so in steady
+//! state a command allocates nothing.
+//!
 //! Nothing here blocks. A send that would block keeps its bytes in the
 //! queue's send buffer and arms EPOLLOUT until they are gone, so no work is
 //! ever left where epoll cannot see it. A connection that has not sent its
@@ -9,7 +17,7 @@
 //! nothing for long). A fatal PDU error is answered
 //! with a C2HTermReq and the connection is closed at once.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -18,13 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use std::cell::RefCell;
-
 use lull_reactor::{Context, Interest, PollStatus, Poller, PollerId, Readiness};
 
-use crate::nvme::Cqe;
-
-use crate::target::{Command, QueueEvent, TargetQueue, TargetQueueConfig};
+use crate::target::{QueueEvent, Request, Response, TargetQueue, TargetQueueConfig};
 
 /// How long a new connection may take to send its ICReq and have a Connect
 /// accepted: until then it belongs to no controller and no keep-alive
@@ -40,33 +44,94 @@ const READ_BUDGET: usize = 512 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 128 * 1024;
 
-/// A command's completion decided after `on_command` returned (an
-/// asynchronous bdev finished): the data to send, if any, and the CQE.
-struct Deferred {
-    cqe: Cqe,
-    data: Option<Vec<u8>>,
+/// Most data buffers a connection's pool keeps idle.
+pub const POOL_MAX_BUFFERS: usize = 64;
+/// Most bytes (capacity) a connection's pool keeps idle: 64 buffers of 4 KiB
+/// or 8 of 128 KiB (the largest transfer). A buffer given back beyond either
+/// bound is freed, so a burst of large or many commands costs allocations
+/// for the part beyond, and idle connections hold at most this much.
+pub const POOL_MAX_BYTES: usize = 1 << 20;
+
+/// The free list of a connection's data buffers, within [`POOL_MAX_BUFFERS`]
+/// and [`POOL_MAX_BYTES`].
+#[derive(Default)]
+struct BufferPool {
+    free: Vec<Vec<u8>>,
+    /// Sum of the capacities in `free`.
+    bytes: usize,
+}
+
+impl BufferPool {
+    /// The last buffer large enough, else the last one grown, else a new one.
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        let at = self
+            .free
+            .iter()
+            .rposition(|b| b.capacity() >= len)
+            .or(self.free.len().checked_sub(1));
+        match at {
+            Some(i) => {
+                let mut b = self.free.swap_remove(i);
+                self.bytes -= b.capacity();
+                b.clear();
+                b.reserve(len);
+                b
+            }
+            None => Vec::with_capacity(len),
+        }
+    }
+
+    fn put(&mut self, b: Vec<u8>) {
+        let cap = b.capacity();
+        if cap == 0 || self.free.len() >= POOL_MAX_BUFFERS || self.bytes + cap > POOL_MAX_BYTES {
+            return;
+        }
+        self.bytes += cap;
+        self.free.push(b);
+    }
+
+    /// After the queue gave the free list back ([`TargetQueue::swap_spare_buffers`]):
+    /// recount, and free what is over the bounds.
+    fn settle(&mut self) {
+        self.free.truncate(POOL_MAX_BUFFERS);
+        self.bytes = 0;
+        let mut keep = 0;
+        for b in &self.free {
+            if self.bytes + b.capacity() > POOL_MAX_BYTES {
+                break;
+            }
+            self.bytes += b.capacity();
+            keep += 1;
+        }
+        self.free.truncate(keep);
+    }
 }
 
 #[derive(Default)]
 struct Mailbox {
-    done: RefCell<Vec<Deferred>>,
+    done: RefCell<Vec<Response>>,
     poller: Cell<Option<PollerId>>,
-    /// The connection drains the mailbox right after its handler returns, so
-    /// completions posted meanwhile need no wakeup.
+    /// The connection applies responses right after its handler returns, so
+    /// those given meanwhile need no wakeup.
     in_handler: Cell<bool>,
+    pool: RefCell<BufferPool>,
 }
 
-/// Completes commands of one connection later, from anything running on
-/// the connection's reactor (an io_uring completion poller, a timer).
-/// Cheap to clone; completing after the connection closed does nothing.
+/// Answers the requests of one connection, during
+/// [`QueueHandler::on_command`] or later, from anything running on the
+/// connection's reactor (an io_uring completion poller, a timer, a channel).
+/// Cheap to clone; responding after the connection closed does nothing.
 #[derive(Clone)]
-pub struct Completer {
+pub struct Responder {
     mailbox: Rc<Mailbox>,
 }
 
-impl Completer {
-    fn post(&self, cx: &mut Context, d: Deferred) {
-        self.mailbox.done.borrow_mut().push(d);
+impl Responder {
+    /// Answers a request. Responses are sent in the order given: those given
+    /// while the handler runs right after it returns, later ones at the
+    /// connection's next run (this wakes its poller).
+    pub fn respond(&self, cx: &mut Context, r: Response) {
+        self.mailbox.done.borrow_mut().push(r);
         if !self.mailbox.in_handler.get()
             && let Some(id) = self.mailbox.poller.get()
         {
@@ -74,23 +139,28 @@ impl Completer {
         }
     }
 
-    /// Completes a command with its CQE.
-    pub fn complete(&self, cx: &mut Context, cqe: Cqe) {
-        self.post(cx, Deferred { cqe, data: None });
+    /// An empty buffer with room for at least `len` bytes, for a response's
+    /// data: from the connection's pool (the one whose capacity fits, else
+    /// one grown), allocated only when the pool is empty. It comes back to
+    /// the pool after the response is sent.
+    pub fn buffer(&self, len: usize) -> Vec<u8> {
+        self.mailbox.pool.borrow_mut().take(len)
     }
 
-    /// Completes a controller-to-host command with its data and CQE.
-    pub fn complete_with_data(&self, cx: &mut Context, cqe: Cqe, data: Vec<u8>) {
-        self.post(cx, Deferred { cqe, data: Some(data) });
+    /// Gives a buffer back to the pool (a request's data once written, a
+    /// buffer not sent after all); freed when the pool is full.
+    pub fn recycle(&self, buf: Vec<u8>) {
+        self.mailbox.pool.borrow_mut().put(buf);
     }
 }
 
 /// What executes the commands of one queue pair. Lives on the connection's
 /// reactor; its `Drop` runs when the connection closes, whatever the reason.
 pub trait QueueHandler: 'static {
-    /// Executes a command: completes it on `queue` before returning, or later
-    /// through (a clone of) `later`.
-    fn on_command(&mut self, cx: &mut Context, queue: &mut TargetQueue, cmd: Command, later: &Completer);
+    /// Executes a request: answers it through `resp` (one
+    /// [`Response`] per request), before returning or later through a clone
+    /// of `resp`. The handler never sees the queue.
+    fn on_command(&mut self, cx: &mut Context, req: Request, resp: &Responder);
 
     /// Whether the handler wants the connection closed (for instance after a
     /// controller shutdown); checked after every batch of commands.
@@ -116,7 +186,11 @@ pub struct Connection<H: QueueHandler> {
     handler: H,
     writable_armed: bool,
     live: Rc<Cell<bool>>,
-    later: Completer,
+    responder: Responder,
+    /// Requests of the batch being executed (kept for its capacity).
+    requests: Vec<Request>,
+    /// Responses being applied (swapped with the mailbox's; kept for its capacity).
+    applying: Vec<Response>,
 }
 
 impl<H: QueueHandler> AsFd for Connection<H> {
@@ -140,10 +214,10 @@ impl<H: QueueHandler> Connection<H> {
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
         let live = Rc::new(Cell::new(false));
-        let later = Completer {
+        let responder = Responder {
             mailbox: Rc::new(Mailbox::default()),
         };
-        let mailbox = later.mailbox.clone();
+        let mailbox = responder.mailbox.clone();
         let conn = Connection {
             stream,
             peer,
@@ -151,7 +225,9 @@ impl<H: QueueHandler> Connection<H> {
             handler,
             writable_armed: false,
             live,
-            later,
+            responder,
+            requests: Vec::new(),
+            applying: Vec::new(),
         };
         let live = conn.live.clone();
         let id = cx
@@ -226,25 +302,43 @@ impl<H: QueueHandler> Connection<H> {
         Ok(true)
     }
 
-    /// Applies completions posted through the [`Completer`].
-    fn apply_deferred(&mut self) -> bool {
-        let done = std::mem::take(&mut *self.later.mailbox.done.borrow_mut());
-        let any = !done.is_empty();
-        for d in done {
-            match d.data {
-                Some(data) => self.queue.complete_with_data(d.cqe, &data),
-                None => self.queue.complete(d.cqe),
-            };
+    /// Applies the responses given through the [`Responder`], in order, and
+    /// returns their data buffers to the pool.
+    fn apply_responses(&mut self) -> bool {
+        std::mem::swap(&mut self.applying, &mut *self.responder.mailbox.done.borrow_mut());
+        if self.applying.is_empty() {
+            return false;
         }
-        any
+        for r in self.applying.drain(..) {
+            self.queue.respond(r);
+        }
+        let mut pool = self.responder.mailbox.pool.borrow_mut();
+        for b in self.queue.take_spent_buffers() {
+            pool.put(b);
+        }
+        true
+    }
+
+    /// Parses what was read, with the pool's buffers lent to the queue for
+    /// host-to-controller data.
+    fn process(&mut self) -> Result<(), crate::pdu::FatalError> {
+        let mut pool = self.responder.mailbox.pool.borrow_mut();
+        let before = pool.free.len();
+        self.queue.swap_spare_buffers(&mut pool.free);
+        let result = self.queue.process();
+        self.queue.swap_spare_buffers(&mut pool.free);
+        if pool.free.len() != before {
+            pool.settle();
+        }
+        result
     }
 
     fn run(&mut self, cx: &mut Context, ready: Readiness) -> Result<bool, String> {
-        let mut work = self.apply_deferred();
+        let mut work = self.apply_responses();
         if ready.readable || ready.hangup || ready.error {
             let (n, eof) = self.read().map_err(|e| format!("read: {e}"))?;
             work |= n > 0;
-            let result = self.queue.process();
+            let result = self.process();
             for ev in self.queue.take_events() {
                 match ev {
                     QueueEvent::Initialized { digests } => {
@@ -253,12 +347,18 @@ impl<H: QueueHandler> Connection<H> {
                     QueueEvent::HostTerminated(t) => return Err(format!("host sent H2CTermReq: {t}")),
                 }
             }
-            self.later.mailbox.in_handler.set(true);
-            for cmd in self.queue.take_commands() {
-                self.handler.on_command(cx, &mut self.queue, cmd, &self.later);
+            self.queue.take_requests_into(&mut self.requests);
+            let mut requests = std::mem::take(&mut self.requests);
+            self.responder.mailbox.in_handler.set(true);
+            for req in requests.drain(..) {
+                self.handler.on_command(cx, req, &self.responder);
+                // Right away, so a synchronous read's buffer is back in the
+                // pool for the next command.
+                self.apply_responses();
                 work = true;
             }
-            self.later.mailbox.in_handler.set(false);
+            self.responder.mailbox.in_handler.set(false);
+            self.requests = requests;
             if !self.live.get() && self.handler.is_connected() {
                 self.live.set(true);
             }
@@ -272,7 +372,7 @@ impl<H: QueueHandler> Connection<H> {
                 return Err("peer closed the connection".to_string());
             }
         }
-        work |= self.apply_deferred();
+        work |= self.apply_responses();
         if self.handler.wants_close() {
             let _ = self.flush();
             return Err("controller closed the queue".to_string());
@@ -286,11 +386,6 @@ impl<H: QueueHandler> Connection<H> {
             self.writable_armed = !all_sent;
         }
         Ok(work)
-    }
-
-    /// The queue, for handlers that complete commands later.
-    pub fn queue(&mut self) -> &mut TargetQueue {
-        &mut self.queue
     }
 }
 
@@ -389,5 +484,58 @@ impl<H: QueueHandler> Poller for Listener<H> {
             }
         }
         PollStatus::from_work(accepted > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_reuses_a_buffer_that_fits_and_stays_within_its_bounds() {
+        let mut pool = BufferPool::default();
+        let fresh = pool.take(4096);
+        assert!(fresh.is_empty() && fresh.capacity() >= 4096, "empty pool: a new buffer");
+        let mut big = Vec::with_capacity(131072);
+        big.extend_from_slice(&[1; 100]);
+        let (small_ptr, big_ptr) = (fresh.as_ptr(), big.as_ptr());
+        pool.put(big);
+        pool.put(fresh);
+        assert_eq!(pool.bytes, 131072 + 4096);
+        // The last buffer large enough: the small one for 4 KiB, the big one for 64 KiB.
+        let b = pool.take(4096);
+        assert_eq!(b.as_ptr(), small_ptr);
+        let c = pool.take(65536);
+        assert_eq!((c.as_ptr(), c.len()), (big_ptr, 0), "handed out empty");
+        assert_eq!((pool.free.len(), pool.bytes), (0, 0));
+        // A buffer of no capacity is not kept.
+        pool.put(Vec::new());
+        assert!(pool.free.is_empty());
+        // Bytes: buffers beyond POOL_MAX_BYTES are freed.
+        for _ in 0..POOL_MAX_BYTES / 131072 + 2 {
+            pool.put(Vec::with_capacity(131072));
+        }
+        assert_eq!(pool.free.len(), POOL_MAX_BYTES / 131072);
+        assert!(pool.bytes <= POOL_MAX_BYTES);
+        // Count: beyond POOL_MAX_BUFFERS, freed.
+        let mut pool = BufferPool::default();
+        for _ in 0..POOL_MAX_BUFFERS + 5 {
+            pool.put(Vec::with_capacity(16));
+        }
+        assert_eq!(pool.free.len(), POOL_MAX_BUFFERS);
+    }
+
+    #[test]
+    fn settling_after_the_queue_used_the_free_list_recounts_and_trims() {
+        let mut pool = BufferPool {
+            free: (0..POOL_MAX_BUFFERS + 3).map(|_| Vec::with_capacity(64)).collect(),
+            bytes: 0,
+        };
+        pool.settle();
+        assert_eq!(pool.free.len(), POOL_MAX_BUFFERS);
+        assert_eq!(pool.bytes, pool.free.iter().map(Vec::capacity).sum::<usize>());
+        pool.free = vec![Vec::with_capacity(POOL_MAX_BYTES), Vec::with_capacity(4096)];
+        pool.settle();
+        assert_eq!((pool.free.len(), pool.bytes), (1, POOL_MAX_BYTES));
     }
 }

@@ -598,7 +598,7 @@ impl HostQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::{TargetQueue, TargetQueueConfig};
+    use crate::target::{QueueParams, Response, TargetQueue, TargetQueueConfig};
 
     /// Runs a host and a target queue against each other until quiet.
     fn pump(h: &mut HostQueue, t: &mut TargetQueue) {
@@ -607,23 +607,26 @@ mod tests {
             h.sent(out.len());
             t.feed(&out);
             t.process().unwrap();
-            for c in t.take_commands() {
+            for c in t.take_requests() {
                 let cqe = Cqe {
                     cid: c.sqe.cid(),
                     ..Default::default()
                 };
                 if c.c2h_len > 0 {
                     let data: Vec<u8> = (0..c.c2h_len).map(|i| (i % 253) as u8).collect();
-                    t.complete_with_data(cqe, &data);
+                    t.respond(Response::with_data(cqe, data));
                 } else {
                     assert!(
                         c.data.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8),
                         "write data intact"
                     );
-                    t.complete(Cqe {
-                        dw0: c.data.len() as u32,
-                        ..cqe
-                    });
+                    t.respond(
+                        Cqe {
+                            dw0: c.data.len() as u32,
+                            ..cqe
+                        }
+                        .into(),
+                    );
                 }
             }
             let back = t.pending_send().to_vec();
@@ -650,7 +653,12 @@ mod tests {
             pump(&mut h, &mut t);
             assert!(h.is_live() && t.is_live());
             assert_eq!((h.digests(), h.maxh2cdata()), (d, 8192));
-            t.set_connected(1, 64, dgst == 3);
+            // What a Connect establishes (no Connect capsule: CID 0xFFFF is not outstanding).
+            t.respond(Response::ok(0xFFFF).with_connected(QueueParams {
+                qid: 1,
+                sq_entries: 64,
+                sq_flow_control_disabled: dgst == 3,
+            }));
             // In-capsule write, R2T write split at MAXH2CDATA, read.
             for (cid, len) in [(1u16, 4096usize), (2, 65536)] {
                 let mut sqe = Sqe([0; 64]);

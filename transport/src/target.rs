@@ -3,11 +3,20 @@
 //!
 //! The glue feeds received bytes in ([`TargetQueue::recv_buffer`] then
 //! [`TargetQueue::received`]), calls [`TargetQueue::process`] to parse every
-//! complete PDU, and gets back commands ready to execute ([`Command`]: the
+//! complete PDU, and gets back requests ready to execute ([`Request`]: the
 //! SQE and, for host-to-controller transfers, all of the data, gathered from
-//! in-capsule data or R2T/H2CData). The engine answers with
-//! [`TargetQueue::complete`] or [`TargetQueue::complete_with_data`]; the
-//! bytes to send accumulate in [`TargetQueue::pending_send`].
+//! in-capsule data or R2T/H2CData). Each is answered with one [`Response`]
+//! (CQE, data for a controller-to-host transfer, and what a successful
+//! Connect establishes), applied by [`TargetQueue::respond`]; the bytes to
+//! send accumulate in [`TargetQueue::pending_send`]. Whoever executes the
+//! requests never sees the queue: the glue hands requests out and responses
+//! in.
+//!
+//! Data buffers circulate instead of being allocated per command: the glue
+//! lends the queue its free list while it parses
+//! ([`TargetQueue::swap_spare_buffers`]), whose buffers the queue fills with
+//! host-to-controller data, and takes back each response's data buffer once
+//! its bytes are encoded ([`TargetQueue::take_spent_buffers`]).
 //!
 //! A peer's bad PDU ends the queue: `process` returns the [`FatalError`],
 //! a C2HTermReq carrying its FES/FEI and the offending header is queued, and
@@ -61,15 +70,109 @@ impl Default for TargetQueueConfig {
     }
 }
 
-/// A command ready to execute.
+/// A command ready to execute: what the queue hands to the controller.
 #[derive(Debug)]
-pub struct Command {
+pub struct Request {
     /// The submission queue entry.
     pub sqe: Sqe,
-    /// Host-to-controller data (in-capsule or gathered from H2CData), empty otherwise.
+    /// Host-to-controller data (in-capsule or gathered from H2CData), empty
+    /// otherwise. The buffer came from the queue's spares; an executor that
+    /// is done with it may give it back (the glue's `Responder::recycle`).
     pub data: Vec<u8>,
     /// For controller-to-host transfers: the most bytes the host's SGL accepts.
     pub c2h_len: u32,
+}
+
+/// What a successful Connect establishes on its queue (NVMe-oF 1.1 section
+/// 3.3: the queue's QID, its size and whether SQ flow control is off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueParams {
+    /// Queue ID (0: the admin queue).
+    pub qid: u16,
+    /// Submission queue size in entries (Connect's SQSIZE + 1; clamped to
+    /// 1..=[`MAX_SQ_ENTRIES`] when applied).
+    pub sq_entries: u32,
+    /// The host disabled SQ flow control (Connect CATTR bit 2): completions
+    /// carry SQHD 0, and a successful read may end with the C2HData SUCCESS
+    /// flag instead of a CapsuleResp.
+    pub sq_flow_control_disabled: bool,
+}
+
+/// The answer to one [`Request`]: what the controller hands back to the queue.
+///
+/// `data` is the controller-to-host data (empty: none), sent as C2HData
+/// PDUs before the completion; `connected` is set only by a successful
+/// Connect. The queue fills in SQHD and SQID.
+#[derive(Debug, Default)]
+pub struct Response {
+    /// The completion queue entry (CID, status, DW0/DW1).
+    pub cqe: Cqe,
+    /// Controller-to-host data; empty when the command moves none.
+    pub data: Vec<u8>,
+    /// What a successful Connect established, applied before the completion is queued.
+    pub connected: Option<QueueParams>,
+}
+
+impl Response {
+    /// A completion of `cid` with `status` as given (add
+    /// [`Status::with_dnr`] yourself when a retry cannot succeed), no data.
+    pub fn status(cid: u16, status: Status) -> Self {
+        Cqe {
+            cid,
+            status,
+            ..Cqe::default()
+        }
+        .into()
+    }
+
+    /// A completion of `cid` with `status` and Do Not Retry set: the same
+    /// command would fail again (NVMe Base 2.0 figure 92, DNR).
+    pub fn dnr(cid: u16, status: Status) -> Self {
+        Self::status(cid, status.with_dnr())
+    }
+
+    /// A successful completion of `cid`, DW0 and DW1 zero, no data.
+    pub fn ok(cid: u16) -> Self {
+        Self::status(cid, Status::SUCCESS)
+    }
+
+    /// A successful completion of `cid` with controller-to-host `data`.
+    pub fn ok_with_data(cid: u16, data: Vec<u8>) -> Self {
+        Self::with_data(Cqe { cid, ..Cqe::default() }, data)
+    }
+
+    /// A completion with controller-to-host `data`.
+    pub fn with_data(cqe: Cqe, data: Vec<u8>) -> Self {
+        Response {
+            cqe,
+            data,
+            connected: None,
+        }
+    }
+
+    /// This response with DW0 (command specific) set to `dw0`.
+    #[must_use]
+    pub fn with_dw0(mut self, dw0: u32) -> Self {
+        self.cqe.dw0 = dw0;
+        self
+    }
+
+    /// This response establishing `params` on its queue (a successful Connect).
+    #[must_use]
+    pub fn with_connected(mut self, params: QueueParams) -> Self {
+        self.connected = Some(params);
+        self
+    }
+}
+
+impl From<Cqe> for Response {
+    fn from(cqe: Cqe) -> Self {
+        Response {
+            cqe,
+            data: Vec::new(),
+            connected: None,
+        }
+    }
 }
 
 /// What `process` produced besides commands.
@@ -221,8 +324,12 @@ pub struct TargetQueue {
     direct: Option<DirectH2c>,
     recv: RecvBuf,
     send: SendBuf,
-    commands: Vec<Command>,
+    requests: Vec<Request>,
     events: Vec<QueueEvent>,
+    /// Buffers lent by the glue, filled with host-to-controller data.
+    spare: Vec<Vec<u8>>,
+    /// Responses' data buffers whose bytes are encoded: the glue takes them back.
+    spent: Vec<Vec<u8>>,
 }
 
 /// Outstanding commands allowed before Connect sets the queue size (the
@@ -250,8 +357,10 @@ impl TargetQueue {
             direct: None,
             recv: RecvBuf::default(),
             send: SendBuf::default(),
-            commands: Vec::new(),
+            requests: Vec::new(),
             events: Vec::new(),
+            spare: Vec::new(),
+            spent: Vec::new(),
         }
     }
 
@@ -277,10 +386,73 @@ impl TargetQueue {
 
     /// Applies what a successful Connect established: queue id, SQ size in
     /// entries (SQSIZE + 1) and whether SQ flow control is disabled.
-    pub fn set_connected(&mut self, qid: u16, sq_entries: u32, sq_flow_control_disabled: bool) {
-        self.qid = qid;
-        self.sq_entries = sq_entries.clamp(1, MAX_SQ_ENTRIES);
-        self.sq_flow_control_disabled = sq_flow_control_disabled;
+    fn set_connected(&mut self, p: QueueParams) {
+        self.qid = p.qid;
+        self.sq_entries = p.sq_entries.clamp(1, MAX_SQ_ENTRIES);
+        self.sq_flow_control_disabled = p.sq_flow_control_disabled;
+    }
+
+    /// Answers a request: applies `connected` first (whether or not the CID
+    /// is outstanding, so a queue can be set up without a Connect capsule in
+    /// tests and fuzzing), then queues the completion: a CapsuleResp (SQHD
+    /// and SQID filled in), after the data as C2HData PDUs of at most
+    /// `c2h_chunk` bytes when `data` is not empty. When the host disabled SQ
+    /// flow control and a completion with data is a plain success, the
+    /// SUCCESS flag on the last C2HData replaces the CapsuleResp (NVMe/TCP
+    /// 1.0 section 3.6.2.8). The data buffer goes to
+    /// [`take_spent_buffers`](Self::take_spent_buffers) once encoded.
+    /// Returns false, queueing nothing, when the CID is not outstanding or
+    /// the queue has ended.
+    pub fn respond(&mut self, r: Response) -> bool {
+        if let Some(p) = r.connected {
+            self.set_connected(p);
+        }
+        let done = if r.data.is_empty() {
+            self.complete(r.cqe)
+        } else {
+            self.complete_with_data(r.cqe, &r.data)
+        };
+        if r.data.capacity() > 0 {
+            self.spent.push(r.data);
+        }
+        done
+    }
+
+    /// Response data buffers whose bytes are in the send buffer, for the glue
+    /// to reuse (a [`Response`]'s `data` comes back here from
+    /// [`respond`](Self::respond)).
+    pub fn take_spent_buffers(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.spent.drain(..)
+    }
+
+    /// Exchanges the queue's spare buffers with `spares` (O(1)): the glue
+    /// lends its free list for [`process`](Self::process), then swaps it back.
+    /// The queue fills spares with host-to-controller data (in-capsule or
+    /// H2CData), so a write allocates nothing while spares are there; a spare
+    /// used leaves in its command's [`Request::data`], and the queue may add
+    /// one it no longer needs (a transfer dropped for a data digest error).
+    /// Without spares the queue allocates.
+    pub fn swap_spare_buffers(&mut self, spares: &mut Vec<Vec<u8>>) {
+        std::mem::swap(&mut self.spare, spares);
+    }
+
+    /// An empty buffer of at least `len` bytes' capacity: the last spare that
+    /// is large enough, else the last spare grown, else a new one.
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let at = self
+            .spare
+            .iter()
+            .rposition(|b| b.capacity() >= len)
+            .or(self.spare.len().checked_sub(1));
+        match at {
+            Some(i) => {
+                let mut b = self.spare.swap_remove(i);
+                b.clear();
+                b.reserve(len);
+                b
+            }
+            None => Vec::with_capacity(len),
+        }
     }
 
     fn in_capsule_limit(&self) -> u32 {
@@ -443,8 +615,8 @@ impl TargetQueue {
         self.recv.len()
     }
 
-    /// Parses every complete PDU received so far. Commands ready to run are
-    /// taken with [`take_commands`](Self::take_commands), other happenings
+    /// Parses every complete PDU received so far. Requests ready to run are
+    /// taken with [`take_requests`](Self::take_requests), other happenings
     /// with [`take_events`](Self::take_events).
     ///
     /// # Errors
@@ -469,9 +641,15 @@ impl TargetQueue {
         Ok(())
     }
 
-    /// Commands parsed by `process`, in arrival order.
-    pub fn take_commands(&mut self) -> Vec<Command> {
-        std::mem::take(&mut self.commands)
+    /// Requests parsed by `process`, in arrival order.
+    pub fn take_requests(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.requests)
+    }
+
+    /// Moves the requests parsed by `process`, in arrival order, to the end
+    /// of `into` (the glue's reused list: no allocation per batch).
+    pub fn take_requests_into(&mut self, into: &mut Vec<Request>) {
+        into.append(&mut self.requests);
     }
 
     /// Events parsed by `process`.
@@ -735,8 +913,9 @@ impl TargetQueue {
                     // than carried, or data the SGL does not describe, is refused.
                     None => fail(self, status::INVALID_FIELD),
                     Some(end) => {
-                        let d = data[off as usize..end as usize].to_vec();
-                        self.commands.push(Command {
+                        let mut d = self.buffer(data.len());
+                        d.extend_from_slice(&data[off as usize..end as usize]);
+                        self.requests.push(Request {
                             sqe,
                             data: d,
                             c2h_len: 0,
@@ -745,7 +924,7 @@ impl TargetQueue {
                 }
             }
             (sgl_id::DATA_BLOCK_OFFSET, _) if sgl.length == 0 && data.is_empty() => {
-                self.commands.push(Command {
+                self.requests.push(Request {
                     sqe,
                     data: Vec::new(),
                     c2h_len: 0,
@@ -760,18 +939,18 @@ impl TargetQueue {
                     self.start_transfer(sqe, sgl.length);
                 }
             }
-            (sgl_id::TRANSPORT_DATA_BLOCK, Direction::ControllerToHost) => self.commands.push(Command {
+            (sgl_id::TRANSPORT_DATA_BLOCK, Direction::ControllerToHost) => self.requests.push(Request {
                 sqe,
                 data: Vec::new(),
                 c2h_len: sgl.length.min(self.config.max_transfer),
             }),
-            (sgl_id::TRANSPORT_DATA_BLOCK, _) => self.commands.push(Command {
+            (sgl_id::TRANSPORT_DATA_BLOCK, _) => self.requests.push(Request {
                 sqe,
                 data: Vec::new(),
                 c2h_len: 0,
             }),
             // An SGL of any other kind on a command without data is ignored (hosts leave it zeroed).
-            (_, Direction::None) => self.commands.push(Command {
+            (_, Direction::None) => self.requests.push(Request {
                 sqe,
                 data: Vec::new(),
                 c2h_len: 0,
@@ -791,10 +970,11 @@ impl TargetQueue {
         };
         let cid = sqe.cid();
         self.awaiting_data += 1;
+        let buf = self.buffer(len as usize);
         self.transfers[ttag] = Some(Transfer {
             cid,
             sqe,
-            buf: Vec::with_capacity(len as usize),
+            buf,
             len,
             next: 0,
             digest_error: false,
@@ -837,8 +1017,10 @@ impl TargetQueue {
                     status: status::TRANSIENT_TRANSPORT_ERROR,
                     ..Cqe::default()
                 });
+                // The data is not used: the buffer serves the next transfer.
+                self.spare.push(tr.buf);
             } else {
-                self.commands.push(Command {
+                self.requests.push(Request {
                     sqe: tr.sqe,
                     data: tr.buf,
                     c2h_len: 0,
@@ -859,7 +1041,7 @@ impl TargetQueue {
 
     /// Completes a command: queues its CapsuleResp (SQHD and SQID are filled
     /// in). A CID that is not outstanding is ignored (returns false).
-    pub fn complete(&mut self, cqe: Cqe) -> bool {
+    fn complete(&mut self, cqe: Cqe) -> bool {
         if self.state == State::Terminated || !self.outstanding.remove(cqe.cid) {
             return false;
         }
@@ -871,7 +1053,7 @@ impl TargetQueue {
     /// at most `c2h_chunk` bytes, then the CapsuleResp, or, when the host
     /// disabled SQ flow control and the completion is a plain success, the
     /// SUCCESS flag on the last C2HData instead (NVMe/TCP 1.0 section 3.6.2.8).
-    pub fn complete_with_data(&mut self, cqe: Cqe, data: &[u8]) -> bool {
+    fn complete_with_data(&mut self, cqe: Cqe, data: &[u8]) -> bool {
         let copied = self.complete_with_data_from(cqe, data.len(), |offset, dst| {
             dst.copy_from_slice(&data[offset..offset + dst.len()]);
             Ok::<(), std::convert::Infallible>(())
@@ -891,7 +1073,7 @@ impl TargetQueue {
     ///
     /// # Errors
     /// `fill`'s error.
-    pub fn complete_with_data_from<E>(
+    fn complete_with_data_from<E>(
         &mut self,
         cqe: Cqe,
         len: usize,
@@ -968,7 +1150,7 @@ impl TargetQueue {
         !self.send.is_empty()
     }
 
-    /// The kind of the command with this CID's fabrics type, for the engine.
+    /// Whether `sqe` is a Fabrics Connect command (opcode 7Fh, FCTYPE 01h).
     pub fn is_fabrics_connect(sqe: &Sqe) -> bool {
         sqe.opc() == admin_opc::FABRICS && sqe.fctype() == fctype::CONNECT
     }

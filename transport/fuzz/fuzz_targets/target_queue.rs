@@ -14,7 +14,7 @@
 use libfuzzer_sys::fuzz_target;
 use lull_transport::nvme::Cqe;
 use lull_transport::pdu::{CommonHeader, PduType};
-use lull_transport::target::{TargetQueue, TargetQueueConfig};
+use lull_transport::target::{QueueParams, Response, TargetQueue, TargetQueueConfig};
 
 fn check_output(out: &[u8], failed: bool) {
     let mut at = 0;
@@ -48,7 +48,12 @@ fuzz_target!(|data: &[u8]| {
         ic[11] = ctl[0] & 3;
         q.feed(&ic);
         q.process().expect("good ICReq");
-        q.set_connected(1, 16 + u32::from(ctl[1] & 0x3F), ctl[0] & 0x40 != 0);
+        // What a Connect establishes (CID 0xFFFF: no command to complete).
+        q.respond(Response::ok(0xFFFF).with_connected(QueueParams {
+            qid: 1,
+            sq_entries: 16 + u32::from(ctl[1] & 0x3F),
+            sq_flow_control_disabled: ctl[0] & 0x40 != 0,
+        }));
     }
     let seg = usize::from(ctl[1] >> 6) * 37 + 1;
     let mut fed = 0;
@@ -72,15 +77,16 @@ fuzz_target!(|data: &[u8]| {
         }
         fed += chunk.len();
         let r = q.process();
-        for (i, cmd) in q.take_commands().into_iter().enumerate() {
+        for (i, cmd) in q.take_requests().into_iter().enumerate() {
             let cqe = Cqe { cid: cmd.sqe.cid(), ..Default::default() };
             match (i + usize::from(ctl[0])) % 3 {
                 0 => {
-                    q.complete(cqe);
+                    q.respond(cqe.into());
                 }
                 1 => {
                     let len = (cmd.c2h_len as usize).min(300_000);
-                    q.complete_with_data(cqe, &vec![0xA5; len]);
+                    q.respond(Response::with_data(cqe, vec![0xA5; len]));
+                    let _ = q.take_spent_buffers();
                 }
                 _ => {}
             }

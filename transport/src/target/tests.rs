@@ -14,6 +14,22 @@ fn icreq(dgst: u8) -> Vec<u8> {
     b
 }
 
+/// A CID no test leaves outstanding.
+const NOT_OUTSTANDING: u16 = 0xFFFF;
+
+/// What a successful Connect establishes, applied as the engine applies it
+/// (a response for a CID not outstanding: nothing is queued).
+fn connect(q: &mut TargetQueue, qid: u16, sq_entries: u32, sq_flow_control_disabled: bool) {
+    let before = q.pending_send().len();
+    let r = Response::ok(NOT_OUTSTANDING).with_connected(QueueParams {
+        qid,
+        sq_entries,
+        sq_flow_control_disabled,
+    });
+    assert!(!q.respond(r), "no such command");
+    assert_eq!(q.pending_send().len(), before, "nothing queued");
+}
+
 fn live(dgst: u8) -> TargetQueue {
     let mut q = TargetQueue::new(TargetQueueConfig::default());
     q.feed(&icreq(dgst));
@@ -21,7 +37,7 @@ fn live(dgst: u8) -> TargetQueue {
     let resp = q.pending_send().to_vec();
     q.sent(resp.len());
     q.take_events();
-    q.set_connected(1, 128, false);
+    connect(&mut q, 1, 128, false);
     q
 }
 
@@ -120,7 +136,7 @@ fn expect_fatal(q: &mut TargetQueue, bytes: &[u8], fes: Fes, fei: u32) -> Vec<u8
     // Nothing more is parsed, whatever follows.
     q.feed(&icreq(0));
     assert!(q.process().is_ok());
-    assert!(q.take_commands().is_empty());
+    assert!(q.take_requests().is_empty());
     term.to_vec()
 }
 
@@ -288,7 +304,7 @@ fn in_capsule_write_and_r2t_write_deliver_the_data() {
         );
         q.feed(&capsule(&w, &data, d));
         q.process().unwrap();
-        let cmds = q.take_commands();
+        let cmds = q.take_requests();
         assert_eq!(cmds.len(), 1);
         assert_eq!(cmds[0].sqe.cid(), 7);
         assert_eq!(cmds[0].data, data);
@@ -306,7 +322,7 @@ fn in_capsule_write_and_r2t_write_deliver_the_data() {
         );
         q.feed(&capsule(&w, &[], d));
         q.process().unwrap();
-        assert!(q.take_commands().is_empty());
+        assert!(q.take_requests().is_empty());
         let out = q.pending_send().to_vec();
         let r2t = &out[..];
         let ch = CommonHeader::parse(r2t).unwrap();
@@ -318,23 +334,36 @@ fn in_capsule_write_and_r2t_write_deliver_the_data() {
         q.feed(&h2c(0x10, h.ttag, 0, &big[..4096], false, d));
         q.feed(&h2c(0x10, h.ttag, 4096, &big[4096..], true, d));
         q.process().unwrap();
-        let cmds = q.take_commands();
+        let cmds = q.take_requests();
         assert_eq!(cmds.len(), 1, "dgst {dgst}");
         assert_eq!(cmds[0].data, big);
         assert_eq!(q.outstanding(), 2);
-        assert!(q.complete(Cqe {
-            cid: 7,
-            ..Default::default()
-        }));
-        assert!(q.complete(Cqe {
-            cid: 0x10,
-            ..Default::default()
-        }));
         assert!(
-            !q.complete(Cqe {
-                cid: 0x10,
-                ..Default::default()
-            }),
+            q.respond(
+                Cqe {
+                    cid: 7,
+                    ..Default::default()
+                }
+                .into()
+            )
+        );
+        assert!(
+            q.respond(
+                Cqe {
+                    cid: 0x10,
+                    ..Default::default()
+                }
+                .into()
+            )
+        );
+        assert!(
+            !q.respond(
+                Cqe {
+                    cid: 0x10,
+                    ..Default::default()
+                }
+                .into()
+            ),
             "completed once"
         );
         let resps = pdus(q.pending_send());
@@ -422,7 +451,7 @@ fn b10_bad_h2c_data_headers() {
     let (mut q, t) = r2t_write();
     q.feed(&h2c(0x10, t, 0, &data, true, d));
     q.process().unwrap();
-    assert_eq!(q.take_commands().len(), 1);
+    assert_eq!(q.take_requests().len(), 1);
     expect_fatal(&mut q, &h2c(0x10, t, 0, &data, true, d), Fes::InvalidHeaderField, 10);
     // LAST_PDU on a PDU that does not end the transfer.
     let (mut q, t) = r2t_write();
@@ -464,14 +493,14 @@ fn b15_errors_in_every_receive_state_end_the_queue() {
     expect_fatal(&mut q, &c, Fes::HeaderDigestError, 0);
     // (b) more commands than the queue has entries.
     let mut q = live(0);
-    q.set_connected(1, 4, false);
+    connect(&mut q, 1, 4, false);
     let mut bytes = Vec::new();
     for cid in 0..5 {
         bytes.extend(capsule(&read_sqe(cid, 512), &[], Digests::default()));
     }
     q.feed(&bytes);
     assert_eq!(q.process().unwrap_err().fes, Fes::PduSequenceError);
-    assert_eq!(q.take_commands().len(), 4);
+    assert_eq!(q.take_requests().len(), 4);
     // (c) the SGL promises 0x1000 in-capsule bytes, the capsule carries 0x800:
     // a status, with exactly PLEN consumed and the queue still working.
     let mut q = live(0);
@@ -489,7 +518,7 @@ fn b15_errors_in_every_receive_state_end_the_queue() {
     q.process().unwrap();
     let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
     assert_eq!((cqe.cid, cqe.status.0), (9, 0x8004));
-    assert_eq!(q.take_commands().len(), 1, "the next command still parses");
+    assert_eq!(q.take_requests().len(), 1, "the next command still parses");
     // In-capsule data above the queue's limit.
     let mut q = live(0);
     let w = write_sqe(
@@ -530,7 +559,7 @@ fn data_digest_error_completes_with_transient_transport_error() {
     c[n - 1] ^= 1;
     q.feed(&c);
     q.process().unwrap();
-    assert!(q.take_commands().is_empty());
+    assert!(q.take_requests().is_empty());
     let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
     assert_eq!((cqe.cid, cqe.status.0), (3, 0x0044));
     assert_eq!(q.outstanding(), 0);
@@ -562,7 +591,7 @@ fn b20_connect_data_by_r2t_is_gathered() {
     assert_eq!((h.datao, h.datal), (0, 0x400));
     q.feed(&h2c(0, h.ttag, 0, &[0x11; 0x400], true, Digests::default()));
     q.process().unwrap();
-    let c = q.take_commands();
+    let c = q.take_requests();
     assert_eq!(c.len(), 1);
     assert!(TargetQueue::is_fabrics_connect(&c[0].sqe));
     assert_eq!(c[0].data.len(), 0x400);
@@ -580,16 +609,16 @@ fn reads_are_sent_as_c2h_data_then_capsule_resp_or_success() {
         },
     ));
     q.process().unwrap();
-    let c = q.take_commands();
+    let c = q.take_requests();
     assert_eq!(c[0].c2h_len, 8192);
     let data: Vec<u8> = (0..8192u32).map(|i| i as u8).collect();
-    assert!(q.complete_with_data(
+    assert!(q.respond(Response::with_data(
         Cqe {
             cid: 5,
             ..Default::default()
         },
-        &data
-    ));
+        data.clone()
+    )));
     let p = pdus(q.pending_send());
     assert_eq!(p.len(), 2);
     let ch = CommonHeader::parse(&p[0]).unwrap();
@@ -602,19 +631,19 @@ fn reads_are_sent_as_c2h_data_then_capsule_resp_or_success() {
 
     // SQ flow control disabled: SUCCESS on the last C2HData and no CapsuleResp.
     let mut q = live(0);
-    q.set_connected(1, 128, true);
+    connect(&mut q, 1, 128, true);
     q.feed(&capsule(&read_sqe(6, 300_000), &[], Digests::default()));
     q.process().unwrap();
-    let c = q.take_commands();
+    let c = q.take_requests();
     assert_eq!(c[0].c2h_len, 131072, "capped at the largest transfer");
     let data = vec![9u8; 131072];
-    q.complete_with_data(
+    q.respond(Response::with_data(
         Cqe {
             cid: 6,
             ..Default::default()
         },
-        &data,
-    );
+        data,
+    ));
     let p = pdus(q.pending_send());
     assert_eq!(p.len(), 1);
     assert_eq!(
@@ -636,14 +665,14 @@ fn read_outstanding(cid: u16, len: u32) -> TargetQueue {
     let resp = q.pending_send().to_vec();
     q.sent(resp.len());
     q.take_events();
-    q.set_connected(1, 128, false);
+    connect(&mut q, 1, 128, false);
     let d = Digests {
         header: true,
         data: true,
     };
     q.feed(&capsule(&read_sqe(cid, len), &[], d));
     q.process().unwrap();
-    assert_eq!(q.take_commands().len(), 1);
+    assert_eq!(q.take_requests().len(), 1);
     q
 }
 
@@ -651,13 +680,13 @@ fn read_outstanding(cid: u16, len: u32) -> TargetQueue {
 fn data_written_in_place_goes_out_as_the_same_pdus_as_copied_data() {
     let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
     let mut copied = read_outstanding(4, 20_000);
-    assert!(copied.complete_with_data(
+    assert!(copied.respond(Response::with_data(
         Cqe {
             cid: 4,
             ..Cqe::default()
         },
-        &data
-    ));
+        data.clone()
+    )));
     let mut filled = read_outstanding(4, 20_000);
     let mut offsets = Vec::new();
     let r = filled.complete_with_data_from(
@@ -754,19 +783,19 @@ fn completions_the_host_has_not_been_sent_keep_their_sq_slots() {
         for cid in 1..=4u16 {
             q.feed(&capsule(&read_sqe(cid, 4096), &[], Digests::default()));
             q.process().unwrap();
-            assert_eq!(q.take_commands().len(), 1);
-            assert!(q.complete_with_data(
+            assert_eq!(q.take_requests().len(), 1);
+            assert!(q.respond(Response::with_data(
                 Cqe {
                     cid,
                     ..Default::default()
                 },
-                &data
-            ));
+                data.clone()
+            )));
         }
         assert_eq!(q.outstanding(), 0);
     };
     let mut q = live(0);
-    q.set_connected(1, 4, false);
+    connect(&mut q, 1, 4, false);
     fill(&mut q);
     expect_fatal(
         &mut q,
@@ -776,13 +805,13 @@ fn completions_the_host_has_not_been_sent_keep_their_sq_slots() {
     );
     // A conflicting CID's answer holds its slot the same way.
     let mut q = live(0);
-    q.set_connected(1, 4, false);
+    connect(&mut q, 1, 4, false);
     q.feed(&capsule(&read_sqe(9, 4096), &[], Digests::default()));
     for _ in 0..3 {
         q.feed(&capsule(&read_sqe(9, 4096), &[], Digests::default()));
     }
     q.process().unwrap();
-    assert_eq!(q.take_commands().len(), 1);
+    assert_eq!(q.take_requests().len(), 1);
     expect_fatal(
         &mut q,
         &capsule(&read_sqe(10, 4096), &[], Digests::default()),
@@ -791,7 +820,7 @@ fn completions_the_host_has_not_been_sent_keep_their_sq_slots() {
     );
     // Once the completions went out (in pieces), their slots are free again.
     let mut q = live(0);
-    q.set_connected(1, 4, false);
+    connect(&mut q, 1, 4, false);
     fill(&mut q);
     let n = q.pending_send().len();
     q.sent(n - 1);
@@ -799,14 +828,14 @@ fn completions_the_host_has_not_been_sent_keep_their_sq_slots() {
         q.feed(&capsule(&read_sqe(cid, 4096), &[], Digests::default()));
     }
     q.process().unwrap();
-    assert_eq!(q.take_commands().len(), 3, "three slots free");
+    assert_eq!(q.take_requests().len(), 3, "three slots free");
     q.feed(&capsule(&read_sqe(4, 4096), &[], Digests::default()));
     assert!(
         q.process().is_err(),
         "the fourth completion's last byte is not sent yet"
     );
     let mut q = live(0);
-    q.set_connected(1, 4, false);
+    connect(&mut q, 1, 4, false);
     fill(&mut q);
     let n = q.pending_send().len();
     q.sent(n);
@@ -814,7 +843,7 @@ fn completions_the_host_has_not_been_sent_keep_their_sq_slots() {
         q.feed(&capsule(&read_sqe(cid, 4096), &[], Digests::default()));
     }
     q.process().unwrap();
-    assert_eq!(q.take_commands().len(), 4);
+    assert_eq!(q.take_requests().len(), 4);
 }
 
 #[test]
@@ -823,7 +852,7 @@ fn cid_conflict_is_answered_without_disturbing_the_first() {
     q.feed(&capsule(&read_sqe(1, 512), &[], Digests::default()));
     q.feed(&capsule(&read_sqe(1, 512), &[], Digests::default()));
     q.process().unwrap();
-    assert_eq!(q.take_commands().len(), 1);
+    assert_eq!(q.take_requests().len(), 1);
     let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
     assert_eq!(cqe.status, status::COMMAND_ID_CONFLICT.with_dnr());
     assert_eq!(q.outstanding(), 1);
@@ -832,13 +861,13 @@ fn cid_conflict_is_answered_without_disturbing_the_first() {
 #[test]
 fn an_admin_command_may_take_over_an_abandoned_aer_cid() {
     let mut q = live(0);
-    q.set_connected(0, 32, false);
+    connect(&mut q, 0, 32, false);
     let mut aer = Sqe([0; 64]);
     aer.0[0] = admin_opc::ASYNC_EVENT_REQUEST;
     aer.set_cid(3);
     q.feed(&capsule(&aer, &[], Digests::default()));
     q.process().unwrap();
-    assert_eq!(q.take_commands().len(), 1);
+    assert_eq!(q.take_requests().len(), 1);
     // The host forgot the AER and reuses CID 3 (SPDK's shutdown Property Get):
     // the command is delivered, not refused.
     let mut get = Sqe([0; 64]);
@@ -847,7 +876,7 @@ fn an_admin_command_may_take_over_an_abandoned_aer_cid() {
     get.set_cid(3);
     q.feed(&capsule(&get, &[], Digests::default()));
     q.process().unwrap();
-    let cmds = q.take_commands();
+    let cmds = q.take_requests();
     assert_eq!(cmds.len(), 1);
     assert_eq!(cmds[0].sqe.opc(), admin_opc::FABRICS);
     assert!(!q.wants_send(), "no Command ID Conflict was sent");
@@ -855,7 +884,7 @@ fn an_admin_command_may_take_over_an_abandoned_aer_cid() {
     // But a CID held by any other admin command still conflicts.
     q.feed(&capsule(&get, &[], Digests::default()));
     q.process().unwrap();
-    assert!(q.take_commands().is_empty());
+    assert!(q.take_requests().is_empty());
     let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
     assert_eq!(cqe.status, status::COMMAND_ID_CONFLICT.with_dnr());
 }
@@ -869,7 +898,7 @@ fn an_io_command_never_takes_over_a_cid() {
     q.feed(&capsule(&aer, &[], Digests::default()));
     q.feed(&capsule(&read_sqe(9, 512), &[], Digests::default()));
     q.process().unwrap();
-    assert_eq!(q.take_commands().len(), 1);
+    assert_eq!(q.take_requests().len(), 1);
     let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
     assert_eq!(cqe.status, status::COMMAND_ID_CONFLICT.with_dnr());
 }
@@ -925,7 +954,7 @@ mod framing {
         let mut whole = TargetQueue::new(TargetQueueConfig::default());
         whole.feed(&host);
         whole.process().unwrap();
-        let cmds: Vec<u8> = whole.take_commands().iter().flat_map(|c| c.data.clone()).collect();
+        let cmds: Vec<u8> = whole.take_requests().iter().flat_map(|c| c.data.clone()).collect();
         assert_eq!(cmds.len(), 4 * 512 + 0x2000);
         (host, cmds)
     }
@@ -945,7 +974,7 @@ mod framing {
                 let n = cuts[i % cuts.len()].min(host.len() - at);
                 q.feed(&host[at..at + n]);
                 q.process().unwrap();
-                got.extend(q.take_commands().iter().flat_map(|c| c.data.clone()));
+                got.extend(q.take_requests().iter().flat_map(|c| c.data.clone()));
                 at += n;
                 i += 1;
             }
@@ -1016,7 +1045,7 @@ fn in_capsule_data_must_match_the_sgl() {
     );
     q.feed(&capsule(&w, &[0u8; 1024], Digests::default()));
     q.process().unwrap();
-    assert!(q.take_commands().is_empty());
+    assert!(q.take_requests().is_empty());
     let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
     assert_eq!((cqe.cid, cqe.status), (6, status::INVALID_FIELD.with_dnr()));
 }
@@ -1077,7 +1106,7 @@ fn a_large_h2c_payload_is_read_straight_into_its_transfer() {
         // the receive buffer; every payload byte goes straight in.
         let direct = socket_feed(&mut q, &pdus, 0x10000);
         assert_eq!(direct, data.len(), "dgst {dgst}");
-        let cmds = q.take_commands();
+        let cmds = q.take_requests();
         assert_eq!(cmds.len(), 1, "dgst {dgst}");
         assert_eq!(cmds[0].sqe.cid(), 0x30);
         assert!(cmds[0].data == data, "dgst {dgst}: the data, in order");
@@ -1102,7 +1131,7 @@ fn a_data_digest_error_on_a_payload_read_straight_in_fails_the_command() {
     let end = pdus.len();
     pdus[end - 1] ^= 0x80;
     assert_eq!(socket_feed(&mut q, &pdus, 0x10000), data.len());
-    assert!(q.take_commands().is_empty());
+    assert!(q.take_requests().is_empty());
     let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
     // Transient Transport Error, as for a payload taken from the receive buffer.
     assert_eq!((cqe.cid, cqe.status.0), (0x30, 0x0044));
@@ -1135,6 +1164,106 @@ fn a_bad_h2c_header_is_still_answered_with_a_term_req_when_reads_go_straight_in(
     assert!(q.direct_buffer().is_none());
 }
 
+#[test]
+fn a_connect_response_sets_the_queue_up_before_its_own_completion() {
+    let mut q = TargetQueue::new(TargetQueueConfig::default());
+    q.feed(&icreq(0));
+    q.process().unwrap();
+    let n = q.pending_send().len();
+    q.sent(n);
+    // Any command stands in for the Connect: only its response matters here.
+    q.feed(&capsule(&read_sqe(0x21, 0), &[], Digests::default()));
+    q.process().unwrap();
+    assert_eq!(q.take_requests().len(), 1);
+    let r = Response::ok(0x21).with_dw0(5).with_connected(QueueParams {
+        qid: 3,
+        sq_entries: 64,
+        sq_flow_control_disabled: true,
+    });
+    assert!(q.respond(r));
+    let cqe = Cqe::parse(&q.pending_send()[8..24]).unwrap();
+    // SQID is the new QID and SQHD is 0 (flow control off): both applied
+    // before the completion was encoded.
+    assert_eq!((cqe.cid, cqe.sqid, cqe.sqhd, cqe.dw0), (0x21, 3, 0, 5));
+    assert!(cqe.status.is_success());
+}
+
+#[test]
+fn response_helpers_fill_the_cqe() {
+    let r = Response::dnr(9, status::INVALID_FIELD);
+    assert_eq!((r.cqe.cid, r.cqe.status.0), (9, 0x8004), "SC 02h, DNR (bit 15)");
+    assert!(r.data.is_empty() && r.connected.is_none());
+    let r = Response::status(9, status::INVALID_FIELD);
+    assert_eq!(r.cqe.status.0, 0x0004, "no DNR unless asked");
+    let r = Response::ok_with_data(4, vec![1, 2, 3]);
+    assert_eq!(
+        (r.cqe.cid, r.cqe.status, &r.data[..]),
+        (4, Status::SUCCESS, &[1u8, 2, 3][..])
+    );
+}
+
+#[test]
+fn a_response_gives_its_data_buffer_back_once_encoded() {
+    let mut q = read_outstanding(4, 8192);
+    let mut data = Vec::with_capacity(16384);
+    data.extend((0..8192u32).map(|i| i as u8));
+    let ptr = data.as_ptr();
+    assert!(q.respond(Response::ok_with_data(4, data)));
+    let spent: Vec<Vec<u8>> = q.take_spent_buffers().collect();
+    assert_eq!(spent.len(), 1);
+    assert_eq!(
+        (spent[0].as_ptr(), spent[0].capacity()),
+        (ptr, 16384),
+        "the same allocation"
+    );
+    assert_eq!(q.take_spent_buffers().count(), 0, "taken once");
+    // A response refused (not outstanding) gives its buffer back too.
+    assert!(!q.respond(Response::ok_with_data(4, vec![0; 10])));
+    assert_eq!(q.take_spent_buffers().count(), 1);
+}
+
+#[test]
+fn host_data_is_received_into_the_spare_buffers_lent() {
+    let mut q = live(0);
+    let mut spares = vec![Vec::with_capacity(0x2000), Vec::with_capacity(512)];
+    let (big, small) = (spares[0].as_ptr(), spares[1].as_ptr());
+    q.swap_spare_buffers(&mut spares);
+    assert!(spares.is_empty());
+    // In-capsule: 512 bytes fit the small spare, the last that is large enough.
+    let w = write_sqe(
+        1,
+        0,
+        Sgl {
+            address: 0,
+            length: 512,
+            id: sgl_id::DATA_BLOCK_OFFSET,
+        },
+    );
+    q.feed(&capsule(&w, &[0x3C; 512], Digests::default()));
+    q.process().unwrap();
+    // R2T: 8 KiB go into the other one.
+    let w = write_sqe(
+        2,
+        15,
+        Sgl {
+            address: 0,
+            length: 0x2000,
+            id: sgl_id::TRANSPORT_DATA_BLOCK,
+        },
+    );
+    q.feed(&capsule(&w, &[], Digests::default()));
+    q.process().unwrap();
+    let ttag = DataHeader::parse(q.pending_send()).ttag;
+    q.feed(&h2c(2, ttag, 0, &[0x5A; 0x2000], true, Digests::default()));
+    q.process().unwrap();
+    let reqs = q.take_requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!((reqs[0].data.as_ptr(), &reqs[0].data[..]), (small, &[0x3C; 512][..]));
+    assert_eq!((reqs[1].data.as_ptr(), &reqs[1].data[..]), (big, &[0x5A; 0x2000][..]));
+    q.swap_spare_buffers(&mut spares);
+    assert!(spares.is_empty(), "both used");
+}
+
 mod direct_framing {
     use super::*;
     use proptest::prelude::*;
@@ -1164,7 +1293,7 @@ mod direct_framing {
             host.extend(capsule(&small, &[pattern; 512], d));
             let mut q = TargetQueue::new(TargetQueueConfig::default());
             socket_feed(&mut q, &host, chunk);
-            let got: Vec<(u16, Vec<u8>)> = q.take_commands().into_iter().map(|c| (c.sqe.cid(), c.data)).collect();
+            let got: Vec<(u16, Vec<u8>)> = q.take_requests().into_iter().map(|c| (c.sqe.cid(), c.data)).collect();
             prop_assert_eq!(got.len(), 2);
             prop_assert_eq!(got[0].0, 0x30);
             prop_assert!(got[0].1 == data);
@@ -1206,7 +1335,7 @@ mod direct_framing {
                     let out = q.pending_send();
                     prop_assert!(!out.is_empty());
                 }
-                let _ = q.take_commands();
+                let _ = q.take_requests();
             }
         }
     }

@@ -254,6 +254,8 @@ pub struct QueueBinding {
     /// keys on the subsystem (NVMe Base 2.0 section 8.13): until it
     /// succeeds, only Fabrics commands are accepted.
     auth: Option<ControllerAuth>,
+    /// An I/O queue's command slots, made at its Connect.
+    io: Option<io::IoQueue>,
 }
 
 impl QueueBinding {
@@ -280,6 +282,7 @@ impl QueueBinding {
             held: 0,
             counted_on: None,
             auth: None,
+            io: None,
         }
     }
 
@@ -429,6 +432,11 @@ impl QueueBinding {
             .host_dhchap(&ctrl.hostnqn)
             .map(|c| ControllerAuth::new(allowed.restrict(c)));
         let atr = if self.auth.is_some() { CONNECT_AUTHREQ_ATR } else { 0 };
+        if c.qid != 0 {
+            let entries = usize::from(c.sqsize) + 1;
+            let (subsystem, target) = (ctrl.subsystem.clone(), self.target.clone());
+            self.io = Some(io::IoQueue::new(entries, resp.clone(), subsystem, target, cx.index()));
+        }
         self.ctrl = Some(ctrl);
         Response::ok(cid)
             .with_dw0(u32::from(cntlid) | atr)
@@ -819,9 +827,11 @@ impl QueueHandler for QueueBinding {
         } else if self.target.is_quiescing() {
             // Held unanswered until the connection closes (see Target::quiesce).
             self.held += 1;
+        } else if let Some(io) = &self.io {
+            io.execute(cx, cmd, ctrl.is_ready());
         } else {
-            let io = self.target.core_io(cx.index());
-            io::execute(cx, cmd, &ctrl.subsystem, ctrl.is_ready(), io, resp);
+            // An I/O queue gets its slots at Connect; none means a bug, not a hang.
+            resp.respond(cx, Response::status(cmd.sqe.cid(), status::INTERNAL_ERROR));
         }
     }
 

@@ -19,6 +19,14 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
+    /// An empty table with room for `n` entries before it allocates.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Slab {
+            slots: Vec::with_capacity(n),
+            free: Vec::with_capacity(n),
+        }
+    }
+
     /// Stores `value`; returns its index.
     pub(crate) fn insert(&mut self, value: T) -> u32 {
         match self.free.pop() {
@@ -41,6 +49,11 @@ impl<T> Slab<T> {
     }
 
     /// The entry at `index`.
+    pub(crate) fn get(&self, index: u32) -> Option<&T> {
+        self.slots.get(index as usize)?.as_ref()
+    }
+
+    /// The entry at `index`, to change.
     pub(crate) fn get_mut(&mut self, index: u32) -> Option<&mut T> {
         self.slots.get_mut(index as usize)?.as_mut()
     }
@@ -66,6 +79,7 @@ mod tests {
         assert_eq!(s.remove(a), None, "removed once");
         assert_eq!(s.insert('c'), 0, "index 0 reused");
         assert_eq!(s.get_mut(1), Some(&mut 'b'));
+        assert_eq!((s.get(0), s.get(2)), (Some(&'c'), None));
         assert_eq!(s.len(), 2);
         assert_eq!(s.remove(7), None);
     }

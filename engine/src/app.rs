@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use lull_proto::target_queue::TargetQueueConfig;
 use lull_reactor::supervisor::{self, SupervisorConfig, SupervisorHandle};
 use lull_reactor::{CoreList, Mode, ReactorConfig, ReactorHandle, Reactors, StatsSnapshot};
-use lull_transport::target::TargetQueueConfig;
 
 use crate::bdev::{Bdev, FileBdev, NullBdev, RamBdev};
 use crate::config::{BdevKind, BdevSpec, Settings, SubsystemSpec};
@@ -670,8 +670,8 @@ impl App {
         ctrlr_key: Option<&str>,
     ) -> Result<
         Option<(
-            lull_transport::auth::DhchapSecret,
-            Option<lull_transport::auth::DhchapSecret>,
+            lull_proto::auth::DhchapSecret,
+            Option<lull_proto::auth::DhchapSecret>,
             KeyNames,
         )>,
         AppError,
@@ -700,7 +700,7 @@ impl App {
     ///
     /// # Errors
     /// [`AppError::NotFound`] naming the field and the key.
-    pub fn key_secret(&self, field: &str, name: &str) -> Result<lull_transport::auth::DhchapSecret, AppError> {
+    pub fn key_secret(&self, field: &str, name: &str) -> Result<lull_proto::auth::DhchapSecret, AppError> {
         self.keyring.get(name).map_err(|_| {
             AppError::NotFound(format!(
                 "{field}: key {name} is not in the keyring (keyring_file_add_key)"

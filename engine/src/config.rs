@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lull_proto::target_queue::TargetQueueConfig;
 use lull_reactor::CoreList;
 use lull_reactor::supervisor::{Policy, SupervisorConfig};
-use lull_transport::target::TargetQueueConfig;
 use serde::Deserialize;
 
 use crate::nvme::NvmeOptions;

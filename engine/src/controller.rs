@@ -13,16 +13,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use lull_reactor::{Context, PollerId, ReactorHandle, Sender, TimerId};
-use lull_transport::auth::controller::{ControllerAuth, ReceiveError};
-use lull_transport::auth::{OsEntropy, SECP_DHCHAP, SPSP_DHCHAP};
-use lull_transport::conn::{QueueHandler, Responder};
-use lull_transport::fabrics::{
+use lull_proto::auth::controller::{ControllerAuth, ReceiveError};
+use lull_proto::auth::{OsEntropy, SECP_DHCHAP, SPSP_DHCHAP};
+use lull_proto::fabrics::{
     AuthCmd, CONNECT_AUTHREQ_ATR, ConnectCmd, ConnectData, InvalidParameter, PropertyCmd, connect_offset, fctype,
     property,
 };
-use lull_transport::nvme::{Cqe, Status, admin_opc, status};
-use lull_transport::target::{QueueParams, Request, Response, TargetQueue};
+use lull_proto::nvme::{Cqe, Status, admin_opc, status};
+use lull_proto::target_queue::{QueueParams, Request, Response, TargetQueue};
+use lull_reactor::{Context, PollerId, ReactorHandle, Sender, TimerId};
+use lull_transport::conn::{QueueHandler, Responder};
 
 use crate::identify::{self, ControllerIdentity};
 use crate::io;
@@ -293,7 +293,7 @@ impl QueueBinding {
         if c.recfmt != 0 {
             return Response::dnr(cid, status::CONNECT_INCOMPATIBLE_FORMAT);
         }
-        if cmd.data.len() != lull_transport::fabrics::CONNECT_DATA_LEN {
+        if cmd.data.len() != lull_proto::fabrics::CONNECT_DATA_LEN {
             return Response::dnr(cid, status::INVALID_FIELD);
         }
         let data = match ConnectData::parse(&cmd.data) {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use lull_transport::auth::{AuthConfig, DhGroup, HashId};
+use lull_proto::auth::{AuthConfig, DhGroup, HashId};
 
 /// Hashes and DH groups allowed in DH-HMAC-CHAP: what the initiator offers
 /// in AUTH_Negotiate (`bdev_nvme_set_options dhchap_digests /
@@ -101,7 +101,7 @@ impl DhchapOffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lull_transport::auth::DhchapSecret;
+    use lull_proto::auth::DhchapSecret;
 
     fn names(l: &[&str]) -> Vec<String> {
         l.iter().map(|s| s.to_string()).collect()

@@ -28,10 +28,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use lull_proto::nvme::{Cqe, Status, io_opc, status};
+use lull_proto::target_queue::{Request, Response};
 use lull_reactor::Context;
 use lull_transport::conn::Responder;
-use lull_transport::nvme::{Cqe, Status, io_opc, status};
-use lull_transport::target::{Request, Response};
 
 use crate::bdev::slab::Slab;
 use crate::bdev::stats::{IoErrorKind, IoKind};

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use lull_transport::auth::DhchapSecret;
+use lull_proto::auth::DhchapSecret;
 use zeroize::Zeroizing;
 
 /// Reads and parses the DH-HMAC-CHAP secret in `path`.

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use lull_transport::auth::DhchapSecret;
+use lull_proto::auth::DhchapSecret;
 
 /// One named key.
 #[derive(Clone, Debug)]

@@ -99,7 +99,6 @@ pub const FLAGS: &[(&str, &[&str])] = &[
         "nvme",
         &[
             "lull_engine::nvme",
-            "lull_transport::host",
             "lull_transport::host_conn",
             "lull_transport::host_sync",
         ],
@@ -114,10 +113,7 @@ pub const FLAGS: &[(&str, &[&str])] = &[
             "lull_engine::identify",
         ],
     ),
-    (
-        "nvmf_tcp",
-        &["lull_transport::target", "lull_transport::conn", "lull_transport::pdu"],
-    ),
+    ("nvmf_tcp", &["lull_transport::conn"]),
     ("reactor", &["lull_reactor"]),
     ("rpc", &["lull_engine::rpc"]),
 ];
@@ -322,10 +318,7 @@ mod tests {
         assert_eq!(s.directive(), "warn");
         let i = FLAGS.iter().position(|(n, _)| *n == "nvmf_tcp").unwrap();
         let s = State { flags: 1 << i, ..s };
-        assert_eq!(
-            s.directive(),
-            "warn,lull_transport::target=debug,lull_transport::conn=debug,lull_transport::pdu=debug"
-        );
+        assert_eq!(s.directive(), "warn,lull_transport::conn=debug");
         // Every target is a directive tracing accepts: a module path.
         for (n, targets) in FLAGS {
             assert!(targets.iter().all(|t| t.starts_with("lull_")), "{n}");

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use lull_transport::nvme::{admin_opc, io_opc};
+use lull_proto::nvme::{admin_opc, io_opc};
 
 use crate::subsystem::{Subsystem, SubsystemKind};
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::{ArcSwap, Guard};
 
-use lull_transport::auth::{AuthConfig, DhchapSecret};
-use lull_transport::fabrics::{DISCOVERY_NQN, NQN_MAX_LEN};
+use lull_proto::auth::{AuthConfig, DhchapSecret};
+use lull_proto::fabrics::{DISCOVERY_NQN, NQN_MAX_LEN};
 
 use crate::bdev::{Bdev, BdevStats};
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
+use lull_proto::target_queue::{MAX_SQ_ENTRIES, TargetQueueConfig};
 use lull_reactor::{PollerId, ReactorHandle, Reactors};
 use lull_transport::conn::{HandlerFactory, Listener};
-use lull_transport::target::{MAX_SQ_ENTRIES, TargetQueueConfig};
 
 use crate::controller::{Controller, QueueBinding};
 use crate::dhchap::DhchapOffer;

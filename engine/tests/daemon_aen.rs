@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use lull_engine::app::App;
 use lull_engine::config::Config;
+use lull_proto::nvme::{Sqe, admin_opc, psdt};
+use lull_proto::pdu::Digests;
 use lull_transport::host_sync::SyncQueue;
-use lull_transport::nvme::{Sqe, admin_opc, psdt};
-use lull_transport::pdu::Digests;
 
 const NQN: &str = "nqn.2024-01.io.lull:aen";
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000ae";

@@ -16,8 +16,8 @@ use std::time::Duration;
 use lull_engine::app::App;
 use lull_engine::nvme::{HostDhchapKeys, NvmeController, NvmeOptions, NvmeTrid};
 use lull_engine::subsystem::KeyNames;
-use lull_transport::auth::{DhGroup, DhchapSecret};
-use lull_transport::nvme::{Sqe, io_opc};
+use lull_proto::auth::{DhGroup, DhchapSecret};
+use lull_proto::nvme::{Sqe, io_opc};
 use rpc_client::{Client, Daemon, ENODEV, INVALID_PARAMS};
 use serde_json::{Value, json};
 

@@ -19,11 +19,11 @@ use lull_engine::app::App;
 use lull_engine::config::Config;
 use lull_engine::nvme::{IoError, NvmeController, NvmeOptions, NvmeTrid};
 use lull_engine::rpc::RpcServer;
+use lull_proto::host_queue::Completion;
+use lull_proto::nvme::{Sqe, io_opc};
+use lull_proto::pdu::Digests;
 use lull_reactor::{CoreList, Message, Mode, ReactorConfig, Reactors, TrySendError};
-use lull_transport::host::Completion;
 use lull_transport::host_sync::SyncQueue;
-use lull_transport::nvme::{Sqe, io_opc};
-use lull_transport::pdu::Digests;
 use serde_json::{Value, json};
 
 const NQN: &str = "nqn.2024-01.io.lull:load0";

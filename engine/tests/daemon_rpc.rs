@@ -1611,8 +1611,8 @@ fn socket_is_private_and_exclusive() {
     d.stop();
 }
 
-fn rw_sqe(opc: u8, slba: u64, nlb: u32) -> lull_transport::nvme::Sqe {
-    let mut sqe = lull_transport::nvme::Sqe([0; 64]);
+fn rw_sqe(opc: u8, slba: u64, nlb: u32) -> lull_proto::nvme::Sqe {
+    let mut sqe = lull_proto::nvme::Sqe([0; 64]);
     sqe.0[0] = opc;
     sqe.0[4..8].copy_from_slice(&1u32.to_le_bytes());
     sqe.set_cdw(10, slba as u32);
@@ -1630,9 +1630,9 @@ fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
 
 #[test]
 fn metrics_render_every_core() {
+    use lull_proto::nvme::io_opc;
+    use lull_proto::pdu::Digests;
     use lull_transport::host_sync::SyncQueue;
-    use lull_transport::nvme::io_opc;
-    use lull_transport::pdu::Digests;
 
     let mut d = Daemon::start("metrics", "");
     let mut c = d.client();

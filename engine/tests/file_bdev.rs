@@ -10,9 +10,9 @@ use common::*;
 use lull_engine::bdev::{Bdev, FileBdev};
 use lull_engine::subsystem::Subsystem;
 use lull_engine::target::Target;
+use lull_proto::nvme::{sgl_id, status};
+use lull_proto::target_queue::TargetQueueConfig;
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
-use lull_transport::nvme::{sgl_id, status};
-use lull_transport::target::TargetQueueConfig;
 
 const BLOCKS: u64 = 32 * 2048;
 

@@ -18,11 +18,11 @@ use lull_engine::bdev::{Bdev, NullBdev, RamBdev};
 use lull_engine::nvme::{CtrlrState, IoError, NvmeController, NvmeOptions, NvmeTrid};
 use lull_engine::subsystem::Subsystem;
 use lull_engine::target::Target;
+use lull_proto::host_queue::Completion;
+use lull_proto::nvme::{Sqe, io_opc, status};
+use lull_proto::pdu::Digests;
+use lull_proto::target_queue::TargetQueueConfig;
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
-use lull_transport::host::Completion;
-use lull_transport::nvme::{Sqe, io_opc, status};
-use lull_transport::pdu::Digests;
-use lull_transport::target::TargetQueueConfig;
 
 type Res = Result<Completion, IoError>;
 
@@ -829,7 +829,7 @@ fn a_volume_keeps_its_uuid_over_nvme_tcp() {
     // holds NGUID (NIDT 2h) then UUID (NIDT 3h), 16 bytes each, then zeroes.
     let (mut h, _) = common::Host::admin(addr, 0, SUBNQN, 0);
     let identify = |h: &mut common::Host, cns: u32| {
-        let mut sqe = common::Host::rw_sqe(0x06, 1, 0, 1, 4096, lull_transport::nvme::sgl_id::TRANSPORT_DATA_BLOCK);
+        let mut sqe = common::Host::rw_sqe(0x06, 1, 0, 1, 4096, lull_proto::nvme::sgl_id::TRANSPORT_DATA_BLOCK);
         sqe.set_cdw(10, cns);
         sqe.set_cdw(11, 0);
         sqe.set_cdw(12, 0);

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use common::{HOSTNQN, SUBNQN, pattern};
 use fake::{Cfg, Conn};
 use lull_engine::nvme::{CtrlrState, IoError, NvmeController, NvmeOptions, NvmeTrid};
+use lull_proto::host_queue::Completion;
+use lull_proto::nvme::{Sqe, io_opc, status};
+use lull_proto::pdu::{PduType, flags};
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
-use lull_transport::host::Completion;
-use lull_transport::nvme::{Sqe, io_opc, status};
-use lull_transport::pdu::{PduType, flags};
 
 type Res = Result<Completion, IoError>;
 
@@ -145,7 +145,7 @@ fn b03_writes_progress_while_the_target_does_not_read() {
                     io.r2t(sqe.cid(), next_ttag, 0, len as u32);
                 } else {
                     assert!(p.is(PduType::H2CData), "fake: unexpected {:?}", p.ch);
-                    let h = lull_transport::pdu::DataHeader::parse(&p.b);
+                    let h = lull_proto::pdu::DataHeader::parse(&p.b);
                     let (_, len, ttag, buf) = open.get_mut(&h.cccid).expect("H2CData for an open write");
                     assert_eq!(h.ttag, *ttag, "TTAG echoed");
                     assert_eq!(h.datao as usize, buf.len(), "contiguous DATAO");
@@ -156,7 +156,7 @@ fn b03_writes_progress_while_the_target_does_not_read() {
                     if last {
                         let (slba, _, _, buf) = open.remove(&h.cccid).unwrap();
                         got.push((slba, buf));
-                        io.respond(h.cccid, lull_transport::nvme::Status::SUCCESS, 0, 0);
+                        io.respond(h.cccid, lull_proto::nvme::Status::SUCCESS, 0, 0);
                     }
                 }
             }
@@ -243,7 +243,7 @@ const STRANGER: u16 = 0x0777;
 
 fn r2t(c: &Conn, cid: u16, r2to: u32, r2tl: u32) -> Vec<u8> {
     let mut v = Vec::new();
-    lull_transport::pdu::encode_r2t(&mut v, cid, 1, r2to, r2tl, c.d);
+    lull_proto::pdu::encode_r2t(&mut v, cid, 1, r2to, r2tl, c.d);
     v
 }
 
@@ -438,7 +438,7 @@ fn run_case(case: &Case, r: &Reactors) {
                 // The first R2T was good: its data may go out before the verdict.
                 let p = c.recv().expect("fake: H2CData or H2CTermReq");
                 if p.is(PduType::H2CData) {
-                    let h = lull_transport::pdu::DataHeader::parse(&p.b);
+                    let h = lull_proto::pdu::DataHeader::parse(&p.b);
                     assert_eq!((h.cccid, h.datao, h.datal), (sqe.cid(), 0, WRITE_LEN as u32));
                     assert!(p.data() == pattern(WRITE_LEN, 7), "{name}: the write's data");
                     assert_eq!(c.expect_term(), (fes, fei), "{name}: H2CTermReq FES/FEI");
@@ -816,11 +816,11 @@ fn c2h_512_success(c: &Conn, cid: u16) -> Vec<u8> {
 
 fn resp_ok(c: &Conn, cid: u16) -> Vec<u8> {
     let mut v = Vec::new();
-    let cqe = lull_transport::nvme::Cqe {
+    let cqe = lull_proto::nvme::Cqe {
         cid,
         ..Default::default()
     };
-    lull_transport::pdu::encode_capsule_resp(&mut v, &cqe.encode(), c.d);
+    lull_proto::pdu::encode_capsule_resp(&mut v, &cqe.encode(), c.d);
     v
 }
 
@@ -954,7 +954,7 @@ fn a_stale_completion_for_a_reused_slot_never_completes_the_new_command() {
         let (addr, fake) = fake_then_good(Cfg::default(), |c| {
             // Command A, answered properly.
             let (a, _) = c.recv_capsule().expect("fake: command A");
-            c.respond(a.cid(), lull_transport::nvme::Status::SUCCESS, 0, 0);
+            c.respond(a.cid(), lull_proto::nvme::Status::SUCCESS, 0, 0);
             // Command B (sent after A completed), then A's completion again.
             let (b, _) = c.recv_capsule().expect("fake: command B");
             let dup = resp_ok(c, a.cid());

@@ -14,11 +14,11 @@ use std::time::Duration;
 use lull_engine::bdev::{Bdev, RamBdev};
 use lull_engine::subsystem::Subsystem;
 use lull_engine::target::Target;
+use lull_proto::nvme::{Sqe, io_opc};
+use lull_proto::pdu::Digests;
+use lull_proto::target_queue::TargetQueueConfig;
 use lull_reactor::{CoreList, Mode, ReactorConfig, ReactorHandle, Reactors};
 use lull_transport::host_sync::SyncQueue;
-use lull_transport::nvme::{Sqe, io_opc};
-use lull_transport::pdu::Digests;
-use lull_transport::target::TargetQueueConfig;
 
 /// Counts allocations (and reallocations) of the threads that ask for it.
 struct Counting;

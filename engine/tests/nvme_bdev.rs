@@ -13,11 +13,11 @@ use lull_engine::bdev::Bdev;
 use lull_engine::nvme::{NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
 use lull_engine::subsystem::Subsystem;
 use lull_engine::target::Target;
+use lull_proto::nvme::{Sqe, io_opc};
+use lull_proto::pdu::Digests;
+use lull_proto::target_queue::TargetQueueConfig;
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
 use lull_transport::host_sync::SyncQueue;
-use lull_transport::nvme::{Sqe, io_opc};
-use lull_transport::pdu::Digests;
-use lull_transport::target::TargetQueueConfig;
 
 const A_NQN: &str = "nqn.2024-01.test:passthrough";
 

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{HOSTNQN, OTHER_HOST, SUBNQN, target};
+use lull_proto::auth::host::HostAuth;
+use lull_proto::auth::messages::{Framing, Message};
+use lull_proto::auth::{AuthConfig, DhGroup, DhchapSecret, FailureReason, HashId, OsEntropy};
+use lull_proto::fabrics::{CONNECT_AUTHREQ_ATR, ConnectData};
+use lull_proto::nvme::{Sqe, admin_opc, io_opc, status};
+use lull_proto::pdu::Digests;
 use lull_reactor::Mode;
-use lull_transport::auth::host::HostAuth;
-use lull_transport::auth::messages::{Framing, Message};
-use lull_transport::auth::{AuthConfig, DhGroup, DhchapSecret, FailureReason, HashId, OsEntropy};
-use lull_transport::fabrics::{CONNECT_AUTHREQ_ATR, ConnectData};
 use lull_transport::host_sync::{SyncError, SyncQueue};
-use lull_transport::nvme::{Sqe, admin_opc, io_opc, status};
-use lull_transport::pdu::Digests;
 
 fn key(seed: u8) -> DhchapSecret {
     DhchapSecret::from_key(Some(HashId::Sha256), &[seed; 32]).unwrap()
@@ -77,7 +77,7 @@ fn authenticated_admin_and_io_queues() {
         assert_ne!(dw0 & CONNECT_AUTHREQ_ATR, 0, "ATR set for {hostnqn}");
         let cntlid = dw0 as u16;
         // Fabrics commands work before authentication; others do not.
-        admin.property_get(lull_transport::fabrics::property::VS, 4).unwrap();
+        admin.property_get(lull_proto::fabrics::property::VS, 4).unwrap();
         assert!(is_auth_required(keep_alive(&mut admin)));
         admin.authenticate(cfg.clone(), 1).unwrap();
         admin.enable(Duration::from_secs(5)).unwrap();
@@ -176,13 +176,13 @@ fn hosts_without_keys_are_not_asked_and_cannot_send_auth() {
     // Bad SECP/SPSP or a TL of 0 are Invalid Field for a host with keys too.
     let (mut q, _) = connect(t.addr, HOSTNQN, 0, 0xFFFF);
     let mut sqe = Sqe([0; 64]);
-    lull_transport::fabrics::AuthCmd {
+    lull_proto::fabrics::AuthCmd {
         secp: 0xEA,
         spsp0: 1,
         spsp1: 1,
         len: 72,
     }
-    .write(&mut sqe, lull_transport::fabrics::fctype::AUTH_SEND);
+    .write(&mut sqe, lull_proto::fabrics::fctype::AUTH_SEND);
     let e = q.call("Authentication Send", sqe, &[0; 72], 0).unwrap_err();
     assert!(matches!(e, SyncError::Status { status: s, .. } if s.sc() == status::INVALID_FIELD.sc()));
     // A Receive too short for the Challenge is Invalid Field and keeps it.

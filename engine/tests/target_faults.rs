@@ -9,9 +9,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
+use lull_proto::nvme::{Sgl, sgl_id};
+use lull_proto::pdu::{DataHeader, PduType, flags};
 use lull_reactor::Mode;
-use lull_transport::nvme::{Sgl, sgl_id};
-use lull_transport::pdu::{DataHeader, PduType, flags};
 
 const MODES: [Mode; 2] = [Mode::Poll, Mode::Interrupt];
 
@@ -33,7 +33,7 @@ fn r2t_write(h: &mut Host) -> u16 {
 
 fn h2c(h: &Host, cccid: u16, ttag: u16, datao: u32, data: &[u8], last: bool) -> Vec<u8> {
     let mut v = Vec::new();
-    lull_transport::pdu::encode_data_pdu(
+    lull_proto::pdu::encode_data_pdu(
         &mut v,
         PduType::H2CData,
         DataHeader {

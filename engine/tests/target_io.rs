@@ -6,10 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use lull_proto::fabrics::property;
+use lull_proto::nvme::{Sqe, Status, sgl_id, status};
+use lull_proto::pdu::PduType;
 use lull_reactor::Mode;
-use lull_transport::fabrics::property;
-use lull_transport::nvme::{Sqe, Status, sgl_id, status};
-use lull_transport::pdu::PduType;
 
 const MODES: [Mode; 2] = [Mode::Poll, Mode::Interrupt];
 
@@ -410,7 +410,7 @@ fn thread_cpu_of_target(t: &Tgt) -> u64 {
 /// and MAXCMD follow the depth, and a deeper queue is refused.
 #[test]
 fn transport_limits_on_queues_are_in_force() {
-    use lull_transport::fabrics::{InvalidParameter, connect_offset};
+    use lull_proto::fabrics::{InvalidParameter, connect_offset};
     let t = target(Mode::Interrupt);
     t.target.set_max_io_queues(2);
     t.target.set_queue_depths(64, 32);

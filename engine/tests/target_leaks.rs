@@ -138,7 +138,7 @@ fn unconnected_connections_are_closed() {
     let mut stalled = Host::connect(t.addr);
     stalled.icreq(0);
     let b = stalled.capsule_bytes(
-        &Host::connect_sqe(0, 31, 0, 1024, lull_transport::nvme::sgl_id::DATA_BLOCK_OFFSET),
+        &Host::connect_sqe(0, 31, 0, 1024, lull_proto::nvme::sgl_id::DATA_BLOCK_OFFSET),
         &[0u8; 1024],
     );
     stalled.send(&b[..40]);

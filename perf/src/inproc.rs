@@ -7,8 +7,8 @@ use std::sync::Arc;
 use lull_engine::bdev::{Bdev, RamBdev};
 use lull_engine::subsystem::Subsystem;
 use lull_engine::target::Target;
+use lull_proto::target_queue::TargetQueueConfig;
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
-use lull_transport::target::TargetQueueConfig;
 
 /// SUBNQN of the in-process target.
 pub const INPROC_NQN: &str = "nqn.2024-01.io.lull:inproc";

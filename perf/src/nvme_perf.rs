@@ -13,9 +13,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use lull_engine::nvme::{IoError, NvmeController};
+use lull_proto::host_queue::Completion;
+use lull_proto::nvme::{Sqe, io_opc};
 use lull_reactor::{Context, ReactorHandle, StatsSnapshot};
-use lull_transport::host::Completion;
-use lull_transport::nvme::{Sqe, io_opc};
 use serde::Serialize;
 
 use crate::Latency;

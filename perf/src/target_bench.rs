@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use lull_engine::bdev::{Bdev, RamBdev};
 use lull_engine::subsystem::Subsystem;
 use lull_engine::target::Target;
+use lull_proto::nvme::Sqe;
+use lull_proto::pdu::Digests;
+use lull_proto::target_queue::TargetQueueConfig;
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
-use lull_transport::nvme::Sqe;
-use lull_transport::pdu::Digests;
-use lull_transport::target::TargetQueueConfig;
 use serde::Serialize;
 
 use crate::Latency;

@@ -196,7 +196,7 @@ impl VerifyState {
                 b.extend_from_slice(&v.to_le_bytes());
             }
         }
-        let crc = lull_transport::pdu::crc32c(&b);
+        let crc = lull_proto::pdu::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
@@ -212,7 +212,7 @@ impl VerifyState {
             return Err("not a lull perf verify state file".into());
         }
         let body = b.len() - 4;
-        if lull_transport::pdu::crc32c(&b[..body]) != le32(body) {
+        if lull_proto::pdu::crc32c(&b[..body]) != le32(body) {
             return Err("the verify state file is damaged (its CRC32C does not match)".into());
         }
         let (nsid, block_size, ns_blocks, blocks, nruns) = (le32(8), le32(12), le64(16), le64(24), le64(32));

@@ -15,9 +15,9 @@ use std::time::Duration;
 use fake::{Cfg, Conn};
 use lull_engine::nvme::{NvmeController, NvmeOptions, NvmeTrid};
 use lull_perf::nvme_perf::{self, Rw, TargetCpu, Workload};
+use lull_proto::nvme::{Cqe, Sqe, Status, io_opc, sct};
+use lull_proto::pdu::{DataHeader, PduType, encode_capsule_resp, flags};
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
-use lull_transport::nvme::{Cqe, Sqe, Status, io_opc, sct};
-use lull_transport::pdu::{DataHeader, PduType, encode_capsule_resp, flags};
 use std::collections::VecDeque;
 
 /// The subsystem the fake reports (used by the fake module).

@@ -1,14 +1,19 @@
 //! Typed channels into a reactor: a bounded lock-free queue per channel
 //! (crossbeam's `ArrayQueue`), sharing the reactor's doorbell and sleep
-//! handshake. Items are stored inline: no allocation per item.
+//! handshake. Items are stored inline: no allocation per item. The reactor
+//! keeps its channels' receiving sides in a table on its [`Context`] and
+//! drains them once per loop iteration.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 
+use crate::context::{ChannelDrain, Context};
 use crate::error::TrySendError;
-use crate::reactor::{Context, Shared};
+use crate::shared::Shared;
+use crate::stats::Counter;
 
 struct Inner<T> {
     queue: ArrayQueue<T>,
@@ -62,16 +67,6 @@ impl<T: Send> Sender<T> {
     }
 }
 
-/// The receiving side, owned by the reactor loop.
-pub(crate) trait ChannelDrain {
-    /// Hands up to `budget` items to the handler; returns how many.
-    fn drain(&mut self, cx: &mut Context, budget: usize) -> usize;
-    fn has_items(&self) -> bool;
-    /// No sender is left and nothing is queued.
-    fn orphaned(&self) -> bool;
-    fn close(&self);
-}
-
 struct Receiver<T, F> {
     inner: Arc<Inner<T>>,
     handler: F,
@@ -117,4 +112,58 @@ pub(crate) fn new<T: Send + 'static>(
         closed: AtomicBool::new(false),
     });
     (Sender { inner: inner.clone() }, Box::new(Receiver { inner, handler }))
+}
+
+impl Context {
+    /// Creates a typed channel into this reactor: items sent on the returned
+    /// [`Sender`] (from any thread) are handed to `handler` on this reactor,
+    /// in order, with no allocation per item. `capacity` bounds the queue;
+    /// a full queue makes `try_send` return the item (back-pressure);
+    /// a capacity of 0 is taken as 1.
+    /// The channel closes when every `Sender` is dropped and it is empty.
+    pub fn channel<T: Send + 'static>(
+        &mut self,
+        capacity: usize,
+        handler: impl FnMut(&mut Context, T) + 'static,
+    ) -> Sender<T> {
+        let (tx, rx) = new(capacity, self.shared.clone(), handler);
+        // Only slots freed by closed channels are reused: an empty slot may
+        // also be a channel being drained right now (this call can come from
+        // its handler).
+        match self.free_channels.pop() {
+            Some(i) => self.channels[i] = Some(rx),
+            None => self.channels.push(Some(rx)),
+        }
+        tx
+    }
+
+    /// Hands up to `budget` queued items of each channel to its handler;
+    /// returns whether any was handled. A handler that panics closes its
+    /// channel. Channels with no sender left and nothing queued are closed.
+    pub(crate) fn drain_channels(&mut self, budget: usize) -> bool {
+        let mut handled = 0;
+        for i in 0..self.channels.len() {
+            let Some(mut ch) = self.channels[i].take() else {
+                continue;
+            };
+            match catch_unwind(AssertUnwindSafe(|| ch.drain(self, budget))) {
+                Ok(n) => handled += n,
+                Err(p) => {
+                    // Its handler may be half-updated: close the channel; senders get Stopped.
+                    self.note_panic("channel handler", &*p);
+                    ch.close();
+                    self.free_channels.push(i);
+                    continue;
+                }
+            }
+            if ch.orphaned() {
+                ch.close();
+                self.free_channels.push(i);
+            } else {
+                self.channels[i] = Some(ch);
+            }
+        }
+        self.stats.add(Counter::Messages, handled as u64);
+        handled > 0
+    }
 }

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::context::Context;
 use crate::error::{ReactorError, TrySendError};
-use crate::mode::Mode;
-use crate::reactor::{Context, Message, NO_SPIN_WINDOW, Shared, duration_ns};
-use crate::reactors::MAX_IDLE_POLL;
+use crate::mode::{MAX_IDLE_POLL, Mode};
+use crate::shared::{Message, NO_SPIN_WINDOW, Shared, duration_ns};
 use crate::stats::StatsSnapshot;
 
 /// A cheap, cloneable, `Send + Sync` reference to one reactor.

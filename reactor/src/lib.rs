@@ -30,13 +30,17 @@
 
 pub mod budget;
 mod channel;
+mod context;
 mod cores;
+mod deadline;
 mod error;
 mod handle;
 mod mode;
 mod poller;
+mod pollers;
 mod reactor;
 mod reactors;
+mod shared;
 mod stats;
 pub mod supervisor;
 mod sys;
@@ -44,13 +48,14 @@ mod timer;
 mod wake;
 
 pub use channel::Sender;
+pub use context::Context;
 pub use cores::{CoreList, CoreListError, MAX_CORE};
 pub use error::{ReactorError, TrySendError};
 pub use handle::ReactorHandle;
-pub use mode::{Mode, ParseModeError};
+pub use mode::{MAX_IDLE_POLL, Mode, ParseModeError};
 pub use poller::{FdPoller, FdSource, Interest, PollStatus, Poller, PollerId, Readiness};
-pub use reactor::{Context, Message};
-pub use reactors::{DEFAULT_IDLE_POLL, DEFAULT_INBOX_CAPACITY, MAX_IDLE_POLL, ReactorConfig, Reactors};
+pub use reactors::{DEFAULT_IDLE_POLL, DEFAULT_INBOX_CAPACITY, ReactorConfig, Reactors};
+pub use shared::Message;
 pub use stats::{
     GAP_BUCKETS, SLEEP_CLASSES, StatsSnapshot, gap_bucket, gap_bucket_limit_us, sleep_class, sleep_class_of_gap_bucket,
 };

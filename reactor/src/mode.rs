@@ -2,6 +2,10 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
+
+/// Largest accepted `idle_poll_us` (1 s): a longer spin is poll mode.
+pub const MAX_IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// A reactor's waiting discipline. Work is run the same way in every mode; only
 /// the wait between loop iterations differs.

@@ -13,7 +13,8 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use crate::reactor::Context;
+use crate::context::Context;
+use crate::sys::{Ready, Watch};
 
 /// What a poller reports after a call; feeds busy/idle accounting and the
 /// hybrid mode's spin window.
@@ -59,16 +60,11 @@ impl Interest {
         self.0 & 2 != 0
     }
 
-    pub(crate) fn epoll_flags(self) -> rustix::event::epoll::EventFlags {
-        use rustix::event::epoll::EventFlags;
-        let mut f = EventFlags::RDHUP;
-        if self.is_readable() {
-            f |= EventFlags::IN;
+    pub(crate) fn watch(self) -> Watch {
+        Watch {
+            readable: self.is_readable(),
+            writable: self.is_writable(),
         }
-        if self.is_writable() {
-            f |= EventFlags::OUT;
-        }
-        f
     }
 }
 
@@ -96,13 +92,13 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    pub(crate) fn from_epoll(flags: rustix::event::epoll::EventFlags) -> Self {
-        use rustix::event::epoll::EventFlags;
+    #[inline]
+    pub(crate) fn from_ready(r: Ready) -> Self {
         Readiness {
-            readable: flags.contains(EventFlags::IN),
-            writable: flags.contains(EventFlags::OUT),
-            hangup: flags.intersects(EventFlags::HUP | EventFlags::RDHUP),
-            error: flags.contains(EventFlags::ERR),
+            readable: r.readable,
+            writable: r.writable,
+            hangup: r.hangup,
+            error: r.error,
             timer: false,
         }
     }

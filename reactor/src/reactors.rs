@@ -6,18 +6,17 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::context::Context;
 use crate::cores::CoreList;
 use crate::error::ReactorError;
 use crate::handle::ReactorHandle;
-use crate::mode::Mode;
-use crate::reactor::{Context, Shared};
+use crate::mode::{MAX_IDLE_POLL, Mode};
+use crate::shared::Shared;
 
 /// Default hybrid spin window (`idle_poll_us`), see docs/architecture.md.
 pub const DEFAULT_IDLE_POLL: Duration = Duration::from_micros(200);
 /// Default inbox capacity per reactor, in messages.
 pub const DEFAULT_INBOX_CAPACITY: usize = 4096;
-/// Largest accepted `idle_poll_us` (1 s): a longer spin is poll mode.
-pub const MAX_IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// How to start a set of reactors.
 #[derive(Clone, Debug)]

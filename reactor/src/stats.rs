@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
-use crate::Mode;
+use crate::mode::Mode;
 
 /// Thread CPU clock ids are negative numbers, so "none" needs its own value.
 const NO_CLOCK: i64 = i64::MIN;

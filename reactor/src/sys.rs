@@ -2,7 +2,8 @@
 //! affinity, thread CPU clocks and the online-CPU list.
 //!
 //! Everything above this module speaks in reactor words (tokens, interests,
-//! doorbells); nothing here knows about pollers or modes.
+//! doorbells); nothing here knows about pollers or modes. rustix's types stay
+//! in here too: a registration asks for a [`Watch`], a wait reports [`Ready`]s.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -10,6 +11,70 @@ use std::time::Duration;
 
 use rustix::event::{EventfdFlags, epoll, eventfd};
 use rustix::time::Timespec;
+
+/// What a registration asks epoll to report (level-triggered). A peer's
+/// close (`EPOLLRDHUP`), hang-ups and errors are reported whatever is asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Watch {
+    /// `EPOLLIN`.
+    pub(crate) readable: bool,
+    /// `EPOLLOUT`.
+    pub(crate) writable: bool,
+}
+
+impl Watch {
+    #[inline]
+    fn flags(self) -> epoll::EventFlags {
+        let mut f = epoll::EventFlags::RDHUP;
+        if self.readable {
+            f |= epoll::EventFlags::IN;
+        }
+        if self.writable {
+            f |= epoll::EventFlags::OUT;
+        }
+        f
+    }
+}
+
+/// One registration's readiness, as a wait reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ready {
+    /// The token the fd was registered with.
+    pub(crate) token: u64,
+    /// `EPOLLIN`.
+    pub(crate) readable: bool,
+    /// `EPOLLOUT`.
+    pub(crate) writable: bool,
+    /// `EPOLLHUP` or `EPOLLRDHUP`.
+    pub(crate) hangup: bool,
+    /// `EPOLLERR`.
+    pub(crate) error: bool,
+}
+
+/// Room for the reports of one wait; allocated once per reactor.
+pub(crate) struct Events(Vec<epoll::Event>);
+
+impl Events {
+    /// Room for at most `n` reports per wait.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Events(Vec::with_capacity(n))
+    }
+
+    /// Takes the reports of the last wait, in order.
+    #[inline]
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Ready> + '_ {
+        self.0.drain(..).map(|ev| {
+            let f = ev.flags;
+            Ready {
+                token: ev.data.u64(),
+                readable: f.contains(epoll::EventFlags::IN),
+                writable: f.contains(epoll::EventFlags::OUT),
+                hangup: f.intersects(epoll::EventFlags::HUP | epoll::EventFlags::RDHUP),
+                error: f.contains(epoll::EventFlags::ERR),
+            }
+        })
+    }
+}
 
 /// An epoll instance, level-triggered throughout.
 pub(crate) struct Epoll {
@@ -23,12 +88,32 @@ impl Epoll {
         })
     }
 
-    pub(crate) fn add(&self, fd: BorrowedFd<'_>, token: u64, flags: epoll::EventFlags) -> io::Result<()> {
-        Ok(epoll::add(&self.fd, fd, epoll::EventData::new_u64(token), flags)?)
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, token: u64, watch: Watch) -> io::Result<()> {
+        Ok(epoll::add(
+            &self.fd,
+            fd,
+            epoll::EventData::new_u64(token),
+            watch.flags(),
+        )?)
     }
 
-    pub(crate) fn modify(&self, fd: BorrowedFd<'_>, token: u64, flags: epoll::EventFlags) -> io::Result<()> {
-        Ok(epoll::modify(&self.fd, fd, epoll::EventData::new_u64(token), flags)?)
+    /// Registers `doorbell` for reading alone (an eventfd has no peer to hang up).
+    pub(crate) fn add_doorbell(&self, doorbell: &Doorbell, token: u64) -> io::Result<()> {
+        Ok(epoll::add(
+            &self.fd,
+            doorbell.as_fd(),
+            epoll::EventData::new_u64(token),
+            epoll::EventFlags::IN,
+        )?)
+    }
+
+    pub(crate) fn modify(&self, fd: BorrowedFd<'_>, token: u64, watch: Watch) -> io::Result<()> {
+        Ok(epoll::modify(
+            &self.fd,
+            fd,
+            epoll::EventData::new_u64(token),
+            watch.flags(),
+        )?)
     }
 
     pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -38,7 +123,8 @@ impl Epoll {
     /// Waits for events into `events` (cleared first). `None` waits forever;
     /// `Some(ZERO)` only checks. The timeout has nanosecond resolution because
     /// rustix is built for Linux 5.11 and uses `epoll_pwait2`.
-    pub(crate) fn wait(&self, events: &mut Vec<epoll::Event>, timeout: Option<Duration>) -> io::Result<usize> {
+    pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        let events = &mut events.0;
         events.clear();
         if timeout == Some(Duration::ZERO) {
             return self.check(events);

@@ -1,13 +1,15 @@
-//! Deadlines on one reactor: one-shot and periodic timers and the periods of
-//! timed pollers, in one min-heap. The earliest deadline bounds the reactor's
-//! `epoll_wait` timeout, so timers need no fd of their own.
-//!
-//! Cancellation is lazy: a cancelled entry stays in the heap until it reaches
-//! the top and is then skipped (its generation no longer matches).
+//! Timers on a [`Context`]: one-shot and periodic callbacks and their table,
+//! and the dispatch of what the deadline heap says is due (timers and timed
+//! pollers alike).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
+
+use crate::context::{Context, PollerEntry, Source, TimerFn, TimerSlot};
+use crate::deadline::{self, Target, deadline_after};
+use crate::error::ReactorError;
+use crate::poller::{PollerId, Readiness};
+use crate::stats::Counter;
 
 /// Names one timer on one reactor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -16,13 +18,7 @@ pub struct TimerId {
     pub(crate) generation: u32,
 }
 
-/// What a heap entry fires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Target {
-    Timer { index: u32, generation: u32 },
-    Poller { index: u32, generation: u32, arm: u32 },
-}
-
+/// A timer's entry in the deadline heap.
 impl From<TimerId> for Target {
     fn from(t: TimerId) -> Self {
         Target::Timer {
@@ -32,99 +28,135 @@ impl From<TimerId> for Target {
     }
 }
 
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Entry {
-    deadline: Instant,
-    seq: u64,
-    target: Target,
-}
-
-/// Min-heap of deadlines, FIFO among equal deadlines.
-#[derive(Default)]
-pub(crate) struct Deadlines {
-    heap: BinaryHeap<Reverse<Entry>>,
-    seq: u64,
-}
-
-impl Deadlines {
-    pub(crate) fn push(&mut self, deadline: Instant, target: Target) {
-        self.seq += 1;
-        self.heap.push(Reverse(Entry {
-            deadline,
-            seq: self.seq,
-            target,
-        }));
+impl Context {
+    /// Runs `f` once, `delay` from now (0 = on the next loop iteration).
+    pub fn timer_once(&mut self, delay: Duration, f: impl FnOnce(&mut Context) + 'static) -> TimerId {
+        let id = self.alloc_timer(TimerFn::Once(Box::new(f)));
+        self.push_deadline(deadline_after(delay), id.into());
+        id
     }
 
-    /// Earliest deadline, possibly of a cancelled entry (which only makes the
-    /// reactor wake early and find nothing).
-    pub(crate) fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse(e)| e.deadline)
+    /// Runs `f` every `period`, first one period from now, until cancelled.
+    ///
+    /// # Errors
+    /// [`ReactorError::ZeroPeriod`].
+    pub fn timer_periodic(
+        &mut self,
+        period: Duration,
+        f: impl FnMut(&mut Context) + 'static,
+    ) -> Result<TimerId, ReactorError> {
+        if period.is_zero() {
+            return Err(ReactorError::ZeroPeriod);
+        }
+        let id = self.alloc_timer(TimerFn::Periodic(Box::new(f), period));
+        self.push_deadline(deadline_after(period), id.into());
+        Ok(id)
     }
 
-    /// Pops one entry due at `now`.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Target)> {
-        match self.heap.peek() {
-            Some(Reverse(e)) if e.deadline <= now => self.heap.pop().map(|Reverse(e)| (e.deadline, e.target)),
-            _ => None,
+    /// Cancels a timer; true if it was live (a one-shot that already ran, or
+    /// a stale id, gives false). A periodic timer may cancel itself.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        match self.timers.get_mut(id.index as usize) {
+            Some(slot) if slot.generation == id.generation && slot.live => {
+                slot.live = false;
+                slot.f = None;
+                slot.generation = slot.generation.wrapping_add(1);
+                self.free_timers.push(id.index);
+                true
+            }
+            _ => false,
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    /// Drops every entry; for rebuilding after many cancellations.
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Target) -> bool) {
-        let entries = std::mem::take(&mut self.heap).into_vec();
-        self.heap = entries.into_iter().filter(|Reverse(e)| keep(&e.target)).collect();
-    }
-}
-
-/// The next deadline of a periodic source that was due at `due` and ran at
-/// `now`: one period later, or one period after `now` when the reactor fell
-/// more than a period behind (missed periods are skipped, not replayed).
-pub(crate) fn next_period(due: Instant, period: Duration, now: Instant) -> Instant {
-    match due.checked_add(period) {
-        Some(next) if next > now => next,
-        _ => now
-            .checked_add(period)
-            .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pops_in_deadline_then_fifo_order() {
-        let t0 = Instant::now();
-        let mut d = Deadlines::default();
-        let t = |i: u32| Target::Timer {
-            index: i,
-            generation: 1,
+    fn alloc_timer(&mut self, f: TimerFn) -> TimerId {
+        let index = match self.free_timers.pop() {
+            Some(i) => i,
+            None => {
+                self.timers.push(TimerSlot::default());
+                (self.timers.len() - 1) as u32
+            }
         };
-        d.push(t0 + Duration::from_millis(5), t(1));
-        d.push(t0 + Duration::from_millis(1), t(2));
-        d.push(t0 + Duration::from_millis(1), t(3));
-        assert_eq!(d.next(), Some(t0 + Duration::from_millis(1)));
-        assert_eq!(d.pop_due(t0), None);
-        let now = t0 + Duration::from_millis(2);
-        assert_eq!(d.pop_due(now).map(|x| x.1), Some(t(2)));
-        assert_eq!(d.pop_due(now).map(|x| x.1), Some(t(3)));
-        assert_eq!(d.pop_due(now), None);
-        assert_eq!(d.len(), 1);
-        d.retain(|_| false);
-        assert_eq!(d.next(), None);
+        let slot = &mut self.timers[index as usize];
+        slot.live = true;
+        slot.f = Some(f);
+        TimerId {
+            index,
+            generation: slot.generation,
+        }
     }
 
-    #[test]
-    fn periods_skip_missed_ticks() {
-        let t0 = Instant::now();
-        let p = Duration::from_micros(100);
-        assert_eq!(next_period(t0, p, t0 + Duration::from_micros(10)), t0 + p);
-        let late = t0 + Duration::from_micros(350);
-        assert_eq!(next_period(t0, p, late), late + p);
+    /// Runs everything due; returns whether anything ran.
+    pub(crate) fn run_deadlines(&mut self) -> bool {
+        let mut work = false;
+        if self.deadlines.next().is_none_or(|d| d > self.now) {
+            return false;
+        }
+        let now = Instant::now();
+        while let Some((due, target)) = self.deadlines.pop_due(now) {
+            match target {
+                Target::Timer { index, generation } => work |= self.fire_timer(TimerId { index, generation }, due, now),
+                Target::Poller { index, generation, arm } => {
+                    let id = PollerId { index, generation };
+                    let period = match self.entry_mut(id) {
+                        Ok(PollerEntry {
+                            source: Source::Period { period, arm: a },
+                            paused: false,
+                            ..
+                        }) if *a == arm => *period,
+                        _ => continue,
+                    };
+                    work |= self.run_poller(id, Readiness::TIMER);
+                    // Re-arm unless it was paused, re-periodized or removed meanwhile.
+                    if let Ok(PollerEntry {
+                        source: Source::Period { arm: a, .. },
+                        paused: false,
+                        ..
+                    }) = self.entry_mut(id)
+                        && *a == arm
+                    {
+                        self.deadlines
+                            .push(deadline::next_period(due, period, Instant::now()), target);
+                    }
+                }
+            }
+        }
+        work
+    }
+
+    fn fire_timer(&mut self, id: TimerId, due: Instant, now: Instant) -> bool {
+        let Some(slot) = self.timers.get_mut(id.index as usize) else {
+            return false;
+        };
+        if slot.generation != id.generation || !slot.live {
+            return false;
+        }
+        self.stats.add(Counter::TimerRuns, 1);
+        match slot.f.take() {
+            Some(TimerFn::Once(f)) => {
+                slot.live = false;
+                slot.generation = slot.generation.wrapping_add(1);
+                self.free_timers.push(id.index);
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+                    self.note_panic("timer", &*p);
+                }
+            }
+            Some(TimerFn::Periodic(mut f, period)) => {
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(self))) {
+                    self.note_panic("periodic timer", &*p);
+                    self.cancel_timer(id);
+                    return true;
+                }
+                if let Some(slot) = self.timers.get_mut(id.index as usize)
+                    && slot.generation == id.generation
+                    && slot.live
+                {
+                    slot.f = Some(TimerFn::Periodic(f, period));
+                    self.deadlines
+                        .push(deadline::next_period(due, period, now.max(Instant::now())), id.into());
+                }
+            }
+            None => return false,
+        }
+        true
     }
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use lull_reactor::{Context, Interest, PollStatus, Poller, PollerId, Readiness};
 
-use crate::target::{QueueEvent, Request, Response, TargetQueue, TargetQueueConfig};
+use lull_proto::target_queue::{QueueEvent, Request, Response, TargetQueue, TargetQueueConfig};
 
 /// How long a new connection may take to send its ICReq and have a Connect
 /// accepted: until then it belongs to no controller and no keep-alive
@@ -248,7 +248,8 @@ impl<H: QueueHandler> Connection<H> {
         while total < READ_BUDGET && !self.queue.is_terminated() {
             // A large H2CData payload goes straight into its command's buffer.
             if let Some(room) = self.queue.direct_buffer() {
-                match room.read_from(&self.stream) {
+                // Into memory not zeroed first: `read` hands back what it filled.
+                match room.read_with(|spare| rustix::io::read(&self.stream, spare).map(|(filled, _)| filled)) {
                     Ok(0) => return Ok((total, true)),
                     Ok(n) => {
                         self.queue.direct_received(n);
@@ -321,7 +322,7 @@ impl<H: QueueHandler> Connection<H> {
 
     /// Parses what was read, with the pool's buffers lent to the queue for
     /// host-to-controller data.
-    fn process(&mut self) -> Result<(), crate::pdu::FatalError> {
+    fn process(&mut self) -> Result<(), lull_proto::pdu::FatalError> {
         let mut pool = self.responder.mailbox.pool.borrow_mut();
         let before = pool.free.len();
         self.queue.swap_spare_buffers(&mut pool.free);
@@ -345,6 +346,9 @@ impl<H: QueueHandler> Connection<H> {
                         tracing::debug!(peer = %self.peer, ?digests, "ICReq accepted");
                     }
                     QueueEvent::HostTerminated(t) => return Err(format!("host sent H2CTermReq: {t}")),
+                    QueueEvent::AerCidTakenOver { cid } => {
+                        tracing::debug!(cid, "admin command reuses an outstanding AER's CID: the AER is dropped");
+                    }
                 }
             }
             self.queue.take_requests_into(&mut self.requests);

@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 
 use lull_reactor::{Context, Interest, PollStatus, Poller, PollerId, Readiness, TimerId};
 
-use crate::host::{Completion, HostError, HostQueue};
-use crate::nvme::Sqe;
+use lull_proto::host_queue::{Completion, HostError, HostQueue};
+use lull_proto::nvme::Sqe;
 
 /// Bytes read from the socket per poller run (fairness between queues).
 const READ_BUDGET: usize = 1024 * 1024;

@@ -9,12 +9,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::auth::host::HostAuth;
-use crate::auth::{AuthConfig, OsEntropy, SECP_DHCHAP, SPSP_DHCHAP};
-use crate::fabrics::{AuthCmd, ConnectCmd, ConnectData, PropertyCmd, fctype, property};
-use crate::host::{Completion, HostError, HostQueue};
-use crate::nvme::{Cqe, Sqe, Status};
-use crate::pdu::Digests;
+use lull_proto::auth::host::HostAuth;
+use lull_proto::auth::{AuthConfig, OsEntropy, SECP_DHCHAP, SPSP_DHCHAP};
+use lull_proto::fabrics::{AuthCmd, ConnectCmd, ConnectData, PropertyCmd, fctype, property};
+use lull_proto::host_queue::{Completion, HostError, HostQueue};
+use lull_proto::nvme::{Cqe, Sqe, Status};
+use lull_proto::pdu::Digests;
 
 /// Why a control-path step failed, in words an operator can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -411,7 +411,7 @@ impl SyncQueue {
     /// Transport errors or a failed status.
     pub fn keep_alive(&mut self) -> Result<(), SyncError> {
         let mut sqe = Sqe([0; 64]);
-        sqe.0[0] = crate::nvme::admin_opc::KEEP_ALIVE;
+        sqe.0[0] = lull_proto::nvme::admin_opc::KEEP_ALIVE;
         self.call("Keep Alive", sqe, &[], 0).map(|_| ())
     }
 

@@ -1,27 +1,16 @@
-//! `lull-transport`: the NVMe/TCP transport binding (NVMe/TCP 1.0).
+//! `lull-transport`: the NVMe/TCP socket glue (NVMe/TCP 1.0) that drives
+//! `lull-proto`'s queue-pair state machines from reactors.
 //!
-//! - [`pdu`]: PDUs, common header, digests, fatal errors (pure, no I/O);
-//! - [`nvme`]: SQE, CQE, SGL descriptors, status codes, opcodes;
-//! - [`fabrics`]: Connect, Property Get/Set, Authentication Send/Receive, Disconnect;
-//! - [`auth`]: DH-HMAC-CHAP in-band authentication (secrets, messages, both roles' state machines);
-//! - [`target`]: the controller side of one queue pair as a state machine,
-//!   fed bytes and yielding commands, bytes to send and errors;
-//! - [`host`]: the host side of one queue pair, as a state machine;
-//! - [`conn`]: the glue that drives a target queue from a reactor's fd pollers;
-//! - [`host_conn`]: the glue that drives a host queue from a reactor (the initiator's data path);
+//! - [`conn`]: the listener, and the glue that drives a target queue
+//!   ([`lull_proto::target_queue::TargetQueue`]) from a reactor's fd pollers;
+//! - [`host_conn`]: the glue that drives a host queue
+//!   ([`lull_proto::host_queue::HostQueue`]) from a reactor (the initiator's data path);
 //! - [`host_sync`]: a host queue over a blocking socket (the initiator's control path).
 //!
-//! Except for `conn`, `host_conn` and `host_sync`, nothing here touches a socket or a clock (the quinn-proto style): every
-//! protocol path is tested with byte vectors, and fuzzed.
+//! The wire format and the protocol logic live in `lull-proto`, which
+//! touches no socket and no clock; this crate owns the sockets, the
+//! timeouts and the reactor pollers.
 
-pub mod auth;
-mod buf;
-mod cid_set;
 pub mod conn;
-pub mod fabrics;
-pub mod host;
 pub mod host_conn;
 pub mod host_sync;
-pub mod nvme;
-pub mod pdu;
-pub mod target;

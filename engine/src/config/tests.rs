@@ -970,7 +970,7 @@ fn subsystem_errors_name_the_field() {
             &crate::subsystem::validate_nqn(bad).unwrap_err(),
         );
     }
-    let disc = lull_transport::fabrics::DISCOVERY_NQN;
+    let disc = lull_proto::fabrics::DISCOVERY_NQN;
     expect_err(
         &s(&format!("nqn = \"{disc}\"\nallow_any_host = true")),
         "subsystem[1].nqn",

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use lull_transport::auth::{AuthConfig, DhGroup, DhchapSecret, HashId};
-use lull_transport::fabrics::{CONNECT_AUTHREQ_ATR, ConnectData, property};
+use lull_proto::auth::{AuthConfig, DhGroup, DhchapSecret, HashId};
+use lull_proto::fabrics::{CONNECT_AUTHREQ_ATR, ConnectData, property};
+use lull_proto::nvme::{Sqe, admin_opc};
+use lull_proto::pdu::Digests;
 use lull_transport::host_sync::{SyncError, SyncQueue};
-use lull_transport::nvme::{Sqe, admin_opc};
-use lull_transport::pdu::Digests;
 
 use super::options::NvmeOptions;
 use crate::dhchap::DhchapOffer;

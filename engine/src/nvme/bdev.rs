@@ -5,9 +5,9 @@
 
 use std::cell::RefCell;
 
+use lull_proto::host_queue::Completion;
+use lull_proto::nvme::{Sqe, io_opc};
 use lull_reactor::Context;
-use lull_transport::host::Completion;
-use lull_transport::nvme::{Sqe, io_opc};
 
 use super::ctrlr::{IoError, NvmeController};
 use crate::bdev::slab::Slab;
@@ -384,7 +384,7 @@ mod tests {
 mod submit_tests {
     use std::sync::Arc;
 
-    use lull_transport::target::TargetQueueConfig;
+    use lull_proto::target_queue::TargetQueueConfig;
 
     use super::*;
     use crate::bdev::RamBdev;

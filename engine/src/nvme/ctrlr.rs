@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
+use lull_proto::host_queue::Completion;
+use lull_proto::nvme::{Cqe, Sqe, Status, admin_opc};
 use lull_reactor::{Context, ReactorHandle, TimerId};
-use lull_transport::host::Completion;
 use lull_transport::host_conn::{Failed, HostConn, QueueError, QueueOptions};
 use lull_transport::host_sync::SyncError;
-use lull_transport::nvme::{Cqe, Sqe, Status, admin_opc};
 
 use super::associate::{Association, CtrlrInfo, NvmeTrid, associate};
 use super::options::NvmeOptions;
@@ -173,8 +173,8 @@ pub struct NvmeController {
 /// One reactor's share of a new association.
 struct Install {
     generation: u64,
-    io: Vec<(usize, std::net::TcpStream, lull_transport::host::HostQueue)>,
-    admin: Option<(std::net::TcpStream, lull_transport::host::HostQueue)>,
+    io: Vec<(usize, std::net::TcpStream, lull_proto::host_queue::HostQueue)>,
+    admin: Option<(std::net::TcpStream, lull_proto::host_queue::HostQueue)>,
 }
 
 impl NvmeController {
@@ -1009,7 +1009,7 @@ fn retry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lull_transport::nvme::status;
+    use lull_proto::nvme::status;
 
     #[test]
     fn a_status_error_names_the_status_once() {

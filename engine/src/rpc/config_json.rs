@@ -203,7 +203,7 @@ fn nvmf_config(app: &App) -> Vec<Value> {
         let wide = probe.as_ref().is_some_and(|p| target.reachable(p, *a));
         let own = subs.iter().any(|s| s.access().listeners.contains(a));
         if wide || !own {
-            out.push(listener_entry(lull_transport::fabrics::DISCOVERY_NQN, *a));
+            out.push(listener_entry(lull_proto::fabrics::DISCOVERY_NQN, *a));
         }
     }
     for s in &subs {

@@ -10,8 +10,8 @@ use crate::app::App;
 use crate::controller::MAX_IO_QUEUES;
 use crate::identify::MAX_TRANSFER;
 use crate::subsystem::{DEFAULT_MAX_NAMESPACES, SubsystemKind};
-use lull_transport::fabrics::DISCOVERY_NQN;
-use lull_transport::target::MAX_SQ_ENTRIES;
+use lull_proto::fabrics::DISCOVERY_NQN;
+use lull_proto::target_queue::MAX_SQ_ENTRIES;
 
 /// `discovery` is SPDK's shortcut for the discovery NQN.
 fn nqn(n: &str) -> &str {

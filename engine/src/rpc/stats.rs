@@ -174,7 +174,7 @@ struct NqnParam {
 fn subsystem(app: &App, params: Value) -> Result<Arc<Subsystem>, RpcError> {
     let p: NqnParam = decode(params)?;
     let nqn = if p.nqn == "discovery" {
-        lull_transport::fabrics::DISCOVERY_NQN
+        lull_proto::fabrics::DISCOVERY_NQN
     } else {
         p.nqn.as_str()
     };

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use lull_engine::bdev::{Bdev, NullBdev, RamBdev};
 use lull_engine::subsystem::Subsystem;
 use lull_engine::target::Target;
+use lull_proto::fabrics::{ConnectCmd, ConnectData, DISCOVERY_NQN, PropertyCmd, fctype, property};
+use lull_proto::nvme::{Cqe, Sgl, Sqe, sgl_id};
+use lull_proto::pdu::{CommonHeader, DataHeader, Digests, PduType, crc32c, flags};
+use lull_proto::target_queue::TargetQueueConfig;
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
-use lull_transport::fabrics::{ConnectCmd, ConnectData, DISCOVERY_NQN, PropertyCmd, fctype, property};
-use lull_transport::nvme::{Cqe, Sgl, Sqe, sgl_id};
-use lull_transport::pdu::{CommonHeader, DataHeader, Digests, PduType, crc32c, flags};
-use lull_transport::target::TargetQueueConfig;
 
 pub const SUBNQN: &str = "nqn.2024-01.test:sub1";
 pub const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000001";
@@ -242,7 +242,7 @@ impl Host {
                     assert_eq!(h.cccid, cid);
                     let mut v = Vec::new();
                     let part = &data[h.datao as usize..(h.datao + h.datal) as usize];
-                    lull_transport::pdu::encode_data_pdu(
+                    lull_proto::pdu::encode_data_pdu(
                         &mut v,
                         PduType::H2CData,
                         DataHeader {

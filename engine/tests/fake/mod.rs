@@ -12,9 +12,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lull_transport::fabrics::fctype;
-use lull_transport::nvme::{Cqe, Sqe, Status, admin_opc, sgl_id, status};
-use lull_transport::pdu::{
+use lull_proto::fabrics::fctype;
+use lull_proto::nvme::{Cqe, Sqe, Status, admin_opc, sgl_id, status};
+use lull_proto::pdu::{
     CommonHeader, DataHeader, Digests, PduType, encode_capsule_resp, encode_data_pdu, encode_r2t, flags,
 };
 

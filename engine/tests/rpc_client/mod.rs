@@ -142,8 +142,8 @@ pub fn serve(c: &mut Client, nqn: &str) -> u16 {
 }
 
 /// An I/O command for namespace `nsid`: SLBA, NLB (1-based).
-pub fn rw_sqe(opc: u8, nsid: u32, slba: u64, nlb: u32) -> lull_transport::nvme::Sqe {
-    let mut sqe = lull_transport::nvme::Sqe([0; 64]);
+pub fn rw_sqe(opc: u8, nsid: u32, slba: u64, nlb: u32) -> lull_proto::nvme::Sqe {
+    let mut sqe = lull_proto::nvme::Sqe([0; 64]);
     sqe.0[0] = opc;
     sqe.0[4..8].copy_from_slice(&nsid.to_le_bytes());
     sqe.set_cdw(10, slba as u32);

@@ -12,9 +12,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lull_transport::nvme::Cqe;
-use lull_transport::pdu::{CommonHeader, PduType};
-use lull_transport::target::{QueueParams, Response, TargetQueue, TargetQueueConfig};
+use lull_proto::nvme::Cqe;
+use lull_proto::pdu::{CommonHeader, PduType};
+use lull_proto::target_queue::{QueueParams, Response, TargetQueue, TargetQueueConfig};
 
 fn check_output(out: &[u8], failed: bool) {
     let mut at = 0;

@@ -25,6 +25,7 @@
 //! allocation is ever sized by a peer's PLEN or DATAL.
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 
 use crate::cid_set::{CidSet, Held};
 
@@ -185,6 +186,12 @@ pub enum QueueEvent {
     },
     /// The host sent H2CTermReq; the queue is over (close it).
     HostTerminated(TermReq),
+    /// An admin command took over the CID of an outstanding Asynchronous
+    /// Event Request (a host that forgot its AERs); the AER is dropped.
+    AerCidTakenOver {
+        /// The CID.
+        cid: u16,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,18 +274,26 @@ impl DirectRoom<'_> {
         self.limit == 0
     }
 
-    /// Reads from `fd` into the room: at most [`len`](Self::len) bytes,
-    /// into memory not zeroed first. Returns the count (0 at end of stream).
+    /// Fills the room with `read`, which gets [`len`](Self::len) bytes of
+    /// memory not zeroed first and hands back the start of it that it
+    /// initialised (as `rustix::io::read` into spare capacity does). Returns
+    /// the count (0 at end of stream). A `read` that hands back anything
+    /// but a start of the room it was given counts as reading nothing.
     ///
     /// # Errors
-    /// The read's (`EAGAIN` when nothing is there).
-    pub fn read_from(self, fd: impl std::os::fd::AsFd) -> rustix::io::Result<usize> {
+    /// `read`'s.
+    pub fn read_with<E>(self, read: impl FnOnce(&mut [MaybeUninit<u8>]) -> Result<&mut [u8], E>) -> Result<usize, E> {
         let start = self.buf.len();
         let spare = &mut self.buf.spare_capacity_mut()[..self.limit];
-        let (init, _) = rustix::io::read(fd, spare)?;
+        let room = spare.as_ptr().cast::<u8>();
+        let init = read(spare)?;
         let n = init.len();
-        // SAFETY: `read` initialised the first `n` bytes of the spare capacity
-        // (it handed them back as `init`), and `n <= limit <= capacity - len`.
+        if init.as_ptr() != room || n > self.limit {
+            return Ok(0);
+        }
+        // SAFETY: `init` is a `&mut [u8]` (so initialised bytes) that starts
+        // where the spare capacity starts and is at most `limit <= capacity -
+        // len` long: the first `n` bytes of the spare capacity are initialised.
         unsafe { self.buf.set_len(start + n) };
         Ok(n)
     }
@@ -490,7 +505,7 @@ impl TargetQueue {
 
     /// While an H2CData payload of at least 16 KiB is being received: room
     /// at the end of its transfer's buffer for exactly the payload bytes
-    /// still to come. Read into it ([`DirectRoom::read_from`]), then call
+    /// still to come. Read into it ([`DirectRoom::read_with`]), then call
     /// [`direct_received`](Self::direct_received) with the count. `None` when the next bytes
     /// go to [`recv_buffer`](Self::recv_buffer). A buffered H2CData header
     /// whose payload has not all arrived starts this, after the same header
@@ -872,9 +887,7 @@ impl TargetQueue {
             // kernel target never checks). An AER only waits for an event, so
             // the new command takes the CID over; the controller forgets the
             // AER when it sees an admin command with its CID.
-            Held::ByAer => {
-                tracing::debug!(cid, "admin command reuses an outstanding AER's CID: the AER is dropped");
-            }
+            Held::ByAer => self.events.push(QueueEvent::AerCidTakenOver { cid }),
             Held::ByCommand => {
                 // Answer without tracking: the first command with this CID keeps its slot.
                 self.send_cqe(Cqe {

@@ -880,6 +880,7 @@ fn an_admin_command_may_take_over_an_abandoned_aer_cid() {
     assert_eq!(cmds.len(), 1);
     assert_eq!(cmds[0].sqe.opc(), admin_opc::FABRICS);
     assert!(!q.wants_send(), "no Command ID Conflict was sent");
+    assert_eq!(q.take_events(), vec![QueueEvent::AerCidTakenOver { cid: 3 }]);
     assert_eq!(q.outstanding(), 1);
     // But a CID held by any other admin command still conflicts.
     q.feed(&capsule(&get, &[], Digests::default()));

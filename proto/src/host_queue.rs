@@ -598,7 +598,7 @@ impl HostQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::{QueueParams, Response, TargetQueue, TargetQueueConfig};
+    use crate::target_queue::{QueueParams, Response, TargetQueue, TargetQueueConfig};
 
     /// Runs a host and a target queue against each other until quiet.
     fn pump(h: &mut HostQueue, t: &mut TargetQueue) {

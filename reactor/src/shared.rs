@@ -1,0 +1,96 @@
+//! The part of a reactor other threads may touch ([`Shared`]: its inbox,
+//! doorbell, sleep handshake, mode mailbox and counters), the closures they
+//! send it ([`Message`]), and `duration_ns`.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::context::Context;
+use crate::mode::Mode;
+use crate::stats::Stats;
+use crate::sys::Doorbell;
+use crate::wake::WakeState;
+
+/// A closure sent to a reactor; runs once on its thread with its [`Context`].
+pub struct Message(pub(crate) Box<dyn FnOnce(&mut Context) + Send>);
+
+impl Message {
+    /// Wraps a closure.
+    pub fn new(f: impl FnOnce(&mut Context) + Send + 'static) -> Self {
+        Message(Box::new(f))
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Message")
+    }
+}
+
+/// The part of a reactor other threads may touch.
+pub(crate) struct Shared {
+    pub(crate) core: usize,
+    pub(crate) index: usize,
+    pub(crate) inbox: ArrayQueue<Message>,
+    pub(crate) wake: WakeState,
+    pub(crate) doorbell: Doorbell,
+    pub(crate) stop: AtomicBool,
+    /// 0: none; otherwise `Mode::to_u8` of the latest request.
+    pub(crate) mode_request: AtomicU8,
+    pub(crate) idle_poll_ns: AtomicU64,
+    /// The supervisor's spin window for hybrid mode, ns, in force instead of
+    /// `idle_poll_ns`; [`NO_SPIN_WINDOW`] when none.
+    pub(crate) spin_window_ns: AtomicU64,
+    pub(crate) stats: Stats,
+}
+
+/// `spin_window_ns` when the supervisor has set no window of its own.
+pub(crate) const NO_SPIN_WINDOW: u64 = u64::MAX;
+
+impl Shared {
+    pub(crate) fn new(
+        core: usize,
+        index: usize,
+        mode: Mode,
+        idle_poll: Duration,
+        inbox: usize,
+    ) -> std::io::Result<Self> {
+        Ok(Shared {
+            core,
+            index,
+            inbox: ArrayQueue::new(inbox.max(1)),
+            wake: WakeState::new(),
+            doorbell: Doorbell::new()?,
+            stop: AtomicBool::new(false),
+            mode_request: AtomicU8::new(0),
+            idle_poll_ns: AtomicU64::new(duration_ns(idle_poll)),
+            spin_window_ns: AtomicU64::new(NO_SPIN_WINDOW),
+            stats: Stats::new(mode),
+        })
+    }
+
+    /// After publishing work for this reactor: wakes it if it may be asleep.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        if self.wake.should_ring() {
+            self.stats.ringing();
+            self.doorbell.ring();
+        }
+    }
+
+    /// Hybrid mode's spin window in force, ns: the supervisor's, else `idle_poll_us`.
+    #[inline]
+    pub(crate) fn spin_window_ns(&self) -> u64 {
+        match self.spin_window_ns.load(Ordering::Relaxed) {
+            NO_SPIN_WINDOW => self.idle_poll_ns.load(Ordering::Relaxed),
+            w => w,
+        }
+    }
+}
+
+/// `d` in nanoseconds, saturating at `u64::MAX` (585 years).
+pub(crate) fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -170,24 +170,27 @@ enum PieceData {
     Nothing,
 }
 
+/// A new [`Join`] in this reactor's table, waiting for `parts` pieces.
+fn new_join(parts: usize, done: BdevDone, buf: Vec<u8>, read: bool) -> u32 {
+    JOINS.with(|j| {
+        j.borrow_mut().insert(Join {
+            left: parts,
+            error: None,
+            done,
+            buf,
+            read,
+        })
+    })
+}
+
 /// One waiter per piece: the caller's completion for a single command, or
 /// a new [`Join`] shared by all pieces of a split one.
 fn waiters(parts: usize, done: BdevDone, buf: Vec<u8>, read: bool) -> impl FnMut() -> Waiter {
-    let mut alone = None;
-    let mut slot = 0;
-    if parts == 1 {
-        alone = Some((done, buf));
+    let (mut alone, slot) = if parts == 1 {
+        (Some((done, buf)), 0)
     } else {
-        slot = JOINS.with(|j| {
-            j.borrow_mut().insert(Join {
-                left: parts,
-                error: None,
-                done,
-                buf,
-                read,
-            })
-        });
-    }
+        (None, new_join(parts, done, buf, read))
+    };
     move || match alone.take() {
         Some((done, buf)) => Waiter::Alone(done, buf),
         None => Waiter::Joined(slot),
@@ -311,19 +314,19 @@ impl Bdev for NvmeBdev {
                     let waiter = Waiter::Alone(done, Vec::new());
                     return self.send(cx, sqe, data, 0, waiter, PieceData::CallerWrite);
                 }
-                let mut next = waiters(parts, done, data, false);
+                // The caller's data stays with the join (handed back at the
+                // end); each piece goes in a spare buffer of its own.
+                let slot = new_join(parts, done, data, false);
                 for (start, count) in Self::pieces(lba, blocks, self.chunk) {
-                    let waiter = next();
-                    let Waiter::Joined(slot) = waiter else { continue };
                     let from = ((start - lba) * bs) as usize;
                     let mut part = spare();
                     JOINS.with(|j| {
-                        if let Some(join) = j.borrow_mut().get_mut(slot) {
+                        if let Some(join) = j.borrow().get(slot) {
                             part.extend_from_slice(&join.buf[from..from + (count * bs) as usize]);
                         }
                     });
                     let sqe = self.rw_sqe(io_opc::WRITE, start, count);
-                    self.send(cx, sqe, part, 0, waiter, PieceData::Spare);
+                    self.send(cx, sqe, part, 0, Waiter::Joined(slot), PieceData::Spare);
                 }
             }
             BdevIo::WriteZeroes { lba, blocks } => {

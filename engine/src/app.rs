@@ -1173,7 +1173,7 @@ impl App {
     /// Per reactor (in order): (commands, total ns) of asynchronous bdev
     /// commands completed there; `None` for a reactor that did not answer in 1 s.
     pub fn async_latency(&self) -> Vec<Option<(u64, u64)>> {
-        self.ask_each(crate::io::async_latency)
+        self.ask_each(crate::nvmf::io::async_latency)
     }
 
     fn ask_each<T: Send + 'static>(&self, f: fn() -> T) -> Vec<Option<T>> {
@@ -1197,7 +1197,7 @@ impl App {
 
     /// Asynchronous I/O commands running on all reactors (asked of each).
     fn inflight(&self) -> usize {
-        let answers = self.ask_each(crate::io::inflight);
+        let answers = self.ask_each(crate::nvmf::io::inflight);
         // A reactor that does not answer counts as busy.
         answers.iter().map(|a| a.unwrap_or(1)).sum()
     }

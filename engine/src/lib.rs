@@ -21,7 +21,6 @@ pub mod app;
 pub mod bdev;
 pub mod config;
 pub mod dhchap;
-pub mod io;
 pub mod keyfile;
 pub mod keyring;
 pub mod log_level;

@@ -4,7 +4,7 @@
 //! reactor counting it), and the parse-then-execute step each request goes
 //! through: Connect before anything else, then authentication, the other
 //! Fabrics commands, admin commands or I/O. The execution itself is in
-//! [`connect`], [`auth`], [`admin`] and [`crate::io`]; what must live on the
+//! [`connect`], [`auth`], [`admin`] and [`io`]; what must live on the
 //! reactor (keep-alive timer, event channel, queue closer) in
 //! [`ctrlr_runtime`].
 
@@ -18,12 +18,12 @@ use lull_proto::target_queue::{MAX_SQ_ENTRIES, Request, Response};
 use lull_reactor::{Context, TimerId};
 use lull_transport::conn::{QueueHandler, Responder};
 
-use crate::io;
 use crate::nvmf::admin::{self, Outcome};
 use crate::nvmf::auth::{self, AuthQueue};
 use crate::nvmf::connect::{self, Connected};
 use crate::nvmf::ctrlr::{Controller, QueueInfo};
 use crate::nvmf::ctrlr_runtime;
+use crate::nvmf::io;
 use crate::nvmf::request::{QueueOrigin, Route, route};
 use crate::nvmf::target::Target;
 

@@ -93,7 +93,7 @@ pub const FLAGS: &[(&str, &[&str])] = &[
             "lull_daemon::app",
         ],
     ),
-    ("bdev", &["lull_engine::bdev", "lull_engine::io"]),
+    ("bdev", &["lull_engine::bdev", "lull_engine::nvmf::io"]),
     ("bdev_nvme", &["lull_engine::nvme"]),
     (
         "nvme",

@@ -187,13 +187,13 @@ namespaces = [{{ bdev = "A" }}]
     wait_for("bdev Rn5 appears", &|| app.bdev("Rn5").is_some());
     let b = app.bdev("Rn5").unwrap().bdev;
     assert_eq!(
-        (b.block_size(), b.num_blocks()),
+        (b.info().block_size, b.info().num_blocks),
         (4096, 512),
         "sizes from Identify Namespace"
     );
     assert_eq!(
-        b.uuid(),
-        app.bdev("B").unwrap().bdev.uuid(),
+        b.info().uuid,
+        app.bdev("B").unwrap().bdev.info().uuid,
         "a namespace added later keeps its bdev's UUID too (descriptor list read on rescan)"
     );
     let (_, _, bdevs) = app.controllers().into_iter().find(|(n, _, _)| n == "R").unwrap();

@@ -32,7 +32,7 @@ fn uuids_are_random_unless_given() {
     app.create_bdev(&malloc("M1", 8, None)).unwrap();
     let given = parse_uuid("4a1b2c3d-0000-4000-8000-00000000a1b2").unwrap();
     app.create_bdev(&malloc("M2", 8, Some(given))).unwrap();
-    let u = |n: &str| app.bdev(n).unwrap().bdev.uuid();
+    let u = |n: &str| app.bdev(n).unwrap().bdev.info().uuid;
     assert_ne!(u("M0"), u("M1"));
     assert_ne!(
         u("M0"),

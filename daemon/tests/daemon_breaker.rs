@@ -72,12 +72,12 @@ fn deleting_a_bdev_while_namespaces_are_added_leaves_no_orphan() {
         let s = app.target().subsystem("nqn.2024-01.io.lull:race").unwrap();
         for ns in s.namespaces().iter() {
             assert!(
-                app.bdev(ns.bdev.name()).is_some(),
+                app.bdev(&ns.bdev.info().name).is_some(),
                 "round {round}: namespace {} serves deleted bdev {}",
                 ns.nsid,
-                ns.bdev.name()
+                ns.bdev.info().name
             );
-            let _ = app.delete_bdev(ns.bdev.name(), "null");
+            let _ = app.delete_bdev(&ns.bdev.info().name, "null");
         }
     }
     app.shutdown();

@@ -5,7 +5,6 @@
 //! - [`nvmf`]: the NVMe-oF target: subsystems, namespaces, NQN rules, the
 //!   dynamic controller, admin/Fabrics command execution, keep-alive, the
 //!   data structures hosts read, and serving it on reactors;
-//! - [`io`]: NVM I/O command execution;
 //! - [`nvme`]: the NVMe/TCP initiator (remote controllers on reactors);
 //! - [`dhchap`]: the DH-HMAC-CHAP hashes and groups allowed;
 //! - [`allocator`], [`meminfo`]: the allocator's settings and the memory
@@ -17,7 +16,6 @@
 pub mod allocator;
 pub mod bdev;
 pub mod dhchap;
-pub mod io;
 pub mod meminfo;
 pub mod nvme;
 pub mod nvmf;

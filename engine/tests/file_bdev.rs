@@ -30,7 +30,7 @@ fn file_target(mode: Mode, path: &std::path::Path) -> Tgt {
     let s = Subsystem::new(SUBNQN, "SNFILE", "lull file").unwrap();
     s.add_host(HOSTNQN).unwrap();
     let bdev: Arc<dyn Bdev> = Arc::new(FileBdev::open("File0", path, 512).unwrap());
-    assert!(bdev.is_async());
+    assert_eq!(bdev.info().product_name, "URING bdev");
     s.add_namespace(1, bdev).unwrap();
     target.add_subsystem(s).unwrap();
     let addr = target.listen(&reactors, "127.0.0.1:0".parse().unwrap()).unwrap();

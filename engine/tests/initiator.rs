@@ -854,7 +854,7 @@ fn a_volume_keeps_its_uuid_over_nvme_tcp() {
     let ctrl = attach(addr, quick_opts(), &init);
     let bdev = lull_engine::nvme::NvmeBdev::new("Nvme0n1", ctrl.clone(), 1).unwrap();
     assert_eq!(
-        bdev.uuid(),
+        bdev.info().uuid,
         uuid,
         "the initiator's bdev has the target bdev's UUID {text}"
     );

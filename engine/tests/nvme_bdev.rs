@@ -58,7 +58,7 @@ fn a_target_serves_a_remote_namespace_through_the_initiator() {
         )
         .unwrap();
         let bdev = NvmeBdev::new("Nvme0n1", ctrlr.clone(), 1).unwrap();
-        assert_eq!((bdev.block_size(), bdev.num_blocks()), (512, NS1_BLOCKS));
+        assert_eq!((bdev.info().block_size, bdev.info().num_blocks), (512, NS1_BLOCKS));
         assert!(NvmeBdev::new("Nvme0n9", ctrlr.clone(), 9).is_err());
         let a = Target::new(TargetQueueConfig::default());
         let s = Subsystem::new(A_NQN, "SNPASS", "lull passthrough").unwrap();
@@ -106,9 +106,17 @@ fn a_target_serves_a_remote_namespace_through_the_initiator() {
             "{e}"
         );
         // B going away fails A's I/O with an error status, not a hang.
+        // A's counters count reads that succeeded, when they complete.
+        let reads_on_a = || {
+            (0..reactors.handles().len())
+                .map(|i| a.core_io(i).reads.load(std::sync::atomic::Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        let counted = reads_on_a();
         ctrlr.detach();
         let e = host.call("after detach", rw(io_opc::READ, 1, 0, 1), &[], 512);
         assert!(e.is_err(), "{mode}: a read through a detached controller fails");
+        assert_eq!(reads_on_a(), counted, "{mode}: a failed read is not counted");
         drop(host);
         std::thread::sleep(Duration::from_millis(50));
         reactors.shutdown().unwrap();

@@ -82,6 +82,10 @@ fn a_block_changed_behind_the_initiator_fails_verify_naming_its_lba() {
         .unwrap()
         .bdev
         .clone();
+    // The RAM bdev's own blocking write, from off the reactors.
+    let bdev = (bdev as Arc<dyn std::any::Any + Send + Sync>)
+        .downcast::<lull_engine::bdev::RamBdev>()
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     // Scribble on LBA 8 (the second 4 KiB unit) while the workload runs.
     let scribbling = Arc::new(AtomicBool::new(true));
@@ -244,6 +248,10 @@ fn a_later_run_verifies_what_an_earlier_run_wrote_through_the_state_file() {
         .unwrap()
         .bdev
         .clone();
+    // The RAM bdev's own blocking write, from off the reactors.
+    let bdev = (bdev as Arc<dyn std::any::Any + Send + Sync>)
+        .downcast::<lull_engine::bdev::RamBdev>()
+        .unwrap();
     bdev.write(13, &[0xEE; 512]).unwrap();
     let mut w3 = w2.clone();
     w3.rw = Rw::Read;

@@ -115,6 +115,8 @@ pub struct Context {
     pub(crate) current: Option<PollerId>,
     /// Pollers asked to run on the next iteration whatever their fd says.
     pub(crate) woken: Vec<PollerId>,
+    /// The woken list last run, empty, kept for its capacity.
+    pub(crate) woken_spare: Vec<PollerId>,
     pub(crate) now: Instant,
     pub(crate) stats: LocalStats,
 }
@@ -142,6 +144,7 @@ impl Context {
             local_mode_request: None,
             current: None,
             woken: Vec::new(),
+            woken_spare: Vec::new(),
             now: Instant::now(),
             stats: LocalStats::default(),
         })

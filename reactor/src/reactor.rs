@@ -123,9 +123,14 @@ impl Context {
             arrived_before |= self.drain_channels(MESSAGE_BATCH);
             let mut work = arrived_before;
             work |= self.run_deadlines();
-            for id in std::mem::take(&mut self.woken) {
+            // Run from a swapped-in list, and kept: neither list loses its
+            // capacity, so waking a poller allocates nothing.
+            let mut woken = std::mem::replace(&mut self.woken, std::mem::take(&mut self.woken_spare));
+            for &id in &woken {
                 work |= self.run_poller(id, Readiness::default());
             }
+            woken.clear();
+            self.woken_spare = woken;
             let mut arrived_after = false;
             let work_before_wait = work;
 

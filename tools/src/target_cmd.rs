@@ -451,9 +451,9 @@ fn print_summary(app: &App, s: &config::Settings, rpc: &std::path::Path, metrics
             eprintln!(
                 "    namespace {} = {} ({} x {} B)",
                 n.nsid,
-                n.bdev.name(),
-                n.bdev.num_blocks(),
-                n.bdev.block_size()
+                n.bdev.info().name,
+                n.bdev.info().num_blocks,
+                n.bdev.info().block_size
             );
         }
         if let Some(p) = reach.first() {

@@ -125,10 +125,10 @@ impl App {
         }
         // Again under the lock, with the UUID the bdev got (given or derived).
         let mut uuids = lock(&self.uuids);
-        if let Some(e) = uuid_taken(&uuids, &bdev.uuid()) {
+        if let Some(e) = uuid_taken(&uuids, &bdev.info().uuid) {
             return Err(e);
         }
-        uuids.insert(bdev.uuid(), spec.name.clone());
+        uuids.insert(bdev.info().uuid, spec.name.clone());
         drop(uuids);
         bdevs.insert(
             spec.name.clone(),
@@ -157,7 +157,7 @@ impl App {
         let mut out = Vec::new();
         for s in self.target.subsystems() {
             for ns in s.namespaces().iter() {
-                if ns.bdev.name() == name {
+                if ns.bdev.info().name == name {
                     out.push((s.nqn.clone(), ns.nsid));
                 }
             }
@@ -189,12 +189,12 @@ impl App {
                 return Err(AppError::NotFound(format!("bdev {name} is not a {what} bdev")));
             }
             let e = bdevs.remove(name).ok_or_else(|| AppError::NotFound(name.to_string()))?;
-            lock(&self.uuids).remove(&e.bdev.uuid());
+            lock(&self.uuids).remove(&e.bdev.info().uuid);
             let removed = self.unclaim(name);
             (e, removed)
         };
         let (entry, removed) = entry;
-        if let Err(e) = entry.bdev.flush() {
+        if let Err(e) = lull_engine::bdev::flush_blocking(entry.bdev.as_ref()) {
             tracing::warn!(bdev = name, error = %e, "flush before delete failed");
         }
         tracing::info!(bdev = name, "bdev deleted");

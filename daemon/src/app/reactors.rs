@@ -117,7 +117,7 @@ impl App {
     /// Per reactor (in order): (commands, total ns) of asynchronous bdev
     /// commands completed there; `None` for a reactor that did not answer in 1 s.
     pub fn async_latency(&self) -> Vec<Option<(u64, u64)>> {
-        self.ask_each(lull_engine::io::async_latency)
+        self.ask_each(lull_engine::nvmf::io::async_latency)
     }
 
     pub(super) fn ask_each<T: Send + 'static>(&self, f: fn() -> T) -> Vec<Option<T>> {

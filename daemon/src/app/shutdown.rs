@@ -36,7 +36,7 @@ impl App {
         }
         for (name, e) in self.bdevs() {
             if matches!(e.driver, Driver::Uring { .. })
-                && let Err(err) = e.bdev.flush()
+                && let Err(err) = lull_engine::bdev::flush_blocking(e.bdev.as_ref())
             {
                 tracing::warn!(bdev = %name, error = %err, "flush at shutdown failed");
             }
@@ -56,7 +56,7 @@ impl App {
 
     /// Asynchronous I/O commands running on all reactors (asked of each).
     pub(super) fn inflight(&self) -> usize {
-        let answers = self.ask_each(lull_engine::io::inflight);
+        let answers = self.ask_each(lull_engine::nvmf::io::inflight);
         // A reactor that does not answer counts as busy.
         answers.iter().map(|a| a.unwrap_or(1)).sum()
     }

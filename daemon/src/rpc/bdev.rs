@@ -189,10 +189,10 @@ pub(super) fn bdev_get_bdevs(app: &App, params: Value) -> Result<Value, RpcError
             json!({
                 "name": name,
                 "aliases": [],
-                "product_name": b.product_name(),
-                "block_size": b.block_size(),
-                "num_blocks": b.num_blocks(),
-                "uuid": uuid_string(&b.uuid()),
+                "product_name": b.info().product_name,
+                "block_size": b.info().block_size,
+                "num_blocks": b.info().num_blocks,
+                "uuid": uuid_string(&b.info().uuid),
                 "assigned_rate_limits": {
                     "rw_ios_per_sec": 0, "rw_mbytes_per_sec": 0,
                     "r_mbytes_per_sec": 0, "w_mbytes_per_sec": 0

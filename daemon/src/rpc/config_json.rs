@@ -99,13 +99,13 @@ fn bdev_config(app: &App) -> Vec<Value> {
     }
     for (name, e) in app.bdevs() {
         let b = &e.bdev;
-        let uuid = uuid_string(&b.uuid());
+        let uuid = uuid_string(&b.info().uuid);
         let v = match &e.driver {
             Driver::Malloc => entry(
                 "bdev_malloc_create",
                 json!({
-                    "name": name, "num_blocks": b.num_blocks(), "block_size": b.block_size(),
-                    "physical_block_size": b.block_size(), "uuid": uuid,
+                    "name": name, "num_blocks": b.info().num_blocks, "block_size": b.info().block_size,
+                    "physical_block_size": b.info().block_size, "uuid": uuid,
                     "optimal_io_boundary": 0, "md_size": 0, "dif_type": 0,
                     "dif_is_head_of_md": false, "dif_pi_format": 0,
                 }),
@@ -113,15 +113,15 @@ fn bdev_config(app: &App) -> Vec<Value> {
             Driver::Null => entry(
                 "bdev_null_create",
                 json!({
-                    "name": name, "num_blocks": b.num_blocks(), "block_size": b.block_size(),
-                    "physical_block_size": b.block_size(), "uuid": uuid,
+                    "name": name, "num_blocks": b.info().num_blocks, "block_size": b.info().block_size,
+                    "physical_block_size": b.info().block_size, "uuid": uuid,
                     "md_size": 0, "dif_type": 0, "dif_is_head_of_md": false, "dif_pi_format": 0,
                 }),
             ),
             Driver::Uring { filename } => entry(
                 "bdev_uring_create",
                 json!({
-                    "name": name, "block_size": b.block_size(),
+                    "name": name, "block_size": b.info().block_size,
                     "filename": filename.display().to_string(), "uuid": uuid,
                 }),
             ),
@@ -225,7 +225,7 @@ fn nvmf_config(app: &App) -> Vec<Value> {
         for n in s.namespaces().iter() {
             out.push(entry(
                 "nvmf_subsystem_add_ns",
-                json!({"nqn": s.nqn, "namespace": {"nsid": n.nsid, "bdev_name": n.bdev.name()}}),
+                json!({"nqn": s.nqn, "namespace": {"nsid": n.nsid, "bdev_name": n.bdev.info().name}}),
             ));
         }
         for a in ports.iter().filter(|a| target.reachable(s, **a)) {
@@ -443,7 +443,7 @@ fn normalize(app: &App, e: &mut Entry) -> Result<Vec<String>, String> {
         "nvmf_subsystem_add_ns" => {
             // SPDK writes the identities it derived from the bdev; lull derives its own.
             let bdev = e.params.pointer("/namespace/bdev_name").and_then(Value::as_str);
-            let Some(uuid) = bdev.and_then(|b| app.bdev(b)).map(|b| b.bdev.uuid()) else {
+            let Some(uuid) = bdev.and_then(|b| app.bdev(b)).map(|b| b.bdev.info().uuid) else {
                 return Ok(notes);
             };
             let ns = e.params.get_mut("namespace").and_then(Value::as_object_mut);

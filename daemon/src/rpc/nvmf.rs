@@ -203,7 +203,7 @@ pub(super) fn nvmf_subsystem_add_ns(app: &App, params: Value) -> Result<Value, R
     // NGUID (what SPDK derives too): the same values, as spdk_tgt saves
     // them, are accepted; others cannot be given.
     if let Some(b) = app.bdev(&ns.bdev_name) {
-        let uuid = b.bdev.uuid();
+        let uuid = b.bdev.info().uuid;
         let derived_uuid = uuid_string(&uuid);
         let derived_nguid: String = uuid.iter().map(|x| format!("{x:02X}")).collect();
         for (k, given, derived) in [
@@ -415,8 +415,8 @@ pub(super) fn nvmf_get_subsystems(app: &App, params: Value) -> Result<Value, Rpc
                     .map(|n| {
                         json!({
                             "nsid": n.nsid,
-                            "bdev_name": n.bdev.name(),
-                            "name": n.bdev.name(),
+                            "bdev_name": n.bdev.info().name,
+                            "name": n.bdev.info().name,
                             "nguid": n.nguid.iter().map(|b| format!("{b:02X}")).collect::<String>(),
                             "uuid": uuid_string(&n.uuid),
                         })

@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
 /// Buffer alignment, bytes: a page, which satisfies every logical block size.
-const ALIGN: usize = 4096;
+pub(super) const ALIGN: usize = 4096;
 
 /// A zeroed heap buffer aligned to 4096 bytes.
 pub struct AlignedBuf {

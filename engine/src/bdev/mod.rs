@@ -1,20 +1,38 @@
 //! Block devices (bdevs, SPDK's word): what namespaces are backed by.
 //!
-//! A bdev is shared by every core that serves its namespace, so its methods
-//! take `&self` and are `Send + Sync`. Addresses and lengths are in blocks of
-//! [`Bdev::block_size`] bytes; buffers are whole blocks.
+//! A bdev is data ([`BdevInfo`]: name, geometry, identity) and one
+//! asynchronous entry point, [`Bdev::submit`], as SPDK's `submit_request`.
+//! A bdev is shared by every core that serves its namespace, so it is
+//! `Send + Sync` and takes `&self`; a submission and its completion happen on
+//! the same reactor. Addresses and lengths are in blocks of
+//! [`BdevInfo::block_size`] bytes; buffers are whole blocks.
+//!
+//! Buffers belong to the caller: a Read fills the `Vec` it is given, a Write
+//! takes its data as a `Vec`, and the completion hands the `Vec` back (also
+//! on error) so the caller can reuse it. A completion is a [`BdevDone`]: a
+//! shared sink and a tag, so submitting allocates nothing.
 
 mod aligned;
+mod done;
 mod file;
+mod info;
 mod null;
 mod ram;
+mod ring;
+pub(crate) mod slab;
 pub mod stats;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use aligned::AlignedBuf;
+pub use done::{BdevDone, IoCompletion};
 pub use file::FileBdev;
+pub use info::BdevInfo;
 pub use null::NullBdev;
 pub use ram::RamBdev;
 pub use stats::BdevStats;
+
+use std::any::Any;
 
 use lull_reactor::Context;
 use thiserror::Error;
@@ -22,14 +40,22 @@ use thiserror::Error;
 /// One operation for [`Bdev::submit`].
 #[derive(Debug)]
 pub enum BdevIo {
-    /// Read `blocks` blocks from `lba`.
+    /// Read `blocks` blocks from `lba` into `buf`.
     Read {
         /// First block.
         lba: u64,
         /// Block count.
         blocks: u64,
+        /// Where the data goes. The bdev empties it and appends
+        /// `blocks x block_size` bytes (it does not zero them first). Give it
+        /// at least that capacity and nothing is allocated; a smaller one is
+        /// grown. Handed back through the completion: filled on success,
+        /// empty on error.
+        buf: Vec<u8>,
     },
-    /// Write `data` (whole blocks) at `lba`.
+    /// Write `data` (whole blocks) at `lba`. `data` is handed back through
+    /// the completion for reuse (its contents then are unspecified; an NVMe
+    /// bdev hands back an empty `Vec` when the remote write failed).
     Write {
         /// First block.
         lba: u64,
@@ -43,7 +69,7 @@ pub enum BdevIo {
         /// Block count.
         blocks: u64,
     },
-    /// Deallocate `blocks` blocks at `lba`.
+    /// Deallocate `blocks` blocks at `lba` (they then read as zeroes).
     Unmap {
         /// First block.
         lba: u64,
@@ -54,9 +80,21 @@ pub enum BdevIo {
     Flush,
 }
 
-/// Called once when a submitted operation ends, on the submitting reactor:
-/// the data read (empty for other operations), or the error.
-pub type BdevDone = Box<dyn for<'a> FnOnce(&mut Context, Result<&'a [u8], BdevError>)>;
+impl BdevIo {
+    /// The buffer this operation carries (a Read's `buf`, a Write's `data`;
+    /// empty for the others): what a bdev hands back when it fails the
+    /// operation before starting it.
+    pub fn into_buf(self) -> Vec<u8> {
+        match self {
+            BdevIo::Read { mut buf, .. } => {
+                buf.clear();
+                buf
+            }
+            BdevIo::Write { data, .. } => data,
+            BdevIo::WriteZeroes { .. } | BdevIo::Unmap { .. } | BdevIo::Flush => Vec::new(),
+        }
+    }
+}
 
 /// Why a bdev operation failed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -84,67 +122,39 @@ pub enum BdevError {
     Io(String),
 }
 
-/// A block device.
-pub trait Bdev: Send + Sync {
-    /// Its name (unique in a target, e.g. `Ram0`).
-    fn name(&self) -> &str;
-    /// Its product name, as SPDK's `bdev_get_bdevs` reports it (`Malloc disk`, `Null disk`).
-    fn product_name(&self) -> &'static str;
-    /// Block size, bytes (512 or 4096).
-    fn block_size(&self) -> u32;
-    /// Number of blocks.
-    fn num_blocks(&self) -> u64;
-    /// A stable 16-byte identity (used for NGUID/UUID).
-    fn uuid(&self) -> [u8; 16];
-    /// Reads `buf.len() / block_size` blocks from `lba`.
-    ///
-    /// # Errors
-    /// [`BdevError`].
-    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError>;
-    /// Writes `data.len() / block_size` blocks at `lba`.
-    ///
-    /// # Errors
-    /// [`BdevError`].
-    fn write(&self, lba: u64, data: &[u8]) -> Result<(), BdevError>;
-    /// Writes zeroes to `blocks` blocks at `lba`.
-    ///
-    /// # Errors
-    /// [`BdevError`].
-    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BdevError>;
-    /// Deallocates `blocks` blocks at `lba` (they then read as zeroes).
-    ///
-    /// # Errors
-    /// [`BdevError`].
-    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BdevError>;
-    /// Makes completed writes durable.
-    ///
-    /// # Errors
-    /// [`BdevError`].
-    fn flush(&self) -> Result<(), BdevError>;
+/// A block device: what it is ([`info`](Bdev::info)) and one way to do I/O
+/// on it ([`submit`](Bdev::submit)).
+///
+/// `Any` lets off-reactor code reach a kind's own blocking methods (see
+/// [`flush_blocking`]).
+pub trait Bdev: Any + Send + Sync {
+    /// Its name, product name, geometry and identity.
+    fn info(&self) -> &BdevInfo;
 
-    /// Whether operations complete later, through [`submit`](Bdev::submit),
-    /// rather than within the blocking calls above (which such a bdev still
-    /// offers, for use off the reactors).
-    fn is_async(&self) -> bool {
-        false
-    }
+    /// Starts `io` from a reactor; `done` is completed exactly once, on this
+    /// reactor, with the result and the operation's buffer (see [`BdevIo`]).
+    ///
+    /// A bdev that does its work in memory (RAM, null) completes `done`
+    /// before `submit` returns, so the caller answers in the same loop
+    /// iteration; others (file, NVMe) complete it from a later poll.
+    /// Errors are reported through `done`, never by panicking: a range past
+    /// the end is [`BdevError::OutOfRange`], write data that is not whole
+    /// blocks [`BdevError::Misaligned`].
+    fn submit(&self, cx: &mut Context, io: BdevIo, done: BdevDone);
+}
 
-    /// Starts `io` from a reactor and calls `done` on this reactor when it
-    /// ends. The default runs the blocking call and calls `done` at once.
-    fn submit(&self, cx: &mut Context, io: BdevIo, done: BdevDone) {
-        match io {
-            BdevIo::Read { lba, blocks } => {
-                let mut buf = vec![0u8; (blocks * u64::from(self.block_size())) as usize];
-                match self.read(lba, &mut buf) {
-                    Ok(()) => done(cx, Ok(&buf)),
-                    Err(e) => done(cx, Err(e)),
-                }
-            }
-            BdevIo::Write { lba, data } => done(cx, self.write(lba, &data).map(|()| &[][..])),
-            BdevIo::WriteZeroes { lba, blocks } => done(cx, self.write_zeroes(lba, blocks).map(|()| &[][..])),
-            BdevIo::Unmap { lba, blocks } => done(cx, self.unmap(lba, blocks).map(|()| &[][..])),
-            BdevIo::Flush => done(cx, self.flush().map(|()| &[][..])),
-        }
+/// Makes `bdev`'s completed writes durable from off the reactors (deleting
+/// a bdev, shutting down): a file bdev's `fdatasync`. RAM and null bdevs
+/// have nothing a flush would keep, and an NVMe bdev is flushed only through
+/// [`Bdev::submit`] (its queues live on the reactors): for those this is Ok.
+///
+/// # Errors
+/// [`BdevError::Io`] when `fdatasync` fails.
+pub fn flush_blocking(bdev: &dyn Bdev) -> Result<(), BdevError> {
+    let any: &dyn Any = bdev;
+    match any.downcast_ref::<FileBdev>() {
+        Some(file) => file.flush(),
+        None => Ok(()),
     }
 }
 

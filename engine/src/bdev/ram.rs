@@ -2,7 +2,9 @@
 
 use std::sync::Mutex;
 
-use super::{Bdev, BdevError, blocks_in, check_range, uuid_from_name};
+use lull_reactor::Context;
+
+use super::{Bdev, BdevDone, BdevError, BdevInfo, BdevIo, blocks_in, uuid_from_name};
 
 /// Bytes per lock stripe. Cores write to different stripes without
 /// contending; a stripe's mutex makes concurrent access to the same bytes
@@ -12,17 +14,14 @@ const STRIPE: usize = 64 * 1024;
 
 /// A RAM-backed bdev.
 pub struct RamBdev {
-    name: String,
-    block_size: u32,
-    num_blocks: u64,
+    info: BdevInfo,
     stripes: Vec<Mutex<Box<[u8]>>>,
-    uuid: [u8; 16],
 }
 
 impl RamBdev {
     /// The same bdev with this UUID (and so the namespace's NGUID/UUID).
     pub fn with_uuid(mut self, uuid: [u8; 16]) -> Self {
-        self.uuid = uuid;
+        self.info.uuid = uuid;
         self
     }
 
@@ -53,11 +52,14 @@ impl RamBdev {
             stripes.push(Mutex::new(v.into_boxed_slice()));
         }
         Ok(RamBdev {
-            name: name.to_string(),
-            block_size,
-            num_blocks: size_bytes / u64::from(block_size),
+            info: BdevInfo {
+                name: name.to_string(),
+                product_name: "Malloc disk",
+                block_size,
+                num_blocks: size_bytes / u64::from(block_size),
+                uuid: uuid_from_name("ram", name),
+            },
             stripes,
-            uuid: uuid_from_name("ram", name),
         })
     }
 
@@ -75,48 +77,79 @@ impl RamBdev {
     }
 
     fn span(&self, lba: u64, blocks: u64) -> Result<(usize, usize), BdevError> {
-        check_range(lba, blocks, self.num_blocks)?;
-        let bs = u64::from(self.block_size);
-        Ok(((lba * bs) as usize, (blocks * bs) as usize))
+        let (start, len) = self.info.byte_range(lba, blocks)?;
+        // The bdev is in memory, so its size in bytes fits a usize.
+        Ok((start as usize, len))
     }
-}
 
-impl Bdev for RamBdev {
-    fn name(&self) -> &str {
-        &self.name
+    /// Appends `blocks` blocks from `lba` to `buf` (after emptying it),
+    /// without zeroing the space first.
+    fn read_into(&self, lba: u64, blocks: u64, buf: &mut Vec<u8>) -> Result<(), BdevError> {
+        buf.clear();
+        let (start, len) = self.span(lba, blocks)?;
+        buf.reserve(len);
+        self.each(start, len, |s, _| buf.extend_from_slice(s));
+        Ok(())
     }
-    fn product_name(&self) -> &'static str {
-        "Malloc disk"
-    }
-    fn block_size(&self) -> u32 {
-        self.block_size
-    }
-    fn num_blocks(&self) -> u64 {
-        self.num_blocks
-    }
-    fn uuid(&self) -> [u8; 16] {
-        self.uuid
-    }
-    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError> {
-        let (start, len) = self.span(lba, blocks_in(buf.len(), self.block_size)?)?;
+
+    /// Reads `buf.len() / block_size` blocks from `lba` (blocking; for use
+    /// off the reactors).
+    ///
+    /// # Errors
+    /// [`BdevError::Misaligned`], [`BdevError::OutOfRange`].
+    pub fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BdevError> {
+        let (start, len) = self.span(lba, blocks_in(buf.len(), self.info.block_size)?)?;
         self.each(start, len, |s, at| buf[at..at + s.len()].copy_from_slice(s));
         Ok(())
     }
-    fn write(&self, lba: u64, data: &[u8]) -> Result<(), BdevError> {
-        let (start, len) = self.span(lba, blocks_in(data.len(), self.block_size)?)?;
+
+    /// Writes `data.len() / block_size` blocks at `lba` (blocking; for use
+    /// off the reactors, e.g. to preload data).
+    ///
+    /// # Errors
+    /// [`BdevError::Misaligned`], [`BdevError::OutOfRange`].
+    pub fn write(&self, lba: u64, data: &[u8]) -> Result<(), BdevError> {
+        let (start, len) = self.span(lba, blocks_in(data.len(), self.info.block_size)?)?;
         self.each(start, len, |s, at| s.copy_from_slice(&data[at..at + s.len()]));
         Ok(())
     }
-    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BdevError> {
+
+    /// Writes zeroes to `blocks` blocks at `lba` (what deallocation does
+    /// too: the blocks then read as zeroes).
+    ///
+    /// # Errors
+    /// [`BdevError::OutOfRange`].
+    pub fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BdevError> {
         let (start, len) = self.span(lba, blocks)?;
         self.each(start, len, |s, _| s.fill(0));
         Ok(())
     }
-    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BdevError> {
-        self.write_zeroes(lba, blocks)
+}
+
+impl Bdev for RamBdev {
+    fn info(&self) -> &BdevInfo {
+        &self.info
     }
-    fn flush(&self) -> Result<(), BdevError> {
-        Ok(())
+
+    /// Completes `done` before returning: the copy is the whole operation.
+    fn submit(&self, cx: &mut Context, io: BdevIo, done: BdevDone) {
+        match io {
+            BdevIo::Read { lba, blocks, mut buf } => {
+                let r = self.read_into(lba, blocks, &mut buf);
+                if r.is_err() {
+                    buf.clear();
+                }
+                done.complete(cx, r, buf);
+            }
+            BdevIo::Write { lba, data } => {
+                let r = self.write(lba, &data);
+                done.complete(cx, r, data);
+            }
+            BdevIo::WriteZeroes { lba, blocks } | BdevIo::Unmap { lba, blocks } => {
+                done.complete(cx, self.write_zeroes(lba, blocks), Vec::new());
+            }
+            BdevIo::Flush => done.complete(cx, Ok(()), Vec::new()),
+        }
     }
 }
 
@@ -127,7 +160,7 @@ mod tests {
     #[test]
     fn writes_read_back_across_stripes() {
         let b = RamBdev::new("Ram0", 256 * 1024, 512).unwrap();
-        assert_eq!(b.num_blocks(), 512);
+        assert_eq!(b.info().num_blocks, 512);
         let data: Vec<u8> = (0..200 * 512).map(|i| (i % 251) as u8).collect();
         b.write(100, &data).unwrap();
         let mut back = vec![0u8; data.len()];
@@ -141,5 +174,106 @@ mod tests {
         assert!(matches!(b.read(0, &mut [0u8; 100]), Err(BdevError::Misaligned { .. })));
         assert!(RamBdev::new("x", 1000, 512).is_err());
         assert!(RamBdev::new("x", 4096, 1024).is_err());
+    }
+}
+
+#[cfg(test)]
+mod submit_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::bdev::test_support::{OnReactor, pattern, read};
+
+    fn ram() -> Arc<dyn Bdev> {
+        Arc::new(RamBdev::new("Ram0", 256 * 1024, 512).unwrap())
+    }
+
+    #[test]
+    fn submit_round_trips_data_across_stripes_and_completes_before_returning() {
+        let (r, b) = (OnReactor::start(), ram());
+        // 200 blocks from LBA 100: bytes 51200..153600, across two 64 KiB stripes.
+        let data = pattern(200 * 512, 3);
+        let at = data.as_ptr() as usize;
+        let w = r.submit(&b, BdevIo::Write { lba: 100, data });
+        assert_eq!((w.result, w.inline, w.calls), (Ok(()), true, 1));
+        assert_eq!(w.buf.as_ptr() as usize, at, "the write's own buffer comes back");
+
+        let rd = r.submit(&b, read(100, 200, 200 * 512));
+        assert_eq!((rd.result, rd.inline, rd.calls), (Ok(()), true, 1));
+        assert_eq!(rd.buf, pattern(200 * 512, 3));
+        assert_eq!(rd.buf.capacity(), 200 * 512, "filled in place, not reallocated");
+
+        // A buffer with too little capacity is grown, not refused.
+        let rd = r.submit(&b, read(150, 2, 0));
+        assert_eq!(rd.buf, pattern(200 * 512, 3)[50 * 512..52 * 512]);
+
+        let z = r.submit(&b, BdevIo::WriteZeroes { lba: 110, blocks: 10 });
+        assert_eq!((z.result, z.inline, z.calls, z.buf.len()), (Ok(()), true, 1, 0));
+        let u = r.submit(&b, BdevIo::Unmap { lba: 280, blocks: 20 });
+        assert_eq!((u.result, u.calls), (Ok(()), 1));
+        let rd = r.submit(&b, read(100, 200, 200 * 512));
+        let mut expect = pattern(200 * 512, 3);
+        expect[10 * 512..20 * 512].fill(0);
+        expect[180 * 512..].fill(0);
+        assert_eq!(rd.buf, expect);
+
+        let f = r.submit(&b, BdevIo::Flush);
+        assert_eq!((f.result, f.inline, f.calls), (Ok(()), true, 1));
+    }
+
+    #[test]
+    fn submit_errors_hand_the_buffer_back_once() {
+        let (r, b) = (OnReactor::start(), ram());
+        let rd = r.submit(&b, read(511, 2, 4096));
+        assert_eq!(
+            rd.result,
+            Err(BdevError::OutOfRange {
+                lba: 511,
+                end: 513,
+                num_blocks: 512
+            })
+        );
+        assert_eq!(
+            (rd.inline, rd.calls, rd.buf.len(), rd.buf.capacity()),
+            (true, 1, 0, 4096)
+        );
+
+        let w = r.submit(
+            &b,
+            BdevIo::Write {
+                lba: 0,
+                data: vec![7; 100],
+            },
+        );
+        assert_eq!(
+            w.result,
+            Err(BdevError::Misaligned {
+                len: 100,
+                block_size: 512
+            })
+        );
+        assert_eq!((w.calls, w.buf), (1, vec![7; 100]));
+
+        let w = r.submit(
+            &b,
+            BdevIo::Write {
+                lba: 511,
+                data: vec![7; 1024],
+            },
+        );
+        assert!(matches!(w.result, Err(BdevError::OutOfRange { end: 513, .. })));
+        assert_eq!(w.buf.len(), 1024);
+
+        let z = r.submit(
+            &b,
+            BdevIo::WriteZeroes {
+                lba: u64::MAX,
+                blocks: 2,
+            },
+        );
+        assert!(matches!(z.result, Err(BdevError::OutOfRange { .. })));
+        let u = r.submit(&b, BdevIo::Unmap { lba: 500, blocks: 13 });
+        assert!(matches!(u.result, Err(BdevError::OutOfRange { end: 513, .. })));
+        assert_eq!(u.calls, 1);
     }
 }

@@ -4,7 +4,6 @@
 //! limits require (NLB is 16 bits; MDTS caps the bytes per command).
 
 use std::cell::RefCell;
-use std::rc::Rc;
 
 use lull_proto::host_queue::Completion;
 use lull_proto::nvme::cmd::{DatasetManagement, DsmRange, Flush, Rw};
@@ -12,19 +11,20 @@ use lull_proto::nvme::{Sqe, io_opc};
 use lull_reactor::Context;
 
 use super::ctrlr::{IoError, NvmeController};
-use crate::bdev::{Bdev, BdevDone, BdevError, BdevIo, check_range};
+use crate::bdev::slab::Slab;
+use crate::bdev::{Bdev, BdevDone, BdevError, BdevInfo, BdevIo};
 
 /// Most blocks one Read/Write/Write Zeroes moves (NLB is a 0's based 16-bit field).
 const MAX_NLB: u64 = Rw::MAX_BLOCKS as u64;
 
+/// Spare piece buffers a reactor keeps (split writes, deallocate ranges).
+const KEEP_SPARE: usize = 64;
+
 /// Namespace `nsid` of `ctrlr` as a bdev.
 pub struct NvmeBdev {
-    name: String,
+    info: BdevInfo,
     ctrlr: NvmeController,
     nsid: u32,
-    block_size: u32,
-    num_blocks: u64,
-    uuid: [u8; 16],
     /// Blocks per command (MDTS and NLB).
     chunk: u64,
 }
@@ -46,15 +46,18 @@ impl NvmeBdev {
             .max_transfer_bytes
             .map_or(MAX_NLB, |m| (u64::from(m) / u64::from(ns.block_size)).max(1));
         Ok(NvmeBdev {
-            name: name.to_string(),
+            info: BdevInfo {
+                name: name.to_string(),
+                product_name: "NVMe disk",
+                block_size: ns.block_size,
+                num_blocks: ns.num_blocks,
+                // The remote namespace's identity, so a volume keeps its UUID
+                // across NVMe/TCP; a namespace without any gets a stable one.
+                uuid: ns
+                    .bdev_uuid()
+                    .unwrap_or_else(|| crate::bdev::uuid_from_name("nvme", name)),
+            },
             nsid,
-            block_size: ns.block_size,
-            num_blocks: ns.num_blocks,
-            // The remote namespace's identity, so a volume keeps its UUID
-            // across NVMe/TCP; a namespace without any gets a stable one.
-            uuid: ns
-                .bdev_uuid()
-                .unwrap_or_else(|| crate::bdev::uuid_from_name("nvme", name)),
             chunk: by_mdts.min(MAX_NLB),
             ctrlr,
         })
@@ -77,197 +80,270 @@ impl NvmeBdev {
             (start, limit.min(lba + blocks - start))
         })
     }
+
+    /// Sends one piece to this reactor's queue of the controller.
+    fn send(&self, cx: &mut Context, sqe: Sqe, write: Vec<u8>, read_len: usize, waiter: Waiter, data: PieceData) {
+        // Lengths fit a u32: a piece is at most MAX_NLB blocks and MDTS bytes.
+        self.ctrlr.submit(
+            cx,
+            0,
+            sqe,
+            write,
+            read_len as u32,
+            Box::new(move |cx, r| piece_done(cx, waiter, data, r)),
+        );
+    }
 }
 
 fn path_error(e: IoError) -> BdevError {
     BdevError::Io(e.to_string())
 }
 
-/// Completes `done` once all `parts` pieces finished, with read data
-/// gathered in order (`read_len` bytes; 0 for commands without data).
+// ---- completing split operations ------------------------------------------
+
+/// An operation split into several commands, waiting for them (an entry of
+/// this reactor's [`JOINS`]).
 struct Join {
+    /// Pieces not completed yet.
     left: usize,
-    data: Vec<u8>,
+    /// The first piece's error.
     error: Option<BdevError>,
-    done: Option<BdevDone>,
+    done: BdevDone,
+    /// The caller's buffer: a Read's, sized to the whole read (each piece
+    /// copies its data in at its offset), or a Write's data, handed back at
+    /// the end.
+    buf: Vec<u8>,
+    /// Whether `buf` is read data (emptied on error).
+    read: bool,
 }
 
-fn join(parts: usize, read_len: usize, done: BdevDone) -> Rc<RefCell<Join>> {
-    Rc::new(RefCell::new(Join {
-        left: parts,
-        data: vec![0; read_len],
-        error: None,
-        done: Some(done),
-    }))
+thread_local! {
+    /// Split operations in flight on this reactor. Reused slots: a split
+    /// allocates nothing here once the table has grown to the peak in flight.
+    static JOINS: RefCell<Slab<Join>> = RefCell::new(Slab::default());
+    /// Buffers of split writes' pieces and of deallocate ranges, back from
+    /// their completions for the next ones.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn piece_done(j: &Rc<RefCell<Join>>, cx: &mut Context, offset: usize, r: Result<Completion, IoError>) {
-    let finished = {
-        let mut g = j.borrow_mut();
-        match r {
-            Ok(c) => {
-                let end = (offset + c.data.len()).min(g.data.len());
-                if offset < end {
-                    g.data[offset..end].copy_from_slice(&c.data[..end - offset]);
-                }
+/// An empty buffer, from this reactor's spares when there is one.
+fn spare() -> Vec<u8> {
+    let mut v = SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    v.clear();
+    v
+}
+
+fn recycle(buf: Vec<u8>) {
+    if buf.capacity() > 0 {
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < KEEP_SPARE {
+                s.push(buf);
             }
-            Err(e) => {
-                if g.error.is_none() {
-                    g.error = Some(path_error(e));
-                }
+        });
+    }
+}
+
+/// Who learns that a piece ended.
+enum Waiter {
+    /// The operation was one command: the caller's completion and buffer
+    /// ride with it (in the initiator's completion closure).
+    Alone(BdevDone, Vec<u8>),
+    /// The operation was split: its [`Join`] in this reactor's table.
+    Joined(u32),
+}
+
+/// What a piece's completion does with the command's buffers.
+#[derive(Clone, Copy)]
+enum PieceData {
+    /// Read data for bytes `offset..offset + len` of the caller's buffer.
+    Read { offset: usize, len: usize },
+    /// The write data was the caller's own buffer: hand it back.
+    CallerWrite,
+    /// The write data was a spare buffer: recycle it.
+    Spare,
+    /// No data.
+    Nothing,
+}
+
+/// A new [`Join`] in this reactor's table, waiting for `parts` pieces.
+fn new_join(parts: usize, done: BdevDone, buf: Vec<u8>, read: bool) -> u32 {
+    JOINS.with(|j| {
+        j.borrow_mut().insert(Join {
+            left: parts,
+            error: None,
+            done,
+            buf,
+            read,
+        })
+    })
+}
+
+/// One waiter per piece: the caller's completion for a single command, or
+/// a new [`Join`] shared by all pieces of a split one.
+fn waiters(parts: usize, done: BdevDone, buf: Vec<u8>, read: bool) -> impl FnMut() -> Waiter {
+    let (mut alone, slot) = if parts == 1 {
+        (Some((done, buf)), 0)
+    } else {
+        (None, new_join(parts, done, buf, read))
+    };
+    move || match alone.take() {
+        Some((done, buf)) => Waiter::Alone(done, buf),
+        None => Waiter::Joined(slot),
+    }
+}
+
+/// What a piece's command result means for its data: copies read data into
+/// `buf` (appending when `append`, else at the piece's offset), recycles a
+/// spare write buffer; returns the caller's write buffer when handed back.
+fn settle(
+    r: Result<Completion, IoError>,
+    data: PieceData,
+    buf: &mut Vec<u8>,
+    append: bool,
+) -> Result<Option<Vec<u8>>, BdevError> {
+    let c = r.map_err(path_error)?;
+    match data {
+        PieceData::Read { offset, len } => {
+            if c.data.len() != len {
+                return Err(BdevError::Io(format!("short read: {} of {len} bytes", c.data.len())));
             }
+            if append {
+                buf.extend_from_slice(&c.data);
+            } else {
+                buf[offset..offset + len].copy_from_slice(&c.data);
+            }
+            Ok(None)
         }
-        g.left -= 1;
-        if g.left == 0 {
-            let data = std::mem::take(&mut g.data);
-            g.done.take().map(|d| (d, g.error.take(), data))
-        } else {
-            None
+        PieceData::CallerWrite => Ok(Some(c.write)),
+        PieceData::Spare => {
+            recycle(c.write);
+            Ok(None)
+        }
+        PieceData::Nothing => Ok(None),
+    }
+}
+
+fn piece_done(cx: &mut Context, waiter: Waiter, data: PieceData, r: Result<Completion, IoError>) {
+    let (done, result, mut buf, read) = match waiter {
+        Waiter::Alone(done, mut buf) => {
+            let result = settle(r, data, &mut buf, true).map(|own| {
+                if let Some(own) = own {
+                    buf = own;
+                }
+            });
+            (done, result, buf, matches!(data, PieceData::Read { .. }))
+        }
+        Waiter::Joined(slot) => {
+            let finished = JOINS.with(|j| {
+                let mut j = j.borrow_mut();
+                let join = j.get_mut(slot)?;
+                if let Err(e) = settle(r, data, &mut join.buf, false)
+                    && join.error.is_none()
+                {
+                    join.error = Some(e);
+                }
+                join.left -= 1;
+                if join.left > 0 {
+                    return None;
+                }
+                j.remove(slot)
+            });
+            let Some(join) = finished else { return };
+            (join.done, join.error.map_or(Ok(()), Err), join.buf, join.read)
         }
     };
-    if let Some((done, error, data)) = finished {
-        match error {
-            Some(e) => done(cx, Err(e)),
-            None => done(cx, Ok(&data)),
-        }
+    if read && result.is_err() {
+        buf.clear();
     }
+    done.complete(cx, result, buf);
 }
 
 impl Bdev for NvmeBdev {
-    fn name(&self) -> &str {
-        &self.name
+    fn info(&self) -> &BdevInfo {
+        &self.info
     }
 
-    fn product_name(&self) -> &'static str {
-        "NVMe disk"
-    }
-
-    fn block_size(&self) -> u32 {
-        self.block_size
-    }
-
-    fn num_blocks(&self) -> u64 {
-        self.num_blocks
-    }
-
-    fn uuid(&self) -> [u8; 16] {
-        self.uuid
-    }
-
-    fn read(&self, _lba: u64, _buf: &mut [u8]) -> Result<(), BdevError> {
-        Err(BdevError::Io("an NVMe bdev completes asynchronously (submit)".into()))
-    }
-
-    fn write(&self, _lba: u64, _data: &[u8]) -> Result<(), BdevError> {
-        Err(BdevError::Io("an NVMe bdev completes asynchronously (submit)".into()))
-    }
-
-    fn write_zeroes(&self, _lba: u64, _blocks: u64) -> Result<(), BdevError> {
-        Err(BdevError::Io("an NVMe bdev completes asynchronously (submit)".into()))
-    }
-
-    fn unmap(&self, _lba: u64, _blocks: u64) -> Result<(), BdevError> {
-        Err(BdevError::Io("an NVMe bdev completes asynchronously (submit)".into()))
-    }
-
-    fn flush(&self) -> Result<(), BdevError> {
-        Err(BdevError::Io("an NVMe bdev completes asynchronously (submit)".into()))
-    }
-
-    fn is_async(&self) -> bool {
-        true
-    }
-
+    /// Sends `io` as one command, or as several when it is larger than a
+    /// command may be (MDTS, NLB); `done` is completed when the last one ends.
+    /// A single command allocates nothing here beyond the initiator's
+    /// completion closure; a split one uses a reused slot of this reactor's
+    /// join table, and split writes copy their pieces into reused buffers.
     fn submit(&self, cx: &mut Context, io: BdevIo, done: BdevDone) {
-        let bs = u64::from(self.block_size);
-        let range = match &io {
-            BdevIo::Read { lba, blocks } | BdevIo::WriteZeroes { lba, blocks } | BdevIo::Unmap { lba, blocks } => {
-                Some((*lba, *blocks))
+        let bs = u64::from(self.info.block_size);
+        let checked = match &io {
+            BdevIo::Read { lba, blocks, .. } | BdevIo::WriteZeroes { lba, blocks } | BdevIo::Unmap { lba, blocks } => {
+                self.info.byte_range(*lba, *blocks).map(|_| *blocks)
             }
-            BdevIo::Write { lba, data } => match crate::bdev::blocks_in(data.len(), self.block_size) {
-                Ok(b) => Some((*lba, b)),
-                Err(e) => return done(cx, Err(e)),
-            },
-            BdevIo::Flush => None,
+            BdevIo::Write { lba, data } => self.info.data_blocks(*lba, data.len()),
+            BdevIo::Flush => Ok(1),
         };
-        if let Some((lba, blocks)) = range {
-            if let Err(e) = check_range(lba, blocks, self.num_blocks) {
-                return done(cx, Err(e));
-            }
-            if blocks == 0 {
-                return done(cx, Ok(&[]));
-            }
+        match checked {
+            Err(e) => return done.complete(cx, Err(e), io.into_buf()),
+            Ok(0) => return done.complete(cx, Ok(()), io.into_buf()),
+            Ok(_) => {}
         }
-        let queue = 0;
         match io {
-            BdevIo::Read { lba, blocks } => {
-                let n = blocks.div_ceil(self.chunk) as usize;
-                let j = join(n, (blocks * bs) as usize, done);
+            BdevIo::Read { lba, blocks, mut buf } => {
+                let len = (blocks * bs) as usize;
+                let parts = blocks.div_ceil(self.chunk) as usize;
+                buf.clear();
+                if parts == 1 {
+                    buf.reserve(len);
+                } else {
+                    // Pieces land at their offsets, in any order.
+                    buf.resize(len, 0);
+                }
+                let mut next = waiters(parts, done, buf, true);
                 for (start, count) in Self::pieces(lba, blocks, self.chunk) {
-                    let j = j.clone();
                     let offset = ((start - lba) * bs) as usize;
-                    self.ctrlr.submit(
-                        cx,
-                        queue,
-                        self.rw_sqe(io_opc::READ, start, count),
-                        Vec::new(),
-                        (count * bs) as u32,
-                        Box::new(move |cx, r| piece_done(&j, cx, offset, r)),
-                    );
+                    let len = (count * bs) as usize;
+                    let sqe = self.rw_sqe(io_opc::READ, start, count);
+                    self.send(cx, sqe, Vec::new(), len, next(), PieceData::Read { offset, len });
                 }
             }
             BdevIo::Write { lba, data } => {
                 let blocks = data.len() as u64 / bs;
-                let n = blocks.div_ceil(self.chunk) as usize;
-                let j = join(n, 0, done);
-                if n == 1 {
+                let parts = blocks.div_ceil(self.chunk) as usize;
+                if parts == 1 {
                     let sqe = self.rw_sqe(io_opc::WRITE, lba, blocks);
-                    self.ctrlr
-                        .submit(cx, queue, sqe, data, 0, Box::new(move |cx, r| piece_done(&j, cx, 0, r)));
-                    return;
+                    let waiter = Waiter::Alone(done, Vec::new());
+                    return self.send(cx, sqe, data, 0, waiter, PieceData::CallerWrite);
                 }
+                // The caller's data stays with the join (handed back at the
+                // end); each piece goes in a spare buffer of its own.
+                let slot = new_join(parts, done, data, false);
                 for (start, count) in Self::pieces(lba, blocks, self.chunk) {
-                    let j = j.clone();
                     let from = ((start - lba) * bs) as usize;
-                    let part = data[from..from + (count * bs) as usize].to_vec();
-                    self.ctrlr.submit(
-                        cx,
-                        queue,
-                        self.rw_sqe(io_opc::WRITE, start, count),
-                        part,
-                        0,
-                        Box::new(move |cx, r| piece_done(&j, cx, 0, r)),
-                    );
+                    let mut part = spare();
+                    JOINS.with(|j| {
+                        if let Some(join) = j.borrow().get(slot) {
+                            part.extend_from_slice(&join.buf[from..from + (count * bs) as usize]);
+                        }
+                    });
+                    let sqe = self.rw_sqe(io_opc::WRITE, start, count);
+                    self.send(cx, sqe, part, 0, Waiter::Joined(slot), PieceData::Spare);
                 }
             }
             BdevIo::WriteZeroes { lba, blocks } => {
-                let n = blocks.div_ceil(MAX_NLB) as usize;
-                let j = join(n, 0, done);
+                let mut next = waiters(blocks.div_ceil(MAX_NLB) as usize, done, Vec::new(), false);
                 for (start, count) in Self::pieces(lba, blocks, MAX_NLB) {
-                    let j = j.clone();
-                    self.ctrlr.submit(
-                        cx,
-                        queue,
-                        self.rw_sqe(io_opc::WRITE_ZEROES, start, count),
-                        Vec::new(),
-                        0,
-                        Box::new(move |cx, r| piece_done(&j, cx, 0, r)),
-                    );
+                    let sqe = self.rw_sqe(io_opc::WRITE_ZEROES, start, count);
+                    self.send(cx, sqe, Vec::new(), 0, next(), PieceData::Nothing);
                 }
             }
             BdevIo::Unmap { lba, blocks } => {
                 // One Dataset Management deallocate per 2^32 - 1 blocks (NLB is 32 bits in a range).
                 let limit = u64::from(u32::MAX);
-                let n = blocks.div_ceil(limit) as usize;
-                let j = join(n, 0, done);
+                let mut next = waiters(blocks.div_ceil(limit) as usize, done, Vec::new(), false);
                 for (start, count) in Self::pieces(lba, blocks, limit) {
-                    let range = DsmRange {
+                    let mut range = spare();
+                    let entry = DsmRange {
                         cattr: 0,
                         nlb: count as u32,
                         slba: start,
-                    }
-                    .encode()
-                    .to_vec();
+                    };
+                    range.extend_from_slice(&entry.encode());
                     let sqe = DatasetManagement {
                         nsid: self.nsid,
                         nr: 0,
@@ -276,26 +352,17 @@ impl Bdev for NvmeBdev {
                         idr: false,
                     }
                     .encode();
-                    let j = j.clone();
-                    self.ctrlr.submit(
-                        cx,
-                        queue,
-                        sqe,
-                        range,
-                        0,
-                        Box::new(move |cx, r| piece_done(&j, cx, 0, r)),
-                    );
+                    self.send(cx, sqe, range, 0, next(), PieceData::Spare);
                 }
             }
             BdevIo::Flush => {
-                let j = join(1, 0, done);
-                self.ctrlr.submit(
+                self.send(
                     cx,
-                    queue,
                     Flush { nsid: self.nsid }.encode(),
                     Vec::new(),
                     0,
-                    Box::new(move |cx, r| piece_done(&j, cx, 0, r)),
+                    Waiter::Alone(done, Vec::new()),
+                    PieceData::Nothing,
                 );
             }
         }
@@ -312,5 +379,146 @@ mod tests {
         assert_eq!(p, vec![(10, 10), (20, 10), (30, 5)]);
         let p: Vec<_> = NvmeBdev::pieces(0, 8, 8).collect();
         assert_eq!(p, vec![(0, 8)]);
+    }
+}
+
+#[cfg(test)]
+mod submit_tests {
+    use std::sync::Arc;
+
+    use lull_proto::target_queue::TargetQueueConfig;
+
+    use super::*;
+    use crate::bdev::RamBdev;
+    use crate::bdev::test_support::{OnReactor, pattern, read};
+    use crate::nvme::{NvmeOptions, NvmeTrid};
+    use crate::nvmf::subsystem::Subsystem;
+    use crate::nvmf::target::Target;
+
+    const NQN: &str = "nqn.2024-01.test:remote";
+    const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-00000000000b";
+    const BLOCKS: u64 = 1024;
+
+    /// The remote RAM namespace on B as B holds it.
+    fn on_b(ram: &RamBdev, lba: u64, blocks: u64) -> Vec<u8> {
+        let mut v = vec![0xEE; (blocks * 512) as usize];
+        ram.read(lba, &mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn submit_splits_at_the_chunk_joins_in_order_and_hands_buffers_back() {
+        let r = OnReactor::start();
+        let ram = Arc::new(RamBdev::new("Ram0", BLOCKS * 512, 512).unwrap());
+        let target = Target::new(TargetQueueConfig::default());
+        let s = Subsystem::new(NQN, "SNREMOTE", "lull remote").unwrap();
+        s.set_allow_any_host(true);
+        s.add_namespace(1, ram.clone() as Arc<dyn Bdev>).unwrap();
+        target.add_subsystem(s).unwrap();
+        let addr = target.listen(r.reactors(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let opts = NvmeOptions {
+            nvme_ioq_poll_period_us: 0,
+            ..NvmeOptions::default().no_reconnect()
+        };
+        let trid = NvmeTrid::new(addr, NQN, HOST);
+        let ctrlr = NvmeController::attach("Nvme0", trid, opts, r.reactors().handles(), 1).unwrap();
+        let mut bdev = NvmeBdev::new("Nvme0n1", ctrlr.clone(), 1).unwrap();
+        assert_eq!(
+            (bdev.info().product_name, bdev.info().block_size, bdev.info().num_blocks),
+            ("NVMe disk", 512, BLOCKS)
+        );
+        // Three blocks per command, so 10 blocks go as 3 + 3 + 3 + 1.
+        bdev.chunk = 3;
+        let b: Arc<dyn Bdev> = Arc::new(bdev);
+
+        let w = r.submit(
+            &b,
+            BdevIo::Write {
+                lba: 5,
+                data: pattern(10 * 512, 4),
+            },
+        );
+        assert_eq!((w.result, w.inline, w.calls), (Ok(()), false, 1));
+        assert_eq!(w.buf, pattern(10 * 512, 4), "a split write hands its data back");
+        assert_eq!(on_b(&ram, 5, 10), pattern(10 * 512, 4));
+
+        let rd = r.submit(&b, read(5, 10, 10 * 512));
+        assert_eq!((rd.result, rd.calls), (Ok(()), 1));
+        assert_eq!(rd.buf, pattern(10 * 512, 4), "pieces joined in order");
+        assert_eq!(rd.buf.capacity(), 10 * 512, "into the caller's buffer");
+
+        // One command each: the caller's buffers go through and come back.
+        let data = pattern(3 * 512, 7);
+        let at = data.as_ptr() as usize;
+        let w = r.submit(&b, BdevIo::Write { lba: 100, data });
+        assert_eq!((w.result, w.calls, w.buf.as_ptr() as usize), (Ok(()), 1, at));
+        assert_eq!(on_b(&ram, 100, 3), pattern(3 * 512, 7));
+        let rd = r.submit(&b, read(101, 2, 1024));
+        assert_eq!((rd.result, rd.calls, rd.buf.capacity()), (Ok(()), 1, 1024));
+        assert_eq!(rd.buf, pattern(3 * 512, 7)[512..]);
+
+        let z = r.submit(&b, BdevIo::WriteZeroes { lba: 6, blocks: 2 });
+        assert_eq!((z.result, z.calls), (Ok(()), 1));
+        let u = r.submit(&b, BdevIo::Unmap { lba: 12, blocks: 3 });
+        assert_eq!((u.result, u.calls), (Ok(()), 1));
+        let mut expect = pattern(10 * 512, 4);
+        expect[512..3 * 512].fill(0);
+        expect[7 * 512..10 * 512].fill(0);
+        assert_eq!(on_b(&ram, 5, 10), expect);
+        assert_eq!(r.submit(&b, BdevIo::Flush).result, Ok(()));
+
+        // Checked here, before anything is sent: completed before submit returns.
+        let rd = r.submit(&b, read(BLOCKS - 1, 2, 1024));
+        assert_eq!(
+            rd.result,
+            Err(BdevError::OutOfRange {
+                lba: BLOCKS - 1,
+                end: BLOCKS + 1,
+                num_blocks: BLOCKS
+            })
+        );
+        assert_eq!(
+            (rd.inline, rd.calls, rd.buf.len(), rd.buf.capacity()),
+            (true, 1, 0, 1024)
+        );
+        let w = r.submit(
+            &b,
+            BdevIo::Write {
+                lba: 0,
+                data: vec![1; 600],
+            },
+        );
+        assert_eq!(
+            (w.result, w.inline, w.buf.len()),
+            (
+                Err(BdevError::Misaligned {
+                    len: 600,
+                    block_size: 512
+                }),
+                true,
+                600
+            )
+        );
+
+        // The controller gone: every piece fails, the caller hears once.
+        ctrlr.detach();
+        let rd = r.submit(&b, read(5, 10, 10 * 512));
+        assert!(matches!(rd.result, Err(BdevError::Io(_))), "{:?}", rd.result);
+        assert_eq!((rd.calls, rd.buf.len(), rd.buf.capacity()), (1, 0, 10 * 512));
+        let w = r.submit(
+            &b,
+            BdevIo::Write {
+                lba: 5,
+                data: pattern(10 * 512, 4),
+            },
+        );
+        assert!(matches!(w.result, Err(BdevError::Io(_))));
+        assert_eq!((w.calls, w.buf.len()), (1, 10 * 512), "a split write's data comes back");
+        let rd = r.submit(&b, read(0, 1, 512));
+        assert!(matches!(rd.result, Err(BdevError::Io(_))));
+        assert_eq!((rd.calls, rd.buf.len()), (1, 0));
+        let z = r.submit(&b, BdevIo::WriteZeroes { lba: 0, blocks: 1 });
+        assert_eq!(z.calls, 1);
+        assert!(z.result.is_err());
     }
 }

@@ -14,15 +14,14 @@
 //!   Authentication Send/Receive;
 //! - [`admin`]: the admin commands, one file per family;
 //! - [`discovery`]: the discovery log page;
+//! - [`io`]: the NVM I/O commands, one `IoQueue` per I/O queue;
 //! - [`stats`]: per-reactor and per-subsystem I/O counters.
-//!
-//! NVM I/O commands are executed by [`crate::io`].
 //!
 //! Imports point one way; each module imports only those before it here:
 //! `stats`, `request`, `subsystem`, `ctrlr`, `target`, `auth`, `discovery`,
-//! `admin`, `connect`, `ctrlr_runtime`, `queue`, `listeners`. Only the last
-//! three know reactors; everything before `ctrlr_runtime` runs on plain
-//! values (the unit tests in `tests.rs` drive it so).
+//! `admin`, `connect`, `io`, `ctrlr_runtime`, `queue`, `listeners`. Only the
+//! last four know reactors; everything before `io` runs on plain values (the
+//! unit tests in `tests.rs` drive it so).
 
 pub mod admin;
 pub mod auth;
@@ -30,6 +29,7 @@ pub mod connect;
 pub mod ctrlr;
 pub mod ctrlr_runtime;
 pub mod discovery;
+pub mod io;
 pub mod listeners;
 pub mod queue;
 pub mod request;

@@ -4,7 +4,7 @@
 //! reactor counting it), and the parse-then-execute step each request goes
 //! through: Connect before anything else, then authentication, the other
 //! Fabrics commands, admin commands or I/O. The execution itself is in
-//! [`connect`], [`auth`], [`admin`] and [`crate::io`]; what must live on the
+//! [`connect`], [`auth`], [`admin`] and [`io`]; what must live on the
 //! reactor (keep-alive timer, event channel, queue closer) in
 //! [`ctrlr_runtime`].
 
@@ -14,16 +14,16 @@ use std::time::Instant;
 use lull_proto::auth::controller::ControllerAuth;
 use lull_proto::fabrics::fctype;
 use lull_proto::nvme::status;
-use lull_proto::target_queue::{Request, Response};
+use lull_proto::target_queue::{MAX_SQ_ENTRIES, Request, Response};
 use lull_reactor::{Context, TimerId};
 use lull_transport::conn::{QueueHandler, Responder};
 
-use crate::io;
 use crate::nvmf::admin::{self, Outcome};
 use crate::nvmf::auth::{self, AuthQueue};
 use crate::nvmf::connect::{self, Connected};
 use crate::nvmf::ctrlr::{Controller, QueueInfo};
 use crate::nvmf::ctrlr_runtime;
+use crate::nvmf::io;
 use crate::nvmf::request::{QueueOrigin, Route, route};
 use crate::nvmf::target::Target;
 
@@ -46,6 +46,8 @@ pub struct ControllerQueue {
     /// keys on the subsystem (NVMe Base 2.0 section 8.13): until it
     /// succeeds, only Fabrics commands are accepted.
     auth: Option<ControllerAuth>,
+    /// An I/O queue's command slots, made at its Connect.
+    io: Option<io::IoQueue>,
 }
 
 impl ControllerQueue {
@@ -61,6 +63,7 @@ impl ControllerQueue {
             held_commands: 0,
             counted_on: None,
             auth: None,
+            io: None,
         }
     }
 
@@ -93,6 +96,14 @@ impl ControllerQueue {
         self.counted_on = Some(cx.index());
         self.target.core_io(cx.index()).queue_connected(qid == 0);
         self.auth = auth;
+        if qid != 0 {
+            // As many slots as the queue will hold commands (the transport
+            // clamps SQSIZE + 1 the same way when it applies the parameters).
+            let entries = response.connected.map_or(1, |p| p.sq_entries.clamp(1, MAX_SQ_ENTRIES));
+            let (subsystem, target) = (ctrl.subsystem.clone(), self.target.clone());
+            let io = io::IoQueue::new(entries as usize, resp.clone(), subsystem, target, cx.index());
+            self.io = Some(io);
+        }
         self.ctrl = Some(ctrl);
         response
     }
@@ -164,9 +175,11 @@ impl QueueHandler for ControllerQueue {
         } else if self.target.is_quiescing() {
             // Held unanswered until the connection closes (see Target::quiesce).
             self.held_commands += 1;
+        } else if let Some(io) = &self.io {
+            io.execute(cx, req, ctrl.is_ready());
         } else {
-            let io = self.target.core_io(cx.index());
-            io::execute(cx, req, &ctrl.subsystem, ctrl.is_ready(), io, resp);
+            // An I/O queue gets its slots at Connect; none means a bug, not a hang.
+            resp.respond(cx, Response::status(req.sqe.cid(), status::INTERNAL_ERROR));
         }
     }
 

@@ -11,7 +11,7 @@ pub const CORE_IO_SLOTS: usize = 256;
 
 /// Per-reactor I/O counters of a target, for status and metrics. Each slot
 /// is written only by its own reactor (no contended line); the control plane
-/// reads them. I/O commands are counted when they pass their range checks.
+/// reads them. Reads and writes are counted when they complete successfully.
 #[derive(Debug, Default)]
 pub struct CoreIo {
     /// Read commands.
@@ -32,8 +32,8 @@ pub struct CoreIo {
     pub current_admin_qpairs: AtomicU64,
     /// I/O queues connected on this reactor now.
     pub current_io_qpairs: AtomicU64,
-    /// I/O commands executed on this reactor's I/O queues (answered, or
-    /// handed to an asynchronous bdev); SPDK's `completed_nvme_io`.
+    /// I/O commands answered on this reactor's I/O queues, whatever their
+    /// status; SPDK's `completed_nvme_io`.
     pub io_commands: AtomicU64,
 }
 

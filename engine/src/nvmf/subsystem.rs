@@ -43,7 +43,7 @@ impl Namespace {
 
     /// As [`Namespace::new`], counting its I/O into `stats`.
     pub fn with_stats(nsid: u32, bdev: Arc<dyn Bdev>, stats: Arc<BdevStats>) -> Self {
-        let uuid = bdev.uuid();
+        let uuid = bdev.info().uuid;
         Namespace {
             nsid,
             bdev,
@@ -219,8 +219,12 @@ impl Subsystem {
     ) -> Result<u32, String> {
         let _w = self.writer();
         let now = self.namespaces.load_full();
-        if now.iter().any(|n| n.bdev.name() == bdev.name()) {
-            return Err(format!("bdev {} is already a namespace of {}", bdev.name(), self.nqn));
+        if now.iter().any(|n| n.bdev.info().name == bdev.info().name) {
+            return Err(format!(
+                "bdev {} is already a namespace of {}",
+                bdev.info().name,
+                self.nqn
+            ));
         }
         if now.len() >= self.max_namespaces as usize {
             return Err(format!(
@@ -522,7 +526,7 @@ mod tests {
         let c: Arc<dyn Bdev> = Arc::new(RamBdev::new("Ram1", 1 << 20, 512).unwrap());
         assert!(s.add_namespace(1, c.clone()).is_err());
         assert_eq!(s.add_namespace(5, c).unwrap(), 5);
-        assert_eq!(s.namespace(5).unwrap().bdev.name(), "Ram1");
+        assert_eq!(s.namespace(5).unwrap().bdev.info().name, "Ram1");
         assert!(!s.allows("nqn.2024-01.io.h:1"));
         assert!(s.admit("").unwrap_err().contains("allows no host yet"));
         s.add_host("nqn.2024-01.io.h:1").unwrap();
@@ -542,7 +546,7 @@ mod tests {
         assert!(!s.allows("nqn.2024-01.io.h:1"));
         assert!(s.remove_host("nqn.2024-01.io.h:1").is_err());
         let snapshot = s.namespaces();
-        assert_eq!(s.remove_namespace(1).unwrap().bdev.name(), "Ram0");
+        assert_eq!(s.remove_namespace(1).unwrap().bdev.info().name, "Ram0");
         assert!(s.remove_namespace(1).is_err());
         assert_eq!(
             snapshot.len(),

@@ -121,7 +121,7 @@ pub fn controller(id: &ControllerIdentity<'_>) -> Vec<u8> {
 /// Identify Namespace (CNS 00h).
 pub fn namespace(ns: &Namespace) -> Vec<u8> {
     let mut b = vec![0u8; IDENTIFY_LEN];
-    let blocks = ns.bdev.num_blocks();
+    let blocks = ns.bdev.info().num_blocks;
     for at in [0, 8, 16] {
         b[at..at + 8].copy_from_slice(&blocks.to_le_bytes()); // NSZE, NCAP, NUSE
     }
@@ -130,7 +130,7 @@ pub fn namespace(ns: &Namespace) -> Vec<u8> {
     b[33] = 1; // DLFEAT: deallocated blocks read as zeroes
     b[104..120].copy_from_slice(&ns.nguid);
     b[120..128].copy_from_slice(&ns.eui64);
-    let lbads = ns.bdev.block_size().trailing_zeros();
+    let lbads = ns.bdev.info().block_size.trailing_zeros();
     b[128..132].copy_from_slice(&(lbads << 16).to_le_bytes()); // LBAF0
     b
 }

@@ -150,6 +150,22 @@ impl Context {
         })
     }
 
+    /// A `Context` that no reactor loop runs (index 0, CPU 0, no thread, no
+    /// peers but itself), so code that takes a `Context` can be driven from a
+    /// plain test: a RAM bdev's `submit`, a controller's command dispatch.
+    /// Pollers, timers, channels and messages registered on it never run, and
+    /// its clock stays at its creation time unless the caller runs a loop.
+    ///
+    /// # Errors
+    /// When the eventfd or the epoll instance cannot be created.
+    pub fn detached() -> Result<Self, ReactorError> {
+        let shared = Shared::new(0, 0, Mode::Interrupt, Duration::ZERO, 1)
+            .map(Arc::new)
+            .map_err(|e| ReactorError::io("eventfd", e))?;
+        let peers: Arc<[ReactorHandle]> = Arc::from([ReactorHandle { shared: shared.clone() }]);
+        Context::new(shared, peers)
+    }
+
     /// The CPU this reactor is pinned to.
     pub fn core(&self) -> usize {
         self.shared.core

@@ -1,6 +1,6 @@
 //! A controller driven with plain values: requests built as a host builds
 //! them, answered by the same functions the queue calls, at instants the
-//! test chooses. No socket, and no reactor but where noted.
+//! test chooses. No socket and no reactor thread: code that takes a `Context` gets one that no loop runs (`Context::detached`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -400,15 +400,13 @@ fn read_request(cid: u16, slba: u64, blocks: u32, len: u32) -> Request {
 }
 
 /// The Read goes through the queue's own dispatch (`ControllerQueue`) and
-/// its `IoQueue`, so it runs on a reactor: `QueueHandler::on_command`,
-/// `Bdev::submit` and `Responder::respond` take the reactor's `Context`,
-/// which only a running reactor lends. Nothing waits on it though: the RAM
-/// bdev completes inside `submit`, so every answer is in the detached
-/// `Responder` when `on_command` returns. No socket: the requests are
-/// handed in and the responses read back directly.
+/// its `IoQueue`, with plain values: a `Context` that no reactor runs
+/// (`Context::detached`), a detached `Responder` that keeps the answers, no
+/// socket and no thread. Nothing waits on a loop: the RAM bdev completes
+/// inside `submit`, so every answer is there when `on_command` returns.
 #[test]
 fn a_read_through_the_queue_returns_what_the_bdev_holds() {
-    use lull_reactor::{CoreList, ReactorConfig, Reactors};
+    use lull_reactor::Context;
     use lull_transport::conn::{QueueHandler, Responder};
 
     use crate::nvmf::queue::ControllerQueue;
@@ -420,28 +418,21 @@ fn a_read_through_the_queue_returns_what_the_bdev_holds() {
     let written: Vec<u8> = (0..2 * BLOCK).map(pattern).collect();
     ram.write(2, &written).unwrap();
     let target = target_with(ram);
-    let core = CoreList::usable().unwrap().cores()[0];
-    let reactors = Reactors::start(ReactorConfig::new(CoreList::try_from(vec![core]).unwrap())).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let t = target.clone();
-    reactors.handles()[0]
-        .try_send(move |cx| {
-            let resp = Responder::detached();
-            let mut admin_q = ControllerQueue::new(t.clone(), origin());
-            admin_q.on_command(cx, connect_request(1, 0, 31, 0, 0xFFFF), &resp);
-            admin_q.on_command(cx, property_set_cc(2, 1 | 6 << 16 | 4 << 20), &resp);
-            let cntlid = resp.take_responses()[0].cqe.dw0 as u16;
-            let mut io_q = ControllerQueue::new(t, origin());
-            io_q.on_command(cx, connect_request(1, 1, 127, 0, cntlid), &resp);
-            io_q.on_command(cx, read_request(7, 2, 2, 2 * BLOCK), &resp);
-            // Beyond the namespace's last block: LBA Out of Range.
-            io_q.on_command(cx, read_request(8, BLOCKS - 1, 2, 2 * BLOCK), &resp);
-            let _ = tx.send(resp.take_responses());
-            drop((admin_q, io_q));
-        })
-        .unwrap();
-    let got = rx.recv_timeout(Duration::from_secs(10)).expect("the reactor answered");
-    reactors.shutdown().unwrap();
+    // A Context no reactor runs: nothing here needs the loop, since the RAM
+    // bdev completes inside `submit` and the detached Responder keeps the answers.
+    let cx = &mut Context::detached().unwrap();
+    let resp = Responder::detached();
+    let mut admin_q = ControllerQueue::new(target.clone(), origin());
+    admin_q.on_command(cx, connect_request(1, 0, 31, 0, 0xFFFF), &resp);
+    admin_q.on_command(cx, property_set_cc(2, 1 | 6 << 16 | 4 << 20), &resp);
+    let cntlid = resp.take_responses()[0].cqe.dw0 as u16;
+    let mut io_q = ControllerQueue::new(target.clone(), origin());
+    io_q.on_command(cx, connect_request(1, 1, 127, 0, cntlid), &resp);
+    io_q.on_command(cx, read_request(7, 2, 2, 2 * BLOCK), &resp);
+    // Beyond the namespace's last block: LBA Out of Range.
+    io_q.on_command(cx, read_request(8, BLOCKS - 1, 2, 2 * BLOCK), &resp);
+    let got = resp.take_responses();
+    drop((admin_q, io_q));
     let codes: Vec<(u16, Status)> = got.iter().map(|r| (r.cqe.cid, r.cqe.status)).collect();
     assert_eq!(
         codes,

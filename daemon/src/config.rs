@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use crate::settings::{self, Live, Setting, SettingError, SettingValue};
-use lull_engine::nvme::NvmeOptions;
+use lull_engine::initiator::NvmeOptions;
 use lull_engine::nvmf::subsystem::DEFAULT_MAX_NAMESPACES;
 use lull_engine::nvmf::target::TargetSettings;
 

@@ -94,11 +94,11 @@ pub const FLAGS: &[(&str, &[&str])] = &[
         ],
     ),
     ("bdev", &["lull_engine::bdev", "lull_engine::nvmf::io"]),
-    ("bdev_nvme", &["lull_engine::nvme"]),
+    ("bdev_nvme", &["lull_engine::initiator"]),
     (
         "nvme",
         &[
-            "lull_engine::nvme",
+            "lull_engine::initiator",
             "lull_transport::host_conn",
             "lull_transport::host_sync",
         ],

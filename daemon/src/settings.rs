@@ -24,7 +24,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use lull_engine::nvme::NvmeOptions;
+use lull_engine::initiator::NvmeOptions;
 use lull_reactor::supervisor::{Policy, SupervisorConfig};
 use serde::de::{DeserializeSeed, Deserializer};
 use serde_json::Value as Json;

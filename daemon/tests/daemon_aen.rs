@@ -171,9 +171,9 @@ namespaces = [{{ bdev = "A" }}]
     .unwrap();
     let app = App::start(&cfg.resolve().unwrap()).unwrap();
     let addr = app.target().listeners()[0];
-    let trid = lull_engine::nvme::NvmeTrid::new(addr, NQN, HOSTNQN);
+    let trid = lull_engine::initiator::NvmeTrid::new(addr, NQN, HOSTNQN);
     let names = app
-        .attach_controller("R", trid, lull_engine::nvme::NvmeOptions::default())
+        .attach_controller("R", trid, lull_engine::initiator::NvmeOptions::default())
         .unwrap();
     assert_eq!(names, vec!["Rn1".to_string()]);
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use lull_daemon::app::App;
-use lull_engine::nvme::{HostDhchapKeys, NvmeController, NvmeOptions, NvmeTrid};
+use lull_engine::initiator::{HostDhchapKeys, NvmeController, NvmeOptions, NvmeTrid};
 use lull_engine::nvmf::subsystem::KeyNames;
 use lull_proto::auth::{DhGroup, DhchapSecret};
 use lull_proto::nvme::{Sqe, io_opc};

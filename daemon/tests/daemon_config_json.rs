@@ -407,7 +407,7 @@ fn an_spdk_config_loads_with_warnings_for_what_lull_lacks() {
     assert_eq!(o["timeout_us"], 0);
     assert_eq!(
         o["io_queue_requests"],
-        lull_engine::nvme::NvmeOptions::default().io_queue_size
+        lull_engine::initiator::NvmeOptions::default().io_queue_size
     );
     let b = c.ok("bdev_get_bdevs", json!({"name": "Malloc0"}));
     assert_eq!(b[0]["uuid"], "4a1b2c3d-0000-4000-8000-00000000a1b2");

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use lull_daemon::app::App;
 use lull_daemon::config::Config;
 use lull_daemon::rpc::RpcServer;
-use lull_engine::nvme::{IoError, NvmeController, NvmeOptions, NvmeTrid};
+use lull_engine::initiator::{IoError, NvmeController, NvmeOptions, NvmeTrid};
 use lull_proto::host_queue::Completion;
 use lull_proto::nvme::{Sqe, io_opc};
 use lull_proto::pdu::Digests;

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use fake::Cfg;
-use lull_engine::nvme::{NvmeOptions, NvmeTrid};
+use lull_engine::initiator::{NvmeOptions, NvmeTrid};
 use lull_reactor::CoreList;
 
 /// The fake target, shared with the engine's initiator tests.

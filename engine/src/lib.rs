@@ -5,7 +5,7 @@
 //! - [`nvmf`]: the NVMe-oF target: subsystems, namespaces, NQN rules, the
 //!   dynamic controller, admin/Fabrics command execution, keep-alive, the
 //!   data structures hosts read, and serving it on reactors;
-//! - [`nvme`]: the NVMe/TCP initiator (remote controllers on reactors);
+//! - [`initiator`]: the NVMe/TCP initiator (remote controllers on reactors);
 //! - [`dhchap`]: the DH-HMAC-CHAP hashes and groups allowed;
 //! - [`allocator`], [`meminfo`]: the allocator's settings and the memory
 //!   this machine has.
@@ -16,6 +16,6 @@
 pub mod allocator;
 pub mod bdev;
 pub mod dhchap;
+pub mod initiator;
 pub mod meminfo;
-pub mod nvme;
 pub mod nvmf;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{HOSTNQN, NS1_BLOCKS, SUBNQN, Tgt, pattern};
 use lull_engine::bdev::{Bdev, NullBdev, RamBdev};
-use lull_engine::nvme::{CtrlrState, IoError, NvmeController, NvmeOptions, NvmeTrid};
+use lull_engine::initiator::{CtrlrState, IoError, NvmeController, NvmeOptions, NvmeTrid};
 use lull_engine::nvmf::subsystem::Subsystem;
 use lull_engine::nvmf::target::Target;
 use lull_proto::host_queue::Completion;
@@ -852,7 +852,7 @@ fn a_volume_keeps_its_uuid_over_nvme_tcp() {
     // lull's initiator names its bdev by the remote namespace's identity.
     let init = initiator(Mode::Interrupt);
     let ctrl = attach(addr, quick_opts(), &init);
-    let bdev = lull_engine::nvme::NvmeBdev::new("Nvme0n1", ctrl.clone(), 1).unwrap();
+    let bdev = lull_engine::initiator::NvmeBdev::new("Nvme0n1", ctrl.clone(), 1).unwrap();
     assert_eq!(
         bdev.info().uuid,
         uuid,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::{HOSTNQN, SUBNQN, pattern};
 use fake::{Cfg, Conn};
-use lull_engine::nvme::{CtrlrState, IoError, NvmeController, NvmeOptions, NvmeTrid};
+use lull_engine::initiator::{CtrlrState, IoError, NvmeController, NvmeOptions, NvmeTrid};
 use lull_proto::host_queue::Completion;
 use lull_proto::nvme::{Sqe, io_opc, status};
 use lull_proto::pdu::{PduType, flags};

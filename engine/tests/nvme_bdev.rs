@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use lull_engine::bdev::Bdev;
-use lull_engine::nvme::{NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
+use lull_engine::initiator::{NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
 use lull_engine::nvmf::subsystem::Subsystem;
 use lull_engine::nvmf::target::Target;
 use lull_proto::nvme::{Sqe, io_opc};

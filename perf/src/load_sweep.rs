@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lull_engine::nvme::NvmeController;
+use lull_engine::initiator::NvmeController;
 use lull_reactor::supervisor::{Policy, SupervisorConfig};
 use lull_reactor::{Mode, ReactorHandle};
 use serde::Serialize;

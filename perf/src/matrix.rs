@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use lull_engine::nvme::NvmeController;
+use lull_engine::initiator::NvmeController;
 use lull_reactor::supervisor::{Policy, SupervisorConfig, SupervisorHandle};
 use lull_reactor::{Mode, ReactorHandle};
 use serde::Serialize;

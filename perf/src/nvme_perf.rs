@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lull_engine::nvme::{IoError, NvmeController};
+use lull_engine::initiator::{IoError, NvmeController};
 use lull_proto::host_queue::Completion;
 use lull_proto::nvme::cmd::{self, Flush};
 use lull_proto::nvme::io_opc;

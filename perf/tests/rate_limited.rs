@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use lull_engine::nvme::{NvmeController, NvmeOptions, NvmeTrid};
+use lull_engine::initiator::{NvmeController, NvmeOptions, NvmeTrid};
 use lull_perf::arrival::{Arrival, Rate};
 use lull_perf::inproc::{DEFAULT_HOSTNQN, INPROC_NQN, InprocTarget};
 use lull_perf::nvme_perf::{self, Rw, TargetCpu, Workload};

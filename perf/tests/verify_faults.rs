@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fake::{Cfg, Conn};
-use lull_engine::nvme::{NvmeController, NvmeOptions, NvmeTrid};
+use lull_engine::initiator::{NvmeController, NvmeOptions, NvmeTrid};
 use lull_perf::nvme_perf::{self, Rw, TargetCpu, Workload};
 use lull_proto::nvme::{Cqe, Sqe, Status, io_opc, sct};
 use lull_proto::pdu::{DataHeader, PduType, encode_capsule_resp, flags};

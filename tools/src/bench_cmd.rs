@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use lull_engine::nvme::{NvmeController, NvmeTrid};
+use lull_engine::initiator::{NvmeController, NvmeTrid};
 use lull_perf::inproc::{INPROC_NQN, InprocTarget};
 use lull_perf::load_sweep::{self, LoadRow, LoadSweep};
 use lull_perf::matrix::{self, CONFIGS, MatrixRun, Side};

@@ -336,7 +336,7 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Target(_)) {
         // Warnings, and the line saying a controller reconnected (lull perf
         // runs through resets: the reconnect and its resubmitted commands show).
-        init_logging("warn,lull_engine::nvme::reconnect=info");
+        init_logging("warn,lull_engine::initiator::reconnect=info");
     }
     let result = match cli.command {
         Command::Bench(b) => match *b {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use lull_daemon::keyfile::read_dhchap_key;
-use lull_engine::nvme::{HostDhchapKeys, NvmeController, NvmeOptions, NvmeTrid};
+use lull_engine::initiator::{HostDhchapKeys, NvmeController, NvmeOptions, NvmeTrid};
 use lull_perf::arrival::{Arrival, Rate};
 use lull_perf::inproc::{DEFAULT_HOSTNQN, INPROC_NQN, InprocTarget};
 use lull_perf::nvme_perf::{self, PerfReport, Rw, TargetCpu, Workload};

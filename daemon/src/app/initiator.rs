@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use lull_engine::nvme::{DhchapOffer, NsInfo, NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
+use lull_engine::initiator::{DhchapOffer, NsInfo, NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
 
 use super::{App, AppError, BdevEntry, Driver, lock};
 

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use lull_engine::nvme::{DhchapOffer, NvmeOptions};
+use lull_engine::initiator::{DhchapOffer, NvmeOptions};
 use lull_engine::nvmf::target::Target;
 use lull_reactor::supervisor::{self, SupervisorConfig, SupervisorHandle};
 use lull_reactor::{CoreList, Mode, ReactorConfig, ReactorHandle, Reactors};

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use super::RpcError;
 use crate::app::{App, AppError};
 use crate::settings::{self, Changes, Live, Names, Part, SETTINGS};
-use lull_engine::nvme::NvmeOptions;
+use lull_engine::initiator::NvmeOptions;
 
 /// The supervisor's settings, by their table names, with the per-core policies.
 pub(super) fn supervisor_json(live: &Live) -> Value {

@@ -10,7 +10,7 @@ use super::params::{adrfam, decode, socket_addr, tcp};
 use super::{RpcError, code};
 use crate::app::App;
 use crate::settings::{self, Names, Part, SettingValue};
-use lull_engine::nvme::{CtrlrState, HostDhchapKeys, NvmeTrid};
+use lull_engine::initiator::{CtrlrState, HostDhchapKeys, NvmeTrid};
 use lull_engine::nvmf::subsystem::KeyNames;
 
 /// SPDK's `bdev_nvme_set_options`: the initiator's settings of the

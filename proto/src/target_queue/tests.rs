@@ -728,7 +728,7 @@ fn read_data_sent_from_its_own_buffer_is_the_same_stream_in_any_write_sizes_and_
     // last byte is sent.
     let small: Vec<u8> = (0..1000u32).map(|i| (i * 3) as u8).collect();
     let big: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + 1) as u8).collect();
-    let mid: Vec<u8> = (0..4096u32).map(|i| (i * 11 + 5) as u8).collect();
+    let mid: Vec<u8> = (0..16384u32).map(|i| (i * 11 + 5) as u8).collect();
     let expected = {
         let mut q = read_outstanding(4, 20_000);
         q.complete_with_data(
@@ -787,7 +787,7 @@ fn read_data_sent_from_its_own_buffer_is_the_same_stream_in_any_write_sizes_and_
     // the order on the wire is the order of the responses.
     let mut q = read_outstanding(1, 1000);
     q.feed(&capsule(
-        &read_sqe(2, 4096),
+        &read_sqe(2, 16384),
         &[],
         Digests {
             header: true,
@@ -811,16 +811,21 @@ fn read_data_sent_from_its_own_buffer_is_the_same_stream_in_any_write_sizes_and_
         mid.clone(),
     ));
     let p = pdus(&q.pending_send());
-    assert_eq!(p.len(), 4, "C2HData, CapsuleResp, C2HData, CapsuleResp");
+    assert_eq!(
+        p.len(),
+        5,
+        "C2HData, CapsuleResp, C2HData x2 (8 KiB chunks), CapsuleResp"
+    );
     let pdo = CommonHeader::parse(&p[0]).unwrap().pdo as usize;
     assert_eq!(&p[0][pdo..pdo + 1000], &small[..]);
-    assert_eq!(&p[2][pdo..pdo + 4096], &mid[..]);
+    assert_eq!(&p[2][pdo..pdo + 8192], &mid[..8192]);
+    assert_eq!(&p[3][pdo..pdo + 8192], &mid[8192..]);
     assert_eq!(
-        le32(&p[2], pdo + 4096),
-        crate::pdu::crc32c(&mid),
+        le32(&p[3], pdo + 8192),
+        crate::pdu::crc32c(&mid[8192..]),
         "digest over the attached bytes"
     );
-    assert_eq!(Cqe::parse(&p[3][8..24]).unwrap().cid, 2);
+    assert_eq!(Cqe::parse(&p[4][8..24]).unwrap().cid, 2);
 }
 
 #[test]
@@ -1309,9 +1314,9 @@ fn response_helpers_fill_the_cqe() {
 
 #[test]
 fn a_response_gives_its_data_buffer_back_once_sent() {
-    let mut q = read_outstanding(4, 8192);
-    let mut data = Vec::with_capacity(16384);
-    data.extend((0..8192u32).map(|i| i as u8));
+    let mut q = read_outstanding(4, 16384);
+    let mut data = Vec::with_capacity(32768);
+    data.extend((0..16384u32).map(|i| i as u8));
     let ptr = data.as_ptr();
     assert!(q.respond(Response::ok_with_data(4, data)));
     assert_eq!(
@@ -1325,7 +1330,7 @@ fn a_response_gives_its_data_buffer_back_once_sent() {
     assert_eq!(spent.len(), 1);
     assert_eq!(
         (spent[0].as_ptr(), spent[0].capacity()),
-        (ptr, 16384),
+        (ptr, 32768),
         "the same allocation"
     );
     assert_eq!(q.take_spent_buffers().count(), 0, "taken once");

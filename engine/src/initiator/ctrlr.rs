@@ -126,7 +126,7 @@ struct Shared {
 
 /// Called (on the admin queue's reactor) with the namespace list re-read
 /// after the controller reported a namespace change.
-pub type NamespaceListener = Arc<dyn Fn(Vec<crate::nvme::NsInfo>) + Send + Sync>;
+pub type NamespaceListener = Arc<dyn Fn(Vec<crate::initiator::NsInfo>) + Send + Sync>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -626,7 +626,13 @@ fn rescan(cx: &mut Context, id: u64, conn: HostConn) {
     });
 }
 
-fn read_namespaces(cx: &mut Context, id: u64, conn: HostConn, mut left: Vec<u32>, mut found: Vec<crate::nvme::NsInfo>) {
+fn read_namespaces(
+    cx: &mut Context,
+    id: u64,
+    conn: HostConn,
+    mut left: Vec<u32>,
+    mut found: Vec<crate::initiator::NsInfo>,
+) {
     if left.is_empty() {
         let Some(shared) = with_local(id, |l| l.shared.clone()) else {
             return;
@@ -805,7 +811,7 @@ fn reset(shared: Arc<Shared>, generation: u64, reason: String) {
                         // Its own target, so a tool logging only warnings
                         // (lull perf) can still show it.
                         tracing::info!(
-                            target: "lull_engine::nvme::reconnect",
+                            target: "lull_engine::initiator::reconnect",
                             name = %shared.name,
                             attempt,
                             resubmitted,

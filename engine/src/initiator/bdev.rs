@@ -391,7 +391,7 @@ mod submit_tests {
     use super::*;
     use crate::bdev::RamBdev;
     use crate::bdev::test_support::{OnReactor, pattern, read};
-    use crate::nvme::{NvmeOptions, NvmeTrid};
+    use crate::initiator::{NvmeOptions, NvmeTrid};
     use crate::nvmf::subsystem::Subsystem;
     use crate::nvmf::target::Target;
 

@@ -1099,6 +1099,53 @@ impl TargetQueue {
         if len == 0 {
             return Ok(self.complete(cqe));
         }
+        self.c2h_data(cqe, len, |send, offset, part, _last, ddgst| {
+            let dst = send.grow(part);
+            fill(offset, dst)?;
+            let crc = ddgst.then(|| crate::pdu::crc32c(dst));
+            if let Some(crc) = crc {
+                send.out.extend_from_slice(&crc.to_le_bytes());
+            }
+            Ok(())
+        })
+    }
+
+    /// [`complete_with_data`](Self::complete_with_data) for data the caller
+    /// gives away: the C2HData PDUs' payloads are sent from `data` itself
+    /// (no copy into the send buffer), and `data` comes back through
+    /// [`take_spent_buffers`](Self::take_spent_buffers) once all of it is sent.
+    fn complete_with_owned(&mut self, cqe: Cqe, data: Vec<u8>) -> bool {
+        if self.state == State::Terminated || !self.outstanding.contains(cqe.cid) {
+            self.spent.push(data);
+            return false;
+        }
+        let len = data.len();
+        self.send.hold(data);
+        let done = self.c2h_data(cqe, len, |send, offset, part, last, ddgst| {
+            send.attach(offset, offset + part, last);
+            if ddgst {
+                let crc = crate::pdu::crc32c(&send.last_held()[offset..offset + part]);
+                send.out.extend_from_slice(&crc.to_le_bytes());
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        done.unwrap_or_else(|never| match never {})
+    }
+
+    /// Queues the C2HData PDUs of a `len`-byte transfer (at most `c2h_chunk`
+    /// bytes each; `len` > 0), then the completion: the CapsuleResp, or, when
+    /// the host disabled SQ flow control and `cqe` is a plain success, the
+    /// SUCCESS flag on the last C2HData instead (NVMe/TCP 1.0 section
+    /// 3.6.2.8). Each PDU's header is encoded here; `payload(send, offset,
+    /// part, last, ddgst)` queues its `part` bytes from `offset` and, when
+    /// `ddgst`, their data digest. If `payload` fails, nothing of this
+    /// command stays queued and its error is returned.
+    fn c2h_data<E>(
+        &mut self,
+        cqe: Cqe,
+        len: usize,
+        mut payload: impl FnMut(&mut SendBuf, usize, usize, bool, bool) -> Result<(), E>,
+    ) -> Result<bool, E> {
         let chunk = (self.config.c2h_chunk.max(4096) & !4095) as usize;
         let success_flag = self.sq_flow_control_disabled && cqe.status.is_success() && cqe.dw0 == 0 && cqe.dw1 == 0;
         let start = self.send.out.len();
@@ -1126,14 +1173,9 @@ impl TargetQueue {
                 self.digests,
                 self.hpda,
             );
-            let dst = self.send.grow(part);
-            if let Err(e) = fill(offset, dst) {
+            if let Err(e) = payload(&mut self.send, offset, part, last, ddgst) {
                 self.send.truncate(start);
                 return Err(e);
-            }
-            if ddgst {
-                let crc = crate::pdu::crc32c(dst);
-                self.send.out.extend_from_slice(&crc.to_le_bytes());
             }
         }
         if success_flag {
@@ -1142,58 +1184,6 @@ impl TargetQueue {
             Ok(true)
         } else {
             Ok(self.complete(cqe))
-        }
-    }
-
-    /// [`complete_with_data`](Self::complete_with_data) for data the caller
-    /// gives away: the C2HData PDUs' payloads are sent from `data` itself
-    /// (no copy into the send buffer), and `data` comes back through
-    /// [`take_spent_buffers`](Self::take_spent_buffers) once all of it is sent.
-    fn complete_with_owned(&mut self, cqe: Cqe, data: Vec<u8>) -> bool {
-        if self.state == State::Terminated || !self.outstanding.contains(cqe.cid) {
-            self.spent.push(data);
-            return false;
-        }
-        let len = data.len();
-        let chunk = (self.config.c2h_chunk.max(4096) & !4095) as usize;
-        let success_flag = self.sq_flow_control_disabled && cqe.status.is_success() && cqe.dw0 == 0 && cqe.dw1 == 0;
-        self.send.hold(data);
-        let n = len.div_ceil(chunk);
-        for i in 0..n {
-            let offset = i * chunk;
-            let part = chunk.min(len - offset);
-            let last = i + 1 == n;
-            let mut f = if last { flags::LAST_PDU } else { 0 };
-            if last && success_flag {
-                f |= flags::SUCCESS;
-            }
-            let h = DataHeader {
-                cccid: cqe.cid,
-                ttag: 0,
-                datao: offset as u32,
-                datal: part as u32,
-            };
-            let ddgst = crate::pdu::encode_data_pdu_header(
-                &mut self.send.out,
-                PduType::C2HData,
-                h,
-                part,
-                f,
-                self.digests,
-                self.hpda,
-            );
-            self.send.attach(offset, offset + part, last);
-            if ddgst {
-                let crc = crate::pdu::crc32c(&self.send.last_held()[offset..offset + part]);
-                self.send.out.extend_from_slice(&crc.to_le_bytes());
-            }
-        }
-        if success_flag {
-            self.outstanding.remove(cqe.cid);
-            self.unsent.push_back(self.send.queued_end());
-            true
-        } else {
-            self.complete(cqe)
         }
     }
 

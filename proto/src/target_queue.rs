@@ -311,6 +311,28 @@ impl DirectRoom<'_> {
     }
 }
 
+/// Takes an empty buffer of at least `len` bytes' capacity from a free list
+/// of data buffers: the last one large enough, else the last one grown, else
+/// a new one (the rule the queue and the glue's pool share). Returns it and
+/// the capacity it had in the list (0 for a new one), for a pool that counts
+/// the bytes it holds.
+pub fn take_spare(spares: &mut Vec<Vec<u8>>, len: usize) -> (Vec<u8>, usize) {
+    let at = spares
+        .iter()
+        .rposition(|b| b.capacity() >= len)
+        .or(spares.len().checked_sub(1));
+    match at {
+        Some(i) => {
+            let mut b = spares.swap_remove(i);
+            let had = b.capacity();
+            b.clear();
+            b.reserve(len);
+            (b, had)
+        }
+        None => (Vec::with_capacity(len), 0),
+    }
+}
+
 /// Smallest response payload sent from its own buffer rather than copied
 /// into the send buffer. Below it the copy costs less than another slice in
 /// the vectored write: with 4 KiB reads at QD 32, sending each read's data as
@@ -470,23 +492,9 @@ impl TargetQueue {
         std::mem::swap(&mut self.spare, spares);
     }
 
-    /// An empty buffer of at least `len` bytes' capacity: the last spare that
-    /// is large enough, else the last spare grown, else a new one.
+    /// An empty buffer of at least `len` bytes' capacity ([`take_spare`]).
     fn buffer(&mut self, len: usize) -> Vec<u8> {
-        let at = self
-            .spare
-            .iter()
-            .rposition(|b| b.capacity() >= len)
-            .or(self.spare.len().checked_sub(1));
-        match at {
-            Some(i) => {
-                let mut b = self.spare.swap_remove(i);
-                b.clear();
-                b.reserve(len);
-                b
-            }
-            None => Vec::with_capacity(len),
-        }
+        take_spare(&mut self.spare, len).0
     }
 
     fn in_capsule_limit(&self) -> u32 {

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use lull_reactor::{Context, Interest, PollStatus, Poller, PollerId, Readiness};
 
-use lull_proto::target_queue::{QueueEvent, Request, Response, TargetQueue, TargetQueueConfig};
+use lull_proto::target_queue::{QueueEvent, Request, Response, TargetQueue, TargetQueueConfig, take_spare};
 
 /// How long a new connection may take to send its ICReq and have a Connect
 /// accepted: until then it belongs to no controller and no keep-alive
@@ -67,23 +67,11 @@ struct BufferPool {
 }
 
 impl BufferPool {
-    /// The last buffer large enough, else the last one grown, else a new one.
+    /// A buffer for `len` bytes, by the queue's rule ([`take_spare`]).
     fn take(&mut self, len: usize) -> Vec<u8> {
-        let at = self
-            .free
-            .iter()
-            .rposition(|b| b.capacity() >= len)
-            .or(self.free.len().checked_sub(1));
-        match at {
-            Some(i) => {
-                let mut b = self.free.swap_remove(i);
-                self.bytes -= b.capacity();
-                b.clear();
-                b.reserve(len);
-                b
-            }
-            None => Vec::with_capacity(len),
-        }
+        let (b, had) = take_spare(&mut self.free, len);
+        self.bytes -= had;
+        b
     }
 
     fn put(&mut self, b: Vec<u8>) {

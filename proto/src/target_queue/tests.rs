@@ -1457,3 +1457,26 @@ mod direct_framing {
         }
     }
 }
+
+#[test]
+fn take_spare_picks_the_last_buffer_large_enough_else_grows_the_last_else_allocates() {
+    let mut spares = vec![
+        Vec::with_capacity(8192),
+        Vec::with_capacity(512),
+        Vec::with_capacity(4096),
+    ];
+    let caps: Vec<usize> = spares.iter().map(Vec::capacity).collect();
+    // 1000 bytes: the 4 KiB buffer (the last that fits), not the 8 KiB one.
+    let (b, had) = take_spare(&mut spares, 1000);
+    assert_eq!((had, b.capacity()), (caps[2], caps[2]));
+    assert!(b.is_empty());
+    // Nothing left holds 100000 bytes: the last one (now the 512-byte buffer) is grown.
+    let (b, had) = take_spare(&mut spares, 100_000);
+    assert_eq!(had, caps[1]);
+    assert!(b.capacity() >= 100_000);
+    assert_eq!(spares.len(), 1);
+    spares.clear();
+    let (b, had) = take_spare(&mut spares, 64);
+    assert_eq!(had, 0, "a new buffer");
+    assert!(b.capacity() >= 64);
+}

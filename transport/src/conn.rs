@@ -8,7 +8,7 @@
 //! ([`Responder::buffer`], [`Responder::recycle`]; bounded by
 //! [`POOL_MAX_BUFFERS`] and [`POOL_MAX_BYTES`]): the queue fills them with
 //! host data and gives back each response's once encoded or, for a read's
-//! data sent from its own buffer by `writev`, once sent; so in steady state
+//! data sent from its own buffer by `sendmsg`, once sent; so in steady state
 //! a command allocates nothing and a read's data is copied once (bdev to
 //! buffer), never into the send buffer.
 //!
@@ -20,7 +20,7 @@
 //! with a C2HTermReq and the connection is closed at once.
 
 use std::cell::{Cell, RefCell};
-use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::io::{ErrorKind, IoSlice, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
@@ -46,7 +46,7 @@ const READ_BUDGET: usize = 512 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 128 * 1024;
 /// Slices per vectored write: a C2HData header and its payload per read, so
-/// 32 reads' worth go out in one `writev`.
+/// 32 reads' worth go out in one `sendmsg`.
 const WRITE_SLICES: usize = 64;
 
 /// Most data buffers a connection's pool keeps idle.
@@ -309,14 +309,14 @@ impl<H: QueueHandler> Connection<H> {
         result
     }
 
-    /// One vectored write per round, of the encoded PDUs and the read data
+    /// One `sendmsg` per round (crate::send), of the encoded PDUs and the read data
     /// attached between them ([`TargetQueue::pending_send_slices`]).
     fn write_pending(&mut self) -> std::io::Result<bool> {
         while self.queue.wants_send() {
             let mut slices: [&[u8]; WRITE_SLICES] = [&[]; WRITE_SLICES];
             let n = self.queue.pending_send_slices(&mut slices);
             let iov: [IoSlice<'_>; WRITE_SLICES] = std::array::from_fn(|i| IoSlice::new(slices[i]));
-            match (&self.stream).write_vectored(&iov[..n]) {
+            match crate::send::send_slices(&self.stream, &iov[..n]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => self.queue.sent(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),

@@ -14,3 +14,4 @@
 pub mod conn;
 pub mod host_conn;
 pub mod host_sync;
+pub mod send;

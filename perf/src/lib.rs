@@ -14,6 +14,7 @@ mod glommio_ref;
 pub mod inproc;
 mod latency;
 pub mod load_plot;
+pub mod load_report;
 pub mod load_sweep;
 pub mod matrix;
 pub mod nvme_perf;

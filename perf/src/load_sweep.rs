@@ -8,7 +8,6 @@
 //! configuration whose p99 stays within a budget over poll's.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,8 +20,6 @@ use serde::Serialize;
 use crate::arrival::{Arrival, Rate};
 use crate::matrix::Side;
 use crate::nvme_perf::{self, PerfReport, Rw, TargetCpu, Workload};
-
-pub use crate::load_plot::{cpu_svg, p99_svg};
 
 /// One configuration of the sweep: what each side runs. Adding one (a new
 /// supervisor policy at some setting) is adding an entry to the list.
@@ -883,40 +880,6 @@ pub fn csv(rows: &[LoadRow]) -> String {
         );
     }
     s
-}
-
-/// File names [`write_outputs`] writes.
-pub const FILES: [&str; 6] = [
-    "load.csv",
-    "load.json",
-    "load_table.txt",
-    "verdict.txt",
-    "load_cpu_vs_iops.svg",
-    "load_p99_vs_iops.svg",
-];
-
-/// Writes the rows (CSV, JSON), the table, the verdict and the two plots into `dir`.
-///
-/// # Errors
-/// File system errors, naming the file.
-pub fn write_outputs(dir: &Path, rows: &[LoadRow]) -> Result<Vec<PathBuf>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let json = serde_json::to_string_pretty(rows).map_err(|e| e.to_string())?;
-    let bodies = [
-        csv(rows),
-        json + "\n",
-        table(rows),
-        verdict_text(rows),
-        cpu_svg(rows),
-        p99_svg(rows),
-    ];
-    let mut out = Vec::new();
-    for (name, body) in FILES.iter().zip(bodies) {
-        let p = dir.join(name);
-        std::fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))?;
-        out.push(p);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

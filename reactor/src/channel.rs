@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 
+use crate::context::ReactorShared;
 use crate::context::{ChannelDrain, Context};
 use crate::error::TrySendError;
-use crate::shared::Shared;
 use crate::stats::Counter;
 
 struct Inner<T> {
     queue: ArrayQueue<T>,
-    reactor: Arc<Shared>,
+    reactor: Arc<ReactorShared>,
     closed: AtomicBool,
 }
 
@@ -103,7 +103,7 @@ impl<T, F: FnMut(&mut Context, T)> ChannelDrain for Receiver<T, F> {
 
 pub(crate) fn new<T: Send + 'static>(
     capacity: usize,
-    reactor: Arc<Shared>,
+    reactor: Arc<ReactorShared>,
     handler: impl FnMut(&mut Context, T) + 'static,
 ) -> (Sender<T>, Box<dyn ChannelDrain>) {
     let inner = Arc::new(Inner {

@@ -9,19 +9,118 @@
 //! they are, so that those files build on this one and this one needs none
 //! of them.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::deadline::{Deadlines, Target};
-use crate::error::ReactorError;
-use crate::handle::ReactorHandle;
+use crate::error::{ReactorError, TrySendError};
+use crate::handle::Handle;
 use crate::mode::Mode;
-use crate::poller::{FdPoller, Interest, PollStatus, Poller, PollerId, Readiness};
+use crate::poller::{Interest, PollStatus, PollerId, Readiness};
 use crate::shared::Shared;
 use crate::stats::{Counter, LocalStats};
 use crate::sys::Epoll;
+
+/// A unit of work run by one reactor. Implemented for every
+/// `FnMut(&mut Context, Readiness) -> PollStatus + 'static`.
+///
+/// ```
+/// use lull_reactor::{PollStatus, Poller, Readiness, Context};
+/// struct Counter(u64);
+/// impl Poller for Counter {
+///     fn poll(&mut self, _cx: &mut Context, _ready: Readiness) -> PollStatus {
+///         self.0 += 1;
+///         PollStatus::Busy
+///     }
+/// }
+/// ```
+pub trait Poller: 'static {
+    /// Does a bounded amount of work. Runs on the owning reactor's thread only.
+    fn poll(&mut self, cx: &mut Context, ready: Readiness) -> PollStatus;
+}
+
+impl<F> Poller for F
+where
+    F: FnMut(&mut Context, Readiness) -> PollStatus + 'static,
+{
+    fn poll(&mut self, cx: &mut Context, ready: Readiness) -> PollStatus {
+        self(cx, ready)
+    }
+}
+
+/// A poller that owns the file descriptor that wakes it. The reactor keeps the
+/// fd in its epoll set for exactly as long as it owns the poller, so the fd
+/// cannot be closed while registered. `as_fd` must return the same fd for the
+/// poller's whole life.
+pub trait FdPoller: Poller + AsFd {}
+
+impl<T: Poller + AsFd> FdPoller for T {}
+
+/// Glue for a source and a closure: `FdSource::new(socket, |cx, sock, ready| ...)`.
+pub struct FdSource<S, F> {
+    source: S,
+    f: F,
+}
+
+impl<S, F> FdSource<S, F>
+where
+    S: AsFd + 'static,
+    F: FnMut(&mut Context, &mut S, Readiness) -> PollStatus + 'static,
+{
+    /// Binds `f` to `source`; `f` gets `&mut source` on every run.
+    pub fn new(source: S, f: F) -> Self {
+        Self { source, f }
+    }
+}
+
+impl<S: AsFd + 'static, F: FnMut(&mut Context, &mut S, Readiness) -> PollStatus + 'static> Poller for FdSource<S, F> {
+    fn poll(&mut self, cx: &mut Context, ready: Readiness) -> PollStatus {
+        (self.f)(cx, &mut self.source, ready)
+    }
+}
+
+impl<S: AsFd, F> AsFd for FdSource<S, F> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.source.as_fd()
+    }
+}
+
+/// A closure sent to a reactor; runs once on its thread with its [`Context`].
+pub struct Message(pub(crate) Box<dyn FnOnce(&mut Context) + Send>);
+
+impl Message {
+    /// Wraps a closure.
+    pub fn new(f: impl FnOnce(&mut Context) + Send + 'static) -> Self {
+        Message(Box::new(f))
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Message")
+    }
+}
+
+/// The part of a reactor other threads may touch, with its inbox of [`Message`]s.
+pub(crate) type ReactorShared = Shared<Message>;
+
+/// A cheap, cloneable, `Send + Sync` reference to one reactor: its methods
+/// are [`Handle`]'s, and `try_send` below.
+pub type ReactorHandle = Handle<Message>;
+
+impl Handle<Message> {
+    /// Sends a closure to run once on the reactor's thread.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] when the inbox holds `inbox_capacity` messages:
+    /// the message comes back (as a [`Message`]) and nothing is dropped;
+    /// [`TrySendError::Stopped`] after shutdown.
+    pub fn try_send(&self, f: impl FnOnce(&mut Context) + Send + 'static) -> Result<(), TrySendError<Message>> {
+        self.try_send_message(Message::new(f))
+    }
+}
 
 /// The doorbell's epoll token; poller tokens never reach it (index < u32::MAX).
 pub(crate) const DOORBELL_TOKEN: u64 = u64::MAX;
@@ -99,7 +198,7 @@ pub(crate) trait ChannelDrain {
 /// The fields are the crate's (the files that add methods to `Context` use
 /// them); nothing outside the crate sees them.
 pub struct Context {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<ReactorShared>,
     pub(crate) peers: Arc<[ReactorHandle]>,
     pub(crate) epoll: Epoll,
     pub(crate) pollers: Vec<PollerSlot>,
@@ -122,7 +221,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub(crate) fn new(shared: Arc<Shared>, peers: Arc<[ReactorHandle]>) -> Result<Self, ReactorError> {
+    pub(crate) fn new(shared: Arc<ReactorShared>, peers: Arc<[ReactorHandle]>) -> Result<Self, ReactorError> {
         let epoll = Epoll::new().map_err(|e| ReactorError::io("epoll_create1", e))?;
         epoll
             .add_doorbell(&shared.doorbell, DOORBELL_TOKEN)

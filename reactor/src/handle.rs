@@ -1,13 +1,12 @@
-//! [`ReactorHandle`]: what any thread holds to talk to one reactor.
+//! [`Handle`] ([`ReactorHandle`](crate::ReactorHandle)): what any thread holds to talk to one reactor.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::context::Context;
 use crate::error::{ReactorError, TrySendError};
 use crate::mode::{MAX_IDLE_POLL, Mode};
-use crate::shared::{Message, NO_SPIN_WINDOW, Shared, duration_ns};
+use crate::shared::{NO_SPIN_WINDOW, Shared, duration_ns};
 use crate::stats::StatsSnapshot;
 
 /// A cheap, cloneable, `Send + Sync` reference to one reactor.
@@ -22,12 +21,25 @@ use crate::stats::StatsSnapshot;
 /// reactors.shutdown()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone)]
-pub struct ReactorHandle {
-    pub(crate) shared: Arc<Shared>,
+///
+/// [`ReactorHandle`](crate::ReactorHandle) is `Handle<Message>`: the
+/// message type is a parameter only so that this file does not need the
+/// [`Context`](crate::Context) a message runs with (`context.rs` adds
+/// `try_send`, which takes a closure over it). Nothing else is ever used for
+/// `M`.
+pub struct Handle<M> {
+    pub(crate) shared: Arc<Shared<M>>,
 }
 
-impl ReactorHandle {
+impl<M> Clone for Handle<M> {
+    fn clone(&self) -> Self {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<M> Handle<M> {
     /// The CPU the reactor is pinned to.
     pub fn core(&self) -> usize {
         self.shared.core
@@ -38,21 +50,15 @@ impl ReactorHandle {
         self.shared.index
     }
 
-    /// Sends a closure to run once on the reactor's thread.
+    /// Sends a message already made (a [`Message`](crate::Message): a retry
+    /// of one that came back, or one built ahead); `try_send` does the same
+    /// for a closure.
     ///
     /// # Errors
     /// [`TrySendError::Full`] when the inbox holds `inbox_capacity` messages:
-    /// the message comes back (as a [`Message`]) and nothing is dropped;
+    /// the message comes back and nothing is dropped;
     /// [`TrySendError::Stopped`] after shutdown.
-    pub fn try_send(&self, f: impl FnOnce(&mut Context) + Send + 'static) -> Result<(), TrySendError<Message>> {
-        self.try_send_message(Message::new(f))
-    }
-
-    /// As [`try_send`](Self::try_send), for a message already boxed (a retry).
-    ///
-    /// # Errors
-    /// As [`try_send`](Self::try_send).
-    pub fn try_send_message(&self, msg: Message) -> Result<(), TrySendError<Message>> {
+    pub fn try_send_message(&self, msg: M) -> Result<(), TrySendError<M>> {
         if self.shared.stop.load(Ordering::Acquire) {
             return Err(TrySendError::Stopped(msg));
         }
@@ -138,7 +144,7 @@ impl ReactorHandle {
     }
 }
 
-impl std::fmt::Debug for ReactorHandle {
+impl<M> std::fmt::Debug for Handle<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReactorHandle")
             .field("core", &self.core())

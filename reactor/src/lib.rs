@@ -48,14 +48,13 @@ mod timer;
 mod wake;
 
 pub use channel::Sender;
-pub use context::Context;
+pub use context::{Context, FdPoller, FdSource, Message, Poller, ReactorHandle};
 pub use cores::{CoreList, CoreListError, MAX_CORE};
 pub use error::{ReactorError, TrySendError};
-pub use handle::ReactorHandle;
+pub use handle::Handle;
 pub use mode::{MAX_IDLE_POLL, Mode, ParseModeError};
-pub use poller::{FdPoller, FdSource, Interest, PollStatus, Poller, PollerId, Readiness};
+pub use poller::{Interest, PollStatus, PollerId, Readiness};
 pub use reactors::{DEFAULT_IDLE_POLL, DEFAULT_INBOX_CAPACITY, ReactorConfig, Reactors};
-pub use shared::Message;
 pub use stats::{
     GAP_BUCKETS, SLEEP_CLASSES, StatsSnapshot, gap_bucket, gap_bucket_limit_us, sleep_class, sleep_class_of_gap_bucket,
 };

@@ -10,10 +10,12 @@
 //! [`PollStatus::Busy`] if it did any. Work it leaves behind must stay visible
 //! to the kernel: data left in a socket keeps a level-triggered fd ready; bytes
 //! queued for sending need [`Interest::WRITABLE`] until they are gone.
+//!
+//! This file holds the words a poller and the reactor exchange (status,
+//! interest, readiness, ids); the [`Poller`](crate::Poller) trait itself is in
+//! `context.rs`, beside the [`Context`](crate::Context) it is given, because
+//! the two name each other.
 
-use std::os::fd::{AsFd, BorrowedFd};
-
-use crate::context::Context;
 use crate::sys::{Ready, Watch};
 
 /// What a poller reports after a call; feeds busy/idle accounting and the
@@ -110,70 +112,6 @@ impl Readiness {
         error: false,
         timer: true,
     };
-}
-
-/// A unit of work run by one reactor. Implemented for every
-/// `FnMut(&mut Context, Readiness) -> PollStatus + 'static`.
-///
-/// ```
-/// use lull_reactor::{PollStatus, Poller, Readiness, Context};
-/// struct Counter(u64);
-/// impl Poller for Counter {
-///     fn poll(&mut self, _cx: &mut Context, _ready: Readiness) -> PollStatus {
-///         self.0 += 1;
-///         PollStatus::Busy
-///     }
-/// }
-/// ```
-pub trait Poller: 'static {
-    /// Does a bounded amount of work. Runs on the owning reactor's thread only.
-    fn poll(&mut self, cx: &mut Context, ready: Readiness) -> PollStatus;
-}
-
-impl<F> Poller for F
-where
-    F: FnMut(&mut Context, Readiness) -> PollStatus + 'static,
-{
-    fn poll(&mut self, cx: &mut Context, ready: Readiness) -> PollStatus {
-        self(cx, ready)
-    }
-}
-
-/// A poller that owns the file descriptor that wakes it. The reactor keeps the
-/// fd in its epoll set for exactly as long as it owns the poller, so the fd
-/// cannot be closed while registered. `as_fd` must return the same fd for the
-/// poller's whole life.
-pub trait FdPoller: Poller + AsFd {}
-
-impl<T: Poller + AsFd> FdPoller for T {}
-
-/// Glue for a source and a closure: `FdSource::new(socket, |cx, sock, ready| ...)`.
-pub struct FdSource<S, F> {
-    source: S,
-    f: F,
-}
-
-impl<S, F> FdSource<S, F>
-where
-    S: AsFd + 'static,
-    F: FnMut(&mut Context, &mut S, Readiness) -> PollStatus + 'static,
-{
-    /// Binds `f` to `source`; `f` gets `&mut source` on every run.
-    pub fn new(source: S, f: F) -> Self {
-        Self { source, f }
-    }
-}
-
-impl<S: AsFd + 'static, F: FnMut(&mut Context, &mut S, Readiness) -> PollStatus + 'static> Poller for FdSource<S, F> {
-    fn poll(&mut self, cx: &mut Context, ready: Readiness) -> PollStatus {
-        (self.f)(cx, &mut self.source, ready)
-    }
-}
-
-impl<S: AsFd, F> AsFd for FdSource<S, F> {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.source.as_fd()
-    }
 }
 
 /// Names one registered poller on one reactor. Stale ids (after unregister)

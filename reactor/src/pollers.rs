@@ -10,9 +10,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use crate::context::{Boxed, Context, PollerEntry, PollerSlot, Source};
+use crate::context::{FdPoller, Poller};
 use crate::deadline::{Target, deadline_after};
 use crate::error::ReactorError;
-use crate::poller::{FdPoller, Interest, PollStatus, Poller, PollerId, Readiness};
+use crate::poller::{Interest, PollStatus, PollerId, Readiness};
 use crate::stats::Counter;
 
 /// The entry of `id`, or [`ReactorError::UnknownPoller`] for a stale or foreign id.

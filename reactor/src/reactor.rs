@@ -23,9 +23,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::context::{Context, DOORBELL_TOKEN};
+use crate::context::{Message, ReactorShared};
 use crate::mode::Mode;
 use crate::poller::{PollerId, Readiness};
-use crate::shared::{Message, Shared, duration_ns};
+use crate::shared::duration_ns;
 use crate::stats::{Counter, gap_bucket, sleep_class};
 use crate::sys::Events;
 
@@ -36,7 +37,7 @@ const MESSAGE_BATCH: usize = 64;
 const EVENT_BATCH: usize = 128;
 
 /// Sets the stop flag when the loop ends, even by unwinding.
-struct StopOnExit(Arc<Shared>);
+struct StopOnExit(Arc<ReactorShared>);
 
 impl Drop for StopOnExit {
     fn drop(&mut self) {

@@ -7,9 +7,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::context::Context;
+use crate::context::{ReactorHandle, ReactorShared};
 use crate::cores::CoreList;
 use crate::error::ReactorError;
-use crate::handle::ReactorHandle;
 use crate::mode::{MAX_IDLE_POLL, Mode};
 use crate::shared::Shared;
 
@@ -102,7 +102,7 @@ impl Reactors {
     /// (the ones already started are stopped again).
     pub fn start(config: ReactorConfig) -> Result<Reactors, ReactorError> {
         config.validate()?;
-        let shared: Vec<Arc<Shared>> = config
+        let shared: Vec<Arc<ReactorShared>> = config
             .cores
             .cores()
             .iter()

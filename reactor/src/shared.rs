@@ -1,39 +1,24 @@
 //! The part of a reactor other threads may touch ([`Shared`]: its inbox,
-//! doorbell, sleep handshake, mode mailbox and counters), the closures they
-//! send it ([`Message`]), and `duration_ns`.
+//! doorbell, sleep handshake, mode mailbox and counters), and `duration_ns`.
+//! The inbox's item type is a parameter (the reactor's is
+//! [`Message`](crate::Message), a closure over `Context`, defined in
+//! `context.rs`), so this file needs nothing above it.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::context::Context;
 use crate::mode::Mode;
 use crate::stats::Stats;
 use crate::sys::Doorbell;
 use crate::wake::WakeState;
 
-/// A closure sent to a reactor; runs once on its thread with its [`Context`].
-pub struct Message(pub(crate) Box<dyn FnOnce(&mut Context) + Send>);
-
-impl Message {
-    /// Wraps a closure.
-    pub fn new(f: impl FnOnce(&mut Context) + Send + 'static) -> Self {
-        Message(Box::new(f))
-    }
-}
-
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Message")
-    }
-}
-
 /// The part of a reactor other threads may touch.
-pub(crate) struct Shared {
+pub(crate) struct Shared<M> {
     pub(crate) core: usize,
     pub(crate) index: usize,
-    pub(crate) inbox: ArrayQueue<Message>,
+    pub(crate) inbox: ArrayQueue<M>,
     pub(crate) wake: WakeState,
     pub(crate) doorbell: Doorbell,
     pub(crate) stop: AtomicBool,
@@ -49,7 +34,7 @@ pub(crate) struct Shared {
 /// `spin_window_ns` when the supervisor has set no window of its own.
 pub(crate) const NO_SPIN_WINDOW: u64 = u64::MAX;
 
-impl Shared {
+impl<M> Shared<M> {
     pub(crate) fn new(
         core: usize,
         index: usize,

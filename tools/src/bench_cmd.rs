@@ -171,7 +171,7 @@ pub fn run(a: MatrixArgs) -> Result<(), String> {
     let dir = out_dir(&a.common.out, "lull-bench");
     let mut files = matrix::write_outputs(&dir, &rows)?;
     if let Some(l) = &load_rows {
-        files.extend(load_sweep::write_outputs(&dir, l)?);
+        files.extend(lull_perf::load_report::write_outputs(&dir, l)?);
     }
     if a.common.json {
         println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
@@ -559,7 +559,7 @@ pub fn run_load(a: LoadArgs) -> Result<(), String> {
 /// Prints a sweep's rows (or JSON) and verdict, and writes its files.
 fn report_load(rows: &[LoadRow], c: &CommonArgs, stop: &Arc<AtomicBool>, label: &str) -> Result<(), String> {
     let dir = out_dir(&c.out, "lull-bench-load");
-    let files = load_sweep::write_outputs(&dir, rows)?;
+    let files = lull_perf::load_report::write_outputs(&dir, rows)?;
     if c.json {
         println!("{}", serde_json::to_string_pretty(rows).map_err(|e| e.to_string())?);
     } else {

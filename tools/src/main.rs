@@ -12,6 +12,7 @@ mod ctl_cmd;
 mod live_flags;
 mod perf_cmd;
 mod target_cmd;
+mod volume_cmd;
 
 /// `lull --version`: the package version and the git commit it was built
 /// from ("unknown" when built outside git), e.g. `0.1.0 (9040c7b)`.
@@ -41,6 +42,7 @@ impl Command {
             Command::Subsystem(a) => &mut a.socket,
             Command::Rpc(a) => &mut a.socket,
             Command::Config(a) => &mut a.socket,
+            Command::Volume(a) => &mut a.socket,
             _ => return None,
         })
     }
@@ -110,6 +112,11 @@ enum Command {
     ///
     /// Example: lull config save /etc/lull/state.json; lull config load state.json
     Config(ctl_cmd::ConfigArgs),
+    /// Replicated volumes: a raid1 over a local bdev and remote replicas,
+    /// attached and exported in one command (SPDK's bdev_nvme and bdev_raid RPCs).
+    ///
+    /// Example: lull volume create Vol0 --local File0 --replica 10.0.0.2:4420/nqn.2024-01.io.lull:vol0-r1 --replica 10.0.0.3:4420/nqn.2024-01.io.lull:vol0-r2 --export nqn.2024-01.io.lull:vol0 --listen 0.0.0.0:4420
+    Volume(volume_cmd::VolumeArgs),
     /// Print shell completions.
     ///
     /// Example: lull completions bash > /etc/bash_completion.d/lull
@@ -364,6 +371,7 @@ fn main() -> ExitCode {
         Command::Subsystem(a) => ctl_cmd::subsystem(a),
         Command::Rpc(a) => ctl_cmd::rpc(a),
         Command::Config(a) => ctl_cmd::config(a),
+        Command::Volume(a) => volume_cmd::volume(a),
         Command::Completions { shell } => {
             use std::io::Write;
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -164,7 +164,9 @@ fn raid_metrics(app: &App, reg: &mut Registry) {
     let rebuilding = Family::<RaidLabel, Gauge>::default();
     let copied = Family::<RaidLabel, Gauge>::default();
     let total = Family::<RaidLabel, Gauge>::default();
-    for r in app.raids() {
+    let waited = Family::<RaidLabel, Counter>::default();
+    for v in app.raid_volumes() {
+        let r = v.status();
         let l = RaidLabel { raid: r.name.clone() };
         for s in ["online", "configuring", "offline"] {
             state
@@ -184,6 +186,7 @@ fn raid_metrics(app: &App, reg: &mut Registry) {
         total
             .get_or_create(&l)
             .set(p.map_or(0, |p| i64::try_from(p.total_blocks).unwrap_or(i64::MAX)));
+        waited.get_or_create(&l).inc_by(v.writes_waited());
     }
     reg.register("raid_state", "1 for the state each raid volume is in now", state);
     reg.register("raid_base_bdevs", "Base bdev slots of the raid volume", slots);
@@ -206,6 +209,11 @@ fn raid_metrics(app: &App, reg: &mut Registry) {
         "raid_rebuild_total_blocks",
         "Blocks the running rebuild copies in all (0 when none runs); blocks / total is its progress",
         total,
+    );
+    reg.register(
+        "raid_rebuild_writes_waited",
+        "Writes that waited for a rebuild's window to move on",
+        waited,
     );
 }
 

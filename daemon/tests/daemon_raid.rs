@@ -231,6 +231,10 @@ fn rpc_py_builds_inspects_and_tears_down_a_raid1() {
     assert!(m.contains("lull_raid_state{raid=\"R0\",state=\"online\"} 1"), "{m}");
     assert!(m.contains("lull_raid_base_bdevs_operational{raid=\"R0\"} 2"), "{m}");
     assert!(m.contains("lull_raid_rebuilding{raid=\"R0\"} 0"), "{m}");
+    assert!(
+        m.contains("lull_raid_rebuild_writes_waited_total{raid=\"R0\"} 0"),
+        "{m}"
+    );
 
     // Teardown in SPDK's order: namespace, volume, bases.
     ok(&app, "nvmf_subsystem_remove_ns", json!({"nqn": NQN, "nsid": 1}));
@@ -696,4 +700,79 @@ namespaces = [{{ bdev = "Vol0" }}]
     assert_eq!(app.raid_options().process_max_bandwidth_mb_sec, 50);
     assert_eq!(app.claims("Vol0"), vec![(NQN.to_string(), 1)]);
     app.shutdown();
+}
+
+/// A base on a remote controller (here the daemon's own target, through
+/// the initiator): the controller is not detached under the volume, and a
+/// stop during a rebuild from it ends the rebuild and detaches it.
+#[test]
+fn a_remote_base_keeps_its_controller_and_a_stop_ends_a_rebuild() {
+    let core = lull_reactor::CoreList::usable().unwrap().cores()[0];
+    let cfg = Config::from_toml(&format!(
+        r#"cores = "{core}"
+rpc_socket = "/nonexistent/unused.sock"
+listen = ["127.0.0.1:0"]
+[[bdev]]
+name = "Replica0"
+type = "malloc"
+size = "16MiB"
+[[subsystem]]
+nqn = "{NQN}"
+allow_any_host = true
+namespaces = [{{ bdev = "Replica0" }}]
+"#
+    ))
+    .unwrap();
+    let app = App::start(&cfg.resolve().unwrap()).unwrap();
+    let port = app.target().listeners()[0].port();
+    let names = ok(
+        &app,
+        "bdev_nvme_attach_controller",
+        json!({"name": "N", "trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",
+               "trsvcid": port.to_string(), "subnqn": NQN}),
+    );
+    assert_eq!(names, json!(["Nn1"]));
+    for n in ["L0", "L1"] {
+        malloc(&app, n, 32768);
+    }
+    ok(
+        &app,
+        "bdev_raid_create",
+        json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["L0", "Nn1"]}),
+    );
+    let before = state(&app);
+    refused(
+        &app,
+        "bdev_nvme_detach_controller",
+        json!({"name": "N"}),
+        -16,
+        &["Nn1", "raid R"],
+    );
+    assert_eq!(state(&app), before);
+    // The remote base alone in sync, a local one rebuilt from it at 1 MiB/s
+    // (16 s for the volume): still running when the daemon stops.
+    ok(
+        &app,
+        "bdev_raid_set_options",
+        json!({"process_max_bandwidth_mb_sec": 1}),
+    );
+    ok(&app, "bdev_raid_remove_base_bdev", json!({"name": "L0"}));
+    ok(
+        &app,
+        "bdev_raid_add_base_bdev",
+        json!({"raid_bdev": "R", "base_bdev": "L1"}),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let r = &raids(&app)[0];
+    assert_eq!(r["process"]["target"], "L1", "{r}");
+    let m = lull_daemon::metrics::render(&app).unwrap();
+    assert!(m.contains("lull_raid_rebuilding{raid=\"R\"} 1"), "{m}");
+    let st = ok(&app, "lull_get_status", json!(null));
+    assert_eq!(st["raids"][0]["process"]["target"], "L1");
+    assert_eq!(st["raids"][0]["process"]["total_blocks"], 32768);
+    let t = Instant::now();
+    app.shutdown();
+    assert!(t.elapsed() < Duration::from_secs(15), "the stop took {:?}", t.elapsed());
+    assert!(app.controllers().is_empty(), "controller N detached at the stop");
+    assert!(app.raids().is_empty());
 }

@@ -98,6 +98,12 @@ impl App {
         Ok(())
     }
 
+    /// Every volume, in name order (for counters beyond the status, such
+    /// as [`Raid1Bdev::writes_waited`]).
+    pub fn raid_volumes(&self) -> Vec<Arc<Raid1Bdev>> {
+        volumes(&lock(&self.bdevs))
+    }
+
     /// Every volume's status, in name order.
     pub fn raids(&self) -> Vec<Raid1Status> {
         let list = volumes(&lock(&self.bdevs));
@@ -276,6 +282,24 @@ impl App {
         raid.add_base(bdev, reactor).map_err(from_raid)?;
         tracing::info!(raid = raid_name, base, "base bdev added; rebuild started");
         Ok(())
+    }
+
+    /// Takes every volume out of the registry (at shutdown, before the
+    /// remote controllers their bases may be on are detached): a running
+    /// rebuild stops when its volume is dropped.
+    pub(super) fn drop_raids(&self) {
+        let mut bdevs = lock(&self.bdevs);
+        let names: Vec<String> = bdevs
+            .iter()
+            .filter(|(_, e)| matches!(e.driver, Driver::Raid1 { .. }))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut uuids = lock(&self.uuids);
+        for n in names {
+            if let Some(e) = bdevs.remove(&n) {
+                uuids.remove(&e.bdev.info().uuid);
+            }
+        }
     }
 
     /// The reactor a volume's rebuild runs on: one picked by the volume's

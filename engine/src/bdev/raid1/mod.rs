@@ -110,6 +110,10 @@ struct Config {
     /// Bumped on every change of `slots`.
     version: u64,
     process: Option<Process>,
+    /// A process's steps are live: from its start until its last window
+    /// unlock has reached every reactor (after `process` is cleared), so
+    /// two processes never move windows at once.
+    running: bool,
 }
 
 /// Locks `m`, recovering the data if a holder panicked (every change under
@@ -202,6 +206,7 @@ impl Raid1Bdev {
                     slots,
                     version: 1,
                     process: None,
+                    running: false,
                 }),
                 members: ArcSwap::from_pointee(members),
                 options: OptionsCell::new(params.options),
@@ -321,9 +326,7 @@ impl Raid1Bdev {
         };
         inner.publish(&c);
         tracing::info!(raid = %inner.info.name, base = %bi.name, slot, "base bdev added; rebuild queued");
-        if c.process.is_none()
-            && let Err(why) = rebuild::start(&self.inner, &mut c, reactor.clone())
-        {
+        if let Err(why) = rebuild::start(&self.inner, &mut c, reactor.clone()) {
             inner.empty_slot(&mut c, slot, None);
             return Err(Raid1Error::Reactor {
                 raid: raid(),

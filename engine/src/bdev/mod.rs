@@ -17,6 +17,7 @@ mod done;
 mod file;
 mod info;
 mod null;
+pub mod raid1;
 mod ram;
 mod ring;
 pub(crate) mod slab;

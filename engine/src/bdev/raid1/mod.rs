@@ -1,0 +1,3 @@
+//! raid1: a bdev that mirrors every write onto several base bdevs.
+
+pub mod superblock;

@@ -6,8 +6,8 @@
 //!
 //! SPDK's examine path (`raid_bdev_examine_sb` in `bdev_raid.c`, v25.09)
 //! meets the bases one at a time; [`assemble`] sees all the present ones at
-//! once and reaches the same membership decisions without depending on the
-//! order they appear in:
+//! once and reaches SPDK's membership decisions, without depending on the
+//! order the bases appear in, except where rules 2 and 4 say otherwise:
 //!
 //! 1. **The highest `seq_number` wins.** SPDK increments it and writes the
 //!    whole superblock to every active member on each change (creation, a
@@ -35,13 +35,22 @@
 //! 4. **A base whose own superblock is older than the newest is not in sync
 //!    either, even when the newest marks it CONFIGURED.** Here lull is
 //!    stricter than SPDK, which trusts the newest record alone and would
-//!    read such a base. SPDK's trust rests on every writer recording a
-//!    member's removal in a persisted superblock before any write goes on
-//!    without it (SPDK quiesces the raid for that); a base can only miss
-//!    that update by losing writes, so a base that missed one is suspect.
-//!    The cost of being strict is a needless rebuild after a crash in the
-//!    middle of writing one superblock update to the members; the gain is
-//!    that a member that missed an update is never read.
+//!    read such a base. SPDK's trust rests on a member's removal always
+//!    being recorded in a persisted superblock before writes go on without
+//!    it (it quiesces the raid while it writes that update), so a member
+//!    still recorded CONFIGURED got every write. lull does not bet on that:
+//!    a member that missed a superblock update failed at least one write
+//!    (to block 0) and may have missed data writes around it. The cost of
+//!    being strict is a needless rebuild after a crash in the middle of
+//!    writing one update to the members; the gain is that a member that
+//!    missed an update is never read.
+//!
+//!    Neither rule helps when the writer crashes after acknowledging a
+//!    write that one member failed but before any superblock records the
+//!    failure (SPDK completes that write before its superblock update):
+//!    then every superblock still calls the member CONFIGURED with the same
+//!    `seq_number`. Only the writer can close that window, by holding such
+//!    a write's completion until the update is on the other members.
 //! 5. **Two superblocks of the same raid with the same `seq_number` but
 //!    different contents** cannot come from one writer (each update bumps
 //!    the number): two writers updated the raid independently (split brain,

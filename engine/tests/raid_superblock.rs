@@ -76,6 +76,15 @@ fn decodes_what_spdk_wrote_at_creation() {
 }
 
 #[test]
+fn a_new_raid1_is_laid_out_as_spdk_lays_it_out() {
+    // Three 8 MiB bases of 512-byte blocks; SPDK's first write carries 1.
+    let bases = [(base_uuid(1), 16384), (base_uuid(2), 16384), (base_uuid(3), 16384)];
+    let mut sb = Superblock::new_raid1(SPDK_RAID, "Raid0", 512, &bases).unwrap();
+    sb.seq_number += 1;
+    assert_eq!(sb.encode(512).unwrap(), CREATED_A);
+}
+
+#[test]
 fn decodes_what_spdk_wrote_after_removing_a_member() {
     // The survivors get the update with C recorded MISSING (removed on
     // request, not failed); C keeps the superblock of creation.

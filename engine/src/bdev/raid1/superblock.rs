@@ -381,6 +381,20 @@ pub enum SbError {
     /// The raid uuid is all zero (SPDK refuses such a superblock).
     #[error("raid uuid is all zero")]
     NullUuid,
+    /// No base bdev (for a new raid).
+    #[error("a raid needs at least one base bdev")]
+    NoBaseBdevs,
+    /// A base bdev (for a new raid) has no block after the superblock's
+    /// reserved area.
+    #[error("base bdev {index} has {num_blocks} blocks, none after the {data_offset} reserved for the superblock")]
+    BaseTooSmall {
+        /// Its index in the list.
+        index: usize,
+        /// Its size, blocks.
+        num_blocks: u64,
+        /// The data offset, blocks.
+        data_offset: u64,
+    },
     /// More than 255 base bdevs (to encode).
     #[error("{count} base bdevs, more than {SB_MAX_BASE_BDEVS}")]
     TooManyBaseBdevs {
@@ -522,6 +536,64 @@ impl Superblock {
             return Err(SbError::NameHasNul);
         }
         validate_records(&self.base_bdevs)
+    }
+
+    /// The superblock of a new raid1 over `bases` (each its uuid and its
+    /// size in blocks of `block_size` bytes, in slot order), laid out as
+    /// SPDK lays out one created with `bdev_raid_create -r raid1 -s`: every
+    /// base's data starts at [`data_offset_blocks`]`(block_size)`, every
+    /// data area and the raid are as long as the smallest base's room after
+    /// that offset, all members CONFIGURED. `seq_number` is 0: as SPDK does,
+    /// increment it before each write, so the first superblock written
+    /// carries 1.
+    ///
+    /// # Errors
+    /// [`SbError::NoBaseBdevs`], [`SbError::BaseTooSmall`] (no block left
+    /// after the offset), or what [`Superblock::validate`] finds.
+    pub fn new_raid1(
+        uuid: [u8; 16],
+        name: &str,
+        block_size: u32,
+        bases: &[([u8; 16], u64)],
+    ) -> Result<Superblock, SbError> {
+        let data_offset = data_offset_blocks(block_size);
+        let mut data_size = u64::MAX;
+        for (index, &(_, num_blocks)) in bases.iter().enumerate() {
+            if num_blocks <= data_offset {
+                return Err(SbError::BaseTooSmall {
+                    index,
+                    num_blocks,
+                    data_offset,
+                });
+            }
+            data_size = data_size.min(num_blocks - data_offset);
+        }
+        if bases.is_empty() {
+            return Err(SbError::NoBaseBdevs);
+        }
+        let sb = Superblock {
+            uuid,
+            name: name.to_owned(),
+            seq_number: 0,
+            level: RaidLevel::Raid1,
+            strip_size: 0,
+            block_size,
+            raid_size: data_size,
+            base_bdevs: bases
+                .iter()
+                .enumerate()
+                .map(|(slot, &(uuid, _))| SbBaseBdev {
+                    uuid,
+                    data_offset,
+                    data_size,
+                    state: SbBaseState::Configured,
+                    // validate() below refuses more than 255 bases.
+                    slot: slot as u8,
+                })
+                .collect(),
+        };
+        sb.validate()?;
+        Ok(sb)
     }
 
     /// The record of `slot`, if any.

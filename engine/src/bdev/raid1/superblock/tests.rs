@@ -412,6 +412,43 @@ fn decode_errors() {
 }
 
 #[test]
+fn a_new_raid1_reserves_one_mib_and_takes_the_smallest_base() {
+    let bases = [(base_uuid(1), 4096), (base_uuid(2), 3000), (base_uuid(3), 5000)];
+    let sb = Superblock::new_raid1(RAID_UUID, "Vol", 512, &bases).unwrap();
+    assert_eq!(sb.seq_number, 0);
+    assert_eq!((sb.level, sb.strip_size, sb.block_size), (RaidLevel::Raid1, 0, 512));
+    assert_eq!(sb.raid_size, 3000 - 2048);
+    for (slot, base) in sb.base_bdevs.iter().enumerate() {
+        assert_eq!(
+            *base,
+            SbBaseBdev {
+                uuid: base_uuid(slot as u8 + 1),
+                data_offset: 2048,
+                data_size: 952,
+                state: SbBaseState::Configured,
+                slot: slot as u8,
+            }
+        );
+    }
+    assert_eq!(
+        Superblock::new_raid1(RAID_UUID, "Vol", 4096, &[(base_uuid(1), 300), (base_uuid(2), 256)]),
+        Err(SbError::BaseTooSmall {
+            index: 1,
+            num_blocks: 256,
+            data_offset: 256
+        })
+    );
+    assert_eq!(
+        Superblock::new_raid1(RAID_UUID, "Vol", 512, &[]),
+        Err(SbError::NoBaseBdevs)
+    );
+    assert_eq!(
+        Superblock::new_raid1([0; 16], "Vol", 512, &bases),
+        Err(SbError::NullUuid)
+    );
+}
+
+#[test]
 fn encode_errors() {
     let e = |edit: &dyn Fn(&mut Superblock)| {
         let mut sb = sample();

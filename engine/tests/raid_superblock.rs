@@ -1,6 +1,6 @@
 //! The raid superblock against SPDK v25.09: block 0 of aio base bdevs after
-//! SPDK's `bdev_raid_create -r raid1 -s`, `bdev_raid_remove_base_bdev` and
-//! `bdev_raid_add_base_bdev` (files made by
+//! SPDK's `bdev_raid_create -r raid1 -s`, `bdev_raid_remove_base_bdev`, a
+//! restart, and `bdev_raid_add_base_bdev` (files made by
 //! `tests/fixtures/raid_sb/make.sh`, which also checks that SPDK assembles
 //! the superblock lull writes, `lull-2way.bin`, kept equal to the encoder's
 //! output here). The expected values are what those RPCs ask for; the
@@ -64,6 +64,8 @@ fn spdk_raid(seq_number: u64, c: SbBaseState) -> Superblock {
 const CREATED_A: &[u8] = include_bytes!("fixtures/raid_sb/spdk-created-a.bin");
 const REMOVED_A: &[u8] = include_bytes!("fixtures/raid_sb/spdk-removed-a.bin");
 const REMOVED_C: &[u8] = include_bytes!("fixtures/raid_sb/spdk-removed-c.bin");
+const RESTARTED_A: &[u8] = include_bytes!("fixtures/raid_sb/spdk-restarted-a.bin");
+const RESTARTED_C: &[u8] = include_bytes!("fixtures/raid_sb/spdk-restarted-c.bin");
 const REBUILT_A: &[u8] = include_bytes!("fixtures/raid_sb/spdk-rebuilt-a.bin");
 const REBUILT_C: &[u8] = include_bytes!("fixtures/raid_sb/spdk-rebuilt-c.bin");
 
@@ -96,15 +98,26 @@ fn decodes_what_spdk_wrote_after_removing_a_member() {
 }
 
 #[test]
+fn decodes_what_spdk_wrote_when_it_reassembled_without_the_stale_member() {
+    // SPDK rewrites the superblock (one more seq_number) on the members it
+    // assembles, and leaves the stale one as it was.
+    assert_eq!(
+        Superblock::decode(RESTARTED_A).unwrap(),
+        spdk_raid(3, SbBaseState::Missing)
+    );
+    assert_eq!(RESTARTED_C, CREATED_A);
+}
+
+#[test]
 fn decodes_what_spdk_wrote_after_a_rebuild() {
     let rebuilt = Superblock::decode(REBUILT_A).unwrap();
-    assert_eq!(rebuilt, spdk_raid(3, SbBaseState::Configured));
+    assert_eq!(rebuilt, spdk_raid(4, SbBaseState::Configured));
     assert_eq!(REBUILT_C, REBUILT_A);
 }
 
 #[test]
 fn spdks_superblocks_re_encode_to_the_same_bytes() {
-    for bytes in [CREATED_A, REMOVED_A, REBUILT_A] {
+    for bytes in [CREATED_A, REMOVED_A, RESTARTED_A, REBUILT_A] {
         let sb = Superblock::decode(bytes).unwrap();
         assert_eq!(sb.encode(512).unwrap(), bytes);
     }

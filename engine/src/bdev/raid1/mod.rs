@@ -28,6 +28,7 @@ mod io;
 mod options;
 mod rebuild;
 mod status;
+pub mod superblock;
 mod window;
 
 #[cfg(test)]

@@ -154,7 +154,11 @@ fn step(cx: &mut Context, run: Run) {
         }
     };
     match next {
-        Next::Finished => finish(cx, run),
+        Next::Finished => {
+            // The target's new state (or its failure) goes in the superblock.
+            super::persist::request(cx, &inner);
+            finish(cx, run)
+        }
         Next::Window(start, end) => {
             window::apply_everywhere(
                 cx,
@@ -250,7 +254,7 @@ fn read_done(
     if let Err(e) = r {
         run.buf = buf;
         run.inner
-            .fail_base(source, m.version, &format!("rebuild read failed: {e}"));
+            .fail_base(cx, source, m.version, &format!("rebuild read failed: {e}"));
         // Another operational base, if one is left.
         return copy(cx, run, w);
     }
@@ -283,7 +287,7 @@ fn write_done(
     if let Err(e) = r {
         // Taking the target out sets the abort reason.
         run.inner
-            .fail_base(target_slot, version, &format!("rebuild write failed: {e}"));
+            .fail_base(cx, target_slot, version, &format!("rebuild write failed: {e}"));
         return step(cx, run);
     }
     if let Some(p) = lock(&run.inner.config).process.as_mut() {

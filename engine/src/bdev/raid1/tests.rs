@@ -14,16 +14,16 @@ use super::*;
 use crate::bdev::test_support::{FakeBdev, pattern};
 use crate::bdev::{BdevError, FileBdev, RamBdev};
 
-const BS: u32 = 512;
-const WAIT: Duration = Duration::from_secs(30);
+pub(super) const BS: u32 = 512;
+pub(super) const WAIT: Duration = Duration::from_secs(30);
 
 /// One or two reactors (two where the machine has two usable cores).
-struct Rig {
+pub(super) struct Rig {
     reactors: Option<Reactors>,
 }
 
 impl Rig {
-    fn start() -> Rig {
+    pub(super) fn start() -> Rig {
         let usable = CoreList::usable().unwrap();
         let cores: Vec<usize> = usable.cores().iter().take(2).copied().collect();
         let config = ReactorConfig::new(CoreList::try_from(cores).unwrap()).mode(Mode::Interrupt);
@@ -32,16 +32,16 @@ impl Rig {
         }
     }
 
-    fn count(&self) -> usize {
+    pub(super) fn count(&self) -> usize {
         self.reactors.as_ref().unwrap().handles().len()
     }
 
-    fn handle(&self, i: usize) -> ReactorHandle {
+    pub(super) fn handle(&self, i: usize) -> ReactorHandle {
         let h = self.reactors.as_ref().unwrap().handles();
         h[i % h.len()].clone()
     }
 
-    fn run<R: Send + 'static>(&self, i: usize, f: impl FnOnce(&mut Context) -> R + Send + 'static) -> R {
+    pub(super) fn run<R: Send + 'static>(&self, i: usize, f: impl FnOnce(&mut Context) -> R + Send + 'static) -> R {
         let (tx, rx) = mpsc::channel();
         assert!(self.handle(i).try_send(move |cx| tx.send(f(cx)).unwrap()).is_ok());
         rx.recv_timeout(WAIT).expect("the reactor ran the closure")
@@ -49,7 +49,7 @@ impl Rig {
 
     /// Submits `io` on reactor `i`, waits for its completion and checks it
     /// came exactly once.
-    fn io(&self, i: usize, b: &Arc<dyn Bdev>, io: BdevIo) -> (Result<(), BdevError>, Vec<u8>) {
+    pub(super) fn io(&self, i: usize, b: &Arc<dyn Bdev>, io: BdevIo) -> (Result<(), BdevError>, Vec<u8>) {
         let (tx, rx) = mpsc::channel();
         let calls = Arc::new(AtomicUsize::new(0));
         let (b, c) = (b.clone(), calls.clone());
@@ -67,11 +67,11 @@ impl Rig {
         out
     }
 
-    fn write(&self, i: usize, b: &Arc<dyn Bdev>, lba: u64, data: Vec<u8>) -> Result<(), BdevError> {
+    pub(super) fn write(&self, i: usize, b: &Arc<dyn Bdev>, lba: u64, data: Vec<u8>) -> Result<(), BdevError> {
         self.io(i, b, BdevIo::Write { lba, data }).0
     }
 
-    fn read(&self, i: usize, b: &Arc<dyn Bdev>, lba: u64, blocks: u64) -> Result<Vec<u8>, BdevError> {
+    pub(super) fn read(&self, i: usize, b: &Arc<dyn Bdev>, lba: u64, blocks: u64) -> Result<Vec<u8>, BdevError> {
         let (r, buf) = self.io(
             i,
             b,
@@ -93,11 +93,11 @@ impl Drop for Rig {
     }
 }
 
-fn fakes(names: &[&str], blocks: u64) -> Vec<Arc<FakeBdev>> {
+pub(super) fn fakes(names: &[&str], blocks: u64) -> Vec<Arc<FakeBdev>> {
     names.iter().map(|n| FakeBdev::new(n, blocks, BS)).collect()
 }
 
-fn dyns(f: &[Arc<FakeBdev>]) -> Vec<Arc<dyn Bdev>> {
+pub(super) fn dyns(f: &[Arc<FakeBdev>]) -> Vec<Arc<dyn Bdev>> {
     f.iter().map(|b| b.clone() as Arc<dyn Bdev>).collect()
 }
 
@@ -112,14 +112,14 @@ fn volume(name: &str, bases: Vec<Arc<dyn Bdev>>, superblock: bool) -> (Arc<Raid1
 }
 
 /// `blocks` blocks of `base` from volume block `lba` (at its data offset).
-fn on_base(base: &RamBdev, offset: u64, lba: u64, blocks: u64) -> Vec<u8> {
+pub(super) fn on_base(base: &RamBdev, offset: u64, lba: u64, blocks: u64) -> Vec<u8> {
     let mut v = vec![0xEE; (blocks * u64::from(BS)) as usize];
     base.read(offset + lba, &mut v).unwrap();
     v
 }
 
 /// Waits until no process runs; returns the status then.
-fn wait_rebuilt(r: &Raid1Bdev) -> Raid1Status {
+pub(super) fn wait_rebuilt(r: &Raid1Bdev) -> Raid1Status {
     let t0 = Instant::now();
     loop {
         let s = r.status();
@@ -565,6 +565,7 @@ fn rebuild_under_writes(window_kb: u32, src_read: Duration, src_write: Duration,
                 busy: RefCell::new(HashSet::new()),
                 seed: Cell::new(0),
                 in_flight: Cell::new(0),
+                finished: Cell::new(false),
                 model,
                 stop,
                 done: done_tx,
@@ -634,6 +635,7 @@ struct Writer {
     busy: RefCell<HashSet<u64>>,
     seed: Cell<u8>,
     in_flight: Cell<usize>,
+    finished: Cell<bool>,
     model: Arc<Mutex<HashMap<u64, u8>>>,
     stop: Arc<AtomicBool>,
     done: mpsc::Sender<()>,
@@ -642,7 +644,8 @@ struct Writer {
 impl Writer {
     fn issue(me: &Rc<Writer>, cx: &mut Context) {
         if me.stop.load(Ordering::SeqCst) {
-            if me.in_flight.get() == 0 {
+            // Every completion comes here once more: report the end once.
+            if me.in_flight.get() == 0 && !me.finished.replace(true) {
                 let _ = me.done.send(());
             }
             return;

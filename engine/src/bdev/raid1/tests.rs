@@ -832,3 +832,44 @@ fn a_remote_replica_through_the_initiator_is_mirrored_lost_and_rebuilt() {
     assert_eq!(st.base_bdevs[1].name.as_deref(), Some("Nvme1n1"));
     assert!(on_base(&remote, 2048, 0, 2048) == on_base(&local, 2048, 0, 2048));
 }
+
+/// A rebuild whose target is removed, or fails, stops; the volume goes on
+/// with the others, and writes that waited for its window are released.
+#[test]
+fn a_rebuild_stops_when_its_target_is_removed_or_fails() {
+    let rig = Rig::start();
+    let f = fakes(&["A", "B"], 4096);
+    let (r, b) = volume("Raid0", dyns(&f), false);
+    rig.write(0, &b, 0, pattern(4096 * 512, 6)).unwrap();
+    r.remove_base("B").unwrap();
+    // Slow enough to catch it in the middle.
+    r.set_options(Raid1Options {
+        process_window_size_kb: 64,
+        process_max_bandwidth_mb_sec: 2,
+    })
+    .unwrap();
+    let c = FakeBdev::new("C", 4096, BS);
+    r.add_base(c.clone(), &rig.handle(0)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(r.status().process.is_some());
+    r.remove_base("C").unwrap();
+    let s = wait_rebuilt(&r);
+    assert_eq!((s.num_base_bdevs_discovered, s.state), (1, RaidState::Online));
+    rig.write(1, &b, 0, pattern(8 * 512, 7)).unwrap();
+    assert_eq!(rig.read(1, &b, 0, 8).unwrap(), pattern(8 * 512, 7));
+
+    // The target fails a write of the copy: it is taken out.
+    let d = FakeBdev::new("D", 4096, BS);
+    r.add_base(d.clone(), &rig.handle(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    d.set_fail(false, true);
+    let s = wait_rebuilt(&r);
+    assert_eq!(s.num_base_bdevs_discovered, 1);
+    assert!(
+        s.base_bdevs[1].failed.as_deref().unwrap().contains("injected failure"),
+        "{s:?}"
+    );
+    for i in 0..4 {
+        rig.write(i, &b, 100, pattern(8 * 512, 8)).unwrap();
+    }
+}

@@ -136,6 +136,7 @@ struct FakeFlags {
     fail_reads: std::sync::atomic::AtomicBool,
     fail_writes: std::sync::atomic::AtomicBool,
     delay_us: std::sync::atomic::AtomicU64,
+    write_delay_us: std::sync::atomic::AtomicU64,
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
 }
@@ -156,6 +157,17 @@ impl FakeBdev {
     /// Completes every later operation `delay` after it is submitted.
     pub(crate) fn set_delay(&self, delay: Duration) {
         self.flags.delay_us.store(delay.as_micros() as u64, Ordering::SeqCst);
+        self.flags
+            .write_delay_us
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Completes every later write (and other non-read) `delay` after it is
+    /// submitted, reads as before.
+    pub(crate) fn set_write_delay(&self, delay: Duration) {
+        self.flags
+            .write_delay_us
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
     }
 
     /// Fails reads and/or writes (checked as each operation completes).
@@ -194,12 +206,12 @@ impl Bdev for FakeBdev {
     }
 
     fn submit(&self, cx: &mut Context, io: BdevIo, done: BdevDone) {
-        let counter = match io {
-            BdevIo::Read { .. } => &self.flags.reads,
-            _ => &self.flags.writes,
+        let (counter, delay) = match io {
+            BdevIo::Read { .. } => (&self.flags.reads, &self.flags.delay_us),
+            _ => (&self.flags.writes, &self.flags.write_delay_us),
         };
         counter.fetch_add(1, Ordering::SeqCst);
-        let delay = Duration::from_micros(self.flags.delay_us.load(Ordering::SeqCst));
+        let delay = Duration::from_micros(delay.load(Ordering::SeqCst));
         if delay.is_zero() {
             return fake_finish(&self.ram, &self.flags, cx, io, done);
         }

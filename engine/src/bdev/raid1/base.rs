@@ -40,6 +40,19 @@ pub(super) struct BaseSlot {
 }
 
 impl BaseSlot {
+    /// A slot that never held a base.
+    pub(super) fn empty() -> Self {
+        BaseSlot {
+            bdev: None,
+            state: SlotState::Empty,
+            data_offset: 0,
+            data_size: 0,
+            since: 0,
+            failed: None,
+            uuid: [0; 16],
+        }
+    }
+
     /// The base's name, if one is in the slot.
     pub(super) fn name(&self) -> Option<&str> {
         self.bdev.as_ref().map(|b| b.info().name.as_str())

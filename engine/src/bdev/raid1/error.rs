@@ -100,6 +100,14 @@ pub enum Raid1Error {
         /// What is allowed.
         allowed: &'static str,
     },
+    /// The superblock could not be written.
+    #[error("raid {raid}: superblock: {why}")]
+    Superblock {
+        /// The volume.
+        raid: String,
+        /// Why.
+        why: String,
+    },
     /// The reactor asked to run the rebuild did not take it (stopped).
     #[error("raid {raid}: cannot start the rebuild of {base}: {why}")]
     Reactor {
@@ -121,7 +129,7 @@ impl Raid1Error {
             Raid1Error::DuplicateBase { .. } => -libc::EEXIST,
             Raid1Error::NoSuchBase { .. } => -libc::ENODEV,
             Raid1Error::LastBase { .. } | Raid1Error::NoEmptySlot { .. } => -libc::EBUSY,
-            Raid1Error::Reactor { .. } => -libc::EIO,
+            Raid1Error::Reactor { .. } | Raid1Error::Superblock { .. } => -libc::EIO,
             Raid1Error::TooFewBases { .. }
             | Raid1Error::TooManyBases { .. }
             | Raid1Error::BlockSizeMismatch { .. }

@@ -91,6 +91,9 @@ struct State {
     waiting: VecDeque<(Range, BdevIo, BdevDone)>,
     /// A window move waiting for writes in flight into the new window.
     drain: Option<Drain>,
+    /// Completed operations that a base failed, waiting for the superblock
+    /// recording the failure: (configuration version, completion, buffer).
+    held: Vec<(u64, BdevDone, Vec<u8>)>,
 }
 
 struct Drain {
@@ -132,6 +135,9 @@ struct FanOp {
     error: Option<String>,
     /// Counted by the window move in progress.
     draining: bool,
+    /// The configuration version that records a base this operation saw
+    /// fail (0: none failed).
+    hold_for: u64,
 }
 
 impl State {
@@ -143,6 +149,7 @@ impl State {
             window,
             waiting: VecDeque::new(),
             drain: None,
+            held: Vec::new(),
         }
     }
 
@@ -188,7 +195,7 @@ fn local(inner: &Arc<Inner>) -> Rc<Local> {
     })
 }
 
-fn offline(name: &str) -> BdevError {
+fn offline_error(name: &str) -> BdevError {
     BdevError::Io(format!(
         "raid1 {name}: no operational base bdev left (the volume is offline)"
     ))
@@ -328,7 +335,7 @@ impl Local {
             Err(op) => {
                 buf.clear();
                 let e = if op.tried == 0 {
-                    offline(&self.name)
+                    offline_error(&self.name)
                 } else {
                     BdevError::Io(format!(
                         "raid1 {}: read of blocks {}..{} failed on every operational base bdev",
@@ -359,7 +366,7 @@ impl Local {
         let Some(inner) = self.inner.upgrade() else {
             return op.done.complete(cx, Err(e), buf);
         };
-        inner.fail_base(slot, op.version, &format!("read failed: {e}"));
+        inner.fail_base(cx, slot, op.version, &format!("read failed: {e}"));
         let mut op = op;
         op.tried |= 1 << slot;
         let m = inner.members.load();
@@ -369,7 +376,7 @@ impl Local {
     fn fan(&self, inner: &Inner, cx: &mut Context, io: BdevIo, range: Option<Range>, done: BdevDone) {
         let m = inner.members.load();
         let Some(last) = m.bases.last().filter(|_| m.readable != 0) else {
-            return done.complete(cx, Err(offline(&self.name)), io.into_buf());
+            return done.complete(cx, Err(offline_error(&self.name)), io.into_buf());
         };
         let what = match io {
             BdevIo::Read { lba, blocks, buf } => return self.read(inner, cx, lba, blocks, buf, done),
@@ -391,6 +398,7 @@ impl Local {
             version: m.version,
             error: None,
             draining: false,
+            hold_for: 0,
         }));
         // Every base's part counts in `left` before the first is sent, so a
         // base that completes at once cannot end the operation early.
@@ -439,7 +447,25 @@ impl Local {
     }
 
     fn fan_done(&self, cx: &mut Context, index: u32, slot: u8, result: Result<(), BdevError>, buf: Vec<u8>) {
-        let mut failed = None;
+        let Some((version, what)) = (match self.st.borrow().ops.get(index) {
+            Some(Op::Fan(op)) => Some((op.version, op.what)),
+            _ => None,
+        }) else {
+            recycle(buf);
+            return;
+        };
+        // The base leaves the volume before the operation is answered, so
+        // nothing submitted after the answer reads it.
+        let inner = self.inner.upgrade();
+        let failed = match (&result, &inner) {
+            (Err(e), Some(inner)) => {
+                let why = format!("{what} failed: {e}");
+                let recorded = inner.fail_base(cx, slot, version, &why);
+                Some((recorded, why))
+            }
+            (Err(e), None) => Some((0, format!("{what} failed: {e}"))),
+            (Ok(()), _) => None,
+        };
         let (finished, ack) = {
             let mut st = self.st.borrow_mut();
             let st = &mut *st;
@@ -452,12 +478,11 @@ impl Local {
             } else {
                 recycle(buf);
             }
-            match result {
-                Ok(()) if op.readable >> slot & 1 == 1 => op.ok += 1,
-                Ok(()) => {}
-                Err(e) => {
-                    let why = format!("{} failed: {e}", op.what);
-                    failed = Some((op.version, why.clone()));
+            match failed {
+                None if op.readable >> slot & 1 == 1 => op.ok += 1,
+                None => {}
+                Some((recorded, why)) => {
+                    op.hold_for = op.hold_for.max(recorded);
                     op.error.get_or_insert(why);
                 }
             }
@@ -480,29 +505,52 @@ impl Local {
                 (Some(op), ack)
             }
         };
-        // The base leaves the volume before the operation is answered, so
-        // nothing submitted after the answer reads it.
-        if let Some((version, why)) = failed
-            && let Some(inner) = self.inner.upgrade()
-        {
-            inner.fail_base(slot, version, &why);
-        }
         if let Some(op) = finished {
-            let result = if op.ok > 0 {
-                Ok(())
-            } else {
-                Err(BdevError::Io(format!(
+            if op.ok == 0 {
+                let e = BdevError::Io(format!(
                     "raid1 {}: {} failed on every operational base bdev ({})",
                     self.name,
                     op.what,
                     op.error.as_deref().unwrap_or("no base completed it")
-                )))
-            };
-            op.done.complete(cx, result, op.buf);
+                ));
+                op.done.complete(cx, Err(e), op.buf);
+            } else if let Some(inner) = inner.filter(|i| i.superblock && op.hold_for > i.persisted()) {
+                // Answered once the superblock says the failed base is out.
+                self.st.borrow_mut().held.push((op.hold_for, op.done, op.buf));
+                drop(inner);
+            } else {
+                op.done.complete(cx, Ok(()), op.buf);
+            }
         }
         if let Some(ack) = ack {
             ack(cx);
         }
+    }
+}
+
+/// Answers this reactor's held operations whose failure the superblock now
+/// records; fails them all when the volume went offline meanwhile.
+pub(super) fn release_held(cx: &mut Context, inner: &Arc<Inner>) {
+    let Some(local) = LOCALS.with(|l| l.borrow().iter().find(|x| x.id == inner.id).cloned()) else {
+        return;
+    };
+    let persisted = inner.persisted();
+    let offline = inner.members.load().readable == 0;
+    let ready: Vec<_> = {
+        let mut st = local.st.borrow_mut();
+        let (ready, keep) = std::mem::take(&mut st.held)
+            .into_iter()
+            .partition(|(need, _, _)| offline || *need <= persisted);
+        st.held = keep;
+        ready
+    };
+    for (_, done, buf) in ready {
+        let r = if offline {
+            Err(offline_error(&local.name))
+        } else {
+            Ok(())
+        };
+        done.complete(cx, r, buf);
     }
 }
 

@@ -13,23 +13,34 @@
 //!   reactor, ties in turn) and are retried on another when one fails (the
 //!   failed base is taken out).
 //! - [`Raid1Bdev::add_base`] puts a base in an empty slot and starts a
-//!   rebuild onto it ([`rebuild`]): window by window, writes into the window
+//!   rebuild onto it (module `rebuild`): window by window, writes into the window
 //!   being copied wait, writes elsewhere go to the new base too; it is read
 //!   only once every block has been copied.
 //!
+//! - With a superblock (SPDK's `-s`, [`superblock`]), every change of
+//!   membership is written to the bases (module `persist`); a write a base
+//!   failed is answered only once that is on the others; at startup
+//!   [`read_superblock`] and [`Raid1Bdev::from_assembly`] build the volume
+//!   again, stale members rebuilt before they are read.
+//!
 //! Each reactor keeps its own per-volume state (operations in flight, read
 //! counters, writes waiting for the rebuild window) in a thread-local
-//! ([`io`]); the slots are shared under a lock that the I/O path does not
-//! take: it loads an immutable snapshot ([`base::Members`]) instead.
+//! (module `io`); the slots are shared under a lock that the I/O path does not
+//! take: it loads an immutable snapshot (`base::Members`) instead.
 
 mod base;
 mod error;
 mod io;
 mod options;
+mod persist;
 mod rebuild;
+mod startup;
 mod status;
+pub mod superblock;
 mod window;
 
+#[cfg(test)]
+mod restart_tests;
 #[cfg(test)]
 mod tests;
 
@@ -41,6 +52,7 @@ use lull_reactor::{Context, ReactorHandle};
 
 pub use error::Raid1Error;
 pub use options::{DEFAULT_PROCESS_WINDOW_SIZE_KB, MAX_PROCESS_WINDOW_SIZE_KB, Raid1Options};
+pub use startup::read_superblock;
 pub use status::{BaseStatus, ProcessStatus, Raid1Status, RaidState};
 
 use self::base::{BaseSlot, Members, SlotState};
@@ -56,7 +68,10 @@ pub const MAX_BASE_BDEVS: usize = 64;
 
 /// Bytes reserved at the start of each base when the volume has a
 /// superblock (SPDK's `RAID_BDEV_MIN_DATA_OFFSET_SIZE`, 1 MiB).
-pub const SUPERBLOCK_RESERVED_BYTES: u64 = 1024 * 1024;
+pub const SUPERBLOCK_RESERVED_BYTES: u64 = superblock::MIN_DATA_OFFSET_BYTES;
+
+/// Longest name of a volume with a superblock (its 64-byte field holds a NUL).
+pub const MAX_SUPERBLOCK_NAME_LEN: usize = 63;
 
 /// The product name `bdev_get_bdevs` shows (SPDK's).
 pub const PRODUCT_NAME: &str = "Raid Volume";
@@ -73,10 +88,10 @@ pub struct Raid1Params {
     pub options: Raid1Options,
 }
 
-/// Blocks kept at a base's start for the superblock.
+/// Blocks kept at a base's start for the superblock (none without one).
 pub fn data_offset_blocks(superblock: bool, block_size: u32) -> u64 {
     if superblock {
-        SUPERBLOCK_RESERVED_BYTES.div_ceil(u64::from(block_size.max(1)))
+        superblock::data_offset_blocks(block_size)
     } else {
         0
     }
@@ -102,6 +117,11 @@ pub(crate) struct Inner {
     window: Mutex<Option<(u64, u64)>>,
     /// Writes that waited for the rebuild's window to move (a metric).
     waited: AtomicU64,
+    /// The superblock writer (volumes with a superblock).
+    sb: Mutex<persist::SbWriter>,
+    /// The newest configuration version a superblock on an operational
+    /// base describes.
+    sb_persisted: AtomicU64,
 }
 
 /// The slots and the process, changed under [`Inner::config`].
@@ -110,6 +130,10 @@ struct Config {
     /// Bumped on every change of `slots`.
     version: u64,
     process: Option<Process>,
+    /// A process's steps are live: from its start until its last window
+    /// unlock has reached every reactor (after `process` is cleared), so
+    /// two processes never move windows at once.
+    running: bool,
 }
 
 /// Locks `m`, recovering the data if a holder panicked (every change under
@@ -132,6 +156,13 @@ impl Raid1Bdev {
     /// [`Raid1Error::InvalidOption`].
     pub fn create(name: &str, bases: Vec<Arc<dyn Bdev>>, params: Raid1Params) -> Result<Self, Raid1Error> {
         params.options.check()?;
+        if params.superblock && name.len() > MAX_SUPERBLOCK_NAME_LEN {
+            return Err(Raid1Error::InvalidOption {
+                field: "name",
+                value: name.to_string(),
+                allowed: "at most 63 bytes for a volume with a superblock",
+            });
+        }
         if bases.len() < MIN_BASE_BDEVS {
             return Err(Raid1Error::TooFewBases {
                 given: bases.len(),
@@ -202,11 +233,14 @@ impl Raid1Bdev {
                     slots,
                     version: 1,
                     process: None,
+                    running: false,
                 }),
                 members: ArcSwap::from_pointee(members),
                 options: OptionsCell::new(params.options),
                 window: Mutex::new(None),
                 waited: AtomicU64::new(0),
+                sb: Mutex::new(persist::SbWriter::new(0)),
+                sb_persisted: AtomicU64::new(0),
             }),
         })
     }
@@ -248,6 +282,8 @@ impl Raid1Bdev {
         }
         tracing::info!(raid = %inner.info.name, base = name, slot, "base bdev removed");
         inner.empty_slot(&mut c, slot, None);
+        drop(c);
+        persist::request_off_reactor(inner);
         Ok(())
     }
 
@@ -321,9 +357,7 @@ impl Raid1Bdev {
         };
         inner.publish(&c);
         tracing::info!(raid = %inner.info.name, base = %bi.name, slot, "base bdev added; rebuild queued");
-        if c.process.is_none()
-            && let Err(why) = rebuild::start(&self.inner, &mut c, reactor.clone())
-        {
+        if let Err(why) = rebuild::start(&self.inner, &mut c, reactor.clone()) {
             inner.empty_slot(&mut c, slot, None);
             return Err(Raid1Error::Reactor {
                 raid: raid(),
@@ -332,6 +366,20 @@ impl Raid1Bdev {
             });
         }
         Ok(slot as u8)
+    }
+
+    /// Writes the volume's superblock to every base now, from `reactor`,
+    /// and waits (up to `timeout`) until an operational base has it. A
+    /// volume created with a superblock needs this once before it is used:
+    /// it also makes `reactor` the one later updates (after a base fails,
+    /// is removed or added, or a rebuild ends) run on. Blocks: call it from
+    /// off the reactors. Nothing to do without a superblock.
+    ///
+    /// # Errors
+    /// [`Raid1Error::Superblock`] when no operational base took it in time
+    /// (those that failed it are taken out), or the reactor is stopped.
+    pub fn write_superblock(&self, reactor: &ReactorHandle, timeout: std::time::Duration) -> Result<(), Raid1Error> {
+        persist::write_now(&self.inner, reactor, timeout)
     }
 
     /// Writes so far that waited for a rebuild's window to move on.
@@ -417,14 +465,16 @@ impl Inner {
 
     /// Takes the base in `slot` out of the volume after an I/O error, unless
     /// the slot got another base after configuration version `version` (the
-    /// I/O was sent to an earlier occupant).
-    fn fail_base(&self, slot: u8, version: u64, why: &str) {
+    /// I/O was sent to an earlier occupant), and asks for a superblock
+    /// update. Returns the configuration version that records the failure
+    /// (what a write that saw it waits to see persisted).
+    fn fail_base(self: &Arc<Self>, cx: &mut Context, slot: u8, version: u64, why: &str) -> u64 {
         let mut c = lock(&self.config);
         let Some(s) = c.slots.get(usize::from(slot)) else {
-            return;
+            return c.version;
         };
         if s.bdev.is_none() || s.since > version {
-            return;
+            return c.version;
         }
         tracing::warn!(
             raid = %self.info.name,
@@ -436,6 +486,15 @@ impl Inner {
         if !c.slots.iter().any(|s| s.state == SlotState::Operational) {
             tracing::error!(raid = %self.info.name, "no operational base bdev left: the volume is offline");
         }
+        let recorded = c.version;
+        drop(c);
+        persist::request(cx, self);
+        recorded
+    }
+
+    /// The newest configuration version a superblock on an operational base describes.
+    fn persisted(&self) -> u64 {
+        self.sb_persisted.load(Ordering::Acquire)
     }
 
     fn status(&self) -> Raid1Status {

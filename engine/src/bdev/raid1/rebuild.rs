@@ -52,7 +52,7 @@ struct Run {
 /// Makes the first stale slot, if any, the target of a new process in `c`.
 /// Returns whether one was made.
 fn begin(c: &mut Config) -> bool {
-    if c.process.is_some() || !c.slots.iter().any(|s| s.state == SlotState::Operational) {
+    if c.running || !c.slots.iter().any(|s| s.state == SlotState::Operational) {
         return false;
     }
     let Some(slot) = c.slots.iter().position(|s| s.state == SlotState::Stale) else {
@@ -66,6 +66,7 @@ fn begin(c: &mut Config) -> bool {
         next: 0,
         abort: None,
     });
+    c.running = true;
     true
 }
 
@@ -91,12 +92,12 @@ pub(super) fn start(inner: &Arc<Inner>, c: &mut Config, reactor: ReactorHandle) 
                 std::thread::sleep(Duration::from_millis(1));
             }
             Err(lull_reactor::TrySendError::Stopped(_)) => {
-                c.process = None;
+                (c.process, c.running) = (None, false);
                 return Err(format!("reactor {} is stopped", reactor.index()));
             }
         }
     }
-    c.process = None;
+    (c.process, c.running) = (None, false);
     Err(format!("reactor {}'s inbox stayed full", reactor.index()))
 }
 
@@ -153,7 +154,11 @@ fn step(cx: &mut Context, run: Run) {
         }
     };
     match next {
-        Next::Finished => finish(cx, run),
+        Next::Finished => {
+            // The target's new state (or its failure) goes in the superblock.
+            super::persist::request(cx, &inner);
+            finish(cx, run)
+        }
         Next::Window(start, end) => {
             window::apply_everywhere(
                 cx,
@@ -178,7 +183,11 @@ fn finish(cx: &mut Context, done: Run) {
         &inner.clone(),
         None,
         Box::new(move |cx| {
-            let again = begin(&mut lock(&inner.config));
+            let again = {
+                let mut c = lock(&inner.config);
+                c.running = false;
+                begin(&mut c)
+            };
             if again {
                 run(cx, inner);
             }
@@ -245,7 +254,7 @@ fn read_done(
     if let Err(e) = r {
         run.buf = buf;
         run.inner
-            .fail_base(source, m.version, &format!("rebuild read failed: {e}"));
+            .fail_base(cx, source, m.version, &format!("rebuild read failed: {e}"));
         // Another operational base, if one is left.
         return copy(cx, run, w);
     }
@@ -278,7 +287,7 @@ fn write_done(
     if let Err(e) = r {
         // Taking the target out sets the abort reason.
         run.inner
-            .fail_base(target_slot, version, &format!("rebuild write failed: {e}"));
+            .fail_base(cx, target_slot, version, &format!("rebuild write failed: {e}"));
         return step(cx, run);
     }
     if let Some(p) = lock(&run.inner.config).process.as_mut() {

@@ -14,16 +14,16 @@ use super::*;
 use crate::bdev::test_support::{FakeBdev, pattern};
 use crate::bdev::{BdevError, FileBdev, RamBdev};
 
-const BS: u32 = 512;
-const WAIT: Duration = Duration::from_secs(30);
+pub(super) const BS: u32 = 512;
+pub(super) const WAIT: Duration = Duration::from_secs(30);
 
 /// One or two reactors (two where the machine has two usable cores).
-struct Rig {
+pub(super) struct Rig {
     reactors: Option<Reactors>,
 }
 
 impl Rig {
-    fn start() -> Rig {
+    pub(super) fn start() -> Rig {
         let usable = CoreList::usable().unwrap();
         let cores: Vec<usize> = usable.cores().iter().take(2).copied().collect();
         let config = ReactorConfig::new(CoreList::try_from(cores).unwrap()).mode(Mode::Interrupt);
@@ -32,16 +32,16 @@ impl Rig {
         }
     }
 
-    fn count(&self) -> usize {
+    pub(super) fn count(&self) -> usize {
         self.reactors.as_ref().unwrap().handles().len()
     }
 
-    fn handle(&self, i: usize) -> ReactorHandle {
+    pub(super) fn handle(&self, i: usize) -> ReactorHandle {
         let h = self.reactors.as_ref().unwrap().handles();
         h[i % h.len()].clone()
     }
 
-    fn run<R: Send + 'static>(&self, i: usize, f: impl FnOnce(&mut Context) -> R + Send + 'static) -> R {
+    pub(super) fn run<R: Send + 'static>(&self, i: usize, f: impl FnOnce(&mut Context) -> R + Send + 'static) -> R {
         let (tx, rx) = mpsc::channel();
         assert!(self.handle(i).try_send(move |cx| tx.send(f(cx)).unwrap()).is_ok());
         rx.recv_timeout(WAIT).expect("the reactor ran the closure")
@@ -49,7 +49,7 @@ impl Rig {
 
     /// Submits `io` on reactor `i`, waits for its completion and checks it
     /// came exactly once.
-    fn io(&self, i: usize, b: &Arc<dyn Bdev>, io: BdevIo) -> (Result<(), BdevError>, Vec<u8>) {
+    pub(super) fn io(&self, i: usize, b: &Arc<dyn Bdev>, io: BdevIo) -> (Result<(), BdevError>, Vec<u8>) {
         let (tx, rx) = mpsc::channel();
         let calls = Arc::new(AtomicUsize::new(0));
         let (b, c) = (b.clone(), calls.clone());
@@ -67,11 +67,11 @@ impl Rig {
         out
     }
 
-    fn write(&self, i: usize, b: &Arc<dyn Bdev>, lba: u64, data: Vec<u8>) -> Result<(), BdevError> {
+    pub(super) fn write(&self, i: usize, b: &Arc<dyn Bdev>, lba: u64, data: Vec<u8>) -> Result<(), BdevError> {
         self.io(i, b, BdevIo::Write { lba, data }).0
     }
 
-    fn read(&self, i: usize, b: &Arc<dyn Bdev>, lba: u64, blocks: u64) -> Result<Vec<u8>, BdevError> {
+    pub(super) fn read(&self, i: usize, b: &Arc<dyn Bdev>, lba: u64, blocks: u64) -> Result<Vec<u8>, BdevError> {
         let (r, buf) = self.io(
             i,
             b,
@@ -93,11 +93,11 @@ impl Drop for Rig {
     }
 }
 
-fn fakes(names: &[&str], blocks: u64) -> Vec<Arc<FakeBdev>> {
+pub(super) fn fakes(names: &[&str], blocks: u64) -> Vec<Arc<FakeBdev>> {
     names.iter().map(|n| FakeBdev::new(n, blocks, BS)).collect()
 }
 
-fn dyns(f: &[Arc<FakeBdev>]) -> Vec<Arc<dyn Bdev>> {
+pub(super) fn dyns(f: &[Arc<FakeBdev>]) -> Vec<Arc<dyn Bdev>> {
     f.iter().map(|b| b.clone() as Arc<dyn Bdev>).collect()
 }
 
@@ -112,14 +112,14 @@ fn volume(name: &str, bases: Vec<Arc<dyn Bdev>>, superblock: bool) -> (Arc<Raid1
 }
 
 /// `blocks` blocks of `base` from volume block `lba` (at its data offset).
-fn on_base(base: &RamBdev, offset: u64, lba: u64, blocks: u64) -> Vec<u8> {
+pub(super) fn on_base(base: &RamBdev, offset: u64, lba: u64, blocks: u64) -> Vec<u8> {
     let mut v = vec![0xEE; (blocks * u64::from(BS)) as usize];
     base.read(offset + lba, &mut v).unwrap();
     v
 }
 
 /// Waits until no process runs; returns the status then.
-fn wait_rebuilt(r: &Raid1Bdev) -> Raid1Status {
+pub(super) fn wait_rebuilt(r: &Raid1Bdev) -> Raid1Status {
     let t0 = Instant::now();
     loop {
         let s = r.status();
@@ -506,15 +506,31 @@ fn a_removed_base_re_added_is_rebuilt_and_then_read() {
 /// block of every base is what was last written there.
 #[test]
 fn a_rebuild_under_concurrent_writes_leaves_every_base_identical_to_what_was_written() {
+    rebuild_under_writes(
+        8,
+        Duration::from_micros(200),
+        Duration::from_micros(200),
+        Duration::from_micros(300),
+    );
+}
+
+/// As above with the source's writes slow and the target fast: a write in
+/// flight when its window is locked has reached the target but not yet the
+/// source, so copying before it completes would undo it on the target.
+#[test]
+fn a_window_is_copied_only_after_the_writes_in_flight_into_it_completed() {
+    rebuild_under_writes(64, Duration::ZERO, Duration::from_millis(2), Duration::from_micros(100));
+}
+
+/// Windows of `window_kb`; source reads take `src_read`, source writes
+/// `src_write`, the target's operations `target`.
+fn rebuild_under_writes(window_kb: u32, src_read: Duration, src_write: Duration, target: Duration) {
     let rig = Rig::start();
     let f = fakes(&["A", "B"], 4096);
-    for x in &f {
-        x.set_delay(Duration::from_micros(200));
-    }
     let params = Raid1Params {
         superblock: true,
         options: Raid1Options {
-            process_window_size_kb: 8,
+            process_window_size_kb: window_kb,
             process_max_bandwidth_mb_sec: 0,
         },
         ..Raid1Params::default()
@@ -527,10 +543,12 @@ fn a_rebuild_under_concurrent_writes_leaves_every_base_identical_to_what_was_wri
     for c in 0..chunks {
         rig.write(0, &b, c * CHUNK, pattern((CHUNK * 512) as usize, 0)).unwrap();
     }
-    // B leaves; C comes in its place, slow, so the rebuild takes a while.
+    // B leaves; C comes in its place.
     r.remove_base("B").unwrap();
+    f[0].set_delay(src_read);
+    f[0].set_write_delay(src_write);
     let c_base = FakeBdev::new("C", 4096, BS);
-    c_base.set_delay(Duration::from_micros(300));
+    c_base.set_delay(target);
 
     let model: Arc<Mutex<HashMap<u64, u8>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -544,8 +562,10 @@ fn a_rebuild_under_concurrent_writes_leaves_every_base_identical_to_what_was_wri
                 b,
                 mine,
                 next: Cell::new(0),
+                busy: RefCell::new(HashSet::new()),
                 seed: Cell::new(0),
                 in_flight: Cell::new(0),
+                finished: Cell::new(false),
                 model,
                 stop,
                 done: done_tx,
@@ -554,6 +574,11 @@ fn a_rebuild_under_concurrent_writes_leaves_every_base_identical_to_what_was_wri
                 Writer::issue(&state, cx);
             }
         });
+    }
+    let t0 = Instant::now();
+    while (model.lock().unwrap().len() as u64) < chunks / 2 {
+        assert!(t0.elapsed() < WAIT, "the writers are writing");
+        std::thread::sleep(Duration::from_millis(1));
     }
     let slot = r.add_base(c_base.clone(), &rig.handle(0)).unwrap();
     assert_eq!(slot, 1);
@@ -596,17 +621,21 @@ fn a_rebuild_under_concurrent_writes_leaves_every_base_identical_to_what_was_wri
     }
 }
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 /// One reactor's writer: four writes in flight over its own chunks, in a
-/// sweep (so no two in flight share a chunk), each with a new seed.
+/// sweep that skips chunks with a write in flight (so the last write to
+/// complete on a chunk is the last one applied), each with a new seed.
 struct Writer {
     b: Arc<dyn Bdev>,
     mine: Vec<u64>,
     next: Cell<usize>,
+    busy: RefCell<HashSet<u64>>,
     seed: Cell<u8>,
     in_flight: Cell<usize>,
+    finished: Cell<bool>,
     model: Arc<Mutex<HashMap<u64, u8>>>,
     stop: Arc<AtomicBool>,
     done: mpsc::Sender<()>,
@@ -615,13 +644,19 @@ struct Writer {
 impl Writer {
     fn issue(me: &Rc<Writer>, cx: &mut Context) {
         if me.stop.load(Ordering::SeqCst) {
-            if me.in_flight.get() == 0 {
+            // Every completion comes here once more: report the end once.
+            if me.in_flight.get() == 0 && !me.finished.replace(true) {
                 let _ = me.done.send(());
             }
             return;
         }
-        let chunk = me.mine[me.next.get() % me.mine.len()];
+        let mut chunk = me.mine[me.next.get() % me.mine.len()];
+        while me.busy.borrow().contains(&chunk) {
+            me.next.set(me.next.get() + 1);
+            chunk = me.mine[me.next.get() % me.mine.len()];
+        }
         me.next.set(me.next.get() + 1);
+        me.busy.borrow_mut().insert(chunk);
         let seed = me.seed.get().wrapping_add(1).max(1);
         me.seed.set(seed);
         me.in_flight.set(me.in_flight.get() + 1);
@@ -636,6 +671,7 @@ impl Writer {
             BdevDone::from_fn(move |cx, r, _| {
                 assert_eq!(r, Ok(()));
                 again.model.lock().unwrap().insert(chunk, seed);
+                again.busy.borrow_mut().remove(&chunk);
                 again.in_flight.set(again.in_flight.get() - 1);
                 // Off the completion's stack: the next write may complete at once.
                 let next = again.clone();
@@ -697,6 +733,18 @@ fn a_rate_limited_rebuild_paces_itself_and_takes_a_live_change() {
     std::thread::sleep(Duration::from_millis(150));
     let p = r.status().process.expect("still running");
     assert!(p.percent > 5.0 && p.percent < 60.0, "{p:?}");
+    // Between windows nothing polls: the reactors sleep most of the time.
+    let mut asleep = vec![0; rig.count()];
+    for _ in 0..100 {
+        for (i, n) in asleep.iter_mut().enumerate() {
+            *n += usize::from(rig.handle(i).is_sleeping());
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    assert!(
+        asleep.iter().all(|&n| n >= 80),
+        "samples asleep per reactor: {asleep:?}"
+    );
     // Writes are served while the rebuild pauses.
     let t = Instant::now();
     rig.write(1, &b, 4000, pattern(8 * 512, 4)).unwrap();
@@ -706,4 +754,122 @@ fn a_rate_limited_rebuild_paces_itself_and_takes_a_live_change() {
     wait_rebuilt(&r);
     assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
     assert_eq!(on_base(fresh.ram(), 0, 0, 4096), on_base(f[0].ram(), 0, 0, 4096));
+}
+
+/// A remote replica: a RAM namespace exported over NVMe/TCP on loopback
+/// and reached through the initiator. Losing its controller fails its I/O,
+/// which takes it out of the volume; a new controller to the same
+/// namespace, added back, is rebuilt over the network.
+#[test]
+fn a_remote_replica_through_the_initiator_is_mirrored_lost_and_rebuilt() {
+    use lull_proto::target_queue::TargetQueueConfig;
+
+    use crate::initiator::{NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
+    use crate::nvmf::subsystem::Subsystem;
+    use crate::nvmf::target::Target;
+
+    const NQN: &str = "nqn.2024-01.test:replica";
+    const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-00000000000c";
+    let rig = Rig::start();
+    let handles = rig.reactors.as_ref().unwrap().handles().to_vec();
+    let remote = Arc::new(RamBdev::new("Remote0", 4096 * 512, BS).unwrap());
+    let target = Target::new(TargetQueueConfig::default());
+    let s = Subsystem::new(NQN, "SNREPLICA", "lull replica").unwrap();
+    s.set_allow_any_host(true);
+    s.add_namespace(1, remote.clone() as Arc<dyn Bdev>).unwrap();
+    target.add_subsystem(s).unwrap();
+    let addr = target
+        .listen(rig.reactors.as_ref().unwrap(), "127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let attach = |name: &str| {
+        let opts = NvmeOptions {
+            nvme_ioq_poll_period_us: 0,
+            ..NvmeOptions::default().no_reconnect()
+        };
+        let c = NvmeController::attach(
+            name,
+            NvmeTrid::new(addr, NQN, HOST),
+            opts,
+            &handles,
+            handles.len() as u16,
+        )
+        .unwrap();
+        let b = Arc::new(NvmeBdev::new(&format!("{name}n1"), c.clone(), 1).unwrap());
+        (c, b)
+    };
+    let (ctrlr, nvme) = attach("Nvme0");
+    let local = Arc::new(RamBdev::new("Local0", 4096 * 512, BS).unwrap());
+    let (r, b) = volume(
+        "Vol0",
+        vec![local.clone() as Arc<dyn Bdev>, nvme.clone() as Arc<dyn Bdev>],
+        true,
+    );
+    for i in 0..4 {
+        rig.write(i, &b, i as u64 * 64, pattern(64 * 512, i as u8 + 1)).unwrap();
+    }
+    assert_eq!(r.status().num_base_bdevs_operational, 2, "{:?}", r.status());
+    assert!(on_base(&remote, 2048, 0, 256) == on_base(&local, 2048, 0, 256));
+    for i in 0..8 {
+        assert_eq!(rig.read(i, &b, 64, 64).unwrap(), pattern(64 * 512, 2));
+    }
+
+    ctrlr.detach();
+    rig.write(0, &b, 300, pattern(16 * 512, 9)).unwrap();
+    let st = r.status();
+    assert_eq!((st.state, st.num_base_bdevs_operational), (RaidState::Online, 1));
+    assert!(st.base_bdevs[1].failed.is_some(), "{:?}", st.base_bdevs[1]);
+    assert_ne!(
+        on_base(&remote, 2048, 300, 16),
+        pattern(16 * 512, 9),
+        "missed while out"
+    );
+    drop(nvme);
+
+    let (_ctrlr1, nvme1) = attach("Nvme1");
+    r.add_base(nvme1, &rig.handle(1)).unwrap();
+    let st = wait_rebuilt(&r);
+    assert!(st.base_bdevs[1].is_operational, "{st:?}");
+    assert_eq!(st.base_bdevs[1].name.as_deref(), Some("Nvme1n1"));
+    assert!(on_base(&remote, 2048, 0, 2048) == on_base(&local, 2048, 0, 2048));
+}
+
+/// A rebuild whose target is removed, or fails, stops; the volume goes on
+/// with the others, and writes that waited for its window are released.
+#[test]
+fn a_rebuild_stops_when_its_target_is_removed_or_fails() {
+    let rig = Rig::start();
+    let f = fakes(&["A", "B"], 4096);
+    let (r, b) = volume("Raid0", dyns(&f), false);
+    rig.write(0, &b, 0, pattern(4096 * 512, 6)).unwrap();
+    r.remove_base("B").unwrap();
+    // Slow enough to catch it in the middle.
+    r.set_options(Raid1Options {
+        process_window_size_kb: 64,
+        process_max_bandwidth_mb_sec: 2,
+    })
+    .unwrap();
+    let c = FakeBdev::new("C", 4096, BS);
+    r.add_base(c.clone(), &rig.handle(0)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(r.status().process.is_some());
+    r.remove_base("C").unwrap();
+    let s = wait_rebuilt(&r);
+    assert_eq!((s.num_base_bdevs_discovered, s.state), (1, RaidState::Online));
+    rig.write(1, &b, 0, pattern(8 * 512, 7)).unwrap();
+    assert_eq!(rig.read(1, &b, 0, 8).unwrap(), pattern(8 * 512, 7));
+
+    // The target fails a write of the copy: it is taken out.
+    let d = FakeBdev::new("D", 4096, BS);
+    r.add_base(d.clone(), &rig.handle(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    d.set_fail(false, true);
+    let s = wait_rebuilt(&r);
+    assert_eq!(s.num_base_bdevs_discovered, 1);
+    assert!(
+        s.base_bdevs[1].failed.as_deref().unwrap().contains("injected failure"),
+        "{s:?}"
+    );
+    for i in 0..4 {
+        rig.write(i, &b, 100, pattern(8 * 512, 8)).unwrap();
+    }
 }

@@ -776,3 +776,137 @@ namespaces = [{{ bdev = "Replica0" }}]
     assert!(app.controllers().is_empty(), "controller N detached at the stop");
     assert!(app.raids().is_empty());
 }
+
+/// Waits until volume `name` has no process and `n` operational bases.
+fn wait_in_sync(app: &App, name: &str, n: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = raids(app)
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing"));
+        if r.get("process").is_none() && r["num_base_bdevs_operational"] == n {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{name} not in sync within 60 s: {r}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// With `-s`: the superblock is written at creation; a base holding
+/// another raid's is refused (-EEXIST), one without any beside members is
+/// refused (-EINVAL); created again over its bases the volume is assembled
+/// from them, and a member that missed writes is rebuilt before it is read.
+#[test]
+fn a_superblock_raid_is_assembled_again_and_its_stale_member_rebuilt() {
+    let app = app();
+    const BLOCKS: u64 = 8192;
+    for n in ["A", "B", "C"] {
+        malloc(&app, n, BLOCKS);
+    }
+    let create = |name: &str, bases: Value| json!({"name": name, "raid_level": "raid1", "base_bdevs": bases, "superblock": true});
+    ok(&app, "bdev_raid_create", create("R", json!(["A", "B"])));
+    let r = &raids(&app)[0];
+    assert_eq!(r["superblock"], true);
+    let offset = r["base_bdevs_list"][0]["data_offset"].as_u64().unwrap();
+    assert_eq!(offset, 2048, "1 MiB of 512-byte blocks");
+    let uuid = r["uuid"].clone();
+    // Saved with its members and identity.
+    let saved = ok(&app, "framework_get_config", json!({"name": "bdev"}));
+    let entry = saved
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["method"] == "bdev_raid_create")
+        .unwrap()["params"]
+        .clone();
+    assert_eq!(
+        entry,
+        json!({"name": "R", "uuid": uuid, "raid_level": "raid1", "base_bdevs": ["A", "B"], "superblock": true})
+    );
+    // B misses writes: taken out, then the volume's data changes on A.
+    ok(&app, "bdev_raid_remove_base_bdev", json!({"name": "B"}));
+    ok(&app, "bdev_raid_delete", json!({"name": "R"}));
+    let data = pattern(BLOCKS - offset, 0x33);
+    with_ram(&ram(&app, "A"), |r| r.write(offset, &data)).unwrap();
+    let before = state(&app);
+    refused(
+        &app,
+        "bdev_raid_create",
+        create("Other", json!(["A", "B"])),
+        -17,
+        &["base_bdevs[0]", "raid R"],
+    );
+    refused(
+        &app,
+        "bdev_raid_create",
+        create("R", json!(["A", "C"])),
+        -22,
+        &["base_bdevs[1]", "C", "no superblock"],
+    );
+    assert_eq!(state(&app), before, "nothing changed");
+    // Assembled: A in sync, B stale and rebuilt from A.
+    ok(&app, "bdev_raid_create", create("R", json!(["A", "B"])));
+    let r = wait_in_sync(&app, "R", 2);
+    assert_eq!(r["uuid"], uuid, "the superblock's identity");
+    let names: Vec<&str> = r["base_bdevs_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["A", "B"]);
+    let mut got = vec![0u8; data.len()];
+    with_ram(&ram(&app, "B"), |r| r.read(offset, &mut got)).unwrap();
+    assert!(got == data, "B rebuilt from A after the assembly");
+    app.shutdown();
+}
+
+/// The TOML file declares a volume with a superblock over files: the
+/// second start assembles it from the files instead of making it anew,
+/// and the member taken out during the first run is rebuilt.
+#[test]
+fn a_toml_superblock_raid_over_files_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("lull-raid-toml-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["f0", "f1"] {
+        let file = std::fs::File::create(dir.join(f)).unwrap();
+        file.set_len(8 << 20).unwrap();
+    }
+    let core = lull_reactor::CoreList::usable().unwrap().cores()[0];
+    let text = format!(
+        r#"cores = "{core}"
+rpc_socket = "/nonexistent/unused.sock"
+[[bdev]]
+name = "F0"
+type = "uring"
+filename = "{}"
+[[bdev]]
+name = "F1"
+type = "uring"
+filename = "{}"
+[[bdev]]
+name = "Vol0"
+type = "raid1"
+base_bdevs = ["F0", "F1"]
+superblock = true
+"#,
+        dir.join("f0").display(),
+        dir.join("f1").display()
+    );
+    let settings = Config::from_toml(&text).unwrap().resolve().unwrap();
+    let app = App::start(&settings).unwrap();
+    let first = wait_in_sync(&app, "Vol0", 2);
+    ok(&app, "bdev_raid_remove_base_bdev", json!({"name": "F1"}));
+    app.shutdown();
+    drop(app);
+    let app = App::start(&settings).unwrap();
+    let r = wait_in_sync(&app, "Vol0", 2);
+    assert_eq!(r["uuid"], first["uuid"], "assembled, not made anew");
+    assert_eq!(r["base_bdevs_list"][1]["name"], "F1");
+    app.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

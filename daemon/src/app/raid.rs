@@ -14,9 +14,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use lull_engine::bdev::Bdev;
-use lull_engine::bdev::raid1::{Raid1Bdev, Raid1Error, Raid1Options, Raid1Params, Raid1Status};
+use lull_engine::bdev::raid1::superblock::{Found, Superblock, UuidText, assemble};
+use lull_engine::bdev::raid1::{Raid1Bdev, Raid1Error, Raid1Options, Raid1Params, Raid1Status, read_superblock};
 
 use super::{App, AppError, BdevEntry, Driver, lock};
+
+/// Longest wait for a superblock read or write at creation.
+const SUPERBLOCK_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A raid1 volume to create (`bdev_raid_create`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,12 +201,22 @@ impl App {
         for (i, b) in c.base_bdevs.iter().enumerate() {
             bases.push(self.free_base(&bdevs, &format!("base_bdevs[{i}]"), b)?);
         }
-        let params = Raid1Params {
-            uuid: Some(uuid),
-            superblock: c.superblock,
-            options: self.raid_options(),
+        let raid = if c.superblock {
+            self.create_with_superblock(c, uuid, bases)?
+        } else {
+            let params = Raid1Params {
+                uuid: Some(uuid),
+                superblock: false,
+                options: self.raid_options(),
+            };
+            Raid1Bdev::create(&c.name, bases, params).map_err(from_raid)?
         };
-        let raid = Arc::new(Raid1Bdev::create(&c.name, bases, params).map_err(from_raid)?);
+        let raid = Arc::new(raid);
+        // Assembled, it has its superblock's identity.
+        let uuid = raid.info().uuid;
+        if let Some(e) = super::bdevs::uuid_taken(&lock(&self.uuids), &uuid) {
+            return Err(e);
+        }
         lock(&self.uuids).insert(uuid, c.name.clone());
         bdevs.insert(
             c.name.clone(),
@@ -214,6 +228,77 @@ impl App {
         );
         tracing::info!(raid = %c.name, bases = ?c.base_bdevs, superblock = c.superblock, "raid1 created");
         Ok(c.name.clone())
+    }
+
+    /// A volume with a superblock over `bases`: made new (and its
+    /// superblock written) when no base holds one, else assembled from the
+    /// superblocks the bases hold, which must all be this volume's
+    /// (`c.uuid` when given, else `c.name`): members in sync are read at
+    /// once, stale ones rebuilt first. So a volume declared in the TOML
+    /// file, or saved by `save_config`, comes back as it was at the stop.
+    /// The caller holds the registry.
+    fn create_with_superblock(
+        &self,
+        c: &RaidCreate,
+        uuid: [u8; 16],
+        bases: Vec<Arc<dyn Bdev>>,
+    ) -> Result<Raid1Bdev, AppError> {
+        let home = self.raid_reactor(&c.name)?;
+        let mut found: Vec<(usize, Superblock)> = Vec::new();
+        for (i, b) in bases.iter().enumerate() {
+            match read_superblock(b, home, SUPERBLOCK_IO_TIMEOUT) {
+                Ok(Some(sb)) => found.push((i, sb)),
+                Ok(None) => {}
+                Err(e) => return Err(AppError::Failed(format!("base_bdevs[{i}]: {e}"))),
+            }
+        }
+        if found.is_empty() {
+            let params = Raid1Params {
+                uuid: Some(uuid),
+                superblock: true,
+                options: self.raid_options(),
+            };
+            let raid = Raid1Bdev::create(&c.name, bases, params).map_err(from_raid)?;
+            raid.write_superblock(home, SUPERBLOCK_IO_TIMEOUT).map_err(from_raid)?;
+            return Ok(raid);
+        }
+        for (i, sb) in &found {
+            let ours = match c.uuid {
+                Some(u) => sb.uuid == u,
+                None => sb.name == c.name,
+            };
+            if !ours {
+                // SPDK: -EEXIST for a base holding another raid's superblock.
+                return Err(AppError::Exists(format!(
+                    "base_bdevs[{i}]: bdev {} holds the superblock of raid {} ({}); it is not free for raid {}",
+                    c.base_bdevs[*i],
+                    sb.name,
+                    UuidText(sb.uuid),
+                    c.name
+                )));
+            }
+        }
+        if let Some(i) = (0..bases.len()).find(|i| !found.iter().any(|(j, _)| j == i)) {
+            return Err(AppError::Rejected(format!(
+                "base_bdevs[{i}]: bdev {} has no superblock while the others hold raid {}'s; \
+                 create the raid over its members, then add it (bdev_raid_add_base_bdev)",
+                c.base_bdevs[i], c.name
+            )));
+        }
+        let list: Vec<Found> = found
+            .iter()
+            .map(|(i, sb)| (bases[*i].info().uuid, sb.clone()))
+            .collect();
+        let assembly = assemble(&list).map_err(|e| AppError::Rejected(format!("base_bdevs: {e}")))?;
+        if assembly.superblock.name != c.name {
+            return Err(AppError::Rejected(format!(
+                "name: the bases' superblock names this raid {}",
+                assembly.superblock.name
+            )));
+        }
+        let raid = Raid1Bdev::from_assembly(&assembly, bases, self.raid_options(), home).map_err(from_raid)?;
+        tracing::info!(raid = %c.name, seq = assembly.superblock.seq_number, "raid1 assembled from its superblocks");
+        Ok(raid)
     }
 
     /// Deletes volume `name` (`bdev_raid_delete`); its bases are free again.
@@ -278,7 +363,7 @@ impl App {
             }
         };
         let bdev = self.free_base(&bdevs, "base_bdev", base)?;
-        let reactor = self.rebuild_reactor(raid_name)?;
+        let reactor = self.raid_reactor(raid_name)?;
         raid.add_base(bdev, reactor).map_err(from_raid)?;
         tracing::info!(raid = raid_name, base, "base bdev added; rebuild started");
         Ok(())
@@ -302,9 +387,10 @@ impl App {
         }
     }
 
-    /// The reactor a volume's rebuild runs on: one picked by the volume's
-    /// name, so that the rebuilds of several volumes spread over the cores.
-    fn rebuild_reactor(&self, raid: &str) -> Result<&lull_reactor::ReactorHandle, AppError> {
+    /// The reactor a volume's rebuild and superblock writes run on: one
+    /// picked by the volume's name, so that several volumes spread over
+    /// the cores.
+    fn raid_reactor(&self, raid: &str) -> Result<&lull_reactor::ReactorHandle, AppError> {
         let n = self.handles.len();
         if n == 0 {
             return Err(AppError::Failed("no reactor to run a rebuild on".into()));

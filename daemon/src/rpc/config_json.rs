@@ -143,12 +143,14 @@ fn bdev_config(app: &App) -> Vec<Value> {
         out.push(v);
     }
     for r in app.raids() {
-        // The bases in sync only: a base still being rebuilt (or waiting
-        // for it) would come back as one in sync, and be read from.
+        // Without a superblock, the bases in sync only: one still being
+        // rebuilt (or waiting for it) would come back as one in sync and be
+        // read from. With one, every base present: the superblocks on them
+        // say which is in sync when the volume is assembled again.
         let bases: Vec<&str> = r
             .base_bdevs
             .iter()
-            .filter(|b| b.is_operational)
+            .filter(|b| b.is_operational || r.superblock)
             .filter_map(|b| b.name.as_deref())
             .collect();
         out.push(entry(

@@ -491,6 +491,19 @@ if [ -n "$done_rebuild" ]; then
 else
     fail "the rebuild of Malloc3 did not finish within 30 s: $(tail -c 400 <<<"$out")"
 fi
+# lull's own words for the same volume.
+if out=$(timeout 20 "$LULL" raid list -r "$SOCK" 2>&1) &&
+    grep -qE '^Raid0 +online +2/2 operational, 2 discovered \[Malloc1 Malloc3\]$' <<<"$out"; then
+    pass "lull raid list: $out"
+else
+    fail "lull raid list: $out"
+fi
+if out=$(timeout 20 "$LULL" raid set-options --process-window-size-kb 2048 -r "$SOCK" 2>&1) &&
+    [ "$(timeout 20 "$LULL" get process_window_size_kb -r "$SOCK" 2>&1)" = 2048 ]; then
+    pass "lull raid set-options --process-window-size-kb 2048: lull get reads 2048"
+else
+    fail "lull raid set-options: $out"
+fi
 perf_rc=0
 wait "$PERF_PID" || perf_rc=$?
 PERF_PID=

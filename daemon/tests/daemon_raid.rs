@@ -16,10 +16,13 @@ use serde_json::{Value, json};
 
 const NQN: &str = "nqn.2016-06.io.spdk:raid";
 
+/// A daemon on (up to) two cores: volumes pick a reactor each by name.
 fn app() -> Arc<App> {
-    let core = lull_reactor::CoreList::usable().unwrap().cores()[0];
+    let usable = lull_reactor::CoreList::usable().unwrap();
+    let cores: Vec<String> = usable.cores().iter().take(2).map(ToString::to_string).collect();
     let cfg = Config::from_toml(&format!(
-        "cores = \"{core}\"\nrpc_socket = \"/nonexistent/unused.sock\""
+        "cores = \"{}\"\nrpc_socket = \"/nonexistent/unused.sock\"",
+        cores.join(",")
     ))
     .unwrap();
     App::start(&cfg.resolve().unwrap()).unwrap()
@@ -909,4 +912,33 @@ superblock = true
     assert_eq!(r["base_bdevs_list"][1]["name"], "F1");
     app.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `-s` writes the superblock on every base at creation (SPDK's
+/// signature `SPDKRAID` at block 0), before the call answers.
+#[test]
+fn the_superblock_is_on_every_base_when_create_answers() {
+    let app = app();
+    for n in ["A", "B"] {
+        malloc(&app, n, 4096);
+    }
+    ok(
+        &app,
+        "bdev_raid_create",
+        json!({"name": "Vol1", "raid_level": "raid1", "base_bdevs": ["A", "B"], "superblock": true}),
+    );
+    for n in ["A", "B"] {
+        let mut block = vec![0u8; 512];
+        with_ram(&ram(&app, n), |r| r.read(0, &mut block)).unwrap();
+        assert_eq!(&block[..8], b"SPDKRAID", "{n}: {:?}", &block[..16]);
+    }
+    ok(&app, "bdev_raid_delete", json!({"name": "Vol1"}));
+    refused(
+        &app,
+        "bdev_raid_create",
+        json!({"name": "Other1", "raid_level": "raid1", "base_bdevs": ["A", "B"], "superblock": true}),
+        -17,
+        &["raid Vol1"],
+    );
+    app.shutdown();
 }

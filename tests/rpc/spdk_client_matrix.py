@@ -209,7 +209,7 @@ cli_call("bdev_malloc_delete", "Nope0", expect_fail='"code": -19')
 
 # ---- raid1, as on spdk_tgt: built of malloc bdevs, inspected, degraded,
 # rebuilt, exported, refused where SPDK refuses, torn down ----
-for b in ("Ra0", "Ra1", "Ra2"):
+for b in ("Ra0", "Ra1", "Ra2", "Ra3"):
     cli_call("bdev_malloc_create", "-b %s 8 512" % b, text(b))
 cli_call("bdev_raid_set_options", "-w 256 -b 0")
 
@@ -273,6 +273,32 @@ while True:
     time.sleep(0.05)
 report(why is None, "bdev_raid_add_base_bdev Vol0 Ra2: rebuilt%s" % ("" if why is None else ": " + why))
 cli_call("bdev_raid_set_options", "-w 1024")
+# -s: a superblock at the start of each base (1 MiB); created again over
+# the same bases the volume is assembled from them, with its identity; a
+# base holding another raid's superblock is refused (-EEXIST).
+sb = {}
+
+
+def superblock_raid(v):
+    r = [x for x in v if x["name"] == "Vol1"]
+    if not r:
+        return "Vol1 missing"
+    r = r[0]
+    if not (r["superblock"] is True and [b["data_offset"] for b in r["base_bdevs_list"]] == [2048, 2048]
+            and r["num_base_bdevs_operational"] == 2):
+        return "Vol1 is %r" % r
+    if sb.setdefault("uuid", r["uuid"]) != r["uuid"]:
+        return "Vol1's uuid changed: %s, then %s" % (sb["uuid"], r["uuid"])
+    return None
+
+
+cli_call("bdev_raid_create", '-n Vol1 -r raid1 -b "Ra1 Ra3" -s')
+cli_call("bdev_raid_get_bdevs", "all", js(superblock_raid))
+cli_call("bdev_raid_delete", "Vol1")
+cli_call("bdev_raid_create", '-n Other1 -r raid1 -b "Ra1 Ra3" -s', expect_fail='"code": -17')
+cli_call("bdev_raid_create", '-n Vol1 -r raid1 -b "Ra1 Ra3" -s')
+cli_call("bdev_raid_get_bdevs", "online", js(superblock_raid))
+cli_call("bdev_raid_delete", "Vol1")
 # Exported, it is a namespace like any bdev, and deleting it is refused
 # until the namespace goes; a base of it cannot be a namespace.
 RAID_NQN = NQN + "-raid"
@@ -451,7 +477,7 @@ cli_call("keyring_file_remove_key", "key0", expect_fail='"code": -19')
 cli_call("keyring_get_keys", "", keys_are({}))
 cli_call("bdev_raid_delete", "Vol0")
 cli_call("bdev_raid_get_bdevs", "all", js(lambda v: expect(v == [], "raids left: %r" % v)))
-for b in ("Ra0", "Ra1", "Ra2"):
+for b in ("Ra0", "Ra1", "Ra2", "Ra3"):
     cli_call("bdev_malloc_delete", b)
 cli_call("bdev_uring_delete", "Uring0")
 cli_call("bdev_null_delete", "Null0")
@@ -480,7 +506,8 @@ cli_call("nvmf_get_subsystems", "", js(rebuilt_target))
 cli_call("bdev_raid_get_bdevs", "all", js(raid_is("Vol0", "online", ["Ra0", "Ra2"], 2)))
 for m, p in (("nvmf_delete_subsystem", {"nqn": NQN}), ("bdev_raid_delete", {"name": "Vol0"}),
              ("bdev_malloc_delete", {"name": "Ra0"}), ("bdev_malloc_delete", {"name": "Ra1"}),
-             ("bdev_malloc_delete", {"name": "Ra2"}), ("bdev_uring_delete", {"name": "Uring0"}),
+             ("bdev_malloc_delete", {"name": "Ra2"}), ("bdev_malloc_delete", {"name": "Ra3"}),
+             ("bdev_uring_delete", {"name": "Uring0"}),
              ("bdev_null_delete", {"name": "Null0"}), ("bdev_malloc_delete", {"name": "Malloc0"}),
              ("keyring_file_remove_key", {"name": "key0"}), ("keyring_file_remove_key", {"name": "ckey0"})):
     api_call(m, p)
@@ -490,7 +517,7 @@ if server_saved:
     cli_call("bdev_raid_get_bdevs", "all", js(raid_is("Vol0", "online", ["Ra0", "Ra2"], 2)))
     api_call("nvmf_delete_subsystem", {"nqn": NQN})
     api_call("bdev_raid_delete", {"name": "Vol0"})
-    for b in ("Uring0", "Null0", "Malloc0", "Ra0", "Ra1", "Ra2"):
+    for b in ("Uring0", "Null0", "Malloc0", "Ra0", "Ra1", "Ra2", "Ra3"):
         api_call("lull_bdev_delete", {"name": b})
     for k in ("key0", "ckey0"):
         api_call("keyring_file_remove_key", {"name": k})

@@ -9,6 +9,11 @@
 //! that a namespace or another volume holds cannot become a base. Which
 //! bdevs a volume holds is read from the volume itself, so a base it has
 //! dropped after a failure is free again at once.
+//!
+//! With a superblock (`-s`), a volume created over bases that already hold
+//! its superblock is assembled from them rather than made anew: that is how
+//! the TOML file and `save_config` bring it back after a restart, with a
+//! member that missed writes rebuilt before it is read.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -382,6 +382,18 @@ impl Raid1Bdev {
         persist::write_now(&self.inner, reactor, timeout)
     }
 
+    /// Zeroes the superblock on every base in the volume now, from
+    /// `reactor`, and waits (up to `timeout`): for deleting the volume, so
+    /// a later startup does not assemble it again. Blocks: call it from off
+    /// the reactors, after I/O to the volume has stopped. Nothing to do
+    /// without a superblock.
+    ///
+    /// # Errors
+    /// [`Raid1Error::Superblock`] naming the bases that failed it.
+    pub fn wipe_superblock(&self, reactor: &ReactorHandle, timeout: std::time::Duration) -> Result<(), Raid1Error> {
+        persist::wipe_now(&self.inner, reactor, timeout)
+    }
+
     /// Writes so far that waited for a rebuild's window to move on.
     pub fn writes_waited(&self) -> u64 {
         self.inner.waited.load(Ordering::Relaxed)

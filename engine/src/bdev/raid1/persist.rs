@@ -251,3 +251,59 @@ pub(super) fn write_now(inner: &Arc<Inner>, reactor: &ReactorHandle, timeout: Du
     }
     Ok(())
 }
+
+/// Zeroes the superblock area's first blocks (as many as the volume's
+/// superblock takes) on every configured base, from `reactor`, and waits:
+/// for deleting a volume so that no later startup assembles it again.
+pub(super) fn wipe_now(inner: &Arc<Inner>, reactor: &ReactorHandle, timeout: Duration) -> Result<(), Raid1Error> {
+    let fail = |why: String| Raid1Error::Superblock {
+        raid: inner.info.name.clone(),
+        why,
+    };
+    if !inner.superblock {
+        return Ok(());
+    }
+    let (bases, len) = {
+        let c = lock(&inner.config);
+        let bases: Vec<Arc<dyn Bdev>> = c.slots.iter().filter_map(|s| s.bdev.clone()).collect();
+        let blocks = super::superblock::sb_len_blocks(c.slots.len(), inner.info.block_size);
+        (bases, (blocks * u64::from(inner.info.block_size)) as usize)
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = bases.len();
+    send_blocking(
+        reactor,
+        Message::new(move |cx: &mut Context| {
+            for b in bases {
+                let (tx, name) = (tx.clone(), b.info().name.clone());
+                let io = BdevIo::Write {
+                    lba: 0,
+                    data: vec![0; len],
+                };
+                b.submit(
+                    cx,
+                    io,
+                    BdevDone::from_fn(move |_, r, _| {
+                        let _ = tx.send(r.map_err(|e| format!("{name}: {e}")));
+                    }),
+                );
+            }
+        }),
+    )
+    .map_err(fail)?;
+    let deadline = Instant::now() + timeout;
+    let mut errors = Vec::new();
+    for _ in 0..n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e),
+            Err(_) => return Err(fail(format!("not wiped within {timeout:?}"))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(format!("wiping failed on {}", errors.join("; "))))
+    }
+}

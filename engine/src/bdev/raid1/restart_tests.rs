@@ -167,6 +167,14 @@ fn a_restart_reassembles_the_volume_and_rebuilds_a_stale_member_before_reading_i
     let sb = wait_seq(f[1].ram(), 4);
     assert!(states(&sb).iter().all(|(st, _)| *st == SbBaseState::Configured));
 
+    // Wiped (the volume deleted): nothing left to assemble.
+    r.wipe_superblock(&rig.handle(0), WAIT).unwrap();
+    for base in &f {
+        let bdev: Arc<dyn Bdev> = base.clone();
+        assert_eq!(read_superblock(&bdev, &rig.handle(1), WAIT).unwrap(), None);
+    }
+    assert!(on_base(f[0].ram(), 2048, 0, 2048) == before, "data untouched");
+
     // A base the volume never had: no superblock.
     let blank: Arc<dyn Bdev> = Arc::new(RamBdev::new("Blank", 4096 * 512, BS).unwrap());
     assert_eq!(read_superblock(&blank, &rig.handle(0), WAIT).unwrap(), None);

@@ -873,3 +873,107 @@ fn a_rebuild_stops_when_its_target_is_removed_or_fails() {
         rig.write(i, &b, 100, pattern(8 * 512, 8)).unwrap();
     }
 }
+
+/// Reads and writes in flight on every reactor while bases fail one after
+/// another: each operation is answered exactly once; successes while a
+/// base is left, then the volume's error once none is.
+#[test]
+fn under_load_bases_failing_one_by_one_answer_every_operation_exactly_once() {
+    let rig = Rig::start();
+    let f = fakes(&["A", "B", "C"], 4096);
+    for (i, x) in f.iter().enumerate() {
+        x.set_delay(Duration::from_millis(i as u64 + 2));
+    }
+    let (r, b) = volume("Raid0", dyns(&f), false);
+    const PER: usize = 3000;
+    let answers: Arc<Vec<AtomicUsize>> = Arc::new((0..PER * rig.count()).map(|_| AtomicUsize::new(0)).collect());
+    let errors = Arc::new(AtomicUsize::new(0));
+    let (done_tx, done_rx) = mpsc::channel();
+    for w in 0..rig.count() {
+        let (b, answers, errors, done_tx) = (b.clone(), answers.clone(), errors.clone(), done_tx.clone());
+        rig.run(w, move |cx| {
+            let next = Rc::new(Cell::new(0usize));
+            fn issue(
+                cx: &mut Context,
+                w: usize,
+                next: &Rc<Cell<usize>>,
+                b: &Arc<dyn Bdev>,
+                answers: &Arc<Vec<AtomicUsize>>,
+                errors: &Arc<AtomicUsize>,
+                done_tx: &mpsc::Sender<()>,
+            ) {
+                let k = next.get();
+                if k >= PER {
+                    return;
+                }
+                next.set(k + 1);
+                let id = w * PER + k;
+                let lba = (k as u64 * 37) % 2000;
+                let io = if k.is_multiple_of(3) {
+                    BdevIo::Read {
+                        lba,
+                        blocks: 8,
+                        buf: Vec::new(),
+                    }
+                } else {
+                    BdevIo::Write {
+                        lba,
+                        data: pattern(8 * 512, k as u8),
+                    }
+                };
+                let (n, bb, a, e, d) = (
+                    next.clone(),
+                    b.clone(),
+                    answers.clone(),
+                    errors.clone(),
+                    done_tx.clone(),
+                );
+                b.submit(
+                    cx,
+                    io,
+                    BdevDone::from_fn(move |cx, r, _| {
+                        if a[id].fetch_add(1, Ordering::SeqCst) == 0 && r.is_err() {
+                            e.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if id % PER == PER - 1 || n.get() >= PER {
+                            let _ = d.send(());
+                        }
+                        // Off the completion's stack: an offline volume answers at once.
+                        cx.timer_once(Duration::ZERO, move |cx| issue(cx, w, &n, &bb, &a, &e, &d));
+                    }),
+                );
+            }
+            for _ in 0..16 {
+                issue(cx, w, &next, &b, &answers, &errors, &done_tx);
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    f[1].set_fail(true, true);
+    std::thread::sleep(Duration::from_millis(30));
+    f[2].set_fail(true, true);
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(errors.load(Ordering::SeqCst), 0, "one base left: nothing failed");
+    assert_eq!(r.status().num_base_bdevs_operational, 1);
+    f[0].set_fail(true, true);
+    // Wait until every operation is answered.
+    let t0 = Instant::now();
+    while answers.iter().any(|a| a.load(Ordering::SeqCst) == 0) {
+        assert!(t0.elapsed() < WAIT, "an operation was never answered");
+        let _ = done_rx.recv_timeout(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    for w in 0..rig.count() {
+        rig.run(w, |_| ());
+    }
+    assert!(
+        answers.iter().all(|a| a.load(Ordering::SeqCst) == 1),
+        "answered exactly once"
+    );
+    assert!(
+        errors.load(Ordering::SeqCst) > 0,
+        "the last base's loss failed the rest"
+    );
+    assert!(answers.len() - errors.load(Ordering::SeqCst) > 0);
+    assert_eq!(r.status().state, RaidState::Offline);
+}

@@ -285,15 +285,15 @@ fn rpc_py_forms_of_the_parameters() {
         (json!(2048), json!(2048))
     );
     assert_eq!(r2["num_blocks"], 2048);
-    // 26.9's bdev_raid_delete sends clear_sb: false; true is refused by name.
+    // 26.9's bdev_raid_delete sends clear_sb (false unless -c).
+    ok(&app, "bdev_raid_delete", json!({"name": "R1", "clear_sb": false}));
     refused(
         &app,
         "bdev_raid_delete",
-        json!({"name": "R1", "clear_sb": true}),
+        json!({"name": "R2", "clear_sb": "yes"}),
         -32602,
         &["clear_sb"],
     );
-    ok(&app, "bdev_raid_delete", json!({"name": "R1", "clear_sb": false}));
     app.shutdown();
 }
 
@@ -933,12 +933,21 @@ fn the_superblock_is_on_every_base_when_create_answers() {
         assert_eq!(&block[..8], b"SPDKRAID", "{n}: {:?}", &block[..16]);
     }
     ok(&app, "bdev_raid_delete", json!({"name": "Vol1"}));
-    refused(
+    let other = json!({"name": "Other1", "raid_level": "raid1", "base_bdevs": ["A", "B"], "superblock": true});
+    refused(&app, "bdev_raid_create", other.clone(), -17, &["raid Vol1"]);
+    // Assembled again, then deleted with clear_sb (rpc.py -c): the bases
+    // are free for another volume with a superblock.
+    ok(
         &app,
         "bdev_raid_create",
-        json!({"name": "Other1", "raid_level": "raid1", "base_bdevs": ["A", "B"], "superblock": true}),
-        -17,
-        &["raid Vol1"],
+        json!({"name": "Vol1", "raid_level": "raid1", "base_bdevs": ["A", "B"], "superblock": true}),
     );
+    ok(&app, "bdev_raid_delete", json!({"name": "Vol1", "clear_sb": true}));
+    for n in ["A", "B"] {
+        let mut block = vec![0u8; 512];
+        with_ram(&ram(&app, n), |r| r.read(0, &mut block)).unwrap();
+        assert!(block.iter().all(|b| *b == 0), "{n}: superblock left");
+    }
+    ok(&app, "bdev_raid_create", other);
     app.shutdown();
 }

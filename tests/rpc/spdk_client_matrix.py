@@ -298,7 +298,13 @@ cli_call("bdev_raid_delete", "Vol1")
 cli_call("bdev_raid_create", '-n Other1 -r raid1 -b "Ra1 Ra3" -s', expect_fail='"code": -17')
 cli_call("bdev_raid_create", '-n Vol1 -r raid1 -b "Ra1 Ra3" -s')
 cli_call("bdev_raid_get_bdevs", "online", js(superblock_raid))
-cli_call("bdev_raid_delete", "Vol1")
+if V >= (26, 9):
+    # -c zeroes the superblocks: the bases are free for another -s volume.
+    cli_call("bdev_raid_delete", "-c Vol1")
+    cli_call("bdev_raid_create", '-n Other1 -r raid1 -b "Ra1 Ra3" -s')
+    cli_call("bdev_raid_delete", "-c Other1")
+else:
+    cli_call("bdev_raid_delete", "Vol1")
 # Exported, it is a namespace like any bdev, and deleting it is refused
 # until the namespace goes; a base of it cannot be a namespace.
 RAID_NQN = NQN + "-raid"

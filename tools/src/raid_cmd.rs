@@ -48,6 +48,10 @@ enum RaidCmd {
     Delete {
         /// The volume.
         name: String,
+        /// Zero the superblock on each base first, so they are free for
+        /// another volume with a superblock.
+        #[arg(short = 'c', long)]
+        clear_sb: bool,
     },
     /// Take a base bdev out of its volume (the volume runs degraded).
     ///
@@ -146,8 +150,8 @@ pub fn raid(a: RaidArgs) -> Result<(), String> {
                 }
             }
         }
-        RaidCmd::Delete { name } => {
-            call(s, "bdev_raid_delete", json!({ "name": name }))?;
+        RaidCmd::Delete { name, clear_sb } => {
+            call(s, "bdev_raid_delete", json!({ "name": name, "clear_sb": clear_sb }))?;
             println!("deleted raid {name}");
         }
         RaidCmd::RemoveBase { base_bdev } => {

@@ -307,12 +307,15 @@ impl App {
     }
 
     /// Deletes volume `name` (`bdev_raid_delete`); its bases are free again.
+    /// With `clear_sb`, the superblock on each base is zeroed first, so the
+    /// bases no longer assemble into it (SPDK's `-c/--clear-sb`).
     ///
     /// # Errors
     /// [`AppError::NotFound`] when there is no such volume;
     /// [`AppError::Busy`] when it is a namespace (remove that first: a host
-    /// would lose its volume).
-    pub fn delete_raid(&self, name: &str) -> Result<(), AppError> {
+    /// would lose its volume); [`AppError::Failed`] when a superblock could
+    /// not be zeroed (the volume stays, to be deleted again).
+    pub fn delete_raid(&self, name: &str, clear_sb: bool) -> Result<(), AppError> {
         let mut bdevs = lock(&self.bdevs);
         let raid = match bdevs.get(name).map(|e| &e.driver) {
             Some(Driver::Raid1 { raid }) => raid.clone(),
@@ -322,6 +325,12 @@ impl App {
             return Err(AppError::Busy(format!(
                 "name: raid bdev {name} is namespace {nsid} of {nqn}; remove the namespace first (nvmf_subsystem_remove_ns)"
             )));
+        }
+        if clear_sb {
+            // No host writes (it is no namespace); a rebuild still running
+            // stops when the volume is dropped below.
+            raid.wipe_superblock(self.raid_reactor(name)?, SUPERBLOCK_IO_TIMEOUT)
+                .map_err(|e| AppError::Failed(format!("clear_sb: {e}")))?;
         }
         bdevs.remove(name);
         lock(&self.uuids).remove(&raid.info().uuid);

@@ -246,8 +246,6 @@ pub(crate) const UNIMPLEMENTED: &[(&str, &[Entry])] = &[
             MULTIPATH_OPTS[2],
         ],
     ),
-    // 26.9's client sends clear_sb always (false unless -c is given).
-    ("bdev_raid_delete", &[("clear_sb", Bool(false))]),
     (
         "bdev_nvme_detach_controller",
         &[("hostaddr", Absent), ("hostsvcid", Absent)],

@@ -196,11 +196,19 @@ struct NameParams {
     name: String,
 }
 
-/// `bdev_raid_delete`. SPDK's newer clients also send `clear_sb` (at its
-/// default, false; compat.rs takes it off).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteParams {
+    name: String,
+    /// Zero the superblock on each base first (SPDK 26.9's `-c`; its
+    /// client sends `false` when not asked).
+    clear_sb: Option<bool>,
+}
+
+/// `bdev_raid_delete`.
 pub(super) fn bdev_raid_delete(app: &App, params: Value) -> Result<Value, RpcError> {
-    let p: NameParams = decode(params)?;
-    app.delete_raid(&p.name)?;
+    let p: DeleteParams = decode(params)?;
+    app.delete_raid(&p.name, p.clear_sb.unwrap_or(false))?;
     Ok(Value::Bool(true))
 }
 

@@ -131,7 +131,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub struct BdevConfig {
     /// Name (letters, digits, `_`, `-`).
     pub name: Option<String>,
-    /// `malloc` (RAM), `null` or `uring` (a file or block device through io_uring).
+    /// `malloc` (RAM), `null`, `uring` (a file or block device through
+    /// io_uring) or `raid1` (a mirror of `base_bdevs`).
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// Size of a malloc or null bdev (bytes or "256MiB"); or give `num_blocks`.
@@ -146,6 +147,12 @@ pub struct BdevConfig {
     /// UUID). Default: random for malloc and null; for uring, derived from
     /// this machine's /etc/machine-id and the path (stable across restarts).
     pub uuid: Option<String>,
+    /// A raid1 bdev's base bdevs, by name, each defined above it (SPDK's
+    /// `bdev_raid_create -b`): at least 2.
+    pub base_bdevs: Option<Vec<String>>,
+    /// A raid1 bdev keeps its identity, members and which member is in sync
+    /// in a superblock at the start of each base (SPDK's `-s`; default false).
+    pub superblock: Option<bool>,
 }
 
 /// A namespace of a subsystem in the file.
@@ -379,6 +386,13 @@ pub enum BdevKind {
         /// Path.
         filename: PathBuf,
     },
+    /// A mirror of other bdevs (`bdev_raid_create -r raid1`).
+    Raid1 {
+        /// Its base bdevs, by name, in slot order.
+        base_bdevs: Vec<String>,
+        /// Keep a superblock on each base (`-s`).
+        superblock: bool,
+    },
 }
 
 /// A bdev to create, resolved.
@@ -386,7 +400,7 @@ pub enum BdevKind {
 pub struct BdevSpec {
     /// Name.
     pub name: String,
-    /// Block size, bytes.
+    /// Block size, bytes (a raid1 bdev has its bases' and ignores it).
     pub block_size: u32,
     /// Kind.
     pub kind: BdevKind,
@@ -448,6 +462,8 @@ pub struct Settings {
     pub idle_poll: Duration,
     /// Initiator options.
     pub nvme: NvmeOptions,
+    /// Raid rebuild settings.
+    pub raid: lull_engine::bdev::raid1::Raid1Options,
     /// Target transport settings.
     pub transport: TargetQueueConfig,
     /// Target KATO bounds.
@@ -564,6 +580,7 @@ impl Config {
             supervisor,
             idle_poll,
             nvme,
+            raid,
         } = live;
         if let Err(lull_reactor::ReactorError::InvalidSetting { field, value, allowed }) = supervisor.validate() {
             return bad(field, value, allowed);
@@ -645,7 +662,7 @@ impl Config {
 
         let mut bdevs: Vec<BdevSpec> = Vec::new();
         for (i, b) in self.bdev.iter().enumerate() {
-            let spec = resolve_bdev(i, b)?;
+            let spec = resolve_bdev(i, b, &bdevs)?;
             if bdevs.iter().any(|x| x.name == spec.name) {
                 return bad(
                     format!("bdev[{i}].name"),
@@ -672,6 +689,7 @@ impl Config {
             supervisor,
             idle_poll,
             nvme,
+            raid,
             transport,
             target,
             log_level,
@@ -696,7 +714,7 @@ fn tracing_filter_ok(s: &str) -> Result<(), ()> {
     Ok(())
 }
 
-fn resolve_bdev(i: usize, b: &BdevConfig) -> Result<BdevSpec, ConfigError> {
+fn resolve_bdev(i: usize, b: &BdevConfig, before: &[BdevSpec]) -> Result<BdevSpec, ConfigError> {
     let at = |f: &str| format!("bdev[{i}].{f}");
     let Some(name) = b.name.clone() else {
         return bad(at("name"), "(missing)", "a bdev name");
@@ -704,11 +722,22 @@ fn resolve_bdev(i: usize, b: &BdevConfig) -> Result<BdevSpec, ConfigError> {
     if let Err(e) = check_bdev_name(&name) {
         return bad(at("name"), format!("\"{name}\""), e);
     }
+    let kind = b.kind.as_deref().unwrap_or("");
+    if kind == "raid1" {
+        return resolve_raid1(i, b, name, before);
+    }
+    if b.base_bdevs.is_some() || b.superblock.is_some() {
+        let field = if b.base_bdevs.is_some() {
+            "base_bdevs"
+        } else {
+            "superblock"
+        };
+        return bad(at(field), "(given)", "only for type = \"raid1\"");
+    }
     let block_size = b.block_size.unwrap_or(512);
     if !matches!(block_size, 512 | 4096) {
         return bad(at("block_size"), block_size, "512 or 4096 bytes");
     }
-    let kind = b.kind.as_deref().unwrap_or("");
     let blocks = || -> Result<u64, ConfigError> {
         match (&b.size, b.num_blocks) {
             (Some(_), Some(_)) => bad(at("num_blocks"), "(with size)", "either size or num_blocks, not both"),
@@ -736,7 +765,7 @@ fn resolve_bdev(i: usize, b: &BdevConfig) -> Result<BdevSpec, ConfigError> {
             }
             BdevKind::Uring { filename }
         }
-        other => return bad(at("type"), format!("\"{other}\""), "malloc, null or uring"),
+        other => return bad(at("type"), format!("\"{other}\""), "malloc, null, uring or raid1"),
     };
     if b.filename.is_some() && !matches!(kind, BdevKind::Uring { .. }) {
         return bad(at("filename"), "(given)", "only for type = \"uring\"");
@@ -751,6 +780,114 @@ fn resolve_bdev(i: usize, b: &BdevConfig) -> Result<BdevSpec, ConfigError> {
         kind,
         uuid,
     })
+}
+
+/// A `type = "raid1"` bdev: its bases defined above it, each used once
+/// and by no other raid (a base belongs to one volume).
+fn resolve_raid1(i: usize, b: &BdevConfig, name: String, before: &[BdevSpec]) -> Result<BdevSpec, ConfigError> {
+    let at = |f: &str| format!("bdev[{i}].{f}");
+    for (field, given) in [
+        ("size", b.size.is_some()),
+        ("num_blocks", b.num_blocks.is_some()),
+        ("block_size", b.block_size.is_some()),
+        ("filename", b.filename.is_some()),
+    ] {
+        if given {
+            return bad(
+                at(field),
+                "(given)",
+                "nothing: a raid1 bdev takes its size and block size from its base_bdevs",
+            );
+        }
+    }
+    let Some(bases) = b.base_bdevs.clone() else {
+        return bad(
+            at("base_bdevs"),
+            "(missing)",
+            "the names of 2 or more bdevs defined above, e.g. [\"Malloc0\", \"Malloc1\"]",
+        );
+    };
+    if bases.len() < 2 {
+        return bad(
+            at("base_bdevs"),
+            format!("({} bdev)", bases.len()),
+            "at least 2 base bdevs (a raid1 of one is no mirror)",
+        );
+    }
+    if bases.len() > MAX_RAID_BASE_BDEVS {
+        return bad(
+            at("base_bdevs"),
+            format!("({} bdevs)", bases.len()),
+            format!("at most {MAX_RAID_BASE_BDEVS} base bdevs"),
+        );
+    }
+    for (j, base) in bases.iter().enumerate() {
+        let f = format!("bdev[{i}].base_bdevs[{j}]");
+        let Some(spec) = before.iter().find(|s| s.name == *base) else {
+            let names: Vec<&str> = before.iter().map(|s| s.name.as_str()).collect();
+            return bad(
+                f,
+                format!("\"{base}\""),
+                format!("one of the bdevs defined above it: [{}]", names.join(", ")),
+            );
+        };
+        if bases[..j].contains(base) {
+            return bad(f, format!("\"{base}\""), "a bdev not already a base of this raid");
+        }
+        if matches!(spec.kind, BdevKind::Raid1 { .. }) {
+            return bad(
+                f,
+                format!("\"{base}\""),
+                "a malloc, null or uring bdev (not another raid)",
+            );
+        }
+        if let Some(other) = before
+            .iter()
+            .find(|s| matches!(&s.kind, BdevKind::Raid1 { base_bdevs, .. } if base_bdevs.contains(base)))
+        {
+            return bad(
+                f,
+                format!("\"{base}\""),
+                format!("a bdev no other raid uses (it is a base of {})", other.name),
+            );
+        }
+    }
+    if let Err(e) = check_raid_name(&name) {
+        return bad(at("name"), format!("\"{name}\""), e);
+    }
+    let uuid = match &b.uuid {
+        None => None,
+        Some(u) => Some(parse_uuid(u).or_else(|e| bad(at("uuid"), format!("\"{u}\""), e))?),
+    };
+    Ok(BdevSpec {
+        name,
+        block_size: 0,
+        kind: BdevKind::Raid1 {
+            base_bdevs: bases,
+            superblock: b.superblock.unwrap_or(false),
+        },
+        uuid,
+    })
+}
+
+/// Most base bdevs of one raid (the engine's limit).
+pub const MAX_RAID_BASE_BDEVS: usize = lull_engine::bdev::raid1::MAX_BASE_BDEVS;
+
+/// Longest raid bdev name, bytes (SPDK keeps it in a 32-byte superblock field).
+pub const MAX_RAID_NAME: usize = 31;
+
+/// Checks a raid bdev's name: a bdev name of at most [`MAX_RAID_NAME`] bytes.
+///
+/// # Errors
+/// A message naming the rule.
+pub fn check_raid_name(name: &str) -> Result<(), String> {
+    check_bdev_name(name)?;
+    if name.len() > MAX_RAID_NAME {
+        return Err(format!(
+            "at most {MAX_RAID_NAME} bytes (a raid's name is kept in its superblock)"
+        ));
+    }
+    Ok(())
 }
 
 fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Result<SubsystemSpec, ConfigError> {
@@ -842,6 +979,21 @@ fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Resul
                 f("bdev"),
                 format!("\"{bdev}\""),
                 format!("one of the bdevs defined: [{}]", names.join(", ")),
+            );
+        }
+        // A raid's base is the raid's alone: a host writing to it directly
+        // would bypass the mirror.
+        if let Some(raid) = bdevs
+            .iter()
+            .find(|b| matches!(&b.kind, BdevKind::Raid1 { base_bdevs, .. } if base_bdevs.contains(&bdev)))
+        {
+            return bad(
+                f("bdev"),
+                format!("\"{bdev}\""),
+                format!(
+                    "a bdev no raid uses (it is a base of {}; export {} instead)",
+                    raid.name, raid.name
+                ),
             );
         }
         let nsid = n.nsid.unwrap_or(0);

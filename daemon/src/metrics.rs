@@ -1,6 +1,7 @@
 //! Prometheus metrics (OpenMetrics text, which Prometheus scrapes natively) on `--metrics ADDR`:
 //! per-core mode, busy ratio, wakeups, I/O commands and bytes, queues
-//! (connections), asynchronous-bdev latency; encoded by `prometheus-client`,
+//! (connections), asynchronous-bdev latency, raid volumes' state and
+//! rebuild progress; encoded by `prometheus-client`,
 //! the request head parsed by `httparse`, served from a thread of its own.
 
 use std::io::{Read, Write};
@@ -28,6 +29,17 @@ struct CoreLabel {
 struct CoreModeLabel {
     core: String,
     mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RaidLabel {
+    raid: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RaidStateLabel {
+    raid: String,
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,9 +150,71 @@ pub fn render(app: &App) -> Result<String, std::fmt::Error> {
         "Attached remote NVMe controllers (initiator)",
         g(app.controllers().len()),
     );
+    raid_metrics(app, &mut reg);
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg)?;
     Ok(out)
+}
+
+/// Each raid volume's state, bases and rebuild.
+fn raid_metrics(app: &App, reg: &mut Registry) {
+    let state = Family::<RaidStateLabel, Gauge>::default();
+    let slots = Family::<RaidLabel, Gauge>::default();
+    let operational = Family::<RaidLabel, Gauge>::default();
+    let rebuilding = Family::<RaidLabel, Gauge>::default();
+    let copied = Family::<RaidLabel, Gauge>::default();
+    let total = Family::<RaidLabel, Gauge>::default();
+    let waited = Family::<RaidLabel, Counter>::default();
+    for v in app.raid_volumes() {
+        let r = v.status();
+        let l = RaidLabel { raid: r.name.clone() };
+        for s in ["online", "configuring", "offline"] {
+            state
+                .get_or_create(&RaidStateLabel {
+                    raid: r.name.clone(),
+                    state: s.to_string(),
+                })
+                .set(i64::from(r.state.as_str() == s));
+        }
+        slots.get_or_create(&l).set(r.num_base_bdevs as i64);
+        operational.get_or_create(&l).set(r.num_base_bdevs_operational as i64);
+        let p = r.process.as_ref();
+        rebuilding.get_or_create(&l).set(i64::from(p.is_some()));
+        copied
+            .get_or_create(&l)
+            .set(p.map_or(0, |p| i64::try_from(p.blocks).unwrap_or(i64::MAX)));
+        total
+            .get_or_create(&l)
+            .set(p.map_or(0, |p| i64::try_from(p.total_blocks).unwrap_or(i64::MAX)));
+        waited.get_or_create(&l).inc_by(v.writes_waited());
+    }
+    reg.register("raid_state", "1 for the state each raid volume is in now", state);
+    reg.register("raid_base_bdevs", "Base bdev slots of the raid volume", slots);
+    reg.register(
+        "raid_base_bdevs_operational",
+        "Base bdevs in use by the raid volume (in sync, or being rebuilt)",
+        operational,
+    );
+    reg.register(
+        "raid_rebuilding",
+        "1 while a rebuild runs on the raid volume",
+        rebuilding,
+    );
+    reg.register(
+        "raid_rebuild_blocks",
+        "Blocks the running rebuild has copied (0 when none runs)",
+        copied,
+    );
+    reg.register(
+        "raid_rebuild_total_blocks",
+        "Blocks the running rebuild copies in all (0 when none runs); blocks / total is its progress",
+        total,
+    );
+    reg.register(
+        "raid_rebuild_writes_waited",
+        "Writes that waited for a rebuild's window to move on",
+        waited,
+    );
 }
 
 /// Most scrapes served at once; more connections are closed at once.

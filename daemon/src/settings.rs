@@ -24,6 +24,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use lull_engine::bdev::raid1::Raid1Options;
 use lull_engine::initiator::NvmeOptions;
 use lull_reactor::supervisor::{Policy, SupervisorConfig};
 use serde::de::{DeserializeSeed, Deserializer};
@@ -40,6 +41,9 @@ pub struct Live {
     /// The initiator's options for controllers attached from now on (the
     /// poll periods also apply to those attached).
     pub nvme: NvmeOptions,
+    /// The raid volumes' rebuild settings (SPDK's `bdev_raid_set_options`),
+    /// the same for every volume.
+    pub raid: Raid1Options,
 }
 
 impl Default for Live {
@@ -50,6 +54,7 @@ impl Default for Live {
             supervisor: SupervisorConfig::with_policy(Policy::Interrupt),
             idle_poll: Duration::from_micros(200),
             nvme: NvmeOptions::default(),
+            raid: Raid1Options::default(),
         }
     }
 }
@@ -66,6 +71,8 @@ pub enum Part {
     /// Another way to write a supervisor setting (Longhorn's boolean for
     /// the policy); shown by `lull_get_options` only.
     Shorthand,
+    /// The raid volumes' rebuild (`bdev_raid_set_options`).
+    Raid,
 }
 
 /// Where an alias comes from, and so where it is accepted.
@@ -400,6 +407,7 @@ impl Setting {
                     && self.set(&mut l, self.name, v).is_ok()
                     && l.supervisor.validate().is_ok()
                     && l.nvme.validate().is_ok()
+                    && l.raid.check().is_ok()
             })
             .unwrap_or(default)
     }

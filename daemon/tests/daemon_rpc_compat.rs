@@ -269,6 +269,11 @@ fn spdk_tuning_methods_exist_and_follow_the_loader() {
             json!({"bdev_io_pool_size": 65535, "bdev_io_cache_size": 256, "bdev_auto_examine": true, "iobuf_small_cache_size": 128, "iobuf_large_cache_size": 16}),
         ),
         ("bdev_nvme_set_hotplug", json!({"period_us": 100000, "enable": false})),
+        // Not tuning any more: lull's rebuild takes it (daemon_raid.rs).
+        (
+            "bdev_raid_set_options",
+            json!({"process_window_size_kb": 1024, "process_max_bandwidth_mb_sec": 0}),
+        ),
         ("nvmf_set_max_subsystems", json!({"max_subsystems": 1024})),
         ("nvmf_set_crdt", json!({"crdt1": 0, "crdt2": 0, "crdt3": 0})),
         (

@@ -1,7 +1,8 @@
 //! Every entry of the settings table over JSON-RPC, on a running daemon:
 //! set by `lull_set_options` under each of its names and shown by
 //! `lull_get_options`; set and shown by the method of its part
-//! (`lull_supervisor_*_config`, `bdev_nvme_*_options` under SPDK's name);
+//! (`lull_supervisor_*_config`, `bdev_nvme_*_options` under SPDK's name,
+//! `bdev_raid_set_options`);
 //! saved by `save_config`; and refused out of range with -32602 naming the
 //! setting and the range. (The file and the command line read the same
 //! table: `settings/tests.rs`, `tools/src/live_flags.rs`.)
@@ -86,6 +87,14 @@ fn every_setting_is_set_shown_saved_and_checked_over_json_rpc() {
                 assert_eq!(c.ok("bdev_nvme_get_options", Value::Null)[spdk], example);
                 assert_eq!(
                     saved(&c.ok("save_config", Value::Null), "bdev_nvme_set_options")[spdk],
+                    example
+                );
+            }
+            Part::Raid => {
+                c.ok("bdev_raid_set_options", set);
+                assert_eq!(c.ok("lull_get_options", Value::Null)[s.name], example);
+                assert_eq!(
+                    saved(&c.ok("save_config", Value::Null), "bdev_raid_set_options")[s.name],
                     example
                 );
             }

@@ -13,6 +13,12 @@
 #      rpc_get_methods, and an error (-19, ENODEV);
 #   4. `lull perf --verify` over NVMe/TCP against it while `lull status`,
 #      `lull mode set poll` and `lull set` run, and the metrics are scraped;
+#      then a raid1 volume built as on spdk_tgt (bdev_raid_create -r raid1
+#      -b "A B", bdev_raid_get_bdevs, bdev_get_bdevs), exported, and
+#      `lull perf --verify` on it while a base is removed and another added
+#      and rebuilt (bdev_raid_remove_base_bdev, _add_base_bdev,
+#      _set_options), SPDK's error codes for a claimed base, the last base
+#      and an exported volume, then torn down;
 #   5. SIGTERM: exit status 0 and the socket removed.
 #
 # Usage: tests/rpc/spdk-client.sh          (after cargo build --release)
@@ -368,6 +374,159 @@ else
     fail "lull perf: exit $perf_rc, errors '${errors:-?}', mismatches '${mismatches:-?}', reads checked '${checked:-?}'"
     echo "$perf_out" | tail -n 8
 fi
+
+# ---- 4b. a raid1 volume, built and inspected by SPDK's client, degraded and
+# rebuilt under lull perf --verify ----------------------------------------------
+
+RNQN=$NQN-raid
+# raid_check CATEGORY PYTHON-ASSERTIONS: bdev_raid_get_bdevs CATEGORY, the
+# assertions run with `r` = the volume Raid0 (None when absent) and `v` = all.
+raid_check() {
+    local what=$1 cat=$2 code=$3 out
+    if ! out=$(rpc bdev_raid_get_bdevs "$cat" 2>&1); then
+        fail "spdk-rpc bdev_raid_get_bdevs $cat: $(tail -c 300 <<<"$out")"
+        return 1
+    fi
+    if why=$(python3 -c '
+import json, sys
+v = json.loads(sys.stdin.read())
+r = ([x for x in v if x.get("name") == "Raid0"] or [None])[0]
+'"$code" <<<"$out" 2>&1); then
+        pass "bdev_raid_get_bdevs $cat: $what"
+    else
+        fail "bdev_raid_get_bdevs $cat: $what: $(tail -n 1 <<<"$why")"
+        return 1
+    fi
+}
+
+for b in Malloc1 Malloc2 Malloc3; do
+    step "bdev_malloc_create -b $b 64 512" "$b" -- bdev_malloc_create -b "$b" 64 512 || true
+done
+step "bdev_raid_set_options -w 512" '' -- bdev_raid_set_options -w 512 || true
+step 'bdev_raid_create -n Raid0 -r raid1 -b "Malloc1 Malloc2"' '' -- \
+    bdev_raid_create -n Raid0 -r raid1 -b "Malloc1 Malloc2" || true
+raid_check "Raid0 online, raid1, both bases configured and operational" all '
+assert r, "Raid0 missing"
+assert (r["state"], r["raid_level"], r["strip_size_kb"], r["superblock"]) == ("online", "raid1", 0, False), r
+assert (r["num_base_bdevs"], r["num_base_bdevs_discovered"], r["num_base_bdevs_operational"]) == (2, 2, 2), r
+assert [b["name"] for b in r["base_bdevs_list"]] == ["Malloc1", "Malloc2"], r["base_bdevs_list"]
+assert all(b["is_configured"] and b["data_offset"] == 0 and b["data_size"] == 131072 for b in r["base_bdevs_list"]), r
+assert "process" not in r, r["process"]
+' || true
+raid_check "nothing offline" offline 'assert v == [], v' || true
+if step "bdev_get_bdevs -b Raid0" Raid0 -- bdev_get_bdevs -b Raid0; then
+    if why=$(python3 -c '
+import json, sys
+b = json.loads(sys.stdin.read())[0]
+assert b["product_name"] == "Raid Volume", b["product_name"]
+assert (b["block_size"], b["num_blocks"]) == (512, 131072), (b["block_size"], b["num_blocks"])
+assert b["driver_specific"]["raid"]["num_base_bdevs_operational"] == 2, b["driver_specific"]
+' <<<"$LAST" 2>&1); then
+        pass "bdev_get_bdevs: Raid0 is a Raid Volume of 131072 x 512 B with driver_specific.raid"
+    else
+        fail "bdev_get_bdevs Raid0 content: $(tail -n 1 <<<"$why")"
+    fi
+fi
+if out=$(rpc bdev_raid_create -n Raid1 -r raid1 -b "Malloc1 Malloc3" 2>&1); then
+    fail "bdev_raid_create over Malloc1 (Raid0's) succeeded"
+elif grep -qE '"code": -1\b' <<<"$out"; then
+    pass "bdev_raid_create over a claimed base: fails with code -1 (EPERM), as spdk_tgt"
+else
+    fail "bdev_raid_create over a claimed base: no code -1 in: $(tail -c 300 <<<"$out")"
+fi
+step "nvmf_create_subsystem $RNQN -a" '' -- nvmf_create_subsystem "$RNQN" -a -s SPDK00000000000002 || true
+step "nvmf_subsystem_add_ns $RNQN Raid0" '' -- nvmf_subsystem_add_ns "$RNQN" Raid0 || true
+step "nvmf_subsystem_add_listener $RNQN" '' -- nvmf_subsystem_add_listener "$RNQN" -t tcp -a 127.0.0.1 -s "$PORT" || true
+
+# I/O with verification on the volume while a base goes and another is rebuilt.
+timeout 90 "$LULL" perf --target "127.0.0.1:$PORT" --subnqn "$RNQN" --rw randrw --qd 16 --time 6 --verify --no-progress \
+    >"$WORK/perf-raid.log" 2>&1 &
+PERF_PID=$!
+for _ in $(seq 100); do
+    grep -q '^lull perf: .* on 127' "$WORK/perf-raid.log" 2>/dev/null && break
+    kill -0 "$PERF_PID" 2>/dev/null || break
+    sleep 0.1
+done
+sleep 1
+step "bdev_raid_remove_base_bdev Malloc2 (during I/O)" '' -- bdev_raid_remove_base_bdev Malloc2 || true
+raid_check "degraded: Malloc2's slot empty, 1 operational" all '
+assert r["state"] == "online" and r["num_base_bdevs"] == 2 and r["num_base_bdevs_operational"] == 1, r
+assert [b["name"] for b in r["base_bdevs_list"]] == ["Malloc1", None], r["base_bdevs_list"]
+' || true
+if out=$(rpc bdev_raid_remove_base_bdev Malloc1 2>&1); then
+    fail "removing Raid0's last operational base succeeded"
+elif grep -qE '"code": -16\b' <<<"$out"; then
+    pass "removing the last operational base: fails with code -16 (EBUSY)"
+else
+    fail "removing the last operational base: no code -16 in: $(tail -c 300 <<<"$out")"
+fi
+step "bdev_raid_set_options -b 64 (a rebuild limited to 64 MiB/s)" '' -- bdev_raid_set_options -b 64 || true
+step "bdev_raid_add_base_bdev Raid0 Malloc3 (during I/O)" '' -- bdev_raid_add_base_bdev Raid0 Malloc3 || true
+raid_check "a rebuild of Malloc3 runs, or is done" all '
+p = r.get("process")
+assert p is None or (p["type"] == "rebuild" and p["target"] == "Malloc3" and 0 <= p["progress"]["percent"] <= 100), p
+assert [b["name"] for b in r["base_bdevs_list"]] == ["Malloc1", "Malloc3"], r["base_bdevs_list"]
+' || true
+status=$(timeout 20 "$LULL" status -r "$SOCK" --interval-ms 200 2>&1) || true
+if grep -qE '^raid Raid0: online, [12] of 2 base bdevs operational' <<<"$status"; then
+    pass "lull status shows Raid0: $(grep '^raid Raid0' <<<"$status")"
+else
+    fail "lull status lacks Raid0's line: $status"
+fi
+step "bdev_raid_set_options -b 0 (unlimited)" '' -- bdev_raid_set_options -b 0 || true
+done_rebuild=
+for _ in $(seq 300); do
+    out=$(rpc bdev_raid_get_bdevs all 2>&1) || break
+    if python3 -c '
+import json, sys
+r = [x for x in json.loads(sys.stdin.read()) if x["name"] == "Raid0"][0]
+sys.exit(0 if "process" not in r and r["num_base_bdevs_operational"] == 2 else 1)' <<<"$out"; then
+        done_rebuild=1
+        break
+    fi
+    sleep 0.1
+done
+if [ -n "$done_rebuild" ]; then
+    pass "the rebuild of Malloc3 finished: 2 of 2 operational"
+else
+    fail "the rebuild of Malloc3 did not finish within 30 s: $(tail -c 400 <<<"$out")"
+fi
+# lull's own words for the same volume.
+if out=$(timeout 20 "$LULL" raid list -r "$SOCK" 2>&1) &&
+    grep -qE '^Raid0 +online +2/2 operational, 2 discovered \[Malloc1 Malloc3\]$' <<<"$out"; then
+    pass "lull raid list: $out"
+else
+    fail "lull raid list: $out"
+fi
+if out=$(timeout 20 "$LULL" raid set-options --process-window-size-kb 2048 -r "$SOCK" 2>&1) &&
+    [ "$(timeout 20 "$LULL" get process_window_size_kb -r "$SOCK" 2>&1)" = 2048 ]; then
+    pass "lull raid set-options --process-window-size-kb 2048: lull get reads 2048"
+else
+    fail "lull raid set-options: $out"
+fi
+perf_rc=0
+wait "$PERF_PID" || perf_rc=$?
+PERF_PID=
+perf_out=$(cat "$WORK/perf-raid.log")
+errors=$(awk '/^workload/ { end = index($0, " errors") + length(" errors") - 1; getline
+    n = split(substr($0, 1, end), w, " "); print w[n]; exit }' <<<"$perf_out")
+mismatches=$(sed -nE 's/^lull perf: verify: [0-9]+ reads checked.* ([0-9]+) mismatches.*/\1/p' <<<"$perf_out")
+if [ "$perf_rc" -eq 0 ] && [ "$errors" = 0 ] && [ "$mismatches" = 0 ]; then
+    pass "lull perf --verify on Raid0 through a base removal and a rebuild: 0 errors, 0 mismatches"
+else
+    fail "lull perf on Raid0: exit $perf_rc, errors '${errors:-?}', mismatches '${mismatches:-?}'"
+    echo "$perf_out" | tail -n 8
+fi
+if out=$(rpc bdev_raid_delete Raid0 2>&1); then
+    fail "bdev_raid_delete of an exported Raid0 succeeded"
+elif grep -qE '"code": -16\b' <<<"$out"; then
+    pass "bdev_raid_delete of an exported volume: fails with code -16 (EBUSY)"
+else
+    fail "bdev_raid_delete of an exported volume: no code -16 in: $(tail -c 300 <<<"$out")"
+fi
+step "nvmf_delete_subsystem $RNQN" '' -- nvmf_delete_subsystem "$RNQN" || true
+step "bdev_raid_delete Raid0" '' -- bdev_raid_delete Raid0 || true
+raid_check "no volume left" all 'assert v == [], v' || true
 
 # ---- 5. graceful stop ---------------------------------------------------------
 

@@ -207,6 +207,113 @@ cli_call("bdev_get_bdevs", "", js(lambda v: expect(
     {"Malloc0", "Null0", "Uring0"} <= {b["name"] for b in v}, "bdevs missing")))
 cli_call("bdev_malloc_delete", "Nope0", expect_fail='"code": -19')
 
+# ---- raid1, as on spdk_tgt: built of malloc bdevs, inspected, degraded,
+# rebuilt, exported, refused where SPDK refuses, torn down ----
+for b in ("Ra0", "Ra1", "Ra2", "Ra3"):
+    cli_call("bdev_malloc_create", "-b %s 8 512" % b, text(b))
+cli_call("bdev_raid_set_options", "-w 256 -b 0")
+
+
+def raid_is(name, state, bases, operational, process=None):
+    """A check of bdev_raid_get_bdevs: `bases` are the slots' names (None: empty)."""
+    def c(v):
+        r = [x for x in v if x["name"] == name]
+        if not r:
+            return "%s missing" % name
+        r = r[0]
+        got = ([b["name"] for b in r["base_bdevs_list"]], r["state"], r["num_base_bdevs_operational"],
+               r["raid_level"], r["strip_size_kb"], r["num_base_bdevs"])
+        want = (bases, state, operational, "raid1", 0, len(bases))
+        if got != want:
+            return "%s is %r, expected %r" % (name, got, want)
+        if process is None and r.get("process") is not None:
+            return "an unexpected process %r" % r["process"]
+        return None
+    return c
+
+
+cli_call("bdev_raid_create", '-n Vol0 -r raid1 -b "Ra0 Ra1"')
+cli_call("bdev_raid_get_bdevs", "all", js(raid_is("Vol0", "online", ["Ra0", "Ra1"], 2)))
+cli_call("bdev_raid_get_bdevs", "online", js(lambda v: expect([r["name"] for r in v] == ["Vol0"], "online")))
+cli_call("bdev_raid_get_bdevs", "offline", js(lambda v: expect(v == [], "offline: %r" % v)))
+cli_call("bdev_get_bdevs", "-b Vol0", js(lambda v: expect(
+    v[0]["product_name"] == "Raid Volume" and v[0]["num_blocks"] == 16384 and v[0]["block_size"] == 512
+    and v[0]["driver_specific"]["raid"]["num_base_bdevs_discovered"] == 2, "Vol0 as a bdev")))
+cli_call("bdev_get_bdevs", "-b Ra0", js(lambda v: expect(v[0]["claimed"] is True, "Ra0 not claimed")))
+# Refused as spdk_tgt refuses: a claimed base (-EPERM), a duplicate name
+# (-EEXIST), a missing raid (-ENODEV), an unknown category (-EINVAL), the
+# last operational base.
+cli_call("bdev_raid_create", '-n Vol1 -r raid1 -b "Ra0 Ra2"', expect_fail='"code": -1')
+cli_call("bdev_raid_create", '-n Vol0 -r raid1 -b "Ra2 Null0"', expect_fail='"code": -17')
+cli_call("bdev_raid_delete", "Nope0", expect_fail='"code": -19')
+api_call("bdev_raid_get_bdevs", {"category": "all"}, lambda r: expect([x["name"] for x in r] == ["Vol0"], str(r)))
+cli_call("bdev_raid_remove_base_bdev", "Ra1")
+cli_call("bdev_raid_get_bdevs", "all", js(raid_is("Vol0", "online", ["Ra0", None], 1)))
+cli_call("bdev_raid_remove_base_bdev", "Ra0", expect_fail='"code": -16')
+cli_call("bdev_raid_add_base_bdev", "Vol0 Ra2")
+
+
+def rebuilt(v):
+    r = [x for x in v if x["name"] == "Vol0"][0]
+    p = r.get("process")
+    if p is not None:
+        if p["type"] != "rebuild" or p["target"] != "Ra2" or not 0 <= p["progress"]["percent"] <= 100:
+            return "process %r" % p
+        return "still rebuilding"
+    return raid_is("Vol0", "online", ["Ra0", "Ra2"], 2)(v)
+
+
+# A 8 MiB rebuild: done within seconds.
+deadline = time.monotonic() + 20
+while True:
+    r = api.call("bdev_raid_get_bdevs", {"category": "all"})
+    why = rebuilt(r)
+    if why != "still rebuilding" or time.monotonic() > deadline:
+        break
+    time.sleep(0.05)
+report(why is None, "bdev_raid_add_base_bdev Vol0 Ra2: rebuilt%s" % ("" if why is None else ": " + why))
+cli_call("bdev_raid_set_options", "-w 1024")
+# -s: a superblock at the start of each base (1 MiB); created again over
+# the same bases the volume is assembled from them, with its identity; a
+# base holding another raid's superblock is refused (-EEXIST).
+sb = {}
+
+
+def superblock_raid(v):
+    r = [x for x in v if x["name"] == "Vol1"]
+    if not r:
+        return "Vol1 missing"
+    r = r[0]
+    if not (r["superblock"] is True and [b["data_offset"] for b in r["base_bdevs_list"]] == [2048, 2048]
+            and r["num_base_bdevs_operational"] == 2):
+        return "Vol1 is %r" % r
+    if sb.setdefault("uuid", r["uuid"]) != r["uuid"]:
+        return "Vol1's uuid changed: %s, then %s" % (sb["uuid"], r["uuid"])
+    return None
+
+
+cli_call("bdev_raid_create", '-n Vol1 -r raid1 -b "Ra1 Ra3" -s')
+cli_call("bdev_raid_get_bdevs", "all", js(superblock_raid))
+cli_call("bdev_raid_delete", "Vol1")
+cli_call("bdev_raid_create", '-n Other1 -r raid1 -b "Ra1 Ra3" -s', expect_fail='"code": -17')
+cli_call("bdev_raid_create", '-n Vol1 -r raid1 -b "Ra1 Ra3" -s')
+cli_call("bdev_raid_get_bdevs", "online", js(superblock_raid))
+if V >= (26, 9):
+    # -c zeroes the superblocks: the bases are free for another -s volume.
+    cli_call("bdev_raid_delete", "-c Vol1")
+    cli_call("bdev_raid_create", '-n Other1 -r raid1 -b "Ra1 Ra3" -s')
+    cli_call("bdev_raid_delete", "-c Other1")
+else:
+    cli_call("bdev_raid_delete", "Vol1")
+# Exported, it is a namespace like any bdev, and deleting it is refused
+# until the namespace goes; a base of it cannot be a namespace.
+RAID_NQN = NQN + "-raid"
+cli_call("nvmf_create_subsystem", "%s -a -s SPDK00000000000002" % RAID_NQN)
+cli_call("nvmf_subsystem_add_ns", "%s Vol0" % RAID_NQN, text("1", or_nothing=True))
+cli_call("nvmf_subsystem_add_ns", "%s Ra0" % RAID_NQN, expect_fail="Ra0")
+cli_call("bdev_raid_delete", "Vol0", expect_fail='"code": -16')
+cli_call("nvmf_delete_subsystem", RAID_NQN)
+
 # ---- initiator options (the call every client version failed) ----
 cli_call("bdev_nvme_set_options", "")
 cli_call("bdev_nvme_set_options", "-a reset -t 30000000 -k 10000 -i 100 -r 3 -l 10 -o 2 -u 5")
@@ -374,6 +481,10 @@ cli_call("keyring_file_remove_key", "ckey0")
 cli_call("keyring_file_remove_key", "key0")
 cli_call("keyring_file_remove_key", "key0", expect_fail='"code": -19')
 cli_call("keyring_get_keys", "", keys_are({}))
+cli_call("bdev_raid_delete", "Vol0")
+cli_call("bdev_raid_get_bdevs", "all", js(lambda v: expect(v == [], "raids left: %r" % v)))
+for b in ("Ra0", "Ra1", "Ra2", "Ra3"):
+    cli_call("bdev_malloc_delete", b)
 cli_call("bdev_uring_delete", "Uring0")
 cli_call("bdev_null_delete", "Null0")
 cli_call("bdev_malloc_delete", "Malloc0")
@@ -388,7 +499,7 @@ with open(conf, "w") as f:
     json.dump(replay, f)
 
 
-def rebuilt(v):
+def rebuilt_target(v):
     return expect(any(s["nqn"] == NQN and [n["nsid"] for n in s["namespaces"]] == [1, 5]
                       and s["listen_addresses"][0]["trsvcid"] == str(port)
                       and {"nqn": HOST2, "dhchap_key": "key0", "dhchap_ctrlr_key": "ckey0"} in s["hosts"]
@@ -396,16 +507,23 @@ def rebuilt(v):
 
 
 cli_call("load_config", "-j " + conf)
-cli_call("nvmf_get_subsystems", "", js(rebuilt))
-for m, p in (("nvmf_delete_subsystem", {"nqn": NQN}), ("bdev_uring_delete", {"name": "Uring0"}),
+cli_call("nvmf_get_subsystems", "", js(rebuilt_target))
+# The volume came back from the saved config over its bases in sync.
+cli_call("bdev_raid_get_bdevs", "all", js(raid_is("Vol0", "online", ["Ra0", "Ra2"], 2)))
+for m, p in (("nvmf_delete_subsystem", {"nqn": NQN}), ("bdev_raid_delete", {"name": "Vol0"}),
+             ("bdev_malloc_delete", {"name": "Ra0"}), ("bdev_malloc_delete", {"name": "Ra1"}),
+             ("bdev_malloc_delete", {"name": "Ra2"}), ("bdev_malloc_delete", {"name": "Ra3"}),
+             ("bdev_uring_delete", {"name": "Uring0"}),
              ("bdev_null_delete", {"name": "Null0"}), ("bdev_malloc_delete", {"name": "Malloc0"}),
              ("keyring_file_remove_key", {"name": "key0"}), ("keyring_file_remove_key", {"name": "ckey0"})):
     api_call(m, p)
 if server_saved:
     api_call("load_config", server_saved, lambda r: expect(r["applied"] >= 5, str(r)))
-    cli_call("nvmf_get_subsystems", "", js(rebuilt))
+    cli_call("nvmf_get_subsystems", "", js(rebuilt_target))
+    cli_call("bdev_raid_get_bdevs", "all", js(raid_is("Vol0", "online", ["Ra0", "Ra2"], 2)))
     api_call("nvmf_delete_subsystem", {"nqn": NQN})
-    for b in ("Uring0", "Null0", "Malloc0"):
+    api_call("bdev_raid_delete", {"name": "Vol0"})
+    for b in ("Uring0", "Null0", "Malloc0", "Ra0", "Ra1", "Ra2", "Ra3"):
         api_call("lull_bdev_delete", {"name": b})
     for k in ("key0", "ckey0"):
         api_call("keyring_file_remove_key", {"name": k})

@@ -1,5 +1,6 @@
 //! The commands that talk to a running `lull target` over its JSON-RPC
-//! socket: `status`, `mode`, `set`/`get`, `bdev`, `subsystem`, `rpc`.
+//! socket: `status`, `mode`, `set`/`get`, `bdev`, `subsystem`, `rpc`
+//! (`raid` is in raid_cmd.rs).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -168,11 +169,11 @@ pub fn get_target_options(path: &Path) -> Result<Value, String> {
     Client::connect(path)?.call("lull_get_options", Value::Null)
 }
 
-fn call(sock: &Socket, method: &str, params: Value) -> Result<Value, String> {
+pub(crate) fn call(sock: &Socket, method: &str, params: Value) -> Result<Value, String> {
     Client::connect(&sock.rpc_socket)?.call(method, params)
 }
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
@@ -261,6 +262,7 @@ pub fn status(a: StatusArgs) -> Result<(), String> {
         "{:>5} {:>10} {:>10} {:>7} {:>7} {:>7} {:>10} {:>11} {:>10} {:>9}",
         "core", "mode", "policy", "spin_us", "busy%", "cpu%", "wakeups/s", "connections", "IOPS", "MiB/s"
     );
+    let raids = second["raids"].as_array().cloned().unwrap_or_default();
     for r in rows {
         // The budget policy's own spin window, where it set one.
         let spin = r["spin_window_us"].as_u64().map_or("-".to_string(), |w| w.to_string());
@@ -278,7 +280,32 @@ pub fn status(a: StatusArgs) -> Result<(), String> {
             r["mib_per_sec"].as_f64().unwrap_or(0.0),
         );
     }
+    for r in &raids {
+        println!("{}", raid_status_line(r));
+    }
     Ok(())
+}
+
+/// A raid volume in `lull status`: state, bases, rebuild progress.
+fn raid_status_line(r: &Value) -> String {
+    let rebuild = match r.get("process") {
+        Some(p) if p.is_object() => format!(
+            "; {} of {}: {:.1}% ({} of {} blocks)",
+            p["type"].as_str().unwrap_or("?"),
+            p["target"].as_str().unwrap_or("?"),
+            p["percent"].as_f64().unwrap_or(0.0),
+            field(p, "blocks"),
+            field(p, "total_blocks"),
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "raid {}: {}, {} of {} base bdevs operational{rebuild}",
+        r["name"].as_str().unwrap_or("?"),
+        r["state"].as_str().unwrap_or("?"),
+        field(r, "num_base_bdevs_operational"),
+        field(r, "num_base_bdevs"),
+    )
 }
 
 // ---- mode ----
@@ -568,6 +595,11 @@ pub fn bdev(a: BdevArgs) -> Result<(), String> {
             let list = call(s, "bdev_get_bdevs", json!({ "name": name }))
                 .map_err(|_| format!("bdev {name} does not exist (lull bdev list shows them)"))?;
             let product = list[0]["product_name"].as_str().unwrap_or("");
+            if product == "Raid Volume" {
+                return Err(format!(
+                    "bdev {name} is a raid volume; delete it with `lull raid delete {name}`"
+                ));
+            }
             if !matches!(product, "Malloc disk" | "Null disk" | "URING bdev") {
                 return Err(format!(
                     "bdev {name} is a {product}; detach its NVMe controller instead (bdev_nvme_detach_controller)"

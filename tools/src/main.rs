@@ -11,6 +11,7 @@ mod bench_cmd;
 mod ctl_cmd;
 mod live_flags;
 mod perf_cmd;
+mod raid_cmd;
 mod target_cmd;
 mod volume_cmd;
 
@@ -39,6 +40,7 @@ impl Command {
             Command::Set(a) => &mut a.socket,
             Command::Get(a) => &mut a.socket,
             Command::Bdev(a) => &mut a.socket,
+            Command::Raid(a) => &mut a.socket,
             Command::Subsystem(a) => &mut a.socket,
             Command::Rpc(a) => &mut a.socket,
             Command::Config(a) => &mut a.socket,
@@ -99,6 +101,11 @@ enum Command {
     ///
     /// Example: lull bdev malloc Malloc0 256MiB; lull bdev list
     Bdev(ctl_cmd::BdevArgs),
+    /// Raid1 volumes of the running daemon: create, list (state and
+    /// rebuild progress), delete, remove-base, add-base, set-options.
+    ///
+    /// Example: lull raid create Vol0 Malloc0 Nvme0n1 Nvme1n1; lull raid list
+    Raid(raid_cmd::RaidArgs),
     /// NVMe-oF subsystems of the running daemon: namespaces, listeners, hosts.
     ///
     /// Example: lull subsystem create nqn.2024-01.io.lull:vol1 --allow-any-host
@@ -368,6 +375,7 @@ fn main() -> ExitCode {
         Command::Set(a) => ctl_cmd::set(a),
         Command::Get(a) => ctl_cmd::get(a),
         Command::Bdev(a) => ctl_cmd::bdev(a),
+        Command::Raid(a) => raid_cmd::raid(a),
         Command::Subsystem(a) => ctl_cmd::subsystem(a),
         Command::Rpc(a) => ctl_cmd::rpc(a),
         Command::Config(a) => ctl_cmd::config(a),
@@ -414,6 +422,7 @@ mod socket_tests {
             &["lull", "set", "-r", "/tmp/S.sock", "idle_poll_us", "5"],
             &["lull", "set", "idle_poll_us", "5", "--rpc-socket", "/tmp/S.sock"],
             &["lull", "--rpc-socket=/tmp/S.sock", "bdev", "list"],
+            &["lull", "raid", "list", "-r", "/tmp/S.sock"],
             &["lull", "-r", "/tmp/S.sock", "rpc", "spdk_get_version"],
             &["lull", "-r", "/tmp/S.sock", "target"],
             &["lull", "target", "-r", "/tmp/S.sock"],

@@ -381,6 +381,7 @@ fn apply_json_config(app: &App, doc: &serde_json::Value, a: &TargetArgs) -> Resu
     // bdev_nvme_set_options under SPDK's names, the rest to lull_set_options.
     let mut nvme = Map::new();
     let mut own = Map::new();
+    let mut raid = Map::new();
     for (k, v) in &live {
         let Some(s) = settings::find(k, &[]) else { continue };
         match s.part {
@@ -394,11 +395,15 @@ fn apply_json_config(app: &App, doc: &serde_json::Value, a: &TargetArgs) -> Resu
             Part::Supervisor | Part::Reactors => {
                 own.insert(k.clone(), v.clone());
             }
+            Part::Raid => {
+                raid.insert(k.clone(), v.clone());
+            }
             Part::Shorthand => {}
         }
     }
     overrides.push(("bdev_nvme_set_options", nvme));
     overrides.push(("lull_set_options", own));
+    overrides.push(("bdev_raid_set_options", raid));
     // Each skipped entry is logged as a warning by the loader.
     let report = config_json::load(app, doc, &overrides).map_err(|e| e.message)?;
     if !live.is_empty() {

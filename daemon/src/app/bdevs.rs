@@ -1,9 +1,11 @@
 //! The bdev registry: malloc, null and uring bdevs created and deleted by
-//! name, each with its UUID checked unique (`bdev_*_create`, `bdev_*_delete`).
+//! name, each with its UUID checked unique (`bdev_*_create`, `bdev_*_delete`);
+//! raid1 volumes are in it too (made in `raid.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use lull_engine::bdev::raid1::Raid1Bdev;
 use lull_engine::bdev::{Bdev, FileBdev, NullBdev, RamBdev};
 use lull_engine::meminfo::mem_available;
 
@@ -29,6 +31,11 @@ pub enum Driver {
         /// NSID on the remote controller.
         nsid: u32,
     },
+    /// A raid1 volume over other bdevs (`bdev_raid_create`).
+    Raid1 {
+        /// The volume, for its control operations and status.
+        raid: Arc<Raid1Bdev>,
+    },
 }
 
 /// A named bdev.
@@ -43,12 +50,21 @@ pub struct BdevEntry {
 }
 
 impl App {
-    /// Creates a malloc, null or uring bdev.
+    /// Creates a malloc, null or uring bdev, or a raid1 volume
+    /// ([`create_raid`](Self::create_raid)).
     ///
     /// # Errors
     /// [`AppError::Exists`] for a taken name, [`AppError::InvalidParams`] for a bad size or
     /// block size, [`AppError::Failed`] when the file cannot be opened.
     pub fn create_bdev(&self, spec: &BdevSpec) -> Result<String, AppError> {
+        if let BdevKind::Raid1 { base_bdevs, superblock } = &spec.kind {
+            return self.create_raid(&super::RaidCreate {
+                name: spec.name.clone(),
+                base_bdevs: base_bdevs.clone(),
+                superblock: *superblock,
+                uuid: spec.uuid,
+            });
+        }
         crate::config::check_bdev_name(&spec.name)
             .map_err(|e| AppError::InvalidParams(format!("bdev name `{}`: {e}", spec.name)))?;
         lull_engine::bdev::check_block_size(spec.block_size).map_err(AppError::InvalidParams)?;
@@ -118,6 +134,13 @@ impl App {
                     },
                 )
             }
+            // Handed to create_raid above.
+            BdevKind::Raid1 { .. } => {
+                return Err(AppError::InvalidParams(format!(
+                    "bdev {}: a raid1 is made by create_raid",
+                    spec.name
+                )));
+            }
         };
         let mut bdevs = lock(&self.bdevs);
         if bdevs.contains_key(&spec.name) {
@@ -186,7 +209,20 @@ impl App {
             );
             if !matches {
                 let what = if kind.is_empty() { "malloc, null or uring" } else { kind };
-                return Err(AppError::NotFound(format!("bdev {name} is not a {what} bdev")));
+                let hint = if matches!(e.driver, Driver::Raid1 { .. }) {
+                    " (delete a raid with bdev_raid_delete)"
+                } else {
+                    ""
+                };
+                return Err(AppError::NotFound(format!("bdev {name} is not a {what} bdev{hint}")));
+            }
+            // A volume's base goes out of the volume first: deleting it
+            // under the volume would take a replica away unannounced.
+            if let Some(raid) = super::raid::volume_of_base(&bdevs, name) {
+                return Err(AppError::Busy(format!(
+                    "bdev {name} is a base bdev of raid {}; remove it first (bdev_raid_remove_base_bdev {name}) or delete the raid",
+                    raid.info().name
+                )));
             }
             let e = bdevs.remove(name).ok_or_else(|| AppError::NotFound(name.to_string()))?;
             lock(&self.uuids).remove(&e.bdev.info().uuid);
@@ -219,7 +255,7 @@ impl App {
 }
 
 /// The error for a bdev UUID another bdev has already, if one has.
-fn uuid_taken(uuids: &BTreeMap<[u8; 16], String>, uuid: &[u8; 16]) -> Option<AppError> {
+pub(super) fn uuid_taken(uuids: &BTreeMap<[u8; 16], String>, uuid: &[u8; 16]) -> Option<AppError> {
     uuids.get(uuid).map(|name| {
         let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
         let text = format!(

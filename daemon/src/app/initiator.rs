@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use lull_engine::bdev::Bdev;
 use lull_engine::initiator::{DhchapOffer, NsInfo, NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
 
 use super::{App, AppError, BdevEntry, Driver, lock};
@@ -211,11 +212,29 @@ impl App {
     /// Detaches controller `name`: its bdevs are removed (and namespaces on them).
     ///
     /// # Errors
-    /// [`AppError::NotFound`].
+    /// [`AppError::NotFound`]; [`AppError::Busy`] when one of its bdevs is
+    /// a raid's base.
     pub fn detach_controller(&self, name: &str) -> Result<(), AppError> {
-        let Some(e) = lock(&self.nvme).remove(name) else {
+        let mut nvme = lock(&self.nvme);
+        let Some(entry) = nvme.get(name) else {
             return Err(AppError::NotFound(format!("NVMe controller {name} does not exist")));
         };
+        // A raid's base goes out of the raid first, as a deleted bdev does.
+        {
+            let bdevs = lock(&self.bdevs);
+            for b in &entry.bdevs {
+                if let Some(raid) = super::raid::volume_of_base(&bdevs, b) {
+                    return Err(AppError::Busy(format!(
+                        "bdev {b} of NVMe controller {name} is a base bdev of raid {}; remove it first (bdev_raid_remove_base_bdev {b})",
+                        raid.info().name
+                    )));
+                }
+            }
+        }
+        let Some(e) = nvme.remove(name) else {
+            return Err(AppError::NotFound(format!("NVMe controller {name} does not exist")));
+        };
+        drop(nvme);
         for b in &e.bdevs {
             let mut bdevs = lock(&self.bdevs);
             bdevs.remove(b);

@@ -1,6 +1,6 @@
 //! The live settings as one snapshot ([`Live`]), read and changed through
-//! the settings table: what `lull_set_options`, `lull_supervisor_set_config`
-//! and `bdev_nvme_set_options` apply.
+//! the settings table: what `lull_set_options`, `lull_supervisor_set_config`,
+//! `bdev_nvme_set_options` and `bdev_raid_set_options` apply.
 
 use lull_reactor::ReactorError;
 
@@ -14,6 +14,7 @@ impl App {
             supervisor: self.supervisor(),
             idle_poll: self.idle_poll(),
             nvme: self.nvme_options(),
+            raid: self.raid_options(),
         }
     }
 
@@ -33,6 +34,7 @@ impl App {
         changes.apply(&mut next).map_err(|e| invalid(e.to_string()))?;
         next.supervisor.validate().map_err(|e| invalid(e.to_string()))?;
         next.nvme.validate().map_err(invalid)?;
+        next.raid.check().map_err(|e| invalid(e.to_string()))?;
         if changes.touches(Part::Reactors) {
             self.set_idle_poll(next.idle_poll)?;
         }
@@ -46,6 +48,17 @@ impl App {
                 };
                 if changes.apply(&mut l).is_ok() {
                     *o = l.nvme;
+                }
+            })?;
+        }
+        if changes.touches(Part::Raid) {
+            self.update_raid_options(|o| {
+                let mut l = Live {
+                    raid: *o,
+                    ..next.clone()
+                };
+                if changes.apply(&mut l).is_ok() {
+                    *o = l.raid;
                 }
             })?;
         }

@@ -8,7 +8,8 @@
 //! reactor is sent to it as a message.
 //!
 //! `App` is one type; its operations live beside what they act on, each
-//! file an `impl App` block: `bdevs.rs` (the bdev registry), `nvmf.rs` (the
+//! file an `impl App` block: `bdevs.rs` (the bdev registry), `raid.rs`
+//! (raid1 volumes, their bases and rebuild settings), `nvmf.rs` (the
 //! TCP transport, subsystems, namespaces, listeners, hosts), `keys.rs` (the
 //! keyring), `initiator.rs` (initiator options and remote controllers),
 //! `reactors.rs` (supervisor, spin window, status), `live.rs` (every live
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use lull_engine::bdev::raid1::Raid1Options;
 use lull_engine::initiator::{DhchapOffer, NvmeOptions};
 use lull_engine::nvmf::target::Target;
 use lull_reactor::supervisor::{self, SupervisorConfig, SupervisorHandle};
@@ -32,12 +34,14 @@ mod initiator;
 mod keys;
 mod live;
 mod nvmf;
+mod raid;
 mod reactors;
 mod shutdown;
 
 pub use bdevs::{BdevEntry, Driver};
 pub use initiator::NvmeEntry;
 pub use nvmf::TransportInfo;
+pub use raid::RaidCreate;
 pub use reactors::ReactorStatus;
 pub use shutdown::SHUTDOWN_DRAIN;
 
@@ -56,6 +60,15 @@ pub enum AppError {
     /// The operation is not allowed in the current state.
     #[error("{0}")]
     NotPermitted(String),
+    /// The object is in use: deleting it, or taking its last member, would
+    /// break what uses it (-EBUSY).
+    #[error("{0}")]
+    Busy(String),
+    /// Well-formed parameters the operation cannot take (SPDK's -EINVAL
+    /// after decoding: a raid1 strip size, too few base bdevs, a base
+    /// smaller than the volume).
+    #[error("{0}")]
+    Rejected(String),
     /// Not enough memory for it.
     #[error("{0}")]
     NoMemory(String),
@@ -85,6 +98,8 @@ pub struct App {
     /// subsystem show the same namespace, rightly with one identity.
     uuids: Mutex<BTreeMap<[u8; 16], String>>,
     nvme: Mutex<BTreeMap<String, NvmeEntry>>,
+    /// The rebuild settings every raid volume has; locked after `bdevs`.
+    raid_options: Mutex<Raid1Options>,
     /// Named secrets (`keyring_file_add_key`).
     keyring: Keyring,
     /// What the initiator offers in DH-HMAC-CHAP (`bdev_nvme_set_options`).
@@ -133,6 +148,7 @@ impl App {
             bdevs: Mutex::new(BTreeMap::new()),
             uuids: Mutex::new(BTreeMap::new()),
             nvme: Mutex::new(BTreeMap::new()),
+            raid_options: Mutex::new(settings.raid),
             keyring: Keyring::default(),
             dhchap_offer: Mutex::new(DhchapOffer::default()),
             started: Instant::now(),

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use lull_engine::bdev::Bdev;
 use lull_engine::nvmf::subsystem::{KeyNames, Subsystem};
 use lull_proto::auth::DhchapSecret;
 use lull_proto::target_queue::TargetQueueConfig;
@@ -100,6 +101,14 @@ impl App {
         let b = bdevs
             .get(bdev)
             .ok_or_else(|| AppError::NotFound(format!("bdev {bdev} does not exist")))?;
+        // A volume's base is the volume's (SPDK: claimed): a host writing
+        // to it directly would bypass the mirror.
+        if let Some(raid) = super::raid::volume_of_base(&bdevs, bdev) {
+            return Err(AppError::InvalidParams(format!(
+                "bdev {bdev} is claimed by raid {}; export the raid bdev instead",
+                raid.info().name
+            )));
+        }
         let nsid = s
             .add_namespace_with_stats(nsid, b.bdev.clone(), b.stats.clone())
             .map_err(AppError::InvalidParams)?;

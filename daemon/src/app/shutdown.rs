@@ -11,7 +11,8 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 impl App {
     /// Stops gracefully: no new connections, no new I/O commands started,
     /// running ones finish (up to [`SHUTDOWN_DRAIN`]), bdevs flushed,
-    /// controllers' connections closed, remote controllers detached, reactors
+    /// controllers' connections closed, raid volumes (and their rebuilds)
+    /// stopped, remote controllers detached, reactors
     /// stopped. Idempotent.
     pub fn shutdown(&self) {
         let Some(reactors) = lock(&self.reactors).take() else {
@@ -44,6 +45,9 @@ impl App {
         self.target.disconnect_all();
         // Give the reactors a moment to send the FINs of the closed queues.
         std::thread::sleep(Duration::from_millis(20));
+        // Volumes first: their bases may be remote namespaces, and a
+        // controller holding a volume's base is not detached otherwise.
+        self.drop_raids();
         let names: Vec<String> = lock(&self.nvme).keys().cloned().collect();
         for n in names {
             let _ = self.detach_controller(&n);

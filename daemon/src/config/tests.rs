@@ -946,19 +946,19 @@ fn bdev_errors_name_the_field() {
         &b("name = \"X\"\ntype = \"ram\"\nsize = 512"),
         "bdev[1].type",
         "\"ram\"",
-        "malloc, null or uring",
+        "malloc, null, uring or raid1",
     );
     expect_err(
         &b("name = \"X\"\ntype = \"Malloc\"\nsize = 512"),
         "bdev[1].type",
         "\"Malloc\"",
-        "malloc, null or uring",
+        "malloc, null, uring or raid1",
     );
     expect_err(
         &b("name = \"X\"\nsize = 512"),
         "bdev[1].type",
         "\"\"",
-        "malloc, null or uring",
+        "malloc, null, uring or raid1",
     );
 }
 
@@ -1185,5 +1185,136 @@ fn host_dhchap_keys_name_listed_hosts_and_files() {
         "subsystem[0].host_dhchap[1].host",
         &format!("\"{HOST1}\""),
         "a host not already given keys",
+    );
+}
+
+#[test]
+fn a_raid1_bdev_names_bases_defined_above_it() {
+    let bases = "[[bdev]]\nname = \"M0\"\ntype = \"malloc\"\nsize = \"1MiB\"\n[[bdev]]\nname = \"M1\"\ntype = \"malloc\"\nsize = \"1MiB\"\n[[bdev]]\nname = \"M2\"\ntype = \"null\"\nsize = \"1MiB\"\n";
+    let s = resolve(&format!(
+        "{bases}[[bdev]]\nname = \"Vol0\"\ntype = \"raid1\"\nbase_bdevs = [\"M0\", \"M1\"]\nsuperblock = true\nuuid = \"7c4d0f1e-1111-4222-8333-444455556666\"\n{}",
+        with_sub("namespaces = [{ bdev = \"Vol0\" }]")
+    ));
+    assert_eq!(
+        s.bdevs[3],
+        BdevSpec {
+            name: "Vol0".into(),
+            block_size: 0,
+            kind: BdevKind::Raid1 {
+                base_bdevs: vec!["M0".into(), "M1".into()],
+                superblock: true,
+            },
+            uuid: Some(parse_uuid("7c4d0f1e-1111-4222-8333-444455556666").unwrap()),
+        }
+    );
+    assert_eq!(s.subsystems[0].namespaces, vec![("Vol0".to_string(), 0)]);
+    let raid = |body: &str| format!("{bases}[[bdev]]\nname = \"Vol0\"\ntype = \"raid1\"\n{body}");
+    expect_err(
+        &raid(""),
+        "bdev[3].base_bdevs",
+        "(missing)",
+        "the names of 2 or more bdevs defined above, e.g. [\"Malloc0\", \"Malloc1\"]",
+    );
+    expect_err(
+        &raid("base_bdevs = [\"M0\"]"),
+        "bdev[3].base_bdevs",
+        "(1 bdev)",
+        "at least 2 base bdevs (a raid1 of one is no mirror)",
+    );
+    expect_err(
+        &raid("base_bdevs = [\"M0\", \"Nope\"]"),
+        "bdev[3].base_bdevs[1]",
+        "\"Nope\"",
+        "one of the bdevs defined above it: [M0, M1, M2]",
+    );
+    expect_err(
+        &raid("base_bdevs = [\"M0\", \"M0\"]"),
+        "bdev[3].base_bdevs[1]",
+        "\"M0\"",
+        "a bdev not already a base of this raid",
+    );
+    expect_err(
+        &raid("base_bdevs = [\"M0\", \"M1\"]\nsize = \"1MiB\""),
+        "bdev[3].size",
+        "(given)",
+        "nothing: a raid1 bdev takes its size and block size from its base_bdevs",
+    );
+    expect_err(
+        &raid("base_bdevs = [\"M0\", \"M1\"]\nblock_size = 4096"),
+        "bdev[3].block_size",
+        "(given)",
+        "nothing: a raid1 bdev takes its size and block size from its base_bdevs",
+    );
+    // A base of one raid only; no raid of raids; a bdev defined later is no base.
+    let two = format!(
+        "{bases}[[bdev]]\nname = \"Vol0\"\ntype = \"raid1\"\nbase_bdevs = [\"M0\", \"M1\"]\n[[bdev]]\nname = \"Vol1\"\ntype = \"raid1\"\n"
+    );
+    expect_err(
+        &format!("{two}base_bdevs = [\"M2\", \"M1\"]"),
+        "bdev[4].base_bdevs[1]",
+        "\"M1\"",
+        "a bdev no other raid uses (it is a base of Vol0)",
+    );
+    expect_err(
+        &format!("{two}base_bdevs = [\"M2\", \"Vol0\"]"),
+        "bdev[4].base_bdevs[1]",
+        "\"Vol0\"",
+        "a malloc, null or uring bdev (not another raid)",
+    );
+    expect_err(
+        &format!(
+            "[[bdev]]\nname = \"V\"\ntype = \"raid1\"\nbase_bdevs = [\"M0\", \"M1\"]\n{}",
+            bases
+        ),
+        "bdev[0].base_bdevs[0]",
+        "\"M0\"",
+        "one of the bdevs defined above it: []",
+    );
+    // The raid's name fits its superblock; base_bdevs only for raid1.
+    expect_err(
+        &format!(
+            "{bases}[[bdev]]\nname = \"{}\"\ntype = \"raid1\"\nbase_bdevs = [\"M0\", \"M1\"]",
+            "v".repeat(32)
+        ),
+        "bdev[3].name",
+        &format!("\"{}\"", "v".repeat(32)),
+        "at most 31 bytes (a raid's name is kept in its superblock)",
+    );
+    expect_err(
+        "[[bdev]]\nname = \"M\"\ntype = \"malloc\"\nsize = 512\nbase_bdevs = [\"A\", \"B\"]",
+        "bdev[0].base_bdevs",
+        "(given)",
+        "only for type = \"raid1\"",
+    );
+    // A base is the raid's: exporting it is refused.
+    expect_err(
+        &format!(
+            "{bases}[[bdev]]\nname = \"Vol0\"\ntype = \"raid1\"\nbase_bdevs = [\"M0\", \"M1\"]\n{}",
+            with_sub("namespaces = [{ bdev = \"M1\" }]")
+        ),
+        "subsystem[0].namespaces[0].bdev",
+        "\"M1\"",
+        "a bdev no raid uses (it is a base of Vol0; export Vol0 instead)",
+    );
+}
+
+#[test]
+fn the_rebuild_settings_are_live_settings_of_the_file() {
+    let s = resolve("process_window_size_kb = 256\nprocess_max_bandwidth_mb_sec = 100");
+    assert_eq!(
+        (s.raid.process_window_size_kb, s.raid.process_max_bandwidth_mb_sec),
+        (256, 100)
+    );
+    let d = resolve("");
+    assert_eq!(
+        (d.raid.process_window_size_kb, d.raid.process_max_bandwidth_mb_sec),
+        (1024, 0),
+        "SPDK's defaults"
+    );
+    expect_err(
+        "process_window_size_kb = 0",
+        "process_window_size_kb",
+        "0",
+        "1 to 1048576 KiB",
     );
 }

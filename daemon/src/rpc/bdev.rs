@@ -1,5 +1,6 @@
 //! `bdev_*` methods (SPDK `bdev_malloc_create`, `bdev_null_create`,
-//! `bdev_uring_create`, their deletes, `bdev_get_bdevs`).
+//! `bdev_uring_create`, their deletes, `bdev_get_bdevs`; the raid's are in
+//! `raid.rs`).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -179,13 +180,23 @@ pub(super) fn bdev_get_bdevs(app: &App, params: Value) -> Result<Value, RpcError
         .into_iter()
         .map(|(name, e)| {
             let b = &e.bdev;
-            let claimed = !app.claims(&name).is_empty();
+            // SPDK's claim: a namespace's, or a volume's on its bases.
+            let claimed = !app.claims(&name).is_empty() || app.raid_of_base(&name).is_some();
             let driver_specific = match &e.driver {
                 Driver::Malloc | Driver::Null => json!({}),
                 Driver::Uring { filename } => json!({"uring": {"filename": filename.display().to_string()}}),
                 Driver::Nvme { ctrlr, nsid } => json!({"nvme": [{"ctrlr_name": ctrlr, "nsid": nsid}]}),
+                Driver::Raid1 { raid } => json!({"raid": super::raid::raid_json(&raid.status())}),
             };
-            let unmap = !matches!(e.driver, Driver::Uring { .. });
+            let unmap = match &e.driver {
+                Driver::Uring { .. } => false,
+                // A volume unmaps when each of its bases does.
+                Driver::Raid1 { raid } => raid
+                    .base_names()
+                    .iter()
+                    .all(|b| !matches!(app.bdev(b).map(|x| x.driver), Some(Driver::Uring { .. }))),
+                _ => true,
+            };
             json!({
                 "name": name,
                 "aliases": [],

@@ -5,8 +5,8 @@
 //! The document is SPDK's:
 //! `{"subsystems": [{"subsystem": "bdev", "config": [{"method": ..., "params": {...}}, ...]}, ...]}`,
 //! each entry an RPC call, replayed in order. lull writes the `bdev` subsystem
-//! (initiator options, attached controllers, malloc/null/uring bdevs, then
-//! `bdev_wait_for_examine`) and the `nvmf` subsystem (the transport, the
+//! (initiator and raid options, attached controllers, malloc/null/uring
+//! bdevs, raid1 volumes, then `bdev_wait_for_examine`) and the `nvmf` subsystem (the transport, the
 //! discovery subsystem's listeners, then each subsystem with its hosts,
 //! namespaces and listeners), options before the objects that use them, as
 //! SPDK orders them.
@@ -97,6 +97,16 @@ fn bdev_config(app: &App) -> Vec<Value> {
         }
         out.push(entry("bdev_nvme_attach_controller", params));
     }
+    // The raid module's options, before any volume (SPDK writes its
+    // modules' options before the bdevs).
+    let raid = app.raid_options();
+    out.push(entry(
+        "bdev_raid_set_options",
+        json!({
+            "process_window_size_kb": raid.process_window_size_kb,
+            "process_max_bandwidth_mb_sec": raid.process_max_bandwidth_mb_sec,
+        }),
+    ));
     for (name, e) in app.bdevs() {
         let b = &e.bdev;
         let uuid = uuid_string(&b.info().uuid);
@@ -127,8 +137,29 @@ fn bdev_config(app: &App) -> Vec<Value> {
             ),
             // Made by bdev_nvme_attach_controller.
             Driver::Nvme { .. } => continue,
+            // After every other bdev (below): its bases come first.
+            Driver::Raid1 { .. } => continue,
         };
         out.push(v);
+    }
+    for r in app.raids() {
+        // Without a superblock, the bases in sync only: one still being
+        // rebuilt (or waiting for it) would come back as one in sync and be
+        // read from. With one, every base present: the superblocks on them
+        // say which is in sync when the volume is assembled again.
+        let bases: Vec<&str> = r
+            .base_bdevs
+            .iter()
+            .filter(|b| b.is_operational || r.superblock)
+            .filter_map(|b| b.name.as_deref())
+            .collect();
+        out.push(entry(
+            "bdev_raid_create",
+            json!({
+                "name": r.name, "uuid": uuid_string(&r.uuid), "raid_level": "raid1",
+                "base_bdevs": bases, "superblock": r.superblock,
+            }),
+        ));
     }
     // Last, as SPDK writes it: a loader waits here until every bdev is usable.
     out.push(json!({"method": "bdev_wait_for_examine"}));

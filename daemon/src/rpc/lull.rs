@@ -57,6 +57,29 @@ pub(super) fn lull_get_status(app: &App, params: Value) -> Result<Value, RpcErro
         })
         .collect();
     let target = app.target();
+    let raids: Vec<Value> = app
+        .raids()
+        .into_iter()
+        .map(|r| {
+            let process = r.process.as_ref().map(|p| {
+                json!({
+                    "type": p.kind,
+                    "target": p.target,
+                    "blocks": p.blocks,
+                    "total_blocks": p.total_blocks,
+                    "percent": p.percent,
+                })
+            });
+            json!({
+                "name": r.name,
+                "state": r.state.as_str(),
+                "num_base_bdevs": r.num_base_bdevs,
+                "num_base_bdevs_discovered": r.num_base_bdevs_discovered,
+                "num_base_bdevs_operational": r.num_base_bdevs_operational,
+                "process": process,
+            })
+        })
+        .collect();
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
@@ -68,6 +91,7 @@ pub(super) fn lull_get_status(app: &App, params: Value) -> Result<Value, RpcErro
         "controllers": target.controller_count(),
         "listeners": target.listeners().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "nvme_controllers": app.controllers().len(),
+        "raids": raids,
         "reactors": reactors,
     }))
 }

@@ -18,6 +18,7 @@ mod lull;
 mod nvme;
 mod nvmf;
 mod params;
+mod raid;
 mod stats;
 mod tuning;
 
@@ -54,6 +55,10 @@ pub mod code {
     pub const EEXIST: i32 = -17;
     /// -ENOMEM: not enough memory.
     pub const ENOMEM: i32 = -12;
+    /// -EBUSY: in use.
+    pub const EBUSY: i32 = -16;
+    /// -EINVAL: a value the operation cannot take.
+    pub const EINVAL: i32 = -22;
 }
 
 /// A JSON-RPC error object.
@@ -83,6 +88,8 @@ impl From<AppError> for RpcError {
             AppError::Exists(_) => code::EEXIST,
             AppError::NotPermitted(_) => code::EPERM,
             AppError::NoMemory(_) => code::ENOMEM,
+            AppError::Busy(_) => code::EBUSY,
+            AppError::Rejected(_) => code::EINVAL,
             AppError::Failed(_) => code::INTERNAL_ERROR,
         };
         RpcError {
@@ -109,6 +116,12 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("bdev_uring_create", bdev::bdev_uring_create),
     ("bdev_uring_delete", bdev::bdev_uring_delete),
     ("bdev_get_bdevs", bdev::bdev_get_bdevs),
+    ("bdev_raid_create", raid::bdev_raid_create),
+    ("bdev_raid_get_bdevs", raid::bdev_raid_get_bdevs),
+    ("bdev_raid_delete", raid::bdev_raid_delete),
+    ("bdev_raid_remove_base_bdev", raid::bdev_raid_remove_base_bdev),
+    ("bdev_raid_add_base_bdev", raid::bdev_raid_add_base_bdev),
+    ("bdev_raid_set_options", raid::bdev_raid_set_options),
     ("nvmf_create_transport", nvmf::nvmf_create_transport),
     ("nvmf_get_transports", nvmf::nvmf_get_transports),
     ("nvmf_create_subsystem", nvmf::nvmf_create_subsystem),
@@ -154,7 +167,6 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("accel_set_options", tuning::accel_set_options),
     ("accel_assign_opc", tuning::accel_assign_opc),
     ("bdev_set_options", tuning::bdev_set_options),
-    ("bdev_raid_set_options", tuning::bdev_raid_set_options),
     ("iscsi_set_options", tuning::iscsi_set_options),
     ("nvmf_set_max_subsystems", tuning::nvmf_set_max_subsystems),
     ("keyring_linux_set_options", tuning::keyring_linux_set_options),

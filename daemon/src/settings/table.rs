@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use lull_engine::bdev::raid1::MAX_PROCESS_WINDOW_SIZE_KB;
 use lull_reactor::supervisor::Policy;
 
 use super::{Alias, Kind, Origin, Part, Setting};
@@ -312,6 +313,36 @@ pub static SETTINGS: &[Setting] = &[
             note: "",
             get: |l| l.nvme.io_queue_size.into(),
             set: |l, v| fit(&mut l.nvme.io_queue_size, v),
+        },
+    },
+    Setting {
+        name: "process_window_size_kb",
+        aliases: &[],
+        doc: "Raid rebuild: KiB copied (and held against writes) at a time; a running rebuild takes it from its next window.",
+        part: Part::Raid,
+        kind: Kind::Int {
+            min: 1,
+            max: MAX_PROCESS_WINDOW_SIZE_KB as i128,
+            also: None,
+            unit: "KiB",
+            note: "",
+            get: |l| l.raid.process_window_size_kb.into(),
+            set: |l, v| fit(&mut l.raid.process_window_size_kb, v),
+        },
+    },
+    Setting {
+        name: "process_max_bandwidth_mb_sec",
+        aliases: &[],
+        doc: "Raid rebuild: most MiB per second a rebuild copies (0 = as fast as it can); applies to running rebuilds at once.",
+        part: Part::Raid,
+        kind: Kind::Int {
+            min: 0,
+            max: u32::MAX as i128,
+            also: None,
+            unit: "MiB/s",
+            note: " (0 = unlimited)",
+            get: |l| l.raid.process_max_bandwidth_mb_sec.into(),
+            set: |l, v| fit(&mut l.raid.process_max_bandwidth_mb_sec, v),
         },
     },
 ];

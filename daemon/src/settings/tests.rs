@@ -19,6 +19,7 @@ fn resolved(text: &str) -> Result<Live, ConfigError> {
         supervisor: s.supervisor,
         idle_poll: s.idle_poll,
         nvme: s.nvme,
+        raid: s.raid,
     })
 }
 
@@ -137,7 +138,7 @@ fn the_table_agrees_with_the_checks_of_the_types_it_writes() {
     // wider than the type's would let a bad value through to it).
     for s in SETTINGS
         .iter()
-        .filter(|s| matches!(s.part, Part::Supervisor | Part::Initiator))
+        .filter(|s| matches!(s.part, Part::Supervisor | Part::Initiator | Part::Raid))
     {
         let mut refused = outside(s);
         if let Kind::Int { also: Some(_), min, .. } = s.kind {
@@ -156,6 +157,7 @@ fn the_table_agrees_with_the_checks_of_the_types_it_writes() {
             }
             let e = match s.part {
                 Part::Supervisor => l.supervisor.validate().err().map(|e| e.to_string()),
+                Part::Raid => l.raid.check().err().map(|e| e.to_string()),
                 _ => l.nvme.validate().err(),
             };
             let e = e.unwrap_or_else(|| panic!("{} = {v} passes the type's check", s.name));

@@ -17,6 +17,7 @@ mod done;
 mod file;
 mod info;
 mod null;
+pub mod raid1;
 mod ram;
 mod ring;
 pub(crate) mod slab;
@@ -29,6 +30,7 @@ pub use done::{BdevDone, IoCompletion};
 pub use file::FileBdev;
 pub use info::BdevInfo;
 pub use null::NullBdev;
+pub use raid1::Raid1Bdev;
 pub use ram::RamBdev;
 pub use stats::BdevStats;
 

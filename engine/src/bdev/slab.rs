@@ -58,6 +58,11 @@ impl<T> Slab<T> {
         self.slots.get_mut(index as usize)?.as_mut()
     }
 
+    /// The entries stored, to change, in index order.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.slots.iter_mut().filter_map(Option::as_mut)
+    }
+
     /// Entries stored.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -81,6 +86,7 @@ mod tests {
         assert_eq!(s.get_mut(1), Some(&mut 'b'));
         assert_eq!((s.get(0), s.get(2)), (Some(&'c'), None));
         assert_eq!(s.len(), 2);
+        assert_eq!(s.values_mut().map(|c| *c).collect::<Vec<_>>(), vec!['c', 'b']);
         assert_eq!(s.remove(7), None);
     }
 }

@@ -118,3 +118,104 @@ pub(crate) fn read(lba: u64, blocks: u64, cap: usize) -> BdevIo {
     buf.extend_from_slice(b"stale");
     BdevIo::Read { lba, blocks, buf }
 }
+
+/// A RAM bdev that fails on command and can complete late, for testing what
+/// sits on top of bdevs (a raid1 volume): counts the reads and writes it
+/// gets; fails reads or writes (with [`BdevError::Io`], data untouched)
+/// while told to; completes after a delay (from a reactor timer) when one is
+/// set, else before `submit` returns. Whether to fail is decided when the
+/// operation completes, so a failure can be set while one is in flight.
+pub(crate) struct FakeBdev {
+    ram: Arc<super::RamBdev>,
+    flags: Arc<FakeFlags>,
+}
+
+/// What a [`FakeBdev`] is told and what it counted.
+#[derive(Default)]
+struct FakeFlags {
+    fail_reads: std::sync::atomic::AtomicBool,
+    fail_writes: std::sync::atomic::AtomicBool,
+    delay_us: std::sync::atomic::AtomicU64,
+    write_delay_us: std::sync::atomic::AtomicU64,
+    reads: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+impl FakeBdev {
+    pub(crate) fn new(name: &str, blocks: u64, block_size: u32) -> Arc<Self> {
+        Arc::new(FakeBdev {
+            ram: Arc::new(super::RamBdev::new(name, blocks * u64::from(block_size), block_size).unwrap()),
+            flags: Arc::default(),
+        })
+    }
+
+    /// The memory behind it, to check or preload off the reactors.
+    pub(crate) fn ram(&self) -> &super::RamBdev {
+        &self.ram
+    }
+
+    /// Completes every later operation `delay` after it is submitted.
+    pub(crate) fn set_delay(&self, delay: Duration) {
+        self.flags.delay_us.store(delay.as_micros() as u64, Ordering::SeqCst);
+        self.flags
+            .write_delay_us
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Completes every later write (and other non-read) `delay` after it is
+    /// submitted, reads as before.
+    pub(crate) fn set_write_delay(&self, delay: Duration) {
+        self.flags
+            .write_delay_us
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Fails reads and/or writes (checked as each operation completes).
+    pub(crate) fn set_fail(&self, reads: bool, writes: bool) {
+        self.flags.fail_reads.store(reads, Ordering::SeqCst);
+        self.flags.fail_writes.store(writes, Ordering::SeqCst);
+    }
+
+    /// Reads counted so far.
+    pub(crate) fn reads(&self) -> u64 {
+        self.flags.reads.load(Ordering::SeqCst)
+    }
+
+    /// Writes (and other non-reads) counted so far.
+    pub(crate) fn writes(&self) -> u64 {
+        self.flags.writes.load(Ordering::SeqCst)
+    }
+}
+
+fn fake_finish(ram: &super::RamBdev, flags: &FakeFlags, cx: &mut Context, io: BdevIo, done: BdevDone) {
+    let fail = match io {
+        BdevIo::Read { .. } => &flags.fail_reads,
+        _ => &flags.fail_writes,
+    };
+    if fail.load(Ordering::SeqCst) {
+        let e = BdevError::Io(format!("{}: injected failure", ram.info().name));
+        done.complete(cx, Err(e), io.into_buf());
+    } else {
+        ram.submit(cx, io, done);
+    }
+}
+
+impl Bdev for FakeBdev {
+    fn info(&self) -> &super::BdevInfo {
+        self.ram.info()
+    }
+
+    fn submit(&self, cx: &mut Context, io: BdevIo, done: BdevDone) {
+        let (counter, delay) = match io {
+            BdevIo::Read { .. } => (&self.flags.reads, &self.flags.delay_us),
+            _ => (&self.flags.writes, &self.flags.write_delay_us),
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        let delay = Duration::from_micros(delay.load(Ordering::SeqCst));
+        if delay.is_zero() {
+            return fake_finish(&self.ram, &self.flags, cx, io, done);
+        }
+        let (ram, flags) = (self.ram.clone(), self.flags.clone());
+        cx.timer_once(delay, move |cx| fake_finish(&ram, &flags, cx, io, done));
+    }
+}

@@ -1,0 +1,418 @@
+//! Raid1 volumes (SPDK's `bdev_raid_*` with level raid1): created over named
+//! bdevs, listed, deleted, a base removed or added (which starts a rebuild),
+//! and the rebuild settings every volume shares.
+//!
+//! A volume is a bdev of the registry like any other (`Driver::Raid1`): it
+//! shows in `bdev_get_bdevs` and may back a namespace. Its bases are
+//! *claimed*, as SPDK's bdev layer claims them: a claimed bdev cannot
+//! become a namespace, a base of another volume, or be deleted; and a bdev
+//! that a namespace or another volume holds cannot become a base. Which
+//! bdevs a volume holds is read from the volume itself, so a base it has
+//! dropped after a failure is free again at once.
+//!
+//! With a superblock (`-s`), a volume created over bases that already hold
+//! its superblock is assembled from them rather than made anew: that is how
+//! the TOML file and `save_config` bring it back after a restart, with a
+//! member that missed writes rebuilt before it is read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lull_engine::bdev::Bdev;
+use lull_engine::bdev::raid1::superblock::{Found, Superblock, UuidText, assemble};
+use lull_engine::bdev::raid1::{Raid1Bdev, Raid1Error, Raid1Options, Raid1Params, Raid1Status, read_superblock};
+
+use super::{App, AppError, BdevEntry, Driver, lock};
+
+/// Longest wait for a superblock read or write at creation.
+const SUPERBLOCK_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A raid1 volume to create (`bdev_raid_create`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaidCreate {
+    /// Its name (a bdev name of at most 31 bytes).
+    pub name: String,
+    /// Its base bdevs, by name, in slot order (at least 2).
+    pub base_bdevs: Vec<String>,
+    /// Keep a superblock on each base (SPDK's `-s`).
+    pub superblock: bool,
+    /// Its UUID; random when not given.
+    pub uuid: Option<[u8; 16]>,
+}
+
+/// The [`AppError`] for a refusal of the volume itself, by SPDK's errno.
+fn from_raid(e: Raid1Error) -> AppError {
+    let m = e.to_string();
+    match -e.errno() {
+        libc::EEXIST => AppError::Exists(m),
+        libc::ENODEV => AppError::NotFound(m),
+        libc::EBUSY => AppError::Busy(m),
+        libc::EINVAL => AppError::Rejected(m),
+        _ => AppError::Failed(m),
+    }
+}
+
+/// A random version-4 UUID, as SPDK gives a raid created without one.
+fn random_uuid() -> [u8; 16] {
+    let mut u = [0u8; 16];
+    let _ = rustix::rand::getrandom(&mut u, rustix::rand::GetRandomFlags::empty());
+    u[6] = (u[6] & 0x0F) | 0x40;
+    u[8] = (u[8] & 0x3F) | 0x80;
+    u
+}
+
+pub(super) type Registry = BTreeMap<String, BdevEntry>;
+
+/// Every volume in the registry.
+fn volumes(bdevs: &Registry) -> Vec<Arc<Raid1Bdev>> {
+    bdevs
+        .values()
+        .filter_map(|e| match &e.driver {
+            Driver::Raid1 { raid } => Some(raid.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The volume holding bdev `name` as a base, if one does.
+pub(super) fn volume_of_base(bdevs: &Registry, name: &str) -> Option<Arc<Raid1Bdev>> {
+    volumes(bdevs)
+        .into_iter()
+        .find(|r| r.base_names().iter().any(|b| b == name))
+}
+
+impl App {
+    /// The rebuild settings every volume has (`bdev_raid_set_options`).
+    pub fn raid_options(&self) -> Raid1Options {
+        *lock(&self.raid_options)
+    }
+
+    /// Changes the rebuild settings with `f`, checked first; every volume
+    /// takes them at once (a running rebuild from its next window).
+    ///
+    /// # Errors
+    /// [`AppError::InvalidParams`] naming the setting.
+    pub fn update_raid_options(&self, f: impl FnOnce(&mut Raid1Options)) -> Result<(), AppError> {
+        let bdevs = lock(&self.bdevs);
+        let mut current = lock(&self.raid_options);
+        let mut next = *current;
+        f(&mut next);
+        next.check().map_err(|e| AppError::InvalidParams(e.to_string()))?;
+        *current = next;
+        // Under the registry's lock: a volume created meanwhile starts with `next`.
+        for r in volumes(&bdevs) {
+            r.set_options(next)
+                .map_err(|e| AppError::InvalidParams(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Every volume, in name order (for counters beyond the status, such
+    /// as [`Raid1Bdev::writes_waited`]).
+    pub fn raid_volumes(&self) -> Vec<Arc<Raid1Bdev>> {
+        volumes(&lock(&self.bdevs))
+    }
+
+    /// Every volume's status, in name order.
+    pub fn raids(&self) -> Vec<Raid1Status> {
+        let list = volumes(&lock(&self.bdevs));
+        list.iter().map(|r| r.status()).collect()
+    }
+
+    /// The volume `name`'s status.
+    pub fn raid(&self, name: &str) -> Option<Raid1Status> {
+        match &lock(&self.bdevs).get(name)?.driver {
+            Driver::Raid1 { raid } => Some(raid.status()),
+            _ => None,
+        }
+    }
+
+    /// The name of the volume holding bdev `name` as a base, if one does.
+    pub fn raid_of_base(&self, name: &str) -> Option<String> {
+        volume_of_base(&lock(&self.bdevs), name).map(|r| r.info().name.clone())
+    }
+
+    /// Who holds bdev `name` besides the registry: a namespace or a volume,
+    /// as a phrase for an error message (the caller holds the registry).
+    pub(super) fn holder(&self, bdevs: &Registry, name: &str) -> Option<String> {
+        if let Some((nqn, nsid)) = self.claims(name).into_iter().next() {
+            return Some(format!("namespace {nsid} of {nqn}"));
+        }
+        volume_of_base(bdevs, name).map(|r| format!("raid {}", r.info().name))
+    }
+
+    /// The bdev `name` as a base for a volume: it exists, is no volume
+    /// itself, and nothing holds it. `field` names the parameter.
+    fn free_base(&self, bdevs: &Registry, field: &str, name: &str) -> Result<Arc<dyn Bdev>, AppError> {
+        let entry = bdevs
+            .get(name)
+            .ok_or_else(|| AppError::NotFound(format!("{field}: bdev {name} does not exist")))?;
+        if matches!(entry.driver, Driver::Raid1 { .. }) {
+            return Err(AppError::Rejected(format!(
+                "{field}: {name} is a raid bdev; a raid1 is built of malloc, null, uring or NVMe bdevs"
+            )));
+        }
+        if let Some(holder) = self.holder(bdevs, name) {
+            // SPDK: the claim fails with -EPERM.
+            return Err(AppError::NotPermitted(format!(
+                "{field}: bdev {name} is already claimed by {holder}"
+            )));
+        }
+        Ok(entry.bdev.clone())
+    }
+
+    /// Creates raid1 volume `c.name` over its bases (`bdev_raid_create -r
+    /// raid1`). Nothing changes when it is refused.
+    ///
+    /// # Errors
+    /// [`AppError::InvalidParams`] for a bad name; [`AppError::Exists`] for
+    /// a taken name or UUID; [`AppError::NotFound`] for a missing base;
+    /// [`AppError::NotPermitted`] for a base another volume or a namespace
+    /// holds; [`AppError::Rejected`] for fewer than 2 bases, a base named
+    /// twice, bases of different block sizes or too small.
+    pub fn create_raid(&self, c: &RaidCreate) -> Result<String, AppError> {
+        crate::config::check_bdev_name(&c.name)
+            .map_err(|e| AppError::InvalidParams(format!("name `{}`: {e}", c.name)))?;
+        // SPDK: -EINVAL for a name its superblock cannot hold.
+        crate::config::check_raid_name(&c.name).map_err(|e| AppError::Rejected(format!("name `{}`: {e}", c.name)))?;
+        if c.base_bdevs.len() < 2 {
+            return Err(AppError::Rejected(format!(
+                "base_bdevs: raid1 needs at least 2 base bdevs, got {}",
+                c.base_bdevs.len()
+            )));
+        }
+        for (i, b) in c.base_bdevs.iter().enumerate() {
+            if b.is_empty() {
+                return Err(AppError::Rejected(format!(
+                    "base_bdevs[{i}]: a base bdev name cannot be empty"
+                )));
+            }
+            if c.base_bdevs[..i].contains(b) {
+                return Err(AppError::Rejected(format!("base_bdevs[{i}]: {b} is named twice")));
+            }
+        }
+        // Checked and inserted under the registry's lock (which
+        // add_namespace holds too): no base can be claimed or deleted, and
+        // the name not taken, in between.
+        let mut bdevs = lock(&self.bdevs);
+        if bdevs.contains_key(&c.name) {
+            return Err(AppError::Exists(format!("name: bdev {} already exists", c.name)));
+        }
+        let uuid = c.uuid.unwrap_or_else(random_uuid);
+        if let Some(e) = super::bdevs::uuid_taken(&lock(&self.uuids), &uuid) {
+            return Err(e);
+        }
+        let mut bases = Vec::with_capacity(c.base_bdevs.len());
+        for (i, b) in c.base_bdevs.iter().enumerate() {
+            bases.push(self.free_base(&bdevs, &format!("base_bdevs[{i}]"), b)?);
+        }
+        let raid = if c.superblock {
+            self.create_with_superblock(c, uuid, bases)?
+        } else {
+            let params = Raid1Params {
+                uuid: Some(uuid),
+                superblock: false,
+                options: self.raid_options(),
+            };
+            Raid1Bdev::create(&c.name, bases, params).map_err(from_raid)?
+        };
+        let raid = Arc::new(raid);
+        // Assembled, it has its superblock's identity.
+        let uuid = raid.info().uuid;
+        if let Some(e) = super::bdevs::uuid_taken(&lock(&self.uuids), &uuid) {
+            return Err(e);
+        }
+        lock(&self.uuids).insert(uuid, c.name.clone());
+        bdevs.insert(
+            c.name.clone(),
+            BdevEntry {
+                bdev: raid.clone(),
+                driver: Driver::Raid1 { raid },
+                stats: Arc::default(),
+            },
+        );
+        tracing::info!(raid = %c.name, bases = ?c.base_bdevs, superblock = c.superblock, "raid1 created");
+        Ok(c.name.clone())
+    }
+
+    /// A volume with a superblock over `bases`: made new (and its
+    /// superblock written) when no base holds one, else assembled from the
+    /// superblocks the bases hold, which must all be this volume's
+    /// (`c.uuid` when given, else `c.name`): members in sync are read at
+    /// once, stale ones rebuilt first. So a volume declared in the TOML
+    /// file, or saved by `save_config`, comes back as it was at the stop.
+    /// The caller holds the registry.
+    fn create_with_superblock(
+        &self,
+        c: &RaidCreate,
+        uuid: [u8; 16],
+        bases: Vec<Arc<dyn Bdev>>,
+    ) -> Result<Raid1Bdev, AppError> {
+        let home = self.raid_reactor(&c.name)?;
+        let mut found: Vec<(usize, Superblock)> = Vec::new();
+        for (i, b) in bases.iter().enumerate() {
+            match read_superblock(b, home, SUPERBLOCK_IO_TIMEOUT) {
+                Ok(Some(sb)) => found.push((i, sb)),
+                Ok(None) => {}
+                Err(e) => return Err(AppError::Failed(format!("base_bdevs[{i}]: {e}"))),
+            }
+        }
+        if found.is_empty() {
+            let params = Raid1Params {
+                uuid: Some(uuid),
+                superblock: true,
+                options: self.raid_options(),
+            };
+            let raid = Raid1Bdev::create(&c.name, bases, params).map_err(from_raid)?;
+            raid.write_superblock(home, SUPERBLOCK_IO_TIMEOUT).map_err(from_raid)?;
+            return Ok(raid);
+        }
+        for (i, sb) in &found {
+            let ours = match c.uuid {
+                Some(u) => sb.uuid == u,
+                None => sb.name == c.name,
+            };
+            if !ours {
+                // SPDK: -EEXIST for a base holding another raid's superblock.
+                return Err(AppError::Exists(format!(
+                    "base_bdevs[{i}]: bdev {} holds the superblock of raid {} ({}); it is not free for raid {}",
+                    c.base_bdevs[*i],
+                    sb.name,
+                    UuidText(sb.uuid),
+                    c.name
+                )));
+            }
+        }
+        if let Some(i) = (0..bases.len()).find(|i| !found.iter().any(|(j, _)| j == i)) {
+            return Err(AppError::Rejected(format!(
+                "base_bdevs[{i}]: bdev {} has no superblock while the others hold raid {}'s; \
+                 create the raid over its members, then add it (bdev_raid_add_base_bdev)",
+                c.base_bdevs[i], c.name
+            )));
+        }
+        let list: Vec<Found> = found
+            .iter()
+            .map(|(i, sb)| (bases[*i].info().uuid, sb.clone()))
+            .collect();
+        let assembly = assemble(&list).map_err(|e| AppError::Rejected(format!("base_bdevs: {e}")))?;
+        if assembly.superblock.name != c.name {
+            return Err(AppError::Rejected(format!(
+                "name: the bases' superblock names this raid {}",
+                assembly.superblock.name
+            )));
+        }
+        let raid = Raid1Bdev::from_assembly(&assembly, bases, self.raid_options(), home).map_err(from_raid)?;
+        tracing::info!(raid = %c.name, seq = assembly.superblock.seq_number, "raid1 assembled from its superblocks");
+        Ok(raid)
+    }
+
+    /// Deletes volume `name` (`bdev_raid_delete`); its bases are free again.
+    /// With `clear_sb`, the superblock on each base is zeroed first, so the
+    /// bases no longer assemble into it (SPDK's `-c/--clear-sb`).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when there is no such volume;
+    /// [`AppError::Busy`] when it is a namespace (remove that first: a host
+    /// would lose its volume); [`AppError::Failed`] when a superblock could
+    /// not be zeroed (the volume stays, to be deleted again).
+    pub fn delete_raid(&self, name: &str, clear_sb: bool) -> Result<(), AppError> {
+        let mut bdevs = lock(&self.bdevs);
+        let raid = match bdevs.get(name).map(|e| &e.driver) {
+            Some(Driver::Raid1 { raid }) => raid.clone(),
+            _ => return Err(AppError::NotFound(format!("name: raid bdev {name} not found"))),
+        };
+        if let Some((nqn, nsid)) = self.claims(name).into_iter().next() {
+            return Err(AppError::Busy(format!(
+                "name: raid bdev {name} is namespace {nsid} of {nqn}; remove the namespace first (nvmf_subsystem_remove_ns)"
+            )));
+        }
+        if clear_sb {
+            // No host writes (it is no namespace); a rebuild still running
+            // stops when the volume is dropped below.
+            raid.wipe_superblock(self.raid_reactor(name)?, SUPERBLOCK_IO_TIMEOUT)
+                .map_err(|e| AppError::Failed(format!("clear_sb: {e}")))?;
+        }
+        bdevs.remove(name);
+        lock(&self.uuids).remove(&raid.info().uuid);
+        drop(bdevs);
+        // Its rebuild, if one runs, stops when the volume is dropped.
+        drop(raid);
+        tracing::info!(raid = name, "raid1 deleted");
+        Ok(())
+    }
+
+    /// Takes base bdev `base` out of the volume that holds it
+    /// (`bdev_raid_remove_base_bdev`): its slot is empty, the volume runs
+    /// degraded, and the bdev is free.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when no volume holds `base`; [`AppError::Busy`]
+    /// when it is the volume's last operational base.
+    pub fn raid_remove_base(&self, base: &str) -> Result<(), AppError> {
+        let bdevs = lock(&self.bdevs);
+        let raid = volume_of_base(&bdevs, base)
+            .ok_or_else(|| AppError::NotFound(format!("name: bdev {base} is not a base bdev of any raid")))?;
+        raid.remove_base(base).map_err(from_raid)?;
+        tracing::info!(raid = %raid.info().name, base, "base bdev removed");
+        Ok(())
+    }
+
+    /// Puts bdev `base` into an empty slot of volume `raid_name`
+    /// (`bdev_raid_add_base_bdev`) and starts its rebuild.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for the volume or the bdev;
+    /// [`AppError::NotPermitted`] when a namespace or a volume holds the
+    /// bdev; [`AppError::Busy`] when every slot is full;
+    /// [`AppError::Rejected`] for a bdev smaller than the volume or of
+    /// another block size, or an offline volume.
+    pub fn raid_add_base(&self, raid_name: &str, base: &str) -> Result<(), AppError> {
+        let bdevs = lock(&self.bdevs);
+        let raid = match bdevs.get(raid_name).map(|e| &e.driver) {
+            Some(Driver::Raid1 { raid }) => raid.clone(),
+            _ => {
+                return Err(AppError::NotFound(format!(
+                    "raid_bdev: raid bdev {raid_name} is not found in config"
+                )));
+            }
+        };
+        let bdev = self.free_base(&bdevs, "base_bdev", base)?;
+        let reactor = self.raid_reactor(raid_name)?;
+        raid.add_base(bdev, reactor).map_err(from_raid)?;
+        tracing::info!(raid = raid_name, base, "base bdev added; rebuild started");
+        Ok(())
+    }
+
+    /// Takes every volume out of the registry (at shutdown, before the
+    /// remote controllers their bases may be on are detached): a running
+    /// rebuild stops when its volume is dropped.
+    pub(super) fn drop_raids(&self) {
+        let mut bdevs = lock(&self.bdevs);
+        let names: Vec<String> = bdevs
+            .iter()
+            .filter(|(_, e)| matches!(e.driver, Driver::Raid1 { .. }))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut uuids = lock(&self.uuids);
+        for n in names {
+            if let Some(e) = bdevs.remove(&n) {
+                uuids.remove(&e.bdev.info().uuid);
+            }
+        }
+    }
+
+    /// The reactor a volume's rebuild and superblock writes run on: one
+    /// picked by the volume's name, so that several volumes spread over
+    /// the cores.
+    fn raid_reactor(&self, raid: &str) -> Result<&lull_reactor::ReactorHandle, AppError> {
+        let n = self.handles.len();
+        if n == 0 {
+            return Err(AppError::Failed("no reactor to run a rebuild on".into()));
+        }
+        let pick = raid
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)))
+            % n;
+        Ok(&self.handles[pick])
+    }
+}

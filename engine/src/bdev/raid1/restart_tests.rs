@@ -1,0 +1,181 @@
+//! A volume with a superblock: what is on block 0 of each base after each
+//! change, and the volume built again from its bases after a restart.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::superblock::{SbBaseState, SlotState as AsmSlot, StaleReason, Superblock, assemble};
+use super::tests::{BS, Rig, WAIT, dyns, fakes, on_base, wait_rebuilt};
+use super::*;
+use crate::bdev::RamBdev;
+use crate::bdev::test_support::{FakeBdev, pattern};
+
+/// The superblock on block 0 of `base`.
+fn sb_on(base: &RamBdev) -> Superblock {
+    Superblock::decode(&on_base(base, 0, 0, 1)).unwrap()
+}
+
+/// Waits until `base`'s superblock has `seq_number` `seq` or more.
+fn wait_seq(base: &RamBdev, seq: u64) -> Superblock {
+    wait_sb(base, |sb| sb.seq_number >= seq)
+}
+
+/// Waits until `base`'s superblock satisfies `ok`.
+fn wait_sb(base: &RamBdev, ok: impl Fn(&Superblock) -> bool) -> Superblock {
+    let t0 = Instant::now();
+    loop {
+        let sb = sb_on(base);
+        if ok(&sb) {
+            return sb;
+        }
+        assert!(t0.elapsed() < WAIT, "superblock stuck at {sb:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn states(sb: &Superblock) -> Vec<(SbBaseState, [u8; 16])> {
+    let mut v: Vec<_> = sb.base_bdevs.iter().map(|b| (b.slot, b.state, b.uuid)).collect();
+    v.sort_by_key(|x| x.0);
+    v.into_iter().map(|(_, s, u)| (s, u)).collect()
+}
+
+fn sb_volume(f: &[Arc<FakeBdev>], rig: &Rig) -> (Arc<Raid1Bdev>, Arc<dyn Bdev>) {
+    let params = Raid1Params {
+        superblock: true,
+        ..Raid1Params::default()
+    };
+    let r = Arc::new(Raid1Bdev::create("Vol0", dyns(f), params).unwrap());
+    r.write_superblock(&rig.handle(0), WAIT).unwrap();
+    let b: Arc<dyn Bdev> = r.clone();
+    (r, b)
+}
+
+#[test]
+fn the_superblock_is_written_at_creation_and_after_every_change() {
+    let rig = Rig::start();
+    let f = fakes(&["A", "B", "C"], 4096);
+    let (r, b) = sb_volume(&f, &rig);
+    let uuids: Vec<[u8; 16]> = f.iter().map(|x| x.info().uuid).collect();
+    for base in &f {
+        let sb = sb_on(base.ram());
+        assert_eq!((sb.name.as_str(), sb.uuid, sb.seq_number), ("Vol0", b.info().uuid, 1));
+        assert_eq!((sb.block_size, sb.raid_size, sb.strip_size), (BS, 2048, 0));
+        assert_eq!(
+            states(&sb),
+            uuids.iter().map(|u| (SbBaseState::Configured, *u)).collect::<Vec<_>>()
+        );
+        assert!(
+            sb.base_bdevs
+                .iter()
+                .all(|x| (x.data_offset, x.data_size) == (2048, 2048))
+        );
+    }
+    assert!(r.status().superblock);
+
+    // B fails a write late; by then A and C are slow to take the
+    // superblock. The write is answered only once their superblock says B
+    // failed.
+    f[1].set_delay(Duration::from_millis(5));
+    f[1].set_fail(false, true);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let bb = b.clone();
+    rig.run(0, move |cx| {
+        let io = BdevIo::Write {
+            lba: 0,
+            data: pattern(8 * 512, 1),
+        };
+        bb.submit(cx, io, BdevDone::from_fn(move |_, r, _| tx.send(r).unwrap()));
+    });
+    f[0].set_write_delay(Duration::from_millis(50));
+    f[2].set_write_delay(Duration::from_millis(50));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), Ok(()));
+    for base in [&f[0], &f[2]] {
+        let sb = sb_on(base.ram());
+        assert_eq!(sb.seq_number, 2, "persisted before the write was answered");
+        assert_eq!(states(&sb)[1], (SbBaseState::Failed, uuids[1]));
+    }
+    assert_eq!(sb_on(f[1].ram()).seq_number, 1, "B is not written any more");
+    f[0].set_write_delay(Duration::ZERO);
+    f[2].set_write_delay(Duration::ZERO);
+
+    // Removed: MISSING; added: MISSING while rebuilt, then CONFIGURED.
+    r.remove_base("C").unwrap();
+    let sb = wait_seq(f[0].ram(), 3);
+    assert_eq!(states(&sb)[2], (SbBaseState::Missing, uuids[2]));
+    let d = FakeBdev::new("D", 4096, BS);
+    r.add_base(d.clone(), &rig.handle(1)).unwrap();
+    wait_rebuilt(&r);
+    // Updates asked for while one is written are folded into the next.
+    let d_uuid = d.info().uuid;
+    let sb = wait_sb(f[0].ram(), |sb| states(sb)[1] == (SbBaseState::Configured, d_uuid));
+    assert!(sb.seq_number >= 4, "{sb:?}");
+    assert_eq!(wait_seq(d.ram(), sb.seq_number), sb, "D carries the same superblock");
+}
+
+#[test]
+fn a_restart_reassembles_the_volume_and_rebuilds_a_stale_member_before_reading_it() {
+    let rig = Rig::start();
+    let f = fakes(&["A", "B", "C"], 4096);
+    let (r, b) = sb_volume(&f, &rig);
+    for lba in (0..2048).step_by(128) {
+        rig.write(1, &b, lba, pattern(128 * 512, lba as u8)).unwrap();
+    }
+    // B leaves; writes go on without it; then the daemon "restarts".
+    r.remove_base("B").unwrap();
+    wait_seq(f[0].ram(), 2);
+    rig.write(0, &b, 500, pattern(64 * 512, 77)).unwrap();
+    let before = on_base(f[0].ram(), 2048, 0, 2048);
+    drop((r, b));
+
+    let found: Vec<_> = f
+        .iter()
+        .map(|x| {
+            let bdev: Arc<dyn Bdev> = x.clone();
+            let sb = read_superblock(&bdev, &rig.handle(0), WAIT)
+                .unwrap()
+                .expect("a superblock");
+            (x.info().uuid, sb)
+        })
+        .collect();
+    let asm = assemble(&found).unwrap();
+    assert!(
+        matches!(
+            &asm.slots[1],
+            AsmSlot::Stale {
+                reason: StaleReason::Recorded(SbBaseState::Missing),
+                ..
+            }
+        ),
+        "{:?}",
+        asm.slots[1]
+    );
+    let reads_b = f[1].reads();
+    // B takes its time, so the reads below meet it stale.
+    f[1].set_write_delay(Duration::from_millis(300));
+    let r = Arc::new(Raid1Bdev::from_assembly(&asm, dyns(&f), Raid1Options::default(), &rig.handle(1)).unwrap());
+    let b: Arc<dyn Bdev> = r.clone();
+    assert_eq!((b.info().name.as_str(), b.info().num_blocks), ("Vol0", 2048));
+    // Read at once, while B may still be rebuilt: never from B.
+    for i in 0..6 {
+        assert_eq!(rig.read(i, &b, 500, 64).unwrap(), pattern(64 * 512, 77));
+    }
+    assert!(r.status().process.is_some(), "still rebuilding B");
+    let s = wait_rebuilt(&r);
+    assert_eq!(f[1].reads(), reads_b, "B was not read while stale");
+    assert!(s.base_bdevs.iter().all(|x| x.is_operational), "{s:?}");
+    assert!(on_base(f[1].ram(), 2048, 0, 2048) == before, "B rebuilt");
+    let sb = wait_seq(f[1].ram(), 4);
+    assert!(states(&sb).iter().all(|(st, _)| *st == SbBaseState::Configured));
+
+    // Wiped (the volume deleted): nothing left to assemble.
+    r.wipe_superblock(&rig.handle(0), WAIT).unwrap();
+    for base in &f {
+        let bdev: Arc<dyn Bdev> = base.clone();
+        assert_eq!(read_superblock(&bdev, &rig.handle(1), WAIT).unwrap(), None);
+    }
+    assert!(on_base(f[0].ram(), 2048, 0, 2048) == before, "data untouched");
+
+    // A base the volume never had: no superblock.
+    let blank: Arc<dyn Bdev> = Arc::new(RamBdev::new("Blank", 4096 * 512, BS).unwrap());
+    assert_eq!(read_superblock(&blank, &rig.handle(0), WAIT).unwrap(), None);
+}

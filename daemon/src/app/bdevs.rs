@@ -2,14 +2,13 @@
 //! name, each with its UUID checked unique (`bdev_*_create`, `bdev_*_delete`);
 //! raid1 volumes are in it too (made in `raid.rs`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use lull_engine::bdev::raid1::Raid1Bdev;
 use lull_engine::bdev::{Bdev, FileBdev, NullBdev, RamBdev};
 use lull_engine::meminfo::mem_available;
 
-use super::{App, AppError, lock};
+use super::{App, AppError, lock, uuid_taken};
 use crate::config::{BdevKind, BdevSpec};
 
 /// What backs a bdev (SPDK's `product_name` and driver).
@@ -252,22 +251,4 @@ impl App {
         }
         removed
     }
-}
-
-/// The error for a bdev UUID another bdev has already, if one has.
-pub(super) fn uuid_taken(uuids: &BTreeMap<[u8; 16], String>, uuid: &[u8; 16]) -> Option<AppError> {
-    uuids.get(uuid).map(|name| {
-        let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
-        let text = format!(
-            "{}-{}-{}-{}-{}",
-            &hex[..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..]
-        );
-        AppError::Exists(format!(
-            "uuid {text} is already bdev {name}'s; each bdev needs its own (give this one another uuid)"
-        ))
-    })
 }

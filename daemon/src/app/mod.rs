@@ -107,6 +107,24 @@ pub struct App {
     started: Instant,
 }
 
+/// The error for a bdev UUID another bdev has already, if one has.
+fn uuid_taken(uuids: &BTreeMap<[u8; 16], String>, uuid: &[u8; 16]) -> Option<AppError> {
+    uuids.get(uuid).map(|name| {
+        let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+        let text = format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        );
+        AppError::Exists(format!(
+            "uuid {text} is already bdev {name}'s; each bdev needs its own (give this one another uuid)"
+        ))
+    })
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -22,7 +22,7 @@ use lull_engine::bdev::Bdev;
 use lull_engine::bdev::raid1::superblock::{Found, Superblock, UuidText, assemble};
 use lull_engine::bdev::raid1::{Raid1Bdev, Raid1Error, Raid1Options, Raid1Params, Raid1Status, read_superblock};
 
-use super::{App, AppError, BdevEntry, Driver, lock};
+use super::{App, AppError, BdevEntry, Driver, lock, uuid_taken};
 
 /// Longest wait for a superblock read or write at creation.
 const SUPERBLOCK_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -199,7 +199,7 @@ impl App {
             return Err(AppError::Exists(format!("name: bdev {} already exists", c.name)));
         }
         let uuid = c.uuid.unwrap_or_else(random_uuid);
-        if let Some(e) = super::bdevs::uuid_taken(&lock(&self.uuids), &uuid) {
+        if let Some(e) = uuid_taken(&lock(&self.uuids), &uuid) {
             return Err(e);
         }
         let mut bases = Vec::with_capacity(c.base_bdevs.len());
@@ -219,7 +219,7 @@ impl App {
         let raid = Arc::new(raid);
         // Assembled, it has its superblock's identity.
         let uuid = raid.info().uuid;
-        if let Some(e) = super::bdevs::uuid_taken(&lock(&self.uuids), &uuid) {
+        if let Some(e) = uuid_taken(&lock(&self.uuids), &uuid) {
             return Err(e);
         }
         lock(&self.uuids).insert(uuid, c.name.clone());

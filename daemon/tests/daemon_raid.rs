@@ -951,3 +951,66 @@ fn the_superblock_is_on_every_base_when_create_answers() {
     ok(&app, "bdev_raid_create", other);
     app.shutdown();
 }
+
+/// A replica's controller that stays lost past `ctrlr_loss_timeout_sec` is
+/// deleted with its bdev, as SPDK's bdev_nvme deletes it: the bdev leaves
+/// the volume, which goes on degraded over its local base, and the name is
+/// free to attach the replica again when it returns.
+#[test]
+fn a_lost_replica_controller_is_deleted_and_leaves_its_volume() {
+    let core = lull_reactor::CoreList::usable().unwrap().cores()[0];
+    let cfg = Config::from_toml(&format!(
+        r#"cores = "{core}"
+rpc_socket = "/nonexistent/unused.sock"
+listen = ["127.0.0.1:0"]
+[[bdev]]
+name = "Replica0"
+type = "malloc"
+size = "16MiB"
+[[subsystem]]
+nqn = "{NQN}"
+allow_any_host = true
+namespaces = [{{ bdev = "Replica0" }}]
+"#
+    ))
+    .unwrap();
+    let replica = App::start(&cfg.resolve().unwrap()).unwrap();
+    let port = replica.target().listeners()[0].port();
+    let engine = app();
+    let attach = json!({"name": "N", "trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",
+                        "trsvcid": port.to_string(), "subnqn": NQN,
+                        "ctrlr_loss_timeout_sec": 1, "reconnect_delay_sec": 1, "fast_io_fail_timeout_sec": 0});
+    assert_eq!(
+        ok(&engine, "bdev_nvme_attach_controller", attach.clone()),
+        json!(["Nn1"])
+    );
+    malloc(&engine, "L0", 32768);
+    ok(
+        &engine,
+        "bdev_raid_create",
+        json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["L0", "Nn1"]}),
+    );
+    assert_eq!(raids(&engine)[0]["num_base_bdevs_operational"], 2);
+    // The replica's node goes away: its connections close, nothing listens.
+    replica.shutdown();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !engine.controllers().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the lost controller was not deleted within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    refused(&engine, "bdev_get_bdevs", json!({"name": "Nn1"}), -19, &["Nn1"]);
+    let r = &raids(&engine)[0];
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(r["num_base_bdevs_operational"], 1, "{r}");
+    let names: Vec<&Value> = r["base_bdevs_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| &b["name"])
+        .collect();
+    assert!(names.contains(&&json!("L0")) && !names.contains(&&json!("Nn1")), "{r}");
+    engine.shutdown();
+}

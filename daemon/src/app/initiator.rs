@@ -129,6 +129,14 @@ impl App {
                 }
             });
         }));
+        // A controller whose reconnects gave up is deleted with its bdevs,
+        // as SPDK's bdev_nvme does once ctrlr_loss_timeout_sec has passed.
+        let (weak, cname) = (self.me.clone(), name.to_string());
+        ctrlr.on_lost(Arc::new(move |why| {
+            if let Some(app) = weak.upgrade() {
+                app.controller_lost(&cname, why);
+            }
+        }));
         lock(&self.nvme).insert(
             name.to_string(),
             NvmeEntry {
@@ -242,6 +250,34 @@ impl App {
         }
         e.ctrlr.detach();
         Ok(())
+    }
+
+    /// Deletes controller `name` after it was lost (`ctrlr_loss_timeout_sec`
+    /// passed without a reconnect), as SPDK's bdev_nvme does: each of its
+    /// bdevs leaves the volume it is a base of (which goes on degraded) and
+    /// the namespaces that export it, then the controller is detached. A
+    /// volume's last base stays (the volume fails I/O, and says so) and then
+    /// so does its controller. Runs on the controller's reset thread.
+    fn controller_lost(&self, name: &str, why: &str) {
+        let bdevs = match lock(&self.nvme).get(name) {
+            // Only the controller that was lost: not a new one attached
+            // under the same name since.
+            Some(e) if matches!(e.ctrlr.state(), lull_engine::initiator::CtrlrState::Lost(_)) => e.bdevs.clone(),
+            _ => return,
+        };
+        for b in &bdevs {
+            if self.raid_of_base(b).is_some()
+                && let Err(e) = self.raid_remove_base(b)
+            {
+                tracing::warn!(ctrlr = name, bdev = %b, error = %e, "lost controller's bdev stays in its volume");
+            }
+        }
+        match self.detach_controller(name) {
+            Ok(()) => {
+                tracing::warn!(ctrlr = name, %why, bdevs = ?bdevs, "NVMe controller lost: deleted with its bdevs")
+            }
+            Err(e) => tracing::warn!(ctrlr = name, %why, error = %e, "NVMe controller lost, and kept"),
+        }
     }
 
     /// Attached controllers: (name, controller, bdevs).

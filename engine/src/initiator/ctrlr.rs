@@ -122,11 +122,18 @@ struct Shared {
     /// Told the new namespace list after a Namespace Attribute Changed notice
     /// and after every reconnect.
     ns_listener: Mutex<Option<NamespaceListener>>,
+    /// Told once when the controller is lost (not when detached).
+    lost_listener: Mutex<Option<LostListener>>,
 }
 
 /// Called (on the admin queue's reactor) with the namespace list re-read
 /// after the controller reported a namespace change.
 pub type NamespaceListener = Arc<dyn Fn(Vec<crate::initiator::NsInfo>) + Send + Sync>;
+
+/// Called (on the reset thread, which may block) once the controller is lost:
+/// no reconnect within `ctrlr_loss_timeout_sec`, or none tried because it is
+/// 0. The argument says why.
+pub type LostListener = Arc<dyn Fn(&str) + Send + Sync>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -218,6 +225,7 @@ impl NvmeController {
             state: Mutex::new((CtrlrState::Live, 1)),
             resets: AtomicU64::new(0),
             ns_listener: Mutex::new(None),
+            lost_listener: Mutex::new(None),
         });
         install(&shared, assoc, 1)?;
         tracing::info!(name, cntlid = lock(&shared.info).cntlid, "NVMe controller attached");
@@ -246,6 +254,14 @@ impl NvmeController {
     /// on a reactor and must not block.
     pub fn on_namespaces_changed(&self, f: NamespaceListener) {
         *lock(&self.shared.ns_listener) = Some(f);
+    }
+
+    /// Calls `f` once when the controller is lost ([`CtrlrState::Lost`]: the
+    /// reconnects gave up after `ctrlr_loss_timeout_sec`), so its owner can
+    /// delete it as SPDK's bdev_nvme does. `f` runs on the reset thread, off
+    /// the reactors, and may block; not called for a detach.
+    pub fn on_lost(&self, f: LostListener) {
+        *lock(&self.shared.lost_listener) = Some(f);
     }
 
     /// Where it stands.
@@ -748,9 +764,14 @@ fn reset(shared: Arc<Shared>, generation: u64, reason: String) {
             }
             st.0 = CtrlrState::Lost(why.clone());
         }
+        let held = why.clone();
         broadcast(&shared, move |cx, id| {
-            fail_held(cx, id, IoError::ControllerLost(why.clone()), true)
+            fail_held(cx, id, IoError::ControllerLost(held.clone()), true)
         });
+        let listener = lock(&shared.lost_listener).clone();
+        if let Some(f) = listener {
+            f(&why);
+        }
     };
     if opts.ctrlr_loss_timeout_sec == 0 {
         lost(format!("{reason} (ctrlr_loss_timeout_sec = 0: no reconnect)"));

@@ -7,11 +7,24 @@ use clap::{Args, Parser, Subcommand};
 use lull_perf::reactor_bench::{self, BenchOptions};
 use lull_reactor::CoreList;
 
+/// `println!` through [`stdout::print`]: a closed output pipe ends the
+/// process quietly (status 141) instead of panicking.
+macro_rules! println {
+    () => { $crate::stdout::print(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::stdout::print(format_args!($($arg)*), true) };
+}
+
+/// `print!` through [`stdout::print`], as [`println!`].
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::stdout::print(format_args!($($arg)*), false) };
+}
+
 mod bench_cmd;
 mod ctl_cmd;
 mod live_flags;
 mod perf_cmd;
 mod raid_cmd;
+mod stdout;
 mod target_cmd;
 mod volume_cmd;
 

@@ -83,8 +83,6 @@ struct State {
     /// Read blocks in flight per slot, on this reactor (SPDK's
     /// `read_blocks_outstanding`).
     outstanding: [u64; MAX_BASE_BDEVS],
-    /// Where the next tie-break starts (round robin).
-    next: u32,
     /// The rebuild's window as this reactor knows it.
     window: Option<Range>,
     /// Writes into the window, in arrival order, until it moves.
@@ -145,7 +143,6 @@ impl State {
         State {
             ops: Slab::with_capacity(64),
             outstanding: [0; MAX_BASE_BDEVS],
-            next: 0,
             window,
             waiting: VecDeque::new(),
             drain: None,
@@ -153,23 +150,23 @@ impl State {
         }
     }
 
-    /// The slot of `mask` with the fewest read blocks outstanding here,
-    /// ties taken in turn.
+    /// The slot of `mask` with the fewest read blocks outstanding here; of
+    /// equals, the lowest (SPDK's raid1 rule): the base listed first, a
+    /// volume's local replica as `lull volume create` lists it, serves
+    /// every read it keeps up with, and the others take what queues behind
+    /// it. A read served locally costs no initiator round trip.
     fn pick(&mut self, mask: u64) -> Option<u8> {
         let mut best: Option<(u64, u32)> = None;
-        let mut rest = mask.rotate_right(self.next % 64);
+        let mut rest = mask;
         while rest != 0 {
-            let k = rest.trailing_zeros();
+            let slot = rest.trailing_zeros();
             rest &= rest - 1;
-            let slot = (k + self.next) % 64;
             let n = self.outstanding[slot as usize];
             if best.is_none_or(|(b, _)| n < b) {
                 best = Some((n, slot));
             }
         }
-        let (_, slot) = best?;
-        self.next = slot + 1;
-        Some(slot as u8)
+        best.map(|(_, slot)| slot as u8)
     }
 }
 
@@ -571,11 +568,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn picks_the_least_busy_slot_and_takes_ties_in_turn() {
+    fn picks_the_least_busy_slot_and_of_equals_the_lowest() {
         let mut st = State::new(None);
+        let mask = 0b1010; // slots 1, 3
+        let turns: Vec<_> = (0..3).map(|_| st.pick(mask).unwrap()).collect();
+        assert_eq!(turns, vec![1, 1, 1], "nothing outstanding: the lowest slot");
         let mask = 0b1011; // slots 0, 1, 3
-        let turns: Vec<_> = (0..6).map(|_| st.pick(mask).unwrap()).collect();
-        assert_eq!(turns, vec![0, 1, 3, 0, 1, 3]);
         st.outstanding[0] = 8;
         st.outstanding[3] = 8;
         assert_eq!(st.pick(mask), Some(1));

@@ -10,7 +10,7 @@
 //!   volume (degraded); the operation still succeeds when an operational
 //!   base completed it, and fails only when none did.
 //! - Reads go to one operational base (fewest blocks outstanding on this
-//!   reactor, ties in turn) and are retried on another when one fails (the
+//!   reactor, of equals the lowest slot, as SPDK) and are retried on another when one fails (the
 //!   failed base is taken out).
 //! - [`Raid1Bdev::add_base`] puts a base in an empty slot and starts a
 //!   rebuild onto it (module `rebuild`): window by window, writes into the window

@@ -124,9 +124,11 @@ trap cleanup EXIT
 # under emulation).
 raid_state() {
     ctl E raid list 2>/dev/null | awk -v v="$VOL" '$1 == v {
-        split($3, o, "/"); p = "none"
+        st = $2; sub(/,$/, "", st)   # "online," of "online, degraded"
+        for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+\/[0-9]+$/) { split($i, o, "/"); break }
+        p = "none"
         if (match($0, /rebuild of [^:]*: [0-9]+ blocks, [0-9]+%/)) { s = substr($0, RSTART, RLENGTH); sub(/.* /, "", s); p = "rebuild:" s }
-        print $2, o[1], p; found = 1 }
+        print st, o[1], p; found = 1 }
         END { if (!found) print "missing 0 none" }'
 }
 wait_for() { # seconds description command...

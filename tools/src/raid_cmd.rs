@@ -86,12 +86,23 @@ enum RaidCmd {
 /// One volume as a line of `lull raid list`.
 pub(crate) fn raid_line(r: &Value) -> String {
     let n = |k: &str| r[k].as_u64().unwrap_or(0);
+    let target = r.get("process").and_then(|p| p["target"].as_str()).unwrap_or_default();
     let bases: Vec<String> = r["base_bdevs_list"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|b| b["name"].as_str().unwrap_or("(empty)").to_string())
+        .map(|b| match b["name"].as_str() {
+            Some(name) if name == target => format!("{name} (rebuilding)"),
+            Some(name) => name.to_string(),
+            None => "(empty)".to_string(),
+        })
         .collect();
+    // Fewer copies in sync than slots: a slot empty, or a base being rebuilt.
+    let degraded = n("num_base_bdevs_discovered") < n("num_base_bdevs") || !target.is_empty();
+    let state = match (r["state"].as_str().unwrap_or("?"), degraded) {
+        ("online", true) => "online, degraded".to_string(),
+        (s, _) => s.to_string(),
+    };
     let process = match r.get("process") {
         Some(p) if p.is_object() => format!(
             "; {} of {}: {} blocks, {}%",
@@ -103,9 +114,9 @@ pub(crate) fn raid_line(r: &Value) -> String {
         _ => String::new(),
     };
     format!(
-        "{:<16} {:<11} {}/{} operational, {} discovered{} [{}]{}",
+        "{:<16} {:<16} {}/{} operational, {} discovered{} [{}]{}",
         r["name"].as_str().unwrap_or("?"),
-        r["state"].as_str().unwrap_or("?"),
+        state,
         n("num_base_bdevs_operational"),
         n("num_base_bdevs"),
         n("num_base_bdevs_discovered"),
@@ -202,7 +213,16 @@ mod tests {
         });
         assert_eq!(
             raid_line(&r),
-            "Vol0             online      3/3 operational, 3 discovered, superblock [M0 (empty) N1]; rebuild of N1: 2048 blocks, 25%"
+            "Vol0             online, degraded 3/3 operational, 3 discovered, superblock [M0 (empty) N1 (rebuilding)]; rebuild of N1: 2048 blocks, 25%"
+        );
+        let healthy = json!({
+            "name": "Vol0", "state": "online", "superblock": false, "num_base_bdevs": 2,
+            "num_base_bdevs_discovered": 2, "num_base_bdevs_operational": 2,
+            "base_bdevs_list": [{"name": "M0"}, {"name": "M1"}],
+        });
+        assert_eq!(
+            raid_line(&healthy),
+            "Vol0             online           2/2 operational, 2 discovered [M0 M1]"
         );
     }
 }

@@ -438,6 +438,11 @@ fn print_summary(app: &App, s: &config::Settings, rpc: &std::path::Path, metrics
             .map(|m| format!("; metrics on http://{m}/metrics"))
             .unwrap_or_default()
     );
+    // What a replica's allow-list needs when this daemon attaches to it.
+    eprintln!(
+        "  initiator host NQN (bdev_nvme_attach_controller without hostnqn): {}",
+        lull_daemon::rpc::default_hostnqn()
+    );
     let subs: Vec<_> = t
         .subsystems()
         .into_iter()

@@ -34,11 +34,13 @@ enum VolumeCmd {
     ///   --replica 10.0.0.3:4420/nqn.2024-01.io.lull:vol0-r2 --export nqn.2024-01.io.lull:vol0 --listen 0.0.0.0:4420
     #[command(verbatim_doc_comment)]
     Create(CreateArgs),
-    /// Delete a volume: its export (with --unexport), the raid1, and the replicas' controllers.
+    /// Delete a volume: its export (with --unexport: its namespaces, and a
+    /// subsystem left empty), the raid1, and the replicas' controllers.
     Delete {
         /// The volume (raid1 bdev) name.
         name: String,
-        /// Also remove the namespaces that export it (otherwise an exported volume is refused).
+        /// Also remove the namespaces that export it, and a subsystem they leave
+        /// empty (otherwise an exported volume is refused).
         #[arg(long)]
         unexport: bool,
     },
@@ -71,6 +73,11 @@ pub struct CreateArgs {
     /// A host allowed to connect to the export (repeatable); none: any host.
     #[arg(long = "allow-host", value_name = "HOSTNQN", requires = "export")]
     allow_hosts: Vec<String>,
+    /// The host NQN this daemon presents to the replicas (their allow-lists
+    /// must hold it); default: the daemon's own, which `lull target` prints
+    /// at start.
+    #[arg(long, value_name = "HOSTNQN")]
+    hostnqn: Option<String>,
     /// Seconds a lost replica's controller keeps reconnecting before its
     /// namespace is removed from the volume (bdev_nvme's
     /// ctrlr_loss_timeout_sec; -1: forever, which keeps the volume waiting
@@ -164,6 +171,9 @@ fn plan(a: &CreateArgs) -> Result<Vec<Step>, String> {
             }),
             undo: Some(("bdev_nvme_detach_controller", json!({ "name": ctrlr }))),
         });
+        if let (Some(h), Some(step)) = (&a.hostnqn, steps.last_mut()) {
+            step.params["hostnqn"] = json!(h);
+        }
         base_bdevs.push(format!("{ctrlr}n{}", r.nsid));
     }
     steps.push(Step {
@@ -282,8 +292,21 @@ pub fn volume(a: VolumeArgs) -> Result<(), String> {
                     list.join(", ")
                 ));
             }
-            for (nqn, nsid) in exported {
+            for (nqn, nsid) in &exported {
                 client.call("nvmf_subsystem_remove_ns", json!({ "nqn": nqn, "nsid": nsid }))?;
+            }
+            // A subsystem left with no namespace was the volume's export
+            // (`--export` made it): it goes too, so the same --export works again.
+            let subs = client.call("nvmf_get_subsystems", Value::Null)?;
+            for s in subs.as_array().into_iter().flatten() {
+                let nqn = s.get("nqn").and_then(Value::as_str).unwrap_or_default();
+                let empty = s
+                    .get("namespaces")
+                    .and_then(Value::as_array)
+                    .is_none_or(|n| n.is_empty());
+                if empty && exported.iter().any(|(n, _)| n == nqn) {
+                    client.call("nvmf_delete_subsystem", json!({ "nqn": nqn }))?;
+                }
             }
             client.call("bdev_raid_delete", json!({ "name": name }))?;
             // The replicas this command attached: controllers named after the volume.
@@ -330,6 +353,7 @@ mod tests {
             export: None,
             listen: None,
             allow_hosts: Vec::new(),
+            hostnqn: None,
             ctrlr_loss_timeout_sec: 10,
             reconnect_delay_sec: 2,
             fast_io_fail_timeout_sec: 5,
@@ -397,6 +421,10 @@ mod tests {
             Some(("bdev_nvme_detach_controller", json!({ "name": "Vol0r1" })))
         );
         assert_eq!(steps[2].undo, Some(("bdev_raid_delete", json!({ "name": "Vol0" }))));
+        assert!(steps[0].params.get("hostnqn").is_none(), "the daemon's own by default");
+        a.hostnqn = Some("nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000001".into());
+        let steps = plan(&a).expect("plan");
+        assert_eq!(steps[1].params["hostnqn"], a.hostnqn.clone().unwrap());
     }
 
     #[test]

@@ -263,7 +263,9 @@ impl SyncQueue {
             kato: kato_ms,
         }
         .write(&mut sqe);
-        let what = format!("Connect (queue {qid})");
+        // The host NQN is named: a target that refuses it (Connect Invalid
+        // Host) needs exactly this one on its allow-list.
+        let what = format!("Connect (queue {qid}, host {})", data.hostnqn);
         Ok(self.call(&what, sqe, &data.encode(), 0)?.cqe)
     }
 

@@ -16,6 +16,7 @@ mod keyring;
 mod live;
 mod lull;
 mod nvme;
+pub use nvme::default_hostnqn;
 mod nvmf;
 mod params;
 mod raid;

@@ -100,8 +100,12 @@ struct Attach {
     dhchap_ctrlr_key: Option<String>,
 }
 
-/// The host NQN used when none is given: stable for this machine.
-pub(crate) fn default_hostnqn() -> String {
+/// The host NQN lull's initiator presents when `bdev_nvme_attach_controller`
+/// gives none: `nqn.2014-08.org.nvmexpress:uuid:` and a UUID derived from
+/// this machine's `/etc/machine-id`, so it is stable across restarts and
+/// differs between machines. A replica target that lists allowed hosts
+/// must list this one (`lull target` prints it at start).
+pub fn default_hostnqn() -> String {
     let host = std::fs::read_to_string("/etc/machine-id").unwrap_or_else(|_| "lull".to_string());
     let id = lull_engine::bdev::uuid_from_name("hostnqn", host.trim());
     format!("nqn.2014-08.org.nvmexpress:uuid:{}", super::params::uuid_string(&id))

@@ -418,6 +418,9 @@ impl Raid1Bdev {
 
 impl Drop for Raid1Bdev {
     fn drop(&mut self) {
+        // No superblock update starts after this (see `SbWriter::deleted`):
+        // what the bases hold is the last state the volume served I/O in.
+        lock(&self.inner.sb).deleted = true;
         let mut c = lock(&self.inner.config);
         if let Some(p) = c.process.as_mut() {
             p.abort = Some("the volume is deleted".to_string());

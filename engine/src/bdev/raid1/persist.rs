@@ -32,6 +32,12 @@ pub(super) struct SbWriter {
     pub(super) seq: u64,
     writing: bool,
     again: bool,
+    /// The volume was deleted: no update starts any more. A rebuild or a
+    /// base failure that ends after the delete (its controller detached
+    /// next) must not record on the bases a state the volume never had
+    /// while it served I/O: the next `bdev_raid_create -s` over them would
+    /// take members that were in sync for stale and rebuild them.
+    pub(super) deleted: bool,
     /// Where updates asked for from off the reactors run.
     pub(super) home: Option<ReactorHandle>,
 }
@@ -42,6 +48,7 @@ impl SbWriter {
             seq,
             writing: false,
             again: false,
+            deleted: false,
             home: None,
         }
     }
@@ -86,6 +93,9 @@ pub(super) fn request(cx: &mut Context, inner: &Arc<Inner>) {
     }
     {
         let mut w = lock(&inner.sb);
+        if w.deleted {
+            return;
+        }
         if w.writing {
             w.again = true;
             return;
@@ -205,7 +215,7 @@ fn finish(cx: &mut Context, inner: Arc<Inner>, version: u64, persisted: bool, fa
     }
     let again = {
         let mut w = lock(&inner.sb);
-        if w.again {
+        if w.again && !w.deleted {
             w.again = false;
         } else {
             w.writing = false;

@@ -179,3 +179,47 @@ fn a_restart_reassembles_the_volume_and_rebuilds_a_stale_member_before_reading_i
     let blank: Arc<dyn Bdev> = Arc::new(RamBdev::new("Blank", 4096 * 512, BS).unwrap());
     assert_eq!(read_superblock(&blank, &rig.handle(0), WAIT).unwrap(), None);
 }
+
+/// A volume deleted while its rebuild runs, its bases then failing (their
+/// controllers detached next, as `lull volume create` undoes itself): the
+/// superblocks stay what the volume last wrote while it served I/O, so
+/// creating it again over the same bases finds the members in sync.
+#[test]
+fn a_deleted_volume_writes_no_superblock_after_its_delete() {
+    let rig = Rig::start();
+    let f = fakes(&["A", "B", "C"], 32768);
+    let (r, b) = sb_volume(&f, &rig);
+    rig.write(0, &b, 0, pattern(64 * 512, 3)).unwrap();
+    r.remove_base("C").unwrap();
+    r.set_options(Raid1Options {
+        process_window_size_kb: 64,
+        process_max_bandwidth_mb_sec: 1,
+    })
+    .unwrap();
+    let d = FakeBdev::new("D", 32768, BS);
+    r.add_base(d.clone(), &rig.handle(0)).unwrap();
+    // The rebuild runs (15 MiB at 1 MiB/s) and the add's update is on the bases.
+    let t0 = Instant::now();
+    while r.status().process.as_ref().is_none_or(|p| p.blocks == 0) {
+        assert!(t0.elapsed() < WAIT, "no rebuild: {:?}", r.status());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let before = sb_on(f[0].ram()).seq_number;
+    drop(r);
+    drop(b);
+    // B's and D's controllers go away: their I/O fails from now on.
+    f[1].set_fail(true, true);
+    d.set_fail(true, true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        sb_on(f[0].ram()).seq_number,
+        before,
+        "no superblock written after the delete"
+    );
+    let on_b = sb_on(f[1].ram());
+    assert!(
+        on_b.base_bdevs.iter().all(|x| x.state != SbBaseState::Failed),
+        "B is not recorded failed: {on_b:?}"
+    );
+}

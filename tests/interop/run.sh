@@ -4,17 +4,21 @@
 #   tests/interop/kernel-target.sh  our initiator (lull perf) against the kernel target (nvmet-tcp);
 #   tests/interop/kernel-daemon.sh  the daemon from deploy/lull.toml, built further with SPDK's
 #                                   JSON-RPC client, against the kernel host;
+#   tests/interop/kernel-raid1.sh   a raid1 volume over three daemons (lull volume create)
+#                                   under the kernel host's fio --verify while a replica is
+#                                   kill -9ed, restarted and rebuilt;
 # then decodes the sessions they captured with tshark, here on the host; then, in a second VM:
 #   tests/interop/kernel-auth.sh    DH-HMAC-CHAP both ways (kernel host -> our target, our
 #                                   initiator -> nvmet), on a kernel built with NVMe
 #                                   authentication (see auth_kernel below).
 # Usage: tests/interop/run.sh [kernel-peer path]
-# INTEROP="kernel-host kernel-target kernel-daemon kernel-auth" (the default) picks the scripts.
+# INTEROP="kernel-host kernel-target kernel-daemon kernel-raid1 kernel-auth" (the default) picks
+# the scripts.
 # Exit status: non-zero when any check failed; 0 with a notice when kernel-peer is absent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KP=${1:-${KERNEL_PEER:-../shared/kernel-peer/kernel-peer}}
-INTEROP=${INTEROP:-kernel-host kernel-target kernel-daemon kernel-auth}
+INTEROP=${INTEROP:-kernel-host kernel-target kernel-daemon kernel-raid1 kernel-auth}
 if [ ! -x "$KP" ]; then
     echo "kernel-peer not found at $KP: kernel interop not run" >&2
     exit 0
@@ -49,7 +53,7 @@ done
 job+='; exit $rc'
 rc=0
 if [ "$job" != "cd '$PWD' && rc=0; exit \$rc" ]; then
-    "$KP" run --share "$PWD/target/interop" --timeout 1500 --dmesg target/interop/dmesg.txt -- "$job" || rc=$?
+    "$KP" run --share "$PWD/target/interop" --timeout 1800 --dmesg target/interop/dmesg.txt -- "$job" || rc=$?
 fi
 
 # The captures are decoded here, on the host: tshark starts far faster than under emulation.

@@ -880,6 +880,48 @@ fn a_rebuild_stops_when_its_target_is_removed_or_fails() {
     }
 }
 
+/// A source that fails a read of the copy is taken out and the window is
+/// copied again from another base: the rebuild ends with the target
+/// holding every block, from the base that was left.
+#[test]
+fn a_rebuild_whose_source_fails_a_read_copies_from_another_base() {
+    let rig = Rig::start();
+    let f = fakes(&["A", "B", "C"], 4096);
+    let (r, b) = volume("Raid0", dyns(&f), false);
+    for lba in (0..4096).step_by(256) {
+        rig.write(0, &b, lba, pattern(256 * 512, (lba / 256) as u8)).unwrap();
+    }
+    r.remove_base("C").unwrap();
+    r.set_options(Raid1Options {
+        process_window_size_kb: 512,
+        process_max_bandwidth_mb_sec: 0,
+    })
+    .unwrap();
+    // A fails every read from now on; B is left to copy from.
+    f[0].set_fail(true, false);
+    let d = FakeBdev::new("D", 4096, BS);
+    r.add_base(d.clone(), &rig.handle(0)).unwrap();
+    let s = wait_rebuilt(&r);
+    assert!(
+        s.base_bdevs[0]
+            .failed
+            .as_deref()
+            .unwrap_or_default()
+            .contains("rebuild read failed"),
+        "{s:?}"
+    );
+    assert!(s.base_bdevs[2].is_operational, "{s:?}");
+    assert_eq!(s.base_bdevs[2].name.as_deref(), Some("D"));
+    let expect = on_base(f[1].ram(), 0, 0, 4096);
+    assert_eq!(on_base(d.ram(), 0, 0, 4096), expect, "every block copied from B");
+    for lba in (0..4096).step_by(256) {
+        assert_eq!(
+            rig.read(1, &b, lba, 8).unwrap(),
+            pattern(256 * 512, (lba / 256) as u8)[..8 * 512]
+        );
+    }
+}
+
 /// Reads and writes in flight on every reactor while bases fail one after
 /// another: each operation is answered exactly once; successes while a
 /// base is left, then the volume's error once none is.

@@ -134,6 +134,14 @@ struct Config {
     /// unlock has reached every reactor (after `process` is cleared), so
     /// two processes never move windows at once.
     running: bool,
+    /// The volume is deleted: no process starts any more (its bases may
+    /// already belong to someone else).
+    deleted: bool,
+    /// Its superblocks are being or were zeroed (`bdev_raid_delete
+    /// clear_sb`): no update writes one back. A superblock update asked for
+    /// by an ordinary delete still goes out, so that the bases record who
+    /// was in sync.
+    wiped: bool,
 }
 
 /// Locks `m`, recovering the data if a holder panicked (every change under
@@ -234,6 +242,8 @@ impl Raid1Bdev {
                     version: 1,
                     process: None,
                     running: false,
+                    deleted: false,
+                    wiped: false,
                 }),
                 members: ArcSwap::from_pointee(members),
                 options: OptionsCell::new(params.options),
@@ -419,6 +429,7 @@ impl Raid1Bdev {
 impl Drop for Raid1Bdev {
     fn drop(&mut self) {
         let mut c = lock(&self.inner.config);
+        c.deleted = true;
         if let Some(p) = c.process.as_mut() {
             p.abort = Some("the volume is deleted".to_string());
         }

@@ -141,12 +141,16 @@ fn round(cx: &mut Context, inner: Arc<Inner>) {
         let mut w = lock(&inner.sb);
         w.seq += 1;
         let bytes = describe(&inner, &c, w.seq).encode(inner.info.block_size);
-        let targets: Vec<(u8, Arc<dyn Bdev>, bool)> = c
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((i as u8, s.bdev.clone()?, s.state == SlotState::Operational)))
-            .collect();
+        // Zeroed for good: an update now would put the superblock back.
+        let targets: Vec<(u8, Arc<dyn Bdev>, bool)> = if c.wiped {
+            Vec::new()
+        } else {
+            c.slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| Some((i as u8, s.bdev.clone()?, s.state == SlotState::Operational)))
+                .collect()
+        };
         (c.version, bytes, targets)
     };
     let bytes = match bytes {
@@ -264,7 +268,8 @@ pub(super) fn wipe_now(inner: &Arc<Inner>, reactor: &ReactorHandle, timeout: Dur
         return Ok(());
     }
     let (bases, len) = {
-        let c = lock(&inner.config);
+        let mut c = lock(&inner.config);
+        c.wiped = true;
         let bases: Vec<Arc<dyn Bdev>> = c.slots.iter().filter_map(|s| s.bdev.clone()).collect();
         let blocks = super::superblock::sb_len_blocks(c.slots.len(), inner.info.block_size);
         (bases, (blocks * u64::from(inner.info.block_size)) as usize)
@@ -290,7 +295,10 @@ pub(super) fn wipe_now(inner: &Arc<Inner>, reactor: &ReactorHandle, timeout: Dur
             }
         }),
     )
-    .map_err(fail)?;
+    .map_err(|e| {
+        lock(&inner.config).wiped = false;
+        fail(e)
+    })?;
     let deadline = Instant::now() + timeout;
     let mut errors = Vec::new();
     for _ in 0..n {
@@ -298,12 +306,17 @@ pub(super) fn wipe_now(inner: &Arc<Inner>, reactor: &ReactorHandle, timeout: Dur
         match rx.recv_timeout(left) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => errors.push(e),
-            Err(_) => return Err(fail(format!("not wiped within {timeout:?}"))),
+            Err(_) => {
+                lock(&inner.config).wiped = false;
+                return Err(fail(format!("not wiped within {timeout:?}")));
+            }
         }
     }
     if errors.is_empty() {
         Ok(())
     } else {
+        // The volume stays: its later updates are written again.
+        lock(&inner.config).wiped = false;
         Err(fail(format!("wiping failed on {}", errors.join("; "))))
     }
 }

@@ -179,3 +179,51 @@ fn a_restart_reassembles_the_volume_and_rebuilds_a_stale_member_before_reading_i
     let blank: Arc<dyn Bdev> = Arc::new(RamBdev::new("Blank", 4096 * 512, BS).unwrap());
     assert_eq!(read_superblock(&blank, &rig.handle(0), WAIT).unwrap(), None);
 }
+
+/// A volume wiped and deleted (`bdev_raid_delete clear_sb`) while a
+/// rebuild runs and another is queued behind it: nothing more reaches its
+/// bases afterwards. Neither the superblock update that ending the aborted
+/// rebuild asks for (which wrote back the superblock just zeroed) nor the
+/// queued rebuild (its target is a free bdev once the volume is gone).
+#[test]
+fn a_deleted_volume_writes_nothing_more_to_its_bases() {
+    let rig = Rig::start();
+    let mut f = fakes(&["A", "B", "C", "D"], 4096);
+    let (r, b) = sb_volume(&f, &rig);
+    rig.write(0, &b, 0, pattern(2048 * 512, 9)).unwrap();
+    r.remove_base("C").unwrap();
+    r.remove_base("D").unwrap();
+    wait_seq(f[0].ram(), 3);
+    // Blank replacements: what reaches them is the rebuild's.
+    f[2] = FakeBdev::new("E", 4096, BS);
+    f[3] = FakeBdev::new("F", 4096, BS);
+    // Slow: C's rebuild is in the middle when the volume goes.
+    r.set_options(Raid1Options {
+        process_window_size_kb: 64,
+        process_max_bandwidth_mb_sec: 1,
+    })
+    .unwrap();
+    r.add_base(f[2].clone(), &rig.handle(0)).unwrap();
+    r.add_base(f[3].clone(), &rig.handle(0)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(r.status().process.map(|p| p.target), Some("E".to_string()));
+    // bdev_raid_delete clear_sb: the superblocks zeroed, then the volume dropped.
+    r.wipe_superblock(&rig.handle(1), WAIT).unwrap();
+    drop((r, b));
+    // A and B are only read by a rebuild: any write to them now is a superblock.
+    let writes: Vec<u64> = f[..2].iter().map(|x| x.writes()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let after: Vec<u64> = f[..2].iter().map(|x| x.writes()).collect();
+    assert_eq!(after, writes, "writes to A and B after the delete");
+    for base in &f {
+        assert!(
+            on_base(base.ram(), 0, 0, 1).iter().all(|&x| x == 0),
+            "{}: superblock back",
+            base.info().name
+        );
+    }
+    assert!(
+        on_base(f[3].ram(), 2048, 0, 2048).iter().all(|&x| x == 0),
+        "F was rebuilt after the delete"
+    );
+}

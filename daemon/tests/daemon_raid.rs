@@ -1014,3 +1014,34 @@ namespaces = [{{ bdev = "Replica0" }}]
     assert!(names.contains(&&json!("L0")) && !names.contains(&&json!("Nn1")), "{r}");
     engine.shutdown();
 }
+
+/// The nil UUID given to `bdev_raid_create` is taken as none given (SPDK
+/// generates one): a volume with a superblock over it is made at once
+/// (its superblock cannot carry a nil UUID), and two such volumes do not
+/// clash.
+#[test]
+fn a_nil_uuid_means_none_given() {
+    let app = app();
+    for n in ["A", "B", "C", "D"] {
+        malloc(&app, n, 8192);
+    }
+    let nil = "00000000-0000-0000-0000-000000000000";
+    let t0 = Instant::now();
+    for (name, bases) in [("V0", ["A", "B"]), ("V1", ["C", "D"])] {
+        ok(
+            &app,
+            "bdev_raid_create",
+            json!({"name": name, "raid_level": "raid1", "base_bdevs": bases, "superblock": true, "uuid": nil}),
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let list = raids(&app);
+    let uuids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uuid"].as_str().unwrap())
+        .collect();
+    assert_eq!(uuids.len(), 2);
+    assert!(uuids.iter().all(|u| *u != nil) && uuids[0] != uuids[1], "{uuids:?}");
+}

@@ -171,6 +171,13 @@ impl App {
     /// holds; [`AppError::Rejected`] for fewer than 2 bases, a base named
     /// twice, bases of different block sizes or too small.
     pub fn create_raid(&self, c: &RaidCreate) -> Result<String, AppError> {
+        // The nil UUID is no identity (a superblock cannot carry it, and two
+        // volumes would share it): as SPDK does, it means "none given".
+        let given = RaidCreate {
+            uuid: c.uuid.filter(|u| *u != [0u8; 16]),
+            ..c.clone()
+        };
+        let c = &given;
         crate::config::check_bdev_name(&c.name)
             .map_err(|e| AppError::InvalidParams(format!("name `{}`: {e}", c.name)))?;
         // SPDK: -EINVAL for a name its superblock cannot hold.

@@ -370,7 +370,8 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`] for the volume or the bdev;
     /// [`AppError::NotPermitted`] when a namespace or a volume holds the
-    /// bdev; [`AppError::Busy`] when every slot is full;
+    /// bdev; [`AppError::Exists`] when the volume has a superblock and the
+    /// bdev holds another volume's; [`AppError::Busy`] when every slot is full;
     /// [`AppError::Rejected`] for a bdev smaller than the volume or of
     /// another block size, or an offline volume.
     pub fn raid_add_base(&self, raid_name: &str, base: &str) -> Result<(), AppError> {
@@ -385,6 +386,22 @@ impl App {
         };
         let bdev = self.free_base(&bdevs, "base_bdev", base)?;
         let reactor = self.raid_reactor(raid_name)?;
+        if raid.status().superblock {
+            // SPDK reads the new base's superblock first and refuses one of
+            // another raid (-EEXIST): the rebuild would overwrite that raid's
+            // member. This raid's own (a member coming back) is rebuilt.
+            match read_superblock(&bdev, reactor, SUPERBLOCK_IO_TIMEOUT) {
+                Ok(Some(sb)) if sb.uuid != raid.info().uuid => {
+                    return Err(AppError::Exists(format!(
+                        "base_bdev: bdev {base} holds the superblock of raid {} ({}); it is not free for raid {raid_name}",
+                        sb.name,
+                        UuidText(sb.uuid)
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(AppError::Failed(format!("base_bdev: {base}: {e}"))),
+            }
+        }
         raid.add_base(bdev, reactor).map_err(from_raid)?;
         tracing::info!(raid = raid_name, base, "base bdev added; rebuild started");
         Ok(())

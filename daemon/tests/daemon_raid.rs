@@ -1014,3 +1014,84 @@ namespaces = [{{ bdev = "Replica0" }}]
     assert!(names.contains(&&json!("L0")) && !names.contains(&&json!("Nn1")), "{r}");
     engine.shutdown();
 }
+
+/// The nil UUID given to `bdev_raid_create` is taken as none given (SPDK
+/// generates one): a volume with a superblock over it is made at once
+/// (its superblock cannot carry a nil UUID), and two such volumes do not
+/// clash.
+#[test]
+fn a_nil_uuid_means_none_given() {
+    let app = app();
+    for n in ["A", "B", "C", "D"] {
+        malloc(&app, n, 8192);
+    }
+    let nil = "00000000-0000-0000-0000-000000000000";
+    let t0 = Instant::now();
+    for (name, bases) in [("V0", ["A", "B"]), ("V1", ["C", "D"])] {
+        ok(
+            &app,
+            "bdev_raid_create",
+            json!({"name": name, "raid_level": "raid1", "base_bdevs": bases, "superblock": true, "uuid": nil}),
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let list = raids(&app);
+    let uuids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uuid"].as_str().unwrap())
+        .collect();
+    assert_eq!(uuids.len(), 2);
+    assert!(uuids.iter().all(|u| *u != nil) && uuids[0] != uuids[1], "{uuids:?}");
+}
+
+/// `bdev_raid_add_base_bdev` of a bdev holding another raid's superblock
+/// into a raid with one: -EEXIST (SPDK: "Superblock of a different raid
+/// bdev found"), nothing changed and the other raid's member untouched; a
+/// member of this raid's own coming back is taken and rebuilt.
+#[test]
+fn add_base_refuses_a_bdev_holding_another_raids_superblock() {
+    let app = app();
+    for n in ["A", "B", "C", "D", "E"] {
+        malloc(&app, n, 8192);
+    }
+    let create = |name: &str, bases: &[&str]| {
+        ok(
+            &app,
+            "bdev_raid_create",
+            json!({"name": name, "raid_level": "raid1", "base_bdevs": bases, "superblock": true}),
+        );
+    };
+    create("Other", &["D", "E"]);
+    ok(&app, "bdev_raid_remove_base_bdev", json!({"name": "E"}));
+    create("Mine", &["A", "B", "C"]);
+    ok(&app, "bdev_raid_remove_base_bdev", json!({"name": "C"}));
+    let e_before = with_ram(&ram(&app, "E"), |r| {
+        let mut v = vec![0u8; 4096];
+        r.read(0, &mut v).unwrap();
+        v
+    });
+    let before = state(&app);
+    refused(
+        &app,
+        "bdev_raid_add_base_bdev",
+        json!({"raid_bdev": "Mine", "base_bdev": "E"}),
+        -17,
+        &["base_bdev", "E", "Other"],
+    );
+    assert_eq!(state(&app), before, "nothing changed");
+    let e_after = with_ram(&ram(&app, "E"), |r| {
+        let mut v = vec![0u8; 4096];
+        r.read(0, &mut v).unwrap();
+        v
+    });
+    assert!(e_after == e_before, "Other's superblock on E untouched");
+    // C holds Mine's own superblock: it comes back and is rebuilt.
+    ok(
+        &app,
+        "bdev_raid_add_base_bdev",
+        json!({"raid_bdev": "Mine", "base_bdev": "C"}),
+    );
+    wait_in_sync(&app, "Mine", 3);
+}

@@ -51,7 +51,7 @@ enum VolumeCmd {
 /// `lull volume create`.
 #[derive(Args, Debug, Clone)]
 pub struct CreateArgs {
-    /// The volume's bdev name (1 to 63 letters, digits, `_`, `-` or `.`).
+    /// The volume's bdev name (1 to 31 letters, digits, `_`, `-` or `.`).
     name: String,
     /// A bdev of this daemon to hold the local replica (e.g. a uring bdev).
     #[arg(long)]
@@ -140,7 +140,10 @@ struct Step {
 /// # Errors
 /// A message naming the option when the request cannot make a volume.
 fn plan(a: &CreateArgs) -> Result<Vec<Step>, String> {
-    lull_daemon::config::check_bdev_name(&a.name).map_err(|e| format!("volume name `{}`: {e}", a.name))?;
+    // The raid's own limit (its superblock holds the name), checked before
+    // any call: refused by bdev_raid_create, it would only show after the
+    // replicas were attached.
+    lull_daemon::config::check_raid_name(&a.name).map_err(|e| format!("volume name `{}`: {e}", a.name))?;
     let bases = a.local.iter().count() + a.replicas.len();
     if bases < 2 {
         return Err(format!(
@@ -433,9 +436,11 @@ mod tests {
         assert!(e.contains("at least 2") && e.contains("1 given"), "{e}");
         let e = plan(&args("Vol 0", None, &["127.0.0.1:1/n", "127.0.0.1:2/n"])).expect_err("bad name");
         assert!(e.contains("volume name `Vol 0`"), "{e}");
-        let long = "V".repeat(62);
+        // A raid's name is at most 31 bytes: refused here, not after attaching.
+        let long = "V".repeat(32);
         let e = plan(&args(&long, None, &["127.0.0.1:1/n", "127.0.0.1:2/n"])).expect_err("too long");
-        assert!(e.contains("too long"), "{e}");
+        assert!(e.contains("at most 31 bytes"), "{e}");
+        assert!(plan(&args(&"V".repeat(31), None, &["127.0.0.1:1/n", "127.0.0.1:2/n"])).is_ok());
         let mut a = args("Vol0", None, &["127.0.0.1:1/n", "127.0.0.1:2/n"]);
         a.ctrlr_loss_timeout_sec = -2;
         assert!(plan(&a).expect_err("timeout").contains("--ctrlr-loss-timeout-sec"));

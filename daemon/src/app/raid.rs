@@ -171,6 +171,13 @@ impl App {
     /// holds; [`AppError::Rejected`] for fewer than 2 bases, a base named
     /// twice, bases of different block sizes or too small.
     pub fn create_raid(&self, c: &RaidCreate) -> Result<String, AppError> {
+        // The nil UUID is no identity (a superblock cannot carry it, and two
+        // volumes would share it): as SPDK does, it means "none given".
+        let given = RaidCreate {
+            uuid: c.uuid.filter(|u| *u != [0u8; 16]),
+            ..c.clone()
+        };
+        let c = &given;
         crate::config::check_bdev_name(&c.name)
             .map_err(|e| AppError::InvalidParams(format!("name `{}`: {e}", c.name)))?;
         // SPDK: -EINVAL for a name its superblock cannot hold.
@@ -363,7 +370,8 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`] for the volume or the bdev;
     /// [`AppError::NotPermitted`] when a namespace or a volume holds the
-    /// bdev; [`AppError::Busy`] when every slot is full;
+    /// bdev; [`AppError::Exists`] when the volume has a superblock and the
+    /// bdev holds another volume's; [`AppError::Busy`] when every slot is full;
     /// [`AppError::Rejected`] for a bdev smaller than the volume or of
     /// another block size, or an offline volume.
     pub fn raid_add_base(&self, raid_name: &str, base: &str) -> Result<(), AppError> {
@@ -378,6 +386,22 @@ impl App {
         };
         let bdev = self.free_base(&bdevs, "base_bdev", base)?;
         let reactor = self.raid_reactor(raid_name)?;
+        if raid.status().superblock {
+            // SPDK reads the new base's superblock first and refuses one of
+            // another raid (-EEXIST): the rebuild would overwrite that raid's
+            // member. This raid's own (a member coming back) is rebuilt.
+            match read_superblock(&bdev, reactor, SUPERBLOCK_IO_TIMEOUT) {
+                Ok(Some(sb)) if sb.uuid != raid.info().uuid => {
+                    return Err(AppError::Exists(format!(
+                        "base_bdev: bdev {base} holds the superblock of raid {} ({}); it is not free for raid {raid_name}",
+                        sb.name,
+                        UuidText(sb.uuid)
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(AppError::Failed(format!("base_bdev: {base}: {e}"))),
+            }
+        }
         raid.add_base(bdev, reactor).map_err(from_raid)?;
         tracing::info!(raid = raid_name, base, "base bdev added; rebuild started");
         Ok(())

@@ -134,6 +134,15 @@ struct Config {
     /// unlock has reached every reactor (after `process` is cleared), so
     /// two processes never move windows at once.
     running: bool,
+    /// The volume is deleted: no process starts any more (its bases may
+    /// already belong to someone else), and a base failing an I/O after
+    /// the delete is not taken out (see `fail_base`).
+    deleted: bool,
+    /// Its superblocks are being or were zeroed (`bdev_raid_delete
+    /// clear_sb`): no update writes one back. A superblock update asked for
+    /// by an ordinary delete still goes out, so that the bases record who
+    /// was in sync.
+    wiped: bool,
 }
 
 /// Locks `m`, recovering the data if a holder panicked (every change under
@@ -234,6 +243,8 @@ impl Raid1Bdev {
                     version: 1,
                     process: None,
                     running: false,
+                    deleted: false,
+                    wiped: false,
                 }),
                 members: ArcSwap::from_pointee(members),
                 options: OptionsCell::new(params.options),
@@ -418,10 +429,8 @@ impl Raid1Bdev {
 
 impl Drop for Raid1Bdev {
     fn drop(&mut self) {
-        // No superblock update starts after this (see `SbWriter::deleted`):
-        // what the bases hold is the last state the volume served I/O in.
-        lock(&self.inner.sb).deleted = true;
         let mut c = lock(&self.inner.config);
+        c.deleted = true;
         if let Some(p) = c.process.as_mut() {
             p.abort = Some("the volume is deleted".to_string());
         }
@@ -488,7 +497,12 @@ impl Inner {
         let Some(s) = c.slots.get(usize::from(slot)) else {
             return c.version;
         };
-        if s.bdev.is_none() || s.since > version {
+        // After the delete a failure changes nothing: the bases' controllers
+        // are often detached right after it (a failed `lull volume create`
+        // undoing itself), and recording those failures in the superblock
+        // would make the next `bdev_raid_create -s` over them rebuild members
+        // that were in sync. Updates asked for before the delete still go out.
+        if s.bdev.is_none() || s.since > version || c.deleted {
             return c.version;
         }
         tracing::warn!(

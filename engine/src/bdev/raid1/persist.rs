@@ -32,12 +32,6 @@ pub(super) struct SbWriter {
     pub(super) seq: u64,
     writing: bool,
     again: bool,
-    /// The volume was deleted: no update starts any more. A rebuild or a
-    /// base failure that ends after the delete (its controller detached
-    /// next) must not record on the bases a state the volume never had
-    /// while it served I/O: the next `bdev_raid_create -s` over them would
-    /// take members that were in sync for stale and rebuild them.
-    pub(super) deleted: bool,
     /// Where updates asked for from off the reactors run.
     pub(super) home: Option<ReactorHandle>,
 }
@@ -48,7 +42,6 @@ impl SbWriter {
             seq,
             writing: false,
             again: false,
-            deleted: false,
             home: None,
         }
     }
@@ -93,9 +86,6 @@ pub(super) fn request(cx: &mut Context, inner: &Arc<Inner>) {
     }
     {
         let mut w = lock(&inner.sb);
-        if w.deleted {
-            return;
-        }
         if w.writing {
             w.again = true;
             return;
@@ -151,12 +141,16 @@ fn round(cx: &mut Context, inner: Arc<Inner>) {
         let mut w = lock(&inner.sb);
         w.seq += 1;
         let bytes = describe(&inner, &c, w.seq).encode(inner.info.block_size);
-        let targets: Vec<(u8, Arc<dyn Bdev>, bool)> = c
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((i as u8, s.bdev.clone()?, s.state == SlotState::Operational)))
-            .collect();
+        // Zeroed for good: an update now would put the superblock back.
+        let targets: Vec<(u8, Arc<dyn Bdev>, bool)> = if c.wiped {
+            Vec::new()
+        } else {
+            c.slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| Some((i as u8, s.bdev.clone()?, s.state == SlotState::Operational)))
+                .collect()
+        };
         (c.version, bytes, targets)
     };
     let bytes = match bytes {
@@ -215,7 +209,7 @@ fn finish(cx: &mut Context, inner: Arc<Inner>, version: u64, persisted: bool, fa
     }
     let again = {
         let mut w = lock(&inner.sb);
-        if w.again && !w.deleted {
+        if w.again {
             w.again = false;
         } else {
             w.writing = false;
@@ -274,7 +268,8 @@ pub(super) fn wipe_now(inner: &Arc<Inner>, reactor: &ReactorHandle, timeout: Dur
         return Ok(());
     }
     let (bases, len) = {
-        let c = lock(&inner.config);
+        let mut c = lock(&inner.config);
+        c.wiped = true;
         let bases: Vec<Arc<dyn Bdev>> = c.slots.iter().filter_map(|s| s.bdev.clone()).collect();
         let blocks = super::superblock::sb_len_blocks(c.slots.len(), inner.info.block_size);
         (bases, (blocks * u64::from(inner.info.block_size)) as usize)
@@ -300,7 +295,10 @@ pub(super) fn wipe_now(inner: &Arc<Inner>, reactor: &ReactorHandle, timeout: Dur
             }
         }),
     )
-    .map_err(fail)?;
+    .map_err(|e| {
+        lock(&inner.config).wiped = false;
+        fail(e)
+    })?;
     let deadline = Instant::now() + timeout;
     let mut errors = Vec::new();
     for _ in 0..n {
@@ -308,12 +306,17 @@ pub(super) fn wipe_now(inner: &Arc<Inner>, reactor: &ReactorHandle, timeout: Dur
         match rx.recv_timeout(left) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => errors.push(e),
-            Err(_) => return Err(fail(format!("not wiped within {timeout:?}"))),
+            Err(_) => {
+                lock(&inner.config).wiped = false;
+                return Err(fail(format!("not wiped within {timeout:?}")));
+            }
         }
     }
     if errors.is_empty() {
         Ok(())
     } else {
+        // The volume stays: its later updates are written again.
+        lock(&inner.config).wiped = false;
         Err(fail(format!("wiping failed on {}", errors.join("; "))))
     }
 }

@@ -52,7 +52,7 @@ struct Run {
 /// Makes the first stale slot, if any, the target of a new process in `c`.
 /// Returns whether one was made.
 fn begin(c: &mut Config) -> bool {
-    if c.running || !c.slots.iter().any(|s| s.state == SlotState::Operational) {
+    if c.deleted || c.running || !c.slots.iter().any(|s| s.state == SlotState::Operational) {
         return false;
     }
     let Some(slot) = c.slots.iter().position(|s| s.state == SlotState::Stale) else {

@@ -185,6 +185,8 @@ impl Raid1Bdev {
                 version: 1,
                 process: None,
                 running: false,
+                deleted: false,
+                wiped: false,
             }),
             members: ArcSwap::from_pointee(members),
             options: OptionsCell::new(options),

@@ -189,6 +189,20 @@ fn plan(a: &CreateArgs) -> Result<Vec<Step>, String> {
         }),
         undo: Some(("bdev_raid_delete", json!({ "name": a.name }))),
     });
+    // Checked before any call: a create that fails after `bdev_raid_create`
+    // leaves the volume's superblock on its replicas.
+    if let Some(nqn) = &a.export {
+        lull_engine::nvmf::subsystem::validate_nqn(nqn).map_err(|e| format!("--export `{nqn}`: {e}"))?;
+    }
+    for host in &a.allow_hosts {
+        lull_engine::nvmf::subsystem::validate_nqn(host).map_err(|e| format!("--allow-host `{host}`: {e}"))?;
+    }
+    if let Some(h) = &a.hostnqn {
+        lull_engine::nvmf::subsystem::validate_nqn(h).map_err(|e| format!("--hostnqn `{h}`: {e}"))?;
+    }
+    if let Some(listen) = &a.listen {
+        lull_daemon::config::parse_addr(listen).map_err(|e| format!("--listen `{listen}`: {e}"))?;
+    }
     if let Some(nqn) = &a.export {
         steps.push(Step {
             method: "nvmf_create_subsystem",
@@ -269,6 +283,20 @@ pub fn volume(a: VolumeArgs) -> Result<(), String> {
     match a.what {
         VolumeCmd::Create(c) => {
             let steps = plan(&c)?;
+            // An export that exists already would fail after the raid is made.
+            if let Some(nqn) = &c.export {
+                let subs = client.call("nvmf_get_subsystems", Value::Null)?;
+                if subs
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s.get("nqn").and_then(Value::as_str) == Some(nqn.as_str()))
+                {
+                    return Err(format!(
+                        "--export: subsystem {nqn} exists already; delete it (lull subsystem delete {nqn}) or export under another NQN"
+                    ));
+                }
+            }
             apply(&mut client, &steps)?;
             let raid = client.call("bdev_raid_get_bdevs", json!({ "category": "all" }))?;
             let me = raid
@@ -442,6 +470,9 @@ mod tests {
         assert!(e.contains("at most 31 bytes"), "{e}");
         assert!(plan(&args(&"V".repeat(31), None, &["127.0.0.1:1/n", "127.0.0.1:2/n"])).is_ok());
         let mut a = args("Vol0", None, &["127.0.0.1:1/n", "127.0.0.1:2/n"]);
+        a.export = Some("bad nqn".into());
+        assert!(plan(&a).expect_err("export").contains("--export `bad nqn`"));
+        a.export = None;
         a.ctrlr_loss_timeout_sec = -2;
         assert!(plan(&a).expect_err("timeout").contains("--ctrlr-loss-timeout-sec"));
     }

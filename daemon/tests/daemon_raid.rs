@@ -705,11 +705,9 @@ namespaces = [{{ bdev = "Vol0" }}]
     app.shutdown();
 }
 
-/// A base on a remote controller (here the daemon's own target, through
-/// the initiator): the controller is not detached under the volume, and a
-/// stop during a rebuild from it ends the rebuild and detaches it.
-#[test]
-fn a_remote_base_keeps_its_controller_and_a_stop_ends_a_rebuild() {
+/// A daemon on one core exporting a 16 MiB RAM bdev `Replica0` as namespace
+/// 1 of `NQN` on a loopback port of its own: a replica to attach to.
+fn replica_daemon() -> Arc<App> {
     let core = lull_reactor::CoreList::usable().unwrap().cores()[0];
     let cfg = Config::from_toml(&format!(
         r#"cores = "{core}"
@@ -726,7 +724,15 @@ namespaces = [{{ bdev = "Replica0" }}]
 "#
     ))
     .unwrap();
-    let app = App::start(&cfg.resolve().unwrap()).unwrap();
+    App::start(&cfg.resolve().unwrap()).unwrap()
+}
+
+/// A base on a remote controller (here the daemon's own target, through
+/// the initiator): the controller is not detached under the volume, and a
+/// stop during a rebuild from it ends the rebuild and detaches it.
+#[test]
+fn a_remote_base_keeps_its_controller_and_a_stop_ends_a_rebuild() {
+    let app = replica_daemon();
     let port = app.target().listeners()[0].port();
     let names = ok(
         &app,
@@ -958,23 +964,7 @@ fn the_superblock_is_on_every_base_when_create_answers() {
 /// free to attach the replica again when it returns.
 #[test]
 fn a_lost_replica_controller_is_deleted_and_leaves_its_volume() {
-    let core = lull_reactor::CoreList::usable().unwrap().cores()[0];
-    let cfg = Config::from_toml(&format!(
-        r#"cores = "{core}"
-rpc_socket = "/nonexistent/unused.sock"
-listen = ["127.0.0.1:0"]
-[[bdev]]
-name = "Replica0"
-type = "malloc"
-size = "16MiB"
-[[subsystem]]
-nqn = "{NQN}"
-allow_any_host = true
-namespaces = [{{ bdev = "Replica0" }}]
-"#
-    ))
-    .unwrap();
-    let replica = App::start(&cfg.resolve().unwrap()).unwrap();
+    let replica = replica_daemon();
     let port = replica.target().listeners()[0].port();
     let engine = app();
     let attach = json!({"name": "N", "trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",

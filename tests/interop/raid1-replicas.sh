@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A replicated volume through a replica's death, on this machine: three lull
-# daemons on loopback, in each reactor mode.
+# daemons on loopback, the engine in each reactor mode. Two CPUs: the engine
+# alone on CPU 1 (a polling engine has it to itself), the replicas (sleeping
+# when idle, as other nodes would be to it) and the host on CPU 0.
 #
 #   replica daemons R1, R2: each exports one file bdev over NVMe/TCP;
 #   engine daemon E: a local file bdev, both replicas attached through its
@@ -42,11 +44,11 @@ fail() { echo "FAIL $*"; failed=$((failed + 1)); }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/lull-raid1.XXXXXX")
 declare -A PID=()
 
-start() { # name core port [target flags...]
-    local name=$1 core=$2 port=$3 i
-    shift 3
+start() { # name core mode port [target flags...]
+    local name=$1 core=$2 mode=$3 port=$4 i
+    shift 4
     rm -f "$WORK/$name.sock"
-    "$LULL" target -r "$WORK/$name.sock" --cores "$core" --mode-policy "$MODE" \
+    "$LULL" target -r "$WORK/$name.sock" --cores "$core" --mode-policy "$mode" \
         --listen "127.0.0.1:$port" "$@" >>"$WORK/$name.log" 2>&1 </dev/null &
     PID[$name]=$!
     for i in $(seq 1 100); do
@@ -136,10 +138,10 @@ one_mode() {
         rm -f "$WORK/$f.img"
         truncate -s "${SIZE_MB}M" "$WORK/$f.img"
     done
-    start R1 0 "$p1" --file-bdev "Rep1:$WORK/r1.img" --subnqn "$NQN:R1" --allow-any-host || return 1
-    start R2 0 "$p2" --file-bdev "Rep2:$WORK/r2.img" --subnqn "$NQN:R2" --allow-any-host || return 1
+    start R1 0 interrupt "$p1" --file-bdev "Rep1:$WORK/r1.img" --subnqn "$NQN:R1" --allow-any-host || return 1
+    start R2 0 interrupt "$p2" --file-bdev "Rep2:$WORK/r2.img" --subnqn "$NQN:R2" --allow-any-host || return 1
     # E's --listen is target-wide: the volume's subsystem is reachable on it.
-    start E 1 "$pe" || return 1
+    start E 1 "$MODE" "$pe" || return 1
     rpc E bdev_uring_create "{\"name\":\"Local\",\"filename\":\"$WORK/local.img\",\"block_size\":512}" >/dev/null
     attach R1 "$p1" && attach R2 "$p2" || { fail "$MODE: attach the replicas"; return 1; }
     rpc E bdev_raid_create '{"name":"Vol0","raid_level":"raid1","base_bdevs":["Local","R1n1","R2n1"],"superblock":true}' \
@@ -150,7 +152,7 @@ one_mode() {
         fail "$MODE: raid after create: $(raid_state)"
 
     # Verified load on core 1 beside the engine, through the whole story.
-    "$LULL" perf --target "127.0.0.1:$pe" --subnqn "$NQN:vol0" --rw randrw --bs 4k --qd 16 --time 30 \
+    "$LULL" perf --target "127.0.0.1:$pe" --subnqn "$NQN:vol0" --rw randrw --bs 4k --qd 16 --time 30 --cores 0 \
         --verify --verify-state "$WORK/verify.state" >"$WORK/perf-$MODE.log" 2>&1 &
     local perf=$!
     sleep 4
@@ -160,7 +162,7 @@ one_mode() {
     # back as it was) or for longer than ctrlr_loss_timeout_sec (the
     # controller is given up and deleted, so it is attached again).
     sleep "$DOWN"
-    start R2 0 "$p2" --file-bdev "Rep2:$WORK/r2.img" --subnqn "$NQN:R2" --allow-any-host
+    start R2 0 interrupt "$p2" --file-bdev "Rep2:$WORK/r2.img" --subnqn "$NQN:R2" --allow-any-host
     wait_for 20 "the restarted replica's namespace is back" replica_back "$p2" ||
         fail "$MODE: the restarted replica's namespace is not back"
     rpc E bdev_raid_add_base_bdev '{"raid_bdev":"Vol0","base_bdev":"R2n1"}' >/dev/null ||
@@ -172,7 +174,7 @@ one_mode() {
         fail "$MODE: lull perf --verify failed: $(tail -n 3 "$WORK/perf-$MODE.log")"
     fi
     # Read back everything the first pass wrote, now served by any replica.
-    if "$LULL" perf --target "127.0.0.1:$pe" --subnqn "$NQN:vol0" --rw randread --bs 4k --qd 16 --time 5 \
+    if "$LULL" perf --target "127.0.0.1:$pe" --subnqn "$NQN:vol0" --rw randread --bs 4k --qd 16 --time 5 --cores 0 \
         --verify-state "$WORK/verify.state" >"$WORK/perf-$MODE-read.log" 2>&1; then
         pass "$MODE: every block written reads back after the rebuild"
     else

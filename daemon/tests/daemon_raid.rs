@@ -466,7 +466,7 @@ fn bad_input_names_the_field_with_spdks_code_and_changes_nothing() {
         "bdev_raid_add_base_bdev",
         json!({"raid_bdev": "R", "base_bdev": "Small"}),
         -22,
-        &["Small", "4096"],
+        &["base_bdev: Small", "4096"],
     );
     refused(
         &app,

@@ -259,11 +259,27 @@ fn apply(client: &mut Client, steps: &[Step]) -> Result<(), String> {
     Ok(())
 }
 
+/// Volume `name` as `bdev_raid_get_bdevs` shows it, if there is one.
+fn raid_named(client: &mut Client, name: &str) -> Result<Option<Value>, String> {
+    let raids = client.call("bdev_raid_get_bdevs", json!({ "category": "all" }))?;
+    Ok(raids
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r.get("name").and_then(Value::as_str) == Some(name))
+        .cloned())
+}
+
+/// The daemon's subsystems (`nvmf_get_subsystems`).
+fn subsystems(client: &mut Client) -> Result<Vec<Value>, String> {
+    let subs = client.call("nvmf_get_subsystems", Value::Null)?;
+    Ok(subs.as_array().cloned().unwrap_or_default())
+}
+
 /// The namespaces (subsystem NQN, NSID) that export bdev `name`.
 fn exports(client: &mut Client, name: &str) -> Result<Vec<(String, u64)>, String> {
-    let subs = client.call("nvmf_get_subsystems", Value::Null)?;
     let mut out = Vec::new();
-    for s in subs.as_array().into_iter().flatten() {
+    for s in &subsystems(client)? {
         let nqn = s.get("nqn").and_then(Value::as_str).unwrap_or_default();
         for ns in s.get("namespaces").and_then(Value::as_array).into_iter().flatten() {
             if ns.get("bdev_name").and_then(Value::as_str) == Some(name) {
@@ -285,11 +301,9 @@ pub fn volume(a: VolumeArgs) -> Result<(), String> {
             let steps = plan(&c)?;
             // An export that exists already would fail after the raid is made.
             if let Some(nqn) = &c.export {
-                let subs = client.call("nvmf_get_subsystems", Value::Null)?;
+                let subs = subsystems(&mut client)?;
                 if subs
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                    .iter()
                     .any(|s| s.get("nqn").and_then(Value::as_str) == Some(nqn.as_str()))
                 {
                     return Err(format!(
@@ -298,23 +312,11 @@ pub fn volume(a: VolumeArgs) -> Result<(), String> {
                 }
             }
             apply(&mut client, &steps)?;
-            let raid = client.call("bdev_raid_get_bdevs", json!({ "category": "all" }))?;
-            let me = raid
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|r| r.get("name").and_then(Value::as_str) == Some(c.name.as_str()));
+            let me = raid_named(&mut client, &c.name)?;
             println!("{}", serde_json::to_string_pretty(&me).unwrap_or_default());
         }
         VolumeCmd::Delete { name, unexport } => {
-            let raid = client.call("bdev_raid_get_bdevs", json!({ "category": "all" }))?;
-            let me = raid
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|r| r.get("name").and_then(Value::as_str) == Some(name.as_str()))
-                .cloned()
-                .ok_or_else(|| format!("no volume (raid bdev) named `{name}`"))?;
+            let me = raid_named(&mut client, &name)?.ok_or_else(|| format!("no volume (raid bdev) named `{name}`"))?;
             let exported = exports(&mut client, &name)?;
             if !exported.is_empty() && !unexport {
                 let list: Vec<String> = exported.iter().map(|(n, id)| format!("{n} nsid {id}")).collect();
@@ -328,8 +330,7 @@ pub fn volume(a: VolumeArgs) -> Result<(), String> {
             }
             // A subsystem left with no namespace was the volume's export
             // (`--export` made it): it goes too, so the same --export works again.
-            let subs = client.call("nvmf_get_subsystems", Value::Null)?;
-            for s in subs.as_array().into_iter().flatten() {
+            for s in &subsystems(&mut client)? {
                 let nqn = s.get("nqn").and_then(Value::as_str).unwrap_or_default();
                 let empty = s
                     .get("namespaces")

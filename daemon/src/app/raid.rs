@@ -402,12 +402,7 @@ impl App {
                 Err(e) => return Err(AppError::Failed(format!("base_bdev: {base}: {e}"))),
             }
         }
-        // The engine names the creation's list (`base_bdevs`) for a base's
-        // size or block size; here the parameter is `base_bdev`.
-        raid.add_base(bdev, reactor).map_err(|e| match from_raid(e) {
-            AppError::Rejected(m) => AppError::Rejected(m.replacen("base_bdevs: ", "base_bdev: ", 1)),
-            other => other,
-        })?;
+        raid.add_base(bdev, reactor).map_err(from_raid)?;
         tracing::info!(raid = raid_name, base, "base bdev added; rebuild started");
         Ok(())
     }

@@ -32,8 +32,11 @@ pub enum Raid1Error {
         base: String,
     },
     /// A base whose block size differs from the others'.
-    #[error("base_bdevs: {base} has {block_size}-byte blocks, raid {raid} has {expected}-byte blocks")]
+    #[error("{field}: {base} has {block_size}-byte blocks, raid {raid} has {expected}-byte blocks")]
     BlockSizeMismatch {
+        /// The parameter that named the base: `base_bdevs` (creating the
+        /// volume) or `base_bdev` (adding to it).
+        field: &'static str,
         /// The volume.
         raid: String,
         /// The base.
@@ -45,8 +48,10 @@ pub enum Raid1Error {
     },
     /// A base with no room for data after its reserved superblock area, or
     /// (adding to a volume) with less room than the volume's size.
-    #[error("base_bdevs: {base} holds {data_blocks} data blocks, raid {raid} needs {needed}")]
+    #[error("{field}: {base} holds {data_blocks} data blocks, raid {raid} needs {needed}")]
     BaseTooSmall {
+        /// The parameter that named the base, as for `BlockSizeMismatch`.
+        field: &'static str,
         /// The volume.
         raid: String,
         /// The base.

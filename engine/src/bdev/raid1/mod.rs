@@ -197,6 +197,7 @@ impl Raid1Bdev {
             }
             if bi.block_size != block_size {
                 return Err(Raid1Error::BlockSizeMismatch {
+                    field: "base_bdevs",
                     raid: name.to_string(),
                     base: bi.name.clone(),
                     block_size: bi.block_size,
@@ -206,6 +207,7 @@ impl Raid1Bdev {
             let data = bi.num_blocks.saturating_sub(offset);
             if data == 0 {
                 return Err(Raid1Error::BaseTooSmall {
+                    field: "base_bdevs",
                     raid: name.to_string(),
                     base: bi.name.clone(),
                     data_blocks: 0,
@@ -326,6 +328,7 @@ impl Raid1Bdev {
         }
         if bi.block_size != inner.info.block_size {
             return Err(Raid1Error::BlockSizeMismatch {
+                field: "base_bdev",
                 raid: raid(),
                 base: bi.name,
                 block_size: bi.block_size,
@@ -336,6 +339,7 @@ impl Raid1Bdev {
         let data_blocks = bi.num_blocks.saturating_sub(offset);
         if data_blocks < inner.info.num_blocks {
             return Err(Raid1Error::BaseTooSmall {
+                field: "base_bdev",
                 raid: raid(),
                 base: bi.name,
                 data_blocks,

@@ -134,6 +134,7 @@ impl Raid1Bdev {
             let bi = base.info();
             if bi.block_size != sb.block_size {
                 return Err(Raid1Error::BlockSizeMismatch {
+                    field: "base_bdevs",
                     raid: raid(),
                     base: bi.name.clone(),
                     block_size: bi.block_size,
@@ -148,6 +149,7 @@ impl Raid1Bdev {
             let room = bi.num_blocks.saturating_sub(record.data_offset);
             if room < sb.raid_size {
                 return Err(Raid1Error::BaseTooSmall {
+                    field: "base_bdevs",
                     raid: raid(),
                     base: bi.name.clone(),
                     data_blocks: room,

@@ -387,6 +387,7 @@ fn bad_input_is_refused_with_the_field_named_and_nothing_changed() {
     assert!(matches!(
         bs,
         Raid1Error::BlockSizeMismatch {
+            field: "base_bdevs",
             block_size: 4096,
             expected: 512,
             ..
@@ -441,11 +442,15 @@ fn bad_input_is_refused_with_the_field_named_and_nothing_changed() {
         "{e}"
     );
     assert!(
-        e.to_string().contains("S holds 1023 data blocks, raid R needs 1024"),
+        e.to_string()
+            .starts_with("base_bdev: S holds 1023 data blocks, raid R needs 1024"),
         "{e}"
     );
     let e = r.add_base(big, &h).unwrap_err();
-    assert!(matches!(e, Raid1Error::BlockSizeMismatch { .. }));
+    assert!(
+        matches!(e, Raid1Error::BlockSizeMismatch { field: "base_bdev", .. }),
+        "{e}"
+    );
     let e = r.remove_base("A").unwrap_err();
     assert_eq!(
         e,

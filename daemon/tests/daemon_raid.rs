@@ -1085,3 +1085,167 @@ fn add_base_refuses_a_bdev_holding_another_raids_superblock() {
     );
     wait_in_sync(&app, "Mine", 3);
 }
+
+/// At a restart a member may be absent (its node down) or back without its
+/// data (a blank bdev with the member's uuid): a volume with a superblock
+/// is assembled degraded without the first and rebuilds the second into
+/// its slot; a blank bdev the superblock does not record is refused.
+#[test]
+fn a_superblock_raid_assembles_with_a_member_missing_or_blank() {
+    let app = app();
+    const BLOCKS: u64 = 8192;
+    for n in ["A", "B", "C"] {
+        malloc(&app, n, BLOCKS);
+    }
+    let c_uuid = ok(&app, "bdev_get_bdevs", json!({"name": "C"}))[0]["uuid"].clone();
+    let create = json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["A", "B", "C"], "superblock": true});
+    ok(&app, "bdev_raid_create", create.clone());
+    let offset = raids(&app)[0]["base_bdevs_list"][0]["data_offset"].as_u64().unwrap();
+    // The volume's data, on both members that will stay.
+    let data = pattern(BLOCKS - offset, 0x5a);
+    ok(&app, "bdev_raid_delete", json!({"name": "R"}));
+    for n in ["A", "B"] {
+        with_ram(&ram(&app, n), |r| r.write(offset, &data)).unwrap();
+    }
+    // C's node is down: the volume comes up without it.
+    ok(&app, "bdev_malloc_delete", json!({"name": "C"}));
+    ok(&app, "bdev_raid_create", create.clone());
+    let r = &raids(&app)[0];
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(r["num_base_bdevs"], 3, "{r}");
+    assert_eq!(r["num_base_bdevs_discovered"], 2, "{r}");
+    assert_eq!(r["num_base_bdevs_operational"], 2, "{r}");
+    assert!(r.get("process").is_none(), "nothing to rebuild: {r}");
+    ok(&app, "bdev_raid_delete", json!({"name": "R"}));
+    // C comes back blank (same uuid, no superblock); D is some other blank bdev.
+    ok(
+        &app,
+        "bdev_malloc_create",
+        json!({"name": "C", "num_blocks": BLOCKS, "block_size": 512, "uuid": c_uuid}),
+    );
+    malloc(&app, "D", BLOCKS);
+    let before = state(&app);
+    refused(
+        &app,
+        "bdev_raid_create",
+        json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["A", "B", "D"], "superblock": true}),
+        -22,
+        &["base_bdevs[2]", "D", "no superblock"],
+    );
+    assert_eq!(state(&app), before, "nothing changed");
+    ok(&app, "bdev_raid_create", create);
+    let r = wait_in_sync(&app, "R", 3);
+    assert_eq!(r["num_base_bdevs_discovered"], 3, "{r}");
+    let mut got = vec![0u8; data.len()];
+    with_ram(&ram(&app, "C"), |r| r.read(offset, &mut got)).unwrap();
+    assert!(got == data, "C rebuilt from the members in sync");
+    app.shutdown();
+}
+
+/// A new volume still needs every base: with none holding a superblock,
+/// a missing one is refused as before (-ENODEV), nothing made.
+#[test]
+fn a_new_superblock_raid_needs_every_base() {
+    let app = app();
+    malloc(&app, "A", 4096);
+    let before = state(&app);
+    refused(
+        &app,
+        "bdev_raid_create",
+        json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["A", "Gone"], "superblock": true}),
+        -19,
+        &["base_bdevs[1]", "Gone"],
+    );
+    assert_eq!(state(&app), before);
+    let mut block = vec![0u8; 512];
+    with_ram(&ram(&app, "A"), |r| r.read(0, &mut block)).unwrap();
+    assert!(block.iter().all(|b| *b == 0), "no superblock written on A");
+    app.shutdown();
+}
+
+/// The engine of a three-node volume restarts from its saved config while
+/// a replica's node is down: with `--json-ignore-init-errors` (here
+/// `OnError::KeepGoing`) the failed attach is passed over and the volume
+/// comes up degraded over its local files; the replica, back blank on
+/// another port, is attached and added again and rebuilt.
+#[test]
+fn a_saved_volume_restarts_degraded_with_a_replica_down() {
+    let dir = std::env::temp_dir().join(format!("lull-raid-down-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["f0", "f1"] {
+        let file = std::fs::File::create(dir.join(f)).unwrap();
+        file.set_len(16 << 20).unwrap();
+    }
+    let replica = replica_daemon();
+    let attach = |port: u16| {
+        json!({"name": "N", "trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",
+               "trsvcid": port.to_string(), "subnqn": NQN})
+    };
+    let engine = app();
+    ok(
+        &engine,
+        "bdev_nvme_attach_controller",
+        attach(replica.target().listeners()[0].port()),
+    );
+    for (n, f) in [("F0", "f0"), ("F1", "f1")] {
+        ok(
+            &engine,
+            "bdev_uring_create",
+            json!({"name": n, "filename": dir.join(f).display().to_string(), "block_size": 512}),
+        );
+    }
+    ok(
+        &engine,
+        "bdev_raid_create",
+        json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["F0", "F1", "Nn1"], "superblock": true}),
+    );
+    let first = wait_in_sync(&engine, "R", 3);
+    let doc = lull_daemon::rpc::config_json::save(&engine);
+    engine.shutdown();
+    drop(engine);
+    replica.shutdown();
+    drop(replica);
+
+    let engine = app();
+    // As `lull target` does without the flag: the first failure stops the load.
+    let strict = lull_daemon::rpc::config_json::load(&engine, &doc, &Vec::new()).unwrap_err();
+    assert!(strict.message.contains("bdev_nvme_attach_controller"), "{strict}");
+    engine.shutdown();
+    drop(engine);
+    let engine = app();
+    let report = lull_daemon::rpc::config_json::load_with(
+        &engine,
+        &doc,
+        &Vec::new(),
+        lull_daemon::rpc::config_json::OnError::KeepGoing,
+    )
+    .unwrap();
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert!(
+        report.failed[0].contains("bdev_nvme_attach_controller"),
+        "{:?}",
+        report.failed
+    );
+    let r = &raids(&engine)[0];
+    assert_eq!(r["uuid"], first["uuid"], "assembled, not made anew: {r}");
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(r["num_base_bdevs"], 3, "{r}");
+    assert_eq!(r["num_base_bdevs_operational"], 2, "{r}");
+
+    let replica = replica_daemon();
+    ok(
+        &engine,
+        "bdev_nvme_attach_controller",
+        attach(replica.target().listeners()[0].port()),
+    );
+    ok(
+        &engine,
+        "bdev_raid_add_base_bdev",
+        json!({"raid_bdev": "R", "base_bdev": "Nn1"}),
+    );
+    let r = wait_in_sync(&engine, "R", 3);
+    assert_eq!(r["num_base_bdevs_discovered"], 3, "{r}");
+    engine.shutdown();
+    replica.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

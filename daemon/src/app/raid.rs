@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use lull_engine::bdev::Bdev;
-use lull_engine::bdev::raid1::superblock::{Found, Superblock, UuidText, assemble};
+use lull_engine::bdev::raid1::superblock::{Found, SlotState, Superblock, UuidText, assemble};
 use lull_engine::bdev::raid1::{Raid1Bdev, Raid1Error, Raid1Options, Raid1Params, Raid1Status, read_superblock};
 
 use super::{App, AppError, BdevEntry, Driver, lock, uuid_taken};
@@ -209,13 +209,27 @@ impl App {
         if let Some(e) = uuid_taken(&lock(&self.uuids), &uuid) {
             return Err(e);
         }
-        let mut bases = Vec::with_capacity(c.base_bdevs.len());
-        for (i, b) in c.base_bdevs.iter().enumerate() {
-            bases.push(self.free_base(&bdevs, &format!("base_bdevs[{i}]"), b)?);
-        }
         let raid = if c.superblock {
-            self.create_with_superblock(c, uuid, bases)?
+            // A base that does not exist may be a member whose node is down
+            // at a restart: the superblocks on the others decide.
+            let mut bases = Vec::with_capacity(c.base_bdevs.len());
+            let mut absent = None;
+            for (i, b) in c.base_bdevs.iter().enumerate() {
+                match self.free_base(&bdevs, &format!("base_bdevs[{i}]"), b) {
+                    Ok(bdev) => bases.push(Some(bdev)),
+                    Err(AppError::NotFound(m)) => {
+                        absent.get_or_insert(m);
+                        bases.push(None);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            self.create_with_superblock(c, uuid, bases, absent)?
         } else {
+            let mut bases = Vec::with_capacity(c.base_bdevs.len());
+            for (i, b) in c.base_bdevs.iter().enumerate() {
+                bases.push(self.free_base(&bdevs, &format!("base_bdevs[{i}]"), b)?);
+            }
             let params = Raid1Params {
                 uuid: Some(uuid),
                 superblock: false,
@@ -242,35 +256,55 @@ impl App {
         Ok(c.name.clone())
     }
 
-    /// A volume with a superblock over `bases`: made new (and its
-    /// superblock written) when no base holds one, else assembled from the
-    /// superblocks the bases hold, which must all be this volume's
-    /// (`c.uuid` when given, else `c.name`): members in sync are read at
-    /// once, stale ones rebuilt first. So a volume declared in the TOML
-    /// file, or saved by `save_config`, comes back as it was at the stop.
+    /// A volume with a superblock over `bases` (`None`: a base that does
+    /// not exist; `absent` says so for the first): made new (and its
+    /// superblock written) when no base holds one and every base exists,
+    /// else assembled from the superblocks the bases hold, which must all be
+    /// this volume's (`c.uuid` when given, else `c.name`). So a volume
+    /// declared in the TOML file, or saved by `save_config`, comes back as
+    /// it was at the stop, also with members missing or blank:
+    ///
+    /// - a member in sync is read at once, a stale one rebuilt first;
+    /// - a member that does not exist (its node is down, its controller
+    ///   not attached) leaves its slot empty: the volume runs degraded
+    ///   while one member in sync is present, and the member comes back by
+    ///   `bdev_raid_add_base_bdev` (rebuilt);
+    /// - a base with no superblock whose uuid a missing slot records (a
+    ///   replica that came back blank: the same namespace or file) takes
+    ///   that slot back and is rebuilt, as `bdev_raid_add_base_bdev` would
+    ///   do; it is never read before its rebuild ends. Another bdev without
+    ///   a superblock is refused: it may hold someone's data.
+    ///
     /// The caller holds the registry.
     fn create_with_superblock(
         &self,
         c: &RaidCreate,
         uuid: [u8; 16],
-        bases: Vec<Arc<dyn Bdev>>,
+        bases: Vec<Option<Arc<dyn Bdev>>>,
+        absent: Option<String>,
     ) -> Result<Raid1Bdev, AppError> {
         let home = self.raid_reactor(&c.name)?;
         let mut found: Vec<(usize, Superblock)> = Vec::new();
+        let mut blank: Vec<usize> = Vec::new();
         for (i, b) in bases.iter().enumerate() {
+            let Some(b) = b else { continue };
             match read_superblock(b, home, SUPERBLOCK_IO_TIMEOUT) {
                 Ok(Some(sb)) => found.push((i, sb)),
-                Ok(None) => {}
+                Ok(None) => blank.push(i),
                 Err(e) => return Err(AppError::Failed(format!("base_bdevs[{i}]: {e}"))),
             }
         }
         if found.is_empty() {
+            // A new volume: every base must be there.
+            if let Some(m) = absent {
+                return Err(AppError::NotFound(m));
+            }
             let params = Raid1Params {
                 uuid: Some(uuid),
                 superblock: true,
                 options: self.raid_options(),
             };
-            let raid = Raid1Bdev::create(&c.name, bases, params).map_err(from_raid)?;
+            let raid = Raid1Bdev::create(&c.name, bases.into_iter().flatten().collect(), params).map_err(from_raid)?;
             raid.write_superblock(home, SUPERBLOCK_IO_TIMEOUT).map_err(from_raid)?;
             return Ok(raid);
         }
@@ -290,16 +324,9 @@ impl App {
                 )));
             }
         }
-        if let Some(i) = (0..bases.len()).find(|i| !found.iter().any(|(j, _)| j == i)) {
-            return Err(AppError::Rejected(format!(
-                "base_bdevs[{i}]: bdev {} has no superblock while the others hold raid {}'s; \
-                 create the raid over its members, then add it (bdev_raid_add_base_bdev)",
-                c.base_bdevs[i], c.name
-            )));
-        }
         let list: Vec<Found> = found
             .iter()
-            .map(|(i, sb)| (bases[*i].info().uuid, sb.clone()))
+            .filter_map(|(i, sb)| Some((bases[*i].as_ref()?.info().uuid, sb.clone())))
             .collect();
         let assembly = assemble(&list).map_err(|e| AppError::Rejected(format!("base_bdevs: {e}")))?;
         if assembly.superblock.name != c.name {
@@ -308,7 +335,40 @@ impl App {
                 assembly.superblock.name
             )));
         }
-        let raid = Raid1Bdev::from_assembly(&assembly, bases, self.raid_options(), home).map_err(from_raid)?;
+        // A blank base is taken back only into the slot recorded for it (by
+        // its uuid: the same namespace or file, come back without its data);
+        // any other bdev without a superblock may hold someone's data.
+        for &i in &blank {
+            let Some(b) = &bases[i] else { continue };
+            let recorded = assembly
+                .slots
+                .iter()
+                .any(|s| matches!(s, SlotState::Missing { record } if record.uuid == b.info().uuid));
+            if !recorded {
+                return Err(AppError::Rejected(format!(
+                    "base_bdevs[{i}]: bdev {} has no superblock while the others hold raid {}'s, and no slot of the \
+                     raid records it; create the raid over its members, then add it (bdev_raid_add_base_bdev)",
+                    c.base_bdevs[i], c.name
+                )));
+            }
+        }
+        let members: Vec<Arc<dyn Bdev>> = found.iter().filter_map(|(i, _)| bases[*i].clone()).collect();
+        let raid = Raid1Bdev::from_assembly(&assembly, members, self.raid_options(), home).map_err(from_raid)?;
+        for i in blank {
+            let Some(b) = &bases[i] else { continue };
+            raid.add_base(b.clone(), home).map_err(|e| {
+                AppError::Rejected(format!(
+                    "base_bdevs[{i}]: bdev {} came back without its superblock and cannot be rebuilt: {e}",
+                    c.base_bdevs[i]
+                ))
+            })?;
+            tracing::warn!(raid = %c.name, base = %c.base_bdevs[i], "a member came back without its superblock; rebuilding it");
+        }
+        for (i, b) in bases.iter().enumerate() {
+            if b.is_none() {
+                tracing::warn!(raid = %c.name, base = %c.base_bdevs[i], "base bdev absent at assembly; its slot stays empty (the volume is degraded)");
+            }
+        }
         tracing::info!(raid = %c.name, seq = assembly.superblock.seq_number, "raid1 assembled from its superblocks");
         Ok(raid)
     }

@@ -15,7 +15,8 @@
 # default; hybrid), each load runs against the volume and then the plain
 # namespace, and the script prints IOPS, mean and p99 latency, and each
 # process's CPU (% of one core, from /proc/PID/task/*/schedstat) during it,
-# and the daemons' CPU per I/O (us).
+# the daemons' CPU per I/O (us), and that of every process, the host's
+# (`lull perf`'s own CPU, from its report) included.
 # Then an idle window: the host connected at 1 I/O per second, the three
 # daemons' CPU together.
 #
@@ -85,7 +86,7 @@ cpu_pct() { # "before" "after" seconds
 print(" ".join("%.2f" % ((y - x) / s / 1e7) for x, y in zip(a, b)))' "$1" "$2" "$3"
 }
 
-printf '%-14s %-16s %-6s %9s %8s %8s %7s %7s %7s %7s %9s\n' config load ns iops mean_us p99_us E% R1% R2% all% cpu_us/io
+printf '%-14s %-16s %-6s %9s %8s %8s %7s %7s %7s %7s %9s %7s %9s\n' config load ns iops mean_us p99_us E% R1% R2% all% cpu_us/io host% +host_us/io
 for cfg in "${CONFIGS[@]}"; do
     mode=${cfg%%:*}
     period=0
@@ -124,8 +125,10 @@ d = d[0] if isinstance(d, list) else d
 g = lambda *ks: next((d[k] for k in ks if d.get(k) is not None), float("nan"))
 iops, mean, p99 = g("iops"), g("lat_mean_us", "mean_us"), g("lat_p99_us", "p99_us")
 total = float(e) + float(r1) + float(r2)
+host = g("initiator_cpu_pct")
 per_io = total * 1e4 / iops if iops > 0 else float("nan")
-print("%-14s %-16s %-6s %9.0f %8.1f %8.1f %7s %7s %7s %7.2f %9.2f" % (cfg, load, ns, iops, mean, p99, e, r1, r2, total, per_io))
+all_io = (total + host) * 1e4 / iops if iops > 0 else float("nan")
+print("%-14s %-16s %-6s %9.0f %8.1f %8.1f %7s %7s %7s %7.2f %9.2f %7.1f %9.2f" % (cfg, load, ns, iops, mean, p99, e, r1, r2, total, per_io, host, all_io))
 PY
         done
     done

@@ -1249,3 +1249,124 @@ fn a_saved_volume_restarts_degraded_with_a_replica_down() {
     replica.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A loopback TCP relay to `to` whose forwarding can be paused: a replica
+/// that stops answering without closing its connections.
+struct Relay {
+    port: u16,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: std::net::SocketAddr) -> Relay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let p = paused.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(to) else {
+                    return;
+                };
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let p = p.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 1 << 16];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            while p.load(Ordering::Acquire) {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            if into.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Relay { port, paused }
+    }
+
+    fn pause(&self, on: bool) {
+        self.paused.store(on, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// A volume with a superblock is created over a remote base that stops
+/// answering: its superblock read waits without the registry's lock, so
+/// other calls answer at once, and while it waits its name and bases are
+/// held (a base cannot be deleted or exported, the name not taken); once
+/// the replica answers again the volume is made.
+#[test]
+fn a_base_that_stops_answering_does_not_stall_other_calls() {
+    let replica = replica_daemon();
+    let relay = Relay::start(replica.target().listeners()[0]);
+    let engine = app();
+    ok(
+        &engine,
+        "bdev_nvme_attach_controller",
+        json!({"name": "N", "trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",
+               "trsvcid": relay.port.to_string(), "subnqn": NQN}),
+    );
+    malloc(&engine, "M", 32768);
+    ok(
+        &engine,
+        "nvmf_create_subsystem",
+        json!({"nqn": "nqn.2016-06.io.spdk:x", "allow_any_host": true}),
+    );
+    relay.pause(true);
+    let e2 = engine.clone();
+    let create = std::thread::spawn(move || {
+        call(
+            &e2,
+            "bdev_raid_create",
+            json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["M", "Nn1"], "superblock": true}),
+        )
+    });
+    // The create is waiting for Nn1's block 0.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!create.is_finished(), "the create did not wait for the paused replica");
+    let t = Instant::now();
+    ok(&engine, "bdev_get_bdevs", json!({}));
+    malloc(&engine, "Other", 4096);
+    assert!(t.elapsed() < Duration::from_secs(1), "calls waited {:?}", t.elapsed());
+    refused(&engine, "bdev_malloc_delete", json!({"name": "M"}), -16, &["raid R"]);
+    refused(
+        &engine,
+        "bdev_malloc_create",
+        json!({"name": "R", "num_blocks": 4096, "block_size": 512}),
+        -17,
+        &["R"],
+    );
+    refused(
+        &engine,
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": "nqn.2016-06.io.spdk:x", "namespace": {"bdev_name": "M"}}),
+        -32602,
+        &["raid R"],
+    );
+    refused(
+        &engine,
+        "bdev_raid_create",
+        json!({"name": "R2", "raid_level": "raid1", "base_bdevs": ["Other", "M"]}),
+        -1,
+        &["base_bdevs[1]", "raid R"],
+    );
+    relay.pause(false);
+    let r = create.join().unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    let st = wait_in_sync(&engine, "R", 2);
+    assert_eq!(st["superblock"], true);
+    engine.shutdown();
+    replica.shutdown();
+}

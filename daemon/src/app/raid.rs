@@ -52,6 +52,39 @@ fn from_raid(e: Raid1Error) -> AppError {
     }
 }
 
+/// The names a volume being created holds in [`App`]'s `raid_pending` (its
+/// own and its bases'), given back when dropped, whatever the outcome.
+struct Reservation<'a> {
+    app: &'a App,
+    names: Vec<String>,
+    uuid: [u8; 16],
+}
+
+impl<'a> Reservation<'a> {
+    /// Reserves `c.name`, `c.base_bdevs` and `uuid` for volume `c.name`; the
+    /// caller holds the registry and checked that none is taken.
+    fn new(app: &'a App, c: &RaidCreate, uuid: [u8; 16]) -> Self {
+        let mut names = vec![c.name.clone()];
+        names.extend(c.base_bdevs.iter().cloned());
+        let mut pending = lock(&app.raid_pending);
+        for n in &names {
+            pending.insert(n.clone(), c.name.clone());
+        }
+        lock(&app.uuids).insert(uuid, c.name.clone());
+        Reservation { app, names, uuid }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut pending = lock(&self.app.raid_pending);
+        for n in &self.names {
+            pending.remove(n);
+        }
+        lock(&self.app.uuids).remove(&self.uuid);
+    }
+}
+
 /// A random version-4 UUID, as SPDK gives a raid created without one.
 fn random_uuid() -> [u8; 16] {
     let mut u = [0u8; 16];
@@ -138,7 +171,21 @@ impl App {
         if let Some((nqn, nsid)) = self.claims(name).into_iter().next() {
             return Some(format!("namespace {nsid} of {nqn}"));
         }
-        volume_of_base(bdevs, name).map(|r| format!("raid {}", r.info().name))
+        self.raid_holding(bdevs, name).map(|r| format!("raid {r}"))
+    }
+
+    /// The volume holding bdev `name` as a base, or about to (being created
+    /// over it): its name. The caller holds the registry.
+    pub(super) fn raid_holding(&self, bdevs: &Registry, name: &str) -> Option<String> {
+        volume_of_base(bdevs, name)
+            .map(|r| r.info().name.clone())
+            .or_else(|| lock(&self.raid_pending).get(name).cloned())
+    }
+
+    /// Whether bdev name `name` is in use: a bdev's, or a volume's being
+    /// created. The caller holds the registry.
+    pub(super) fn name_taken(&self, bdevs: &Registry, name: &str) -> bool {
+        bdevs.contains_key(name) || lock(&self.raid_pending).contains_key(name)
     }
 
     /// The bdev `name` as a base for a volume: it exists, is no volume
@@ -202,7 +249,7 @@ impl App {
         // add_namespace holds too): no base can be claimed or deleted, and
         // the name not taken, in between.
         let mut bdevs = lock(&self.bdevs);
-        if bdevs.contains_key(&c.name) {
+        if self.name_taken(&bdevs, &c.name) {
             return Err(AppError::Exists(format!("name: bdev {} already exists", c.name)));
         }
         let uuid = c.uuid.unwrap_or_else(random_uuid);
@@ -224,7 +271,16 @@ impl App {
                     Err(e) => return Err(e),
                 }
             }
-            self.create_with_superblock(c, uuid, bases, absent)?
+            // Its superblocks are read (and, new, written) with the registry
+            // unlocked: a base that does not answer must not stall every
+            // other bdev call for the I/O timeout. Its name and bases are
+            // reserved meanwhile, so nothing else can take or delete them.
+            let reserved = Reservation::new(self, c, uuid);
+            drop(bdevs);
+            let raid = self.create_with_superblock(c, uuid, bases, absent)?;
+            bdevs = lock(&self.bdevs);
+            drop(reserved);
+            raid
         } else {
             let mut bases = Vec::with_capacity(c.base_bdevs.len());
             for (i, b) in c.base_bdevs.iter().enumerate() {
@@ -275,7 +331,8 @@ impl App {
     ///   do; it is never read before its rebuild ends. Another bdev without
     ///   a superblock is refused: it may hold someone's data.
     ///
-    /// The caller holds the registry.
+    /// Called with the volume's name and bases reserved and the registry
+    /// unlocked.
     fn create_with_superblock(
         &self,
         c: &RaidCreate,

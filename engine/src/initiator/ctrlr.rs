@@ -436,6 +436,7 @@ fn install_local(cx: &mut Context, shared: Arc<Shared>, inst: Install) -> Result
         polling: opts.ioq_polling(),
         depth,
         command_timeout: opts.command_timeout(),
+        supervised: true,
     };
     let generation = inst.generation;
     let mut conns: Vec<(usize, HostConn)> = Vec::new();
@@ -463,6 +464,7 @@ fn install_local(cx: &mut Context, shared: Arc<Shared>, inst: Install) -> Result
                 polling: opts.adminq_polling(),
                 depth: 32,
                 command_timeout: opts.command_timeout(),
+                supervised: false,
             };
             match HostConn::start(cx, sock, hq, aopts) {
                 Ok(conn) => {

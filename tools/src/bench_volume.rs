@@ -17,7 +17,7 @@
 //! the volume at 1 I/O per second.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,6 +91,10 @@ pub struct VolumeArgs {
     /// Print the rows as a JSON array instead of the tables.
     #[arg(long)]
     json: bool,
+    /// Also write the rows as a JSON array to DIR/volume.json (DIR is
+    /// created if missing), whether or not --json is given.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     #[command(flatten)]
     conn: ConnArgs,
 }
@@ -129,7 +133,8 @@ pub struct Loads(Vec<Load>);
 
 /// The items of a list flag: separated by whitespace or commas.
 fn items(s: &str) -> impl Iterator<Item = &str> {
-    s.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty())
+    s.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
 }
 
 fn parse_configs(s: &str) -> Result<Configs, String> {
@@ -521,12 +526,9 @@ impl Fleet {
             ],
         )?;
         let fleet = Fleet { daemons: [e, r1, r2] };
-        fleet.build(port_base).map_err(|err| {
-            format!(
-                "{err}\n(daemon E's log ends:\n{})",
-                fleet.daemons[0].log_tail(8)
-            )
-        })?;
+        fleet
+            .build(port_base)
+            .map_err(|err| format!("{err}\n(daemon E's log ends:\n{})", fleet.daemons[0].log_tail(8)))?;
         Ok(fleet)
     }
 
@@ -631,7 +633,9 @@ impl Host {
         let report = nvme_perf::run(&ctrlr, w, stop, &sampler, |_, _, _| {});
         ctrlr.detach();
         let report = report?;
-        let marks = marks.lock().map_err(|_| "the CPU marks' lock was poisoned".to_string())?;
+        let marks = marks
+            .lock()
+            .map_err(|_| "the CPU marks' lock was poisoned".to_string())?;
         let (Some(first), Some(last)) = (marks.first(), marks.last()) else {
             return Err("a daemon exited: its CPU could not be read".into());
         };
@@ -672,6 +676,10 @@ pub fn run(a: VolumeArgs) -> Result<(), String> {
     let stop = stop_flag()?;
     let cpus = Cpus::pick(&a)?;
     let opts = a.conn.options(HOST_IOQ_POLL_PERIOD_US, 0)?;
+    if let Some(dir) = &a.out {
+        // Made now: a directory that cannot be is refused before the run.
+        std::fs::create_dir_all(dir).map_err(|e| format!("--out {}: {e}", dir.display()))?;
+    }
     let port_base = a.port_base as u16;
     let (configs, loads) = (&a.configs.0, &a.loads.0);
     let (time, ramp, idle) = (
@@ -679,8 +687,7 @@ pub fn run(a: VolumeArgs) -> Result<(), String> {
         Duration::from_millis(a.ramp_ms),
         Duration::from_secs(a.idle_secs),
     );
-    let per_config =
-        2 * loads.len() as u64 * (a.time * 1000 + a.ramp_ms + 300) + a.idle_secs * 1000 + a.ramp_ms + 1500;
+    let per_config = 2 * loads.len() as u64 * (a.time * 1000 + a.ramp_ms + 300) + a.idle_secs * 1000 + a.ramp_ms + 1500;
     eprintln!(
         "lull bench volume: engine E on CPU {}, replicas R1 and R2 on CPU {}, host on CPU {}, ports {}-{}; {} configuration(s) x {} load(s) x 2 namespaces x {} s + {} s idle: about {} s",
         cpus.engine,
@@ -696,12 +703,7 @@ pub fn run(a: VolumeArgs) -> Result<(), String> {
     );
     let scratch = ScratchDir::new("lull-volbench")?;
     let core = CoreList::try_from(vec![cpus.host]).map_err(|e| e.to_string())?;
-    let (reactors, sup) = start_reactors(
-        core,
-        true,
-        Policy::Interrupt,
-        Duration::from_micros(HOST_IDLE_POLL_US),
-    )?;
+    let (reactors, sup) = start_reactors(core, true, Policy::Interrupt, Duration::from_micros(HOST_IDLE_POLL_US))?;
     let host = Host {
         reactors,
         opts,
@@ -727,13 +729,16 @@ pub fn run(a: VolumeArgs) -> Result<(), String> {
     drop(sup);
     drop(scratch);
     fill_ratios(&mut sweep.rows);
+    let text = serde_json::to_string_pretty(&sweep.rows).map_err(|e| e.to_string())?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&sweep.rows).map_err(|e| e.to_string())?
-        );
+        println!("{text}");
     } else if sweep.rows.iter().any(|r| r.iops_vs_plain.is_some()) {
         print!("\n{}", ratio_table(&sweep.rows));
+    }
+    if let Some(dir) = &a.out {
+        let file = dir.join("volume.json");
+        std::fs::write(&file, text + "\n").map_err(|e| format!("--out: writing {}: {e}", file.display()))?;
+        eprintln!("lull bench volume: wrote {}", file.display());
     }
     if let Some(e) = sweep.error {
         return Err(e);
@@ -874,7 +879,10 @@ mod tests {
             ]
         );
         let e = parse_configs("poll nap:100").unwrap_err();
-        assert!(e.contains("`nap:100`") && e.contains("poll, interrupt, hybrid, adaptive, budget"), "{e}");
+        assert!(
+            e.contains("`nap:100`") && e.contains("poll, interrupt, hybrid, adaptive, budget"),
+            "{e}"
+        );
         let e = parse_configs("interrupt:-1").unwrap_err();
         assert!(e.contains("0 to 10000000"), "{e}");
         let e = parse_configs("interrupt:10000001").unwrap_err();
@@ -955,11 +963,25 @@ mod tests {
     #[test]
     fn rows_compute_cpu_per_io_and_the_ratios_to_plain() {
         // 40 % of a core over 100k IOPS is 4 us per I/O.
-        let vol = make_row("poll", "randread:4k:32", "vol0", &report(100_000.0), [20.0, 10.0, 10.0, 20.0], true);
+        let vol = make_row(
+            "poll",
+            "randread:4k:32",
+            "vol0",
+            &report(100_000.0),
+            [20.0, 10.0, 10.0, 20.0],
+            true,
+        );
         assert_eq!(vol.daemons_cpu_pct, 40.0);
         assert!((vol.daemons_us_per_io.unwrap() - 4.0).abs() < 1e-9);
         assert!((vol.all_us_per_io.unwrap() - 6.0).abs() < 1e-9);
-        let plain = make_row("poll", "randread:4k:32", "plain", &report(200_000.0), [20.0, 0.0, 0.0, 20.0], true);
+        let plain = make_row(
+            "poll",
+            "randread:4k:32",
+            "plain",
+            &report(200_000.0),
+            [20.0, 0.0, 0.0, 20.0],
+            true,
+        );
         assert!((plain.daemons_us_per_io.unwrap() - 1.0).abs() < 1e-9);
         let idle = make_row("poll", "idle", "vol0", &report(1.0), [1.0, 0.5, 0.5, 0.2], false);
         let mut rows = vec![vol, plain, idle];
@@ -971,7 +993,10 @@ mod tests {
         assert!(rows[1].iops_vs_plain.is_none(), "plain rows carry no ratio");
         assert!(rows[2].iops_vs_plain.is_none() && rows[2].daemons_us_per_io.is_none());
         let t = ratio_table(&rows);
-        assert!(t.contains("poll           randread:4k:32      0.50       4.00         3.00"), "{t}");
+        assert!(
+            t.contains("poll           randread:4k:32      0.50       4.00         3.00"),
+            "{t}"
+        );
         assert_eq!(t.lines().count(), 3, "{t}");
         let line = row_line(&rows[2]);
         assert!(line.contains("idle(1 IOPS)"), "{line}");

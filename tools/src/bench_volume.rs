@@ -485,11 +485,11 @@ struct Fleet {
 }
 
 impl Fleet {
-    /// Starts R1, R2 and E (in `cfg`) and builds E's volume and plain
-    /// namespace over JSON-RPC.
+    /// Starts R1, R2 and E (in `cfg`) at once, waits for the three, and
+    /// builds E's volume and plain namespace over JSON-RPC.
     fn start(cfg: &EngineConfig, cpus: &Cpus, port_base: u16, dir: &Path) -> Result<Fleet, String> {
         let replica = |i: u16| -> Result<Daemon, String> {
-            Daemon::start(
+            Daemon::spawn(
                 &format!("R{i}"),
                 dir,
                 &[
@@ -511,7 +511,7 @@ impl Fleet {
         let r2 = replica(2)?;
         // E's --listen is target-wide: every subsystem made below is
         // reachable on it.
-        let e = Daemon::start(
+        let e = Daemon::spawn(
             "E",
             dir,
             &[
@@ -525,7 +525,10 @@ impl Fleet {
                 cfg.period_us.to_string(),
             ],
         )?;
-        let fleet = Fleet { daemons: [e, r1, r2] };
+        let mut fleet = Fleet { daemons: [e, r1, r2] };
+        for d in &mut fleet.daemons {
+            d.wait_ready()?;
+        }
         fleet
             .build(port_base)
             .map_err(|err| format!("{err}\n(daemon E's log ends:\n{})", fleet.daemons[0].log_tail(8)))?;
@@ -625,9 +628,11 @@ impl Host {
             let marks = marks.clone();
             TargetCpu::Sampler(Arc::new(move || {
                 let m = CpuMark::take(&pids);
-                let daemons = m.ns[0]? + m.ns[1]? + m.ns[2]?;
-                marks.lock().ok()?.push(m);
-                Some((daemons, 0))
+                let daemons = m.ns[..3].iter().copied().sum::<Option<u64>>();
+                if let Ok(mut v) = marks.lock() {
+                    v.push(m);
+                }
+                daemons.map(|d| (d, 0))
             }))
         };
         let report = nvme_perf::run(&ctrlr, w, stop, &sampler, |_, _, _| {});
@@ -636,12 +641,9 @@ impl Host {
         let marks = marks
             .lock()
             .map_err(|_| "the CPU marks' lock was poisoned".to_string())?;
-        let (Some(first), Some(last)) = (marks.first(), marks.last()) else {
-            return Err("a daemon exited: its CPU could not be read".into());
+        let [first, .., last] = marks.as_slice() else {
+            return Err("the processes' CPU was not read at both ends of the measured window".into());
         };
-        if marks.len() < 2 {
-            return Err("a daemon exited during the measured window: its CPU could not be read".into());
-        }
         Ok((report, cpu_between(first, last, &pids)?))
     }
 }
@@ -659,6 +661,34 @@ fn stop_flag() -> Result<Arc<AtomicBool>, String> {
             .map_err(|e| format!("installing a signal handler: {e}"))?;
     }
     Ok(stop)
+}
+
+/// The rows table on stdout, a line at a time as rows are measured. A
+/// reader that has gone (`| head`) stops the run instead of ending the
+/// process on the spot (as `print!` would), so that the daemons are stopped
+/// and the scratch directory removed before it ends with status 141.
+struct Lines<'a> {
+    on: bool,
+    stop: &'a AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Lines<'_> {
+    fn put(&self, text: &str) {
+        use std::io::Write;
+        if !self.on || self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed.store(true, Ordering::Relaxed);
+                self.stop.store(true, Ordering::Relaxed);
+            }
+            Err(e) => eprintln!("lull: cannot write to standard output: {e}"),
+        }
+    }
 }
 
 /// What the sweep leaves: the rows measured, and the error that ended it early.
@@ -710,9 +740,12 @@ pub fn run(a: VolumeArgs) -> Result<(), String> {
         hostnqn: a.conn.hostnqn.clone(),
         addr: SocketAddr::from(([127, 0, 0, 1], port_base)),
     };
-    if !a.json {
-        print!("{}", header());
-    }
+    let lines = Lines {
+        on: !a.json,
+        stop: &stop,
+        closed: AtomicBool::new(false),
+    };
+    lines.put(&header());
     let plan = Plan {
         configs,
         loads,
@@ -722,7 +755,7 @@ pub fn run(a: VolumeArgs) -> Result<(), String> {
         cpus: &cpus,
         port_base,
         dir: scratch.path(),
-        json: a.json,
+        lines: &lines,
     };
     let mut sweep = plan.run(&host, &stop);
     let _ = host.reactors.shutdown();
@@ -730,15 +763,18 @@ pub fn run(a: VolumeArgs) -> Result<(), String> {
     drop(scratch);
     fill_ratios(&mut sweep.rows);
     let text = serde_json::to_string_pretty(&sweep.rows).map_err(|e| e.to_string())?;
+    if let Some(dir) = &a.out {
+        let file = dir.join("volume.json");
+        std::fs::write(&file, text.clone() + "\n").map_err(|e| format!("--out: writing {}: {e}", file.display()))?;
+        eprintln!("lull bench volume: wrote {}", file.display());
+    }
+    if lines.closed.load(Ordering::Relaxed) {
+        std::process::exit(crate::stdout::BROKEN_PIPE_STATUS);
+    }
     if a.json {
         println!("{text}");
     } else if sweep.rows.iter().any(|r| r.iops_vs_plain.is_some()) {
         print!("\n{}", ratio_table(&sweep.rows));
-    }
-    if let Some(dir) = &a.out {
-        let file = dir.join("volume.json");
-        std::fs::write(&file, text + "\n").map_err(|e| format!("--out: writing {}: {e}", file.display()))?;
-        eprintln!("lull bench volume: wrote {}", file.display());
     }
     if let Some(e) = sweep.error {
         return Err(e);
@@ -763,7 +799,7 @@ struct Plan<'a> {
     cpus: &'a Cpus,
     port_base: u16,
     dir: &'a Path,
-    json: bool,
+    lines: &'a Lines<'a>,
 }
 
 impl Plan<'_> {
@@ -803,9 +839,7 @@ impl Plan<'_> {
             self.dir.display()
         );
         let mut push = |row: VolumeRow| {
-            if !self.json {
-                print!("{}", row_line(&row));
-            }
+            self.lines.put(&row_line(&row));
             rows.push(row);
         };
         for load in self.loads {

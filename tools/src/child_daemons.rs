@@ -68,8 +68,9 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `lull target -r DIR/NAME.sock ARGS...` from this executable,
-    /// its output going to `DIR/NAME.log`, and waits until its RPC socket
-    /// answers.
+    /// its output going to `DIR/NAME.log`; [`wait_ready`](Self::wait_ready)
+    /// then waits until its RPC socket answers (several daemons can start
+    /// at once, then be waited for).
     ///
     /// The child gets a process group of its own, so a Ctrl-C at the
     /// terminal reaches this process only, which then stops the daemons
@@ -77,11 +78,13 @@ impl Daemon {
     /// dies, so a killed benchmark leaves no daemon behind.
     ///
     /// # Errors
-    /// The executable cannot be started, or the daemon exited or did not
-    /// answer within 15 s (the message carries its log's last lines).
-    pub fn start(name: &str, dir: &Path, args: &[String]) -> Result<Daemon, String> {
+    /// The executable cannot be started or its log file created.
+    pub fn spawn(name: &str, dir: &Path, args: &[String]) -> Result<Daemon, String> {
         let exe = std::env::current_exe().map_err(|e| format!("this executable's path: {e}"))?;
         let socket = dir.join(format!("{name}.sock"));
+        // A socket left by the previous configuration's daemon would look
+        // ready before this one is.
+        let _ = std::fs::remove_file(&socket);
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
         let err = out
@@ -98,14 +101,12 @@ impl Daemon {
         detach_from_terminal_signals(&mut cmd);
         die_with_this_process(&mut cmd);
         let child = cmd.spawn().map_err(|e| format!("starting daemon {name}: {e}"))?;
-        let mut d = Daemon {
+        Ok(Daemon {
             name: name.to_string(),
             child,
             socket,
             log,
-        };
-        d.wait_ready()?;
-        Ok(d)
+        })
     }
 
     /// Its name (E, R1, R2).
@@ -138,7 +139,12 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    fn wait_ready(&mut self) -> Result<(), String> {
+    /// Waits until its RPC socket answers.
+    ///
+    /// # Errors
+    /// The daemon exited or did not answer within 15 s (the message carries
+    /// its log's last lines).
+    pub fn wait_ready(&mut self) -> Result<(), String> {
         let until = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -395,3 +395,37 @@ fn a_killed_benchmark_takes_its_daemons_with_it() {
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(d));
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_stops_the_run_cleanly_with_141() {
+    let port = free_port_base();
+    let mut child = bench(
+        &[
+            "--configs",
+            "interrupt:0",
+            "--loads",
+            "randread:4k:1",
+            "--time",
+            "1",
+            "--ramp-ms",
+            "100",
+            "--idle-secs",
+            "30",
+        ],
+        port,
+    );
+    let lines = stderr_lines(&mut child);
+    // The header, then the reader goes: the first row's line finds no
+    // reader, after the daemons have started.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut header = String::new();
+    out.read_line(&mut header).unwrap();
+    assert!(header.starts_with("config"), "{header}");
+    drop(out);
+    let pids = daemons_up(&lines);
+    let status = wait_or_kill(&mut child);
+    assert_eq!(status.code(), Some(141), "{status}");
+    assert!(all_dead_soon(&pids), "daemons left running: {pids:?}");
+    assert_eq!(leftovers(child.id()), Vec::new());
+    assert_eq!(scratch_left(child.id()), Vec::<String>::new());
+}

@@ -10,6 +10,7 @@ use lull_proto::fabrics::{AuthCmd, fctype};
 use lull_proto::nvme::status;
 use lull_proto::target_queue::{Request, Response};
 
+use crate::dhchap::DhchapOffer;
 use crate::nvmf::ctrlr::{Controller, shown};
 
 /// The queue an authentication command arrived on, for its log lines.
@@ -20,6 +21,8 @@ pub struct AuthQueue<'a> {
     pub qid: u16,
     /// The host's address.
     pub peer: SocketAddr,
+    /// The hashes and groups the target allows now (`nvmf_set_config`).
+    pub allowed: DhchapOffer,
 }
 
 /// Executes Authentication Send or Receive with the queue's state machine
@@ -43,6 +46,12 @@ pub fn execute(auth: Option<&mut ControllerAuth>, q: &AuthQueue<'_>, req: &Reque
         if a.len as usize != req.data.len() {
             return Response::dnr(cid, status::INVALID_FIELD);
         }
+        // The host's keys as they are now (nvmf_subsystem_set_keys may
+        // have changed them since the Connect), for the transaction this
+        // message may start: SPDK's target too looks its keys up at each
+        // transaction, so a live queue re-authenticates with the new keys.
+        let now = ctrl.subsystem.host_dhchap(&ctrl.hostnqn).map(|c| q.allowed.restrict(c));
+        auth.set_config(now);
         if let Err(reason) = auth.on_send(&req.data, &mut OsEntropy) {
             tracing::warn!(%peer, cntlid = ctrl.cntlid, qid, hostnqn = %shown(&ctrl.hostnqn), "DH-HMAC-CHAP authentication failed: {reason}");
         }

@@ -1,0 +1,140 @@
+//! The authentication timeout of one queue, on its reactor's timers: a host
+//! that connects to a queue requiring DH-HMAC-CHAP and never finishes, or
+//! stops mid-transaction, does not keep the queue.
+//!
+//! The behaviour is SPDK's target's (it has no setting of its own): the
+//! timeout is the controller's KATO, or [`AUTH_TIMEOUT_WITHOUT_KATO`] when
+//! KATO is 0; it starts at the Connect and starts again at each
+//! authentication command of a transaction. When it expires on a queue
+//! that is not authenticated, the queue's connection is closed (an admin
+//! queue takes its controller with it); on a queue that is authenticated
+//! and re-authenticating, the transaction is dropped and the queue stays
+//! authenticated. A one-shot timer per queue: the reactor sleeps until it
+//! is due.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use lull_proto::auth::controller::ControllerAuth;
+use lull_reactor::{Context, PollerId, ReactorHandle, TimerId};
+
+/// The timeout when the controller's KATO is 0 (keep-alive off): SPDK's
+/// target's 120 s.
+pub const AUTH_TIMEOUT_WITHOUT_KATO: Duration = Duration::from_secs(120);
+
+/// How long a queue may take over one step of its authentication, for a
+/// controller with `kato` (NVMe Base 2.0 section 5.27.1.12's Keep Alive
+/// Timeout; 0: none).
+pub fn auth_timeout(kato: Duration) -> Duration {
+    if kato.is_zero() {
+        AUTH_TIMEOUT_WITHOUT_KATO
+    } else {
+        kato
+    }
+}
+
+/// A queue's authentication state, shared with its timeout timer.
+pub type SharedAuth = Rc<RefCell<ControllerAuth>>;
+
+/// Which queue a timeout belongs to, for its log line.
+#[derive(Clone, Copy, Debug)]
+pub struct Watched {
+    /// The host's address.
+    pub peer: SocketAddr,
+    /// The controller's ID.
+    pub cntlid: u16,
+    /// The queue's QID.
+    pub qid: u16,
+}
+
+/// The timeout timer of one queue; dropping it cancels the timer (through
+/// the reactor's inbox: a queue's drop has no [`Context`]).
+#[derive(Default)]
+pub struct AuthTimeout {
+    timer: Option<(TimerId, ReactorHandle)>,
+}
+
+impl std::fmt::Debug for AuthTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthTimeout")
+            .field("armed", &self.timer.is_some())
+            .finish()
+    }
+}
+
+impl Drop for AuthTimeout {
+    fn drop(&mut self) {
+        if let Some((t, reactor)) = self.timer.take() {
+            // Frees the timer's closure now rather than when it would have
+            // fired; a reactor stopping has nothing left to free.
+            let _ = reactor.try_send(move |cx| {
+                cx.cancel_timer(t);
+            });
+        }
+    }
+}
+
+impl AuthTimeout {
+    /// After an authentication command (or the Connect): starts the
+    /// timeout again while the queue is unauthenticated or a transaction
+    /// is under way, stops it otherwise. `poller` is the queue's
+    /// connection (`None` for a queue driven without one: nothing to close).
+    pub fn update(
+        &mut self,
+        cx: &mut Context,
+        auth: &SharedAuth,
+        timeout: Duration,
+        poller: Option<PollerId>,
+        who: Watched,
+    ) {
+        self.cancel(cx);
+        let pending = {
+            let a = auth.borrow();
+            a.in_progress() || !a.is_authenticated()
+        };
+        if !pending {
+            return;
+        }
+        let weak: Weak<RefCell<ControllerAuth>> = Rc::downgrade(auth);
+        let id = cx.timer_once(timeout, move |cx| expire(cx, &weak, timeout, poller, who));
+        self.timer = Some((id, cx.handle()));
+    }
+
+    /// Stops the timeout (the queue closes, or authenticated).
+    pub fn cancel(&mut self, cx: &mut Context) {
+        if let Some((t, _)) = self.timer.take() {
+            cx.cancel_timer(t);
+        }
+    }
+}
+
+/// The timeout expired: close an unauthenticated queue, drop a
+/// re-authentication under way. A queue already gone left only a dead
+/// weak reference.
+fn expire(
+    cx: &mut Context,
+    auth: &Weak<RefCell<ControllerAuth>>,
+    timeout: Duration,
+    poller: Option<PollerId>,
+    who: Watched,
+) {
+    let Some(auth) = auth.upgrade() else { return };
+    let Ok(mut a) = auth.try_borrow_mut() else { return };
+    let Watched { peer, cntlid, qid } = who;
+    if a.is_authenticated() {
+        if a.in_progress() {
+            a.abandon();
+            tracing::warn!(%peer, cntlid, qid, "DH-HMAC-CHAP re-authentication timed out after {} ms: the transaction is dropped, the queue stays authenticated", timeout.as_millis());
+        }
+        return;
+    }
+    drop(a);
+    tracing::warn!(%peer, cntlid, qid, "DH-HMAC-CHAP authentication not completed within {} ms: queue closed", timeout.as_millis());
+    if let Some(p) = poller {
+        // Drops the connection and its queue (an admin queue's controller
+        // with it), as a Disconnect would.
+        let _ = cx.unregister(p);
+    }
+}

@@ -401,3 +401,46 @@ fn a_stalled_reauthentication_is_dropped_and_the_queue_stays_authenticated() {
         "a late Reply is out of turn"
     );
 }
+
+#[test]
+fn a_key_change_reaches_live_queues_at_their_next_transaction() {
+    let t = target(Mode::Interrupt);
+    let s = t.target.subsystem(SUBNQN).unwrap();
+    s.set_host_dhchap(OTHER_HOST, key(1), Some(key(2))).unwrap();
+    let (old, new) = (
+        host_cfg(OTHER_HOST, key(1), Some(key(2))),
+        host_cfg(OTHER_HOST, key(5), Some(key(6))),
+    );
+    let (mut admin, dw0) = connect(t.addr, OTHER_HOST, 0, 0xFFFF);
+    admin.authenticate(old.clone(), 1).unwrap();
+    admin.enable(Duration::from_secs(5)).unwrap();
+    let cntlid = dw0 as u16;
+    let (mut io, _) = connect(t.addr, OTHER_HOST, 1, cntlid);
+    io.authenticate(old.clone(), 2).unwrap();
+
+    // nvmf_subsystem_set_keys: queues authenticated stay so...
+    s.set_host_dhchap(OTHER_HOST, key(5), Some(key(6))).unwrap();
+    keep_alive(&mut admin).unwrap();
+    read_block(&mut io).unwrap();
+    // ...and their next transaction checks the new keys.
+    io.authenticate(new.clone(), 3).unwrap();
+    read_block(&mut io).unwrap();
+    let e = admin.authenticate(old, 4).unwrap_err();
+    assert!(e.to_string().contains("controller refused authentication"), "{e}");
+    assert!(
+        is_auth_required(keep_alive(&mut admin)),
+        "the old keys failed: not authenticated"
+    );
+    read_block(&mut io).unwrap();
+    admin.authenticate(new, 5).unwrap();
+    keep_alive(&mut admin).unwrap();
+    let ctrl = t.target.controller(cntlid).unwrap();
+    assert_eq!(ctrl.authentications(), 4, "admin and I/O queue, each twice");
+
+    // Keys removed: a live queue's next transaction fails.
+    s.clear_host_dhchap(OTHER_HOST);
+    let e = io
+        .authenticate(host_cfg(OTHER_HOST, key(5), Some(key(6))), 6)
+        .unwrap_err();
+    assert!(e.to_string().contains("controller refused authentication"), "{e}");
+}

@@ -174,7 +174,15 @@ impl QueueHandler for ControllerQueue {
                 allowed: self.target.dhchap_allowed(),
             };
             let r = match &self.auth {
-                Some(a) => auth::execute(Some(&mut a.borrow_mut()), &q, &req),
+                Some(a) => {
+                    let mut a = a.borrow_mut();
+                    let before = a.passed();
+                    let r = auth::execute(Some(&mut a), &q, &req);
+                    if a.passed() != before {
+                        ctrl.note_authenticated();
+                    }
+                    r
+                }
                 None => auth::execute(None, &q, &req),
             };
             resp.respond(cx, r);

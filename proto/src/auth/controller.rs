@@ -80,6 +80,8 @@ pub struct ControllerAuth {
     step: Step,
     tx: Option<Transaction>,
     authenticated: bool,
+    /// Transactions passed, the first and every re-authentication.
+    passed: u32,
     last_failure: Option<FailureReason>,
 }
 
@@ -100,6 +102,7 @@ impl ControllerAuth {
             step: Step::Idle,
             tx: None,
             authenticated: false,
+            passed: 0,
             last_failure: None,
         }
     }
@@ -118,6 +121,11 @@ impl ControllerAuth {
     /// queue stays authenticated until the host re-authenticates.
     pub fn set_config(&mut self, cfg: Option<Arc<AuthConfig>>) {
         self.cfg = cfg;
+    }
+
+    /// How many transactions passed (the first and every re-authentication).
+    pub fn passed(&self) -> u32 {
+        self.passed
     }
 
     /// Whether a transaction is under way: a message waits for the next
@@ -180,6 +188,7 @@ impl ControllerAuth {
                 self.step = Step::Idle;
                 self.tx = None;
                 self.authenticated = true;
+                self.passed = self.passed.wrapping_add(1);
                 Ok(())
             }
             // A Reply or Success2 out of turn (a replay after success
@@ -210,6 +219,7 @@ impl ControllerAuth {
                     After::Authenticated { bidirectional: true } => Step::AwaitSuccess2,
                     After::Authenticated { bidirectional: false } => {
                         self.authenticated = true;
+                        self.passed = self.passed.wrapping_add(1);
                         self.tx = None;
                         Step::Idle
                     }

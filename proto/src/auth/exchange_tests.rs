@@ -387,8 +387,10 @@ fn a_key_change_applies_to_the_next_transaction() {
     assert_eq!(transaction(&mut ctrl, old, &mut e), Err(FailureReason::Failed));
     assert!(!ctrl.is_authenticated());
     // The new ones do.
+    assert_eq!(ctrl.passed(), 1);
     assert_eq!(transaction(&mut ctrl, new.clone(), &mut e), Ok(()));
     assert!(ctrl.is_authenticated());
+    assert_eq!(ctrl.passed(), 2, "the first transaction and this one");
     // A transaction under way keeps the keys it started with.
     let mut host = HostAuth::new(new.clone(), 10);
     ctrl.on_send(&host.negotiate(), &mut e).unwrap();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{HOSTNQN, Healthy, Host, OTHER_HOST, SUBNQN, Tgt, target, wait};
+use common::{HOSTNQN, Healthy, Host, OTHER_HOST, SUBNQN, Tgt, target, target_on, wait};
 use lull_proto::auth::host::HostAuth;
 use lull_proto::auth::messages::{Framing, Message};
 use lull_proto::auth::{AuthConfig, DhGroup, DhchapSecret, FailureReason, HashId, OsEntropy};
@@ -443,4 +443,104 @@ fn a_key_change_reaches_live_queues_at_their_next_transaction() {
         .authenticate(host_cfg(OTHER_HOST, key(5), Some(key(6))), 6)
         .unwrap_err();
     assert!(e.to_string().contains("controller refused authentication"), "{e}");
+}
+
+#[test]
+fn dh_work_leaves_the_reactor_serving_other_queues() {
+    // One reactor: the authenticating queue and the busy one share it.
+    let t = target_on(Mode::Interrupt, 1);
+    t.target
+        .subsystem(SUBNQN)
+        .unwrap()
+        .set_host_dhchap(OTHER_HOST, key(1), None)
+        .unwrap();
+    let mut healthy = Healthy::new(&t);
+    // ffdhe6144 only: two exponentiations of a 6144-bit modulus, 30 ms in
+    // a release build, far more in a debug one.
+    let mut cfg = AuthConfig::new(key(1), None, OTHER_HOST, SUBNQN);
+    cfg.dhgroups = vec![DhGroup::Ffdhe6144];
+    let cfg = Arc::new(cfg);
+    let addr = t.addr;
+    let authenticating = std::thread::spawn(move || {
+        let (mut q, _) = connect(addr, OTHER_HOST, 0, 0xFFFF);
+        let start = Instant::now();
+        for t_id in 1..=2 {
+            q.authenticate(cfg.clone(), t_id).unwrap();
+        }
+        start.elapsed()
+    });
+    // Reads on the other queue meanwhile: none waits for the DH work.
+    let mut slowest = Duration::ZERO;
+    let mut reads = 0;
+    while !authenticating.is_finished() {
+        let t0 = Instant::now();
+        let (_, c) = healthy.io.read(0, 8);
+        assert!(c.status.is_success());
+        slowest = slowest.max(t0.elapsed());
+        reads += 1;
+    }
+    let dh = authenticating.join().unwrap();
+    eprintln!("2 ffdhe6144 transactions took {dh:?}; {reads} reads meanwhile, the slowest {slowest:?}");
+    // Two transactions are four exponentiations on the target (and four on
+    // this host): a read that waited for one would take an eighth of it.
+    assert!(reads > 10, "reads went on ({reads})");
+    assert!(
+        slowest < dh / 24,
+        "a read took {slowest:?} while DH work took {dh:?}: the reactor was busy with it"
+    );
+}
+
+#[test]
+fn a_receive_sent_before_the_send_completes_waits_for_it() {
+    // A host that does not wait for Authentication Send's completion before
+    // its Receive: the Send's DH work is on the helper thread, and the
+    // Receive must still see the Challenge it prepares.
+    let t = target(Mode::Interrupt);
+    t.target
+        .subsystem(SUBNQN)
+        .unwrap()
+        .set_host_dhchap(OTHER_HOST, key(1), None)
+        .unwrap();
+    let mut h = raw_admin(t.addr, OTHER_HOST, 0);
+    let mut host = HostAuth::new(host_cfg(OTHER_HOST, key(1), None), 1);
+    let n = host.negotiate();
+    let mut send = auth_sqe(fctype::AUTH_SEND, n.len() as u32);
+    send.set_cid(100);
+    send.set_sgl1(Sgl {
+        address: 0,
+        length: n.len() as u32,
+        id: sgl_id::DATA_BLOCK_OFFSET,
+    });
+    let mut recv = auth_sqe(fctype::AUTH_RECV, 4096);
+    recv.set_cid(101);
+    let mut both = h.capsule_bytes(&send, &n);
+    both.extend(h.capsule_bytes(&recv, &[]));
+    h.send(&both);
+    // In order: the Send's completion, then the Receive's data and completion.
+    let mut order = Vec::new();
+    let mut data = Vec::new();
+    while order.len() < 2 {
+        let p = h.recv().expect("a PDU");
+        match lull_proto::pdu::PduType::from_u8(p.ch.pdu_type) {
+            Some(lull_proto::pdu::PduType::C2HData) => {
+                let d = p.data_header();
+                let pdo = p.ch.pdo as usize;
+                data.extend_from_slice(&p.bytes[pdo..pdo + d.datal as usize]);
+                if p.ch.flags & lull_proto::pdu::flags::SUCCESS != 0 {
+                    order.push(d.cccid);
+                }
+            }
+            Some(lull_proto::pdu::PduType::CapsuleResp) => {
+                let c = p.cqe();
+                assert!(c.status.is_success(), "{}", c.status);
+                order.push(c.cid);
+            }
+            other => panic!("unexpected PDU {other:?}"),
+        }
+    }
+    assert_eq!(order, vec![100, 101]);
+    assert!(
+        matches!(Message::decode(&data, Framing::Padded), Ok(Message::Challenge(_))),
+        "the Receive got the Challenge"
+    );
 }

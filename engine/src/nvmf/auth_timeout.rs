@@ -10,15 +10,11 @@
 //! queue takes its controller with it); on a queue that is authenticated
 //! and re-authenticating, the transaction is dropped and the queue stays
 //! authenticated. A one-shot timer per queue: the reactor sleeps until it
-//! is due.
+//! is due. What expiry does is [`crate::nvmf::auth_queue`]'s.
 
-use std::cell::RefCell;
-use std::net::SocketAddr;
-use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use lull_proto::auth::controller::ControllerAuth;
-use lull_reactor::{Context, PollerId, ReactorHandle, TimerId};
+use lull_reactor::{Context, ReactorHandle, TimerId};
 
 /// The timeout when the controller's KATO is 0 (keep-alive off): SPDK's
 /// target's 120 s.
@@ -33,20 +29,6 @@ pub fn auth_timeout(kato: Duration) -> Duration {
     } else {
         kato
     }
-}
-
-/// A queue's authentication state, shared with its timeout timer.
-pub type SharedAuth = Rc<RefCell<ControllerAuth>>;
-
-/// Which queue a timeout belongs to, for its log line.
-#[derive(Clone, Copy, Debug)]
-pub struct Watched {
-    /// The host's address.
-    pub peer: SocketAddr,
-    /// The controller's ID.
-    pub cntlid: u16,
-    /// The queue's QID.
-    pub qid: u16,
 }
 
 /// The timeout timer of one queue; dropping it cancels the timer (through
@@ -78,27 +60,20 @@ impl Drop for AuthTimeout {
 
 impl AuthTimeout {
     /// After an authentication command (or the Connect): starts the
-    /// timeout again while the queue is unauthenticated or a transaction
-    /// is under way, stops it otherwise. `poller` is the queue's
-    /// connection (`None` for a queue driven without one: nothing to close).
+    /// timeout again while `pending` (the queue unauthenticated or a
+    /// transaction under way), stops it otherwise. `expire` runs if it fires.
     pub fn update(
         &mut self,
         cx: &mut Context,
-        auth: &SharedAuth,
+        pending: bool,
         timeout: Duration,
-        poller: Option<PollerId>,
-        who: Watched,
+        expire: impl FnOnce(&mut Context) + 'static,
     ) {
         self.cancel(cx);
-        let pending = {
-            let a = auth.borrow();
-            a.in_progress() || !a.is_authenticated()
-        };
         if !pending {
             return;
         }
-        let weak: Weak<RefCell<ControllerAuth>> = Rc::downgrade(auth);
-        let id = cx.timer_once(timeout, move |cx| expire(cx, &weak, timeout, poller, who));
+        let id = cx.timer_once(timeout, expire);
         self.timer = Some((id, cx.handle()));
     }
 
@@ -107,34 +82,5 @@ impl AuthTimeout {
         if let Some((t, _)) = self.timer.take() {
             cx.cancel_timer(t);
         }
-    }
-}
-
-/// The timeout expired: close an unauthenticated queue, drop a
-/// re-authentication under way. A queue already gone left only a dead
-/// weak reference.
-fn expire(
-    cx: &mut Context,
-    auth: &Weak<RefCell<ControllerAuth>>,
-    timeout: Duration,
-    poller: Option<PollerId>,
-    who: Watched,
-) {
-    let Some(auth) = auth.upgrade() else { return };
-    let Ok(mut a) = auth.try_borrow_mut() else { return };
-    let Watched { peer, cntlid, qid } = who;
-    if a.is_authenticated() {
-        if a.in_progress() {
-            a.abandon();
-            tracing::warn!(%peer, cntlid, qid, "DH-HMAC-CHAP re-authentication timed out after {} ms: the transaction is dropped, the queue stays authenticated", timeout.as_millis());
-        }
-        return;
-    }
-    drop(a);
-    tracing::warn!(%peer, cntlid, qid, "DH-HMAC-CHAP authentication not completed within {} ms: queue closed", timeout.as_millis());
-    if let Some(p) = poller {
-        // Drops the connection and its queue (an admin queue's controller
-        // with it), as a Disconnect would.
-        let _ = cx.unregister(p);
     }
 }

@@ -8,7 +8,6 @@
 //! reactor (keep-alive timer, event channel, queue closer) in
 //! [`ctrlr_runtime`].
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,8 +19,8 @@ use lull_reactor::{Context, TimerId};
 use lull_transport::conn::{QueueHandler, Responder};
 
 use crate::nvmf::admin::{self, Outcome};
-use crate::nvmf::auth::{self, AuthQueue};
-use crate::nvmf::auth_timeout::{AuthTimeout, SharedAuth, Watched, auth_timeout};
+use crate::nvmf::auth::{self, AuthQueue, Step};
+use crate::nvmf::auth_queue::{Owner, QueueAuth};
 use crate::nvmf::connect::{self, Connected};
 use crate::nvmf::ctrlr::{Controller, QueueInfo};
 use crate::nvmf::ctrlr_runtime;
@@ -46,11 +45,9 @@ pub struct ControllerQueue {
     counted_on: Option<usize>,
     /// In-band authentication of this queue, when the host has DH-HMAC-CHAP
     /// keys on the subsystem (NVMe Base 2.0 section 8.13): until it
-    /// succeeds, only Fabrics commands are accepted. Shared with its
-    /// timeout timer.
-    auth: Option<SharedAuth>,
-    /// The authentication timeout (SPDK's: KATO, or 120 s without).
-    auth_timeout: AuthTimeout,
+    /// succeeds, only Fabrics commands are accepted. Its timeout and the
+    /// helper thread's results reach it too.
+    auth: Option<Rc<QueueAuth>>,
     /// An I/O queue's command slots, made at its Connect.
     io: Option<io::IoQueue>,
 }
@@ -68,7 +65,6 @@ impl ControllerQueue {
             held_commands: 0,
             counted_on: None,
             auth: None,
-            auth_timeout: AuthTimeout::default(),
             io: None,
         }
     }
@@ -101,7 +97,17 @@ impl ControllerQueue {
         self.qid = qid;
         self.counted_on = Some(cx.index());
         self.target.core_io(cx.index()).queue_connected(qid == 0);
-        self.auth = auth.map(|a| Rc::new(RefCell::new(a)));
+        self.auth = auth.map(|a| {
+            let owner = Owner {
+                target: self.target.clone(),
+                ctrl: ctrl.clone(),
+                qid,
+                peer: self.origin.peer,
+                resp: resp.clone(),
+                poller: cx.current_poller(),
+            };
+            QueueAuth::start(cx, a, owner)
+        });
         if qid != 0 {
             // As many slots as the queue will hold commands (the transport
             // clamps SQSIZE + 1 the same way when it applies the parameters).
@@ -111,23 +117,7 @@ impl ControllerQueue {
             self.io = Some(io);
         }
         self.ctrl = Some(ctrl);
-        self.watch_auth(cx);
         response
-    }
-
-    /// (Re)starts or stops the authentication timeout after the Connect or
-    /// an authentication command (see [`crate::nvmf::auth_timeout`]).
-    fn watch_auth(&mut self, cx: &mut Context) {
-        let (Some(auth), Some(ctrl)) = (&self.auth, &self.ctrl) else {
-            return;
-        };
-        let who = Watched {
-            peer: self.origin.peer,
-            cntlid: ctrl.cntlid,
-            qid: self.qid,
-        };
-        let timeout = auth_timeout(ctrl.kato());
-        self.auth_timeout.update(cx, auth, timeout, cx.current_poller(), who);
     }
 
     /// An admin command, with its outcome applied on this reactor.
@@ -167,30 +157,24 @@ impl QueueHandler for ControllerQueue {
             return;
         };
         if route == Route::Authentication {
+            if let Some(a) = &self.auth {
+                a.clone().command(cx, req);
+                return;
+            }
             let q = AuthQueue {
                 ctrl: &ctrl,
                 qid: self.qid,
                 peer: self.origin.peer,
                 allowed: self.target.dhchap_allowed(),
             };
-            let r = match &self.auth {
-                Some(a) => {
-                    let mut a = a.borrow_mut();
-                    let before = a.passed();
-                    let r = auth::execute(Some(&mut a), &q, &req);
-                    if a.passed() != before {
-                        ctrl.note_authenticated();
-                    }
-                    r
-                }
-                None => auth::execute(None, &q, &req),
-            };
-            resp.respond(cx, r);
-            self.watch_auth(cx);
+            // No key for this host: refused, whatever it is.
+            if let Step::Respond(r) = auth::execute(None, &q, &req) {
+                resp.respond(cx, r);
+            }
             return;
         }
         let fabrics = matches!(route, Route::Connect | Route::Fabrics);
-        if !fabrics && self.auth.as_ref().is_some_and(|a| !a.borrow().is_authenticated()) {
+        if !fabrics && self.auth.as_ref().is_some_and(|a| !a.is_authenticated()) {
             // Fabrics commands (Property Get/Set, Disconnect) are allowed
             // before authentication, as on Linux's target; nothing else is.
             resp.respond(cx, Response::dnr(req.sqe.cid(), status::AUTH_REQUIRED));

@@ -2,14 +2,17 @@
 //! 8.13.5: a host may authenticate a queue again at any time): the
 //! transaction's Authentication Send and Receive go out as ordinary
 //! Fabrics commands on the queue's reactor, between its other commands,
-//! so I/O keeps flowing meanwhile. `bdev_nvme_set_keys` runs one on every
-//! queue of a controller.
+//! so I/O keeps flowing meanwhile. The host's DH work (a key pair and the
+//! shared secret when the Challenge comes, 52 ms for ffdhe8192 in a
+//! release build) runs on the `lull-dhchap` helper thread
+//! ([`crate::dh_helper`]), not on the reactor. `bdev_nvme_set_keys` runs
+//! one on every queue of a controller.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use lull_proto::auth::host::HostAuth;
+use lull_proto::auth::host::{HostAuth, HostFailure};
 use lull_proto::auth::{AuthConfig, OsEntropy, SECP_DHCHAP, SPSP_DHCHAP};
 use lull_proto::fabrics::{AuthCmd, fctype};
 use lull_proto::nvme::Sqe;
@@ -25,20 +28,25 @@ pub type AuthDone = Box<dyn FnOnce(&mut Context, Result<(), String>)>;
 
 /// One transaction in flight: the host's state machine and who waits.
 struct Transaction {
-    host: HostAuth,
+    /// `None` while the helper thread has it.
+    host: Option<HostAuth>,
     done: Option<AuthDone>,
 }
+
+/// The state machine back from the helper thread, with what it made of a message.
+type Answered = (HostAuth, Result<Option<Vec<u8>>, HostFailure>);
 
 type Shared = Rc<RefCell<Transaction>>;
 
 /// Runs one DH-HMAC-CHAP transaction (`t_id`, the keys and lists of `cfg`)
-/// on the live queue `conn`; `done` gets the outcome on this reactor. The
-/// host's DH computation (two exponentiations, 52 ms for ffdhe8192 in a release
-/// build: `dh_cost` in `proto/src/auth/dh.rs`) runs here too.
+/// on the live queue `conn`; `done` gets the outcome on this reactor.
 pub fn authenticate_live(cx: &mut Context, conn: &HostConn, cfg: Arc<AuthConfig>, t_id: u16, done: AuthDone) {
     let mut host = HostAuth::new(cfg, t_id);
     let negotiate = host.negotiate();
-    let t: Shared = Rc::new(RefCell::new(Transaction { host, done: Some(done) }));
+    let t: Shared = Rc::new(RefCell::new(Transaction {
+        host: Some(host),
+        done: Some(done),
+    }));
     send(cx, conn, t, negotiate, false);
 }
 
@@ -104,7 +112,7 @@ fn receive(cx: &mut Context, conn: &HostConn, t: Shared) {
         Vec::new(),
         AL,
         Box::new(move |cx, r| match r {
-            Ok(done) if done.cqe.status.is_success() => on_message(cx, &c, t2, &done.data),
+            Ok(done) if done.cqe.status.is_success() => on_message(cx, &c, t2, done.data),
             Ok(done) => finish(
                 cx,
                 &t2,
@@ -122,12 +130,31 @@ fn receive(cx: &mut Context, conn: &HostConn, t: Shared) {
     }
 }
 
-fn on_message(cx: &mut Context, conn: &HostConn, t: Shared, data: &[u8]) {
-    let step = {
-        let mut g = t.borrow_mut();
-        let r = g.host.on_message(data, &mut OsEntropy);
-        r.map(|next| (next, g.host.is_done()))
+/// A controller's message for the host's state machine: fed on the helper
+/// thread (a Challenge costs the DH work), answered through a reactor channel.
+fn on_message(cx: &mut Context, conn: &HostConn, t: Shared, data: Vec<u8>) {
+    let Some(mut host) = t.borrow_mut().host.take() else {
+        return finish(cx, &t, Err("the transaction's state was lost".into()));
     };
+    let (c, t2) = (conn.clone(), t.clone());
+    let back = cx.channel(1, move |cx: &mut Context, (host, r): Answered| {
+        let done = host.is_done();
+        t2.borrow_mut().host = Some(host);
+        answered(cx, &c, t2.clone(), r.map(|next| (next, done)));
+    });
+    let job: crate::dh_helper::Job = Box::new(move || {
+        let r = host.on_message(&data, &mut OsEntropy);
+        // Fails only when the reactor stopped, and the queue with it.
+        let _ = back.try_send((host, r));
+    });
+    if let Err(job) = crate::dh_helper::run(job) {
+        // No helper thread: here, answering through the channel all the same.
+        job();
+    }
+}
+
+/// What the host's state machine made of the controller's message.
+fn answered(cx: &mut Context, conn: &HostConn, t: Shared, step: Result<(Option<Vec<u8>>, bool), HostFailure>) {
     match step {
         // Success2: the last message.
         Ok((Some(next), true)) => send(cx, conn, t, next, true),

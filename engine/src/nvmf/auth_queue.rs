@@ -7,9 +7,8 @@
 //! secret: one modular exponentiation each, 26 ms for ffdhe8192 in a
 //! release build (`dh_cost` in `lull-proto`), far beyond what a reactor
 //! may stall. Each Authentication Send is therefore fed to the state
-//! machine on the `lull-dhchap` thread (one per process: the work is
-//! rare, and one thread bounds what a host sending Negotiates in a loop
-//! can take), which moves the state machine there and back; its result
+//! machine on the `lull-dhchap` thread ([`crate::dh_helper`]), which
+//! moves the state machine there and back; its result
 //! returns through a reactor channel and the Send completes then. While
 //! the state machine is away, the queue's other authentication commands
 //! wait, in order, and every other command sees the queue as it was
@@ -19,7 +18,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::Arc;
 
 use lull_proto::auth::FailureReason;
 use lull_proto::auth::controller::ControllerAuth;
@@ -27,38 +26,11 @@ use lull_proto::target_queue::{Request, Response};
 use lull_reactor::{Context, PollerId, Sender};
 use lull_transport::conn::Responder;
 
+use crate::dh_helper::{self, Job};
 use crate::nvmf::auth::{self, AuthQueue, Step};
 use crate::nvmf::auth_timeout::{AuthTimeout, auth_timeout};
 use crate::nvmf::ctrlr::Controller;
 use crate::nvmf::target::Target;
-
-/// Work for the helper thread.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The helper thread's inbox; `None` when it could not be started (the
-/// work then runs on the reactor, as before there was a helper).
-fn helper() -> Option<&'static mpsc::Sender<Job>> {
-    static HELPER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
-    HELPER
-        .get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<Job>();
-            let started = std::thread::Builder::new()
-                .name("lull-dhchap".into())
-                .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        job();
-                    }
-                });
-            match started {
-                Ok(_) => Some(tx),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start the DH-HMAC-CHAP helper thread: DH work runs on the reactors");
-                    None
-                }
-            }
-        })
-        .as_ref()
-}
 
 /// A Send fed on the helper thread, coming back.
 struct Fed {
@@ -112,7 +84,7 @@ impl QueueAuth {
         let q = Rc::new_cyclic(|me: &Weak<QueueAuth>| {
             let me = me.clone();
             // One Send at a time is away: room for one result.
-            let back = helper().map(|_| {
+            let back = dh_helper::available().then(|| {
                 cx.channel(1, move |cx: &mut Context, fed: Fed| {
                     if let Some(q) = me.upgrade() {
                         q.returned(cx, fed);
@@ -181,7 +153,7 @@ impl QueueAuth {
 
     /// Feeds a Send's message on the helper thread (or here, without one).
     fn send(self: &Rc<Self>, cx: &mut Context, q: &AuthQueue<'_>, cid: u16, data: Vec<u8>) -> bool {
-        let (Some(helper), Some(back)) = (helper(), self.back.clone()) else {
+        let Some(back) = self.back.clone() else {
             let fed = {
                 let mut st = self.state.borrow_mut();
                 let Some(auth) = st.auth.as_mut() else { return false };
@@ -207,14 +179,10 @@ impl QueueAuth {
                 passed,
             });
         });
-        if let Err(mpsc::SendError(job)) = helper.send(job) {
-            // The helper is gone: nothing will come back. Close the queue
-            // rather than leave it waiting.
-            drop(job);
-            tracing::error!(peer = %q.peer, cntlid = q.ctrl.cntlid, qid = q.qid, "the DH-HMAC-CHAP helper thread is gone: queue closed");
-            if let Some(p) = self.owner.poller {
-                let _ = cx.unregister(p);
-            }
+        if let Err(job) = dh_helper::run(job) {
+            // The helper is gone: run it here; the result still comes
+            // back through the channel.
+            job();
         }
         true
     }

@@ -21,6 +21,8 @@
 #      [--dhchap-ctrlr-key]); unidirectional and bidirectional, and a wrong host
 #      key and a wrong controller key refused. Key files (mode 0600) from
 #      `nvme gen-dhchap-key`, or written by Python in the same DHHC-1 form;
+#      bdevperf -w verify across a key change (nvmf_subsystem_set_keys on lull,
+#      SPDK's bdev_nvme_set_keys on bdevperf's RPC socket);
 #      keys changed while connected: nvmf_subsystem_set_keys on nvmf_tgt, then
 #      bdev_nvme_set_keys on lull's daemon (every queue re-authenticates, no
 #      reset), and old keys refused with -EACCES.
@@ -444,6 +446,31 @@ if start_lull interrupt; then
                 fail "bdevperf against lull, DH-HMAC-CHAP bidirectional"
                 tail -n 8 "$WORK/bdevperf-auth-bi.log"
             fi
+            # Keys changed while bdevperf -w verify runs: nvmf_subsystem_set_keys on lull,
+            # then SPDK's bdev_nvme_set_keys re-authenticates every qpair on lull's live queues.
+            gen_dhchap_key "$KEYS/host-new.key" "$HOSTNQN" 1
+            bdevperf_auth_config "$KEYS/host.key" "$KEYS/ctrl-lull.key" |
+                sed "/\"keyring\"/s|\"config\": \[|\"config\": [ {\"method\": \"keyring_file_add_key\", \"params\": {\"name\": \"key1\", \"path\": \"$KEYS/host-new.key\"}},|" \
+                    >"$WORK/bdevperf-rekey.json"
+            BP_SOCK=$WORK/bdevperf.sock
+            run_logged bdevperf-rekey 40 "$PEER" bdevperf -m 0x2 -r "$BP_SOCK" --json "$WORK/bdevperf-rekey.json" \
+                -q 16 -o 4096 -w verify -t 6 &
+            BP=$!
+            for _ in $(seq 1 50); do [ -S "$BP_SOCK" ] && break; sleep 0.1; done
+            sleep 2
+            rekey=ok
+            "${R[@]}" keyring_file_add_key key1 "$KEYS/host-new.key" >>"$WORK/rpc-auth.log" 2>&1 &&
+                "${R[@]}" nvmf_subsystem_set_keys "$AUTH_NQN" "$HOSTNQN" --dhchap-key key1 --dhchap-ctrlr-key ckey0 >>"$WORK/rpc-auth.log" 2>&1 &&
+                "$PEER" rpc --rpc-socket "$BP_SOCK" bdev_nvme_set_keys Auth0 --dhchap-key key1 --dhchap-ctrlr-key ckey0 \
+                    >"$WORK/bdevperf-rekey-rpc.log" 2>&1 || rekey=failed
+            wait "$BP" || rekey=failed
+            if [ "$rekey" = ok ] && bdevperf_ok bdevperf-rekey; then
+                pass "bdevperf -w verify against lull across a key change (nvmf_subsystem_set_keys on lull, bdev_nvme_set_keys on bdevperf): every qpair re-authenticated, no error"
+            else
+                fail "bdevperf against lull across a key change"
+                tail -n 8 "$WORK/bdevperf-rekey-rpc.log" "$WORK/bdevperf-rekey.log" 2>/dev/null || true
+            fi
+            "${R[@]}" nvmf_subsystem_set_keys "$AUTH_NQN" "$HOSTNQN" --dhchap-key key0 --dhchap-ctrlr-key ckey0 >>"$WORK/rpc-auth.log" 2>&1 || true
             # The host expects another controller key: it must refuse lull's proof.
             if bdevperf_auth bdevperf-auth-wrong-ctrl "$KEYS/host.key" "$KEYS/wrong.key"; then
                 fail "bdevperf accepted lull's controller proof for a controller key lull does not hold"

@@ -621,6 +621,7 @@ impl Config {
         let target = TargetSettings {
             kato_min_ms: self.kato_min_ms.unwrap_or(ts.kato_min_ms),
             kato_max_ms: self.kato_max_ms.unwrap_or(ts.kato_max_ms),
+            ..ts
         };
         if !(100..=3_600_000).contains(&target.kato_min_ms) {
             return bad("kato_min_ms", target.kato_min_ms, "100 to 3600000 ms");

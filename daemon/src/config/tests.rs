@@ -183,6 +183,7 @@ fn every_field_parses_and_resolves() {
         TargetSettings {
             kato_min_ms: 2000,
             kato_max_ms: 60_000,
+            ..TargetSettings::default()
         }
     );
     assert_eq!(s.log_level, "lull_engine=debug,warn");

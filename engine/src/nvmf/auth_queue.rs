@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::time::Duration;
 
 use lull_proto::auth::FailureReason;
 use lull_proto::auth::controller::ControllerAuth;
@@ -253,7 +254,8 @@ impl QueueAuth {
             return;
         };
         let pending = a.in_progress() || !a.is_authenticated();
-        let timeout = auth_timeout(self.owner.ctrl.kato());
+        let min = Duration::from_millis(u64::from(self.owner.target.settings().auth_timeout_min_ms));
+        let timeout = auth_timeout(self.owner.ctrl.kato(), min);
         let me = Rc::downgrade(self);
         st.timeout.update(cx, pending, timeout, move |cx| {
             if let Some(q) = me.upgrade() {
@@ -267,7 +269,8 @@ impl QueueAuth {
     fn expire(&self, cx: &mut Context) {
         let o = &self.owner;
         let (cntlid, qid, peer) = (o.ctrl.cntlid, o.qid, o.peer);
-        let timeout = auth_timeout(o.ctrl.kato());
+        let min = Duration::from_millis(u64::from(o.target.settings().auth_timeout_min_ms));
+        let timeout = auth_timeout(o.ctrl.kato(), min);
         {
             let mut st = self.state.borrow_mut();
             let Some(a) = st.auth.as_mut() else {

@@ -38,6 +38,9 @@ pub struct TargetSettings {
     /// `kato_max_ms`: a Connect asking for a longer KATO is refused
     /// (Connect Invalid Parameters pointing at KATO), ms.
     pub kato_max_ms: u32,
+    /// The shortest DH-HMAC-CHAP step timeout, whatever the KATO
+    /// ([`crate::nvmf::auth_timeout::auth_timeout`]), ms.
+    pub auth_timeout_min_ms: u32,
 }
 
 impl Default for TargetSettings {
@@ -45,6 +48,7 @@ impl Default for TargetSettings {
         TargetSettings {
             kato_min_ms: 1000,
             kato_max_ms: 3_600_000,
+            auth_timeout_min_ms: crate::nvmf::auth_timeout::AUTH_TIMEOUT_MIN.as_millis() as u32,
         }
     }
 }

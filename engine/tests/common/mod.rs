@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lull_engine::bdev::{Bdev, NullBdev, RamBdev};
 use lull_engine::nvmf::subsystem::Subsystem;
-use lull_engine::nvmf::target::Target;
+use lull_engine::nvmf::target::{Target, TargetSettings};
 use lull_proto::fabrics::{ConnectCmd, ConnectData, DISCOVERY_NQN, PropertyCmd, fctype, property};
 use lull_proto::nvme::{Cqe, Sgl, Sqe, sgl_id};
 use lull_proto::pdu::{CommonHeader, DataHeader, Digests, PduType, crc32c, flags};
@@ -39,10 +39,18 @@ pub fn target_on(mode: Mode, reactors: usize) -> Tgt {
     let usable = CoreList::usable().unwrap();
     let cores: Vec<usize> = usable.cores().iter().copied().take(reactors).collect();
     let reactors = Reactors::start(ReactorConfig::new(CoreList::try_from(cores).unwrap()).mode(mode)).unwrap();
-    let target = Target::new(TargetQueueConfig {
-        io_in_capsule_data: 4096,
-        ..Default::default()
-    });
+    // No floor under the authentication timeout: the tests that wait for it
+    // connect with a 1 s KATO and expect SPDK's rule (the KATO) alone.
+    let target = Target::with_settings(
+        TargetQueueConfig {
+            io_in_capsule_data: 4096,
+            ..Default::default()
+        },
+        TargetSettings {
+            auth_timeout_min_ms: 0,
+            ..TargetSettings::default()
+        },
+    );
     let s = Subsystem::new(SUBNQN, "SN0001", "lull test").unwrap();
     s.add_host(HOSTNQN).unwrap();
     s.add_host(OTHER_HOST).unwrap();

@@ -285,6 +285,7 @@ impl ConfiguredPsk {
             hash,
             version,
             hostnqn: hostnqn.to_string(),
+            subnqn: subnqn.to_string(),
             key,
         })
     }
@@ -310,6 +311,7 @@ pub struct TlsPsk {
     hash: PskHash,
     version: IdentityVersion,
     hostnqn: String,
+    subnqn: String,
     key: Zeroizing<Vec<u8>>,
 }
 
@@ -342,6 +344,12 @@ impl TlsPsk {
     /// over a session keyed by this PSK.
     pub fn hostnqn(&self) -> &str {
         &self.hostnqn
+    }
+
+    /// The subsystem NQN the identity names: the only subsystem a host may
+    /// Connect to over a session keyed by this PSK.
+    pub fn subnqn(&self) -> &str {
+        &self.subnqn
     }
 
     /// The key TLS uses, [`PskHash::len`] bytes.

@@ -37,9 +37,9 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lull_reactor::{Context, Interest, PollStatus, Poller, PollerId, Readiness, TimerId};

@@ -8,8 +8,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lull_reactor::{ReactorHandle, Reactors};
 use lull_proto::tls_psk::TlsPsk;
+use lull_reactor::{ReactorHandle, Reactors};
 use lull_transport::conn::{HandlerFactory, Listener};
 use lull_transport::tls::{PskLookup, TlsServer};
 

@@ -3,6 +3,7 @@
 
 use lull_engine::nvmf::subsystem::KeyNames;
 use lull_proto::auth::DhchapSecret;
+use lull_proto::tls_psk::ConfiguredPsk;
 
 use super::{App, AppError, lock};
 use crate::keyring::{KeyEntry, KeyringError};
@@ -13,10 +14,25 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`] naming the field and the key.
     pub fn key_secret(&self, field: &str, name: &str) -> Result<DhchapSecret, AppError> {
-        self.keyring.get(name).map_err(|_| {
-            AppError::NotFound(format!(
+        self.keyring.get(name).map_err(|e| match e {
+            KeyringError::WrongKind(..) => AppError::InvalidParams(format!("{field}: {e}")),
+            _ => AppError::NotFound(format!(
                 "{field}: key {name} is not in the keyring (keyring_file_add_key)"
-            ))
+            )),
+        })
+    }
+
+    /// The TLS PSK of keyring key `name`, given as parameter `field` (`psk`).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] naming the field and the key;
+    /// [`AppError::InvalidParams`] when it is a DH-HMAC-CHAP secret.
+    pub fn key_psk(&self, field: &str, name: &str) -> Result<ConfiguredPsk, AppError> {
+        self.keyring.get_psk(name).map_err(|e| match e {
+            KeyringError::WrongKind(..) => AppError::InvalidParams(format!("{field}: {e}")),
+            _ => AppError::NotFound(format!(
+                "{field}: key {name} is not in the keyring (keyring_file_add_key)"
+            )),
         })
     }
 
@@ -81,11 +97,16 @@ impl App {
             .iter()
             .map(|s| {
                 let hosts = s.access().hosts.clone();
-                hosts
+                let dhchap = hosts
                     .iter()
                     .filter_map(|h| s.host_key_names(h))
                     .map(|k| uses(&k))
-                    .sum::<usize>()
+                    .sum::<usize>();
+                let psk = hosts
+                    .iter()
+                    .filter(|h| s.host_psk_name(h).flatten().as_deref() == Some(name))
+                    .count();
+                dhchap + psk
             })
             .sum();
         let ctrlrs: usize = lock(&self.nvme)
@@ -101,6 +122,8 @@ fn keyring_error(e: KeyringError) -> AppError {
     match e {
         KeyringError::Exists(_) => AppError::Exists(e.to_string()),
         KeyringError::NotFound(_) => AppError::NotFound(e.to_string()),
-        KeyringError::InvalidName(_) | KeyringError::BadFile(_) => AppError::InvalidParams(e.to_string()),
+        KeyringError::InvalidName(_) | KeyringError::BadFile(_) | KeyringError::WrongKind(..) => {
+            AppError::InvalidParams(e.to_string())
+        }
     }
 }

@@ -356,6 +356,15 @@ impl TlsPsk {
     pub fn key(&self) -> &[u8] {
         &self.key
     }
+
+    /// Whether both are the same identity with the same key (the key
+    /// compared in constant time).
+    pub fn same(&self, other: &TlsPsk) -> bool {
+        use subtle::ConstantTimeEq;
+        self.identity == other.identity
+            && self.key.len() == other.key.len()
+            && bool::from(self.key.as_slice().ct_eq(other.key.as_slice()))
+    }
 }
 
 #[cfg(test)]

@@ -111,8 +111,12 @@ impl App {
             .sum();
         let ctrlrs: usize = lock(&self.nvme)
             .values()
-            .filter_map(|e| e.ctrlr.trid().dhchap.as_ref().and_then(|d| d.names.clone()))
-            .map(|k| uses(&k))
+            .map(|e| {
+                let t = e.ctrlr.trid();
+                let dhchap = t.dhchap.as_ref().and_then(|d| d.names.clone()).map_or(0, |k| uses(&k));
+                let psk = usize::from(t.tls.as_ref().and_then(|t| t.name.as_deref()) == Some(name));
+                dhchap + psk
+            })
             .sum();
         hosts + ctrlrs
     }

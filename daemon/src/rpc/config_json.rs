@@ -87,6 +87,11 @@ fn bdev_config(app: &App) -> Vec<Value> {
                 "fast_io_fail_timeout_sec": co.fast_io_fail_timeout_sec,
         });
         // Key names only; keys given other than by name are not saved.
+        if let Some(n) = t.tls.as_ref().and_then(|t| t.name.as_ref())
+            && let Some(o) = params.as_object_mut()
+        {
+            o.insert("psk".into(), json!(n));
+        }
         if let Some(k) = t.dhchap.as_ref().and_then(|d| d.names.as_ref())
             && let Some(o) = params.as_object_mut()
         {

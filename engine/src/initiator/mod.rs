@@ -12,7 +12,7 @@ pub mod ctrlr;
 pub mod options;
 
 pub use crate::dhchap::DhchapOffer;
-pub use associate::{CtrlrInfo, HostDhchapKeys, NsDescriptors, NsInfo, NvmeTrid, parse_descriptors};
+pub use associate::{CtrlrInfo, HostDhchapKeys, HostTls, NsDescriptors, NsInfo, NvmeTrid, parse_descriptors};
 pub use bdev::NvmeBdev;
 pub use ctrlr::{CtrlrState, IoDone, IoError, NvmeController, NvmeError};
 pub use options::NvmeOptions;

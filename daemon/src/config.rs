@@ -988,11 +988,7 @@ fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Resul
             return bad(f("host"), format!("\"{host}\""), "a host not already given a PSK");
         }
         let Some(psk) = d.psk.clone() else {
-            return bad(
-                f("psk"),
-                "(missing)",
-                "the path of a file holding an NVMeTLSkey-1 PSK",
-            );
+            return bad(f("psk"), "(missing)", "the path of a file holding an NVMeTLSkey-1 PSK");
         };
         host_psk.push((host, psk));
     }
@@ -1002,8 +998,13 @@ fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Resul
     }
     let mut listen_secure_channel = Vec::new();
     for (j, l) in s.listen_secure_channel.iter().enumerate() {
-        let a = parse_addr(l)
-            .or_else(|e| bad(format!("subsystem[{i}].listen_secure_channel[{j}]"), format!("\"{l}\""), e))?;
+        let a = parse_addr(l).or_else(|e| {
+            bad(
+                format!("subsystem[{i}].listen_secure_channel[{j}]"),
+                format!("\"{l}\""),
+                e,
+            )
+        })?;
         if allow_any_host {
             return bad(
                 format!("subsystem[{i}].listen_secure_channel[{j}]"),

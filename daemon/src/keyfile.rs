@@ -133,7 +133,10 @@ mod tests {
         let psk = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:\n";
         let p = file("psk", psk, 0o600);
         assert!(matches!(read_key(&p).unwrap(), KeyMaterial::TlsPsk(k) if k.hash().id() == 1));
-        assert!(matches!(read_key(&file("dh", SECRET, 0o600)).unwrap(), KeyMaterial::Dhchap(_)));
+        assert!(matches!(
+            read_key(&file("dh", SECRET, 0o600)).unwrap(),
+            KeyMaterial::Dhchap(_)
+        ));
         let e = read_key(&file("psk-open", psk, 0o640)).unwrap_err();
         assert!(e.contains("mode 0640") && e.contains("chmod 0600"), "{e}");
         let bad = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrY:";

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use clap::Args;
 use lull_daemon::keyfile::{KeyMaterial, read_dhchap_key, read_key};
-use lull_proto::tls_psk::ConfiguredPsk;
 use lull_engine::initiator::{HostDhchapKeys, HostTls, NvmeController, NvmeOptions, NvmeTrid};
 use lull_perf::arrival::{Arrival, Rate};
 use lull_perf::inproc::{DEFAULT_HOSTNQN, INPROC_NQN, InprocTarget};
 use lull_perf::nvme_perf::{self, PerfReport, Rw, TargetCpu, Workload};
+use lull_proto::tls_psk::ConfiguredPsk;
 use lull_reactor::supervisor::{self, Policy, SupervisorConfig, SupervisorHandle};
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
 

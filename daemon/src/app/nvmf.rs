@@ -157,7 +157,12 @@ impl App {
     /// As [`add_listener`](Self::add_listener); [`AppError::Failed`] also
     /// when the port is served with the other setting or the subsystem
     /// allows any host.
-    pub fn add_listener_secure(&self, nqn: &str, addr: SocketAddr, secure_channel: bool) -> Result<SocketAddr, AppError> {
+    pub fn add_listener_secure(
+        &self,
+        nqn: &str,
+        addr: SocketAddr,
+        secure_channel: bool,
+    ) -> Result<SocketAddr, AppError> {
         self.subsystem(nqn)?;
         if !*lock(&self.transport_created) {
             return Err(AppError::NotPermitted(
@@ -228,7 +233,9 @@ impl App {
         ctrlr_key: Option<&str>,
     ) -> Result<(), AppError> {
         let s = self.nvm_subsystem(nqn)?;
-        let tls = psk.map(|name| self.key_psk("psk", name).map(|p| (name, p))).transpose()?;
+        let tls = psk
+            .map(|name| self.key_psk("psk", name).map(|p| (name, p)))
+            .transpose()?;
         match self.resolve_keys(key, ctrlr_key)? {
             None => s.add_host(host),
             Some((k, c, names)) => s.add_host_with_dhchap(host, k, c, Some(names)),

@@ -100,7 +100,7 @@ impl PskHash {
     }
 
     /// Output length in bytes (L of every derivation).
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             PskHash::Sha256 => 32,
             PskHash::Sha384 => 48,
@@ -123,9 +123,9 @@ impl PskHash {
     }
 
     /// HKDF-Extract with a zero salt, then HKDF-Expand-Label (RFC 8446
-    /// section 7.1) to L = [`len`](Self::len) bytes.
+    /// section 7.1) to L = [`output_len`](Self::output_len) bytes.
     fn extract_expand_label(self, ikm: &[u8], label: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, PskError> {
-        let len = self.len();
+        let len = self.output_len();
         if context.len() > MAX_CONTEXT {
             return Err(PskError::Nqn(
                 "the NQNs are too long for a TLS PSK identity (at most 255 bytes in all)",
@@ -352,7 +352,7 @@ impl TlsPsk {
         &self.subnqn
     }
 
-    /// The key TLS uses, [`PskHash::len`] bytes.
+    /// The key TLS uses, [`PskHash::output_len`] bytes.
     pub fn key(&self) -> &[u8] {
         &self.key
     }

@@ -7,14 +7,16 @@
 #      --psk, nvmf_subsystem_add_listener --secure-channel), with a 32-byte
 #      (TLS_AES_128_GCM_SHA256) and a 48-byte (TLS_AES_256_GCM_SHA384) PSK, and
 #      with PSKs of each hash form (00 as is, 01 SHA-256, 02 SHA-384 retained);
-#      a wrong PSK refused; tshark (when installed) shows the TLS handshake and
-#      nothing but TLS records on the port;
+#      a wrong PSK refused; tshark (when installed) shows the TLS 1.3 handshake,
+#      application-data records, and no NVMe/TCP plaintext (neither the NQN
+#      outside the ClientHello's PSK identity nor Identify's serial number);
 #   2. lull's initiator (`lull perf --verify --psk`) against nvmf_tgt configured
 #      the same way by rpc.py, both PSK lengths; a wrong PSK refused; a plaintext
 #      connection to the secure port refused.
 #
 # PSK files (mode 0600) in the interchange form NVMeTLSkey-1:HH:base64(key ||
-# CRC-32 LE): written by Python from the format's definition.
+# CRC-32 LE): written by Python from the format's definition, with no newline
+# after the closing ':' (SPDK's parser wants the text to end there).
 #
 # Usage: tests/interop/spdk-tls.sh [spdk-peer path]   (after cargo build --release)
 # Environment: LULL (default target/release/lull), SPDK_PEER, KEEP=1 (keep the logs),
@@ -116,7 +118,7 @@ import base64, os, sys, zlib
 hh, n = int(sys.argv[1]), int(sys.argv[2])
 key = os.urandom(n)
 crc = zlib.crc32(key).to_bytes(4, "little")
-print(f"NVMeTLSkey-1:{hh:02d}:{base64.b64encode(key + crc).decode()}:")
+print(f"NVMeTLSkey-1:{hh:02d}:{base64.b64encode(key + crc).decode()}:", end="")
 EOF
     )
     chmod 0600 "$1"
@@ -212,13 +214,18 @@ for k in k01-32 k02-48 k00-32 k00-48; do
             stop_capture
             T=(tshark -r "$cap" -d "tcp.port==$LULL_PORT,tls")
             hello=$("${T[@]}" -Y 'tls.handshake.type == 1' 2>/dev/null | wc -l)
-            appdata=$("${T[@]}" -Y 'tls.record.content_type == 23' 2>/dev/null | wc -l)
-            clear=$("${T[@]}" -Y 'tcp.len > 0 && !tls' 2>/dev/null | wc -l)
+            # TLS 1.3 hides the content type: every record after the hellos is "application data".
+            appdata=$("${T[@]}" -Y 'tls.record.opaque_type == 23' 2>/dev/null | wc -l)
             version=$("${T[@]}" -Y 'tls.handshake.type == 2' -T fields -e tls.handshake.extensions.supported_version 2>/dev/null | sort -u | tr '\n' ' ')
-            if [ "$hello" -ge 2 ] && [ "$appdata" -gt 100 ] && [ "$clear" -eq 0 ] && [[ "$version" == *0x0304* ]]; then
-                pass "tshark: $hello ClientHellos, ServerHello TLS 1.3 ($version), $appdata application-data records, 0 segments that are not TLS"
+            # NVMe/TCP in the clear would show the Connect's NQNs (the PSK identity in the
+            # ClientHello carries them by design, nothing else may) and Identify
+            # Controller's serial number.
+            nqn_clear=$("${T[@]}" -Y "frame contains \"$NQN\" && !(tls.handshake.type == 1)" 2>/dev/null | wc -l)
+            sn_clear=$("${T[@]}" -Y 'frame contains "SPDK00000000000015"' 2>/dev/null | wc -l)
+            if [ "$hello" -ge 2 ] && [ "$appdata" -gt 100 ] && [ "$nqn_clear" -eq 0 ] && [ "$sn_clear" -eq 0 ] && [[ "$version" == *0x0304* ]]; then
+                pass "tshark: $hello ClientHellos, ServerHello TLS 1.3 ($version), $appdata application-data records; the subsystem NQN outside the ClientHello and the serial number: 0 frames"
             else
-                fail "tshark: ClientHellos $hello, application data $appdata, non-TLS segments $clear, version '$version'"
+                fail "tshark: ClientHellos $hello, application data $appdata, NQN outside ClientHello $nqn_clear, serial $sn_clear, version '$version'"
             fi
         fi
         if [ "$k" = k01-32 ]; then

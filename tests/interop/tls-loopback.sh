@@ -64,7 +64,7 @@ import base64, os, sys, zlib
 hh, n = int(sys.argv[1]), int(sys.argv[2])
 key = os.urandom(n)
 crc = zlib.crc32(key).to_bytes(4, "little")
-print(f"NVMeTLSkey-1:{hh:02d}:{base64.b64encode(key + crc).decode()}:")
+print(f"NVMeTLSkey-1:{hh:02d}:{base64.b64encode(key + crc).decode()}:", end="")
 EOF
     )
     chmod 0600 "$1"

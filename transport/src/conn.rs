@@ -30,11 +30,10 @@ use std::time::Duration;
 
 use lull_reactor::{Context, Interest, PollStatus, Poller, PollerId, Readiness};
 
+use lull_proto::target_queue::{QueueEvent, Request, Response, TargetQueue, TargetQueueConfig, take_spare};
 use lull_proto::tls_psk::TlsPsk;
 
 use crate::tls::{Handshake, TlsServer, Wire};
-
-use lull_proto::target_queue::{QueueEvent, Request, Response, TargetQueue, TargetQueueConfig, take_spare};
 
 /// How long a new connection may take to send its ICReq and have a Connect
 /// accepted: until then it belongs to no controller and no keep-alive

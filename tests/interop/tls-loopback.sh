@@ -7,8 +7,9 @@
 #
 # MEASURE=1: instead, the cost of TLS: 4 KiB random reads at QD 32 (IOPS) and
 # QD 1 (mean latency), plaintext and TLS in turn, A B A B, ROUNDS rounds (3),
-# target on CPU 0 and initiator on CPU 1, both polling; prints each run and the
-# medians.
+# target on CPU 0 and initiator on CPU 1, both in MODE (interrupt; poll makes
+# both CPUs of a 2-CPU machine spin, and anything else that runs then stalls
+# one side for a scheduler tick); prints each run and the medians.
 #
 # Usage: tests/interop/tls-loopback.sh   (after cargo build --release)
 # Environment: LULL (default target/release/lull), PORT (4480; PORT+1 is the
@@ -146,7 +147,8 @@ EOF
 if [ "${MEASURE:-0}" = 1 ]; then
     ROUNDS=${ROUNDS:-3}
     TIME=${TIME:-5}
-    start_target poll
+    MODE=${MODE:-interrupt}
+    start_target "$MODE"
     declare -A iops lat p99
     for r in $(seq 1 "$ROUNDS"); do
         for way in plain tls; do
@@ -155,8 +157,8 @@ if [ "${MEASURE:-0}" = 1 ]; then
             else
                 args=(--target "127.0.0.1:$PORT")
             fi
-            perf "m-$way-qd32-$r" "${args[@]}" --mode poll --nvme-ioq-poll-period-us 0 --rw randread --bs 4k --qd 32 --time "$TIME" --ramp 1
-            perf "m-$way-qd1-$r" "${args[@]}" --mode poll --nvme-ioq-poll-period-us 0 --rw randread --bs 4k --qd 1 --time "$TIME" --ramp 1
+            perf "m-$way-qd32-$r" "${args[@]}" --mode "$MODE" --nvme-ioq-poll-period-us 0 --rw randread --bs 4k --qd 32 --time "$TIME" --ramp 1
+            perf "m-$way-qd1-$r" "${args[@]}" --mode "$MODE" --nvme-ioq-poll-period-us 0 --rw randread --bs 4k --qd 1 --time "$TIME" --ramp 1
             i=$(field "$WORK/m-$way-qd32-$r.log" iops)
             l=$(field "$WORK/m-$way-qd1-$r.log" lat_mean_us)
             p=$(field "$WORK/m-$way-qd1-$r.log" lat_p99_us)

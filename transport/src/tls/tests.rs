@@ -223,3 +223,62 @@ fn a_plain_wire_is_the_socket_itself() {
     );
     assert_eq!(read_exact(&mut r, 4), b"abcd");
 }
+
+/// The queue's way of sending: whatever is pending, cut into PDU-like
+/// slices, presented again from the first unsent byte after a
+/// `WouldBlock` (with more queued behind it meanwhile), as OpenSSL's retry
+/// rule asks. The socket is filled to `WouldBlock` again and again while
+/// the reader lags; the stream that arrives must be the stream sent.
+#[test]
+fn sends_that_would_block_resume_with_the_same_bytes_and_lose_nothing() {
+    let (a, b) = pair();
+    let server = TlsServer::new(Arc::new(Table(vec![psk(KEY48, IdentityVersion::V0)]))).expect("server");
+    let mut s = server.accept(b).expect("accept");
+    let mut c = client(a, psk(KEY48, IdentityVersion::V0)).expect("client");
+    handshake(&mut c, &mut s).expect("handshake");
+    let total = 6 << 20;
+    let stream: Vec<u8> = (0..total)
+        .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let sizes = [24usize, 4096, 24, 100, 20_000, 8, 70_000];
+    let (mut sent, mut queued, mut blocked) = (0usize, 0usize, 0usize);
+    let mut got = Vec::with_capacity(total);
+    let mut buf = vec![0u8; 1 << 16];
+    let until = Instant::now() + Duration::from_secs(30);
+    while got.len() < total {
+        assert!(Instant::now() < until, "stalled: sent {sent}, received {}", got.len());
+        // The queue grows by a few PDUs at a time.
+        queued = (queued + 50_000).min(total);
+        if sent < queued {
+            let mut slices = Vec::new();
+            let mut at = sent;
+            let mut k = sent;
+            while at < queued && slices.len() < 64 {
+                let n = sizes[k % sizes.len()].min(queued - at);
+                slices.push(IoSlice::new(&stream[at..at + n]));
+                at += n;
+                k += 1;
+            }
+            match c.send_slices(&slices) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => blocked += 1,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        // The reader lags: it reads only now and then, so the socket fills.
+        if sent == total || blocked % 4 == 3 || got.len() + (4 << 20) < sent {
+            match s.read(&mut buf) {
+                Ok(0) => panic!("closed"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+    assert!(
+        blocked > 0,
+        "the socket never filled: the test did not test a blocked send"
+    );
+    assert_eq!(got.len(), total);
+    assert!(got == stream, "the stream arrived altered");
+}

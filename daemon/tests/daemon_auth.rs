@@ -4,17 +4,21 @@
 //! --dhchap-key --dhchap-ctrlr-key`, `nvmf_subsystem_set_keys`, save_config,
 //! and lull's initiator attaching to lull's target with uni- and
 //! bidirectional authentication on the admin and every I/O queue, a wrong
-//! key and a missing one refused with the controller and the reason named.
+//! key and a missing one refused with the controller and the reason named;
+//! keys changed on both sides while verified I/O runs
+//! (`nvmf_subsystem_set_keys`, `bdev_nvme_set_keys`), a mismatched change
+//! failing only its controller.
 
 mod rpc_client;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use lull_daemon::app::App;
-use lull_engine::initiator::{HostDhchapKeys, NvmeController, NvmeOptions, NvmeTrid};
+use lull_engine::initiator::{CtrlrState, HostDhchapKeys, NvmeController, NvmeOptions, NvmeTrid};
 use lull_engine::nvmf::subsystem::KeyNames;
 use lull_proto::auth::{DhGroup, DhchapSecret};
 use lull_proto::nvme::{Sqe, io_opc};
@@ -22,6 +26,8 @@ use rpc_client::{Client, Daemon, ENODEV, INVALID_PARAMS};
 use serde_json::{Value, json};
 
 const EEXIST: i64 = -17;
+const EACCES: i64 = -13;
+const ENOKEY: i64 = -126;
 const NQN: &str = "nqn.2024-01.io.lull:auth0";
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000c1";
 /// A listed host without keys.
@@ -560,4 +566,293 @@ fn toml_key_files_become_keyring_keys_named_by_their_paths() {
         "a reloaded configuration still asks the host to authenticate: {doc}"
     );
     app.shutdown();
+}
+
+/// A verified I/O loop on every reactor of a controller: each slot writes
+/// a block pattern of its own, reads it back and compares, again and again
+/// until `stop`. Counts what completed and records every failure.
+struct IoLoad {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+/// Slots per reactor (commands in flight on each queue, each on its own blocks).
+const SLOTS: u64 = 4;
+/// Blocks per command: 4 KiB.
+const NLB: u32 = 8;
+
+impl IoLoad {
+    /// From block `base` on (each controller its own blocks: they share the namespace).
+    fn start(ctrl: &NvmeController, base: u64) -> IoLoad {
+        let load = IoLoad {
+            stop: Arc::new(AtomicBool::new(false)),
+            done: Arc::new(AtomicU64::new(0)),
+            errors: Arc::new(Mutex::new(Vec::new())),
+        };
+        for (r, handle) in ctrl.reactors().iter().enumerate() {
+            for s in 0..SLOTS {
+                let slot = Slot {
+                    ctrl: ctrl.clone(),
+                    lba: base + (r as u64 * SLOTS + s) * u64::from(NLB),
+                    seq: 0,
+                    stop: load.stop.clone(),
+                    done: load.done.clone(),
+                    errors: load.errors.clone(),
+                };
+                handle
+                    .try_send(move |cx| slot.write(cx))
+                    .expect("the reactor takes the load");
+            }
+        }
+        load
+    }
+
+    fn completed(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+
+    /// Stops the loops and waits until they are idle.
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+struct Slot {
+    ctrl: NvmeController,
+    lba: u64,
+    seq: u64,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Slot {
+    fn pattern(&self) -> Vec<u8> {
+        (0..NLB as usize * 512)
+            .map(|i| (i as u64 ^ self.seq.wrapping_mul(131) ^ self.lba) as u8)
+            .collect()
+    }
+
+    fn fail(&self, what: String) {
+        self.errors.lock().unwrap().push(what);
+    }
+
+    fn write(mut self, cx: &mut lull_reactor::Context) {
+        if self.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        self.seq += 1;
+        let data = self.pattern();
+        let ctrl = self.ctrl.clone();
+        let sqe = rw_sqe(io_opc::WRITE, self.lba, NLB);
+        ctrl.submit(
+            cx,
+            0,
+            sqe,
+            data,
+            0,
+            Box::new(move |cx, r| match r {
+                Ok(_) => self.read(cx),
+                Err(e) => self.fail(format!("write at LBA {}: {e}", self.lba)),
+            }),
+        );
+    }
+
+    fn read(self, cx: &mut lull_reactor::Context) {
+        let ctrl = self.ctrl.clone();
+        let sqe = rw_sqe(io_opc::READ, self.lba, NLB);
+        ctrl.submit(
+            cx,
+            0,
+            sqe,
+            Vec::new(),
+            NLB * 512,
+            Box::new(move |cx, r| match r {
+                Ok(c) if c.data == self.pattern() => {
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                    self.write(cx);
+                }
+                Ok(_) => self.fail(format!("read at LBA {}: the data differs", self.lba)),
+                Err(e) => self.fail(format!("read at LBA {}: {e}", self.lba)),
+            }),
+        );
+    }
+}
+
+fn rw_sqe(opc: u8, slba: u64, nlb: u32) -> Sqe {
+    let mut sqe = read_sqe(1, slba, nlb);
+    sqe.0[0] = opc;
+    sqe
+}
+
+/// Waits until `load` completed `n` more verified commands (20 s at most).
+fn progress(load: &IoLoad, n: u64, what: &str) {
+    let from = load.completed();
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while load.completed() < from + n {
+        assert!(load.errors().is_empty(), "{what}: {:?}", load.errors());
+        assert!(Instant::now() < give_up, "{what}: I/O stalled");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn attach_rpc(c: &mut Client, name: &str, port: u16, host: &str, key: &str, ckey: &str) {
+    c.ok(
+        "bdev_nvme_attach_controller",
+        json!({"name": name, "trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": port.to_string(),
+               "subnqn": NQN, "hostnqn": host, "dhchap_key": key, "dhchap_ctrlr_key": ckey,
+               "ctrlr_loss_timeout_sec": 2, "reconnect_delay_sec": 1, "fast_io_fail_timeout_sec": 1}),
+    );
+}
+
+#[test]
+fn keys_change_while_io_runs() {
+    let d = Daemon::start("rekey");
+    let mut c = d.client();
+    let port = serve(&mut c);
+    let app = &d.app;
+    for (name, seed) in [
+        ("k1", 0x31),
+        ("c1", 0x32),
+        ("k2", 0x33),
+        ("c2", 0x34),
+        ("k3", 0x35),
+        ("c3", 0x36),
+    ] {
+        let f = key_file(&format!("rekey-{name}"), seed, 0o600);
+        c.ok("keyring_file_add_key", json!({"name": name, "path": f}));
+    }
+    // The null group and ffdhe2048 only, so a debug build stays quick.
+    c.ok(
+        "bdev_nvme_set_options",
+        json!({"dhchap_dhgroups": ["null", "ffdhe2048"]}),
+    );
+    c.ok(
+        "nvmf_subsystem_add_host",
+        json!({"nqn": NQN, "host": HOST, "dhchap_key": "k1", "dhchap_ctrlr_key": "c1"}),
+    );
+    c.ok(
+        "nvmf_subsystem_add_host",
+        json!({"nqn": NQN, "host": PLAIN_HOST, "dhchap_key": "k3", "dhchap_ctrlr_key": "c3"}),
+    );
+    attach_rpc(&mut c, "Live0", port, HOST, "k1", "c1");
+    attach_rpc(&mut c, "Live1", port, PLAIN_HOST, "k3", "c3");
+    let (live0, live1) = (controller(app, "Live0"), controller(app, "Live1"));
+    let qpairs = |c: &mut Client| {
+        c.ok("nvmf_subsystem_get_qpairs", json!({"nqn": NQN}))
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(qpairs(&mut c), 2 * (1 + d.reactors));
+    let load0 = IoLoad::start(&live0, 0);
+    let load1 = IoLoad::start(&live1, 1024);
+    progress(&load0, 200, "Live0 before the key change");
+    progress(&load1, 200, "Live1 before the key change");
+
+    // The target's keys change: queues already authenticated keep working.
+    c.ok(
+        "nvmf_subsystem_set_keys",
+        json!({"nqn": NQN, "host": HOST, "dhchap_key": "k2", "dhchap_ctrlr_key": "c2"}),
+    );
+    progress(&load0, 100, "Live0 after nvmf_subsystem_set_keys");
+    // Transactions passed on the target by HOST's controller: one per queue so far.
+    let passed = || {
+        app.target()
+            .controllers()
+            .iter()
+            .filter(|c| c.hostnqn == HOST)
+            .map(|c| c.authentications())
+            .sum::<u64>()
+    };
+    assert_eq!(passed(), 1 + d.reactors as u64);
+    // The host follows: every queue re-authenticates while I/O runs.
+    assert_eq!(
+        c.ok(
+            "bdev_nvme_set_keys",
+            json!({"name": "Live0", "dhchap_key": "k2", "dhchap_ctrlr_key": "c2"})
+        ),
+        json!(true)
+    );
+    progress(&load0, 200, "Live0 after bdev_nvme_set_keys");
+    assert_eq!(
+        passed(),
+        2 * (1 + d.reactors as u64),
+        "the admin queue and every I/O queue again"
+    );
+    assert_eq!(live0.resets(), 0, "no queue reconnected");
+    assert_eq!(live0.state(), CtrlrState::Live);
+    assert_eq!(qpairs(&mut c), 2 * (1 + d.reactors), "the same queues");
+    // The new names are what the controller uses now.
+    let keys = c.ok("keyring_get_keys", Value::Null);
+    let refcnt = |n: &str| keys.as_array().unwrap().iter().find(|k| k["name"] == n).unwrap()["refcnt"].clone();
+    assert_eq!((refcnt("k1"), refcnt("k2")), (json!(1), json!(3)), "{keys}");
+    // The old keys no longer pass on a live queue either (the target checks
+    // each transaction with its keys of the time): Live0 would fail them.
+
+    // A mismatched set: Live1 re-authenticates with keys the target does
+    // not hold for its host. It fails with -EACCES, Live1 resets and, its
+    // reconnects failing the same way, is deleted; Live0 never notices.
+    let m = c.expect(
+        EACCES,
+        "bdev_nvme_set_keys",
+        json!({"name": "Live1", "dhchap_key": "k1", "dhchap_ctrlr_key": "c1"}),
+    );
+    assert!(
+        m.contains("NVMe controller Live1") && m.contains("admin queue") && m.contains("refused"),
+        "{m}"
+    );
+    no_secret(&m, &[0x31, 0x32, 0x33, 0x34, 0x35, 0x36]);
+    progress(&load0, 200, "Live0 while Live1 fails");
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while app.controllers().iter().any(|(n, _, _)| n == "Live1") {
+        assert!(Instant::now() < give_up, "Live1 was not deleted");
+        progress(&load0, 10, "Live0 while Live1 is deleted");
+    }
+    assert!(!load1.errors().is_empty(), "Live1's I/O failed");
+    load1.stop();
+    progress(&load0, 100, "Live0 after Live1 is gone");
+    assert_eq!(live0.resets(), 0);
+    assert_eq!(qpairs(&mut c), 1 + d.reactors, "only Live0's queues are left");
+
+    // SPDK's refusals: an unknown controller, an unknown key, a controller
+    // key alone; none touches Live0.
+    c.expect(
+        ENODEV,
+        "bdev_nvme_set_keys",
+        json!({"name": "Nope", "dhchap_key": "k2"}),
+    );
+    let m = c.expect(
+        ENOKEY,
+        "bdev_nvme_set_keys",
+        json!({"name": "Live0", "dhchap_key": "nokey"}),
+    );
+    assert!(m.contains("nokey"), "{m}");
+    c.expect(
+        INVALID_PARAMS,
+        "bdev_nvme_set_keys",
+        json!({"name": "Live0", "dhchap_ctrlr_key": "c2"}),
+    );
+    progress(&load0, 100, "Live0 at the end");
+    load0.stop();
+    assert!(load0.errors().is_empty(), "{:?}", load0.errors());
+    // The keys saved are the new ones.
+    let saved = c.ok("save_config", Value::Null);
+    let attach = saved["subsystems"][1]["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["method"] == "bdev_nvme_attach_controller")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (&attach["params"]["dhchap_key"], &attach["params"]["dhchap_ctrlr_key"]),
+        (&json!("k2"), &json!("c2"))
+    );
 }

@@ -1085,3 +1085,288 @@ fn add_base_refuses_a_bdev_holding_another_raids_superblock() {
     );
     wait_in_sync(&app, "Mine", 3);
 }
+
+/// At a restart a member may be absent (its node down) or back without its
+/// data (a blank bdev with the member's uuid): a volume with a superblock
+/// is assembled degraded without the first and rebuilds the second into
+/// its slot; a blank bdev the superblock does not record is refused.
+#[test]
+fn a_superblock_raid_assembles_with_a_member_missing_or_blank() {
+    let app = app();
+    const BLOCKS: u64 = 8192;
+    for n in ["A", "B", "C"] {
+        malloc(&app, n, BLOCKS);
+    }
+    let c_uuid = ok(&app, "bdev_get_bdevs", json!({"name": "C"}))[0]["uuid"].clone();
+    let create = json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["A", "B", "C"], "superblock": true});
+    ok(&app, "bdev_raid_create", create.clone());
+    let offset = raids(&app)[0]["base_bdevs_list"][0]["data_offset"].as_u64().unwrap();
+    // The volume's data, on both members that will stay.
+    let data = pattern(BLOCKS - offset, 0x5a);
+    ok(&app, "bdev_raid_delete", json!({"name": "R"}));
+    for n in ["A", "B"] {
+        with_ram(&ram(&app, n), |r| r.write(offset, &data)).unwrap();
+    }
+    // C's node is down: the volume comes up without it.
+    ok(&app, "bdev_malloc_delete", json!({"name": "C"}));
+    ok(&app, "bdev_raid_create", create.clone());
+    let r = &raids(&app)[0];
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(r["num_base_bdevs"], 3, "{r}");
+    assert_eq!(r["num_base_bdevs_discovered"], 2, "{r}");
+    assert_eq!(r["num_base_bdevs_operational"], 2, "{r}");
+    assert!(r.get("process").is_none(), "nothing to rebuild: {r}");
+    ok(&app, "bdev_raid_delete", json!({"name": "R"}));
+    // C comes back blank (same uuid, no superblock); D is some other blank bdev.
+    ok(
+        &app,
+        "bdev_malloc_create",
+        json!({"name": "C", "num_blocks": BLOCKS, "block_size": 512, "uuid": c_uuid}),
+    );
+    malloc(&app, "D", BLOCKS);
+    let before = state(&app);
+    refused(
+        &app,
+        "bdev_raid_create",
+        json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["A", "B", "D"], "superblock": true}),
+        -22,
+        &["base_bdevs[2]", "D", "no superblock"],
+    );
+    assert_eq!(state(&app), before, "nothing changed");
+    ok(&app, "bdev_raid_create", create);
+    let r = wait_in_sync(&app, "R", 3);
+    assert_eq!(r["num_base_bdevs_discovered"], 3, "{r}");
+    let mut got = vec![0u8; data.len()];
+    with_ram(&ram(&app, "C"), |r| r.read(offset, &mut got)).unwrap();
+    assert!(got == data, "C rebuilt from the members in sync");
+    app.shutdown();
+}
+
+/// A new volume still needs every base: with none holding a superblock,
+/// a missing one is refused as before (-ENODEV), nothing made.
+#[test]
+fn a_new_superblock_raid_needs_every_base() {
+    let app = app();
+    malloc(&app, "A", 4096);
+    let before = state(&app);
+    refused(
+        &app,
+        "bdev_raid_create",
+        json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["A", "Gone"], "superblock": true}),
+        -19,
+        &["base_bdevs[1]", "Gone"],
+    );
+    assert_eq!(state(&app), before);
+    let mut block = vec![0u8; 512];
+    with_ram(&ram(&app, "A"), |r| r.read(0, &mut block)).unwrap();
+    assert!(block.iter().all(|b| *b == 0), "no superblock written on A");
+    app.shutdown();
+}
+
+/// The engine of a three-node volume restarts from its saved config while
+/// a replica's node is down: with `--json-ignore-init-errors` (here
+/// `OnError::KeepGoing`) the failed attach is passed over and the volume
+/// comes up degraded over its local files; the replica, back blank on
+/// another port, is attached and added again and rebuilt.
+#[test]
+fn a_saved_volume_restarts_degraded_with_a_replica_down() {
+    let dir = std::env::temp_dir().join(format!("lull-raid-down-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["f0", "f1"] {
+        let file = std::fs::File::create(dir.join(f)).unwrap();
+        file.set_len(16 << 20).unwrap();
+    }
+    let replica = replica_daemon();
+    let attach = |port: u16| {
+        json!({"name": "N", "trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",
+               "trsvcid": port.to_string(), "subnqn": NQN})
+    };
+    let engine = app();
+    ok(
+        &engine,
+        "bdev_nvme_attach_controller",
+        attach(replica.target().listeners()[0].port()),
+    );
+    for (n, f) in [("F0", "f0"), ("F1", "f1")] {
+        ok(
+            &engine,
+            "bdev_uring_create",
+            json!({"name": n, "filename": dir.join(f).display().to_string(), "block_size": 512}),
+        );
+    }
+    ok(
+        &engine,
+        "bdev_raid_create",
+        json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["F0", "F1", "Nn1"], "superblock": true}),
+    );
+    let first = wait_in_sync(&engine, "R", 3);
+    let doc = lull_daemon::rpc::config_json::save(&engine);
+    engine.shutdown();
+    drop(engine);
+    replica.shutdown();
+    drop(replica);
+
+    let engine = app();
+    // As `lull target` does without the flag: the first failure stops the load.
+    let strict = lull_daemon::rpc::config_json::load(&engine, &doc, &Vec::new()).unwrap_err();
+    assert!(strict.message.contains("bdev_nvme_attach_controller"), "{strict}");
+    engine.shutdown();
+    drop(engine);
+    let engine = app();
+    let report = lull_daemon::rpc::config_json::load_with(
+        &engine,
+        &doc,
+        &Vec::new(),
+        lull_daemon::rpc::config_json::OnError::KeepGoing,
+    )
+    .unwrap();
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert!(
+        report.failed[0].contains("bdev_nvme_attach_controller"),
+        "{:?}",
+        report.failed
+    );
+    let r = &raids(&engine)[0];
+    assert_eq!(r["uuid"], first["uuid"], "assembled, not made anew: {r}");
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(r["num_base_bdevs"], 3, "{r}");
+    assert_eq!(r["num_base_bdevs_operational"], 2, "{r}");
+
+    let replica = replica_daemon();
+    ok(
+        &engine,
+        "bdev_nvme_attach_controller",
+        attach(replica.target().listeners()[0].port()),
+    );
+    ok(
+        &engine,
+        "bdev_raid_add_base_bdev",
+        json!({"raid_bdev": "R", "base_bdev": "Nn1"}),
+    );
+    let r = wait_in_sync(&engine, "R", 3);
+    assert_eq!(r["num_base_bdevs_discovered"], 3, "{r}");
+    engine.shutdown();
+    replica.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A loopback TCP relay to `to` whose forwarding can be paused: a replica
+/// that stops answering without closing its connections.
+struct Relay {
+    port: u16,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: std::net::SocketAddr) -> Relay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let p = paused.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(to) else {
+                    return;
+                };
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let p = p.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 1 << 16];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            while p.load(Ordering::Acquire) {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            if into.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Relay { port, paused }
+    }
+
+    fn pause(&self, on: bool) {
+        self.paused.store(on, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// A volume with a superblock is created over a remote base that stops
+/// answering: its superblock read waits without the registry's lock, so
+/// other calls answer at once, and while it waits its name and bases are
+/// held (a base cannot be deleted or exported, the name not taken); once
+/// the replica answers again the volume is made.
+#[test]
+fn a_base_that_stops_answering_does_not_stall_other_calls() {
+    let replica = replica_daemon();
+    let relay = Relay::start(replica.target().listeners()[0]);
+    let engine = app();
+    ok(
+        &engine,
+        "bdev_nvme_attach_controller",
+        json!({"name": "N", "trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1",
+               "trsvcid": relay.port.to_string(), "subnqn": NQN}),
+    );
+    malloc(&engine, "M", 32768);
+    ok(
+        &engine,
+        "nvmf_create_subsystem",
+        json!({"nqn": "nqn.2016-06.io.spdk:x", "allow_any_host": true}),
+    );
+    relay.pause(true);
+    let e2 = engine.clone();
+    let create = std::thread::spawn(move || {
+        call(
+            &e2,
+            "bdev_raid_create",
+            json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["M", "Nn1"], "superblock": true}),
+        )
+    });
+    // The create is waiting for Nn1's block 0.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!create.is_finished(), "the create did not wait for the paused replica");
+    let t = Instant::now();
+    ok(&engine, "bdev_get_bdevs", json!({}));
+    malloc(&engine, "Other", 4096);
+    assert!(t.elapsed() < Duration::from_secs(1), "calls waited {:?}", t.elapsed());
+    refused(&engine, "bdev_malloc_delete", json!({"name": "M"}), -16, &["raid R"]);
+    refused(
+        &engine,
+        "bdev_malloc_create",
+        json!({"name": "R", "num_blocks": 4096, "block_size": 512}),
+        -17,
+        &["R"],
+    );
+    refused(
+        &engine,
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": "nqn.2016-06.io.spdk:x", "namespace": {"bdev_name": "M"}}),
+        -32602,
+        &["raid R"],
+    );
+    refused(
+        &engine,
+        "bdev_raid_create",
+        json!({"name": "R2", "raid_level": "raid1", "base_bdevs": ["Other", "M"]}),
+        -1,
+        &["base_bdevs[1]", "raid R"],
+    );
+    relay.pause(false);
+    let r = create.join().unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    let st = wait_in_sync(&engine, "R", 2);
+    assert_eq!(st["superblock"], true);
+    engine.shutdown();
+    replica.shutdown();
+}

@@ -58,6 +58,7 @@ const ALL_METHODS: &[&str] = &[
     "bdev_nvme_get_options",
     "bdev_nvme_attach_controller",
     "bdev_nvme_detach_controller",
+    "bdev_nvme_set_keys",
     "bdev_nvme_get_controllers",
     "bdev_get_iostat",
     "nvmf_get_stats",

@@ -6,7 +6,8 @@
 //!   dynamic controller, admin/Fabrics command execution, keep-alive, the
 //!   data structures hosts read, and serving it on reactors;
 //! - [`initiator`]: the NVMe/TCP initiator (remote controllers on reactors);
-//! - [`dhchap`]: the DH-HMAC-CHAP hashes and groups allowed;
+//! - [`dhchap`]: the DH-HMAC-CHAP hashes and groups allowed; [`dh_helper`]:
+//!   the thread their DH work runs on;
 //! - [`allocator`], [`meminfo`]: the allocator's settings and the memory
 //!   this machine has.
 //!
@@ -15,6 +16,7 @@
 
 pub mod allocator;
 pub mod bdev;
+pub mod dh_helper;
 pub mod dhchap;
 pub mod initiator;
 pub mod meminfo;

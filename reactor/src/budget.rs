@@ -116,9 +116,24 @@ pub struct Estimate {
 pub struct Plan {
     /// The chosen setting's estimate.
     pub best: Estimate,
+    /// The poll period for an NVMe/TCP initiator's I/O queues on this
+    /// reactor that the budget leaves room for ([`Inputs::queue_period`]):
+    /// a queue checked on a timer does not wait on its socket, so the
+    /// target's answers wake nobody, which is where a sleeping initiator's
+    /// CPU goes at 1k to 10k IOPS (docs/performance.md). `None`: the queues'
+    /// configured period.
+    pub queue_period: Option<Duration>,
     /// Why, with the numbers.
     pub reason: String,
 }
+
+/// Shortest I/O queue poll period the budget policy sets: below it a
+/// timer's wakeups cost about what the socket's would.
+pub const MIN_QUEUE_PERIOD: Duration = Duration::from_micros(50);
+/// Longest I/O queue poll period the budget policy sets, whatever the
+/// budget: a queue of 32 commands checked every period completes at most 32
+/// per period (32k IOPS at 1 ms).
+pub const MAX_QUEUE_PERIOD: Duration = Duration::from_micros(1000);
 
 /// Typical gap in bucket `b`, us: the middle of its range.
 fn mid_us(b: usize) -> f64 {
@@ -250,6 +265,36 @@ impl Inputs {
         }
     }
 
+    /// The longest poll period for an initiator's I/O queues on this reactor
+    /// that keeps the budget with the reactor on `est`'s setting: a
+    /// completion is noticed up to one period late, and the timer that
+    /// notices it runs up to its p99 wake cost late, on top of what the
+    /// setting itself adds. Rounded down to 10 us (so the estimates'
+    /// wobble does not move it), at most [`MAX_QUEUE_PERIOD`]; `None` when
+    /// the reactor polls (it checks its queues every loop), the budget is 0,
+    /// it is idle (no completions to wait for), or less than
+    /// [`MIN_QUEUE_PERIOD`] is left.
+    pub fn queue_period(&self, est: &Estimate) -> Option<Duration> {
+        // Completions a timed queue notices are this core's own follow-ups,
+        // not arrivals: counted too, or a queue put on a timer would make
+        // its reactor look idle and lose the period at the next sample.
+        if est.setting == Setting::Poll
+            || self.budget_ns <= 0.0
+            || self.rate() + self.follow_ups_per_s < IDLE_ARRIVALS_PER_S
+        {
+            return None;
+        }
+        // Periods of 50 us to 1 ms sleep in the first two classes.
+        let timer_late = self
+            .wake_quantile_ns(0, 1.0 - TAIL)
+            .max(self.wake_quantile_ns(1, 1.0 - TAIL));
+        let left_us = (self.budget_ns - est.added_p99_ns - timer_late) / 1000.0;
+        let max_us = MAX_QUEUE_PERIOD.as_micros() as f64;
+        let us = (left_us.min(max_us).max(0.0) / 10.0).floor() * 10.0;
+        let p = Duration::from_micros(us as u64);
+        (p >= MIN_QUEUE_PERIOD).then_some(p)
+    }
+
     /// Every setting the policy considers: interrupt, a spin of each gap
     /// bucket's limit (1 us to 4096 us), poll.
     pub fn candidates() -> impl Iterator<Item = Setting> {
@@ -268,8 +313,11 @@ impl Inputs {
         // What sleeping through every gap would add at p99.
         let wake_us = self.asleep_quantile_ns(&self.gaps_per_s, 1.0 - TAIL) / 1000.0;
         if rate < IDLE_ARRIVALS_PER_S {
+            let best = self.estimate(Setting::Interrupt);
+            let queue_period = self.queue_period(&best);
             return Plan {
-                best: self.estimate(Setting::Interrupt),
+                best,
+                queue_period,
                 reason: format!("idle ({rate:.0} arrivals/s): nothing to add latency to"),
             };
         }
@@ -297,7 +345,16 @@ impl Inputs {
                 best.cpu * 100.0
             ),
         };
-        Plan { best, reason }
+        let queue_period = self.queue_period(&best);
+        let reason = match queue_period {
+            Some(p) => format!("{reason}; initiator I/O queues polled every {} us", p.as_micros()),
+            None => reason,
+        };
+        Plan {
+            best,
+            queue_period,
+            reason,
+        }
     }
 }
 
@@ -326,6 +383,49 @@ mod tests {
             gaps_per_s: g,
             follow_ups_per_s: 0.0,
         }
+    }
+
+    #[test]
+    fn the_queue_period_is_what_the_budget_leaves_after_the_wakeups() {
+        // 1000 arrivals/s 512-1024 us apart, every wakeup 16-32 us late (its
+        // p99 lies 99 % into the bucket: 31.84 us).
+        let i = inputs(500.0, 20.0, &[(10, 1_000.0)]);
+        let plan = i.plan();
+        assert_eq!(plan.best.setting, Setting::Interrupt);
+        let w99 = (16.0 + 16.0 * 0.99) * 1000.0;
+        assert!(
+            (plan.best.added_p99_ns - w99).abs() < 1e-6,
+            "{}",
+            plan.best.added_p99_ns
+        );
+        // 500 us - the arrivals' p99 wakeup - the timer's p99 lateness, to
+        // 10 us below: 436.32 -> 430 us.
+        let want = ((500_000.0 - 2.0 * w99) / 1000.0 / 10.0f64).floor() * 10.0;
+        assert_eq!(want, 430.0);
+        assert_eq!(plan.queue_period, Some(Duration::from_micros(430)));
+        assert!(plan.reason.contains("polled every 430 us"), "{}", plan.reason);
+        // A larger budget: no more than MAX_QUEUE_PERIOD.
+        let i = inputs(5_000.0, 20.0, &[(10, 1_000.0)]);
+        assert_eq!(i.plan().queue_period, Some(MAX_QUEUE_PERIOD));
+        // Too little left (100 - 2 x 31.84 = 36 us < 50): the configured period.
+        let i = inputs(100.0, 20.0, &[(10, 1_000.0)]);
+        assert_eq!(i.plan().best.setting, Setting::Interrupt);
+        assert_eq!(i.plan().queue_period, None);
+        // A polling reactor checks its queues every loop; an idle one has
+        // nothing to wait for; a budget of 0 only polls.
+        let i = inputs(500.0, 20.0, &[(10, 1_000.0)]);
+        assert_eq!(i.queue_period(&i.estimate(Setting::Poll)), None);
+        let idle = inputs(500.0, 20.0, &[(10, 1.0)]);
+        assert_eq!(idle.plan().queue_period, None);
+        // Once the queues are on a timer their completions are follow-ups,
+        // not arrivals: the reactor is not idle and keeps the period.
+        let mut timed = inputs(500.0, 20.0, &[(10, 1.0)]);
+        timed.follow_ups_per_s = 2_300.0;
+        // (The one arrival a second still finds it asleep: 430 us as above.)
+        assert_eq!(timed.plan().queue_period, Some(Duration::from_micros(430)));
+        let zero = inputs(0.0, 20.0, &[(10, 1_000.0)]);
+        assert_eq!(zero.plan().best.setting, Setting::Poll);
+        assert_eq!(zero.plan().queue_period, None);
     }
 
     #[test]

@@ -280,6 +280,16 @@ impl Context {
         self.mode
     }
 
+    /// The poll period the supervisor chose for an initiator's I/O queues on
+    /// this reactor, in force instead of their configured one, if any
+    /// ([`ReactorHandle::set_queue_period`](crate::ReactorHandle::set_queue_period)).
+    pub fn queue_period(&self) -> Option<Duration> {
+        match self.shared.queue_period_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
     /// Asks for a mode change, applied at the top of the next loop iteration.
     pub fn set_mode(&mut self, mode: Mode) {
         self.local_mode_request = Some(mode);

@@ -122,6 +122,24 @@ impl<M> Handle<M> {
         }
     }
 
+    /// Sets the poll period for the I/O queues of an NVMe/TCP initiator on
+    /// this reactor, in force instead of each queue's configured
+    /// `nvme_ioq_poll_period_us` until set back to `None` (the supervisor's
+    /// budget policy sets it; a polling reactor checks its queues every loop
+    /// whatever it is). A zero period is taken as `None`.
+    pub fn set_queue_period(&self, period: Option<Duration>) {
+        let ns = period.map_or(0, duration_ns);
+        self.shared.queue_period_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The I/O queue poll period the supervisor set, if any.
+    pub fn queue_period(&self) -> Option<Duration> {
+        match self.shared.queue_period_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
     /// Whether the reactor has announced it is sleeping (or about to).
     pub fn is_sleeping(&self) -> bool {
         self.shared.wake.is_sleeping()
@@ -134,6 +152,7 @@ impl<M> Handle<M> {
             .stats
             .snapshot(self.shared.core, self.shared.wake.is_sleeping());
         s.spin_window = self.spin_window();
+        s.queue_period = self.queue_period();
         s
     }
 

@@ -28,6 +28,11 @@ pub(crate) struct Shared<M> {
     /// The supervisor's spin window for hybrid mode, ns, in force instead of
     /// `idle_poll_ns`; [`NO_SPIN_WINDOW`] when none.
     pub(crate) spin_window_ns: AtomicU64,
+    /// The poll period the supervisor chose for the NVMe/TCP I/O queues an
+    /// initiator runs on this reactor, ns, in force instead of each queue's
+    /// configured one; 0 when none (the budget policy's, see
+    /// [`crate::budget::Plan::queue_period`]).
+    pub(crate) queue_period_ns: AtomicU64,
     pub(crate) stats: Stats,
 }
 
@@ -52,6 +57,7 @@ impl<M> Shared<M> {
             mode_request: AtomicU8::new(0),
             idle_poll_ns: AtomicU64::new(duration_ns(idle_poll)),
             spin_window_ns: AtomicU64::new(NO_SPIN_WINDOW),
+            queue_period_ns: AtomicU64::new(0),
             stats: Stats::new(mode),
         })
     }

@@ -266,6 +266,7 @@ impl Stats {
             rung_wake_late_ns: g(Counter::RungWakeLateNs),
             follow_ups: g(Counter::FollowUps),
             spin_window: None,
+            queue_period: None,
         }
     }
 }
@@ -333,6 +334,9 @@ pub struct StatsSnapshot {
     pub wake_late_hist: [[u64; GAP_BUCKETS]; SLEEP_CLASSES],
     /// The supervisor's spin window in force instead of `idle_poll_us`, if any.
     pub spin_window: Option<std::time::Duration>,
+    /// The supervisor's I/O queue poll period for an initiator's queues on
+    /// this reactor, in force instead of `nvme_ioq_poll_period_us`, if any.
+    pub queue_period: Option<std::time::Duration>,
 }
 
 impl StatsSnapshot {
@@ -369,6 +373,7 @@ impl StatsSnapshot {
             rung_wake_late_ns: d(self.rung_wake_late_ns, earlier.rung_wake_late_ns),
             follow_ups: d(self.follow_ups, earlier.follow_ups),
             spin_window: self.spin_window,
+            queue_period: self.queue_period,
         }
     }
 

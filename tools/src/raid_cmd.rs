@@ -155,6 +155,8 @@ pub fn raid(a: RaidArgs) -> Result<(), String> {
             let v = call(s, "bdev_raid_get_bdevs", json!({ "category": category }))?;
             if json {
                 print_json(&v);
+            } else if v.as_array().is_none_or(|a| a.is_empty()) {
+                println!("no raid bdevs (category {category})");
             } else {
                 for r in v.as_array().into_iter().flatten() {
                     println!("{}", raid_line(r));

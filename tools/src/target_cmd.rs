@@ -29,6 +29,11 @@ pub struct TargetArgs {
     /// objects and settings; settings given as flags win over the file's.
     #[arg(long = "json-config", visible_alias = "json", value_name = "FILE")]
     json_config: Option<PathBuf>,
+    /// Go on past an entry of --json-config that fails (SPDK's
+    /// --json-ignore-init-errors), logging it: an engine whose replica's node
+    /// is down starts with its volume degraded instead of not at all.
+    #[arg(long)]
+    json_ignore_init_errors: bool,
     /// JSON-RPC Unix socket: the top-level `-r/--rpc-socket` (global, so
     /// `lull -r S target` and `lull target -r S` both work), filled in by `main`.
     #[arg(skip)]
@@ -272,6 +277,9 @@ pub fn run(mut a: TargetArgs, init_logging: impl FnOnce(&str)) -> Result<(), Str
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let routed = route_json_config(&mut a)?;
+    if a.json_ignore_init_errors && a.json_config.is_none() {
+        return Err("--json-ignore-init-errors: applies to a JSON config; give one with --json-config FILE".into());
+    }
     let s = settings(&a)?;
     let json = a.json_config.as_deref().map(read_json_config).transpose()?;
     init_logging(&s.log_level);
@@ -405,12 +413,24 @@ fn apply_json_config(app: &App, doc: &serde_json::Value, a: &TargetArgs) -> Resu
     overrides.push(("lull_set_options", own));
     overrides.push(("bdev_raid_set_options", raid));
     // Each skipped entry is logged as a warning by the loader.
-    let report = config_json::load(app, doc, &overrides).map_err(|e| e.message)?;
+    let on_error = if a.json_ignore_init_errors {
+        config_json::OnError::KeepGoing
+    } else {
+        config_json::OnError::Stop
+    };
+    let report = config_json::load_with(app, doc, &overrides, on_error).map_err(|e| e.message)?;
+    for f in &report.failed {
+        eprintln!("lull target: --json-config: {f} (passed over: --json-ignore-init-errors)");
+    }
     if !live.is_empty() {
         config_json::call(app, "lull_set_options", Value::Object(live))
             .map_err(|e| format!("the flags' settings after the file: {}", e.message))?;
     }
-    tracing::info!(entries = report.applied, "JSON config applied");
+    tracing::info!(
+        entries = report.applied,
+        failed = report.failed.len(),
+        "JSON config applied"
+    );
     Ok(())
 }
 

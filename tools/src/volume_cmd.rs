@@ -44,8 +44,13 @@ enum VolumeCmd {
         #[arg(long)]
         unexport: bool,
     },
-    /// The volumes (raid bdevs): state, replicas, rebuild progress (bdev_raid_get_bdevs).
-    List,
+    /// The volumes (raid bdevs): state, replicas (where each remote one lives),
+    /// rebuild progress, and the subsystems that export each.
+    List {
+        /// Print bdev_raid_get_bdevs's answer as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `lull volume create`.
@@ -364,17 +369,126 @@ pub fn volume(a: VolumeArgs) -> Result<(), String> {
             }
             println!("volume {name} deleted");
         }
-        VolumeCmd::List => {
+        VolumeCmd::List { json } => {
             let raid = client.call("bdev_raid_get_bdevs", json!({ "category": "all" }))?;
-            println!("{}", serde_json::to_string_pretty(&raid).unwrap_or_default());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&raid).unwrap_or_default());
+                return Ok(());
+            }
+            let ctrlrs = client.call("bdev_nvme_get_controllers", Value::Null)?;
+            let subs = subsystems(&mut client)?;
+            for line in volume_lines(&raid, &ctrlrs, &subs) {
+                println!("{line}");
+            }
         }
     }
     Ok(())
 }
 
+/// What `lull volume list` prints: per volume its `lull raid list` line,
+/// then a line per base saying where it lives (this daemon, or the
+/// remote controller's address and subsystem), then the subsystems that
+/// export it; "no volumes" when there is none.
+fn volume_lines(raids: &Value, ctrlrs: &Value, subsystems: &[Value]) -> Vec<String> {
+    let list: Vec<&Value> = raids.as_array().into_iter().flatten().collect();
+    if list.is_empty() {
+        return vec!["no volumes (lull volume create makes one)".to_string()];
+    }
+    // Each remote bdev's controller address: bdev name -> "ADDR:PORT/SUBNQN".
+    let mut remote: Vec<(String, String)> = Vec::new();
+    for c in ctrlrs.as_array().into_iter().flatten() {
+        for cc in c.get("ctrlrs").and_then(Value::as_array).into_iter().flatten() {
+            let t = &cc["trid"];
+            let at = format!(
+                "{}:{}/{} ({})",
+                t["traddr"].as_str().unwrap_or("?"),
+                t["trsvcid"].as_str().unwrap_or("?"),
+                t["subnqn"].as_str().unwrap_or("?"),
+                cc["state"].as_str().unwrap_or("?")
+            );
+            for b in cc.get("bdevs").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(b) = b.as_str() {
+                    remote.push((b.to_string(), at.clone()));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for r in list {
+        out.push(crate::raid_cmd::raid_line(r));
+        for (i, b) in r
+            .get("base_bdevs_list")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let line = match b.get("name").and_then(Value::as_str) {
+                None => "(empty slot)".to_string(),
+                Some(n) => match remote.iter().find(|(b, _)| b == n) {
+                    Some((_, at)) => format!("{n}: remote, {at}"),
+                    None => format!("{n}: local"),
+                },
+            };
+            out.push(format!("  replica {i}: {line}"));
+        }
+        let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
+        let exports: Vec<String> = subsystems
+            .iter()
+            .filter_map(|s| {
+                let nqn = s.get("nqn").and_then(Value::as_str)?;
+                let nsid = s
+                    .get("namespaces")
+                    .and_then(Value::as_array)?
+                    .iter()
+                    .find(|n| n.get("bdev_name").and_then(Value::as_str) == Some(name))?
+                    .get("nsid")?
+                    .as_u64()?;
+                Some(format!("{nqn} namespace {nsid}"))
+            })
+            .collect();
+        out.push(if exports.is_empty() {
+            "  not exported".to_string()
+        } else {
+            format!("  exported as {}", exports.join(", "))
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_list_says_where_each_replica_lives_and_what_exports_the_volume() {
+        let raids = json!([{
+            "name": "Vol0", "state": "online", "superblock": true, "num_base_bdevs": 3,
+            "num_base_bdevs_discovered": 2, "num_base_bdevs_operational": 2,
+            "base_bdevs_list": [{"name": "Local"}, {"name": "Vol0r0n1"}, {"name": null}],
+        }]);
+        let ctrlrs = json!([{"name": "Vol0r0", "ctrlrs": [{"state": "enabled",
+            "trid": {"traddr": "10.0.0.2", "trsvcid": "4420", "subnqn": "nqn.2024-01.io.lull:r"},
+            "bdevs": ["Vol0r0n1"]}]}]);
+        let subs = vec![
+            json!({"nqn": "nqn.2024-01.io.lull:vol0", "namespaces": [{"nsid": 1, "bdev_name": "Vol0"}]}),
+            json!({"nqn": "nqn.2024-01.io.lull:other", "namespaces": [{"nsid": 1, "bdev_name": "X"}]}),
+        ];
+        let lines = volume_lines(&raids, &ctrlrs, &subs);
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert!(lines[0].starts_with("Vol0"), "{}", lines[0]);
+        assert_eq!(lines[1], "  replica 0: Local: local");
+        assert_eq!(
+            lines[2],
+            "  replica 1: Vol0r0n1: remote, 10.0.0.2:4420/nqn.2024-01.io.lull:r (enabled)"
+        );
+        assert_eq!(lines[3], "  replica 2: (empty slot)");
+        assert_eq!(lines[4], "  exported as nqn.2024-01.io.lull:vol0 namespace 1");
+        assert_eq!(
+            volume_lines(&json!([]), &json!([]), &[]),
+            vec!["no volumes (lull volume create makes one)".to_string()]
+        );
+    }
 
     fn args(name: &str, local: Option<&str>, replicas: &[&str]) -> CreateArgs {
         CreateArgs {

@@ -164,6 +164,12 @@ pub struct QueueOptions {
     /// A command outstanding this long fails the whole queue with
     /// [`QueueError::Timeout`] (the owner resets the association); `None`: never.
     pub command_timeout: Option<Duration>,
+    /// Whether the poll period the reactor's supervisor chose
+    /// ([`Context::queue_period`]) replaces `polling` while the reactor may
+    /// sleep: true for I/O queues; false for an admin queue, whose
+    /// Asynchronous Event Request is always outstanding, so a timed poller
+    /// would never park.
+    pub supervised: bool,
 }
 
 struct Slot {
@@ -201,6 +207,8 @@ struct Inner {
     /// is an interrupt-mode setting, as Longhorn's
     /// `data-engine-nvme-ioq-poll-period-us` is).
     active: QueuePolling,
+    /// Nearly full: the supervisor's period is set aside (see `reconcile`).
+    saturated: bool,
     /// The timed poller is paused (nothing outstanding).
     parked: bool,
     writable_armed: bool,
@@ -264,7 +272,8 @@ impl HostConn {
             waiting: VecDeque::new(),
             poller: None,
             watch: None,
-            active: effective(opts.polling, cx.mode()),
+            active: effective(opts.polling, cx.mode(), None),
+            saturated: false,
             parked: false,
             writable_armed: false,
             in_poll: false,
@@ -344,7 +353,18 @@ impl HostConn {
     fn reconcile(&self, cx: &mut Context) -> Result<(), lull_reactor::ReactorError> {
         let old = {
             let mut g = self.inner.borrow_mut();
-            let want = effective(g.opts.polling, cx.mode());
+            // A queue nearly full (or with commands waiting for a CID) goes
+            // back to its configured polling until half of it is free again:
+            // a queue of N commands checked every P completes at most N per
+            // P, which the supervisor's period must not turn into a limit.
+            g.saturated = saturated(
+                g.saturated,
+                g.slots.len() - g.free.len(),
+                g.slots.len(),
+                !g.waiting.is_empty(),
+            );
+            let hint = cx.queue_period().filter(|_| g.opts.supervised && !g.saturated);
+            let want = effective(g.opts.polling, cx.mode(), hint);
             if g.failed.is_some() || g.active == want {
                 return Ok(());
             }
@@ -652,11 +672,26 @@ impl HostConn {
     }
 }
 
+/// Whether a queue of `depth` slots with `in_use` taken (and commands
+/// `waiting` for a slot, or not) counts as nearly full, given whether it did
+/// (`was`): from three quarters in use, until half is free again.
+fn saturated(was: bool, in_use: usize, depth: usize, waiting: bool) -> bool {
+    if in_use * 4 >= depth * 3 || waiting {
+        true
+    } else if in_use * 2 <= depth {
+        false
+    } else {
+        was
+    }
+}
+
 /// The polling a queue uses on a reactor in `mode`: every loop iteration
-/// while the reactor polls, the configured one while it may sleep.
-fn effective(configured: QueuePolling, mode: lull_reactor::Mode) -> QueuePolling {
-    match mode {
-        lull_reactor::Mode::Poll => QueuePolling::Event,
+/// while the reactor polls; while it may sleep, the supervisor's period
+/// (`supervised`) when one is set, else the configured one.
+fn effective(configured: QueuePolling, mode: lull_reactor::Mode, supervised: Option<Duration>) -> QueuePolling {
+    match (mode, supervised) {
+        (lull_reactor::Mode::Poll, _) => QueuePolling::Event,
+        (_, Some(p)) if !p.is_zero() => QueuePolling::Timed(p),
         _ => configured,
     }
 }
@@ -859,11 +894,37 @@ mod tests {
     #[test]
     fn a_polling_reactor_checks_every_queue_on_every_iteration() {
         let timed = QueuePolling::Timed(Duration::from_millis(1));
-        assert_eq!(effective(timed, Mode::Poll), QueuePolling::Event);
-        assert_eq!(effective(timed, Mode::Interrupt), timed);
-        assert_eq!(effective(timed, Mode::Hybrid), timed);
-        assert_eq!(effective(QueuePolling::Event, Mode::Interrupt), QueuePolling::Event);
+        assert_eq!(effective(timed, Mode::Poll, None), QueuePolling::Event);
+        assert_eq!(effective(timed, Mode::Interrupt, None), timed);
+        assert_eq!(effective(timed, Mode::Hybrid, None), timed);
+        assert_eq!(
+            effective(QueuePolling::Event, Mode::Interrupt, None),
+            QueuePolling::Event
+        );
+        // The supervisor's period replaces the configured one while the
+        // reactor may sleep, never while it polls.
+        let p = Duration::from_micros(400);
+        assert_eq!(
+            effective(QueuePolling::Event, Mode::Interrupt, Some(p)),
+            QueuePolling::Timed(p)
+        );
+        assert_eq!(effective(timed, Mode::Hybrid, Some(p)), QueuePolling::Timed(p));
+        assert_eq!(effective(timed, Mode::Poll, Some(p)), QueuePolling::Event);
+        assert_eq!(effective(timed, Mode::Interrupt, Some(Duration::ZERO)), timed);
         assert_eq!(QueuePolling::from_period_us(0), QueuePolling::Event);
+    }
+
+    #[test]
+    fn a_nearly_full_queue_sets_the_supervisors_period_aside_until_half_is_free() {
+        // Depth 32: from 24 in use, or anything waiting; back below 17.
+        assert!(!saturated(false, 23, 32, false));
+        assert!(saturated(false, 24, 32, false));
+        assert!(saturated(false, 0, 32, true));
+        assert!(saturated(true, 17, 32, false), "between the marks it stays");
+        assert!(!saturated(false, 17, 32, false), "between the marks it stays");
+        assert!(!saturated(true, 16, 32, false));
+        assert!(saturated(true, 1, 1, false));
+        assert!(!saturated(true, 0, 1, false));
         assert_eq!(
             QueuePolling::from_period_us(100),
             QueuePolling::Timed(Duration::from_micros(100))

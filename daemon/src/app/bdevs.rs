@@ -68,7 +68,7 @@ impl App {
             .map_err(|e| AppError::InvalidParams(format!("bdev name `{}`: {e}", spec.name)))?;
         lull_engine::bdev::check_block_size(spec.block_size).map_err(AppError::InvalidParams)?;
         let exists = || AppError::Exists(format!("bdev {} already exists", spec.name));
-        if lock(&self.bdevs).contains_key(&spec.name) {
+        if self.name_taken(&lock(&self.bdevs), &spec.name) {
             return Err(exists());
         }
         // A UUID names one bdev (SPDK registers it as an alias): two bdevs
@@ -142,7 +142,7 @@ impl App {
             }
         };
         let mut bdevs = lock(&self.bdevs);
-        if bdevs.contains_key(&spec.name) {
+        if self.name_taken(&bdevs, &spec.name) {
             return Err(exists());
         }
         // Again under the lock, with the UUID the bdev got (given or derived).
@@ -217,10 +217,9 @@ impl App {
             }
             // A volume's base goes out of the volume first: deleting it
             // under the volume would take a replica away unannounced.
-            if let Some(raid) = super::raid::volume_of_base(&bdevs, name) {
+            if let Some(raid) = self.raid_holding(&bdevs, name) {
                 return Err(AppError::Busy(format!(
-                    "bdev {name} is a base bdev of raid {}; remove it first (bdev_raid_remove_base_bdev {name}) or delete the raid",
-                    raid.info().name
+                    "bdev {name} is a base bdev of raid {raid}; remove it first (bdev_raid_remove_base_bdev {name}) or delete the raid"
                 )));
             }
             let e = bdevs.remove(name).ok_or_else(|| AppError::NotFound(name.to_string()))?;

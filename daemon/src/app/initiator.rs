@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use lull_engine::bdev::Bdev;
 use lull_engine::initiator::{DhchapOffer, NsInfo, NvmeBdev, NvmeController, NvmeOptions, NvmeTrid};
 
 use super::{App, AppError, BdevEntry, Driver, lock};
@@ -110,7 +109,7 @@ impl App {
         }
         {
             let mut bdevs = lock(&self.bdevs);
-            if let Some((taken, _)) = made.iter().find(|(n, _)| bdevs.contains_key(n)) {
+            if let Some((taken, _)) = made.iter().find(|(n, _)| self.name_taken(&bdevs, n)) {
                 let taken = taken.clone();
                 drop(bdevs);
                 ctrlr.detach();
@@ -192,7 +191,7 @@ impl App {
                 continue;
             }
             let mut bdevs = lock(&self.bdevs);
-            if bdevs.contains_key(&bname) {
+            if self.name_taken(&bdevs, &bname) {
                 tracing::warn!(ctrlr = name, bdev = %bname, "new remote namespace: bdev name taken; not added");
                 continue;
             }
@@ -231,10 +230,9 @@ impl App {
         {
             let bdevs = lock(&self.bdevs);
             for b in &entry.bdevs {
-                if let Some(raid) = super::raid::volume_of_base(&bdevs, b) {
+                if let Some(raid) = self.raid_holding(&bdevs, b) {
                     return Err(AppError::Busy(format!(
-                        "bdev {b} of NVMe controller {name} is a base bdev of raid {}; remove it first (bdev_raid_remove_base_bdev {b})",
-                        raid.info().name
+                        "bdev {b} of NVMe controller {name} is a base bdev of raid {raid}; remove it first (bdev_raid_remove_base_bdev {b})"
                     )));
                 }
             }

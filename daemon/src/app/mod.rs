@@ -100,6 +100,10 @@ pub struct App {
     nvme: Mutex<BTreeMap<String, NvmeEntry>>,
     /// The rebuild settings every raid volume has; locked after `bdevs`.
     raid_options: Mutex<Raid1Options>,
+    /// Names held by a raid1 volume being created with a superblock (its
+    /// own and its bases'), while its superblocks are read and written
+    /// outside the registry's lock: name -> the volume. Locked after `bdevs`.
+    raid_pending: Mutex<BTreeMap<String, String>>,
     /// Named secrets (`keyring_file_add_key`).
     keyring: Keyring,
     /// What the initiator offers in DH-HMAC-CHAP (`bdev_nvme_set_options`).
@@ -167,6 +171,7 @@ impl App {
             uuids: Mutex::new(BTreeMap::new()),
             nvme: Mutex::new(BTreeMap::new()),
             raid_options: Mutex::new(settings.raid),
+            raid_pending: Mutex::new(BTreeMap::new()),
             keyring: Keyring::default(),
             dhchap_offer: Mutex::new(DhchapOffer::default()),
             started: Instant::now(),

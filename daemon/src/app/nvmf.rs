@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use lull_engine::bdev::Bdev;
 use lull_engine::nvmf::subsystem::{KeyNames, Subsystem};
 use lull_proto::auth::DhchapSecret;
 use lull_proto::target_queue::TargetQueueConfig;
@@ -103,10 +102,9 @@ impl App {
             .ok_or_else(|| AppError::NotFound(format!("bdev {bdev} does not exist")))?;
         // A volume's base is the volume's (SPDK: claimed): a host writing
         // to it directly would bypass the mirror.
-        if let Some(raid) = super::raid::volume_of_base(&bdevs, bdev) {
+        if let Some(raid) = self.raid_holding(&bdevs, bdev) {
             return Err(AppError::InvalidParams(format!(
-                "bdev {bdev} is claimed by raid {}; export the raid bdev instead",
-                raid.info().name
+                "bdev {bdev} is claimed by raid {raid}; export the raid bdev instead"
             )));
         }
         let nsid = s

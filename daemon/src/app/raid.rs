@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use lull_engine::bdev::Bdev;
-use lull_engine::bdev::raid1::superblock::{Found, Superblock, UuidText, assemble};
+use lull_engine::bdev::raid1::superblock::{Found, SlotState, Superblock, UuidText, assemble};
 use lull_engine::bdev::raid1::{Raid1Bdev, Raid1Error, Raid1Options, Raid1Params, Raid1Status, read_superblock};
 
 use super::{App, AppError, BdevEntry, Driver, lock, uuid_taken};
@@ -49,6 +49,39 @@ fn from_raid(e: Raid1Error) -> AppError {
         libc::EBUSY => AppError::Busy(m),
         libc::EINVAL => AppError::Rejected(m),
         _ => AppError::Failed(m),
+    }
+}
+
+/// The names a volume being created holds in [`App`]'s `raid_pending` (its
+/// own and its bases'), given back when dropped, whatever the outcome.
+struct Reservation<'a> {
+    app: &'a App,
+    names: Vec<String>,
+    uuid: [u8; 16],
+}
+
+impl<'a> Reservation<'a> {
+    /// Reserves `c.name`, `c.base_bdevs` and `uuid` for volume `c.name`; the
+    /// caller holds the registry and checked that none is taken.
+    fn new(app: &'a App, c: &RaidCreate, uuid: [u8; 16]) -> Self {
+        let mut names = vec![c.name.clone()];
+        names.extend(c.base_bdevs.iter().cloned());
+        let mut pending = lock(&app.raid_pending);
+        for n in &names {
+            pending.insert(n.clone(), c.name.clone());
+        }
+        lock(&app.uuids).insert(uuid, c.name.clone());
+        Reservation { app, names, uuid }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut pending = lock(&self.app.raid_pending);
+        for n in &self.names {
+            pending.remove(n);
+        }
+        lock(&self.app.uuids).remove(&self.uuid);
     }
 }
 
@@ -138,7 +171,21 @@ impl App {
         if let Some((nqn, nsid)) = self.claims(name).into_iter().next() {
             return Some(format!("namespace {nsid} of {nqn}"));
         }
-        volume_of_base(bdevs, name).map(|r| format!("raid {}", r.info().name))
+        self.raid_holding(bdevs, name).map(|r| format!("raid {r}"))
+    }
+
+    /// The volume holding bdev `name` as a base, or about to (being created
+    /// over it): its name. The caller holds the registry.
+    pub(super) fn raid_holding(&self, bdevs: &Registry, name: &str) -> Option<String> {
+        volume_of_base(bdevs, name)
+            .map(|r| r.info().name.clone())
+            .or_else(|| lock(&self.raid_pending).get(name).cloned())
+    }
+
+    /// Whether bdev name `name` is in use: a bdev's, or a volume's being
+    /// created. The caller holds the registry.
+    pub(super) fn name_taken(&self, bdevs: &Registry, name: &str) -> bool {
+        bdevs.contains_key(name) || lock(&self.raid_pending).contains_key(name)
     }
 
     /// The bdev `name` as a base for a volume: it exists, is no volume
@@ -202,20 +249,43 @@ impl App {
         // add_namespace holds too): no base can be claimed or deleted, and
         // the name not taken, in between.
         let mut bdevs = lock(&self.bdevs);
-        if bdevs.contains_key(&c.name) {
+        if self.name_taken(&bdevs, &c.name) {
             return Err(AppError::Exists(format!("name: bdev {} already exists", c.name)));
         }
         let uuid = c.uuid.unwrap_or_else(random_uuid);
         if let Some(e) = uuid_taken(&lock(&self.uuids), &uuid) {
             return Err(e);
         }
-        let mut bases = Vec::with_capacity(c.base_bdevs.len());
-        for (i, b) in c.base_bdevs.iter().enumerate() {
-            bases.push(self.free_base(&bdevs, &format!("base_bdevs[{i}]"), b)?);
-        }
         let raid = if c.superblock {
-            self.create_with_superblock(c, uuid, bases)?
+            // A base that does not exist may be a member whose node is down
+            // at a restart: the superblocks on the others decide.
+            let mut bases = Vec::with_capacity(c.base_bdevs.len());
+            let mut absent = None;
+            for (i, b) in c.base_bdevs.iter().enumerate() {
+                match self.free_base(&bdevs, &format!("base_bdevs[{i}]"), b) {
+                    Ok(bdev) => bases.push(Some(bdev)),
+                    Err(AppError::NotFound(m)) => {
+                        absent.get_or_insert(m);
+                        bases.push(None);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            // Its superblocks are read (and, new, written) with the registry
+            // unlocked: a base that does not answer must not stall every
+            // other bdev call for the I/O timeout. Its name and bases are
+            // reserved meanwhile, so nothing else can take or delete them.
+            let reserved = Reservation::new(self, c, uuid);
+            drop(bdevs);
+            let raid = self.create_with_superblock(c, uuid, bases, absent)?;
+            bdevs = lock(&self.bdevs);
+            drop(reserved);
+            raid
         } else {
+            let mut bases = Vec::with_capacity(c.base_bdevs.len());
+            for (i, b) in c.base_bdevs.iter().enumerate() {
+                bases.push(self.free_base(&bdevs, &format!("base_bdevs[{i}]"), b)?);
+            }
             let params = Raid1Params {
                 uuid: Some(uuid),
                 superblock: false,
@@ -242,35 +312,56 @@ impl App {
         Ok(c.name.clone())
     }
 
-    /// A volume with a superblock over `bases`: made new (and its
-    /// superblock written) when no base holds one, else assembled from the
-    /// superblocks the bases hold, which must all be this volume's
-    /// (`c.uuid` when given, else `c.name`): members in sync are read at
-    /// once, stale ones rebuilt first. So a volume declared in the TOML
-    /// file, or saved by `save_config`, comes back as it was at the stop.
-    /// The caller holds the registry.
+    /// A volume with a superblock over `bases` (`None`: a base that does
+    /// not exist; `absent` says so for the first): made new (and its
+    /// superblock written) when no base holds one and every base exists,
+    /// else assembled from the superblocks the bases hold, which must all be
+    /// this volume's (`c.uuid` when given, else `c.name`). So a volume
+    /// declared in the TOML file, or saved by `save_config`, comes back as
+    /// it was at the stop, also with members missing or blank:
+    ///
+    /// - a member in sync is read at once, a stale one rebuilt first;
+    /// - a member that does not exist (its node is down, its controller
+    ///   not attached) leaves its slot empty: the volume runs degraded
+    ///   while one member in sync is present, and the member comes back by
+    ///   `bdev_raid_add_base_bdev` (rebuilt);
+    /// - a base with no superblock whose uuid a missing slot records (a
+    ///   replica that came back blank: the same namespace or file) takes
+    ///   that slot back and is rebuilt, as `bdev_raid_add_base_bdev` would
+    ///   do; it is never read before its rebuild ends. Another bdev without
+    ///   a superblock is refused: it may hold someone's data.
+    ///
+    /// Called with the volume's name and bases reserved and the registry
+    /// unlocked.
     fn create_with_superblock(
         &self,
         c: &RaidCreate,
         uuid: [u8; 16],
-        bases: Vec<Arc<dyn Bdev>>,
+        bases: Vec<Option<Arc<dyn Bdev>>>,
+        absent: Option<String>,
     ) -> Result<Raid1Bdev, AppError> {
         let home = self.raid_reactor(&c.name)?;
         let mut found: Vec<(usize, Superblock)> = Vec::new();
+        let mut blank: Vec<usize> = Vec::new();
         for (i, b) in bases.iter().enumerate() {
+            let Some(b) = b else { continue };
             match read_superblock(b, home, SUPERBLOCK_IO_TIMEOUT) {
                 Ok(Some(sb)) => found.push((i, sb)),
-                Ok(None) => {}
+                Ok(None) => blank.push(i),
                 Err(e) => return Err(AppError::Failed(format!("base_bdevs[{i}]: {e}"))),
             }
         }
         if found.is_empty() {
+            // A new volume: every base must be there.
+            if let Some(m) = absent {
+                return Err(AppError::NotFound(m));
+            }
             let params = Raid1Params {
                 uuid: Some(uuid),
                 superblock: true,
                 options: self.raid_options(),
             };
-            let raid = Raid1Bdev::create(&c.name, bases, params).map_err(from_raid)?;
+            let raid = Raid1Bdev::create(&c.name, bases.into_iter().flatten().collect(), params).map_err(from_raid)?;
             raid.write_superblock(home, SUPERBLOCK_IO_TIMEOUT).map_err(from_raid)?;
             return Ok(raid);
         }
@@ -290,16 +381,9 @@ impl App {
                 )));
             }
         }
-        if let Some(i) = (0..bases.len()).find(|i| !found.iter().any(|(j, _)| j == i)) {
-            return Err(AppError::Rejected(format!(
-                "base_bdevs[{i}]: bdev {} has no superblock while the others hold raid {}'s; \
-                 create the raid over its members, then add it (bdev_raid_add_base_bdev)",
-                c.base_bdevs[i], c.name
-            )));
-        }
         let list: Vec<Found> = found
             .iter()
-            .map(|(i, sb)| (bases[*i].info().uuid, sb.clone()))
+            .filter_map(|(i, sb)| Some((bases[*i].as_ref()?.info().uuid, sb.clone())))
             .collect();
         let assembly = assemble(&list).map_err(|e| AppError::Rejected(format!("base_bdevs: {e}")))?;
         if assembly.superblock.name != c.name {
@@ -308,7 +392,40 @@ impl App {
                 assembly.superblock.name
             )));
         }
-        let raid = Raid1Bdev::from_assembly(&assembly, bases, self.raid_options(), home).map_err(from_raid)?;
+        // A blank base is taken back only into the slot recorded for it (by
+        // its uuid: the same namespace or file, come back without its data);
+        // any other bdev without a superblock may hold someone's data.
+        for &i in &blank {
+            let Some(b) = &bases[i] else { continue };
+            let recorded = assembly
+                .slots
+                .iter()
+                .any(|s| matches!(s, SlotState::Missing { record } if record.uuid == b.info().uuid));
+            if !recorded {
+                return Err(AppError::Rejected(format!(
+                    "base_bdevs[{i}]: bdev {} has no superblock while the others hold raid {}'s, and no slot of the \
+                     raid records it; create the raid over its members, then add it (bdev_raid_add_base_bdev)",
+                    c.base_bdevs[i], c.name
+                )));
+            }
+        }
+        let members: Vec<Arc<dyn Bdev>> = found.iter().filter_map(|(i, _)| bases[*i].clone()).collect();
+        let raid = Raid1Bdev::from_assembly(&assembly, members, self.raid_options(), home).map_err(from_raid)?;
+        for i in blank {
+            let Some(b) = &bases[i] else { continue };
+            raid.add_base(b.clone(), home).map_err(|e| {
+                AppError::Rejected(format!(
+                    "base_bdevs[{i}]: bdev {} came back without its superblock and cannot be rebuilt: {e}",
+                    c.base_bdevs[i]
+                ))
+            })?;
+            tracing::warn!(raid = %c.name, base = %c.base_bdevs[i], "a member came back without its superblock; rebuilding it");
+        }
+        for (i, b) in bases.iter().enumerate() {
+            if b.is_none() {
+                tracing::warn!(raid = %c.name, base = %c.base_bdevs[i], "base bdev absent at assembly; its slot stays empty (the volume is degraded)");
+            }
+        }
         tracing::info!(raid = %c.name, seq = assembly.superblock.seq_number, "raid1 assembled from its superblocks");
         Ok(raid)
     }

@@ -333,6 +333,22 @@ pub struct LoadReport {
     pub applied: usize,
     /// Entries skipped and parameters dropped, each naming the entry and why.
     pub warnings: Vec<String>,
+    /// Entries that failed and were passed over (only with
+    /// [`OnError::KeepGoing`]), each naming the entry and the error.
+    pub failed: Vec<String>,
+}
+
+/// What a load does when an entry fails while it is carried out (an entry
+/// that is malformed or names an unknown method stops every load before
+/// anything is applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Stop at the first failure (`load_config`, SPDK's default).
+    Stop,
+    /// Log it, record it in [`LoadReport::failed`] and go on with the next
+    /// entry (SPDK's `--json-ignore-init-errors`): a replica whose node is
+    /// down must not keep the volume over it from starting degraded.
+    KeepGoing,
 }
 
 /// Why a load stopped.
@@ -572,6 +588,16 @@ pub fn check(doc: &Value) -> Result<usize, String> {
 /// One message naming the entry (`subsystems[i].config[j] (method)`) and
 /// the problem; entries before a failing one stay applied.
 pub fn load(app: &App, doc: &Value, overrides: &Overrides) -> Result<LoadReport, LoadError> {
+    load_with(app, doc, overrides, OnError::Stop)
+}
+
+/// [`load`], with `on_error` deciding whether a failing entry stops the
+/// load.
+///
+/// # Errors
+/// As [`load`]; with [`OnError::KeepGoing`] only a document that cannot be
+/// applied at all (malformed, or a method lull does not have).
+pub fn load_with(app: &App, doc: &Value, overrides: &Overrides, on_error: OnError) -> Result<LoadReport, LoadError> {
     let (mut list, plans) = checked(doc).map_err(|message| LoadError { message, applied: 0 })?;
     let mut report = LoadReport::default();
     for (e, p) in list.iter_mut().zip(plans) {
@@ -584,36 +610,58 @@ pub fn load(app: &App, doc: &Value, overrides: &Overrides) -> Result<LoadReport,
             }
             Plan::Call(h) => h,
         };
-        let failed = |message| LoadError {
-            message,
-            applied: report.applied,
-        };
-        if let Some(kept) = transport_exists(app, e).map_err(failed)? {
-            tracing::warn!("config: {kept}");
-            report.warnings.push(kept);
-            continue;
-        }
-        for n in normalize(app, e).map_err(failed)? {
-            tracing::warn!("config: {n}");
-            report.warnings.push(n);
-        }
-        for (m, over) in overrides {
-            if *m == e.method {
-                if e.params.is_null() {
-                    e.params = Value::Object(Map::new());
-                }
-                if let Some(p) = e.params.as_object_mut() {
-                    p.extend(over.clone());
-                }
+        match apply_entry(app, e, h, overrides, &mut report.warnings) {
+            Ok(true) => report.applied += 1,
+            Ok(false) => {}
+            Err(message) if on_error == OnError::Stop => {
+                return Err(LoadError {
+                    message,
+                    applied: report.applied,
+                });
+            }
+            Err(message) => {
+                tracing::error!("config: {message}; going on with the next entry (--json-ignore-init-errors)");
+                report.failed.push(message);
             }
         }
-        super::invoke(app, &e.method, h, e.params.clone()).map_err(|err| LoadError {
-            message: format!("{}: {} (code {})", e.name(), err.message, err.code),
-            applied: report.applied,
-        })?;
-        report.applied += 1;
     }
     Ok(report)
+}
+
+/// Carries out one entry: `Ok(true)` when applied, `Ok(false)` when passed
+/// over with a warning (a transport that exists already).
+///
+/// # Errors
+/// The entry's name and the problem.
+fn apply_entry(
+    app: &App,
+    e: &mut Entry,
+    h: Handler,
+    overrides: &Overrides,
+    warnings: &mut Vec<String>,
+) -> Result<bool, String> {
+    if let Some(kept) = transport_exists(app, e)? {
+        tracing::warn!("config: {kept}");
+        warnings.push(kept);
+        return Ok(false);
+    }
+    for n in normalize(app, e)? {
+        tracing::warn!("config: {n}");
+        warnings.push(n);
+    }
+    for (m, over) in overrides {
+        if *m == e.method {
+            if e.params.is_null() {
+                e.params = Value::Object(Map::new());
+            }
+            if let Some(p) = e.params.as_object_mut() {
+                p.extend(over.clone());
+            }
+        }
+    }
+    super::invoke(app, &e.method, h, e.params.clone())
+        .map(|_| true)
+        .map_err(|err| format!("{}: {} (code {})", e.name(), err.message, err.code))
 }
 
 /// Calls one method as an RPC client would (for settings given on the command line).

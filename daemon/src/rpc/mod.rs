@@ -60,6 +60,11 @@ pub mod code {
     pub const EBUSY: i32 = -16;
     /// -EINVAL: a value the operation cannot take.
     pub const EINVAL: i32 = -22;
+    /// -EACCES: refused by the peer (a DH-HMAC-CHAP re-authentication).
+    pub const EACCES: i32 = -13;
+    /// -ENOKEY: a key name the keyring does not hold (SPDK's
+    /// `bdev_nvme_set_keys`).
+    pub const ENOKEY: i32 = -126;
 }
 
 /// A JSON-RPC error object.
@@ -140,6 +145,7 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("bdev_nvme_get_options", nvme::bdev_nvme_get_options),
     ("bdev_nvme_attach_controller", nvme::bdev_nvme_attach_controller),
     ("bdev_nvme_detach_controller", nvme::bdev_nvme_detach_controller),
+    ("bdev_nvme_set_keys", nvme::bdev_nvme_set_keys),
     ("bdev_nvme_get_controllers", nvme::bdev_nvme_get_controllers),
     ("bdev_get_iostat", stats::bdev_get_iostat),
     ("nvmf_get_stats", stats::nvmf_get_stats),

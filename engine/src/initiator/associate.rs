@@ -65,7 +65,7 @@ impl HostDhchapKeys {
     }
 
     /// The settings of one transaction between `hostnqn` and `subnqn`.
-    fn config(&self, hostnqn: &str, subnqn: &str) -> AuthConfig {
+    pub(crate) fn config(&self, hostnqn: &str, subnqn: &str) -> AuthConfig {
         let mut c = AuthConfig::new(self.key.clone(), self.ctrlr_key.clone(), hostnqn, subnqn);
         c.hashes.clone_from(&self.hashes);
         c.dhgroups.clone_from(&self.dhgroups);

@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,10 @@ use lull_reactor::{Context, ReactorHandle, TimerId};
 use lull_transport::host_conn::{Failed, HostConn, QueueError, QueueOptions};
 use lull_transport::host_sync::SyncError;
 
-use super::associate::{Association, CtrlrInfo, NvmeTrid, associate};
+use super::associate::{Association, CtrlrInfo, HostDhchapKeys, NvmeTrid, associate};
 use super::options::NvmeOptions;
+use super::reauth;
+use lull_proto::auth::AuthConfig;
 
 /// Why an I/O failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -112,7 +114,10 @@ pub enum CtrlrState {
 struct Shared {
     id: u64,
     name: String,
-    trid: NvmeTrid,
+    /// Where and who; its keys change with `bdev_nvme_set_keys`.
+    trid: Mutex<NvmeTrid>,
+    /// The next DH-HMAC-CHAP transaction identifier of a re-authentication.
+    next_t_id: AtomicU16,
     opts: Mutex<NvmeOptions>,
     reactors: Vec<ReactorHandle>,
     want_queues: u16,
@@ -217,7 +222,8 @@ impl NvmeController {
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: name.to_string(),
-            trid,
+            trid: Mutex::new(trid),
+            next_t_id: AtomicU16::new(0x100),
             opts: Mutex::new(opts),
             reactors: reactors.to_vec(),
             want_queues: io_queues.max(1),
@@ -237,9 +243,9 @@ impl NvmeController {
         &self.shared.name
     }
 
-    /// Its transport ID.
-    pub fn trid(&self) -> &NvmeTrid {
-        &self.shared.trid
+    /// Its transport ID, with the keys in force.
+    pub fn trid(&self) -> NvmeTrid {
+        lock(&self.shared.trid).clone()
     }
 
     /// What the current association reported.
@@ -351,6 +357,57 @@ impl NvmeController {
         );
     }
 
+    /// SPDK's `bdev_nvme_set_keys`: the keys this controller authenticates
+    /// with from now on (reconnects included); `None` clears them, so new
+    /// queues do not authenticate. With keys, the admin queue and then
+    /// every I/O queue re-authenticate on the live association, their
+    /// Authentication Send and Receive going out between the queues' other
+    /// commands: I/O keeps flowing and no queue reconnects. Blocks until
+    /// every queue is done or `limit` passes. A controller not live now
+    /// (resetting) uses the keys at its reconnect.
+    ///
+    /// # Errors
+    /// A message naming the queue whose re-authentication failed, or that
+    /// did not finish within `limit`. The controller is then reset (as the
+    /// target closing that queue would make it, SPDK's after its
+    /// AUTH_Failure1): it reconnects with the new keys, or is lost after
+    /// `ctrlr_loss_timeout_sec` when they keep failing. Other controllers
+    /// are not touched.
+    pub fn set_keys(&self, keys: Option<HostDhchapKeys>, limit: Duration) -> Result<(), String> {
+        let trid = {
+            let mut t = lock(&self.shared.trid);
+            t.dhchap = keys;
+            t.clone()
+        };
+        let Some(keys) = &trid.dhchap else {
+            return Ok(());
+        };
+        let generation = {
+            let st = lock(&self.shared.state);
+            if st.0 != CtrlrState::Live {
+                return Ok(());
+            }
+            st.1
+        };
+        let cfg = Arc::new(keys.config(&trid.hostnqn, &trid.subnqn));
+        let deadline = Instant::now() + limit;
+        let mut result = reauthenticate_admin(&self.shared, &cfg, deadline);
+        if result.is_ok() {
+            result = reauthenticate_io(&self.shared, &cfg, deadline);
+        }
+        if let Err(why) = &result {
+            tracing::warn!(name = %self.shared.name, "DH-HMAC-CHAP re-authentication failed: {why}; resetting the controller");
+            start_reset(
+                &self.shared,
+                generation,
+                format!("DH-HMAC-CHAP re-authentication failed: {why}"),
+            );
+        } else {
+            tracing::info!(name = %self.shared.name, "every queue re-authenticated with the new DH-HMAC-CHAP keys");
+        }
+        result
+    }
+
     /// Fails every command held for a reconnect with [`IoError::Aborted`]
     /// (commands in flight on live queues are not touched); later ones are
     /// held again. For a caller that must stop waiting (a benchmark ending,
@@ -373,6 +430,92 @@ impl NvmeController {
             LOCAL.with(|t| t.borrow_mut().remove(&id));
         });
     }
+}
+
+/// The admin queue's re-authentication, on its reactor; waits for it.
+fn reauthenticate_admin(shared: &Arc<Shared>, cfg: &Arc<AuthConfig>, deadline: Instant) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel::<Result<(), String>>();
+    let (id, cfg) = (shared.id, cfg.clone());
+    let t_id = shared.next_t_id.fetch_add(1, Ordering::Relaxed);
+    let sent = shared.reactors[0].try_send(move |cx| {
+        let Some(conn) = with_local(id, |l| l.admin.as_ref().map(|a| a.conn.clone())).flatten() else {
+            let _ = tx.send(Err("the admin queue is not connected".into()));
+            return;
+        };
+        reauth::authenticate_live(
+            cx,
+            &conn,
+            cfg,
+            t_id,
+            Box::new(move |_cx, r| {
+                let _ = tx.send(r);
+            }),
+        );
+    });
+    if sent.is_err() {
+        return Err("the admin queue's reactor is not accepting messages".into());
+    }
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(r) => r.map_err(|e| format!("admin queue: {e}")),
+        Err(_) => Err("admin queue: the re-authentication did not finish in time".into()),
+    }
+}
+
+/// Every I/O queue's re-authentication, all at once, each on its reactor;
+/// waits for them all. The first failure found is the answer.
+fn reauthenticate_io(shared: &Arc<Shared>, cfg: &Arc<AuthConfig>, deadline: Instant) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel::<(u16, Result<(), String>)>();
+    let r = shared.reactors.len();
+    let mut expected = 0usize;
+    // Which queues each reactor has now: the same table the data path uses.
+    let n = lock(&shared.info).io_queues as usize;
+    for (ri, handle) in shared.reactors.iter().enumerate() {
+        let locals: Vec<usize> = (0..n).filter(|q| q % r == ri).map(|q| q / r).collect();
+        if locals.is_empty() {
+            continue;
+        }
+        expected += locals.len();
+        let (id, cfg, tx) = (shared.id, cfg.clone(), tx.clone());
+        let base = shared.next_t_id.fetch_add(locals.len() as u16, Ordering::Relaxed);
+        let sent = handle.try_send(move |cx| {
+            for (k, local) in locals.into_iter().enumerate() {
+                let qid = (local * r + ri + 1) as u16;
+                let conn = with_local(id, |l| l.queues.get(local).and_then(|q| q.conn.clone())).flatten();
+                let Some(conn) = conn else {
+                    let _ = tx.send((qid, Err("not connected".into())));
+                    continue;
+                };
+                let tx = tx.clone();
+                reauth::authenticate_live(
+                    cx,
+                    &conn,
+                    cfg.clone(),
+                    base.wrapping_add(k as u16),
+                    Box::new(move |_cx, r| {
+                        let _ = tx.send((qid, r));
+                    }),
+                );
+            }
+        });
+        if sent.is_err() {
+            return Err(format!("reactor on core {} is not accepting messages", handle.core()));
+        }
+    }
+    drop(tx);
+    let mut first_error = None;
+    for _ in 0..expected {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((_, Ok(()))) => {}
+            Ok((qid, Err(e))) => {
+                first_error.get_or_insert(format!("I/O queue {qid}: {e}"));
+            }
+            Err(_) => {
+                first_error.get_or_insert("an I/O queue's re-authentication did not finish in time".to_string());
+                break;
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 fn with_local<R>(id: u64, f: impl FnOnce(&mut Local) -> R) -> Option<R> {
@@ -436,6 +579,7 @@ fn install_local(cx: &mut Context, shared: Arc<Shared>, inst: Install) -> Result
         polling: opts.ioq_polling(),
         depth,
         command_timeout: opts.command_timeout(),
+        supervised: true,
     };
     let generation = inst.generation;
     let mut conns: Vec<(usize, HostConn)> = Vec::new();
@@ -463,6 +607,7 @@ fn install_local(cx: &mut Context, shared: Arc<Shared>, inst: Install) -> Result
                 polling: opts.adminq_polling(),
                 depth: 32,
                 command_timeout: opts.command_timeout(),
+                supervised: false,
             };
             match HostConn::start(cx, sock, hq, aopts) {
                 Ok(conn) => {
@@ -690,6 +835,12 @@ fn path_lost(shared: &Arc<Shared>, generation: u64, e: &QueueError) {
         }
         e => e.to_string(),
     };
+    start_reset(shared, generation, reason);
+}
+
+/// Starts a reset of association `generation`, once (later calls, and
+/// calls for an older association, do nothing).
+fn start_reset(shared: &Arc<Shared>, generation: u64, reason: String) {
     {
         let mut st = lock(&shared.state);
         if st.1 != generation || st.0 != CtrlrState::Live {
@@ -810,7 +961,8 @@ fn reset(shared: Arc<Shared>, generation: u64, reason: String) {
             until = until.min(since + l);
         }
         let until = until.max(Instant::now() + Duration::from_secs(1));
-        match associate(&shared.trid, &opts, shared.want_queues, until) {
+        let trid = lock(&shared.trid).clone();
+        match associate(&trid, &opts, shared.want_queues, until) {
             Ok(assoc) => {
                 let new_gen = generation + u64::from(attempt);
                 {

@@ -15,7 +15,7 @@
 //! plain values in tests.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,8 @@ pub struct Controller {
     /// The port its admin queue came through.
     pub listener: SocketAddr,
     ready: AtomicBool,
+    /// DH-HMAC-CHAP transactions its queues passed.
+    authentications: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -160,6 +162,7 @@ impl Controller {
             hostid: new.hostid,
             listener: new.listener,
             ready: AtomicBool::new(false),
+            authentications: AtomicU64::new(0),
             state: Mutex::new(State {
                 cc: 0,
                 csts: 0,
@@ -181,6 +184,17 @@ impl Controller {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many DH-HMAC-CHAP transactions its queues passed: each queue's
+    /// first, and every re-authentication (NVMe Base 2.0 section 8.13).
+    pub fn authentications(&self) -> u64 {
+        self.authentications.load(Ordering::Relaxed)
+    }
+
+    /// Counts one transaction a queue passed.
+    pub(crate) fn note_authenticated(&self) {
+        self.authentications.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether CSTS.RDY is set (I/O is accepted).

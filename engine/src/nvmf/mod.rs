@@ -11,7 +11,8 @@
 //!   keep-alive deadline, asynchronous events), and [`ctrlr_runtime`], its
 //!   reactor-bound side (timer, event channel, queue closers);
 //! - [`connect`]: Connect, Property Get/Set, Disconnect; [`auth`]:
-//!   Authentication Send/Receive;
+//!   Authentication Send/Receive, [`auth_timeout`] its timer, [`auth_queue`]
+//!   a queue's authentication on its reactor (DH work on a helper thread);
 //! - [`admin`]: the admin commands, one file per family;
 //! - [`discovery`]: the discovery log page;
 //! - [`io`]: the NVM I/O commands, one `IoQueue` per I/O queue;
@@ -19,12 +20,14 @@
 //!
 //! Imports point one way; each module imports only those before it here:
 //! `stats`, `request`, `subsystem`, `ctrlr`, `target`, `auth`, `discovery`,
-//! `admin`, `connect`, `io`, `ctrlr_runtime`, `queue`, `listeners`. Only the
-//! last four know reactors; everything before `io` runs on plain values (the
+//! `admin`, `connect`, `io`, `ctrlr_runtime`, `auth_timeout`, `auth_queue`,
+//! `queue`, `listeners`. Only the last six know reactors; everything before `io` runs on plain values (the
 //! unit tests in `tests.rs` drive it so).
 
 pub mod admin;
 pub mod auth;
+pub mod auth_queue;
+pub mod auth_timeout;
 pub mod connect;
 pub mod ctrlr;
 pub mod ctrlr_runtime;

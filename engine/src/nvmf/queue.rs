@@ -8,10 +8,10 @@
 //! reactor (keep-alive timer, event channel, queue closer) in
 //! [`ctrlr_runtime`].
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use lull_proto::auth::controller::ControllerAuth;
 use lull_proto::fabrics::fctype;
 use lull_proto::nvme::status;
 use lull_proto::target_queue::{MAX_SQ_ENTRIES, Request, Response};
@@ -20,7 +20,8 @@ use lull_reactor::{Context, TimerId};
 use lull_transport::conn::{QueueHandler, Responder};
 
 use crate::nvmf::admin::{self, Outcome};
-use crate::nvmf::auth::{self, AuthQueue};
+use crate::nvmf::auth::{self, AuthQueue, Step};
+use crate::nvmf::auth_queue::{Owner, QueueAuth};
 use crate::nvmf::connect::{self, Connected};
 use crate::nvmf::ctrlr::{Controller, QueueInfo};
 use crate::nvmf::ctrlr_runtime;
@@ -45,8 +46,9 @@ pub struct ControllerQueue {
     counted_on: Option<usize>,
     /// In-band authentication of this queue, when the host has DH-HMAC-CHAP
     /// keys on the subsystem (NVMe Base 2.0 section 8.13): until it
-    /// succeeds, only Fabrics commands are accepted.
-    auth: Option<ControllerAuth>,
+    /// succeeds, only Fabrics commands are accepted. Its timeout and the
+    /// helper thread's results reach it too.
+    auth: Option<Rc<QueueAuth>>,
     /// An I/O queue's command slots, made at its Connect.
     io: Option<io::IoQueue>,
     /// The PSK that keyed this connection's TLS session (a secure_channel
@@ -100,7 +102,17 @@ impl ControllerQueue {
         self.qid = qid;
         self.counted_on = Some(cx.index());
         self.target.core_io(cx.index()).queue_connected(qid == 0);
-        self.auth = auth;
+        self.auth = auth.map(|a| {
+            let owner = Owner {
+                target: self.target.clone(),
+                ctrl: ctrl.clone(),
+                qid,
+                peer: self.origin.peer,
+                resp: resp.clone(),
+                poller: cx.current_poller(),
+            };
+            QueueAuth::start(cx, a, owner)
+        });
         if qid != 0 {
             // As many slots as the queue will hold commands (the transport
             // clamps SQSIZE + 1 the same way when it applies the parameters).
@@ -150,13 +162,20 @@ impl QueueHandler for ControllerQueue {
             return;
         };
         if route == Route::Authentication {
+            if let Some(a) = &self.auth {
+                a.clone().command(cx, req);
+                return;
+            }
             let q = AuthQueue {
                 ctrl: &ctrl,
                 qid: self.qid,
                 peer: self.origin.peer,
+                allowed: self.target.dhchap_allowed(),
             };
-            let r = auth::execute(self.auth.as_mut(), &q, &req);
-            resp.respond(cx, r);
+            // No key for this host: refused, whatever it is.
+            if let Step::Respond(r) = auth::execute(None, &q, &req) {
+                resp.respond(cx, r);
+            }
             return;
         }
         let fabrics = matches!(route, Route::Connect | Route::Fabrics);

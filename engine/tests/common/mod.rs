@@ -31,8 +31,13 @@ pub struct Tgt {
 /// The standard fixture: one subsystem, NS1 = 64 MiB RAM, NS2 = null; hosts
 /// HOSTNQN and OTHER_HOST allowed; I/O in-capsule data 4096 (8 KiB writes use R2T).
 pub fn target(mode: Mode) -> Tgt {
+    target_on(mode, 2)
+}
+
+/// [`target`] on at most `reactors` reactors.
+pub fn target_on(mode: Mode, reactors: usize) -> Tgt {
     let usable = CoreList::usable().unwrap();
-    let cores: Vec<usize> = usable.cores().iter().copied().take(2).collect();
+    let cores: Vec<usize> = usable.cores().iter().copied().take(reactors).collect();
     let reactors = Reactors::start(ReactorConfig::new(CoreList::try_from(cores).unwrap()).mode(mode)).unwrap();
     let target = Target::new(TargetQueueConfig {
         io_in_capsule_data: 4096,

@@ -63,6 +63,8 @@ enum After {
 
 /// What the controller keeps of the transaction under way.
 struct Transaction {
+    /// The keys and lists in force when the transaction started.
+    cfg: Arc<AuthConfig>,
     t_id: u16,
     hash: HashId,
     keypair: Option<KeyPair>,
@@ -72,10 +74,14 @@ struct Transaction {
 
 /// One queue's authentication, controller side.
 pub struct ControllerAuth {
-    cfg: Arc<AuthConfig>,
+    /// The keys and lists the next transaction starts with; `None`: the
+    /// host's keys were removed, so no transaction can succeed.
+    cfg: Option<Arc<AuthConfig>>,
     step: Step,
     tx: Option<Transaction>,
     authenticated: bool,
+    /// Transactions passed, the first and every re-authentication.
+    passed: u32,
     last_failure: Option<FailureReason>,
 }
 
@@ -92,10 +98,11 @@ impl ControllerAuth {
     /// A queue that has not authenticated yet.
     pub fn new(cfg: Arc<AuthConfig>) -> Self {
         ControllerAuth {
-            cfg,
+            cfg: Some(cfg),
             step: Step::Idle,
             tx: None,
             authenticated: false,
+            passed: 0,
             last_failure: None,
         }
     }
@@ -104,6 +111,38 @@ impl ControllerAuth {
     /// one failed).
     pub fn is_authenticated(&self) -> bool {
         self.authenticated
+    }
+
+    /// The keys and lists for transactions started from now on (the host's
+    /// keys changed, `nvmf_subsystem_set_keys`); `None` when they were
+    /// removed: a transaction started then fails with "failed" at the
+    /// Reply, as SPDK's target fails one it finds no key for. The
+    /// transaction under way, if any, keeps the keys it started with; the
+    /// queue stays authenticated until the host re-authenticates.
+    pub fn set_config(&mut self, cfg: Option<Arc<AuthConfig>>) {
+        self.cfg = cfg;
+    }
+
+    /// How many transactions passed (the first and every re-authentication).
+    pub fn passed(&self) -> u32 {
+        self.passed
+    }
+
+    /// Whether a transaction is under way: a message waits for the next
+    /// Authentication Receive, or the controller waits for the host's Reply
+    /// or Success2. Its timeout runs while this holds (or while the queue
+    /// is not authenticated).
+    pub fn in_progress(&self) -> bool {
+        !matches!(self.step, Step::Idle)
+    }
+
+    /// Drops the transaction under way (its timeout expired) without
+    /// changing whether the queue is authenticated: a queue
+    /// re-authenticating keeps the authentication it had, as SPDK's target
+    /// keeps it; a late Reply or Success2 is then out of turn (AUTH_Failure1).
+    pub fn abandon(&mut self) {
+        self.step = Step::Idle;
+        self.tx = None;
     }
 
     /// The reason of the last failed transaction, for the log.
@@ -149,6 +188,7 @@ impl ControllerAuth {
                 self.step = Step::Idle;
                 self.tx = None;
                 self.authenticated = true;
+                self.passed = self.passed.wrapping_add(1);
                 Ok(())
             }
             // A Reply or Success2 out of turn (a replay after success
@@ -179,6 +219,7 @@ impl ControllerAuth {
                     After::Authenticated { bidirectional: true } => Step::AwaitSuccess2,
                     After::Authenticated { bidirectional: false } => {
                         self.authenticated = true;
+                        self.passed = self.passed.wrapping_add(1);
                         self.tx = None;
                         Step::Idle
                     }
@@ -218,10 +259,16 @@ impl ControllerAuth {
         if n.sc_c != 0 {
             return Err(self.fail(n.t_id, FailureReason::ConcatMismatch));
         }
-        let Some(hash) = self.cfg.hashes.iter().copied().find(|h| n.hashes.contains(&h.id())) else {
+        let Some(cfg) = self.cfg.clone() else {
+            // No key any more: nothing to check a Reply against. The
+            // negotiation itself cannot tell, so fail now with the reason
+            // the Reply would get.
+            return Err(self.fail(n.t_id, FailureReason::Failed));
+        };
+        let Some(hash) = cfg.hashes.iter().copied().find(|h| n.hashes.contains(&h.id())) else {
             return Err(self.fail(n.t_id, FailureReason::HashUnusable));
         };
-        let Some(group) = self.cfg.dhgroups.iter().copied().find(|g| n.dhgroups.contains(&g.id())) else {
+        let Some(group) = cfg.dhgroups.iter().copied().find(|g| n.dhgroups.contains(&g.id())) else {
             return Err(self.fail(n.t_id, FailureReason::DhgroupUnusable));
         };
         let mut c1 = Zeroizing::new(vec![0u8; hash.digest_len()]);
@@ -247,6 +294,7 @@ impl ControllerAuth {
         })
         .encode();
         self.tx = Some(Transaction {
+            cfg,
             t_id: n.t_id,
             hash,
             keypair,
@@ -297,7 +345,7 @@ impl ControllerAuth {
             None => return Err(FailureReason::IncorrectPayload),
             Some(k) => Some(k.shared_secret(&r.dh_value)?),
         };
-        let cfg = &*self.cfg;
+        let cfg = &*tx.cfg;
         let t1 = Transcript {
             seqnum: tx.s1,
             t_id: tx.t_id,

@@ -302,4 +302,25 @@ mod tests {
             assert!(a.shared_secret(&two).is_ok(), "2 is a valid public value");
         }
     }
+
+    /// What one exchange costs per group, for docs/architecture.md: the
+    /// controller computes a key pair at AUTH_Negotiate and the shared
+    /// secret at the Reply. Run with
+    /// `cargo test --release -p lull-proto dh_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn dh_cost() {
+        const ROUNDS: u32 = 20;
+        for g in DhGroup::ALL.into_iter().filter(|g| *g != DhGroup::Null) {
+            let mut e = TestEntropy(9);
+            let peer = KeyPair::generate(g, &mut e).unwrap();
+            let t = std::time::Instant::now();
+            for _ in 0..ROUNDS {
+                let k = KeyPair::generate(g, &mut e).unwrap();
+                let s = k.shared_secret(peer.public()).unwrap();
+                assert_eq!(s.len(), g.value_len());
+            }
+            eprintln!("{}: key pair and shared secret {:?}", g.name(), t.elapsed() / ROUNDS);
+        }
+    }
 }

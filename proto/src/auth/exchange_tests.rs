@@ -350,3 +350,83 @@ fn controller_failure1_reaches_the_host() {
     assert!(f.failure2.is_none());
     assert!(f.to_string().contains("controller refused"));
 }
+
+/// Drives one more transaction on an existing controller; the host's result.
+fn transaction(ctrl: &mut ControllerAuth, host_cfg: Arc<AuthConfig>, e: &mut TestEntropy) -> Result<(), FailureReason> {
+    let mut host = HostAuth::new(host_cfg, 9);
+    let _ = ctrl.on_send(&host.negotiate(), e);
+    loop {
+        match host.on_message(&ctrl.on_receive(AL).unwrap(), e) {
+            Ok(Some(send)) => {
+                let _ = ctrl.on_send(&send, e);
+                if host.is_done() {
+                    return Ok(());
+                }
+            }
+            Ok(None) => return Ok(()),
+            Err(f) => return Err(f.reason),
+        }
+    }
+}
+
+#[test]
+fn a_key_change_applies_to_the_next_transaction() {
+    let old = pin(config(Some(key(2, None))), HashId::Sha256, DhGroup::Null);
+    let new = pin(
+        AuthConfig::new(key(5, Some(HashId::Sha384)), Some(key(6, None)), HOSTNQN, SUBNQN),
+        HashId::Sha256,
+        DhGroup::Null,
+    );
+    let (mut ctrl, _, mut e, _) = authenticated(old.clone());
+    ctrl.set_config(Some(new.clone()));
+    assert!(
+        ctrl.is_authenticated(),
+        "a key change alone keeps the queue authenticated"
+    );
+    // The old keys no longer pass; the queue is then unauthenticated.
+    assert_eq!(transaction(&mut ctrl, old, &mut e), Err(FailureReason::Failed));
+    assert!(!ctrl.is_authenticated());
+    // The new ones do.
+    assert_eq!(ctrl.passed(), 1);
+    assert_eq!(transaction(&mut ctrl, new.clone(), &mut e), Ok(()));
+    assert!(ctrl.is_authenticated());
+    assert_eq!(ctrl.passed(), 2, "the first transaction and this one");
+    // A transaction under way keeps the keys it started with.
+    let mut host = HostAuth::new(new.clone(), 10);
+    ctrl.on_send(&host.negotiate(), &mut e).unwrap();
+    ctrl.set_config(Some(pin(config(None), HashId::Sha256, DhGroup::Null)));
+    let reply = host.on_message(&ctrl.on_receive(AL).unwrap(), &mut e).unwrap().unwrap();
+    ctrl.on_send(&reply, &mut e).unwrap();
+    let success2 = host.on_message(&ctrl.on_receive(AL).unwrap(), &mut e).unwrap().unwrap();
+    ctrl.on_send(&success2, &mut e).unwrap();
+    assert!(ctrl.is_authenticated());
+}
+
+#[test]
+fn removed_keys_fail_the_next_transaction() {
+    let cfg = pin(config(None), HashId::Sha256, DhGroup::Null);
+    let (mut ctrl, _, mut e, _) = authenticated(cfg.clone());
+    ctrl.set_config(None);
+    assert!(ctrl.is_authenticated());
+    assert_eq!(transaction(&mut ctrl, cfg, &mut e), Err(FailureReason::Failed));
+    assert!(!ctrl.is_authenticated());
+}
+
+#[test]
+fn an_abandoned_reauthentication_keeps_the_queue_authenticated() {
+    let cfg = pin(config(None), HashId::Sha256, DhGroup::Null);
+    let (mut ctrl, _, mut e, _) = authenticated(cfg.clone());
+    assert!(!ctrl.in_progress());
+    let mut host = HostAuth::new(cfg, 11);
+    ctrl.on_send(&host.negotiate(), &mut e).unwrap();
+    assert!(ctrl.in_progress());
+    let challenge = ctrl.on_receive(AL).unwrap();
+    assert!(ctrl.in_progress(), "waiting for the Reply");
+    ctrl.abandon();
+    assert!(!ctrl.in_progress());
+    assert!(ctrl.is_authenticated());
+    // The Reply that comes too late is out of turn.
+    let reply = host.on_message(&challenge, &mut e).unwrap().unwrap();
+    assert_eq!(ctrl.on_send(&reply, &mut e), Err(FailureReason::IncorrectMessage));
+    assert!(!ctrl.is_authenticated());
+}

@@ -29,6 +29,10 @@ pub struct Decision {
     /// The spin window the supervisor sets for the reactor's hybrid mode
     /// (`None`: the reactor's own `idle_poll_us`).
     pub spin_window: Option<Duration>,
+    /// The poll period the supervisor sets for the initiator's I/O queues
+    /// on the reactor (`None`: their configured `nvme_ioq_poll_period_us`);
+    /// only the budget policy sets one.
+    pub queue_period: Option<Duration>,
     /// Why, in words, with the numbers.
     pub reason: String,
 }
@@ -154,13 +158,14 @@ impl Supervisor {
             // starts from what the reactor does now.
             let learnt = last.as_ref().and_then(|last| learn(track, snap, last));
             if let Some(mode) = policy.fixed_mode() {
-                if snap.mode != mode || snap.spin_window.is_some() {
+                if snap.mode != mode || snap.spin_window.is_some() || snap.queue_period.is_some() {
                     out.push(Decision {
                         index,
                         core: snap.core,
                         from: snap.mode,
                         to: mode,
                         spin_window: None,
+                        queue_period: None,
                         reason: format!("mode_policy is {policy}"),
                     });
                 }
@@ -185,15 +190,17 @@ impl Supervisor {
                 }
                 continue;
             }
-            if snap.spin_window.is_some() {
-                // Coming from the budget policy: give the reactor its own window back.
+            if snap.spin_window.is_some() || snap.queue_period.is_some() {
+                // Coming from the budget policy: give the reactor its own
+                // window and its queues their own period back.
                 out.push(Decision {
                     index,
                     core: snap.core,
                     from: snap.mode,
                     to: snap.mode,
                     spin_window: None,
-                    reason: format!("mode_policy is {policy}: idle_poll_us again"),
+                    queue_period: None,
+                    reason: format!("mode_policy is {policy}: idle_poll_us and nvme_ioq_poll_period_us again"),
                 });
             }
             let estimate = if snap.mode == Mode::Interrupt {
@@ -213,6 +220,7 @@ impl Supervisor {
                         from: snap.mode,
                         to: step_up(snap.mode),
                         spin_window: None,
+                        queue_period: None,
                         reason: format!(
                             "load {:.0}% >= adaptive_high_mark {:.0}% for {} samples",
                             load * 100.0,
@@ -232,6 +240,7 @@ impl Supervisor {
                         from: snap.mode,
                         to: step_down(snap.mode),
                         spin_window: None,
+                        queue_period: None,
                         reason: format!(
                             "estimated interrupt-mode load {:.1}% <= adaptive_low_mark {:.0}% for {} samples",
                             estimate * 100.0,
@@ -315,6 +324,19 @@ fn budget_step(
         track.high_run = 0;
         track.low_run = 0;
         track.replan = false;
+        // The same setting; the queues' period follows the estimates (it
+        // costs nothing to change) when it moves by more than a quarter.
+        if period_moved(snap.queue_period, plan.queue_period) {
+            return Some(Decision {
+                index,
+                core: snap.core,
+                from: snap.mode,
+                to: snap.mode,
+                spin_window: snap.spin_window,
+                queue_period: plan.queue_period,
+                reason: plan.reason,
+            });
+        }
         return None;
     }
     let now = inputs.estimate(current);
@@ -326,6 +348,7 @@ fn budget_step(
             from: snap.mode,
             to,
             spin_window,
+            queue_period: plan.queue_period,
             reason: format!("latency_budget_us or mode_policy changed; {}", plan.reason),
         });
     }
@@ -371,8 +394,22 @@ fn budget_step(
         from: snap.mode,
         to,
         spin_window,
+        queue_period: plan.queue_period,
         reason,
     })
+}
+
+/// Whether the queues' poll period should change from `now` to `next`: set
+/// or cleared, or moved by more than a quarter.
+fn period_moved(now: Option<Duration>, next: Option<Duration>) -> bool {
+    match (now, next) {
+        (None, None) => false,
+        (Some(a), Some(b)) => {
+            let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
+            (a - b).abs() > 0.25 * a.max(b)
+        }
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -417,6 +454,7 @@ mod tests {
                     rung_wake_late_ns: 0,
                     follow_ups: 0,
                     spin_window: None,
+                    queue_period: None,
                 },
             }
         }
@@ -566,6 +604,7 @@ mod tests {
         fn apply(&mut self, d: &Decision) {
             self.snap.mode = d.to;
             self.snap.spin_window = d.spin_window;
+            self.snap.queue_period = d.queue_period;
         }
     }
 
@@ -641,6 +680,10 @@ mod tests {
             "{}",
             d[0].reason
         );
+        // The initiator's queues on it get what the budget leaves: 500 us
+        // less the arrivals' and the timer's p99 wakeups (31.84 us each),
+        // to 10 us below.
+        assert_eq!(d[0].queue_period, Some(Duration::from_micros(430)), "{}", d[0].reason);
         assert!(
             run(&mut s, &mut r, 20, 0.01, &[(10, 250)], 30_000).is_empty(),
             "stays asleep"
@@ -805,17 +848,48 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_period_follows_the_wake_cost_without_a_mode_change() {
+        let mut s = budget(500);
+        let mut r = Fake::new(Mode::Interrupt);
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        // Interrupt already, with wakeups 16-32 us late: a period, no mode change.
+        let d = run(&mut s, &mut r, 3, 0.01, &[(10, 250)], 30_000);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].from, d[0].to), (Mode::Interrupt, Mode::Interrupt));
+        assert_eq!(d[0].queue_period, Some(Duration::from_micros(430)));
+        // Small wobbles move nothing.
+        assert!(run(&mut s, &mut r, 10, 0.01, &[(10, 250)], 30_000).is_empty());
+        // Wakeups grow to 128-256 us late: 500 - 2 x 254.7 leaves less than
+        // the shortest period, so the queues go back to their own.
+        let d = run(&mut s, &mut r, 40, 0.01, &[(10, 250)], 200_000);
+        let last = d.iter().rev().find(|d| d.to == Mode::Interrupt).map(|d| d.queue_period);
+        assert_eq!(last, Some(None), "{d:?}");
+    }
+
+    #[test]
     fn leaving_the_budget_policy_gives_the_reactor_its_window_back() {
         let mut s = budget(10);
         let mut r = Fake::new(Mode::Hybrid);
         r.snap.spin_window = Some(Duration::from_micros(16));
+        r.snap.queue_period = Some(Duration::from_micros(400));
         s.sample(&[r.tick(0.0, 0, 0, 0)]);
         s.set_config(SupervisorConfig::with_policy(Policy::Hybrid)).unwrap();
         let d = s.sample(&[r.tick(0.0, 0, 0, 0)]);
         assert_eq!(d.len(), 1);
         assert_eq!(
-            (d[0].from, d[0].to, d[0].spin_window),
-            (Mode::Hybrid, Mode::Hybrid, None)
+            (d[0].from, d[0].to, d[0].spin_window, d[0].queue_period),
+            (Mode::Hybrid, Mode::Hybrid, None, None)
         );
+        // Under adaptive too, and under a fixed mode.
+        for policy in [Policy::Adaptive, Policy::Interrupt] {
+            let mut s = budget(500);
+            let mut r = Fake::new(Mode::Interrupt);
+            r.snap.queue_period = Some(Duration::from_micros(400));
+            s.sample(&[r.tick(0.0, 0, 0, 0)]);
+            s.set_config(SupervisorConfig::with_policy(policy)).unwrap();
+            let d = s.sample(&[r.tick(0.0, 0, 0, 0)]);
+            assert_eq!(d.len(), 1, "{policy}: {d:?}");
+            assert_eq!(d[0].queue_period, None, "{policy}");
+        }
     }
 }

@@ -118,7 +118,8 @@ fn run(cx: &mut Context, inner: Arc<Inner>) {
 
 /// What the next step is, decided under the lock.
 enum Next {
-    Window(u64, u64),
+    /// Copy on from this block.
+    Window(u64),
     Finished,
 }
 
@@ -147,8 +148,7 @@ fn step(cx: &mut Context, run: Run) {
                     inner.publish(c);
                     Next::Finished
                 } else {
-                    let blocks = inner.options.get().window_blocks(inner.info.block_size);
-                    Next::Window(p.next, (p.next + blocks).min(total))
+                    Next::Window(p.next)
                 }
             }
         }
@@ -159,18 +159,7 @@ fn step(cx: &mut Context, run: Run) {
             super::persist::request(cx, &inner);
             finish(cx, run)
         }
-        Next::Window(start, end) => {
-            window::apply_everywhere(
-                cx,
-                &inner,
-                Some((start, end)),
-                Box::new(move |cx| {
-                    let mut run = run;
-                    run.started = Instant::now();
-                    copy(cx, run, (start, end));
-                }),
-            );
-        }
+        Next::Window(start) => pipeline(cx, run, start),
     }
 }
 
@@ -195,15 +184,6 @@ fn finish(cx: &mut Context, done: Run) {
     );
 }
 
-/// Sets the process's abort reason (unless one is set) and goes on to the
-/// step that ends it.
-fn abort(cx: &mut Context, run: Run, why: String) {
-    if let Some(p) = lock(&run.inner.config).process.as_mut() {
-        p.abort.get_or_insert(why);
-    }
-    step(cx, run);
-}
-
 /// Most bytes one piece of a window's copy moves. A window is copied as
 /// pieces that are all in flight at once, each written as soon as it is
 /// read, so writing one piece overlaps reading the next instead of the
@@ -212,10 +192,17 @@ fn abort(cx: &mut Context, run: Run, why: String) {
 /// copy, docs/performance.md).
 const PIECE_BYTES: u64 = 128 * 1024;
 
-/// One window's copy in flight: its pieces share this.
+/// Windows copied at once when the rebuild runs unlimited. With one, the
+/// copy stops at each window's end: the last piece's write, then moving the
+/// lock on every reactor, then the next window's first read, with nothing
+/// in flight meanwhile. With two, the next window is locked (the locked
+/// range grows to cover both) and copied while the first one's last pieces
+/// are still on their way. Under a rate limit one is enough (the rate, not
+/// the latency, decides), and the pause between windows unlocks.
+const WINDOWS_IN_FLIGHT: usize = 2;
+
+/// One window's copy in flight.
 struct WindowCopy {
-    /// The process, back when the last piece ends.
-    run: Option<Run>,
     w: (u64, u64),
     m: Arc<Members>,
     source: u8,
@@ -229,49 +216,187 @@ struct WindowCopy {
     write_failed: Option<String>,
 }
 
-type Shared = std::rc::Rc<std::cell::RefCell<WindowCopy>>;
+/// The windows being copied, on the process's reactor.
+struct Pipe {
+    /// The process; taken out when the last window ends.
+    run: Option<Run>,
+    /// Windows in flight, oldest first; progress is recorded in this order.
+    flight: std::collections::VecDeque<WindowCopy>,
+    /// The end of the locked range: the next window starts here.
+    locked_to: u64,
+    /// A lock move is on its way to every reactor.
+    moving: bool,
+    /// Under a rate limit: when the next window may start.
+    pause_until: Option<Instant>,
+}
 
-/// Copies locked window `w` from an operational base onto the target.
-fn copy(cx: &mut Context, mut run: Run, w: (u64, u64)) {
-    let state = lock(&run.inner.config)
-        .process
-        .as_ref()
-        .map(|p| (p.target_slot, p.abort.is_some()));
-    let Some((target_slot, aborted)) = state else {
-        return finish(cx, run);
+/// The pipe, shared by its pieces' completions. Only the process's reactor
+/// touches it, but a window move's continuation must be `Send`: a mutex
+/// that is never contended.
+type Shared = Arc<std::sync::Mutex<Pipe>>;
+
+/// Copies the volume from `start` on, window by window, then goes back to
+/// [`step`] (which ends the process).
+fn pipeline(cx: &mut Context, run: Run, start: u64) {
+    let sh: Shared = Arc::new(std::sync::Mutex::new(Pipe {
+        run: Some(run),
+        flight: std::collections::VecDeque::new(),
+        locked_to: start,
+        moving: false,
+        pause_until: None,
+    }));
+    advance(cx, &sh);
+}
+
+/// Records the windows done in order, then locks and starts the next window
+/// while fewer than the allowed number are in flight; once nothing is left
+/// to copy (or the process stops) and the last window ended, goes back to
+/// [`step`].
+fn advance(cx: &mut Context, sh: &Shared) {
+    let Some(inner) = lock(sh).run.as_ref().map(|r| r.inner.clone()) else {
+        return;
     };
-    if aborted {
-        return step(cx, run);
+    let total = inner.info.num_blocks;
+    let options = inner.options.get();
+    let limited = options.process_max_bandwidth_mb_sec != 0;
+    let mut p = lock(sh);
+    while p.flight.front().is_some_and(|f| f.pending == 0) {
+        let Some(done) = p.flight.pop_front() else { break };
+        // A stopping process records nothing more: a window before this one
+        // may have failed.
+        if let Some(pr) = lock(&inner.config).process.as_mut()
+            && pr.abort.is_none()
+        {
+            pr.next = done.w.1;
+        }
+        if limited && let Some(run) = p.run.as_ref() {
+            p.pause_until = copy_deadline(run, done.w.1 - done.w.0);
+        }
     }
-    let m: Arc<Members> = run.inner.members.load_full();
+    if p.moving {
+        return;
+    }
+    let stopping = lock(&inner.config).process.as_ref().is_none_or(|pr| pr.abort.is_some());
+    if stopping || p.locked_to >= total {
+        if p.flight.is_empty()
+            && let Some(run) = p.run.take()
+        {
+            drop(p);
+            step(cx, run);
+        }
+        return;
+    }
+    let depth = if limited { 1 } else { WINDOWS_IN_FLIGHT };
+    if p.flight.len() >= depth {
+        return;
+    }
+    if let Some(until) = p
+        .pause_until
+        .take()
+        .filter(|t| limited && t.saturating_duration_since(Instant::now()) >= MIN_PAUSE)
+    {
+        // Writes need not wait out the pause: unlock, then sleep.
+        p.moving = true;
+        drop(p);
+        let sh = sh.clone();
+        window::apply_everywhere(
+            cx,
+            &inner,
+            None,
+            Box::new(move |cx| {
+                cx.timer_once(until.saturating_duration_since(Instant::now()), move |cx| {
+                    lock(&sh).moving = false;
+                    advance(cx, &sh);
+                });
+            }),
+        );
+        return;
+    }
+    let start = p.locked_to;
+    let end = (start + options.window_blocks(inner.info.block_size)).min(total);
+    // The lock covers every window in flight and the new one.
+    let low = p.flight.front().map_or(start, |f| f.w.0);
+    p.locked_to = end;
+    p.moving = true;
+    drop(p);
+    let sh = sh.clone();
+    window::apply_everywhere(
+        cx,
+        &inner,
+        Some((low, end)),
+        Box::new(move |cx| {
+            {
+                let mut p = lock(&sh);
+                p.moving = false;
+                if let Some(run) = p.run.as_mut() {
+                    run.started = Instant::now();
+                }
+            }
+            // Refused (the process stops): advance ends it.
+            let _ = start_window(cx, &sh, (start, end));
+            advance(cx, &sh);
+        }),
+    );
+}
+
+/// Sets the process's abort reason (unless one is set).
+fn set_abort(inner: &Inner, why: String) {
+    if let Some(p) = lock(&inner.config).process.as_mut() {
+        p.abort.get_or_insert(why);
+    }
+}
+
+/// Starts copying locked window `w` from an operational base onto the
+/// target (again, after a read failed, when it is in flight already).
+/// Returns false, with the process stopping, when it cannot.
+fn start_window(cx: &mut Context, sh: &Shared, w: (u64, u64)) -> bool {
+    let Some(inner) = lock(sh).run.as_ref().map(|r| r.inner.clone()) else {
+        return false;
+    };
+    let target = lock(&inner.config).process.as_ref().map(|p| p.target_slot);
+    let stop = |why: &str| {
+        set_abort(&inner, why.to_string());
+        false
+    };
+    let Some(target_slot) = target else {
+        return stop("the process ended");
+    };
+    let m: Arc<Members> = inner.members.load_full();
     if m.get(target_slot).is_none() {
-        return abort(cx, run, "the target left the volume".to_string());
+        return stop("the target left the volume");
     }
     let sources: Vec<_> = m.bases.iter().filter(|b| b.readable).collect();
     if sources.is_empty() {
-        return abort(cx, run, "no operational base bdev to copy from".to_string());
+        return stop("no operational base bdev to copy from");
     }
-    let src = sources[run.turn % sources.len()];
-    run.turn = run.turn.wrapping_add(1);
-    let (bdev, source, offset) = (src.bdev.clone(), src.slot, src.data_offset);
-    let per_piece = (PIECE_BYTES / u64::from(run.inner.info.block_size)).max(1);
+    let per_piece = (PIECE_BYTES / u64::from(inner.info.block_size)).max(1);
     let pieces: Vec<(u64, u64)> = (w.0..w.1)
         .step_by(per_piece as usize)
         .map(|start| (start, (start + per_piece).min(w.1)))
         .collect();
-    let mut bufs: Vec<Vec<u8>> = (0..pieces.len()).map(|_| run.bufs.pop().unwrap_or_default()).collect();
-    // Every piece is counted before the first is submitted: a bdev that
-    // completes inside `submit` must not see the copy end early.
-    let shared: Shared = std::rc::Rc::new(std::cell::RefCell::new(WindowCopy {
-        run: Some(run),
-        w,
-        m,
-        source,
-        target_slot,
-        pending: pieces.len(),
-        read_failed: None,
-        write_failed: None,
-    }));
+    let (bdev, offset, mut bufs) = {
+        let mut p = lock(sh);
+        let Some(run) = p.run.as_mut() else { return false };
+        let src = sources[run.turn % sources.len()];
+        run.turn = run.turn.wrapping_add(1);
+        let bufs: Vec<Vec<u8>> = (0..pieces.len()).map(|_| run.bufs.pop().unwrap_or_default()).collect();
+        let copy = WindowCopy {
+            w,
+            m: m.clone(),
+            source: src.slot,
+            target_slot,
+            // Every piece is counted before the first is submitted: a bdev
+            // that completes inside `submit` must not see the copy end early.
+            pending: pieces.len(),
+            read_failed: None,
+            write_failed: None,
+        };
+        match p.flight.iter_mut().find(|f| f.w == w) {
+            Some(again) => *again = copy,
+            None => p.flight.push_back(copy),
+        }
+        (src.bdev.clone(), src.data_offset, bufs)
+    };
     for piece in pieces {
         let buf = bufs.pop().unwrap_or_default();
         let io = BdevIo::Read {
@@ -279,19 +404,24 @@ fn copy(cx: &mut Context, mut run: Run, w: (u64, u64)) {
             blocks: piece.1 - piece.0,
             buf,
         };
-        let sh = shared.clone();
+        let sh = sh.clone();
         bdev.submit(
             cx,
             io,
-            BdevDone::from_fn(move |cx, r, buf| piece_read(cx, &sh, piece, r, buf)),
+            BdevDone::from_fn(move |cx, r, buf| piece_read(cx, &sh, w, piece, r, buf)),
         );
     }
+    true
 }
 
-/// A piece was read: written to the target unless the copy already failed.
-fn piece_read(cx: &mut Context, sh: &Shared, piece: (u64, u64), r: Result<(), BdevError>, buf: Vec<u8>) {
+/// A piece of window `w` was read: written to the target unless the
+/// window's copy already failed.
+fn piece_read(cx: &mut Context, sh: &Shared, w: (u64, u64), piece: (u64, u64), r: Result<(), BdevError>, buf: Vec<u8>) {
     let target = {
-        let mut c = sh.borrow_mut();
+        let mut p = lock(sh);
+        let Some(c) = p.flight.iter_mut().find(|f| f.w == w) else {
+            return;
+        };
         if let Err(e) = r {
             c.read_failed.get_or_insert(format!("rebuild read failed: {e}"));
         }
@@ -308,7 +438,7 @@ fn piece_read(cx: &mut Context, sh: &Shared, piece: (u64, u64), r: Result<(), Bd
         }
     };
     let Some((bdev, offset)) = target else {
-        return piece_ended(cx, sh, buf);
+        return piece_ended(cx, sh, w, buf);
     };
     let io = BdevIo::Write {
         lba: piece.0 + offset,
@@ -319,79 +449,63 @@ fn piece_read(cx: &mut Context, sh: &Shared, piece: (u64, u64), r: Result<(), Bd
         cx,
         io,
         BdevDone::from_fn(move |cx, r, buf| {
-            if let Err(e) = r {
-                sh.borrow_mut()
-                    .write_failed
-                    .get_or_insert(format!("rebuild write failed: {e}"));
+            if let Err(e) = r
+                && let Some(c) = lock(&sh).flight.iter_mut().find(|f| f.w == w)
+            {
+                c.write_failed.get_or_insert(format!("rebuild write failed: {e}"));
             }
-            piece_ended(cx, &sh, buf);
+            piece_ended(cx, &sh, w, buf);
         }),
     );
 }
 
-/// A piece ended; after the last one the process goes on: to the next
-/// window, to this one again from another base (a read failed), or to its
-/// end (the target failed).
-fn piece_ended(cx: &mut Context, sh: &Shared, buf: Vec<u8>) {
-    let ended = {
-        let mut c = sh.borrow_mut();
-        if let Some(run) = c.run.as_mut() {
+/// A piece of window `w` ended; after its last one the window is done (and
+/// [`advance`] records it), copied again from another base (a read
+/// failed), or dropped with the process stopping (the target failed).
+fn piece_ended(cx: &mut Context, sh: &Shared, w: (u64, u64), buf: Vec<u8>) {
+    let failed = {
+        let mut p = lock(sh);
+        let p = &mut *p;
+        if let Some(run) = p.run.as_mut() {
             run.bufs.push(buf);
         }
+        let Some(i) = p.flight.iter().position(|f| f.w == w) else {
+            return;
+        };
+        let c = &mut p.flight[i];
         c.pending -= 1;
         if c.pending > 0 {
             return;
         }
-        let run = c.run.take();
-        run.map(|run| {
-            (
-                run,
-                c.w,
-                c.m.version,
-                c.source,
-                c.target_slot,
-                c.read_failed.take(),
-                c.write_failed.take(),
-            )
-        })
+        let (version, source, target_slot) = (c.m.version, c.source, c.target_slot);
+        let (read_failed, write_failed) = (c.read_failed.take(), c.write_failed.take());
+        if write_failed.is_some() {
+            // Never recorded as copied: the process stops.
+            p.flight.remove(i);
+        }
+        p.run
+            .as_ref()
+            .map(|r| (r.inner.clone(), version, source, target_slot, read_failed, write_failed))
     };
-    let Some((run, w, version, source, target_slot, read_failed, write_failed)) = ended else {
+    let Some((inner, version, source, target_slot, read_failed, write_failed)) = failed else {
         return;
     };
     if let Some(why) = write_failed {
         // Taking the target out sets the abort reason.
-        run.inner.fail_base(cx, target_slot, version, &why);
-        return step(cx, run);
+        inner.fail_base(cx, target_slot, version, &why);
+        set_abort(&inner, why);
+    } else if let Some(why) = read_failed {
+        inner.fail_base(cx, source, version, &why);
+        // Another operational base, if one is left; else the process stops
+        // and the window, never copied, is dropped.
+        if !start_window(cx, sh, w) {
+            let mut p = lock(sh);
+            if let Some(i) = p.flight.iter().position(|f| f.w == w) {
+                p.flight.remove(i);
+            }
+        }
     }
-    if let Some(why) = read_failed {
-        run.inner.fail_base(cx, source, version, &why);
-        // Another operational base, if one is left.
-        return copy(cx, run, w);
-    }
-    copied(cx, run, w);
-}
-
-/// Window `w` is on the target: record it, then the next window, after
-/// the rate limit's pause if there is one.
-fn copied(cx: &mut Context, run: Run, w: (u64, u64)) {
-    if let Some(p) = lock(&run.inner.config).process.as_mut() {
-        p.next = w.1;
-    }
-    let Some(until) =
-        copy_deadline(&run, w.1 - w.0).filter(|t| t.saturating_duration_since(Instant::now()) >= MIN_PAUSE)
-    else {
-        return step(cx, run);
-    };
-    // Writes need not wait out the pause: unlock, then sleep.
-    let inner = run.inner.clone();
-    window::apply_everywhere(
-        cx,
-        &inner,
-        None,
-        Box::new(move |cx| {
-            cx.timer_once(until.saturating_duration_since(Instant::now()), move |cx| step(cx, run));
-        }),
-    );
+    advance(cx, sh);
 }
 
 /// When the next window may start under the rate limit

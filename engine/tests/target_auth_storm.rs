@@ -63,7 +63,7 @@ fn attempt(t: &Tgt, wrong: &Arc<AuthConfig>, i: usize) {
             .contains("controller refused authentication: authentication failed"),
         "attempt {i}: {e}"
     );
-    if i % 100 == 0 {
+    if i.is_multiple_of(100) {
         let mut sqe = Sqe([0; 64]);
         sqe.0[0] = admin_opc::KEEP_ALIVE;
         let r = q.call("Keep Alive", sqe, &[], 0);

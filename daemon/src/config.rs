@@ -180,6 +180,18 @@ pub struct HostDhchapConfig {
     pub dhchap_ctrlr_key: Option<PathBuf>,
 }
 
+/// The TLS PSK of one listed host (`[[subsystem.host_psk]]`), as SPDK's
+/// `nvmf_subsystem_add_host --psk` with a file keyring entry: a file (mode
+/// 0600, owned by the daemon's user) holding an `NVMeTLSkey-1:HH:...:` PSK.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostPskConfig {
+    /// The host's NQN (one of `hosts`).
+    pub host: Option<String>,
+    /// File with the PSK in the interchange format.
+    pub psk: Option<PathBuf>,
+}
+
 /// A subsystem in the file (`[[subsystem]]`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -199,9 +211,16 @@ pub struct SubsystemConfig {
     /// (`[[subsystem.host_dhchap]]`).
     #[serde(default)]
     pub host_dhchap: Vec<HostDhchapConfig>,
+    /// Listed hosts with a TLS PSK (`[[subsystem.host_psk]]`).
+    #[serde(default)]
+    pub host_psk: Vec<HostPskConfig>,
     /// This subsystem's own listeners ("ADDR:PORT").
     #[serde(default)]
     pub listen: Vec<String>,
+    /// This subsystem's own TLS-only listeners ("ADDR:PORT"; SPDK's
+    /// `nvmf_subsystem_add_listener --secure-channel`).
+    #[serde(default)]
+    pub listen_secure_channel: Vec<String>,
     /// Namespaces, in order.
     #[serde(default)]
     pub namespaces: Vec<NamespaceConfig>,
@@ -443,8 +462,12 @@ pub struct SubsystemSpec {
     pub hosts: Vec<String>,
     /// Hosts that authenticate: (host NQN, host key file, controller key file).
     pub host_dhchap: Vec<(String, PathBuf, Option<PathBuf>)>,
+    /// Hosts with a TLS PSK: (host NQN, PSK file).
+    pub host_psk: Vec<(String, PathBuf)>,
     /// Own listeners.
     pub listen: Vec<SocketAddr>,
+    /// Own TLS-only listeners (`secure_channel`).
+    pub listen_secure_channel: Vec<SocketAddr>,
     /// (bdev name, NSID or 0 for the lowest free).
     pub namespaces: Vec<(String, u32)>,
     /// Most namespaces.
@@ -953,9 +976,44 @@ fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Resul
         };
         host_dhchap.push((host, key, d.dhchap_ctrlr_key.clone()));
     }
+    let mut host_psk: Vec<(String, PathBuf)> = Vec::new();
+    for (j, d) in s.host_psk.iter().enumerate() {
+        let f = |x: &str| format!("subsystem[{i}].host_psk[{j}].{x}");
+        let Some(host) = d.host.clone() else {
+            return bad(f("host"), "(missing)", "the NQN of a host in `hosts`");
+        };
+        if !s.hosts.contains(&host) {
+            return bad(f("host"), format!("\"{host}\""), "a host listed in `hosts`");
+        }
+        if host_psk.iter().any(|(h, _)| *h == host) {
+            return bad(f("host"), format!("\"{host}\""), "a host not already given a PSK");
+        }
+        let Some(psk) = d.psk.clone() else {
+            return bad(f("psk"), "(missing)", "the path of a file holding an NVMeTLSkey-1 PSK");
+        };
+        host_psk.push((host, psk));
+    }
     let mut listen = Vec::new();
     for (j, l) in s.listen.iter().enumerate() {
         listen.push(parse_addr(l).or_else(|e| bad(format!("subsystem[{i}].listen[{j}]"), format!("\"{l}\""), e))?);
+    }
+    let mut listen_secure_channel = Vec::new();
+    for (j, l) in s.listen_secure_channel.iter().enumerate() {
+        let a = parse_addr(l).or_else(|e| {
+            bad(
+                format!("subsystem[{i}].listen_secure_channel[{j}]"),
+                format!("\"{l}\""),
+                e,
+            )
+        })?;
+        if allow_any_host {
+            return bad(
+                format!("subsystem[{i}].listen_secure_channel[{j}]"),
+                format!("\"{l}\""),
+                "hosts with PSKs: a secure channel is refused while allow_any_host = true",
+            );
+        }
+        listen_secure_channel.push(a);
     }
     let max_namespaces = s.max_namespaces.unwrap_or(DEFAULT_MAX_NAMESPACES);
     if !(1..=1024).contains(&max_namespaces) {
@@ -1024,7 +1082,9 @@ fn resolve_subsystem(i: usize, s: &SubsystemConfig, bdevs: &[BdevSpec]) -> Resul
         allow_any_host,
         hosts: s.hosts.clone(),
         host_dhchap,
+        host_psk,
         listen,
+        listen_secure_channel,
         namespaces,
         max_namespaces,
     })

@@ -1,13 +1,42 @@
 //! Key files: a DH-HMAC-CHAP secret (`DHHC-1:NN:...:`, as `nvme
-//! gen-dhchap-key` writes it) read from a file that only the daemon's user
-//! may read, as SPDK's file keyring insists. No error quotes the key.
+//! gen-dhchap-key` writes it) or an NVMe/TCP TLS PSK (`NVMeTLSkey-1:HH:...:`,
+//! as `nvme gen-tls-key` writes it) read from a file that only the daemon's
+//! user may read, as SPDK's file keyring insists. No error quotes the key.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use lull_proto::auth::DhchapSecret;
+use lull_proto::tls_psk::ConfiguredPsk;
 use zeroize::Zeroizing;
+
+/// What a key file holds.
+#[derive(Clone, Debug)]
+pub enum KeyMaterial {
+    /// A DH-HMAC-CHAP secret (`DHHC-1`).
+    Dhchap(DhchapSecret),
+    /// An NVMe/TCP TLS pre-shared key (`NVMeTLSkey-1`).
+    TlsPsk(ConfiguredPsk),
+}
+
+/// Reads and parses the key in `path`: a DH-HMAC-CHAP secret or a TLS PSK,
+/// told apart by the prefix.
+///
+/// # Errors
+/// As [`read_dhchap_key`]; for an `NVMeTLSkey-1` file, the PSK's parse error.
+pub fn read_key(path: &Path) -> Result<KeyMaterial, String> {
+    let shown = path.display();
+    let text = read_private(path)?;
+    if text.trim_start().starts_with("NVMeTLSkey-") {
+        return ConfiguredPsk::parse(&text)
+            .map(KeyMaterial::TlsPsk)
+            .map_err(|e| format!("key file {shown}: {e}"));
+    }
+    DhchapSecret::parse(&text)
+        .map(KeyMaterial::Dhchap)
+        .map_err(|e| format!("key file {shown}: {e}"))
+}
 
 /// Reads and parses the DH-HMAC-CHAP secret in `path`.
 ///
@@ -16,6 +45,13 @@ use zeroize::Zeroizing;
 /// readable or writable by group or others, owned by another user, or not
 /// holding a valid `DHHC-1` secret.
 pub fn read_dhchap_key(path: &Path) -> Result<DhchapSecret, String> {
+    let text = read_private(path)?;
+    DhchapSecret::parse(&text).map_err(|e| format!("key file {}: {e}", path.display()))
+}
+
+/// The text of the key file `path`, after checking it is a regular file of
+/// the daemon's user that nobody else may read or write.
+fn read_private(path: &Path) -> Result<Zeroizing<String>, String> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| format!("key file {shown}: {e}"))?;
     if !meta.is_file() {
@@ -35,8 +71,7 @@ pub fn read_dhchap_key(path: &Path) -> Result<DhchapSecret, String> {
             meta.uid()
         ));
     }
-    let text = read_secret(path).map_err(|e| format!("key file {shown}: {e}"))?;
-    DhchapSecret::parse(&text).map_err(|e| format!("key file {shown}: {e}"))
+    read_secret(path).map_err(|e| format!("key file {shown}: {e}"))
 }
 
 /// The file's text, in memory zeroed on drop. Key files are short: more
@@ -46,7 +81,7 @@ fn read_secret(path: &Path) -> Result<Zeroizing<String>, String> {
     let mut buf = Zeroizing::new(Vec::with_capacity(256));
     f.take(4097).read_to_end(&mut buf).map_err(|e| e.to_string())?;
     if buf.len() > 4096 {
-        return Err("longer than any DH-HMAC-CHAP secret".into());
+        return Err("longer than any DH-HMAC-CHAP secret or TLS PSK".into());
     }
     let text = std::str::from_utf8(&buf).map_err(|_| "not text".to_string())?;
     Ok(Zeroizing::new(text.to_string()))
@@ -90,5 +125,22 @@ mod tests {
         assert!(e.contains("/nonexistent/lull.key"), "{e}");
         let p = file("long", &"x".repeat(5000), 0o600);
         assert!(read_dhchap_key(&p).unwrap_err().contains("longer"));
+    }
+
+    #[test]
+    fn reads_tls_psks_with_the_same_checks() {
+        // libnvme's test/psk.c key.
+        let psk = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:\n";
+        let p = file("psk", psk, 0o600);
+        assert!(matches!(read_key(&p).unwrap(), KeyMaterial::TlsPsk(k) if k.hash().id() == 1));
+        assert!(matches!(
+            read_key(&file("dh", SECRET, 0o600)).unwrap(),
+            KeyMaterial::Dhchap(_)
+        ));
+        let e = read_key(&file("psk-open", psk, 0o640)).unwrap_err();
+        assert!(e.contains("mode 0640") && e.contains("chmod 0600"), "{e}");
+        let bad = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrY:";
+        let e = read_key(&file("psk-bad", bad, 0o600)).unwrap_err();
+        assert!(e.contains("CRC-32") && !e.contains("VRLb"), "{e}");
     }
 }

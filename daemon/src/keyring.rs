@@ -1,6 +1,6 @@
 //! The file keyring, in SPDK's terms (`keyring_file_add_key`,
 //! `keyring_file_remove_key`, `keyring_get_keys`): named DH-HMAC-CHAP
-//! secrets, each read once from a key file that only the daemon's user may
+//! secrets and NVMe/TCP TLS PSKs, each read once from a key file that only the daemon's user may
 //! read ([`crate::keyfile`]). Hosts and controllers name keys; nothing that
 //! lists keys shows a secret, only its name and file.
 //!
@@ -13,14 +13,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use lull_proto::auth::DhchapSecret;
+use lull_proto::tls_psk::ConfiguredPsk;
+
+pub use crate::keyfile::KeyMaterial;
 
 /// One named key.
 #[derive(Clone, Debug)]
 pub struct KeyEntry {
     /// The key file it was read from.
     pub path: PathBuf,
-    /// The secret (its `Debug` shows no key bytes).
-    pub secret: DhchapSecret,
+    /// The key (its `Debug` shows no key bytes).
+    pub secret: KeyMaterial,
     /// Removed by `keyring_file_remove_key` while still in use.
     pub removed: bool,
 }
@@ -41,6 +44,10 @@ pub enum KeyringError {
     /// No key with this name.
     #[error("key {0} does not exist")]
     NotFound(String),
+    /// The key is of the other kind (a TLS PSK where a DH-HMAC-CHAP secret
+    /// is wanted, or the reverse).
+    #[error("key {0} is {1}")]
+    WrongKind(String, &'static str),
 }
 
 /// Longest key name, bytes (SPDK's names are free-form; this bounds them).
@@ -91,7 +98,7 @@ impl Keyring {
             return Err(KeyringError::Exists(name.to_string()));
         }
         // Read outside the lock: a slow file system stalls no other caller.
-        let secret = crate::keyfile::read_dhchap_key(path).map_err(KeyringError::BadFile)?;
+        let secret = crate::keyfile::read_key(path).map_err(KeyringError::BadFile)?;
         let mut keys = self.lock();
         if keys.get(name).is_some_and(|e| !e.removed) {
             return Err(KeyringError::Exists(name.to_string()));
@@ -154,7 +161,35 @@ impl Keyring {
     /// [`KeyringError::NotFound`].
     pub fn get(&self, name: &str) -> Result<DhchapSecret, KeyringError> {
         match self.lock().get(name) {
-            Some(e) if !e.removed => Ok(e.secret.clone()),
+            Some(KeyEntry {
+                secret: KeyMaterial::Dhchap(s),
+                removed: false,
+                ..
+            }) => Ok(s.clone()),
+            Some(e) if !e.removed => Err(KeyringError::WrongKind(
+                name.to_string(),
+                "a TLS PSK (NVMeTLSkey-1), not a DH-HMAC-CHAP secret",
+            )),
+            _ => Err(KeyringError::NotFound(name.to_string())),
+        }
+    }
+
+    /// The TLS PSK of the key `name` (not removed).
+    ///
+    /// # Errors
+    /// [`KeyringError::NotFound`]; [`KeyringError::WrongKind`] for a
+    /// DH-HMAC-CHAP secret.
+    pub fn get_psk(&self, name: &str) -> Result<ConfiguredPsk, KeyringError> {
+        match self.lock().get(name) {
+            Some(KeyEntry {
+                secret: KeyMaterial::TlsPsk(p),
+                removed: false,
+                ..
+            }) => Ok(p.clone()),
+            Some(e) if !e.removed => Err(KeyringError::WrongKind(
+                name.to_string(),
+                "a DH-HMAC-CHAP secret (DHHC-1), not a TLS PSK",
+            )),
             _ => Err(KeyringError::NotFound(name.to_string())),
         }
     }

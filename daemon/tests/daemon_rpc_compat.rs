@@ -152,17 +152,19 @@ fn defaults_clients_send_are_accepted_and_the_rest_refused() {
         "nvmf_subsystem_add_host",
         json!({"nqn": NQN, "host": rpc_client::HOSTNQN, "psk": null}),
     );
+    // psk is implemented: it names a keyring key, and this one is not there.
     let m = c.expect(
-        INVALID_PARAMS,
+        rpc_client::ENODEV,
         "nvmf_subsystem_add_host",
         json!({"nqn": NQN, "host": rpc_client::HOSTNQN, "psk": "key0"}),
     );
-    assert!(m.contains("psk"), "{m}");
+    assert!(m.contains("psk") && m.contains("key0"), "{m}");
     let port = serve_port(&mut c);
+    // secure_channel is implemented (TLS); a plain socket implementation with it is refused.
     let m = c.expect(
         INVALID_PARAMS,
         "nvmf_subsystem_add_listener",
-        json!({"nqn": NQN, "secure_channel": true,
+        json!({"nqn": NQN, "secure_channel": true, "sock_impl": "uring",
             "listen_address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "0"}}),
     );
     assert!(m.contains("secure_channel"), "{m}");

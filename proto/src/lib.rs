@@ -5,6 +5,8 @@
 //! - [`nvme`]: SQE, CQE, SGL descriptors, status codes, opcodes; [`nvme::cmd`]: typed admin and I/O commands;
 //! - [`fabrics`]: Connect, Property Get/Set, Authentication Send/Receive, Disconnect;
 //! - [`auth`]: DH-HMAC-CHAP in-band authentication (secrets, messages, both roles' state machines);
+//! - [`tls_psk`]: NVMe/TCP TLS pre-shared keys (the `NVMeTLSkey-1` interchange format,
+//!   retained and TLS PSK derivation, PSK identities v0 and v1);
 //! - [`target_queue`]: the controller side of one queue pair as a state machine,
 //!   fed bytes and yielding commands, bytes to send and errors;
 //! - [`host_queue`]: the host side of one queue pair, as a state machine.
@@ -26,3 +28,4 @@ pub mod host_queue;
 pub mod nvme;
 pub mod pdu;
 pub mod target_queue;
+pub mod tls_psk;

@@ -26,6 +26,9 @@
 #      keys changed while connected: nvmf_subsystem_set_keys on nvmf_tgt, then
 #      bdev_nvme_set_keys on lull's daemon (every queue re-authenticates, no
 #      reset), and old keys refused with -EACCES.
+#   7. tests/interop/spdk-tls.sh: NVMe/TCP TLS 1.3 with PSKs both ways (bdevperf
+#      with "psk" against `lull target --secure-channel`, `lull perf --psk`
+#      against nvmf_tgt --secure-channel), a wrong PSK refused, tshark's view.
 #
 # The SPDK build comes from the peer script (cached under /var/cache/spdk-peer,
 # built on first use, about 4 minutes on 2 cores). Ports LULL_PORT..+3 (4460)
@@ -586,6 +589,16 @@ if SPDK_PID=$("$PEER" target --port "$SPDK_PORT" --core 0 --nqn "$SPDK_NQN" --si
     stop_spdk
 else
     fail "nvmf_tgt (auth) did not start"
+fi
+
+# ---- 7: TLS both ways -------------------------------------------------------------
+
+echo "=== NVMe/TCP TLS 1.3 with PSKs both ways (tests/interop/spdk-tls.sh)"
+if SPDK_PEER=$PEER LULL=$LULL bash tests/interop/spdk-tls.sh >"$WORK/spdk-tls.log" 2>&1; then
+    pass "tests/interop/spdk-tls.sh: $(tail -n 1 "$WORK/spdk-tls.log")"
+else
+    fail "tests/interop/spdk-tls.sh"
+    grep -E '^(PASS|FAIL)' "$WORK/spdk-tls.log" || tail -n 20 "$WORK/spdk-tls.log"
 fi
 
 echo "spdk-interop: $passed passed, $failed failed"

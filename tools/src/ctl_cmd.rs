@@ -684,11 +684,16 @@ enum SubsystemCmd {
     },
     /// Listen for it on ADDR:PORT (creating the TCP transport if needed).
     /// Example: lull subsystem add-listener nqn.2024-01.io.lull:vol1 0.0.0.0:4420
+    /// Example (TLS only): lull subsystem add-listener --secure-channel nqn.2024-01.io.lull:vol1 0.0.0.0:4421
     AddListener {
         /// NQN (or `discovery`).
         nqn: String,
         /// ADDR:PORT.
         addr: String,
+        /// TLS 1.3 only on this port (SPDK's --secure-channel): hosts connect
+        /// with the PSK given them by `add-host --psk`.
+        #[arg(long)]
+        secure_channel: bool,
     },
     /// Stop listening for it on ADDR:PORT.
     RemoveListener {
@@ -698,11 +703,17 @@ enum SubsystemCmd {
         addr: String,
     },
     /// Allow a host.
+    /// Example (with a TLS PSK): lull rpc keyring_file_add_key '{"name":"psk0","path":"/etc/lull/keys/h1.psk"}'
+    /// then lull subsystem add-host --psk psk0 nqn.2024-01.io.lull:vol1 HOSTNQN
     AddHost {
         /// NQN.
         nqn: String,
         /// Host NQN.
         host: String,
+        /// The keyring name of the host's TLS PSK (an NVMeTLSkey-1 file added
+        /// with keyring_file_add_key), for secure_channel listeners.
+        #[arg(long, value_name = "KEYNAME")]
+        psk: Option<String>,
     },
     /// Disallow a host (its controllers are disconnected).
     RemoveHost {
@@ -772,7 +783,11 @@ pub fn subsystem(a: SubsystemArgs) -> Result<(), String> {
         SubsystemCmd::RemoveNs { nqn, nsid } => {
             call(s, "nvmf_subsystem_remove_ns", json!({"nqn": nqn, "nsid": nsid}))?;
         }
-        SubsystemCmd::AddListener { nqn, addr } => {
+        SubsystemCmd::AddListener {
+            nqn,
+            addr,
+            secure_channel,
+        } => {
             let mut c = Client::connect(&s.rpc_socket)?;
             let transports = c.call("nvmf_get_transports", Value::Null)?;
             if transports.as_array().is_none_or(Vec::is_empty) {
@@ -780,7 +795,7 @@ pub fn subsystem(a: SubsystemArgs) -> Result<(), String> {
             }
             c.call(
                 "nvmf_subsystem_add_listener",
-                json!({"nqn": nqn, "listen_address": listen_address(&addr)?}),
+                json!({"nqn": nqn, "listen_address": listen_address(&addr)?, "secure_channel": secure_channel}),
             )?;
         }
         SubsystemCmd::RemoveListener { nqn, addr } => {
@@ -790,8 +805,12 @@ pub fn subsystem(a: SubsystemArgs) -> Result<(), String> {
                 json!({"nqn": nqn, "listen_address": listen_address(&addr)?}),
             )?;
         }
-        SubsystemCmd::AddHost { nqn, host } => {
-            call(s, "nvmf_subsystem_add_host", json!({"nqn": nqn, "host": host}))?;
+        SubsystemCmd::AddHost { nqn, host, psk } => {
+            let mut p = json!({"nqn": nqn, "host": host});
+            if let Some(k) = psk {
+                p["psk"] = json!(k);
+            }
+            call(s, "nvmf_subsystem_add_host", p)?;
         }
         SubsystemCmd::RemoveHost { nqn, host } => {
             call(s, "nvmf_subsystem_remove_host", json!({"nqn": nqn, "host": host}))?;

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use lull_daemon::keyfile::read_dhchap_key;
-use lull_engine::initiator::{HostDhchapKeys, NvmeController, NvmeOptions, NvmeTrid};
+use lull_daemon::keyfile::{KeyMaterial, read_dhchap_key, read_key};
+use lull_engine::initiator::{HostDhchapKeys, HostTls, NvmeController, NvmeOptions, NvmeTrid};
 use lull_perf::arrival::{Arrival, Rate};
 use lull_perf::inproc::{DEFAULT_HOSTNQN, INPROC_NQN, InprocTarget};
 use lull_perf::nvme_perf::{self, PerfReport, Rw, TargetCpu, Workload};
+use lull_proto::tls_psk::ConfiguredPsk;
 use lull_reactor::supervisor::{self, Policy, SupervisorConfig, SupervisorHandle};
 use lull_reactor::{CoreList, Mode, ReactorConfig, Reactors};
 
@@ -255,9 +256,27 @@ pub struct PerfArgs {
     /// bidirectional authentication (the controller proves its key too).
     #[arg(long, value_name = "FILE", requires = "dhchap_key")]
     dhchap_ctrlr_key: Option<std::path::PathBuf>,
+    /// NVMe/TCP TLS 1.3: a file holding the PSK (`NVMeTLSkey-1:HH:...:`, as
+    /// `nvme gen-tls-key` writes it; mode 0600, owned by this user). Every
+    /// queue runs TLS keyed by it (identity version 0); the target must
+    /// listen with secure_channel and know this host's PSK.
+    #[arg(long, value_name = "FILE")]
+    psk: Option<std::path::PathBuf>,
 }
 
 impl PerfArgs {
+    /// The TLS PSK of `--psk`.
+    fn psk(&self) -> Result<Option<ConfiguredPsk>, String> {
+        let Some(p) = &self.psk else { return Ok(None) };
+        match read_key(p).map_err(|e| format!("--psk: {e}"))? {
+            KeyMaterial::TlsPsk(k) => Ok(Some(k)),
+            KeyMaterial::Dhchap(_) => Err(format!(
+                "--psk: {} holds a DH-HMAC-CHAP secret (DHHC-1), not a TLS PSK (NVMeTLSkey-1)",
+                p.display()
+            )),
+        }
+    }
+
     /// The DH-HMAC-CHAP keys of `--dhchap-key` and `--dhchap-ctrlr-key`.
     fn dhchap(&self) -> Result<Option<HostDhchapKeys>, String> {
         let Some(k) = &self.dhchap_key else {
@@ -338,6 +357,7 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
         .options(a.nvme_ioq_poll_period_us, a.nvme_adminq_poll_period_us)?;
     // Key files are checked before anything starts.
     let dhchap = a.dhchap()?;
+    let psk = a.psk()?;
     let stop = stop_flag()?;
     let (tcore, icore, pin) = default_split()?;
     let init_cores = match &a.cores {
@@ -395,6 +415,9 @@ pub fn run(a: PerfArgs) -> Result<(), String> {
     let mut trid = NvmeTrid::new(addr, &subnqn, &a.init.hostnqn);
     if let Some(keys) = dhchap {
         trid = trid.with_dhchap(keys);
+    }
+    if let Some(p) = &psk {
+        trid = trid.with_tls(HostTls::new(p, &a.init.hostnqn, &subnqn, None).map_err(|e| format!("--psk: {e}"))?);
     }
     let ctrlr = NvmeController::attach("perf0", trid, opts, reactors.handles(), a.init.queues as u16)
         .map_err(|e| e.to_string())?;

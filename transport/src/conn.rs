@@ -20,7 +20,7 @@
 //! with a C2HTermReq and the connection is closed at once.
 
 use std::cell::{Cell, RefCell};
-use std::io::{ErrorKind, IoSlice, Read};
+use std::io::{ErrorKind, IoSlice};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
@@ -31,6 +31,9 @@ use std::time::Duration;
 use lull_reactor::{Context, Interest, PollStatus, Poller, PollerId, Readiness};
 
 use lull_proto::target_queue::{QueueEvent, Request, Response, TargetQueue, TargetQueueConfig, take_spare};
+use lull_proto::tls_psk::TlsPsk;
+
+use crate::tls::{Handshake, TlsServer, Wire};
 
 /// How long a new connection may take to send its ICReq and have a Connect
 /// accepted: until then it belongs to no controller and no keep-alive
@@ -48,6 +51,9 @@ const READ_CHUNK: usize = 128 * 1024;
 /// Slices per vectored write: a C2HData header and its payload per read, so
 /// 32 reads' worth go out in one `sendmsg`.
 const WRITE_SLICES: usize = 64;
+
+/// The TLS record type a ClientHello arrives in (RFC 8446 section 5.1).
+const TLS_HANDSHAKE_RECORD: u8 = 22;
 
 /// Most data buffers a connection's pool keeps idle.
 pub const POOL_MAX_BUFFERS: usize = 64;
@@ -180,6 +186,14 @@ pub trait QueueHandler: 'static {
     /// Whether the queue is bound to a controller (its Connect succeeded).
     /// A connection that is not within [`CONNECT_TIMEOUT`] is closed.
     fn is_connected(&self) -> bool;
+
+    /// The connection's TLS handshake finished, keyed by `psk` (its
+    /// identity names the only host and subsystem it may Connect as).
+    /// Called once, before any command, on connections of a secure
+    /// listener only.
+    fn on_secure_channel(&mut self, psk: &TlsPsk) {
+        let _ = psk;
+    }
 }
 
 /// Makes a handler for each new connection, on the reactor that will own it.
@@ -189,11 +203,13 @@ pub type HandlerFactory<H> = Arc<dyn Fn(&mut Context, SocketAddr, SocketAddr) ->
 
 /// One accepted connection: socket, queue state machine and handler.
 pub struct Connection<H: QueueHandler> {
-    stream: TcpStream,
+    wire: Wire,
     peer: SocketAddr,
     queue: TargetQueue,
     handler: H,
     writable_armed: bool,
+    /// The first byte of a secure connection was checked to start a TLS record.
+    peeked: bool,
     live: Rc<Cell<bool>>,
     responder: Responder,
     /// Requests of the batch being executed (kept for its capacity).
@@ -204,7 +220,7 @@ pub struct Connection<H: QueueHandler> {
 
 impl<H: QueueHandler> AsFd for Connection<H> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.stream.as_fd()
+        self.wire.tcp().as_fd()
     }
 }
 
@@ -220,19 +236,42 @@ impl<H: QueueHandler> Connection<H> {
         config: TargetQueueConfig,
         handler: H,
     ) -> std::io::Result<()> {
+        Self::register_secure(cx, stream, peer, config, handler, None)
+    }
+
+    /// As [`register`](Self::register); with `tls`, the connection must
+    /// complete a TLS handshake (within the same [`CONNECT_TIMEOUT`]) before
+    /// any PDU, and every byte after it is TLS records.
+    ///
+    /// # Errors
+    /// When the socket cannot be made non-blocking or registered, or TLS
+    /// cannot be set up for it.
+    pub fn register_secure(
+        cx: &mut Context,
+        stream: TcpStream,
+        peer: SocketAddr,
+        config: TargetQueueConfig,
+        handler: H,
+        tls: Option<&TlsServer>,
+    ) -> std::io::Result<()> {
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
+        let wire = match tls {
+            None => Wire::plain(stream),
+            Some(server) => server.accept(Arc::new(stream)).map_err(std::io::Error::other)?,
+        };
         let live = Rc::new(Cell::new(false));
         let responder = Responder {
             mailbox: Rc::new(Mailbox::default()),
         };
         let mailbox = responder.mailbox.clone();
         let conn = Connection {
-            stream,
+            wire,
             peer,
             queue: TargetQueue::new(config),
             handler,
             writable_armed: false,
+            peeked: false,
             live,
             responder,
             requests: Vec::new(),
@@ -254,11 +293,15 @@ impl<H: QueueHandler> Connection<H> {
     /// Reads what the socket has (bounded). Returns (bytes read, peer closed).
     fn read(&mut self) -> std::io::Result<(usize, bool)> {
         let mut total = 0;
-        while total < READ_BUDGET && !self.queue.is_terminated() {
-            // A large H2CData payload goes straight into its command's buffer.
-            if let Some(room) = self.queue.direct_buffer() {
+        let tls = self.wire.is_tls();
+        // TLS: bytes OpenSSL already decrypted are taken even past the
+        // budget (at most one record), as epoll cannot report them.
+        while (total < READ_BUDGET || self.wire.buffered()) && !self.queue.is_terminated() {
+            // A large H2CData payload goes straight into its command's buffer
+            // (plain TCP; TLS decrypts into the receive buffer).
+            if !tls && let Some(room) = self.queue.direct_buffer() {
                 // Into memory not zeroed first: `read` hands back what it filled.
-                match room.read_with(|spare| rustix::io::read(&self.stream, spare).map(|(filled, _)| filled)) {
+                match room.read_with(|spare| rustix::io::read(self.wire.tcp(), spare).map(|(filled, _)| filled)) {
                     Ok(0) => return Ok((total, true)),
                     Ok(n) => {
                         self.queue.direct_received(n);
@@ -272,7 +315,7 @@ impl<H: QueueHandler> Connection<H> {
             }
             let want = self.queue.recv_want(READ_CHUNK);
             let buf = self.queue.recv_buffer(want);
-            match self.stream.read(buf) {
+            match self.wire.read(buf) {
                 Ok(0) => {
                     self.queue.received(want, 0);
                     return Ok((total, true));
@@ -280,7 +323,9 @@ impl<H: QueueHandler> Connection<H> {
                 Ok(n) => {
                     self.queue.received(want, n);
                     total += n;
-                    if n < want {
+                    // A TLS read returns one record at most: a short one
+                    // says nothing about what the socket holds.
+                    if n < want && !tls {
                         break;
                     }
                 }
@@ -316,7 +361,7 @@ impl<H: QueueHandler> Connection<H> {
             let mut slices: [&[u8]; WRITE_SLICES] = [&[]; WRITE_SLICES];
             let n = self.queue.pending_send_slices(&mut slices);
             let iov: [IoSlice<'_>; WRITE_SLICES] = std::array::from_fn(|i| IoSlice::new(slices[i]));
-            match crate::send::send_slices(&self.stream, &iov[..n]) {
+            match self.wire.send_slices(&iov[..n]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => self.queue.sent(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
@@ -358,9 +403,69 @@ impl<H: QueueHandler> Connection<H> {
         result
     }
 
-    fn run(&mut self, cx: &mut Context, ready: Readiness) -> Result<bool, String> {
+    /// Sets the poller's interest: EPOLLOUT too while `out`.
+    fn arm_writable(&mut self, cx: &mut Context, out: bool) -> Result<(), String> {
+        if out != self.writable_armed
+            && let Some(id) = cx.current_poller()
+        {
+            let interest = if out { Interest::BOTH } else { Interest::READABLE };
+            cx.set_interest(id, interest).map_err(|e| e.to_string())?;
+            self.writable_armed = out;
+        }
+        Ok(())
+    }
+
+    /// Drives the TLS handshake. Returns whether it finished (then the
+    /// handler knows the PSK); until then the poller waits on the fd for
+    /// what OpenSSL waits for, never spinning.
+    fn secure(&mut self, cx: &mut Context) -> Result<bool, String> {
+        if !self.peeked {
+            // A first byte that cannot start a TLS record (22, handshake):
+            // most likely a plaintext ICReq (PDU type 00h), refused as such.
+            let mut first = [0u8; 1];
+            match rustix::net::recv(self.wire.tcp(), &mut first, rustix::net::RecvFlags::PEEK) {
+                Ok((1, _)) => {
+                    self.peeked = true;
+                    if first[0] != TLS_HANDSHAKE_RECORD {
+                        return Err(format!(
+                            "first byte {:#04x} is not a TLS handshake record ({}) on a listener with secure_channel: refused",
+                            first[0],
+                            if first[0] == 0 { "a plaintext ICReq" } else { "not TLS" }
+                        ));
+                    }
+                }
+                Ok(_) => return Err("peer closed the connection before its TLS ClientHello".to_string()),
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return Ok(false),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+        match self.wire.handshake().map_err(|e| e.to_string())? {
+            Handshake::Done(psk) => {
+                tracing::debug!(peer = %self.peer, identity = psk.identity(), cipher = self.wire.cipher(), "TLS secure channel established");
+                self.handler.on_secure_channel(&psk);
+                self.arm_writable(cx, false)?;
+                Ok(true)
+            }
+            Handshake::WantRead => self.arm_writable(cx, false).map(|()| false),
+            Handshake::WantWrite => self.arm_writable(cx, true).map(|()| false),
+        }
+    }
+
+    fn run(&mut self, cx: &mut Context, mut ready: Readiness) -> Result<bool, String> {
+        if self.wire.handshaking() {
+            if !self.secure(cx)? {
+                return Ok(false);
+            }
+            // The ICReq may follow in the same segment.
+            ready.readable = true;
+        }
         let mut work = self.apply_responses();
-        if ready.readable || ready.hangup || ready.error {
+        if ready.readable
+            || ready.hangup
+            || ready.error
+            || self.wire.buffered()
+            || (ready.writable && self.wire.wants_write())
+        {
             let (n, eof) = self.read().map_err(|e| format!("read: {e}"))?;
             work |= n > 0;
             let result = self.process();
@@ -406,13 +511,8 @@ impl<H: QueueHandler> Connection<H> {
             return Err("controller closed the queue".to_string());
         }
         let all_sent = self.flush().map_err(|e| format!("write: {e}"))?;
-        if all_sent == self.writable_armed
-            && let Some(id) = cx.current_poller()
-        {
-            let interest = if all_sent { Interest::READABLE } else { Interest::BOTH };
-            cx.set_interest(id, interest).map_err(|e| e.to_string())?;
-            self.writable_armed = !all_sent;
-        }
+        // TLS: a read may need a write first (a KeyUpdate's answer).
+        self.arm_writable(cx, !all_sent || self.wire.wants_write())?;
         Ok(work)
     }
 }
@@ -438,6 +538,8 @@ pub struct Listener<H: QueueHandler> {
     config: TargetQueueConfig,
     factory: HandlerFactory<H>,
     next: Arc<AtomicUsize>,
+    /// `secure_channel`: every connection must begin with a TLS handshake.
+    tls: Option<Arc<TlsServer>>,
 }
 
 impl<H: QueueHandler> AsFd for Listener<H> {
@@ -457,12 +559,29 @@ impl<H: QueueHandler> Listener<H> {
         config: TargetQueueConfig,
         factory: HandlerFactory<H>,
     ) -> std::io::Result<lull_reactor::PollerId> {
+        Self::register_secure(cx, listener, config, factory, None)
+    }
+
+    /// As [`register`](Self::register); with `tls` (SPDK's
+    /// `secure_channel`), the port is TLS only: a connection whose first
+    /// bytes are not a TLS ClientHello with a known PSK identity is closed.
+    ///
+    /// # Errors
+    /// As [`register`](Self::register).
+    pub fn register_secure(
+        cx: &mut Context,
+        listener: TcpListener,
+        config: TargetQueueConfig,
+        factory: HandlerFactory<H>,
+        tls: Option<Arc<TlsServer>>,
+    ) -> std::io::Result<lull_reactor::PollerId> {
         listener.set_nonblocking(true)?;
         let l = Listener {
             listener,
             config,
             factory,
             next: Arc::new(AtomicUsize::new(0)),
+            tls,
         };
         cx.register_fd(l, Interest::READABLE).map_err(std::io::Error::other)
     }
@@ -500,10 +619,10 @@ impl<H: QueueHandler> Poller for Listener<H> {
             };
             let peers = cx.peers();
             let target = peers[self.next.fetch_add(1, Ordering::Relaxed) % peers.len()].clone();
-            let (config, factory) = (self.config.clone(), self.factory.clone());
+            let (config, factory, tls) = (self.config.clone(), self.factory.clone(), self.tls.clone());
             let sent = target.try_send(move |cx| {
                 let handler = factory(cx, peer, local);
-                if let Err(e) = Connection::register(cx, stream, peer, config, handler) {
+                if let Err(e) = Connection::register_secure(cx, stream, peer, config, handler, tls.as_deref()) {
                     tracing::warn!(%peer, error = %e, "cannot register connection");
                 }
             });

@@ -35,16 +35,19 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lull_reactor::{Context, Interest, PollStatus, Poller, PollerId, Readiness, TimerId};
 
 use lull_proto::host_queue::{Completion, HostError, HostQueue};
 use lull_proto::nvme::Sqe;
+
+use crate::tls::Wire;
 
 /// Bytes read from the socket per poller run (fairness between queues).
 const READ_BUDGET: usize = 1024 * 1024;
@@ -187,7 +190,8 @@ struct Waiting {
 }
 
 struct Inner {
-    sock: Rc<TcpStream>,
+    /// The connection: TCP, or TLS over it.
+    wire: Wire,
     q: HostQueue,
     opts: QueueOptions,
     slots: Vec<Option<Slot>>,
@@ -228,7 +232,7 @@ pub struct HostConn {
 /// handle to it was dropped, so its socket is never left in the epoll set
 /// with nobody to read it.
 struct ConnPoller {
-    sock: Rc<TcpStream>,
+    sock: Arc<TcpStream>,
     inner: Rc<RefCell<Inner>>,
 }
 
@@ -255,12 +259,12 @@ impl HostConn {
     ///
     /// # Errors
     /// When the socket cannot be made non-blocking or the poller not registered.
-    pub fn start(cx: &mut Context, sock: TcpStream, q: HostQueue, opts: QueueOptions) -> std::io::Result<HostConn> {
-        sock.set_nonblocking(true)?;
-        sock.set_nodelay(true)?;
+    pub fn start(cx: &mut Context, wire: Wire, q: HostQueue, opts: QueueOptions) -> std::io::Result<HostConn> {
+        wire.tcp().set_nonblocking(true)?;
+        wire.tcp().set_nodelay(true)?;
         let depth = opts.depth.clamp(1, MAX_DEPTH);
         let inner = Rc::new(RefCell::new(Inner {
-            sock: Rc::new(sock),
+            wire,
             q,
             opts: QueueOptions { depth, ..opts },
             slots: (0..depth).map(|_| None).collect(),
@@ -286,7 +290,7 @@ impl HostConn {
     fn register_poller(&self, cx: &mut Context) -> Result<(), lull_reactor::ReactorError> {
         let mut g = self.inner.borrow_mut();
         let poller = ConnPoller {
-            sock: g.sock.clone(),
+            sock: g.wire.tcp_shared(),
             inner: self.inner.clone(),
         };
         let id = match g.active {
@@ -303,7 +307,7 @@ impl HostConn {
                 // Hang-ups and errors wake the queue at once even while its
                 // data waits for the period (or the poller is parked).
                 let watch = ConnPoller {
-                    sock: g.sock.clone(),
+                    sock: g.wire.tcp_shared(),
                     inner: self.inner.clone(),
                 };
                 let w = cx.register_fd(watch, Interest::NONE)?;
@@ -554,8 +558,9 @@ impl HostConn {
             }
             // Best effort: a queued H2CTermReq tells the target why.
             let pending = g.q.pending_send().to_vec();
-            let _ = (&*g.sock).write(&pending);
-            let _ = g.sock.shutdown(Shutdown::Both);
+            let _ = g.wire.write(&pending);
+            g.wire.close_notify();
+            let _ = g.wire.tcp().shutdown(Shutdown::Both);
             let mut failed = Vec::new();
             for i in 0..g.slots.len() {
                 if let Some(s) = g.slots[i].take() {
@@ -752,7 +757,7 @@ impl Inner {
     fn flush(&mut self) -> Result<bool, QueueError> {
         let mut work = false;
         while self.q.wants_send() {
-            match (&*self.sock).write(self.q.pending_send()) {
+            match self.wire.write(self.q.pending_send()) {
                 Ok(0) => return Err(QueueError::Closed),
                 Ok(n) => {
                     self.q.sent(n);
@@ -770,9 +775,12 @@ impl Inner {
     fn receive(&mut self, done: &mut Vec<Completion>) -> Result<bool, QueueError> {
         let mut total = 0;
         let mut work = false;
-        while total < READ_BUDGET {
+        let tls = self.wire.is_tls();
+        // TLS: bytes OpenSSL already decrypted are taken even past the
+        // budget (one record at most), as epoll cannot report them.
+        while total < READ_BUDGET || self.wire.buffered() {
             let buf = self.q.recv_buffer(READ_CHUNK);
-            let r = (&*self.sock).read(buf);
+            let r = self.wire.read(buf);
             let n = match r {
                 Ok(0) => {
                     self.q.received(READ_CHUNK, 0);
@@ -797,7 +805,9 @@ impl Inner {
             if let Err(e) = r {
                 return Err(QueueError::Protocol(e));
             }
-            if n < READ_CHUNK {
+            // A TLS read returns one record at most: a short one says
+            // nothing about what the socket holds.
+            if n < READ_CHUNK && !tls {
                 break;
             }
         }
@@ -809,7 +819,8 @@ impl Inner {
         let Some(id) = self.poller else { return Ok(()) };
         match self.active {
             QueuePolling::Event => {
-                let want = self.q.wants_send();
+                // TLS: a read may need a write first (a KeyUpdate's answer).
+                let want = self.q.wants_send() || self.wire.wants_write();
                 if want != self.writable_armed {
                     self.writable_armed = want;
                     let interest = if want { Interest::BOTH } else { Interest::READABLE };

@@ -4,7 +4,6 @@
 //! queue's timeout. Once set up, [`SyncQueue::into_parts`] hands the socket
 //! and the live state machine to [`crate::host_conn::HostConn`] on a reactor.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +15,9 @@ use lull_proto::host_queue::{Completion, HostError, HostQueue};
 use lull_proto::nvme::cmd::KeepAlive;
 use lull_proto::nvme::{Cqe, Sqe, Status};
 use lull_proto::pdu::Digests;
+use lull_proto::tls_psk::TlsPsk;
+
+use crate::tls::{Handshake, Wire};
 
 /// Why a control-path step failed, in words an operator can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +45,8 @@ pub enum SyncError {
 
 /// One queue pair over a blocking socket.
 pub struct SyncQueue {
-    sock: TcpStream,
+    /// TCP, or TLS over it.
+    sock: Wire,
     q: HostQueue,
     next_cid: u16,
     timeout: Duration,
@@ -74,6 +77,24 @@ impl SyncQueue {
         timeout: Duration,
         deadline: Option<Instant>,
     ) -> Result<Self, SyncError> {
+        Self::connect_secure(addr, digests, in_capsule, timeout, deadline, None)
+    }
+
+    /// As [`connect_by`](Self::connect_by); with `tls`, a TLS 1.3 handshake
+    /// keyed by that PSK comes first (NVMe/TCP TLS, TP 8011) and every PDU
+    /// after it travels in TLS records.
+    ///
+    /// # Errors
+    /// As [`connect_by`](Self::connect_by); [`SyncError::Protocol`] when the
+    /// target refuses the handshake (an unknown identity, another key).
+    pub fn connect_secure(
+        addr: SocketAddr,
+        digests: Digests,
+        in_capsule: u32,
+        timeout: Duration,
+        deadline: Option<Instant>,
+        tls: Option<&TlsPsk>,
+    ) -> Result<Self, SyncError> {
         let first = deadline.map_or(timeout, |d| timeout.min(d.saturating_duration_since(Instant::now())));
         if first.is_zero() {
             return Err(SyncError::Timeout(format!("no time left to connect to {addr}")));
@@ -84,6 +105,10 @@ impl SyncQueue {
         sock.set_read_timeout(Some(timeout))
             .and_then(|()| sock.set_write_timeout(Some(timeout)))
             .map_err(|e| SyncError::Io(e.to_string()))?;
+        let sock = match tls {
+            None => Wire::plain(sock),
+            Some(psk) => secure(sock, psk, addr, timeout)?,
+        };
         let mut c = SyncQueue {
             sock,
             q: HostQueue::new(digests, in_capsule),
@@ -107,12 +132,12 @@ impl SyncQueue {
     /// # Errors
     /// The socket's error.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.sock.local_addr()
+        self.sock.tcp().local_addr()
     }
 
     /// The socket and the live state machine, for a reactor to drive. No
     /// command is in flight.
-    pub fn into_parts(self) -> (TcpStream, HostQueue) {
+    pub fn into_parts(self) -> (Wire, HostQueue) {
         (self.sock, self.q)
     }
 
@@ -143,6 +168,7 @@ impl SyncQueue {
                 )));
             }
             self.sock
+                .tcp()
                 .set_read_timeout(Some(left.min(self.timeout)))
                 .map_err(|e| SyncError::Io(e.to_string()))?;
         }
@@ -437,5 +463,23 @@ impl SyncQueue {
         };
         c.fabric_connect(1, 127, 0, &data)?;
         Ok(c)
+    }
+}
+
+/// The TLS handshake over the blocking socket `sock` (whose read and write
+/// timeouts bound each wait): a `WouldBlock` there is a timeout.
+fn secure(sock: TcpStream, psk: &TlsPsk, addr: SocketAddr, timeout: Duration) -> Result<Wire, SyncError> {
+    let mut wire = crate::tls::client(std::sync::Arc::new(sock), psk.clone())
+        .map_err(|e| SyncError::Io(format!("{addr}: {e}")))?;
+    // Blocking: the handshake runs to its end or to a timeout.
+    match wire.handshake() {
+        Ok(Handshake::Done(_)) => Ok(wire),
+        Ok(Handshake::WantRead | Handshake::WantWrite) => Err(SyncError::Timeout(format!(
+            "no TLS handshake with {addr} within {timeout:?}"
+        ))),
+        Err(e) => Err(SyncError::Protocol(format!(
+            "{addr} refused the TLS handshake with PSK identity {:?}: {e}",
+            psk.identity()
+        ))),
     }
 }

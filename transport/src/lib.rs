@@ -5,7 +5,8 @@
 //!   ([`lull_proto::target_queue::TargetQueue`]) from a reactor's fd pollers;
 //! - [`host_conn`]: the glue that drives a host queue
 //!   ([`lull_proto::host_queue::HostQueue`]) from a reactor (the initiator's data path);
-//! - [`host_sync`]: a host queue over a blocking socket (the initiator's control path).
+//! - [`host_sync`]: a host queue over a blocking socket (the initiator's control path);
+//! - [`tls`]: NVMe/TCP's secure channel, TLS 1.3 with a pre-shared key, for both roles.
 //!
 //! The wire format and the protocol logic live in `lull-proto`, which
 //! touches no socket and no clock; this crate owns the sockets, the
@@ -15,3 +16,4 @@ pub mod conn;
 pub mod host_conn;
 pub mod host_sync;
 pub mod send;
+pub mod tls;

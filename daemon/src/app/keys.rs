@@ -3,6 +3,7 @@
 
 use lull_engine::nvmf::subsystem::KeyNames;
 use lull_proto::auth::DhchapSecret;
+use lull_proto::tls_psk::ConfiguredPsk;
 
 use super::{App, AppError, lock};
 use crate::keyring::{KeyEntry, KeyringError};
@@ -13,10 +14,25 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`] naming the field and the key.
     pub fn key_secret(&self, field: &str, name: &str) -> Result<DhchapSecret, AppError> {
-        self.keyring.get(name).map_err(|_| {
-            AppError::NotFound(format!(
+        self.keyring.get(name).map_err(|e| match e {
+            KeyringError::WrongKind(..) => AppError::InvalidParams(format!("{field}: {e}")),
+            _ => AppError::NotFound(format!(
                 "{field}: key {name} is not in the keyring (keyring_file_add_key)"
-            ))
+            )),
+        })
+    }
+
+    /// The TLS PSK of keyring key `name`, given as parameter `field` (`psk`).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] naming the field and the key;
+    /// [`AppError::InvalidParams`] when it is a DH-HMAC-CHAP secret.
+    pub fn key_psk(&self, field: &str, name: &str) -> Result<ConfiguredPsk, AppError> {
+        self.keyring.get_psk(name).map_err(|e| match e {
+            KeyringError::WrongKind(..) => AppError::InvalidParams(format!("{field}: {e}")),
+            _ => AppError::NotFound(format!(
+                "{field}: key {name} is not in the keyring (keyring_file_add_key)"
+            )),
         })
     }
 
@@ -81,17 +97,26 @@ impl App {
             .iter()
             .map(|s| {
                 let hosts = s.access().hosts.clone();
-                hosts
+                let dhchap = hosts
                     .iter()
                     .filter_map(|h| s.host_key_names(h))
                     .map(|k| uses(&k))
-                    .sum::<usize>()
+                    .sum::<usize>();
+                let psk = hosts
+                    .iter()
+                    .filter(|h| s.host_psk_name(h).flatten().as_deref() == Some(name))
+                    .count();
+                dhchap + psk
             })
             .sum();
         let ctrlrs: usize = lock(&self.nvme)
             .values()
-            .filter_map(|e| e.ctrlr.trid().dhchap.as_ref().and_then(|d| d.names.clone()))
-            .map(|k| uses(&k))
+            .map(|e| {
+                let t = e.ctrlr.trid();
+                let dhchap = t.dhchap.as_ref().and_then(|d| d.names.clone()).map_or(0, |k| uses(&k));
+                let psk = usize::from(t.tls.as_ref().and_then(|t| t.name.as_deref()) == Some(name));
+                dhchap + psk
+            })
             .sum();
         hosts + ctrlrs
     }
@@ -101,6 +126,8 @@ fn keyring_error(e: KeyringError) -> AppError {
     match e {
         KeyringError::Exists(_) => AppError::Exists(e.to_string()),
         KeyringError::NotFound(_) => AppError::NotFound(e.to_string()),
-        KeyringError::InvalidName(_) | KeyringError::BadFile(_) => AppError::InvalidParams(e.to_string()),
+        KeyringError::InvalidName(_) | KeyringError::BadFile(_) | KeyringError::WrongKind(..) => {
+            AppError::InvalidParams(e.to_string())
+        }
     }
 }

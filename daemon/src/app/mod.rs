@@ -220,11 +220,22 @@ impl App {
             let ctrl_key = ctrl_key.as_deref().map(|p| self.file_key(p)).transpose()?;
             self.set_host_keys(&s.nqn, host, Some(&key), ctrl_key.as_deref())?;
         }
+        for (host, psk) in &s.host_psk {
+            // As for DH-HMAC-CHAP: a keyring key named by the file's path.
+            let name = self.file_key(psk)?;
+            let p = self.key_psk("psk", &name)?;
+            self.nvm_subsystem(&s.nqn)?
+                .set_host_psk(host, &p, Some(name))
+                .map_err(AppError::InvalidParams)?;
+        }
         for (bdev, nsid) in &s.namespaces {
             self.add_namespace(&s.nqn, bdev, *nsid)?;
         }
         for l in &s.listen {
             self.add_listener(&s.nqn, *l)?;
+        }
+        for l in &s.listen_secure_channel {
+            self.add_listener_secure(&s.nqn, *l, true)?;
         }
         Ok(())
     }

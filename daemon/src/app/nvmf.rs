@@ -144,6 +144,23 @@ impl App {
     /// [`AppError::NotFound`]; [`AppError::NotPermitted`] before the transport
     /// exists; [`AppError::Failed`] when the address cannot be bound.
     pub fn add_listener(&self, nqn: &str, addr: SocketAddr) -> Result<SocketAddr, AppError> {
+        self.add_listener_secure(nqn, addr, false)
+    }
+
+    /// As [`add_listener`](Self::add_listener); with `secure_channel`
+    /// (`nvmf_subsystem_add_listener --secure-channel`) the port is TLS 1.3
+    /// only, keyed by the PSKs of the hosts (`nvmf_subsystem_add_host --psk`).
+    ///
+    /// # Errors
+    /// As [`add_listener`](Self::add_listener); [`AppError::Failed`] also
+    /// when the port is served with the other setting or the subsystem
+    /// allows any host.
+    pub fn add_listener_secure(
+        &self,
+        nqn: &str,
+        addr: SocketAddr,
+        secure_channel: bool,
+    ) -> Result<SocketAddr, AppError> {
         self.subsystem(nqn)?;
         if !*lock(&self.transport_created) {
             return Err(AppError::NotPermitted(
@@ -152,9 +169,9 @@ impl App {
         }
         let local = self
             .target
-            .add_subsystem_listener(&self.handles, nqn, addr)
+            .add_subsystem_listener_secure(&self.handles, nqn, addr, secure_channel)
             .map_err(AppError::Failed)?;
-        tracing::info!(subnqn = nqn, %local, "listener added");
+        tracing::info!(subnqn = nqn, %local, secure_channel, "listener added");
         Ok(local)
     }
 
@@ -193,12 +210,42 @@ impl App {
         key: Option<&str>,
         ctrlr_key: Option<&str>,
     ) -> Result<(), AppError> {
+        self.add_host_with_psk(nqn, host, None, key, ctrlr_key)
+    }
+
+    /// As [`add_host_with_keys`](Self::add_host_with_keys), giving the host
+    /// the keyring's TLS PSK `psk` too (`nvmf_subsystem_add_host --psk`):
+    /// it may then connect through the subsystem's `secure_channel` ports.
+    ///
+    /// # Errors
+    /// As [`add_host_with_keys`](Self::add_host_with_keys); for `psk`,
+    /// [`AppError::NotFound`] (not in the keyring) or
+    /// [`AppError::InvalidParams`] (a DH-HMAC-CHAP secret, or NQNs too long
+    /// for a PSK identity). Nothing changes when a key is refused.
+    pub fn add_host_with_psk(
+        &self,
+        nqn: &str,
+        host: &str,
+        psk: Option<&str>,
+        key: Option<&str>,
+        ctrlr_key: Option<&str>,
+    ) -> Result<(), AppError> {
         let s = self.nvm_subsystem(nqn)?;
+        let tls = psk
+            .map(|name| self.key_psk("psk", name).map(|p| (name, p)))
+            .transpose()?;
         match self.resolve_keys(key, ctrlr_key)? {
             None => s.add_host(host),
             Some((k, c, names)) => s.add_host_with_dhchap(host, k, c, Some(names)),
         }
-        .map_err(AppError::InvalidParams)
+        .map_err(AppError::InvalidParams)?;
+        if let Some((name, p)) = tls
+            && let Err(e) = s.set_host_psk(host, &p, Some(name.to_string()))
+        {
+            let _ = s.remove_host(host);
+            return Err(AppError::InvalidParams(format!("psk: {e}")));
+        }
+        Ok(())
     }
 
     /// Sets or clears the DH-HMAC-CHAP keys of the listed `host` on `nqn`

@@ -172,13 +172,7 @@ pub(crate) const UNIMPLEMENTED: &[(&str, &[Entry])] = &[
     ("nvmf_subsystem_remove_ns", &[TGT]),
     (
         "nvmf_subsystem_add_listener",
-        &[
-            TGT,
-            ("secure_channel", Bool(false)),
-            ("ana_state", Str("optimized")),
-            ("sock_impl", Str("posix")),
-            ("numa_id", Int(-1)),
-        ],
+        &[TGT, ("ana_state", Str("optimized")), ("numa_id", Int(-1))],
     ),
     (
         "nvmf_subsystem_remove_listener",
@@ -190,7 +184,7 @@ pub(crate) const UNIMPLEMENTED: &[(&str, &[Entry])] = &[
             ("numa_id", Int(-1)),
         ],
     ),
-    ("nvmf_subsystem_add_host", &[TGT, ("psk", Absent)]),
+    ("nvmf_subsystem_add_host", &[TGT]),
     ("nvmf_subsystem_set_keys", &[TGT]),
     ("nvmf_subsystem_remove_host", &[TGT, ("timeout_ms", Absent)]),
     ("nvmf_subsystem_allow_any_host", &[TGT]),
@@ -237,7 +231,6 @@ pub(crate) const UNIMPLEMENTED: &[(&str, &[Entry])] = &[
             ("prchk_guard", Bool(false)),
             ("fabrics_connect_timeout_us", Int(500_000)),
             ("num_io_queues", Int(1024)),
-            ("psk", Absent),
             ("max_bdevs", Int(128)),
             ("allow_unrecognized_csi", Bool(false)),
             ("disable_sq_flow_control", Bool(false)),
@@ -339,10 +332,10 @@ mod tests {
 
     #[test]
     fn absent_only() {
-        let mut p = json!({"psk": null});
-        strip("nvmf_subsystem_add_host", &mut p).unwrap();
-        let mut p = json!({"psk": "key0"});
-        assert!(strip("nvmf_subsystem_add_host", &mut p).is_err());
+        let mut p = json!({"timeout_ms": null});
+        strip("nvmf_subsystem_remove_host", &mut p).unwrap();
+        let mut p = json!({"timeout_ms": 100});
+        assert!(strip("nvmf_subsystem_remove_host", &mut p).is_err());
     }
 
     #[test]

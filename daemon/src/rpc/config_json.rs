@@ -87,6 +87,11 @@ fn bdev_config(app: &App) -> Vec<Value> {
                 "fast_io_fail_timeout_sec": co.fast_io_fail_timeout_sec,
         });
         // Key names only; keys given other than by name are not saved.
+        if let Some(n) = t.tls.as_ref().and_then(|t| t.name.as_ref())
+            && let Some(o) = params.as_object_mut()
+        {
+            o.insert("psk".into(), json!(n));
+        }
         if let Some(k) = t.dhchap.as_ref().and_then(|d| d.names.as_ref())
             && let Some(o) = params.as_object_mut()
         {
@@ -166,7 +171,7 @@ fn bdev_config(app: &App) -> Vec<Value> {
     out
 }
 
-fn listener_entry(nqn: &str, a: std::net::SocketAddr) -> Value {
+fn listener_entry(nqn: &str, a: std::net::SocketAddr, secure_channel: bool) -> Value {
     entry(
         "nvmf_subsystem_add_listener",
         json!({
@@ -174,7 +179,7 @@ fn listener_entry(nqn: &str, a: std::net::SocketAddr) -> Value {
             "listen_address": {
                 "trtype": "TCP", "adrfam": adrfam(&a), "traddr": a.ip().to_string(), "trsvcid": a.port().to_string()
             },
-            "secure_channel": false,
+            "secure_channel": secure_channel,
         }),
     )
 }
@@ -223,7 +228,11 @@ fn nvmf_config(app: &App) -> Vec<Value> {
         let wide = probe.as_ref().is_some_and(|p| target.reachable(p, *a));
         let own = subs.iter().any(|s| s.access().listeners.contains(a));
         if wide || !own {
-            out.push(listener_entry(lull_proto::fabrics::DISCOVERY_NQN, *a));
+            out.push(listener_entry(
+                lull_proto::fabrics::DISCOVERY_NQN,
+                *a,
+                target.is_secure_port(*a),
+            ));
         }
     }
     for s in &subs {
@@ -243,6 +252,11 @@ fn nvmf_config(app: &App) -> Vec<Value> {
         ));
         for h in &access.hosts {
             let mut params = json!({"nqn": s.nqn, "host": h});
+            if let Some(Some(psk)) = s.host_psk_name(h)
+                && let Some(o) = params.as_object_mut()
+            {
+                o.insert("psk".into(), json!(psk));
+            }
             if let Some(k) = s.host_key_names(h)
                 && let Some(o) = params.as_object_mut()
             {
@@ -260,7 +274,7 @@ fn nvmf_config(app: &App) -> Vec<Value> {
             ));
         }
         for a in ports.iter().filter(|a| target.reachable(s, **a)) {
-            out.push(listener_entry(&s.nqn, *a));
+            out.push(listener_entry(&s.nqn, *a, target.is_secure_port(*a)));
         }
     }
     out

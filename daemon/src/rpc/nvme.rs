@@ -10,7 +10,7 @@ use super::params::{adrfam, decode, socket_addr, tcp};
 use super::{RpcError, code};
 use crate::app::App;
 use crate::settings::{self, Names, Part, SettingValue};
-use lull_engine::initiator::{CtrlrState, HostDhchapKeys, NvmeTrid};
+use lull_engine::initiator::{CtrlrState, HostDhchapKeys, HostTls, NvmeTrid};
 use lull_engine::nvmf::subsystem::KeyNames;
 
 /// SPDK's `bdev_nvme_set_options`: the initiator's settings of the
@@ -98,6 +98,9 @@ struct Attach {
     dhchap_key: Option<String>,
     /// Keyring name of the controller's key (bidirectional authentication).
     dhchap_ctrlr_key: Option<String>,
+    /// Keyring name of the TLS PSK (`NVMeTLSkey-1`): every queue runs TLS
+    /// 1.3 keyed by it.
+    psk: Option<String>,
 }
 
 /// The host NQN lull's initiator presents when `bdev_nvme_attach_controller`
@@ -164,6 +167,12 @@ pub(super) fn bdev_nvme_attach_controller(app: &App, params: Value) -> Result<Va
                 .offering(&app.dhchap_offer());
             trid = trid.with_dhchap(keys);
         }
+    }
+    if let Some(name) = &p.psk {
+        let configured = app.key_psk("psk", name)?;
+        let tls = HostTls::new(&configured, &hostnqn, &subnqn, Some(name.clone()))
+            .map_err(|e| RpcError::invalid(format!("Invalid parameters: psk: {e}")))?;
+        trid = trid.with_tls(tls);
     }
     let names = app.attach_controller(&p.name, trid, o)?;
     Ok(json!(names))

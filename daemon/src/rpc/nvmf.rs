@@ -251,6 +251,25 @@ struct ListenAddress {
 struct ListenerParams {
     nqn: String,
     listen_address: ListenAddress,
+    /// SPDK's `--secure-channel`: TLS 1.3 required on the port.
+    #[serde(default)]
+    secure_channel: bool,
+    /// SPDK's socket implementation: `ssl` is TLS (as `secure_channel`),
+    /// `posix` and `uring` plain TCP.
+    sock_impl: Option<String>,
+}
+
+/// Whether the listener asked for is TLS only.
+fn wants_tls(p: &ListenerParams) -> Result<bool, RpcError> {
+    match p.sock_impl.as_deref() {
+        None => Ok(p.secure_channel),
+        Some("ssl") => Ok(true),
+        Some("posix" | "uring") if !p.secure_channel => Ok(false),
+        Some(other) => Err(RpcError::invalid(format!(
+            "Invalid parameters: sock_impl {other} with secure_channel {}: a secure channel needs sock_impl ssl (or none)",
+            p.secure_channel
+        ))),
+    }
 }
 
 fn listener_addr(p: &ListenerParams) -> Result<std::net::SocketAddr, RpcError> {
@@ -281,7 +300,7 @@ fn listener_addr(p: &ListenerParams) -> Result<std::net::SocketAddr, RpcError> {
 pub(super) fn nvmf_subsystem_add_listener(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: ListenerParams = decode(params)?;
     let addr = listener_addr(&p)?;
-    app.add_listener(nqn(&p.nqn), addr)?;
+    app.add_listener_secure(nqn(&p.nqn), addr, wants_tls(&p)?)?;
     Ok(Value::Bool(true))
 }
 
@@ -306,13 +325,21 @@ struct HostParams {
 struct HostKeyParams {
     nqn: String,
     host: String,
+    /// The TLS PSK's keyring name (add_host only).
+    psk: Option<String>,
     dhchap_key: Option<String>,
     dhchap_ctrlr_key: Option<String>,
 }
 
 pub(super) fn nvmf_subsystem_add_host(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: HostKeyParams = decode(params)?;
-    app.add_host_with_keys(&p.nqn, &p.host, p.dhchap_key.as_deref(), p.dhchap_ctrlr_key.as_deref())?;
+    app.add_host_with_psk(
+        &p.nqn,
+        &p.host,
+        p.psk.as_deref(),
+        p.dhchap_key.as_deref(),
+        p.dhchap_ctrlr_key.as_deref(),
+    )?;
     Ok(Value::Bool(true))
 }
 
@@ -325,6 +352,11 @@ pub(super) fn nvmf_subsystem_remove_host(app: &App, params: Value) -> Result<Val
 /// New keys for a listed host; none given clears them (SPDK's meaning).
 pub(super) fn nvmf_subsystem_set_keys(app: &App, params: Value) -> Result<Value, RpcError> {
     let p: HostKeyParams = decode(params)?;
+    if p.psk.is_some() {
+        return Err(RpcError::invalid(
+            "Invalid parameters: psk is given with nvmf_subsystem_add_host, not nvmf_subsystem_set_keys",
+        ));
+    }
     app.set_host_keys(&p.nqn, &p.host, p.dhchap_key.as_deref(), p.dhchap_ctrlr_key.as_deref())?;
     Ok(Value::Bool(true))
 }
@@ -333,6 +365,11 @@ pub(super) fn nvmf_subsystem_set_keys(app: &App, params: Value) -> Result<Value,
 /// keys when it has keyring keys.
 pub(super) fn host_json(s: &lull_engine::nvmf::subsystem::Subsystem, host: &str) -> Value {
     let mut v = json!({"nqn": host});
+    if let Some(Some(psk)) = s.host_psk_name(host)
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("psk".into(), json!(psk));
+    }
     if let Some(k) = s.host_key_names(host)
         && let Some(o) = v.as_object_mut()
     {

@@ -13,6 +13,7 @@ use lull_proto::fabrics::{CONNECT_AUTHREQ_ATR, ConnectData, property};
 use lull_proto::nvme::admin_opc;
 use lull_proto::nvme::cmd::{Features, Identify, NumberOfQueues, aec, cns, fid};
 use lull_proto::pdu::Digests;
+use lull_proto::tls_psk::{ConfiguredPsk, IdentityVersion, TlsPsk};
 use lull_transport::host_sync::{SyncError, SyncQueue};
 
 use super::options::NvmeOptions;
@@ -103,7 +104,42 @@ pub struct NvmeTrid {
     /// Keys to authenticate with when the controller asks; `None`: a
     /// controller that asks is refused.
     pub dhchap: Option<HostDhchapKeys>,
+    /// TLS 1.3 with this PSK on every queue (`bdev_nvme_attach_controller
+    /// --psk`); `None`: plain TCP.
+    pub tls: Option<HostTls>,
 }
+
+/// The TLS PSK a host connects with: derived for its host and subsystem
+/// NQNs, identity version 0 (what SPDK's target looks up; Linux's accepts
+/// it too), and the keyring name it came by.
+#[derive(Clone, Debug)]
+pub struct HostTls {
+    /// The identity and key TLS uses.
+    pub psk: TlsPsk,
+    /// The keyring name (`psk`), when given by name.
+    pub name: Option<String>,
+}
+
+impl HostTls {
+    /// The TLS PSK `configured` gives host `hostnqn` towards `subnqn`.
+    ///
+    /// # Errors
+    /// A message when the NQNs cannot form an identity.
+    pub fn new(configured: &ConfiguredPsk, hostnqn: &str, subnqn: &str, name: Option<String>) -> Result<Self, String> {
+        let psk = configured
+            .tls_psk(hostnqn, subnqn, IdentityVersion::V0)
+            .map_err(|e| e.to_string())?;
+        Ok(HostTls { psk, name })
+    }
+}
+
+impl PartialEq for HostTls {
+    fn eq(&self, o: &Self) -> bool {
+        self.psk.same(&o.psk) && self.name == o.name
+    }
+}
+
+impl Eq for HostTls {}
 
 impl NvmeTrid {
     /// A host identity derived from `hostnqn` (stable across runs).
@@ -114,7 +150,15 @@ impl NvmeTrid {
             hostnqn: hostnqn.to_string(),
             hostid: crate::bdev::uuid_from_name("hostid", hostnqn),
             dhchap: None,
+            tls: None,
         }
+    }
+
+    /// The same, over TLS with `tls` on every queue.
+    #[must_use]
+    pub fn with_tls(mut self, tls: HostTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The same, authenticating with `keys` where the controller asks.
@@ -354,7 +398,14 @@ pub(crate) fn connect_io_queue(
     in_capsule: u32,
     deadline: Instant,
 ) -> Result<SyncQueue, SyncError> {
-    let mut q = SyncQueue::connect_by(trid.addr, digests(opts), in_capsule, STEP_TIMEOUT, Some(deadline))?;
+    let mut q = SyncQueue::connect_secure(
+        trid.addr,
+        digests(opts),
+        in_capsule,
+        STEP_TIMEOUT,
+        Some(deadline),
+        trid.tls.as_ref().map(|t| &t.psk),
+    )?;
     let data = ConnectData {
         hostid: trid.hostid,
         cntlid,
@@ -379,7 +430,14 @@ pub(crate) fn associate(
     io_queues: u16,
     deadline: Instant,
 ) -> Result<Association, SyncError> {
-    let mut admin = SyncQueue::connect_by(trid.addr, digests(opts), 8192, STEP_TIMEOUT, Some(deadline))?;
+    let mut admin = SyncQueue::connect_secure(
+        trid.addr,
+        digests(opts),
+        8192,
+        STEP_TIMEOUT,
+        Some(deadline),
+        trid.tls.as_ref().map(|t| &t.psk),
+    )?;
     let data = ConnectData {
         hostid: trid.hostid,
         cntlid: 0xFFFF,

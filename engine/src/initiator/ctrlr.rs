@@ -188,8 +188,8 @@ pub struct NvmeController {
 /// One reactor's share of a new association.
 struct Install {
     generation: u64,
-    io: Vec<(usize, std::net::TcpStream, lull_proto::host_queue::HostQueue)>,
-    admin: Option<(std::net::TcpStream, lull_proto::host_queue::HostQueue)>,
+    io: Vec<(usize, lull_transport::tls::Wire, lull_proto::host_queue::HostQueue)>,
+    admin: Option<(lull_transport::tls::Wire, lull_proto::host_queue::HostQueue)>,
 }
 
 impl NvmeController {

@@ -14,7 +14,7 @@ pub mod options;
 pub mod reauth;
 
 pub use crate::dhchap::DhchapOffer;
-pub use associate::{CtrlrInfo, HostDhchapKeys, NsDescriptors, NsInfo, NvmeTrid, parse_descriptors};
+pub use associate::{CtrlrInfo, HostDhchapKeys, HostTls, NsDescriptors, NsInfo, NvmeTrid, parse_descriptors};
 pub use bdev::NvmeBdev;
 pub use ctrlr::{CtrlrState, IoDone, IoError, NvmeController, NvmeError};
 pub use options::NvmeOptions;

@@ -14,6 +14,7 @@ use lull_proto::fabrics::{
 };
 use lull_proto::nvme::status;
 use lull_proto::target_queue::{QueueParams, Request, Response};
+use lull_proto::tls_psk::TlsPsk;
 
 use crate::nvmf::admin::identify::NVME_VERSION;
 use crate::nvmf::ctrlr::{Controller, NewController, cc_valid, shown};
@@ -54,6 +55,24 @@ pub fn cap(max_queue_depth: u32) -> u64 {
 /// field (IATTR/IPO in DW0), Incompatible Format, Invalid Host, Controller
 /// Busy (no CNTLID free), Invalid Queue Identifier, or Invalid Field.
 pub fn connect(target: &Target, origin: &QueueOrigin, req: &Request, now: Instant) -> Result<Connected, Response> {
+    connect_secure(target, origin, None, req, now)
+}
+
+/// As [`connect`], on a connection whose TLS session was keyed by `secure`
+/// (a port with `secure_channel`): the Connect must name the host the PSK
+/// identity names (and, for an NVM subsystem, its subsystem), else Connect
+/// Invalid Host, so one host's key never opens another's controller. A
+/// Connect without TLS on a secure port is refused the same way.
+///
+/// # Errors
+/// As [`connect`].
+pub fn connect_secure(
+    target: &Target,
+    origin: &QueueOrigin,
+    secure: Option<&TlsPsk>,
+    req: &Request,
+    now: Instant,
+) -> Result<Connected, Response> {
     let cid = req.sqe.cid();
     let c = ConnectCmd::parse(&req.sqe);
     let invalid = |p: InvalidParameter| Response::dnr(cid, status::CONNECT_INVALID_PARAMETERS).with_dw0(p.dw0());
@@ -86,6 +105,26 @@ pub fn connect(target: &Target, origin: &QueueOrigin, req: &Request, now: Instan
     if !target.reachable(&subsystem, origin.listener) {
         tracing::warn!(%peer, listener = %origin.listener, subnqn = %data.subnqn, "Connect refused: the subsystem does not listen on this port");
         return Err(invalid(InvalidParameter::data(connect_offset::SUBNQN)));
+    }
+    match secure {
+        Some(psk)
+            if psk.hostnqn() != data.hostnqn
+                || (subsystem.kind == SubsystemKind::Nvm && psk.subnqn() != data.subnqn) =>
+        {
+            tracing::warn!(
+                %peer,
+                hostnqn = %shown(&data.hostnqn),
+                subnqn = %data.subnqn,
+                identity = psk.identity(),
+                "Connect refused (Connect Invalid Host): the TLS PSK identity names another host or subsystem"
+            );
+            return Err(Response::dnr(cid, status::CONNECT_INVALID_HOST));
+        }
+        None if target.is_secure_port(origin.listener) => {
+            tracing::warn!(%peer, listener = %origin.listener, "Connect refused (Connect Invalid Host): no TLS on a secure_channel port");
+            return Err(Response::dnr(cid, status::CONNECT_INVALID_HOST));
+        }
+        _ => {}
     }
     if let Err(why) = subsystem.admit(&data.hostnqn) {
         tracing::warn!(%peer, hostnqn = %shown(&data.hostnqn), subnqn = %data.subnqn, "Connect refused (Connect Invalid Host): {why}");

@@ -53,15 +53,19 @@ pub fn page(genctr: u64, subsystems: &[(&Subsystem, Vec<ListenerEntry>)], hostnq
                 SubsystemKind::Nvm => 2,
                 SubsystemKind::Discovery => 3,
             }; // SUBTYPE
-            // TREQ: secure channel not required (10b); SQ flow control may be disabled (bit 2).
-            e[3] = 0b110;
+            // TREQ bits 1:0, secure channel (NVMe-oF 1.1 figure 38): 01b
+            // required (a secure_channel port), 10b not required; bit 2:
+            // SQ flow control may be disabled.
+            e[3] = if l.secure_channel { 0b101 } else { 0b110 };
             e[4..6].copy_from_slice(&l.portid.to_le_bytes());
             e[6..8].copy_from_slice(&0xFFFFu16.to_le_bytes()); // CNTLID: dynamic
             e[8..10].copy_from_slice(&32u16.to_le_bytes()); // ASQSZ
             put_padded(&mut e[32..64], &l.addr.port().to_string(), b' ');
             put_padded(&mut e[256..512], &s.nqn, 0);
             put_padded(&mut e[512..768], &l.addr.ip().to_string(), b' ');
-            // TSAS for TCP: SECTYPE 0 (no security), the rest reserved.
+            // TSAS for TCP (NVMe/TCP 1.0 figure 5, TP 8011): SECTYPE byte 0,
+            // 02h TLS 1.3 on a secure_channel port, else 00h no security.
+            e[768] = if l.secure_channel { 2 } else { 0 };
             entries.push(e);
         }
     }
@@ -89,6 +93,7 @@ mod tests {
         let l = [ListenerEntry {
             addr: "127.0.0.1:4420".parse().unwrap(),
             portid: 1,
+            secure_channel: false,
         }];
         let page = page(
             7,
@@ -119,5 +124,23 @@ mod tests {
         assert_eq!(&s[..4], &d[1020..1024]);
         assert_eq!(&s[4..], &e[..4]);
         assert_eq!(slice(&page, 1 << 40, 4), vec![0; 4]);
+    }
+
+    #[test]
+    fn a_secure_channel_port_says_tls_1_3_is_required() {
+        let nvm = Subsystem::new("nqn.2024-01.test:sub1", "SN", "M").unwrap();
+        nvm.add_host("nqn.2024-01.test:h").unwrap();
+        let l = [ListenerEntry {
+            addr: "127.0.0.1:4421".parse().unwrap(),
+            portid: 2,
+            secure_channel: true,
+        }];
+        let page = page(1, &[(&nvm, l.to_vec())], "nqn.2024-01.test:h");
+        let e = &page[1024..2048];
+        // TREQ: 01b secure channel required, bit 2 SQ flow control disable.
+        assert_eq!(e[3], 0b101);
+        // TSAS SECTYPE 02h: TLS 1.3; the rest of TSAS reserved.
+        assert_eq!(e[768], 2);
+        assert!(e[769..].iter().all(|&c| c == 0));
     }
 }

@@ -8,8 +8,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
+use lull_proto::tls_psk::TlsPsk;
 use lull_reactor::{ReactorHandle, Reactors};
 use lull_transport::conn::{HandlerFactory, Listener};
+use lull_transport::tls::{PskLookup, TlsServer};
 
 use crate::nvmf::queue::ControllerQueue;
 use crate::nvmf::request::QueueOrigin;
@@ -25,7 +27,7 @@ impl Target {
     /// # Errors
     /// A message naming the address when it cannot be bound or served.
     pub fn listen(self: &Arc<Self>, reactors: &Reactors, addr: SocketAddr) -> Result<SocketAddr, String> {
-        bind(self, reactors.handles(), addr, Hold::All)
+        bind(self, reactors.handles(), addr, Hold::All, false)
     }
 
     /// Makes `nqn` reachable through `addr` (`nvmf_subsystem_add_listener`),
@@ -41,16 +43,42 @@ impl Target {
         nqn: &str,
         addr: SocketAddr,
     ) -> Result<SocketAddr, String> {
+        self.add_subsystem_listener_secure(handles, nqn, addr, false)
+    }
+
+    /// As [`add_subsystem_listener`](Self::add_subsystem_listener); with
+    /// `secure_channel` (SPDK's `--secure-channel`) the port is TLS 1.3
+    /// only: a connection must open with a TLS handshake under the PSK
+    /// identity of a host given a PSK (`nvmf_subsystem_add_host --psk`) on
+    /// a subsystem the port reaches; anything else is closed.
+    ///
+    /// # Errors
+    /// As [`add_subsystem_listener`](Self::add_subsystem_listener); also
+    /// when the port is already served with the other setting, or
+    /// `secure_channel` is asked on a subsystem that allows any host (SPDK
+    /// refuses that too: TLS needs a host's PSK).
+    pub fn add_subsystem_listener_secure(
+        self: &Arc<Self>,
+        handles: &[ReactorHandle],
+        nqn: &str,
+        addr: SocketAddr,
+        secure_channel: bool,
+    ) -> Result<SocketAddr, String> {
         let s = self
             .subsystem(nqn)
             .ok_or_else(|| format!("subsystem {nqn} does not exist"))?;
         if s.kind == SubsystemKind::Discovery {
-            return bind(self, handles, addr, Hold::Discovery);
+            return bind(self, handles, addr, Hold::Discovery, secure_channel);
+        }
+        if secure_channel && s.access().allow_any_host {
+            return Err(format!(
+                "cannot establish a secure channel on {nqn} while allow_any_host is set: TLS needs each host's PSK"
+            ));
         }
         if s.access().listeners.contains(&addr) {
             return Err(format!("subsystem {nqn} already listens on {addr}"));
         }
-        let local = bind(self, handles, addr, Hold::Subsystem)?;
+        let local = bind(self, handles, addr, Hold::Subsystem, secure_channel)?;
         let mut a = s.access();
         if !a.listeners.contains(&local) {
             a.listeners.push(local);
@@ -72,8 +100,14 @@ impl Target {
 /// Serves `addr` for `hold`: an address already served is only marked as
 /// held; otherwise it is bound, its listener registered on the first of
 /// `handles`, and the port recorded in `target`.
-fn bind(target: &Arc<Target>, handles: &[ReactorHandle], addr: SocketAddr, hold: Hold) -> Result<SocketAddr, String> {
-    if target.hold_port(addr, hold) {
+fn bind(
+    target: &Arc<Target>,
+    handles: &[ReactorHandle],
+    addr: SocketAddr,
+    hold: Hold,
+    secure_channel: bool,
+) -> Result<SocketAddr, String> {
+    if target.hold_port(addr, hold, secure_channel)? {
         return Ok(addr);
     }
     let first = handles.first().ok_or("no reactor to listen on")?.clone();
@@ -91,10 +125,19 @@ fn bind(target: &Arc<Target>, handles: &[ReactorHandle], addr: SocketAddr, hold:
         };
         ControllerQueue::new(for_queues.clone(), origin)
     });
+    let tls = if secure_channel {
+        let lookup = PortPsks {
+            target: Arc::downgrade(target),
+            listener: local,
+        };
+        Some(TlsServer::new(Arc::new(lookup)).map_err(|e| format!("{addr}: {e}"))?)
+    } else {
+        None
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     first
         .try_send(move |cx| {
-            let _ = tx.send(Listener::register(cx, listener, config, factory));
+            let _ = tx.send(Listener::register_secure(cx, listener, config, factory, tls));
         })
         .map_err(|e| format!("{addr}: {e}"))?;
     let poller = rx
@@ -115,7 +158,21 @@ fn bind(target: &Arc<Target>, handles: &[ReactorHandle], addr: SocketAddr, hold:
         }
         tracing::info!(addr = %local, "stopped listening");
     });
-    target.add_port(local, hold, close);
-    tracing::info!(%local, "listening (NVMe/TCP and discovery)");
+    target.add_port(local, hold, secure_channel, close);
+    tracing::info!(%local, secure_channel, "listening (NVMe/TCP and discovery)");
     Ok(local)
+}
+
+/// The PSKs a secure port accepts: those of the hosts of the subsystems it
+/// reaches, looked up when a ClientHello arrives (so hosts and keys added
+/// later count at once).
+struct PortPsks {
+    target: std::sync::Weak<Target>,
+    listener: SocketAddr,
+}
+
+impl PskLookup for PortPsks {
+    fn find(&self, identity: &[u8]) -> Option<TlsPsk> {
+        self.target.upgrade()?.find_tls_psk(self.listener, identity)
+    }
 }

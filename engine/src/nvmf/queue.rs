@@ -15,6 +15,7 @@ use std::time::Instant;
 use lull_proto::fabrics::fctype;
 use lull_proto::nvme::status;
 use lull_proto::target_queue::{MAX_SQ_ENTRIES, Request, Response};
+use lull_proto::tls_psk::TlsPsk;
 use lull_reactor::{Context, TimerId};
 use lull_transport::conn::{QueueHandler, Responder};
 
@@ -50,6 +51,9 @@ pub struct ControllerQueue {
     auth: Option<Rc<QueueAuth>>,
     /// An I/O queue's command slots, made at its Connect.
     io: Option<io::IoQueue>,
+    /// The PSK that keyed this connection's TLS session (a secure_channel
+    /// port): its identity names the host and subsystem Connect must name.
+    secure: Option<TlsPsk>,
 }
 
 impl ControllerQueue {
@@ -66,6 +70,7 @@ impl ControllerQueue {
             counted_on: None,
             auth: None,
             io: None,
+            secure: None,
         }
     }
 
@@ -78,7 +83,7 @@ impl ControllerQueue {
             qid,
             auth,
             response,
-        } = match connect::connect(&self.target, &self.origin, req, Instant::now()) {
+        } = match connect::connect_secure(&self.target, &self.origin, self.secure.as_ref(), req, Instant::now()) {
             Ok(c) => c,
             Err(refused) => return refused,
         };
@@ -208,6 +213,10 @@ impl QueueHandler for ControllerQueue {
 
     fn is_connected(&self) -> bool {
         self.ctrl.is_some()
+    }
+
+    fn on_secure_channel(&mut self, psk: &TlsPsk) {
+        self.secure = Some(psk.clone());
     }
 }
 

@@ -8,6 +8,7 @@ use arc_swap::{ArcSwap, Guard};
 
 use lull_proto::auth::{AuthConfig, DhchapSecret};
 use lull_proto::fabrics::{DISCOVERY_NQN, NQN_MAX_LEN};
+use lull_proto::tls_psk::{ConfiguredPsk, IdentityVersion, TlsPsk};
 
 use crate::bdev::{Bdev, BdevStats};
 use crate::nvmf::stats::IoCounters;
@@ -106,6 +107,8 @@ pub struct Subsystem {
     /// DH-HMAC-CHAP settings of listed hosts that must authenticate in band
     /// (their keys never leave this process's memory in any answer).
     dhchap: Mutex<Vec<HostDhchap>>,
+    /// NVMe/TCP TLS PSKs of listed hosts (`nvmf_subsystem_add_host --psk`).
+    psks: Mutex<Vec<HostPsk>>,
     /// I/O counters.
     pub counters: IoCounters,
 }
@@ -118,6 +121,15 @@ pub struct KeyNames {
     pub key: String,
     /// The controller key's name (bidirectional authentication).
     pub ctrlr_key: Option<String>,
+}
+
+/// One host's TLS PSK, as the identities it may be offered under.
+struct HostPsk {
+    hostnqn: String,
+    /// The keyring name it came by (`psk`).
+    name: Option<String>,
+    /// Identity version 0 and version 1 with their TLS PSKs.
+    identities: [TlsPsk; 2],
 }
 
 /// One host's DH-HMAC-CHAP settings and where its keys came from.
@@ -160,6 +172,7 @@ impl Subsystem {
                 ..Access::default()
             }),
             dhchap: Mutex::new(Vec::new()),
+            psks: Mutex::new(Vec::new()),
             counters: IoCounters::default(),
         }
     }
@@ -347,7 +360,60 @@ impl Subsystem {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|c| c.cfg.hostnqn != hostnqn);
+        self.clear_host_psk(hostnqn);
         Ok(())
+    }
+
+    /// Gives the listed host `hostnqn` a TLS PSK (`nvmf_subsystem_add_host
+    /// --psk`): on a listener with `secure_channel` it may then complete a
+    /// TLS handshake under identity version 0 or 1 (NVMe/TCP TP 8011, TP
+    /// 8028) derived from `psk` for this host and subsystem. Replaces an
+    /// earlier one; `name` is the keyring name it came by.
+    ///
+    /// # Errors
+    /// A message when the host is not on the host list, or the NQNs cannot
+    /// form an identity (too long together).
+    pub fn set_host_psk(&self, hostnqn: &str, psk: &ConfiguredPsk, name: Option<String>) -> Result<(), String> {
+        if !self.access().hosts.iter().any(|h| h == hostnqn) {
+            return Err(format!(
+                "host {hostnqn} is not on the host list of {}: add it with nvmf_subsystem_add_host first",
+                self.nqn
+            ));
+        }
+        let derive = |v| psk.tls_psk(hostnqn, &self.nqn, v).map_err(|e| e.to_string());
+        let identities = [derive(IdentityVersion::V0)?, derive(IdentityVersion::V1)?];
+        let mut p = self.psks.lock().unwrap_or_else(|p| p.into_inner());
+        p.retain(|h| h.hostnqn != hostnqn);
+        p.push(HostPsk {
+            hostnqn: hostnqn.to_string(),
+            name,
+            identities,
+        });
+        Ok(())
+    }
+
+    /// Forgets `hostnqn`'s TLS PSK.
+    pub fn clear_host_psk(&self, hostnqn: &str) {
+        self.psks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|h| h.hostnqn != hostnqn);
+    }
+
+    /// Whether `hostnqn` has a TLS PSK here, and the keyring name it came by.
+    pub fn host_psk_name(&self, hostnqn: &str) -> Option<Option<String>> {
+        let p = self.psks.lock().unwrap_or_else(|p| p.into_inner());
+        p.iter().find(|h| h.hostnqn == hostnqn).map(|h| h.name.clone())
+    }
+
+    /// The TLS PSK of the ClientHello identity `identity`, if one of this
+    /// subsystem's hosts has it.
+    pub fn find_tls_psk(&self, identity: &[u8]) -> Option<TlsPsk> {
+        let p = self.psks.lock().unwrap_or_else(|p| p.into_inner());
+        p.iter()
+            .flat_map(|h| h.identities.iter())
+            .find(|t| t.identity().as_bytes() == identity)
+            .cloned()
     }
 
     /// Makes the listed host `hostnqn` authenticate in band with

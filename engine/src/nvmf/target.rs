@@ -14,6 +14,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use lull_proto::target_queue::{MAX_SQ_ENTRIES, TargetQueueConfig};
+use lull_proto::tls_psk::TlsPsk;
 
 use crate::dhchap::DhchapOffer;
 use crate::nvmf::ctrlr::Controller;
@@ -60,6 +61,9 @@ pub struct ListenerEntry {
     pub addr: SocketAddr,
     /// PORTID (stable per listener).
     pub portid: u16,
+    /// SPDK's `secure_channel`: TLS 1.3 required on this port (the
+    /// discovery log entry's TREQ and TSAS say so).
+    pub secure_channel: bool,
 }
 
 /// A subsystem and the ports that reach it.
@@ -431,24 +435,57 @@ impl Target {
 
     /// Marks the port already served at `addr` as held by `hold`; false
     /// when no port is served there.
-    pub(crate) fn hold_port(&self, addr: SocketAddr, hold: Hold) -> bool {
+    ///
+    /// # Errors
+    /// The port is served with the other `secure_channel` setting: a port
+    /// is TLS only or plain only, for every subsystem it reaches.
+    pub(crate) fn hold_port(&self, addr: SocketAddr, hold: Hold, secure_channel: bool) -> Result<bool, String> {
         match self.registry().listeners.iter_mut().find(|l| l.entry.addr == addr) {
+            Some(l) if l.entry.secure_channel != secure_channel => Err(format!(
+                "{addr} is already served {}; a port is TLS only (secure_channel) or plain only",
+                if l.entry.secure_channel {
+                    "with secure_channel (TLS)"
+                } else {
+                    "without secure_channel (plain TCP)"
+                }
+            )),
             Some(l) => {
                 l.hold(hold);
-                true
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
+    }
+
+    /// Whether the port `listener` requires TLS (`secure_channel`).
+    pub fn is_secure_port(&self, listener: SocketAddr) -> bool {
+        self.registry()
+            .listeners
+            .iter()
+            .any(|l| l.entry.addr == listener && l.entry.secure_channel)
+    }
+
+    /// The TLS PSK of the ClientHello identity `identity`, among the hosts
+    /// of the subsystems reachable through `listener`.
+    pub fn find_tls_psk(&self, listener: SocketAddr, identity: &[u8]) -> Option<TlsPsk> {
+        self.subsystems()
+            .iter()
+            .filter(|s| s.kind == SubsystemKind::Nvm && self.reachable(s, listener))
+            .find_map(|s| s.find_tls_psk(identity))
     }
 
     /// Records a port just bound at `local` (with the next PORTID), held by
     /// `hold`; `close` stops serving it.
-    pub(crate) fn add_port(&self, local: SocketAddr, hold: Hold, close: PortCloser) {
+    pub(crate) fn add_port(&self, local: SocketAddr, hold: Hold, secure_channel: bool, close: PortCloser) {
         let mut r = self.registry();
         let portid = r.next_portid;
         r.next_portid = r.next_portid.wrapping_add(1).max(1);
         let mut port = Port {
-            entry: ListenerEntry { addr: local, portid },
+            entry: ListenerEntry {
+                addr: local,
+                portid,
+                secure_channel,
+            },
             close,
             pinned: false,
             discovery: false,

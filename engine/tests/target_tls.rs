@@ -2,7 +2,9 @@
 //! `secure_channel`), driven by lull's host over loopback in every reactor
 //! mode: both cipher suites, identities v0 and v1, data verified through
 //! large transfers; a wrong key, an unknown identity, a plaintext ICReq, a
-//! Connect naming another host, all refused; a thousand failed attempts
+//! Connect naming another host, all refused; a port without
+//! `secure_channel` takes TLS and plaintext, but a host with a PSK only in
+//! TLS; a thousand failed attempts
 //! leave no file descriptor behind; a host that stops in the middle of its
 //! ClientHello is closed after the connect timeout.
 
@@ -19,6 +21,8 @@ use lull_proto::tls_psk::{ConfiguredPsk, IdentityVersion, TlsPsk};
 use lull_reactor::Mode;
 use lull_transport::host_sync::{SyncError, SyncQueue};
 
+/// A host allowed on the subsystem with no PSK: plaintext is its way in.
+const PLAIN_HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-00000000ee01";
 const KEY32: &str = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrZ:";
 const KEY48: &str = "NVMeTLSkey-1:02:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vcSEgBQ==:";
 
@@ -116,9 +120,20 @@ fn tls_queues_carry_verified_io_in_every_mode_and_refuse_what_they_must() {
             matches!(&plain, Err(SyncError::Io(m)) if m.contains("closed") || m.contains("reset")),
             "{plain:?}"
         );
-        // The plain port still serves plain connections.
-        let mut q = queue(t.addr, None).unwrap();
+        // The port without secure_channel takes both (TREQ "not required"):
+        // TLS when the first byte starts a TLS record, else plaintext. A
+        // host with a PSK must use TLS there too; one without, plaintext.
+        let mut q = queue(t.addr, Some(&tls(KEY32, HOSTNQN, IdentityVersion::V0))).unwrap();
         connect(&mut q, HOSTNQN, 0, 0xFFFF).unwrap();
+        let mut q = queue(t.addr, None).unwrap();
+        let refused = connect(&mut q, HOSTNQN, 0, 0xFFFF);
+        assert!(
+            matches!(&refused, Err(SyncError::Status { status: st, .. }) if st.sc() == status::CONNECT_INVALID_HOST.sc() && st.sct() == status::CONNECT_INVALID_HOST.sct()),
+            "a host with a PSK in plaintext: {refused:?}"
+        );
+        s.add_host(PLAIN_HOST).unwrap();
+        let mut q = queue(t.addr, None).unwrap();
+        connect(&mut q, PLAIN_HOST, 0, 0xFFFF).unwrap();
 
         // Failed attempts in a row leave nothing open: 1,000 in the first
         // mode (issue 14's count), 100 in the others.

@@ -196,6 +196,21 @@ pub trait QueueHandler: 'static {
     }
 }
 
+/// What a port does about TLS (NVMe/TCP's secure channel, the discovery
+/// log's TREQ).
+#[derive(Clone)]
+pub enum PortTls {
+    /// TLS 1.3 required (SPDK's `secure_channel`; TREQ "required"): a
+    /// connection whose first byte does not start a TLS handshake record is
+    /// closed.
+    Required(Arc<TlsServer>),
+    /// Either (TREQ "not required", as Linux's target's `addr_treq` "not
+    /// required"): a connection whose first byte starts a TLS handshake
+    /// record (16h) gets TLS, any other is plaintext (an ICReq starts with
+    /// 00h). Which one is decided once, before the first PDU.
+    Optional(Arc<TlsServer>),
+}
+
 /// Makes a handler for each new connection, on the reactor that will own it.
 /// Arguments: the reactor, the peer's address, and the local address the
 /// connection arrived on (the concrete one, also for a wildcard listener).
@@ -210,6 +225,9 @@ pub struct Connection<H: QueueHandler> {
     writable_armed: bool,
     /// The first byte of a secure connection was checked to start a TLS record.
     peeked: bool,
+    /// TLS offered, not required: decided by the first byte
+    /// ([`PortTls::Optional`]); `None` once decided.
+    offer: Option<Arc<TlsServer>>,
     live: Rc<Cell<bool>>,
     responder: Responder,
     /// Requests of the batch being executed (kept for its capacity).
@@ -239,9 +257,11 @@ impl<H: QueueHandler> Connection<H> {
         Self::register_secure(cx, stream, peer, config, handler, None)
     }
 
-    /// As [`register`](Self::register); with `tls`, the connection must
-    /// complete a TLS handshake (within the same [`CONNECT_TIMEOUT`]) before
-    /// any PDU, and every byte after it is TLS records.
+    /// As [`register`](Self::register); with `tls` required, the connection
+    /// must complete a TLS handshake (within the same [`CONNECT_TIMEOUT`])
+    /// before any PDU, and every byte after it is TLS records; with `tls`
+    /// optional, it does so if its first byte starts a TLS record, else it is
+    /// plaintext.
     ///
     /// # Errors
     /// When the socket cannot be made non-blocking or registered, or TLS
@@ -252,13 +272,14 @@ impl<H: QueueHandler> Connection<H> {
         peer: SocketAddr,
         config: TargetQueueConfig,
         handler: H,
-        tls: Option<&TlsServer>,
+        tls: Option<&PortTls>,
     ) -> std::io::Result<()> {
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
-        let wire = match tls {
-            None => Wire::plain(stream),
-            Some(server) => server.accept(Arc::new(stream)).map_err(std::io::Error::other)?,
+        let (wire, offer) = match tls {
+            None => (Wire::plain(stream), None),
+            Some(PortTls::Required(server)) => (server.accept(Arc::new(stream)).map_err(std::io::Error::other)?, None),
+            Some(PortTls::Optional(server)) => (Wire::plain(stream), Some(server.clone())),
         };
         let live = Rc::new(Cell::new(false));
         let responder = Responder {
@@ -272,6 +293,7 @@ impl<H: QueueHandler> Connection<H> {
             handler,
             writable_armed: false,
             peeked: false,
+            offer,
             live,
             responder,
             requests: Vec::new(),
@@ -451,7 +473,34 @@ impl<H: QueueHandler> Connection<H> {
         }
     }
 
+    /// On a port where TLS is optional: the connection's first byte decides.
+    /// Returns false while no byte has arrived.
+    fn choose(&mut self) -> Result<bool, String> {
+        let Some(server) = self.offer.as_ref() else {
+            return Ok(true);
+        };
+        let mut first = [0u8; 1];
+        match rustix::net::recv(self.wire.tcp(), &mut first, rustix::net::RecvFlags::PEEK) {
+            Ok((1, _)) if first[0] == TLS_HANDSHAKE_RECORD => {
+                self.wire = server.accept(self.wire.tcp_shared()).map_err(|e| e.to_string())?;
+                self.peeked = true;
+                self.offer = None;
+                Ok(true)
+            }
+            // Plaintext (or a peer that closed at once, which the read sees).
+            Ok(_) => {
+                self.offer = None;
+                Ok(true)
+            }
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Ok(false),
+            Err(e) => Err(format!("read: {e}")),
+        }
+    }
+
     fn run(&mut self, cx: &mut Context, mut ready: Readiness) -> Result<bool, String> {
+        if self.offer.is_some() && !self.choose()? {
+            return Ok(false);
+        }
         if self.wire.handshaking() {
             if !self.secure(cx)? {
                 return Ok(false);
@@ -538,8 +587,8 @@ pub struct Listener<H: QueueHandler> {
     config: TargetQueueConfig,
     factory: HandlerFactory<H>,
     next: Arc<AtomicUsize>,
-    /// `secure_channel`: every connection must begin with a TLS handshake.
-    tls: Option<Arc<TlsServer>>,
+    /// TLS on this port, if any.
+    tls: Option<PortTls>,
 }
 
 impl<H: QueueHandler> AsFd for Listener<H> {
@@ -562,9 +611,10 @@ impl<H: QueueHandler> Listener<H> {
         Self::register_secure(cx, listener, config, factory, None)
     }
 
-    /// As [`register`](Self::register); with `tls` (SPDK's
-    /// `secure_channel`), the port is TLS only: a connection whose first
-    /// bytes are not a TLS ClientHello with a known PSK identity is closed.
+    /// As [`register`](Self::register), with TLS on the port as `tls` says
+    /// ([`PortTls`]): required (SPDK's `secure_channel`: a connection whose
+    /// first bytes are not a TLS ClientHello with a known PSK identity is
+    /// closed) or optional.
     ///
     /// # Errors
     /// As [`register`](Self::register).
@@ -573,7 +623,7 @@ impl<H: QueueHandler> Listener<H> {
         listener: TcpListener,
         config: TargetQueueConfig,
         factory: HandlerFactory<H>,
-        tls: Option<Arc<TlsServer>>,
+        tls: Option<PortTls>,
     ) -> std::io::Result<lull_reactor::PollerId> {
         listener.set_nonblocking(true)?;
         let l = Listener {
@@ -622,7 +672,7 @@ impl<H: QueueHandler> Poller for Listener<H> {
             let (config, factory, tls) = (self.config.clone(), self.factory.clone(), self.tls.clone());
             let sent = target.try_send(move |cx| {
                 let handler = factory(cx, peer, local);
-                if let Err(e) = Connection::register_secure(cx, stream, peer, config, handler, tls.as_deref()) {
+                if let Err(e) = Connection::register_secure(cx, stream, peer, config, handler, tls.as_ref()) {
                     tracing::warn!(%peer, error = %e, "cannot register connection");
                 }
             });

@@ -124,6 +124,12 @@ pub fn connect_secure(
             tracing::warn!(%peer, listener = %origin.listener, "Connect refused (Connect Invalid Host): no TLS on a secure_channel port");
             return Err(Response::dnr(cid, status::CONNECT_INVALID_HOST));
         }
+        // A host with a PSK proves it with TLS on every port (each one
+        // accepts TLS): in plaintext anyone could claim its host NQN.
+        None if subsystem.kind == SubsystemKind::Nvm && subsystem.host_psk_name(&data.hostnqn).is_some() => {
+            tracing::warn!(%peer, hostnqn = %shown(&data.hostnqn), subnqn = %data.subnqn, "Connect refused (Connect Invalid Host): the host has a TLS PSK and connected without TLS");
+            return Err(Response::dnr(cid, status::CONNECT_INVALID_HOST));
+        }
         _ => {}
     }
     if let Err(why) = subsystem.admit(&data.hostnqn) {

@@ -54,9 +54,11 @@ pub fn page(genctr: u64, subsystems: &[(&Subsystem, Vec<ListenerEntry>)], hostnq
                 SubsystemKind::Discovery => 3,
             }; // SUBTYPE
             // TREQ bits 1:0, secure channel (NVMe-oF 1.1 figure 38): 01b
-            // required (a secure_channel port), 10b not required; bit 2:
-            // SQ flow control may be disabled.
-            e[3] = if l.secure_channel { 0b101 } else { 0b110 };
+            // required (a secure_channel port, or a host with a PSK, which
+            // must use TLS on every port), 10b not required; bit 2: SQ flow
+            // control may be disabled.
+            let tls = l.secure_channel || s.host_psk_name(hostnqn).is_some();
+            e[3] = if tls { 0b101 } else { 0b110 };
             e[4..6].copy_from_slice(&l.portid.to_le_bytes());
             e[6..8].copy_from_slice(&0xFFFFu16.to_le_bytes()); // CNTLID: dynamic
             e[8..10].copy_from_slice(&32u16.to_le_bytes()); // ASQSZ
@@ -64,8 +66,8 @@ pub fn page(genctr: u64, subsystems: &[(&Subsystem, Vec<ListenerEntry>)], hostnq
             put_padded(&mut e[256..512], &s.nqn, 0);
             put_padded(&mut e[512..768], &l.addr.ip().to_string(), b' ');
             // TSAS for TCP (NVMe/TCP 1.0 figure 5, TP 8011): SECTYPE byte 0,
-            // 02h TLS 1.3 on a secure_channel port, else 00h no security.
-            e[768] = if l.secure_channel { 2 } else { 0 };
+            // 02h TLS 1.3 where TLS is required, else 00h no security.
+            e[768] = if tls { 2 } else { 0 };
             entries.push(e);
         }
     }
@@ -142,5 +144,26 @@ mod tests {
         // TSAS SECTYPE 02h: TLS 1.3; the rest of TSAS reserved.
         assert_eq!(e[768], 2);
         assert!(e[769..].iter().all(|&c| c == 0));
+    }
+
+    #[test]
+    fn a_host_with_a_psk_is_told_tls_is_required_on_every_port() {
+        let nvm = Subsystem::new("nqn.2024-01.test:sub1", "SN", "M").unwrap();
+        nvm.add_host("nqn.2024-01.test:h").unwrap();
+        nvm.add_host("nqn.2024-01.test:plain").unwrap();
+        let psk = lull_proto::tls_psk::ConfiguredPsk::from_key(None, &[7u8; 32]).unwrap();
+        nvm.set_host_psk("nqn.2024-01.test:h", &psk, None).unwrap();
+        let l = [ListenerEntry {
+            addr: "127.0.0.1:4420".parse().unwrap(),
+            portid: 1,
+            secure_channel: false,
+        }];
+        // The port takes both; this host must use TLS (its Connect in
+        // plaintext is refused), so it reads "required", TLS 1.3.
+        let page_h = page(1, &[(&nvm, l.to_vec())], "nqn.2024-01.test:h");
+        assert_eq!((page_h[1024 + 3], page_h[1024 + 768]), (0b101, 2));
+        // A host without one: "not required", no security.
+        let page_p = page(1, &[(&nvm, l.to_vec())], "nqn.2024-01.test:plain");
+        assert_eq!((page_p[1024 + 3], page_p[1024 + 768]), (0b110, 0));
     }
 }

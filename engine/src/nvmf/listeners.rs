@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use lull_proto::tls_psk::TlsPsk;
 use lull_reactor::{ReactorHandle, Reactors};
-use lull_transport::conn::{HandlerFactory, Listener};
+use lull_transport::conn::{HandlerFactory, Listener, PortTls};
 use lull_transport::tls::{PskLookup, TlsServer};
 
 use crate::nvmf::queue::ControllerQueue;
@@ -125,15 +125,20 @@ fn bind(
         };
         ControllerQueue::new(for_queues.clone(), origin)
     });
-    let tls = if secure_channel {
-        let lookup = PortPsks {
-            target: Arc::downgrade(target),
-            listener: local,
-        };
-        Some(TlsServer::new(Arc::new(lookup)).map_err(|e| format!("{addr}: {e}"))?)
-    } else {
-        None
+    // Every port speaks TLS with the PSKs of the hosts it reaches: required
+    // with secure_channel, else optional (a connection's first byte says
+    // which), so a host with a PSK can use TLS on any port, as on Linux's
+    // target with TREQ "not required".
+    let lookup = PortPsks {
+        target: Arc::downgrade(target),
+        listener: local,
     };
+    let server = TlsServer::new(Arc::new(lookup)).map_err(|e| format!("{addr}: {e}"))?;
+    let tls = Some(if secure_channel {
+        PortTls::Required(server)
+    } else {
+        PortTls::Optional(server)
+    });
     let (tx, rx) = std::sync::mpsc::channel();
     first
         .try_send(move |cx| {

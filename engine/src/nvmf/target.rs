@@ -438,11 +438,11 @@ impl Target {
     ///
     /// # Errors
     /// The port is served with the other `secure_channel` setting: a port
-    /// is TLS only or plain only, for every subsystem it reaches.
+    /// requires TLS or takes both, for every subsystem it reaches.
     pub(crate) fn hold_port(&self, addr: SocketAddr, hold: Hold, secure_channel: bool) -> Result<bool, String> {
         match self.registry().listeners.iter_mut().find(|l| l.entry.addr == addr) {
             Some(l) if l.entry.secure_channel != secure_channel => Err(format!(
-                "{addr} is already served {}; a port is TLS only (secure_channel) or plain only",
+                "{addr} is already served {}; a port requires TLS (secure_channel) or takes both, not each for different subsystems",
                 if l.entry.secure_channel {
                     "with secure_channel (TLS)"
                 } else {

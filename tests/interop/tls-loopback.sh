@@ -3,7 +3,9 @@
 # TOML file: a malloc namespace, a plain port and a secure_channel port, the
 # host's PSK) and `lull perf --psk --verify`, the target and the initiator in
 # each reactor mode (poll, interrupt, hybrid, adaptive); a wrong PSK and a
-# plaintext connection to the secure port refused.
+# plaintext connection to the secure port refused; the plain port taking TLS
+# from the host with a PSK (and refusing it in plaintext) and plaintext from a
+# host without one.
 #
 # MEASURE=1: instead, the cost of TLS: 4 KiB random reads at QD 32 (IOPS) and
 # QD 1 (mean latency), plaintext and TLS in turn, A B A B, ROUNDS rounds (3),
@@ -22,6 +24,8 @@ PORT=${PORT:-4480}
 TLS_PORT=$((PORT + 1))
 NQN=nqn.2024-01.io.lull:tls-loop
 HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:0f7b3a52-6c1e-4b2d-9a8f-3e5d7c9b1a22
+# A host allowed without a PSK: plaintext is its way in.
+PLAIN_HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:0f7b3a52-6c1e-4b2d-9a8f-3e5d7c9b1a23
 [ -x "$LULL" ] || { echo "$LULL not found (cargo build --release first)" >&2; exit 1; }
 
 passed=0
@@ -86,7 +90,7 @@ size = "256MiB"
 block_size = 4096
 [[subsystem]]
 nqn = "$NQN"
-hosts = ["$HOSTNQN"]
+hosts = ["$HOSTNQN", "$PLAIN_HOSTNQN"]
 listen = ["127.0.0.1:$PORT"]
 listen_secure_channel = ["127.0.0.1:$TLS_PORT"]
 namespaces = [{ bdev = "Malloc0" }]
@@ -113,7 +117,7 @@ perf() {
     local name=$1
     shift
     local rc=0
-    timeout --kill-after=5 120 "$LULL" perf --subnqn "$NQN" --hostnqn "$HOSTNQN" --cores 1 --json "$@" \
+    timeout --kill-after=5 120 "$LULL" perf --subnqn "$NQN" --hostnqn "${HOST:-$HOSTNQN}" --cores 1 --json "$@" \
         >"$WORK/$name.log" 2>&1 || rc=$?
     return "$rc"
 }
@@ -206,10 +210,24 @@ for mode in poll interrupt hybrid adaptive; do
         else
             pass "plaintext is refused on the secure port"
         fi
-        if perf plain --target "127.0.0.1:$PORT" --time 1 --ramp 0; then
-            pass "the plain port still serves plaintext"
+        # The port without secure_channel takes both: TLS from the host with
+        # a PSK (and only TLS from it), plaintext from a host without one.
+        if perf tls-on-plain --target "127.0.0.1:$PORT" --psk "$KEYS/host.psk" --time 1 --ramp 0; then
+            pass "the plain port takes TLS from the host with a PSK"
         else
-            fail "the plain port refused plaintext"
+            fail "the plain port refused TLS: $(tail -n 2 "$WORK/tls-on-plain.log")"
+        fi
+        if perf psk-host-plain --target "127.0.0.1:$PORT" --time 1 --ramp 0; then
+            fail "the host with a PSK was let in in plaintext"
+        elif grep -q 'Connect Invalid Host' "$WORK/psk-host-plain.log"; then
+            pass "the host with a PSK is refused in plaintext (Connect Invalid Host)"
+        else
+            fail "the host with a PSK failed in plaintext, but not with Connect Invalid Host: $(tail -n 2 "$WORK/psk-host-plain.log")"
+        fi
+        if HOST=$PLAIN_HOSTNQN perf plain --target "127.0.0.1:$PORT" --time 1 --ramp 0; then
+            pass "the plain port still serves plaintext to a host without a PSK"
+        else
+            fail "the plain port refused plaintext: $(tail -n 2 "$WORK/plain.log")"
         fi
     fi
     stop_target

@@ -3,7 +3,8 @@
 //! PDU inside TLS (its C2HTermReq comes back encrypted, then the close);
 //! a forged record and a close_notify in the middle of a PDU after the
 //! handshake; first bytes that are neither a PDU nor a TLS record; a
-//! ClientHello on a plaintext port. Meanwhile stalled handshakes leave the
+//! ClientHello on a plaintext port; KeyUpdates asking the target to update
+//! its keys too, one after another. Meanwhile stalled handshakes leave the
 //! interrupt-mode reactors asleep, the other connections keep working,
 //! and nothing is left open.
 
@@ -325,4 +326,66 @@ fn hostile_tls_peers_are_answered_and_closed_while_the_others_go_on() {
             .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
             .collect::<Vec<_>>()
     );
+}
+
+// SSL_key_update (OpenSSL 1.1.1 and later, ssl.h), which openssl-sys does
+// not declare.
+unsafe extern "C" {
+    fn SSL_key_update(ssl: *mut openssl_sys::SSL, updatetype: std::ffi::c_int) -> std::ffi::c_int;
+}
+/// SSL_KEY_UPDATE_REQUESTED: the peer must update its sending keys too.
+const KEY_UPDATE_REQUESTED: std::ffi::c_int = 1;
+
+/// A TLS 1.3 client of OpenSSL's own on a blocking socket, keyed by the
+/// derived PSK of [`psk`] (TLS_AES_128_GCM_SHA256, its suite).
+fn openssl_client(addr: SocketAddr) -> openssl::ssl::SslStream<TcpStream> {
+    use openssl::ssl::{Ssl, SslContext, SslMethod, SslVersion};
+    let mut b = SslContext::builder(SslMethod::tls_client()).unwrap();
+    b.set_min_proto_version(Some(SslVersion::TLS1_3)).unwrap();
+    b.set_max_proto_version(Some(SslVersion::TLS1_3)).unwrap();
+    b.set_ciphersuites("TLS_AES_128_GCM_SHA256").unwrap();
+    let p = psk();
+    let (id, key) = (p.identity().as_bytes().to_vec(), p.key().to_vec());
+    b.set_psk_client_callback(move |_ssl, _hint, identity, out| {
+        // NUL-terminated identity, then the key.
+        identity[..id.len()].copy_from_slice(&id);
+        identity[id.len()] = 0;
+        out[..key.len()].copy_from_slice(&key);
+        Ok(key.len())
+    });
+    let ctx = b.build();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    Ssl::new(&ctx).unwrap().connect(sock).unwrap()
+}
+
+#[test]
+fn key_updates_the_host_asks_for_are_answered_and_the_queue_goes_on() {
+    use foreign_types::ForeignTypeRef;
+    let (_t, secure) = secure_target();
+    let mut s = openssl_client(secure);
+    let update = |s: &openssl::ssl::SslStream<TcpStream>| {
+        // SAFETY: the stream's live SSL; the call only queues a message.
+        assert_eq!(unsafe { SSL_key_update(s.ssl().as_ptr(), KEY_UPDATE_REQUESTED) }, 1);
+    };
+    // A KeyUpdate (sent with the next record), then the ICReq under the
+    // new keys: the target updates its own keys and answers under them.
+    update(&s);
+    s.write_all(&icreq_bytes(0)).unwrap();
+    let mut icresp = [0u8; IC_HLEN];
+    s.read_exact(&mut icresp).unwrap();
+    assert_eq!(icresp[0], IC_RESP);
+    // Five more, each with one byte of a fatal PDU (so the PDU spans five
+    // key generations), then the rest: its C2HTermReq comes back readable,
+    // so both sides kept to the same keys.
+    let fatal = [0x7Fu8, 0, 8, 0, 8, 0, 0, 0];
+    for b in &fatal[..5] {
+        update(&s);
+        s.write_all(std::slice::from_ref(b)).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s.write_all(&fatal[5..]).unwrap();
+    let mut term = [0u8; 24];
+    s.read_exact(&mut term).unwrap();
+    assert_eq!(term[0], C2H_TERM_REQ, "{term:?}");
 }

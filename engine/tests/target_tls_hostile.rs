@@ -4,7 +4,8 @@
 //! a forged record and a close_notify in the middle of a PDU after the
 //! handshake; first bytes that are neither a PDU nor a TLS record; a
 //! ClientHello on a plaintext port; KeyUpdates asking the target to update
-//! its keys too, one after another. Meanwhile stalled handshakes leave the
+//! its keys too, one after another; a host keyed for one subsystem naming
+//! another; a host that stops reading 8 MiB of reads. Meanwhile stalled handshakes leave the
 //! interrupt-mode reactors asleep, the other connections keep working,
 //! and nothing is left open.
 
@@ -443,4 +444,90 @@ fn a_psk_for_one_subsystem_does_not_open_another_on_the_same_port() {
     )
     .unwrap();
     q.fabric_connect(0, 31, 0, &connect_data(HOSTNQN, 0xFFFF)).unwrap();
+}
+
+fn rw(opc: u8, slba: u64, blocks: u32, cid: u16) -> lull_proto::nvme::Sqe {
+    let mut sqe = lull_proto::nvme::Sqe([0; 64]);
+    sqe.0[0] = opc;
+    sqe.0[4..8].copy_from_slice(&1u32.to_le_bytes());
+    sqe.set_cid(cid);
+    sqe.set_cdw(10, slba as u32);
+    sqe.set_cdw(12, blocks - 1);
+    sqe
+}
+
+#[test]
+fn a_host_that_stops_reading_its_tls_queue_costs_no_cpu_and_loses_nothing() {
+    use lull_proto::nvme::io_opc;
+    const READS: u16 = 64;
+    const BLOCKS: u32 = 256;
+    let (t, secure) = secure_target();
+    let connect = || {
+        SyncQueue::connect_secure(
+            secure,
+            Digests::default(),
+            8192,
+            Duration::from_secs(5),
+            None,
+            Some(&psk()),
+        )
+        .unwrap()
+    };
+    let mut admin = connect();
+    let cntlid = admin
+        .fabric_connect(0, 31, 0, &connect_data(HOSTNQN, 0xFFFF))
+        .unwrap()
+        .dw0 as u16;
+    admin.enable(Duration::from_secs(5)).unwrap();
+    let mut io = connect();
+    io.fabric_connect(1, 127, 0, &connect_data(HOSTNQN, cntlid)).unwrap();
+    let pattern: Vec<u8> = (0..BLOCKS as usize * 512).map(|i| (i * 31 / 7) as u8).collect();
+    io.call("write", rw(io_opc::WRITE, 0, BLOCKS, 1), &pattern, 0).unwrap();
+
+    // 64 reads of 128 KiB (8 MiB, far beyond the sockets' buffers), then
+    // nothing read: the target's TLS sends stop on a full socket.
+    let (mut wire, mut q) = io.into_parts();
+    // 64 KiB: the window stops growing. (Much smaller after the connect
+    // and Linux drops what the window it already offered lets in: the
+    // transfer then crawls on retransmissions, TLS or not.)
+    rustix::net::sockopt::set_socket_recv_buffer_size(wire.tcp(), 64 * 1024).unwrap();
+    for cid in 0..READS {
+        q.submit(rw(io_opc::READ, 0, BLOCKS, 100 + cid), &[], BLOCKS * 512)
+            .unwrap();
+    }
+    while q.wants_send() {
+        let n = wire.write(q.pending_send()).unwrap();
+        q.sent(n);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu0 = reactor_cpu(&t);
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = reactor_cpu(&t) - cpu0;
+    assert!(
+        spent < Duration::from_millis(50),
+        "a blocked TLS send cost the reactors {spent:?} in 1 s"
+    );
+    // The target holds most of it: the host's socket has a fraction.
+    let waiting = rustix::io::ioctl_fionread(wire.tcp()).unwrap();
+    assert!(
+        waiting < u64::from(READS) * u64::from(BLOCKS) * 512 / 4,
+        "{waiting} bytes wait at the host: the target's sends never blocked"
+    );
+
+    // Reading again: every read arrives, whole and right.
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut done = Vec::new();
+    while done.len() < usize::from(READS) {
+        assert!(Instant::now() < until, "{} of {READS} reads arrived", done.len());
+        let buf = q.recv_buffer(256 * 1024);
+        let n = wire.read(buf).unwrap();
+        assert!(n > 0, "the target closed the queue");
+        q.received(256 * 1024, n);
+        q.process().unwrap();
+        done.extend(q.take_completions());
+    }
+    for c in &done {
+        assert!(c.cqe.status.is_success(), "{:?}", c.cqe.status);
+        assert!(c.data == pattern, "read {} differs", c.cqe.cid);
+    }
 }

@@ -5,9 +5,9 @@
 //! handshake; first bytes that are neither a PDU nor a TLS record; a
 //! ClientHello on a plaintext port; KeyUpdates asking the target to update
 //! its keys too, one after another; a host keyed for one subsystem naming
-//! another; a host that stops reading 8 MiB of reads. Meanwhile stalled handshakes leave the
-//! interrupt-mode reactors asleep, the other connections keep working,
-//! and nothing is left open.
+//! another; a host that stops reading 8 MiB of reads. Meanwhile stalled
+//! handshakes leave the interrupt-mode reactors asleep, the other
+//! connections keep working, and nothing is left open.
 
 mod common;
 

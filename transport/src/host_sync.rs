@@ -480,8 +480,11 @@ fn secure(
     timeout: Duration,
     deadline: Option<Instant>,
 ) -> Result<Wire, SyncError> {
-    let end = Instant::now() + timeout;
-    let end = deadline.map_or(end, |d| d.min(end));
+    // A timeout too long to be an instant bounds nothing.
+    let end = match (Instant::now().checked_add(timeout), deadline) {
+        (Some(t), Some(d)) => Some(t.min(d)),
+        (t, d) => t.or(d),
+    };
     sock.set_nonblocking(true)
         .map_err(|e| SyncError::Io(format!("{addr}: {e}")))?;
     let mut wire =
@@ -498,17 +501,22 @@ fn secure(
                 )));
             }
         };
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(SyncError::Timeout(if deadline == Some(end) {
-                format!("no TLS handshake with {addr} by the step's deadline")
-            } else {
-                format!("no TLS handshake with {addr} within {timeout:?}")
-            }));
-        }
-        let left = Timespec::try_from(left).map_err(|e| SyncError::Io(format!("{addr}: {e}")))?;
+        let left = match end {
+            None => None,
+            Some(end) => {
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(SyncError::Timeout(if deadline == Some(end) {
+                        format!("no TLS handshake with {addr} by the step's deadline")
+                    } else {
+                        format!("no TLS handshake with {addr} within {timeout:?}")
+                    }));
+                }
+                Some(Timespec::try_from(left).map_err(|e| SyncError::Io(format!("{addr}: {e}")))?)
+            }
+        };
         let mut fds = [PollFd::new(wire.tcp(), wait)];
-        match rustix::event::poll(&mut fds, Some(&left)) {
+        match rustix::event::poll(&mut fds, left.as_ref()) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(SyncError::Io(format!("{addr}: poll: {e}"))),
         }

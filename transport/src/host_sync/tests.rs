@@ -88,3 +88,13 @@ fn a_target_that_never_answers_the_client_hello_is_left_at_the_deadline() {
     assert!(matches!(r, Err(SyncError::Timeout(_))), "{r:?}");
     assert!(took < Duration::from_millis(1300), "took {took:?}");
 }
+
+#[test]
+fn a_timeout_too_long_for_an_instant_leaves_the_deadline_in_charge() {
+    let addr = slow_target(None);
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let got = connect_within(addr, Duration::MAX, Some(deadline), Duration::from_secs(3));
+    let (r, took) = got.expect("the handshake was still running 3 s into a 300 ms deadline");
+    assert!(matches!(r, Err(SyncError::Timeout(_))), "{r:?}");
+    assert!(took < Duration::from_millis(1200), "took {took:?}");
+}

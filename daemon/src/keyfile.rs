@@ -4,7 +4,7 @@
 //! user may read, as SPDK's file keyring insists. No error quotes the key.
 
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use lull_proto::auth::DhchapSecret;
@@ -51,9 +51,20 @@ pub fn read_dhchap_key(path: &Path) -> Result<DhchapSecret, String> {
 
 /// The text of the key file `path`, after checking it is a regular file of
 /// the daemon's user that nobody else may read or write.
+///
+/// The file is opened once and the checks look at the open file, so the
+/// file read is the file checked: a check by name and a later open could
+/// be raced by swapping the name (for a FIFO, which would then block the
+/// open, or another user's file). `O_NONBLOCK` keeps a FIFO or device from
+/// blocking the open itself, `O_NOCTTY` a terminal from becoming ours.
 fn read_private(path: &Path) -> Result<Zeroizing<String>, String> {
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("key file {shown}: {e}"))?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("key file {shown}: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("key file {shown}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("key file {shown} is not a regular file"));
     }
@@ -71,13 +82,12 @@ fn read_private(path: &Path) -> Result<Zeroizing<String>, String> {
             meta.uid()
         ));
     }
-    read_secret(path).map_err(|e| format!("key file {shown}: {e}"))
+    read_secret(f).map_err(|e| format!("key file {shown}: {e}"))
 }
 
 /// The file's text, in memory zeroed on drop. Key files are short: more
 /// than 4 KiB is refused before it is read whole.
-fn read_secret(path: &Path) -> Result<Zeroizing<String>, String> {
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+fn read_secret(f: std::fs::File) -> Result<Zeroizing<String>, String> {
     let mut buf = Zeroizing::new(Vec::with_capacity(256));
     f.take(4097).read_to_end(&mut buf).map_err(|e| e.to_string())?;
     if buf.len() > 4096 {
@@ -142,5 +152,37 @@ mod tests {
         let bad = "NVMeTLSkey-1:01:VRLbtnN9AQb2WXW3c9+wEf/DRLz0QuLdbYvEhwtdWwNf9LrY:";
         let e = read_key(&file("psk-bad", bad, 0o600)).unwrap_err();
         assert!(e.contains("CRC-32") && !e.contains("VRLb"), "{e}");
+        // Cut short in the middle of its base64, and with no terminator.
+        for (name, text) in [
+            ("psk-cut", &psk[..40]),
+            ("psk-unterminated", psk.trim_end().trim_end_matches(':')),
+        ] {
+            let e = read_key(&file(name, text, 0o600)).unwrap_err();
+            assert!(e.contains(name) && !e.contains("VRLb"), "{e}");
+        }
+        // A hash field no version defines (03h).
+        let e = read_key(&file("psk-hash", &psk.replace(":01:", ":03:"), 0o600)).unwrap_err();
+        assert!(e.contains("psk-hash") && !e.contains("VRLb"), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_or_a_directory_is_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("lull-keyfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // No writer ever opens it: a blocking open would never return.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_key(&fifo).map(|_| ()));
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("read_key blocked on a FIFO");
+        assert!(r.unwrap_err().contains("not a regular file"));
+        assert!(read_key(&dir).unwrap_err().contains("not a regular file"));
     }
 }

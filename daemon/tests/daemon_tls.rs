@@ -194,6 +194,33 @@ fn lull_initiator_reaches_lull_target_over_tls_configured_by_rpc() {
     let r = attach(&mut c, "Bad2", port, Some("nokey"));
     assert!(r.get("error").is_some(), "{r}");
     assert!(d.app.controllers().is_empty());
+
+    // The other way round: a TLS PSK given as a DH-HMAC-CHAP key, on both
+    // sides. Refused naming the field and the kind, never the key.
+    let e = c.expect(
+        INVALID_PARAMS,
+        "nvmf_subsystem_add_host",
+        json!({"nqn": NQN, "host": "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000d2", "dhchap_key": "key0"}),
+    );
+    // (The message names the format, NVMeTLSkey-1, not the key.)
+    assert!(
+        e.contains("dhchap_key") && e.contains("not a DH-HMAC-CHAP secret"),
+        "{e}"
+    );
+    assert!(!e.contains("VRLbtn"), "{e}");
+    let e = c.expect(
+        INVALID_PARAMS,
+        "bdev_nvme_attach_controller",
+        json!({"name": "Bad3", "trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1",
+               "trsvcid": port.to_string(), "subnqn": NQN, "hostnqn": HOST, "dhchap_key": "key0"}),
+    );
+    // (The message names the format, NVMeTLSkey-1, not the key.)
+    assert!(
+        e.contains("dhchap_key") && e.contains("not a DH-HMAC-CHAP secret"),
+        "{e}"
+    );
+    assert!(!e.contains("VRLbtn"), "{e}");
+    assert!(d.app.controllers().is_empty());
 }
 
 #[test]

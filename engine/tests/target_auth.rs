@@ -544,3 +544,53 @@ fn a_receive_sent_before_the_send_completes_waits_for_it() {
         "the Receive got the Challenge"
     );
 }
+
+#[test]
+fn queues_closed_while_their_dh_work_is_away_leave_no_trace() {
+    // Hosts that send an ffdhe8192 Negotiate and leave at once, several in
+    // a row, so the helper thread holds the state machines of queues that
+    // are gone (and a queue of them waits behind each other): the answers
+    // are dropped, nothing panics, the controllers go, and a host that
+    // authenticates afterwards is served.
+    let t = target_on(Mode::Interrupt, 1);
+    t.target
+        .subsystem(SUBNQN)
+        .unwrap()
+        .set_host_dhchap(OTHER_HOST, key(1), None)
+        .unwrap();
+    let controllers = t.target.controller_count();
+    let mut cfg = AuthConfig::new(key(1), None, OTHER_HOST, SUBNQN);
+    cfg.dhgroups = vec![DhGroup::Ffdhe8192];
+    let cfg = Arc::new(cfg);
+    for i in 0..4u16 {
+        let mut h = raw_admin(t.addr, OTHER_HOST, 0);
+        let n = HostAuth::new(cfg.clone(), i + 1).negotiate();
+        let mut send = auth_sqe(fctype::AUTH_SEND, n.len() as u32);
+        send.set_sgl1(Sgl {
+            address: 0,
+            length: n.len() as u32,
+            id: sgl_id::DATA_BLOCK_OFFSET,
+        });
+        // The Send and a Receive held behind it, then gone.
+        let mut bytes = h.capsule_bytes(&send, &n);
+        let mut recv = auth_sqe(fctype::AUTH_RECV, 4096);
+        recv.set_cid(77);
+        bytes.extend(h.capsule_bytes(&recv, &[]));
+        h.send(&bytes);
+        drop(h);
+    }
+    // A host with the null group authenticates meanwhile (its Send waits
+    // behind the orphaned DH work on the one helper thread).
+    let (mut q, _) = connect(t.addr, OTHER_HOST, 0, 0xFFFF);
+    let mut null = AuthConfig::new(key(1), None, OTHER_HOST, SUBNQN);
+    null.dhgroups = vec![DhGroup::Null];
+    q.authenticate(Arc::new(null), 9).unwrap();
+    drop(q);
+    assert!(
+        wait(|| t.target.controller_count() == controllers),
+        "{} controllers left, {controllers} before",
+        t.target.controller_count()
+    );
+    let panics: u64 = t.reactors.handles().iter().map(|h| h.stats().panics).sum();
+    assert_eq!(panics, 0);
+}

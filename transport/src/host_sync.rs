@@ -18,6 +18,7 @@ use lull_proto::pdu::Digests;
 use lull_proto::tls_psk::TlsPsk;
 
 use crate::tls::{Handshake, Wire};
+use rustix::event::{PollFd, PollFlags, Timespec};
 
 /// Why a control-path step failed, in words an operator can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,7 +108,7 @@ impl SyncQueue {
             .map_err(|e| SyncError::Io(e.to_string()))?;
         let sock = match tls {
             None => Wire::plain(sock),
-            Some(psk) => secure(sock, psk, addr, timeout)?,
+            Some(psk) => secure(sock, psk, addr, timeout, deadline)?,
         };
         let mut c = SyncQueue {
             sock,
@@ -466,20 +467,66 @@ impl SyncQueue {
     }
 }
 
-/// The TLS handshake over the blocking socket `sock` (whose read and write
-/// timeouts bound each wait): a `WouldBlock` there is a timeout.
-fn secure(sock: TcpStream, psk: &TlsPsk, addr: SocketAddr, timeout: Duration) -> Result<Wire, SyncError> {
-    let mut wire = crate::tls::client(std::sync::Arc::new(sock), psk.clone())
+/// The TLS handshake over `sock`, as a whole within `timeout` and by
+/// `deadline`. The socket is non-blocking meanwhile and each wait a
+/// `poll` for what OpenSSL waits for, bounded by the time left: with a
+/// blocking socket a read timeout bounds each read alone, so a target
+/// sending its handshake a byte at a time, each within the timeout, could
+/// hold the host for as long as it liked.
+fn secure(
+    sock: TcpStream,
+    psk: &TlsPsk,
+    addr: SocketAddr,
+    timeout: Duration,
+    deadline: Option<Instant>,
+) -> Result<Wire, SyncError> {
+    // A timeout too long to be an instant bounds nothing.
+    let end = match (Instant::now().checked_add(timeout), deadline) {
+        (Some(t), Some(d)) => Some(t.min(d)),
+        (t, d) => t.or(d),
+    };
+    sock.set_nonblocking(true)
         .map_err(|e| SyncError::Io(format!("{addr}: {e}")))?;
-    // Blocking: the handshake runs to its end or to a timeout.
-    match wire.handshake() {
-        Ok(Handshake::Done(_)) => Ok(wire),
-        Ok(Handshake::WantRead | Handshake::WantWrite) => Err(SyncError::Timeout(format!(
-            "no TLS handshake with {addr} within {timeout:?}"
-        ))),
-        Err(e) => Err(SyncError::Protocol(format!(
-            "{addr} refused the TLS handshake with PSK identity {:?}: {e}",
-            psk.identity()
-        ))),
+    let mut wire =
+        crate::tls::client(Arc::new(sock), psk.clone()).map_err(|e| SyncError::Io(format!("{addr}: {e}")))?;
+    loop {
+        let wait = match wire.handshake() {
+            Ok(Handshake::Done(_)) => break,
+            Ok(Handshake::WantRead) => PollFlags::IN,
+            Ok(Handshake::WantWrite) => PollFlags::OUT,
+            Err(e) => {
+                return Err(SyncError::Protocol(format!(
+                    "{addr} refused the TLS handshake with PSK identity {:?}: {e}",
+                    psk.identity()
+                )));
+            }
+        };
+        let left = match end {
+            None => None,
+            Some(end) => {
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(SyncError::Timeout(if deadline == Some(end) {
+                        format!("no TLS handshake with {addr} by the step's deadline")
+                    } else {
+                        format!("no TLS handshake with {addr} within {timeout:?}")
+                    }));
+                }
+                Some(Timespec::try_from(left).map_err(|e| SyncError::Io(format!("{addr}: {e}")))?)
+            }
+        };
+        let mut fds = [PollFd::new(wire.tcp(), wait)];
+        match rustix::event::poll(&mut fds, left.as_ref()) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(SyncError::Io(format!("{addr}: poll: {e}"))),
+        }
     }
+    // The queue's own reads and writes block, bounded by the socket's timeouts.
+    wire.tcp()
+        .set_nonblocking(false)
+        .map_err(|e| SyncError::Io(format!("{addr}: {e}")))?;
+    Ok(wire)
 }
+
+#[cfg(test)]
+mod tests;

@@ -26,6 +26,7 @@
 use std::ffi::c_int;
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use foreign_types::ForeignTypeRef;
@@ -39,6 +40,14 @@ use openssl::ssl::{
 /// gathers up to this much from the PDUs queued, so a 24-byte header and
 /// its data go out in one record rather than two.
 pub const RECORD_PLAINTEXT: usize = 16 * 1024;
+
+/// Most PSK identities of one ClientHello a target looks up. OpenSSL asks
+/// about each identity offered, in turn, until one is known, and a
+/// ClientHello of 64 KB carries thousands (RFC 8446 section 4.2.11 sets no
+/// limit); each lookup walks the hosts of every subsystem the port
+/// reaches, on the reactor. NVMe hosts offer one (Linux's and SPDK's), a
+/// few at most; beyond this many the handshake fails.
+pub const MAX_PSK_IDENTITIES: usize = 8;
 
 /// TLS 1.3's protocol version on the wire (RFC 8446 section 4.2.1).
 const TLS1_3_VERSION: c_int = 0x0304;
@@ -68,6 +77,8 @@ struct PskSlot {
     lookup: Option<Arc<dyn PskLookup>>,
     own: Option<TlsPsk>,
     chosen: Mutex<Option<TlsPsk>>,
+    /// Identities looked up so far (target), within [`MAX_PSK_IDENTITIES`].
+    asked: AtomicUsize,
 }
 
 fn slot_index() -> Result<Index<Ssl, PskSlot>, TlsError> {
@@ -156,7 +167,8 @@ unsafe fn slot<'a>(ssl: *mut openssl_sys::SSL) -> Option<&'a PskSlot> {
 }
 
 /// Target: the session for the identity the client offers; none (and
-/// success, so a further identity may still match) when it is unknown.
+/// success, so a further identity may still match) when it is unknown;
+/// failure past [`MAX_PSK_IDENTITIES`] identities.
 unsafe extern "C" fn find_session(
     ssl: *mut openssl_sys::SSL,
     identity: *const u8,
@@ -169,6 +181,10 @@ unsafe extern "C" fn find_session(
         *sess = std::ptr::null_mut();
         let Some(slot) = slot(ssl) else { return 0 };
         let Some(lookup) = &slot.lookup else { return 0 };
+        if slot.asked.fetch_add(1, Ordering::Relaxed) >= MAX_PSK_IDENTITIES {
+            tracing::debug!("ClientHello offers more than {MAX_PSK_IDENTITIES} PSK identities: refused");
+            return 0;
+        }
         let id = if identity.is_null() {
             &[][..]
         } else {
@@ -272,6 +288,7 @@ impl TlsServer {
                 lookup: Some(self.lookup.clone()),
                 own: None,
                 chosen: Mutex::new(None),
+                asked: AtomicUsize::new(0),
             },
         );
         ssl.set_accept_state();
@@ -298,6 +315,7 @@ pub fn client(sock: Arc<TcpStream>, psk: TlsPsk) -> Result<Wire, TlsError> {
             lookup: None,
             own: Some(psk.clone()),
             chosen: Mutex::new(Some(psk)),
+            asked: AtomicUsize::new(0),
         },
     );
     ssl.set_connect_state();

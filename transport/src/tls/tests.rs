@@ -282,3 +282,95 @@ fn sends_that_would_block_resume_with_the_same_bytes_and_lose_nothing() {
     assert_eq!(got.len(), total);
     assert!(got == stream, "the stream arrived altered");
 }
+
+/// A TLS 1.3 ClientHello offering `ids` PSK identities (`id_len` bytes
+/// each, none known) and one binder, in as many handshake records as it
+/// takes: RFC 8446 sections 4.1.2 and 4.2.11.
+fn client_hello_with_identities(ids: usize, id_len: usize) -> Vec<u8> {
+    fn u16b(n: usize) -> [u8; 2] {
+        (n as u16).to_be_bytes()
+    }
+    let mut ext = Vec::new();
+    // supported_versions: TLS 1.3.
+    ext.extend_from_slice(&[0x00, 0x2b, 0x00, 0x03, 0x02, 0x03, 0x04]);
+    // supported_groups: x25519; key_share: an x25519 share.
+    ext.extend_from_slice(&[0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x1d]);
+    ext.extend_from_slice(&[0x00, 0x33, 0x00, 0x26, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20]);
+    ext.extend_from_slice(&[0x42; 32]);
+    // psk_key_exchange_modes: psk_dhe_ke.
+    ext.extend_from_slice(&[0x00, 0x2d, 0x00, 0x02, 0x01, 0x01]);
+    // pre_shared_key, last.
+    let mut identities = Vec::new();
+    for i in 0..ids {
+        identities.extend_from_slice(&u16b(id_len));
+        identities.extend((0..id_len).map(|k| b'a' + ((i + k) % 26) as u8));
+        identities.extend_from_slice(&[0, 0, 0, 0]);
+    }
+    let binders = [&[32u8][..], &[0x5a; 32]].concat();
+    let mut psk = Vec::new();
+    psk.extend_from_slice(&u16b(identities.len()));
+    psk.extend_from_slice(&identities);
+    psk.extend_from_slice(&u16b(binders.len()));
+    psk.extend_from_slice(&binders);
+    ext.extend_from_slice(&[0x00, 0x29]);
+    ext.extend_from_slice(&u16b(psk.len()));
+    ext.extend_from_slice(&psk);
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[0x17; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01, 0x01, 0x00]);
+    body.extend_from_slice(&u16b(ext.len()));
+    body.extend_from_slice(&ext);
+    let mut hs = vec![0x01];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut out = Vec::new();
+    for chunk in hs.chunks(16384) {
+        out.extend_from_slice(&[0x16, 0x03, 0x01]);
+        out.extend_from_slice(&u16b(chunk.len()));
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+/// A target that counts the identities it is asked about (and knows none).
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl PskLookup for Counting {
+    fn find(&self, _identity: &[u8]) -> Option<TlsPsk> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        None
+    }
+}
+
+#[test]
+fn a_client_hello_with_thousands_of_identities_costs_a_few_lookups() {
+    // 9,000 one-byte identities fill a 63 KB ClientHello; OpenSSL asks the
+    // lookup about each in turn until one is found, and the target's
+    // lookup walks every subsystem's hosts: bounded per handshake.
+    for ids in [1, MAX_PSK_IDENTITIES, MAX_PSK_IDENTITIES + 1, 9000] {
+        let (a, b) = pair();
+        let counting = Arc::new(Counting(std::sync::atomic::AtomicUsize::new(0)));
+        let server = TlsServer::new(counting.clone()).expect("server");
+        let mut s = server.accept(b).expect("accept");
+        let hello = client_hello_with_identities(ids, 1);
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut sent = 0;
+        let failed = loop {
+            if sent < hello.len() {
+                match (&*a).write(&hello[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("send: {e}"),
+                }
+            }
+            match s.handshake() {
+                Err(e) => break e,
+                Ok(Handshake::Done(_)) => panic!("no identity is known"),
+                Ok(_) => assert!(Instant::now() < until, "handshake stalled"),
+            }
+        };
+        let asked = counting.0.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(asked, ids.min(MAX_PSK_IDENTITIES), "{ids} identities offered: {failed}");
+    }
+}

@@ -271,20 +271,37 @@ fn hostile_tls_peers_are_answered_and_closed_while_the_others_go_on() {
         assert!(raw_closed_within(&mut s, Duration::from_secs(2)), "{first:?} closes");
     }
 
-    // A ClientHello on the plaintext port: PDU type 16h is reserved; the
-    // answer is a plaintext C2HTermReq and the close, no TLS.
-    let mut s = TcpStream::connect(t.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    // The port without secure_channel takes TLS too: a ClientHello with a
+    // known identity completes the handshake; a record that starts like
+    // one but is garbage fails it and the connection closes (no plaintext
+    // C2HTermReq: from its first byte on, the connection is TLS).
     let sock = TcpStream::connect(t.addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut hello = tls::client(Arc::new(sock), psk()).unwrap();
-    assert!(hello.handshake().is_err(), "no TLS server on the plaintext port");
+    let mut done = false;
+    for _ in 0..100 {
+        match hello.handshake() {
+            Ok(tls::Handshake::Done(_)) => {
+                done = true;
+                break;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("TLS on the port without secure_channel: {e}"),
+        }
+    }
+    assert!(done, "the handshake on the port without secure_channel did not finish");
     drop(hello);
+    let mut s = TcpStream::connect(t.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x50]).unwrap();
     s.write_all(&[0u8; 0x50]).unwrap();
     let mut b = [0u8; 8];
-    s.read_exact(&mut b).unwrap();
-    assert_eq!(b[0], C2H_TERM_REQ, "a ClientHello on the plaintext port: {b:?}");
+    let n = s.read(&mut b).unwrap_or(0);
+    assert!(
+        n == 0 || b[0] == 0x15,
+        "a bad ClientHello gets a TLS alert or nothing: {:?}",
+        &b[..n]
+    );
     assert!(raw_closed_within(&mut s, Duration::from_secs(2)));
     drop(s);
 

@@ -670,8 +670,8 @@ fn finish_if_done(job: &JobRc) {
 /// CPU time of every thread of process `pid`, ns: the sum of
 /// `/proc/PID/task/*/schedstat` (the scheduler's own ns count, so a 1 s slice
 /// at a few % of a core reads true), or `/proc/PID/stat`'s utime + stime
-/// (10 ms ticks) where schedstat is missing.
-fn proc_cpu_ns(pid: u32) -> Option<u64> {
+/// (10 ms ticks) where schedstat is missing. `None` when the process is gone.
+pub fn proc_cpu_ns(pid: u32) -> Option<u64> {
     proc_schedstat_ns(pid).or_else(|| proc_stat_ns(pid))
 }
 
@@ -1161,4 +1161,24 @@ pub fn table(rows: &[PerfReport]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_cpu_is_read_and_grows() {
+        let me = std::process::id();
+        let a = proc_cpu_ns(me).unwrap();
+        let until = Instant::now() + Duration::from_millis(30);
+        let mut x = 0u64;
+        while Instant::now() < until {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        std::hint::black_box(x);
+        let b = proc_cpu_ns(me).unwrap();
+        assert!(b > a, "{a} then {b}");
+        assert_eq!(proc_cpu_ns(u32::MAX), None);
+    }
 }

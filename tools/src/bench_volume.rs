@@ -278,28 +278,9 @@ impl CpuMark {
     fn take(pids: &[u32; 4]) -> CpuMark {
         CpuMark {
             at: Instant::now(),
-            ns: pids.map(process_cpu_ns),
+            ns: pids.map(nvme_perf::proc_cpu_ns),
         }
     }
-}
-
-/// CPU time of every thread of process `pid` so far, ns: the sum of the
-/// first field of `/proc/PID/task/*/schedstat` (the scheduler's own count,
-/// exact at the few % of a core an idle daemon uses). `None` when the
-/// process is gone.
-fn process_cpu_ns(pid: u32) -> Option<u64> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0u64;
-    for task in tasks.flatten() {
-        // A thread that exited between the listing and the read took its
-        // time with it; the others still count.
-        if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat"))
-            && let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok())
-        {
-            total += ns;
-        }
-    }
-    Some(total)
 }
 
 /// Each process's CPU between two marks, % of one core.
@@ -1060,20 +1041,5 @@ mod tests {
         };
         let e = cpu_between(&a, &gone, &pids).unwrap_err();
         assert!(e.contains("R1") && e.contains("pid 11"), "{e}");
-    }
-
-    #[test]
-    fn this_process_cpu_is_read_and_grows() {
-        let me = std::process::id();
-        let a = process_cpu_ns(me).unwrap();
-        let until = Instant::now() + Duration::from_millis(30);
-        let mut x = 0u64;
-        while Instant::now() < until {
-            x = x.wrapping_add(std::hint::black_box(1));
-        }
-        std::hint::black_box(x);
-        let b = process_cpu_ns(me).unwrap();
-        assert!(b > a, "{a} then {b}");
-        assert_eq!(process_cpu_ns(u32::MAX), None);
     }
 }

@@ -266,7 +266,9 @@ mod tests {
 
     #[test]
     fn tail_gives_the_last_lines() {
-        let d = ScratchDir::new("lull-child-daemons-test").unwrap();
+        // Its own prefix: the test above checks that its directories'
+        // names are gone, which this one's would otherwise take again.
+        let d = ScratchDir::new("lull-child-daemons-tail-test").unwrap();
         let p = d.path().join("t.log");
         std::fs::write(&p, "one\ntwo\nthree\nfour\n").unwrap();
         assert_eq!(tail(&p, 2), "three\nfour");

@@ -7,6 +7,7 @@
 //! - [`auth`]: DH-HMAC-CHAP in-band authentication (secrets, messages, both roles' state machines);
 //! - [`tls_psk`]: NVMe/TCP TLS pre-shared keys (the `NVMeTLSkey-1` interchange format,
 //!   retained and TLS PSK derivation, PSK identities v0 and v1);
+//! - [`read_source`]: read data copied from a memory bdev into the PDUs being built;
 //! - [`target_queue`]: the controller side of one queue pair as a state machine,
 //!   fed bytes and yielding commands, bytes to send and errors;
 //! - [`host_queue`]: the host side of one queue pair, as a state machine.
@@ -27,5 +28,6 @@ mod framing;
 pub mod host_queue;
 pub mod nvme;
 pub mod pdu;
+pub mod read_source;
 pub mod target_queue;
 pub mod tls_psk;

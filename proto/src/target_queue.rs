@@ -40,6 +40,7 @@ use crate::pdu::{
     CH_LEN, CommonHeader, DIGEST_LEN, DataHeader, Digests, FatalError, Fes, IC_HLEN, IcReq, IcResp, PduType, TermReq,
     data_offset_for, flags, le32, offset,
 };
+use crate::read_source::{SourceRange, SourceRangeError};
 
 /// In-capsule data the admin queue accepts, bytes: the Linux host sizes admin
 /// capsules to 8 KiB of data regardless of IOCCSZ (`NVME_TCP_ADMIN_CCSZ`).
@@ -105,15 +106,21 @@ pub struct QueueParams {
 
 /// The answer to one [`Request`]: what the controller hands back to the queue.
 ///
-/// `data` is the controller-to-host data (empty: none), sent as C2HData
-/// PDUs before the completion; `connected` is set only by a successful
-/// Connect. The queue fills in SQHD and SQID.
+/// The controller-to-host data, sent as C2HData PDUs before the completion,
+/// is `data`, or, for a Read served from memory, `source` (copied straight
+/// into the PDUs: [`crate::read_source`]); neither: the command moves none.
+/// `connected` is set only by a successful Connect. The queue fills in SQHD
+/// and SQID.
 #[derive(Debug, Default)]
 pub struct Response {
     /// The completion queue entry (CID, status, DW0/DW1).
     pub cqe: Cqe,
-    /// Controller-to-host data; empty when the command moves none.
+    /// Controller-to-host data; empty when the command moves none or
+    /// `source` holds it.
     pub data: Vec<u8>,
+    /// Controller-to-host data still where it lives, copied when the PDUs
+    /// are built (used instead of `data`).
+    pub source: Option<SourceRange>,
     /// What a successful Connect established, applied before the completion is queued.
     pub connected: Option<QueueParams>,
 }
@@ -151,7 +158,32 @@ impl Response {
         Response {
             cqe,
             data,
+            source: None,
             connected: None,
+        }
+    }
+
+    /// A completion whose controller-to-host data is copied from `source`
+    /// while its C2HData PDUs are built (a Read of a memory bdev). Meant for
+    /// transfers below [`ATTACH_MIN`], which the queue copies into its send
+    /// buffer in any case; a larger one is copied too, growing that buffer.
+    pub fn with_source(cqe: Cqe, source: SourceRange) -> Self {
+        Response {
+            cqe,
+            data: Vec::new(),
+            source: Some(source),
+            connected: None,
+        }
+    }
+
+    /// The controller-to-host data, wherever it is (tests and tools).
+    ///
+    /// # Errors
+    /// When `source` no longer holds its range.
+    pub fn data_bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, SourceRangeError> {
+        match &self.source {
+            Some(s) => s.to_vec().map(std::borrow::Cow::Owned),
+            None => Ok(std::borrow::Cow::Borrowed(&self.data)),
         }
     }
 
@@ -175,6 +207,7 @@ impl From<Cqe> for Response {
         Response {
             cqe,
             data: Vec::new(),
+            source: None,
             connected: None,
         }
     }
@@ -452,12 +485,26 @@ impl TargetQueue {
     /// 1.0 section 3.6.2.8). The data buffer goes to
     /// [`take_spent_buffers`](Self::take_spent_buffers) once encoded (below
     /// [`ATTACH_MIN`] bytes: copied into the send buffer) or once sent (from
-    /// the buffer itself).
+    /// the buffer itself). A `source` is copied into the PDUs as they are
+    /// built; one that no longer holds its range fails the command with
+    /// Internal Error instead, with nothing of its data queued.
     /// Returns false, queueing nothing, when the CID is not outstanding or
     /// the queue has ended.
     pub fn respond(&mut self, r: Response) -> bool {
         if let Some(p) = r.connected {
             self.set_connected(p);
+        }
+        if let Some(source) = r.source {
+            if r.data.capacity() > 0 {
+                self.spent.push(r.data);
+            }
+            let copied = self.complete_with_data_from(r.cqe, source.len(), |offset, dst| source.copy_to(offset, dst));
+            return copied.unwrap_or_else(|_| {
+                self.complete(Cqe {
+                    status: status::INTERNAL_ERROR,
+                    ..r.cqe
+                })
+            });
         }
         if r.data.len() >= ATTACH_MIN {
             return self.complete_with_owned(r.cqe, r.data);

@@ -35,7 +35,9 @@ pub use ram::RamBdev;
 pub use stats::BdevStats;
 
 use std::any::Any;
+use std::sync::Arc;
 
+use lull_proto::read_source::ReadSource;
 use lull_reactor::Context;
 use thiserror::Error;
 
@@ -143,6 +145,17 @@ pub trait Bdev: Any + Send + Sync {
     /// the end is [`BdevError::OutOfRange`], write data that is not whole
     /// blocks [`BdevError::Misaligned`].
     fn submit(&self, cx: &mut Context, io: BdevIo, done: BdevDone);
+
+    /// The bdev's blocks as memory an NVMe/TCP target may copy a Read's data
+    /// from while it builds the C2HData PDUs (byte `lba x block_size` is
+    /// byte `lba x block_size` of the source), instead of submitting the Read
+    /// with a buffer: one copy where a buffer would take two
+    /// (`lull_proto::read_source`). For bdevs whose reads are nothing but a
+    /// copy of memory (RAM, null); `None` (the default): every Read goes
+    /// through [`submit`](Bdev::submit).
+    fn read_source(&self) -> Option<Arc<dyn ReadSource>> {
+        None
+    }
 }
 
 /// Makes `bdev`'s completed writes durable from off the reactors (deleting

@@ -1,6 +1,9 @@
 //! `null`: discards writes, reads zeroes (SPDK's null bdev), for measuring
 //! everything but the storage.
 
+use std::sync::Arc;
+
+use lull_proto::read_source::{ReadSource, SourceRangeError};
 use lull_reactor::Context;
 
 use super::{Bdev, BdevDone, BdevInfo, BdevIo, check_range, uuid_from_name};
@@ -8,6 +11,28 @@ use super::{Bdev, BdevDone, BdevInfo, BdevIo, check_range, uuid_from_name};
 /// A bdev with no storage behind it.
 pub struct NullBdev {
     info: BdevInfo,
+    zeroes: Arc<Zeroes>,
+}
+
+/// What a null bdev's blocks read as, for the NVMe/TCP target to write
+/// straight into its C2HData PDUs.
+struct Zeroes {
+    /// Bytes in all.
+    size: u64,
+}
+
+impl ReadSource for Zeroes {
+    fn copy_to(&self, at: u64, dst: &mut [u8]) -> Result<(), SourceRangeError> {
+        if at.checked_add(dst.len() as u64).is_none_or(|end| end > self.size) {
+            return Err(SourceRangeError {
+                at,
+                len: dst.len(),
+                size: self.size,
+            });
+        }
+        dst.fill(0);
+        Ok(())
+    }
 }
 
 impl NullBdev {
@@ -28,13 +53,14 @@ impl NullBdev {
             return Err("a null bdev needs at least one block".to_string());
         }
         // Sizes in bytes (bdev lists, statistics, the host's capacity) must not wrap.
-        if num_blocks.checked_mul(u64::from(block_size)).is_none() {
+        let Some(size) = num_blocks.checked_mul(u64::from(block_size)) else {
             return Err(format!(
                 "num_blocks {num_blocks} x block_size {block_size} overflows; allowed 1..={}",
                 u64::MAX / u64::from(block_size)
             ));
-        }
+        };
         Ok(NullBdev {
+            zeroes: Arc::new(Zeroes { size }),
             info: BdevInfo {
                 name: name.to_string(),
                 product_name: "Null disk",
@@ -69,6 +95,12 @@ impl Bdev for NullBdev {
             }
             BdevIo::Flush => done.complete(cx, Ok(()), Vec::new()),
         }
+    }
+
+    /// Zeroes: a Read served by the target writes them straight into the
+    /// C2HData PDU.
+    fn read_source(&self) -> Option<Arc<dyn ReadSource>> {
+        Some(self.zeroes.clone())
     }
 }
 

@@ -1,7 +1,8 @@
 //! `ram`: a bdev in memory (SPDK's malloc bdev).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use lull_proto::read_source::{ReadSource, SourceRangeError};
 use lull_reactor::Context;
 
 use super::{Bdev, BdevDone, BdevError, BdevInfo, BdevIo, blocks_in, uuid_from_name};
@@ -15,7 +16,49 @@ const STRIPE: usize = 64 * 1024;
 /// A RAM-backed bdev.
 pub struct RamBdev {
     info: BdevInfo,
+    memory: Arc<Stripes>,
+}
+
+/// The bdev's bytes, in stripes of [`STRIPE`] bytes each behind its own
+/// mutex; shared with the NVMe/TCP target as a [`ReadSource`].
+struct Stripes {
     stripes: Vec<Mutex<Box<[u8]>>>,
+    /// Bytes in all (the last stripe may be short).
+    size: u64,
+}
+
+impl Stripes {
+    /// Calls `f(stripe bytes, offset in the caller's buffer)` for each
+    /// stripe piece of `[start, start+len)`, which the caller has checked
+    /// lies within the bdev.
+    fn each(&self, start: usize, len: usize, mut f: impl FnMut(&mut [u8], usize)) {
+        let mut done = 0;
+        while done < len {
+            let at = start + done;
+            let (i, off) = (at / STRIPE, at % STRIPE);
+            let n = (STRIPE - off).min(len - done);
+            let mut s = self.stripes[i].lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut s[off..off + n], done);
+            done += n;
+        }
+    }
+}
+
+impl ReadSource for Stripes {
+    fn copy_to(&self, at: u64, dst: &mut [u8]) -> Result<(), SourceRangeError> {
+        match at.checked_add(dst.len() as u64) {
+            // Within `size`, which is a usize (the bdev is in memory).
+            Some(end) if end <= self.size => {
+                self.each(at as usize, dst.len(), |s, to| dst[to..to + s.len()].copy_from_slice(s));
+                Ok(())
+            }
+            _ => Err(SourceRangeError {
+                at,
+                len: dst.len(),
+                size: self.size,
+            }),
+        }
+    }
 }
 
 impl RamBdev {
@@ -59,21 +102,15 @@ impl RamBdev {
                 num_blocks: size_bytes / u64::from(block_size),
                 uuid: uuid_from_name("ram", name),
             },
-            stripes,
+            memory: Arc::new(Stripes {
+                stripes,
+                size: size_bytes,
+            }),
         })
     }
 
-    /// Calls `f(stripe bytes, offset in the caller's buffer)` for each stripe piece of `[start, start+len)`.
-    fn each(&self, start: usize, len: usize, mut f: impl FnMut(&mut [u8], usize)) {
-        let mut done = 0;
-        while done < len {
-            let at = start + done;
-            let (i, off) = (at / STRIPE, at % STRIPE);
-            let n = (STRIPE - off).min(len - done);
-            let mut s = self.stripes[i].lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut s[off..off + n], done);
-            done += n;
-        }
+    fn each(&self, start: usize, len: usize, f: impl FnMut(&mut [u8], usize)) {
+        self.memory.each(start, len, f);
     }
 
     fn span(&self, lba: u64, blocks: u64) -> Result<(usize, usize), BdevError> {
@@ -150,6 +187,12 @@ impl Bdev for RamBdev {
             }
             BdevIo::Flush => done.complete(cx, Ok(()), Vec::new()),
         }
+    }
+
+    /// Its memory: a Read served by the target is copied from the stripes
+    /// straight into the C2HData PDU.
+    fn read_source(&self) -> Option<Arc<dyn ReadSource>> {
+        Some(self.memory.clone())
     }
 }
 

@@ -8,6 +8,7 @@ use arc_swap::{ArcSwap, Guard};
 
 use lull_proto::auth::{AuthConfig, DhchapSecret};
 use lull_proto::fabrics::{DISCOVERY_NQN, NQN_MAX_LEN};
+use lull_proto::read_source::ReadSource;
 use lull_proto::tls_psk::{ConfiguredPsk, IdentityVersion, TlsPsk};
 
 use crate::bdev::{Bdev, BdevStats};
@@ -31,6 +32,9 @@ pub struct Namespace {
     pub uuid: [u8; 16],
     /// The bdev's I/O statistics (shared by every namespace on the bdev).
     pub stats: Arc<BdevStats>,
+    /// The bdev's [`Bdev::read_source`], asked once: where small Reads are
+    /// copied from while their PDUs are built.
+    read_source: Option<Arc<dyn ReadSource>>,
 }
 
 impl Namespace {
@@ -47,12 +51,19 @@ impl Namespace {
         let uuid = bdev.info().uuid;
         Namespace {
             nsid,
+            read_source: bdev.read_source(),
             bdev,
             nguid: uuid,
             eui64: [0; 8],
             uuid,
             stats,
         }
+    }
+
+    /// Where the bdev lets a Read's data be copied from while its PDUs are
+    /// built ([`Bdev::read_source`]); `None`: Reads are submitted.
+    pub fn read_source(&self) -> Option<&Arc<dyn ReadSource>> {
+        self.read_source.as_ref()
     }
 }
 

@@ -1480,3 +1480,107 @@ fn take_spare_picks_the_last_buffer_large_enough_else_grows_the_last_else_alloca
     assert_eq!(had, 0, "a new buffer");
     assert!(b.capacity() >= 64);
 }
+
+/// A source whose byte `i` is `(i * 13 + 5) % 256`, or, when `broken`, one
+/// that holds nothing (every copy fails).
+struct Pattern {
+    size: u64,
+    broken: bool,
+}
+
+impl crate::read_source::ReadSource for Pattern {
+    fn copy_to(&self, at: u64, dst: &mut [u8]) -> Result<(), SourceRangeError> {
+        let err = SourceRangeError {
+            at,
+            len: dst.len(),
+            size: self.size,
+        };
+        if self.broken || at + dst.len() as u64 > self.size {
+            return Err(err);
+        }
+        for (i, b) in dst.iter_mut().enumerate() {
+            *b = ((at + i as u64) * 13 + 5) as u8;
+        }
+        Ok(())
+    }
+}
+
+fn pattern_range(at: u64, len: usize, broken: bool) -> SourceRange {
+    SourceRange::new(std::sync::Arc::new(Pattern { size: 1 << 20, broken }), at, len)
+}
+
+#[test]
+fn a_read_from_a_source_goes_out_as_the_same_pdus_as_its_data_in_a_buffer() {
+    // 20,000 bytes in 8 KiB chunks with both digests: three C2HData PDUs.
+    let range = pattern_range(12_288, 20_000, false);
+    let data: Vec<u8> = (12_288..32_288u64).map(|i| (i * 13 + 5) as u8).collect();
+    let cqe = Cqe {
+        cid: 4,
+        ..Cqe::default()
+    };
+    let mut buffered = read_outstanding(4, 20_000);
+    assert!(buffered.respond(Response::with_data(cqe, data.clone())));
+    let mut sourced = read_outstanding(4, 20_000);
+    assert!(sourced.respond(Response::with_source(cqe, range.clone())));
+    assert_eq!(
+        sourced.pending_send(),
+        buffered.pending_send(),
+        "headers, data and digests"
+    );
+    assert_eq!(
+        pdus(&sourced.pending_send()).len(),
+        4,
+        "three C2HData and the CapsuleResp"
+    );
+    assert_eq!(sourced.outstanding(), 0);
+    let r = Response::with_source(cqe, range);
+    assert_eq!(r.data_bytes().unwrap().as_ref(), &data[..], "what tests read of it");
+}
+
+#[test]
+fn a_read_from_a_source_ends_with_the_success_flag_when_flow_control_is_off() {
+    let mut q = live(0);
+    connect(&mut q, 1, 32, true);
+    q.feed(&capsule(&read_sqe(6, 4096), &[], Digests::default()));
+    q.process().unwrap();
+    assert_eq!(q.take_requests().len(), 1);
+    let cqe = Cqe {
+        cid: 6,
+        ..Cqe::default()
+    };
+    assert!(q.respond(Response::with_source(cqe, pattern_range(4096, 4096, false))));
+    let p = pdus(&q.pending_send());
+    assert_eq!(p.len(), 1, "no CapsuleResp");
+    let ch = CommonHeader::parse(&p[0]).unwrap();
+    assert_eq!(ch.flags, flags::LAST_PDU | flags::SUCCESS);
+    let pdo = usize::from(ch.pdo);
+    let want: Vec<u8> = (4096..8192u64).map(|i| (i * 13 + 5) as u8).collect();
+    assert_eq!(&p[0][pdo..pdo + 4096], &want[..]);
+    assert_eq!(q.outstanding(), 0);
+}
+
+#[test]
+fn a_source_that_fails_sends_internal_error_and_none_of_its_data() {
+    let mut q = read_outstanding(9, 16_384);
+    let cqe = Cqe {
+        cid: 9,
+        ..Cqe::default()
+    };
+    assert!(q.respond(Response::with_source(cqe, pattern_range(0, 16_384, true))));
+    let p = pdus(&q.pending_send());
+    assert_eq!(p.len(), 1, "only the completion: {p:?}");
+    assert_eq!(CommonHeader::parse(&p[0]).unwrap().pdu_type, PduType::CapsuleResp as u8);
+    let cqe = Cqe::parse(&p[0][8..24]).unwrap();
+    assert_eq!((cqe.cid, cqe.status), (9, status::INTERNAL_ERROR));
+    assert_eq!(q.outstanding(), 0);
+    // A range past the source's end fails the same way, without a panic.
+    let mut q = read_outstanding(9, 8192);
+    assert!(q.respond(Response::with_source(
+        Cqe {
+            cid: 9,
+            ..Cqe::default()
+        },
+        pattern_range((1 << 20) - 4096, 8192, false)
+    )));
+    assert_eq!(pdus(&q.pending_send()).len(), 1);
+}

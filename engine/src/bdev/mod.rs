@@ -15,6 +15,7 @@
 mod aligned;
 mod done;
 mod file;
+mod huge;
 mod info;
 mod null;
 pub mod raid1;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use lull_proto::read_source::{ReadSource, SourceRangeError};
 use lull_reactor::Context;
 
+use super::huge::HugeRegion;
 use super::{Bdev, BdevDone, BdevError, BdevInfo, BdevIo, blocks_in, uuid_from_name};
 
 /// Bytes per lock stripe. Cores write to different stripes without
@@ -19,10 +20,13 @@ pub struct RamBdev {
     memory: Arc<Stripes>,
 }
 
-/// The bdev's bytes, in stripes of [`STRIPE`] bytes each behind its own
-/// mutex; shared with the NVMe/TCP target as a [`ReadSource`].
+/// The bdev's bytes: one [`HugeRegion`], in stripes of [`STRIPE`] bytes each
+/// behind its own mutex; shared with the NVMe/TCP target as a
+/// [`ReadSource`].
 struct Stripes {
-    stripes: Vec<Mutex<Box<[u8]>>>,
+    memory: HugeRegion,
+    /// Lock `i` guards bytes `i x STRIPE .. (i + 1) x STRIPE`.
+    locks: Box<[Mutex<()>]>,
     /// Bytes in all (the last stripe may be short).
     size: u64,
 }
@@ -32,13 +36,22 @@ impl Stripes {
     /// stripe piece of `[start, start+len)`, which the caller has checked
     /// lies within the bdev.
     fn each(&self, start: usize, len: usize, mut f: impl FnMut(&mut [u8], usize)) {
+        assert!(
+            start.checked_add(len).is_some_and(|end| end <= self.memory.len()),
+            "range checked by the caller"
+        );
         let mut done = 0;
         while done < len {
             let at = start + done;
             let (i, off) = (at / STRIPE, at % STRIPE);
             let n = (STRIPE - off).min(len - done);
-            let mut s = self.stripes[i].lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut s[off..off + n], done);
+            let _held = self.locks[i].lock().unwrap_or_else(|p| p.into_inner());
+            // SAFETY: `at + n` is within the region (asserted above), and
+            // `at .. at + n` lies inside stripe `i` (n <= STRIPE - off), whose
+            // bytes are only ever reached here, under lock `i`: no other
+            // reference to them exists while this one does.
+            let s = unsafe { std::slice::from_raw_parts_mut(self.memory.as_ptr().add(at), n) };
+            f(s, done);
             done += n;
         }
     }
@@ -81,19 +94,8 @@ impl RamBdev {
             ));
         }
         let size = usize::try_from(size_bytes).map_err(|_| format!("size {size_bytes} bytes is too large"))?;
-        let too_big = || format!("cannot allocate {size_bytes} bytes of memory");
-        let mut stripes = Vec::new();
-        stripes
-            .try_reserve_exact(size.div_ceil(STRIPE))
-            .map_err(|_| too_big())?;
-        for i in 0..size.div_ceil(STRIPE) {
-            // Fallible, so a size the allocator refuses is an error, not an abort.
-            let n = STRIPE.min(size - i * STRIPE);
-            let mut v: Vec<u8> = Vec::new();
-            v.try_reserve_exact(n).map_err(|_| too_big())?;
-            v.resize(n, 0);
-            stripes.push(Mutex::new(v.into_boxed_slice()));
-        }
+        let memory = HugeRegion::zeroed(size)?;
+        let locks = (0..size.div_ceil(STRIPE)).map(|_| Mutex::new(())).collect();
         Ok(RamBdev {
             info: BdevInfo {
                 name: name.to_string(),
@@ -103,7 +105,8 @@ impl RamBdev {
                 uuid: uuid_from_name("ram", name),
             },
             memory: Arc::new(Stripes {
-                stripes,
+                memory,
+                locks,
                 size: size_bytes,
             }),
         })

@@ -665,6 +665,29 @@ mod tests {
         assert_eq!(zero.plan().queue_period, None);
     }
 
+    #[test]
+    fn sums_of_uniforms_have_their_published_cdfs() {
+        // Irwin-Hall (sums of n uniforms on 0..1): n = 2, F(1) = 1/2,
+        // F(1.5) = 1 - 0.5^2/2; n = 3, F(1) = 1/6, F(1.5) = 1/2, F(2) = 5/6.
+        let u = (0.0, 1.0);
+        assert!((uniform_sum_cdf(1.0, &[u, u]) - 0.5).abs() < 1e-12);
+        assert!((uniform_sum_cdf(1.5, &[u, u]) - 0.875).abs() < 1e-12);
+        assert!((uniform_sum_cdf(1.0, &[u, u, u]) - 1.0 / 6.0).abs() < 1e-12);
+        assert!((uniform_sum_cdf(1.5, &[u, u, u]) - 0.5).abs() < 1e-12);
+        assert!((uniform_sum_cdf(2.0, &[u, u, u]) - 5.0 / 6.0).abs() < 1e-12);
+        // Shifted and scaled: 100 + 2 x (0..1) + (0..50) at its middle, 126.
+        assert!((uniform_sum_cdf(126.0, &[(100.0, 102.0), (0.0, 50.0)]) - 0.5).abs() < 1e-12);
+        // A fixed part shifts; outside the support: 0 and 1.
+        assert!((uniform_sum_cdf(8.5, &[(8.0, 8.0), u]) - 0.5).abs() < 1e-12);
+        assert_eq!(uniform_sum_cdf(8.0, &[(8.0, 8.0), (0.0, 0.0)]), 1.0);
+        assert_eq!(uniform_sum_cdf(-1.0, &[u, u, u]), 0.0);
+        assert_eq!(uniform_sum_cdf(3.0, &[u, u, u]), 1.0);
+        // Wide and narrow parts far from 0 (the largest the model forms)
+        // keep their precision: 4096..8192 + 0..1 + 0..1000 at its middle.
+        let mid = 4096.0 + (4096.0 + 1.0 + 1000.0) / 2.0;
+        assert!((uniform_sum_cdf(mid, &[(4096.0, 8192.0), u, (0.0, 1000.0)]) - 0.5).abs() < 1e-9);
+    }
+
     /// splitmix64: a reproducible stream of uniforms for the sampler.
     struct Rng(u64);
 

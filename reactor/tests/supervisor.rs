@@ -183,6 +183,21 @@ fn budget_policy_measures_live_reactors_and_follows_their_load() {
     loaded.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(300));
     assert_ne!(worker.mode(), Mode::Poll, "a 100 ms budget never needs polling here");
+    // And it leaves room for the longest I/O queue period, which the
+    // supervisor hands to the reactor (the queues on it read it there).
+    assert!(
+        wait_until(Duration::from_secs(10), || worker.queue_period()
+            == Some(lull_reactor::budget::MAX_QUEUE_PERIOD)),
+        "the plan's queue period reaches the reactor: {:?}",
+        worker.queue_period()
+    );
+    // Another policy takes it back.
+    sup.set_config(SupervisorConfig::with_policy(Policy::Interrupt))
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || worker.queue_period().is_none()),
+        "interrupt mode gives the queues their own period back"
+    );
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
     reactors.shutdown().unwrap();

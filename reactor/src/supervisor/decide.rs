@@ -680,10 +680,11 @@ mod tests {
             "{}",
             d[0].reason
         );
-        // The initiator's queues on it get what the budget leaves: 500 us
-        // less the arrivals' and the timer's p99 wakeups (31.84 us each),
-        // to 10 us below.
-        assert_eq!(d[0].queue_period, Some(Duration::from_micros(430)), "{}", d[0].reason);
+        // The initiator's queues on it get the longest period (10 us steps)
+        // whose sum of the arrival's wakeup, the wait for the poll and the
+        // timer's wakeup stays within 500 us at p99: 450 us (worked out by
+        // hand in budget.rs's tests for these 16-32 us wakeups).
+        assert_eq!(d[0].queue_period, Some(Duration::from_micros(450)), "{}", d[0].reason);
         assert!(
             run(&mut s, &mut r, 20, 0.01, &[(10, 250)], 30_000).is_empty(),
             "stays asleep"
@@ -856,12 +857,15 @@ mod tests {
         let d = run(&mut s, &mut r, 3, 0.01, &[(10, 250)], 30_000);
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!((d[0].from, d[0].to), (Mode::Interrupt, Mode::Interrupt));
-        assert_eq!(d[0].queue_period, Some(Duration::from_micros(430)));
+        assert_eq!(d[0].queue_period, Some(Duration::from_micros(450)));
         // Small wobbles move nothing.
         assert!(run(&mut s, &mut r, 10, 0.01, &[(10, 250)], 30_000).is_empty());
-        // Wakeups grow to 128-256 us late: 500 - 2 x 254.7 leaves less than
-        // the shortest period, so the queues go back to their own.
-        let d = run(&mut s, &mut r, 40, 0.01, &[(10, 250)], 200_000);
+        // Wakeups grow to 128-256 us late, after short sleeps too (a fifth of
+        // the arrivals now 64-128 us apart, so the timer's class is measured):
+        // two of them (256-512 us, p99 494 us) and even the shortest
+        // period's wait break 500 us at p99, so the queues go back to their
+        // own.
+        let d = run(&mut s, &mut r, 40, 0.01, &[(10, 200), (7, 50)], 200_000);
         let last = d.iter().rev().find(|d| d.to == Mode::Interrupt).map(|d| d.queue_period);
         assert_eq!(last, Some(None), "{d:?}");
     }

@@ -113,9 +113,12 @@ pub fn start(reactors: &Reactors, config: SupervisorConfig) -> Result<Supervisor
                 }
                 for d in &decisions {
                     let spin_us = d.spin_window.map(|w| w.as_micros() as u64);
-                    tracing::info!(core = d.core, from = %d.from, to = %d.to, spin_us, reason = %d.reason, "supervisor: reactor mode change");
+                    let ioq_period_us = d.queue_period.map(|p| p.as_micros() as u64);
+                    tracing::info!(core = d.core, from = %d.from, to = %d.to, spin_us, ioq_period_us, reason = %d.reason, "supervisor: reactor mode change");
                     // The window first: a reactor entering hybrid spins as asked from its first idle loop.
                     peers[d.index].set_spin_window(d.spin_window);
+                    // The queues read the period at their next event.
+                    peers[d.index].set_queue_period(d.queue_period);
                     peers[d.index].set_mode(d.to);
                     if d.from != d.to {
                         sw.fetch_add(1, Ordering::Relaxed);

@@ -2,7 +2,8 @@
 //! arbitrary segments as a connection reads them (straight into a
 //! transfer's buffer while the queue offers one, else as much as it asks
 //! for), after an optional good handshake, with commands completed (with
-//! data, without, or not at all) as the engine would.
+//! data in a buffer, copied from a read source (a range it holds, or one
+//! past its end), without, or not at all) as the engine would.
 //!
 //! Invariants checked: no panic; after a fatal error a C2HTermReq ends the
 //! output and nothing more is parsed; the receive buffer never holds
@@ -14,7 +15,23 @@
 use libfuzzer_sys::fuzz_target;
 use lull_proto::nvme::Cqe;
 use lull_proto::pdu::{CommonHeader, PduType};
+use lull_proto::read_source::{ReadSource, SourceRange, SourceRangeError};
 use lull_proto::target_queue::{QueueParams, Response, TargetQueue, TargetQueueConfig};
+
+/// A 256 KiB source of 5Ah bytes, as a memory bdev.
+struct Memory;
+
+const MEMORY: u64 = 256 * 1024;
+
+impl ReadSource for Memory {
+    fn copy_to(&self, at: u64, dst: &mut [u8]) -> Result<(), SourceRangeError> {
+        if at.checked_add(dst.len() as u64).is_none_or(|end| end > MEMORY) {
+            return Err(SourceRangeError { at, len: dst.len(), size: MEMORY });
+        }
+        dst.fill(0x5A);
+        Ok(())
+    }
+}
 
 fn check_output(out: &[u8], failed: bool) {
     let mut at = 0;
@@ -79,7 +96,7 @@ fuzz_target!(|data: &[u8]| {
         let r = q.process();
         for (i, cmd) in q.take_requests().into_iter().enumerate() {
             let cqe = Cqe { cid: cmd.sqe.cid(), ..Default::default() };
-            match (i + usize::from(ctl[0])) % 3 {
+            match (i + usize::from(ctl[0])) % 4 {
                 0 => {
                     q.respond(cqe.into());
                 }
@@ -87,6 +104,13 @@ fuzz_target!(|data: &[u8]| {
                     let len = (cmd.c2h_len as usize).min(300_000);
                     q.respond(Response::with_data(cqe, vec![0xA5; len]));
                     let _ = q.take_spent_buffers();
+                }
+                2 => {
+                    // From the source: within it, or (a long transfer) past its end,
+                    // which must fail the command with nothing of it queued.
+                    let len = (cmd.c2h_len as usize).min(300_000);
+                    let at = u64::from(cmd.sqe.cdw(10)) % MEMORY;
+                    q.respond(Response::with_source(cqe, SourceRange::new(std::sync::Arc::new(Memory), at, len)));
                 }
                 _ => {}
             }

@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
     }
     for m in [exact, padded].into_iter().flatten() {
         let wire = m.encode();
-        assert_eq!(Message::decode(&wire, Framing::Exact), Ok(m), "re-encoded message decodes differently");
+        assert_eq!(
+            Message::decode(&wire, Framing::Exact),
+            Ok(m),
+            "re-encoded message decodes differently"
+        );
     }
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = DhchapSecret::parse(s);

@@ -26,7 +26,11 @@ const MEMORY: u64 = 256 * 1024;
 impl ReadSource for Memory {
     fn copy_to(&self, at: u64, dst: &mut [u8]) -> Result<(), SourceRangeError> {
         if at.checked_add(dst.len() as u64).is_none_or(|end| end > MEMORY) {
-            return Err(SourceRangeError { at, len: dst.len(), size: MEMORY });
+            return Err(SourceRangeError {
+                at,
+                len: dst.len(),
+                size: MEMORY,
+            });
         }
         dst.fill(0x5A);
         Ok(())
@@ -57,7 +61,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (ctl, body) = data.split_at(2);
-    let mut q = TargetQueue::new(TargetQueueConfig { io_in_capsule_data: 4096, ..Default::default() });
+    let mut q = TargetQueue::new(TargetQueueConfig {
+        io_in_capsule_data: 4096,
+        ..Default::default()
+    });
     if ctl[0] & 0x80 != 0 {
         // Start from a live queue with the digests the first byte names.
         let mut ic = [0u8; 128];
@@ -95,7 +102,10 @@ fuzz_target!(|data: &[u8]| {
         fed += chunk.len();
         let r = q.process();
         for (i, cmd) in q.take_requests().into_iter().enumerate() {
-            let cqe = Cqe { cid: cmd.sqe.cid(), ..Default::default() };
+            let cqe = Cqe {
+                cid: cmd.sqe.cid(),
+                ..Default::default()
+            };
             match (i + usize::from(ctl[0])) % 4 {
                 0 => {
                     q.respond(cqe.into());
@@ -110,7 +120,10 @@ fuzz_target!(|data: &[u8]| {
                     // which must fail the command with nothing of it queued.
                     let len = (cmd.c2h_len as usize).min(300_000);
                     let at = u64::from(cmd.sqe.cdw(10)) % MEMORY;
-                    q.respond(Response::with_source(cqe, SourceRange::new(std::sync::Arc::new(Memory), at, len)));
+                    q.respond(Response::with_source(
+                        cqe,
+                        SourceRange::new(std::sync::Arc::new(Memory), at, len),
+                    ));
                 }
                 _ => {}
             }

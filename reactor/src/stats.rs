@@ -66,10 +66,11 @@ pub(crate) enum Counter {
     RungWakeups,
     RungWakeLateNs,
     FollowUps,
+    ChainedArrivals,
 }
 
 impl Counter {
-    const COUNT: usize = 18;
+    const COUNT: usize = 19;
 }
 
 /// Buckets of the gap histogram: bucket 0 holds gaps under 1 us, bucket `b`
@@ -265,6 +266,7 @@ impl Stats {
             rung_wakeups: g(Counter::RungWakeups),
             rung_wake_late_ns: g(Counter::RungWakeLateNs),
             follow_ups: g(Counter::FollowUps),
+            chained_arrivals: g(Counter::ChainedArrivals),
             spin_window: None,
             queue_period: None,
         }
@@ -328,6 +330,11 @@ pub struct StatsSnapshot {
     /// (timers, periodic pollers): each ends a gap that no arrival ended,
     /// which a spinning reactor spins through to its window's end.
     pub follow_ups: u64,
+    /// Arrivals whose gap ran from an arrival's work (not from follow-up
+    /// work only): with [`StatsSnapshot::arrivals`], the chance that an
+    /// arrival comes next after an arrival, which is how far a sleeping
+    /// reactor's burst of arrivals can run on (`budget` policy).
+    pub chained_arrivals: u64,
     /// Both kinds of wake delay, by the [`sleep_class`] of the sleep before
     /// and in the buckets of [`gap_bucket`] (the tail matters: the budget is
     /// a 99th-percentile one): `[class][bucket]`.
@@ -372,6 +379,7 @@ impl StatsSnapshot {
             rung_wakeups: d(self.rung_wakeups, earlier.rung_wakeups),
             rung_wake_late_ns: d(self.rung_wake_late_ns, earlier.rung_wake_late_ns),
             follow_ups: d(self.follow_ups, earlier.follow_ups),
+            chained_arrivals: d(self.chained_arrivals, earlier.chained_arrivals),
             spin_window: self.spin_window,
             queue_period: self.queue_period,
         }

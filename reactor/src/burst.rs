@@ -25,8 +25,9 @@
 use crate::stats::{GAP_BUCKETS, gap_bucket_limit_us};
 
 /// Most lattice points: the step grows (powers of two) with the longest wake
-/// delay to cover, so one plan costs at most about a million multiplications.
-const MAX_POINTS: usize = 1024;
+/// delay to cover, so one plan costs at most about half a million
+/// multiplications (two convolutions of this many points).
+const MAX_POINTS: usize = 512;
 /// The finest lattice step, us: well under the narrowest gap bucket that
 /// matters (1-2 us).
 const MIN_STEP_US: f64 = 0.25;
@@ -61,25 +62,32 @@ impl Bursts {
         let points = ((max_window_us.max(0.0) / step_us).ceil() as usize + 1).min(MAX_POINTS);
         let q = if rate > 0.0 { chain.clamp(0.0, 1.0) } else { 0.0 };
         // Each bucket's gaps, uniform over its range, as masses on the
-        // nearest lattice point (so the lattice keeps the mean gap).
-        let masses: [Vec<f64>; GAP_BUCKETS] = std::array::from_fn(|b| {
+        // nearest lattice point (so the lattice keeps the mean gap): the
+        // first point the bucket reaches and the masses from there on.
+        let masses: [(usize, Vec<f64>); GAP_BUCKETS] = std::array::from_fn(|b| {
             let n = gaps_per_s[b].max(0.0);
             let (lo, hi) = bucket_range_us(b);
             if rate <= 0.0 || n <= 0.0 || hi <= lo {
-                return Vec::new();
+                return (0, Vec::new());
             }
             let p = n / rate;
-            (0..points)
+            let first = ((lo / step_us + 0.5).floor() as usize).min(points);
+            let end = ((hi / step_us + 0.5).ceil() as usize + 1).min(points);
+            let m = (first..end.max(first))
                 .map(|j| {
                     let (a, z) = ((j as f64 - 0.5) * step_us, (j as f64 + 0.5) * step_us);
                     let overlap = (z.min(hi) - a.max(lo)).max(0.0);
                     p * overlap / (hi - lo)
                 })
-                .collect()
+                .collect();
+            (first, m)
         });
-        let f: Vec<f64> = (0..points)
-            .map(|j| masses.iter().filter(|m| !m.is_empty()).map(|m| m[j]).sum())
-            .collect();
+        let mut f = vec![0.0; points];
+        for (first, m) in &masses {
+            for (j, x) in m.iter().enumerate() {
+                f[first + j] += x;
+            }
+        }
         // u[i] = sum over k >= 0 of q^k P(S_k <= i steps): the first arrival
         // and each later one within reach. A chance of gaps under half a
         // step is kept below 1, or a burst would never end.
@@ -89,14 +97,23 @@ impl Bursts {
             let later: f64 = (1..=i).map(|j| f[j] * u[i - j]).sum();
             u[i] = (1.0 + q * later) / stay;
         }
-        // Joins whose own gap lies in bucket b: q * (mass of b) convolved with u.
+        // Joins whose own gap lies in bucket b: q * (mass of b) convolved
+        // with u (the buckets' ranges part the lattice, so all of them
+        // together cost one convolution).
         let per_bucket = std::array::from_fn(|b| {
-            let m = &masses[b];
+            let (first, m) = &masses[b];
             if m.is_empty() {
                 return Vec::new();
             }
             (0..points)
-                .map(|i| q * (0..=i).map(|j| m[j] * u[i - j]).sum::<f64>())
+                .map(|i| {
+                    let taken = (i + 1).saturating_sub(*first).min(m.len());
+                    q * m[..taken]
+                        .iter()
+                        .enumerate()
+                        .map(|(j, x)| x * u[i - first - j])
+                        .sum::<f64>()
+                })
                 .collect()
         });
         Bursts { step_us, per_bucket }
@@ -163,6 +180,11 @@ mod tests {
         let b = Bursts::new(&gaps(&[(5, 1_000.0)]), 1.0, 32.0);
         let j = b.joins_within(&[true; GAP_BUCKETS], 16.0, 32.0);
         assert!((j - 0.5).abs() < 1e-9, "{j}");
+        // The same on a coarse lattice (4 us steps: a delay of 2 ms to cover).
+        let b = Bursts::new(&gaps(&[(5, 1_000.0)]), 1.0, 2_000.0);
+        assert!(b.step_us >= 4.0, "{}", b.step_us);
+        let j = b.joins_within(&[true; GAP_BUCKETS], 16.0, 32.0);
+        assert!((j - 0.5).abs() < 0.02, "{j}");
         // Half of the arrivals come after follow-up work (a timer's), which
         // ends the burst: a quarter.
         let b = Bursts::new(&gaps(&[(5, 1_000.0)]), 0.5, 32.0);

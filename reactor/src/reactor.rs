@@ -111,8 +111,6 @@ impl Context {
         let mut events = Events::with_capacity(EVENT_BATCH);
         let mut t_prev = Instant::now();
         let mut last_work = t_prev;
-        // Whether that work included an arrival (or was follow-ups only).
-        let mut last_was_arrival = false;
         loop {
             self.now = t_prev;
             if shared.stop.load(Ordering::Acquire) {
@@ -203,29 +201,26 @@ impl Context {
             let active = duration_ns(t_end.saturating_duration_since(t_prev).saturating_sub(slept));
             self.stats.add(Counter::Loops, 1);
             if arrived_before {
-                self.note_arrival(t_prev.saturating_duration_since(last_work), last_was_arrival);
+                self.note_arrival(t_prev.saturating_duration_since(last_work));
             }
-            // What came before an arrival seen after the wait: this
-            // iteration's work, if any, else the last work.
-            let before_after = if work_before_wait {
-                arrived_before
-            } else {
-                last_was_arrival
-            };
             if arrived_after && let Some(t_wake) = t_wake {
                 // After a sleep: the gap runs from the end of the work before it
                 // (this iteration's, if any) to the wakeup.
                 let from = if work_before_wait { t_sleep } else { last_work };
-                self.note_arrival(t_wake.saturating_duration_since(from), before_after);
+                self.note_arrival(t_wake.saturating_duration_since(from));
             } else if arrived_after && !arrived_before {
-                self.note_arrival(t_prev.saturating_duration_since(last_work), before_after);
+                self.note_arrival(t_prev.saturating_duration_since(last_work));
             }
             if work {
-                last_was_arrival = arrived_before || arrived_after;
                 self.stats.add(Counter::BusyNs, active);
                 self.stats.add(Counter::BusyLoops, 1);
                 if !arrived_before && !arrived_after {
                     self.stats.add(Counter::FollowUps, 1);
+                    // A timer's wakeup ran it in the iteration after the sleep:
+                    // the gap includes the sleep, as an arrival's does.
+                    let b = gap_bucket(duration_ns(t_prev.saturating_duration_since(last_work)));
+                    self.stats.follow_gaps[b] += 1;
+                    shared.stats.publish_follow_gap(&self.stats, b);
                 }
                 // Work done before a sleep ended when the sleep began: the
                 // time asleep is a gap, not work (the next arrival's gap runs from here).
@@ -245,15 +240,13 @@ impl Context {
         shared.stats.detach_thread();
     }
 
-    /// Counts one arrival of work after a gap of `gap` since the last work,
-    /// which was an arrival's if `chained` (else follow-ups only).
+    /// Counts one arrival of work after a gap of `gap` since the last work.
     #[inline]
-    fn note_arrival(&mut self, gap: Duration, chained: bool) {
+    fn note_arrival(&mut self, gap: Duration) {
         let b = gap_bucket(duration_ns(gap));
         self.stats.gaps[b] += 1;
         self.shared.stats.publish_gap(&self.stats, b);
         self.stats.add(Counter::Arrivals, 1);
-        self.stats.add(Counter::ChainedArrivals, u64::from(chained));
     }
 
     /// Counts one wake delay, after a sleep of `slept`, in the histogram.

@@ -54,8 +54,8 @@ struct Track {
     busy: Option<f64>,
     /// Follow-up bursts (timers, periodic pollers) per second, smoothed.
     follow_ups_per_s: Option<f64>,
-    /// Share of arrivals right after an arrival's work, smoothed.
-    chain: Option<f64>,
+    /// Follow-ups per second by gap bucket, smoothed.
+    follow_up_gaps_per_s: Option<[f64; GAP_BUCKETS]>,
     /// The budget or policy changed since the last budget decision: the next
     /// plan applies at once.
     replan: bool,
@@ -186,7 +186,7 @@ impl Supervisor {
                     busy: track.busy.unwrap_or(0.0),
                     gaps_per_s: gaps,
                     follow_ups_per_s: track.follow_ups_per_s.unwrap_or(0.0),
-                    chain: track.chain.unwrap_or(0.0),
+                    follow_up_gaps_per_s: track.follow_up_gaps_per_s.unwrap_or([0.0; GAP_BUCKETS]),
                 };
                 if let Some(dec) = budget_step(&self.config, track, &inputs, index, snap) {
                     out.push(dec);
@@ -307,10 +307,11 @@ fn learn(track: &mut Track, snap: &StatsSnapshot, last: &StatsSnapshot) -> Optio
     track.gaps_per_s = Some(gaps);
     track.busy = Some(smooth(track.busy, (d.busy_ns as f64 / wall_f).clamp(0.0, 1.0)));
     track.follow_ups_per_s = Some(smooth(track.follow_ups_per_s, d.follow_ups as f64 / secs));
-    if d.arrivals > 0 {
-        let share = (d.chained_arrivals as f64 / d.arrivals as f64).clamp(0.0, 1.0);
-        track.chain = Some(smooth(track.chain, share));
-    }
+    let follow: [f64; GAP_BUCKETS] = std::array::from_fn(|b| {
+        let new = d.follow_up_gap_hist[b] as f64 / secs;
+        smooth(track.follow_up_gaps_per_s.map(|g| g[b]), new)
+    });
+    track.follow_up_gaps_per_s = Some(follow);
     Some(Learnt { d, wall_f, load, gaps })
 }
 
@@ -460,7 +461,7 @@ mod tests {
                     rung_wakeups: 0,
                     rung_wake_late_ns: 0,
                     follow_ups: 0,
-                    chained_arrivals: 0,
+                    follow_up_gap_hist: [0; GAP_BUCKETS],
                     spin_window: None,
                     queue_period: None,
                 },
@@ -592,8 +593,6 @@ mod tests {
                 s.gap_hist[b] += n;
             }
             s.arrivals += arrivals;
-            // A stream of arrivals with no follow-up work between them.
-            s.chained_arrivals += arrivals;
             s.timed_wakeups += wakeups;
             s.timed_wake_late_ns += wakeups * late_ns;
             let late = crate::stats::gap_bucket(late_ns);
@@ -788,7 +787,7 @@ mod tests {
                 busy: 0.0,
                 gaps_per_s: [0.0; GAP_BUCKETS],
                 follow_ups_per_s: 0.0,
-                chain: 0.0,
+                follow_up_gaps_per_s: [0.0; GAP_BUCKETS],
             }
             .wake_quantile_ns(crate::stats::sleep_class_of_gap_bucket(9), 0.99)
         };
@@ -862,42 +861,6 @@ mod tests {
         assert!((wakeups - 5_869.0).abs() < 30.0, "{}", d[0].reason);
         // Asleep under the same load, it stays (no flapping back to poll).
         assert!(run(&mut s, &mut r, 20, 0.81, &gaps, 20_000).is_empty());
-        // Had every arrival taken a wakeup of its own (none arriving after
-        // another's work), sleeping would cost 81 % + 50k x 5 us: it polls.
-        let mut s = budget(500);
-        let mut r = Fake::new(Mode::Interrupt);
-        s.sample(&[r.tick(0.0, 0, 0, 0)]);
-        run_unchained(&mut s, &mut r, 1, 0.81, &gaps, 20_000);
-        r.snap.mode = Mode::Poll;
-        r.snap.queue_period = None;
-        let d = run_unchained(&mut s, &mut r, 8, 0.81, &gaps, 20_000);
-        assert!(d.is_empty(), "{d:?}");
-    }
-
-    /// As [`run`], with every arrival after follow-up work only: no burst
-    /// collects a second arrival.
-    fn run_unchained(
-        s: &mut Supervisor,
-        r: &mut Fake,
-        n: usize,
-        busy: f64,
-        gaps: &[(usize, u64)],
-        late_ns: u64,
-    ) -> Vec<Decision> {
-        let mut all = Vec::new();
-        for _ in 0..n {
-            let wakeups = if r.snap.mode == Mode::Poll { 0 } else { 100 };
-            let before = r.snap.chained_arrivals;
-            let mut snap = r.tick_gaps(busy, gaps, wakeups, late_ns);
-            r.snap.chained_arrivals = before;
-            snap.chained_arrivals = before;
-            let d = s.sample(&[snap]);
-            for x in &d {
-                r.apply(x);
-            }
-            all.extend(d);
-        }
-        all
     }
 
     #[test]

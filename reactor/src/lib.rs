@@ -29,6 +29,7 @@
 //! resolution without a timerfd; see docs/architecture.md).
 
 pub mod budget;
+mod burst;
 mod channel;
 mod context;
 mod cores;

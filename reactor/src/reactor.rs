@@ -216,6 +216,11 @@ impl Context {
                 self.stats.add(Counter::BusyLoops, 1);
                 if !arrived_before && !arrived_after {
                     self.stats.add(Counter::FollowUps, 1);
+                    // A timer's wakeup ran it in the iteration after the sleep:
+                    // the gap includes the sleep, as an arrival's does.
+                    let b = gap_bucket(duration_ns(t_prev.saturating_duration_since(last_work)));
+                    self.stats.follow_gaps[b] += 1;
+                    shared.stats.publish_follow_gap(&self.stats, b);
                 }
                 // Work done before a sleep ended when the sleep began: the
                 // time asleep is a gap, not work (the next arrival's gap runs from here).

@@ -8,7 +8,8 @@
 //!
 //! For the `budget` supervisor policy the loop also keeps, at no system call:
 //! a histogram of the gaps between the end of work and the next arrival of
-//! work (`gap_hist`, log2 buckets of microseconds), and how late the reactor
+//! work (`gap_hist`, log2 buckets of microseconds) and one of the gaps before
+//! the core's own follow-up work (`follow_up_gap_hist`), and how late the reactor
 //! ran after a sleep ended: for a timer, the time from its deadline to the
 //! loop running again; for the doorbell, from the sender's ring (the sender
 //! reads the clock only when it rings, already a system call) to running.
@@ -32,6 +33,7 @@ const NO_CLOCK: i64 = i64::MIN;
 pub(crate) struct Stats {
     counters: CachePadded<[AtomicU64; Counter::COUNT]>,
     gaps: CachePadded<[AtomicU64; GAP_BUCKETS]>,
+    follow_gaps: CachePadded<[AtomicU64; GAP_BUCKETS]>,
     wake_late: CachePadded<[[AtomicU64; GAP_BUCKETS]; SLEEP_CLASSES]>,
     /// ns since `origin` of the last doorbell ring by a sender (0: none pending).
     rung_at: AtomicU64,
@@ -120,6 +122,7 @@ pub fn sleep_class_of_gap_bucket(b: usize) -> usize {
 pub(crate) struct LocalStats {
     pub(crate) v: [u64; Counter::COUNT],
     pub(crate) gaps: [u64; GAP_BUCKETS],
+    pub(crate) follow_gaps: [u64; GAP_BUCKETS],
     pub(crate) wake_late: [[u64; GAP_BUCKETS]; SLEEP_CLASSES],
 }
 
@@ -135,6 +138,7 @@ impl Stats {
         Stats {
             counters: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
             gaps: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            follow_gaps: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
             wake_late: CachePadded::new(std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0)))),
             rung_at: AtomicU64::new(0),
             mode: AtomicU8::new(mode.to_u8()),
@@ -179,6 +183,12 @@ impl Stats {
     #[inline]
     pub(crate) fn publish_gap(&self, local: &LocalStats, bucket: usize) {
         self.gaps[bucket].store(local.gaps[bucket], Ordering::Relaxed);
+    }
+
+    /// Publishes one follow-up-gap-histogram bucket.
+    #[inline]
+    pub(crate) fn publish_follow_gap(&self, local: &LocalStats, bucket: usize) {
+        self.follow_gaps[bucket].store(local.follow_gaps[bucket], Ordering::Relaxed);
     }
 
     /// Publishes one wake-delay-histogram bucket of one sleep class.
@@ -257,6 +267,7 @@ impl Stats {
             panics: g(Counter::Panics),
             arrivals: g(Counter::Arrivals),
             gap_hist: std::array::from_fn(|b| self.gaps[b].load(Ordering::Relaxed)),
+            follow_up_gap_hist: std::array::from_fn(|b| self.follow_gaps[b].load(Ordering::Relaxed)),
             wake_late_hist: std::array::from_fn(|c| {
                 std::array::from_fn(|b| self.wake_late[c][b].load(Ordering::Relaxed))
             }),
@@ -328,6 +339,11 @@ pub struct StatsSnapshot {
     /// (timers, periodic pollers): each ends a gap that no arrival ended,
     /// which a spinning reactor spins through to its window's end.
     pub follow_ups: u64,
+    /// Follow-ups by the gap before them (from the end of the last work of
+    /// any kind), in the buckets of [`gap_bucket`]: with
+    /// [`StatsSnapshot::gap_hist`], every burst of work's gap, which is how
+    /// far a sleeping reactor's burst can run on (`budget` policy).
+    pub follow_up_gap_hist: [u64; GAP_BUCKETS],
     /// Both kinds of wake delay, by the [`sleep_class`] of the sleep before
     /// and in the buckets of [`gap_bucket`] (the tail matters: the budget is
     /// a 99th-percentile one): `[class][bucket]`.
@@ -372,6 +388,7 @@ impl StatsSnapshot {
             rung_wakeups: d(self.rung_wakeups, earlier.rung_wakeups),
             rung_wake_late_ns: d(self.rung_wake_late_ns, earlier.rung_wake_late_ns),
             follow_ups: d(self.follow_ups, earlier.follow_ups),
+            follow_up_gap_hist: std::array::from_fn(|b| d(self.follow_up_gap_hist[b], earlier.follow_up_gap_hist[b])),
             spin_window: self.spin_window,
             queue_period: self.queue_period,
         }

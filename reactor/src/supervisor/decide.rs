@@ -54,6 +54,8 @@ struct Track {
     busy: Option<f64>,
     /// Follow-up bursts (timers, periodic pollers) per second, smoothed.
     follow_ups_per_s: Option<f64>,
+    /// Follow-ups per second by gap bucket, smoothed.
+    follow_up_gaps_per_s: Option<[f64; GAP_BUCKETS]>,
     /// The budget or policy changed since the last budget decision: the next
     /// plan applies at once.
     replan: bool,
@@ -184,6 +186,7 @@ impl Supervisor {
                     busy: track.busy.unwrap_or(0.0),
                     gaps_per_s: gaps,
                     follow_ups_per_s: track.follow_ups_per_s.unwrap_or(0.0),
+                    follow_up_gaps_per_s: track.follow_up_gaps_per_s.unwrap_or([0.0; GAP_BUCKETS]),
                 };
                 if let Some(dec) = budget_step(&self.config, track, &inputs, index, snap) {
                     out.push(dec);
@@ -304,6 +307,11 @@ fn learn(track: &mut Track, snap: &StatsSnapshot, last: &StatsSnapshot) -> Optio
     track.gaps_per_s = Some(gaps);
     track.busy = Some(smooth(track.busy, (d.busy_ns as f64 / wall_f).clamp(0.0, 1.0)));
     track.follow_ups_per_s = Some(smooth(track.follow_ups_per_s, d.follow_ups as f64 / secs));
+    let follow: [f64; GAP_BUCKETS] = std::array::from_fn(|b| {
+        let new = d.follow_up_gap_hist[b] as f64 / secs;
+        smooth(track.follow_up_gaps_per_s.map(|g| g[b]), new)
+    });
+    track.follow_up_gaps_per_s = Some(follow);
     Some(Learnt { d, wall_f, load, gaps })
 }
 
@@ -453,6 +461,7 @@ mod tests {
                     rung_wakeups: 0,
                     rung_wake_late_ns: 0,
                     follow_ups: 0,
+                    follow_up_gap_hist: [0; GAP_BUCKETS],
                     spin_window: None,
                     queue_period: None,
                 },
@@ -778,6 +787,7 @@ mod tests {
                 busy: 0.0,
                 gaps_per_s: [0.0; GAP_BUCKETS],
                 follow_ups_per_s: 0.0,
+                follow_up_gaps_per_s: [0.0; GAP_BUCKETS],
             }
             .wake_quantile_ns(crate::stats::sleep_class_of_gap_bucket(9), 0.99)
         };
@@ -816,6 +826,41 @@ mod tests {
         );
         // Then its own hysteresis again: the same load changes nothing.
         assert!(run(&mut s, &mut r, 10, 0.02, &gaps, 20_000).is_empty());
+    }
+
+    #[test]
+    fn a_busy_polling_reactor_sleeps_when_its_arrivals_come_in_bursts() {
+        let mut s = budget(500);
+        let mut r = Fake::new(Mode::Interrupt);
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        // 50k arrivals/s 2-4 us after the last work, 81 % busy: a wakeup
+        // 16-32 us late collects 8.5 arrivals (budget.rs's tests work it
+        // out by hand), so sleeping takes 5,870 wakeups/s, 84 % of a core
+        // at the 5 us of CPU a wakeup was measured to cost while it slept;
+        // then (as after a budget of 0) it polls.
+        let gaps = [(2, 12_500)];
+        run(&mut s, &mut r, 1, 0.81, &gaps, 20_000);
+        r.snap.mode = Mode::Poll;
+        r.snap.queue_period = None;
+        // down_samples (3) in a row move it.
+        let d = run(&mut s, &mut r, 8, 0.81, &gaps, 20_000);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].from, d[0].to), (Mode::Poll, Mode::Interrupt));
+        assert!(d[0].reason.contains("for 3 samples"), "{}", d[0].reason);
+        // The number before `words` in the reason.
+        let before = |words: &str| -> f64 {
+            d[0].reason
+                .split(words)
+                .next()
+                .and_then(|h| h.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
+                .expect("the reason gives it")
+        };
+        let (arrivals, wakeups) = (before(" arrivals/s"), before(" wakeups/s"));
+        assert_eq!(arrivals, 50_000.0, "{}", d[0].reason);
+        assert!((wakeups - 5_869.0).abs() < 30.0, "{}", d[0].reason);
+        // Asleep under the same load, it stays (no flapping back to poll).
+        assert!(run(&mut s, &mut r, 20, 0.81, &gaps, 20_000).is_empty());
     }
 
     #[test]

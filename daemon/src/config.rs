@@ -246,6 +246,10 @@ pub struct Config {
     pub header_digest: Option<bool>,
     /// Grant data digests when a host asks (default true).
     pub data_digest: Option<bool>,
+    /// SPDK's C2H success optimization: end a plain successful read with
+    /// the C2HData SUCCESS flag and no CapsuleResp for every host (default
+    /// true, as SPDK); false: only for hosts that disabled SQ flow control.
+    pub c2h_success: Option<bool>,
     /// Smallest non-zero KATO a host gets, ms (default 1000).
     pub kato_min_ms: Option<u32>,
     /// Largest KATO a host may ask for, ms (default 3600000).
@@ -295,7 +299,7 @@ macro_rules! start_fields {
 }
 
 start_fields!(
-    options: cores, in_capsule_data_size, max_h2c_data, header_digest, data_digest, kato_min_ms,
+    options: cores, in_capsule_data_size, max_h2c_data, header_digest, data_digest, c2h_success, kato_min_ms,
         kato_max_ms, log_level, rpc_socket, metrics, listen;
     lists: bdev, subsystem
 );
@@ -638,6 +642,7 @@ impl Config {
             io_in_capsule_data: in_capsule,
             allow_header_digest: self.header_digest.unwrap_or(true),
             allow_data_digest: self.data_digest.unwrap_or(true),
+            c2h_success: self.c2h_success.unwrap_or(t.c2h_success),
             ..t
         };
         let ts = TargetSettings::default();

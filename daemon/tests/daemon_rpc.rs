@@ -682,11 +682,16 @@ fn nvmf_methods() {
         "nvmf_create_transport",
         json!({"trtype": "TCP", "max_io_size": 4096}),
     );
+    c.expect(
+        INVALID_PARAMS,
+        "nvmf_create_transport",
+        json!({"trtype": "TCP", "c2h_success": "no"}),
+    );
     // Other transports' options, sent with their defaults by rpc.py, are ignored.
     assert_eq!(
         c.ok(
             "nvmf_create_transport",
-            json!({"trtype": "tcp", "in_capsule_data_size": 4096, "max_queue_depth": 128, "no_srq": false, "c2h_success": true})
+            json!({"trtype": "tcp", "in_capsule_data_size": 4096, "max_queue_depth": 128, "no_srq": false, "c2h_success": false})
         ),
         true
     );
@@ -695,6 +700,10 @@ fn nvmf_methods() {
     assert_eq!(t.as_array().unwrap().len(), 1);
     assert_eq!(t[0]["trtype"], "TCP");
     assert_eq!(t[0]["in_capsule_data_size"], 4096);
+    assert_eq!(
+        t[0]["c2h_success"], false,
+        "SPDK's default is true; this one was made without it"
+    );
     for k in [
         "max_queue_depth",
         "max_io_qpairs_per_ctrlr",

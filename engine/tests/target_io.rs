@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use lull_proto::fabrics::property;
 use lull_proto::nvme::{Sqe, Status, sgl_id, status};
-use lull_proto::pdu::PduType;
+use lull_proto::pdu::{PduType, flags};
 use lull_reactor::Mode;
 
 const MODES: [Mode; 2] = [Mode::Poll, Mode::Interrupt];
@@ -374,7 +374,11 @@ fn reads_reach_a_host_that_reads_late() {
         while done < 8 {
             let p = io.recv().expect("data");
             match PduType::from_u8(p.ch.pdu_type) {
-                Some(PduType::C2HData) => bytes += p.data_header().datal as usize,
+                Some(PduType::C2HData) => {
+                    bytes += p.data_header().datal as usize;
+                    // c2h_success (the default): the last PDU's SUCCESS flag completes the read.
+                    done += usize::from(p.ch.flags & flags::SUCCESS != 0);
+                }
                 Some(PduType::CapsuleResp) => {
                     assert!(p.cqe().status.is_success());
                     done += 1;

@@ -64,6 +64,11 @@ pub struct TargetArgs {
     /// Refuse data digests (granted when a host asks, by default).
     #[arg(long)]
     no_data_digest: bool,
+    /// Send a CapsuleResp after a read's data unless the host disabled SQ
+    /// flow control (the specification's rule), instead of SPDK's C2H
+    /// success optimization for every host (`c2h_success`, on by default).
+    #[arg(long)]
+    no_c2h_success: bool,
     /// Smallest non-zero KATO a host gets, ms (100 to 3600000) [default: 1000].
     #[arg(long)]
     kato_min_ms: Option<u32>,
@@ -120,6 +125,7 @@ impl TargetArgs {
             max_h2c_data: self.max_h2c_data,
             header_digest: self.no_header_digest.then_some(false),
             data_digest: self.no_data_digest.then_some(false),
+            c2h_success: self.no_c2h_success.then_some(false),
             kato_min_ms: self.kato_min_ms,
             kato_max_ms: self.kato_max_ms,
             log_level: self.log_level.clone(),
@@ -383,6 +389,9 @@ fn apply_json_config(app: &App, doc: &serde_json::Value, a: &TargetArgs) -> Resu
     }
     if let Some(v) = a.max_h2c_data {
         transport.insert("max_h2c_data".into(), json!(v));
+    }
+    if a.no_c2h_success {
+        transport.insert("c2h_success".into(), json!(false));
     }
     overrides.push(("nvmf_create_transport", transport));
     // Each setting goes to the entry of its part: the initiator's to

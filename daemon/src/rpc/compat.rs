@@ -120,7 +120,6 @@ pub(crate) const UNIMPLEMENTED: &[(&str, &[Entry])] = &[
             ("acceptor_poll_rate", AnyCount),
             ("dif_insert_or_strip", Bool(false)),
             ("zcopy", Bool(false)),
-            ("c2h_success", Bool(true)),
             ("sock_priority", Int(0)),
             ("abort_timeout_sec", Int(1)),
             ("disable_command_passthru", Bool(false)),

@@ -207,6 +207,7 @@ fn nvmf_config(app: &App) -> Vec<Value> {
                 "max_io_size": t.config.max_transfer,
                 "max_aq_depth": app.target().queue_depths().1,
                 "max_h2c_data": t.config.maxh2cdata,
+                "c2h_success": t.config.c2h_success,
             }),
         ));
     }
@@ -547,6 +548,15 @@ fn transport_exists(app: &App, e: &Entry) -> Result<Option<String>, String> {
                 e.name()
             ));
         }
+    }
+    let have = t.config.c2h_success;
+    if let Some(want) = param(&e.params, "c2h_success")
+        && want.as_bool() != Some(have)
+    {
+        return Err(format!(
+            "{}: transport TCP exists already with c2h_success = {have} (created by the TOML config or flags); the config asks for {want}",
+            e.name()
+        ));
     }
     Ok(Some(format!(
         "{}: transport TCP exists already with these settings; kept",

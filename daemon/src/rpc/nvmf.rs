@@ -33,6 +33,9 @@ struct TransportParams {
     max_io_qpairs_per_ctrlr: Option<u16>,
     /// lull: MAXH2CDATA advertised, bytes.
     max_h2c_data: Option<u32>,
+    /// SPDK's C2H success optimization (default true):
+    /// `TargetQueueConfig::c2h_success`.
+    c2h_success: Option<bool>,
 }
 
 pub(super) fn nvmf_create_transport(app: &App, params: Value) -> Result<Value, RpcError> {
@@ -83,6 +86,9 @@ pub(super) fn nvmf_create_transport(app: &App, params: Value) -> Result<Value, R
         }
         config.maxh2cdata = m;
     }
+    if let Some(c) = p.c2h_success {
+        config.c2h_success = c;
+    }
     app.create_transport(config)?;
     let target = app.target();
     if let Some(m) = p.max_io_qpairs_per_ctrlr {
@@ -129,7 +135,7 @@ pub(super) fn nvmf_get_transports(app: &App, params: Value) -> Result<Value, Rpc
         "buf_cache_size": 0,
         "dif_insert_or_strip": false,
         "zcopy": false,
-        "c2h_success": true,
+        "c2h_success": c.c2h_success,
         "sock_priority": 0,
         "abort_timeout_sec": 1,
         "ack_timeout": 0,

@@ -30,8 +30,18 @@ fn connect(q: &mut TargetQueue, qid: u16, sq_entries: u32, sq_flow_control_disab
     assert_eq!(q.pending_send().len(), before, "nothing queued");
 }
 
+/// A live I/O queue of a host that keeps SQ flow control, on a target that
+/// sets the C2HData SUCCESS flag only where the specification's rule allows
+/// it (`c2h_success` off), so a read ends with a CapsuleResp carrying SQHD.
 fn live(dgst: u8) -> TargetQueue {
-    let mut q = TargetQueue::new(TargetQueueConfig::default());
+    live_with(dgst, false)
+}
+
+fn live_with(dgst: u8, c2h_success: bool) -> TargetQueue {
+    let mut q = TargetQueue::new(TargetQueueConfig {
+        c2h_success,
+        ..TargetQueueConfig::default()
+    });
     q.feed(&icreq(dgst));
     q.process().unwrap();
     let resp = q.pending_send().to_vec();
@@ -658,6 +668,7 @@ fn reads_are_sent_as_c2h_data_then_capsule_resp_or_success() {
 fn read_outstanding(cid: u16, len: u32) -> TargetQueue {
     let mut q = TargetQueue::new(TargetQueueConfig {
         c2h_chunk: 8192,
+        c2h_success: false,
         ..TargetQueueConfig::default()
     });
     q.feed(&icreq(3));
@@ -1583,4 +1594,59 @@ fn a_source_that_fails_sends_internal_error_and_none_of_its_data() {
         pattern_range((1 << 20) - 4096, 8192, false)
     )));
     assert_eq!(pdus(&q.pending_send()).len(), 1);
+}
+
+#[test]
+fn with_c2h_success_a_plain_successful_read_ends_with_the_success_flag_whatever_the_flow_control() {
+    let read = |q: &mut TargetQueue, cid: u16, cqe: Cqe| {
+        q.feed(&capsule(&read_sqe(cid, 4096), &[], Digests::default()));
+        q.process().unwrap();
+        assert_eq!(q.take_requests().len(), 1);
+        let before = q.pending_send().len();
+        assert!(q.respond(Response::with_data(cqe, vec![3u8; 4096])));
+        pdus(&q.pending_send()[before..])
+    };
+    // The default, as SPDK's: SQ flow control kept (connect(.., false)), and
+    // still no CapsuleResp.
+    assert!(TargetQueueConfig::default().c2h_success);
+    let mut q = live_with(0, true);
+    let p = read(
+        &mut q,
+        5,
+        Cqe {
+            cid: 5,
+            ..Cqe::default()
+        },
+    );
+    assert_eq!(p.len(), 1, "the C2HData alone");
+    assert_eq!(
+        CommonHeader::parse(&p[0]).unwrap().flags,
+        flags::LAST_PDU | flags::SUCCESS
+    );
+    assert_eq!(q.outstanding(), 0);
+    // DW0 not zero, or a failure: the CapsuleResp carries it.
+    let p = read(
+        &mut q,
+        6,
+        Cqe {
+            cid: 6,
+            dw0: 1,
+            ..Cqe::default()
+        },
+    );
+    assert_eq!(p.len(), 2);
+    assert_eq!(CommonHeader::parse(&p[0]).unwrap().flags, flags::LAST_PDU);
+    assert_eq!(CommonHeader::parse(&p[1]).unwrap().pdu_type, PduType::CapsuleResp as u8);
+    // Off: the specification's rule, a CapsuleResp for a host keeping SQ flow control.
+    let mut q = live_with(0, false);
+    let p = read(
+        &mut q,
+        7,
+        Cqe {
+            cid: 7,
+            ..Cqe::default()
+        },
+    );
+    assert_eq!(p.len(), 2);
+    assert_eq!(CommonHeader::parse(&p[1]).unwrap().pdu_type, PduType::CapsuleResp as u8);
 }

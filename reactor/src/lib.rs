@@ -45,6 +45,8 @@ mod shared;
 mod stats;
 pub mod supervisor;
 mod sys;
+#[cfg(test)]
+mod test_rng;
 mod timer;
 mod wake;
 

@@ -23,6 +23,7 @@ mod ram;
 mod ring;
 pub(crate) mod slab;
 pub mod stats;
+mod stream_copy;
 #[cfg(test)]
 pub(crate) mod test_support;
 

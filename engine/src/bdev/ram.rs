@@ -6,6 +6,7 @@ use lull_proto::read_source::{ReadSource, SourceRangeError};
 use lull_reactor::Context;
 
 use super::huge::HugeRegion;
+use super::stream_copy::copy_streaming;
 use super::{Bdev, BdevDone, BdevError, BdevInfo, BdevIo, blocks_in, uuid_from_name};
 
 /// Bytes per lock stripe. Cores write to different stripes without
@@ -150,7 +151,7 @@ impl RamBdev {
     /// [`BdevError::Misaligned`], [`BdevError::OutOfRange`].
     pub fn write(&self, lba: u64, data: &[u8]) -> Result<(), BdevError> {
         let (start, len) = self.span(lba, blocks_in(data.len(), self.info.block_size)?)?;
-        self.each(start, len, |s, at| s.copy_from_slice(&data[at..at + s.len()]));
+        self.each(start, len, |s, at| copy_streaming(s, &data[at..at + s.len()]));
         Ok(())
     }
 

@@ -58,8 +58,9 @@ impl LoadConfig {
 /// The sweep's configurations: poll (admin queue at SPDK's 10 ms); interrupt
 /// mode with the I/O queue polled every `periods` us (0: event-driven, named
 /// `event-driven`); hybrid at each spin window of `spins` us; adaptive; the
-/// latency-budget policy at each budget of `budgets` us (named `budget<us>`,
-/// I/O queue event-driven). The admin queue is event-driven in every
+/// latency-budget policy at each end-to-end budget of `budgets` us (named
+/// `budget<us>`, each side given half: [`per_side_budget`]; I/O queue
+/// event-driven). The admin queue is event-driven in every
 /// configuration but poll.
 pub fn configs(periods: &[u64], spins: &[u64], budgets: &[u64]) -> Vec<LoadConfig> {
     let mut c = vec![LoadConfig::both("poll", Policy::Poll, 0, 10_000, None)];
@@ -83,11 +84,22 @@ pub fn configs(periods: &[u64], spins: &[u64], budgets: &[u64]) -> Vec<LoadConfi
     c.push(LoadConfig::both("adaptive", Policy::Adaptive, 0, 0, None));
     for &b in budgets {
         let mut cfg = LoadConfig::both(format!("budget{b}"), Policy::Budget, 0, 0, None);
-        cfg.target.latency_budget = Duration::from_micros(b);
-        cfg.initiator.latency_budget = Duration::from_micros(b);
+        let side = per_side_budget(b);
+        cfg.target.latency_budget = side;
+        cfg.initiator.latency_budget = side;
         c.push(cfg);
     }
     c
+}
+
+/// The `latency_budget_us` each side gets in configuration `budget<us>`:
+/// half of `us`. The budget is end to end (the verdict holds a p99 against
+/// poll's plus the budget), and both sides of an I/O add their delays to it:
+/// given the whole budget each, the target and the initiator together added
+/// up to twice it (docs/performance.md, "The budget split between the two
+/// sides").
+pub fn per_side_budget(us: u64) -> Duration {
+    Duration::from_nanos(us.saturating_mul(500))
 }
 
 /// An offered load.
@@ -962,6 +974,25 @@ mod tests {
         assert_eq!(c[2].target.policy, Policy::Interrupt);
         assert_eq!(c[4].spin_us, Some(50));
         assert_eq!(c[0].adminq_us, 10_000);
+    }
+
+    #[test]
+    fn a_budget_config_splits_its_budget_between_the_sides() {
+        let c = configs(&[], &[], &[0, 500, 51]);
+        let b: Vec<(&str, Duration, Duration)> = c
+            .iter()
+            .filter(|c| c.target.policy == Policy::Budget)
+            .map(|c| (c.name.as_str(), c.target.latency_budget, c.initiator.latency_budget))
+            .collect();
+        let us = |n: u64| Duration::from_nanos(n);
+        assert_eq!(
+            b,
+            [
+                ("budget0", us(0), us(0)),
+                ("budget500", us(250_000), us(250_000)),
+                ("budget51", us(25_500), us(25_500)),
+            ]
+        );
     }
 
     #[test]

@@ -233,7 +233,9 @@ pub struct LoadArgs {
     #[arg(long, value_delimiter = ',', default_value = "50", allow_negative_numbers = true, value_parser = crate::ranged(0, 1_000_000))]
     spin_us: Vec<u64>,
     /// Latency-budget configurations (`mode_policy = budget`): the
-    /// `latency_budget_us` of each, us (comma-separated, 0 to 1000000).
+    /// end-to-end budget of each, us (comma-separated, 0 to 1000000); the
+    /// target and the initiator each get half as their `latency_budget_us`,
+    /// since both add their delays to every I/O.
     #[arg(long, value_delimiter = ',', default_value = "0,500", allow_negative_numbers = true, value_parser = crate::ranged(0, 1_000_000))]
     budgets: Vec<u64>,
     /// Leave out configurations by name (comma-separated), e.g. adaptive.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::policy::{Policy, SupervisorConfig};
-use crate::budget::{Inputs, Setting};
+use crate::budget::{Inputs, MAX_WAKEUP_SCALE, MIN_WAKEUP_SCALE, Setting};
 use crate::error::ReactorError;
 use crate::mode::Mode;
 use crate::stats::{GAP_BUCKETS, SLEEP_CLASSES, StatsSnapshot};
@@ -59,7 +59,21 @@ struct Track {
     /// The budget or policy changed since the last budget decision: the next
     /// plan applies at once.
     replan: bool,
+    /// Wakeups counted asleep over the burst model's for the same setting,
+    /// smoothed ([`Inputs::wakeup_scale`]); fading back to 1 with a
+    /// half-life of [`CALIBRATION_HALF_LIFE`] while it is not measured.
+    wakeup_scale: Option<f64>,
 }
+
+/// How fast the wakeup correction fades while the reactor polls (and so
+/// counts no wakeups): slower than the wake delays' evidence, so a reactor
+/// that found sleeping dearer than the model said does not retry it every
+/// few seconds.
+const CALIBRATION_HALF_LIFE: Duration = Duration::from_secs(10);
+
+/// Fewest wakeups per second, counted and modelled, that calibrate the
+/// model: fewer in one interval are too few to compare.
+const MIN_CALIBRATION_WAKEUPS: f64 = 100.0;
 
 /// Age at which a wake-delay measurement counts half: long enough to hold a
 /// p99's worth of wakeups at a few hundred per second, short enough that an
@@ -178,7 +192,7 @@ impl Supervisor {
             };
             let wake_cost = track.wake_cost_ns.unwrap_or(INITIAL_WAKE_COST_NS);
             if policy == Policy::Budget {
-                let inputs = Inputs {
+                let mut inputs = Inputs {
                     budget_ns: self.config.latency_budget.as_secs_f64() * 1e9,
                     wake_prior_ns: INITIAL_WAKE_COST_NS,
                     wake_hist: track.wake_hist,
@@ -187,7 +201,9 @@ impl Supervisor {
                     gaps_per_s: gaps,
                     follow_ups_per_s: track.follow_ups_per_s.unwrap_or(0.0),
                     follow_up_gaps_per_s: track.follow_up_gaps_per_s.unwrap_or([0.0; GAP_BUCKETS]),
+                    wakeup_scale: 1.0,
                 };
+                calibrate_wakeups(track, &mut inputs, snap, last.as_ref(), &d, wall_f);
                 if let Some(dec) = budget_step(&self.config, track, &inputs, index, snap) {
                     out.push(dec);
                 }
@@ -313,6 +329,38 @@ fn learn(track: &mut Track, snap: &StatsSnapshot, last: &StatsSnapshot) -> Optio
     });
     track.follow_up_gaps_per_s = Some(follow);
     Some(Learnt { d, wall_f, load, gaps })
+}
+
+/// Sets `inputs.wakeup_scale` from `track`, first updating it: when the
+/// reactor slept on one setting through the interval from `last` to `snap`
+/// (counters `d`, `wall_f` ns), with the wakeups it counted over those the
+/// burst model gives that setting from the same inputs; otherwise the old
+/// correction fades toward 1.
+fn calibrate_wakeups(
+    track: &mut Track,
+    inputs: &mut Inputs,
+    snap: &StatsSnapshot,
+    last: Option<&StatsSnapshot>,
+    d: &StatsSnapshot,
+    wall_f: f64,
+) {
+    let steady = last.is_some_and(|l| l.mode == snap.mode && l.spin_window == snap.spin_window);
+    if snap.mode != Mode::Poll && steady {
+        let counted = d.wakeups as f64 / (wall_f / 1e9);
+        let raw = Inputs {
+            wakeup_scale: 1.0,
+            ..inputs.clone()
+        };
+        let modelled = raw.estimate(current_setting(snap)).wakeups_per_s;
+        if counted >= MIN_CALIBRATION_WAKEUPS && modelled >= MIN_CALIBRATION_WAKEUPS {
+            let k = (counted / modelled).clamp(MIN_WAKEUP_SCALE, MAX_WAKEUP_SCALE);
+            track.wakeup_scale = Some(smooth(track.wakeup_scale, k));
+        }
+    } else if let Some(k) = track.wakeup_scale {
+        let keep = 0.5f64.powf(wall_f / CALIBRATION_HALF_LIFE.as_nanos() as f64);
+        track.wakeup_scale = Some(1.0 + (k - 1.0) * keep);
+    }
+    inputs.wakeup_scale = track.wakeup_scale.unwrap_or(1.0);
 }
 
 /// One sample of the budget policy for one reactor: the change to make, if
@@ -636,9 +684,23 @@ mod tests {
         gaps: &[(usize, u64)],
         late_ns: u64,
     ) -> Vec<Decision> {
+        run_waking(s, r, n, busy, gaps, late_ns, 100)
+    }
+
+    /// [`run`], the reactor counting `asleep` wakeups per interval while it
+    /// does not poll.
+    fn run_waking(
+        s: &mut Supervisor,
+        r: &mut Fake,
+        n: usize,
+        busy: f64,
+        gaps: &[(usize, u64)],
+        late_ns: u64,
+        asleep: u64,
+    ) -> Vec<Decision> {
         let mut all = Vec::new();
         for _ in 0..n {
-            let wakeups = if r.snap.mode == Mode::Poll { 0 } else { 100 };
+            let wakeups = if r.snap.mode == Mode::Poll { 0 } else { asleep };
             let d = s.sample(&[r.tick_gaps(busy, gaps, wakeups, late_ns)]);
             for x in &d {
                 r.apply(x);
@@ -788,6 +850,7 @@ mod tests {
                 gaps_per_s: [0.0; GAP_BUCKETS],
                 follow_ups_per_s: 0.0,
                 follow_up_gaps_per_s: [0.0; GAP_BUCKETS],
+                wakeup_scale: 1.0,
             }
             .wake_quantile_ns(crate::stats::sleep_class_of_gap_bucket(9), 0.99)
         };
@@ -839,7 +902,8 @@ mod tests {
         // at the 5 us of CPU a wakeup was measured to cost while it slept;
         // then (as after a budget of 0) it polls.
         let gaps = [(2, 12_500)];
-        run(&mut s, &mut r, 1, 0.81, &gaps, 20_000);
+        // Asleep, it counts what the model says (5,869 a second).
+        run_waking(&mut s, &mut r, 1, 0.81, &gaps, 20_000, 1_467);
         r.snap.mode = Mode::Poll;
         r.snap.queue_period = None;
         // down_samples (3) in a row move it.
@@ -861,6 +925,39 @@ mod tests {
         assert!((wakeups - 5_869.0).abs() < 30.0, "{}", d[0].reason);
         // Asleep under the same load, it stays (no flapping back to poll).
         assert!(run(&mut s, &mut r, 20, 0.81, &gaps, 20_000).is_empty());
+    }
+
+    #[test]
+    fn wakeups_counted_asleep_correct_the_model() {
+        let mut s = budget(500);
+        let mut r = Fake::new(Mode::Interrupt);
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        // The load of the test above, but asleep the reactor counts six
+        // times the 5,869 wakeups a second the model gives (35.2k, the
+        // replies of request-reply traffic joining no burst): at 5 us each,
+        // 81 % + 17.6 % = 98.6 % of a core, no saving over polling.
+        let gaps = [(2, 12_500)];
+        run_waking(&mut s, &mut r, 2, 0.81, &gaps, 20_000, 6 * 1_467);
+        r.snap.mode = Mode::Poll;
+        r.snap.queue_period = None;
+        // Polling, it does not go back to sleep on the model's word (84 %,
+        // which the test above moves on after 3 samples)...
+        let d = run(&mut s, &mut r, 12, 0.81, &gaps, 20_000);
+        assert!(d.is_empty(), "{d:?}");
+        // ...until the correction has faded (half-life 10 s) to where
+        // sleeping saves the 10 % a change needs (81 % + x * 2.93 % <= 90 %,
+        // x <= 3.07): 1 + 5 x 0.5^(n / 40) <= 3.07 from the 51st sample,
+        // then the 3 of a saving.
+        let mut after = None;
+        for i in 0..100 {
+            if let Some(d) = run(&mut s, &mut r, 1, 0.81, &gaps, 20_000).first() {
+                assert_eq!(d.to, Mode::Interrupt, "{d:?}");
+                assert!(d.reason.contains("as counted asleep"), "{}", d.reason);
+                after = Some(12 + i + 1);
+                break;
+            }
+        }
+        assert_eq!(after, Some(53), "samples until it sleeps again");
     }
 
     #[test]

@@ -587,13 +587,19 @@ impl Inputs {
 
     /// The cheapest setting within the budget.
     pub fn plan(&self) -> Plan {
+        self.plan_allowing(true)
+    }
+
+    /// [`Inputs::plan`], with no I/O queue period when `period` is false
+    /// (the supervisor tries each reactor without one before keeping it).
+    pub fn plan_allowing(&self, period: bool) -> Plan {
         let rate = self.rate();
         let budget_us = self.budget_ns / 1000.0;
         // What sleeping through every gap would add at p99.
         let wake_us = self.asleep_quantile_ns(&self.gaps_per_s, 1.0 - TAIL) / 1000.0;
         if rate < IDLE_ARRIVALS_PER_S {
             let best = self.estimate(Setting::Interrupt);
-            let queue_period = self.queue_period(&best);
+            let queue_period = self.queue_period(&best).filter(|_| period);
             return Plan {
                 best,
                 queue_period,
@@ -631,7 +637,7 @@ impl Inputs {
                 best.cpu * 100.0
             ),
         };
-        let queue_period = self.queue_period(&best);
+        let queue_period = self.queue_period(&best).filter(|_| period);
         let reason = match queue_period {
             Some(p) => format!(
                 "{reason}; initiator I/O queues polled every {} us (p99 of wake delays and the wait for the poll: {:.0} us)",

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::period_trial::{Interval, PeriodTrial};
 use super::policy::{Policy, SupervisorConfig};
 use crate::budget::{Inputs, MAX_WAKEUP_SCALE, MIN_WAKEUP_SCALE, Setting};
 use crate::error::ReactorError;
@@ -63,6 +64,8 @@ struct Track {
     /// smoothed ([`Inputs::wakeup_scale`]); fading back to 1 with a
     /// half-life of [`CALIBRATION_HALF_LIFE`] while it is not measured.
     wakeup_scale: Option<f64>,
+    /// Whether the plan's I/O queue period saves this reactor wakeups.
+    period_trial: PeriodTrial,
 }
 
 /// How fast the wakeup correction fades while the reactor polls (and so
@@ -204,7 +207,18 @@ impl Supervisor {
                     wakeup_scale: 1.0,
                 };
                 calibrate_wakeups(track, &mut inputs, snap, last.as_ref(), &d, wall_f);
-                if let Some(dec) = budget_step(&self.config, track, &inputs, index, snap) {
+                let steady = last.as_ref().is_some_and(|l| {
+                    l.mode == snap.mode && l.spin_window == snap.spin_window && l.queue_period == snap.queue_period
+                });
+                let interval = |planned| Interval {
+                    planned,
+                    sleeping: snap.mode != Mode::Poll,
+                    steady,
+                    with_period: snap.queue_period.is_some(),
+                    wakeups_per_s: d.wakeups as f64 / (wall_f / 1e9),
+                    events_per_s: inputs.rate() + inputs.follow_ups_per_s,
+                };
+                if let Some(dec) = budget_step(&self.config, track, &inputs, interval, index, snap) {
                     out.push(dec);
                 }
                 continue;
@@ -365,14 +379,26 @@ fn calibrate_wakeups(
 
 /// One sample of the budget policy for one reactor: the change to make, if
 /// the plan has differed from the current setting for long enough.
+///
+/// `interval` describes the sample for the I/O queue period's trial (given
+/// whether the plan has a period): a planned period applies only while the
+/// trial allows it ([`PeriodTrial`]).
 fn budget_step(
     c: &SupervisorConfig,
     track: &mut Track,
     inputs: &Inputs,
+    interval: impl Fn(bool) -> Interval,
     index: usize,
     snap: &StatsSnapshot,
 ) -> Option<Decision> {
-    let plan = inputs.plan();
+    let mut plan = inputs.plan();
+    track.period_trial = track.period_trial.next(&interval(plan.queue_period.is_some()));
+    if plan.queue_period.is_some() && !track.period_trial.allows_period() {
+        plan = inputs.plan_allowing(false);
+    }
+    if let Some(note) = track.period_trial.note() {
+        plan.reason = format!("{}; {note}", plan.reason);
+    }
     let current = current_setting(snap);
     // A hybrid reactor without a window of ours is not on a setting we chose.
     let foreign = snap.mode == Mode::Hybrid && snap.spin_window.is_none();
@@ -700,7 +726,12 @@ mod tests {
     ) -> Vec<Decision> {
         let mut all = Vec::new();
         for _ in 0..n {
-            let wakeups = if r.snap.mode == Mode::Poll { 0 } else { asleep };
+            // A queue period saves a quarter of them (kept by its trial).
+            let wakeups = match (r.snap.mode, r.snap.queue_period) {
+                (Mode::Poll, _) => 0,
+                (_, Some(_)) => asleep * 3 / 4,
+                (_, None) => asleep,
+            };
             let d = s.sample(&[r.tick_gaps(busy, gaps, wakeups, late_ns)]);
             for x in &d {
                 r.apply(x);
@@ -756,10 +787,26 @@ mod tests {
         // timer's wakeup stays within 500 us at p99: 450 us (worked out by
         // hand in budget.rs's tests for these 16-32 us wakeups).
         assert_eq!(d[0].queue_period, Some(Duration::from_micros(450)), "{}", d[0].reason);
+        // The period is tried against event-driven queues (it saves a
+        // quarter of the wakeups here, so it stays), then nothing moves.
+        assert_eq!(
+            trial(&run(&mut s, &mut r, 20, 0.01, &[(10, 250)], 30_000)),
+            [None, Some(450)]
+        );
         assert!(
             run(&mut s, &mut r, 20, 0.01, &[(10, 250)], 30_000).is_empty(),
             "stays asleep"
         );
+    }
+
+    /// The queue periods, us, of decisions that change nothing else
+    /// (Interrupt to Interrupt): an I/O queue period's trial.
+    fn trial(d: &[Decision]) -> Vec<Option<u128>> {
+        assert!(
+            d.iter().all(|d| (d.from, d.to) == (Mode::Interrupt, Mode::Interrupt)),
+            "{d:?}"
+        );
+        d.iter().map(|d| d.queue_period.map(|p| p.as_micros())).collect()
     }
 
     #[test]
@@ -887,7 +934,9 @@ mod tests {
             "{}",
             d[0].reason
         );
-        // Then its own hysteresis again: the same load changes nothing.
+        // Then its own hysteresis again: the same load changes nothing but
+        // the trial of its queue period.
+        assert_eq!(trial(&run(&mut s, &mut r, 20, 0.02, &gaps, 20_000)).len(), 2);
         assert!(run(&mut s, &mut r, 10, 0.02, &gaps, 20_000).is_empty());
     }
 
@@ -907,7 +956,7 @@ mod tests {
         r.snap.mode = Mode::Poll;
         r.snap.queue_period = None;
         // down_samples (3) in a row move it.
-        let d = run(&mut s, &mut r, 8, 0.81, &gaps, 20_000);
+        let d = run(&mut s, &mut r, 3, 0.81, &gaps, 20_000);
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!((d[0].from, d[0].to), (Mode::Poll, Mode::Interrupt));
         assert!(d[0].reason.contains("for 3 samples"), "{}", d[0].reason);
@@ -923,8 +972,55 @@ mod tests {
         let (arrivals, wakeups) = (before(" arrivals/s"), before(" wakeups/s"));
         assert_eq!(arrivals, 50_000.0, "{}", d[0].reason);
         assert!((wakeups - 5_869.0).abs() < 30.0, "{}", d[0].reason);
-        // Asleep under the same load, it stays (no flapping back to poll).
-        assert!(run(&mut s, &mut r, 20, 0.81, &gaps, 20_000).is_empty());
+        // Asleep under the same load, it stays (no flapping back to poll):
+        // only its queue period is tried.
+        assert_eq!(
+            trial(&run_waking(&mut s, &mut r, 20, 0.81, &gaps, 20_000, 1_467)).len(),
+            2
+        );
+        assert!(run_waking(&mut s, &mut r, 20, 0.81, &gaps, 20_000, 1_467).is_empty());
+    }
+
+    #[test]
+    fn a_queue_period_that_saves_no_wakeups_is_dropped_until_tried_again() {
+        let mut s = budget(500);
+        let mut r = Fake::new(Mode::Interrupt);
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        // The 50k load above, asleep, counting the model's wakeups with the
+        // period or without it: what wakes the reactor is not its queues'
+        // completions (an open-loop sender's timer).
+        let gaps = [(2, 12_500)];
+        let mut all = Vec::new();
+        for k in 1..=300 {
+            for d in s.sample(&[r.tick_gaps(0.81, &gaps, 1_467, 20_000)]) {
+                r.apply(&d);
+                all.push((k, d));
+            }
+        }
+        let at: Vec<(usize, Option<u128>)> = all
+            .iter()
+            .map(|(k, d)| (*k, d.queue_period.map(|p| p.as_micros())))
+            .collect();
+        // Planned at once (450 us); after the interval it came in, 4 steady
+        // samples with it; the queues event-driven for the comparison at the
+        // 6th; after the next unsteady one, 4 without it: dropped at the
+        // 11th, which changes nothing in force. The verdict holds 240
+        // samples (to the 251st); at the 252nd the period is back for a new
+        // trial, which drops it again the same way.
+        assert_eq!(
+            at,
+            [(1, Some(450)), (6, None), (252, Some(450)), (257, None)],
+            "{all:?}"
+        );
+        assert!(
+            all[1].1.reason.contains("event-driven for a second"),
+            "{}",
+            all[1].1.reason
+        );
+        assert!(
+            all.iter()
+                .all(|(_, d)| (d.from, d.to) == (Mode::Interrupt, Mode::Interrupt))
+        );
     }
 
     #[test]
@@ -1000,7 +1096,12 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!((d[0].from, d[0].to), (Mode::Interrupt, Mode::Interrupt));
         assert_eq!(d[0].queue_period, Some(Duration::from_micros(450)));
-        // Small wobbles move nothing.
+        // It is tried against event-driven queues and kept; small wobbles
+        // move nothing.
+        assert_eq!(
+            trial(&run(&mut s, &mut r, 12, 0.01, &[(10, 250)], 30_000)),
+            [None, Some(450)]
+        );
         assert!(run(&mut s, &mut r, 10, 0.01, &[(10, 250)], 30_000).is_empty());
         // Wakeups grow to 128-256 us late, after short sleeps too (a fifth of
         // the arrivals now 64-128 us apart, so the timer's class is measured):

@@ -39,6 +39,7 @@
 
 mod decide;
 mod driver;
+mod period_trial;
 mod policy;
 
 pub use decide::{Decision, Supervisor};

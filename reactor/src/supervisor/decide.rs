@@ -701,6 +701,15 @@ mod tests {
         .unwrap()
     }
 
+    /// A budget supervisor of `budget_us` and a reactor in interrupt mode,
+    /// past the first sample (which only records the counters).
+    fn asleep_under_budget(budget_us: u64) -> (Supervisor, Fake) {
+        let mut s = budget(budget_us);
+        let mut r = Fake::new(Mode::Interrupt);
+        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        (s, r)
+    }
+
     /// Feeds `n` identical intervals; returns every decision, applied.
     fn run(
         s: &mut Supervisor,
@@ -743,9 +752,7 @@ mod tests {
 
     #[test]
     fn budget_zero_polls_whenever_there_is_load() {
-        let mut s = budget(0);
-        let mut r = Fake::new(Mode::Interrupt);
-        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        let (mut s, mut r) = asleep_under_budget(0);
         // 250 arrivals per 250 ms interval (1000/s), 2 ms apart: light load, cheap wakeups (5 us).
         let d = run(&mut s, &mut r, 1, 0.01, &[(11, 250)], 5_000);
         assert!(d.is_empty(), "one sample is not enough");
@@ -811,9 +818,7 @@ mod tests {
 
     #[test]
     fn short_gaps_and_a_budget_below_the_wake_cost_spin_over_those_gaps() {
-        let mut s = budget(10);
-        let mut r = Fake::new(Mode::Interrupt);
-        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        let (mut s, mut r) = asleep_under_budget(10);
         // 40,000 arrivals/s: 99.6 % come 8-16 us after the last work, the
         // rest 1-2 ms; waking costs 40 us, more than the 10 us budget.
         let gaps = [(4, 9_960), (11, 40)];
@@ -842,9 +847,7 @@ mod tests {
 
     #[test]
     fn hysteresis_holds_a_setting_through_alternating_samples() {
-        let mut s = budget(10);
-        let mut r = Fake::new(Mode::Interrupt);
-        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        let (mut s, mut r) = asleep_under_budget(10);
         // Load and no load in turn: neither ever lasts up_samples (2) samples
         // in a row, so nothing changes.
         let mut changes = 0;
@@ -870,9 +873,7 @@ mod tests {
 
     #[test]
     fn wake_cost_estimate_follows_its_inputs() {
-        let mut s = budget(25);
-        let mut r = Fake::new(Mode::Interrupt);
-        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        let (mut s, mut r) = asleep_under_budget(25);
         // 4000 arrivals/s, 250 us apart: with cheap wakeups (10 us) interrupt keeps a 25 us budget.
         let gaps = [(9, 1_000)];
         assert!(run(&mut s, &mut r, 10, 0.05, &gaps, 10_000).is_empty());
@@ -913,9 +914,7 @@ mod tests {
 
     #[test]
     fn a_new_budget_applies_at_the_next_sample() {
-        let mut s = budget(0);
-        let mut r = Fake::new(Mode::Interrupt);
-        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        let (mut s, mut r) = asleep_under_budget(0);
         let gaps = [(10, 250)];
         let d = run(&mut s, &mut r, 3, 0.02, &gaps, 20_000);
         assert_eq!(d.last().map(|d| d.to), Some(Mode::Poll));
@@ -942,9 +941,7 @@ mod tests {
 
     #[test]
     fn a_busy_polling_reactor_sleeps_when_its_arrivals_come_in_bursts() {
-        let mut s = budget(500);
-        let mut r = Fake::new(Mode::Interrupt);
-        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        let (mut s, mut r) = asleep_under_budget(500);
         // 50k arrivals/s 2-4 us after the last work, 81 % busy: a wakeup
         // 16-32 us late collects 8.5 arrivals (budget.rs's tests work it
         // out by hand), so sleeping takes 5,870 wakeups/s, 84 % of a core
@@ -983,9 +980,7 @@ mod tests {
 
     #[test]
     fn a_queue_period_that_saves_no_wakeups_is_dropped_until_tried_again() {
-        let mut s = budget(500);
-        let mut r = Fake::new(Mode::Interrupt);
-        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        let (mut s, mut r) = asleep_under_budget(500);
         // The 50k load above, asleep, counting the model's wakeups with the
         // period or without it: what wakes the reactor is not its queues'
         // completions (an open-loop sender's timer).
@@ -1025,9 +1020,7 @@ mod tests {
 
     #[test]
     fn wakeups_counted_asleep_correct_the_model() {
-        let mut s = budget(500);
-        let mut r = Fake::new(Mode::Interrupt);
-        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        let (mut s, mut r) = asleep_under_budget(500);
         // The load of the test above, but asleep the reactor counts six
         // times the 5,869 wakeups a second the model gives (35.2k, the
         // replies of request-reply traffic joining no burst): at 5 us each,
@@ -1058,9 +1051,7 @@ mod tests {
 
     #[test]
     fn a_polling_reactor_tries_sleeping_again_once_its_evidence_has_aged() {
-        let mut s = budget(500);
-        let mut r = Fake::new(Mode::Interrupt);
-        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        let (mut s, mut r) = asleep_under_budget(500);
         // 1000 arrivals/s, 1-2 ms apart, and wakeups 600 us late: over the
         // 500 us budget, so it polls (no window catches 99 % more cheaply).
         let gaps = [(11, 250)];
@@ -1088,9 +1079,7 @@ mod tests {
 
     #[test]
     fn the_queue_period_follows_the_wake_cost_without_a_mode_change() {
-        let mut s = budget(500);
-        let mut r = Fake::new(Mode::Interrupt);
-        s.sample(&[r.tick(0.0, 0, 0, 0)]);
+        let (mut s, mut r) = asleep_under_budget(500);
         // Interrupt already, with wakeups 16-32 us late: a period, no mode change.
         let d = run(&mut s, &mut r, 3, 0.01, &[(10, 250)], 30_000);
         assert_eq!(d.len(), 1, "{d:?}");

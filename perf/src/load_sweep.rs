@@ -414,7 +414,8 @@ pub fn run(
                             settle(s, c);
                             nvme_perf::idle(&ctrlr, s.idle, &s.target_cpu, stop)
                         } else {
-                            let w = workload(s, rw, load);
+                            let mut w = workload(s, rw, load);
+                            w.ramp = ramp_for(c, w.ramp);
                             nvme_perf::run(&ctrlr, &w, stop, &s.target_cpu, |_, _, _| {})?
                         };
                         reports[ci].push(r);
@@ -454,6 +455,23 @@ fn settle(s: &LoadSweep<'_>, c: &LoadConfig) {
     let until = Instant::now() + Duration::from_secs(10);
     while Instant::now() < until && watched.iter().any(|h| h.mode() != Mode::Interrupt) {
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Least ramp before a run of a configuration with the budget policy on
+/// either side: it plans only after `adaptive_up_samples`/`down_samples`
+/// agreeing samples, and tries its I/O queue period with and without for 10
+/// samples of 250 ms before keeping it (`reactor/src/supervisor/period_trial.rs`);
+/// measured before that, a run shows the policy settling, not the policy.
+pub const BUDGET_RAMP: Duration = Duration::from_secs(3);
+
+/// The ramp of a run of `c`: `ramp`, at least [`BUDGET_RAMP`] where either
+/// side runs the budget policy.
+pub fn ramp_for(c: &LoadConfig, ramp: Duration) -> Duration {
+    if c.target.policy == Policy::Budget || c.initiator.policy == Policy::Budget {
+        ramp.max(BUDGET_RAMP)
+    } else {
+        ramp
     }
 }
 
@@ -974,6 +992,31 @@ mod tests {
         assert_eq!(c[2].target.policy, Policy::Interrupt);
         assert_eq!(c[4].spin_us, Some(50));
         assert_eq!(c[0].adminq_us, 10_000);
+    }
+
+    #[test]
+    fn budget_configs_ramp_long_enough_to_settle() {
+        let c = configs(&[250], &[], &[500]);
+        let ms = |d: Duration| d.as_millis();
+        let ramps: Vec<(&str, u128, u128)> = c
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    ms(ramp_for(c, Duration::from_millis(200))),
+                    ms(ramp_for(c, Duration::from_secs(5))),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ramps,
+            [
+                ("poll", 200, 5000),
+                ("interrupt-ioq250", 200, 5000),
+                ("adaptive", 200, 5000),
+                ("budget500", 3000, 5000),
+            ]
+        );
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub struct MatrixArgs {
     /// Measured time per workload and round, s (1 to 3600).
     #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 3600))]
     time: u64,
-    /// Ramp before each workload, ms (0 to 60000).
+    /// Ramp before each workload, ms (0 to 60000); in the load sweep at
+    /// least 3 s for a configuration with the budget policy.
     #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = crate::ranged(0, 60_000))]
     ramp_ms: u64,
     /// Rounds (1 to 100): each configuration runs each workload this many
@@ -244,7 +245,8 @@ pub struct LoadArgs {
     /// Measured time per run, s (1 to 3600).
     #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::ranged(1, 3600))]
     time: u64,
-    /// Ramp before each run, ms (0 to 60000).
+    /// Ramp before each run, ms (0 to 60000); at least 3 s for a
+    /// configuration with the budget policy, which settles in that time.
     #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = crate::ranged(0, 60_000))]
     ramp_ms: u64,
     /// Rounds (1 to 100): the configurations take turns in each; every
@@ -390,12 +392,18 @@ impl Plan {
     fn estimate(&self) -> u64 {
         let busy = self.loads.iter().filter(|l| **l != load_sweep::Load::Idle).count();
         let idle = self.loads.len() - busy;
-        let per_round = self.configs.len() as f64
-            * self.queues.len() as f64
-            * (busy as f64
-                * self.workloads.len() as f64
-                * (self.time + self.ramp + Duration::from_millis(60)).as_secs_f64()
-                + idle as f64 * (self.idle + Duration::from_millis(350)).as_secs_f64());
+        let per_round: f64 = self
+            .configs
+            .iter()
+            .map(|c| {
+                let ramp = load_sweep::ramp_for(c, self.ramp);
+                self.queues.len() as f64
+                    * (busy as f64
+                        * self.workloads.len() as f64
+                        * (self.time + ramp + Duration::from_millis(60)).as_secs_f64()
+                        + idle as f64 * (self.idle + Duration::from_millis(350)).as_secs_f64())
+            })
+            .sum();
         (per_round * f64::from(self.rounds)).ceil() as u64
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::period_trial::{Interval, PeriodTrial};
+use super::period_trial::{Interval, PeriodTrial, weighted_wakeups};
 use super::policy::{Policy, SupervisorConfig};
 use crate::budget::{Inputs, MAX_WAKEUP_SCALE, MIN_WAKEUP_SCALE, Setting};
 use crate::error::ReactorError;
@@ -215,7 +215,7 @@ impl Supervisor {
                     sleeping: snap.mode != Mode::Poll,
                     steady,
                     with_period: snap.queue_period.is_some(),
-                    wakeups_per_s: d.wakeups as f64 / (wall_f / 1e9),
+                    wakeups_per_s: weighted_wakeups(d.wakeups, d.timed_wakeups, d.rung_wakeups) / (wall_f / 1e9),
                     events_per_s: inputs.rate() + inputs.follow_ups_per_s,
                 };
                 if let Some(dec) = budget_step(&self.config, track, &inputs, interval, index, snap) {

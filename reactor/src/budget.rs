@@ -345,8 +345,11 @@ impl Inputs {
         }
     }
 
-    /// The gaps' burst counts, over every wake delay the histograms hold.
-    fn bursts(&self) -> Bursts {
+    /// The gaps' burst counts, over every wake delay the histograms hold:
+    /// the model's dearest part (about 50 us), made once per supervisor
+    /// sample and shared by every estimate of it
+    /// ([`Inputs::estimate_with`], [`Inputs::plan_with`]).
+    pub(crate) fn bursts(&self) -> Bursts {
         let longest = (0..SLEEP_CLASSES)
             .flat_map(|c| {
                 let d = self.class_dist(c);
@@ -406,7 +409,7 @@ impl Inputs {
     }
 
     /// [`Inputs::estimate`] with the gaps' burst counts already made.
-    fn estimate_with(&self, setting: Setting, bursts: &Bursts) -> Estimate {
+    pub(crate) fn estimate_with(&self, setting: Setting, bursts: &Bursts) -> Estimate {
         let wake_cpu = self.wake_cpu_ns / 1e9;
         let asleep = self.asleep_of(setting);
         // Arrivals that find it asleep come in bursts, one wakeup each; the
@@ -587,18 +590,19 @@ impl Inputs {
 
     /// The cheapest setting within the budget.
     pub fn plan(&self) -> Plan {
-        self.plan_allowing(true)
+        self.plan_with(&self.bursts(), true)
     }
 
-    /// [`Inputs::plan`], with no I/O queue period when `period` is false
-    /// (the supervisor tries each reactor without one before keeping it).
-    pub fn plan_allowing(&self, period: bool) -> Plan {
+    /// [`Inputs::plan`] with the gaps' burst counts already made, and no
+    /// I/O queue period when `period` is false (the supervisor tries each
+    /// reactor without one before keeping it).
+    pub(crate) fn plan_with(&self, bursts: &Bursts, period: bool) -> Plan {
         let rate = self.rate();
         let budget_us = self.budget_ns / 1000.0;
         // What sleeping through every gap would add at p99.
         let wake_us = self.asleep_quantile_ns(&self.gaps_per_s, 1.0 - TAIL) / 1000.0;
         if rate < IDLE_ARRIVALS_PER_S {
-            let best = self.estimate(Setting::Interrupt);
+            let best = self.estimate_with(Setting::Interrupt, bursts);
             let queue_period = self.queue_period(&best).filter(|_| period);
             return Plan {
                 best,
@@ -606,10 +610,9 @@ impl Inputs {
                 reason: format!("idle ({rate:.0} arrivals/s): nothing to add latency to"),
             };
         }
-        let bursts = self.bursts();
-        let poll = self.estimate_with(Setting::Poll, &bursts);
+        let poll = self.estimate_with(Setting::Poll, bursts);
         let best = Self::candidates()
-            .map(|s| self.estimate_with(s, &bursts))
+            .map(|s| self.estimate_with(s, bursts))
             .filter(|e| e.within_budget && e.cpu <= poll.cpu - MIN_SAVING)
             .min_by(|a, b| a.cpu.total_cmp(&b.cpu))
             .unwrap_or(poll);

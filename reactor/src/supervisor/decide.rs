@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::period_trial::{Interval, PeriodTrial, weighted_wakeups};
 use super::policy::{Policy, SupervisorConfig};
 use crate::budget::{Inputs, MAX_WAKEUP_SCALE, MIN_WAKEUP_SCALE, Setting};
+use crate::burst::Bursts;
 use crate::error::ReactorError;
 use crate::mode::Mode;
 use crate::stats::{GAP_BUCKETS, SLEEP_CLASSES, StatsSnapshot};
@@ -206,7 +207,11 @@ impl Supervisor {
                     follow_up_gaps_per_s: track.follow_up_gaps_per_s.unwrap_or([0.0; GAP_BUCKETS]),
                     wakeup_scale: 1.0,
                 };
-                calibrate_wakeups(track, &mut inputs, snap, last.as_ref(), &d, wall_f);
+                // Made once: the scale calibration, the plan and the
+                // current setting's estimate all use it (the scale does
+                // not change it).
+                let bursts = inputs.bursts();
+                calibrate_wakeups(track, &mut inputs, &bursts, snap, last.as_ref(), &d, wall_f);
                 let steady = last.as_ref().is_some_and(|l| {
                     l.mode == snap.mode && l.spin_window == snap.spin_window && l.queue_period == snap.queue_period
                 });
@@ -218,7 +223,7 @@ impl Supervisor {
                     wakeups_per_s: weighted_wakeups(d.wakeups, d.timed_wakeups, d.rung_wakeups) / (wall_f / 1e9),
                     events_per_s: inputs.rate() + inputs.follow_ups_per_s,
                 };
-                if let Some(dec) = budget_step(&self.config, track, &inputs, interval, index, snap) {
+                if let Some(dec) = budget_step(&self.config, track, &inputs, &bursts, interval, index, snap) {
                     out.push(dec);
                 }
                 continue;
@@ -353,6 +358,7 @@ fn learn(track: &mut Track, snap: &StatsSnapshot, last: &StatsSnapshot) -> Optio
 fn calibrate_wakeups(
     track: &mut Track,
     inputs: &mut Inputs,
+    bursts: &Bursts,
     snap: &StatsSnapshot,
     last: Option<&StatsSnapshot>,
     d: &StatsSnapshot,
@@ -365,7 +371,7 @@ fn calibrate_wakeups(
             wakeup_scale: 1.0,
             ..inputs.clone()
         };
-        let modelled = raw.estimate(current_setting(snap)).wakeups_per_s;
+        let modelled = raw.estimate_with(current_setting(snap), bursts).wakeups_per_s;
         if counted >= MIN_CALIBRATION_WAKEUPS && modelled >= MIN_CALIBRATION_WAKEUPS {
             let k = (counted / modelled).clamp(MIN_WAKEUP_SCALE, MAX_WAKEUP_SCALE);
             track.wakeup_scale = Some(smooth(track.wakeup_scale, k));
@@ -380,21 +386,23 @@ fn calibrate_wakeups(
 /// One sample of the budget policy for one reactor: the change to make, if
 /// the plan has differed from the current setting for long enough.
 ///
-/// `interval` describes the sample for the I/O queue period's trial (given
+/// `bursts` are `inputs`' burst counts ([`Inputs::bursts`]). `interval`
+/// describes the sample for the I/O queue period's trial (given
 /// whether the plan has a period): a planned period applies only while the
 /// trial allows it ([`PeriodTrial`]).
 fn budget_step(
     c: &SupervisorConfig,
     track: &mut Track,
     inputs: &Inputs,
+    bursts: &Bursts,
     interval: impl Fn(bool) -> Interval,
     index: usize,
     snap: &StatsSnapshot,
 ) -> Option<Decision> {
-    let mut plan = inputs.plan();
+    let mut plan = inputs.plan_with(bursts, true);
     track.period_trial = track.period_trial.next(&interval(plan.queue_period.is_some()));
     if plan.queue_period.is_some() && !track.period_trial.allows_period() {
-        plan = inputs.plan_allowing(false);
+        plan = inputs.plan_with(bursts, false);
     }
     if let Some(note) = track.period_trial.note() {
         plan.reason = format!("{}; {note}", plan.reason);
@@ -421,7 +429,7 @@ fn budget_step(
         }
         return None;
     }
-    let now = inputs.estimate(current);
+    let now = inputs.estimate_with(current, bursts);
     if std::mem::take(&mut track.replan) {
         let (to, spin_window) = mode_of(plan.best.setting);
         return Some(Decision {

@@ -7,10 +7,10 @@
 //! ownership) only to overwrite all of it, and leaves the cache full of
 //! lines nobody is about to read, evicting the receive buffers that are.
 //! Streaming stores write whole lines without reading them. Measured on the
-//! development machine (a C loop, random destinations in a 256 MiB region on
-//! huge pages, warm source): 4 KiB 460 -> 355 ns, 16 KiB 1.7 us -> 0.9 us,
-//! 128 KiB 15.4 -> 6.3 us (docs/performance.md, "Streaming stores for RAM
-//! writes").
+//! development machine (`perf/scripts/copy-bench.c`: random destinations in
+//! a 256 MiB region on huge pages, warm source): 4 KiB 427 -> 365 ns,
+//! 16 KiB 1.66 -> 0.90 us, 128 KiB 13.0 -> 6.6 us (docs/performance.md,
+//! "Streaming stores for RAM writes").
 //!
 //! Below [`STREAM_MIN`] bytes, or where the CPU is not x86-64, it is a plain
 //! copy.

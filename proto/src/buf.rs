@@ -2,6 +2,9 @@
 //! has been received and not parsed, and what is waiting to be sent.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::read_source::{ReadSource, SourceRange};
 
 /// Received bytes not yet parsed: `buf[pos..end]`. The storage past `end`
 /// stays allocated and initialised between reads, so handing out room for
@@ -100,7 +103,13 @@ mod tests {
 /// payload the caller owns (a read's data) is not copied there but attached
 /// between two bytes of `out` ([`attach`](Self::attach)) and sent from where
 /// it is with a vectored write, then handed back for reuse
-/// ([`take_released`](Self::take_released)).
+/// ([`take_released`](Self::take_released)). A payload still in a
+/// [`ReadSource`](crate::read_source::ReadSource) is attached as a range of
+/// it ([`attach_lent`](Self::attach_lent)) and sent from the source's memory
+/// while the source lends it ([`lent_ranges`](Self::lent_ranges)); the part
+/// of one such range left unsent by a short send is copied out before the
+/// source stops lending ([`keep_unsent_lent`](Self::keep_unsent_lent)), so
+/// no block is sent half from one instant and half from another.
 #[derive(Default)]
 pub(crate) struct SendBuf {
     pub(crate) out: Vec<u8>,
@@ -191,16 +200,54 @@ impl SendBuf {
             start,
             end,
             last,
+            lent: None,
         });
     }
 
+    /// Queues `range`'s bytes, still in their source, to go out right after
+    /// the bytes of `out` queued so far; they are read when sent, from what
+    /// the source lends then.
+    pub(crate) fn attach_lent(&mut self, range: SourceRange) {
+        self.attached_pending += range.len();
+        self.attached.push_back(Attached {
+            at: self.out.len(),
+            start: 0,
+            end: range.len(),
+            last: false,
+            lent: Some(range),
+        });
+    }
+
+    /// The source ranges among the first `entries` attached ranges that one
+    /// lend can cover: `(at, len)` of each, in order, into `out` (emptied
+    /// first), up to the first range of another source; returns their
+    /// source, or `None` when the first `entries` hold no source range.
+    pub(crate) fn lent_ranges(&self, entries: usize, out: &mut Vec<(u64, usize)>) -> Option<Arc<dyn ReadSource>> {
+        out.clear();
+        let mut source: Option<&Arc<dyn ReadSource>> = None;
+        for r in self.attached.iter().take(entries).filter_map(|a| a.lent.as_ref()) {
+            match source {
+                None => source = Some(r.source()),
+                // Addresses only: two `dyn` pointers to one value may carry different vtables.
+                Some(s) if std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(r.source())) => {}
+                Some(_) => break,
+            }
+            out.push((r.at(), r.len()));
+        }
+        source.cloned()
+    }
+
     /// What has not been sent yet, in order, as up to `slices.len()` slices
-    /// (runs of `out` and attached payload ranges). Returns how many were
-    /// filled; fewer than all when `slices` is short.
-    pub(crate) fn pending_slices<'a>(&'a self, slices: &mut [&'a [u8]]) -> usize {
+    /// (runs of `out` and attached payload ranges). `lent` holds the bytes
+    /// of the first `lent.len()` source ranges still attached (from
+    /// [`lent_ranges`](Self::lent_ranges)); the slices stop before a source
+    /// range past those. Returns how many were filled; fewer than all when
+    /// `slices` is short.
+    pub(crate) fn pending_slices<'a>(&'a self, slices: &mut [&'a [u8]], lent: &[&'a [u8]]) -> usize {
         let mut n = 0;
         let mut cur = self.pos;
         let mut held = 0;
+        let mut lent_used = 0;
         for (i, a) in self.attached.iter().enumerate() {
             if a.at > cur {
                 if n == slices.len() {
@@ -214,6 +261,13 @@ impl SendBuf {
                 return n;
             }
             let start = if i == 0 { a.start + self.front_sent } else { a.start };
+            if a.lent.is_some() {
+                let Some(bytes) = lent.get(lent_used) else { return n };
+                lent_used += 1;
+                slices[n] = bytes.get(start..a.end).unwrap_or_default();
+                n += 1;
+                continue;
+            }
             slices[n] = &self.held[held][start..a.end];
             n += 1;
             if a.last {
@@ -231,8 +285,13 @@ impl SendBuf {
     /// is attached).
     pub(crate) fn pending(&self) -> &[u8] {
         let mut first: [&[u8]; 1] = [&[]];
-        self.pending_slices(&mut first);
+        self.pending_slices(&mut first, &[]);
         first[0]
+    }
+
+    /// The source ranges attached and not yet all sent, in order.
+    pub(crate) fn lent(&self) -> impl Iterator<Item = &SourceRange> {
+        self.attached.iter().filter_map(|a| a.lent.as_ref())
     }
 
     /// Attached payload ranges not yet all sent.
@@ -246,7 +305,9 @@ impl SendBuf {
     }
 
     /// Marks `n` bytes sent (in the order [`pending_slices`](Self::pending_slices) gives them).
-    pub(crate) fn sent(&mut self, n: usize) {
+    /// Returns how many source ranges that sent in full.
+    pub(crate) fn sent(&mut self, n: usize) -> usize {
+        let mut lent_done = 0;
         let mut n = n.min(self.out.len() - self.pos + self.attached_pending);
         self.total += n as u64;
         while n > 0 {
@@ -263,10 +324,12 @@ impl SendBuf {
             self.attached_pending -= k;
             n -= k;
             if self.front_sent == a.end - a.start {
-                let last = a.last;
+                let (last, lent) = (a.last, a.lent.is_some());
                 self.attached.pop_front();
                 self.front_sent = 0;
-                if last && let Some(buf) = self.held.pop_front() {
+                if lent {
+                    lent_done += 1;
+                } else if last && let Some(buf) = self.held.pop_front() {
                     self.released.push(buf);
                 }
             }
@@ -275,6 +338,31 @@ impl SendBuf {
             self.out.clear();
             self.pos = 0;
         }
+        lent_done
+    }
+
+    /// After a short send from lent bytes: when the front range is a source
+    /// range partly sent, copies its unsent rest out of `lent` (the bytes
+    /// lent for the send, of which [`sent`](Self::sent) said `lent_done`
+    /// went out in full) into a payload of its own, to be sent from there.
+    /// Call while the source still lends them.
+    pub(crate) fn keep_unsent_lent(&mut self, lent: &[&[u8]], lent_done: usize) {
+        let Some(a) = self.attached.front_mut() else { return };
+        if a.lent.is_none() || self.front_sent == 0 {
+            return;
+        }
+        let Some(rest) = lent.get(lent_done).and_then(|b| b.get(self.front_sent..a.end)) else {
+            return;
+        };
+        self.held.push_front(rest.to_vec());
+        *a = Attached {
+            at: a.at,
+            start: 0,
+            end: rest.len(),
+            last: true,
+            lent: None,
+        };
+        self.front_sent = 0;
     }
 
     /// Payloads whose bytes have all been sent, for the owner to reuse.
@@ -298,11 +386,15 @@ impl SendBuf {
     }
 }
 
-/// A range of a held payload that goes out just before `out[at]`.
+/// A range of a held payload, or of a source, that goes out just before
+/// `out[at]`.
 struct Attached {
     at: usize,
     start: usize,
     end: usize,
     /// The payload's last range: sending it releases the payload.
     last: bool,
+    /// The bytes are this range of a source (`start..end` is `0..len`),
+    /// not of a held payload.
+    lent: Option<SourceRange>,
 }

@@ -30,7 +30,9 @@ use std::time::Duration;
 
 use lull_reactor::{Context, Interest, PollStatus, Poller, PollerId, Readiness};
 
-use lull_proto::target_queue::{QueueEvent, Request, Response, TargetQueue, TargetQueueConfig, take_spare};
+use lull_proto::target_queue::{
+    QueueEvent, Request, Response, SEND_SLICES, TargetQueue, TargetQueueConfig, take_spare,
+};
 use lull_proto::tls_psk::TlsPsk;
 
 use crate::tls::{Handshake, TlsServer, Wire};
@@ -48,9 +50,6 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const READ_BUDGET: usize = 512 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 128 * 1024;
-/// Slices per vectored write: a C2HData header and its payload per read, so
-/// 32 reads' worth go out in one `sendmsg`.
-const WRITE_SLICES: usize = 64;
 
 /// The TLS record type a ClientHello arrives in (RFC 8446 section 5.1).
 const TLS_HANDSHAKE_RECORD: u8 = 22;
@@ -377,15 +376,23 @@ impl<H: QueueHandler> Connection<H> {
     }
 
     /// One `sendmsg` per round (crate::send), of the encoded PDUs and the read data
-    /// attached between them ([`TargetQueue::pending_send_slices`]).
+    /// attached between them or lent by a RAM bdev ([`TargetQueue::send_with`]).
     fn write_pending(&mut self) -> std::io::Result<bool> {
+        // A TLS record sealed from lent bytes may be sent by a later call:
+        // its bytes must not be read from the source twice.
+        self.queue.lend_sources(!self.wire.is_tls());
         while self.queue.wants_send() {
-            let mut slices: [&[u8]; WRITE_SLICES] = [&[]; WRITE_SLICES];
-            let n = self.queue.pending_send_slices(&mut slices);
-            let iov: [IoSlice<'_>; WRITE_SLICES] = std::array::from_fn(|i| IoSlice::new(slices[i]));
-            match self.wire.send_slices(&iov[..n]) {
+            let wire = &mut self.wire;
+            let sent = self.queue.send_with(|slices| {
+                let mut iov: [IoSlice<'_>; SEND_SLICES] = [IoSlice::new(&[]); SEND_SLICES];
+                for (v, s) in iov.iter_mut().zip(slices) {
+                    *v = IoSlice::new(s);
+                }
+                wire.send_slices(&iov[..slices.len()])
+            });
+            match sent {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => self.queue.sent(n),
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

@@ -22,6 +22,10 @@ struct Zeroes {
 }
 
 impl ReadSource for Zeroes {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
     fn copy_to(&self, at: u64, dst: &mut [u8]) -> Result<(), SourceRangeError> {
         if at.checked_add(dst.len() as u64).is_none_or(|end| end > self.size) {
             return Err(SourceRangeError {

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use lull_proto::read_source::{ReadSource, SourceRangeError};
+use lull_proto::target_queue::SEND_SLICES;
 use lull_reactor::Context;
 
 use super::huge::HugeRegion;
@@ -32,7 +33,60 @@ struct Stripes {
     size: u64,
 }
 
+/// Stripes and ranges one lend handles without allocating: 64 ranges (one
+/// send's slices) of up to 128 KiB touch at most 64 x 3.
+const LEND_INLINE: usize = 192;
+
+/// The stripes bytes `at .. at + len` touch (none when `len` is 0).
+fn stripes_of(at: usize, len: usize) -> std::ops::Range<usize> {
+    if len == 0 {
+        return 0..0;
+    }
+    at / STRIPE..(at + len - 1) / STRIPE + 1
+}
+
+/// Moves the distinct values of sorted `v` to its front; returns how many.
+fn dedup_sorted(v: &mut [usize]) -> usize {
+    let mut n = 0;
+    for i in 0..v.len() {
+        if n == 0 || v[i] != v[n - 1] {
+            v[n] = v[i];
+            n += 1;
+        }
+    }
+    n
+}
+
 impl Stripes {
+    /// Holds the lock of `stripes[0]`, then the rest's (one stack frame
+    /// each, so nothing is allocated for the guards), then calls `f` with
+    /// `ranges`' bytes; the checked ranges lie within the region and every
+    /// stripe they touch is in `stripes`.
+    fn lend_locked(&self, stripes: &[usize], ranges: &[(u64, usize)], f: &mut dyn FnMut(&[&[u8]])) {
+        if let Some((&first, rest)) = stripes.split_first() {
+            let _held = self.locks[first].lock().unwrap_or_else(|p| p.into_inner());
+            return self.lend_locked(rest, ranges, f);
+        }
+        let slice = |&(at, len): &(u64, usize)| -> &[u8] {
+            // SAFETY: `at + len` is within the region (checked by `lend`), and
+            // every stripe the range touches is locked by a caller frame until
+            // `f` returns and the slices are dropped: writers reach these
+            // bytes only under those locks, so nothing changes them while the
+            // shared slices exist.
+            unsafe { std::slice::from_raw_parts(self.memory.as_ptr().add(at as usize), len) }
+        };
+        if ranges.len() <= SEND_SLICES {
+            let mut lent: [&[u8]; SEND_SLICES] = [&[]; SEND_SLICES];
+            for (l, r) in lent.iter_mut().zip(ranges) {
+                *l = slice(r);
+            }
+            f(&lent[..ranges.len()]);
+        } else {
+            let lent: Vec<&[u8]> = ranges.iter().map(slice).collect();
+            f(&lent);
+        }
+    }
+
     /// Calls `f(stripe bytes, offset in the caller's buffer)` for each
     /// stripe piece of `[start, start+len)`, which the caller has checked
     /// lies within the bdev.
@@ -59,6 +113,54 @@ impl Stripes {
 }
 
 impl ReadSource for Stripes {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn lends(&self) -> bool {
+        true
+    }
+
+    /// Locks every stripe the ranges touch, each once and in ascending
+    /// order (so two lenders cannot deadlock, and a writer, which holds one
+    /// stripe at a time, cannot either), then lends the memory itself.
+    /// Allocates nothing for up to [`LEND_INLINE`] stripes and ranges.
+    fn lend(&self, ranges: &[(u64, usize)], f: &mut dyn FnMut(&[&[u8]])) -> Result<(), SourceRangeError> {
+        let mut touched = 0;
+        for &(at, len) in ranges {
+            match at.checked_add(len as u64) {
+                // Within `size`, which is a usize (the bdev is in memory).
+                Some(end) if end <= self.size => touched += stripes_of(at as usize, len).len(),
+                _ => {
+                    return Err(SourceRangeError {
+                        at,
+                        len,
+                        size: self.size,
+                    });
+                }
+            }
+        }
+        let mut inline = [0usize; LEND_INLINE];
+        let mut spilled = Vec::new();
+        let list: &mut [usize] = if touched <= LEND_INLINE {
+            &mut inline[..touched]
+        } else {
+            spilled.resize(touched, 0);
+            &mut spilled
+        };
+        let mut n = 0;
+        for &(at, len) in ranges {
+            for i in stripes_of(at as usize, len) {
+                list[n] = i;
+                n += 1;
+            }
+        }
+        list.sort_unstable();
+        let distinct = dedup_sorted(list);
+        self.lend_locked(&list[..distinct], ranges, f);
+        Ok(())
+    }
+
     fn copy_to(&self, at: u64, dst: &mut [u8]) -> Result<(), SourceRangeError> {
         match at.checked_add(dst.len() as u64) {
             // Within `size`, which is a usize (the bdev is in memory).
@@ -202,6 +304,8 @@ impl Bdev for RamBdev {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -221,6 +325,96 @@ mod tests {
         assert!(matches!(b.read(0, &mut [0u8; 100]), Err(BdevError::Misaligned { .. })));
         assert!(RamBdev::new("x", 1000, 512).is_err());
         assert!(RamBdev::new("x", 4096, 1024).is_err());
+    }
+
+    #[test]
+    fn lent_ranges_are_the_bytes_and_stripes_shared_by_several_are_locked_once() {
+        let b = RamBdev::new("Ram0", 4 * STRIPE as u64, 512).unwrap();
+        let data: Vec<u8> = (0..4 * STRIPE).map(|i| (i % 253) as u8).collect();
+        b.write(0, &data).unwrap();
+        let source = b.read_source().unwrap();
+        assert!(source.lends());
+        assert_eq!(source.size(), 4 * STRIPE as u64);
+        // Two ranges in stripe 0 (a second lock of it would never return),
+        // one across stripes 1 and 2, one at the very end, one empty.
+        let s = STRIPE as u64;
+        let ranges = [(0, 4096), (8192, 512), (2 * s - 100, 300), (4 * s - 4096, 4096), (s, 0)];
+        let mut calls = 0;
+        source
+            .lend(&ranges, &mut |lent| {
+                calls += 1;
+                assert_eq!(lent.len(), ranges.len());
+                for (&(at, len), got) in ranges.iter().zip(lent) {
+                    assert_eq!(*got, &data[at as usize..at as usize + len], "at {at}");
+                }
+            })
+            .unwrap();
+        assert_eq!(calls, 1);
+        // Past the end: an error, and `f` is not called.
+        let past = source.lend(&[(0, 512), (4 * s - 512, 1024)], &mut |_| calls += 1);
+        assert_eq!(
+            past,
+            Err(SourceRangeError {
+                at: 4 * s - 512,
+                len: 1024,
+                size: 4 * s
+            })
+        );
+        assert_eq!(calls, 1);
+        // The locks were all released: a write to every stripe completes.
+        b.write(0, &vec![0u8; 4 * STRIPE]).unwrap();
+    }
+
+    #[test]
+    fn a_lend_of_more_stripes_and_ranges_than_fit_inline_is_the_same_bytes() {
+        let stripes = LEND_INLINE + 8;
+        let b = RamBdev::new("Ram0", (stripes * STRIPE) as u64, 512).unwrap();
+        let data: Vec<u8> = (0..stripes * STRIPE).map(|i| (i % 241) as u8).collect();
+        b.write(0, &data).unwrap();
+        let source = b.read_source().unwrap();
+        // One range over every stripe, and 100 of 512 bytes (more than one
+        // send's slices), in no order.
+        let mut ranges = vec![(0u64, stripes * STRIPE)];
+        ranges.extend((0..100u64).map(|k| ((k * 7919 % 100) * 65_000, 512)));
+        let mut checked = 0;
+        source
+            .lend(&ranges, &mut |lent| {
+                for (&(at, len), got) in ranges.iter().zip(lent) {
+                    assert_eq!(*got, &data[at as usize..at as usize + len]);
+                    checked += 1;
+                }
+            })
+            .unwrap();
+        assert_eq!(checked, 101);
+        b.write(0, &data).unwrap();
+    }
+
+    #[test]
+    fn a_writer_waits_while_its_stripe_is_lent() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let b = Arc::new(RamBdev::new("Ram0", 2 * STRIPE as u64, 512).unwrap());
+        let source = b.read_source().unwrap();
+        let wrote = Arc::new(AtomicBool::new(false));
+        let mut writer = None;
+        source
+            .lend(&[(STRIPE as u64 + 4096, 4096)], &mut |lent| {
+                let (b, done) = (b.clone(), wrote.clone());
+                writer = Some(std::thread::spawn(move || {
+                    b.write((STRIPE as u64 + 4096) / 512, &[7u8; 4096]).unwrap();
+                    done.store(true, Ordering::SeqCst);
+                }));
+                // Had the lend not held the stripe, the writer would have
+                // finished in this time on any machine.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                assert!(!wrote.load(Ordering::SeqCst), "a write went through a lent stripe");
+                assert_eq!(lent[0], &[0u8; 4096][..]);
+            })
+            .unwrap();
+        writer.expect("spawned").join().unwrap();
+        assert!(wrote.load(Ordering::SeqCst), "the write completes once the lend ends");
+        let mut back = vec![0u8; 4096];
+        b.read((STRIPE as u64 + 4096) / 512, &mut back).unwrap();
+        assert_eq!(back, vec![7u8; 4096]);
     }
 }
 

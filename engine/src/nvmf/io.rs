@@ -19,10 +19,12 @@
 //! other data, one "miscompare". [`CoreIo::io_commands`] counts every I/O
 //! command answered.
 //!
-//! A Read below [`ATTACH_MIN`] of a bdev that offers its memory
-//! ([`Bdev::read_source`]: RAM, null) skips all of that: it is answered at
-//! once with a [`SourceRange`] that the transport copies straight into the
-//! C2HData PDU it builds, one copy instead of two (`lull_proto::read_source`).
+//! A Read of a bdev that offers its memory ([`Bdev::read_source`]: RAM,
+//! null) skips all of that: it is answered at once with a [`SourceRange`]
+//! that the transport sends from the RAM bdev's memory under its stripe
+//! locks (the kernel's copy into the socket the only one) or copies straight
+//! into the C2HData PDU it builds (a null bdev's zeroes, a data digest, TLS,
+//! a transfer below `LEND_MIN`): `lull_proto::read_source`.
 //!
 //! Nothing here allocates per command in steady state: read data goes into
 //! a buffer of the connection's pool and is sent from it, write data comes
@@ -36,7 +38,7 @@ use std::time::Instant;
 use lull_proto::nvme::cmd::{DatasetManagement, DsmRange, NSID_ALL, Rw};
 use lull_proto::nvme::{Cqe, Status, io_opc, status};
 use lull_proto::read_source::SourceRange;
-use lull_proto::target_queue::{ATTACH_MIN, Request, Response};
+use lull_proto::target_queue::{Request, Response};
 use lull_reactor::Context;
 use lull_transport::conn::Responder;
 
@@ -253,7 +255,6 @@ impl IoQueue {
             kind: Kind::Read,
             io: Op::Read { at, len, .. },
         } = &plan
-            && *len < ATTACH_MIN
             && let Some(source) = ns.read_source()
         {
             let range = SourceRange::new(source.clone(), *at, *len);
@@ -392,9 +393,8 @@ impl Inner {
     }
 
     /// Answers a Read whose data the transport copies from `range` while it
-    /// builds the C2HData PDUs (a memory bdev's, below [`ATTACH_MIN`]: the
-    /// queue would copy a buffer that small into its send buffer anyway), so
-    /// no buffer, slot or bdev call is needed. Counted as a read now, as a
+    /// builds the C2HData PDUs, or sends from where it is (a memory bdev's:
+    /// `lull_proto::read_source`), so no buffer, slot or bdev call is needed. Counted as a read now, as a
     /// submitted one is at its completion; its bdev latency is 0 ns, as the
     /// copy is the transport's.
     fn read_from_source(&self, cx: &mut Context, cid: u16, ns: &Namespace, range: SourceRange, data: Vec<u8>) {

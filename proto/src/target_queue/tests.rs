@@ -765,21 +765,22 @@ fn read_data_sent_from_its_own_buffer_is_the_same_stream_in_any_write_sizes_and_
         let mut got = Vec::new();
         let mut returned = Vec::new();
         while q.wants_send() {
-            let mut slices: [&[u8]; 3] = [&[]; 3];
-            let n = q.pending_send_slices(&mut slices);
-            assert!(n > 0);
-            let mut take = step;
-            let mut took = 0;
-            for s in &slices[..n] {
-                let k = take.min(s.len());
-                got.extend_from_slice(&s[..k]);
-                took += k;
-                take -= k;
-                if take == 0 {
-                    break;
+            q.send_with(|slices| {
+                assert!(!slices.is_empty());
+                let mut take = step;
+                let mut took = 0;
+                for s in slices {
+                    let k = take.min(s.len());
+                    got.extend_from_slice(&s[..k]);
+                    took += k;
+                    take -= k;
+                    if take == 0 {
+                        break;
+                    }
                 }
-            }
-            q.sent(took);
+                Ok(took)
+            })
+            .unwrap();
             returned.extend(q.take_spent_buffers().map(|b| b.capacity()));
             // The stream ends with the last data digest (4 bytes) and the
             // CapsuleResp with its header digest (28): the buffer's last byte
@@ -1500,6 +1501,10 @@ struct Pattern {
 }
 
 impl crate::read_source::ReadSource for Pattern {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
     fn copy_to(&self, at: u64, dst: &mut [u8]) -> Result<(), SourceRangeError> {
         let err = SourceRangeError {
             at,
@@ -1650,3 +1655,5 @@ fn with_c2h_success_a_plain_successful_read_ends_with_the_success_flag_whatever_
     assert_eq!(p.len(), 2);
     assert_eq!(CommonHeader::parse(&p[1]).unwrap().pdu_type, PduType::CapsuleResp as u8);
 }
+
+mod lend;

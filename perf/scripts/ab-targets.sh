@@ -2,8 +2,11 @@
 # A/B of two lull binaries as poll-mode NVMe/TCP targets, measured by SPDK's
 # spdk_nvme_perf: each round starts binary A's target on CPU 0 (a 256 MiB RAM
 # namespace), runs every load from CPU 1, stops it, then the same for B; the
-# last lines give each binary's IOPS per load, one value per round, to take
-# medians of. Used for before/after figures in docs/performance.md.
+# last lines give each binary's IOPS per load, one value per round, and the
+# target's CPU microseconds per I/O (its threads' run time from
+# /proc/PID/task/*/schedstat over the load: meaningful in interrupt mode,
+# where the target sleeps when it has nothing to do), to take medians of.
+# Used for before/after figures in docs/performance.md.
 #
 # usage: perf/scripts/ab-targets.sh ROUNDS SECS "RW:BS:QD ..." BIN_A BIN_B
 #   e.g. perf/scripts/ab-targets.sh 3 4 "randread:4096:32 read:131072:16" old/lull target/release/lull
@@ -30,13 +33,19 @@ for r in $(seq "$rounds"); do
         sleep 0.3
         for l in $loads; do
             IFS=: read -r rw bs qd <<<"$l"
+            ns0=$(cat /proc/"$tp"/task/*/schedstat | awk '{s += $1} END {print s}')
             iops=$("$peer" perf -c 0x2 -q "$qd" -o "$bs" -w "$rw" -t "$secs" \
                 -r "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$port subnqn:$nqn" 2>/dev/null |
                 tr '\r' '\n' | awk '/^Total/ {print $3}')
-            echo "$r $which $l ${iops:-failed}"
+            ns1=$(cat /proc/"$tp"/task/*/schedstat | awk '{s += $1} END {print s}')
+            cpu=$(awk -v a="$ns0" -v b="$ns1" -v i="${iops:-0}" -v t="$secs" \
+                'BEGIN {if (i > 0) printf "%.3f", (b - a) / 1000 / (i * t); else print "-"}')
+            echo "$r $which $l ${iops:-failed} $cpu"
         done
         kill "$tp"
         wait "$tp" 2>/dev/null || true
         rm -f "$sock"
     done
-done | tee /dev/stderr | awk '{v[$2" "$3]=v[$2" "$3]" "$4} END {for (k in v) print "ALL", k, v[k]}' | sort
+done | tee /dev/stderr |
+    awk '{v[$2" "$3]=v[$2" "$3]" "$4; c[$2" "$3]=c[$2" "$3]" "$5}
+        END {for (k in v) {print "ALL", k, v[k]; print "CPU-us/IO", k, c[k]}}' | sort

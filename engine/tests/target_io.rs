@@ -404,6 +404,89 @@ fn reads_reach_a_host_that_reads_late() {
     }
 }
 
+/// Reads of a RAM bdev go out from its memory, a send at a time: a payload
+/// the socket takes only part of must keep the rest as it was (no 512-byte
+/// block half old, half new), while payloads not yet started are read when
+/// sent. A host that reads late (a 4 KiB receive buffer) has 31 reads of
+/// 128 KiB outstanding (more than the target's socket buffer takes, 4 MiB at
+/// most) while another queue overwrites the same blocks twice; every block
+/// that arrives must hold one of the three patterns whole.
+#[test]
+fn reads_sent_in_pieces_never_tear_a_block_that_writes_change_meanwhile() {
+    const LEN: usize = 131_072;
+    const READS: u16 = 31;
+    let t = target(Mode::Poll);
+    let (_a, cntlid) = Host::admin(t.addr, 0, SUBNQN, 0);
+    let mut writer = Host::io(t.addr, 0, cntlid);
+    let blocks = (LEN / 512) as u64;
+    for i in 0..u64::from(READS) {
+        assert!(writer.write(i * blocks, &[0xA1; LEN]).status.is_success());
+    }
+    let mut late = Host::connect_small_rcvbuf(t.addr, 4096);
+    late.icreq(0);
+    let c = late.fabric_connect(2, SUBNQN, HOSTNQN, cntlid, 0);
+    assert!(c.status.is_success(), "I/O Connect of QID 2: {}", c.status);
+    let mut all = Vec::new();
+    for i in 0..READS {
+        let mut sqe = Host::rw_sqe(
+            0x02,
+            1,
+            u64::from(i) * blocks,
+            blocks as u32,
+            LEN as u32,
+            sgl_id::TRANSPORT_DATA_BLOCK,
+        );
+        sqe.set_cid(200 + i);
+        all.extend(late.capsule_bytes(&sqe, &[]));
+    }
+    late.send(&all);
+    // Let the target send what the sockets take, then change every block twice.
+    std::thread::sleep(Duration::from_millis(100));
+    for pattern in [0xB2u8, 0xC3] {
+        for i in 0..u64::from(READS) {
+            assert!(writer.write(i * blocks, &[pattern; LEN]).status.is_success());
+        }
+    }
+    let mut data = vec![Vec::new(); usize::from(READS)];
+    let mut done = 0;
+    while done < READS {
+        let p = late.recv().expect("data");
+        match PduType::from_u8(p.ch.pdu_type) {
+            Some(PduType::C2HData) => {
+                let h = p.data_header();
+                let slot = &mut data[usize::from(h.cccid - 200)];
+                assert_eq!(h.datao as usize, slot.len(), "in order");
+                let pdo = usize::from(p.ch.pdo);
+                slot.extend_from_slice(&p.bytes[pdo..pdo + h.datal as usize]);
+                done += u16::from(p.ch.flags & flags::SUCCESS != 0);
+            }
+            Some(PduType::CapsuleResp) => {
+                assert!(p.cqe().status.is_success());
+                done += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut seen = [0usize; 3];
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d.len(), LEN, "read {i}");
+        for (b, block) in d.chunks(512).enumerate() {
+            let k = [0xA1, 0xB2, 0xC3].iter().position(|&v| v == block[0]);
+            assert!(
+                k.is_some() && block.iter().all(|&x| x == block[0]),
+                "read {i} block {b} is torn or foreign: starts {:02x?}",
+                &block[..8]
+            );
+            seen[k.unwrap_or(0)] += 1;
+        }
+    }
+    // What went out before the writes is the first pattern; the rest the last.
+    eprintln!("blocks of each pattern: {seen:?}");
+    assert!(seen[0] > 0, "something was sent before the writes: {seen:?}");
+    assert!(seen[2] > 0, "something was sent after them: {seen:?}");
+    t.reactors.shutdown().unwrap();
+}
+
 fn thread_cpu_of_target(t: &Tgt) -> u64 {
     t.reactors.handles().iter().map(|h| h.stats().thread_cpu_ns).sum()
 }

@@ -1,56 +1,16 @@
 //! A RAM bdev lends its memory for a send without a heap allocation: the
 //! stripe list and the lent slices live on the stack for one send's worth of
 //! ranges (`lull_proto::target_queue::SEND_SLICES` of up to 128 KiB each).
-//! Counted with a global allocator that counts this thread's allocations.
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+//! Counted with a global allocator that counts this thread's allocations
+//! (shared with lull-proto's steady-state test).
 
 use lull_engine::bdev::{Bdev, RamBdev};
 use lull_proto::target_queue::SEND_SLICES;
 
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
+#[path = "../../proto/tests/support/counting_alloc.rs"]
+mod counting_alloc;
 
-/// The system allocator, counting allocations and reallocations made by the
-/// calling thread.
-struct Counting;
-
-// SAFETY: every call is forwarded unchanged to `System`, which upholds
-// `GlobalAlloc`'s contract; the count is a thread-local `Cell` that never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: the caller's `layout` is forwarded as `alloc` received it.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: as in `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: `ptr` was allocated by `System` (through this allocator)
-        // with `layout`, as the caller guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as in `realloc`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
+use counting_alloc::allocations;
 
 #[test]
 fn a_send_worth_of_ranges_is_lent_without_allocating() {

@@ -3,7 +3,8 @@
 //! transfer's buffer while the queue offers one, else as much as it asks
 //! for), after an optional good handshake, with commands completed (with
 //! data in a buffer, copied from a read source (a range it holds, or one
-//! past its end), without, or not at all) as the engine would.
+//! past its end), without, or not at all) as the engine would, and the
+//! output sent in writes of arbitrary sizes (`send_with`).
 //!
 //! Invariants checked: no panic; after a fatal error a C2HTermReq ends the
 //! output and nothing more is parsed; the receive buffer never holds
@@ -18,7 +19,9 @@ use lull_proto::pdu::{CommonHeader, PduType};
 use lull_proto::read_source::{ReadSource, SourceRange, SourceRangeError};
 use lull_proto::target_queue::{QueueParams, Response, TargetQueue, TargetQueueConfig};
 
-/// A 256 KiB source of 5Ah bytes, as a memory bdev.
+/// A 256 KiB source of 5Ah bytes, as a memory bdev, which lends (as
+/// copies: the trait's default) so that reads of 4 KiB and more are queued
+/// as lent ranges and sent through `send_with`.
 struct Memory;
 
 const MEMORY: u64 = 256 * 1024;
@@ -34,6 +37,14 @@ impl ReadSource for Memory {
         }
         dst.fill(0x5A);
         Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        MEMORY
+    }
+
+    fn lends(&self) -> bool {
+        true
     }
 }
 
@@ -140,5 +151,23 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-    check_output(&q.pending_send(), failed);
+    // Sent as the connection sends, in writes of a size the input picks.
+    let step = usize::from(ctl[1]) * 97 + 1;
+    let mut out = Vec::new();
+    while q.wants_send() {
+        let sent = q.send_with(|slices| {
+            let mut took = 0;
+            for s in slices {
+                let k = s.len().min(step - took);
+                out.extend_from_slice(&s[..k]);
+                took += k;
+                if took == step {
+                    break;
+                }
+            }
+            Ok(took)
+        });
+        assert!(matches!(sent, Ok(n) if n > 0), "a send that moved nothing: {sent:?}");
+    }
+    check_output(&out, failed);
 });

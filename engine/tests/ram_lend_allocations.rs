@@ -21,7 +21,7 @@ fn a_send_worth_of_ranges_is_lent_without_allocating() {
     let mut ranges = [(0u64, 0usize); SEND_SLICES];
     for (k, r) in ranges.iter_mut().enumerate() {
         let k = k as u64;
-        *r = if k % 2 == 0 {
+        *r = if k.is_multiple_of(2) {
             ((k * 40_961) % (60 << 20) / 4096 * 4096, 4096)
         } else {
             ((k * 1_048_573) % (60 << 20) / 4096 * 4096 + 61_440, 131_072)

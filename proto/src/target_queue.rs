@@ -1345,7 +1345,8 @@ impl TargetQueue {
     ///
     /// # Errors
     /// `send`'s error (nothing marked sent); `InvalidData` when a source no
-    /// longer holds a range queued from it.
+    /// longer holds a range queued from it or lends other lengths than asked
+    /// (nothing sent).
     pub fn send_with(&mut self, mut send: impl FnMut(&[&[u8]]) -> std::io::Result<usize>) -> std::io::Result<usize> {
         let mut ranges = std::mem::take(&mut self.lend_scratch);
         let result = match self.send.lent_ranges(SEND_SLICES, &mut ranges) {
@@ -1362,6 +1363,15 @@ impl TargetQueue {
                 let mut result = Ok(0);
                 let buf = &mut self.send;
                 let lent = source.lend(&ranges, &mut |lent| {
+                    // A source that lent other lengths than asked would shift
+                    // every byte after them: end the connection instead.
+                    if lent.len() != ranges.len() || lent.iter().zip(&ranges).any(|(b, &(_, len))| b.len() != len) {
+                        result = Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "a read source lent other lengths than the ranges asked for",
+                        ));
+                        return;
+                    }
                     let mut slices: [&[u8]; SEND_SLICES] = [&[]; SEND_SLICES];
                     let n = buf.pending_slices(&mut slices, lent);
                     result = send(&slices[..n]);

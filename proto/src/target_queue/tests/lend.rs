@@ -300,3 +300,45 @@ fn a_failed_write_marks_nothing_sent_and_keeps_every_lent_payload() {
     let (out, _) = drain(&mut q, 1 << 20, |_| {});
     assert_eq!(payloads(&out), vec![vec![0x5A; 4096]], "read when it was sent");
 }
+
+/// A source that lends one byte short of every range.
+struct Short;
+
+impl ReadSource for Short {
+    fn copy_to(&self, _at: u64, dst: &mut [u8]) -> Result<(), SourceRangeError> {
+        dst.fill(1);
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        1 << 20
+    }
+
+    fn lends(&self) -> bool {
+        true
+    }
+
+    fn lend(&self, ranges: &[(u64, usize)], f: &mut dyn FnMut(&[&[u8]])) -> Result<(), SourceRangeError> {
+        let bytes = vec![1u8; 1 << 20];
+        let lent: Vec<&[u8]> = ranges.iter().map(|&(_, len)| &bytes[..len - 1]).collect();
+        f(&lent);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_source_that_lends_the_wrong_length_ends_the_send_with_nothing_sent() {
+    let mut q = queue_with_reads(0, 131_072, &[(1, 4096)]);
+    let source: Arc<dyn ReadSource> = Arc::new(Short);
+    assert!(q.respond(Response::with_source(ok(1), SourceRange::new(source, 0, 4096))));
+    let mut called = false;
+    let e = q
+        .send_with(|_| {
+            called = true;
+            Ok(0)
+        })
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    assert!(!called, "no bytes offered to the socket");
+    assert!(q.wants_send(), "nothing marked sent");
+}

@@ -26,7 +26,8 @@
 //! 3.4.1: commands in flight together are not ordered). A lent payload goes
 //! out as it was at the one send that took its first byte: the rest of a
 //! payload a send took only part of is copied out before the lend ends, so
-//! no block is torn (section 2.1.4.1, atomic writes of one block).
+//! no block is torn (NVMe 1.4 section 6.4, Atomic Operations: with AWUN 0
+//! a write of one block is atomic to reads).
 
 use std::fmt;
 use std::sync::Arc;
@@ -63,8 +64,8 @@ pub trait ReadSource: Send + Sync {
     /// once however many ranges share it). The NVMe/TCP target sends a
     /// Read's data with the system call made inside `f`, so the data is
     /// copied once, by the kernel, and every block goes out as it was at one
-    /// instant (NVMe Base 2.0 section 2.1.4.1: a write of one block is
-    /// atomic to reads). `f` must not call back into this source.
+    /// instant (NVMe 1.4 section 6.4, Atomic Operations: a write of one
+    /// block is atomic to reads). `f` must not call back into this source.
     ///
     /// The default copies each range into a buffer of its own first (for
     /// sources that cannot lend their memory).

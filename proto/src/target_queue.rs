@@ -1224,7 +1224,17 @@ impl TargetQueue {
     /// compute over bytes not yet fixed, and the transfer is at least
     /// [`LEND_MIN`].
     fn lends(&self, source: &SourceRange) -> bool {
-        self.lend_sources && !self.digests.data && source.len() >= LEND_MIN && source.source().lends()
+        self.sends_lent_reads() && source.len() >= LEND_MIN && source.source().lends()
+    }
+
+    /// Whether a Read answered with a lending source of at least
+    /// [`LEND_MIN`] bytes goes out from the source's memory: lending is on
+    /// ([`lend_sources`](Self::lend_sources)) and no data digest was
+    /// negotiated. When false its bytes are copied into the send buffer, so
+    /// a large Read is better answered with a buffer of its own
+    /// ([`ATTACH_MIN`]), which the send buffer does not keep growing for.
+    pub fn sends_lent_reads(&self) -> bool {
+        self.lend_sources && !self.digests.data
     }
 
     /// [`complete_with_data_from`](Self::complete_with_data_from) without

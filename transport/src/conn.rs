@@ -113,6 +113,9 @@ struct Mailbox {
     /// those given meanwhile need no wakeup.
     in_handler: Cell<bool>,
     pool: RefCell<BufferPool>,
+    /// The queue sends Read data lent by a source from its memory
+    /// ([`TargetQueue::sends_lent_reads`]), set after each parse.
+    lends: Cell<bool>,
 }
 
 /// Answers the requests of one connection, during
@@ -165,6 +168,17 @@ impl Responder {
     /// buffer not sent after all); freed when the pool is full.
     pub fn recycle(&self, buf: Vec<u8>) {
         self.mailbox.pool.borrow_mut().put(buf);
+    }
+
+    /// Whether the connection sends a Read's data from a lending source's
+    /// memory (no data digest, no TLS:
+    /// [`TargetQueue::sends_lent_reads`]). When false, a source's bytes are
+    /// copied into the send buffer, so a Read of
+    /// [`ATTACH_MIN`](lull_proto::target_queue::ATTACH_MIN) or more is
+    /// better answered with a buffer from [`buffer`](Self::buffer). False
+    /// for a detached responder.
+    pub fn sends_lent_reads(&self) -> bool {
+        self.mailbox.lends.get()
     }
 }
 
@@ -378,9 +392,6 @@ impl<H: QueueHandler> Connection<H> {
     /// One `sendmsg` per round (crate::send), of the encoded PDUs and the read data
     /// attached between them or lent by a RAM bdev ([`TargetQueue::send_with`]).
     fn write_pending(&mut self) -> std::io::Result<bool> {
-        // A TLS record sealed from lent bytes may be sent by a later call:
-        // its bytes must not be read from the source twice.
-        self.queue.lend_sources(!self.wire.is_tls());
         while self.queue.wants_send() {
             let wire = &mut self.wire;
             let sent = self.queue.send_with(|slices| {
@@ -424,7 +435,12 @@ impl<H: QueueHandler> Connection<H> {
         let mut pool = self.responder.mailbox.pool.borrow_mut();
         let before = pool.free.len();
         self.queue.swap_spare_buffers(&mut pool.free);
+        // A TLS record sealed from lent bytes may be sent by a later call:
+        // its bytes must not be read from the source twice.
+        self.queue.lend_sources(!self.wire.is_tls());
         let result = self.queue.process();
+        // Known before the handler sees any command the parse produced.
+        self.responder.mailbox.lends.set(self.queue.sends_lent_reads());
         self.queue.swap_spare_buffers(&mut pool.free);
         if pool.free.len() != before {
             pool.settle();

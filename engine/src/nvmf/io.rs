@@ -24,7 +24,10 @@
 //! that the transport sends from the RAM bdev's memory under its stripe
 //! locks (the kernel's copy into the socket the only one) or copies straight
 //! into the C2HData PDU it builds (a null bdev's zeroes, a data digest, TLS,
-//! a transfer below `LEND_MIN`): `lull_proto::read_source`.
+//! a transfer below `LEND_MIN`): `lull_proto::read_source`. Where the
+//! connection would copy (`Responder::sends_lent_reads` false), a Read of
+//! [`ATTACH_MIN`] or more takes a pooled buffer instead, as any bdev's: the
+//! same one copy, without growing the send buffer by the whole transfer.
 //!
 //! Nothing here allocates per command in steady state: read data goes into
 //! a buffer of the connection's pool and is sent from it, write data comes
@@ -38,7 +41,7 @@ use std::time::Instant;
 use lull_proto::nvme::cmd::{DatasetManagement, DsmRange, NSID_ALL, Rw};
 use lull_proto::nvme::{Cqe, Status, io_opc, status};
 use lull_proto::read_source::SourceRange;
-use lull_proto::target_queue::{Request, Response};
+use lull_proto::target_queue::{ATTACH_MIN, Request, Response};
 use lull_reactor::Context;
 use lull_transport::conn::Responder;
 
@@ -255,6 +258,7 @@ impl IoQueue {
             kind: Kind::Read,
             io: Op::Read { at, len, .. },
         } = &plan
+            && (*len < ATTACH_MIN || self.inner.resp.sends_lent_reads())
             && let Some(source) = ns.read_source()
         {
             let range = SourceRange::new(source.clone(), *at, *len);

@@ -431,7 +431,9 @@ fn a_read_through_the_queue_returns_what_the_bdev_holds() {
     io_q.on_command(cx, read_request(7, 2, 2, 2 * BLOCK), &resp);
     // Beyond the namespace's last block: LBA Out of Range.
     io_q.on_command(cx, read_request(8, BLOCKS - 1, 2, 2 * BLOCK), &resp);
-    // 16 KiB from block 0: any size of RAM read is answered with the source.
+    // 16 KiB from block 0: at ATTACH_MIN, on a connection that would copy a
+    // source into its send buffer (a detached responder says so), the data
+    // comes in a buffer of its own, sent from where it is.
     io_q.on_command(cx, read_request(9, 0, 4, 4 * BLOCK), &resp);
     let got = resp.take_responses();
     drop((admin_q, io_q));
@@ -448,20 +450,19 @@ fn a_read_through_the_queue_returns_what_the_bdev_holds() {
     assert_eq!(got[0].connected.map(|p| p.qid), Some(1), "the I/O queue's Connect");
     // The RAM bdev's Read is answered with its memory as the source, read
     // when the PDU is sent (here: when the test reads it).
-    assert!(got[1].source.is_some(), "a read of RAM is not buffered");
+    assert!(got[1].source.is_some(), "a small read of RAM is not buffered");
     let data = got[1].data_bytes().unwrap();
     assert_eq!(data.len(), 2 * BLOCK as usize);
     for (i, b) in data.iter().enumerate() {
         assert_eq!(*b, pattern(i as u32), "byte {i} of the blocks written");
     }
     assert!(got[2].data.is_empty() && got[2].source.is_none());
-    assert!(
-        got[3].source.is_some() && got[3].data.is_empty(),
-        "16 KiB: no buffer either"
-    );
+    assert!(!resp.sends_lent_reads());
+    assert_eq!(4 * BLOCK as usize, lull_proto::target_queue::ATTACH_MIN);
+    assert!(got[3].source.is_none(), "16 KiB on a copying connection: a buffer");
     let mut want = vec![0u8; 4 * BLOCK as usize];
     want[2 * BLOCK as usize..].copy_from_slice(&written);
-    assert!(got[3].data_bytes().unwrap() == want, "blocks 0-1 zero, 2-3 as written");
+    assert!(got[3].data == want, "blocks 0-1 zero, 2-3 as written");
     assert_eq!(
         target.controller_count(),
         0,

@@ -219,7 +219,13 @@ fn with_a_data_digest_or_lending_off_the_data_is_fixed_when_answered() {
     for (dgst, lend) in [(2u8, true), (0, false), (3, true)] {
         let src = Shared::new(1 << 16, 1);
         let mut q = queue_with_reads(dgst, 131_072, &[(5, 8192)]);
+        assert_eq!(
+            q.sends_lent_reads(),
+            dgst & 2 == 0,
+            "lending on by default, but not with a data digest"
+        );
         q.lend_sources(lend);
+        assert_eq!(q.sends_lent_reads(), lend && dgst & 2 == 0, "dgst {dgst} lend {lend}");
         assert!(q.respond(Response::with_source(ok(5), src.range(4096, 8192))));
         let then = src.copy(4096, 8192);
         src.fill(0x11);

@@ -399,7 +399,8 @@ impl<H: QueueHandler> Connection<H> {
                 for (v, s) in iov.iter_mut().zip(slices) {
                     *v = IoSlice::new(s);
                 }
-                wire.send_slices(&iov[..slices.len()])
+                // `send_with` offers at most SEND_SLICES.
+                wire.send_slices(&iov[..slices.len().min(SEND_SLICES)])
             });
             match sent {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
